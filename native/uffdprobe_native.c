@@ -1,0 +1,397 @@
+/* uffdprobe native layer; see uffdprobe_native.h for the conventions. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <linux/userfaultfd.h>
+#include "uffdprobe_native.h"
+
+#define C(group, name) { group, #name, (uint64_t)(name), 1 }
+#define ABSENT(group, name) { group, #name, 0, 0 }
+
+/* Everything a 6.1 header has is taken as given; later additions are guarded. */
+const struct up_const up_constants[] = {
+	C("api", UFFD_API),
+	C("feature", UFFD_FEATURE_PAGEFAULT_FLAG_WP),
+	C("feature", UFFD_FEATURE_EVENT_FORK),
+	C("feature", UFFD_FEATURE_EVENT_REMAP),
+	C("feature", UFFD_FEATURE_EVENT_REMOVE),
+	C("feature", UFFD_FEATURE_MISSING_HUGETLBFS),
+	C("feature", UFFD_FEATURE_MISSING_SHMEM),
+	C("feature", UFFD_FEATURE_EVENT_UNMAP),
+	C("feature", UFFD_FEATURE_SIGBUS),
+	C("feature", UFFD_FEATURE_THREAD_ID),
+	C("feature", UFFD_FEATURE_MINOR_HUGETLBFS),
+	C("feature", UFFD_FEATURE_MINOR_SHMEM),
+	C("feature", UFFD_FEATURE_EXACT_ADDRESS),
+	C("feature", UFFD_FEATURE_WP_HUGETLBFS_SHMEM),
+#ifdef UFFD_FEATURE_WP_UNPOPULATED
+	C("feature", UFFD_FEATURE_WP_UNPOPULATED),
+#else
+	ABSENT("feature", UFFD_FEATURE_WP_UNPOPULATED),
+#endif
+#ifdef UFFD_FEATURE_POISON
+	C("feature", UFFD_FEATURE_POISON),
+#else
+	ABSENT("feature", UFFD_FEATURE_POISON),
+#endif
+#ifdef UFFD_FEATURE_WP_ASYNC
+	C("feature", UFFD_FEATURE_WP_ASYNC),
+#else
+	ABSENT("feature", UFFD_FEATURE_WP_ASYNC),
+#endif
+#ifdef UFFD_FEATURE_MOVE
+	C("feature", UFFD_FEATURE_MOVE),
+#else
+	ABSENT("feature", UFFD_FEATURE_MOVE),
+#endif
+	C("ioctl", _UFFDIO_REGISTER),
+	C("ioctl", _UFFDIO_UNREGISTER),
+	C("ioctl", _UFFDIO_WAKE),
+	C("ioctl", _UFFDIO_COPY),
+	C("ioctl", _UFFDIO_ZEROPAGE),
+	C("ioctl", _UFFDIO_WRITEPROTECT),
+	C("ioctl", _UFFDIO_CONTINUE),
+#ifdef _UFFDIO_MOVE
+	C("ioctl", _UFFDIO_MOVE),
+#else
+	ABSENT("ioctl", _UFFDIO_MOVE),
+#endif
+#ifdef _UFFDIO_POISON
+	C("ioctl", _UFFDIO_POISON),
+#else
+	ABSENT("ioctl", _UFFDIO_POISON),
+#endif
+	C("ioctl", _UFFDIO_API),
+	C("register", UFFDIO_REGISTER_MODE_MISSING),
+	C("register", UFFDIO_REGISTER_MODE_WP),
+	C("register", UFFDIO_REGISTER_MODE_MINOR),
+	C("copy", UFFDIO_COPY_MODE_DONTWAKE),
+	C("copy", UFFDIO_COPY_MODE_WP),
+	C("zeropage", UFFDIO_ZEROPAGE_MODE_DONTWAKE),
+	C("writeprotect", UFFDIO_WRITEPROTECT_MODE_WP),
+	C("writeprotect", UFFDIO_WRITEPROTECT_MODE_DONTWAKE),
+	C("continue", UFFDIO_CONTINUE_MODE_DONTWAKE),
+#ifdef UFFDIO_CONTINUE_MODE_WP
+	C("continue", UFFDIO_CONTINUE_MODE_WP),
+#else
+	ABSENT("continue", UFFDIO_CONTINUE_MODE_WP),
+#endif
+#ifdef UFFDIO_MOVE_MODE_DONTWAKE
+	C("move", UFFDIO_MOVE_MODE_DONTWAKE),
+	C("move", UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES),
+#else
+	ABSENT("move", UFFDIO_MOVE_MODE_DONTWAKE),
+	ABSENT("move", UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES),
+#endif
+#ifdef UFFDIO_POISON_MODE_DONTWAKE
+	C("poison", UFFDIO_POISON_MODE_DONTWAKE),
+#else
+	ABSENT("poison", UFFDIO_POISON_MODE_DONTWAKE),
+#endif
+	C("event", UFFD_EVENT_PAGEFAULT),
+	C("event", UFFD_EVENT_FORK),
+	C("event", UFFD_EVENT_REMAP),
+	C("event", UFFD_EVENT_REMOVE),
+	C("event", UFFD_EVENT_UNMAP),
+	C("pagefault", UFFD_PAGEFAULT_FLAG_WRITE),
+	C("pagefault", UFFD_PAGEFAULT_FLAG_WP),
+	C("pagefault", UFFD_PAGEFAULT_FLAG_MINOR),
+	C("open", UFFD_USER_MODE_ONLY),
+	C("open", O_CLOEXEC),
+	C("open", O_NONBLOCK),
+	C("ioctl_number", UFFDIO_API),
+	C("ioctl_number", UFFDIO_REGISTER),
+	C("ioctl_number", UFFDIO_UNREGISTER),
+	C("ioctl_number", UFFDIO_WAKE),
+	C("ioctl_number", UFFDIO_COPY),
+	C("ioctl_number", UFFDIO_ZEROPAGE),
+	C("ioctl_number", UFFDIO_WRITEPROTECT),
+	C("ioctl_number", UFFDIO_CONTINUE),
+#ifdef UFFDIO_MOVE
+	C("ioctl_number", UFFDIO_MOVE),
+#else
+	ABSENT("ioctl_number", UFFDIO_MOVE),
+#endif
+#ifdef UFFDIO_POISON
+	C("ioctl_number", UFFDIO_POISON),
+#else
+	ABSENT("ioctl_number", UFFDIO_POISON),
+#endif
+	C("ioctl_number", USERFAULTFD_IOC_NEW),
+	C("mman", PROT_NONE),
+	C("mman", PROT_READ),
+	C("mman", PROT_WRITE),
+	C("mman", MAP_PRIVATE),
+	C("mman", MAP_SHARED),
+	C("mman", MAP_ANONYMOUS),
+	C("mman", MAP_FIXED),
+	C("mman", MAP_NORESERVE),
+	C("mman", MAP_POPULATE),
+	C("madvise", MADV_DONTNEED),
+	C("madvise", MADV_HUGEPAGE),
+	C("madvise", MADV_NOHUGEPAGE),
+	C("madvise", MADV_DONTFORK),
+	C("madvise", MADV_REMOVE),
+#ifdef MADV_COLLAPSE
+	C("madvise", MADV_COLLAPSE),
+#else
+	ABSENT("madvise", MADV_COLLAPSE),
+#endif
+	C("memfd", MFD_CLOEXEC),
+	C("memfd", MFD_HUGETLB),
+	C("splice", SPLICE_F_GIFT),
+	C("splice", SPLICE_F_NONBLOCK),
+};
+const int up_nconstants = sizeof(up_constants) / sizeof(up_constants[0]);
+
+int up_userfaultfd(int flags)
+{
+	return (int)syscall(__NR_userfaultfd, flags);
+}
+
+int up_dev_userfaultfd(int flags)
+{
+	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	int fd, saved;
+
+	if (dev < 0)
+		return -1;
+	fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
+	saved = errno;
+	close(dev);
+	errno = saved;
+	return fd;
+}
+
+int up_api(int fd, uint64_t api, uint64_t *features, uint64_t *ioctls)
+{
+	struct uffdio_api a = { .api = api, .features = *features };
+	int ret = ioctl(fd, UFFDIO_API, &a);
+
+	*features = a.features;
+	*ioctls = a.ioctls;
+	return ret;
+}
+
+int up_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint64_t *ioctls)
+{
+	struct uffdio_register r = { .range = { start, len }, .mode = mode };
+	int ret = ioctl(fd, UFFDIO_REGISTER, &r);
+
+	*ioctls = r.ioctls;
+	return ret;
+}
+
+int up_unregister(int fd, uint64_t start, uint64_t len)
+{
+	struct uffdio_range r = { start, len };
+	return ioctl(fd, UFFDIO_UNREGISTER, &r);
+}
+
+int up_wake(int fd, uint64_t start, uint64_t len)
+{
+	struct uffdio_range r = { start, len };
+	return ioctl(fd, UFFDIO_WAKE, &r);
+}
+
+int up_copy(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode, int64_t *copied)
+{
+	struct uffdio_copy c = { .dst = dst, .src = src, .len = len, .mode = mode };
+	int ret = ioctl(fd, UFFDIO_COPY, &c);
+
+	*copied = c.copy;
+	return ret;
+}
+
+int up_zeropage(int fd, uint64_t start, uint64_t len, uint64_t mode, int64_t *zeropage)
+{
+	struct uffdio_zeropage z = { .range = { start, len }, .mode = mode };
+	int ret = ioctl(fd, UFFDIO_ZEROPAGE, &z);
+
+	*zeropage = z.zeropage;
+	return ret;
+}
+
+int up_writeprotect(int fd, uint64_t start, uint64_t len, uint64_t mode)
+{
+	struct uffdio_writeprotect w = { .range = { start, len }, .mode = mode };
+	return ioctl(fd, UFFDIO_WRITEPROTECT, &w);
+}
+
+int up_continue(int fd, uint64_t start, uint64_t len, uint64_t mode, int64_t *mapped)
+{
+	struct uffdio_continue c = { .range = { start, len }, .mode = mode };
+	int ret = ioctl(fd, UFFDIO_CONTINUE, &c);
+
+	*mapped = c.mapped;
+	return ret;
+}
+
+int up_move(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode, int64_t *moved)
+{
+#ifdef UFFDIO_MOVE
+	struct uffdio_move m = { .dst = dst, .src = src, .len = len, .mode = mode };
+	int ret = ioctl(fd, UFFDIO_MOVE, &m);
+
+	*moved = m.move;
+	return ret;
+#else
+	(void)fd; (void)dst; (void)src; (void)len; (void)mode;
+	*moved = 0;
+	errno = ENOTSUP;
+	return -1;
+#endif
+}
+
+int up_poison(int fd, uint64_t start, uint64_t len, uint64_t mode, int64_t *updated)
+{
+#ifdef UFFDIO_POISON
+	struct uffdio_poison p = { .range = { start, len }, .mode = mode };
+	int ret = ioctl(fd, UFFDIO_POISON, &p);
+
+	*updated = p.updated;
+	return ret;
+#else
+	(void)fd; (void)start; (void)len; (void)mode;
+	*updated = 0;
+	errno = ENOTSUP;
+	return -1;
+#endif
+}
+
+int up_read_msgs(int fd, struct up_msg *out, int max)
+{
+	struct uffd_msg msgs[64];
+	ssize_t n;
+	int i, count;
+
+	if (max > 64)
+		max = 64;
+	n = read(fd, msgs, sizeof(msgs[0]) * (size_t)max);
+	if (n < 0)
+		return -1;
+	count = (int)(n / (ssize_t)sizeof(msgs[0]));
+	for (i = 0; i < count; i++) {
+		struct uffd_msg *m = &msgs[i];
+		struct up_msg *o = &out[i];
+
+		memset(o, 0, sizeof(*o));
+		o->event = m->event;
+		switch (m->event) {
+		case UFFD_EVENT_PAGEFAULT:
+			o->flags = m->arg.pagefault.flags;
+			o->address = m->arg.pagefault.address;
+			o->ptid = m->arg.pagefault.feat.ptid;
+			break;
+		case UFFD_EVENT_FORK:
+			o->ufd = m->arg.fork.ufd;
+			break;
+		case UFFD_EVENT_REMAP:
+			o->address = m->arg.remap.from;
+			o->arg2 = m->arg.remap.to;
+			o->arg3 = m->arg.remap.len;
+			break;
+		case UFFD_EVENT_REMOVE:
+		case UFFD_EVENT_UNMAP:
+			o->address = m->arg.remove.start;
+			o->arg2 = m->arg.remove.end;
+			break;
+		}
+	}
+	return count;
+}
+
+int up_poll_in(int fd, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	int ret;
+
+	do {
+		ret = poll(&p, 1, timeout_ms);
+	} while (ret < 0 && errno == EINTR);
+	if (ret > 0 && (p.revents & (POLLERR | POLLNVAL))) {
+		errno = (p.revents & POLLNVAL) ? EBADF : EIO;
+		return -1;
+	}
+	return ret;
+}
+
+void *up_mmap(void *addr, uint64_t len, int prot, int flags, int fd, int64_t off)
+{
+	return mmap(addr, len, prot, flags, fd, off);
+}
+
+int up_munmap(uint64_t addr, uint64_t len)
+{
+	return munmap((void *)addr, len);
+}
+
+int up_mprotect(uint64_t addr, uint64_t len, int prot)
+{
+	return mprotect((void *)addr, len, prot);
+}
+
+int up_madvise(uint64_t addr, uint64_t len, int advice)
+{
+	return madvise((void *)addr, len, advice);
+}
+
+int up_memfd_create(const char *name, unsigned int flags)
+{
+	return memfd_create(name, flags);
+}
+
+int64_t up_vmsplice(int fd, uint64_t addr, uint64_t len, unsigned int flags)
+{
+	struct iovec iov = { (void *)addr, len };
+	return vmsplice(fd, &iov, 1, flags);
+}
+
+int64_t up_process_vm_readv(int pid, uint64_t local, uint64_t remote, uint64_t len)
+{
+	struct iovec l = { (void *)local, len }, r = { (void *)remote, len };
+	return process_vm_readv(pid, &l, 1, &r, 1, 0);
+}
+
+int64_t up_process_vm_writev(int pid, uint64_t local, uint64_t remote, uint64_t len)
+{
+	struct iovec l = { (void *)local, len }, r = { (void *)remote, len };
+	return process_vm_writev(pid, &l, 1, &r, 1, 0);
+}
+
+int64_t up_pwrite(int fd, uint64_t addr, uint64_t len, int64_t off)
+{
+	return pwrite(fd, (const void *)addr, len, off);
+}
+
+int64_t up_pread(int fd, uint64_t addr, uint64_t len, int64_t off)
+{
+	return pread(fd, (void *)addr, len, off);
+}
+
+/* Touch one byte every `stride` bytes: read (summed, so it is not elided) or write `value`. */
+uint64_t up_touch(uint64_t addr, uint64_t len, uint64_t stride, int write, uint8_t value)
+{
+	volatile uint8_t *p = (volatile uint8_t *)addr;
+	uint64_t off, sum = 0;
+
+	for (off = 0; off < len; off += stride) {
+		if (write)
+			p[off] = value;
+		else
+			sum += p[off];
+	}
+	return sum;
+}
+
+int up_gettid(void)
+{
+	return (int)syscall(SYS_gettid);
+}

@@ -1,0 +1,62 @@
+/*
+ * uffdprobe native layer: thin, GIL-free wrappers over the userfaultfd ABI and
+ * the memory syscalls the scenarios use.  Every function returns -1 and leaves
+ * errno set on failure, so the Python layer can raise with errno and call name.
+ * Struct layouts and ioctl numbers come from <linux/userfaultfd.h>; constants a
+ * header lacks are reported with value 0 and present = 0 in up_constants[].
+ */
+#ifndef UFFDPROBE_NATIVE_H
+#define UFFDPROBE_NATIVE_H
+#include <stdint.h>
+#include <stddef.h>
+
+/* A decoded struct uffd_msg, flattened so Python reads plain fields. */
+struct up_msg {
+	uint8_t event;
+	uint64_t flags;    /* PAGEFAULT: flags */
+	uint64_t address;  /* PAGEFAULT: address; REMAP: from; REMOVE/UNMAP: start */
+	uint64_t arg2;     /* REMAP: to; REMOVE/UNMAP: end */
+	uint64_t arg3;     /* REMAP: len */
+	uint32_t ptid;     /* PAGEFAULT with UFFD_FEATURE_THREAD_ID */
+	uint32_t ufd;      /* FORK: the child's new userfaultfd */
+};
+
+/* One named constant from the system headers. */
+struct up_const {
+	const char *group;
+	const char *name;
+	uint64_t value;
+	int present;
+};
+
+extern const struct up_const up_constants[];
+extern const int up_nconstants;
+
+int up_userfaultfd(int flags);
+int up_dev_userfaultfd(int flags);
+int up_api(int fd, uint64_t api, uint64_t *features, uint64_t *ioctls);
+int up_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint64_t *ioctls);
+int up_unregister(int fd, uint64_t start, uint64_t len);
+int up_wake(int fd, uint64_t start, uint64_t len);
+int up_copy(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode, int64_t *copied);
+int up_zeropage(int fd, uint64_t start, uint64_t len, uint64_t mode, int64_t *zeropage);
+int up_writeprotect(int fd, uint64_t start, uint64_t len, uint64_t mode);
+int up_continue(int fd, uint64_t start, uint64_t len, uint64_t mode, int64_t *mapped);
+int up_move(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode, int64_t *moved);
+int up_poison(int fd, uint64_t start, uint64_t len, uint64_t mode, int64_t *updated);
+int up_read_msgs(int fd, struct up_msg *out, int max);
+int up_poll_in(int fd, int timeout_ms);
+
+void *up_mmap(void *addr, uint64_t len, int prot, int flags, int fd, int64_t off);
+int up_munmap(uint64_t addr, uint64_t len);
+int up_mprotect(uint64_t addr, uint64_t len, int prot);
+int up_madvise(uint64_t addr, uint64_t len, int advice);
+int up_memfd_create(const char *name, unsigned int flags);
+int64_t up_vmsplice(int fd, uint64_t addr, uint64_t len, unsigned int flags);
+int64_t up_process_vm_readv(int pid, uint64_t local, uint64_t remote, uint64_t len);
+int64_t up_process_vm_writev(int pid, uint64_t local, uint64_t remote, uint64_t len);
+int64_t up_pwrite(int fd, uint64_t addr, uint64_t len, int64_t off);
+int64_t up_pread(int fd, uint64_t addr, uint64_t len, int64_t off);
+uint64_t up_touch(uint64_t addr, uint64_t len, uint64_t stride, int write, uint8_t value);
+int up_gettid(void);
+#endif

@@ -1,0 +1,1 @@
+"""uffdprobe: drive userfaultfd from Python and reproduce kernel mm regressions on real kernels."""
