@@ -1,0 +1,1 @@
+"""VM runner: boot a kernel in QEMU with the host root read-only and run one command in it."""

@@ -1,0 +1,99 @@
+"""Choose KVM or TCG: a short bounded probe boot decides, cached per host kernel and QEMU version."""
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from .errors import VmInputError
+from .paths import cache_root
+from .qemu import qemu_binary
+
+CHOICES = ("kvm", "tcg")
+PROBE_TIMEOUT = 20.0  # a working KVM boots to our init in a few seconds
+PROBE_SILENCE = 8.0   # broken nested KVM prints nothing at all
+
+
+def host_key() -> str:
+    """Cache key: host kernel release plus QEMU version line."""
+    proc = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True, timeout=30)
+    qemu_version = proc.stdout.splitlines()[0] if proc.stdout else "unknown"
+    return f"{os.uname().release} | {qemu_version}"
+
+
+def kvm_device_usable() -> bool:
+    """True when /dev/kvm exists and opens read-write."""
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC))
+        return True
+    except OSError:
+        return False
+
+
+def cache_file(cache_dir: Path = None) -> Path:
+    """Where probe answers are kept."""
+    return Path(cache_dir or cache_root()) / "accel.json"
+
+
+def cached_answer(cache_dir: Path = None):
+    """The cached probe answer for this host ({'accel', 'reason', ...}) or None."""
+    try:
+        return json.loads(cache_file(cache_dir).read_text()).get(host_key())
+    except (OSError, ValueError):
+        return None
+
+
+def probe_kvm(kernel, cache_dir: Path = None, timeout: float = PROBE_TIMEOUT,
+              silence_timeout: float = PROBE_SILENCE, progress=None) -> dict:
+    """Boot `true` under KVM once; {'accel': 'kvm'|'tcg', 'reason', 'seconds', 'cached'}; cached when conclusive."""
+    answer = cached_answer(cache_dir)
+    if answer:
+        return dict(answer, cached=True)
+    started = time.monotonic()
+    if not kvm_device_usable():
+        answer = {"accel": "tcg", "reason": "/dev/kvm missing or not accessible", "seconds": 0.0}
+        _store(answer, cache_dir)
+        return dict(answer, cached=False)
+    from .boot import boot  # the probe is an ordinary boot, only shorter
+
+    if progress:
+        progress(f"probing KVM (at most {timeout:.0f}s, answer is cached)")
+    result = boot(kernel, ["true"], accel="kvm", timeout=timeout, silence_timeout=silence_timeout,
+                  cache_dir=cache_dir, memory_mb=512, cpus=1)
+    seconds = round(time.monotonic() - started, 2)
+    stderr = (result.run_dir / "qemu.stderr").read_text(errors="replace")
+    if result.outcome == "OK":
+        answer = {"accel": "kvm", "reason": "probe boot ran under KVM", "seconds": seconds}
+    elif result.outcome == "VM_TIMEOUT" or "kvm" in stderr.lower() or "msr" in stderr.lower():
+        answer = {"accel": "tcg", "reason": f"KVM probe boot: {result.outcome}: {result.reason}",
+                  "seconds": seconds}
+    else:  # the kernel itself failed: say TCG for now, but do not remember it
+        return {"accel": "tcg", "reason": f"KVM probe inconclusive: {result.reason}", "seconds": seconds,
+                "cached": False}
+    _store(answer, cache_dir)
+    return dict(answer, cached=False)
+
+
+def choose_accel(requested, kernel, cache_dir: Path = None, progress=None) -> str:
+    """'kvm' or 'tcg': the forced choice if given, else the (cached) probe's answer."""
+    if requested in (None, "", "auto"):
+        return probe_kvm(kernel, cache_dir, progress=progress)["accel"]
+    if requested not in CHOICES:
+        raise VmInputError(f"unknown accelerator {requested!r}: use kvm or tcg")
+    if requested == "kvm" and not kvm_device_usable():
+        raise VmInputError("--accel kvm but /dev/kvm is missing or not accessible: use --accel tcg")
+    return requested
+
+
+def _store(answer: dict, cache_dir: Path = None) -> None:
+    path = cache_file(cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data[host_key()] = dict(answer, probed_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,171 @@
+"""boot(): run one command in a kernel booted under QEMU and classify what happened."""
+
+import json
+import os
+import shlex
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from . import accel as accelmod
+from . import console, outcome, qemu, shares
+from .errors import VmInputError, VmSetupError
+from .paths import new_run_dir
+from .resolve import resolve_kernel
+
+GUEST_INIT = Path(__file__).resolve().with_name("guest_init.sh")
+SCRATCH_MB = 64
+GUEST_BOUND_MARGIN = 15  # seconds of the overall limit left for boot and power-off
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM/SIGHUP during a boot, so cleanup runs as for Ctrl-C."""
+
+
+@dataclass
+class BootResult:
+    """One boot: outcome with evidence, where its files are, how long it took."""
+
+    outcome: str  # OK, PANIC, BOOT_FAIL, VM_TIMEOUT
+    reason: str
+    exit_status: Optional[int]
+    console_log: Path
+    results_dir: Path
+    run_dir: Path
+    panic_lines: list
+    timings: dict
+    accel: str
+    kernel_identity: dict  # path, sha256, version (console banner if seen), release
+    transport: str = ""
+    qemu_argv: list = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict of the result."""
+        data = asdict(self)
+        for key in ("console_log", "results_dir", "run_dir"):
+            data[key] = str(data[key])
+        return data
+
+
+def kernel_append(initrd: bool, transport: str, timeout: float, silence_timeout: float, extra=()) -> str:
+    """The kernel command line: console, panic handling, hang detectors below our limits, root, init."""
+    limit = min(timeout, silence_timeout)
+    hung = int(max(10, min(60, limit / 4)))
+    thresh = int(max(5, min(30, limit / 6)))
+    parts = ["console=ttyS0", "loglevel=6", "panic=-1", f"hung_task_timeout_secs={hung}",
+             "hung_task_panic=1", f"watchdog_thresh={thresh}", "softlockup_panic=1",
+             f"uffdprobe.transport={transport}", f"uffdprobe.msize={shares.MSIZE}"]
+    if initrd:
+        parts += ["rdinit=/init", f"uffdprobe.init={GUEST_INIT}"]
+    else:
+        parts += [f"root={shares.ROOT_TAG}", "rootfstype=9p", "ro", f"init={GUEST_INIT}",
+                  f"rootflags=trans=virtio,version=9p2000.L,msize={shares.MSIZE},cache=loose"]
+    return " ".join(parts + list(extra))
+
+
+def boot(kernel, argv, *, timeout: float = 300, silence_timeout: float = 120, accel: str = None,
+         memory_mb: int = 1024, cpus: int = 2, run_dir=None, extra_append=(), cache_dir=None,
+         progress=None) -> BootResult:
+    """Boot kernel (bzImage, vmlinuz or linux-image .deb), run argv in it, and return the BootResult."""
+    _check_args(argv, timeout, silence_timeout, memory_mb, cpus)
+    started = time.monotonic()
+    plan = resolve_kernel(kernel, cache_dir)
+    chosen = accelmod.choose_accel(accel, kernel, cache_dir, progress=_say(progress))
+    run_dir = Path(run_dir) if run_dir else new_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    channel = run_dir / "channel"
+    results = channel / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    bound = max(1, int(timeout - GUEST_BOUND_MARGIN))
+    (channel / "command.sh").write_text(f"BOUND={bound}\nset -- {shlex.join(argv)}\n")
+    scratch = run_dir / "scratch.img"
+    with open(scratch, "wb") as f:
+        f.truncate(SCRATCH_MB << 20)
+    spec = qemu.QemuSpec(kernel=plan.identity.path, initrd=plan.initrd,
+                         append=kernel_append(plan.initrd is not None, plan.transport, timeout,
+                                              silence_timeout, extra_append),
+                         accel=chosen, memory_mb=memory_mb, cpus=cpus,
+                         console_log=run_dir / "console.log", stderr_log=run_dir / "qemu.stderr",
+                         device_args=["-drive", f"file={scratch},format=raw,if=none,id=scratch,cache=none",
+                                      "-device", "virtio-blk-pci,drive=scratch"])
+    virtiofs = None
+    restore = _trap_termination()
+    try:
+        if plan.transport == "9p":
+            spec.device_args += shares.ninep_args(channel)
+        else:
+            virtiofs = shares.VirtiofsShares(run_dir, channel, memory_mb)
+            spec.device_args += virtiofs.start()
+        prepared = time.monotonic()
+        if progress:
+            progress(f"booting {plan.identity.release or plan.identity.path} under {chosen}; console: "
+                     f"{spec.console_log}")
+        run = qemu.run(spec, timeout=timeout, silence_timeout=silence_timeout, progress=_marker_progress(progress))
+    finally:
+        if virtiofs:
+            virtiofs.stop()
+        scratch.unlink(missing_ok=True)
+        restore()
+    text = spec.console_log.read_text(errors="replace")
+    verdict = outcome.classify(text, spec.stderr_log.read_text(errors="replace"), run, channel,
+                               {"timeout": timeout, "silence_timeout": silence_timeout})
+    identity = {"path": str(plan.identity.path), "sha256": plan.identity.sha256,
+                "version": console.linux_version(text) or plan.identity.version,
+                "release": plan.identity.release}
+    result = BootResult(outcome=verdict.outcome, reason=verdict.reason, exit_status=verdict.exit_status,
+                        console_log=spec.console_log, results_dir=results, run_dir=run_dir,
+                        panic_lines=verdict.panic_lines, timings=_timings(run, started, prepared),
+                        accel=chosen, kernel_identity=identity, transport=plan.transport,
+                        qemu_argv=qemu.command_line(spec))
+    (run_dir / "result.json").write_text(json.dumps(result.to_json(), indent=1) + "\n")
+    return result
+
+
+def _timings(run, started, prepared) -> dict:
+    def since_launch(marker):
+        at = run.marker_times.get(marker)
+        return round(at - run.launched_at, 3) if at else None
+
+    return {"prepare": round(prepared - started, 3),
+            "launch_to_init": since_launch(console.INIT_REACHED),
+            "launch_to_command_done": since_launch(console.COMMAND_DONE),
+            "launch_to_exit": round(run.ended_at - run.launched_at, 3),
+            "total": round(run.ended_at - started, 3)}
+
+
+def _check_args(argv, timeout, silence_timeout, memory_mb, cpus):
+    if isinstance(argv, str) or not argv or not all(isinstance(a, str) for a in argv):
+        raise VmInputError("the guest command must be a non-empty list of strings")
+    if timeout <= 0 or silence_timeout <= 0:
+        raise VmInputError("timeout and silence_timeout must be positive seconds")
+    if memory_mb < 128 or cpus < 1:
+        raise VmInputError("memory_mb must be at least 128 and cpus at least 1")
+    if not os.access(GUEST_INIT, os.X_OK) or " " in str(GUEST_INIT):
+        raise VmSetupError(f"{GUEST_INIT} must be executable and its path free of spaces")
+
+
+def _trap_termination():
+    """In the main thread, turn SIGTERM/SIGHUP into Terminated; return a function undoing it."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise Terminated(f"signal {signum}")
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    return lambda: [signal.signal(sig, h) for sig, h in old.items()]
+
+
+def _say(progress):
+    return (lambda msg: progress(msg)) if progress else None
+
+
+def _marker_progress(progress):
+    if not progress:
+        return None
+    names = {console.INIT_REACHED: "guest init reached", console.COMMAND_DONE: "guest command done",
+             console.PANIC_LINE: "kernel panic"}
+    return lambda marker, seconds: progress(f"{seconds:6.1f}s {names.get(marker, marker)}")

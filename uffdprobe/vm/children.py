@@ -1,0 +1,51 @@
+"""Start helper processes (QEMU, virtiofsd) so they can always be killed and reaped."""
+
+import ctypes
+import os
+import signal
+import subprocess
+import time
+
+PR_SET_PDEATHSIG = 1
+SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _die_with_parent():
+    # Runs in the child before exec: if the harness dies (even by SIGKILL), the kernel kills this child.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except Exception:
+        pass
+
+
+def spawn(argv, *, stdout, stderr, cwd=None) -> subprocess.Popen:
+    """Start argv in its own session (so Ctrl-C reaches only us) and tied to our lifetime."""
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=cwd,
+                            start_new_session=True, preexec_fn=_die_with_parent, close_fds=True)
+
+
+def stop(proc: subprocess.Popen, grace: float = 3.0) -> None:
+    """SIGTERM the child's process group, SIGKILL it after grace seconds, and reap it."""
+    if proc is None:
+        return
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
+    try:
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+            if proc.poll() is not None:
+                break
+            _signal_group(proc, sig)
+            deadline = time.monotonic() + wait
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+        _signal_group(proc, signal.SIGKILL)  # stragglers in the group (virtiofsd's own child)
+        if proc.poll() is None:
+            proc.wait(timeout=10)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _signal_group(proc, sig):
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

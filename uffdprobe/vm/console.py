@@ -1,0 +1,53 @@
+"""Read a guest serial console log: our init's markers, the kernel version, panic text."""
+
+import re
+
+INIT_REACHED = "uffdprobe-guest: init reached"
+COMMAND_DONE = "uffdprobe-guest: command done"
+INIT_FAILED = "uffdprobe-guest: init failed"
+PANIC_LINE = "Kernel panic - not syncing"
+PANIC_END = "---[ end Kernel panic"
+# Lines that open the report leading to a panic; the earliest one near the panic starts the excerpt.
+PANIC_START = re.compile(r"BUG:|Oops|INFO: task .* blocked|watchdog: |sysrq: Trigger a crash|"
+                         r"general protection|cut here|Call Trace|RIP:")
+VERSION_RE = re.compile(r"Linux version (\S.*)")
+MAX_PANIC_LINES = 200
+LOOKBACK = 120
+
+
+def has_panic(text: str) -> bool:
+    """True when the kernel printed a panic."""
+    return PANIC_LINE in text
+
+
+def panic_lines(text: str) -> list:
+    """The panic report: from the first report line before the panic to its end marker."""
+    lines = [strip_stamp(x) for x in text.splitlines()]
+    idx = next((i for i, line in enumerate(lines) if PANIC_LINE in line), None)
+    if idx is None:
+        return []
+    start = idx
+    for i in range(idx - 1, max(-1, idx - LOOKBACK), -1):
+        if PANIC_START.search(lines[i]):
+            start = i
+    end = next((i for i in range(idx, len(lines)) if PANIC_END in lines[i]), len(lines) - 1)
+    return [x for x in lines[start:end + 1] if x.strip()][:MAX_PANIC_LINES]
+
+
+def linux_version(text: str) -> str:
+    """The kernel's 'Linux version ...' banner, or '' when the console did not show it."""
+    match = VERSION_RE.search(text)
+    return match.group(1).strip() if match else ""
+
+
+def init_failure(text: str) -> str:
+    """Why our guest init gave up, or '' if it did not."""
+    for line in text.splitlines():
+        if INIT_FAILED in line:
+            return line.split(INIT_FAILED, 1)[1].strip(": ").strip()
+    return ""
+
+
+def strip_stamp(line: str) -> str:
+    """A console line without its trailing carriage return."""
+    return line.rstrip("\r")

@@ -1,0 +1,92 @@
+"""Debian kernel packages: download one with apt-get, unpack it, find its image, modules and config."""
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .errors import VmInputError, VmSetupError
+
+
+@dataclass(frozen=True)
+class UnpackedKernel:
+    """A kernel package unpacked into the cache: image, modules directory, config."""
+
+    image: Path
+    moddir: Optional[Path]
+    config: Optional[Path]
+    package: str
+
+
+def newest_package(pattern: str, timeout: float = 60) -> str:
+    """Name of the highest-versioned package whose name fully matches the regex (via apt-cache)."""
+    proc = subprocess.run(["apt-cache", "search", "--names-only", pattern], capture_output=True,
+                          text=True, timeout=timeout)
+    names = [line.split(" ", 1)[0] for line in proc.stdout.splitlines()]
+    names = [n for n in names if re.fullmatch(pattern, n)]
+    if not names:
+        raise VmSetupError(f"apt-cache knows no package matching {pattern!r}: run apt-get update")
+    return max(names, key=lambda n: [int(x) if x.isdigit() else 0 for x in re.split(r"[.+-]", n)])
+
+
+def fetch_deb(package: str, dest_dir: Path, timeout: float = 300) -> Path:
+    """The .deb of a package in dest_dir, fetched with `apt-get download` unless already there."""
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    found = sorted(dest_dir.glob(f"{package}_*.deb"))
+    if found:
+        return found[-1]
+    proc = subprocess.run(["apt-get", "download", package], cwd=dest_dir, capture_output=True,
+                          text=True, timeout=timeout)
+    found = sorted(dest_dir.glob(f"{package}_*.deb"))
+    if proc.returncode != 0 or not found:
+        raise VmSetupError(f"apt-get download {package} failed: {proc.stderr.strip()[-300:]}")
+    return found[-1]
+
+
+def unpack_kernel_deb(deb: Path, cache_dir: Path) -> UnpackedKernel:
+    """Unpack a linux-image .deb once into cache_dir and locate its parts."""
+    deb = Path(deb)
+    package = _package_name(deb)
+    digest = hashlib.sha256(deb.read_bytes()).hexdigest()[:16]
+    dest = Path(cache_dir) / f"{package}-{digest}"
+    if not (dest / ".complete").exists():
+        tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        proc = subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], capture_output=True, text=True,
+                              timeout=300)
+        if proc.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise VmInputError(f"cannot unpack {deb}: {proc.stderr.strip()[:200]}")
+        (tmp / ".complete").write_text(str(deb) + "\n")
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+    images = sorted((dest / "boot").glob("vmlinuz-*"))
+    if not images:
+        raise VmInputError(f"{deb} holds no boot/vmlinuz-*: give a linux-image-* package")
+    release = images[-1].name[len("vmlinuz-"):]
+    moddir = dest / "lib" / "modules" / release
+    config = dest / "boot" / f"config-{release}"
+    return UnpackedKernel(image=images[-1], moddir=moddir if moddir.is_dir() else None,
+                          config=config if config.exists() else None, package=package)
+
+
+def _package_name(deb: Path) -> str:
+    if not deb.is_file():
+        raise VmInputError(f"{deb} is not a file: give a Debian linux-image .deb")
+    try:
+        proc = subprocess.run(["dpkg-deb", "-f", str(deb), "Package"], capture_output=True, text=True,
+                              timeout=60)
+    except FileNotFoundError:
+        raise VmSetupError("dpkg-deb not found: .deb kernels need dpkg") from None
+    name = proc.stdout.strip()
+    if proc.returncode != 0 or not name:
+        raise VmInputError(f"{deb} is not a Debian package: give a linux-image .deb or a bzImage")
+    if not name.startswith("linux-image"):
+        raise VmInputError(f"{deb} is package {name}, not a kernel: give a linux-image-* .deb")
+    return name

@@ -1,0 +1,82 @@
+"""The two shares a guest sees: host root (read-only) and the results channel (writable)."""
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from . import children
+from .errors import VmSetupError
+from .resolve import VIRTIOFSD
+
+ROOT_TAG = "/dev/root"  # 6.1 mounts a 9p root only under this name
+CHANNEL_TAG = "uffdprobe-channel"
+MSIZE = 512 * 1024
+
+
+def ninep_args(channel_dir: Path) -> list:
+    """QEMU arguments exporting / read-only and channel_dir writable over virtio-9p."""
+    return [
+        "-fsdev", f"local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
+        "-device", f"virtio-9p-pci,fsdev=hostroot,mount_tag={ROOT_TAG}",
+        "-fsdev", f"local,id=channel,path={channel_dir},security_model=none",
+        "-device", f"virtio-9p-pci,fsdev=channel,mount_tag={CHANNEL_TAG}",
+    ]
+
+
+class VirtiofsShares:
+    """Two virtiofsd daemons (root read-only through a private bind mount, channel writable)."""
+
+    def __init__(self, run_dir: Path, channel_dir: Path, memory_mb: int):
+        self.run_dir = Path(run_dir)
+        self.channel_dir = Path(channel_dir)
+        self.memory_mb = memory_mb
+        self.procs = []
+
+    def start(self, timeout: float = 10.0) -> list:
+        """Start both daemons, wait for their sockets, and return the QEMU arguments."""
+        binary = VIRTIOFSD if Path(VIRTIOFSD).exists() else shutil.which("virtiofsd")
+        mnt = self.run_dir / "hostroot-ro"
+        mnt.mkdir(exist_ok=True)
+        root_sock, chan_sock = self.run_dir / "virtiofs-root.sock", self.run_dir / "virtiofs-channel.sock"
+        # The bind mount exists only in the daemon's own mount namespace; the host never sees it.
+        script = ('mount --bind / "$1" && mount -o remount,bind,ro "$1" && '
+                  'exec "$3" --socket-path="$2" -o source="$1" -o cache=auto -o sandbox=namespace')
+        self._start(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
+                     str(mnt), str(root_sock), binary], "virtiofsd-root.log")
+        self._start([binary, f"--socket-path={chan_sock}", f"-o", f"source={self.channel_dir}",
+                     "-o", "cache=none", "-o", "sandbox=namespace"], "virtiofsd-channel.log")
+        deadline = time.monotonic() + timeout
+        while not (root_sock.exists() and chan_sock.exists()):
+            dead = [p for p in self.procs if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                self.stop()
+                raise VmSetupError(f"virtiofsd did not start: see {self.run_dir}/virtiofsd-*.log")
+            time.sleep(0.05)
+        mem = self.memory_mb
+        return [
+            "-object", f"memory-backend-memfd,id=mem,size={mem}M,share=on",
+            "-machine", "memory-backend=mem",
+            "-chardev", f"socket,id=vfsroot,path={root_sock}",
+            "-device", f"vhost-user-fs-pci,chardev=vfsroot,tag={ROOT_TAG}",
+            "-chardev", f"socket,id=vfschan,path={chan_sock}",
+            "-device", f"vhost-user-fs-pci,chardev=vfschan,tag={CHANNEL_TAG}",
+        ]
+
+    def _start(self, argv, log_name):
+        log = open(self.run_dir / log_name, "wb")
+        try:
+            self.procs.append(children.spawn(argv, stdout=log, stderr=subprocess.STDOUT))
+        finally:
+            log.close()
+
+    def stop(self):
+        """Kill and reap both daemons."""
+        for proc in self.procs:
+            children.stop(proc, grace=1.0)
+        for name in ("virtiofs-root.sock", "virtiofs-channel.sock", "hostroot-ro"):
+            path = self.run_dir / name
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
