@@ -34,6 +34,14 @@ def panic_lines(text: str) -> list:
     return [x for x in lines[start:end + 1] if x.strip()][:MAX_PANIC_LINES]
 
 
+def panic_reason(text: str) -> str:
+    """The 'Kernel panic - not syncing: ...' line without its timestamp."""
+    for line in text.splitlines():
+        if PANIC_LINE in line:
+            return line[line.index(PANIC_LINE):].strip()
+    return ""
+
+
 def linux_version(text: str) -> str:
     """The kernel's 'Linux version ...' banner, or '' when the console did not show it."""
     match = VERSION_RE.search(text)

@@ -36,7 +36,7 @@ def classify(text: str, qemu_stderr: str, run: QemuRun, channel_dir: Path, limit
         lines = console.panic_lines(text)
         if not reached:
             return Verdict(BOOT_FAIL, "kernel panicked before the guest init ran", status, lines)
-        return Verdict(PANIC, lines[-1] if lines else "kernel panic", status, lines)
+        return Verdict(PANIC, console.panic_reason(text), status, lines)
     if run.limit_hit == "overall":
         return Verdict(VM_TIMEOUT, f"overall limit of {limits['timeout']}s hit", status)
     if run.limit_hit == "silence":
@@ -51,6 +51,8 @@ def classify(text: str, qemu_stderr: str, run: QemuRun, channel_dir: Path, limit
         return Verdict(BOOT_FAIL, "guest init never reached", status)
     if (Path(channel_dir) / "command_timed_out").exists():
         return Verdict(VM_TIMEOUT, "command exceeded its in-guest bound", status)
-    if status is None:
-        return Verdict(OK, "guest stopped before its command finished (no exit status)", None)
+    if status is None:  # e.g. a triple fault: QEMU -no-reboot exits without any panic text
+        tail = [console.strip_stamp(x) for x in text.splitlines() if x.strip()][-20:]
+        return Verdict(PANIC, "guest died without panic text or exit status (triple fault or power-off)",
+                       None, tail)
     return Verdict(OK, f"command exited {status}", status)
