@@ -1,0 +1,224 @@
+"""The kernel cache: layout, locks with a bounded wait, and atomic install of built kernels.
+
+Layout under the root ($XDG_CACHE_HOME/uffdprobe/kernels by default):
+  sources/<srcid>/       pristine kernel trees, one per source identity
+  work/<wsid>/           tree/ (hard links to a pristine tree) and build/ (make O=), shared by variants
+  entries/<key>/         bzImage, config, identity.json, build.log, complete (bzImage sha256)
+  aliases/<inputs>.json  recipe inputs -> entry key, so a cache hit needs no configure step
+  locks/                 flock files
+"""
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .kbuild_errors import SetupError
+
+COMPLETE = "complete"
+LOCK_WAIT = 3600.0  # seconds; a cold build of the base kernel takes about 10 min
+
+
+def default_root() -> Path:
+    """$XDG_CACHE_HOME/uffdprobe/kernels, else ~/.cache/uffdprobe/kernels."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "uffdprobe" / "kernels"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's contents."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_json(value) -> str:
+    """Hex sha256 of a JSON-serialisable value, keys sorted."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` through a temporary file and rename (new inode, new mtime)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(Path(tmp))
+        raise
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+class Lock:
+    """An exclusive flock on locks/<name>.lock, waited for at most `wait` seconds."""
+
+    def __init__(self, root: Path, name: str, wait: float = LOCK_WAIT, what: str = ""):
+        self.path = root / "locks" / f"{name}.lock"
+        self.wait, self.what = wait, what or name
+        self.fd = None
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.wait
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise SetupError(f"{self.what} is busy: {holder} still holds {self.path} after "
+                                     f"{self.wait:.0f} s; wait for it to finish or stop it")
+                if not told:
+                    print(f"kbuild: waiting for {self.what}, held by {holder}", file=sys.stderr)
+                    told = True
+                time.sleep(0.5)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv)[:200]}) since {time.ctime()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        os.ftruncate(self.fd, 0)
+        os.close(self.fd)  # closing releases the flock
+        self.fd = None
+
+
+def _read_holder(fd: int) -> str:
+    text = os.pread(fd, 512, 0).decode(errors="replace").strip()
+    return text or "another process"
+
+
+def try_lock(root: Path, name: str) -> Optional[int]:
+    """Take locks/<name>.lock without waiting; the fd to close, or None when someone holds it."""
+    path = root / "locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return None
+
+
+@dataclass
+class Entry:
+    """One installed kernel: its directory and what identity.json says about it."""
+
+    path: Path
+    identity: dict
+
+    @property
+    def bzimage(self) -> Path:
+        return self.path / "bzImage"
+
+
+def entry_dir(root: Path, key: str) -> Path:
+    return root / "entries" / key
+
+
+def load_entry(root: Path, key: str) -> Optional[Entry]:
+    """The complete, intact entry for `key`; a partial or corrupt one is removed and None returned."""
+    path = entry_dir(root, key)
+    if not path.exists():
+        return None
+    try:
+        marker = json.loads((path / COMPLETE).read_text())
+        identity = json.loads((path / "identity.json").read_text())
+        if sha256_file(path / "bzImage") == marker["bzimage_sha256"]:
+            return Entry(path, identity)
+    except (OSError, ValueError, KeyError):
+        pass
+    print(f"kbuild: cache entry {path} is incomplete or corrupt; rebuilding it", file=sys.stderr)
+    remove_tree(path)
+    return None
+
+
+def install_entry(root: Path, key: str, files: dict, identity: dict) -> Entry:
+    """Copy `files` (name -> source path) into a temp dir, mark it complete, rename it into place."""
+    entries = root / "entries"
+    entries.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=entries, prefix=f".tmp-{key[:12]}-"))
+    try:
+        for name, src in files.items():
+            shutil.copy2(src, tmp / name)
+        (tmp / ".config").symlink_to("config")  # where the VM runner looks beside a bzImage
+        (tmp / "identity.json").write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
+        marker = {"bzimage_sha256": sha256_file(tmp / "bzImage"), "installed": time.time()}
+        (tmp / COMPLETE).write_text(json.dumps(marker) + "\n")
+        final = entry_dir(root, key)
+        if final.exists():  # a stale or corrupt one; load_entry() already judged it
+            remove_tree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        remove_tree(tmp)
+        raise
+    return Entry(final, identity)
+
+
+def read_alias(root: Path, inputs: str) -> Optional[str]:
+    try:
+        return json.loads((root / "aliases" / f"{inputs}.json").read_text())["key"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def write_alias(root: Path, inputs: str, key: str) -> None:
+    write_atomic(root / "aliases" / f"{inputs}.json", json.dumps({"key": key}).encode())
+
+
+def list_entries(root: Path) -> list:
+    """Every complete entry, newest first (marker not re-hashed: listing stays fast)."""
+    found = []
+    for path in sorted((root / "entries").glob("[!.]*")):
+        try:
+            marker = json.loads((path / COMPLETE).read_text())
+            identity = json.loads((path / "identity.json").read_text())
+        except (OSError, ValueError):
+            continue
+        found.append((marker.get("installed", 0), Entry(path, identity)))
+    return [entry for _, entry in sorted(found, key=lambda pair: -pair[0])]
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory tree (or file) if present; a half-removed tree is renamed away first."""
+    if not os.path.lexists(path):
+        return
+    if path.is_dir() and not path.is_symlink():
+        doomed = path.with_name(f".rm-{path.name}-{os.getpid()}")
+        os.rename(path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    else:
+        path.unlink()
+
+
+def tree_size(path: Path) -> int:
+    """Bytes used by the files under `path` (hard links counted once)."""
+    seen, total = set(), 0
+    for dirpath, _, names in os.walk(path):
+        for name in names:
+            st = os.lstat(os.path.join(dirpath, name))
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
