@@ -71,9 +71,19 @@ def boot(kernel, argv, *, timeout: float = 300, silence_timeout: float = 120, ac
          progress=None) -> BootResult:
     """Boot kernel (bzImage, vmlinuz or linux-image .deb), run argv in it, and return the BootResult."""
     _check_args(argv, timeout, silence_timeout, memory_mb, cpus)
+    restore = _trap_termination()
+    try:
+        return _boot(kernel, list(argv), timeout, silence_timeout, accel, memory_mb, cpus, run_dir,
+                     extra_append, cache_dir, progress)
+    finally:
+        restore()
+
+
+def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_dir, extra_append,
+          cache_dir, progress) -> BootResult:
     started = time.monotonic()
     plan = resolve_kernel(kernel, cache_dir)
-    chosen = accelmod.choose_accel(accel, kernel, cache_dir, progress=_say(progress))
+    chosen = accelmod.choose_accel(accel, kernel, cache_dir, progress=progress)
     run_dir = Path(run_dir) if run_dir else new_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     channel = run_dir / "channel"
@@ -92,7 +102,6 @@ def boot(kernel, argv, *, timeout: float = 300, silence_timeout: float = 120, ac
                          device_args=["-drive", f"file={scratch},format=raw,if=none,id=scratch,cache=none",
                                       "-device", "virtio-blk-pci,drive=scratch"])
     virtiofs = None
-    restore = _trap_termination()
     try:
         if plan.transport == "9p":
             spec.device_args += shares.ninep_args(channel)
@@ -103,12 +112,12 @@ def boot(kernel, argv, *, timeout: float = 300, silence_timeout: float = 120, ac
         if progress:
             progress(f"booting {plan.identity.release or plan.identity.path} under {chosen}; console: "
                      f"{spec.console_log}")
-        run = qemu.run(spec, timeout=timeout, silence_timeout=silence_timeout, progress=_marker_progress(progress))
+        run = qemu.run(spec, timeout=timeout, silence_timeout=silence_timeout,
+                       progress=_marker_progress(progress))
     finally:
         if virtiofs:
             virtiofs.stop()
         scratch.unlink(missing_ok=True)
-        restore()
     text = spec.console_log.read_text(errors="replace")
     verdict = outcome.classify(text, spec.stderr_log.read_text(errors="replace"), run, channel,
                                {"timeout": timeout, "silence_timeout": silence_timeout})
@@ -157,10 +166,6 @@ def _trap_termination():
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
     return lambda: [signal.signal(sig, h) for sig, h in old.items()]
-
-
-def _say(progress):
-    return (lambda msg: progress(msg)) if progress else None
 
 
 def _marker_progress(progress):

@@ -1,5 +1,6 @@
 """Start helper processes (QEMU, virtiofsd) so they can always be killed and reaped."""
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -24,12 +25,21 @@ def spawn(argv, *, stdout, stderr, cwd=None) -> subprocess.Popen:
                             start_new_session=True, preexec_fn=_die_with_parent, close_fds=True)
 
 
+@contextlib.contextmanager
+def signals_blocked():
+    """Hold back SIGINT/SIGTERM/SIGHUP so a child cannot start without us keeping its handle."""
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
 def stop(proc: subprocess.Popen, grace: float = 3.0) -> None:
     """SIGTERM the child's process group, SIGKILL it after grace seconds, and reap it."""
     if proc is None:
         return
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
-    try:
+    with signals_blocked():
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
             if proc.poll() is not None:
                 break
@@ -40,8 +50,6 @@ def stop(proc: subprocess.Popen, grace: float = 3.0) -> None:
         _signal_group(proc, signal.SIGKILL)  # stragglers in the group (virtiofsd's own child)
         if proc.poll() is None:
             proc.wait(timeout=10)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
 def _signal_group(proc, sig):

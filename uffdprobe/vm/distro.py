@@ -90,3 +90,17 @@ def _package_name(deb: Path) -> str:
     if not name.startswith("linux-image"):
         raise VmInputError(f"{deb} is package {name}, not a kernel: give a linux-image-* .deb")
     return name
+
+
+CLOUD_61_PATTERN = r"linux-image-6\.1\.0-\d+-cloud-amd64-unsigned"
+
+
+def debian_cloud_kernel(dest_dir: Path) -> Path:
+    """The newest Debian 6.1 cloud kernel .deb, downloaded into dest_dir on first use."""
+    cached = sorted(Path(dest_dir).glob("linux-image-6.1.0-*-cloud-amd64-unsigned_*.deb"))
+    try:
+        return fetch_deb(newest_package(CLOUD_61_PATTERN), dest_dir)
+    except (VmSetupError, OSError, subprocess.SubprocessError):
+        if cached:  # offline: the last one fetched still is a Debian cloud kernel
+            return cached[-1]
+        raise

@@ -48,7 +48,8 @@ def classify(text: str, qemu_stderr: str, run: QemuRun, channel_dir: Path, limit
         err = [x for x in qemu_stderr.strip().splitlines() if x.strip()]
         if run.returncode not in (0, None) and err:
             return Verdict(BOOT_FAIL, f"QEMU exited {run.returncode}: {err[-1]}", status)
-        return Verdict(BOOT_FAIL, "guest init never reached", status)
+        shown = "no console output" if not text.strip() else "console ends before our init marker"
+        return Verdict(BOOT_FAIL, f"guest init never reached ({shown}; QEMU exited {run.returncode})", status)
     if (Path(channel_dir) / "command_timed_out").exists():
         return Verdict(VM_TIMEOUT, "command exceeded its in-guest bound", status)
     if status is None:  # e.g. a triple fault: QEMU -no-reboot exits without any panic text

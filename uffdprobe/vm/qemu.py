@@ -69,16 +69,18 @@ def run(spec: QemuSpec, *, timeout: float, silence_timeout: float, progress=None
     """Run QEMU until it exits or a limit hits; QEMU is killed and reaped on every path."""
     argv = command_line(spec)
     spec.console_log.touch()
-    with open(spec.stderr_log, "wb") as err:
-        launched = time.monotonic()
-        proc = children.spawn(argv, stdout=subprocess.DEVNULL, stderr=err)
-    result = QemuRun(returncode=None, launched_at=launched)
+    result = QemuRun(returncode=None)
+    proc = None
     try:
+        with children.signals_blocked(), open(spec.stderr_log, "wb") as err:
+            result.launched_at = time.monotonic()
+            proc = children.spawn(argv, stdout=subprocess.DEVNULL, stderr=err)
         _watch(proc, spec.console_log, result, timeout, silence_timeout, progress)
     finally:
         children.stop(proc)
         result.ended_at = time.monotonic()
-        result.returncode = proc.returncode if result.returncode is None else result.returncode
+        if proc is not None and result.returncode is None:
+            result.returncode = proc.returncode
     return result
 
 

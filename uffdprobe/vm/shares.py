@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,13 +33,16 @@ class VirtiofsShares:
         self.channel_dir = Path(channel_dir)
         self.memory_mb = memory_mb
         self.procs = []
+        self.sock_dir = None
 
     def start(self, timeout: float = 10.0) -> list:
         """Start both daemons, wait for their sockets, and return the QEMU arguments."""
         binary = VIRTIOFSD if Path(VIRTIOFSD).exists() else shutil.which("virtiofsd")
         mnt = self.run_dir / "hostroot-ro"
         mnt.mkdir(exist_ok=True)
-        root_sock, chan_sock = self.run_dir / "virtiofs-root.sock", self.run_dir / "virtiofs-channel.sock"
+        # Unix socket paths are limited to 108 bytes: keep them in a short private directory.
+        self.sock_dir = Path(tempfile.mkdtemp(prefix="uffdprobe-vfs-"))
+        root_sock, chan_sock = self.sock_dir / "root.sock", self.sock_dir / "channel.sock"
         # The bind mount exists only in the daemon's own mount namespace; the host never sees it.
         script = ('mount --bind / "$1" && mount -o remount,bind,ro "$1" && '
                   'exec "$3" --socket-path="$2" -o source="$1" -o cache=auto -o sandbox=namespace')
@@ -64,19 +68,16 @@ class VirtiofsShares:
         ]
 
     def _start(self, argv, log_name):
-        log = open(self.run_dir / log_name, "wb")
-        try:
+        with children.signals_blocked(), open(self.run_dir / log_name, "wb") as log:
             self.procs.append(children.spawn(argv, stdout=log, stderr=subprocess.STDOUT))
-        finally:
-            log.close()
 
     def stop(self):
         """Kill and reap both daemons."""
         for proc in self.procs:
             children.stop(proc, grace=1.0)
-        for name in ("virtiofs-root.sock", "virtiofs-channel.sock", "hostroot-ro"):
-            path = self.run_dir / name
-            if path.is_dir():
-                path.rmdir()
-            else:
-                path.unlink(missing_ok=True)
+        if self.sock_dir:
+            shutil.rmtree(self.sock_dir, ignore_errors=True)
+        try:
+            (self.run_dir / "hostroot-ro").rmdir()
+        except OSError:
+            pass

@@ -1,0 +1,188 @@
+"""The VM runner on real kernels under real QEMU: outcomes, isolation, cleanup, KVM probe."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from uffdprobe.vm import accel, distro
+from uffdprobe.vm.boot import boot
+from uffdprobe.vm.errors import VmInputError, VmSetupError
+from uffdprobe.vm.leftovers import vm_processes
+from uffdprobe.vm.paths import cache_root
+
+pytestmark = pytest.mark.vm
+PY = sys.executable  # the venv's python: the guest sees the host root, so this path works there too
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def cloud_deb():
+    """Debian's stock 6.1 cloud kernel package, fetched with apt-get download into the user cache."""
+    try:
+        return distro.debian_cloud_kernel(cache_root() / "debs")
+    except (VmSetupError, OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot get a Debian cloud kernel package: {exc}")
+
+
+@pytest.fixture(scope="session")
+def built_kernel():
+    """A bzImage built from linux-source-6.1 by the project's builder, when one exists."""
+    env = os.environ.get("UFFDPROBE_TEST_BZIMAGE")
+    if env:
+        return Path(env)
+    found = sorted(cache_root().glob("builds/**/bzImage"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        pytest.skip("no kernel built from linux-source-6.1 yet (uffdprobe.kbuild output or "
+                    "UFFDPROBE_TEST_BZIMAGE); the builder lands separately")
+    return found[-1]
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A per-test run directory; afterwards no QEMU or virtiofsd from this test may be left."""
+    path = tmp_path / "run"
+    yield path
+    left = vm_processes(mentioning=str(path)) + vm_processes()
+    assert not left, f"VM processes left behind: {[(p.pid, p.name()) for p in left]}"
+
+
+def tcg_boot(kernel, argv, run_dir, **kw):
+    kw.setdefault("timeout", 180)
+    kw.setdefault("silence_timeout", 90)
+    return boot(kernel, argv, accel="tcg", run_dir=run_dir, **kw)
+
+
+def test_exit_status_propagates(cloud_deb, run_dir):
+    result = tcg_boot(cloud_deb, ["sh", "-c", "exit 7"], run_dir)
+    assert (result.outcome, result.exit_status) == ("OK", 7), result.reason
+    assert result.console_log.is_file() and result.console_log.parent == run_dir
+    assert result.kernel_identity["version"].startswith("6.1.0-")
+    assert len(result.kernel_identity["sha256"]) == 64
+    assert result.timings["launch_to_init"] < result.timings["launch_to_command_done"]
+    assert json.loads((run_dir / "result.json").read_text())["outcome"] == "OK"
+
+
+def test_results_file_written_in_guest_arrives_on_host(cloud_deb, run_dir):
+    code = ("import json, os, platform; "
+            "open(os.path.join(os.environ['UFFDPROBE_RESULTS'], 'verdicts.jsonl'), 'w')"
+            ".write(json.dumps({'release': platform.release(), 'cwd': os.getcwd()}) + '\\n')")
+    result = tcg_boot(cloud_deb, [PY, "-c", code], run_dir)
+    assert (result.outcome, result.exit_status) == ("OK", 0), result.reason
+    line = json.loads((result.results_dir / "verdicts.jsonl").read_text())
+    assert line == {"release": result.kernel_identity["release"], "cwd": "/tmp"}
+
+
+def test_guest_cannot_write_host_root(cloud_deb, run_dir):
+    target = REPO / f"written-by-guest-{os.getpid()}"
+    script = f"""
+        mount -o remount,rw / 2>/dev/null
+        for path in {target} /etc/written-by-guest-{os.getpid()}; do
+            if echo x > $path; then echo "$path" >> $UFFDPROBE_RESULTS/wrote; fi
+        done
+        echo ok > /tmp/t && cat /tmp/t > $UFFDPROBE_RESULTS/tmp_ok
+        dd if=/dev/zero of=/dev/vda bs=4096 count=16 oflag=direct 2>/dev/null && echo ok > $UFFDPROBE_RESULTS/scratch_ok
+    """
+    result = tcg_boot(cloud_deb, ["sh", "-c", script], run_dir)
+    assert result.outcome == "OK", result.reason
+    assert not (result.results_dir / "wrote").exists()
+    assert not target.exists() and not Path(f"/etc/written-by-guest-{os.getpid()}").exists()
+    assert (result.results_dir / "tmp_ok").read_text() == "ok\n"
+    assert (result.results_dir / "scratch_ok").read_text() == "ok\n"
+
+
+def test_guest_has_no_network(cloud_deb, run_dir):
+    result = tcg_boot(cloud_deb, ["sh", "-c", "ls /sys/class/net > $UFFDPROBE_RESULTS/net"], run_dir)
+    assert result.outcome == "OK", result.reason
+    assert (result.results_dir / "net").read_text().split() == ["lo"]
+
+
+def test_panic_is_classified_with_its_lines(cloud_deb, run_dir):
+    result = tcg_boot(cloud_deb, ["sh", "-c", "echo c > /proc/sysrq-trigger; sleep 60"], run_dir)
+    assert result.outcome == "PANIC"
+    assert "sysrq triggered crash" in result.reason
+    assert any("Kernel panic - not syncing" in line for line in result.panic_lines)
+    assert any("sysrq_handle_crash" in line for line in result.panic_lines)
+    assert result.exit_status is None
+
+
+def test_not_a_kernel_is_refused_with_usage_exit(tmp_path):
+    bogus = tmp_path / "notakernel"
+    bogus.write_bytes(b"\x7fELF not really a kernel" * 100)
+    with pytest.raises(VmInputError, match="not an x86 kernel image"):
+        boot(bogus, ["true"], accel="tcg", run_dir=tmp_path / "run")
+    for kernel in (bogus, tmp_path, tmp_path / "missing"):
+        proc = subprocess.run([PY, "-m", "uffdprobe.vm_cli", "boot", "--accel", "tcg", str(kernel), "--", "true"],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_truncated_kernel_is_boot_fail(cloud_deb, tmp_path, run_dir):
+    image = distro.unpack_kernel_deb(cloud_deb, cache_root() / "kernels").image
+    broken = tmp_path / "bzImage-truncated"
+    broken.write_bytes(image.read_bytes()[:300_000])
+    result = tcg_boot(broken, ["true"], run_dir, timeout=60, silence_timeout=30)
+    assert result.outcome == "BOOT_FAIL", result.reason
+
+
+def test_silent_guest_is_cut_at_the_silence_limit(cloud_deb, run_dir):
+    result = tcg_boot(cloud_deb, ["sleep", "1000"], run_dir, timeout=170, silence_timeout=10)
+    assert result.outcome == "VM_TIMEOUT"
+    assert "no console output" in result.reason
+    assert result.timings["total"] < 170
+
+
+def test_chatty_guest_is_cut_at_the_overall_limit(cloud_deb, run_dir):
+    loop = "while true; do echo tick; sleep 1; done"
+    result = tcg_boot(cloud_deb, ["sh", "-c", loop], run_dir, timeout=30, silence_timeout=25)
+    assert result.outcome == "VM_TIMEOUT"
+    assert "limit" in result.reason or "bound" in result.reason
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_booting_process_leaves_no_qemu(cloud_deb, run_dir, sig):
+    cmd = [PY, "-m", "uffdprobe.vm_cli", "boot", "--accel", "tcg", "--run-dir", str(run_dir),
+           str(cloud_deb), "--", "sleep", "1000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            log = run_dir / "console.log"
+            if log.exists() and "init reached" in log.read_text(errors="replace"):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "boot ended before the signal could be sent"
+        assert vm_processes(ancestor=proc.pid), "no QEMU running under the boot process"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+
+
+def test_kvm_probe_is_bounded_and_cached(cloud_deb, tmp_path):
+    cache = tmp_path / "cache"
+    started = time.monotonic()
+    first = accel.probe_kvm(cloud_deb, cache_dir=cache, timeout=20, silence_timeout=8)
+    elapsed = time.monotonic() - started
+    assert first["accel"] in ("kvm", "tcg") and not first["cached"]
+    assert elapsed < 20 + 30  # probe bound plus unpacking the package into a fresh cache
+    if "inconclusive" not in first["reason"]:
+        assert accel.cached_answer(cache)["accel"] == first["accel"]
+        again = accel.probe_kvm(cloud_deb, cache_dir=cache)
+        assert again["cached"] and again["accel"] == first["accel"]
+    assert not vm_processes()
+
+
+def test_built_kernel_boots_and_runs_a_command(built_kernel, run_dir):
+    result = tcg_boot(built_kernel, ["sh", "-c", "exit 3"], run_dir)
+    assert (result.outcome, result.exit_status) == ("OK", 3), result.reason
