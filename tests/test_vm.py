@@ -111,6 +111,17 @@ def test_panic_is_classified_with_its_lines(cloud_deb, run_dir):
     assert result.exit_status is None
 
 
+def test_d_state_wedge_panics_before_the_harness_limit(cloud_deb, run_dir):
+    # A write to a frozen filesystem sleeps uninterruptibly; the hung-task detector must fire first.
+    script = ("mkfs.ext4 -q /dev/vda && mkdir /tmp/m && mount /dev/vda /tmp/m && fsfreeze -f /tmp/m "
+              "&& echo x > /tmp/m/f")
+    result = tcg_boot(cloud_deb, ["sh", "-c", script], run_dir, timeout=170, silence_timeout=60)
+    assert result.outcome == "PANIC", result.reason
+    assert "hung_task" in result.reason
+    assert any("blocked for more than" in line for line in result.panic_lines)
+    assert any("state:D" in line for line in result.panic_lines)
+
+
 def test_not_a_kernel_is_refused_with_usage_exit(tmp_path):
     bogus = tmp_path / "notakernel"
     bogus.write_bytes(b"\x7fELF not really a kernel" * 100)

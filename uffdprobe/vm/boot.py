@@ -55,7 +55,7 @@ def kernel_append(initrd: bool, transport: str, timeout: float, silence_timeout:
     limit = min(timeout, silence_timeout)
     hung = int(max(10, min(60, limit / 4)))
     thresh = int(max(5, min(30, limit / 6)))
-    parts = ["console=ttyS0", "loglevel=6", "panic=-1", f"hung_task_timeout_secs={hung}",
+    parts = ["console=ttyS0", "loglevel=6", "panic=-1", f"sysctl.kernel.hung_task_timeout_secs={hung}",
              "hung_task_panic=1", f"watchdog_thresh={thresh}", "softlockup_panic=1",
              f"uffdprobe.transport={transport}", f"uffdprobe.msize={shares.MSIZE}"]
     if initrd:
