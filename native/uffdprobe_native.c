@@ -323,6 +323,23 @@ int up_poll_in(int fd, int timeout_ms)
 	return ret;
 }
 
+/*
+ * Poll and read in one call without the GIL: returns messages read, 0 on timeout.  A thread that
+ * must read an event while another thread holds the GIL in the kernel (fork() with EVENT_FORK
+ * waits for its FORK message to be read) can only do it this way.
+ */
+int up_wait_msgs(int fd, struct up_msg *out, int max, int timeout_ms)
+{
+	int ret = up_poll_in(fd, timeout_ms);
+
+	if (ret <= 0)
+		return ret;
+	ret = up_read_msgs(fd, out, max);
+	if (ret < 0 && errno == EAGAIN)
+		return 0;
+	return ret;
+}
+
 void *up_mmap(void *addr, uint64_t len, int prot, int flags, int fd, int64_t off)
 {
 	return mmap(addr, len, prot, flags, fd, off);
@@ -389,6 +406,12 @@ uint64_t up_touch(uint64_t addr, uint64_t len, uint64_t stride, int write, uint8
 			sum += p[off];
 	}
 	return sum;
+}
+
+/* memcpy between raw addresses, called without the GIL because either side may fault. */
+void up_memcpy(uint64_t dst, uint64_t src, uint64_t len)
+{
+	memcpy((void *)dst, (const void *)src, len);
 }
 
 int up_gettid(void)

@@ -46,6 +46,7 @@ int up_move(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode, int
 int up_poison(int fd, uint64_t start, uint64_t len, uint64_t mode, int64_t *updated);
 int up_read_msgs(int fd, struct up_msg *out, int max);
 int up_poll_in(int fd, int timeout_ms);
+int up_wait_msgs(int fd, struct up_msg *out, int max, int timeout_ms);
 
 void *up_mmap(void *addr, uint64_t len, int prot, int flags, int fd, int64_t off);
 int up_munmap(uint64_t addr, uint64_t len);
@@ -58,5 +59,6 @@ int64_t up_process_vm_writev(int pid, uint64_t local, uint64_t remote, uint64_t 
 int64_t up_pwrite(int fd, uint64_t addr, uint64_t len, int64_t off);
 int64_t up_pread(int fd, uint64_t addr, uint64_t len, int64_t off);
 uint64_t up_touch(uint64_t addr, uint64_t len, uint64_t stride, int write, uint8_t value);
+void up_memcpy(uint64_t dst, uint64_t src, uint64_t len);
 int up_gettid(void);
 #endif

@@ -1,0 +1,302 @@
+"""The bindings against the running kernel: faults served, write protection, events, errnos."""
+import errno
+import os
+
+import pytest
+
+from uffdprobe import memory, pagemap
+from uffdprobe.errors import MappingGoneError, RangeExistsError, UffdError
+from uffdprobe.flags import Feature, Ioctl, PageFaultFlag, RegisterMode, names
+from uffdprobe.forking import fork_with_uffd
+from uffdprobe.memory import PAGE_SIZE
+from uffdprobe.messages import Fork, PageFault, Remove
+from uffdprobe.uffd import Userfaultfd
+
+PATTERN = bytes(range(256)) * (PAGE_SIZE // 256)
+
+
+def test_api_reports_features_and_ioctls(uffd):
+    info = uffd.api()
+    assert info.ioctls & Ioctl.REGISTER and info.ioctls & Ioctl.UNREGISTER
+    assert "REGISTER" in names(info.ioctls)
+
+
+def test_api_twice_is_refused(uffd):
+    uffd.api()
+    with pytest.raises(UffdError) as exc:
+        uffd.api()
+    assert exc.value.errno == errno.EINVAL and exc.value.call == "UFFDIO_API"
+
+
+def test_register_before_api_is_refused(uffd):
+    with memory.mmap_anonymous(PAGE_SIZE) as m, pytest.raises(UffdError) as exc:
+        uffd.register(m.addr, PAGE_SIZE, RegisterMode.MISSING)
+    assert exc.value.errno == errno.EINVAL
+    assert f"{m.addr:#x}" in str(exc.value)
+
+
+def test_missing_fault_served_by_copy(uffd, faulter):
+    uffd.api()
+    with memory.mmap_anonymous(4 * PAGE_SIZE) as area, memory.mmap_anonymous(PAGE_SIZE) as src:
+        src.write(0, PATTERN)
+        allowed = uffd.register(area.addr, area.length, RegisterMode.MISSING)
+        assert allowed & Ioctl.COPY and allowed & Ioctl.ZEROPAGE
+        f = faulter(lambda: area.read(PAGE_SIZE + 3, 16))
+        msgs = uffd.wait(5)
+        assert len(msgs) == 1 and isinstance(msgs[0], PageFault)
+        fault = msgs[0]
+        assert fault.address & ~(PAGE_SIZE - 1) == area.page(1)
+        assert not fault.is_write and not fault.is_wp
+        assert not f.done(0.2), "the reader must block until the fault is served"
+        assert uffd.copy(area.page(1), src.addr, PAGE_SIZE) == PAGE_SIZE
+        assert f.done(5) and f.error is None
+        assert f.result == PATTERN[3:19]
+        entry = pagemap.read(area.page(1))[0]
+        assert entry.present and not pagemap.read(area.page(2))[0].present
+
+
+def test_second_copy_is_eexist(uffd):
+    uffd.api()
+    with memory.mmap_anonymous(PAGE_SIZE) as area, memory.mmap_anonymous(PAGE_SIZE) as src:
+        uffd.register(area.addr, PAGE_SIZE, RegisterMode.MISSING)
+        uffd.copy(area.addr, src.addr, PAGE_SIZE)
+        with pytest.raises(RangeExistsError) as exc:
+            uffd.copy(area.addr, src.addr, PAGE_SIZE)
+    assert exc.value.errno == errno.EEXIST and exc.value.call == "UFFDIO_COPY"
+
+
+def test_copy_into_unregistered_range_is_enoent(uffd):
+    uffd.api()
+    with memory.mmap_anonymous(PAGE_SIZE) as area, memory.mmap_anonymous(PAGE_SIZE) as src:
+        with pytest.raises(MappingGoneError) as exc:
+            uffd.copy(area.addr, src.addr, PAGE_SIZE)
+    assert exc.value.errno == errno.ENOENT
+    assert exc.value.start == area.addr and exc.value.length == PAGE_SIZE
+
+
+def test_misaligned_register_is_einval(uffd):
+    uffd.api()
+    with memory.mmap_anonymous(2 * PAGE_SIZE) as area, pytest.raises(UffdError) as exc:
+        uffd.register(area.addr + 1, PAGE_SIZE, RegisterMode.MISSING)
+    assert exc.value.errno == errno.EINVAL and exc.value.call == "UFFDIO_REGISTER"
+
+
+def test_misaligned_copy_is_einval(uffd):
+    uffd.api()
+    with memory.mmap_anonymous(PAGE_SIZE) as area, memory.mmap_anonymous(PAGE_SIZE) as src:
+        uffd.register(area.addr, PAGE_SIZE, RegisterMode.MISSING)
+        with pytest.raises(UffdError) as exc:
+            uffd.copy(area.addr, src.addr + 8, PAGE_SIZE - 8)
+    assert exc.value.errno == errno.EINVAL
+
+
+def test_zeropage(uffd):
+    uffd.api()
+    with memory.mmap_anonymous(2 * PAGE_SIZE) as area:
+        uffd.register(area.addr, area.length, RegisterMode.MISSING)
+        assert uffd.zeropage(area.addr, PAGE_SIZE) == PAGE_SIZE
+        assert area.read(0, PAGE_SIZE) == bytes(PAGE_SIZE)
+        assert uffd.wait(0.1) == []
+        with pytest.raises(RangeExistsError):
+            uffd.zeropage(area.addr, PAGE_SIZE)
+
+
+def test_copy_mode_wp_leaves_page_protected(uffd, need_wp, faulter):
+    uffd.api(Feature.PAGEFAULT_FLAG_WP)
+    with memory.mmap_anonymous(PAGE_SIZE) as area, memory.mmap_anonymous(PAGE_SIZE) as src:
+        src.write(0, PATTERN)
+        uffd.register(area.addr, PAGE_SIZE, RegisterMode.MISSING | RegisterMode.WP)
+        uffd.copy(area.addr, src.addr, PAGE_SIZE, wp=True)
+        assert pagemap.read(area.addr)[0].uffd_wp
+        assert area.read(0, 8) == PATTERN[:8]
+        f = faulter(lambda: memory.touch(area.addr, 1, write=True, value=0xAB))
+        msgs = uffd.wait(5)
+        assert msgs and msgs[0].flags & PageFaultFlag.WP and msgs[0].flags & PageFaultFlag.WRITE
+        uffd.writeprotect(area.addr, PAGE_SIZE, protect=False)
+        assert f.done(5)
+        assert area.read(0, 1) == b"\xab"
+
+
+def test_writeprotect_traps_writes_not_reads(uffd, need_wp, faulter):
+    uffd.api(Feature.PAGEFAULT_FLAG_WP)
+    with memory.mmap_anonymous(PAGE_SIZE) as area:
+        area.write(0, b"before")
+        uffd.register(area.addr, PAGE_SIZE, RegisterMode.WP)
+        uffd.writeprotect(area.addr, PAGE_SIZE, protect=True)
+        assert pagemap.read(area.addr)[0].uffd_wp
+        assert area.read(0, 6) == b"before"          # a CPU read does not trap
+        assert uffd.wait(0.2) == []
+        f = faulter(lambda: area.write(0, b"after!"))
+        msgs = uffd.wait(5)
+        assert len(msgs) == 1
+        assert msgs[0].flags == PageFaultFlag.WP | PageFaultFlag.WRITE
+        assert not f.done(0.3), "the writer must block while the page is protected"
+        assert area.read(0, 6) == b"before"          # the write is invisible while protected
+        uffd.writeprotect(area.addr, PAGE_SIZE, protect=False)
+        assert f.done(5) and f.error is None
+        assert area.read(0, 6) == b"after!"
+        assert not pagemap.read(area.addr)[0].uffd_wp
+
+
+def test_writeprotect_dontwake_then_wake(uffd, need_wp, faulter):
+    uffd.api(Feature.PAGEFAULT_FLAG_WP)
+    with memory.mmap_anonymous(PAGE_SIZE) as area:
+        area.write(0, b"x")
+        uffd.register(area.addr, PAGE_SIZE, RegisterMode.WP)
+        uffd.writeprotect(area.addr, PAGE_SIZE, protect=True)
+        f = faulter(lambda: area.write(0, b"y"))
+        assert uffd.wait(5)
+        uffd.writeprotect(area.addr, PAGE_SIZE, protect=False, dontwake=True)
+        assert not f.done(0.3), "DONTWAKE must leave the writer asleep"
+        uffd.wake(area.addr, PAGE_SIZE)
+        assert f.done(5) and area.read(0, 1) == b"y"
+
+
+def test_dontneed_gives_a_fresh_missing_fault(uffd, faulter):
+    uffd.api(Feature.EVENT_REMOVE)
+    with memory.mmap_anonymous(PAGE_SIZE) as area, memory.mmap_anonymous(PAGE_SIZE) as src:
+        src.write(0, PATTERN)
+        uffd.register(area.addr, PAGE_SIZE, RegisterMode.MISSING)
+        uffd.copy(area.addr, src.addr, PAGE_SIZE)
+        f = faulter(lambda: memory.madvise(area.addr, PAGE_SIZE, "MADV_DONTNEED"))
+        msgs = uffd.wait(5)
+        assert msgs == [Remove(area.addr, area.addr + PAGE_SIZE)]
+        assert f.done(5) and f.error is None
+        assert not pagemap.read(area.addr)[0].present
+        g = faulter(lambda: area.read(0, 4))
+        msgs = uffd.wait(5)
+        assert len(msgs) == 1 and isinstance(msgs[0], PageFault) and not msgs[0].is_wp
+        uffd.zeropage(area.addr, PAGE_SIZE)
+        assert g.done(5) and g.result == bytes(4)
+
+
+def test_thread_id_in_pagefault(uffd, faulter):
+    uffd.api(Feature.THREAD_ID)
+    tids = []
+    with memory.mmap_anonymous(PAGE_SIZE) as area:
+        uffd.register(area.addr, PAGE_SIZE, RegisterMode.MISSING)
+
+        def access():
+            tids.append(memory.gettid())
+            return area.read(0, 1)
+
+        f = faulter(access)
+        msgs = uffd.wait(5)
+        uffd.zeropage(area.addr, PAGE_SIZE)
+        assert f.done(5)
+        assert msgs[0].ptid == tids[0] != os.getpid()
+
+
+def test_fork_event_gives_a_working_child_uffd(uffd):
+    uffd.api(Feature.EVENT_FORK)
+    with memory.mmap_anonymous(PAGE_SIZE) as area, memory.mmap_anonymous(PAGE_SIZE) as src:
+        src.write(0, PATTERN)
+        uffd.register(area.addr, PAGE_SIZE, RegisterMode.MISSING)
+        forked = fork_with_uffd(uffd)
+        if forked.pid == 0:
+            ok = area.read(0, 4) == PATTERN[:4]    # faults in the child's mm
+            os._exit(0 if ok else 3)
+        try:
+            with forked.child_uffd as child_uffd:
+                msgs = child_uffd.wait(5)
+                assert len(msgs) == 1 and isinstance(msgs[0], PageFault)
+                child_uffd.copy(area.addr, src.addr, PAGE_SIZE)
+                assert uffd.wait(0.1) == [], "the child's fault must not reach the parent's uffd"
+        finally:
+            status = _reap(forked.pid, 5)
+        assert status == 0
+
+
+def _reap(pid: int, timeout: float) -> int:
+    """waitpid with a bound; a child still alive then is killed, reaped and reported as -9."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return -9
+
+
+def test_pagemap_uffd_wp_bit_set_and_cleared(uffd, need_wp):
+    uffd.api(Feature.PAGEFAULT_FLAG_WP)
+    with memory.mmap_anonymous(2 * PAGE_SIZE) as area:
+        memory.touch(area.addr, area.length, write=True, value=1)
+        uffd.register(area.addr, area.length, RegisterMode.WP)
+        before = pagemap.read(area.addr, 2)
+        assert all(e.present and not e.uffd_wp for e in before)
+        assert all(e.exclusive for e in before)
+        uffd.writeprotect(area.addr, PAGE_SIZE, protect=True)
+        after = pagemap.read(area.addr, 2)
+        assert after[0].uffd_wp and not after[1].uffd_wp
+        uffd.writeprotect(area.addr, PAGE_SIZE, protect=False)
+        assert not pagemap.read(area.addr)[0].uffd_wp
+
+
+def test_writeprotect_on_unregistered_range_fails(uffd, need_wp):
+    uffd.api(Feature.PAGEFAULT_FLAG_WP)
+    with memory.mmap_anonymous(PAGE_SIZE) as area:
+        memory.touch(area.addr, PAGE_SIZE, write=True)
+        with pytest.raises(UffdError) as exc:
+            uffd.writeprotect(area.addr, PAGE_SIZE, protect=True)
+    assert exc.value.errno == errno.ENOENT and exc.value.call == "UFFDIO_WRITEPROTECT"
+
+
+def test_unregister_wakes_blocked_faulter(uffd, faulter):
+    uffd.api()
+    with memory.mmap_anonymous(PAGE_SIZE) as area:
+        uffd.register(area.addr, PAGE_SIZE, RegisterMode.MISSING)
+        f = faulter(lambda: area.read(0, 1))
+        assert uffd.wait(5)
+        uffd.unregister(area.addr, PAGE_SIZE)
+        assert f.done(5) and f.result == b"\0"
+
+
+def test_dev_userfaultfd_and_user_mode_only(host_features):
+    if host_features.dev_userfaultfd != "accessible":
+        pytest.skip(f"/dev/userfaultfd is {host_features.dev_userfaultfd}")
+    with Userfaultfd.open(via="dev", user_mode_only=True) as uffd:
+        assert uffd.api().ioctls & Ioctl.REGISTER
+
+
+def test_move_and_poison_report_unsupported_or_work(uffd):
+    """MOVE/POISON either work (headers and kernel grant them) or raise an errno that says why."""
+    uffd.api()
+    with memory.mmap_anonymous(PAGE_SIZE) as area:
+        uffd.register(area.addr, PAGE_SIZE, RegisterMode.MISSING)
+        with pytest.raises(UffdError) as exc:
+            uffd.poison(area.addr + 1, PAGE_SIZE)
+        assert exc.value.errno in (errno.ENOTSUP, errno.EINVAL)
+
+
+def test_vmsplice_and_process_vm_readv_copy_real_bytes():
+    with memory.mmap_anonymous(PAGE_SIZE) as page, memory.mmap_anonymous(PAGE_SIZE) as dst:
+        page.write(0, PATTERN)
+        r, w = os.pipe()
+        try:
+            assert memory.vmsplice(w, page.addr, PAGE_SIZE) == PAGE_SIZE
+            assert os.read(r, PAGE_SIZE) == PATTERN
+        finally:
+            os.close(r), os.close(w)
+        assert memory.process_vm_readv(os.getpid(), dst.addr, page.addr, PAGE_SIZE) == PAGE_SIZE
+        assert dst.read(0, PAGE_SIZE) == PATTERN
+
+
+def test_odirect_roundtrip(tmp_path):
+    path = str(tmp_path / "direct.bin")
+    open(path, "wb").close()
+    try:
+        fd = memory.open_direct(path)
+    except UffdError as exc:
+        pytest.skip(f"{tmp_path} does not take O_DIRECT: {exc}")
+    try:
+        with memory.mmap_anonymous(PAGE_SIZE) as page, memory.mmap_anonymous(PAGE_SIZE) as back:
+            page.write(0, PATTERN)
+            assert memory.pwrite_from(fd, page.addr, PAGE_SIZE, 0) == PAGE_SIZE
+            assert memory.pread_into(fd, back.addr, PAGE_SIZE, 0) == PAGE_SIZE
+            assert back.read(0, PAGE_SIZE) == PATTERN
+    finally:
+        os.close(fd)

@@ -1,0 +1,40 @@
+"""The uffdprobe command line: one subcommand per job, each returning an Exit status."""
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+from .exitcodes import Exit
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from . import features
+    kf = features.probe()
+    print(json.dumps(kf.to_dict(), indent=2) if args.json else features.format_text(kf))
+    return Exit.OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uffdprobe", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("features", help="what the running kernel's userfaultfd offers")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_cmd_features)
+    return parser
+
+
+class UsageError(Exception):
+    """Bad input the user can fix; printed as one line, exit 2."""
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"uffdprobe: {exc}", file=sys.stderr)
+        return Exit.USAGE
+    except KeyboardInterrupt:
+        print("uffdprobe: interrupted; results written so far are kept", file=sys.stderr)
+        return Exit.INTERRUPTED

@@ -1,0 +1,16 @@
+"""Every exit status uffdprobe returns, in one place."""
+import enum
+
+
+class Exit(enum.IntEnum):
+    OK = 0                #: every verdict PASS or SKIP
+    KERNEL_PROBLEM = 1    #: a scenario found HANG, LEAK or WP_LOST
+    USAGE = 2             #: bad input: unknown scenario or kernel, bad path, bad parameter
+    PATCH_FAILED = 3      #: a patch does not apply
+    CONFIG_DROPPED = 4    #: Kconfig dropped an option a fragment asked for
+    BUILD_FAILED = 5      #: the kernel build failed
+    SETUP = 6             #: the harness or its environment failed (ERROR verdict, missing tool)
+    PANIC = 10            #: the guest kernel panicked
+    BOOT_FAIL = 11        #: the guest never reached init
+    VM_TIMEOUT = 12       #: the VM hit its overall or console-silence limit
+    INTERRUPTED = 130     #: SIGINT/SIGTERM; everything produced so far is kept

@@ -1,0 +1,74 @@
+"""uffd_msg decoding: one small frozen dataclass per event kind."""
+from dataclasses import dataclass
+from typing import Union
+
+from .flags import Event, PageFaultFlag
+
+
+@dataclass(frozen=True)
+class PageFault:
+    """A fault to resolve: `flags` says MISSING (none), WP, WRITE, MINOR; `ptid` needs THREAD_ID."""
+    address: int
+    flags: PageFaultFlag
+    ptid: int
+
+    @property
+    def is_wp(self) -> bool:
+        return bool(self.flags & PageFaultFlag.WP)
+
+    @property
+    def is_write(self) -> bool:
+        return bool(self.flags & PageFaultFlag.WRITE)
+
+
+@dataclass(frozen=True)
+class Fork:
+    """EVENT_FORK: `ufd` is a new userfaultfd, installed in this process, for the child's mm."""
+    ufd: int
+
+
+@dataclass(frozen=True)
+class Remap:
+    """EVENT_REMAP: mremap() moved [from_addr, +length) to to_addr."""
+    from_addr: int
+    to_addr: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Remove:
+    """EVENT_REMOVE: MADV_DONTNEED/REMOVE zapped [start, end)."""
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Unmap:
+    """EVENT_UNMAP: munmap() removed [start, end)."""
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """An event number the build headers do not name."""
+    event: int
+
+
+Message = Union[PageFault, Fork, Remap, Remove, Unmap, Unknown]
+
+
+def decode(raw) -> Message:
+    """Turn one native `struct up_msg` into its dataclass."""
+    event = raw.event
+    if event == Event.PAGEFAULT:
+        return PageFault(raw.address, PageFaultFlag(raw.flags), raw.ptid)
+    if event == Event.FORK:
+        return Fork(raw.ufd)
+    if event == Event.REMAP:
+        return Remap(raw.address, raw.arg2, raw.arg3)
+    if event == Event.REMOVE:
+        return Remove(raw.address, raw.arg2)
+    if event == Event.UNMAP:
+        return Unmap(raw.address, raw.arg2)
+    return Unknown(event)
