@@ -14,13 +14,30 @@ def _cmd_features(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+    print(bench.compare(args.pages, args.rounds))
+    return Exit.OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uffdprobe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("features", help="what the running kernel's userfaultfd offers")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_cmd_features)
+    p = sub.add_parser("bench", help="MISSING faults/s: Python handler next to a C handler")
+    p.add_argument("--pages", type=_positive, default=20000)
+    p.add_argument("--rounds", type=_positive, default=3)
+    p.set_defaults(func=_cmd_bench)
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a positive whole number")
+    return value
 
 
 class UsageError(Exception):

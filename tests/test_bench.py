@@ -1,0 +1,12 @@
+"""Benchmarks: print numbers side by side, assert only that the work was really done."""
+import pytest
+
+from uffdprobe import bench
+
+
+@pytest.mark.benchmark
+def test_missing_fault_rate_python_vs_c(uffd, capsys):
+    report = bench.compare(pages=5000, rounds=2)
+    with capsys.disabled():
+        print("\n" + report)
+    assert "ratio Python/C" in report
