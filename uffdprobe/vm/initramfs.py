@@ -10,6 +10,7 @@ from .cpio import CpioWriter
 from .errors import VmSetupError
 
 INIT_SCRIPT = Path(__file__).with_name("initramfs_init.sh")
+MOUNTS_SCRIPT = Path(__file__).with_name("guest_mounts.sh")
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 
 
@@ -29,7 +30,7 @@ def build_initramfs(tree: Optional[modmod.ModuleTree], transport: str, cache_dir
     order = tree.load_order(wanted) if tree else []
     blobs = [(name, tree.module_bytes(name)) for name in order]
     key = hashlib.sha256()
-    for part in [INIT_SCRIPT.read_bytes(), busybox.read_bytes()] + [n.encode() + b for n, b in blobs]:
+    for part in [INIT_SCRIPT.read_bytes(), MOUNTS_SCRIPT.read_bytes(), busybox.read_bytes()] + [n.encode() + b for n, b in blobs]:
         key.update(hashlib.sha256(part).digest())
     target = Path(cache_dir) / f"initramfs-{key.hexdigest()[:20]}.cpio.gz"
     if target.exists():
@@ -41,6 +42,7 @@ def build_initramfs(tree: Optional[modmod.ModuleTree], transport: str, cache_dir
     archive.add_chardev("dev/null", 1, 3, 0o666)
     archive.add_file("bin/busybox", busybox.read_bytes(), 0o755)
     archive.add_file("init", INIT_SCRIPT.read_bytes(), 0o755)
+    archive.add_file("guest_mounts.sh", MOUNTS_SCRIPT.read_bytes())
     archive.add_file("modules/order", "".join(n + "\n" for n, _ in blobs).encode())
     for name, blob in blobs:
         archive.add_file(f"modules/{name}.ko", blob)

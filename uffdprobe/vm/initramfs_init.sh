@@ -1,6 +1,7 @@
 #!/bin/busybox sh
 # uffdprobe initramfs /init: load the drivers the shares need, mount the host root
-# read-only, and hand PID 1 over to the guest init found on that root.
+# read-only plus everything the guest needs under it (static busybox is fast under TCG),
+# then hand PID 1 over to the guest init found on that root.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mkdir -p /proc /sys /dev /newroot
@@ -35,4 +36,6 @@ esac || fail "cannot mount the host root over $transport"
 
 umount /proc
 umount /dev
+. /guest_mounts.sh
+guest_mounts /newroot
 exec switch_root /newroot "$init"

@@ -45,7 +45,7 @@ class VirtiofsShares:
         root_sock, chan_sock = self.sock_dir / "root.sock", self.sock_dir / "channel.sock"
         # The bind mount exists only in the daemon's own mount namespace; the host never sees it.
         script = ('mount --bind / "$1" && mount -o remount,bind,ro "$1" && '
-                  'exec "$3" --socket-path="$2" -o source="$1" -o cache=auto -o sandbox=namespace')
+                  'exec "$3" --socket-path="$2" -o source="$1" -o cache=always -o sandbox=namespace')
         self._start(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
                      str(mnt), str(root_sock), binary], "virtiofsd-root.log")
         self._start([binary, f"--socket-path={chan_sock}", f"-o", f"source={self.channel_dir}",
