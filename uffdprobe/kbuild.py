@@ -88,7 +88,8 @@ def build(what: Union[str, recipes.Recipe, BuildSpec], progress: bool = True, ca
         if not hit:
             show.note(f"building {source.version} ({len(series)} patch(es)) in {work / 'build'}")
             jobs = jobs or (os.cpu_count() or 1) + 1
-            kbuild_make.run_make(make + [f"-j{jobs}", "bzImage"], log_path, show, timeout)
+            kbuild_make.run_make(make + [f"-j{jobs}", "bzImage"], log_path, show, timeout,
+                                 env=kbuild_make.make_env(work))
             show.finish("built")
             meta = _identity(spec, recipe, source, config, series, fragment_hashes, key, cc)
             files = {"bzImage": work / "build" / BZIMAGE, "config": config, "build.log": log_path}

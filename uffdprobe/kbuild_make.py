@@ -81,13 +81,22 @@ class Progress:
             sys.stderr.write("\r\033[K")
 
 
-def run_make(argv: list, log_path: Path, progress: Progress, timeout: float = BUILD_TIMEOUT) -> None:
+def make_env(work: Path) -> dict:
+    """Environment for make: ccache rewrites paths under the workspace, so any workspace hits its cache."""
+    env = dict(os.environ)
+    env.setdefault("CCACHE_BASEDIR", str(work))
+    env.setdefault("CCACHE_NOHASHDIR", "1")
+    return env
+
+
+def run_make(argv: list, log_path: Path, progress: Progress, timeout: float = BUILD_TIMEOUT,
+             env: dict = None) -> None:
     """Run make, appending its output to `log_path`; BuildFailed (with the first error) on failure or timeout."""
     with open(log_path, "a") as log:
         log.write(f"$ {' '.join(argv)}\n")
         log.flush()
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace", start_new_session=True)
+                                errors="replace", start_new_session=True, env=env)
         timed_out = threading.Event()
 
         def kill():

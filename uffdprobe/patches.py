@@ -110,7 +110,7 @@ def _failure(patch: Patch, number: int, total: int, output: str) -> PatchDoesNot
             continue
         m = re.match(r"Hunk #(\d+) FAILED at (\d+)", line)
         if m:
-            hunk = f"hunk #{m.group(1)} (at line {m.group(2)})"
+            hunk = f"hunk #{m.group(1)} (at line {m.group(2)}) FAILED"
             break
         m = re.match(r"can't find file to patch at input line (\d+)", line)
         if m:
