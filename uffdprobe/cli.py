@@ -4,7 +4,9 @@ import json
 import sys
 from typing import List, Optional
 
+from . import run_cmd
 from .exitcodes import Exit
+from .run_cmd import UsageError
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
@@ -26,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("features", help="what the running kernel's userfaultfd offers")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_cmd_features)
+    run_cmd.add_parsers(sub)
     p = sub.add_parser("bench", help="MISSING faults/s: Python handler next to a C handler")
     p.add_argument("--pages", type=_positive, default=20000)
     p.add_argument("--rounds", type=_positive, default=3)
@@ -38,10 +41,6 @@ def _positive(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be a positive whole number")
     return value
-
-
-class UsageError(Exception):
-    """Bad input the user can fix; printed as one line, exit 2."""
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -9,7 +9,7 @@ class Exit(enum.IntEnum):
     PATCH_FAILED = 3      #: a patch does not apply
     CONFIG_DROPPED = 4    #: Kconfig dropped an option a fragment asked for
     BUILD_FAILED = 5      #: the kernel build failed
-    SETUP = 6             #: the harness or its environment failed (ERROR verdict, missing tool)
+    SETUP = 2             #: the harness or its set-up failed (an ERROR verdict): same status as bad input
     PANIC = 10            #: the guest kernel panicked
     BOOT_FAIL = 11        #: the guest never reached init
     VM_TIMEOUT = 12       #: the VM hit its overall or console-silence limit

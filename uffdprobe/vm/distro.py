@@ -11,6 +11,8 @@ from typing import Optional
 
 from .errors import VmInputError, VmSetupError
 
+UNPACK_SUBDIR = "debian-kernels"  # under the user cache dir; "kernels" belongs to the kernel builder
+
 
 @dataclass(frozen=True)
 class UnpackedKernel:

@@ -29,7 +29,7 @@ def resolve_kernel(kernel, cache_dir: Path = None) -> BootKernel:
     path = Path(kernel)
     config = moddir = None
     if path.suffix == ".deb":
-        unpacked = distro.unpack_kernel_deb(path, cache_dir / "kernels")
+        unpacked = distro.unpack_kernel_deb(path, cache_dir / distro.UNPACK_SUBDIR)
         path, moddir, config = unpacked.image, unpacked.moddir, unpacked.config
     identity = identify_image(path)
     if moddir is None:

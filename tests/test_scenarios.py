@@ -1,0 +1,139 @@
+"""Scenarios through the real supervisor on the running kernel (which carries upstream's fix)."""
+import json
+import os
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from uffdprobe import features, odirect, report, supervisor
+from uffdprobe.scenarios.registry import SCENARIOS, select, skip_reason
+from uffdprobe.verdicts import Verdict
+
+PUBLIC = [(s.name, m) for s in select([]) for m in s.memory]
+
+
+@pytest.fixture(scope="module")
+def kf():
+    probed = features.probe()
+    if probed.uffd_error:
+        pytest.skip(f"userfaultfd unavailable here: {probed.uffd_error}")
+    return probed
+
+
+@pytest.fixture(scope="module")
+def target():
+    return odirect.find_target()
+
+
+def run(name, memory, kf, target, **params):
+    s = SCENARIOS[name]
+    skip = skip_reason(s, memory, kf, target)
+    if skip:
+        pytest.skip(skip)
+    return supervisor.run_one(s, memory, {**s.defaults, **params}, kf.kernel, supervisor.Limits(), target)
+
+
+def no_children_left():
+    return [c for c in psutil.Process().children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.parametrize("name,memory", PUBLIC, ids=[f"{n}[{m}]" for n, m in PUBLIC])
+def test_scenario_passes_on_fixed_kernel(name, memory, kf, target):
+    res = run(name, memory, kf, target)
+    assert res.verdict in (Verdict.PASS, Verdict.SKIP), (res.reason, res.evidence)
+    assert res.kernel["release"] == os.uname().release
+    assert res.evidence["exit"]["exit"] == 0
+    assert not no_children_left()
+
+
+def test_self_deadlock_is_hang_with_evidence_and_rescued(kf, target):
+    res = run("selftest-self-deadlock", "anon-4k", kf, target)
+    assert res.verdict is Verdict.HANG, res.reason
+    hang = res.evidence["hang"]
+    assert hang["pending_uffd_messages"], "the unanswered WP fault must be pending on the uffd"
+    assert "WRITE|WP" in hang["pending_uffd_messages"][0] or "WP|WRITE" in hang["pending_uffd_messages"][0]
+    task = hang["blocked_tasks"][0]
+    assert task["state"] in ("S", "D")
+    if isinstance(task["stack"], list):
+        assert any("handle_userfault" in frame for frame in task["stack"])
+    assert res.evidence["rescue"].startswith("unprotect")
+    assert res.evidence["after_rescue"]["verdict"] == "PASS", "the rescued write must complete"
+    assert res.evidence["exit"] == {"exit": 0, "killed": False}
+    assert not no_children_left()
+
+
+def test_hang_threshold_is_configurable(kf, target):
+    s = SCENARIOS["selftest-self-deadlock"]
+    res = supervisor.run_one(s, "anon-4k", {}, kf.kernel, supervisor.Limits(hang_s=0.5), target)
+    assert res.verdict is Verdict.HANG and res.duration_s < 2.0
+
+
+def test_leak_decided_from_real_shared_data(kf, target):
+    """A MAP_SHARED page really is shared: the same decision code must call that LEAK."""
+    res = run("cow-leak", "anon-4k", kf, target, selftest_shared_page=True)
+    assert res.verdict is Verdict.LEAK, res.reason
+    assert res.evidence["child_read"].startswith("THIS IS SECRET")
+
+
+def test_wp_lost_decided_from_a_real_untrapped_write(kf, target, need_wp):
+    res = run("wp-real-write", "anon-4k", kf, target, selftest_unprotect_first=True)
+    assert res.verdict is Verdict.WP_LOST, res.reason
+
+
+def test_odirect_skips_without_a_target(kf):
+    s = SCENARIOS["wp-gup-odirect"]
+    assert "O_DIRECT" in skip_reason(s, "anon-4k", kf, None)
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "uffdprobe", *args], capture_output=True, text=True,
+                          timeout=300, **kw)
+
+
+def test_cli_run_json_ktap_and_stream(tmp_path, kf):
+    out = tmp_path / "r.json"
+    stream = tmp_path / "stream"
+    proc = _cli("run", "wp-gup-vmsplice", "cow-leak", "--json", str(out), "--ktap",
+                "--results-dir", str(stream))
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out.read_text())
+    assert {(r["scenario"], r["memory"]) for r in results} >= {("wp-gup-vmsplice", "anon-4k"), ("cow-leak", "anon-4k")}
+    assert all({"scenario", "memory", "verdict", "evidence", "kernel"} <= set(r) for r in results)
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "KTAP version 1" and lines[1] == f"1..{len(results)}"
+    assert sum(line.startswith("ok ") for line in lines) == len(results)
+    assert len(report.read_jsonl(stream / "verdicts.jsonl")) == len(results)
+
+
+def test_cli_exit_1_on_kernel_problem(kf):
+    proc = _cli("run", "selftest-self-deadlock", "--hang-timeout", "0.5")
+    assert proc.returncode == 1
+    assert "HANG" in proc.stdout
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["run", "no-such-scenario"], "unknown scenario"),
+    (["run", "cow-leak", "--param", "nope"], "KEY=VALUE"),
+    (["run", "cow-leak", "--param", "bogus=1"], "no parameter"),
+    (["run", "--hang-timeout", "-1"], "more than 0"),
+    (["run", "--odirect-target", "/proc"], "O_DIRECT"),
+])
+def test_cli_bad_input_is_one_line_exit_2(argv, needle):
+    proc = _cli(*argv)
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.startswith("uffdprobe")]) == 1
+
+
+def test_cli_list_and_features():
+    listing = _cli("list")
+    assert listing.returncode == 0
+    for name in ("wp-gup-vmsplice", "wp-gup-odirect", "cow-leak", "wp-cow-inherit", "wp-real-write"):
+        assert name in listing.stdout
+    assert "selftest-self-deadlock" not in listing.stdout
+    feats = _cli("features", "--json")
+    assert feats.returncode == 0
+    data = json.loads(feats.stdout)
+    assert data["kernel"]["release"] == os.uname().release

@@ -1,0 +1,49 @@
+"""Find where an O_DIRECT write can go: a scratch block device, or a directory whose filesystem takes it."""
+import os
+import stat
+import tempfile
+from typing import Iterable, Optional
+
+from . import memory
+from .errors import UffdError
+
+#: Set by the VM runner to the guest's scratch virtio-blk disk.
+SCRATCH_ENV = "UFFDPROBE_SCRATCH_DEV"
+
+
+def accepts_odirect(path: str) -> bool:
+    """True when a page-aligned O_DIRECT write to `path` (a block device or a directory) succeeds."""
+    try:
+        if stat.S_ISBLK(os.stat(path).st_mode):
+            fd = memory.open_direct(path)
+            target_cleanup = None
+        else:
+            handle, name = tempfile.mkstemp(prefix=".uffdprobe-probe-", dir=path)
+            os.close(handle)
+            target_cleanup = name
+            fd = memory.open_direct(name)
+    except (OSError, UffdError):
+        return False
+    try:
+        with memory.mmap_anonymous(memory.PAGE_SIZE) as page:
+            memory.pwrite_from(fd, page.addr, memory.PAGE_SIZE, 0)
+        return True
+    except UffdError:
+        return False
+    finally:
+        os.close(fd)
+        if target_cleanup:
+            os.unlink(target_cleanup)
+
+
+def find_target(explicit: Optional[str] = None, candidates: Iterable[str] = ("/var/tmp", "/tmp", ".")) -> Optional[str]:
+    """The explicit target if given (it must work), else the scratch disk, else the first candidate directory."""
+    if explicit:
+        return explicit if accepts_odirect(explicit) else None
+    scratch = os.environ.get(SCRATCH_ENV)
+    if scratch and accepts_odirect(scratch):
+        return scratch
+    for path in candidates:
+        if os.path.isdir(path) and os.access(path, os.W_OK) and accepts_odirect(path):
+            return os.path.abspath(path)
+    return None

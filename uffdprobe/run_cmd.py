@@ -1,0 +1,144 @@
+"""`uffdprobe list` and `uffdprobe run`: the scenarios on the running kernel, or on one booted in QEMU."""
+import argparse
+import json
+import os
+import sys
+from typing import Dict, List, Optional
+
+from . import features, odirect, report, supervisor
+from .exitcodes import Exit
+from .scenarios.registry import SCENARIOS, select, skip_reason
+from .scenarios.memkinds import KINDS
+from .verdicts import Result, Verdict
+
+
+class UsageError(Exception):
+    """Bad input the user can fix: printed as one line, exit 2."""
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("list", help="the scenarios, the question each asks, what each needs")
+    p.add_argument("--all", action="store_true", help="include harness self-test scenarios")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("run", help="run scenarios on the running kernel (or --kernel in QEMU)")
+    p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: every public scenario")
+    p.add_argument("--memory", action="append", choices=KINDS, help="memory kinds (default: all each supports)")
+    p.add_argument("--json", metavar="FILE", help="write all results as a JSON list")
+    p.add_argument("--ktap", action="store_true", help="print KTAP on stdout (the table goes to stderr)")
+    p.add_argument("--results-dir", metavar="DIR", help="stream each result as a line of DIR/verdicts.jsonl")
+    p.add_argument("--odirect-target", metavar="PATH", help="block device or directory that accepts O_DIRECT")
+    p.add_argument("--hang-timeout", type=_seconds, default=2.0, metavar="S",
+                   help="blocked this long on a uffd fault means HANG (default 2)")
+    p.add_argument("--scenario-timeout", type=_seconds, default=120.0, metavar="S")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario parameter (JSON value), e.g. data_pages=128")
+    p.add_argument("--kernel", metavar="KERNEL", help="boot this kernel in QEMU and run there")
+    p.set_defaults(func=cmd_run)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0 and at most 3600 seconds")
+    return value
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for s in select([], include_test_only=args.all):
+        print(f"{s.name}\n  question: {s.question}\n  needs: {', '.join(s.needs)}; memory: {', '.join(s.memory)}")
+        if s.models:
+            print(f"  models: {s.models}")
+        if s.defaults:
+            print(f"  parameters: {json.dumps(s.defaults)}")
+    return Exit.OK
+
+
+def _params(pairs: List[str]) -> Dict[str, object]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--param {pair!r}: write KEY=VALUE, e.g. --param data_pages=128")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _plan(names: List[str], memories: Optional[List[str]], params: Dict[str, object],
+          kf: features.KernelFeatures, target: Optional[str]) -> list:
+    try:
+        chosen = select(names)
+    except KeyError as exc:
+        raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
+    plan = []
+    for s in chosen:
+        unknown = [k for k in params if k not in s.defaults and names]
+        if unknown:
+            raise UsageError(f"{s.name} has no parameter {', '.join(unknown)}; `uffdprobe list` shows them")
+        merged = {**s.defaults, **{k: v for k, v in params.items() if k in s.defaults}}
+        for key, value in merged.items():
+            default = s.defaults[key]
+            if isinstance(default, int) and not isinstance(default, bool) and \
+                    (not isinstance(value, int) or value <= 0 or value > 1 << 20):
+                raise UsageError(f"{s.name}: {key}={value!r} must be a whole number from 1 to {1 << 20}")
+        for mem in s.memory:
+            if memories and mem not in memories:
+                continue
+            plan.append((s, mem, merged, skip_reason(s, mem, kf, target)))
+    return plan
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.kernel:
+        from .guest_run import run_in_vm
+        return run_in_vm(args)
+    params = _params(args.param)
+    kf = features.probe()
+    target = odirect.find_target(args.odirect_target)
+    if args.odirect_target and target is None:
+        raise UsageError(f"--odirect-target {args.odirect_target}: O_DIRECT writes fail there; "
+                         "pass a block device or a directory on ext4/xfs")
+    plan = _plan(args.scenarios, args.memory, params, kf, target)
+    limits = supervisor.Limits(hang_s=args.hang_timeout, scenario_s=args.scenario_timeout)
+    table = sys.stderr if args.ktap else sys.stdout
+    stream = None
+    if args.results_dir:
+        os.makedirs(args.results_dir, exist_ok=True)
+        stream = open(os.path.join(args.results_dir, "verdicts.jsonl"), "a")
+    print(f"kernel {kf.kernel['release']}: {len(plan)} runs", file=table, flush=True)
+
+    def on_result(r: Result) -> None:
+        print(report.table_line(r), file=table, flush=True)
+        if stream:
+            report.append_jsonl(stream, r)
+
+    try:
+        results = supervisor.run_many(plan, kf.kernel, limits, target, on_result)
+    finally:
+        if stream:
+            stream.close()
+    return finish(results, args, table)
+
+
+def finish(results: List[Result], args: argparse.Namespace, table) -> int:
+    """Write --json and --ktap, print the summary, and choose the exit status."""
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([r.to_dict() for r in results], f, indent=2, default=str)
+    if args.ktap:
+        print(report.ktap(results), flush=True)
+    print(f"summary: {report.summary(results)}", file=table, flush=True)
+    return exit_status(results)
+
+
+def exit_status(results: List[Result]) -> int:
+    if any(r.verdict.is_kernel_problem for r in results):
+        return Exit.KERNEL_PROBLEM
+    if any(r.verdict not in (Verdict.PASS, Verdict.SKIP) for r in results):
+        return Exit.SETUP
+    return Exit.OK

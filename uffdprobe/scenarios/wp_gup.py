@@ -1,0 +1,97 @@
+"""Read-GUP of a uffd-write-protected page: vmsplice, O_DIRECT pwrite, process_vm_readv.
+
+On kernels with 17839856fd58 the read becomes a write fault and raises a uffd WP fault that the
+caller itself would have to answer: the supervisor sees the caller block and calls it HANG.
+"""
+import os
+import stat
+import tempfile
+
+from .. import memory, pagemap
+from ..errors import UffdError
+from ..memory import PAGE_SIZE
+from ..verdicts import Outcome, Verdict
+from .common import PATTERN, page_flags, read_exactly, reap, wp_page
+from .context import ScenarioContext
+
+
+def _finish(ctx: ScenarioContext, uffd, m, call: str, got: bytes) -> Outcome:
+    """PASS when the bytes came through intact, no fault was raised and the page is still protected."""
+    after = pagemap.read(m.addr)[0]
+    pending = uffd.read()
+    evidence = {"pagemap_after": page_flags(after), "uffd_messages_after": [repr(x) for x in pending]}
+    if pending:
+        return Outcome(Verdict.ERROR, f"{call} returned but raised {len(pending)} uffd message(s)", evidence)
+    if got != PATTERN:
+        return Outcome(Verdict.ERROR, f"{call} moved {len(got)} bytes that differ from the page", evidence)
+    return Outcome(Verdict.PASS, f"{call} of the write-protected page completed without a uffd fault",
+                   evidence)
+
+
+def run_vmsplice(ctx: ScenarioContext) -> Outcome:
+    uffd, m = wp_page(ctx)
+    r, w = os.pipe()
+    try:
+        ctx.watch("vmsplice")
+        n = memory.vmsplice(w, m.addr, len(PATTERN))
+        ctx.unwatch()
+        got = read_exactly(r, n, 5.0)
+    finally:
+        os.close(r), os.close(w)
+    return _finish(ctx, uffd, m, "vmsplice", got)
+
+
+def _open_target(target: str):
+    """(fd, offset, cleanup) for an O_DIRECT block device, or a new file in an O_DIRECT directory."""
+    if stat.S_ISBLK(os.stat(target).st_mode):
+        return memory.open_direct(target), 0, lambda: None
+    fd, path = tempfile.mkstemp(prefix="uffdprobe-odirect-", dir=target)
+    os.close(fd)
+    return memory.open_direct(path), 0, lambda: os.unlink(path)
+
+
+def run_odirect(ctx: ScenarioContext) -> Outcome:
+    uffd, m = wp_page(ctx)
+    fd, offset, cleanup = _open_target(ctx.odirect_target)
+    try:
+        with memory.mmap_anonymous(PAGE_SIZE) as back:
+            ctx.watch("O_DIRECT pwrite")
+            memory.pwrite_from(fd, m.addr, PAGE_SIZE, offset)
+            ctx.unwatch()
+            memory.pread_into(fd, back.addr, PAGE_SIZE, offset)
+            got = back.read(0, len(PATTERN))
+    finally:
+        os.close(fd)
+        cleanup()
+    ctx.note("odirect_target", ctx.odirect_target)
+    return _finish(ctx, uffd, m, "O_DIRECT pwrite", got)
+
+
+def run_process_vm_readv(ctx: ScenarioContext) -> Outcome:
+    """A reader process (not sharing the page: MADV_DONTFORK) reads it with process_vm_readv."""
+    uffd, m = wp_page(ctx)
+    memory.madvise(m.addr, m.length, "MADV_DONTFORK")
+    target = os.getpid()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(r)
+            with memory.mmap_anonymous(PAGE_SIZE) as local:
+                memory.process_vm_readv(target, local.addr, m.addr, len(PATTERN))
+                os.write(w, local.read(0, len(PATTERN)))
+        except BaseException:
+            code = 3
+        finally:
+            os._exit(code)
+    os.close(w)
+    try:
+        ctx.watch("process_vm_readv", pid=pid)
+        got = read_exactly(r, len(PATTERN), ctx.params.get("reader_timeout_s", 60.0))
+        ctx.unwatch()
+    finally:
+        os.close(r)
+        status = reap(pid)
+    ctx.note("reader_exit", status)
+    return _finish(ctx, uffd, m, "process_vm_readv", got)

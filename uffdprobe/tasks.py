@@ -1,0 +1,61 @@
+"""What a blocked task is doing: state, wchan and kernel stack from /proc, as evidence."""
+import os
+from typing import Dict, List, Optional
+
+import psutil
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace").strip()
+    except OSError as exc:
+        return None if exc.errno is None else f"<unreadable: {os.strerror(exc.errno)}>"
+
+
+def task_state(pid: int, tid: int) -> Optional[str]:
+    """The one-letter state from /proc/PID/task/TID/stat (R, S, D, ...)."""
+    stat = _read(f"/proc/{pid}/task/{tid}/stat")
+    if not stat or stat.startswith("<"):
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def describe(pid: int, tid: int) -> Dict[str, object]:
+    """State, wchan and kernel stack (when readable) of one task."""
+    stack = _read(f"/proc/{pid}/task/{tid}/stack")
+    return {
+        "pid": pid, "tid": tid,
+        "comm": _read(f"/proc/{pid}/task/{tid}/comm"),
+        "state": task_state(pid, tid),
+        "wchan": _read(f"/proc/{pid}/task/{tid}/wchan"),
+        "stack": stack.splitlines() if stack and not stack.startswith("<") else stack,
+    }
+
+
+def in_userfault(info: Dict[str, object]) -> bool:
+    """True when wchan or the kernel stack shows the task waiting in handle_userfault."""
+    stack = info.get("stack")
+    frames = stack if isinstance(stack, list) else []
+    return info.get("wchan") == "handle_userfault" or any("handle_userfault" in f for f in frames)
+
+
+def family(pid: int) -> List[int]:
+    """`pid` and all its descendants that still exist."""
+    try:
+        proc = psutil.Process(pid)
+        return [pid] + [c.pid for c in proc.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def all_tasks(pid: int) -> List[Dict[str, object]]:
+    """describe() for every thread of `pid` and of its descendants."""
+    out = []
+    for p in family(pid):
+        try:
+            tids = sorted(int(t) for t in os.listdir(f"/proc/{p}/task"))
+        except OSError:
+            continue
+        out += [describe(p, t) for t in tids]
+    return out

@@ -1,0 +1,51 @@
+"""The verdict model (shared/docs/design.md): exactly one verdict per scenario run, with evidence."""
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Optional
+
+
+class Verdict(str, enum.Enum):
+    PASS = "PASS"
+    HANG = "HANG"          #: a task blocked in handle_userfault on a fault nobody will answer
+    LEAK = "LEAK"          #: data crossed a COW boundary it must not cross
+    WP_LOST = "WP_LOST"    #: a real write to a write-protected page was not trapped
+    SKIP = "SKIP"          #: the kernel lacks a feature the scenario needs (probed)
+    ERROR = "ERROR"        #: the harness or the setup failed
+    BUILD_FAIL = "BUILD_FAIL"
+    BOOT_FAIL = "BOOT_FAIL"
+    PANIC = "PANIC"
+    VM_TIMEOUT = "VM_TIMEOUT"
+
+    @property
+    def is_kernel_problem(self) -> bool:
+        return self in (Verdict.HANG, Verdict.LEAK, Verdict.WP_LOST)
+
+
+@dataclass
+class Outcome:
+    """What a scenario concluded from what it observed, before the supervisor adds its own view."""
+    verdict: Verdict
+    reason: str
+    evidence: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    """One scenario on one memory kind on one kernel: the unit of every report."""
+    scenario: str
+    memory: str
+    verdict: Verdict
+    reason: str
+    evidence: Dict[str, Any] = field(default_factory=dict)
+    kernel: Dict[str, Any] = field(default_factory=dict)
+    params: Dict[str, Any] = field(default_factory=dict)
+    duration_s: Optional[float] = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["verdict"] = self.verdict.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Result":
+        return cls(**{**d, "verdict": Verdict(d["verdict"])})
