@@ -1,0 +1,100 @@
+"""The scenario table, in the spirit of kselftest's uffd-unit-tests: name, question, needs, memory."""
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from ..features import KernelFeatures
+from ..flags import Feature
+from ..verdicts import Outcome
+from .memkinds import KINDS, unavailable
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One question for a kernel; `run` executes in a child process and returns an Outcome."""
+    name: str
+    question: str
+    run: Callable[[Any], Outcome]
+    needs: Tuple[str, ...] = ("uffd",)
+    memory: Tuple[str, ...] = KINDS
+    defaults: Dict[str, Any] = field(default_factory=dict)
+    models: str = ""
+    test_only: bool = False
+
+
+def why_not(need: str, kf: KernelFeatures, odirect_target: Optional[str]) -> Optional[str]:
+    """The probed reason a need is unmet, or None. Needs: uffd, uffd-wp, event-fork, odirect."""
+    if kf.uffd_error:
+        return f"userfaultfd unavailable: {kf.uffd_error}"
+    if need == "uffd-wp":
+        if not kf.has(Feature.PAGEFAULT_FLAG_WP):
+            return "kernel lacks UFFD_FEATURE_PAGEFAULT_FLAG_WP (no uffd write-protect)"
+        if "WRITEPROTECT" not in kf.anon_ioctls.get("WP", []):
+            return "UFFDIO_REGISTER_MODE_WP on anonymous memory does not grant UFFDIO_WRITEPROTECT"
+    elif need == "event-fork" and not kf.has(Feature.EVENT_FORK):
+        return "kernel lacks UFFD_FEATURE_EVENT_FORK"
+    elif need == "odirect" and not odirect_target:
+        return "no O_DIRECT target: no scratch disk, and no directory here accepts O_DIRECT (pass --odirect-target)"
+    return None
+
+
+def skip_reason(s: Scenario, memory: str, kf: KernelFeatures, odirect_target: Optional[str]) -> Optional[str]:
+    """Why (s, memory) cannot run on this kernel, or None."""
+    for need in s.needs:
+        reason = why_not(need, kf, odirect_target)
+        if reason:
+            return reason
+    return unavailable(memory)
+
+
+def _table() -> Dict[str, Scenario]:
+    from . import cow_leak, wp_cow_inherit, wp_gup, wp_real_write
+    rows = [
+        Scenario("wp-gup-vmsplice",
+                 "Does vmsplice() of a uffd-write-protected page complete without a uffd fault, "
+                 "when the splicing thread is the one that would have to answer it?",
+                 wp_gup.run_vmsplice, ("uffd", "uffd-wp"),
+                 models="17839856fd58 forced COW on read GUP (iov_iter_get_pages, flags 0)"),
+        Scenario("wp-gup-odirect",
+                 "Does an O_DIRECT pwrite() from a uffd-write-protected page (umap's eviction write) "
+                 "complete without a uffd fault?",
+                 wp_gup.run_odirect, ("uffd", "uffd-wp", "odirect"),
+                 models="umap's EvictWorkers: WRITEPROTECT, then pwrite on the O_DIRECT store"),
+        Scenario("wp-gup-process-vm-readv",
+                 "Can another process read a uffd-write-protected page with process_vm_readv() "
+                 "without raising a uffd fault?",
+                 wp_gup.run_process_vm_readv, ("uffd", "uffd-wp"),
+                 models="pin_user_pages_remote() read of the remote page"),
+        Scenario("cow-leak",
+                 "After fork(), can a child that vmsplice()d a shared page read the parent's later "
+                 "write through the pipe? (CVE-2020-29374)",
+                 cow_leak.run, ("uffd",), defaults={"selftest_shared_page": False},
+                 models="Project Zero issue 2045; fixed by 17839856fd58, then by 09854ba94c6a"),
+        Scenario("wp-cow-inherit",
+                 "When a read-GUP of a write-protected page shared after fork() breaks COW, does the "
+                 "copy stay write-protected, so a later real write still traps?",
+                 wp_cow_inherit.run, ("uffd", "uffd-wp"),
+                 models="FOLL_BREAK_COW v3: keep the uffd-wp bit on the COWed page"),
+        Scenario("wp-real-write",
+                 "Control: does a CPU write to a write-protected page trap with WP|WRITE, and a CPU "
+                 "read not trap?",
+                 wp_real_write.run, ("uffd", "uffd-wp"), defaults={"selftest_unprotect_first": False}),
+        Scenario("selftest-self-deadlock",
+                 "Harness self-test: the only uffd reader writes to its own write-protected page; "
+                 "this hangs on every kernel and must come out HANG, rescued.",
+                 wp_real_write.run_self_deadlock, ("uffd", "uffd-wp"), memory=("anon-4k",),
+                 test_only=True),
+    ]
+    return {s.name: s for s in rows}
+
+
+SCENARIOS: Dict[str, Scenario] = _table()
+
+
+def select(names, include_test_only: bool = False):
+    """Scenarios by name in table order (all public ones when `names` is empty); unknown names raise KeyError."""
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise KeyError(", ".join(unknown))
+    if names:
+        return [SCENARIOS[n] for n in names]
+    return [s for s in SCENARIOS.values() if include_test_only or not s.test_only]
