@@ -36,7 +36,8 @@ def built_kernel():
     env = os.environ.get("UFFDPROBE_TEST_BZIMAGE")
     if env:
         return Path(env)
-    found = sorted(cache_root().glob("builds/**/bzImage"), key=lambda p: p.stat().st_mtime)
+    found = sorted((p for p in cache_root().glob("kernels/entries/*/bzImage") if p.with_name("complete").exists()),
+                   key=lambda p: p.stat().st_mtime)
     if not found:
         pytest.skip("no kernel built from linux-source-6.1 yet (uffdprobe.kbuild output or "
                     "UFFDPROBE_TEST_BZIMAGE); the builder lands separately")
@@ -135,7 +136,7 @@ def test_not_a_kernel_is_refused_with_usage_exit(tmp_path):
 
 
 def test_truncated_kernel_is_boot_fail(cloud_deb, tmp_path, run_dir):
-    image = distro.unpack_kernel_deb(cloud_deb, cache_root() / "kernels").image
+    image = distro.unpack_kernel_deb(cloud_deb, cache_root() / distro.UNPACK_SUBDIR).image
     broken = tmp_path / "bzImage-truncated"
     broken.write_bytes(image.read_bytes()[:300_000])
     result = tcg_boot(broken, ["true"], run_dir, timeout=60, silence_timeout=30)

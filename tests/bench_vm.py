@@ -1,0 +1,95 @@
+"""Boot-time numbers under TCG, ours next to virtme-ng's; prints, asserts nothing about speed.
+
+Run: .venv/bin/python -m pytest -s -m benchmark tests/bench_vm.py
+"""
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from uffdprobe.vm import children, distro
+from uffdprobe.vm.boot import boot
+from uffdprobe.vm.leftovers import vm_processes
+from uffdprobe.vm.paths import cache_root
+
+pytestmark = [pytest.mark.benchmark, pytest.mark.vm]
+REPEATS = int(os.environ.get("UFFDPROBE_BENCH_REPEATS", "3"))
+PY = sys.executable
+VNG_LIMIT = 240
+
+
+def kernels():
+    """(label, kernel) pairs to measure: the cloud .deb, plus any built bzImage and generic .deb at hand."""
+    found = [("debian-cloud-deb", distro.debian_cloud_kernel(cache_root() / "debs"))]
+    generic = sorted((cache_root() / "debs").glob("linux-image-6.1.0-*-amd64-unsigned_*.deb"))
+    generic = [g for g in generic if "-cloud-" not in g.name]
+    if generic:
+        found.append(("debian-generic-deb", generic[-1]))
+    built = os.environ.get("UFFDPROBE_TEST_BZIMAGE") or next(iter(sorted(cache_root().glob("kernels/entries/*/bzImage"))), None)
+    if built:
+        found.append(("built-bzImage", Path(built)))
+    return found
+
+
+def vng_binary():
+    """The vng command next to this Python, or on PATH."""
+    beside = Path(PY).with_name("vng")
+    return str(beside) if beside.exists() else shutil.which("vng")
+
+
+def vng_boot_seconds(image: Path):
+    """Wall seconds and exit status of `vng --run IMAGE --disable-kvm --exec true`, killed at VNG_LIMIT."""
+    env = dict(os.environ, PATH=f"{Path(PY).parent}:{os.environ.get('PATH', '')}")
+    log = open(os.devnull, "wb")
+    started = time.monotonic()
+    proc = subprocess.Popen([vng_binary(), "--run", str(image), "--disable-kvm", "--exec", "true"],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True)
+    try:
+        proc.wait(timeout=VNG_LIMIT)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        children.stop(proc)
+        log.close()
+    return time.monotonic() - started, proc.returncode
+
+
+def image_of(kernel: Path) -> Path:
+    """The bzImage inside a .deb (unpacked in the cache), or the path itself."""
+    if kernel.suffix == ".deb":
+        return distro.unpack_kernel_deb(kernel, cache_root() / distro.UNPACK_SUBDIR).image
+    return kernel
+
+
+@pytest.mark.parametrize("label,kernel", kernels())
+def test_boot_seconds(label, kernel, tmp_path):
+    rows = []
+    for i in range(REPEATS):
+        for what, argv in (("true", ["true"]), ("python -c pass", [PY, "-c", "pass"]),
+                           ("import uffdprobe", [PY, "-c", "import uffdprobe.uffd"])):
+            r = boot(kernel, argv, accel="tcg", run_dir=tmp_path / f"{i}-{what.split()[0]}", timeout=240)
+            rows.append((what, r.outcome, r.timings["launch_to_init"], r.timings["launch_to_command_done"],
+                         r.timings["total"], r.transport))
+    print(f"\n== {label}: {kernel}")
+    print(f"{'command':18} {'outcome':8} {'launch->init':>12} {'launch->done':>12} {'total':>7}  transport")
+    for row in rows:
+        print(f"{row[0]:18} {row[1]:8} {row[2] or 0:12.2f} {row[3] or 0:12.2f} {row[4]:7.2f}  {row[5]}")
+    for what in ("true", "python -c pass", "import uffdprobe"):
+        done = [r[3] for r in rows if r[0] == what and r[3]]
+        if done:
+            print(f"median launch->done for {what!r}: {statistics.median(done):.2f}s over {len(done)} boots")
+    if vng_binary():
+        for i in range(min(REPEATS, 2)):
+            seconds, code = vng_boot_seconds(image_of(kernel))
+            print(f"virtme-ng --disable-kvm --exec true: {seconds:.2f}s wall, exit {code}"
+                  + ("" if code == 0 else " (failed: vng needs 9p or its own virtiofsd, overlayfs, "
+                                          "virtio-serial, and host-installed modules)"))
+    else:
+        print("virtme-ng: not installed (pip install virtme-ng)")
+    assert not vm_processes()
