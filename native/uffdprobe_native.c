@@ -418,3 +418,74 @@ int up_gettid(void)
 {
 	return (int)syscall(SYS_gettid);
 }
+
+/*
+ * umap-evict workload helpers.  They read and write a uffd-registered region,
+ * so they must run in C with the GIL released: the fault handler is Python.
+ */
+#include <stdlib.h>
+
+static int up_cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Sort n uint64 values at addr in place (umapsort's sort step). */
+void up_sort_u64(uint64_t addr, uint64_t n)
+{
+	qsort((void *)addr, n, sizeof(uint64_t), up_cmp_u64);
+}
+
+/* Reverse the array, then shuffle each `block`-element chunk with a seeded xorshift64. */
+void up_scramble_u64(uint64_t addr, uint64_t n, uint64_t block, uint64_t seed)
+{
+	uint64_t *v = (uint64_t *)addr, i, j, k, t, s = seed | 1;
+
+	for (i = 0; i < n / 2; i++) {
+		t = v[i];
+		v[i] = v[n - 1 - i];
+		v[n - 1 - i] = t;
+	}
+	for (i = 0; block > 1 && i < n; i += block) {
+		uint64_t len = n - i < block ? n - i : block;
+
+		for (j = len - 1; j > 0; j--) {
+			s ^= s << 13;
+			s ^= s >> 7;
+			s ^= s << 17;
+			k = s % (j + 1);
+			t = v[i + j];
+			v[i + j] = v[i + k];
+			v[i + k] = t;
+		}
+	}
+}
+
+/* Order-free sum and xor, the count of descending neighbours, and an order-dependent FNV-1a hash. */
+void up_checksum_u64(uint64_t addr, uint64_t n, uint64_t *sum, uint64_t *xor_,
+		     uint64_t *unsorted, uint64_t *hash)
+{
+	const uint64_t *v = (const uint64_t *)addr;
+	uint64_t i, s = 0, x = 0, u = 0, h = 0xcbf29ce484222325ULL;
+
+	for (i = 0; i < n; i++) {
+		s += v[i];
+		x ^= v[i];
+		u += i > 0 && v[i - 1] > v[i];
+		h = (h ^ v[i]) * 0x100000001b3ULL;
+	}
+	*sum = s;
+	*xor_ = x;
+	*unsorted = u;
+	*hash = h;
+}
+
+/* Store back the value already at addr: a plain CPU write (test-only eviction knob). */
+void up_rewrite_u64(uint64_t addr)
+{
+	volatile uint64_t *p = (volatile uint64_t *)addr;
+
+	*p = *p;
+}

@@ -61,4 +61,10 @@ int64_t up_pread(int fd, uint64_t addr, uint64_t len, int64_t off);
 uint64_t up_touch(uint64_t addr, uint64_t len, uint64_t stride, int write, uint8_t value);
 void up_memcpy(uint64_t dst, uint64_t src, uint64_t len);
 int up_gettid(void);
+/* umap-evict workload helpers: they touch the uffd region, so they run without the GIL. */
+void up_sort_u64(uint64_t addr, uint64_t n);
+void up_scramble_u64(uint64_t addr, uint64_t n, uint64_t block, uint64_t seed);
+void up_checksum_u64(uint64_t addr, uint64_t n, uint64_t *sum, uint64_t *xor_,
+		     uint64_t *unsorted, uint64_t *hash);
+void up_rewrite_u64(uint64_t addr);
 #endif
