@@ -25,14 +25,19 @@ def add_parsers(sub) -> None:
     p.add_argument("--memory", action="append", choices=KINDS, help="memory kinds (default: all each supports)")
     p.add_argument("--json", metavar="FILE", help="write all results as a JSON list")
     p.add_argument("--ktap", action="store_true", help="print KTAP on stdout (the table goes to stderr)")
-    p.add_argument("--results-dir", metavar="DIR", help="stream each result as a line of DIR/verdicts.jsonl")
+    p.add_argument("--results-dir", metavar="DIR", default=os.environ.get("UFFDPROBE_RESULTS"),
+                   help="stream each result as a line of DIR/verdicts.jsonl (default: $UFFDPROBE_RESULTS)")
     p.add_argument("--odirect-target", metavar="PATH", help="block device or directory that accepts O_DIRECT")
     p.add_argument("--hang-timeout", type=_seconds, default=2.0, metavar="S",
                    help="blocked this long on a uffd fault means HANG (default 2)")
     p.add_argument("--scenario-timeout", type=_seconds, default=120.0, metavar="S")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario parameter (JSON value), e.g. data_pages=128")
-    p.add_argument("--kernel", metavar="KERNEL", help="boot this kernel in QEMU and run there")
+    p.add_argument("--kernel", metavar="KERNEL",
+                   help="boot this kernel in QEMU and run there: bzImage/vmlinuz, linux-image .deb or recipe name")
+    p.add_argument("--accel", choices=("kvm", "tcg"), help="force QEMU acceleration (default: probe KVM)")
+    p.add_argument("--vm-timeout", type=_seconds, default=900.0, metavar="S",
+                   help="overall limit for the boot and every scenario in it (default 900)")
     p.set_defaults(func=cmd_run)
 
 

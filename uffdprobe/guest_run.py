@@ -1,0 +1,129 @@
+"""`uffdprobe run --kernel K`: boot K once, run the scenarios inside, bring every verdict back."""
+import argparse
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import List, Optional
+
+from . import report
+from .exitcodes import Exit
+from .run_cmd import UsageError, finish
+from .scenarios.registry import select
+from .verdicts import Result, Verdict
+
+#: The guest sees the scratch virtio-blk disk here; O_DIRECT scenarios write to it.
+GUEST_SCRATCH = "/dev/vda"
+BOOT_EXIT = {"PANIC": Exit.PANIC, "BOOT_FAIL": Exit.BOOT_FAIL, "VM_TIMEOUT": Exit.VM_TIMEOUT}
+
+
+def resolve(kernel: str) -> str:
+    """A bootable path for KERNEL: a file as given, or a vm-images recipe name built (or cached) now."""
+    path = Path(kernel)
+    if path.is_dir():
+        raise UsageError(f"--kernel {kernel} is a directory; give a bzImage/vmlinuz, a linux-image .deb "
+                         "or a recipe name (`uffdprobe kernel list`, vm-images/recipes)")
+    if path.exists():
+        return str(path)
+    from . import kbuild, recipes
+    if kernel not in recipes.names():
+        raise UsageError(f"--kernel {kernel}: no such file and no recipe of that name; recipes: "
+                         + ", ".join(recipes.names()))
+    return str(kbuild.resolve_kernel(kernel).bzimage)
+
+
+def guest_argv(args: argparse.Namespace) -> List[str]:
+    """The same `uffdprobe run` inside the guest; it streams to $UFFDPROBE_RESULTS (the results channel)."""
+    argv = ["/usr/bin/env", f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", sys.executable, "-m", "uffdprobe",
+            "run", "--hang-timeout", str(args.hang_timeout),
+            "--scenario-timeout", str(args.scenario_timeout)]
+    for mem in args.memory or []:
+        argv += ["--memory", mem]
+    for pair in args.param:
+        argv += ["--param", pair]
+    return argv + list(args.scenarios)
+
+
+class _Tail(threading.Thread):
+    """Print each verdict line the guest appends to verdicts.jsonl while the VM runs."""
+
+    def __init__(self, path: Path, out):
+        super().__init__(name="verdict-tail", daemon=True)
+        self.path, self.out, self.seen, self.stop = path, out, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.5):
+            self.poll()
+
+    def poll(self) -> None:
+        if self.path.exists():
+            results = report.read_jsonl(self.path)
+            for r in results[self.seen:]:
+                print(report.table_line(r), file=self.out, flush=True)
+            self.seen = max(self.seen, len(results))
+
+
+def run_in_vm(args: argparse.Namespace) -> int:
+    from .vm.boot import boot
+    from .vm.errors import VmInputError, VmSetupError
+    try:
+        planned = [(s.name, m) for s in select(args.scenarios) for m in s.memory
+                   if not args.memory or m in args.memory]
+    except KeyError as exc:
+        raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
+    kernel = resolve(args.kernel)
+    table = sys.stderr if args.ktap else sys.stdout
+    tail: Optional[_Tail] = None
+
+    def progress(text: str) -> None:
+        nonlocal tail
+        print(f"[vm] {text}", file=sys.stderr, flush=True)
+        if tail is None and "console:" in text:
+            run_dir = Path(text.rsplit("console:", 1)[1].strip()).parent
+            tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table)
+            tail.start()
+
+    try:
+        result = boot(kernel, guest_argv(args), timeout=args.vm_timeout, accel=args.accel, progress=progress)
+    except VmInputError as exc:
+        raise UsageError(str(exc)) from None
+    except VmSetupError as exc:
+        print(f"uffdprobe: {exc}", file=sys.stderr)
+        return Exit.SETUP
+    finally:
+        if tail is not None:
+            tail.stop.set()
+            tail.join(2)
+    results = report.read_jsonl(result.results_dir / "verdicts.jsonl")
+    for r in results[tail.seen if tail else 0:]:
+        print(report.table_line(r), file=table, flush=True)
+    missing = _cut_off(planned, results, result)
+    for r in missing:
+        print(report.table_line(r), file=table, flush=True)
+    results += missing
+    if args.results_dir:
+        os.makedirs(args.results_dir, exist_ok=True)
+        with open(os.path.join(args.results_dir, "verdicts.jsonl"), "a") as stream:
+            for r in results:
+                report.append_jsonl(stream, r)
+    status = finish(results, args, table)
+    if result.outcome in BOOT_EXIT:
+        print(f"uffdprobe: {result.outcome}: {result.reason}; console log: {result.console_log}",
+              file=sys.stderr)
+        return BOOT_EXIT[result.outcome]
+    if status != Exit.OK:
+        print(f"console log: {result.console_log}", file=sys.stderr)
+    return status
+
+
+def _cut_off(planned, results: List[Result], boot) -> List[Result]:
+    """A verdict for every planned run the guest never reported: the boot's outcome, or ERROR."""
+    done = {(r.scenario, r.memory) for r in results}
+    verdict = Verdict(boot.outcome) if boot.outcome in BOOT_EXIT else Verdict.ERROR
+    reason = boot.reason if boot.outcome in BOOT_EXIT else \
+        f"the guest command ended (exit {boot.exit_status}) without this verdict"
+    evidence = {"console_log": str(boot.console_log), "panic_lines": boot.panic_lines,
+                "timings": boot.timings}
+    kernel = dict(boot.kernel_identity)
+    return [Result(name, mem, verdict, reason, evidence, kernel, {}, None)
+            for name, mem in planned if (name, mem) not in done]
