@@ -74,28 +74,41 @@ def build(what: Union[str, recipes.Recipe, BuildSpec], progress: bool = True, ca
     source = kbuild_source.materialize(source_spec, root, progress)
     wsid = cache.sha256_json({"src": source.srcid, "base": spec.base, "fragments": fragment_hashes, "cc": cc})[:16]
     work = root / "work" / wsid
-    with cache.Lock(root, f"work-{wsid}", what=f"build workspace {work}"):
-        tree = _workspace_tree(source, work, show)
-        log_path = _new_log(work, spec.name)
-        show.note(f"build log: {log_path}")
-        _switch_variant(tree, source.tree, work, series)
-        make = kbuild_make.make_argv(tree, work / "build")
-        with open(log_path, "a") as log:
-            config = kbuild_config.configure(make, tree, work / "build", spec.base, list(spec.fragments), log)
-        key = cache.sha256_json({"source": identity, "config": cache.sha256_file(config),
-                                 "patches": [p.sha256 for p in series]})
-        hit = _cached(root, key)
-        if not hit:
-            show.note(f"building {source.version} ({len(series)} patch(es)) in {work / 'build'}")
-            jobs = jobs or (os.cpu_count() or 1) + 1
-            kbuild_make.run_make(make + [f"-j{jobs}", "bzImage"], log_path, show, timeout,
-                                 env=kbuild_make.make_env(work))
-            show.finish("built")
-            meta = _identity(spec, recipe, source, config, series, fragment_hashes, key, cc)
-            files = {"bzImage": work / "build" / BZIMAGE, "config": config, "build.log": log_path}
-            hit = cache.install_entry(root, key, files, meta)
-        cache.write_alias(root, inputs, key)
+    stage_dir = Path(tempfile.mkdtemp(dir=root, prefix=".stage-"))
+    try:
+        staged = patches_mod.stage(series, source.tree, stage_dir)  # PatchDoesNotApply before any change
+        with cache.Lock(root, f"work-{wsid}", what=f"build workspace {work}"):
+            hit = _build_locked(spec, recipe, source, identity, series, fragment_hashes, cc, inputs,
+                                root, work, staged, show, jobs, timeout)
+    finally:
+        shutil.rmtree(stage_dir, ignore_errors=True)
     return _result(hit, recipe, False, started)
+
+
+def _build_locked(spec, recipe, source, identity, series, fragment_hashes, cc, inputs,
+                  root, work, staged, show, jobs, timeout) -> cache.Entry:
+    """Under the workspace lock: switch the work tree to this variant, configure, make, install."""
+    tree = _workspace_tree(source, work, show)
+    log_path = _new_log(work, spec.name)
+    show.note(f"build log: {log_path}")
+    _switch_variant(tree, source.tree, work, staged)
+    make = kbuild_make.make_argv(tree, work / "build")
+    with open(log_path, "a") as log:
+        config = kbuild_config.configure(make, tree, work / "build", spec.base, list(spec.fragments), log)
+    key = cache.sha256_json({"source": identity, "config": cache.sha256_file(config),
+                             "patches": [p.sha256 for p in series]})
+    hit = _cached(root, key)
+    if not hit:
+        show.note(f"building {source.version} ({len(series)} patch(es)) in {work / 'build'}")
+        jobs = jobs or (os.cpu_count() or 1) + 1
+        kbuild_make.run_make(make + [f"-j{jobs}", "bzImage"], log_path, show, timeout,
+                             env=kbuild_make.make_env(work))
+        show.finish("built")
+        meta = _identity(spec, recipe, source, config, series, fragment_hashes, key, cc)
+        files = {"bzImage": work / "build" / BZIMAGE, "config": config, "build.log": log_path}
+        hit = cache.install_entry(root, key, files, meta)
+    cache.write_alias(root, inputs, key)
+    return hit
 
 
 def resolve_kernel(name: str, progress: bool = True, cache_dir=None) -> BuiltKernel:
@@ -163,24 +176,19 @@ def _workspace_tree(source, work: Path, show) -> Path:
     return tree
 
 
-def _switch_variant(tree: Path, pristine: Path, work: Path, series: list) -> None:
-    """Make `tree` = pristine + series, rewriting only files whose content must change (new mtime)."""
+def _switch_variant(tree: Path, pristine: Path, work: Path, staged: dict) -> None:
+    """Make `tree` = pristine + staged files, rewriting only files whose content must change (new mtime)."""
     state_path = work / "state.json"
     try:
         previous = set(json.loads(state_path.read_text())["modified"])
     except (OSError, ValueError, KeyError):
         raise SetupError(f"{state_path} is unreadable: remove {work} and build again") from None
-    stage_dir = Path(tempfile.mkdtemp(dir=work, prefix=".stage-"))
-    try:
-        staged = patches_mod.stage(series, pristine, stage_dir)  # PatchDoesNotApply before any change
-        everything = sorted(previous | set(staged))
-        cache.write_atomic(state_path, json.dumps({"modified": everything}).encode())
-        for rel in everything:
-            want = staged[rel] if rel in staged else (pristine / rel if (pristine / rel).is_file() else None)
-            _put(tree / rel, want)
-        cache.write_atomic(state_path, json.dumps({"modified": sorted(staged)}).encode())
-    finally:
-        shutil.rmtree(stage_dir, ignore_errors=True)
+    everything = sorted(previous | set(staged))
+    cache.write_atomic(state_path, json.dumps({"modified": everything}).encode())  # a crash stays recoverable
+    for rel in everything:
+        want = staged[rel] if rel in staged else (pristine / rel if (pristine / rel).is_file() else None)
+        _put(tree / rel, want)
+    cache.write_atomic(state_path, json.dumps({"modified": sorted(staged)}).encode())
 
 
 def _put(dest: Path, want: Optional[Path]) -> None:
