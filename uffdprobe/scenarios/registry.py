@@ -47,7 +47,7 @@ def skip_reason(s: Scenario, memory: str, kf: KernelFeatures, odirect_target: Op
 
 
 def _table() -> Dict[str, Scenario]:
-    from . import cow_leak, wp_cow_inherit, wp_gup, wp_real_write
+    from . import cow_leak, umap_evict, wp_cow_inherit, wp_gup, wp_real_write
     rows = [
         Scenario("wp-gup-vmsplice",
                  "Does vmsplice() of a uffd-write-protected page complete without a uffd fault, "
@@ -64,6 +64,13 @@ def _table() -> Dict[str, Scenario]:
                  "without raising a uffd fault?",
                  wp_gup.run_process_vm_readv, ("uffd", "uffd-wp"),
                  models="pin_user_pages_remote() read of the remote page"),
+        Scenario("umap-evict",
+                 "Does a miniature umap + umapsort (MISSING|WP region, O_DIRECT store, evictors doing "
+                 "WRITEPROTECT, pwrite from the page, MADV_DONTNEED) sort its array without a deadlock "
+                 "and without losing data?",
+                 umap_evict.run, ("uffd", "uffd-wp", "odirect"), memory=("anon-4k",),
+                 defaults=dict(umap_evict.DEFAULTS),
+                 models="LLNL umap EvictWorkers and Buffer::page_already_present(); hung on v5.8"),
         Scenario("cow-leak",
                  "After fork(), can a child that vmsplice()d a shared page read the parent's later "
                  "write through the pipe? (CVE-2020-29374)",
