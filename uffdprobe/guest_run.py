@@ -94,7 +94,8 @@ def run_in_vm(args: argparse.Namespace) -> int:
         if tail is not None:
             tail.stop.set()
             tail.join(2)
-    results = report.read_jsonl(result.results_dir / "verdicts.jsonl")
+    stream = result.results_dir / "verdicts.jsonl"
+    results = report.read_jsonl(stream) if stream.exists() else []
     for r in results[tail.seen if tail else 0:]:
         print(report.table_line(r), file=table, flush=True)
     missing = _cut_off(planned, results, result)

@@ -4,8 +4,9 @@
 guest_mounts() {
     r=$1
     # Always mount: over 9p the host's own /proc and /dev show through the read-only root.
-    mount -t devtmpfs devtmpfs "$r/dev" || fail "cannot mount /dev"
     [ -n "$proc_mounted" ] || mount -t proc proc "$r/proc" || fail "cannot mount /proc"
+    # CONFIG_DEVTMPFS_MOUNT kernels put devtmpfs on /dev already; mounting it there again is EBUSY.
+    grep -q "^devtmpfs $r/dev " "$r/proc/mounts" || mount -t devtmpfs devtmpfs "$r/dev" || fail "cannot mount /dev"
     mount -t sysfs sysfs "$r/sys"
     mount -t tmpfs -o mode=1777 tmpfs "$r/tmp" || fail "cannot mount tmpfs on /tmp"
     mount -t tmpfs -o mode=755 tmpfs "$r/run" || fail "cannot mount tmpfs on /run"
