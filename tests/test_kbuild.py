@@ -205,3 +205,19 @@ def test_lock_wait_is_bounded_and_names_the_holder(tmp_path):
             capture_output=True, text=True, timeout=60)
     assert child.returncode != 0
     assert f"pid {os.getpid()}" in child.stderr and SetupError.__name__ in child.stderr
+
+
+def test_list_and_clean(tmp_path, capsys):
+    bz = tmp_path / "bzImage"
+    bz.write_bytes(b"\0" * 4096)
+    cfg = tmp_path / "config"
+    cfg.write_text("CONFIG_X=y\n")
+    cache_dir = tmp_path / "c"
+    kbuild_cache.install_entry(cache_dir, "a" * 64, {"bzImage": bz, "config": cfg},
+                               {"key": "a" * 64, "name": "stock", "version": "6.1.1", "patches": []})
+    status, out, _ = _cli(["list", "--cache-dir", str(cache_dir)], capsys)
+    assert status == Exit.OK and "stock" in out and "6.1.1" in out
+    status, _, err = _cli(["clean", "--cache-dir", str(cache_dir)], capsys)
+    assert status == Exit.OK and "removed" in err
+    status, out, err = _cli(["list", "--cache-dir", str(cache_dir)], capsys)
+    assert status == Exit.OK and out == "" and "no kernels cached" in err

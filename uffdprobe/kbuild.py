@@ -49,6 +49,27 @@ class BuiltKernel:
     log: Optional[Path] = field(default=None)
 
 
+@dataclass
+class _Job:
+    """Everything one build() call has worked out before it needs the source tree."""
+
+    spec: BuildSpec
+    recipe: Optional[recipes.Recipe]
+    root: Path
+    series: list
+    fragment_hashes: list
+    identity: dict
+    cc: str
+    show: kbuild_make.Progress
+
+    @property
+    def inputs(self) -> str:
+        """Hash of everything that decides the result, known without unpacking or configuring."""
+        return cache.sha256_json({"builder": BUILDER_VERSION, "source": self.identity, "base": self.spec.base,
+                                  "fragments": self.fragment_hashes, "cc": self.cc,
+                                  "patches": [p.sha256 for p in self.series]})
+
+
 def build(what: Union[str, recipes.Recipe, BuildSpec], progress: bool = True, cache_dir=None,
           jobs: Optional[int] = None, timeout: float = kbuild_make.BUILD_TIMEOUT) -> BuiltKernel:
     """Build (or take from the cache) a recipe name, Recipe or BuildSpec; raises KbuildError subclasses."""
@@ -57,57 +78,50 @@ def build(what: Union[str, recipes.Recipe, BuildSpec], progress: bool = True, ca
     spec = _spec_of(recipe) if recipe else what
     root = Path(cache_dir) if cache_dir else cache.default_root()
     root.mkdir(parents=True, exist_ok=True)
-    show = kbuild_make.Progress(spec.name, progress)
-
     series = [patches_mod.load(p) for p in spec.patches]
     fragment_hashes = [_fragment_hash(f) for f in spec.fragments]
     source_spec = kbuild_source.parse_spec(spec.source)
-    identity = kbuild_source.identify(source_spec, root)
-    cc = kbuild_make.compiler_id()
-    inputs = cache.sha256_json({"builder": BUILDER_VERSION, "source": identity, "base": spec.base,
-                                "fragments": fragment_hashes, "patches": [p.sha256 for p in series], "cc": cc})
+    job = _Job(spec, recipe, root, series, fragment_hashes, kbuild_source.identify(source_spec, root),
+               kbuild_make.compiler_id(), kbuild_make.Progress(spec.name, progress))
 
-    hit = _cached(root, cache.read_alias(root, inputs))
+    hit = _cached(root, cache.read_alias(root, job.inputs))
     if hit:
         return _result(hit, recipe, True, started)
 
     source = kbuild_source.materialize(source_spec, root, progress)
-    wsid = cache.sha256_json({"src": source.srcid, "base": spec.base, "fragments": fragment_hashes, "cc": cc})[:16]
+    wsid = cache.sha256_json({"src": source.srcid, "base": spec.base, "fragments": fragment_hashes,
+                              "cc": job.cc})[:16]
     work = root / "work" / wsid
     stage_dir = Path(tempfile.mkdtemp(dir=root, prefix=".stage-"))
     try:
         staged = patches_mod.stage(series, source.tree, stage_dir)  # PatchDoesNotApply before any change
         with cache.Lock(root, f"work-{wsid}", what=f"build workspace {work}"):
-            hit = _build_locked(spec, recipe, source, identity, series, fragment_hashes, cc, inputs,
-                                root, work, staged, show, jobs, timeout)
+            hit = _build_in(job, source, work, staged, jobs or (os.cpu_count() or 1) + 1, timeout)
     finally:
         shutil.rmtree(stage_dir, ignore_errors=True)
     return _result(hit, recipe, False, started)
 
 
-def _build_locked(spec, recipe, source, identity, series, fragment_hashes, cc, inputs,
-                  root, work, staged, show, jobs, timeout) -> cache.Entry:
+def _build_in(job: _Job, source, work: Path, staged: dict, jobs: int, timeout: float) -> cache.Entry:
     """Under the workspace lock: switch the work tree to this variant, configure, make, install."""
-    tree = _workspace_tree(source, work, show)
-    log_path = _new_log(work, spec.name)
-    show.note(f"build log: {log_path}")
+    tree = _workspace_tree(source, work, job.show)
+    log_path = _new_log(work, job.spec.name)
+    job.show.note(f"build log: {log_path}")
     _switch_variant(tree, source.tree, work, staged)
     make = kbuild_make.make_argv(tree, work / "build")
     with open(log_path, "a") as log:
-        config = kbuild_config.configure(make, tree, work / "build", spec.base, list(spec.fragments), log)
-    key = cache.sha256_json({"source": identity, "config": cache.sha256_file(config),
-                             "patches": [p.sha256 for p in series]})
-    hit = _cached(root, key)
+        config = kbuild_config.configure(make, tree, work / "build", job.spec.base, list(job.spec.fragments), log)
+    key = cache.sha256_json({"source": job.identity, "config": cache.sha256_file(config),
+                             "patches": [p.sha256 for p in job.series]})
+    hit = _cached(job.root, key)
     if not hit:
-        show.note(f"building {source.version} ({len(series)} patch(es)) in {work / 'build'}")
-        jobs = jobs or (os.cpu_count() or 1) + 1
-        kbuild_make.run_make(make + [f"-j{jobs}", "bzImage"], log_path, show, timeout,
+        job.show.note(f"building {source.version} ({len(job.series)} patch(es)) in {work / 'build'}")
+        kbuild_make.run_make(make + [f"-j{jobs}", "bzImage"], log_path, job.show, timeout,
                              env=kbuild_make.make_env(work))
-        show.finish("built")
-        meta = _identity(spec, recipe, source, config, series, fragment_hashes, key, cc)
+        job.show.finish("built")
         files = {"bzImage": work / "build" / BZIMAGE, "config": config, "build.log": log_path}
-        hit = cache.install_entry(root, key, files, meta)
-    cache.write_alias(root, inputs, key)
+        hit = cache.install_entry(job.root, key, files, _identity(job, source, config, key))
+    cache.write_alias(job.root, job.inputs, key)
     return hit
 
 
@@ -137,7 +151,8 @@ def _result(entry: cache.Entry, recipe, cached: bool, started: float) -> BuiltKe
                        seconds=time.monotonic() - started, log=log if log.exists() else None)
 
 
-def _identity(spec, recipe, source, config, series, fragment_hashes, key, cc) -> dict:
+def _identity(job: _Job, source, config: Path, key: str) -> dict:
+    spec, recipe = job.spec, job.recipe
     return {
         "key": key,
         "name": spec.name,
@@ -148,10 +163,10 @@ def _identity(spec, recipe, source, config, series, fragment_hashes, key, cc) ->
         "source_spec": str(source.spec),
         "version": source.version,
         "base": spec.base,
-        "fragments": [{"path": str(f), "sha256": h} for f, h in zip(spec.fragments, fragment_hashes)],
+        "fragments": [{"path": str(f), "sha256": h} for f, h in zip(spec.fragments, job.fragment_hashes)],
         "config_sha256": cache.sha256_file(config),
-        "patches": [{"name": p.name, "subject": p.subject, "sha256": p.sha256} for p in series],
-        "compiler": cc,
+        "patches": [{"name": p.name, "subject": p.subject, "sha256": p.sha256} for p in job.series],
+        "compiler": job.cc,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
