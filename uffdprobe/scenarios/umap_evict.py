@@ -25,10 +25,11 @@ from .context import ScenarioContext
 from .memkinds import SkipScenario
 
 DEFAULTS = {"data_pages": 64, "buffer_pages": 8, "evictors": 2, "passes": 2, "seed": None,
-            "timeout_s": 90.0, "selftest_cpu_write_evict": False}
-#: Test-only knob: the evictor stores into the dirty page it has write-protected (a CPU write
-#: instead of a read-GUP), while the handler waits for that eviction: a circular wait on any kernel.
-TEST_KNOB = "selftest_cpu_write_evict"
+            "timeout_s": 90.0, "selftest_cpu_write_evict": False, "selftest_drop_dirty": False}
+#: Test-only knobs. cpu_write_evict: the evictor stores into the dirty page it has write-protected
+#: (a CPU write instead of a read-GUP) while the handler waits for that eviction: a circular wait
+#: on any kernel. drop_dirty: dirty pages are dropped unwritten: real data loss the check must see.
+KNOBS = ("selftest_cpu_write_evict", "selftest_drop_dirty")
 WORDS = PAGE_SIZE // 8
 POLL_S = 0.05
 
@@ -87,10 +88,12 @@ class PageBuffer:
     """umap's Buffer: page states, a FIFO of resident pages, free slots; one lock and condition."""
 
     def __init__(self, uffd: Userfaultfd, base: int, n_pages: int, slots: int, store_fd: int,
-                 cpu_write_evict: bool = False):
+                 knobs: Optional[dict] = None):
         self.uffd, self.base, self.n_pages, self.fd = uffd, base, n_pages, store_fd
         self.slots = slots
-        self.cpu_write_evict = cpu_write_evict
+        knobs = knobs or {}
+        self.cpu_write_evict = bool(knobs.get("selftest_cpu_write_evict"))
+        self.drop_dirty = bool(knobs.get("selftest_drop_dirty"))
         self.state = [ABSENT] * n_pages
         self.fifo: collections.deque = collections.deque()
         self.free, self.leaving = slots, 0
@@ -235,7 +238,7 @@ class PageBuffer:
     def _evict(self, page: int, dirty: bool) -> None:
         """Write back (dirty only) from the page address itself, then drop the page."""
         addr = self.addr(page)
-        if dirty:
+        if dirty and not self.drop_dirty:
             if self.cpu_write_evict:
                 lib.up_rewrite_u64(addr)  # test-only: a write fault only this eviction's end answers
             if memory.pwrite_from(self.fd, addr, PAGE_SIZE, page * PAGE_SIZE) != PAGE_SIZE:
@@ -349,7 +352,7 @@ def run(ctx: ScenarioContext) -> Outcome:
     try:
         initial = fill_store(fd, n_pages, seed)
         ctx.note("umap", {"seed": seed, "store": store, "initial": initial,
-                          TEST_KNOB: bool(p.get(TEST_KNOB))})
+                          **{k: bool(p.get(k)) for k in KNOBS}})
         return _sort_through_buffer(ctx, p, fd, initial, seed)
     finally:
         os.close(fd)
@@ -366,7 +369,7 @@ def _sort_through_buffer(ctx: ScenarioContext, p: dict, fd: int, initial: dict, 
         uffd.api(Feature.PAGEFAULT_FLAG_WP)
         uffd.register(region.addr, length, RegisterMode.MISSING | RegisterMode.WP)
         ctx.hand_over(uffd, region.addr, length, rescue="unregister")
-        buf = PageBuffer(uffd, region.addr, n_pages, int(p["buffer_pages"]), fd, bool(p.get(TEST_KNOB)))
+        buf = PageBuffer(uffd, region.addr, n_pages, int(p["buffer_pages"]), fd, {k: p.get(k) for k in KNOBS})
         done = _run_threads(ctx, buf, int(p["evictors"]), int(p["passes"]), seed, float(p["timeout_s"]))
         rescued = not buf.error and not still_registered(region.addr)
         return _verdict(buf, rescued, initial, done, {"params": p})
