@@ -1,0 +1,71 @@
+"""The 2020 variants built from Debian's 6.1 source, booted, and held to what each recipe declares."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from uffdprobe import expect, recipes
+from uffdprobe.verdicts import Result, Verdict
+
+VARIANTS = ["stock", "model-5.7", "model-5.8", "model-5.8-break-cow"]
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory):
+    """One boot per variant running every scenario; results keyed by recipe name."""
+    out = {}
+    for name in VARIANTS:
+        path = tmp_path_factory.mktemp(name) / "results.json"
+        proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "--kernel", name, "--json", str(path)],
+                              capture_output=True, text=True, timeout=1800)
+        assert proc.returncode in (0, 1), f"{name}: exit {proc.returncode}\n{proc.stderr[-3000:]}"
+        out[name] = [Result.from_dict(d) for d in json.loads(path.read_text())]
+    return out
+
+
+def verdicts(results, memory="anon-4k"):
+    return {r.scenario: r.verdict for r in results if r.memory == memory}
+
+
+@pytest.mark.vm
+@pytest.mark.build
+@pytest.mark.parametrize("name", VARIANTS)
+def test_variant_meets_its_recipe(matrix, name):
+    results = matrix[name]
+    assert results, f"{name}: no verdicts"
+    assert all(r.kernel.get("release", "").startswith("6.1.") for r in results)
+    assert not expect.check(recipes.load(name).expect, results)
+
+
+@pytest.mark.vm
+@pytest.mark.build
+def test_stock_passes_everything(matrix):
+    assert all(r.verdict in (Verdict.PASS, Verdict.SKIP) for r in matrix["stock"]), \
+        [(r.scenario, r.memory, r.verdict, r.reason) for r in matrix["stock"]]
+
+
+@pytest.mark.vm
+@pytest.mark.build
+def test_model_5_8_reproduces_the_umapsort_hang(matrix):
+    v = verdicts(matrix["model-5.8"])
+    assert v["wp-gup-vmsplice"] is v["wp-gup-odirect"] is v["umap-evict"] is Verdict.HANG
+    assert v["cow-leak"] is not Verdict.LEAK
+    odirect = next(r for r in matrix["model-5.8"] if r.scenario == "wp-gup-odirect")
+    stacks = [t["stack"] for t in odirect.evidence["hang"]["blocked_tasks"] if isinstance(t["stack"], list)]
+    assert any("handle_userfault" in s[0] and any("get_user_pages" in f for f in s) for s in stacks), stacks
+
+
+@pytest.mark.vm
+@pytest.mark.build
+def test_model_5_7_leaks_and_does_not_hang(matrix):
+    v = verdicts(matrix["model-5.7"])
+    assert v["cow-leak"] is Verdict.LEAK
+    assert Verdict.HANG not in {v["wp-gup-vmsplice"], v["wp-gup-odirect"], v["wp-gup-process-vm-readv"]}
+
+
+@pytest.mark.vm
+@pytest.mark.build
+def test_break_cow_fixes_the_hang(matrix):
+    v = verdicts(matrix["model-5.8-break-cow"])
+    assert Verdict.HANG not in {v["wp-gup-vmsplice"], v["wp-gup-odirect"], v["umap-evict"]}
