@@ -129,10 +129,26 @@ def test_not_a_kernel_is_refused_with_usage_exit(tmp_path):
     with pytest.raises(VmInputError, match="not an x86 kernel image"):
         boot(bogus, ["true"], accel="tcg", run_dir=tmp_path / "run")
     for kernel in (bogus, tmp_path, tmp_path / "missing"):
-        proc = subprocess.run([PY, "-m", "uffdprobe.vm_cli", "boot", "--accel", "tcg", str(kernel), "--", "true"],
+        proc = subprocess.run([PY, "-m", "uffdprobe.vm_cli", "boot", "-q", "--accel", "tcg", str(kernel), "--", "true"],
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bad_arguments_are_refused_before_any_qemu(cloud_deb, tmp_path):
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "console.log").write_text("an earlier run\n")
+    with pytest.raises(VmInputError, match="not empty"):
+        boot(cloud_deb, ["true"], accel="tcg", run_dir=used)
+    with pytest.raises(VmInputError, match="non-empty list"):
+        boot(cloud_deb, "true", accel="tcg", run_dir=tmp_path / "a")
+    with pytest.raises(VmInputError, match="unknown accelerator"):
+        boot(cloud_deb, ["true"], accel="hvf", run_dir=tmp_path / "b")
+    proc = subprocess.run([PY, "-m", "uffdprobe.vm_cli", "boot", str(cloud_deb)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "no guest command" in proc.stderr
+    assert (used / "console.log").read_text() == "an earlier run\n"
 
 
 def test_truncated_kernel_is_boot_fail(cloud_deb, tmp_path, run_dir):

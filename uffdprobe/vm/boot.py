@@ -69,7 +69,10 @@ def kernel_append(initrd: bool, transport: str, timeout: float, silence_timeout:
 def boot(kernel, argv, *, timeout: float = 300, silence_timeout: float = 120, accel: str = None,
          memory_mb: int = 1024, cpus: int = 2, run_dir=None, extra_append=(), cache_dir=None,
          progress=None) -> BootResult:
-    """Boot kernel (bzImage, vmlinuz or linux-image .deb), run argv in it, and return the BootResult."""
+    """Boot kernel (bzImage, vmlinuz or linux-image .deb), run argv in it, and return the BootResult.
+
+    While it runs (main thread only) SIGTERM/SIGHUP raise Terminated; QEMU is killed on every exit path.
+    """
     _check_args(argv, timeout, silence_timeout, memory_mb, cpus)
     restore = _trap_termination()
     try:
@@ -82,6 +85,10 @@ def boot(kernel, argv, *, timeout: float = 300, silence_timeout: float = 120, ac
 def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_dir, extra_append,
           cache_dir, progress) -> BootResult:
     started = time.monotonic()
+    if run_dir and Path(run_dir).exists() and any(Path(run_dir).iterdir()):
+        raise VmInputError(f"run directory {run_dir} is not empty: give a new or empty one")
+    if progress:
+        progress(f"preparing kernel {kernel}")
     plan = resolve_kernel(kernel, cache_dir)
     chosen = accelmod.choose_accel(accel, kernel, cache_dir, progress=progress)
     run_dir = Path(run_dir) if run_dir else new_run_dir()

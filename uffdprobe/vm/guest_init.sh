@@ -48,7 +48,7 @@ cd /tmp || fail "cannot cd /tmp"
 # busybox timeout would run a bare name like `sh` as its own applet: give it the host's path.
 prog=$(command -v "$1") && case "$prog" in /*) shift; set -- "$prog" "$@" ;; esac
 read -r up_start _ </proc/uptime
-say "init reached; running: $*"
+say "init reached (uptime ${up_start}s); running: $*"
 $BB timeout -k 5 "$BOUND" "$@" </dev/null
 status=$?
 read -r up_end _ </proc/uptime
