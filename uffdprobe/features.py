@@ -45,6 +45,7 @@ class KernelFeatures:
     """A fingerprint of the running kernel's userfaultfd support, probed on throwaway fds."""
     kernel: Dict[str, Optional[str]]
     uffd_error: Optional[str] = None
+    uffd_errno: Optional[int] = None
     features: List[str] = field(default_factory=list)
     api_ioctls: List[str] = field(default_factory=list)
     anon_ioctls: Dict[str, List[str]] = field(default_factory=dict)
@@ -76,7 +77,7 @@ def probe() -> KernelFeatures:
         with Userfaultfd.open() as uffd:
             info = uffd.api()
     except UffdError as exc:
-        kf.uffd_error = str(exc)
+        kf.uffd_error, kf.uffd_errno = str(exc), exc.errno
         return kf
     kf.feature_bits = int(info.available)
     kf.features = names(info.available)

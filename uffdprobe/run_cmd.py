@@ -1,5 +1,6 @@
 """`uffdprobe list` and `uffdprobe run`: the scenarios on the running kernel, or on one booted in QEMU."""
 import argparse
+import errno
 import json
 import os
 import sys
@@ -98,7 +99,18 @@ def _plan(names: List[str], memories: Optional[List[str]], params: Dict[str, obj
     return plan
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Fail before any work when an output file cannot be written, so no result is lost at the end."""
+    for path in filter(None, [args.json]):
+        try:
+            with open(path, "a"):
+                pass
+        except OSError as exc:
+            raise UsageError(f"cannot write {path}: {exc.strerror}; choose a writable path") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    check_outputs(args)
     if args.kernel:
         from .guest_run import run_in_vm
         return run_in_vm(args)
@@ -127,7 +139,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if stream:
             stream.close()
-    return finish(results, args, table)
+    status = finish(results, args, table)
+    if kf.uffd_errno in (errno.EPERM, errno.EACCES):
+        print(f"uffdprobe: no userfaultfd permission, every scenario skipped: {kf.uffd_error}", file=sys.stderr)
+        return Exit.NO_UFFD_PERMISSION
+    return status
 
 
 def finish(results: List[Result], args: argparse.Namespace, table) -> int:
