@@ -10,6 +10,7 @@ from uffdprobe.flags import Feature, Ioctl, PageFaultFlag, RegisterMode, names
 from uffdprobe.forking import fork_with_uffd
 from uffdprobe.memory import PAGE_SIZE
 from uffdprobe.messages import Fork, PageFault, Remove
+from uffdprobe.scenarios.common import reap
 from uffdprobe.uffd import Userfaultfd
 
 PATTERN = bytes(range(256)) * (PAGE_SIZE // 256)
@@ -203,22 +204,8 @@ def test_fork_event_gives_a_working_child_uffd(uffd):
                 child_uffd.copy(area.addr, src.addr, PAGE_SIZE)
                 assert uffd.wait(0.1) == [], "the child's fault must not reach the parent's uffd"
         finally:
-            status = _reap(forked.pid, 5)
+            status = reap(forked.pid, 5)
         assert status == 0
-
-
-def _reap(pid: int, timeout: float) -> int:
-    """waitpid with a bound; a child still alive then is killed, reaped and reported as -9."""
-    import time
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.02)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    return -9
 
 
 def test_pagemap_uffd_wp_bit_set_and_cleared(uffd, need_wp):

@@ -4,7 +4,7 @@ import select
 import threading
 from typing import Callable, Optional, Tuple
 
-from .. import pagemap
+from .. import memory, pagemap
 from ..flags import Feature, RegisterMode
 from ..memory import PAGE_SIZE, Mapping
 from ..uffd import Userfaultfd
@@ -60,6 +60,31 @@ def reap(pid: int, timeout: float = 10.0) -> Optional[int]:
         time.sleep(0.01)
     os.kill(pid, 9)
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def fork_reader(target: int, addr: int, length: int) -> Tuple[int, int, int]:
+    """Fork a process that, on a byte from the go pipe, reads `target`'s [addr, +length) by
+    process_vm_readv (a read-GUP of the remote page) and writes the bytes back.
+
+    Returns (pid, go_w, data_r); the caller closes both fds and reaps pid.
+    """
+    go_r, go_w = os.pipe()
+    data_r, data_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(go_w), os.close(data_r)
+            if read_exactly(go_r, 1, 60.0) == b"G":
+                with memory.mmap_anonymous(max(length, PAGE_SIZE)) as local:
+                    memory.process_vm_readv(target, local.addr, addr, length)
+                    os.write(data_w, local.read(0, length))
+        except BaseException:
+            code = 3
+        finally:
+            os._exit(code)
+    os.close(go_r), os.close(data_w)
+    return pid, go_w, data_r
 
 
 class Bounded:

@@ -6,22 +6,17 @@ real write goes through untrapped: WP_LOST.
 """
 import os
 
-from .. import memory, pagemap
+from .. import pagemap
 from ..verdicts import Outcome, Verdict
-from .common import PATTERN, page_flags, read_exactly, reap, wp_page
+from .common import PATTERN, fork_reader, page_flags, read_exactly, reap, wp_page
 from .context import ScenarioContext
 from .wp_real_write import trap_real_write
 
 
 def run(ctx: ScenarioContext) -> Outcome:
     uffd, m = wp_page(ctx)
-    target = os.getpid()
-    go_r, go_w = os.pipe()
-    data_r, data_w = os.pipe()
-    pid = os.fork()                     # the child shares the protected page copy-on-write
-    if pid == 0:
-        _sharer(target, m, go_r, data_w)
-    os.close(go_r), os.close(data_w)
+    # No MADV_DONTFORK here: the reader shares the protected page copy-on-write.
+    pid, go_w, data_r = fork_reader(os.getpid(), m.addr, len(PATTERN))
     try:
         shared = pagemap.read(m.addr)[0]
         ctx.note("pagemap_shared", page_flags(shared))
@@ -45,16 +40,3 @@ def run(ctx: ScenarioContext) -> Outcome:
     out.reason = f"{out.reason} ({what})"
     return out
 
-
-def _sharer(target: int, m, go_r: int, data_w: int) -> None:
-    """Wait for the go, read the parent's protected page by process_vm_readv, send it back."""
-    code = 0
-    try:
-        if read_exactly(go_r, 1, 30.0) == b"G":
-            with memory.mmap_anonymous(4096) as local:
-                memory.process_vm_readv(target, local.addr, m.addr, len(PATTERN))
-                os.write(data_w, local.read(0, len(PATTERN)))
-    except BaseException:
-        code = 3
-    finally:
-        os._exit(code)

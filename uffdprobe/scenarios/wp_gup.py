@@ -11,7 +11,7 @@ from .. import memory, pagemap
 from ..errors import UffdError
 from ..memory import PAGE_SIZE
 from ..verdicts import Outcome, Verdict
-from .common import PATTERN, page_flags, read_exactly, reap, wp_page
+from .common import PATTERN, fork_reader, page_flags, read_exactly, reap, wp_page
 from .context import ScenarioContext
 
 
@@ -71,27 +71,14 @@ def run_process_vm_readv(ctx: ScenarioContext) -> Outcome:
     """A reader process (not sharing the page: MADV_DONTFORK) reads it with process_vm_readv."""
     uffd, m = wp_page(ctx)
     memory.madvise(m.addr, m.length, "MADV_DONTFORK")
-    target = os.getpid()
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            os.close(r)
-            with memory.mmap_anonymous(PAGE_SIZE) as local:
-                memory.process_vm_readv(target, local.addr, m.addr, len(PATTERN))
-                os.write(w, local.read(0, len(PATTERN)))
-        except BaseException:
-            code = 3
-        finally:
-            os._exit(code)
-    os.close(w)
+    pid, go, data = fork_reader(os.getpid(), m.addr, len(PATTERN))
     try:
         ctx.watch("process_vm_readv", pid=pid)
-        got = read_exactly(r, len(PATTERN), ctx.params.get("reader_timeout_s", 60.0))
+        os.write(go, b"G")
+        got = read_exactly(data, len(PATTERN), ctx.params.get("reader_timeout_s", 60.0))
         ctx.unwatch()
     finally:
-        os.close(r)
+        os.close(go), os.close(data)
         status = reap(pid)
     ctx.note("reader_exit", status)
     return _finish(ctx, uffd, m, "process_vm_readv", got)
