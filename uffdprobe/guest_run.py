@@ -41,6 +41,8 @@ def guest_argv(args: argparse.Namespace) -> List[str]:
         argv += ["--memory", mem]
     for pair in args.param:
         argv += ["--param", pair]
+    if getattr(args, "runs", 1) > 1:
+        argv += ["--runs", str(args.runs)]
     return argv + list(args.scenarios)
 
 
@@ -67,8 +69,9 @@ def run_in_vm(args: argparse.Namespace) -> int:
     from .vm.boot import boot
     from .vm.errors import VmInputError, VmSetupError
     try:
-        planned = [(s.name, m) for s in select(args.scenarios) for m in s.memory
-                   if not args.memory or m in args.memory]
+        runs = getattr(args, "runs", 1)
+        planned = [(s.name, m, i if runs > 1 else None) for i in range(1, runs + 1)
+                   for s in select(args.scenarios) for m in s.memory if not args.memory or m in args.memory]
     except KeyError as exc:
         raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
     kernel = resolve(args.kernel)
@@ -119,12 +122,12 @@ def run_in_vm(args: argparse.Namespace) -> int:
 
 def _cut_off(planned, results: List[Result], boot) -> List[Result]:
     """A verdict for every planned run the guest never reported: the boot's outcome, or ERROR."""
-    done = {(r.scenario, r.memory) for r in results}
+    done = {(r.scenario, r.memory, r.params.get("run")) for r in results}
     verdict = Verdict(boot.outcome) if boot.outcome in BOOT_EXIT else Verdict.ERROR
     reason = boot.reason if boot.outcome in BOOT_EXIT else \
         f"the guest command ended (exit {boot.exit_status}) without this verdict"
     evidence = {"console_log": str(boot.console_log), "panic_lines": boot.panic_lines,
                 "timings": boot.timings}
     kernel = dict(boot.kernel_identity)
-    return [Result(name, mem, verdict, reason, evidence, kernel, {}, None)
-            for name, mem in planned if (name, mem) not in done]
+    return [Result(name, mem, verdict, reason, evidence, kernel, {} if run is None else {"run": run}, None)
+            for name, mem, run in planned if (name, mem, run) not in done]

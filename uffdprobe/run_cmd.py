@@ -34,6 +34,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--scenario-timeout", type=_seconds, default=120.0, metavar="S")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario parameter (JSON value), e.g. data_pages=128")
+    p.add_argument("--runs", type=runs_count, default=1, metavar="N",
+                   help="repeat the whole plan N times; each result carries params['run'] (default 1)")
     p.add_argument("--kernel", metavar="KERNEL",
                    help="boot this kernel in QEMU and run there: bzImage/vmlinuz, linux-image .deb or recipe name")
     p.add_argument("--accel", choices=("kvm", "tcg"), help="force QEMU acceleration (default: probe KVM)")
@@ -50,6 +52,24 @@ def _seconds(text: str) -> float:
     if not 0 < value <= 3600:
         raise argparse.ArgumentTypeError(f"{text} must be more than 0 and at most 3600 seconds")
     return value
+
+
+def runs_count(text: str) -> int:
+    """argparse type for --runs: a whole number from 1 to 100."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text} must be from 1 to 100")
+    return value
+
+
+def repeat(plan: list, runs: int) -> list:
+    """The plan `runs` times over; with more than one run each item's params gain its 1-based 'run'."""
+    if runs <= 1:
+        return plan
+    return [(s, mem, {**params, "run": i}, skip) for i in range(1, runs + 1) for s, mem, params, skip in plan]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -120,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.odirect_target and target is None:
         raise UsageError(f"--odirect-target {args.odirect_target}: O_DIRECT writes fail there; "
                          "pass a block device or a directory on ext4/xfs")
-    plan = _plan(args.scenarios, args.memory, params, kf, target)
+    plan = repeat(_plan(args.scenarios, args.memory, params, kf, target), getattr(args, "runs", 1))
     limits = supervisor.Limits(hang_s=args.hang_timeout, scenario_s=args.scenario_timeout)
     table = sys.stderr if args.ktap else sys.stdout
     stream = None

@@ -52,6 +52,10 @@ def run(ctx: ScenarioContext) -> Outcome:
 def run_self_deadlock(ctx: ScenarioContext) -> Outcome:
     """The only thread that could answer the fault writes to its own protected page."""
     uffd, m = wp_page(ctx)
+    if ctx.params.get("run") in ctx.params.get("selftest_helper_write_runs", ()):
+        # Test-only knob (proves flaky detection): in these runs a helper thread writes while this
+        # thread stays the reader, so the real fault is answered and the run ends PASS, not HANG.
+        return trap_real_write(ctx, uffd, m)
     ctx.watch("CPU write by the only uffd reader")
     m.write(0, SECRET_WRITE)
     ctx.unwatch()
