@@ -137,3 +137,16 @@ def test_cli_list_and_features():
     assert feats.returncode == 0
     data = json.loads(feats.stdout)
     assert data["kernel"]["release"] == os.uname().release
+
+
+def test_odirect_on_a_loop_device(kf):
+    """The fallback target when no directory takes O_DIRECT: a loop device, detached afterwards."""
+    with odirect.loop_device() as device:
+        if device is None:
+            pytest.skip("no root or no losetup here")
+        res = run("wp-gup-odirect", "anon-4k", kf, device)
+        assert res.verdict is Verdict.PASS, res.reason
+        assert res.evidence["odirect_target"] == device
+    listed = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME"],
+                            capture_output=True, text=True, timeout=30).stdout.split()
+    assert device not in listed

@@ -1,8 +1,11 @@
 """Find where an O_DIRECT write can go: a scratch block device, or a directory whose filesystem takes it."""
+import contextlib
 import os
+import shutil
 import stat
+import subprocess
 import tempfile
-from typing import Iterable, Optional
+from typing import Iterator, Iterable, Optional
 
 from . import memory
 from .errors import UffdError
@@ -47,3 +50,36 @@ def find_target(explicit: Optional[str] = None, candidates: Iterable[str] = ("/v
         if os.path.isdir(path) and os.access(path, os.W_OK) and accepts_odirect(path):
             return os.path.abspath(path)
     return None
+
+
+@contextlib.contextmanager
+def loop_device(size: int = 4 << 20) -> Iterator[Optional[str]]:
+    """A loop device over a sparse file (block-device O_DIRECT works whatever the file's filesystem);
+    None without root or losetup. Detached and removed on exit."""
+    losetup = shutil.which("losetup") or "/sbin/losetup"
+    if os.geteuid() != 0 or not os.path.exists(losetup):
+        yield None
+        return
+    handle, backing = tempfile.mkstemp(prefix="uffdprobe-loop-")
+    device = None
+    try:
+        os.ftruncate(handle, size)
+        os.close(handle)
+        proc = subprocess.run([losetup, "--find", "--show", backing], capture_output=True, text=True, timeout=30)
+        device = proc.stdout.strip() if proc.returncode == 0 else None
+        yield device if device and accepts_odirect(device) else None
+    finally:
+        if device:
+            subprocess.run([losetup, "--detach", device], capture_output=True, timeout=30)
+        os.unlink(backing)
+
+
+@contextlib.contextmanager
+def target(explicit: Optional[str] = None) -> Iterator[Optional[str]]:
+    """find_target(), falling back to a temporary loop device when no directory takes O_DIRECT."""
+    found = find_target(explicit)
+    if found or explicit:
+        yield found
+        return
+    with loop_device() as device:
+        yield device

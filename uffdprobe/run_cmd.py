@@ -136,11 +136,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_in_vm(args)
     params = _params(args.param)
     kf = features.probe()
-    target = odirect.find_target(args.odirect_target)
-    if args.odirect_target and target is None:
-        raise UsageError(f"--odirect-target {args.odirect_target}: O_DIRECT writes fail there; "
-                         "pass a block device or a directory on ext4/xfs")
-    plan = repeat(_plan(args.scenarios, args.memory, params, kf, target), getattr(args, "runs", 1))
+    with odirect.target(args.odirect_target) as target:
+        if args.odirect_target and target is None:
+            raise UsageError(f"--odirect-target {args.odirect_target}: O_DIRECT writes fail there; "
+                             "pass a block device or a directory on ext4/xfs")
+        results = _run_plan(args, kf, target, params)
+    table = sys.stderr if args.ktap else sys.stdout
+    status = finish(results, args, table)
+    if kf.uffd_errno in (errno.EPERM, errno.EACCES):
+        print(f"uffdprobe: no userfaultfd permission, every scenario skipped: {kf.uffd_error}", file=sys.stderr)
+        return Exit.NO_UFFD_PERMISSION
+    return status
+
+
+def _run_plan(args: argparse.Namespace, kf: features.KernelFeatures, target: Optional[str],
+              params: Dict[str, object]) -> List[Result]:
+    """Run the plan under the supervisor, printing and streaming each result as it lands."""
+    plan = _plan(args.scenarios, args.memory, params, kf, target)
     limits = supervisor.Limits(hang_s=args.hang_timeout, scenario_s=args.scenario_timeout)
     table = sys.stderr if args.ktap else sys.stdout
     stream = None
@@ -155,15 +167,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             report.append_jsonl(stream, r)
 
     try:
-        results = supervisor.run_many(plan, kf.kernel, limits, target, on_result)
+        return supervisor.run_many(plan, kf.kernel, limits, target, on_result)
     finally:
         if stream:
             stream.close()
-    status = finish(results, args, table)
-    if kf.uffd_errno in (errno.EPERM, errno.EACCES):
-        print(f"uffdprobe: no userfaultfd permission, every scenario skipped: {kf.uffd_error}", file=sys.stderr)
-        return Exit.NO_UFFD_PERMISSION
-    return status
 
 
 def finish(results: List[Result], args: argparse.Namespace, table) -> int:
