@@ -69,6 +69,16 @@ def test_exit_status_propagates(cloud_deb, run_dir):
     assert json.loads((run_dir / "result.json").read_text())["outcome"] == "OK"
 
 
+def test_cli_prints_guest_output_and_returns_its_status(cloud_deb, tmp_path):
+    proc = subprocess.run([PY, "-m", "uffdprobe.vm_cli", "boot", "--accel", "tcg", "--run-dir", str(tmp_path / "run"),
+                           str(cloud_deb), "--", "sh", "-c", "echo hello from $(uname -r); exit 4"],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stdout.strip() == "hello from " + proc.stdout.split()[-1] and "-cloud-" in proc.stdout
+    assert "guest init reached" in proc.stderr  # progress
+    assert not vm_processes(mentioning=str(tmp_path))
+
+
 def test_results_file_written_in_guest_arrives_on_host(cloud_deb, run_dir):
     code = ("import json, os, platform; "
             "open(os.path.join(os.environ['UFFDPROBE_RESULTS'], 'verdicts.jsonl'), 'w')"

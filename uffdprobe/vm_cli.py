@@ -27,7 +27,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--cpus", type=int, default=2, help="guest CPUs (default 2)")
     p.add_argument("--run-dir", help="directory for this run's files (default: a fresh one in the cache)")
     p.add_argument("--append", action="append", default=[], help="extra kernel argument (repeatable)")
-    p.add_argument("--json", action="store_true", help="print the boot result as JSON on stdout")
+    p.add_argument("--json", action="store_true",
+                   help="print the boot result as JSON on stdout (default: the guest command's output)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run_boot)
     return p
@@ -56,6 +57,10 @@ def run_boot(args) -> int:
         return _fail("interrupted; QEMU stopped, files written so far are kept", Exit.INTERRUPTED)
     if args.json:
         print(json.dumps(result.to_json(), indent=1))
+    else:
+        from .vm.console import guest_output
+        for line in guest_output(result.console_log.read_text(errors="replace")):
+            print(line)
     if result.outcome == "OK":
         if not args.quiet:
             print(f"uffdprobe boot: OK, command exited {result.exit_status} "

@@ -56,6 +56,24 @@ def init_failure(text: str) -> str:
     return ""
 
 
+PRINTK_RE = re.compile(r"^\[\s*\d+\.\d+\] ")
+
+
+def guest_output(text: str) -> list:
+    """What the guest command printed: console lines after our start marker, kernel messages left out."""
+    lines = [strip_stamp(x) for x in text.splitlines()]
+    start = next((i for i, x in enumerate(lines) if INIT_REACHED in x), None)
+    if start is None:
+        return []
+    out = []
+    for line in lines[start + 1:]:
+        if COMMAND_DONE in line:
+            break
+        if not PRINTK_RE.match(line):
+            out.append(line)
+    return out
+
+
 def strip_stamp(line: str) -> str:
     """A console line without its trailing carriage return."""
     return line.rstrip("\r")

@@ -101,7 +101,14 @@ def debian_cloud_kernel(dest_dir: Path) -> Path:
     """The newest Debian 6.1 cloud kernel .deb, downloaded into dest_dir on first use."""
     cached = sorted(Path(dest_dir).glob("linux-image-6.1.0-*-cloud-amd64-unsigned_*.deb"))
     try:
-        return fetch_deb(newest_package(CLOUD_61_PATTERN), dest_dir)
+        try:
+            name = newest_package(CLOUD_61_PATTERN)
+        except VmSetupError:
+            if os.geteuid() != 0:
+                raise
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300)  # fresh machine
+            name = newest_package(CLOUD_61_PATTERN)
+        return fetch_deb(name, dest_dir)
     except (VmSetupError, OSError, subprocess.SubprocessError):
         if cached:  # offline: the last one fetched still is a Debian cloud kernel
             return cached[-1]
