@@ -152,7 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_plan(args: argparse.Namespace, kf: features.KernelFeatures, target: Optional[str],
               params: Dict[str, object]) -> List[Result]:
     """Run the plan under the supervisor, printing and streaming each result as it lands."""
-    plan = _plan(args.scenarios, args.memory, params, kf, target)
+    plan = repeat(_plan(args.scenarios, args.memory, params, kf, target), getattr(args, "runs", 1))
     limits = supervisor.Limits(hang_s=args.hang_timeout, scenario_s=args.scenario_timeout)
     table = sys.stderr if args.ktap else sys.stdout
     stream = None
