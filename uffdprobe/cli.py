@@ -4,7 +4,7 @@ import json
 import sys
 from typing import List, Optional
 
-from . import kbuild_cli, run_cmd, vm_cli
+from . import kbuild_cli, matrix_cmd, run_cmd, vm_cli
 from .exitcodes import Exit
 from .run_cmd import UsageError
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_cmd_features)
     run_cmd.add_parsers(sub)
+    matrix_cmd.add_parser(sub)
     vm_cli.add_parser(sub)
     kbuild_cli.add_parser(sub)
     p = sub.add_parser("bench", help="MISSING faults/s: Python handler next to a C handler")

@@ -10,6 +10,7 @@ class Exit(enum.IntEnum):
     CONFIG_DROPPED = 4    #: Kconfig dropped an option a fragment asked for
     BUILD_FAILED = 5      #: the kernel build failed
     SETUP = 2             #: the harness or its set-up failed (an ERROR verdict): same status as bad input
+    UNEXPECTED = 7        #: matrix: a cell is not what was declared (REGRESSION, FIXED) or has no answer
     NO_UFFD_PERMISSION = 8  #: userfaultfd refused (EPERM/EACCES): every scenario SKIPped, results kept
     PANIC = 10            #: the guest kernel panicked
     BOOT_FAIL = 11        #: the guest never reached init

@@ -1,0 +1,47 @@
+"""The matrix as a terminal table: kernels across, scenario(memory) down, a verdict and mark per cell."""
+from typing import List
+
+from .matrix import EXPECTED, FIXED, REGRESSION, UNDECLARED, UNEXPECTED, Cell, Matrix
+
+_COLOUR = {"PASS": "32", "SKIP": "2", "HANG": "1;31", "LEAK": "1;35", "WP_LOST": "1;33", "FLAKY": "33",
+           "ERROR": "7;31", "BUILD_FAIL": "7;31", "BOOT_FAIL": "7;31", "PANIC": "7;31", "VM_TIMEOUT": "7;31"}
+_MARK = {EXPECTED: "ok", UNDECLARED: "", REGRESSION: "REGRESSION", FIXED: "FIXED", UNEXPECTED: "UNEXPECTED"}
+LEGEND = ("ok: as the recipe declares; REGRESSION: worse than declared; FIXED: better than declared; "
+          "UNEXPECTED: neither (or no answer at all)")
+
+
+def cell_text(c: Cell) -> str:
+    mark = _MARK[c.mark]
+    return f"{c.label} {mark}" if mark else c.label
+
+
+def render(m: Matrix, colour: bool = False) -> str:
+    """The table, one line per row; with `colour`, ANSI colours per verdict (padding stays aligned)."""
+    rows = m.rows
+    names = [f"{s}({mem})" for s, mem in rows]
+    first = max([len("scenario(memory)")] + [len(n) for n in names])
+    grid: List[List[Cell]] = [[m.cell(k, s, mem) for k in m.kernels] for s, mem in rows]
+    widths = [max([len(k.label)] + [len(cell_text(row[i])) for row in grid if row[i]])
+              for i, k in enumerate(m.kernels)]
+    lines = ["  ".join([f"{'scenario(memory)':<{first}}"] + [f"{k.label:<{w}}" for k, w in zip(m.kernels, widths)])]
+    lines.append("  ".join(["-" * first] + ["-" * w for w in widths]))
+    for name, row in zip(names, grid):
+        parts = [f"{name:<{first}}"]
+        for c, w in zip(row, widths):
+            text = cell_text(c) if c else "-"
+            padded = f"{text:<{w}}"
+            if colour and c:
+                padded = f"\033[{_COLOUR.get(c.verdict, '0')}m{text}\033[0m" + " " * (w - len(text))
+            parts.append(padded)
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def unexpected_lines(m: Matrix) -> List[str]:
+    """One line per unexpected cell: where, what was declared, what happened, why."""
+    out = []
+    for c in m.unexpected():
+        declared = f"expected {c.expected}" if c.expected else "nothing declared"
+        out.append(f"{c.mark}: {c.kernel} {c.scenario}({c.memory}): {declared}, got {c.label}: "
+                   f"{c.results[0].reason}")
+    return out
