@@ -180,4 +180,4 @@ def _marker_progress(progress):
         return None
     names = {console.INIT_REACHED: "guest init reached", console.COMMAND_DONE: "guest command done",
              console.PANIC_LINE: "kernel panic"}
-    return lambda marker, seconds: progress(f"{seconds:6.1f}s {names.get(marker, marker)}")
+    return lambda marker, seconds: progress(f"{seconds:6.1f}s {names.get(marker, marker or 'still running')}")

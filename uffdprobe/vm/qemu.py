@@ -12,6 +12,7 @@ from .errors import VmSetupError
 
 QEMU = "qemu-system-x86_64"
 POLL_SECONDS = 0.1
+HEARTBEAT_SECONDS = 30.0  # progress says "still running" this often while the guest works
 EXIT_GRACE_SECONDS = 15.0  # after "command done" or a panic, QEMU should exit by itself within this
 
 
@@ -88,6 +89,7 @@ def _watch(proc, log_path, result, timeout, silence_timeout, progress):
     seen = ""
     last_output = result.launched_at
     finish_by = None  # set once the guest said it is done or panicked
+    next_beat = result.launched_at + HEARTBEAT_SECONDS
     with open(log_path, "rb") as log:
         while True:
             code = proc.poll()
@@ -107,6 +109,9 @@ def _watch(proc, log_path, result, timeout, silence_timeout, progress):
             if code is not None:
                 result.returncode = code
                 return
+            if progress and now > next_beat:
+                progress("", now - result.launched_at)
+                next_beat = now + HEARTBEAT_SECONDS
             if finish_by is not None:
                 if now > finish_by:
                     return
