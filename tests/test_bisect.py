@@ -1,0 +1,221 @@
+"""Bisection: real git histories, real kernel builds from linux-source-6.1, real QEMU boots.
+
+The kernel test bisects wp-gup-vmsplice over good (model-5.7) .. bad, with the forced-COW
+change as one commit and a commit that does not compile right after it (git tests that one
+first), and checks the culprit, the skip, the log and that the tree is left as found.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from uffdprobe import bisect_git, bisect_history, bisect_log, bisect_step
+from uffdprobe.bisect_step import RunOutcome
+from uffdprobe.kbuild_source import DEFAULT_TARBALL
+
+ROOT = Path(__file__).resolve().parent.parent
+BISECT_BOUND = 3000  # seconds for a whole kernel bisection (cold build included)
+SCENARIO = ["--scenario", "wp-gup-vmsplice", "--memory", "anon-4k"]
+
+
+def uffdprobe(*argv, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would, bounded; its process group is killed on timeout."""
+    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", *map(str, argv)], cwd=kw.pop("cwd", ROOT),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def toy_repo(path: Path, files=("a", "b", "c")) -> Path:
+    """A small git repository (not a kernel) with one commit per file, on branch main."""
+    path.mkdir()
+    bisect_history.git(path, "init", "--quiet", "--initial-branch=main")
+    for name in files:
+        (path / name).write_text(name + "\n")
+        bisect_history.git(path, "add", name)
+        bisect_history.git(path, "commit", "--quiet", "-m", f"add {name}")
+    return path
+
+
+def assert_left_as_found(tree: Path, branch: str = "refs/heads/main"):
+    assert bisect_git.where(tree) == branch
+    assert not (bisect_git.git_dir(tree) / "BISECT_LOG").exists()
+    assert bisect_git.run(tree, "bisect", "log", check=False).returncode != 0
+    assert bisect_git.run(tree, "status", "--porcelain", "--untracked-files=no").stdout == ""
+
+
+# --- the decision rule -------------------------------------------------------------------------
+
+def _runs(*kinds):
+    return [RunOutcome(k, {}, k, "OK", 1.0) for k in kinds]
+
+
+@pytest.mark.parametrize("kinds,planned,bad_if,want", [
+    (("bad",), 3, "any", bisect_step.BAD),                    # stops at the first bad run
+    (("good", "good", "good"), 3, "any", bisect_step.GOOD),
+    (("good", "good"), 3, "any", None),                        # one more run could still be bad
+    (("good", "bad", "good"), 3, "majority", bisect_step.GOOD),
+    (("bad", "good", "bad"), 3, "majority", bisect_step.BAD),
+    (("bad", "good"), 3, "all", bisect_step.GOOD),             # one good run is enough
+    (("bad", "bad", "bad"), 3, "all", bisect_step.BAD),
+    (("unclear", "unclear", "good"), 3, "any", bisect_step.SKIP),
+    (("unclear", "good", "good"), 3, "any", bisect_step.GOOD),  # a third may be inconclusive
+    (("unclear",), 1, "majority", bisect_step.SKIP),
+])
+def test_decide(kinds, planned, bad_if, want):
+    assert bisect_step.decide(_runs(*kinds), planned, bad_if)[0] == want
+
+
+# --- input checks and cleanup on a small repository (no kernel build) ---------------------------
+
+def test_dirty_tree_refused(tmp_path):
+    tree = toy_repo(tmp_path / "t")
+    (tree / "a").write_text("changed\n")
+    done = uffdprobe("bisect", "--tree", tree, "--good", "HEAD~2", "--bad", "HEAD", *SCENARIO,
+                     "--work-dir", tmp_path / "w")
+    assert done.returncode == 2, done.stderr
+    assert "uncommitted changes" in done.stderr and "stash" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert bisect_git.where(tree) == "refs/heads/main" and (tree / "a").read_text() == "changed\n"
+
+
+@pytest.mark.parametrize("good,bad,words", [
+    ("nope", "HEAD", "--good 'nope' is not a commit"),
+    ("HEAD", "HEAD~2", "is not an ancestor"),
+])
+def test_bad_refs_refused(tmp_path, good, bad, words):
+    tree = toy_repo(tmp_path / "t")
+    done = uffdprobe("bisect", "--tree", tree, "--good", good, "--bad", bad, *SCENARIO, "--work-dir", tmp_path / "w")
+    assert done.returncode == 2 and words in done.stderr, done.stderr
+    assert_left_as_found(tree)
+
+
+def test_untestable_endpoint_stops_and_resets(tmp_path):
+    """The good endpoint does not build (not a kernel): a clear message, exit 2, tree as found."""
+    tree = toy_repo(tmp_path / "t")
+    done = uffdprobe("bisect", "--tree", tree, "--good", "HEAD~2", "--bad", "HEAD", *SCENARIO, "--quiet",
+                     "--work-dir", tmp_path / "w", timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "--good HEAD~2 cannot be tested" in done.stderr
+    assert_left_as_found(tree)
+    steps = bisect_log.read(tmp_path / "w" / "bisect.jsonl", "step")
+    assert [s["decision"] for s in steps] == ["skip"] and steps[0]["role"] == "check-good"
+
+
+def test_step_bad_command_line_aborts_git_bisect(tmp_path):
+    """Inside a bisection a bad bisect-step command line exits 128 (git stops), not 2 (= bad)."""
+    tree = toy_repo(tmp_path / "t")
+    bisect_git.run(tree, "bisect", "start", "HEAD", "HEAD~2")
+    try:
+        done = uffdprobe("bisect-step", "--tree", tree, "--scenario", "no-such-scenario", cwd=tree)
+        assert done.returncode == 128 and "stops git bisect run" in done.stderr
+    finally:
+        bisect_git.run(tree, "bisect", "reset")
+    done = uffdprobe("bisect-step", "--tree", tree, "--scenario", "no-such-scenario", cwd=tree)
+    assert done.returncode == 2 and "uffdprobe list" in done.stderr
+
+
+# --- the kernel bisection -----------------------------------------------------------------------
+
+def _need_tools():
+    missing = [t for t in ("git", "make", "gcc", "flex", "bison", "bc", "qemu-system-x86_64") if not shutil.which(t)]
+    if missing:
+        pytest.skip(f"missing {' '.join(missing)}: apt-get install them")
+    if not DEFAULT_TARBALL.exists():
+        pytest.skip(f"{DEFAULT_TARBALL} missing: apt-get install linux-source-6.1")
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """<dir>/tree: the scripted history on branch main; <dir> is also the bisection work dir."""
+    _need_tools()
+    base = tmp_path_factory.mktemp("bisect")
+    started = time.monotonic()
+    roles = bisect_history.make_history(base / "tree", bisect_history.cached_import())
+    print(f"\nbisect history ready in {time.monotonic() - started:.1f} s")
+    return base, roles
+
+
+@pytest.mark.build
+@pytest.mark.vm
+@pytest.mark.timeout(BISECT_BOUND + 300)
+def test_bisect_finds_forced_cow_commit(history):
+    base, roles = history
+    tree = base / "tree"
+    started = time.monotonic()
+    done = uffdprobe("bisect", "--tree", tree, "--work-dir", base, "--good", roles["good"], "--bad", "main",
+                     *SCENARIO, timeout=BISECT_BOUND)
+    wall = time.monotonic() - started
+    sys.stderr.write(done.stderr[-6000:])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"first bad commit: {roles['culprit']} mm/gup: model-5.8: break COW" in done.stdout
+    assert_left_as_found(tree)
+
+    log = bisect_log.read(base / "bisect.jsonl")
+    result = [e for e in log if e["event"] == "result"][-1]
+    assert result["first_bad"]["commit"] == roles["culprit"]
+    steps = [e for e in log if e["event"] == "step"]
+    by_commit = {s["commit"]: s for s in steps}
+    assert [s["role"] for s in steps[:2]] == ["check-good", "check-bad"]
+    assert [s["decision"] for s in steps[:2]] == ["good", "bad"]
+    broken = by_commit[roles["broken"]]
+    assert broken["decision"] == "skip" and broken["reason"].startswith("build failed"), broken
+    assert by_commit[roles["culprit"]]["decision"] == "bad"
+    assert by_commit[roles["culprit"]]["runs"][0]["verdicts"] == {"anon-4k": "HANG"}
+    assert len(steps) <= 7
+    text = (base / "bisect.txt").read_text()
+    assert roles["culprit"] in text and "SKIP" in text
+
+    print("\nbisect step times (s): role commit build compiled boot+verdict step")
+    for s in steps:
+        print(f"  {s['role']:<10} {s['commit'][:12]} {s['decision']:<4} {s['build_s'] or 0:7.1f} "
+              f"{s['compiled']:5d} {s['boot_s'] or 0:7.1f} {s['step_s']:7.1f}")
+    print(f"  whole bisection {wall:.1f} s ({len(steps)} steps)")
+
+
+@pytest.mark.build
+@pytest.mark.vm
+@pytest.mark.timeout(900)
+def test_ctrl_c_stops_and_resets(history):
+    """SIGINT while the good endpoint boots: exit 130 soon, QEMU gone, tree back on main, no bisect state."""
+    base, roles = history
+    tree = base / "tree"
+    work = base  # the kernel bisection's work dir: the endpoint build is incremental
+    before = len(bisect_log.read(work / "bisect.jsonl", "step"))
+    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", "bisect", "--tree", str(tree), "--work-dir", str(work),
+                             "--good", roles["good"], "--bad", "main", *SCENARIO],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 780
+        for line in proc.stderr:
+            if "[run 1/1]" in line and "booting" in line:
+                break
+            assert time.monotonic() < deadline, "the endpoint never started to boot"
+        time.sleep(2)
+        os.kill(proc.pid, signal.SIGINT)
+        started = time.monotonic()
+        rest = proc.communicate(timeout=120)[1]
+        stopped_in = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=30)
+    assert proc.returncode == 130, rest[-2000:]
+    assert "the tree is back where it was" in rest
+    assert stopped_in < 60
+    assert_left_as_found(tree)
+    steps = bisect_log.read(work / "bisect.jsonl", "step")[before:]
+    assert [(s["role"], s["decision"], s["runs"]) for s in steps] == [("check-good", "stop", [])]
+    leftover = subprocess.run(["pgrep", "-f", str(work / "build")], capture_output=True, text=True).stdout.split()
+    assert leftover == [], f"processes left behind: {leftover}"
