@@ -2,7 +2,6 @@
 
 import gzip
 import subprocess
-from pathlib import Path
 
 import pytest
 

@@ -11,8 +11,10 @@ PR_SET_PDEATHSIG = 1
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def _die_with_parent():
-    # Runs in the child before exec: if the harness dies (even by SIGKILL), the kernel kills this child.
+def _prepare_child():
+    # Runs in the child before exec: undo the mask signals_blocked() set (it is inherited), and
+    # have the kernel kill this child if the harness dies, even by SIGKILL.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SHUTDOWN_SIGNALS)
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except Exception:
@@ -22,7 +24,7 @@ def _die_with_parent():
 def spawn(argv, *, stdout, stderr, cwd=None) -> subprocess.Popen:
     """Start argv in its own session (so Ctrl-C reaches only us) and tied to our lifetime."""
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=cwd,
-                            start_new_session=True, preexec_fn=_die_with_parent, close_fds=True)
+                            start_new_session=True, preexec_fn=_prepare_child, close_fds=True)
 
 
 @contextlib.contextmanager

@@ -51,14 +51,3 @@ def build_initramfs(tree: Optional[modmod.ModuleTree], transport: str, cache_dir
     tmp.write_bytes(archive.to_bytes())
     os.replace(tmp, target)
     return target
-
-
-def static_busybox_available() -> bool:
-    """True when find_busybox() would succeed."""
-    try:
-        find_busybox()
-        return True
-    except VmSetupError:
-        return False
-
-

@@ -1,5 +1,6 @@
 """Kernel modules of an unpacked kernel: which exist, which are built in, load order."""
 
+import gzip
 import lzma
 import shutil
 import subprocess
@@ -80,7 +81,6 @@ class ModuleTree:
             return subprocess.run(["zstd", "-dc", str(path)], check=True, capture_output=True,
                                   timeout=60).stdout
         if path.name.endswith(".gz"):
-            import gzip
             return gzip.decompress(data)
         return data
 

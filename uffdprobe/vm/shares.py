@@ -18,7 +18,7 @@ MSIZE = 512 * 1024
 def ninep_args(channel_dir: Path) -> list:
     """QEMU arguments exporting / read-only and channel_dir writable over virtio-9p."""
     return [
-        "-fsdev", f"local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
+        "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
         "-device", f"virtio-9p-pci,fsdev=hostroot,mount_tag={ROOT_TAG}",
         "-fsdev", f"local,id=channel,path={channel_dir},security_model=none",
         "-device", f"virtio-9p-pci,fsdev=channel,mount_tag={CHANNEL_TAG}",
@@ -48,7 +48,7 @@ class VirtiofsShares:
                   'exec "$3" --socket-path="$2" -o source="$1" -o cache=always -o sandbox=namespace')
         self._start(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
                      str(mnt), str(root_sock), binary], "virtiofsd-root.log")
-        self._start([binary, f"--socket-path={chan_sock}", f"-o", f"source={self.channel_dir}",
+        self._start([binary, f"--socket-path={chan_sock}", "-o", f"source={self.channel_dir}",
                      "-o", "cache=none", "-o", "sandbox=namespace"], "virtiofsd-channel.log")
         deadline = time.monotonic() + timeout
         while not (root_sock.exists() and chan_sock.exists()):
