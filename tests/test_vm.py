@@ -174,6 +174,8 @@ def test_silent_guest_is_cut_at_the_silence_limit(cloud_deb, run_dir):
     assert result.outcome == "VM_TIMEOUT"
     assert "no console output" in result.reason
     assert result.timings["total"] < 170
+    # QEMU got the polite SIGTERM (not only the SIGKILL fallback)
+    assert "terminating on signal 15" in (run_dir / "qemu.stderr").read_text()
 
 
 def test_chatty_guest_is_cut_at_the_overall_limit(cloud_deb, run_dir):
