@@ -29,7 +29,9 @@ table.matrix { border-collapse: collapse; margin: 1em 0; }
 .legend span { display: inline-block; padding: 0 .5em; margin-right: .3em; border: 1px solid #9aa0a6; }
 #detail { border-top: 2px solid #9aa0a6; padding-top: .5em; max-width: 75em; }
 #detail pre { background: #f8f9fa; padding: .5em; overflow-x: auto; font-size: .85em; }
-#detail dt { font-weight: 600; } #detail dd { margin: 0 0 .3em 1.5em; font-family: monospace; }
+#detail dl { display: grid; grid-template-columns: max-content 1fr; gap: .15em 1em; margin: 0; }
+#detail dt { font-weight: 600; } #detail dd { margin: 0; font-family: monospace; overflow-wrap: anywhere; }
+#detail h3 { margin: .8em 0 .3em; font-size: 1em; }
 .hint { color: #5f6368; }
 """
 

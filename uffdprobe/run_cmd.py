@@ -101,11 +101,12 @@ def _plan(names: List[str], memories: Optional[List[str]], params: Dict[str, obj
         chosen = select(names)
     except KeyError as exc:
         raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
+    unknown = [k for k in params if not any(k in s.defaults for s in chosen)]
+    if unknown:
+        raise UsageError(f"no chosen scenario has a parameter {', '.join(unknown)}; `uffdprobe list --all` "
+                         "shows them")
     plan = []
     for s in chosen:
-        unknown = [k for k in params if k not in s.defaults and names]
-        if unknown:
-            raise UsageError(f"{s.name} has no parameter {', '.join(unknown)}; `uffdprobe list` shows them")
         merged = {**s.defaults, **{k: v for k, v in params.items() if k in s.defaults}}
         for key, value in merged.items():
             default = s.defaults[key]

@@ -1,0 +1,85 @@
+"""The pytest plugin through pytester: real scenarios on the running kernel become pytest outcomes."""
+import os
+import xml.etree.ElementTree as ET
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+USER_TESTS = '''
+import pytest
+
+@pytest.mark.uffd_scenario("wp-real-write")
+@pytest.mark.needs("root", "uffd-wp")
+def test_real_write_traps(uffd_verdict):
+    uffd_verdict.check()
+
+@pytest.mark.uffd_scenario("selftest-self-deadlock")
+def test_self_deadlock(uffd_verdict):
+    uffd_verdict.check()
+
+@pytest.mark.uffd_scenario("wp-real-write", memory="anon-thp")
+@pytest.mark.needs("thp")
+def test_real_write_on_thp(uffd_verdict):
+    uffd_verdict.check()
+
+def test_identity(uffd_kernel):
+    assert uffd_kernel.identity.get("release") == __import__("os").uname().release
+'''
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the host scenarios need root for uffd-wp here")
+
+
+def run(pytester, *args):
+    pytester.makepyfile(test_user=USER_TESTS)
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", *args, timeout=240)
+
+
+def test_host_outcomes_and_ids(pytester):
+    """Default --kernel is host; an undeclared HANG fails with its evidence, a PASS passes."""
+    result = run(pytester, "--junitxml=out.xml")
+    outcomes = result.parseoutcomes()
+    result.stdout.fnmatch_lines(["*test_real_write_traps[[]host[]] PASSED*",
+                                 "*test_self_deadlock[[]host[]] FAILED*",
+                                 "*test_identity[[]host[]] PASSED*"])
+    result.stdout.fnmatch_lines(["*wchan: handle_userfault*"])
+    assert outcomes["failed"] == 1
+    case = ET.parse(pytester.path / "out.xml").getroot().find(".//testcase[@name='test_self_deadlock[host]']")
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props["uffd.verdict"] == "HANG" and props["evidence.wchan"] == "handle_userfault"
+    assert props["kernel.release"] == os.uname().release
+
+
+def test_declared_hang_is_strict_xfail(pytester):
+    """A declared HANG that happens is xfailed; a declared HANG that passes is XPASS(strict), a failure."""
+    result = run(pytester, "--kernel", "host", "--uffd-expect", "host:selftest-self-deadlock=HANG",
+                 "--uffd-expect", "host:wp-real-write=HANG")
+    result.stdout.fnmatch_lines(["*test_self_deadlock[[]host[]] XFAIL*",
+                                 "*test_real_write_traps[[]host[]]*XPASS(strict)*"])
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("xfailed") == 1 and outcomes.get("failed") == 1
+
+
+def test_flaky_cell_fails_with_counts(pytester):
+    """Three runs in one session, the middle one answered by a helper thread: FLAKY with counts, a failure."""
+    pytester.makepyfile(test_user='''
+import pytest
+
+@pytest.mark.uffd_scenario("selftest-self-deadlock")
+def test_self_deadlock(uffd_verdict):
+    assert len(uffd_verdict.results) == 3
+    uffd_verdict.check()
+''')
+    pytester.makeini("[pytest]\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--uffd-runs", "3", "--uffd-expect",
+                                           "selftest-self-deadlock=HANG", "--uffd-param",
+                                           "selftest_helper_write_runs=[2]", timeout=240)
+    result.stdout.fnmatch_lines(["*FIXED*HANG 2/3, PASS 1/3*"])
+    assert result.parseoutcomes()["failed"] == 1
+
+
+def test_bad_kernel_is_a_usage_error(pytester):
+    pytester.makepyfile(test_user=USER_TESTS)
+    result = pytester.runpytest_subprocess("--kernel", "no-such-kernel", timeout=60)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--kernel no-such-kernel: not 'host', not a file, not a recipe*"])

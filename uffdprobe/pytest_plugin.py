@@ -1,0 +1,259 @@
+"""pytest plugin: `--kernel K` (repeatable, default host), one boot per kernel, verdicts as test outcomes.
+
+    @pytest.mark.uffd_scenario("wp-gup-odirect")
+    @pytest.mark.needs("uffd-wp", "odirect")
+    def test_eviction_write(uffd_verdict):
+        uffd_verdict.check()     # pass, fail, or xfail(strict) when the recipe declares HANG/LEAK/WP_LOST
+"""
+import threading
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+NEEDS = ("root", "uffd-wp", "thp", "odirect")
+_BAD = ("HANG", "LEAK", "WP_LOST")
+
+
+class DeclaredProblem(AssertionError):
+    """The kernel did what its recipe declares it does wrong: the test is an expected failure."""
+
+
+def pytest_addoption(parser) -> None:
+    group = parser.getgroup("uffdprobe", "uffdprobe: userfaultfd scenarios on real kernels")
+    group.addoption("--kernel", action="append", dest="uffd_kernels", metavar="K",
+                    help="run uffd scenarios on K (repeatable): 'host', a bzImage/vmlinuz, a .deb or a "
+                         "recipe name; default host")
+    group.addoption("--uffd-runs", type=int, default=1, metavar="N", help="repeat each scenario N times per boot")
+    group.addoption("--uffd-expect", action="append", default=[], metavar="[KERNEL:]SCENARIO=VERDICT",
+                    help="declare an expected verdict (overrides the recipe's)")
+    group.addoption("--uffd-param", action="append", default=[], metavar="KEY=VALUE",
+                    help="scenario parameter for every kernel's run (as `uffdprobe run --param`)")
+    group.addoption("--uffd-vm-timeout", type=float, default=900.0, metavar="S",
+                    help="limit for each kernel's boot and scenarios (default 900)")
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "uffd_scenario(name, memory='anon-4k'): the scenario uffd_verdict checks")
+    config.addinivalue_line("markers", "needs(*what): skip unless the kernel has each of "
+                            + ", ".join(NEEDS))
+    config.stash[_SESSION] = _Session(config)
+
+
+def pytest_generate_tests(metafunc) -> None:
+    if "uffd_kernel" in metafunc.fixturenames:
+        labels = metafunc.config.stash[_SESSION].labels
+        metafunc.parametrize("uffd_kernel", labels, ids=[_id(k) for k in labels], indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    state = config.stash[_SESSION]
+    for item in items:
+        for mark in item.iter_markers("uffd_scenario"):
+            if mark.args and mark.args[0] not in state.scenarios:
+                state.scenarios.append(mark.args[0])
+    if any("uffd_kernel" in getattr(item, "fixturenames", ()) for item in items):
+        state.prepare()  # bad --kernel, --uffd-expect or --uffd-param: a usage error before any boot
+
+
+@pytest.fixture(autouse=True)
+def _uffd_needs(request) -> None:
+    """Skip a test marked needs(...) on a kernel that lacks one of them (probed on that kernel)."""
+    needs = [n for m in request.node.iter_markers("needs") for n in m.args]
+    if not needs or "uffd_kernel" not in request.fixturenames:
+        return
+    unknown = [n for n in needs if n not in NEEDS]
+    if unknown:
+        pytest.fail(f"unknown need(s) {unknown}; use {', '.join(NEEDS)}", pytrace=False)
+    kernel = request.getfixturevalue("uffd_kernel")
+    for need in needs:
+        missing = kernel.lacks(need)
+        if missing:
+            pytest.skip(f"{kernel.label}: {missing}")
+
+
+class Kernel:
+    """One kernel's results for the session: label, identity, expectations, a Cell per scenario/memory."""
+
+    def __init__(self, run, wanted: List[str]):
+        from .matrix import Matrix
+        self.run, self.label, self.wanted = run, run.label, wanted
+        self.matrix = Matrix([run])
+
+    @property
+    def identity(self) -> dict:
+        return self.run.identity
+
+    def cell(self, scenario: str, memory: str = "anon-4k"):
+        """Every run of scenario × memory on this kernel, with the declared expectation."""
+        if scenario not in self.wanted:
+            pytest.fail(f"scenario {scenario!r} was not run on {self.label}: mark the test "
+                        f"@pytest.mark.uffd_scenario({scenario!r})", pytrace=False)
+        found = self.matrix.cell(self.run, scenario, memory)
+        if found is None:
+            pytest.fail(f"{self.label}: no result for {scenario}({memory}); `uffdprobe list --all` shows "
+                        "each scenario's memory kinds", pytrace=False)
+        return found
+
+    def lacks(self, need: str) -> Optional[str]:
+        """Why this kernel lacks a need (from its own probes: the host's, or the guest's SKIP verdicts)."""
+        if self.label == "host":
+            return _host_lacks(need)
+        if need == "root":
+            return None  # the guest init runs the scenarios as root
+        from .scenarios.registry import SCENARIOS
+        relevant = [r for r in self.run.results
+                    if (need == "thp" and r.memory == "anon-thp")
+                    or (need != "thp" and need in SCENARIOS[r.scenario].needs)]
+        if relevant and all(r.verdict.value == "SKIP" for r in relevant):
+            return relevant[0].reason
+        return None
+
+
+def _host_lacks(need: str) -> Optional[str]:
+    import os
+    from . import features, odirect
+    from .scenarios.memkinds import unavailable
+    from .scenarios.registry import why_not
+    if need == "root":
+        return None if os.geteuid() == 0 else "not running as root"
+    if need == "thp":
+        return unavailable("anon-thp")
+    if need == "odirect":
+        with odirect.target(None) as target:
+            return why_not(need, features.probe(), target)
+    return why_not(need, features.probe(), None)
+
+
+class Verdict:
+    """What `uffd_verdict` gives a test: the cell on this kernel, and check() to turn it into an outcome."""
+
+    def __init__(self, kernel: Kernel, cell):
+        self.kernel, self.cell = kernel, cell
+
+    @property
+    def results(self):
+        return self.cell.results
+
+    def evidence_text(self) -> str:
+        from . import evidence_view
+        lines = [f"{self.kernel.label} {self.cell.scenario}({self.cell.memory}): {self.cell.label}"
+                 f" (declared: {self.cell.expected or 'nothing'})"]
+        for r in self.cell.results:
+            lines += [f"  {key}: {value}" for key, value in evidence_view.summary(r).items()]
+        ident = self.kernel.identity
+        lines.append(f"  kernel: {ident.get('release')} sha256={ident.get('sha256', '-')} "
+                     f"console={self.kernel.run.boot.get('console_log', '-')}")
+        return "\n".join(lines)
+
+    def check(self) -> None:
+        """PASS (or a declared-good verdict) passes; a declared HANG/LEAK/WP_LOST is an xfail(strict)."""
+        from .matrix import EXPECTED, UNDECLARED
+        c = self.cell
+        if all(r.verdict.value == "SKIP" for r in c.results):
+            pytest.skip(f"{self.kernel.label}: {c.results[0].reason}")
+        if c.mark == EXPECTED and c.expected in _BAD:
+            raise DeclaredProblem(self.evidence_text())
+        if c.mark == EXPECTED or (c.mark == UNDECLARED and all(r.verdict.value in ("PASS", "SKIP")
+                                                                for r in c.results)):
+            return
+        if c.mark == "FIXED" and not c.flaky:
+            return  # the strict xfail turns this pass into a failure: the declaration is out of date
+        pytest.fail(f"{c.mark or 'kernel problem'}: " + self.evidence_text(), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def uffd_kernel(request, tmp_path_factory) -> Kernel:
+    """The kernel under test (parametrised over --kernel, ids like test_x[model-5.8]); booted once."""
+    return request.config.stash[_SESSION].kernel(request.param, tmp_path_factory)
+
+
+@pytest.fixture
+def uffd_verdict(request, uffd_kernel: Kernel) -> Verdict:
+    """The cell of this test's uffd_scenario marker on uffd_kernel; adds xfail(strict) if declared bad."""
+    mark = request.node.get_closest_marker("uffd_scenario")
+    if mark is None or not mark.args:
+        pytest.fail("uffd_verdict needs @pytest.mark.uffd_scenario('SCENARIO')", pytrace=False)
+    cell = uffd_kernel.cell(mark.args[0], mark.kwargs.get("memory", "anon-4k"))
+    _record(lambda name, value: request.node.user_properties.append((name, value)), uffd_kernel, cell)
+    if cell.expected in _BAD:
+        request.node.add_marker(pytest.mark.xfail(
+            strict=True, raises=DeclaredProblem,
+            reason=f"{uffd_kernel.label} is declared to {cell.expected} on {cell.scenario}"))
+    return Verdict(uffd_kernel, cell)
+
+
+def _record(record_property, kernel: Kernel, cell) -> None:
+    """Verdict, expectation, kernel identity and evidence summary as JUnit properties (what record_property
+    does, without its warning under junit_family=xunit2)."""
+    from . import evidence_view
+    record_property("uffd.verdict", cell.label)
+    record_property("uffd.expected", cell.expected or "")
+    record_property("uffd.mark", cell.mark or "undeclared")
+    for key in ("label", "release", "version", "sha256", "config_sha256", "recipe"):
+        if kernel.identity.get(key):
+            record_property(f"kernel.{key}", str(kernel.identity[key]))
+    if kernel.run.boot.get("console_log"):
+        record_property("kernel.console_log", kernel.run.boot["console_log"])
+    for key, value in evidence_view.summary(cell.results[0]).items():
+        record_property(f"evidence.{key}", value)
+
+
+class _Session:
+    """Per pytest session: the kernels asked for, the scenarios wanted, and each kernel's cached run."""
+
+    def __init__(self, config):
+        self.config = config
+        self.labels: List[str] = list(config.getoption("uffd_kernels") or ["host"])
+        self.scenarios: List[str] = []
+        self._kernels: Dict[str, Kernel] = {}
+        self._targets = None
+
+    def prepare(self) -> None:
+        """Check every kernel, expectation and parameter once; bad input is a pytest usage error."""
+        from .matrix_cmd import parse_expect
+        from .matrix_run import Options, check_kernels, planned
+        from .run_cmd import UsageError
+        try:
+            targets = check_kernels(self.labels)
+            overrides = parse_expect(self.config.getoption("uffd_expect"), self.labels)
+            planned(Options(scenarios=list(self.scenarios), params=self.config.getoption("uffd_param")))
+        except UsageError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        for t in targets:
+            t.expect.update(overrides.get("*", {}))
+            t.expect.update(overrides.get(t.label, {}))
+        self._targets = {t.label: t for t in targets}
+
+    def kernel(self, label: str, tmp_path_factory) -> Kernel:
+        """Build (or take from cache), boot and run the wanted scenarios once; later calls reuse it."""
+        if label not in self._kernels:
+            from .matrix_run import Options, Runner, build
+            if self._targets is None:
+                self.prepare()
+            target = self._targets[label]
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            capture = self.config.pluginmanager.get_plugin("capturemanager")
+
+            def say(text: str) -> None:
+                if reporter is None or text.startswith("  "):
+                    return
+                if capture is not None and threading.current_thread() is threading.main_thread():
+                    with capture.global_and_fixture_disabled():
+                        reporter.write_line(f"uffdprobe: {text}")
+
+            build(target, say)
+            opts = Options(scenarios=list(self.scenarios), runs=self.config.getoption("uffd_runs"),
+                           params=self.config.getoption("uffd_param"),
+                           vm_timeout=self.config.getoption("uffd_vm_timeout"))
+            work = tmp_path_factory.mktemp(f"uffdprobe-{_id(label)}")
+            run = Runner(opts, work, say).run_one(target, f"[{self.labels.index(label) + 1}/{len(self.labels)}]")
+            self._kernels[label] = Kernel(run, sorted({r.scenario for r in run.results}))
+        return self._kernels[label]
+
+
+def _id(label: str) -> str:
+    return Path(label).name if "/" in label else label
+
+
+_SESSION = pytest.StashKey[_Session]()
