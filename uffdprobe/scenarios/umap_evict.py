@@ -96,8 +96,8 @@ class PageBuffer:
         self.drop_dirty = bool(knobs.get("selftest_drop_dirty"))
         self.state = [ABSENT] * n_pages
         self.fifo: collections.deque = collections.deque()
-        self.free, self.leaving = slots, 0
-        self.low_free = max(1, slots // 4)  # evict ahead of demand, like umap's low water mark
+        self.free, self.leaving, self.wanting = slots, 0, 0
+        self.low_free = slots // 4  # evict ahead of demand, like umap's low water mark
         self.cond = threading.Condition()
         self.stop = threading.Event()
         self.aborted: Optional[str] = None
@@ -157,8 +157,12 @@ class PageBuffer:
                 return
             if self.free == 0:
                 self.counters["slot_waits"] += 1
+                self.wanting += 1
                 self.cond.notify_all()
-                self._wait(lambda: self.free > 0)
+                try:
+                    self._wait(lambda: self.free > 0)
+                finally:
+                    self.wanting -= 1
             self.free -= 1
         try:
             if memory.pread_into(self.fd, bounce, PAGE_SIZE, page * PAGE_SIZE) != PAGE_SIZE:
@@ -202,12 +206,13 @@ class PageBuffer:
 
     # -- the evictor threads ------------------------------------------------------------------
     def evict_loop(self) -> None:
-        """umap's EvictWorkers: keep low_free slots free or being freed, oldest page first."""
+        """umap's EvictWorkers: oldest page first, on demand or to keep low_free slots free."""
         name_thread("umap-evictor")
         try:
             while not self.stop.is_set():
                 with self.cond:
-                    self._wait(lambda: self.fifo and self.free + self.leaving < self.low_free)
+                    self._wait(lambda: self.fifo and (self.free + self.leaving < self.low_free
+                                                      or self.wanting > self.leaving))
                     page = self.fifo.popleft()
                     dirty = self.state[page] == DIRTY
                     self.state[page] = LEAVING
@@ -345,8 +350,8 @@ def run(ctx: ScenarioContext) -> Outcome:
     """The umap-evict scenario: see the module docstring."""
     p = {**DEFAULTS, **ctx.params}
     n_pages, slots = int(p["data_pages"]), int(p["buffer_pages"])
-    if not 1 <= slots < n_pages:
-        return Outcome(Verdict.ERROR, f"buffer_pages={slots} must be in [1, data_pages={n_pages})")
+    if not 2 <= slots < n_pages:
+        return Outcome(Verdict.ERROR, f"buffer_pages={slots} must be in [2, data_pages={n_pages})")
     seed = p["seed"] if p["seed"] is not None else int.from_bytes(os.urandom(4), "little")
     fd, store = open_store(ctx.odirect_target, n_pages * PAGE_SIZE)
     try:
