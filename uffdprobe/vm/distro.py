@@ -66,8 +66,10 @@ def unpack_kernel_deb(deb: Path, cache_dir: Path) -> UnpackedKernel:
             shutil.rmtree(tmp, ignore_errors=True)
             raise VmInputError(f"cannot unpack {deb}: {proc.stderr.strip()[:200]}")
         (tmp / ".complete").write_text(str(deb) + "\n")
-        shutil.rmtree(dest, ignore_errors=True)
-        os.replace(tmp, dest)
+        try:
+            os.rename(tmp, dest)
+        except OSError:  # another process unpacked the same package first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
     images = sorted((dest / "boot").glob("vmlinuz-*"))
     if not images:
         raise VmInputError(f"{deb} holds no boot/vmlinuz-*: give a linux-image-* package")
