@@ -1,9 +1,5 @@
-"""umap-evict: a miniature of LLNL umap + umapsort, sorting through a uffd page buffer with evictors.
-
-The region is registered MISSING|WP; one Python handler fills pages from an O_DIRECT store
-(UFFDIO_COPY with MODE_WP) and un-protects on the first write; evictor threads write dirty pages
-back with WRITEPROTECT + O_DIRECT pwrite from the page itself + MADV_DONTNEED, as umap does.
-"""
+"""umap-evict: LLNL umap + umapsort in miniature: a MISSING|WP region filled from an O_DIRECT store,
+evictors doing WRITEPROTECT, pwrite from the page itself, MADV_DONTNEED; the array is sorted in it."""
 import collections
 import errno
 import os
@@ -278,12 +274,15 @@ def still_registered(addr: int) -> bool:
 def workload(base: int, n: int, passes: int, seed: int, done: dict) -> None:
     """umapsort: sort in place; before each later pass reverse and shuffle per page. All in C."""
     name_thread("umapsort")
-    for p in range(passes):
-        if p:
-            lib.up_scramble_u64(base, n, WORDS, seed + p)
-        lib.up_sort_u64(base, n)
-        done["passes"] = p + 1
-    done["final"] = checksums(base, n)
+    try:
+        for p in range(passes):
+            if p:
+                lib.up_scramble_u64(base, n, WORDS, seed + p)
+            lib.up_sort_u64(base, n)
+            done["passes"] = p + 1
+        done["final"] = checksums(base, n)
+    except BaseException as exc:
+        done["error"] = f"workload: {type(exc).__name__}: {exc}"
 
 
 def _run_threads(ctx: ScenarioContext, buf: PageBuffer, n_evictors: int, passes: int, seed: int,
@@ -325,8 +324,8 @@ def _verdict(buf: PageBuffer, rescued: bool, initial: dict, done: dict, evidence
     """PASS only when sorted and identical to the sorted initial array; otherwise say why."""
     final = done.get("final")
     evidence.update(final=final, counters=dict(buf.counters), elapsed_s=done.get("elapsed_s"))
-    if buf.error:
-        return Outcome(Verdict.ERROR, f"harness fault: {buf.error}", evidence)
+    if buf.error or done.get("error"):
+        return Outcome(Verdict.ERROR, f"harness fault: {buf.error or done['error']}", evidence)
     if rescued or buf.aborted:
         why = buf.aborted or "the VMA lost its userfaultfd flags"
         return Outcome(Verdict.ERROR, f"region unregistered from outside (a rescue?): {why}; "
