@@ -1,5 +1,7 @@
 """umap-evict through the real supervisor on the host kernel (upstream's fix): PASS, and a real HANG."""
 import os
+import shutil
+import subprocess
 
 import psutil
 import pytest
@@ -62,6 +64,35 @@ def test_sorts_through_a_small_buffer_with_real_evictions(kf, store_dir, params)
         assert ev["umap"]["seed"] == params["seed"]
     assert ev["exit"] == {"exit": 0, "killed": False}
     assert "hang" not in ev
+    assert not live_children()
+
+
+@pytest.fixture
+def loop_device(tmp_path):
+    """A 1 MiB loop device over a file in tmp_path (the VM's scratch disk stands in this way)."""
+    if os.geteuid() != 0 or not shutil.which("losetup"):
+        pytest.skip("needs root and losetup for a loop device")
+    image = tmp_path / "store.img"
+    image.write_bytes(b"\0" * (1 << 20))
+    proc = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True, text=True,
+                          timeout=30)
+    if proc.returncode != 0:
+        pytest.skip(f"losetup failed: {proc.stderr.strip()}")
+    dev = proc.stdout.strip()
+    try:
+        yield dev
+    finally:
+        subprocess.run(["losetup", "-d", dev], timeout=30, check=False)
+
+
+@pytest.mark.timeout(120)
+def test_store_on_a_block_device_at_offset_zero(kf, loop_device):
+    res = run(kf, loop_device)
+    assert res.verdict is Verdict.PASS, (res.reason, res.evidence)
+    assert res.evidence["umap"]["store"] == {"kind": "block-device", "path": loop_device}
+    assert res.evidence["counters"]["writebacks"] > 0
+    too_big = run(kf, loop_device, data_pages=(2 << 20) // 4096)
+    assert too_big.verdict is Verdict.SKIP and "holds 1048576 bytes" in too_big.reason
     assert not live_children()
 
 

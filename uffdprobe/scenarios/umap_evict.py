@@ -352,7 +352,10 @@ def run(ctx: ScenarioContext) -> Outcome:
     if not 2 <= slots < n_pages:
         return Outcome(Verdict.ERROR, f"buffer_pages={slots} must be in [2, data_pages={n_pages})")
     seed = p["seed"] if p["seed"] is not None else int.from_bytes(os.urandom(4), "little")
-    fd, store = open_store(ctx.odirect_target, n_pages * PAGE_SIZE)
+    try:
+        fd, store = open_store(ctx.odirect_target, n_pages * PAGE_SIZE)
+    except SkipScenario as exc:  # returned, not raised: the verdict is ours to give
+        return Outcome(Verdict.SKIP, str(exc))
     try:
         initial = fill_store(fd, n_pages, seed)
         ctx.note("umap", {"seed": seed, "store": store, "initial": initial,
