@@ -116,7 +116,7 @@ def test_cli_exit_1_on_kernel_problem(kf):
 @pytest.mark.parametrize("argv,needle", [
     (["run", "no-such-scenario"], "unknown scenario"),
     (["run", "cow-leak", "--param", "nope"], "KEY=VALUE"),
-    (["run", "cow-leak", "--param", "bogus=1"], "no parameter"),
+    (["run", "cow-leak", "--param", "bogus=1"], "has a parameter bogus"),
     (["run", "--hang-timeout", "-1"], "more than 0"),
     (["run", "--odirect-target", "/proc"], "O_DIRECT"),
 ])
@@ -150,3 +150,19 @@ def test_odirect_on_a_loop_device(kf):
     listed = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME"],
                             capture_output=True, text=True, timeout=30).stdout.split()
     assert device not in listed
+
+
+def test_a_precondition_probed_in_the_child_is_skip(kf, tmp_path):
+    """THP offered system-wide but denied to this process for real (prctl PR_SET_THP_DISABLE, 41):
+    the child finds no huge page behind its range, and that is SKIP with the reason, not ERROR."""
+    import uffdprobe.scenarios.memkinds as memkinds
+    if memkinds.unavailable("anon-thp"):
+        pytest.skip(memkinds.unavailable("anon-thp"))
+    out = tmp_path / "r.json"
+    code = ("import ctypes, runpy, sys; assert ctypes.CDLL(None).prctl(41, 1, 0, 0, 0) == 0; "
+            f"sys.argv = ['uffdprobe', 'run', 'wp-gup-vmsplice', '--memory', 'anon-thp', '--json', '{out}']; "
+            "runpy.run_module('uffdprobe', run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    [res] = json.loads(out.read_text())
+    assert res["verdict"] == "SKIP" and "THP" in res["reason"]

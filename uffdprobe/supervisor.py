@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 from . import tasks
 from .errors import UffdError
 from .scenarios.context import ScenarioContext
+from .scenarios.memkinds import SkipScenario
 from .scenarios.registry import Scenario
 from .uffd import Userfaultfd
 from .verdicts import Outcome, Result, Verdict
@@ -32,6 +33,8 @@ def _child_main(scenario: Scenario, ctx: ScenarioContext) -> None:
         os.setpgid(0, 0)
         out: Outcome = scenario.run(ctx)
         ctx.finish(out.verdict.value, out.reason, out.evidence)
+    except SkipScenario as exc:  # a precondition probed inside the child (e.g. no THP was given)
+        ctx.finish(Verdict.SKIP.value, str(exc), {})
     except BaseException as exc:  # the supervisor turns this into ERROR with the traceback
         code = 3
         try:
