@@ -188,12 +188,8 @@ def _pipe_copy(src: Path, dest: Path) -> None:
             raise SetupError(f"copying {src} failed (tar exit {producer.returncode})")
 
 
-def _git(spec: SourceSpec, args: list, what: str, **kw) -> subprocess.CompletedProcess:
-    return _run(["git", "-C", spec.location] + args, GIT_TIMEOUT, what, **kw)
-
-
 def _git_commit(spec: SourceSpec) -> str:
-    """Resolve REF to a commit id; a URL is fetched into a bare mirror first."""
+    """Resolve REF to a commit id in a local git tree (BadInput when it is not a commit there)."""
     if "://" in spec.location:
         raise BadInput(f"git URL {spec.location} is not supported offline: clone it and give PATH@REF")
     try:
