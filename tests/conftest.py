@@ -14,6 +14,24 @@ def host_features():
     return features_mod.probe()
 
 
+@pytest.fixture(scope="session")
+def kf(host_features):
+    """The running kernel's features; the test is skipped with the reason when uffd is unavailable."""
+    if host_features.uffd_error:
+        pytest.skip(f"userfaultfd unavailable here: {host_features.uffd_error}")
+    return host_features
+
+
+@pytest.fixture
+def live_children():
+    """A callable listing this process's descendants that still run (zombies excluded)."""
+    import psutil
+
+    def listing():
+        return [c for c in psutil.Process().children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]
+    return listing
+
+
 @pytest.fixture
 def uffd():
     """A fresh non-blocking userfaultfd (API not yet negotiated)."""

@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import psutil
 import pytest
 
 from uffdprobe import features, odirect, report, supervisor
@@ -12,14 +11,6 @@ from uffdprobe.scenarios.registry import SCENARIOS, select, skip_reason
 from uffdprobe.verdicts import Verdict
 
 PUBLIC = [(s.name, m) for s in select([]) for m in s.memory]
-
-
-@pytest.fixture(scope="module")
-def kf():
-    probed = features.probe()
-    if probed.uffd_error:
-        pytest.skip(f"userfaultfd unavailable here: {probed.uffd_error}")
-    return probed
 
 
 @pytest.fixture(scope="module")
@@ -35,20 +26,16 @@ def run(name, memory, kf, target, **params):
     return supervisor.run_one(s, memory, {**s.defaults, **params}, kf.kernel, supervisor.Limits(), target)
 
 
-def no_children_left():
-    return [c for c in psutil.Process().children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]
-
-
 @pytest.mark.parametrize("name,memory", PUBLIC, ids=[f"{n}[{m}]" for n, m in PUBLIC])
-def test_scenario_passes_on_fixed_kernel(name, memory, kf, target):
+def test_scenario_passes_on_fixed_kernel(name, memory, kf, target, live_children):
     res = run(name, memory, kf, target)
     assert res.verdict in (Verdict.PASS, Verdict.SKIP), (res.reason, res.evidence)
     assert res.kernel["release"] == os.uname().release
     assert res.evidence["exit"]["exit"] == 0
-    assert not no_children_left()
+    assert not live_children()
 
 
-def test_self_deadlock_is_hang_with_evidence_and_rescued(kf, target):
+def test_self_deadlock_is_hang_with_evidence_and_rescued(kf, target, live_children):
     res = run("selftest-self-deadlock", "anon-4k", kf, target)
     assert res.verdict is Verdict.HANG, res.reason
     hang = res.evidence["hang"]
@@ -61,7 +48,7 @@ def test_self_deadlock_is_hang_with_evidence_and_rescued(kf, target):
     assert res.evidence["rescue"].startswith("unprotect")
     assert res.evidence["after_rescue"]["verdict"] == "PASS", "the rescued write must complete"
     assert res.evidence["exit"] == {"exit": 0, "killed": False}
-    assert not no_children_left()
+    assert not live_children()
 
 
 def test_hang_threshold_is_configurable(kf, target):

@@ -1,9 +1,6 @@
 """umap-evict through the real supervisor on the host kernel (upstream's fix): PASS, and a real HANG."""
 import os
-import shutil
-import subprocess
 
-import psutil
 import pytest
 
 from uffdprobe import features, odirect, supervisor
@@ -11,14 +8,6 @@ from uffdprobe.scenarios.registry import SCENARIOS, skip_reason
 from uffdprobe.verdicts import Verdict
 
 SCENARIO = SCENARIOS["umap-evict"]
-
-
-@pytest.fixture(scope="module")
-def kf():
-    probed = features.probe()
-    if probed.uffd_error:
-        pytest.skip(f"userfaultfd unavailable here: {probed.uffd_error}")
-    return probed
 
 
 @pytest.fixture
@@ -37,16 +26,12 @@ def run(kf, store_dir, limits=None, **params):
                               features.kernel_identity(), limits or supervisor.Limits(), store_dir)
 
 
-def live_children():
-    return [c for c in psutil.Process().children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]
-
-
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("params", [
     {},
     {"data_pages": 48, "buffer_pages": 4, "evictors": 1, "passes": 3, "seed": 12345},
 ], ids=["defaults", "one-evictor-three-passes"])
-def test_sorts_through_a_small_buffer_with_real_evictions(kf, store_dir, params):
+def test_sorts_through_a_small_buffer_with_real_evictions(kf, store_dir, params, live_children):
     res = run(kf, store_dir, **params)
     assert res.verdict is Verdict.PASS, (res.reason, res.evidence)
     ev = res.evidence
@@ -68,25 +53,16 @@ def test_sorts_through_a_small_buffer_with_real_evictions(kf, store_dir, params)
 
 
 @pytest.fixture
-def loop_device(tmp_path):
-    """A 1 MiB loop device over a file in tmp_path (the VM's scratch disk stands in this way)."""
-    if os.geteuid() != 0 or not shutil.which("losetup"):
-        pytest.skip("needs root and losetup for a loop device")
-    image = tmp_path / "store.img"
-    image.write_bytes(b"\0" * (1 << 20))
-    proc = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True, text=True,
-                          timeout=30)
-    if proc.returncode != 0:
-        pytest.skip(f"losetup failed: {proc.stderr.strip()}")
-    dev = proc.stdout.strip()
-    try:
+def loop_device():
+    """A 1 MiB loop device (the VM's scratch disk stands in this way), detached afterwards."""
+    with odirect.loop_device(1 << 20) as dev:
+        if dev is None:
+            pytest.skip("needs root and losetup for a loop device")
         yield dev
-    finally:
-        subprocess.run(["losetup", "-d", dev], timeout=30, check=False)
 
 
 @pytest.mark.timeout(120)
-def test_store_on_a_block_device_at_offset_zero(kf, loop_device):
+def test_store_on_a_block_device_at_offset_zero(kf, loop_device, live_children):
     res = run(kf, loop_device)
     assert res.verdict is Verdict.PASS, (res.reason, res.evidence)
     assert res.evidence["umap"]["store"] == {"kind": "block-device", "path": loop_device}
@@ -97,7 +73,7 @@ def test_store_on_a_block_device_at_offset_zero(kf, loop_device):
 
 
 @pytest.mark.timeout(60)
-def test_lost_writebacks_are_reported_as_corruption(kf, store_dir):
+def test_lost_writebacks_are_reported_as_corruption(kf, store_dir, live_children):
     """Dirty pages dropped unwritten (real lost data, not an injected verdict) must fail the check."""
     res = run(kf, store_dir, selftest_drop_dirty=True)
     assert res.verdict is Verdict.ERROR, res.reason
@@ -107,7 +83,7 @@ def test_lost_writebacks_are_reported_as_corruption(kf, store_dir):
 
 
 @pytest.mark.timeout(60)
-def test_evictor_writing_its_protected_page_is_hang_rescued_and_reaped(kf, store_dir):
+def test_evictor_writing_its_protected_page_is_hang_rescued_and_reaped(kf, store_dir, live_children):
     """The evictor stores into the dirty page it write-protected while the handler waits for that
     eviction: umap's v5.8 circular wait, made with a CPU write so that it happens on this kernel."""
     limits = supervisor.Limits(scenario_s=45.0)
