@@ -166,14 +166,17 @@ def run_step(spec: StepSpec, standalone: bool = True) -> int:
 
 
 def _build_boot_decide(spec: StepSpec, record: dict) -> tuple:
+    build_started = time.monotonic()
     try:
         built = bisect_build.build_step(spec.tree, spec.work, spec.base, list(spec.fragments),
-                                        label=f"bisect {record['commit'][:12]}", jobs=spec.jobs,
+                                        label=f"bisect-{record['commit'][:12]}", jobs=spec.jobs,
                                         progress=spec.progress)
     except (BuildFailed, ConfigDropped) as exc:
-        record["build_log"] = str(getattr(exc, "log", "") or "")
-        return SKIP, f"build failed: {exc}"[:400]
+        record.update(build_s=round(time.monotonic() - build_started, 2), build_log=str(getattr(exc, "log", "") or ""))
+        text = str(exc)
+        return SKIP, (text if text.startswith("build failed") else f"build failed: {text}")[:400]
     except KbuildError as exc:
+        record["build_s"] = round(time.monotonic() - build_started, 2)
         return SKIP, f"build could not run: {exc}"[:400]
     record.update(build_s=round(built.seconds, 2), compiled=built.compiled, bzimage_sha256=built.sha256,
                   build_log=str(built.log))
