@@ -20,7 +20,8 @@ def judge(expected: Optional[str], verdict: Verdict) -> str:
     """One verdict against a declaration: expected, REGRESSION (worse), FIXED (better) or UNEXPECTED."""
     if expected is None:
         return UNEXPECTED if verdict in _NO_ANSWER else UNDECLARED
-    if matches(expected, verdict):
+    no_answer = verdict in _NO_ANSWER and expected not in (verdict.value, "ANY")  # a panic is no "NOT_LEAK"
+    if matches(expected, verdict) and not no_answer:
         return EXPECTED
     if verdict in _KERNEL_BROKE and expected not in _BAD:
         return REGRESSION

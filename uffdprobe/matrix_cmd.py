@@ -60,12 +60,11 @@ def parse_expect(items: List[str], labels: List[str]) -> Dict[str, Dict[str, str
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse an output path that cannot be written before any work (and without creating it)."""
     for path in filter(None, [args.json, args.junit, args.html]):
-        try:
-            with open(path, "a"):
-                pass
-        except OSError as exc:
-            raise UsageError(f"cannot write {path}: {exc.strerror}; choose a writable path") from None
+        where = Path(path) if Path(path).exists() else Path(os.path.abspath(path)).parent
+        if Path(path).is_dir() or not os.access(where, os.W_OK):
+            raise UsageError(f"cannot write {path}; choose a writable file path")
 
 
 def _say(text: str) -> None:

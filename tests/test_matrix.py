@@ -1,0 +1,127 @@
+"""`uffdprobe matrix` for real: the host and the stock recipe booted once, JSON and JUnit read back."""
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from matrix_run_once import booted_matrix, cell
+from uffdprobe.matrix import FIXED, REGRESSION, UNDECLARED, UNEXPECTED, judge
+from uffdprobe.verdicts import Verdict
+
+root = pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp scenarios need root here")
+
+
+def matrix(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "uffdprobe", "matrix", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def booted(tmp_path_factory):
+    return booted_matrix(tmp_path_factory)
+
+
+@pytest.mark.vm
+@root
+def test_matrix_over_host_and_a_booted_kernel(booted):
+    proc, data = booted["proc"], booted["data"]
+    assert proc.returncode == 7, proc.stderr[-3000:]  # the REGRESSION and FIXED below are unexpected
+    assert [k["label"] for k in data["kernels"]] == ["host", "stock"]
+    host, stock = data["kernels"]
+    assert host["identity"]["release"] == os.uname().release
+    assert stock["identity"]["release"].startswith("6.1.") and stock["identity"]["recipe"] == "stock"
+    assert len(stock["identity"]["sha256"]) == 64 and stock["identity"]["config_sha256"]
+    assert os.path.exists(stock["boot"]["console_log"]) and stock["boot"]["timings"]["launch_to_init"] > 0
+    assert stock["boot"]["console_excerpt"]
+    rows = {(r["scenario"], r["memory"]) for r in data["rows"]}
+    assert {(c["kernel"], c["scenario"], c["memory"]) for c in data["cells"]} == \
+        {(k, s, m) for k in ("host", "stock") for s, m in rows}
+    assert all(c["runs"] == 2 and {r["params"]["run"] for r in c["results"]} == {1, 2} for c in data["cells"])
+    # declared by the stock recipe and met on the booted kernel
+    assert cell(data, "stock", "wp-gup-odirect")["mark"] == "expected"
+    assert cell(data, "stock", "cow-leak")["verdict"] == "PASS"
+    # a real HANG (the test-only circular wait) against the declared PASS, with its evidence
+    umap = cell(data, "stock", "umap-evict")
+    assert (umap["verdict"], umap["mark"], umap["unexpected"]) == ("HANG", REGRESSION, True)
+    blocked = umap["results"][0]["evidence"]["hang"]["blocked_tasks"]
+    assert blocked and all(t["wchan"] == "handle_userfault" for t in blocked)
+    # declared HANG, measured PASS: FIXED
+    assert cell(data, "host", "wp-gup-odirect")["mark"] == FIXED
+
+
+@pytest.mark.vm
+@root
+def test_flaky_detected_on_both_kernels(booted):
+    """The middle run of selftest-self-deadlock writes from a helper thread: HANG once, PASS once."""
+    for kernel in ("host", "stock"):
+        c = cell(booted["data"], kernel, "selftest-self-deadlock")
+        assert c["verdict"] == "FLAKY" and c["counts"] == {"HANG": 1, "PASS": 1}, c["label"]
+        assert c["label"] in ("FLAKY: HANG 1/2, PASS 1/2", "FLAKY: PASS 1/2, HANG 1/2")
+        by_run = {r["params"]["run"]: r["verdict"] for r in c["results"]}
+        assert by_run == {1: "HANG", 2: "PASS"}
+    assert "FLAKY: " in booted["proc"].stdout
+
+
+@pytest.mark.vm
+@root
+def test_junit_contents(booted):
+    tree = ET.parse(booted["junit"]).getroot()
+    suites = tree.findall("testsuite")
+    assert [s.get("name") for s in suites] == ["uffdprobe.matrix[host]", "uffdprobe.matrix[stock]"]
+    cases = {(s.get("name"), c.get("name")): c for s in suites for c in s.findall("testcase")}
+    assert len(cases) == len(booted["data"]["cells"]) == int(tree.get("tests"))
+    umap = cases[("uffdprobe.matrix[stock]", "umap-evict[anon-4k]")]
+    assert umap.find("failure").get("type") == REGRESSION
+    props = {p.get("name"): p.get("value") for p in umap.iter("property")}
+    assert props["evidence.wchan"] == "handle_userfault" and props["expected"] == "PASS"
+    assert props["kernel.release"].startswith("6.1.")
+    ok = cases[("uffdprobe.matrix[stock]", "wp-gup-odirect[anon-4k]")]
+    assert ok.find("failure") is None and ok.find("skipped") is None
+    suite_props = {p.get("name"): p.get("value") for p in suites[1].find("properties")}
+    assert suite_props["kernel.recipe"] == "stock" and len(suite_props["kernel.sha256"]) == 64
+    assert int(tree.get("failures")) == sum(c["unexpected"] for c in booted["data"]["cells"]) == 2
+
+
+@root
+def test_flaky_on_host_with_three_runs_and_exit_status(tmp_path):
+    """Expected HANG with one helper-thread run in three: FLAKY, judged FIXED, exit 7; declared ANY: exit 0."""
+    out = tmp_path / "m.json"
+    args = ["--kernel", "host", "--scenario", "selftest-self-deadlock", "--runs", "3",
+            "--param", "selftest_helper_write_runs=[3]", "--json", str(out)]
+    proc = matrix(*args, "--expect", "selftest-self-deadlock=HANG")
+    assert proc.returncode == 7, proc.stderr
+    c = json.loads(out.read_text())["cells"][0]
+    assert (c["label"], c["mark"]) == ("FLAKY: HANG 2/3, PASS 1/3", FIXED)
+    assert "[1/1] host: done" in proc.stderr
+    assert matrix(*args, "--expect", "host:selftest-self-deadlock=ANY").returncode == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kernel", "no-such"], "not 'host', not a file, not a recipe"),
+    (["--kernel", "host", "--kernel", "host"], "given twice"),
+    (["--kernel", "host", "--expect", "cow-leak=BROKEN"], "[KERNEL:]SCENARIO=VERDICT"),
+    (["--kernel", "host", "--expect", "stock:cow-leak=PASS"], "not one of the --kernel values"),
+    (["--kernel", "host", "--scenario", "nope"], "unknown scenario nope"),
+    (["--kernel", "host", "--param", "bogus=1"], "--param bogus=1"),
+    (["--kernel", "host", "--json", "/proc/nope/m.json"], "cannot write /proc/nope/m.json"),
+    (["--kernel", "host", "--runs", "0"], "must be from 1 to 100"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    proc = matrix(*args, "--results-dir", str(tmp_path / "w"), timeout=60)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and message in last, proc.stderr  # argparse adds its usage above
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("expected, verdict, mark", [
+    ("HANG", Verdict.HANG, "expected"), ("NOT_HANG", Verdict.LEAK, "expected"),
+    ("PASS", Verdict.HANG, REGRESSION), ("NOT_LEAK", Verdict.PANIC, REGRESSION),
+    ("HANG", Verdict.PASS, FIXED), ("HANG", Verdict.LEAK, UNEXPECTED), ("PASS", Verdict.ERROR, UNEXPECTED),
+    (None, Verdict.HANG, UNDECLARED), (None, Verdict.VM_TIMEOUT, UNEXPECTED),
+])
+def test_judge(expected, verdict, mark):
+    """The marking rule itself (no kernel behaviour claimed here)."""
+    assert judge(expected, verdict) == mark
