@@ -81,3 +81,61 @@ def faulter():
     yield start
     for f in started:
         f.done(5)
+
+
+# --- the reliability report (issue 9): a table built from this run's own outcomes -------------
+
+_RELIABILITY: dict = {}
+README_BEGIN, README_END = "<!-- reliability:begin -->", "<!-- reliability:end -->"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "reliability(case, handling): a fault or bad input the harness "
+                                       "must survive, and what it must do; listed in the reliability report")
+
+
+def pytest_runtest_logreport(report):
+    """Keep the worst phase outcome of every reliability-marked test."""
+    marker = next((m for m in getattr(report, "_reliability", [])), None)
+    if marker is None:
+        return
+    key = (report.nodeid, marker)
+    previous = _RELIABILITY.get(key, "passed")
+    if report.outcome == "failed" or (report.outcome == "skipped" and previous == "passed" and report.when != "teardown"):
+        _RELIABILITY[key] = report.outcome
+    else:
+        _RELIABILITY.setdefault(key, previous)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    rep._reliability = [(m.args[0], m.args[1]) for m in item.iter_markers("reliability")]
+
+
+def reliability_table(rows: dict) -> str:
+    lines = ["| fault or bad input | what the harness must do | test | result |", "|---|---|---|---|"]
+    for (nodeid, (case, handling)), outcome in sorted(rows.items(), key=lambda kv: kv[0][1][0]):
+        test = nodeid.split("::", 1)[1]
+        lines.append(f"| {case} | {handling} | `{test}` | {outcome} |")
+    return "\n".join(lines)
+
+
+def pytest_sessionfinish(session):
+    """Write reliability-report.md beside the run; with UFFDPROBE_UPDATE_README=1 also into README.md."""
+    if not _RELIABILITY:
+        return
+    import os
+    import pathlib
+    table = reliability_table(_RELIABILITY)
+    out = pathlib.Path(str(session.config.rootpath)) / ".pytest-reports"
+    out.mkdir(exist_ok=True)
+    (out / "reliability-report.md").write_text(table + "\n")
+    readme = pathlib.Path(str(session.config.rootpath)) / "README.md"
+    if os.environ.get("UFFDPROBE_UPDATE_README") == "1" and readme.exists():
+        text = readme.read_text()
+        if README_BEGIN in text and README_END in text:
+            head, rest = text.split(README_BEGIN, 1)
+            tail = rest.split(README_END, 1)[1]
+            readme.write_text(f"{head}{README_BEGIN}\n{table}\n{README_END}{tail}")

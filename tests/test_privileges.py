@@ -27,6 +27,8 @@ def as_nobody():
     shutil.rmtree(work)
 
 
+@pytest.mark.reliability("not root, vm.unprivileged_userfaultfd=0, no access to /dev/userfaultfd",
+                         "every scenario SKIP with the reason, one stderr line, exit 8, results written")
 def test_unprivileged_run_skips_everything_with_the_reason(as_nobody):
     out = as_nobody / "r.json"
     proc = subprocess.run(NOBODY + [sys.executable, "-m", "uffdprobe", "run", "--json", str(out)],

@@ -35,6 +35,8 @@ def test_scenario_passes_on_fixed_kernel(name, memory, kf, target, live_children
     assert not live_children()
 
 
+@pytest.mark.reliability("a scenario task blocked forever on a uffd fault",
+                         "HANG with state, wchan, kernel stack and the pending fault; rescued; reaped")
 def test_self_deadlock_is_hang_with_evidence_and_rescued(kf, target, live_children):
     res = run("selftest-self-deadlock", "anon-4k", kf, target)
     assert res.verdict is Verdict.HANG, res.reason
@@ -69,6 +71,7 @@ def test_wp_lost_decided_from_a_real_untrapped_write(kf, target, need_wp):
     assert res.verdict is Verdict.WP_LOST, res.reason
 
 
+@pytest.mark.reliability("no O_DIRECT target anywhere", "SKIP with the probed reason, never PASS")
 def test_odirect_skips_without_a_target(kf):
     s = SCENARIOS["wp-gup-odirect"]
     assert "O_DIRECT" in skip_reason(s, "anon-4k", kf, None)
@@ -100,12 +103,23 @@ def test_cli_exit_1_on_kernel_problem(kf):
     assert "HANG" in proc.stdout
 
 
+def _bad(argv, needle, case):
+    return pytest.param(argv, needle, id=case, marks=pytest.mark.reliability(
+        case, "one-line error naming the fix, exit 2, nothing run"))
+
+
 @pytest.mark.parametrize("argv,needle", [
-    (["run", "no-such-scenario"], "unknown scenario"),
-    (["run", "cow-leak", "--param", "nope"], "KEY=VALUE"),
-    (["run", "cow-leak", "--param", "bogus=1"], "has a parameter bogus"),
-    (["run", "--hang-timeout", "-1"], "more than 0"),
-    (["run", "--odirect-target", "/proc"], "O_DIRECT"),
+    _bad(["run", "no-such-scenario"], "unknown scenario", "unknown scenario name"),
+    _bad(["run", "cow-leak", "--param", "nope"], "KEY=VALUE", "malformed --param"),
+    _bad(["run", "cow-leak", "--param", "bogus=1"], "has a parameter bogus", "unknown scenario parameter"),
+    _bad(["run", "umap-evict", "--param", "data_pages=0"], "whole number", "zero size parameter"),
+    _bad(["run", "umap-evict", "--param", "data_pages=-5"], "whole number", "negative size parameter"),
+    _bad(["run", "umap-evict", "--param", "data_pages=99999999"], "whole number", "absurdly large page count"),
+    _bad(["run", "--hang-timeout", "-1"], "more than 0", "negative hang timeout"),
+    _bad(["run", "--odirect-target", "/proc"], "O_DIRECT", "O_DIRECT target that refuses O_DIRECT"),
+    _bad(["run", "--json", "/proc/no/such.json"], "cannot write", "unwritable --json path"),
+    _bad(["run", "--kernel", "/etc"], "is a directory", "kernel path that is a directory"),
+    _bad(["run", "--kernel", "no-such-kernel-or-recipe"], "no recipe of that name", "unknown kernel name"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(argv, needle):
     proc = _cli(*argv)
@@ -139,6 +153,7 @@ def test_odirect_on_a_loop_device(kf):
     assert device not in listed
 
 
+@pytest.mark.reliability("THP denied to the process while the system offers it", "SKIP with the reason")
 def test_a_precondition_probed_in_the_child_is_skip(kf, tmp_path):
     """THP offered system-wide but denied to this process for real (prctl PR_SET_THP_DISABLE, 41):
     the child finds no huge page behind its range, and that is SKIP with the reason, not ERROR."""
