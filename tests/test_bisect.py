@@ -143,7 +143,9 @@ def history(tmp_path_factory):
     started = time.monotonic()
     roles = bisect_history.make_history(base / "tree", bisect_history.cached_import())
     print(f"\nbisect history ready in {time.monotonic() - started:.1f} s")
-    return base, roles
+    yield base, roles
+    for big in ("tree", "build"):  # about 1.7 GB; the bisect log and build logs stay for inspection
+        shutil.rmtree(base / big, ignore_errors=True)
 
 
 @pytest.mark.build

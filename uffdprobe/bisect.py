@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from . import bisect_git, bisect_step
+from . import bisect_git, bisect_step, kbuild_cache
 from .bisect_log import BisectLog
 from .kbuild_errors import BadInput, SetupError
 
@@ -51,6 +51,13 @@ def bisect(spec: bisect_step.StepSpec, good_ref: str, bad_ref: str, step_argv: L
     bad = bisect_git.resolve(tree, bad_ref, "--bad")
     if good == bad or not bisect_git.is_ancestor(tree, good, bad):
         raise BadInput(f"--good {good_ref} is not an ancestor of --bad {bad_ref}: give an older --good")
+    with kbuild_cache.Lock(spec.work, "bisect", wait=2, what=f"the bisection work dir {spec.work}"):
+        return _bisect_locked(spec, good, bad, good_ref, bad_ref, step_argv, timeout, started)
+
+
+def _bisect_locked(spec, good, bad, good_ref, bad_ref, step_argv, timeout, started) -> BisectResult:
+    """bisect() once the work dir is ours: endpoints, git bisect run, reset, result."""
+    tree = spec.tree
     log = BisectLog(spec.work)
     log.event("start", tree=str(tree), good=good, bad=bad, scenario=spec.scenario, memory=spec.memory,
               runs=spec.runs, bad_if=spec.bad_if, bad_verdicts=list(spec.bad_verdicts),

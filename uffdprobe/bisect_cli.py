@@ -9,19 +9,36 @@ from .exitcodes import Exit
 from .kbuild_errors import BadInput, KbuildError
 from .scenarios.memkinds import KINDS
 
+BISECT_TEXT = """\
+Check that --good is good and --bad is bad, then run `git bisect run uffdprobe bisect-step ...`.
+Every step builds in one build directory (WORK_DIR/build, one .config), boots the kernel under
+QEMU --runs times and decides. The tree must have no uncommitted changes to tracked files; it is
+always put back on the branch (or commit) it was on. Log: WORK_DIR/bisect.txt and bisect.jsonl.
+Exit: 0 culprit (or candidate list) found, 2 bad input or an endpoint that is not what it should
+be, 130 stopped by Ctrl-C/SIGTERM (the tree is reset, the log keeps the finished steps)."""
+
+STEP_TEXT = """\
+Build HEAD of --tree incrementally, boot it, run the scenario; exit 0 good, 1 bad, 125 skip
+(build failure, boot failure, no verdict, harness error). Never 128 or more, except: Ctrl-C
+exits 130, which makes git bisect run stop (run `git bisect reset` afterwards), and a bad command
+line inside a bisection exits 128 (exit 2 would mark the commit bad). Example:
+  git bisect start BAD GOOD && git bisect run uffdprobe bisect-step --tree . --scenario wp-gup-vmsplice"""
+
 ABORT = 128  # the exit status that makes git bisect run stop: bisect-step's answer to a bad command line
 
 
 def add_parsers(sub) -> None:
     """Register both subcommands."""
-    p = sub.add_parser("bisect", help="find the commit that made a scenario fail (git bisect run driver)")
+    p = sub.add_parser("bisect", help="find the commit that made a scenario fail (git bisect run driver)",
+                       description=BISECT_TEXT, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--good", required=True, metavar="REF", help="a commit where the scenario passes")
     p.add_argument("--bad", required=True, metavar="REF", help="a later commit where it fails")
     p.add_argument("--timeout", type=float, default=0, metavar="S",
                    help="bound for git bisect run (default: per-step bound x (candidates + 2))")
     _common(p)
     p.set_defaults(func=cmd_bisect)
-    s = sub.add_parser("bisect-step", help="one step for `git bisect run`: exit 0 good, 1 bad, 125 skip")
+    s = sub.add_parser("bisect-step", help="one step for `git bisect run`: exit 0 good, 1 bad, 125 skip",
+                       description=STEP_TEXT, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(s)
     s.add_argument("--role", default="bisect", help=argparse.SUPPRESS)
     s.error = _step_usage_error
