@@ -6,7 +6,9 @@ apply; 4 Kconfig dropped a fragment option; 5 the build failed; 6 setup (missing
 lock held past the wait bound); 130 interrupted.
 """
 import argparse
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -60,7 +62,8 @@ def run_build(args) -> int:
             fragments = tuple(Path(f) for f in args.config_fragment) or (kbuild.DEFAULT_FRAGMENT,)
             what = kbuild.BuildSpec(source=args.source or "", base=args.base, fragments=fragments,
                                     patches=tuple(Path(p) for p in args.patch), name="custom")
-        built = kbuild.build(what, progress=not args.quiet, cache_dir=args.cache_dir, jobs=args.jobs)
+        with _terminate_as_interrupt():
+            built = kbuild.build(what, progress=not args.quiet, cache_dir=args.cache_dir, jobs=args.jobs)
     except KbuildError as exc:
         print(f"uffdprobe kernel build: {exc}", file=sys.stderr)
         return int(exc.exit_code)
@@ -105,6 +108,24 @@ def run_clean(args) -> int:
         print(f"removed {path}", file=sys.stderr)
     print(f"kernel cache cleaned in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return int(Exit.OK)
+
+
+class _terminate_as_interrupt:
+    """While building, SIGTERM/SIGHUP raise KeyboardInterrupt so make's process group is killed and reaped."""
+
+    def __enter__(self):
+        self.old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                self.old[sig] = signal.signal(sig, self._raise)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _usage(message: str) -> int:
