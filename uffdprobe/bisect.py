@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from . import bisect_git, bisect_step, kbuild_cache
+from . import bisect_build, bisect_git, bisect_step, kbuild_cache
 from .bisect_log import BisectLog
 from .kbuild_errors import BadInput, SetupError
 
@@ -59,6 +59,8 @@ def _bisect_locked(spec, good, bad, good_ref, bad_ref, step_argv, timeout, start
     """bisect() once the work dir is ours: endpoints, git bisect run, reset, result."""
     tree = spec.tree
     log = BisectLog(spec.work)
+    if bisect_build.start_fresh_if_changed(spec.work, spec.base, list(spec.fragments)):
+        log.event("reconfigure", reason="base or config fragments changed since the last bisection here")
     log.event("start", tree=str(tree), good=good, bad=bad, scenario=spec.scenario, memory=spec.memory,
               runs=spec.runs, bad_if=spec.bad_if, bad_verdicts=list(spec.bad_verdicts),
               candidates=bisect_git.count_between(tree, good, bad), work=str(spec.work))

@@ -1,10 +1,12 @@
 """Incremental kernel builds for bisection: one `make O=` directory and one .config for every step.
 
-The first step configures (base target + fragments, as the builder does) and saves the .config;
-each later step restores it, lets `make olddefconfig` follow Kconfig changes, and runs make, so
+The first step configures (base target + fragments, as the builder does) and saves the .config
+and the fragments' options (so editing a fragment file mid-bisection changes nothing); each later
+step restores it, lets `make olddefconfig` follow Kconfig changes, and runs make, so
 only files the checkout changed (and what depends on them) recompile. ccache sees the same
 compiler flags throughout, so revisiting a state costs cache hits, not compiles.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +18,7 @@ from . import kbuild_cache, kbuild_config, kbuild_make
 from .kbuild_errors import BuildFailed
 
 BZIMAGE = Path("arch/x86/boot/bzImage")
+FROZEN = "bisect.fragments.json"
 
 
 @dataclass
@@ -48,15 +51,15 @@ def build_step(tree: Path, work: Path, base: str, fragments: list, label: str, j
     show.note(f"build log: {log_path}")
     make = kbuild_make.make_argv(tree, build)
     with open(log_path, "a") as log:
-        if saved.exists():
+        frozen = _load_frozen(work)
+        if saved.exists() and frozen is not None:
             build.mkdir(parents=True, exist_ok=True)
             _restore(saved, build / ".config")
             _olddefconfig(make, tree, log)
-            wanted = {}
-            for fragment in fragments:
-                wanted.update(kbuild_config.read_fragment(fragment))
-            kbuild_config.check_dropped(wanted, kbuild_config.parse((build / ".config").read_text()), fragments)
+            final = kbuild_config.parse((build / ".config").read_text())
+            kbuild_config.check_dropped(frozen["wanted"], final, frozen["fragments"])
         else:
+            freeze(work, base, fragments)
             config = kbuild_config.configure(make, tree, build, base, list(fragments), log)
             shutil.copyfile(config, saved)
     jobs = jobs or (os.cpu_count() or 1) + 1
@@ -67,6 +70,38 @@ def build_step(tree: Path, work: Path, base: str, fragments: list, label: str, j
     show.finish("built")
     return BuildOutcome(bzimage, kbuild_cache.sha256_file(bzimage), time.monotonic() - started,
                         show.compiled, log_path)
+
+
+def freeze(work: Path, base: str, fragments: list) -> None:
+    """Record the base and the fragments' options: later steps check against these, not the files."""
+    wanted = {}
+    for fragment in fragments:
+        wanted.update(kbuild_config.read_fragment(fragment))
+    state = {"base": base, "fragments": [str(f) for f in fragments], "hashes": fragment_hashes(fragments),
+             "wanted": wanted}
+    kbuild_cache.write_atomic(Path(work) / FROZEN, json.dumps(state, indent=1).encode())
+
+
+def fragment_hashes(fragments: list) -> list:
+    """sha256 of each fragment file, in order."""
+    return [kbuild_cache.sha256_file(Path(f)) for f in fragments]
+
+
+def start_fresh_if_changed(work: Path, base: str, fragments: list) -> bool:
+    """At the start of a bisection: drop the saved .config when base or fragments changed since."""
+    frozen = _load_frozen(work)
+    if frozen is None or (frozen["base"], frozen["hashes"]) == (base, fragment_hashes(fragments)):
+        return False
+    (Path(work) / "bisect.config").unlink(missing_ok=True)
+    (Path(work) / FROZEN).unlink()
+    return True
+
+
+def _load_frozen(work: Path):
+    try:
+        return json.loads((Path(work) / FROZEN).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def make_env(tree: Path, work: Path) -> dict:
