@@ -66,8 +66,9 @@ class _Tail(threading.Thread):
 
 
 def run_in_vm(args: argparse.Namespace) -> int:
-    from .vm.boot import boot
+    from .vm.boot import Terminated, boot
     from .vm.errors import VmInputError, VmSetupError
+    from .vm.paths import new_run_dir
     try:
         runs = getattr(args, "runs", 1)
         planned = [(s.name, m, i if runs > 1 else None) for i in range(1, runs + 1)
@@ -76,30 +77,30 @@ def run_in_vm(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
     kernel = resolve(args.kernel)
     table = sys.stderr if args.ktap else sys.stdout
-    tail: Optional[_Tail] = None
+    run_dir = new_run_dir()
+    tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table)
+    tail.start()
 
     def progress(text: str) -> None:
-        nonlocal tail
         print(f"[vm] {text}", file=sys.stderr, flush=True)
-        if tail is None and "console:" in text:
-            run_dir = Path(text.rsplit("console:", 1)[1].strip()).parent
-            tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table)
-            tail.start()
 
     try:
-        result = boot(kernel, guest_argv(args), timeout=args.vm_timeout, accel=args.accel, progress=progress)
+        result = boot(kernel, guest_argv(args), timeout=args.vm_timeout, accel=args.accel, progress=progress,
+                      run_dir=run_dir)
     except VmInputError as exc:
         raise UsageError(str(exc)) from None
     except VmSetupError as exc:
         print(f"uffdprobe: {exc}", file=sys.stderr)
         return Exit.SETUP
+    except Terminated:
+        print(f"uffdprobe: terminated; verdicts so far are in {run_dir / 'channel' / 'results'}", file=sys.stderr)
+        return Exit.INTERRUPTED
     finally:
-        if tail is not None:
-            tail.stop.set()
-            tail.join(2)
+        tail.stop.set()
+        tail.join(2)
     stream = result.results_dir / "verdicts.jsonl"
     results = report.read_jsonl(stream) if stream.exists() else []
-    for r in results[tail.seen if tail else 0:]:
+    for r in results[tail.seen:]:
         print(report.table_line(r), file=table, flush=True)
     missing = _cut_off(planned, results, result)
     for r in missing:
@@ -126,8 +127,16 @@ def _cut_off(planned, results: List[Result], boot) -> List[Result]:
     verdict = Verdict(boot.outcome) if boot.outcome in BOOT_EXIT else Verdict.ERROR
     reason = boot.reason if boot.outcome in BOOT_EXIT else \
         f"the guest command ended (exit {boot.exit_status}) without this verdict"
-    evidence = {"console_log": str(boot.console_log), "panic_lines": boot.panic_lines,
-                "timings": boot.timings}
+    evidence = {"console_log": str(boot.console_log), "console_tail": _tail_lines(boot.console_log),
+                "panic_lines": boot.panic_lines, "timings": boot.timings}
     kernel = dict(boot.kernel_identity)
     return [Result(name, mem, verdict, reason, evidence, kernel, {} if run is None else {"run": run}, None)
             for name, mem, run in planned if (name, mem, run) not in done]
+
+
+def _tail_lines(path: Path, n: int = 25) -> List[str]:
+    """The last lines of the console log: where a guest command that died says why."""
+    try:
+        return path.read_text(errors="replace").splitlines()[-n:]
+    except OSError:
+        return []
