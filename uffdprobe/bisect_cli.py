@@ -1,6 +1,7 @@
 """`uffdprobe bisect` and `uffdprobe bisect-step` (the latter for `git bisect run`)."""
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -162,6 +163,9 @@ def cmd_bisect(args) -> int:
     except KbuildError as exc:
         print(f"uffdprobe bisect: {exc}", file=sys.stderr)
         return exc.exit_code if exc.exit_code != Exit.BUILD_FAILED else Exit.SETUP
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"uffdprobe bisect: {exc}; the tree was reset", file=sys.stderr)
+        return Exit.SETUP
     if result.first_bad:
         c = result.candidates[0]
         print(f"first bad commit: {c['commit']} {c['subject']}")
