@@ -115,15 +115,10 @@ def boot_once(spec: StepSpec, bzimage: Path, index: int) -> RunOutcome:
                               memory=spec.memory, param=[], scenarios=[spec.scenario])
     note = (lambda text: print(f"bisect-step [run {index}/{spec.runs}] {text}", file=sys.stderr, flush=True)) \
         if spec.progress else None
-    result = boot(str(bzimage), guest_argv(args, guest_run), timeout=spec.vm_timeout, progress=note)
+    result = boot(str(bzimage), guest_run.guest_argv(args), timeout=spec.vm_timeout, progress=note)
     stream = result.results_dir / "verdicts.jsonl"
     return classify(result, report.read_jsonl(stream) if stream.exists() else [], spec.scenario,
                     spec.bad_verdicts)
-
-
-def guest_argv(args, guest_run) -> list:
-    """The in-guest `uffdprobe run` command for the scenario."""
-    return guest_run.guest_argv(args)
 
 
 def run_step(spec: StepSpec, standalone: bool = True) -> int:
