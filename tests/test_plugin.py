@@ -5,6 +5,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 pytest_plugins = ["pytester"]
+#: pytester points HOME at its temp dir; the inner session must still find the kernel cache.
+REAL_CACHE = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
 
 USER_TESTS = '''
 import pytest
@@ -83,3 +85,40 @@ def test_bad_kernel_is_a_usage_error(pytester):
     result = pytester.runpytest_subprocess("--kernel", "no-such-kernel", timeout=60)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--kernel no-such-kernel: not 'host', not a file, not a recipe*"])
+
+
+TWO_KERNELS = '''
+import os
+import pytest
+
+@pytest.mark.uffd_scenario("wp-real-write")
+@pytest.mark.needs("root", "uffd-wp")
+def test_real_write_traps(uffd_verdict):
+    uffd_verdict.check()
+
+@pytest.mark.uffd_scenario("selftest-self-deadlock")
+def test_self_deadlock(uffd_verdict):
+    uffd_verdict.check()
+
+def test_release(uffd_kernel):
+    print(f"RELEASE {uffd_kernel.label} {uffd_kernel.identity['release']}")
+'''
+
+
+@pytest.mark.vm
+@pytest.mark.timeout(1200)  # above pytester's own limit, which kills the inner session
+def test_two_kernels_one_boot_each(pytester, monkeypatch):
+    """--kernel host --kernel stock: per-kernel ids and results; stock is booted once for all its tests."""
+    monkeypatch.setenv("XDG_CACHE_HOME", REAL_CACHE)
+    pytester.makepyfile(test_user=TWO_KERNELS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", "-s", "--kernel", "host",
+                                           "--kernel", "stock", "--uffd-expect",
+                                           "stock:selftest-self-deadlock=HANG", timeout=900)
+    # pytest groups the tests by the session-scoped kernel: all of host's, then all of stock's
+    result.stdout.fnmatch_lines(["*test_real_write_traps[[]host[]] PASSED*",
+                                 "*test_self_deadlock[[]host[]] FAILED*",
+                                 "*test_real_write_traps[[]stock[]] PASSED*",
+                                 "*test_self_deadlock[[]stock[]] XFAIL*"])
+    result.stdout.fnmatch_lines([f"*RELEASE host {os.uname().release}*", "*RELEASE stock 6.1.*"])
+    assert len([ln for ln in result.stdout.lines if "stock: booting" in ln]) == 1
+    assert result.parseoutcomes() == {"passed": 4, "failed": 1, "xfailed": 1}
