@@ -247,6 +247,9 @@ def clean(cache_dir=None, everything: bool = False) -> list:
         if os.path.lexists(path):
             cache.remove_tree(path)
             removed.append(path)
+    for leftover in root.glob(".stage-*") if not busy else []:  # staging dirs of killed builds
+        cache.remove_tree(leftover)
+        removed.append(leftover)
     if busy:
         raise SetupError(f"left {len(busy)} workspace(s) alone: a build is running in them ({', '.join(busy)})")
     return removed
