@@ -2,7 +2,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 #: Two runs of four scenarios: selftest-self-deadlock varies by run (FLAKY), umap-evict's test-only
 #: circular wait hangs for real (HANG, a REGRESSION against stock's declared PASS), and a declared
