@@ -72,6 +72,15 @@ def build_step(tree: Path, work: Path, base: str, fragments: list, label: str, j
                         show.compiled, log_path)
 
 
+def compiled_in(log_path) -> int:
+    """How many files a build log shows being compiled (also for a build that failed)."""
+    try:
+        return sum(1 for line in Path(log_path).read_text(errors="replace").splitlines()
+                   if line.startswith("  CC "))
+    except OSError:
+        return 0
+
+
 def freeze(work: Path, base: str, fragments: list) -> None:
     """Record the base and the fragments' options: later steps check against these, not the files."""
     wanted = {}

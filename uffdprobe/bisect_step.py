@@ -167,7 +167,9 @@ def _build_boot_decide(spec: StepSpec, record: dict) -> tuple:
                                         label=f"bisect-{record['commit'][:12]}", jobs=spec.jobs,
                                         progress=spec.progress)
     except (BuildFailed, ConfigDropped) as exc:
-        record.update(build_s=round(time.monotonic() - build_started, 2), build_log=str(getattr(exc, "log", "") or ""))
+        log_path = str(getattr(exc, "log", "") or "")
+        record.update(build_s=round(time.monotonic() - build_started, 2), build_log=log_path,
+                      compiled=bisect_build.compiled_in(log_path) if log_path else 0)
         text = str(exc)
         return SKIP, (text if text.startswith("build failed") else f"build failed: {text}")[:400]
     except KbuildError as exc:
