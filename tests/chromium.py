@@ -26,9 +26,10 @@ class Chromium:
         self.timeout = timeout
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
-        # The protocol wants its pipe on fds 3 (commands in) and 4 (replies out); sh puts them there.
+        # The protocol wants its pipe on fds 3 (commands in) and 4 (replies out); bash puts them there
+        # (dash refuses fd numbers above 9, which the pipe gets inside a busy pytest process).
         self.proc = subprocess.Popen(
-            ["sh", "-c", f'exec "$0" "$@" 3<&{to_chrome_r} 4>&{from_chrome_w}', binary,
+            ["bash", "-c", f'exec "$0" "$@" 3<&{to_chrome_r} 4>&{from_chrome_w}', binary,
              *FLAGS, f"--user-data-dir={profile}", "about:blank"],
             pass_fds=(to_chrome_r, from_chrome_w), stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=open(profile / "chromium.stderr", "wb"), start_new_session=True)

@@ -5,6 +5,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -67,8 +68,14 @@ def _check_outputs(args: argparse.Namespace) -> None:
             raise UsageError(f"cannot write {path}; choose a writable file path")
 
 
+_SAY_LOCK = threading.Lock()
+
+
 def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    """A progress line on stderr, whole even when kernels run in parallel."""
+    with _SAY_LOCK:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
@@ -129,6 +136,5 @@ def _interrupt(signum, frame):
 
 
 def _main_thread() -> bool:
-    import threading
     return threading.current_thread() is threading.main_thread()
 

@@ -131,6 +131,8 @@ class Runner:
         owed = planned(self.opts)
         if target.build_error:
             return _filled(target, [], owed, Verdict.BUILD_FAIL, target.build_error, {})
+        if self.stopping.is_set():
+            return _filled(target, [], owed, Verdict.ERROR, "interrupted before it started", {})
         what = f"booting {target.path}" if target.path else "on the running kernel"
         log = out / "run.log"
         self.say(f"{index} {target.label}: {what} (log: {log})")
@@ -207,9 +209,9 @@ def run_all(targets: List[Target], opts: Options, work: Path, jobs: int, say: Ca
             for f in finished:
                 done[futures[f].label] = f.result()
     except BaseException:
-        runner.stop_all()
-        for f in futures:
+        for f in futures:  # first, so no queued kernel starts while the running ones stop
             f.cancel()
+        runner.stop_all()
         pool.shutdown(wait=True)
         raise
     pool.shutdown(wait=True)
