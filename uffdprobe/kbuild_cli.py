@@ -91,7 +91,7 @@ def run_list(args) -> int:
     for entry in entries:
         ident = entry.identity
         when = ident.get("built_at", "")[:16].replace("T", " ")
-        print(f"{entry.path.name[:12]}  {ident.get('name', '?'):22} {ident.get('version', '?'):10} "
+        print(f"{entry.path.name[:12]}  {ident.get('name', '?'):26} {ident.get('version', '?'):10} "
               f"{len(ident.get('patches', []))} patch(es)  {when}  {entry.bzimage}")
     return int(Exit.OK)
 
