@@ -23,7 +23,7 @@ def timed(name: str, cache_dir, label: str) -> float:
     started = time.monotonic()
     built = kbuild.build(name, progress=False, cache_dir=cache_dir)
     seconds = time.monotonic() - started
-    print(f"{label:<28} {name:<22} {seconds:8.1f} s  cached={built.cached}", flush=True)
+    print(f"{label:<28} {name:<26} {seconds:8.2f} s  cached={built.cached}", flush=True)
     return seconds
 
 
@@ -42,7 +42,7 @@ def main() -> int:
         total = 0.0
         for i, name in enumerate(VARIANTS):
             total += timed(name, cache_dir, "base build" if i == 0 else "variant after base")
-        print(f"{'all variants, built':<28} {'':<22} {total:8.1f} s")
+        print(f"{'all variants, built':<28} {'':<26} {total:8.1f} s")
         for name in VARIANTS:
             timed(name, cache_dir, "cache hit")
     finally:
