@@ -82,6 +82,15 @@ def test_lost_writebacks_are_reported_as_corruption(kf, store_dir, live_children
     assert not live_children()
 
 
+def test_an_untrapped_write_to_a_clean_page_is_wp_lost(kf, store_dir, live_children):
+    """A clean page whose protection really went away and that was written: the eviction's
+    read-back differs from the store, which is WP_LOST (the fixup variant does this by itself)."""
+    res = run(kf, store_dir, selftest_unprotected_write=True)
+    assert res.verdict is Verdict.WP_LOST, res.reason
+    assert res.evidence["counters"]["untrapped_writes"] > 0
+    assert not live_children()
+
+
 @pytest.mark.timeout(60)
 def test_evictor_writing_its_protected_page_is_hang_rescued_and_reaped(kf, store_dir, live_children):
     """The evictor stores into the dirty page it write-protected while the handler waits for that

@@ -8,7 +8,7 @@ import pytest
 from uffdprobe import expect, recipes
 from uffdprobe.verdicts import Result, Verdict
 
-VARIANTS = ["stock", "model-5.7", "model-5.8", "model-5.8-break-cow"]
+VARIANTS = ["stock", "model-5.7", "model-5.8", "model-5.8-break-cow", "model-5.8-break-cow-fixup"]
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,18 @@ def test_model_5_7_leaks_and_does_not_hang(matrix):
 def test_break_cow_fixes_the_hang(matrix):
     v = verdicts(matrix["model-5.8-break-cow"])
     assert Verdict.HANG not in {v["wp-gup-vmsplice"], v["wp-gup-odirect"], v["umap-evict"]}
+
+
+@pytest.mark.vm
+@pytest.mark.build
+def test_break_cow_as_posted_reopens_the_leak(matrix):
+    assert verdicts(matrix["model-5.8-break-cow"])["cow-leak"] is Verdict.LEAK
+
+
+@pytest.mark.vm
+@pytest.mark.build
+def test_break_cow_fixup_closes_the_leak_but_loses_write_protection(matrix):
+    v = verdicts(matrix["model-5.8-break-cow-fixup"])
+    assert v["cow-leak"] is Verdict.PASS
+    assert Verdict.HANG not in v.values()
+    assert v["wp-gup-odirect"] is v["wp-cow-inherit"] is v["umap-evict"] is Verdict.WP_LOST

@@ -21,11 +21,13 @@ from .context import ScenarioContext
 from .memkinds import SkipScenario
 
 DEFAULTS = {"data_pages": 64, "buffer_pages": 8, "evictors": 2, "passes": 2, "seed": None,
-            "timeout_s": 90.0, "selftest_cpu_write_evict": False, "selftest_drop_dirty": False}
+            "timeout_s": 90.0, "selftest_cpu_write_evict": False, "selftest_drop_dirty": False,
+            "selftest_unprotected_write": False}
 #: Test-only knobs. cpu_write_evict: the evictor stores into the dirty page it has write-protected
 #: (a CPU write instead of a read-GUP) while the handler waits for that eviction: a circular wait
 #: on any kernel. drop_dirty: dirty pages are dropped unwritten: real data loss the check must see.
-KNOBS = ("selftest_cpu_write_evict", "selftest_drop_dirty")
+#: unprotected_write: a clean page's protection is really removed and the page written, untrapped.
+KNOBS = ("selftest_cpu_write_evict", "selftest_drop_dirty", "selftest_unprotected_write")
 WORDS = PAGE_SIZE // 8
 POLL_S = 0.05
 
@@ -90,6 +92,7 @@ class PageBuffer:
         knobs = knobs or {}
         self.cpu_write_evict = bool(knobs.get("selftest_cpu_write_evict"))
         self.drop_dirty = bool(knobs.get("selftest_drop_dirty"))
+        self.write_clean = bool(knobs.get("selftest_unprotected_write"))
         self.state = [ABSENT] * n_pages
         self.fifo: collections.deque = collections.deque()
         self.free, self.leaving, self.wanting = slots, 0, 0
@@ -99,7 +102,7 @@ class PageBuffer:
         self.aborted: Optional[str] = None
         self.error: Optional[str] = None
         self.counters = {"missing_faults": 0, "wp_faults": 0, "evictions": 0, "writebacks": 0,
-                         "leaving_waits": 0, "slot_waits": 0}
+                         "leaving_waits": 0, "slot_waits": 0, "untrapped_writes": 0}
 
     def addr(self, page: int) -> int:
         return self.base + page * PAGE_SIZE
@@ -244,7 +247,21 @@ class PageBuffer:
                 lib.up_rewrite_u64(addr)  # test-only: a write fault only this eviction's end answers
             if memory.pwrite_from(self.fd, addr, PAGE_SIZE, page * PAGE_SIZE) != PAGE_SIZE:
                 raise OSError(errno.EIO, f"short O_DIRECT pwrite of page {page}")
+        if self.write_clean and not dirty:
+            # Test-only: really drop the protection of a clean page and write it, untrapped.
+            self.uffd.writeprotect(addr, PAGE_SIZE, protect=False, dontwake=True)
+            memory.touch(addr, PAGE_SIZE, write=True, value=0xA5, stride=512)
+        if not self.drop_dirty and not self._matches_store(page):
+            # The page is protected and clean now: only a write that went untrapped can change it.
+            with self.cond:
+                self.counters["untrapped_writes"] += 1
         memory.madvise(addr, PAGE_SIZE, "MADV_DONTNEED")
+
+    def _matches_store(self, page: int) -> bool:
+        """Whether the resident page still equals its copy in the store (read back with O_DIRECT)."""
+        with memory.mmap_anonymous(PAGE_SIZE) as back:
+            memory.pread_into(self.fd, back.addr, PAGE_SIZE, page * PAGE_SIZE)
+            return back.read(0, PAGE_SIZE) == memory.Mapping(self.addr(page), PAGE_SIZE).read(0, PAGE_SIZE)
 
     def _fail(self, what: str) -> None:
         """A harness fault: record it and unregister, so a faulting workload can still finish."""
@@ -333,6 +350,12 @@ def _verdict(buf: PageBuffer, rescued: bool, initial: dict, done: dict, evidence
     if done["stuck_threads"] or final is None:
         return Outcome(Verdict.ERROR, f"threads did not finish: {done['stuck_threads']}", evidence)
     bad = [k for k in ("sum", "xor") if final[k] != initial[k]]
+    corrupted = bool(final["unsorted"] or bad or final["hash"] != initial["sorted_hash"])
+    lost = buf.counters["untrapped_writes"]
+    if lost:
+        return Outcome(Verdict.WP_LOST, f"{lost} write-protected clean page(s) differed from the store at "
+                       "eviction: writes to them went untrapped"
+                       + ("; the sorted data came out corrupted" if corrupted else ""), evidence)
     if final["unsorted"] or bad or final["hash"] != initial["sorted_hash"]:
         return Outcome(Verdict.ERROR, f"data corrupted: {final['unsorted']} descending neighbours, "
                        f"checksums differing: {bad or 'none'}, sorted hash "

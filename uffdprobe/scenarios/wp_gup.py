@@ -13,10 +13,11 @@ from ..memory import PAGE_SIZE
 from ..verdicts import Outcome, Verdict
 from .common import PATTERN, fork_reader, page_flags, read_exactly, reap, wp_page
 from .context import ScenarioContext
+from .wp_real_write import trap_real_write
 
 
 def _finish(ctx: ScenarioContext, uffd, m, call: str, got: bytes) -> Outcome:
-    """PASS when the bytes came through intact, no fault was raised and the page is still protected."""
+    """PASS when the bytes came through intact, no fault was raised, and a real write still traps."""
     after = pagemap.read(m.addr)[0]
     pending = uffd.read()
     evidence = {"pagemap_after": page_flags(after), "uffd_messages_after": [repr(x) for x in pending]}
@@ -24,8 +25,13 @@ def _finish(ctx: ScenarioContext, uffd, m, call: str, got: bytes) -> Outcome:
         return Outcome(Verdict.ERROR, f"{call} returned but raised {len(pending)} uffd message(s)", evidence)
     if got != PATTERN:
         return Outcome(Verdict.ERROR, f"{call} moved {len(got)} bytes that differ from the page", evidence)
-    return Outcome(Verdict.PASS, f"{call} of the write-protected page completed without a uffd fault",
-                   evidence)
+    out = trap_real_write(ctx, uffd, m)
+    out.evidence.update(evidence)
+    if out.verdict is Verdict.PASS:
+        out.reason = f"{call} of the write-protected page completed without a uffd fault; a later write still trapped"
+    else:
+        out.reason = f"after {call}: {out.reason}"
+    return out
 
 
 def run_vmsplice(ctx: ScenarioContext) -> Outcome:
