@@ -168,3 +168,17 @@ def test_a_precondition_probed_in_the_child_is_skip(kf, tmp_path):
     assert proc.returncode == 0, proc.stderr
     [res] = json.loads(out.read_text())
     assert res["verdict"] == "SKIP" and "THP" in res["reason"]
+
+
+@pytest.mark.reliability("a watched call that never returns, task busy in the kernel, no uffd fault",
+                         "HANG (never returns) with the task's state sampled; killed and reaped")
+def test_kernel_spin_is_hang_then_killed(kf, target, live_children):
+    s = SCENARIOS["selftest-kernel-spin"]
+    limits = supervisor.Limits(hang_s=0.5, spin_s=3.0, rescue_s=2.0)
+    res = supervisor.run_one(s, "anon-4k", dict(s.defaults), kf.kernel, limits, target)
+    assert res.verdict is Verdict.HANG, res.reason
+    assert "never returned" in res.reason
+    assert set(res.evidence["hang"]["states_sampled"]) <= {"R", "D"}
+    assert res.evidence["exit"]["killed"] is True
+    assert res.duration_s < 30
+    assert not live_children()

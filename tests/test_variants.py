@@ -17,7 +17,8 @@ def matrix(tmp_path_factory):
     out = {}
     for name in VARIANTS:
         path = tmp_path_factory.mktemp(name) / "results.json"
-        proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "--kernel", name, "--json", str(path)],
+        proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "--kernel", name, "--memory", "anon-4k",
+                               "--json", str(path)],
                               capture_output=True, text=True, timeout=1800)
         assert proc.returncode in (0, 1), f"{name}: exit {proc.returncode}\n{proc.stderr[-3000:]}"
         out[name] = [Result.from_dict(d) for d in json.loads(path.read_text())]

@@ -20,8 +20,10 @@ from .verdicts import Outcome, Result, Verdict
 
 @dataclass
 class Limits:
-    """Bounds on every wait; hang_s is the 'blocked this long on a uffd fault means HANG' threshold."""
+    """Bounds on every wait. hang_s: blocked this long on a uffd fault means HANG; spin_s: a watched
+    call whose task stays R or D this long with no uffd fault pending is HANG too (it never returns)."""
     hang_s: float = 2.0
+    spin_s: float = 20.0
     scenario_s: float = 120.0
     rescue_s: float = 10.0
 
@@ -61,6 +63,7 @@ class _Watch:
         self.counters: Dict[str, Any] = {}
         self.hang: Optional[Dict[str, Any]] = None
         self.closed = False
+        self.states: List[Optional[str]] = []
 
     def receive(self) -> None:
         try:
@@ -105,6 +108,21 @@ class _Watch:
                 "blocked_tasks": blocked,
                 "pending_uffd_messages": pending,
                 "all_task_states": {f"{t['pid']}/{t['tid']}": t["state"] for t in all_tasks},
+                "counters": dict(self.counters)}
+
+    def spinning(self, spin_s: float) -> Optional[Dict[str, Any]]:
+        """Evidence when the watched task has stayed runnable or in D, outside handle_userfault, for
+        spin_s seconds without progress: the call never returns (a livelock or a non-uffd wedge)."""
+        pid, tid = self.watching["pid"], self.watching["tid"]
+        state = tasks.task_state(pid, tid)
+        self.states.append(state)
+        if state not in ("R", "D"):
+            self.states.clear()
+        if not self.states or time.monotonic() - self.last_activity < spin_s:
+            return None
+        return {"watched_call": self.watching.get("what"), "blocked_tasks": [], "pending_uffd_messages": [],
+                "spinning_task": tasks.describe(pid, tid), "states_sampled": "".join(self.states),
+                "all_task_states": {f"{t['pid']}/{t['tid']}": t["state"] for t in tasks.all_tasks(self.pid)},
                 "counters": dict(self.counters)}
 
     def rescue(self) -> str:
@@ -172,20 +190,19 @@ def run_one(scenario: Scenario, memory: str, params: Dict[str, Any], kernel: Dic
                 break
             wait = deadline - now
             if w.watching is not None and w.hang is None:
-                wait = min(wait, max(0.0, w.last_activity + limits.hang_s - now))
+                idle = now - w.last_activity
+                wait = min(wait, max(0.0, limits.hang_s - idle) if idle < limits.hang_s else 0.5)
             ready, _, _ = select.select([parent_sock], [], [], wait)
             if ready:
                 w.receive()
                 continue
             if w.watching is not None and w.hang is None and \
                     time.monotonic() - w.last_activity >= limits.hang_s:
-                evidence = w.inspect()
+                evidence = w.inspect() or w.spinning(limits.spin_s)
                 if evidence is not None:
                     w.hang = evidence
                     rescue_note = w.rescue()
                     deadline = min(deadline, time.monotonic() + limits.rescue_s)
-                else:
-                    w.last_activity = time.monotonic()  # blocked, but not on a uffd fault: keep waiting
         timed_out = w.result is None and not w.closed
         stuck = tasks.all_tasks(pid) if timed_out else None
     finally:
@@ -214,8 +231,13 @@ def _decide(scenario, memory, params, kernel, w: _Watch, rescue_note, timed_out,
             evidence["after_rescue"] = "the child did not finish after the rescue: killed and reaped"
         blocked = w.hang["blocked_tasks"]
         what = w.hang["watched_call"] or "the workload"
-        where = f"{len(blocked)} task(s) in handle_userfault" if blocked else "a uffd fault pending"
-        reason = f"{what} blocked > {limits.hang_s:g}s: {where}, nobody to answer"
+        if "spinning_task" in w.hang:
+            state = w.hang["spinning_task"]["state"]
+            reason = (f"{what} never returned: its task stayed {state} for > {limits.spin_s:g}s outside "
+                      "handle_userfault with no uffd fault pending (a kernel livelock or wedge)")
+        else:
+            where = f"{len(blocked)} task(s) in handle_userfault" if blocked else "a uffd fault pending"
+            reason = f"{what} blocked > {limits.hang_s:g}s: {where}, nobody to answer"
         verdict = Verdict.HANG
     elif child:
         verdict, reason = Verdict(child["verdict"]), child["reason"]

@@ -47,7 +47,7 @@ def skip_reason(s: Scenario, memory: str, kf: KernelFeatures, odirect_target: Op
 
 
 def _table() -> Dict[str, Scenario]:
-    from . import cow_leak, umap_evict, wp_cow_inherit, wp_gup, wp_real_write
+    from . import cow_leak, selftest, umap_evict, wp_cow_inherit, wp_gup, wp_real_write
     rows = [
         Scenario("wp-gup-vmsplice",
                  "Does vmsplice() of a uffd-write-protected page complete without a uffd fault, "
@@ -90,6 +90,11 @@ def _table() -> Dict[str, Scenario]:
                  "this hangs on every kernel and must come out HANG, rescued.",
                  wp_real_write.run_self_deadlock, ("uffd", "uffd-wp"), memory=("anon-4k",),
                  defaults={"selftest_helper_write_runs": []}, test_only=True),
+        Scenario("selftest-kernel-spin",
+                 "Harness self-test: the watched call keeps its task busy in the kernel, no uffd "
+                 "involved; it must come out HANG (never returns) and be killed.",
+                 selftest.run_kernel_spin, ("uffd",), memory=("anon-4k",),
+                 defaults={"spin_for_s": 120.0}, test_only=True),
     ]
     return {s.name: s for s in rows}
 
