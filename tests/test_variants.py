@@ -8,6 +8,7 @@ import pytest
 from uffdprobe import expect, recipes
 from uffdprobe.verdicts import Result, Verdict
 
+pytestmark = pytest.mark.timeout(3600)  # may build the recipes cold before five boots
 VARIANTS = ["stock", "model-5.7", "model-5.8", "model-5.8-break-cow", "model-5.8-break-cow-fixup"]
 
 
