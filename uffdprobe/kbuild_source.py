@@ -177,15 +177,19 @@ def _tree_fingerprint(tree: Path) -> str:
 
 def _pipe_copy(src: Path, dest: Path) -> None:
     """Copy a tree without its .git directory (tar | tar keeps modes and mtimes)."""
-    producer = subprocess.Popen(["tar", "-C", str(src), "--exclude=./.git", "-cf", "-", "."],
-                                stdout=subprocess.PIPE)
+    _untar_from(["tar", "-C", str(src), "--exclude=./.git", "-cf", "-", "."], dest, f"copying {src}")
+
+
+def _untar_from(producer_argv: list, dest: Path, what: str) -> None:
+    """Run a command that writes a tar stream and unpack that stream into dest, both bounded."""
+    producer = subprocess.Popen(producer_argv, stdout=subprocess.PIPE)
     try:
         subprocess.run(["tar", "-C", str(dest), "-xf", "-"], stdin=producer.stdout, check=True,
                        timeout=TAR_TIMEOUT)
     finally:
         producer.stdout.close()
         if producer.wait(timeout=TAR_TIMEOUT) != 0:
-            raise SetupError(f"copying {src} failed (tar exit {producer.returncode})")
+            raise SetupError(f"{what} failed ({producer_argv[0]} exit {producer.returncode})")
 
 
 def _git_commit(spec: SourceSpec) -> str:
@@ -204,15 +208,8 @@ def _git_commit(spec: SourceSpec) -> str:
 
 
 def _git_archive(spec: SourceSpec, commit: str, dest: Path) -> None:
-    producer = subprocess.Popen(["git", "-C", spec.location, "archive", "--format=tar", commit],
-                                stdout=subprocess.PIPE)
-    try:
-        subprocess.run(["tar", "-C", str(dest), "-xf", "-"], stdin=producer.stdout, check=True,
-                       timeout=TAR_TIMEOUT)
-    finally:
-        producer.stdout.close()
-        if producer.wait(timeout=TAR_TIMEOUT) != 0:
-            raise SetupError(f"git archive {commit} in {spec.location} failed")
+    _untar_from(["git", "-C", spec.location, "archive", "--format=tar", commit], dest,
+                f"git archive {commit} in {spec.location}")
 
 
 def _run(argv: list, timeout: float, what: str, **kw) -> subprocess.CompletedProcess:

@@ -1,10 +1,10 @@
 """Recognise a kernel image file: x86 boot header, version string, content hash."""
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import VmInputError
+from ..kbuild_cache import sha256_file
 
 SETUP_MAGIC_OFFSET = 0x202  # "HdrS" in the x86 boot protocol setup header
 VERSION_PTR_OFFSET = 0x20E  # kernel_version: offset of the version string, minus 0x200
@@ -18,15 +18,6 @@ class KernelIdentity:
     sha256: str
     version: str  # from the image header; replaced by the console "Linux version" line when seen
     release: str  # first word of the version string, e.g. 6.1.0-56-cloud-amd64
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def header_version(head: bytes) -> str:
