@@ -4,7 +4,7 @@ import json
 import sys
 from typing import List, Optional
 
-from . import kbuild_cli, matrix_cmd, run_cmd, vm_cli
+from . import bisect_cli, kbuild_cli, matrix_cmd, run_cmd, vm_cli
 from .exitcodes import Exit
 from .run_cmd import UsageError
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     matrix_cmd.add_parser(sub)
     vm_cli.add_parser(sub)
     kbuild_cli.add_parser(sub)
-    __import__("uffdprobe.bisect_cli", fromlist=["add_parsers"]).add_parsers(sub)
+    bisect_cli.add_parsers(sub)
     p = sub.add_parser("bench", help="MISSING faults/s: Python handler next to a C handler")
     p.add_argument("--pages", type=_positive, default=20000)
     p.add_argument("--rounds", type=_positive, default=3)
