@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
@@ -340,6 +342,59 @@ int up_wait_msgs(int fd, struct up_msg *out, int max, int timeout_ms)
 	return ret;
 }
 
+/*
+ * A message reader that is a plain pthread: it never needs the GIL, so it can read the FORK event
+ * that fork() waits for while the forking thread holds the GIL.  A Python thread cannot do this
+ * reliably: it needs the GIL for the bytecodes before its GIL-free wait, and may not get it.
+ */
+struct up_reader {
+	pthread_t thread;
+	int fd, timeout_ms, n, err;
+	struct up_msg msgs[8];
+};
+
+static void *up_reader_main(void *arg)
+{
+	struct up_reader *r = arg;
+
+	r->n = up_wait_msgs(r->fd, r->msgs, 8, r->timeout_ms);
+	r->err = r->n < 0 ? errno : 0;
+	return NULL;
+}
+
+struct up_reader *up_reader_start(int fd, int timeout_ms)
+{
+	struct up_reader *r = calloc(1, sizeof(*r));
+	int err;
+
+	if (!r)
+		return NULL;
+	r->fd = fd;
+	r->timeout_ms = timeout_ms;
+	err = pthread_create(&r->thread, NULL, up_reader_main, r);
+	if (err) {
+		free(r);
+		errno = err;
+		return NULL;
+	}
+	return r;
+}
+
+/* Join the reader (it ends by its own timeout) and copy out what it read; frees it. */
+int up_reader_join(struct up_reader *r, struct up_msg *out, int max)
+{
+	int i, n;
+
+	pthread_join(r->thread, NULL);
+	n = r->n;
+	if (n < 0)
+		errno = r->err;
+	for (i = 0; i < n && i < max; i++)
+		out[i] = r->msgs[i];
+	free(r);
+	return n;
+}
+
 void *up_mmap(void *addr, uint64_t len, int prot, int flags, int fd, int64_t off)
 {
 	return mmap(addr, len, prot, flags, fd, off);
@@ -423,7 +478,6 @@ int up_gettid(void)
  * umap-evict workload helpers.  They read and write a uffd-registered region,
  * so they must run in C with the GIL released: the fault handler is Python.
  */
-#include <stdlib.h>
 
 static int up_cmp_u64(const void *a, const void *b)
 {

@@ -47,6 +47,9 @@ int up_poison(int fd, uint64_t start, uint64_t len, uint64_t mode, int64_t *upda
 int up_read_msgs(int fd, struct up_msg *out, int max);
 int up_poll_in(int fd, int timeout_ms);
 int up_wait_msgs(int fd, struct up_msg *out, int max, int timeout_ms);
+struct up_reader;
+struct up_reader *up_reader_start(int fd, int timeout_ms);
+int up_reader_join(struct up_reader *r, struct up_msg *out, int max);
 
 void *up_mmap(void *addr, uint64_t len, int prot, int flags, int fd, int64_t off);
 int up_munmap(uint64_t addr, uint64_t len);

@@ -287,3 +287,32 @@ def test_odirect_roundtrip(tmp_path):
             assert back.read(0, PAGE_SIZE) == PATTERN
     finally:
         os.close(fd)
+
+
+def test_fork_event_is_read_even_while_python_threads_hold_the_gil(uffd):
+    """fork() holds the GIL until its FORK message is read; the reader must not need the GIL.
+    A Python thread busy holding the GIL made a Python-thread reader lose this race on CI."""
+    import threading
+    uffd.api(Feature.EVENT_FORK)
+    stop = threading.Event()
+
+    def hog():
+        while not stop.is_set():
+            sum(range(1000))
+
+    hogs = [threading.Thread(target=hog, daemon=True) for _ in range(2)]
+    for h in hogs:
+        h.start()
+    try:
+        with memory.mmap_anonymous(PAGE_SIZE) as area:
+            uffd.register(area.addr, PAGE_SIZE, RegisterMode.MISSING)
+            for _ in range(30):
+                forked = fork_with_uffd(uffd)
+                if forked.pid == 0:
+                    os._exit(0)
+                forked.child_uffd.close()
+                assert reap(forked.pid, 5) == 0
+    finally:
+        stop.set()
+        for h in hogs:
+            h.join(5)
