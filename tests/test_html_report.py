@@ -7,7 +7,7 @@ from chromium import Chromium, find_binary
 from matrix_run_once import booted_matrix
 from uffdprobe.html_report import COLOURS
 
-pytestmark = [pytest.mark.vm,
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(3600),  # the shared matrix may build `stock` cold
               pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp scenarios need root here"),
               pytest.mark.skipif(find_binary() is None, reason="no chromium: apt-get install -y chromium")]
 

@@ -11,6 +11,8 @@ from matrix_run_once import booted_matrix, cell
 from uffdprobe.matrix import FIXED, REGRESSION, UNDECLARED, UNEXPECTED, judge
 from uffdprobe.verdicts import Verdict
 
+pytestmark = pytest.mark.timeout(3600)  # the shared matrix may build the `stock` recipe cold
+
 root = pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp scenarios need root here")
 
 
