@@ -78,6 +78,7 @@ def test_decide(kinds, planned, bad_if, want):
 
 # --- input checks and cleanup on a small repository (no kernel build) ---------------------------
 
+@pytest.mark.reliability('bisecting a tree with uncommitted changes', 'refused, exit 2, tree untouched')
 def test_dirty_tree_refused(tmp_path):
     tree = toy_repo(tmp_path / "t")
     (tree / "a").write_text("changed\n")
@@ -100,6 +101,7 @@ def test_bad_refs_refused(tmp_path, good, bad, words):
     assert_left_as_found(tree)
 
 
+@pytest.mark.reliability('an endpoint that cannot be tested', 'stops with one line, tree reset')
 def test_untestable_endpoint_stops_and_resets(tmp_path):
     """The good endpoint does not build (not a kernel): a clear message, exit 2, tree as found."""
     tree = toy_repo(tmp_path / "t")
@@ -151,6 +153,7 @@ def history(tmp_path_factory):
 @pytest.mark.build
 @pytest.mark.vm
 @pytest.mark.timeout(BISECT_BOUND + 300)
+@pytest.mark.reliability('a commit that does not build, inside the bisected range', 'skipped (125), culprit still found')
 def test_bisect_finds_forced_cow_commit(history):
     base, roles = history
     tree = base / "tree"
@@ -188,6 +191,7 @@ def test_bisect_finds_forced_cow_commit(history):
 @pytest.mark.build
 @pytest.mark.vm
 @pytest.mark.timeout(900)
+@pytest.mark.reliability('Ctrl-C during a bisect step', 'exit 130, tree reset, no bisect state, no QEMU left')
 def test_ctrl_c_stops_and_resets(history):
     """SIGINT while the good endpoint boots: exit 130 soon, QEMU gone, tree back on main, no bisect state."""
     base, roles = history

@@ -101,6 +101,7 @@ def test_cli_build_prints_the_bzimage(built, capsys):
     assert out.strip() == str(built["stock"].bzimage)
 
 
+@pytest.mark.reliability('a kernel source that does not exist', 'one-line error, exit 2, nothing in the cache')
 def test_missing_source(tmp_path, capsys):
     status, _, err = _cli(["build", "--cache-dir", str(tmp_path), "--source", str(tmp_path / "nope")], capsys)
     assert status == Exit.USAGE
@@ -108,6 +109,7 @@ def test_missing_source(tmp_path, capsys):
     _nothing_installed(tmp_path)
 
 
+@pytest.mark.reliability('a directory that is not a kernel tree', 'one-line error, exit 2, nothing in the cache')
 def test_directory_that_is_not_a_kernel_tree(tmp_path, capsys):
     tree = tmp_path / "tree"
     tree.mkdir()
@@ -118,6 +120,7 @@ def test_directory_that_is_not_a_kernel_tree(tmp_path, capsys):
     _nothing_installed(tmp_path / "c")
 
 
+@pytest.mark.reliability('an unknown git ref', 'one-line error, exit 2')
 def test_unknown_git_ref(tmp_path, capsys):
     if not shutil.which("git"):
         pytest.skip("git not installed")
@@ -133,12 +136,14 @@ def test_unknown_git_ref(tmp_path, capsys):
     _nothing_installed(tmp_path / "c")
 
 
+@pytest.mark.reliability('an unknown recipe name', 'one-line error, exit 2')
 def test_unknown_recipe(tmp_path, capsys):
     status, _, err = _cli(["build", "--cache-dir", str(tmp_path), "model-4.2"], capsys)
     assert status == Exit.USAGE
     assert "unknown kernel recipe" in err and "model-5.8" in err
 
 
+@pytest.mark.reliability('a config fragment with a misspelt option', 'the dropped option named, exit 4, nothing cached')
 def test_misspelt_fragment_option_is_reported_dropped(tmp_cache, tmp_path, capsys):
     fragment = tmp_path / "typo.config"
     fragment.write_text(kbuild.DEFAULT_FRAGMENT.read_text() + "CONFIG_USERFAULTFDD=y\n")
@@ -148,6 +153,7 @@ def test_misspelt_fragment_option_is_reported_dropped(tmp_cache, tmp_path, capsy
     _nothing_installed(tmp_cache)
 
 
+@pytest.mark.reliability('a patch that does not apply', 'patch, file and hunk named, exit 3, nothing cached')
 def test_patch_that_does_not_apply_names_file_and_hunk(tmp_cache, tmp_path, capsys):
     # the break-cow patch alone: its second gup.c hunk needs model-5.8's should_force_cow_break() lines
     lone = recipes.load("model-5.8-break-cow").patches[-1]
@@ -159,6 +165,7 @@ def test_patch_that_does_not_apply_names_file_and_hunk(tmp_cache, tmp_path, caps
     assert not (tmp_cache / "work").exists()
 
 
+@pytest.mark.reliability('a build that fails', 'exit 5, log path printed and kept, nothing cached')
 def test_failing_build_keeps_its_log_and_installs_nothing(tmp_cache, tmp_path, capsys):
     broken = tmp_path / "0001-break-init.patch"
     broken.write_text(_syntax_error_patch(kbuild_cache.default_root() / "sources"))
@@ -181,6 +188,7 @@ def _syntax_error_patch(sources: Path) -> str:
             f"@@ -{anchor + 1},{len(ctx)} +{anchor + 1},{len(ctx) + 1} @@\n" + "\n".join(body) + "\n")
 
 
+@pytest.mark.reliability('a corrupt cache entry (truncated bzImage)', 'detected and rebuilt')
 def test_corrupt_entry_is_detected_and_removed(tmp_path):
     bz = tmp_path / "bzImage"
     bz.write_bytes(b"\0" * 4096)
@@ -193,6 +201,7 @@ def test_corrupt_entry_is_detected_and_removed(tmp_path):
     assert not entry.path.exists()
 
 
+@pytest.mark.reliability('two builders of the same kernel', 'the second waits, bounded, naming the holder')
 def test_lock_wait_is_bounded_and_names_the_holder(tmp_path):
     from uffdprobe.kbuild_errors import SetupError
     with kbuild_cache.Lock(tmp_path, "x"):

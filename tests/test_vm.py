@@ -89,6 +89,7 @@ def test_results_file_written_in_guest_arrives_on_host(cloud_deb, run_dir):
     assert line == {"release": result.kernel_identity["release"], "cwd": "/tmp"}
 
 
+@pytest.mark.reliability('the guest writes to the host root (even after remounting it rw)', 'refused; only the results channel and the scratch disk are writable')
 def test_guest_cannot_write_host_root(cloud_deb, run_dir):
     target = REPO / f"written-by-guest-{os.getpid()}"
     script = f"""
@@ -107,12 +108,14 @@ def test_guest_cannot_write_host_root(cloud_deb, run_dir):
     assert (result.results_dir / "scratch_ok").read_text() == "ok\n"
 
 
+@pytest.mark.reliability('the guest looks for a network', 'only lo exists')
 def test_guest_has_no_network(cloud_deb, run_dir):
     result = tcg_boot(cloud_deb, ["sh", "-c", "ls /sys/class/net > $UFFDPROBE_RESULTS/net"], run_dir)
     assert result.outcome == "OK", result.reason
     assert (result.results_dir / "net").read_text().split() == ["lo"]
 
 
+@pytest.mark.reliability('the guest kernel panics (sysrq-c)', 'PANIC with the panic lines; QEMU gone')
 def test_panic_is_classified_with_its_lines(cloud_deb, run_dir):
     result = tcg_boot(cloud_deb, ["sh", "-c", "echo c > /proc/sysrq-trigger; sleep 60"], run_dir)
     assert result.outcome == "PANIC"
@@ -122,6 +125,7 @@ def test_panic_is_classified_with_its_lines(cloud_deb, run_dir):
     assert result.exit_status is None
 
 
+@pytest.mark.reliability('a guest task wedged in D state', 'the hung-task detector panics before the harness limit: PANIC with stacks')
 def test_d_state_wedge_panics_before_the_harness_limit(cloud_deb, run_dir):
     # A write to a frozen filesystem sleeps uninterruptibly; the hung-task detector must fire first.
     script = ("mkfs.ext4 -q /dev/vda && mkdir /tmp/m && mount /dev/vda /tmp/m && fsfreeze -f /tmp/m "
@@ -133,6 +137,7 @@ def test_d_state_wedge_panics_before_the_harness_limit(cloud_deb, run_dir):
     assert any("state:D" in line for line in result.panic_lines)
 
 
+@pytest.mark.reliability('a kernel path that is not a kernel, a directory, or missing', 'one-line error, exit 2, no QEMU started')
 def test_not_a_kernel_is_refused_with_usage_exit(tmp_path):
     bogus = tmp_path / "notakernel"
     bogus.write_bytes(b"\x7fELF not really a kernel" * 100)
@@ -161,6 +166,7 @@ def test_bad_arguments_are_refused_before_any_qemu(cloud_deb, tmp_path):
     assert (used / "console.log").read_text() == "an earlier run\n"
 
 
+@pytest.mark.reliability('a truncated bzImage', 'BOOT_FAIL, console log kept')
 def test_truncated_kernel_is_boot_fail(cloud_deb, tmp_path, run_dir):
     image = distro.unpack_kernel_deb(cloud_deb, cache_root() / distro.UNPACK_SUBDIR).image
     broken = tmp_path / "bzImage-truncated"
@@ -169,6 +175,7 @@ def test_truncated_kernel_is_boot_fail(cloud_deb, tmp_path, run_dir):
     assert result.outcome == "BOOT_FAIL", result.reason
 
 
+@pytest.mark.reliability('a guest that stops printing', 'VM_TIMEOUT at the silence limit; QEMU killed and reaped')
 def test_silent_guest_is_cut_at_the_silence_limit(cloud_deb, run_dir):
     result = tcg_boot(cloud_deb, ["sleep", "1000"], run_dir, timeout=170, silence_timeout=10)
     assert result.outcome == "VM_TIMEOUT"
@@ -178,6 +185,7 @@ def test_silent_guest_is_cut_at_the_silence_limit(cloud_deb, run_dir):
     assert "terminating on signal 15" in (run_dir / "qemu.stderr").read_text()
 
 
+@pytest.mark.reliability('a guest that never finishes', 'VM_TIMEOUT at the overall limit; QEMU killed and reaped')
 def test_chatty_guest_is_cut_at_the_overall_limit(cloud_deb, run_dir):
     loop = "while true; do echo tick; sleep 1; done"
     result = tcg_boot(cloud_deb, ["sh", "-c", loop], run_dir, timeout=30, silence_timeout=25)
@@ -186,6 +194,7 @@ def test_chatty_guest_is_cut_at_the_overall_limit(cloud_deb, run_dir):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.reliability('SIGINT or SIGTERM while a VM runs', 'exit 130, no QEMU or virtiofsd left')
 def test_signal_to_booting_process_leaves_no_qemu(cloud_deb, run_dir, sig):
     cmd = [PY, "-m", "uffdprobe.vm_cli", "boot", "--accel", "tcg", "--run-dir", str(run_dir),
            str(cloud_deb), "--", "sleep", "1000"]
