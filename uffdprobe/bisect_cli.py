@@ -7,7 +7,9 @@ from pathlib import Path
 
 from . import bisect_git, bisect_step, kbuild_cache, kbuild_config
 from .exitcodes import Exit
+from . import guest_run
 from .kbuild_errors import BadInput, KbuildError
+from .run_cmd import UsageError
 from .scenarios.memkinds import KINDS
 
 BISECT_TEXT = """\
@@ -82,6 +84,10 @@ def spec_of(args) -> bisect_step.StepSpec:
             raise BadInput(f"--memory {kind}: {args.scenario} runs on {', '.join(scenario.memory)} only")
     if args.runs < 1 or args.jobs < 0 or args.vm_timeout <= 0:
         raise BadInput("--runs must be at least 1, --jobs at least 0 and --vm-timeout positive")
+    try:
+        guest_run.check_visible_in_guest()
+    except UsageError as exc:
+        raise BadInput(str(exc)) from None
     fragments = tuple(Path(f).resolve() for f in (args.config_fragment or [kbuild.DEFAULT_FRAGMENT]))
     hashes = []
     for fragment in fragments:

@@ -32,8 +32,20 @@ def resolve(kernel: str) -> str:
     return str(kbuild.resolve_kernel(kernel).bzimage)
 
 
+def check_visible_in_guest() -> None:
+    """The guest runs this very interpreter and package over the host root; refuse if it cannot see them."""
+    from . import __file__ as package_init
+    from .vm.boot import GUEST_PRIVATE_DIRS
+    for path in (sys.executable, str(Path(package_init).parent)):
+        hidden = [d for d in GUEST_PRIVATE_DIRS if path == d or path.startswith(d + "/")]
+        if hidden:
+            raise UsageError(f"{path} is under {hidden[0]}, which the guest covers with its own filesystem; "
+                             f"install uffdprobe (its checkout and .venv) outside {', '.join(GUEST_PRIVATE_DIRS)}")
+
+
 def guest_argv(args: argparse.Namespace) -> List[str]:
     """The same `uffdprobe run` inside the guest; it streams to $UFFDPROBE_RESULTS (the results channel)."""
+    check_visible_in_guest()
     argv = ["/usr/bin/env", f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", sys.executable, "-m", "uffdprobe",
             "run", "--hang-timeout", str(args.hang_timeout),
             "--scenario-timeout", str(args.scenario_timeout)]
@@ -66,6 +78,7 @@ class _Tail(threading.Thread):
 
 
 def run_in_vm(args: argparse.Namespace) -> int:
+    check_visible_in_guest()  # before any kernel build
     from .vm.boot import Terminated, boot
     from .vm.errors import VmInputError, VmSetupError
     from .vm.paths import new_run_dir

@@ -17,6 +17,9 @@ from .paths import new_run_dir
 from .resolve import resolve_kernel
 
 GUEST_INIT = Path(__file__).resolve().with_name("guest_init.sh")
+#: Host directories the guest covers with its own filesystems (guest_mounts.sh): whatever lives there
+#: on the host, the guest cannot see.
+GUEST_PRIVATE_DIRS = ("/tmp", "/var/tmp", "/run", "/dev", "/proc", "/sys")
 SCRATCH_MB = 64
 GUEST_BOUND_MARGIN = 15  # seconds of the overall limit left for boot and power-off
 
