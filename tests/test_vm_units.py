@@ -100,3 +100,16 @@ def test_read_kconfig(tmp_path):
     config = tmp_path / ".config"
     config.write_text("CONFIG_9P_FS=y\n# CONFIG_VIRTIO_FS is not set\nCONFIG_LOCALVERSION=\"-x\"\n")
     assert read_kconfig(config) == {"CONFIG_9P_FS": "y", "CONFIG_LOCALVERSION": "-x"}
+
+
+def test_apt_cache_finds_a_debian_cloud_kernel():
+    """apt-cache takes POSIX regexes (no \\d): the cloud kernel pattern must match there for real."""
+    import shutil
+    import subprocess
+    from uffdprobe.vm import distro
+    if not shutil.which("apt-cache"):
+        pytest.skip("no apt-cache here")
+    listed = subprocess.run(["apt-cache", "policy"], capture_output=True, text=True, timeout=60).stdout
+    if "bookworm" not in listed:
+        pytest.skip("apt has no Debian 12 package lists (apt-get update)")
+    assert distro.newest_package(distro.CLOUD_61_PATTERN).endswith("-cloud-amd64-unsigned")

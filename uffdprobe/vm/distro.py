@@ -96,7 +96,7 @@ def _package_name(deb: Path) -> str:
     return name
 
 
-CLOUD_61_PATTERN = r"linux-image-6\.1\.0-\d+-cloud-amd64-unsigned"
+CLOUD_61_PATTERN = r"linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned"
 
 
 def debian_cloud_kernel(dest_dir: Path) -> Path:
