@@ -8,9 +8,26 @@ guest_mounts() {
     # CONFIG_DEVTMPFS_MOUNT kernels put devtmpfs on /dev already; mounting it there again is EBUSY.
     grep -q "^devtmpfs $r/dev " "$r/proc/mounts" || mount -t devtmpfs devtmpfs "$r/dev" || fail "cannot mount /dev"
     mount -t sysfs sysfs "$r/sys"
-    mount -t tmpfs -o mode=1777 tmpfs "$r/tmp" || fail "cannot mount tmpfs on /tmp"
     mount -t tmpfs -o mode=755 tmpfs "$r/run" || fail "cannot mount tmpfs on /run"
+    # Host paths the command needs under /tmp or /var/tmp (a checkout in /tmp, say) come as
+    # uffdprobe.keep=P1,P2: bound aside before those are covered, and back in place after.
+    keep= n=0
+    for word in $(cat "$r/proc/cmdline"); do
+        case "$word" in uffdprobe.keep=*) keep=${word#*=} ;; esac
+    done
+    for path in $(echo "$keep" | tr ',' ' '); do
+        n=$((n + 1))
+        mkdir -p "$r/run/uffdprobe/keep/$n"
+        mount -o bind "$r$path" "$r/run/uffdprobe/keep/$n" || fail "cannot keep $path visible"
+    done
+    mount -t tmpfs -o mode=1777 tmpfs "$r/tmp" || fail "cannot mount tmpfs on /tmp"
     mount -t tmpfs -o mode=1777 tmpfs "$r/var/tmp" 2>/dev/null
+    n=0
+    for path in $(echo "$keep" | tr ',' ' '); do
+        n=$((n + 1))
+        mkdir -p "$r$path"
+        mount -o bind "$r/run/uffdprobe/keep/$n" "$r$path" || fail "cannot put $path back"
+    done
     mkdir -p "$r/dev/pts" "$r/dev/shm" "$r/run/uffdprobe/channel"
     mount -t devpts devpts "$r/dev/pts" 2>/dev/null
     mount -t tmpfs -o mode=1777 tmpfs "$r/dev/shm"
