@@ -115,8 +115,7 @@ def boot_once(spec: StepSpec, bzimage: Path, index: int) -> RunOutcome:
                               memory=spec.memory, param=[], scenarios=[spec.scenario])
     note = (lambda text: print(f"bisect-step [run {index}/{spec.runs}] {text}", file=sys.stderr, flush=True)) \
         if spec.progress else None
-    result = boot(str(bzimage), guest_run.guest_argv(args), timeout=spec.vm_timeout, progress=note,
-                  extra_append=guest_run.guest_append())
+    result = boot(str(bzimage), guest_run.guest_argv(args), timeout=spec.vm_timeout, progress=note)
     stream = result.results_dir / "verdicts.jsonl"
     return classify(result, report.read_jsonl(stream) if stream.exists() else [], spec.scenario,
                     spec.bad_verdicts)

@@ -32,31 +32,17 @@ def resolve(kernel: str) -> str:
     return str(kbuild.resolve_kernel(kernel).bzimage)
 
 
-#: Host directories the guest covers but can keep parts of visible (guest_mounts.sh, uffdprobe.keep=).
-KEEPABLE = ("/tmp", "/var/tmp")
-
-
-def guest_append() -> List[str]:
-    """Kernel arguments that keep this interpreter and package visible in the guest: a checkout or venv
-    under /tmp or /var/tmp is bound back over the guest's own tmpfs; under /run, /dev, /proc or /sys
-    it cannot be, and that is refused in one line."""
+def check_visible_in_guest() -> None:
+    """Refuse early (before any kernel build) an interpreter or checkout the guest cannot see: under
+    /tmp or /var/tmp the guest binds them back (vm.boot.keep_visible); under /run, /dev, /proc or /sys
+    it cannot."""
     from . import __file__ as package_init
     from .vm.boot import GUEST_PRIVATE_DIRS
-    keep = []
     for path in (sys.prefix, sys.base_prefix, str(Path(package_init).resolve().parent.parent)):
         hidden = [d for d in GUEST_PRIVATE_DIRS if path == d or path.startswith(d + "/")]
-        if not hidden:
-            continue
-        if hidden[0] not in KEEPABLE or path == hidden[0] or "," in path or " " in path:
+        if hidden and (hidden[0] not in ("/tmp", "/var/tmp") or path == hidden[0] or "," in path or " " in path):
             raise UsageError(f"{path} is under {hidden[0]}, which the guest covers with its own filesystem; "
-                             f"install uffdprobe (its checkout and .venv) elsewhere")
-        keep.append(path)
-    return [f"uffdprobe.keep={','.join(sorted(set(keep)))}"] if keep else []
-
-
-def check_visible_in_guest() -> None:
-    """Refuse early (before any kernel build) what guest_append() cannot keep visible."""
-    guest_append()
+                             "install uffdprobe (its checkout and .venv) elsewhere")
 
 
 def guest_argv(args: argparse.Namespace) -> List[str]:
@@ -115,7 +101,7 @@ def run_in_vm(args: argparse.Namespace) -> int:
 
     try:
         result = boot(kernel, guest_argv(args), timeout=args.vm_timeout, accel=args.accel, progress=progress,
-                      run_dir=run_dir, extra_append=guest_append())
+                      run_dir=run_dir)
     except VmInputError as exc:
         raise UsageError(str(exc)) from None
     except VmSetupError as exc:

@@ -4,6 +4,7 @@ import json
 import os
 import shlex
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -53,6 +54,15 @@ class BootResult:
         return data
 
 
+def keep_visible() -> list:
+    """uffdprobe.keep= for this interpreter and checkout (the guest init lives there) when they sit
+    under /tmp or /var/tmp, which the guest covers: guest_mounts.sh binds them back."""
+    checkout = str(Path(__file__).resolve().parents[2])
+    paths = sorted({p for p in (sys.prefix, sys.base_prefix, checkout)
+                    if any(p.startswith(d + "/") for d in ("/tmp", "/var/tmp"))})
+    return [f"uffdprobe.keep={','.join(paths)}"] if paths else []
+
+
 def kernel_append(initrd: bool, transport: str, timeout: float, silence_timeout: float, extra=()) -> str:
     """The kernel command line: console, panic handling, hang detectors below our limits, root, init."""
     limit = min(timeout, silence_timeout)
@@ -66,7 +76,7 @@ def kernel_append(initrd: bool, transport: str, timeout: float, silence_timeout:
     else:
         parts += [f"root={shares.ROOT_TAG}", "rootfstype=9p", "ro", f"init={GUEST_INIT}",
                   f"rootflags=trans=virtio,version=9p2000.L,msize={shares.MSIZE},cache=loose"]
-    return " ".join(parts + list(extra))
+    return " ".join(parts + keep_visible() + list(extra))
 
 
 def boot(kernel, argv, *, timeout: float = 300, silence_timeout: float = 120, accel: str = None,
