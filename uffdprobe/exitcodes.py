@@ -9,10 +9,13 @@ class Exit(enum.IntEnum):
     PATCH_FAILED = 3      #: a patch does not apply
     CONFIG_DROPPED = 4    #: Kconfig dropped an option a fragment asked for
     BUILD_FAILED = 5      #: the kernel build failed
+    NO_SPACE = 6          #: a disk filled up (cache, run directory, output); what was written is kept
     SETUP = 2             #: the harness or its set-up failed (an ERROR verdict): same status as bad input
     UNEXPECTED = 7        #: matrix: a cell is not what was declared (REGRESSION, FIXED) or has no answer
     NO_UFFD_PERMISSION = 8  #: userfaultfd refused (EPERM/EACCES): every scenario SKIPped, results kept
     PANIC = 10            #: the guest kernel panicked
     BOOT_FAIL = 11        #: the guest never reached init
     VM_TIMEOUT = 12       #: the VM hit its overall or console-silence limit
+    VM_KILLED = 13        #: QEMU was killed from outside uffdprobe (not a limit, not a guest panic)
+    CHANNEL_LOST = 14     #: the guest lost its results channel before its last verdict
     INTERRUPTED = 130     #: SIGINT/SIGTERM; everything produced so far is kept
