@@ -1,5 +1,6 @@
 """The uffdprobe command line: one subcommand per job, each returning an Exit status."""
 import argparse
+import errno
 import json
 import sys
 from typing import List, Optional
@@ -58,3 +59,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("uffdprobe: interrupted; results written so far are kept", file=sys.stderr)
         return Exit.INTERRUPTED
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = exc.filename or "a file"
+        print(f"uffdprobe: no space left writing {where} ({exc.strerror}); free space there or point "
+              "XDG_CACHE_HOME at a larger disk; files written before are kept", file=sys.stderr)
+        return Exit.NO_SPACE
