@@ -14,6 +14,17 @@ _PERMISSION_HINT = ("run as root, or grant access to /dev/userfaultfd, "
                     "or set vm.unprivileged_userfaultfd=1")
 
 
+def _open_hint(err: int, call: str) -> str:
+    """What a failed userfaultfd creation means for the user."""
+    if err in (errno.EPERM, errno.EACCES):
+        return _PERMISSION_HINT
+    if err == errno.ENOSYS and call == "userfaultfd":
+        return ("ENOSYS, no userfaultfd syscall" + ("" if os.path.exists("/dev/userfaultfd") else
+                " and no /dev/userfaultfd") + ": kernel built without CONFIG_USERFAULTFD, or a seccomp "
+                "filter hides the syscall")
+    return ""
+
+
 @dataclass(frozen=True)
 class ApiInfo:
     """UFFDIO_API's answer: what the kernel offers and what this fd enabled."""
@@ -46,15 +57,15 @@ class Userfaultfd:
                 (OPEN_FLAGS["O_NONBLOCK"] if nonblock else 0) | \
                 (OPEN_FLAGS["UFFD_USER_MODE_ONLY"] if user_mode_only else 0)
         order = {"auto": ("syscall", "dev"), "syscall": ("syscall",), "dev": ("dev",)}[via]
-        err = 0
+        err, call = 0, ""
         for how in order:
             fd = lib.up_userfaultfd(flags) if how == "syscall" else lib.up_dev_userfaultfd(flags)
             if fd >= 0:
                 return cls(fd)
-            err = ffi.errno
-        call = "userfaultfd" if order[-1] == "syscall" else "USERFAULTFD_IOC_NEW"
-        hint = _PERMISSION_HINT if err in (errno.EPERM, errno.EACCES) else ""
-        raise error_for(err, call, hint=hint)
+            if how == "dev" and ffi.errno == errno.ENOENT and call:
+                break  # no /dev/userfaultfd at all: the syscall's errno is the one that says why
+            err, call = ffi.errno, "userfaultfd" if how == "syscall" else "USERFAULTFD_IOC_NEW"
+        raise error_for(err, call, hint=_open_hint(err, call))
 
     def fileno(self) -> int:
         return self.fd
