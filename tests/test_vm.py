@@ -235,3 +235,79 @@ def test_kvm_probe_is_bounded_and_cached(cloud_deb, tmp_path):
 def test_built_kernel_boots_and_runs_a_command(built_kernel, run_dir):
     result = tcg_boot(built_kernel, ["sh", "-c", "exit 3"], run_dir)
     assert (result.outcome, result.exit_status) == ("OK", 3), result.reason
+
+
+def _run_in_vm(kernel, results_dir, *args):
+    """`uffdprobe run --kernel` as a child whose stdout (the verdict table) can be read as it streams."""
+    cmd = [PY, "-m", "uffdprobe", "run", "--kernel", str(kernel), "--accel", "tcg", "--memory", "anon-4k",
+           "--results-dir", str(results_dir), *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _finish(proc, timeout=240):
+    """Wait (bounded) for the child and its output; kill its session when it overstays."""
+    try:
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def _verdicts(results_dir):
+    return {r["scenario"]: r for r in map(json.loads, (results_dir / "verdicts.jsonl").read_text().splitlines())}
+
+
+def _next_run_works(kernel, tmp_path):
+    out = tmp_path / "again"
+    proc = _run_in_vm(kernel, out, "wp-gup-vmsplice")
+    stdout, err = _finish(proc)
+    assert proc.returncode == 0, err
+    assert _verdicts(out)["wp-gup-vmsplice"]["verdict"] == "PASS"
+
+
+@pytest.mark.reliability('QEMU SIGKILLed from outside mid-run', 'verdicts before it kept, the rest ERROR naming '
+                         'the signal, exit 13, nothing left running, next run works')
+def test_qemu_killed_from_outside_keeps_earlier_verdicts(cloud_deb, tmp_path):
+    out = tmp_path / "results"
+    # the self-deadlock is judged HANG only after --hang-timeout: a minute in which QEMU gets killed
+    proc = _run_in_vm(cloud_deb, out, "--hang-timeout", "60", "wp-gup-vmsplice", "selftest-self-deadlock",
+                      "cow-leak")
+    try:
+        line = ""
+        deadline = time.monotonic() + 180
+        while "wp-gup-vmsplice" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()  # the first verdict, streamed while the guest sits in the deadlock
+            assert line, "the run ended before its first verdict"
+        qemus = [p for p in vm_processes(ancestor=proc.pid) if "qemu" in p.name()]
+        assert len(qemus) == 1, qemus
+        qemus[0].send_signal(signal.SIGKILL)
+    finally:
+        stdout, err = _finish(proc)
+    assert proc.returncode == 13, err
+    assert "VM_KILLED" in err and "signal 9 (SIGKILL)" in err and "1 verdict(s) kept" in err
+    got = _verdicts(out)
+    assert got["wp-gup-vmsplice"]["verdict"] == "PASS"
+    for cut in ("selftest-self-deadlock", "cow-leak"):
+        assert got[cut]["verdict"] == "ERROR" and "did not send" in got[cut]["reason"]
+    assert not vm_processes(ancestor=proc.pid) and not vm_processes(mentioning=str(tmp_path))
+    _next_run_works(cloud_deb, tmp_path)
+
+
+@pytest.mark.reliability("the guest's results channel closed early", 'verdicts that arrived kept, the rest ERROR '
+                         'naming the lost channel (the guest table is in the console log), exit 14, next run works')
+def test_results_channel_closed_early(cloud_deb, tmp_path):
+    out = tmp_path / "results"
+    proc = _run_in_vm(cloud_deb, out, "wp-gup-vmsplice", "selftest-close-channel", "cow-leak")
+    stdout, err = _finish(proc)
+    assert proc.returncode == 14, err
+    assert "CHANNEL_LOST" in err and "1 verdict(s) kept" in err
+    got = _verdicts(out)
+    assert got["wp-gup-vmsplice"]["verdict"] == "PASS"
+    for cut in ("selftest-close-channel", "cow-leak"):
+        assert got[cut]["verdict"] == "ERROR" and "results channel closed early" in got[cut]["reason"]
+    console = Path(got["cow-leak"]["evidence"]["console_log"]).read_text(errors="replace")
+    assert "results channel lost" in console and "cow-leak" in console  # the guest went on, saying so
+    assert not vm_processes(mentioning=str(tmp_path))
+    _next_run_works(cloud_deb, tmp_path)

@@ -96,6 +96,19 @@ def test_outcome_rules(tmp_path, text, limit, files, expected):
         assert verdict.exit_status == 3
 
 
+def test_outcome_of_qemu_killed_or_stopped_and_of_a_lost_channel(tmp_path):
+    limits = {"timeout": 300, "silence_timeout": 120}
+    reached = "uffdprobe-guest: init reached\n"
+    killed = outcome.classify(reached, "", QemuRun(returncode=-9, launched_at=1, ended_at=5), tmp_path, limits)
+    assert killed.outcome == "VM_KILLED" and "signal 9 (SIGKILL)" in killed.reason
+    # uffdprobe's own stop after a limit is not a kill from outside
+    stopped = QemuRun(returncode=-15, limit_hit="silence", stopped=True)
+    assert outcome.classify(reached, "", stopped, tmp_path, limits).outcome == "VM_TIMEOUT"
+    lost = outcome.classify(reached + "uffdprobe-guest: command done status=14\n", "", QemuRun(returncode=0),
+                            tmp_path, limits)
+    assert (lost.outcome, lost.exit_status) == ("CHANNEL_LOST", 14)
+
+
 def test_read_kconfig(tmp_path):
     config = tmp_path / ".config"
     config.write_text("CONFIG_9P_FS=y\n# CONFIG_VIRTIO_FS is not set\nCONFIG_LOCALVERSION=\"-x\"\n")

@@ -11,10 +11,10 @@ from .exitcodes import Exit
 from .run_cmd import UsageError, finish
 from .scenarios.registry import select
 from .verdicts import Result, Verdict
+from .vm.outcome import CHANNEL_LOST, OUTCOME_EXIT
 
 #: The guest sees the scratch virtio-blk disk here; O_DIRECT scenarios write to it.
 GUEST_SCRATCH = "/dev/vda"
-BOOT_EXIT = {"PANIC": Exit.PANIC, "BOOT_FAIL": Exit.BOOT_FAIL, "VM_TIMEOUT": Exit.VM_TIMEOUT}
 
 
 def resolve(kernel: str) -> str:
@@ -115,8 +115,10 @@ def run_in_vm(args: argparse.Namespace) -> int:
         tail.join(2)
     stream = result.results_dir / "verdicts.jsonl"
     results = report.read_jsonl(stream) if stream.exists() else []
+    lost = result.outcome == CHANNEL_LOST or result.exit_status in (Exit.CHANNEL_LOST, Exit.NO_SPACE)
     for r in results[tail.seen:]:
         print(report.table_line(r), file=table, flush=True)
+    kept = len(results)
     missing = _cut_off(planned, results, result)
     for r in missing:
         print(report.table_line(r), file=table, flush=True)
@@ -127,10 +129,15 @@ def run_in_vm(args: argparse.Namespace) -> int:
             for r in results:
                 report.append_jsonl(stream, r)
     status = finish(results, args, table)
-    if result.outcome in BOOT_EXIT:
-        print(f"uffdprobe: {result.outcome}: {result.reason}; console log: {result.console_log}",
+    if result.outcome in OUTCOME_EXIT:
+        print(f"uffdprobe: {result.outcome}: {result.reason}; {kept} verdict(s) kept; "
+              f"console log: {result.console_log}", file=sys.stderr)
+        return OUTCOME_EXIT[result.outcome]
+    if lost:
+        print(f"uffdprobe: the guest lost its results channel after {kept} verdict(s) "
+              f"(guest exit {result.exit_status}); the rest are only in the console log: {result.console_log}",
               file=sys.stderr)
-        return BOOT_EXIT[result.outcome]
+        return result.exit_status
     if status != Exit.OK:
         print(f"console log: {result.console_log}", file=sys.stderr)
     return status
@@ -139,9 +146,13 @@ def run_in_vm(args: argparse.Namespace) -> int:
 def _cut_off(planned, results: List[Result], boot) -> List[Result]:
     """A verdict for every planned run the guest never reported: the boot's outcome, or ERROR."""
     done = {(r.scenario, r.memory, r.params.get("run")) for r in results}
-    verdict = Verdict(boot.outcome) if boot.outcome in BOOT_EXIT else Verdict.ERROR
-    reason = boot.reason if boot.outcome in BOOT_EXIT else \
-        f"the guest command ended (exit {boot.exit_status}) without this verdict"
+    verdict = Verdict(boot.outcome) if boot.outcome in Verdict.__members__ else Verdict.ERROR
+    if boot.outcome in OUTCOME_EXIT:
+        reason = boot.reason
+    elif boot.exit_status in (Exit.CHANNEL_LOST, Exit.NO_SPACE):
+        reason = f"the guest lost its results channel before this verdict (guest exit {boot.exit_status})"
+    else:
+        reason = f"the guest command ended (exit {boot.exit_status}) without this verdict"
     evidence = {"console_log": str(boot.console_log), "console_tail": _tail_lines(boot.console_log),
                 "panic_lines": boot.panic_lines, "timings": boot.timings}
     kernel = dict(boot.kernel_identity)

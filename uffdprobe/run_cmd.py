@@ -4,7 +4,7 @@ import errno
 import json
 import os
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from . import features, odirect, report, supervisor
 from .exitcodes import Exit
@@ -141,37 +141,55 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.odirect_target and target is None:
             raise UsageError(f"--odirect-target {args.odirect_target}: O_DIRECT writes fail there; "
                              "pass a block device or a directory on ext4/xfs")
-        results = _run_plan(args, kf, target, params)
+        results, lost = _run_plan(args, kf, target, params)
     table = sys.stderr if args.ktap else sys.stdout
     status = finish(results, args, table)
     if kf.uffd_errno in (errno.EPERM, errno.EACCES):
         print(f"uffdprobe: no userfaultfd permission, every scenario skipped: {kf.uffd_error}", file=sys.stderr)
         return Exit.NO_UFFD_PERMISSION
+    if lost:
+        return Exit.NO_SPACE if lost.errno in (errno.ENOSPC, errno.EDQUOT) else Exit.CHANNEL_LOST
     return status
 
 
 def _run_plan(args: argparse.Namespace, kf: features.KernelFeatures, target: Optional[str],
-              params: Dict[str, object]) -> List[Result]:
-    """Run the plan under the supervisor, printing and streaming each result as it lands."""
+              params: Dict[str, object]) -> Tuple[List[Result], Optional[OSError]]:
+    """Run the plan under the supervisor, printing and streaming each result as it lands; the results
+    and the error that lost the stream, if any."""
     plan = repeat(_plan(args.scenarios, args.memory, params, kf, target), getattr(args, "runs", 1))
     limits = supervisor.Limits(hang_s=args.hang_timeout, scenario_s=args.scenario_timeout)
     table = sys.stderr if args.ktap else sys.stdout
-    stream = None
-    if args.results_dir:
-        os.makedirs(args.results_dir, exist_ok=True)
-        stream = open(os.path.join(args.results_dir, "verdicts.jsonl"), "a")
+    stream = VerdictStream(args.results_dir) if args.results_dir else None
     print(f"kernel {kf.kernel['release']}: {len(plan)} runs", file=table, flush=True)
 
     def on_result(r: Result) -> None:
         print(report.table_line(r), file=table, flush=True)
         if stream:
-            report.append_jsonl(stream, r)
+            stream.append(r)
 
-    try:
-        return supervisor.run_many(plan, kf.kernel, limits, target, on_result)
-    finally:
-        if stream:
-            stream.close()
+    results = supervisor.run_many(plan, kf.kernel, limits, target, on_result)
+    return results, stream.error if stream else None
+
+
+class VerdictStream:
+    """DIR/verdicts.jsonl, opened anew for every verdict: a results channel that goes away (unmounted,
+    disk full) is noticed at the next verdict, said once, and the run goes on with the table alone."""
+
+    def __init__(self, directory: str):
+        os.makedirs(directory, exist_ok=True)
+        self.path = os.path.join(directory, "verdicts.jsonl")
+        self.error: Optional[OSError] = None
+
+    def append(self, r: Result) -> None:
+        if self.error:
+            return
+        try:
+            with open(self.path, "a") as f:
+                report.append_jsonl(f, r)
+        except OSError as exc:
+            self.error = exc
+            print(f"uffdprobe: results channel lost: {self.path}: {exc.strerror}; later verdicts are only "
+                  "printed here", file=sys.stderr, flush=True)
 
 
 def finish(results: List[Result], args: argparse.Namespace, table) -> int:

@@ -5,8 +5,7 @@ import json
 import sys
 
 from .exitcodes import Exit
-
-OUTCOME_EXIT = {"PANIC": Exit.PANIC, "BOOT_FAIL": Exit.BOOT_FAIL, "VM_TIMEOUT": Exit.VM_TIMEOUT}
+from .vm.outcome import OUTCOME_EXIT
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -15,7 +14,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "boot", help="boot a kernel in QEMU and run one command in it",
         description="Boot KERNEL (bzImage, vmlinuz or Debian linux-image .deb) in QEMU with the host root "
                     "read-only, run COMMAND in it and exit with its status; 10 PANIC, 11 BOOT_FAIL, "
-                    "12 VM_TIMEOUT, 2 bad input.")
+                    "12 VM_TIMEOUT, 13 QEMU killed from outside, 14 results channel lost, 2 bad input.")
     p.add_argument("kernel", help="bzImage/vmlinuz path or a linux-image .deb")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...] to run in the guest")
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto",

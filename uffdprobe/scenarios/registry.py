@@ -95,6 +95,10 @@ def _table() -> Dict[str, Scenario]:
                  "involved; it must come out HANG (never returns) and be killed.",
                  selftest.run_kernel_spin, ("uffd",), memory=("anon-4k",),
                  defaults={"spin_for_s": 120.0}, test_only=True),
+        Scenario("selftest-close-channel",
+                 "Harness self-test, VM only: the guest loses its results channel mid-run; the host "
+                 "must keep the verdicts that arrived and report the channel lost (exit 14).",
+                 selftest.run_close_channel, (), memory=("anon-4k",), test_only=True),
     ]
     return {s.name: s for s in rows}
 

@@ -1,9 +1,11 @@
 """Harness self-tests: scenarios that misbehave on purpose, on every kernel, to prove the supervisor."""
 import os
+import subprocess
 import time
 
 from ..verdicts import Outcome, Verdict
 from .context import ScenarioContext
+from .memkinds import SkipScenario
 
 
 def run_kernel_spin(ctx: ScenarioContext) -> Outcome:
@@ -20,3 +22,14 @@ def run_kernel_spin(ctx: ScenarioContext) -> Outcome:
     finally:
         os.close(src), os.close(dst)
     return Outcome(Verdict.PASS, "the spin ended by itself before the supervisor judged it")
+
+
+def run_close_channel(ctx: ScenarioContext) -> Outcome:
+    """Inside a VM, detach the results channel mount (a transport dying under the guest): the verdicts
+    after this one cannot reach the host, which must keep those before it and say the channel was lost."""
+    results = os.environ.get("UFFDPROBE_RESULTS", "")
+    channel = os.path.dirname(results.rstrip("/"))
+    if not results or not os.path.ismount(channel):
+        raise SkipScenario("no results channel mount here: this self-test only runs inside a uffdprobe VM")
+    subprocess.run(["umount", "-l", channel], check=True, timeout=30, capture_output=True)
+    return Outcome(Verdict.PASS, f"detached the results channel {channel}")

@@ -40,6 +40,7 @@ class QemuRun:
     launched_at: float = 0.0
     marker_times: dict = field(default_factory=dict)
     ended_at: float = 0.0
+    stopped: bool = False  # uffdprobe stopped QEMU (a limit, or no exit after the guest was done)
 
 
 def qemu_binary() -> str:
@@ -81,7 +82,7 @@ def run(spec: QemuSpec, *, timeout: float, silence_timeout: float, progress=None
         children.stop(proc)
         result.ended_at = time.monotonic()
         if proc is not None and result.returncode is None:
-            result.returncode = proc.returncode
+            result.returncode, result.stopped = proc.returncode, True
     return result
 
 
