@@ -1,5 +1,6 @@
 """The VM runner on real kernels under real QEMU: outcomes, isolation, cleanup, KVM probe."""
 
+import errno
 import json
 import os
 import signal
@@ -311,3 +312,79 @@ def test_results_channel_closed_early(cloud_deb, tmp_path):
     assert "results channel lost" in console and "cow-leak" in console  # the guest went on, saying so
     assert not vm_processes(mentioning=str(tmp_path))
     _next_run_works(cloud_deb, tmp_path)
+
+
+@pytest.fixture
+def small_cache(tmp_path):
+    """A 160 MiB tmpfs to serve as XDG_CACHE_HOME, and a function filling it to the last byte."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small-cache"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", str(mnt)], check=True, timeout=30)
+
+    def fill():
+        with open(mnt / "filler", "ab") as f:
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 20))
+                    f.flush()
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+    try:
+        yield mnt, fill
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], timeout=30)
+
+
+@pytest.fixture(scope="module")
+def stock_bzimage():
+    """The project's stock 6.1 build (from the kernel cache, else built now): a kernel booted from a path."""
+    from uffdprobe import kbuild
+    return kbuild.resolve_kernel("stock").bzimage
+
+
+def _run_on_cache(cache, kernel, out, *args):
+    cmd = [PY, "-m", "uffdprobe", "run", "--kernel", str(kernel), "--accel", "tcg", "--memory", "anon-4k",
+           "--results-dir", str(out), *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "XDG_CACHE_HOME": str(cache)})
+
+
+@pytest.mark.reliability('a run started with the cache disk full', 'one line naming the disk and the fix, exit 6, '
+                         'no QEMU started; after freeing space the next run works')
+def test_full_cache_disk_refuses_the_boot(small_cache, stock_bzimage, tmp_path):
+    cache, fill = small_cache
+    fill()
+    proc = _run_on_cache(cache, stock_bzimage, tmp_path / "out", "wp-gup-vmsplice")
+    _, err = _finish(proc, timeout=120)
+    assert proc.returncode == 6, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"uffdprobe: no space left writing {cache}") and "XDG_CACHE_HOME" in last, err
+    assert "booting" not in err and not vm_processes(mentioning=str(cache))
+    (cache / "filler").unlink()
+    proc = _run_on_cache(cache, stock_bzimage, tmp_path / "out", "wp-gup-vmsplice")
+    _, err = _finish(proc)
+    assert proc.returncode == 0, err
+    assert _verdicts(tmp_path / "out")["wp-gup-vmsplice"]["verdict"] == "PASS"
+
+
+@pytest.mark.reliability('the cache disk fills while a VM runs', 'exit 6 naming the disk; the verdicts that arrived '
+                         'before stay in the run directory; nothing left running')
+def test_cache_disk_filling_mid_run(small_cache, stock_bzimage, tmp_path):
+    cache, fill = small_cache
+    proc = _run_on_cache(cache, stock_bzimage, tmp_path / "out", "--hang-timeout", "20", "wp-gup-vmsplice",
+                         "selftest-self-deadlock", "cow-leak")
+    try:
+        line, deadline = "", time.monotonic() + 180
+        while "wp-gup-vmsplice" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "the run ended before its first verdict"
+        fill()
+    finally:
+        _, err = _finish(proc)
+    assert proc.returncode == 6, err
+    assert "the disk filled while the VM ran" in err.strip().splitlines()[-1], err
+    arrived = list(cache.glob("uffdprobe/runs/*/channel/results/verdicts.jsonl"))
+    assert len(arrived) == 1 and "wp-gup-vmsplice" in arrived[0].read_text()
+    assert not vm_processes(ancestor=proc.pid) and not vm_processes(mentioning=str(cache))

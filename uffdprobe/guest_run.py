@@ -129,15 +129,14 @@ def run_in_vm(args: argparse.Namespace) -> int:
             for r in results:
                 report.append_jsonl(stream, r)
     status = finish(results, args, table)
+    if lost and result.outcome in ("OK", CHANNEL_LOST):
+        print(f"uffdprobe: CHANNEL_LOST: the guest lost its results channel (guest exit {result.exit_status}); "
+              f"{kept} verdict(s) kept, the rest only in the console log: {result.console_log}", file=sys.stderr)
+        return Exit.NO_SPACE if result.exit_status == Exit.NO_SPACE else Exit.CHANNEL_LOST
     if result.outcome in OUTCOME_EXIT:
         print(f"uffdprobe: {result.outcome}: {result.reason}; {kept} verdict(s) kept; "
               f"console log: {result.console_log}", file=sys.stderr)
         return OUTCOME_EXIT[result.outcome]
-    if lost:
-        print(f"uffdprobe: the guest lost its results channel after {kept} verdict(s) "
-              f"(guest exit {result.exit_status}); the rest are only in the console log: {result.console_log}",
-              file=sys.stderr)
-        return result.exit_status
     if status != Exit.OK:
         print(f"console log: {result.console_log}", file=sys.stderr)
     return status

@@ -1,8 +1,10 @@
 """boot(): run one command in a kernel booted under QEMU and classify what happened."""
 
+import errno
 import json
 import os
 import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -22,6 +24,8 @@ GUEST_INIT = Path(__file__).resolve().with_name("guest_init.sh")
 #: on the host, the guest cannot see.
 GUEST_PRIVATE_DIRS = ("/tmp", "/var/tmp", "/run", "/dev", "/proc", "/sys")
 SCRATCH_MB = 64
+RUN_DIR_NEED_MB = SCRATCH_MB + 16  # the sparse scratch disk may fill; console and QEMU logs beside it
+FULL_BELOW = 1 << 20  # bytes free after a boot under which its files cannot be trusted to be whole
 GUEST_BOUND_MARGIN = 15  # seconds of the overall limit left for boot and power-off
 
 
@@ -105,6 +109,7 @@ def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_di
     plan = resolve_kernel(kernel, cache_dir)
     chosen = accelmod.choose_accel(accel, kernel, cache_dir, progress=progress)
     run_dir = Path(run_dir) if run_dir else new_run_dir()
+    _check_space(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     channel = run_dir / "channel"
     results = channel / "results"
@@ -138,6 +143,9 @@ def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_di
         if virtiofs:
             virtiofs.stop()
         scratch.unlink(missing_ok=True)
+    if shutil.disk_usage(run_dir).free < FULL_BELOW:
+        raise OSError(errno.ENOSPC, "the disk filled while the VM ran, so its console log and verdicts may be "
+                                    f"cut short; the verdicts that arrived are in {results}", str(run_dir))
     text = spec.console_log.read_text(errors="replace")
     verdict = outcome.classify(text, spec.stderr_log.read_text(errors="replace"), run, channel,
                                {"timeout": timeout, "silence_timeout": silence_timeout})
@@ -163,6 +171,15 @@ def _timings(run, started, prepared) -> dict:
             "launch_to_command_done": since_launch(console.COMMAND_DONE),
             "launch_to_exit": round(run.ended_at - run.launched_at, 3),
             "total": round(run.ended_at - started, 3)}
+
+
+def _check_space(run_dir: Path) -> None:
+    """Refuse to boot onto a (nearly) full disk: the scratch disk and logs would fail mid-run, unexplained."""
+    existing = next(p for p in [run_dir, *run_dir.parents] if p.exists())
+    free_mb = shutil.disk_usage(existing).free >> 20
+    if free_mb < RUN_DIR_NEED_MB:
+        raise OSError(errno.ENOSPC, f"{free_mb} MiB free, a boot needs {RUN_DIR_NEED_MB} MiB for its scratch "
+                                    "disk and logs", str(existing))
 
 
 def _check_args(argv, timeout, silence_timeout, memory_mb, cpus):
