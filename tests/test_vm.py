@@ -388,3 +388,18 @@ def test_cache_disk_filling_mid_run(small_cache, stock_bzimage, tmp_path):
     arrived = list(cache.glob("uffdprobe/runs/*/channel/results/verdicts.jsonl"))
     assert len(arrived) == 1 and "wp-gup-vmsplice" in arrived[0].read_text()
     assert not vm_processes(ancestor=proc.pid) and not vm_processes(mentioning=str(cache))
+
+
+@pytest.mark.reliability('THP disabled for the whole system (transparent_hugepage=never)',
+                         'anon-thp SKIP with the probed reason, anon-4k still runs, nothing PASS that did not run')
+def test_thp_disabled_on_the_kernel_command_line(stock_bzimage, tmp_path):
+    out = tmp_path / "results.json"
+    proc = subprocess.run([PY, "-m", "uffdprobe", "run", "--kernel", str(stock_bzimage), "--accel", "tcg",
+                           "--append", "transparent_hugepage=never", "--json", str(out),
+                           "wp-gup-vmsplice", "cow-leak"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = {(r["scenario"], r["memory"]): r for r in json.loads(out.read_text())}
+    for name in ("wp-gup-vmsplice", "cow-leak"):
+        assert got[(name, "anon-4k")]["verdict"] == "PASS"
+        assert got[(name, "anon-thp")]["verdict"] == "SKIP"
+        assert got[(name, "anon-thp")]["reason"] == "transparent hugepages disabled (enabled=never)"

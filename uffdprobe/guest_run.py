@@ -101,7 +101,7 @@ def run_in_vm(args: argparse.Namespace) -> int:
 
     try:
         result = boot(kernel, guest_argv(args), timeout=args.vm_timeout, accel=args.accel, progress=progress,
-                      run_dir=run_dir)
+                      run_dir=run_dir, extra_append=getattr(args, "append", []))
     except VmInputError as exc:
         raise UsageError(str(exc)) from None
     except VmSetupError as exc:

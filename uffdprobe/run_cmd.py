@@ -39,6 +39,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--kernel", metavar="KERNEL",
                    help="boot this kernel in QEMU and run there: bzImage/vmlinuz, linux-image .deb or recipe name")
     p.add_argument("--accel", choices=("kvm", "tcg"), help="force QEMU acceleration (default: probe KVM)")
+    p.add_argument("--append", action="append", default=[], metavar="ARG", type=kernel_arg,
+                   help="with --kernel: an extra kernel command-line argument, e.g. transparent_hugepage=never")
     p.add_argument("--vm-timeout", type=_seconds, default=900.0, metavar="S",
                    help="overall limit for the boot and every scenario in it (default 900)")
     p.set_defaults(func=cmd_run)
@@ -52,6 +54,14 @@ def _seconds(text: str) -> float:
     if not 0 < value <= 3600:
         raise argparse.ArgumentTypeError(f"{text} must be more than 0 and at most 3600 seconds")
     return value
+
+
+def kernel_arg(text: str) -> str:
+    """argparse type for --append: one kernel argument that leaves the harness's own ones alone."""
+    if not text or text.split() != [text] or text.startswith(("uffdprobe.", "init=", "rdinit=", "root=")):
+        raise argparse.ArgumentTypeError(f"{text!r}: give one kernel argument without spaces; uffdprobe.*, "
+                                         "init=, rdinit= and root= are the harness's own")
+    return text
 
 
 def runs_count(text: str) -> int:
@@ -132,6 +142,8 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     check_outputs(args)
+    if args.append and not args.kernel:
+        raise UsageError("--append changes a booted kernel's command line: add --kernel KERNEL")
     if args.kernel:
         from .guest_run import run_in_vm
         return run_in_vm(args)
