@@ -16,7 +16,7 @@ from uffdprobe.exitcodes import Exit
 from uffdprobe.kbuild_source import DEFAULT_TARBALL
 
 pytestmark = [pytest.mark.build, pytest.mark.timeout(3600)]
-VARIANTS = ["stock", "model-5.7", "model-5.8", "model-5.8-break-cow", "model-5.8-break-cow-fixup"]
+VARIANTS = ["stock", "model-5.7", "model-5.8", "model-5.8-break-cow", "model-5.8-break-cow-fixup", "no-uffd-wp"]
 
 
 def _need_toolchain():
