@@ -100,8 +100,10 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         kernels = run_all(targets, opts, work, min(args.jobs, len(targets)), _say, done)
     except KeyboardInterrupt:
         kept = Matrix([done[t.label] for t in targets if t.label in done])
-        _write(kept, args, work)
-        _say(f"matrix: interrupted; {len(kept.kernels)} finished kernel(s) written")
+        _write(kept, args, work, quiet=True)
+        where = ", ".join(filter(None, [args.json, args.junit, args.html, str(work / "matrix.json")]))
+        _say(f"matrix: interrupted; {len(kept.kernels)} finished kernel(s) written to {where}; "
+             f"stopped: {', '.join(t.label for t in targets if t.label not in done) or 'none'}")
         return Exit.INTERRUPTED
     finally:
         if old is not None:
@@ -118,8 +120,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return Exit.UNEXPECTED if problems else Exit.OK
 
 
-def _write(m: Matrix, args: argparse.Namespace, work: Path) -> None:
-    """Write every requested output, plus matrix.json in the work dir (always)."""
+def _write(m: Matrix, args: argparse.Namespace, work: Path, quiet: bool = False) -> None:
+    """Write every requested output, plus matrix.json in the work dir (always); `quiet`: no progress line."""
     data = json.dumps(m.to_dict(), indent=1, default=str)
     (work / "matrix.json").write_text(data)
     if args.json:
@@ -128,7 +130,8 @@ def _write(m: Matrix, args: argparse.Namespace, work: Path) -> None:
         Path(args.junit).write_text(junit.to_xml(m))
     if args.html:
         Path(args.html).write_text(html_report.render(m))
-        _say(f"matrix: HTML report {os.path.abspath(args.html)}")
+        if not quiet:
+            _say(f"matrix: HTML report {os.path.abspath(args.html)}")
 
 
 def _interrupt(signum, frame):

@@ -1,5 +1,6 @@
 """Fill a matrix: one `uffdprobe run` per kernel (host directly, others in one boot each), J at a time."""
 import concurrent.futures
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from .matrix import KernelRun
 from .run_cmd import UsageError
 from .scenarios.registry import select
 from .verdicts import Result, Verdict
+from .vm import children
 
 HOST = "host"
 CONSOLE_EXCERPT_LINES = 40
@@ -149,7 +151,8 @@ class Runner:
         verdict = Verdict(boot["outcome"]) if boot.get("outcome") in ("PANIC", "BOOT_FAIL", "VM_TIMEOUT") \
             else Verdict.ERROR
         run = _filled(target, results, owed, verdict, boot.get("reason") or reason, boot)
-        self.say(f"{index} {target.label}: done in {took:.1f}s: {report.summary(run.results)}")
+        if not self.stopping.is_set():  # a stopped kernel is not reported: the matrix says it was interrupted
+            self.say(f"{index} {target.label}: done in {took:.1f}s: {report.summary(run.results)}")
         return run
 
     def _limit(self) -> float:
@@ -170,7 +173,7 @@ class Runner:
             try:
                 status = proc.wait(timeout=self._limit())
             except subprocess.TimeoutExpired:
-                _stop(proc)
+                children.stop(proc, grace=TERM_GRACE_S)
                 status = None
             finally:
                 relay.join(5)
@@ -185,12 +188,17 @@ class Runner:
             self.say(f"  {label} | {line.rstrip()}")
 
     def stop_all(self) -> None:
-        """Interrupted: ask every live child to stop (it kills its QEMU), then kill what is left."""
+        """Interrupted: ask every live child to stop (it kills its QEMU), then kill what is left.
+
+        The children are stopped side by side, so the whole stop takes one grace period, not one each."""
         with self.lock:
             self.stopping.set()
             procs = list(self.live.values())
-        for proc in procs:
-            _stop(proc)
+        stoppers = [threading.Thread(target=children.stop, args=(p, TERM_GRACE_S), daemon=True) for p in procs]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(TERM_GRACE_S + 30)
 
 
 def run_all(targets: List[Target], opts: Options, work: Path, jobs: int, say: Callable[[str], None],
@@ -209,27 +217,36 @@ def run_all(targets: List[Target], opts: Options, work: Path, jobs: int, say: Ca
             for f in finished:
                 done[futures[f].label] = f.result()
     except BaseException:
-        for f in futures:  # first, so no queued kernel starts while the running ones stop
-            f.cancel()
-        runner.stop_all()
-        pool.shutdown(wait=True)
+        with _second_signal_waits():
+            for f in futures:  # first, so no queued kernel starts while the running ones stop
+                f.cancel()
+            for f in futures:  # finished before the interrupt, not yet collected: kept
+                if f.done() and not f.cancelled() and f.exception() is None:
+                    done[futures[f].label] = f.result()
+            runner.stop_all()
+            pool.shutdown(wait=True)
         raise
     pool.shutdown(wait=True)
     return [done[t.label] for t in targets]
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the child's session, wait up to TERM_GRACE_S, then SIGKILL it; always reaps."""
-    for sig, wait in ((signal.SIGTERM, TERM_GRACE_S), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except OSError:
-            pass
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+@contextlib.contextmanager
+def _second_signal_waits():
+    """While the children are being stopped, a second Ctrl-C or SIGTERM is noted but does not cut it short.
+
+    Blocking the signals in this thread alone would not do: the kernel hands a blocked signal to
+    another thread (a worker), and Python then runs the handler here all the same."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {sig: signal.signal(sig, lambda *_: print("matrix: still stopping the running kernels",
+                                                   file=sys.stderr, flush=True)) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _safe(label: str) -> str:

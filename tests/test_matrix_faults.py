@@ -1,0 +1,190 @@
+"""Faults around a real `uffdprobe matrix` (host and the cached `stock` recipe booted under QEMU):
+signals while a kernel boots, and two matrix runs at once on the one user cache."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from uffdprobe.kbuild_cache import COMPLETE, sha256_file
+from uffdprobe.matrix_run import TERM_GRACE_S
+from uffdprobe.vm import accel
+from uffdprobe.vm.leftovers import vm_processes
+from uffdprobe.vm.paths import cache_root
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(3600)]  # `stock` may have to be built cold
+root = pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp scenarios need root here")
+
+BOOTING = re.compile(r"^  stock \| \[vm\] booting .*; console: (\S+)$")
+
+
+class MatrixProc:
+    """A `uffdprobe matrix` subprocess: its stderr lines as they come, and every process ever seen under it."""
+
+    def __init__(self, *args):
+        self.proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", "matrix", *args], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines, self.stdout = [], []  # stderr lines as (monotonic time, text)
+        self.seen = {}  # pid -> (create_time, session id, command line) of every descendant sampled
+        self._readers = [threading.Thread(target=self._read, args=(self.proc.stderr, self._line), daemon=True),
+                         threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout.append),
+                                          daemon=True),
+                         threading.Thread(target=self._sample, daemon=True)]
+        for t in self._readers:
+            t.start()
+
+    def _line(self, text):
+        self.lines.append((time.monotonic(), text.rstrip("\n")))
+
+    @staticmethod
+    def _read(stream, sink):
+        for line in stream:
+            sink(line)
+
+    def _sample(self):
+        while self.proc.poll() is None:
+            try:
+                for p in psutil.Process(self.proc.pid).children(recursive=True):
+                    try:
+                        self.seen.setdefault(p.pid, (p.create_time(), os.getsid(p.pid), " ".join(p.cmdline())))
+                    except (psutil.Error, OSError):
+                        pass
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+
+    def wait_for(self, pattern: re.Pattern, timeout: float) -> re.Match:
+        """The first stderr line matching `pattern`, waited for at most `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for _, text in list(self.lines):
+                found = pattern.search(text)
+                if found:
+                    return found
+            if self.proc.poll() is not None and not self._readers[0].is_alive():
+                break
+            time.sleep(0.2)
+        pytest.fail(f"no line matching {pattern.pattern!r} within {timeout:g}s; stderr:\n{self.stderr[-4000:]}")
+
+    def finish(self, timeout: float) -> int:
+        """Its exit status, waited for at most `timeout` seconds (killed and reaped after that)."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"matrix still running {timeout:g}s later; stderr:\n{self.stderr[-4000:]}")
+        finally:
+            self.kill()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        for t in self._readers:
+            t.join(10)
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(text for _, text in self.lines)
+
+    def own_lines_after(self, moment: float) -> list:
+        """The matrix's own stderr lines after `moment` (relayed child output starts with two spaces)."""
+        return [text for at, text in self.lines if at >= moment and not text.startswith("  ")]
+
+    def left(self) -> list:
+        """Processes seen under the matrix that still run, or that share a session with one seen there."""
+        sessions = {sid for _, sid, _ in self.seen.values()}
+        found = []
+        for p in psutil.process_iter(["pid", "create_time", "cmdline", "status"]):
+            if p.pid == os.getpid() or p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            ours = self.seen.get(p.pid, (None,))[0] == p.info["create_time"]
+            try:
+                in_session = os.getsid(p.pid) in sessions and os.getsid(p.pid) != os.getsid(0)
+            except OSError:
+                continue
+            if ours or in_session:
+                found.append((p.pid, " ".join(p.info["cmdline"] or [])[:200]))
+        return found
+
+
+def held_locks(pids) -> list:
+    """Cache lock files (kernel builder, KVM probe) that a process of `pids`, or a dead one, still holds."""
+    files = list((cache_root() / "kernels" / "locks").glob("*.lock")) + [accel._lock_file()]
+    inodes = {os.stat(f).st_ino: f for f in files if f.exists()}
+    held = []
+    for row in Path("/proc/locks").read_text().split("\n"):
+        parts = row.split()
+        if len(parts) < 6 or parts[1] != "FLOCK":
+            continue
+        pid, inode = int(parts[4]), int(parts[5].rsplit(":", 1)[1])
+        if inode in inodes and (pid in pids or not psutil.pid_exists(pid)):
+            held.append((str(inodes[inode]), pid))
+    return held
+
+
+def stock_entry() -> Path:
+    """The cached `stock` kernel's entry directory (resolving it is a cache read once it is built)."""
+    from uffdprobe import kbuild
+    return kbuild.resolve_kernel("stock", progress=False).bzimage.parent
+
+
+def entry_intact(entry: Path) -> bool:
+    return sha256_file(entry / "bzImage") == json.loads((entry / COMPLETE).read_text())["bzimage_sha256"]
+
+
+def matrix_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def verdicts(data: dict) -> dict:
+    return {(c["kernel"], c["scenario"], c["memory"]): c["verdict"] for c in data["cells"]}
+
+
+@root
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.reliability("SIGINT or SIGTERM to a matrix while a kernel's VM boots",
+                         "exit 130 within the grace, one line, the finished kernel written, no QEMU, virtiofsd, "
+                         "run child or lock left, the next matrix runs")
+def test_signal_while_a_kernel_boots(tmp_path, sig):
+    stock_entry()  # built before the clock starts, if it ever has to be
+    out, work = tmp_path / "m.json", tmp_path / "work"
+    m = MatrixProc("--kernel", "host", "--kernel", "stock", "--json", str(out), "--results-dir", str(work))
+    try:
+        m.wait_for(re.compile(r"^\[1/2\] host: done"), 600)
+        run_dir = Path(m.wait_for(BOOTING, 900).group(1)).parent
+        deadline = time.monotonic() + 60
+        while not vm_processes(ancestor=m.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert vm_processes(ancestor=m.proc.pid), "no QEMU running under the matrix"
+        time.sleep(1)  # let the sampler see the QEMU and virtiofsd processes
+        sent = time.monotonic()
+        m.proc.send_signal(sig)
+        status = m.finish(timeout=TERM_GRACE_S + 60)
+        took = time.monotonic() - sent
+    finally:
+        m.kill()
+    assert status == 130, m.stderr[-4000:]
+    assert took < TERM_GRACE_S, f"{took:.1f}s to stop"  # the run child stopped its QEMU without the SIGKILL
+    assert m.own_lines_after(sent) == [f"matrix: interrupted; 1 finished kernel(s) written to {out}, "
+                                       f"{work / 'matrix.json'}; stopped: stock"], m.stderr[-4000:]
+    assert "Traceback" not in m.stderr
+    for path in (out, work / "matrix.json"):
+        data = matrix_json(path)
+        assert [k["label"] for k in data["kernels"]] == ["host"]
+        assert data["cells"] and all(c["verdict"] == "PASS" for c in data["cells"]), verdicts(data)
+    assert any("qemu-system" in cmd for _, _, cmd in m.seen.values())
+    assert m.left() == []
+    assert not vm_processes(mentioning=str(run_dir)) and not vm_processes(mentioning=str(work))
+    assert not held_locks(set(m.seen) | {m.proc.pid})
+    again = MatrixProc("--kernel", "host", "--kernel", "stock", "--scenario", "wp-real-write",
+                       "--json", str(tmp_path / "again.json"), "--results-dir", str(tmp_path / "again"))
+    assert again.finish(timeout=1200) == 0, again.stderr[-4000:]
+    assert set(verdicts(matrix_json(tmp_path / "again.json")).values()) == {"PASS"}
+    assert again.left() == []
