@@ -14,7 +14,8 @@ from . import html_report, junit, matrix_table
 from .exitcodes import Exit
 from .matrix import Matrix
 from .matrix_run import Options, build, check_kernels, planned, run_all
-from .recipes import VERDICTS
+from .kbuild_errors import BadInput
+from .recipes import VERDICTS, check_expect
 from .run_cmd import UsageError, _seconds, runs_count
 from .scenarios.memkinds import KINDS
 
@@ -56,6 +57,10 @@ def parse_expect(items: List[str], labels: List[str]) -> Dict[str, Dict[str, str
                              + ", ".join(sorted(VERDICTS)))
         if kernel != "*" and kernel not in labels:
             raise UsageError(f"--expect {item!r}: {kernel} is not one of the --kernel values")
+        try:
+            check_expect({scenario: verdict}, f"--expect {item!r}")
+        except BadInput as exc:
+            raise UsageError(str(exc)) from None
         out.setdefault(kernel, {})[scenario] = verdict
     return out
 

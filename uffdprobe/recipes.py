@@ -49,36 +49,72 @@ def load(name_or_path) -> Recipe:
     if tomllib is None:
         raise BadInput("reading recipes needs Python 3.11 (tomllib) or the tomli package: pip install tomli")
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"recipe {path} cannot be read: {exc}; fix the TOML") from None
+        text = path.read_text()
+    except OSError as exc:
+        raise BadInput(f"recipe {path} cannot be read ({exc.strerror}): make it readable "
+                       f"(chmod a+r {path}) or give another recipe") from None
+    try:
+        data = tomllib.loads(text)
+    except ValueError as exc:
+        raise BadInput(f"recipe {path} is not valid TOML ({exc}); fix that line") from None
     return _from_dict(data, path)
 
 
+# field -> (type, what it holds); REQUIRED ones have no default
+FIELDS = {
+    "name": (str, "a string"),
+    "summary": (str, "a string"),
+    "source": (str, 'a string: a tarball, tree or GIT_TREE@REF, e.g. "/usr/src/linux-source-6.1.tar.xz"'),
+    "base": (str, f"a string, one of {', '.join(sorted(BASES))}"),
+    "fragments": (list, 'a list of paths, e.g. ["fragments/x86_64.config"]'),
+    "patches": (list, 'a list of patch paths (in order), [] for none'),
+    "models": (dict, "a table"),
+    "expect": (dict, 'a table of "SCENARIO" = "VERDICT"'),
+}
+REQUIRED = ("source", "patches")
+
+
 def _from_dict(data: dict, path: Path) -> Recipe:
-    known = {"name", "summary", "source", "base", "fragments", "patches", "models", "expect"}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - set(FIELDS))
     if unknown:
-        raise BadInput(f"recipe {path}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        raise BadInput(f"recipe {path}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(FIELDS)}")
+    for key in REQUIRED:
+        if key not in data:
+            raise BadInput(f"recipe {path}: required field {key!r} is missing; add {key} = {FIELDS[key][1]}")
+    for key, value in data.items():
+        kind, holds = FIELDS[key]
+        if not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) for v in value)):
+            raise BadInput(f"recipe {path}: {key} = {value!r} has the wrong type; {key} must be {holds}")
     base = data.get("base", "tinyconfig")
     if base not in BASES:
         raise BadInput(f"recipe {path}: base {base!r} is not one of {', '.join(sorted(BASES))}")
     expect = dict(data.get("expect", {}))
-    bad = {k: v for k, v in expect.items() if v not in VERDICTS}
-    if bad:
-        raise BadInput(f"recipe {path}: unknown expected verdict(s) {bad}; use {', '.join(sorted(VERDICTS))}")
+    check_expect(expect, f"recipe {path}: [expect]")
     here = path.parent.parent if path.parent.name == "recipes" else path.parent
     return Recipe(
         name=data.get("name", path.stem),
         summary=data.get("summary", ""),
-        source=str(data.get("source", "")),
+        source=data["source"],
         base=base,
         fragments=tuple(_resolve(here, f, path, "fragment") for f in data.get("fragments", [])),
-        patches=tuple(_resolve(here, p, path, "patch") for p in data.get("patches", [])),
+        patches=tuple(_resolve(here, p, path, "patch") for p in data["patches"]),
         models=dict(data.get("models", {})),
         expect=expect,
         path=path,
     )
+
+
+def check_expect(expect: dict, where: str) -> None:
+    """BadInput naming the first scenario that does not exist or verdict that is not one of VERDICTS."""
+    from .scenarios.registry import SCENARIOS
+    for scenario, verdict in expect.items():
+        if scenario not in SCENARIOS:
+            public = [name for name, s in SCENARIOS.items() if not s.test_only]
+            raise BadInput(f"{where}: unknown scenario {scenario!r}; use one of {', '.join(public)}"
+                           " (uffdprobe list)")
+        if verdict not in VERDICTS:
+            raise BadInput(f"{where}: {scenario} = {verdict!r} is not a verdict; use one of "
+                           f"{', '.join(sorted(VERDICTS))}")
 
 
 def _resolve(base: Path, rel: str, recipe: Path, what: str) -> Path:
