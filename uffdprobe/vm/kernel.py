@@ -41,8 +41,12 @@ def identify_image(path) -> KernelIdentity:
         raise VmInputError(f"kernel {path} does not exist: give a bzImage/vmlinuz path or a Debian linux-image .deb")
     if path.is_dir():
         raise VmInputError(f"kernel {path} is a directory: give the bzImage inside it (e.g. arch/x86/boot/bzImage)")
-    with open(path, "rb") as f:
-        head = f.read(64 * 1024)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64 * 1024)
+    except OSError as exc:
+        raise VmInputError(f"kernel {path} cannot be read ({exc.strerror}): make it readable "
+                           f"(chmod a+r {path}) or give another kernel") from None
     if head[SETUP_MAGIC_OFFSET:SETUP_MAGIC_OFFSET + 4] != b"HdrS":
         raise VmInputError(f"{path} is not an x86 kernel image (no bzImage boot header): "
                            "give a bzImage/vmlinuz or a Debian linux-image .deb")
