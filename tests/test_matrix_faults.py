@@ -114,9 +114,9 @@ class MatrixProc:
         return found
 
 
-def held_locks(pids) -> list:
+def held_locks(pids, cache: Path = None) -> list:
     """Cache lock files (kernel builder, KVM probe) that a process of `pids`, or a dead one, still holds."""
-    files = list((cache_root() / "kernels" / "locks").glob("*.lock")) + [accel._lock_file()]
+    files = list((cache_root() / "kernels" / "locks").glob("*.lock")) + [accel._lock_file(cache)]
     inodes = {os.stat(f).st_ino: f for f in files if f.exists()}
     held = []
     for row in Path("/proc/locks").read_text().split("\n"):
@@ -188,3 +188,107 @@ def test_signal_while_a_kernel_boots(tmp_path, sig):
     assert again.finish(timeout=1200) == 0, again.stderr[-4000:]
     assert set(verdicts(matrix_json(tmp_path / "again.json")).values()) == {"PASS"}
     assert again.left() == []
+
+
+def socket_dirs(seen: dict) -> set:
+    """virtiofsd's private socket directories, from the command lines seen."""
+    return {Path(p).parent for _, _, cmd in seen.values() for p in re.findall(r"--socket-path=(\S+)", cmd)}
+
+
+def strays(pids) -> list:
+    """Temporary files a process of `pids` left in the user cache (their names carry the pid)."""
+    cache = cache_root()
+    places = [cache, cache / "initramfs", cache / "kernels", cache / "kernels" / "entries",
+              cache / "kernels" / "aliases", cache / "debian-kernels"]
+    return [str(p) for d in places if d.is_dir() for p in d.iterdir()
+            if re.search(r"(tmp|rm-.*-)(\d+)$", p.name) and int(re.search(r"(\d+)$", p.name).group(1)) in pids]
+
+
+@root
+@pytest.mark.reliability("two matrix runs at once on one cache",
+                         "both finish with the same full verdicts; run dirs, probe cache, kernel cache and temp "
+                         "files intact; no lock or process left")
+def test_two_matrix_runs_at_once_on_one_cache(tmp_path):
+    entry = stock_entry()
+    assert entry_intact(entry)
+    probe_cache = accel.cache_file().read_bytes() if accel.cache_file().exists() else None
+    runs = {n: MatrixProc("--kernel", "host", "--kernel", "stock", "--json", str(tmp_path / f"{n}.json"),
+                          "--results-dir", str(tmp_path / n)) for n in ("a", "b")}
+    try:
+        boots = {n: Path(m.wait_for(BOOTING, 1500).group(1)).parent for n, m in runs.items()}
+        status = {n: m.finish(timeout=2400) for n, m in runs.items()}
+    finally:
+        for m in runs.values():
+            m.kill()
+    for n, m in runs.items():
+        assert status[n] == 0, m.stderr[-4000:]
+        assert "Traceback" not in m.stderr
+    data = {n: matrix_json(tmp_path / f"{n}.json") for n in runs}
+    assert data["a"]["kernels"] and data["a"]["rows"]
+    for n in runs:
+        assert [k["label"] for k in data[n]["kernels"]] == ["host", "stock"]
+        assert matrix_json(tmp_path / n / "matrix.json") == data[n]
+        assert {(c["kernel"], c["scenario"], c["memory"]) for c in data[n]["cells"]} == \
+            {(k, r["scenario"], r["memory"]) for k in ("host", "stock") for r in data[n]["rows"]}
+        assert not {c["verdict"] for c in data[n]["cells"]} & {"ERROR", "VM_TIMEOUT", "PANIC", "BOOT_FAIL"}
+        stock = data[n]["kernels"][1]
+        assert Path(stock["boot"]["run_dir"]) == boots[n]
+        assert json.loads((boots[n] / "result.json").read_text())["outcome"] == "OK"
+    assert verdicts(data["a"]) == verdicts(data["b"])
+    assert boots["a"] != boots["b"]
+    assert [k["identity"]["sha256"] for k in data["a"]["kernels"][1:]] == \
+        [k["identity"]["sha256"] for k in data["b"]["kernels"][1:]] == [sha256_file(entry / "bzImage")]
+    assert entry_intact(entry) and stock_entry() == entry
+    if probe_cache is not None:  # a cached answer is only read
+        assert accel.cache_file().read_bytes() == probe_cache
+    assert accel.cached_answer() is not None
+    pids = set().union(*(set(m.seen) | {m.proc.pid} for m in runs.values()))
+    assert strays(pids) == []
+    for m in runs.values():
+        assert m.left() == []
+        assert not [d for d in socket_dirs(m.seen) if d.exists()]
+    for d in list(boots.values()) + [tmp_path]:
+        assert not vm_processes(mentioning=str(d))
+    assert not held_locks(pids)
+
+
+PROBE = """
+import json, sys, time
+from pathlib import Path
+from uffdprobe.vm import accel
+go = Path(sys.argv[3])
+deadline = time.monotonic() + 120
+while not go.exists() and time.monotonic() < deadline:
+    time.sleep(0.01)
+print(json.dumps(accel.probe_kvm(sys.argv[1], cache_dir=Path(sys.argv[2]), progress=lambda t: print(t, file=sys.stderr))))
+"""
+
+
+@pytest.mark.reliability("two runs probing KVM at once on a fresh cache",
+                         "one probe boot; the other waits for its answer (bounded); accel.json whole, no lock left")
+def test_two_kvm_probes_at_once_probe_once(tmp_path):
+    kernel = stock_entry() / "bzImage"
+    cache, go = tmp_path / "cache", tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", PROBE, str(kernel), str(cache), str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        time.sleep(2)  # both importing, then waiting for the go file
+        go.touch()
+        outs = [p.communicate(timeout=accel.PROBE_LOCK_WAIT + 120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
+    assert [p.returncode for p in procs] == [0, 0], outs
+    answers = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    if any("inconclusive" in a["reason"] for a in answers):
+        pytest.skip(f"the probe boot was inconclusive here, nothing is cached: {answers}")
+    assert sorted(a["cached"] for a in answers) == [False, True], answers
+    assert answers[0]["accel"] == answers[1]["accel"]
+    waited = [err for (_, err), a in zip(outs, answers) if a["cached"]]
+    assert "waiting for the KVM probe of pid " in waited[0], outs
+    assert list(json.loads(accel.cache_file(cache).read_text()).values())[0]["accel"] == answers[0]["accel"]
+    assert sorted(p.name for p in cache.iterdir() if p.is_file()) == ["accel.json", "accel.lock"]
+    assert not held_locks({p.pid for p in procs}, cache) and not vm_processes(mentioning=str(cache))
+
