@@ -292,3 +292,44 @@ def test_two_kvm_probes_at_once_probe_once(tmp_path):
     assert sorted(p.name for p in cache.iterdir() if p.is_file()) == ["accel.json", "accel.lock"]
     assert not held_locks({p.pid for p in procs}, cache) and not vm_processes(mentioning=str(cache))
 
+
+@root
+@pytest.mark.reliability("QEMU of one matrix kernel SIGKILLed from outside mid-run",
+                         "the matrix finishes, exit 7; the other kernel's results intact; that kernel's cells "
+                         "ERROR saying QEMU was killed; nothing left running")
+def test_qemu_killed_under_a_matrix(tmp_path):
+    stock_entry()
+    out, work = tmp_path / "m.json", tmp_path / "work"
+    m = MatrixProc("--kernel", "host", "--kernel", "stock", "--json", str(out), "--results-dir", str(work))
+    try:
+        run_dir = Path(m.wait_for(BOOTING, 1500).group(1)).parent
+        m.wait_for(re.compile(r"^  stock \| \[vm\] .*guest init reached"), 600)
+        qemus = [p for p in vm_processes(ancestor=m.proc.pid) if "qemu-system" in " ".join(p.cmdline())]
+        assert len(qemus) == 1, qemus
+        time.sleep(1)  # the sampler sees the whole tree
+        qemus[0].send_signal(signal.SIGKILL)
+        status = m.finish(timeout=600)
+    finally:
+        m.kill()
+    assert status == 7, m.stderr[-4000:]
+    assert "Traceback" not in m.stderr
+    data = matrix_json(out)
+    assert matrix_json(work / "matrix.json") == data
+    assert [k["label"] for k in data["kernels"]] == ["host", "stock"]
+    host = [c for c in data["cells"] if c["kernel"] == "host"]
+    stock = [c for c in data["cells"] if c["kernel"] == "stock"]
+    assert host and all(c["verdict"] == "PASS" and not c["unexpected"] for c in host), verdicts(data)
+    assert len(stock) == len(host)
+    killed = [c for c in stock if c["verdict"] == "ERROR"]
+    assert killed, verdicts(data)
+    for c in killed:
+        reason = c["results"][0]["reason"]
+        assert "QEMU died of signal 9 (SIGKILL)" in reason and "killed from outside" in reason, reason
+        assert c["unexpected"]
+    assert all(c["verdict"] != "ERROR" for c in stock if c not in killed)
+    assert data["kernels"][1]["boot"]["outcome"] == "VM_KILLED"
+    assert data["kernels"][1]["boot"]["exit_status"] == 13
+    assert m.left() == []
+    assert not vm_processes(mentioning=str(run_dir)) and not vm_processes(mentioning=str(work))
+    assert not [d for d in socket_dirs(m.seen) if d.exists()]
+    assert not held_locks(set(m.seen) | {m.proc.pid})
