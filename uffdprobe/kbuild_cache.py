@@ -76,26 +76,35 @@ class Lock:
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # an interrupted wait must not leave the fd (and later its flock) behind
+            self._take(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv)[:200]}) since {time.ctime()}\n".encode(), 0)
+        except OSError:  # the holder note is for people; a full disk must not stop the lock
+            pass
+        self.fd = fd
+        return self
+
+    def _take(self, fd: int) -> None:
         deadline = time.monotonic() + self.wait
         told = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                return
             except BlockingIOError:
                 holder = _read_holder(fd)
                 if time.monotonic() >= deadline:
-                    os.close(fd)
                     raise SetupError(f"{self.what} is busy: {holder} still holds {self.path} after "
-                                     f"{self.wait:.0f} s; wait for it to finish or stop it")
+                                     f"{self.wait:.0f} s; wait for it to finish or stop it") from None
                 if not told:
                     print(f"kbuild: waiting for {self.what}, held by {holder}", file=sys.stderr)
                     told = True
                 time.sleep(0.5)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv)[:200]}) since {time.ctime()}\n".encode(), 0)
-        self.fd = fd
-        return self
 
     def __exit__(self, *exc):
         os.ftruncate(self.fd, 0)
@@ -138,20 +147,48 @@ def entry_dir(root: Path, key: str) -> Path:
 
 
 def load_entry(root: Path, key: str) -> Optional[Entry]:
-    """The complete, intact entry for `key`; a partial or corrupt one is removed and None returned."""
+    """The complete, intact entry for `key`; a partial or corrupt one is reported, removed and None returned."""
     path = entry_dir(root, key)
     if not path.exists():
         return None
     try:
-        marker = json.loads((path / COMPLETE).read_text())
-        identity = json.loads((path / "identity.json").read_text())
-        if sha256_file(path / "bzImage") == marker["bzimage_sha256"]:
-            return Entry(path, identity)
-    except (OSError, ValueError, KeyError):
-        pass
-    print(f"kbuild: cache entry {path} is incomplete or corrupt; rebuilding it", file=sys.stderr)
-    remove_tree(path)
+        marker, identity = _metadata(path)
+        if sha256_file(path / "bzImage") != marker["bzimage_sha256"]:
+            raise _Corrupt("bzImage does not match its recorded sha256")
+        return Entry(path, identity)
+    except OSError as exc:
+        problem = f"{Path(exc.filename or path).name}: {exc.strerror}"
+    except _Corrupt as exc:
+        problem = str(exc)
+    _drop(path, problem, "rebuilding it")
     return None
+
+
+class _Corrupt(Exception):
+    """An entry whose metadata is not what install_entry() writes."""
+
+
+def _metadata(path: Path) -> tuple:
+    """(complete marker, identity) of an entry; _Corrupt (or OSError) when either is garbage."""
+    found = []
+    for name, must in ((COMPLETE, "bzimage_sha256"), ("identity.json", "key")):
+        try:
+            value = json.loads((path / name).read_text())
+        except ValueError as exc:
+            raise _Corrupt(f"{name} is not JSON ({exc})") from None
+        except UnicodeDecodeError:
+            raise _Corrupt(f"{name} is not text") from None
+        if not isinstance(value, dict) or not isinstance(value.get(must), str):
+            raise _Corrupt(f"{name} has no {must!r} string")
+        found.append(value)
+    return tuple(found)
+
+
+def _drop(path: Path, problem: str, then: str) -> None:
+    """Report a corrupt entry in one line and remove it, so nothing ever boots it."""
+    print(f"kbuild: cache entry {path} is incomplete or corrupt ({problem[:160]}); removed it, {then}",
+          file=sys.stderr)
+    remove_tree(path)
 
 
 def install_entry(root: Path, key: str, files: dict, identity: dict) -> Entry:
@@ -188,15 +225,21 @@ def write_alias(root: Path, inputs: str, key: str) -> None:
 
 
 def list_entries(root: Path) -> list:
-    """Every complete entry, newest first (marker not re-hashed: listing stays fast)."""
+    """Every complete entry, newest first (bzImage not re-hashed: listing stays fast; garbage metadata is
+    reported and the entry removed)."""
     found = []
     for path in sorted((root / "entries").glob("[!.]*")):
         try:
-            marker = json.loads((path / COMPLETE).read_text())
-            identity = json.loads((path / "identity.json").read_text())
-        except (OSError, ValueError):
+            marker, identity = _metadata(path)
+        except FileNotFoundError as exc:
+            if path.exists():  # not removed under us by clean: an entry missing a file
+                _drop(path, f"{Path(exc.filename).name}: {exc.strerror}", "build it again")
             continue
-        found.append((marker.get("installed", 0), Entry(path, identity)))
+        except _Corrupt as exc:
+            _drop(path, str(exc), "build it again")
+            continue
+        installed = marker.get("installed")
+        found.append((installed if isinstance(installed, (int, float)) else 0, Entry(path, identity)))
     return [entry for _, entry in sorted(found, key=lambda pair: -pair[0])]
 
 
