@@ -5,6 +5,7 @@ source plus one `make O=` directory. A build rewrites only the files its patch s
 changes (and restores the ones the previous variant changed), so switching variants
 recompiles a handful of mm/ objects and relinks, instead of building from scratch.
 """
+import errno
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from typing import Optional, Union
 
 from . import kbuild_cache as cache
 from . import kbuild_config, kbuild_make, kbuild_source, patches as patches_mod, recipes
-from .kbuild_errors import SetupError
+from .kbuild_errors import NO_SPACE_TEXT, SetupError, no_space
 
 BUILDER_VERSION = 1
 DEFAULT_FRAGMENT = recipes.VM_IMAGES / "fragments" / "x86_64.config"
@@ -61,6 +62,7 @@ class _Job:
     identity: dict
     cc: str
     show: kbuild_make.Progress
+    source_spec: kbuild_source.SourceSpec = None
 
     @property
     def inputs(self) -> str:
@@ -72,34 +74,67 @@ class _Job:
 
 def build(what: Union[str, recipes.Recipe, BuildSpec], progress: bool = True, cache_dir=None,
           jobs: Optional[int] = None, timeout: float = kbuild_make.BUILD_TIMEOUT) -> BuiltKernel:
-    """Build (or take from the cache) a recipe name, Recipe or BuildSpec; raises KbuildError subclasses."""
+    """Build (or take from the cache) a recipe name, Recipe or BuildSpec; raises KbuildError subclasses.
+
+    Every input (recipe, patches, fragments, source) is checked before anything is written; a
+    full disk anywhere under the cache is NoSpace (exit 6) naming the cache.
+    """
     started = time.monotonic()
+    job = _prepare(what, cache_dir, progress)
+    try:
+        return _build_job(job, jobs, timeout, progress, started)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise no_space(job.root, f"writing {exc.filename or 'the cache'}") from None
+
+
+def _prepare(what, cache_dir, progress: bool) -> "_Job":
+    """Load and check every input, then identify the source (which may write its hash memo)."""
     recipe = recipes.load(what) if isinstance(what, str) else what if isinstance(what, recipes.Recipe) else None
     spec = _spec_of(recipe) if recipe else what
-    root = Path(cache_dir) if cache_dir else cache.default_root()
-    root.mkdir(parents=True, exist_ok=True)
     series = [patches_mod.load(p) for p in spec.patches]
     fragment_hashes = [_fragment_hash(f) for f in spec.fragments]
     source_spec = kbuild_source.parse_spec(spec.source)
-    job = _Job(spec, recipe, root, series, fragment_hashes, kbuild_source.identify(source_spec, root),
-               kbuild_make.compiler_id(), kbuild_make.Progress(spec.name, progress))
-
-    hit = _cached(root, cache.read_alias(root, job.inputs))
-    if hit:
-        return _result(hit, recipe, True, started)
-
-    source = kbuild_source.materialize(source_spec, root, progress)
-    wsid = cache.sha256_json({"src": source.srcid, "base": spec.base, "fragments": fragment_hashes,
-                              "cc": job.cc})[:16]
-    work = root / "work" / wsid
-    stage_dir = Path(tempfile.mkdtemp(dir=root, prefix=".stage-"))
+    root = Path(cache_dir) if cache_dir else cache.default_root()
     try:
-        staged = patches_mod.stage(series, source.tree, stage_dir)  # PatchDoesNotApply before any change
-        with cache.Lock(root, f"work-{wsid}", what=f"build workspace {work}"):
+        root.mkdir(parents=True, exist_ok=True)
+        identity = kbuild_source.identify(source_spec, root)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise no_space(root, "recording the source's hash") from None
+    return _Job(spec, recipe, root, series, fragment_hashes, identity, kbuild_make.compiler_id(),
+                kbuild_make.Progress(spec.name, progress), source_spec)
+
+
+def _build_job(job: "_Job", jobs: Optional[int], timeout: float, progress: bool, started: float) -> BuiltKernel:
+    hit = _cached(job.root, cache.read_alias(job.root, job.inputs))
+    if hit:
+        return _result(hit, job.recipe, True, started)
+    source = kbuild_source.materialize(job.source_spec, job.root, progress)
+    work = _work_dir(job, source.srcid)
+    stage_dir = Path(tempfile.mkdtemp(dir=job.root, prefix=".stage-"))
+    try:
+        staged = patches_mod.stage(job.series, source.tree, stage_dir)  # PatchDoesNotApply before any change
+        with cache.Lock(job.root, f"work-{work.name}", what=f"build workspace {work}"):
             hit = _build_in(job, source, work, staged, jobs or (os.cpu_count() or 1) + 1, timeout)
     finally:
         shutil.rmtree(stage_dir, ignore_errors=True)
-    return _result(hit, recipe, False, started)
+    return _result(hit, job.recipe, False, started)
+
+
+def _work_dir(job: "_Job", srcid: str) -> Path:
+    """work/<wsid>: one workspace per (source, base, fragments, compiler), shared by patch variants."""
+    wsid = cache.sha256_json({"src": srcid, "base": job.spec.base, "fragments": job.fragment_hashes,
+                              "cc": job.cc})[:16]
+    return job.root / "work" / wsid
+
+
+def workspace(what: Union[str, recipes.Recipe, BuildSpec], cache_dir=None) -> Path:
+    """The workspace directory a build of `what` uses (it may not exist yet)."""
+    job = _prepare(what, cache_dir, progress=False)
+    return _work_dir(job, cache.sha256_json(job.identity)[:16])
 
 
 def _build_in(job: _Job, source, work: Path, staged: dict, jobs: int, timeout: float) -> cache.Entry:
@@ -117,7 +152,7 @@ def _build_in(job: _Job, source, work: Path, staged: dict, jobs: int, timeout: f
     if not hit:
         job.show.note(f"building {source.version} ({len(job.series)} patch(es)) in {work / 'build'}")
         kbuild_make.run_make(make + [f"-j{jobs}", "bzImage"], log_path, job.show, timeout,
-                             env=kbuild_make.make_env(work))
+                             env=kbuild_make.make_env(work), disk=job.root)
         job.show.finish("built")
         files = {"bzImage": work / "build" / BZIMAGE, "config": config, "build.log": log_path}
         hit = cache.install_entry(job.root, key, files, _identity(job, source, config, key))
@@ -184,6 +219,8 @@ def _workspace_tree(source, work: Path, show) -> Path:
     done = subprocess.run(["cp", "-al", str(source.tree), str(tmp)], capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
         cache.remove_tree(tmp)
+        if NO_SPACE_TEXT in done.stderr:
+            raise no_space(work, "linking a work tree")
         raise SetupError(f"cannot link a work tree: {done.stderr.strip()[:200]}")
     os.rename(tmp, tree)
     (work / "state.json").write_text(json.dumps({"modified": []}))

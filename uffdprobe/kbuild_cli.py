@@ -1,9 +1,10 @@
 """`uffdprobe kernel ...`: build, list and clean cached kernels (argparse wiring for cli.py).
 
 Exit statuses (uffdprobe.exitcodes.Exit): 0 built or cached; 2 bad input (missing source,
-not a kernel tree, unknown ref or recipe, unreadable patch/fragment); 3 a patch does not
-apply; 4 Kconfig dropped a fragment option; 5 the build failed; 6 setup (missing tool,
-lock held past the wait bound); 130 interrupted.
+not a kernel tree, unknown ref or recipe, malformed recipe, unreadable patch/fragment) or setup
+(missing tool, lock held past the wait bound); 3 a patch does not apply; 4 Kconfig dropped a
+fragment option; 5 the build failed; 6 the cache's disk is full; 130 interrupted (make stopped
+and reaped, locks released, nothing half-installed).
 """
 import argparse
 import signal

@@ -1,8 +1,8 @@
 """Kernel configuration: base target, fragments merged with merge_config.sh, olddefconfig, dropped-option check."""
 import re
-import subprocess
 from pathlib import Path
 
+from . import kbuild_make
 from .kbuild_errors import BadInput, BuildFailed, ConfigDropped, SetupError
 
 CONFIG_TIMEOUT = 600
@@ -75,13 +75,12 @@ def check_dropped(wanted: dict, final: dict, fragments: list) -> None:
 
 
 def _run(argv: list, cwd: Path, log, what: str) -> None:
-    log.write(f"$ {' '.join(argv)}\n")
-    log.flush()
+    """One configure step, logged and bounded; its process group is stopped and reaped if interrupted."""
     try:
-        done = subprocess.run(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, timeout=CONFIG_TIMEOUT)
+        status, timed_out = kbuild_make.run_logged(argv, log, what, CONFIG_TIMEOUT, Path(log.name).parent, cwd=cwd)
     except FileNotFoundError:
         raise SetupError(f"{argv[0]} is not installed (needed for {what}): apt-get install make") from None
-    except subprocess.TimeoutExpired:
-        raise SetupError(f"{what} took longer than {CONFIG_TIMEOUT} s") from None
-    if done.returncode != 0:
-        raise BuildFailed(f"{what} failed (exit {done.returncode}); build log: {log.name}", log=log.name)
+    if timed_out:
+        raise SetupError(f"{what} took longer than {CONFIG_TIMEOUT} s")
+    if status != 0:
+        raise BuildFailed(f"{what} failed (exit {status}); build log: {log.name}", log=log.name)

@@ -44,6 +44,27 @@ class BuildFailed(KbuildError):
         self.log = log
 
 
+class NoSpace(KbuildError):
+    """The disk holding the kernel cache filled up; the message names it and what to free."""
+
+    exit_code = Exit.NO_SPACE
+
+    def __init__(self, message: str, log=None):
+        super().__init__(message)
+        self.log = log
+
+
+NO_SPACE_TEXT = "No space left on device"
+
+
+def no_space(root, what: str, log=None) -> NoSpace:
+    """The one-line NoSpace error for a full disk under the cache `root` while doing `what`."""
+    kept = f"; build log: {log}" if log else ""
+    return NoSpace(f"no space left on the disk holding {root} while {what}: free space there "
+                   "(uffdprobe kernel clean --all removes workspaces) or point XDG_CACHE_HOME at a larger "
+                   f"disk, then build again{kept}", log=log)
+
+
 class SetupError(KbuildError):
     """The machine lacks a tool, or another builder held a lock past the wait bound."""
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import kbuild_cache as cache
-from .kbuild_errors import BadInput, SetupError
+from . import kbuild_make
+from .kbuild_errors import NO_SPACE_TEXT, BadInput, SetupError, no_space
 
 DEFAULT_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 GIT_TIMEOUT = 600
@@ -94,7 +95,8 @@ def _extract(spec: SourceSpec, identity: dict, final: Path, progress: bool) -> N
         staging = tmp / "unpack"
         staging.mkdir()
         if spec.kind == "tarball":
-            _run(["tar", "-xf", spec.location, "-C", str(staging)], TAR_TIMEOUT, f"unpacking {spec.location}")
+            _run(["tar", "-xf", spec.location, "-C", str(staging)], TAR_TIMEOUT, f"unpacking {spec.location}",
+                 final.parent)
         elif spec.kind == "tree":
             _pipe_copy(Path(spec.location), staging)
         else:
@@ -181,15 +183,9 @@ def _pipe_copy(src: Path, dest: Path) -> None:
 
 
 def _untar_from(producer_argv: list, dest: Path, what: str) -> None:
-    """Run a command that writes a tar stream and unpack that stream into dest, both bounded."""
-    producer = subprocess.Popen(producer_argv, stdout=subprocess.PIPE)
-    try:
-        subprocess.run(["tar", "-C", str(dest), "-xf", "-"], stdin=producer.stdout, check=True,
-                       timeout=TAR_TIMEOUT)
-    finally:
-        producer.stdout.close()
-        if producer.wait(timeout=TAR_TIMEOUT) != 0:
-            raise SetupError(f"{what} failed ({producer_argv[0]} exit {producer.returncode})")
+    """Run a command that writes a tar stream and unpack that stream into dest, bounded as one pipeline."""
+    pipeline = 'set -o pipefail; dest=$1; shift; "$@" | tar -C "$dest" -xf -'
+    _run(["bash", "-c", pipeline, "untar", str(dest)] + producer_argv, TAR_TIMEOUT, what, dest.parent)
 
 
 def _git_commit(spec: SourceSpec) -> str:
@@ -212,15 +208,22 @@ def _git_archive(spec: SourceSpec, commit: str, dest: Path) -> None:
                 f"git archive {commit} in {spec.location}")
 
 
-def _run(argv: list, timeout: float, what: str, **kw) -> subprocess.CompletedProcess:
-    """Run a helper tool with a bound; a failure becomes SetupError naming `what`."""
+def _run(argv: list, timeout: float, what: str, disk: Path) -> None:
+    """Run a helper tool (tar) with a bound; SetupError naming `what` when it fails, NoSpace naming `disk`
+    as soon as it reports a full disk (it is stopped then: tar would go on through the whole archive)."""
+    tail = []
+
+    def on_line(line: str) -> None:
+        if NO_SPACE_TEXT in line:
+            raise no_space(disk, what)
+        tail[:] = (tail + [line.strip()])[-3:]
+
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
+        status, timed_out = kbuild_make.run_watched(argv, on_line, timeout)
     except FileNotFoundError:
         raise SetupError(f"{argv[0]} is not installed (needed for {what})") from None
-    except subprocess.TimeoutExpired:
-        raise SetupError(f"{what} took longer than {timeout} s") from None
-    if done.returncode != 0:
-        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise SetupError(f"{what} failed: {last[0]}")
-    return done
+    if timed_out:
+        raise SetupError(f"{what} took longer than {timeout} s")
+    if status != 0:
+        errors = [line for line in tail if "Exiting with failure" not in line] or tail or ["no output"]
+        raise SetupError(f"{what} failed: {errors[-1][:200]}")
