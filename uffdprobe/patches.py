@@ -37,10 +37,12 @@ def load(path) -> Patch:
     try:
         text = path.read_text(errors="replace")
     except OSError as exc:
-        raise BadInput(f"patch {path}: {exc.strerror}; give a readable unified diff or mbox file") from None
+        raise BadInput(f"patch {path} cannot be read ({exc.strerror}): make it readable (chmod a+r {path}) "
+                       "or give another unified diff or mbox file") from None
     files = touched_files(text)
     if not files:
-        raise BadInput(f"patch {path} contains no unified diff (no '--- a/...' / '+++ b/...' lines)")
+        raise BadInput(f"patch {path} is not a patch: it has no unified diff ('--- a/FILE' then '+++ b/FILE'); "
+                       "give a 'diff -u', 'git diff' or 'git format-patch' file")
     m = re.search(r"^Subject:\s*(.*)$", text, re.M)
     subject = m.group(1).strip() if m else path.stem
     return Patch(path.resolve(), sha256_file(path), subject, tuple(files))
