@@ -403,3 +403,21 @@ def test_thp_disabled_on_the_kernel_command_line(stock_bzimage, tmp_path):
         assert got[(name, "anon-4k")]["verdict"] == "PASS"
         assert got[(name, "anon-thp")]["verdict"] == "SKIP"
         assert got[(name, "anon-thp")]["reason"] == "transparent hugepages disabled (enabled=never)"
+
+
+@pytest.mark.reliability('a matrix whose booted kernel meets a full cache disk', "the host kernel's verdicts kept, "
+                         "the booted kernel's cells ERROR naming the full disk, exit 7, no QEMU started")
+def test_matrix_with_a_full_cache_disk_keeps_the_host(small_cache, stock_bzimage, tmp_path):
+    cache, fill = small_cache
+    fill()
+    out = tmp_path / "matrix.json"
+    proc = subprocess.run([PY, "-m", "uffdprobe", "matrix", "--kernel", "host", "--kernel", str(stock_bzimage),
+                           "--accel", "tcg", "--scenario", "cow-leak", "--memory", "anon-4k", "--json", str(out),
+                           "--results-dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "XDG_CACHE_HOME": str(cache)})
+    assert proc.returncode == 7, proc.stderr
+    cells = {c["kernel"]: c for c in json.loads(out.read_text())["cells"]}
+    assert cells["host"]["verdict"] == "PASS"
+    [booted] = cells[str(stock_bzimage)]["results"]
+    assert booted["verdict"] == "ERROR" and "exit 6" in booted["reason"] and "no space left" in booted["reason"]
+    assert not vm_processes(mentioning=str(cache))

@@ -147,9 +147,10 @@ class Runner:
         if status is None:
             reason = f"uffdprobe run did not finish within {self._limit():g}s: killed (log: {log})"
         else:
-            reason = f"uffdprobe run ended (exit {status}) without this verdict (log: {log})"
-        verdict = Verdict(boot["outcome"]) if boot.get("outcome") in ("PANIC", "BOOT_FAIL", "VM_TIMEOUT") \
-            else Verdict.ERROR
+            said = _last_message(log)
+            reason = f"uffdprobe run ended (exit {status}) without this verdict{': ' + said if said else ''} " \
+                     f"(log: {log})"
+        verdict = Verdict(boot["outcome"]) if boot.get("outcome") in Verdict.__members__ else Verdict.ERROR
         run = _filled(target, results, owed, verdict, boot.get("reason") or reason, boot)
         if not self.stopping.is_set():  # a stopped kernel is not reported: the matrix says it was interrupted
             self.say(f"{index} {target.label}: done in {took:.1f}s: {report.summary(run.results)}")
@@ -261,6 +262,16 @@ def _read_results(out: Path) -> List[Result]:
         pass
     stream = out / "verdicts.jsonl"
     return report.read_jsonl(stream) if stream.exists() else []
+
+
+def _last_message(log: Path) -> str:
+    """The child's last `uffdprobe: ...` line (why it stopped: a full disk, a bad kernel), or ''."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    said = [x[len("uffdprobe: "):] for x in lines if x.startswith("uffdprobe: ")]
+    return said[-1] if said else ""
 
 
 def _boot_facts(log: Path) -> dict:
