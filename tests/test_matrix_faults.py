@@ -333,3 +333,27 @@ def test_qemu_killed_under_a_matrix(tmp_path):
     assert not vm_processes(mentioning=str(run_dir)) and not vm_processes(mentioning=str(work))
     assert not [d for d in socket_dirs(m.seen) if d.exists()]
     assert not held_locks(set(m.seen) | {m.proc.pid})
+
+
+@root
+@pytest.mark.reliability("the matrix itself SIGKILLed while a kernel's VM boots",
+                         "its run child and that child's QEMU stop by themselves (parent-death signal), "
+                         "nothing left running")
+def test_matrix_sigkilled_takes_its_children_along(tmp_path):
+    stock_entry()
+    # the spin keeps the guest (and so the run child) quiet for 20 s: without the parent-death signal the
+    # child would only notice the dead matrix at its next write into the closed pipe
+    m = MatrixProc("--kernel", "stock", "--scenario", "selftest-kernel-spin", "--results-dir", str(tmp_path / "work"))
+    try:
+        m.wait_for(re.compile(r"^  stock \| \[vm\] .* guest init reached"), 900)
+        assert vm_processes(ancestor=m.proc.pid), "no QEMU running under the matrix"
+        time.sleep(2)  # let the sampler see the run child, QEMU and virtiofsd; the spin has begun
+        m.proc.kill()
+        deadline = time.monotonic() + 10
+        while m.left() and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        m.kill()
+    assert any("qemu-system" in cmd for _, _, cmd in m.seen.values())
+    assert m.left() == []
+    assert not vm_processes(mentioning=str(tmp_path))

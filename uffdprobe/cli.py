@@ -2,6 +2,8 @@
 import argparse
 import errno
 import json
+import os
+import signal
 import sys
 from typing import List, Optional
 
@@ -48,9 +50,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .vm.children import DIE_WITH_PARENT, die_with_parent
+    parent = os.environ.pop(DIE_WITH_PARENT, "")
+    if parent.isdigit():
+        signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C: scenario children and QEMU too
+        if not die_with_parent(int(parent)):
+            print("uffdprobe: the matrix that started this run is gone; not starting", file=sys.stderr)
+            return Exit.INTERRUPTED
     try:
         return int(args.func(args))
     except UsageError as exc:

@@ -167,7 +167,9 @@ class Runner:
                     return None
                 proc = subprocess.Popen(run_argv(target, self.opts, out), stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                                        start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                        start_new_session=True,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                             children.DIE_WITH_PARENT: str(os.getpid())})
                 self.live[target.label] = proc
             relay = threading.Thread(target=self._relay, args=(proc, sink, target.label), daemon=True)
             relay.start()

@@ -8,6 +8,8 @@ import subprocess
 import time
 
 PR_SET_PDEATHSIG = 1
+#: Set by `uffdprobe matrix` to its pid for each run child: the child stops when the matrix dies.
+DIE_WITH_PARENT = "UFFDPROBE_DIE_WITH_PARENT"
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -19,6 +21,13 @@ def _prepare_child():
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except Exception:
         pass
+
+
+def die_with_parent(parent_pid: int, sig=signal.SIGTERM) -> bool:
+    """Have the kernel send us `sig` when the process that started us dies (even by SIGKILL); False when
+    it is already gone."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    return os.getppid() == parent_pid
 
 
 def spawn(argv, *, stdout, stderr, cwd=None) -> subprocess.Popen:
