@@ -1,5 +1,6 @@
 """What the running kernel offers: uffd API features and ioctls, access paths, THP, identity."""
 import errno
+import gzip
 import hashlib
 import os
 import platform
@@ -21,12 +22,13 @@ def _read(path: str) -> Optional[str]:
 
 
 def kernel_identity() -> Dict[str, Optional[str]]:
-    """uname -r, /proc/version and the sha256 of /proc/config.gz when the kernel exposes it."""
+    """uname -r, /proc/version and the sha256 of the .config in /proc/config.gz (unpacked: the same hash
+    the kernel builder records) when the kernel exposes it."""
     config = None
     try:
-        with open("/proc/config.gz", "rb") as f:
+        with gzip.open("/proc/config.gz", "rb") as f:
             config = hashlib.sha256(f.read()).hexdigest()
-    except OSError:
+    except (OSError, EOFError):
         pass
     return {"release": platform.release(), "version": _read("/proc/version"),
             "config_sha256": config, "machine": platform.machine()}

@@ -84,7 +84,7 @@ def repeat(plan: list, runs: int) -> list:
 
 def cmd_list(args: argparse.Namespace) -> int:
     for s in select([], include_test_only=args.all):
-        print(f"{s.name}\n  question: {s.question}\n  needs: {', '.join(s.needs)}; memory: {', '.join(s.memory)}")
+        print(f"{s.name}\n  question: {s.question}\n  needs: {', '.join(s.needs) or 'nothing'}; memory: {', '.join(s.memory)}")
         if s.models:
             print(f"  models: {s.models}")
         if s.defaults:
@@ -157,7 +157,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     table = sys.stderr if args.ktap else sys.stdout
     status = finish(results, args, table)
     if kf.uffd_errno in (errno.EPERM, errno.EACCES):
-        print(f"uffdprobe: no userfaultfd permission, every scenario skipped: {kf.uffd_error}", file=sys.stderr)
+        print(f"uffdprobe: no userfaultfd permission, every scenario that needs it skipped: {kf.uffd_error}",
+              file=sys.stderr)
         return Exit.NO_UFFD_PERMISSION
     if lost:
         return Exit.NO_SPACE if lost.errno in (errno.ENOSPC, errno.EDQUOT) else Exit.CHANNEL_LOST
