@@ -41,7 +41,8 @@ def make_argv(tree: Path, build: Path) -> list:
 
 
 class Progress:
-    """One updating stderr line on a terminal (a line every 30 s otherwise): elapsed, CC count, last step."""
+    """One updating stderr line on a terminal (otherwise a line at the first step, the first compile and every
+    30 s): elapsed, CC count, last step."""
 
     def __init__(self, label: str, enabled: bool = True):
         self.label, self.enabled = label, enabled
@@ -64,7 +65,8 @@ class Progress:
             self.compiled += 1
         self.last = m.group(2)
         now = time.monotonic()
-        if self.enabled and now - self.shown >= (0.5 if self.tty else 30.0):
+        first_compile = m.group(1) == "CC" and self.compiled == 1
+        if self.enabled and (now - self.shown >= (0.5 if self.tty else 30.0) or first_compile):
             self.shown = now
             text = f"kbuild [{self.label}]: {self._elapsed()}  {self.compiled} compiled  {self.last}"
             if self.tty:
@@ -176,12 +178,24 @@ def run_watched(argv: list, on_line: Callable[[str], None], timeout: float, cwd=
         timer.cancel()
         with _signals_held():
             group.stop()
+            _drain(proc.stdout, on_line)  # make's last words ("Deleting file ...") still go to the log
         raise
     finally:
         timer.cancel()
         proc.stdout.close()
     group.stop()  # a finished make leaves nothing behind, but a timed-out one may have
     return status, group.timed_out
+
+
+def _drain(stream, on_line: Callable[[str], None]) -> None:
+    """Pass on what a stopped group left in its pipe, without waiting for more; best effort."""
+    try:
+        os.set_blocking(stream.fileno(), False)
+        rest = stream.read() or ""
+        for line in rest.splitlines(keepends=True):
+            on_line(line)
+    except Exception:  # the original exception is what matters
+        pass
 
 
 STOP_GRACE = 20.0  # seconds make gets after SIGTERM to delete its half-written targets and exit
