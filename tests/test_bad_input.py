@@ -44,6 +44,16 @@ def _one_line(err: str) -> str:
     return lines[0]
 
 
+def _refused(capsys, argv: list, words: list, unwritten: pathlib.Path) -> None:
+    """The command exits 2 with one stderr line holding every one of `words`, and `unwritten` never appears."""
+    status, err = _run(argv, capsys)
+    assert status == Exit.USAGE
+    line = _one_line(err)
+    for word in words:
+        assert word in line
+    assert not unwritten.exists()
+
+
 # --- malformed recipes ---------------------------------------------------------------------------
 
 BAD_RECIPES = {
@@ -71,13 +81,7 @@ def test_malformed_recipe(tmp_path, capsys, case):
     body, words = BAD_RECIPES[case]
     recipe = _recipe(tmp_path / "probe.toml", body)
     cache = tmp_path / "cache"
-    status, err = _run(["kernel", "build", str(recipe), "--cache-dir", str(cache)], capsys)
-    assert status == Exit.USAGE
-    line = _one_line(err)
-    assert str(recipe) in line
-    for word in words:
-        assert word in line
-    assert not cache.exists()
+    _refused(capsys, ["kernel", "build", str(recipe), "--cache-dir", str(cache)], [str(recipe)] + words, cache)
 
 
 # --- a patch that is not a patch -----------------------------------------------------------------
@@ -94,11 +98,7 @@ def test_patch_that_is_not_a_patch(tmp_path, capsys, how):
     else:
         argv = ["kernel", "build", str(_recipe(tmp_path / "probe.toml", _good_recipe_lines(str(notes)))),
                 "--cache-dir", str(cache)]
-    status, err = _run(argv, capsys)
-    assert status == Exit.USAGE
-    line = _one_line(err)
-    assert str(notes) in line and "is not a patch" in line and "git format-patch" in line
-    assert not cache.exists()
+    _refused(capsys, argv, [str(notes), "is not a patch", "git format-patch"], cache)
 
 
 # --- unreadable files (mode 000), as an unprivileged user -----------------------------------------
@@ -175,10 +175,4 @@ def test_unreadable_file(nobody_dir, what):
                          "one line naming the fix, exit 2, no output file, nothing run")
 def test_matrix_expect_malformed(tmp_path, capsys, item, words):
     out = tmp_path / "m.json"
-    status, err = _run(["matrix", "--kernel", "host", "--expect", item, "--json", str(out)], capsys)
-    assert status == Exit.USAGE
-    line = _one_line(err)
-    assert repr(item) in line
-    for word in words:
-        assert word in line
-    assert not out.exists()
+    _refused(capsys, ["matrix", "--kernel", "host", "--expect", item, "--json", str(out)], [repr(item)] + words, out)

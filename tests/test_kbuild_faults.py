@@ -31,6 +31,8 @@ from uffdprobe.exitcodes import Exit
 from uffdprobe.kbuild_errors import BuildFailed
 from uffdprobe.kbuild_source import DEFAULT_TARBALL
 
+from test_kbuild import _need_toolchain
+
 pytestmark = [pytest.mark.build, pytest.mark.timeout(3600)]
 REAL = kbuild_cache.default_root()
 MiB = 1 << 20
@@ -38,13 +40,12 @@ INTERRUPTED_LINE = "uffdprobe kernel build: interrupted; the cache holds only co
 
 
 def _need_root_and_tools():
+    _need_toolchain()
     if os.geteuid() != 0:
         pytest.skip("needs root (mount namespaces, tmpfs)")
-    missing = [t for t in ("unshare", "mount", "umount", "make", "gcc", "patch", "readelf") if not shutil.which(t)]
+    missing = [t for t in ("unshare", "mount", "umount", "readelf") if not shutil.which(t)]
     if missing:
         pytest.skip(f"missing tools: {' '.join(missing)}")
-    if not DEFAULT_TARBALL.exists():
-        pytest.skip(f"{DEFAULT_TARBALL} missing: apt-get install linux-source-6.1")
 
 
 @pytest.fixture(scope="module")
