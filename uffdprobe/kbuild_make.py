@@ -213,16 +213,17 @@ class _Group:
         with self.lock:
             if timed_out and self.proc.poll() is None:
                 self.timed_out = True
-            killed = False
+            killed = stopped = False
             if self.proc.poll() is None:
-                _signal_group(self.proc.pid, signal.SIGTERM)
+                stopped = _signal_group(self.proc.pid, signal.SIGTERM)
                 try:
                     self.proc.wait(timeout=STOP_GRACE)
                 except subprocess.TimeoutExpired:
                     killed = _signal_group(self.proc.pid, signal.SIGKILL)
                     self.proc.wait(timeout=60)
-            killed = self._reap_stragglers() or killed
-            if killed and self.on_killed:
+            stragglers = self._reap_stragglers()
+            # a make that finished by itself wrote whole files; one we stopped may not have
+            if (killed or (stopped and stragglers)) and self.on_killed:
                 self.on_killed()
 
     def _reap_stragglers(self) -> bool:
