@@ -139,7 +139,11 @@ class Runner:
         log = out / "run.log"
         self.say(f"{index} {target.label}: {what} (log: {log})")
         started = time.monotonic()
-        status = self._child(target, out, log)
+        try:
+            status = self._child(target, out, log)
+        except OSError as exc:  # the interpreter cannot be executed (permissions), no processes left, ...
+            self.say(f"{index} {target.label}: cannot start uffdprobe run: {exc}")
+            return _filled(target, [], owed, Verdict.ERROR, f"cannot start uffdprobe run: {exc}", {})
         took = time.monotonic() - started
         results = _read_results(out)
         boot = _boot_facts(log)
