@@ -92,7 +92,7 @@ def run_in_vm(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
     kernel = resolve(args.kernel)
     table = sys.stderr if args.ktap else sys.stdout
-    run_dir = new_run_dir()
+    run_dir = new_run_dir(create=False)
     tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table)
     tail.start()
 

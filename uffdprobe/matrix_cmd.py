@@ -16,7 +16,7 @@ from .matrix import Matrix
 from .matrix_run import Options, build, check_kernels, planned, run_all
 from .kbuild_errors import BadInput
 from .recipes import VERDICTS, check_expect
-from .run_cmd import UsageError, _seconds, runs_count
+from .run_cmd import UsageError, _seconds, check_writable, runs_count
 from .scenarios.memkinds import KINDS
 
 
@@ -65,14 +65,6 @@ def parse_expect(items: List[str], labels: List[str]) -> Dict[str, Dict[str, str
     return out
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
-    """Refuse an output path that cannot be written before any work (and without creating it)."""
-    for path in filter(None, [args.json, args.junit, args.html]):
-        where = Path(path) if Path(path).exists() else Path(os.path.abspath(path)).parent
-        if Path(path).is_dir() or not os.access(where, os.W_OK):
-            raise UsageError(f"cannot write {path}; choose a writable file path")
-
-
 _SAY_LOCK = threading.Lock()
 
 
@@ -84,7 +76,7 @@ def _say(text: str) -> None:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    _check_outputs(args)
+    check_writable(args.json, args.junit, args.html)
     targets = check_kernels(args.kernel)
     overrides = parse_expect(args.expect, args.kernel)
     opts = Options(scenarios=args.scenario, memory=args.memory or [], runs=args.runs, params=args.param,

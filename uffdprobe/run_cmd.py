@@ -130,18 +130,17 @@ def _plan(names: List[str], memories: Optional[List[str]], params: Dict[str, obj
     return plan
 
 
-def check_outputs(args: argparse.Namespace) -> None:
-    """Fail before any work when an output file cannot be written, so no result is lost at the end."""
-    for path in filter(None, [args.json]):
-        try:
-            with open(path, "a"):
-                pass
-        except OSError as exc:
-            raise UsageError(f"cannot write {path}: {exc.strerror}; choose a writable path") from None
+def check_writable(*paths: Optional[str]) -> None:
+    """Refuse, before any work and without creating anything, an output file that cannot be written:
+    no result is lost at the end."""
+    for path in filter(None, paths):
+        where = path if os.path.exists(path) else os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path) or not os.access(where, os.W_OK):
+            raise UsageError(f"cannot write {path}; choose a writable file path")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    check_outputs(args)
+    check_writable(args.json)
     if args.append and not args.kernel:
         raise UsageError("--append changes a booted kernel's command line: add --kernel KERNEL")
     if args.kernel:

@@ -11,16 +11,27 @@ def cache_root() -> Path:
     return Path(base) / "uffdprobe"
 
 
-def new_run_dir(parent: Path = None) -> Path:
-    """Create a fresh, uniquely named directory for one boot."""
+_ISSUED = set()
+
+
+def new_run_dir(parent: Path = None, create: bool = True) -> Path:
+    """A fresh, uniquely named directory for one boot; with create=False only its name (boot() makes it
+    once the kernel is found usable, so a refused run leaves nothing behind)."""
     parent = Path(parent) if parent else cache_root() / "runs"
-    parent.mkdir(parents=True, exist_ok=True)
+    if create:
+        parent.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
-        path = parent / f"{stamp}-{os.getpid()}-{n}"
+        path = parent / f"{stamp}-{os.getpid()}-{n}"  # the pid keeps other processes' names apart
+        if path in _ISSUED:
+            continue
         try:
-            path.mkdir()
-            return path
+            if create:
+                path.mkdir()
+            elif path.exists():
+                continue
         except FileExistsError:
             continue
+        _ISSUED.add(path)
+        return path
     raise RuntimeError(f"cannot create a run directory under {parent}")
