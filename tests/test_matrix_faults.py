@@ -52,8 +52,9 @@ class MatrixProc:
         while self.proc.poll() is None:
             try:
                 for p in psutil.Process(self.proc.pid).children(recursive=True):
-                    try:
-                        self.seen.setdefault(p.pid, (p.create_time(), os.getsid(p.pid), " ".join(p.cmdline())))
+                    try:  # sampled again each round: a child caught between fork and exec shows its
+                        # parent's command line at first, QEMU's after the exec (same pid, same start time)
+                        self.seen[p.pid] = (p.create_time(), os.getsid(p.pid), " ".join(p.cmdline()))
                     except (psutil.Error, OSError):
                         pass
             except psutil.Error:
