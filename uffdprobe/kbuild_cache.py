@@ -7,6 +7,7 @@ Layout under the root ($XDG_CACHE_HOME/uffdprobe/kernels by default):
   aliases/<inputs>.json  recipe inputs -> entry key, so a cache hit needs no configure step
   locks/                 flock files
 """
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from . import filelock
 from .kbuild_errors import SetupError
 
 COMPLETE = "complete"
@@ -65,56 +67,20 @@ def _unlink(path: Path) -> None:
         pass
 
 
-class Lock:
-    """An exclusive flock on locks/<name>.lock, waited for at most `wait` seconds."""
+@contextlib.contextmanager
+def Lock(root: Path, name: str, wait: float = LOCK_WAIT, what: str = ""):
+    """An exclusive flock on locks/<name>.lock for the with-block, waited for at most `wait` seconds."""
+    path = root / "locks" / f"{name}.lock"
+    what = what or name
 
-    def __init__(self, root: Path, name: str, wait: float = LOCK_WAIT, what: str = ""):
-        self.path = root / "locks" / f"{name}.lock"
-        self.wait, self.what = wait, what or name
-        self.fd = None
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:  # an interrupted wait must not leave the fd (and later its flock) behind
-            self._take(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv)[:200]}) since {time.ctime()}\n".encode(), 0)
-        except OSError:  # the holder note is for people; a full disk must not stop the lock
-            pass
-        self.fd = fd
-        return self
-
-    def _take(self, fd: int) -> None:
-        deadline = time.monotonic() + self.wait
-        told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                holder = _read_holder(fd)
-                if time.monotonic() >= deadline:
-                    raise SetupError(f"{self.what} is busy: {holder} still holds {self.path} after "
-                                     f"{self.wait:.0f} s; wait for it to finish or stop it") from None
-                if not told:
-                    print(f"kbuild: waiting for {self.what}, held by {holder}", file=sys.stderr)
-                    told = True
-                time.sleep(0.5)
-
-    def __exit__(self, *exc):
-        os.ftruncate(self.fd, 0)
-        os.close(self.fd)  # closing releases the flock
-        self.fd = None
-
-
-def _read_holder(fd: int) -> str:
-    text = os.pread(fd, 512, 0).decode(errors="replace").strip()
-    return text or "another process"
+    def waiting(holder: str) -> None:
+        print(f"kbuild: waiting for {what}, held by {holder}", file=sys.stderr)
+    try:
+        with filelock.held(path, wait, waiting, poll=0.5):
+            yield
+    except filelock.Busy as busy:
+        raise SetupError(f"{what} is busy: {busy.holder} still holds {path} after {wait:.0f} s; wait for it "
+                         "to finish or stop it") from None
 
 
 def try_lock(root: Path, name: str) -> Optional[int]:

@@ -1,13 +1,12 @@
 """Choose KVM or TCG: a short bounded probe boot decides, cached per host kernel and QEMU version."""
 
-import contextlib
-import fcntl
 import json
 import os
 import subprocess
 import time
 from pathlib import Path
 
+from .. import filelock
 from ..kbuild_cache import write_atomic
 from .errors import VmInputError
 from .paths import cache_root
@@ -57,14 +56,18 @@ def probe_kvm(kernel, cache_dir: Path = None, timeout: float = PROBE_TIMEOUT,
     answer = cached_answer(cache_dir)
     if answer:
         return dict(answer, cached=True)
-    with _one_prober(cache_dir, progress) as holder:
-        if holder:  # the other probe is stuck: do not wait longer, and do not remember this answer
-            return {"accel": "tcg", "reason": f"KVM probe busy: {holder} held {_lock_file(cache_dir)} for "
-                                              f"{PROBE_LOCK_WAIT:.0f}s", "seconds": PROBE_LOCK_WAIT, "cached": False}
-        answer = cached_answer(cache_dir)  # the probe we waited for
-        if answer:
-            return dict(answer, cached=True)
-        return _probe(kernel, cache_dir, timeout, silence_timeout, progress)
+    def waiting(holder: str) -> None:
+        if progress:
+            progress(f"waiting for the KVM probe of {holder} (at most {PROBE_LOCK_WAIT:.0f}s)")
+    try:
+        with filelock.held(_lock_file(cache_dir), PROBE_LOCK_WAIT, waiting):
+            answer = cached_answer(cache_dir)  # the probe we waited for
+            if answer:
+                return dict(answer, cached=True)
+            return _probe(kernel, cache_dir, timeout, silence_timeout, progress)
+    except filelock.Busy as busy:  # the other probe is stuck: do not wait longer, do not remember this answer
+        return {"accel": "tcg", "reason": f"KVM probe busy: {busy.holder} held {_lock_file(cache_dir)} for "
+                                          f"{PROBE_LOCK_WAIT:.0f}s", "seconds": PROBE_LOCK_WAIT, "cached": False}
 
 
 def _probe(kernel, cache_dir, timeout, silence_timeout, progress) -> dict:
@@ -117,44 +120,3 @@ def _store(answer: dict, cache_dir: Path = None) -> None:
 
 def _lock_file(cache_dir: Path = None) -> Path:
     return cache_file(cache_dir).with_name("accel.lock")
-
-
-@contextlib.contextmanager
-def _one_prober(cache_dir: Path = None, progress=None, wait: float = PROBE_LOCK_WAIT):
-    """Hold accel.lock, so that of two runs starting together one probes and the other waits for its answer.
-
-    Yields None once held; after `wait` seconds of someone else holding it, yields that holder instead."""
-    path = _lock_file(cache_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        deadline, told = time.monotonic() + wait, False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
-                if time.monotonic() >= deadline:
-                    yield holder
-                    return
-                if progress and not told:
-                    progress(f"waiting for the KVM probe of {holder} (at most {wait:.0f}s)")
-                    told = True
-                time.sleep(0.2)
-        _note_holder(fd, f"pid {os.getpid()} since {time.ctime()}")
-        try:
-            yield None
-        finally:
-            _note_holder(fd, "")
-    finally:
-        os.close(fd)  # closing releases the flock
-
-
-def _note_holder(fd: int, text: str) -> None:
-    """Who holds the lock, for the one waiting; a full disk must not stop the probe."""
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, text.encode(), 0)
-    except OSError:
-        pass
