@@ -66,7 +66,8 @@ def test_exit_status_propagates(cloud_deb, run_dir):
     assert result.console_log.is_file() and result.console_log.parent == run_dir
     assert result.kernel_identity["version"].startswith("6.1.0-")
     assert len(result.kernel_identity["sha256"]) == 64
-    assert result.timings["launch_to_init"] < result.timings["launch_to_command_done"]
+    # both markers can land in one 0.1 s console poll when the command is as quick as `exit 7`
+    assert result.timings["launch_to_init"] <= result.timings["launch_to_command_done"]
     assert json.loads((run_dir / "result.json").read_text())["outcome"] == "OK"
 
 
