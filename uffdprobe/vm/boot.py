@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..kbuild_make import disk_full
 from . import accel as accelmod
 from . import console, outcome, qemu, shares
 from .errors import VmInputError, VmSetupError
@@ -25,7 +26,6 @@ GUEST_INIT = Path(__file__).resolve().with_name("guest_init.sh")
 GUEST_PRIVATE_DIRS = ("/tmp", "/var/tmp", "/run", "/dev", "/proc", "/sys")
 SCRATCH_MB = 64
 RUN_DIR_NEED_MB = SCRATCH_MB + 16  # the sparse scratch disk may fill; console and QEMU logs beside it
-FULL_BELOW = 1 << 20  # bytes free after a boot under which its files cannot be trusted to be whole
 GUEST_BOUND_MARGIN = 15  # seconds of the overall limit left for boot and power-off
 
 
@@ -143,7 +143,7 @@ def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_di
         if virtiofs:
             virtiofs.stop()
         scratch.unlink(missing_ok=True)
-    if shutil.disk_usage(run_dir).free < FULL_BELOW:
+    if disk_full(run_dir):  # under 1 MiB left: its files cannot be trusted to be whole
         raise OSError(errno.ENOSPC, "the disk filled while the VM ran, so its console log and verdicts may be "
                                     f"cut short; the verdicts that arrived are in {results}", str(run_dir))
     text = spec.console_log.read_text(errors="replace")
