@@ -36,9 +36,8 @@ def check_visible_in_guest() -> None:
     """Refuse early (before any kernel build) an interpreter or checkout the guest cannot see: under
     /tmp or /var/tmp the guest binds them back (vm.boot.keep_visible); under /run, /dev, /proc or /sys
     it cannot."""
-    from . import __file__ as package_init
-    from .vm.boot import GUEST_PRIVATE_DIRS
-    for path in (sys.prefix, sys.base_prefix, str(Path(package_init).resolve().parent.parent)):
+    from .vm.boot import GUEST_PRIVATE_DIRS, host_paths_needed
+    for path in host_paths_needed():
         hidden = [d for d in GUEST_PRIVATE_DIRS if path == d or path.startswith(d + "/")]
         if hidden and (hidden[0] not in ("/tmp", "/var/tmp") or path == hidden[0] or "," in path or " " in path):
             raise UsageError(f"{path} is under {hidden[0]}, which the guest covers with its own filesystem; "

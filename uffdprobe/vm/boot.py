@@ -58,12 +58,16 @@ class BootResult:
         return data
 
 
+def host_paths_needed() -> tuple:
+    """The host paths a guest command runs from: this interpreter (venv and base) and the checkout, where
+    the guest init lives too."""
+    return sys.prefix, sys.base_prefix, str(Path(__file__).resolve().parents[2])
+
+
 def keep_visible() -> list:
-    """uffdprobe.keep= for this interpreter and checkout (the guest init lives there) when they sit
-    under /tmp or /var/tmp, which the guest covers: guest_mounts.sh binds them back."""
-    checkout = str(Path(__file__).resolve().parents[2])
-    paths = sorted({p for p in (sys.prefix, sys.base_prefix, checkout)
-                    if any(p.startswith(d + "/") for d in ("/tmp", "/var/tmp"))})
+    """uffdprobe.keep= for host_paths_needed() that sit under /tmp or /var/tmp, which the guest covers:
+    guest_mounts.sh binds them back."""
+    paths = sorted({p for p in host_paths_needed() if any(p.startswith(d + "/") for d in ("/tmp", "/var/tmp"))})
     return [f"uffdprobe.keep={','.join(paths)}"] if paths else []
 
 
