@@ -1,5 +1,4 @@
 """Running make for a kernel build: bounded, logged, with a one-line progress display on stderr."""
-import contextlib
 import errno
 import os
 import re
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional, Tuple
 
 from .kbuild_errors import NO_SPACE_TEXT, BuildFailed, SetupError, no_space
+from .vm import children
 
 BUILD_TIMEOUT = 3600.0  # seconds; a cold tinyconfig-based build takes about 6-9 min on 2 cores
 _STEP = re.compile(r"^\s+(CC|AS|LD|AR|OBJCOPY|GEN|HOSTCC|HOSTLD|UPD|MODPOST|ZOFFSET|VOFFSET|MKPIGGY)"
@@ -176,7 +176,7 @@ def run_watched(argv: list, on_line: Callable[[str], None], timeout: float, cwd=
         status = proc.wait(timeout=STOP_GRACE + 60)
     except BaseException:
         timer.cancel()
-        with _signals_held():
+        with children.signals_ignored():  # a second Ctrl-C must not cut the cleanup short
             group.stop()
             _drain(proc.stdout, on_line)  # make's last words ("Deleting file ...") still go to the log
         raise
@@ -243,21 +243,6 @@ def _signal_group(pgid: int, sig: int) -> bool:
         return True
     except ProcessLookupError:
         return False
-
-
-@contextlib.contextmanager
-def _signals_held():
-    """While cleaning up after an interrupt, a second Ctrl-C or SIGTERM must not cut the cleanup short."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    old = {sig: signal.signal(sig, lambda *_: None) for sig in held}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
 
 
 def scrub_outputs(objtree: Optional[Path], since_ns: int) -> list:

@@ -1,6 +1,5 @@
 """Fill a matrix: one `uffdprobe run` per kernel (host directly, others in one boot each), J at a time."""
 import concurrent.futures
-import contextlib
 import json
 import os
 import signal
@@ -224,7 +223,7 @@ def run_all(targets: List[Target], opts: Options, work: Path, jobs: int, say: Ca
             for f in finished:
                 done[futures[f].label] = f.result()
     except BaseException:
-        with _second_signal_waits():
+        with children.signals_ignored((signal.SIGINT, signal.SIGTERM), _still_stopping):
             for f in futures:  # first, so no queued kernel starts while the running ones stop
                 f.cancel()
             for f in futures:  # finished before the interrupt, not yet collected: kept
@@ -237,23 +236,8 @@ def run_all(targets: List[Target], opts: Options, work: Path, jobs: int, say: Ca
     return [done[t.label] for t in targets]
 
 
-@contextlib.contextmanager
-def _second_signal_waits():
-    """While the children are being stopped, a second Ctrl-C or SIGTERM is noted but does not cut it short.
-
-    Blocking the signals in this thread alone would not do: the kernel hands a blocked signal to
-    another thread (a worker), and Python then runs the handler here all the same."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    sigs = (signal.SIGINT, signal.SIGTERM)
-    old = {sig: signal.signal(sig, lambda *_: print("matrix: still stopping the running kernels",
-                                                   file=sys.stderr, flush=True)) for sig in sigs}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+def _still_stopping() -> None:
+    print("matrix: still stopping the running kernels", file=sys.stderr, flush=True)
 
 
 def _safe(label: str) -> str:

@@ -5,6 +5,7 @@ import ctypes
 import os
 import signal
 import subprocess
+import threading
 import time
 
 PR_SET_PDEATHSIG = 1
@@ -44,6 +45,23 @@ def signals_blocked():
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+@contextlib.contextmanager
+def signals_ignored(sigs=SHUTDOWN_SIGNALS, on_signal=None):
+    """While cleaning up after an interrupt, a further signal of `sigs` only calls on_signal() (if given)
+    instead of cutting the cleanup short. Main thread only (elsewhere it does nothing). Unlike
+    signals_blocked() it holds in a process with threads: a signal blocked here is handed to another
+    thread, and Python runs the handler in the main thread all the same."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.signal(sig, lambda *_: on_signal and on_signal()) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def stop(proc: subprocess.Popen, grace: float = 3.0) -> None:
