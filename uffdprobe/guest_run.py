@@ -15,6 +15,8 @@ from .vm.outcome import CHANNEL_LOST, OUTCOME_EXIT
 
 #: The guest sees the scratch virtio-blk disk here; O_DIRECT scenarios write to it.
 GUEST_SCRATCH = "/dev/vda"
+#: The guest run's exit statuses for a results stream it could no longer write (run_cmd.VerdictStream).
+GUEST_LOST = (Exit.CHANNEL_LOST, Exit.NO_SPACE)
 
 
 def resolve(kernel: str) -> str:
@@ -114,7 +116,8 @@ def run_in_vm(args: argparse.Namespace) -> int:
         tail.join(2)
     stream = result.results_dir / "verdicts.jsonl"
     results = report.read_jsonl(stream) if stream.exists() else []
-    lost = result.outcome == CHANNEL_LOST or result.exit_status in (Exit.CHANNEL_LOST, Exit.NO_SPACE)
+    # the channel went away: seen by the host (CHANNEL_LOST) or said by the guest's own exit status
+    lost = result.outcome == CHANNEL_LOST or (result.outcome == "OK" and result.exit_status in GUEST_LOST)
     for r in results[tail.seen:]:
         print(report.table_line(r), file=table, flush=True)
     kept = len(results)
@@ -128,7 +131,7 @@ def run_in_vm(args: argparse.Namespace) -> int:
             for r in results:
                 report.append_jsonl(stream, r)
     status = finish(results, args, table)
-    if lost and result.outcome in ("OK", CHANNEL_LOST):
+    if lost:
         print(f"uffdprobe: CHANNEL_LOST: the guest lost its results channel (guest exit {result.exit_status}); "
               f"{kept} verdict(s) kept, the rest only in the console log: {result.console_log}", file=sys.stderr)
         return Exit.NO_SPACE if result.exit_status == Exit.NO_SPACE else Exit.CHANNEL_LOST
@@ -147,7 +150,7 @@ def _cut_off(planned, results: List[Result], boot) -> List[Result]:
     verdict = Verdict(boot.outcome) if boot.outcome in Verdict.__members__ else Verdict.ERROR
     if boot.outcome in OUTCOME_EXIT:
         reason = boot.reason
-    elif boot.exit_status in (Exit.CHANNEL_LOST, Exit.NO_SPACE):
+    elif boot.exit_status in GUEST_LOST:
         reason = f"the guest lost its results channel before this verdict (guest exit {boot.exit_status})"
     else:
         reason = f"the guest command ended (exit {boot.exit_status}) without this verdict"
