@@ -21,7 +21,8 @@ from uffdprobe.vm.boot import boot
 
 from test_kbuild import _need_toolchain  # tests/ is on sys.path (rootdir conftest, no package)
 
-pytestmark = pytest.mark.timeout(3600)  # no-userfaultfd may be built cold (a full kernel build) first
+pytestmark = [pytest.mark.build,  # every test here builds a kernel (or takes it from the cache)
+              pytest.mark.timeout(3600)]  # no-userfaultfd may be built cold (a full kernel build) first
 PY = sys.executable  # the guest sees the host root, so the venv's python runs there too
 PLANNED = {(s.name, m) for s in select([]) for m in s.memory}
 NEEDS_WP = {s.name for s in select([]) if "uffd-wp" in s.needs}
@@ -55,6 +56,14 @@ def _rows(results):
     return [(r.scenario, r.memory, r.verdict.value, r.reason) for r in results]
 
 
+def _whole_plan_answered(name: str, tmp_path_factory) -> tuple:
+    """The recipe's run exited 0 with a verdict for every planned (scenario, memory): (results, final .config)."""
+    status, results, stderr = run_recipe(name, tmp_path_factory)
+    assert status == Exit.OK, f"exit {status}\n{stderr[-3000:]}"
+    assert {(r.scenario, r.memory) for r in results} == PLANNED
+    return results, _booted_the_recipe(name, results)
+
+
 def _booted_the_recipe(name: str, results) -> dict:
     """The recipe's final .config; every result came from the kernel built with exactly that config.
 
@@ -65,14 +74,10 @@ def _booted_the_recipe(name: str, results) -> dict:
 
 
 @pytest.mark.vm
-@pytest.mark.build
 @pytest.mark.reliability("a kernel built without CONFIG_USERFAULTFD",
                          "every uffd scenario SKIP with the probed reason, cow-leak (no uffd) runs, exit 0")
 def test_without_userfaultfd_every_scenario_skips_with_the_reason(tmp_path_factory):
-    status, results, stderr = run_recipe("no-userfaultfd", tmp_path_factory)
-    assert status == Exit.OK, f"exit {status}\n{stderr[-3000:]}"
-    assert {(r.scenario, r.memory) for r in results} == PLANNED
-    config = _booted_the_recipe("no-userfaultfd", results)
+    results, config = _whole_plan_answered("no-userfaultfd", tmp_path_factory)
     assert config.get("CONFIG_USERFAULTFD") is None and config.get("CONFIG_HAVE_ARCH_USERFAULTFD_WP") is None
     for r in results:
         if r.scenario == "cow-leak":  # fork + vmsplice only: it runs and gets stock 6.1's verdict
@@ -85,7 +90,6 @@ def test_without_userfaultfd_every_scenario_skips_with_the_reason(tmp_path_facto
 
 
 @pytest.mark.vm
-@pytest.mark.build
 def test_without_userfaultfd_the_probe_names_the_syscall_and_the_device(tmp_path_factory, tmp_path):
     run_recipe("no-userfaultfd", tmp_path_factory)  # builds the kernel if need be
     kf = guest_features("no-userfaultfd", tmp_path)
@@ -96,14 +100,10 @@ def test_without_userfaultfd_the_probe_names_the_syscall_and_the_device(tmp_path
 
 
 @pytest.mark.vm
-@pytest.mark.build
 @pytest.mark.reliability("a kernel without uffd write-protect (UFFDIO_API and UFFDIO_REGISTER answer as one)",
                          "each uffd-wp scenario SKIP with the probed reason, the rest run for real, exit 0")
 def test_without_uffd_wp_only_the_wp_scenarios_skip(tmp_path_factory):
-    status, results, stderr = run_recipe("no-uffd-wp", tmp_path_factory)
-    assert status == Exit.OK, f"exit {status}\n{stderr[-3000:]}"
-    assert {(r.scenario, r.memory) for r in results} == PLANNED
-    config = _booted_the_recipe("no-uffd-wp", results)
+    results, config = _whole_plan_answered("no-uffd-wp", tmp_path_factory)
     assert config.get("CONFIG_HAVE_ARCH_USERFAULTFD_WP") == "y"  # the patch, not Kconfig, hides it
     for r in results:
         if r.scenario in NEEDS_WP:
@@ -118,7 +118,6 @@ def test_without_uffd_wp_only_the_wp_scenarios_skip(tmp_path_factory):
 
 
 @pytest.mark.vm
-@pytest.mark.build
 def test_without_uffd_wp_the_api_hides_wp_and_register_refuses_it(tmp_path_factory, tmp_path):
     run_recipe("no-uffd-wp", tmp_path_factory)
     kf = guest_features("no-uffd-wp", tmp_path)
@@ -143,7 +142,6 @@ def tmp_cache(tmp_path):
     return root
 
 
-@pytest.mark.build
 @pytest.mark.reliability("a fragment turning off an option that Kconfig selects back on",
                          "the option named with the value it got, exit 4, nothing cached")
 def test_not_set_option_forced_back_on_is_reported(tmp_cache, tmp_path, capsys):
