@@ -1,4 +1,4 @@
-"""cffi API-mode builder for uffdprobe._native: the cdef is native/uffdprobe_native.h itself."""
+"""cffi API-mode builder for uffdprobe.uffd._native: the cdef is native/uffdprobe_native.h itself."""
 import pathlib
 import re
 
@@ -18,7 +18,7 @@ def _cdef_text() -> str:
 ffibuilder = FFI()
 ffibuilder.cdef(_cdef_text())
 ffibuilder.set_source(
-    "uffdprobe._native",
+    "uffdprobe.uffd._native",
     '#include "uffdprobe_native.h"',
     sources=["native/uffdprobe_native.c"],
     include_dirs=["native"],

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from uffdprobe import bisect_build, bisect_history, bisect_log, kbuild  # noqa: E402
+from uffdprobe.bisect import build as bisect_build, history as bisect_history, log as bisect_log
+from uffdprobe.kbuild import build as kbuild  # noqa: E402
 
 
 def print_steps(log_path: Path) -> None:

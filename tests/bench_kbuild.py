@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from uffdprobe import kbuild  # noqa: E402
+from uffdprobe.kbuild import build as kbuild  # noqa: E402
 
 VARIANTS = ["stock", "model-5.7", "model-5.8", "model-5.8-break-cow", "model-5.8-break-cow-fixup"]
 

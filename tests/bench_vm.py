@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from uffdprobe.vm import children, distro
+from uffdprobe.osutil import children
+from uffdprobe.vm import distro
 from uffdprobe.vm.boot import boot
 from uffdprobe.vm.leftovers import vm_processes
 from uffdprobe.vm.paths import cache_root
@@ -73,7 +74,7 @@ def test_boot_seconds(label, kernel, tmp_path):
     rows = []
     for i in range(REPEATS):
         for what, argv in (("true", ["true"]), ("python -c pass", [PY, "-c", "pass"]),
-                           ("import uffdprobe", [PY, "-c", "import uffdprobe.uffd"])):
+                           ("import uffdprobe", [PY, "-c", "import uffdprobe.uffd.userfaultfd"])):
             r = boot(kernel, argv, accel="tcg", run_dir=tmp_path / f"{i}-{what.split()[0]}", timeout=240)
             rows.append((what, r.outcome, r.timings["launch_to_init"], r.timings["launch_to_command_done"],
                          r.timings["total"], r.transport))

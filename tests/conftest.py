@@ -3,10 +3,10 @@ import threading
 
 import pytest
 
-from uffdprobe import features as features_mod
-from uffdprobe.errors import UffdPermissionError
-from uffdprobe.flags import Feature
-from uffdprobe.uffd import Userfaultfd
+from uffdprobe.uffd import features as features_mod
+from uffdprobe.uffd.errors import UffdPermissionError
+from uffdprobe.uffd.flags import Feature
+from uffdprobe.uffd.userfaultfd import Userfaultfd
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,10 @@ import tempfile
 
 import pytest
 
-from uffdprobe import cli, kbuild, recipes
+from uffdprobe.cli import main as cli
+from uffdprobe.kbuild import build as kbuild, recipes
 from uffdprobe.exitcodes import Exit
-from uffdprobe.kbuild_source import DEFAULT_TARBALL
+from uffdprobe.kbuild.source import DEFAULT_TARBALL
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 FRAGMENT = str(kbuild.DEFAULT_FRAGMENT)

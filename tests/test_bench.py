@@ -1,7 +1,7 @@
 """Benchmarks: print numbers side by side, assert only that the work was really done."""
 import pytest
 
-from uffdprobe import bench
+from uffdprobe.uffd import bench
 
 
 @pytest.mark.benchmark

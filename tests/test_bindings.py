@@ -4,14 +4,14 @@ import os
 
 import pytest
 
-from uffdprobe import memory, pagemap
-from uffdprobe.errors import MappingGoneError, RangeExistsError, UffdError
-from uffdprobe.flags import Feature, Ioctl, PageFaultFlag, RegisterMode, names
-from uffdprobe.forking import fork_with_uffd
-from uffdprobe.memory import PAGE_SIZE
-from uffdprobe.messages import Fork, PageFault, Remove
+from uffdprobe.uffd import memory, pagemap
+from uffdprobe.uffd.errors import MappingGoneError, RangeExistsError, UffdError
+from uffdprobe.uffd.flags import Feature, Ioctl, PageFaultFlag, RegisterMode, names
+from uffdprobe.uffd.forking import fork_with_uffd
+from uffdprobe.uffd.memory import PAGE_SIZE
+from uffdprobe.uffd.messages import Fork, PageFault, Remove
 from uffdprobe.scenarios.common import reap
-from uffdprobe.uffd import Userfaultfd
+from uffdprobe.uffd.userfaultfd import Userfaultfd
 
 PATTERN = bytes(range(256)) * (PAGE_SIZE // 256)
 

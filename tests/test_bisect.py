@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from uffdprobe import bisect_git, bisect_history, bisect_log, bisect_step
-from uffdprobe.bisect_step import RunOutcome
-from uffdprobe.kbuild_source import DEFAULT_TARBALL
+from uffdprobe.bisect import git as bisect_git, history as bisect_history, log as bisect_log, step as bisect_step
+from uffdprobe.bisect.step import RunOutcome
+from uffdprobe.kbuild.source import DEFAULT_TARBALL
 
 ROOT = Path(__file__).resolve().parent.parent
 BISECT_BOUND = 3000  # seconds for a whole kernel bisection (cold build included)

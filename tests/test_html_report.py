@@ -5,7 +5,7 @@ import pytest
 
 from chromium import Chromium, find_binary
 from matrix_run_once import booted_matrix
-from uffdprobe.html_report import COLOURS
+from uffdprobe.results.html import COLOURS
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(3600),  # the shared matrix may build `stock` cold
               pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp scenarios need root here"),

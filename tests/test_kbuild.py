@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from uffdprobe import kbuild, kbuild_cache, kbuild_cli, recipes
+from uffdprobe.kbuild import build as kbuild, cache as kbuild_cache, recipes
+from uffdprobe.cli import main as cli
 from uffdprobe.exitcodes import Exit
-from uffdprobe.kbuild_source import DEFAULT_TARBALL
+from uffdprobe.kbuild.source import DEFAULT_TARBALL
 
 pytestmark = [pytest.mark.build, pytest.mark.timeout(3600)]
 VARIANTS = ["stock", "model-5.7", "model-5.8", "model-5.8-break-cow", "model-5.8-break-cow-fixup", "no-uffd-wp"]
@@ -56,7 +57,7 @@ def _nothing_installed(root: Path):
 
 
 def _cli(argv, capsys):
-    status = kbuild_cli.main(["kernel"] + argv)
+    status = cli.main(["kernel"] + argv)
     out, err = capsys.readouterr()
     return status, out, err
 
@@ -203,14 +204,14 @@ def test_corrupt_entry_is_detected_and_removed(tmp_path):
 
 @pytest.mark.reliability('two builders of the same kernel', 'the second waits, bounded, naming the holder')
 def test_lock_wait_is_bounded_and_names_the_holder(tmp_path):
-    from uffdprobe.kbuild_errors import SetupError
+    from uffdprobe.kbuild.errors import SetupError
     with kbuild_cache.Lock(tmp_path, "x"):
         child = subprocess.run(
             ["python3", "-c", "import sys; sys.path.insert(0, sys.argv[1]);"
-             "from uffdprobe import kbuild_cache as c;"
+             "from uffdprobe.kbuild import cache as c;"
              "import pathlib;"
              "c.Lock(pathlib.Path(sys.argv[2]), 'x', wait=1).__enter__()",
-             str(Path(kbuild.__file__).parent.parent), str(tmp_path)],
+             str(Path(kbuild.__file__).parents[2]), str(tmp_path)],
             capture_output=True, text=True, timeout=60)
     assert child.returncode != 0
     assert f"pid {os.getpid()}" in child.stderr and SetupError.__name__ in child.stderr

@@ -26,10 +26,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from uffdprobe import kbuild, kbuild_cache, kbuild_make
+from uffdprobe.kbuild import build as kbuild, cache as kbuild_cache, make as kbuild_make
 from uffdprobe.exitcodes import Exit
-from uffdprobe.kbuild_errors import BuildFailed
-from uffdprobe.kbuild_source import DEFAULT_TARBALL
+from uffdprobe.kbuild.errors import BuildFailed
+from uffdprobe.kbuild.source import DEFAULT_TARBALL
 
 from test_kbuild import _need_toolchain
 

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from matrix_run_once import booted_matrix, cell
-from uffdprobe.matrix import FIXED, REGRESSION, UNDECLARED, UNEXPECTED, judge
+from uffdprobe.results.matrix import FIXED, REGRESSION, UNDECLARED, UNEXPECTED, judge
 from uffdprobe.verdicts import Verdict
 
 pytestmark = pytest.mark.timeout(3600)  # the shared matrix may build the `stock` recipe cold

@@ -13,8 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from uffdprobe.kbuild_cache import COMPLETE, sha256_file
-from uffdprobe.matrix_run import TERM_GRACE_S
+from uffdprobe.kbuild.cache import COMPLETE
+from uffdprobe.osutil.files import sha256_file
+from uffdprobe.run.matrix import TERM_GRACE_S
 from uffdprobe.vm import accel
 from uffdprobe.vm.leftovers import vm_processes
 from uffdprobe.vm.paths import cache_root
@@ -132,7 +133,7 @@ def held_locks(pids, cache: Path = None) -> list:
 
 def stock_entry() -> Path:
     """The cached `stock` kernel's entry directory (resolving it is a cache read once it is built)."""
-    from uffdprobe import kbuild
+    from uffdprobe.kbuild import build as kbuild
     return kbuild.resolve_kernel("stock", progress=False).bzimage.parent
 
 
@@ -256,12 +257,12 @@ def test_two_matrix_runs_at_once_on_one_cache(tmp_path):
 PROBE = """
 import json, sys, time
 from pathlib import Path
-from uffdprobe.vm import accel
+from uffdprobe.vm.boot import probe_kvm
 go = Path(sys.argv[3])
 deadline = time.monotonic() + 120
 while not go.exists() and time.monotonic() < deadline:
     time.sleep(0.01)
-print(json.dumps(accel.probe_kvm(sys.argv[1], cache_dir=Path(sys.argv[2]), progress=lambda t: print(t, file=sys.stderr))))
+print(json.dumps(probe_kvm(sys.argv[1], cache_dir=Path(sys.argv[2]), progress=lambda t: print(t, file=sys.stderr))))
 """
 
 

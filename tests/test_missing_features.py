@@ -13,7 +13,9 @@ import sys
 
 import pytest
 
-from uffdprobe import expect, kbuild, kbuild_cache, kbuild_cli, kbuild_config, recipes
+from uffdprobe.results import expect
+from uffdprobe.kbuild import build as kbuild, cache as kbuild_cache, config as kbuild_config, recipes
+from uffdprobe.cli import main as cli
 from uffdprobe.exitcodes import Exit
 from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
@@ -148,7 +150,7 @@ def test_not_set_option_forced_back_on_is_reported(tmp_cache, tmp_path, capsys):
     # X86_64 selects HAVE_ARCH_USERFAULTFD_WP whenever USERFAULTFD is on, as it is here
     fragment = tmp_path / "no-wp-symbol.config"
     fragment.write_text("# CONFIG_HAVE_ARCH_USERFAULTFD_WP is not set\n")
-    status = kbuild_cli.main(["kernel", "build", "--quiet", "--cache-dir", str(tmp_cache), "--config-fragment",
+    status = cli.main(["kernel", "build", "--quiet", "--cache-dir", str(tmp_cache), "--config-fragment",
                               str(kbuild.DEFAULT_FRAGMENT), "--config-fragment", str(fragment)])
     err = capsys.readouterr().err
     assert status == Exit.CONFIG_DROPPED, err

@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-from uffdprobe import features, odirect, report, supervisor
+from uffdprobe.uffd import features, odirect
+from uffdprobe.results import report
+from uffdprobe.supervise import supervisor
 from uffdprobe.scenarios.registry import SCENARIOS, select, skip_reason
 from uffdprobe.verdicts import Verdict
 

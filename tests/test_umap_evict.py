@@ -3,7 +3,8 @@ import os
 
 import pytest
 
-from uffdprobe import features, odirect, supervisor
+from uffdprobe.uffd import features, odirect
+from uffdprobe.supervise import supervisor
 from uffdprobe.scenarios.registry import SCENARIOS, skip_reason
 from uffdprobe.verdicts import Verdict
 

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from uffdprobe import expect, recipes
+from uffdprobe.results import expect
+from uffdprobe.kbuild import recipes
 from uffdprobe.verdicts import Result, Verdict
 
 pytestmark = pytest.mark.timeout(3600)  # may build the recipes cold before five boots

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from uffdprobe.vm import accel, distro
-from uffdprobe.vm.boot import boot
+from uffdprobe.vm.boot import boot, probe_kvm
 from uffdprobe.vm.errors import VmInputError, VmSetupError
 from uffdprobe.vm.leftovers import vm_processes
 from uffdprobe.vm.paths import cache_root
@@ -72,7 +72,7 @@ def test_exit_status_propagates(cloud_deb, run_dir):
 
 
 def test_cli_prints_guest_output_and_returns_its_status(cloud_deb, tmp_path):
-    proc = subprocess.run([PY, "-m", "uffdprobe.vm_cli", "boot", "--accel", "tcg", "--run-dir", str(tmp_path / "run"),
+    proc = subprocess.run([PY, "-m", "uffdprobe", "boot", "--accel", "tcg", "--run-dir", str(tmp_path / "run"),
                            str(cloud_deb), "--", "sh", "-c", "echo hello from $(uname -r); exit 4"],
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 4, proc.stderr
@@ -146,7 +146,7 @@ def test_not_a_kernel_is_refused_with_usage_exit(tmp_path):
     with pytest.raises(VmInputError, match="not an x86 kernel image"):
         boot(bogus, ["true"], accel="tcg", run_dir=tmp_path / "run")
     for kernel in (bogus, tmp_path, tmp_path / "missing"):
-        proc = subprocess.run([PY, "-m", "uffdprobe.vm_cli", "boot", "-q", "--accel", "tcg", str(kernel), "--", "true"],
+        proc = subprocess.run([PY, "-m", "uffdprobe", "boot", "-q", "--accel", "tcg", str(kernel), "--", "true"],
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
@@ -162,7 +162,7 @@ def test_bad_arguments_are_refused_before_any_qemu(cloud_deb, tmp_path):
         boot(cloud_deb, "true", accel="tcg", run_dir=tmp_path / "a")
     with pytest.raises(VmInputError, match="unknown accelerator"):
         boot(cloud_deb, ["true"], accel="hvf", run_dir=tmp_path / "b")
-    proc = subprocess.run([PY, "-m", "uffdprobe.vm_cli", "boot", str(cloud_deb)], capture_output=True,
+    proc = subprocess.run([PY, "-m", "uffdprobe", "boot", str(cloud_deb)], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "no guest command" in proc.stderr
     assert (used / "console.log").read_text() == "an earlier run\n"
@@ -198,7 +198,7 @@ def test_chatty_guest_is_cut_at_the_overall_limit(cloud_deb, run_dir):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.reliability('SIGINT or SIGTERM while a VM runs', 'exit 130, no QEMU or virtiofsd left')
 def test_signal_to_booting_process_leaves_no_qemu(cloud_deb, run_dir, sig):
-    cmd = [PY, "-m", "uffdprobe.vm_cli", "boot", "--accel", "tcg", "--run-dir", str(run_dir),
+    cmd = [PY, "-m", "uffdprobe", "boot", "--accel", "tcg", "--run-dir", str(run_dir),
            str(cloud_deb), "--", "sleep", "1000"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -223,13 +223,13 @@ def test_signal_to_booting_process_leaves_no_qemu(cloud_deb, run_dir, sig):
 def test_kvm_probe_is_bounded_and_cached(cloud_deb, tmp_path):
     cache = tmp_path / "cache"
     started = time.monotonic()
-    first = accel.probe_kvm(cloud_deb, cache_dir=cache, timeout=20, silence_timeout=8)
+    first = probe_kvm(cloud_deb, cache_dir=cache, timeout=20, silence_timeout=8)
     elapsed = time.monotonic() - started
     assert first["accel"] in ("kvm", "tcg") and not first["cached"]
     assert elapsed < 20 + 30  # probe bound plus unpacking the package into a fresh cache
     if "inconclusive" not in first["reason"]:
         assert accel.cached_answer(cache)["accel"] == first["accel"]
-        again = accel.probe_kvm(cloud_deb, cache_dir=cache)
+        again = probe_kvm(cloud_deb, cache_dir=cache)
         assert again["cached"] and again["accel"] == first["accel"]
     assert not vm_processes()
 
@@ -341,7 +341,7 @@ def small_cache(tmp_path):
 @pytest.fixture(scope="module")
 def stock_bzimage():
     """The project's stock 6.1 build (from the kernel cache, else built now): a kernel booted from a path."""
-    from uffdprobe import kbuild
+    from uffdprobe.kbuild import build as kbuild
     return kbuild.resolve_kernel("stock").bzimage
 
 

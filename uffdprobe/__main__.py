@@ -1,6 +1,6 @@
 """`python -m uffdprobe` is the same as the `uffdprobe` command."""
 import sys
 
-from .cli import main
+from uffdprobe.cli.main import main
 
 sys.exit(main())

@@ -19,3 +19,7 @@ class Exit(enum.IntEnum):
     VM_KILLED = 13        #: QEMU was killed from outside uffdprobe (not a limit, not a guest panic)
     CHANNEL_LOST = 14     #: the guest lost its results channel before its last verdict
     INTERRUPTED = 130     #: SIGINT/SIGTERM; everything produced so far is kept
+
+
+class UsageError(Exception):
+    """Bad input the user can fix: printed as one line, exit 2."""

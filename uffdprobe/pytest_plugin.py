@@ -76,7 +76,7 @@ class Kernel:
     """One kernel's results for the session: label, identity, expectations, a Cell per scenario/memory."""
 
     def __init__(self, run, wanted: List[str]):
-        from .matrix import Matrix
+        from uffdprobe.results.matrix import Matrix
         self.run, self.label, self.wanted = run, run.label, wanted
         self.matrix = Matrix([run])
 
@@ -101,7 +101,7 @@ class Kernel:
             return _host_lacks(need)
         if need == "root":
             return None  # the guest init runs the scenarios as root
-        from .scenarios.registry import SCENARIOS
+        from uffdprobe.scenarios.registry import SCENARIOS
         relevant = [r for r in self.run.results
                     if (need == "thp" and r.memory == "anon-thp")
                     or (need != "thp" and need in SCENARIOS[r.scenario].needs)]
@@ -112,9 +112,9 @@ class Kernel:
 
 def _host_lacks(need: str) -> Optional[str]:
     import os
-    from . import features, odirect
-    from .scenarios.memkinds import unavailable
-    from .scenarios.registry import why_not
+    from uffdprobe.uffd import features, odirect
+    from uffdprobe.scenarios.memkinds import unavailable
+    from uffdprobe.scenarios.registry import why_not
     if need == "root":
         return None if os.geteuid() == 0 else "not running as root"
     if need == "thp":
@@ -136,7 +136,7 @@ class Verdict:
         return self.cell.results
 
     def evidence_text(self) -> str:
-        from . import evidence_view
+        from uffdprobe.results import evidence as evidence_view
         lines = [f"{self.kernel.label} {self.cell.scenario}({self.cell.memory}): {self.cell.label}"
                  f" (declared: {self.cell.expected or 'nothing'})"]
         for r in self.cell.results:
@@ -148,7 +148,7 @@ class Verdict:
 
     def check(self) -> None:
         """PASS (or a declared-good verdict) passes; a declared HANG/LEAK/WP_LOST is an xfail(strict)."""
-        from .matrix import EXPECTED, UNDECLARED
+        from uffdprobe.results.matrix import EXPECTED, UNDECLARED
         c = self.cell
         if all(r.verdict.value == "SKIP" for r in c.results):
             pytest.skip(f"{self.kernel.label}: {c.results[0].reason}")
@@ -186,7 +186,7 @@ def uffd_verdict(request, uffd_kernel: Kernel) -> Verdict:
 def _record(record_property, kernel: Kernel, cell) -> None:
     """Verdict, expectation, kernel identity and evidence summary as JUnit properties (what record_property
     does, without its warning under junit_family=xunit2)."""
-    from . import evidence_view
+    from uffdprobe.results import evidence as evidence_view
     record_property("uffd.verdict", cell.label)
     record_property("uffd.expected", cell.expected or "")
     record_property("uffd.mark", cell.mark or "undeclared")
@@ -211,9 +211,9 @@ class _Session:
 
     def prepare(self) -> None:
         """Check every kernel, expectation and parameter once; bad input is a pytest usage error."""
-        from .matrix_cmd import parse_expect
-        from .matrix_run import Options, check_kernels, planned
-        from .run_cmd import UsageError
+        from uffdprobe.cli.matrix import parse_expect
+        from uffdprobe.run.matrix import Options, check_kernels, planned
+        from uffdprobe.exitcodes import UsageError
         try:
             targets = check_kernels(self.labels)
             overrides = parse_expect(self.config.getoption("uffd_expect"), self.labels)
@@ -228,7 +228,7 @@ class _Session:
     def kernel(self, label: str, tmp_path_factory) -> Kernel:
         """Build (or take from cache), boot and run the wanted scenarios once; later calls reuse it."""
         if label not in self._kernels:
-            from .matrix_run import Options, Runner, build
+            from uffdprobe.run.matrix import Options, Runner, build
             if self._targets is None:
                 self.prepare()
             target = self._targets[label]

@@ -4,10 +4,10 @@ import select
 import threading
 from typing import Callable, Optional, Tuple
 
-from .. import memory, pagemap
-from ..flags import Feature, RegisterMode
-from ..memory import PAGE_SIZE, Mapping
-from ..uffd import Userfaultfd
+from uffdprobe.uffd import memory, pagemap
+from uffdprobe.uffd.flags import Feature, RegisterMode
+from uffdprobe.uffd.memory import PAGE_SIZE, Mapping
+from uffdprobe.uffd.userfaultfd import Userfaultfd
 from .context import ScenarioContext
 from .memkinds import allocate
 

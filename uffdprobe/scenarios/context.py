@@ -4,8 +4,8 @@ import os
 import socket
 from typing import Any, Dict, Optional
 
-from .. import memory
-from ..uffd import Userfaultfd
+from uffdprobe.uffd import memory
+from uffdprobe.uffd.userfaultfd import Userfaultfd
 
 
 class ScenarioContext:

@@ -1,9 +1,9 @@
 """CVE-2020-29374: a child's vmsplice() reference to a COW-shared page sees the parent's later write."""
 import os
 
-from .. import memory
-from ..memory import PAGE_SIZE
-from ..verdicts import Outcome, Verdict
+from uffdprobe.uffd import memory
+from uffdprobe.uffd.memory import PAGE_SIZE
+from uffdprobe.verdicts import Outcome, Verdict
 from .common import read_exactly, reap
 from .context import ScenarioContext
 from .memkinds import allocate

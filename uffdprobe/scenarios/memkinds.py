@@ -2,9 +2,9 @@
 import re
 from typing import Optional
 
-from .. import memory
-from ..features import thp_mode
-from ..memory import PAGE_SIZE, Mapping
+from uffdprobe.uffd import memory
+from uffdprobe.uffd.features import thp_mode
+from uffdprobe.uffd.memory import PAGE_SIZE, Mapping
 
 KINDS = ("anon-4k", "anon-thp")
 

@@ -2,9 +2,9 @@
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from ..features import KernelFeatures
-from ..flags import Feature
-from ..verdicts import Outcome
+from uffdprobe.uffd.features import KernelFeatures
+from uffdprobe.uffd.flags import Feature
+from uffdprobe.verdicts import Outcome
 from .memkinds import KINDS, unavailable
 
 

@@ -4,7 +4,7 @@ import os
 import subprocess
 import time
 
-from ..verdicts import Outcome, Verdict
+from uffdprobe.verdicts import Outcome, Verdict
 from .context import ScenarioContext
 from .memkinds import SkipScenario
 

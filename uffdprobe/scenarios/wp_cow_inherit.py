@@ -6,8 +6,8 @@ real write goes through untrapped: WP_LOST.
 """
 import os
 
-from .. import pagemap
-from ..verdicts import Outcome, Verdict
+from uffdprobe.uffd import pagemap
+from uffdprobe.verdicts import Outcome, Verdict
 from .common import PATTERN, fork_reader, page_flags, read_exactly, reap, wp_page
 from .context import ScenarioContext
 from .wp_real_write import trap_real_write

@@ -7,10 +7,9 @@ import os
 import stat
 import tempfile
 
-from .. import memory, pagemap
-from ..errors import UffdError
-from ..memory import PAGE_SIZE
-from ..verdicts import Outcome, Verdict
+from uffdprobe.uffd import memory, pagemap
+from uffdprobe.uffd.memory import PAGE_SIZE
+from uffdprobe.verdicts import Outcome, Verdict
 from .common import PATTERN, fork_reader, page_flags, read_exactly, reap, wp_page
 from .context import ScenarioContext
 from .wp_real_write import trap_real_write

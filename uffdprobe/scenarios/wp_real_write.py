@@ -1,8 +1,8 @@
 """The control: a CPU write to a write-protected page traps with WP|WRITE, a CPU read does not."""
-from .. import memory, pagemap
-from ..flags import PageFaultFlag
-from ..messages import PageFault
-from ..verdicts import Outcome, Verdict
+from uffdprobe.uffd import pagemap
+from uffdprobe.uffd.flags import PageFaultFlag
+from uffdprobe.uffd.messages import PageFault
+from uffdprobe.verdicts import Outcome, Verdict
 from .common import PATTERN, Bounded, page_flags, wp_page
 from .context import ScenarioContext
 

@@ -5,9 +5,10 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
-from .. import filelock
-from ..kbuild_cache import write_atomic
+from uffdprobe.osutil import filelock
+from uffdprobe.osutil.files import write_atomic
 from .errors import VmInputError
 from .paths import cache_root
 from .qemu import qemu_binary
@@ -48,9 +49,10 @@ def cached_answer(cache_dir: Path = None):
         return None
 
 
-def probe_kvm(kernel, cache_dir: Path = None, timeout: float = PROBE_TIMEOUT,
+def probe_kvm(probe_boot: Callable, cache_dir: Path = None, timeout: float = PROBE_TIMEOUT,
               silence_timeout: float = PROBE_SILENCE, progress=None) -> dict:
-    """Boot `true` under KVM once; {'accel': 'kvm'|'tcg', 'reason', 'seconds', 'cached'}; cached when conclusive.
+    """Boot `true` under KVM once with probe_boot(timeout, silence_timeout) (vm.boot.probe_kvm passes a boot
+    of its kernel); {'accel': 'kvm'|'tcg', 'reason', 'seconds', 'cached'}; cached when conclusive.
 
     Runs starting together on one cache probe once: the others wait (bounded) for that answer."""
     answer = cached_answer(cache_dir)
@@ -64,24 +66,21 @@ def probe_kvm(kernel, cache_dir: Path = None, timeout: float = PROBE_TIMEOUT,
             answer = cached_answer(cache_dir)  # the probe we waited for
             if answer:
                 return dict(answer, cached=True)
-            return _probe(kernel, cache_dir, timeout, silence_timeout, progress)
+            return _probe(probe_boot, cache_dir, timeout, silence_timeout, progress)
     except filelock.Busy as busy:  # the other probe is stuck: do not wait longer, do not remember this answer
         return {"accel": "tcg", "reason": f"KVM probe busy: {busy.holder} held {_lock_file(cache_dir)} for "
                                           f"{PROBE_LOCK_WAIT:.0f}s", "seconds": PROBE_LOCK_WAIT, "cached": False}
 
 
-def _probe(kernel, cache_dir, timeout, silence_timeout, progress) -> dict:
+def _probe(probe_boot, cache_dir, timeout, silence_timeout, progress) -> dict:
     started = time.monotonic()
     if not kvm_device_usable():
         answer = {"accel": "tcg", "reason": "/dev/kvm missing or not accessible", "seconds": 0.0}
         _store(answer, cache_dir)
         return dict(answer, cached=False)
-    from .boot import boot  # the probe is an ordinary boot, only shorter
-
     if progress:
         progress(f"probing KVM (at most {timeout:.0f}s, answer is cached)")
-    result = boot(kernel, ["true"], accel="kvm", timeout=timeout, silence_timeout=silence_timeout,
-                  cache_dir=cache_dir, memory_mb=512, cpus=1)
+    result = probe_boot(timeout, silence_timeout)
     seconds = round(time.monotonic() - started, 2)
     stderr = (result.run_dir / "qemu.stderr").read_text(errors="replace")
     if result.outcome == "OK":
@@ -96,10 +95,10 @@ def _probe(kernel, cache_dir, timeout, silence_timeout, progress) -> dict:
     return dict(answer, cached=False)
 
 
-def choose_accel(requested, kernel, cache_dir: Path = None, progress=None) -> str:
+def choose_accel(requested, probe_boot: Callable, cache_dir: Path = None, progress=None) -> str:
     """'kvm' or 'tcg': the forced choice if given, else the (cached) probe's answer."""
     if requested in (None, "", "auto"):
-        return probe_kvm(kernel, cache_dir, progress=progress)["accel"]
+        return probe_kvm(probe_boot, cache_dir, progress=progress)["accel"]
     if requested not in CHOICES:
         raise VmInputError(f"unknown accelerator {requested!r}: use kvm or tcg")
     if requested == "kvm" and not kvm_device_usable():

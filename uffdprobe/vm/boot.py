@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..kbuild_make import disk_full
+from uffdprobe.osutil.files import disk_full
 from . import accel as accelmod
 from . import console, outcome, qemu, shares
 from .errors import VmInputError, VmSetupError
@@ -111,7 +111,7 @@ def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_di
     if progress:
         progress(f"preparing kernel {kernel}")
     plan = resolve_kernel(kernel, cache_dir)
-    chosen = accelmod.choose_accel(accel, kernel, cache_dir, progress=progress)
+    chosen = accelmod.choose_accel(accel, _probe_boot(kernel, cache_dir), cache_dir, progress=progress)
     run_dir = Path(run_dir) if run_dir else new_run_dir()
     _check_space(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -163,6 +163,19 @@ def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_di
                         qemu_argv=qemu.command_line(spec))
     (run_dir / "result.json").write_text(json.dumps(result.to_json(), indent=1) + "\n")
     return result
+
+
+def probe_kvm(kernel, cache_dir=None, timeout: float = accelmod.PROBE_TIMEOUT,
+              silence_timeout: float = accelmod.PROBE_SILENCE, progress=None) -> dict:
+    """Whether `kernel` boots under KVM here (accel.probe_kvm: cached, one probe at a time per cache)."""
+    return accelmod.probe_kvm(_probe_boot(kernel, cache_dir), cache_dir, timeout, silence_timeout, progress)
+
+
+def _probe_boot(kernel, cache_dir):
+    """The KVM probe: an ordinary boot of `true`, only shorter and smaller."""
+    return lambda timeout, silence_timeout: boot(kernel, ["true"], accel="kvm", timeout=timeout,
+                                                 silence_timeout=silence_timeout, cache_dir=cache_dir,
+                                                 memory_mb=512, cpus=1)
 
 
 def _timings(run, started, prepared) -> dict:

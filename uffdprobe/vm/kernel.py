@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import VmInputError
-from ..kbuild_cache import sha256_file
+from uffdprobe.osutil.files import sha256_file
 
 SETUP_MAGIC_OFFSET = 0x202  # "HdrS" in the x86 boot protocol setup header
 VERSION_PTR_OFFSET = 0x20E  # kernel_version: offset of the version string, minus 0x200

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..exitcodes import Exit
+from uffdprobe.exitcodes import Exit
 from . import console
 from .qemu import QemuRun
 

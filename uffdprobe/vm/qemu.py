@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from . import children, console
+from uffdprobe.osutil import children
+from . import console
 from .errors import VmSetupError
 
 QEMU = "qemu-system-x86_64"

@@ -6,7 +6,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import children
+from uffdprobe.osutil import children
 from .errors import VmSetupError
 from .resolve import VIRTIOFSD
 

@@ -1,0 +1,77 @@
+"""`uffdprobe boot KERNEL -- COMMAND...`: run one command in a kernel booted under QEMU."""
+
+import argparse
+import json
+import sys
+
+from uffdprobe.exitcodes import Exit
+from uffdprobe.vm.outcome import OUTCOME_EXIT
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the `boot` subcommand on an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "boot", help="boot a kernel in QEMU and run one command in it",
+        description="Boot KERNEL (bzImage, vmlinuz or Debian linux-image .deb) in QEMU with the host root "
+                    "read-only, run COMMAND in it and exit with its status; 10 PANIC, 11 BOOT_FAIL, "
+                    "12 VM_TIMEOUT, 13 QEMU killed from outside, 14 results channel lost, 2 bad input.")
+    p.add_argument("kernel", help="bzImage/vmlinuz path or a linux-image .deb")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...] to run in the guest")
+    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto",
+                   help="accelerator (default: probe KVM once, cached, else TCG)")
+    p.add_argument("--timeout", type=float, default=300, help="overall limit in seconds (default 300)")
+    p.add_argument("--silence-timeout", type=float, default=120,
+                   help="limit on console silence in seconds (default 120)")
+    p.add_argument("--memory", type=int, default=1024, help="guest memory in MiB (default 1024)")
+    p.add_argument("--cpus", type=int, default=2, help="guest CPUs (default 2)")
+    p.add_argument("--run-dir", help="directory for this run's files (default: a fresh one in the cache)")
+    p.add_argument("--append", action="append", default=[], help="extra kernel argument (repeatable)")
+    p.add_argument("--json", action="store_true",
+                   help="print the boot result as JSON on stdout (default: the guest command's output)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=run_boot)
+    return p
+
+
+def run_boot(args) -> int:
+    """Handler of `boot`: returns the guest command's exit status or the outcome's exit code."""
+    from uffdprobe.vm.boot import Terminated, boot
+    from uffdprobe.vm.errors import VmInputError, VmSetupError
+
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        return _fail("no guest command: use `boot KERNEL -- COMMAND [ARGS...]`", Exit.USAGE)
+    progress = None if args.quiet else (lambda msg: print(f"uffdprobe boot: {msg}", file=sys.stderr, flush=True))
+    try:
+        result = boot(args.kernel, command, timeout=args.timeout, silence_timeout=args.silence_timeout,
+                      accel=None if args.accel == "auto" else args.accel, memory_mb=args.memory,
+                      cpus=args.cpus, run_dir=args.run_dir, extra_append=args.append, progress=progress)
+    except VmInputError as exc:
+        return _fail(str(exc), Exit.USAGE)
+    except VmSetupError as exc:
+        return _fail(str(exc), Exit.SETUP)
+    except (KeyboardInterrupt, Terminated):
+        return _fail("interrupted; QEMU stopped, files written so far are kept", Exit.INTERRUPTED)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=1))
+    else:
+        from uffdprobe.vm.console import guest_output
+        for line in guest_output(result.console_log.read_text(errors="replace")):
+            print(line)
+    if result.outcome == "OK":
+        if not args.quiet:
+            print(f"uffdprobe boot: OK, command exited {result.exit_status} "
+                  f"({result.timings['launch_to_command_done']}s after launch)", file=sys.stderr)
+        return min(max(result.exit_status, 0), 255)
+    for line in result.panic_lines[-30:]:
+        print(f"  {line}", file=sys.stderr)
+    print(f"uffdprobe boot: {result.outcome}: {result.reason}; console log: {result.console_log}",
+          file=sys.stderr)
+    return OUTCOME_EXIT[result.outcome]
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"uffdprobe boot: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,134 @@
+"""`uffdprobe kernel ...`: build, list and clean cached kernels (argparse wiring for cli.py).
+
+Exit statuses (uffdprobe.exitcodes.Exit): 0 built or cached; 2 bad input (missing source,
+not a kernel tree, unknown ref or recipe, malformed recipe, unreadable patch/fragment) or setup
+(missing tool, lock held past the wait bound); 3 a patch does not apply; 4 Kconfig dropped a
+fragment option; 5 the build failed; 6 the cache's disk is full; 130 interrupted (make stopped
+and reaped, locks released, nothing half-installed).
+"""
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from uffdprobe.kbuild import build as kbuild, recipes
+from uffdprobe.exitcodes import Exit
+from uffdprobe.kbuild.errors import KbuildError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `kernel` (build/list/clean) on an argparse subparsers object; handlers return an exit status."""
+    kernel = subparsers.add_parser("kernel", help="build, list and clean kernels (recipes in vm-images/)",
+                                   description="Build kernels from recipes or from a source, cached by content.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--cache-dir", type=Path, default=None,
+                        help="kernel cache (default $XDG_CACHE_HOME/uffdprobe/kernels)")
+    sub = kernel.add_subparsers(dest="kernel_command", metavar="{build,list,clean}")
+    sub.required = True
+
+    b = sub.add_parser("build", parents=[common], help="build a recipe, or a --source with patches and fragments",
+                       description="Build a kernel; prints the bzImage path on stdout.")
+    b.add_argument("recipe", nargs="?", help=f"recipe name ({', '.join(recipes.names())}) or .toml path")
+    b.add_argument("--source", help="extracted tree, tarball, or GIT_TREE@REF "
+                                    f"(default {kbuild.kbuild_source.DEFAULT_TARBALL})")
+    b.add_argument("--patch", action="append", default=[], metavar="FILE",
+                   help="unified diff or git format-patch/mbox file, applied in order (repeatable)")
+    b.add_argument("--config-fragment", action="append", default=[], metavar="FILE",
+                   help=f"Kconfig fragment (repeatable; default {kbuild.DEFAULT_FRAGMENT.name})")
+    b.add_argument("--base", default="tinyconfig", choices=sorted(recipes.BASES), help="base config target")
+    b.add_argument("--jobs", "-j", type=int, default=None, help="make -j (default: CPUs + 1)")
+    b.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    b.set_defaults(func=run_build)
+
+    ls = sub.add_parser("list", parents=[common], help="list cached kernels", description="List the kernels in the cache.")
+    ls.add_argument("--recipes", action="store_true", help="list the recipes in vm-images/ instead")
+    ls.set_defaults(func=run_list)
+
+    cl = sub.add_parser("clean", parents=[common], help="remove cached kernels", description="Remove built kernels from the cache.")
+    cl.add_argument("--all", action="store_true", help="also remove unpacked sources and build workspaces")
+    cl.set_defaults(func=run_clean)
+    return kernel
+
+
+def run_build(args) -> int:
+    """Handler of `kernel build`."""
+    if args.recipe and (args.source or args.patch or args.config_fragment):
+        return _usage("give either a RECIPE or --source/--patch/--config-fragment, not both")
+    try:
+        if args.recipe:
+            what = recipes.load(args.recipe)
+        else:
+            fragments = tuple(Path(f) for f in args.config_fragment) or (kbuild.DEFAULT_FRAGMENT,)
+            what = kbuild.BuildSpec(source=args.source or "", base=args.base, fragments=fragments,
+                                    patches=tuple(Path(p) for p in args.patch), name="custom")
+        with _terminate_as_interrupt():
+            built = kbuild.build(what, progress=not args.quiet, cache_dir=args.cache_dir, jobs=args.jobs)
+    except KbuildError as exc:
+        print(f"uffdprobe kernel build: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("uffdprobe kernel build: interrupted; the cache holds only complete kernels", file=sys.stderr)
+        return int(Exit.INTERRUPTED)
+    how = "cached" if built.cached else "built"
+    if not args.quiet:
+        print(f"kbuild [{built.identity.get('name')}]: {how} {built.identity.get('version')} "
+              f"key {built.key[:12]} in {built.seconds:.1f} s", file=sys.stderr)
+    print(built.bzimage)
+    return int(Exit.OK)
+
+
+def run_list(args) -> int:
+    """Handler of `kernel list`."""
+    if args.recipes:
+        for name in recipes.names():
+            recipe = recipes.load(name)
+            print(f"{name:24} {len(recipe.patches)} patch(es)  {recipe.summary}")
+        return int(Exit.OK)
+    entries = kbuild.list_kernels(args.cache_dir)
+    if not entries:
+        print("no kernels cached; build one with: uffdprobe kernel build stock", file=sys.stderr)
+    for entry in entries:
+        ident = entry.identity
+        when = ident.get("built_at", "")[:16].replace("T", " ")
+        print(f"{entry.path.name[:12]}  {ident.get('name', '?'):26} {ident.get('version', '?'):10} "
+              f"{len(ident.get('patches', []))} patch(es)  {when}  {entry.bzimage}")
+    return int(Exit.OK)
+
+
+def run_clean(args) -> int:
+    """Handler of `kernel clean`."""
+    started = time.monotonic()
+    try:
+        removed = kbuild.clean(args.cache_dir, everything=args.all)
+    except KbuildError as exc:
+        print(f"uffdprobe kernel clean: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    for path in removed:
+        print(f"removed {path}", file=sys.stderr)
+    print(f"kernel cache cleaned in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return int(Exit.OK)
+
+
+class _terminate_as_interrupt:
+    """While building, SIGTERM/SIGHUP raise KeyboardInterrupt so make's process group is killed and reaped."""
+
+    def __enter__(self):
+        self.old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                self.old[sig] = signal.signal(sig, self._raise)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _usage(message: str) -> int:
+    print(f"uffdprobe kernel build: {message}", file=sys.stderr)
+    return int(Exit.USAGE)

@@ -1,0 +1,6 @@
+"""The kernel builder: recipes (recipes) name a source (source), config fragments (config) and a patch
+series (patches); make runs bounded and logged (make); built kernels are cached by content (cache); build
+ties them together; every failure is an error with its exit status (errors).
+
+May import results, scenarios, osutil, verdicts, exitcodes; never vm, run or anything above.
+"""

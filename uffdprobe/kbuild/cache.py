@@ -1,0 +1,216 @@
+"""The kernel cache: layout, locks with a bounded wait, and atomic install of built kernels.
+
+Layout under the root ($XDG_CACHE_HOME/uffdprobe/kernels by default):
+  sources/<srcid>/       pristine kernel trees, one per source identity
+  work/<wsid>/           tree/ (hard links to a pristine tree) and build/ (make O=), shared by variants
+  entries/<key>/         bzImage, config, identity.json, build.log, complete (bzImage sha256)
+  aliases/<inputs>.json  recipe inputs -> entry key, so a cache hit needs no configure step
+  locks/                 flock files
+"""
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from uffdprobe.osutil import filelock
+from .errors import SetupError
+from uffdprobe.osutil.files import sha256_file, write_atomic
+
+COMPLETE = "complete"
+LOCK_WAIT = 3600.0  # seconds; a cold build of the base kernel takes about 10 min
+
+
+def default_root() -> Path:
+    """$XDG_CACHE_HOME/uffdprobe/kernels, else ~/.cache/uffdprobe/kernels."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "uffdprobe" / "kernels"
+
+
+
+
+def sha256_json(value) -> str:
+    """Hex sha256 of a JSON-serialisable value, keys sorted."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+@contextlib.contextmanager
+def Lock(root: Path, name: str, wait: float = LOCK_WAIT, what: str = ""):
+    """An exclusive flock on locks/<name>.lock for the with-block, waited for at most `wait` seconds."""
+    path = root / "locks" / f"{name}.lock"
+    what = what or name
+
+    def waiting(holder: str) -> None:
+        print(f"kbuild: waiting for {what}, held by {holder}", file=sys.stderr)
+    try:
+        with filelock.held(path, wait, waiting, poll=0.5):
+            yield
+    except filelock.Busy as busy:
+        raise SetupError(f"{what} is busy: {busy.holder} still holds {path} after {wait:.0f} s; wait for it "
+                         "to finish or stop it") from None
+
+
+def try_lock(root: Path, name: str) -> Optional[int]:
+    """Take locks/<name>.lock without waiting; the fd to close, or None when someone holds it."""
+    path = root / "locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return None
+
+
+@dataclass
+class Entry:
+    """One installed kernel: its directory and what identity.json says about it."""
+
+    path: Path
+    identity: dict
+
+    @property
+    def bzimage(self) -> Path:
+        return self.path / "bzImage"
+
+
+def entry_dir(root: Path, key: str) -> Path:
+    return root / "entries" / key
+
+
+def load_entry(root: Path, key: str) -> Optional[Entry]:
+    """The complete, intact entry for `key`; a partial or corrupt one is reported, removed and None returned."""
+    path = entry_dir(root, key)
+    if not path.exists():
+        return None
+    try:
+        marker, identity = _metadata(path)
+        if sha256_file(path / "bzImage") != marker["bzimage_sha256"]:
+            raise _Corrupt("bzImage does not match its recorded sha256")
+        return Entry(path, identity)
+    except OSError as exc:
+        problem = f"{Path(exc.filename or path).name}: {exc.strerror}"
+    except _Corrupt as exc:
+        problem = str(exc)
+    _drop(path, problem, "rebuilding it")
+    return None
+
+
+class _Corrupt(Exception):
+    """An entry whose metadata is not what install_entry() writes."""
+
+
+def _metadata(path: Path) -> tuple:
+    """(complete marker, identity) of an entry; _Corrupt (or OSError) when either is garbage."""
+    found = []
+    for name, must in ((COMPLETE, "bzimage_sha256"), ("identity.json", "key")):
+        try:
+            value = json.loads((path / name).read_text())
+        except ValueError as exc:
+            raise _Corrupt(f"{name} is not JSON ({exc})") from None
+        except UnicodeDecodeError:
+            raise _Corrupt(f"{name} is not text") from None
+        if not isinstance(value, dict) or not isinstance(value.get(must), str):
+            raise _Corrupt(f"{name} has no {must!r} string")
+        found.append(value)
+    return tuple(found)
+
+
+def _drop(path: Path, problem: str, then: str) -> None:
+    """Report a corrupt entry in one line and remove it, so nothing ever boots it."""
+    print(f"kbuild: cache entry {path} is incomplete or corrupt ({problem[:160]}); removed it, {then}",
+          file=sys.stderr)
+    remove_tree(path)
+
+
+def install_entry(root: Path, key: str, files: dict, identity: dict) -> Entry:
+    """Copy `files` (name -> source path) into a temp dir, mark it complete, rename it into place."""
+    entries = root / "entries"
+    entries.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=entries, prefix=f".tmp-{key[:12]}-"))
+    try:
+        for name, src in files.items():
+            shutil.copy2(src, tmp / name)
+        (tmp / ".config").symlink_to("config")  # where the VM runner looks beside a bzImage
+        (tmp / "identity.json").write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
+        marker = {"bzimage_sha256": sha256_file(tmp / "bzImage"), "installed": time.time()}
+        (tmp / COMPLETE).write_text(json.dumps(marker) + "\n")
+        final = entry_dir(root, key)
+        if final.exists():  # a stale or corrupt one; load_entry() already judged it
+            remove_tree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        remove_tree(tmp)
+        raise
+    return Entry(final, identity)
+
+
+def read_alias(root: Path, inputs: str) -> Optional[str]:
+    try:
+        return json.loads((root / "aliases" / f"{inputs}.json").read_text())["key"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def write_alias(root: Path, inputs: str, key: str) -> None:
+    write_atomic(root / "aliases" / f"{inputs}.json", json.dumps({"key": key}).encode())
+
+
+def list_entries(root: Path) -> list:
+    """Every complete entry, newest first (bzImage not re-hashed: listing stays fast; garbage metadata is
+    reported and the entry removed)."""
+    found = []
+    for path in sorted((root / "entries").glob("[!.]*")):
+        try:
+            marker, identity = _metadata(path)
+        except FileNotFoundError as exc:
+            if path.exists():  # not removed under us by clean: an entry missing a file
+                _drop(path, f"{Path(exc.filename).name}: {exc.strerror}", "build it again")
+            continue
+        except _Corrupt as exc:
+            _drop(path, str(exc), "build it again")
+            continue
+        installed = marker.get("installed")
+        found.append((installed if isinstance(installed, (int, float)) else 0, Entry(path, identity)))
+    return [entry for _, entry in sorted(found, key=lambda pair: -pair[0])]
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory tree (or file) if present; a half-removed tree is renamed away first."""
+    if not os.path.lexists(path):
+        return
+    if path.is_dir() and not path.is_symlink():
+        doomed = path.with_name(f".rm-{path.name}-{os.getpid()}")
+        os.rename(path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    else:
+        path.unlink()
+
+
+def tree_size(path: Path) -> int:
+    """Bytes used by the files under `path` (hard links counted once)."""
+    seen, total = set(), 0
+    for dirpath, _, names in os.walk(path):
+        for name in names:
+            st = os.lstat(os.path.join(dirpath, name))
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total

@@ -1,0 +1,124 @@
+"""Kernel recipes: one TOML file each in vm-images/recipes/ (source, fragments, patch series, expectations)."""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BadInput
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    try:
+        import tomli as tomllib
+    except ImportError:
+        tomllib = None
+
+VM_IMAGES = Path(__file__).resolve().parents[2] / "vm-images"
+RECIPE_DIR = VM_IMAGES / "recipes"
+VERDICTS = {"PASS", "HANG", "LEAK", "WP_LOST", "SKIP", "ERROR", "NOT_HANG", "NOT_LEAK", "ANY"}
+BASES = {"tinyconfig", "allnoconfig", "defconfig"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A kernel to build: paths are absolute; `expect` maps scenario -> expected verdict."""
+
+    name: str
+    summary: str = ""
+    source: str = ""
+    base: str = "tinyconfig"
+    fragments: tuple = ()
+    patches: tuple = ()
+    models: dict = field(default_factory=dict)
+    expect: dict = field(default_factory=dict)
+    path: Path = None
+
+
+def names() -> list:
+    """Recipe names found in vm-images/recipes/."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.toml"))
+
+
+def load(name_or_path) -> Recipe:
+    """Load a recipe by name (vm-images/recipes/NAME.toml) or by path to a .toml file."""
+    path = Path(name_or_path)
+    if not (path.suffix == ".toml" and path.is_file()):
+        path = RECIPE_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise BadInput(f"unknown kernel recipe {name_or_path!r}: choose one of {', '.join(names()) or '(none)'}"
+                       " or give a path to a .toml recipe")
+    if tomllib is None:
+        raise BadInput("reading recipes needs Python 3.11 (tomllib) or the tomli package: pip install tomli")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BadInput(f"recipe {path} cannot be read ({exc.strerror}): make it readable "
+                       f"(chmod a+r {path}) or give another recipe") from None
+    try:
+        data = tomllib.loads(text)
+    except ValueError as exc:
+        raise BadInput(f"recipe {path} is not valid TOML ({exc}); fix that line") from None
+    return _from_dict(data, path)
+
+
+# field -> (type, what it holds); REQUIRED ones have no default
+FIELDS = {
+    "name": (str, "a string"),
+    "summary": (str, "a string"),
+    "source": (str, 'a string: a tarball, tree or GIT_TREE@REF, e.g. "/usr/src/linux-source-6.1.tar.xz"'),
+    "base": (str, f"a string, one of {', '.join(sorted(BASES))}"),
+    "fragments": (list, 'a list of paths, e.g. ["fragments/x86_64.config"]'),
+    "patches": (list, 'a list of patch paths (in order), [] for none'),
+    "models": (dict, "a table"),
+    "expect": (dict, 'a table of "SCENARIO" = "VERDICT"'),
+}
+REQUIRED = ("source", "patches")
+
+
+def _from_dict(data: dict, path: Path) -> Recipe:
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise BadInput(f"recipe {path}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(FIELDS)}")
+    for key in REQUIRED:
+        if key not in data:
+            raise BadInput(f"recipe {path}: required field {key!r} is missing; add {key} = {FIELDS[key][1]}")
+    for key, value in data.items():
+        kind, holds = FIELDS[key]
+        if not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) for v in value)):
+            raise BadInput(f"recipe {path}: {key} = {value!r} has the wrong type; {key} must be {holds}")
+    base = data.get("base", "tinyconfig")
+    if base not in BASES:
+        raise BadInput(f"recipe {path}: base {base!r} is not one of {', '.join(sorted(BASES))}")
+    expect = dict(data.get("expect", {}))
+    check_expect(expect, f"recipe {path}: [expect]")
+    here = path.parent.parent if path.parent.name == "recipes" else path.parent
+    return Recipe(
+        name=data.get("name", path.stem),
+        summary=data.get("summary", ""),
+        source=data["source"],
+        base=base,
+        fragments=tuple(_resolve(here, f, path, "fragment") for f in data.get("fragments", [])),
+        patches=tuple(_resolve(here, p, path, "patch") for p in data["patches"]),
+        models=dict(data.get("models", {})),
+        expect=expect,
+        path=path,
+    )
+
+
+def check_expect(expect: dict, where: str) -> None:
+    """BadInput naming the first scenario that does not exist or verdict that is not one of VERDICTS."""
+    from uffdprobe.scenarios.registry import SCENARIOS
+    for scenario, verdict in expect.items():
+        if scenario not in SCENARIOS:
+            public = [name for name, s in SCENARIOS.items() if not s.test_only]
+            raise BadInput(f"{where}: unknown scenario {scenario!r}; use one of {', '.join(public)}"
+                           " (uffdprobe list)")
+        if verdict not in VERDICTS:
+            raise BadInput(f"{where}: {scenario} = {verdict!r} is not a verdict; use one of "
+                           f"{', '.join(sorted(VERDICTS))}")
+
+
+def _resolve(base: Path, rel: str, recipe: Path, what: str) -> Path:
+    full = (base / rel).resolve()
+    if not full.is_file():
+        raise BadInput(f"recipe {recipe}: {what} {rel} not found (looked in {base}); fix the path")
+    return full

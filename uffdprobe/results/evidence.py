@@ -1,0 +1,43 @@
+"""Short, flat views of a Result's evidence for reports: blocked task state, wchan, stack, rescue."""
+from typing import Dict, List
+
+from uffdprobe.verdicts import Result
+
+STACK_FRAMES = 8
+
+
+def blocked_tasks(r: Result) -> List[dict]:
+    """The tasks a HANG found in handle_userfault (empty for other verdicts)."""
+    hang = r.evidence.get("hang") if isinstance(r.evidence, dict) else None
+    return list(hang.get("blocked_tasks") or []) if isinstance(hang, dict) else []
+
+
+def summary(r: Result) -> Dict[str, str]:
+    """Flat name → one-line text: verdict, reason, run, duration, and for a HANG state/wchan/stack/rescue."""
+    out = {"verdict": r.verdict.value, "reason": r.reason}
+    if "run" in r.params:
+        out["run"] = str(r.params["run"])
+    if r.duration_s is not None:
+        out["duration_s"] = f"{r.duration_s:.3f}"
+    tasks = blocked_tasks(r)
+    if tasks:
+        first = tasks[0]
+        out["state"] = str(first.get("state", "?"))
+        out["wchan"] = str(first.get("wchan", "?"))
+        stack = first.get("stack")
+        if isinstance(stack, list):
+            out["stack"] = " <- ".join(_frame(f) for f in stack[:STACK_FRAMES])
+        out["blocked_tasks"] = str(len(tasks))
+    hang = r.evidence.get("hang") if isinstance(r.evidence, dict) else None
+    if isinstance(hang, dict) and hang.get("pending_uffd_messages"):
+        out["pending_uffd_messages"] = "; ".join(map(str, hang["pending_uffd_messages"]))
+    for key in ("rescue", "console_log", "log"):
+        if isinstance(r.evidence, dict) and r.evidence.get(key):
+            out[key] = str(r.evidence[key])
+    return out
+
+
+def _frame(line: str) -> str:
+    """'[<0>] handle_userfault+0x4d6/0x53d' -> 'handle_userfault'."""
+    name = line.split("] ", 1)[-1]
+    return name.split("+", 1)[0].strip()

@@ -1,0 +1,5 @@
+"""Runs: a plan of scenarios on the running kernel under the supervisor (host), the same plan in a kernel
+booted in QEMU with its verdicts brought back (guest), and a whole matrix of kernels, one run each (matrix).
+
+May import vm, kbuild, results, supervise, scenarios, uffd, osutil; never bisect or cli.
+"""

@@ -1,0 +1,170 @@
+"""`uffdprobe run --kernel K`: boot K once, run the scenarios inside, bring every verdict back."""
+import argparse
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import List
+
+from uffdprobe.results import report
+from uffdprobe.exitcodes import Exit
+from uffdprobe.exitcodes import UsageError
+from .host import finish
+from uffdprobe.scenarios.registry import select
+from uffdprobe.verdicts import Result, Verdict
+from uffdprobe.vm.outcome import CHANNEL_LOST, OUTCOME_EXIT
+
+#: The guest sees the scratch virtio-blk disk here; O_DIRECT scenarios write to it.
+GUEST_SCRATCH = "/dev/vda"
+#: The guest run's exit statuses for a results stream it could no longer write (run_cmd.VerdictStream).
+GUEST_LOST = (Exit.CHANNEL_LOST, Exit.NO_SPACE)
+
+
+def resolve(kernel: str) -> str:
+    """A bootable path for KERNEL: a file as given, or a vm-images recipe name built (or cached) now."""
+    path = Path(kernel)
+    if path.is_dir():
+        raise UsageError(f"--kernel {kernel} is a directory; give a bzImage/vmlinuz, a linux-image .deb "
+                         "or a recipe name (`uffdprobe kernel list`, vm-images/recipes)")
+    if path.exists():
+        return str(path)
+    from uffdprobe.kbuild import build as kbuild, recipes
+    if kernel not in recipes.names():
+        raise UsageError(f"--kernel {kernel}: no such file and no recipe of that name; recipes: "
+                         + ", ".join(recipes.names()))
+    return str(kbuild.resolve_kernel(kernel).bzimage)
+
+
+def check_visible_in_guest() -> None:
+    """Refuse early (before any kernel build) an interpreter or checkout the guest cannot see: under
+    /tmp or /var/tmp the guest binds them back (vm.boot.keep_visible); under /run, /dev, /proc or /sys
+    it cannot."""
+    from uffdprobe.vm.boot import GUEST_PRIVATE_DIRS, host_paths_needed
+    for path in host_paths_needed():
+        hidden = [d for d in GUEST_PRIVATE_DIRS if path == d or path.startswith(d + "/")]
+        if hidden and (hidden[0] not in ("/tmp", "/var/tmp") or path == hidden[0] or "," in path or " " in path):
+            raise UsageError(f"{path} is under {hidden[0]}, which the guest covers with its own filesystem; "
+                             "install uffdprobe (its checkout and .venv) elsewhere")
+
+
+def guest_argv(args: argparse.Namespace) -> List[str]:
+    """The same `uffdprobe run` inside the guest; it streams to $UFFDPROBE_RESULTS (the results channel)."""
+    check_visible_in_guest()
+    argv = ["/usr/bin/env", f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", sys.executable, "-m", "uffdprobe",
+            "run", "--hang-timeout", str(args.hang_timeout),
+            "--scenario-timeout", str(args.scenario_timeout)]
+    for mem in args.memory or []:
+        argv += ["--memory", mem]
+    for pair in args.param:
+        argv += ["--param", pair]
+    if getattr(args, "runs", 1) > 1:
+        argv += ["--runs", str(args.runs)]
+    return argv + list(args.scenarios)
+
+
+class _Tail(threading.Thread):
+    """Print each verdict line the guest appends to verdicts.jsonl while the VM runs."""
+
+    def __init__(self, path: Path, out):
+        super().__init__(name="verdict-tail", daemon=True)
+        self.path, self.out, self.seen, self.stop = path, out, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.5):
+            self.poll()
+
+    def poll(self) -> None:
+        if self.path.exists():
+            results = report.read_jsonl(self.path)
+            for r in results[self.seen:]:
+                print(report.table_line(r), file=self.out, flush=True)
+            self.seen = max(self.seen, len(results))
+
+
+def run_in_vm(args: argparse.Namespace) -> int:
+    check_visible_in_guest()  # before any kernel build
+    from uffdprobe.vm.boot import Terminated, boot
+    from uffdprobe.vm.errors import VmInputError, VmSetupError
+    from uffdprobe.vm.paths import new_run_dir
+    try:
+        runs = getattr(args, "runs", 1)
+        planned = [(s.name, m, i if runs > 1 else None) for i in range(1, runs + 1)
+                   for s in select(args.scenarios) for m in s.memory if not args.memory or m in args.memory]
+    except KeyError as exc:
+        raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
+    kernel = resolve(args.kernel)
+    table = sys.stderr if args.ktap else sys.stdout
+    run_dir = new_run_dir(create=False)
+    tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table)
+    tail.start()
+
+    def progress(text: str) -> None:
+        print(f"[vm] {text}", file=sys.stderr, flush=True)
+
+    try:
+        result = boot(kernel, guest_argv(args), timeout=args.vm_timeout, accel=args.accel, progress=progress,
+                      run_dir=run_dir, extra_append=getattr(args, "append", []))
+    except VmInputError as exc:
+        raise UsageError(str(exc)) from None
+    except VmSetupError as exc:
+        print(f"uffdprobe: {exc}", file=sys.stderr)
+        return Exit.SETUP
+    except Terminated:
+        print(f"uffdprobe: terminated; verdicts so far are in {run_dir / 'channel' / 'results'}", file=sys.stderr)
+        return Exit.INTERRUPTED
+    finally:
+        tail.stop.set()
+        tail.join(2)
+    stream = result.results_dir / "verdicts.jsonl"
+    results = report.read_jsonl(stream) if stream.exists() else []
+    # the channel went away: seen by the host (CHANNEL_LOST) or said by the guest's own exit status
+    lost = result.outcome == CHANNEL_LOST or (result.outcome == "OK" and result.exit_status in GUEST_LOST)
+    for r in results[tail.seen:]:
+        print(report.table_line(r), file=table, flush=True)
+    kept = len(results)
+    missing = _cut_off(planned, results, result)
+    for r in missing:
+        print(report.table_line(r), file=table, flush=True)
+    results += missing
+    if args.results_dir:
+        os.makedirs(args.results_dir, exist_ok=True)
+        with open(os.path.join(args.results_dir, "verdicts.jsonl"), "a") as stream:
+            for r in results:
+                report.append_jsonl(stream, r)
+    status = finish(results, args, table)
+    if lost:
+        print(f"uffdprobe: CHANNEL_LOST: the guest lost its results channel (guest exit {result.exit_status}); "
+              f"{kept} verdict(s) kept, the rest only in the console log: {result.console_log}", file=sys.stderr)
+        return Exit.NO_SPACE if result.exit_status == Exit.NO_SPACE else Exit.CHANNEL_LOST
+    if result.outcome in OUTCOME_EXIT:
+        print(f"uffdprobe: {result.outcome}: {result.reason}; {kept} verdict(s) kept; "
+              f"console log: {result.console_log}", file=sys.stderr)
+        return OUTCOME_EXIT[result.outcome]
+    if status != Exit.OK:
+        print(f"console log: {result.console_log}", file=sys.stderr)
+    return status
+
+
+def _cut_off(planned, results: List[Result], boot) -> List[Result]:
+    """A verdict for every planned run the guest never reported: the boot's outcome, or ERROR."""
+    done = {(r.scenario, r.memory, r.params.get("run")) for r in results}
+    verdict = Verdict(boot.outcome) if boot.outcome in Verdict.__members__ else Verdict.ERROR
+    if boot.outcome in OUTCOME_EXIT:
+        reason = boot.reason
+    elif boot.exit_status in GUEST_LOST:
+        reason = f"the guest lost its results channel before this verdict (guest exit {boot.exit_status})"
+    else:
+        reason = f"the guest command ended (exit {boot.exit_status}) without this verdict"
+    evidence = {"console_log": str(boot.console_log), "console_tail": _tail_lines(boot.console_log),
+                "panic_lines": boot.panic_lines, "timings": boot.timings}
+    kernel = dict(boot.kernel_identity)
+    return [Result(name, mem, verdict, reason, evidence, kernel, {} if run is None else {"run": run}, None)
+            for name, mem, run in planned if (name, mem, run) not in done]
+
+
+def _tail_lines(path: Path, n: int = 25) -> List[str]:
+    """The last lines of the console log: where a guest command that died says why."""
+    try:
+        return path.read_text(errors="replace").splitlines()[-n:]
+    except OSError:
+        return []

@@ -1,0 +1,138 @@
+"""Run a plan of scenarios under the supervisor on the running kernel, streaming and reporting each verdict."""
+import argparse
+import errno
+import json
+import os
+import sys
+from typing import Dict, List, Optional, Tuple
+
+from uffdprobe.uffd import features, odirect
+from uffdprobe.results import report
+from uffdprobe.supervise import supervisor
+from uffdprobe.exitcodes import Exit, UsageError
+from uffdprobe.scenarios.registry import select, skip_reason
+from uffdprobe.verdicts import Result, Verdict
+
+
+def repeat(plan: list, runs: int) -> list:
+    """The plan `runs` times over; with more than one run each item's params gain its 1-based 'run'."""
+    if runs <= 1:
+        return plan
+    return [(s, mem, {**params, "run": i}, skip) for i in range(1, runs + 1) for s, mem, params, skip in plan]
+
+
+def _params(pairs: List[str]) -> Dict[str, object]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--param {pair!r}: write KEY=VALUE, e.g. --param data_pages=128")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _plan(names: List[str], memories: Optional[List[str]], params: Dict[str, object],
+          kf: features.KernelFeatures, target: Optional[str]) -> list:
+    try:
+        chosen = select(names)
+    except KeyError as exc:
+        raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
+    unknown = [k for k in params if not any(k in s.defaults for s in chosen)]
+    if unknown:
+        raise UsageError(f"no chosen scenario has a parameter {', '.join(unknown)}; `uffdprobe list --all` "
+                         "shows them")
+    plan = []
+    for s in chosen:
+        merged = {**s.defaults, **{k: v for k, v in params.items() if k in s.defaults}}
+        for key, value in merged.items():
+            default = s.defaults[key]
+            if isinstance(default, int) and not isinstance(default, bool) and \
+                    (not isinstance(value, int) or value <= 0 or value > 1 << 20):
+                raise UsageError(f"{s.name}: {key}={value!r} must be a whole number from 1 to {1 << 20}")
+        for mem in s.memory:
+            if memories and mem not in memories:
+                continue
+            plan.append((s, mem, merged, skip_reason(s, mem, kf, target)))
+    return plan
+
+
+def run_on_host(args: argparse.Namespace) -> int:
+    """`uffdprobe run` on the running kernel: probe, run the plan, write the outputs, choose the exit status."""
+    params = _params(args.param)
+    kf = features.probe()
+    with odirect.target(args.odirect_target) as target:
+        if args.odirect_target and target is None:
+            raise UsageError(f"--odirect-target {args.odirect_target}: O_DIRECT writes fail there; "
+                             "pass a block device or a directory on ext4/xfs")
+        results, lost = _run_plan(args, kf, target, params)
+    table = sys.stderr if args.ktap else sys.stdout
+    status = finish(results, args, table)
+    if kf.uffd_errno in (errno.EPERM, errno.EACCES):
+        print(f"uffdprobe: no userfaultfd permission, every scenario that needs it skipped: {kf.uffd_error}",
+              file=sys.stderr)
+        return Exit.NO_UFFD_PERMISSION
+    if lost:
+        return Exit.NO_SPACE if lost.errno in (errno.ENOSPC, errno.EDQUOT) else Exit.CHANNEL_LOST
+    return status
+
+
+def _run_plan(args: argparse.Namespace, kf: features.KernelFeatures, target: Optional[str],
+              params: Dict[str, object]) -> Tuple[List[Result], Optional[OSError]]:
+    """Run the plan under the supervisor, printing and streaming each result as it lands; the results
+    and the error that lost the stream, if any."""
+    plan = repeat(_plan(args.scenarios, args.memory, params, kf, target), getattr(args, "runs", 1))
+    limits = supervisor.Limits(hang_s=args.hang_timeout, scenario_s=args.scenario_timeout)
+    table = sys.stderr if args.ktap else sys.stdout
+    stream = VerdictStream(args.results_dir) if args.results_dir else None
+    print(f"kernel {kf.kernel['release']}: {len(plan)} runs", file=table, flush=True)
+
+    def on_result(r: Result) -> None:
+        print(report.table_line(r), file=table, flush=True)
+        if stream:
+            stream.append(r)
+
+    results = supervisor.run_many(plan, kf.kernel, limits, target, on_result)
+    return results, stream.error if stream else None
+
+
+class VerdictStream:
+    """DIR/verdicts.jsonl, opened anew for every verdict: a results channel that goes away (unmounted,
+    disk full) is noticed at the next verdict, said once, and the run goes on with the table alone."""
+
+    def __init__(self, directory: str):
+        os.makedirs(directory, exist_ok=True)
+        self.path = os.path.join(directory, "verdicts.jsonl")
+        self.error: Optional[OSError] = None
+
+    def append(self, r: Result) -> None:
+        if self.error:
+            return
+        try:
+            with open(self.path, "a") as f:
+                report.append_jsonl(f, r)
+        except OSError as exc:
+            self.error = exc
+            print(f"uffdprobe: results channel lost: {self.path}: {exc.strerror}; later verdicts are only "
+                  "printed here", file=sys.stderr, flush=True)
+
+
+def finish(results: List[Result], args: argparse.Namespace, table) -> int:
+    """Write --json and --ktap, print the summary, and choose the exit status."""
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([r.to_dict() for r in results], f, indent=2, default=str)
+    if args.ktap:
+        print(report.ktap(results), flush=True)
+    print(f"summary: {report.summary(results)}", file=table, flush=True)
+    return exit_status(results)
+
+
+def exit_status(results: List[Result]) -> int:
+    if any(r.verdict.is_kernel_problem for r in results):
+        return Exit.KERNEL_PROBLEM
+    if any(r.verdict not in (Verdict.PASS, Verdict.SKIP) for r in results):
+        return Exit.SETUP
+    return Exit.OK

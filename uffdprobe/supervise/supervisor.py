@@ -1,0 +1,265 @@
+"""Run each scenario in a child process, watch it, classify a hang, rescue it, reap everything."""
+import json
+import os
+import select
+import signal
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+from . import tasks
+from uffdprobe.uffd.errors import UffdError
+from uffdprobe.scenarios.context import ScenarioContext
+from uffdprobe.scenarios.memkinds import SkipScenario
+from uffdprobe.scenarios.registry import Scenario
+from uffdprobe.uffd.userfaultfd import Userfaultfd
+from uffdprobe.verdicts import Outcome, Result, Verdict
+
+
+@dataclass
+class Limits:
+    """Bounds on every wait. hang_s: blocked this long on a uffd fault means HANG; spin_s: a watched
+    call whose task stays R or D this long with no uffd fault pending is HANG too (it never returns)."""
+    hang_s: float = 2.0
+    spin_s: float = 20.0
+    scenario_s: float = 120.0
+    rescue_s: float = 10.0
+
+
+def _child_main(scenario: Scenario, ctx: ScenarioContext) -> None:
+    """Runs in the forked child; never returns."""
+    code = 0
+    try:
+        os.setpgid(0, 0)
+        out: Outcome = scenario.run(ctx)
+        ctx.finish(out.verdict.value, out.reason, out.evidence)
+    except SkipScenario as exc:  # a precondition probed inside the child (e.g. no THP was given)
+        ctx.finish(Verdict.SKIP.value, str(exc), {})
+    except BaseException as exc:  # the supervisor turns this into ERROR with the traceback
+        code = 3
+        try:
+            ctx.finish(Verdict.ERROR.value, f"{type(exc).__name__}: {exc}",
+                       {"traceback": traceback.format_exc().splitlines()[-12:]})
+        except OSError:
+            pass
+    finally:
+        os._exit(code)
+
+
+class _Watch:
+    """The supervisor's view of one running child."""
+
+    def __init__(self, pid: int, sock: socket.socket):
+        self.pid, self.sock = pid, sock
+        self.uffd: Optional[Userfaultfd] = None
+        self.rescue_range = (0, 0)
+        self.rescue_kind = "unprotect"
+        self.watching: Optional[Dict[str, Any]] = None
+        self.last_activity = time.monotonic()
+        self.result: Optional[dict] = None
+        self.notes: Dict[str, Any] = {}
+        self.counters: Dict[str, Any] = {}
+        self.hang: Optional[Dict[str, Any]] = None
+        self.closed = False
+        self.states: List[Optional[str]] = []
+
+    def receive(self) -> None:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 20, 4)
+        except OSError:
+            data, fds = b"", []
+        if not data:
+            self.closed = True
+            return
+        msg = json.loads(data)
+        kind = msg["type"]
+        self.last_activity = time.monotonic()
+        if kind == "uffd" and fds:
+            self.uffd = Userfaultfd(fds[0])
+            self.rescue_range = (msg["start"], msg["length"])
+            self.rescue_kind = msg["rescue"]
+        elif kind == "watch":
+            self.watching = msg
+        elif kind == "unwatch":
+            self.watching = None
+        elif kind == "progress":
+            self.counters = msg["counters"]
+        elif kind == "note":
+            self.notes[msg["key"]] = msg["value"]
+        elif kind == "result":
+            self.result = msg
+
+    def inspect(self) -> Optional[Dict[str, Any]]:
+        """Evidence of a uffd block (pending message or a task in handle_userfault), else None."""
+        all_tasks = tasks.all_tasks(self.pid)
+        blocked = [t for t in all_tasks if tasks.in_userfault(t)]
+        pending = []
+        if self.uffd is not None:
+            try:
+                pending = [repr(m) for m in self.uffd.read()]
+            except UffdError as exc:
+                pending = [f"read failed: {exc}"]
+        if not blocked and not pending:
+            return None
+        watched = self.watching or {}
+        return {"watched_call": watched.get("what"),
+                "blocked_tasks": blocked,
+                "pending_uffd_messages": pending,
+                "all_task_states": {f"{t['pid']}/{t['tid']}": t["state"] for t in all_tasks},
+                "counters": dict(self.counters)}
+
+    def spinning(self, spin_s: float) -> Optional[Dict[str, Any]]:
+        """Evidence when the watched task has stayed runnable or in D, outside handle_userfault, for
+        spin_s seconds without progress: the call never returns (a livelock or a non-uffd wedge)."""
+        pid, tid = self.watching["pid"], self.watching["tid"]
+        state = tasks.task_state(pid, tid)
+        self.states.append(state)
+        if state not in ("R", "D"):
+            self.states.clear()
+        if not self.states or time.monotonic() - self.last_activity < spin_s:
+            return None
+        return {"watched_call": self.watching.get("what"), "blocked_tasks": [], "pending_uffd_messages": [],
+                "spinning_task": tasks.describe(pid, tid), "states_sampled": "".join(self.states),
+                "all_task_states": {f"{t['pid']}/{t['tid']}": t["state"] for t in tasks.all_tasks(self.pid)},
+                "counters": dict(self.counters)}
+
+    def rescue(self) -> str:
+        """Answer the fault through the child's own uffd so its blocked task can finish."""
+        if self.uffd is None:
+            return "no uffd handed over: cannot rescue"
+        start, length = self.rescue_range
+        try:
+            if self.rescue_kind == "unregister":
+                self.uffd.unregister(start, length)
+            else:
+                self.uffd.writeprotect(start, length, protect=False)
+                self.uffd.wake(start, length)
+            return f"{self.rescue_kind} [{start:#x}, +{length:#x})"
+        except UffdError as exc:
+            return f"rescue failed: {exc}"
+
+
+def _reap(pid: int, grace_s: float = 2.0) -> Dict[str, Any]:
+    """Wait for the child; after `grace_s` kill its whole process group. Always reaps."""
+    deadline = time.monotonic() + grace_s
+    killed = False
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return {"exit": None, "killed": killed}
+        if done:
+            try:
+                os.killpg(pid, signal.SIGKILL)  # leftover grandchildren of the scenario
+            except OSError:
+                pass
+            return {"exit": os.waitstatus_to_exitcode(status), "killed": killed}
+        if time.monotonic() > deadline and not killed:
+            for sig_target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+                try:
+                    sig_target()
+                except OSError:
+                    pass
+            killed = True
+            deadline = time.monotonic() + 10.0
+        elif killed and time.monotonic() > deadline:
+            # SIGKILL did not end it within 10 s: an unkillable task is a kernel bug; stop waiting.
+            return {"exit": None, "killed": True, "unkillable": tasks.all_tasks(pid)}
+        time.sleep(0.01)
+
+
+def run_one(scenario: Scenario, memory: str, params: Dict[str, Any], kernel: Dict[str, Any],
+            limits: Limits, odirect_target: Optional[str] = None) -> Result:
+    """Fork, run, watch, rescue, reap; exactly one Result."""
+    started = time.monotonic()
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        parent_sock.close()
+        _child_main(scenario, ScenarioContext(child_sock, memory, params, odirect_target))
+    child_sock.close()
+    w = _Watch(pid, parent_sock)
+    rescue_note = None
+    deadline = started + limits.scenario_s
+    try:
+        while w.result is None and not w.closed:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            wait = deadline - now
+            if w.watching is not None and w.hang is None:
+                idle = now - w.last_activity
+                wait = min(wait, max(0.0, limits.hang_s - idle) if idle < limits.hang_s else 0.5)
+            ready, _, _ = select.select([parent_sock], [], [], wait)
+            if ready:
+                w.receive()
+                continue
+            if w.watching is not None and w.hang is None and \
+                    time.monotonic() - w.last_activity >= limits.hang_s:
+                evidence = w.inspect() or w.spinning(limits.spin_s)
+                if evidence is not None:
+                    w.hang = evidence
+                    rescue_note = w.rescue()
+                    deadline = min(deadline, time.monotonic() + limits.rescue_s)
+        timed_out = w.result is None and not w.closed
+        stuck = tasks.all_tasks(pid) if timed_out else None
+    finally:
+        reaped = _reap(pid, grace_s=0.0 if (w.result is None and not w.closed) else 5.0)
+        parent_sock.close()
+        if w.uffd is not None:
+            w.uffd.close()
+    duration = time.monotonic() - started
+    return _decide(scenario, memory, params, kernel, w, rescue_note, timed_out, stuck, reaped,
+                   limits, duration)
+
+
+def _decide(scenario, memory, params, kernel, w: _Watch, rescue_note, timed_out, stuck, reaped,
+            limits: Limits, duration: float) -> Result:
+    """The one verdict: a rescued block is HANG; otherwise the child's own conclusion, or ERROR."""
+    child = w.result or {}
+    evidence: Dict[str, Any] = dict(w.notes)
+    evidence.update(child.get("evidence", {}))
+    evidence["exit"] = reaped
+    if w.hang is not None:
+        evidence["hang"] = w.hang
+        evidence["rescue"] = rescue_note
+        if child:
+            evidence["after_rescue"] = {"verdict": child.get("verdict"), "reason": child.get("reason")}
+        else:
+            evidence["after_rescue"] = "the child did not finish after the rescue: killed and reaped"
+        blocked = w.hang["blocked_tasks"]
+        what = w.hang["watched_call"] or "the workload"
+        if "spinning_task" in w.hang:
+            state = w.hang["spinning_task"]["state"]
+            reason = (f"{what} never returned: its task stayed {state} for > {limits.spin_s:g}s outside "
+                      "handle_userfault with no uffd fault pending (a kernel livelock or wedge)")
+        else:
+            where = f"{len(blocked)} task(s) in handle_userfault" if blocked else "a uffd fault pending"
+            reason = f"{what} blocked > {limits.hang_s:g}s: {where}, nobody to answer"
+        verdict = Verdict.HANG
+    elif child:
+        verdict, reason = Verdict(child["verdict"]), child["reason"]
+    elif timed_out:
+        verdict = Verdict.ERROR
+        reason = f"no verdict within {limits.scenario_s:g}s and no uffd fault pending: killed"
+        evidence["stuck_tasks"] = stuck
+    else:
+        verdict = Verdict.ERROR
+        reason = f"child ended without a verdict (exit {reaped.get('exit')})"
+    return Result(scenario.name, memory, verdict, reason, evidence, kernel, params, round(duration, 3))
+
+
+def run_many(plan: Iterable[tuple], kernel: Dict[str, Any], limits: Limits,
+             odirect_target: Optional[str], on_result: Callable[[Result], None]) -> List[Result]:
+    """Run (scenario, memory, params, skip_reason) items in order; on_result sees each as it lands."""
+    results = []
+    for scenario, memory, params, skip in plan:
+        if skip:
+            res = Result(scenario.name, memory, Verdict.SKIP, skip, {}, kernel, params, 0.0)
+        else:
+            res = run_one(scenario, memory, params, kernel, limits, odirect_target)
+        on_result(res)
+        results.append(res)
+    return results

@@ -1,0 +1,124 @@
+"""What the running kernel offers: uffd API features and ioctls, access paths, THP, identity."""
+import errno
+import gzip
+import hashlib
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+from .errors import UffdError
+from .flags import Feature, RegisterMode, absent_from_headers, names
+from .memory import PAGE_SIZE, mmap_anonymous
+from .userfaultfd import Userfaultfd
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace").strip()
+    except OSError:
+        return None
+
+
+def kernel_identity() -> Dict[str, Optional[str]]:
+    """uname -r, /proc/version and the sha256 of the .config in /proc/config.gz (unpacked: the same hash
+    the kernel builder records) when the kernel exposes it."""
+    config = None
+    try:
+        with gzip.open("/proc/config.gz", "rb") as f:
+            config = hashlib.sha256(f.read()).hexdigest()
+    except (OSError, EOFError):
+        pass
+    return {"release": platform.release(), "version": _read("/proc/version"),
+            "config_sha256": config, "machine": platform.machine()}
+
+
+def thp_mode() -> Optional[str]:
+    """The bracketed choice in /sys/kernel/mm/transparent_hugepage/enabled, None without THP."""
+    text = _read("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not text or "[" not in text:
+        return None
+    return text.split("[", 1)[1].split("]", 1)[0]
+
+
+@dataclass
+class KernelFeatures:
+    """A fingerprint of the running kernel's userfaultfd support, probed on throwaway fds."""
+    kernel: Dict[str, Optional[str]]
+    uffd_error: Optional[str] = None
+    uffd_errno: Optional[int] = None
+    features: List[str] = field(default_factory=list)
+    api_ioctls: List[str] = field(default_factory=list)
+    anon_ioctls: Dict[str, List[str]] = field(default_factory=dict)
+    dev_userfaultfd: str = "absent"
+    unprivileged_userfaultfd: Optional[str] = None
+    thp: Optional[str] = None
+    absent_from_headers: Dict[str, List[str]] = field(default_factory=dict)
+    feature_bits: int = 0
+
+    def has(self, feature: Feature) -> bool:
+        return bool(self.feature_bits & int(feature))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _dev_state() -> str:
+    if not os.path.exists("/dev/userfaultfd"):
+        return "absent"
+    return "accessible" if os.access("/dev/userfaultfd", os.R_OK | os.W_OK) else "no access"
+
+
+def probe() -> KernelFeatures:
+    """Open throwaway userfaultfds and record what the kernel grants; never raises for a missing feature."""
+    kf = KernelFeatures(kernel=kernel_identity(), dev_userfaultfd=_dev_state(),
+                        unprivileged_userfaultfd=_read("/proc/sys/vm/unprivileged_userfaultfd"),
+                        thp=thp_mode(), absent_from_headers=absent_from_headers())
+    try:
+        with Userfaultfd.open() as uffd:
+            info = uffd.api()
+    except UffdError as exc:
+        kf.uffd_error, kf.uffd_errno = str(exc), exc.errno
+        return kf
+    kf.feature_bits = int(info.available)
+    kf.features = names(info.available)
+    kf.api_ioctls = names(info.ioctls)
+    modes = {"MISSING": RegisterMode.MISSING, "WP": RegisterMode.WP,
+             "MISSING|WP": RegisterMode.MISSING | RegisterMode.WP}
+    if "MINOR" in RegisterMode.__members__:
+        modes["MINOR"] = RegisterMode.MINOR
+    for label, mode in modes.items():
+        kf.anon_ioctls[label] = _register_probe(mode, info.available)
+    return kf
+
+
+def _register_probe(mode: RegisterMode, available: Feature) -> List[str]:
+    """The ioctls UFFDIO_REGISTER grants on one anonymous page in `mode`, or why it refused."""
+    wanted = Feature.PAGEFAULT_FLAG_WP if mode & RegisterMode.WP and available & Feature.PAGEFAULT_FLAG_WP else Feature(0)
+    try:
+        with Userfaultfd.open() as uffd, mmap_anonymous(PAGE_SIZE) as page:
+            uffd.api(wanted)
+            return names(uffd.register(page.addr, PAGE_SIZE, mode))
+    except UffdError as exc:
+        return [f"refused: {errno.errorcode.get(exc.errno, exc.errno)}"]
+
+
+def format_text(kf: KernelFeatures) -> str:
+    """The `uffdprobe features` report, one fact a line."""
+    k = kf.kernel
+    lines = [f"kernel: {k['release']} ({k['machine']})",
+             f"config: sha256 {k['config_sha256']}" if k["config_sha256"] else "config: /proc/config.gz not exposed",
+             f"/dev/userfaultfd: {kf.dev_userfaultfd}",
+             f"vm.unprivileged_userfaultfd: {kf.unprivileged_userfaultfd if kf.unprivileged_userfaultfd is not None else 'absent'}",
+             f"transparent hugepages: {kf.thp or 'not available'}"]
+    if kf.uffd_error:
+        lines.append(f"userfaultfd: unavailable: {kf.uffd_error}")
+    else:
+        lines.append(f"features ({kf.feature_bits:#x}): " + ", ".join(kf.features))
+        lines.append("api ioctls: " + ", ".join(kf.api_ioctls))
+        for mode, ioctls in kf.anon_ioctls.items():
+            lines.append(f"anon register {mode}: " + ", ".join(ioctls))
+    for group, missing in sorted(kf.absent_from_headers.items()):
+        lines.append(f"not in build headers ({group}): " + ", ".join(missing))
+    return "\n".join(lines)
