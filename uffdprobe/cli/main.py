@@ -7,8 +7,20 @@ import signal
 import sys
 from typing import List, Optional
 
+import uffdprobe
 from . import bisect, boot, kernel, matrix, run
 from uffdprobe.exitcodes import Exit, UsageError
+
+
+class _PrintVersion(argparse.Action):
+    """--version, computed only when asked (from a checkout it runs git describe)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"uffdprobe {uffdprobe.version()}")
+        parser.exit()
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
@@ -26,6 +38,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uffdprobe", description=__doc__)
+    parser.add_argument("--version", action=_PrintVersion, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("features", help="what the running kernel's userfaultfd offers")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")

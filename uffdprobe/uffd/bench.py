@@ -6,15 +6,14 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
+
+from uffdprobe.osutil import datafiles
 
 from . import memory
 from .memory import PAGE_SIZE
 from .messages import PageFault
 from .userfaultfd import Userfaultfd
 from .flags import RegisterMode
-
-NATIVE = Path(__file__).resolve().parents[2] / "native"
 
 
 @dataclass
@@ -66,13 +65,13 @@ def python_rate(pages: int) -> Rate:
 
 
 def c_rate(pages: int) -> Rate:
-    """Compile native/bench_missing.c now and run it on the same number of pages."""
+    """Compile bench_missing.c (datafiles.native()) now and run it on the same number of pages."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise RuntimeError("no C compiler: apt-get install gcc")
     with tempfile.TemporaryDirectory(prefix="uffdprobe-bench-") as tmp:
         exe = os.path.join(tmp, "bench_missing")
-        subprocess.run([cc, "-O2", "-pthread", "-o", exe, str(NATIVE / "bench_missing.c")],
+        subprocess.run([cc, "-O2", "-pthread", "-o", exe, str(datafiles.native() / "bench_missing.c")],
                        check=True, timeout=120)
         out = subprocess.run([exe, str(pages)], check=True, capture_output=True, text=True,
                              timeout=120).stdout.split()
