@@ -8,7 +8,7 @@ import sys
 from typing import List, Optional
 
 import uffdprobe
-from . import bisect, boot, kernel, matrix, run
+from . import bisect, boot, doctor, kernel, matrix, run
 from uffdprobe.exitcodes import Exit, UsageError
 
 
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_parser(sub)
     kernel.add_parser(sub)
     bisect.add_parsers(sub)
+    doctor.add_parser(sub)
     p = sub.add_parser("bench", help="MISSING faults/s: Python handler next to a C handler")
     p.add_argument("--pages", type=_positive, default=20000)
     p.add_argument("--rounds", type=_positive, default=3)
