@@ -1,0 +1,58 @@
+"""One CLI vocabulary: the new names, the old spellings still accepted with a deprecation line, -q/-v, and
+--scenario in run as in matrix and bisect."""
+import subprocess
+import sys
+
+import pytest
+
+from uffdprobe.cli.main import build_parser
+
+
+def _parse(argv, capsys):
+    args = build_parser().parse_args(argv)
+    return args, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, dest, value, old, new", [
+    (["boot", "--memory", "512", "K", "--", "true"], "memory", 512, "--memory", "--guest-memory-mb"),
+    (["boot", "--timeout", "60", "K", "--", "true"], "timeout", 60.0, "--timeout", "--vm-timeout"),
+    (["matrix", "--kernel", "host", "--jobs", "2"], "jobs", 2, "--jobs", "--parallel"),
+])
+def test_old_spelling_works_and_says_the_new_one(capsys, argv, dest, value, old, new):
+    args, err = _parse(argv, capsys)
+    assert getattr(args, dest) == value
+    assert old in err and new in err and "deprecated" in err
+    new_argv = [new if a == old else a for a in argv]
+    args, err = _parse(new_argv, capsys)
+    assert getattr(args, dest) == value and err == ""
+
+
+def test_same_accel_choices_and_verbosity_everywhere(capsys):
+    for sub in (["run"], ["matrix", "--kernel", "host"]):
+        assert _parse(sub + ["--accel", "auto", "-q"], capsys)[0].verbosity == -1
+        assert _parse(sub + ["--accel", "kvm", "-v"], capsys)[0].verbosity == 1
+        assert _parse(sub, capsys)[0].verbosity == 0
+    assert _parse(["boot", "--accel", "auto", "K", "--", "true"], capsys)[0].accel == "auto"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "-q", "-v"])
+
+
+def test_run_takes_scenarios_by_name_or_by_option(capsys):
+    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "--scenario", "no-such-scenario"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no-such-scenario" in proc.stderr, proc.stderr
+
+
+@pytest.mark.vm
+def test_run_quiet_and_verbose_in_a_guest():
+    """-q: no [vm] progress lines; -v: the run directory and QEMU command line too; verdicts either way."""
+    out = {}
+    for flag in ("-q", "-v"):
+        proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", flag, "--kernel", "stock", "--memory",
+                               "anon-4k", "--scenario", "wp-real-write"], capture_output=True, text=True,
+                              timeout=900)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert any(line.startswith("wp-real-write ") and " PASS " in line for line in proc.stdout.splitlines())
+        out[flag] = proc.stderr
+    assert "[vm]" not in out["-q"], out["-q"]
+    assert "[vm] booting" in out["-v"] and "QEMU: " in out["-v"] and "qemu-system-x86_64" in out["-v"]
