@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
@@ -36,9 +37,24 @@ class BuildPyWithData(build_py):
                 shutil.copy2(source, target)
 
 
+class BuildExtWithBench(build_ext):
+    """build_ext (the cffi module), plus `bench`'s C handler linked as uffdprobe/data/native/bench_missing, so an
+    installed uffdprobe needs no compiler to run `bench` (a checkout compiles it at run time)."""
+
+    def run(self) -> None:
+        super().run()
+        if getattr(self, "editable_mode", False) or self.inplace:
+            return
+        out = Path(self.build_lib) / "uffdprobe" / "data" / "native"
+        out.mkdir(parents=True, exist_ok=True)
+        objects = self.compiler.compile([str(HERE / "native" / "bench_missing.c")], output_dir=self.build_temp,
+                                        extra_postargs=["-O2", "-pthread"])
+        self.compiler.link_executable(objects, "bench_missing", output_dir=str(out), extra_postargs=["-pthread"])
+
+
 setup(
     cffi_modules=["native/build_native.py:ffibuilder"],
-    cmdclass={"build_py": BuildPyWithData},
+    cmdclass={"build_py": BuildPyWithData, "build_ext": BuildExtWithBench},
     # cffi builds the extension against the stable ABI (Py_LIMITED_API): one wheel for CPython 3.9 and later.
     options={"bdist_wheel": {"py_limited_api": "cp39"}},
 )

@@ -35,5 +35,5 @@ def vm_images() -> Path:
 
 
 def native() -> Path:
-    """The C sources compiled at run time (bench_missing.c)."""
+    """bench's C handler: bench_missing.c, and in an installed package bench_missing built at install time."""
     return _base() / "native"
