@@ -1,5 +1,6 @@
 """One CLI vocabulary: the new names, the old spellings still accepted with a deprecation line, -q/-v, and
 --scenario in run as in matrix and bisect."""
+import os
 import subprocess
 import sys
 
@@ -56,3 +57,19 @@ def test_run_quiet_and_verbose_in_a_guest():
         out[flag] = proc.stderr
     assert "[vm]" not in out["-q"], out["-q"]
     assert "[vm] booting" in out["-v"] and "QEMU: " in out["-v"] and "qemu-system-x86_64" in out["-v"]
+
+
+def test_shell_completion_offers_subcommands_and_options(tmp_path):
+    pytest.importorskip("argcomplete")
+    out = tmp_path / "completions"
+
+    def complete(line: str) -> list:
+        env = dict(os.environ, _ARGCOMPLETE="1", COMP_LINE=line, COMP_POINT=str(len(line)),
+                   _ARGCOMPLETE_STDOUT_FILENAME=str(out), _ARGCOMPLETE_IFS="\n")
+        proc = subprocess.run([sys.executable, "-m", "uffdprobe"], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return out.read_text().split("\n")
+
+    assert {"matrix", "doctor"} <= {w.strip() for w in complete("uffdprobe ")}
+    assert "--guest-memory-mb" in {w.strip() for w in complete("uffdprobe boot --guest")}

@@ -63,12 +63,25 @@ def _positive(text: str) -> int:
     return value
 
 
+def _offer_completion(parser: argparse.ArgumentParser) -> None:
+    """Shell completion when the shell asks and argcomplete is installed (pip install 'uffdprobe[completion]',
+    then eval "$(register-python-argcomplete uffdprobe)"); nothing otherwise."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    try:
+        import argcomplete
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)  # exits after printing the completions
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
+    _offer_completion(parser)
     args = parser.parse_args(argv)
     from uffdprobe.osutil.children import DIE_WITH_PARENT, die_with_parent
     parent = os.environ.pop(DIE_WITH_PARENT, "")
