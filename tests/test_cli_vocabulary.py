@@ -73,3 +73,14 @@ def test_shell_completion_offers_subcommands_and_options(tmp_path):
 
     assert {"matrix", "doctor"} <= {w.strip() for w in complete("uffdprobe ")}
     assert "--guest-memory-mb" in {w.strip() for w in complete("uffdprobe boot --guest")}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="wp-real-write needs uffd-wp permission here")
+def test_matrix_quiet_drops_progress_keeps_the_table(tmp_path):
+    argv = [sys.executable, "-m", "uffdprobe", "matrix", "--kernel", "host", "--scenario", "wp-real-write",
+            "--memory", "anon-4k", "--results-dir"]
+    loud = subprocess.run(argv + [str(tmp_path / "loud")], capture_output=True, text=True, timeout=300)
+    quiet = subprocess.run(argv + [str(tmp_path / "quiet"), "-q"], capture_output=True, text=True, timeout=300)
+    assert loud.returncode == quiet.returncode == 0, loud.stderr + quiet.stderr
+    assert "matrix: 1 kernel(s)" in loud.stderr and quiet.stderr == ""
+    assert "wp-real-write" in quiet.stdout and quiet.stdout.splitlines()[-1].startswith("matrix: 1 cell(s)")
