@@ -49,6 +49,12 @@ def test_user_recipes_come_first_and_may_use_the_shipped_patches(tmp_path, monke
     assert recipes.load("stock").summary == "my stock", "the user's folder wins over the shipped recipes"
     assert "my-5.7" in recipes.names() and "model-5.8" in recipes.names()
     assert recipes.load("my-5.7").patches == shipped.patches
+    listing = subprocess.run([sys.executable, "-m", "uffdprobe", "kernel", "list", "--recipes"], capture_output=True,
+                             text=True, timeout=120, env=dict(os.environ))
+    lines = {line.split()[0]: line for line in listing.stdout.splitlines()}
+    assert lines["my-5.7"].endswith(f"({mine / 'my-5.7.toml'})")
+    assert lines["stock"].endswith(f"({mine / 'stock.toml'})")
+    assert ".toml)" not in lines["model-5.8"], "shipped recipes are listed without a path"
 
 
 # --- built and installed ----------------------------------------------------------------------------------
