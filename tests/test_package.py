@@ -171,3 +171,32 @@ def test_installed_package_runs_a_scenario_in_the_cached_stock_kernel(installed)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     verdicts = [line.split()[2] for line in proc.stdout.splitlines() if line.startswith("wp-real-write ")]
     assert verdicts and set(verdicts) == {"PASS"}, proc.stdout
+
+
+def test_a_newer_uapi_header_wins_over_the_fallback(tmp_path):
+    """native/uffd_uapi_fallback.h only fills what the build machine's linux/userfaultfd.h lacks: compiled
+    against a header that has the 6.8 additions (the system one plus them), nothing is defined twice."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    system = Path("/usr/include/linux/userfaultfd.h")
+    if "UFFDIO_MOVE" in system.read_text():
+        pytest.skip(f"{system} already has the 6.8 uAPI: the fallback is not compiled here at all")
+    newer = tmp_path / "linux"
+    newer.mkdir()
+    (newer / "userfaultfd.h").write_text(
+        "#include_next <linux/userfaultfd.h>\n"
+        "#define UFFD_FEATURE_WP_UNPOPULATED (1<<13)\n#define UFFD_FEATURE_POISON (1<<14)\n"
+        "#define UFFD_FEATURE_WP_ASYNC (1<<15)\n#define UFFD_FEATURE_MOVE (1<<16)\n"
+        "#define UFFDIO_CONTINUE_MODE_WP ((__u64)1<<1)\n"
+        "struct uffdio_poison { struct uffdio_range range; __u64 mode; __s64 updated; };\n"
+        "#define UFFDIO_POISON_MODE_DONTWAKE ((__u64)1<<0)\n#define _UFFDIO_POISON (0x08)\n"
+        "#define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)\n"
+        "struct uffdio_move { __u64 dst; __u64 src; __u64 len; __u64 mode; __s64 move; };\n"
+        "#define UFFDIO_MOVE_MODE_DONTWAKE ((__u64)1<<0)\n#define UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES ((__u64)1<<1)\n"
+        "#define _UFFDIO_MOVE (0x05)\n#define UFFDIO_MOVE _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)\n")
+    source = CHECKOUT / "native" / "uffdprobe_native.c"
+    for include in ([], ["-I", str(tmp_path)]):  # the build machine's header, then the newer one
+        proc = subprocess.run([cc, "-fsyntax-only", "-Wall", "-Werror", "-I", str(source.parent), *include,
+                               str(source)], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
