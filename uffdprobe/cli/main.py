@@ -64,8 +64,8 @@ def _positive(text: str) -> int:
 
 
 def _offer_completion(parser: argparse.ArgumentParser) -> None:
-    """Shell completion when the shell asks and argcomplete is installed (pip install 'uffdprobe[completion]',
-    then eval "$(register-python-argcomplete uffdprobe)"); nothing otherwise."""
+    """Shell completion when the shell asks and argcomplete is installed (the `completion` extra, or pip install
+    argcomplete; then eval "$(register-python-argcomplete uffdprobe)"); nothing otherwise."""
     if "_ARGCOMPLETE" not in os.environ:
         return
     try:
