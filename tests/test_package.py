@@ -200,3 +200,13 @@ def test_a_newer_uapi_header_wins_over_the_fallback(tmp_path):
         proc = subprocess.run([cc, "-fsyntax-only", "-Wall", "-Werror", "-I", str(source.parent), *include,
                                str(source)], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
+
+
+def test_version_from_a_checkout_carries_git_describe():
+    if datafiles.checkout() is None or not (datafiles.checkout() / ".git").exists():
+        pytest.skip("not running from a git checkout")
+    head = subprocess.run(["git", "-C", str(datafiles.checkout()), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, timeout=30).stdout.strip()
+    info = uffdprobe.version_info()
+    assert info["version"] == uffdprobe.__version__ and head[:7] in info["git"]
+    assert uffdprobe.version() == f"{uffdprobe.__version__} (git {info['git']})"

@@ -32,3 +32,8 @@ def version() -> str:
     """What made an output: '0.1.0', or '0.1.0 (git 1d9ea42-dirty)' when run from a checkout."""
     described = git_describe()
     return f"{__version__} (git {described})" if described else __version__
+
+
+def version_info() -> dict:
+    """The same as fields for JSON outputs: {'version': '0.1.0', 'git': '1d9ea42-dirty' or None}."""
+    return {"version": __version__, "git": git_describe()}
