@@ -213,5 +213,5 @@ def test_version_from_a_checkout_carries_git_describe():
     info = uffdprobe.version_info()
     described = info["git"].removesuffix("-dirty")
     assert info["version"] == uffdprobe.__version__
-    assert described.endswith(head[:7]) or described in tags, (info, head, tags)
+    assert described.endswith(head) or described in tags, (info, head, tags)
     assert uffdprobe.version() == f"{uffdprobe.__version__} (git {info['git']})"
