@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from uffdprobe.results import html as html_report, junit, table as matrix_table
+from uffdprobe.results import html as html_report, junit, report, table as matrix_table
 from uffdprobe.exitcodes import Exit
 from uffdprobe.results.matrix import Matrix
 from uffdprobe.run.matrix import Options, build, check_kernels, planned, run_all
@@ -120,7 +120,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
 def _write(m: Matrix, args: argparse.Namespace, work: Path, quiet: bool = False) -> None:
     """Write every requested output, plus matrix.json in the work dir (always); `quiet`: no progress line."""
-    data = json.dumps(m.to_dict(), indent=1, default=str)
+    data = json.dumps(report.document("matrix", m.to_dict()), indent=1)
     (work / "matrix.json").write_text(data)
     if args.json:
         Path(args.json).write_text(data)

@@ -123,7 +123,7 @@ def finish(results: List[Result], args: argparse.Namespace, table) -> int:
     """Write --json and --ktap, print the summary, and choose the exit status."""
     if args.json:
         with open(args.json, "w") as f:
-            json.dump([r.to_dict() for r in results], f, indent=2, default=str)
+            json.dump(report.results_document(results), f, indent=2)
     if args.ktap:
         print(report.ktap(results), flush=True)
     print(f"summary: {report.summary(results)}", file=table, flush=True)

@@ -247,7 +247,7 @@ def _safe(label: str) -> str:
 def _read_results(out: Path) -> List[Result]:
     """The child's --json list, else its streamed verdicts.jsonl (a killed child still leaves those)."""
     try:
-        return [Result.from_dict(d) for d in json.loads((out / "results.json").read_text())]
+        return report.read_results(out / "results.json")
     except (OSError, ValueError, KeyError, TypeError):
         pass
     stream = out / "verdicts.jsonl"
