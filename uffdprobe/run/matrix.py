@@ -137,7 +137,7 @@ class Runner:
         what = f"booting {target.path}" if target.path else "on the running kernel"
         log = out / "run.log"
         self.say(f"{index} {target.label}: {what} (log: {log})")
-        started = time.monotonic()
+        started, started_at = time.monotonic(), time.time()
         try:
             status = self._child(target, out, log)
         except OSError as exc:  # the interpreter cannot be executed (permissions), no processes left, ...
@@ -146,7 +146,7 @@ class Runner:
         took = time.monotonic() - started
         results = _read_results(out)
         boot = _boot_facts(log)
-        boot.update(log=str(log), exit_status=status, seconds=round(took, 1))
+        boot.update(log=str(log), exit_status=status, seconds=round(took, 1), started_at=round(started_at, 3))
         if status is None:
             reason = f"uffdprobe run did not finish within {self._limit():g}s: killed (log: {log})"
         else:
