@@ -208,8 +208,10 @@ class Runner:
 
 
 def run_all(targets: List[Target], opts: Options, work: Path, jobs: int, say: Callable[[str], None],
-            done: Dict[str, KernelRun]) -> List[KernelRun]:
-    """Every target, `jobs` at a time, in the order given; finished ones land in `done` as they end.
+            done: Dict[str, KernelRun], on_kernel: Optional[Callable[[KernelRun], None]] = None
+            ) -> List[KernelRun]:
+    """Every target, `jobs` at a time, in the order given; finished ones land in `done` (and are given to
+    `on_kernel`) as they end.
 
     On Ctrl-C (or any error) every child is stopped and reaped before the exception goes on."""
     runner = Runner(opts, work, say)
@@ -222,6 +224,8 @@ def run_all(targets: List[Target], opts: Options, work: Path, jobs: int, say: Ca
             finished, pending = concurrent.futures.wait(pending, timeout=0.5)
             for f in finished:
                 done[futures[f].label] = f.result()
+                if on_kernel:
+                    on_kernel(done[futures[f].label])
     except BaseException:
         with children.signals_ignored((signal.SIGINT, signal.SIGTERM), _still_stopping):
             for f in futures:  # first, so no queued kernel starts while the running ones stop
