@@ -61,7 +61,7 @@ def kunit_parse(ktap_text: str, tmp: Path) -> dict:
     src = tmp / "ktap.txt"
     src.write_text(ktap_text)
     out = tmp / "kunit.json"
-    proc = subprocess.run([sys.executable, str(tool), "parse", "--json", str(out), str(src)],
+    proc = subprocess.run([sys.executable, str(tool), "parse", f"--json={out}", str(src)],
                           capture_output=True, text=True, timeout=60)
     summary = [ln for ln in proc.stdout.splitlines() if "Testing complete." in ln]
     return {"proc": proc, "json": json.loads(out.read_text()) if out.exists() else None,

@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+from formats import valid_json
+
 from uffdprobe.results import expect
 from uffdprobe.kbuild import build as kbuild, cache as kbuild_cache, config as kbuild_config, recipes
 from uffdprobe.cli import main as cli
@@ -38,7 +40,7 @@ def run_recipe(name: str, tmp_path_factory):
         path = tmp_path_factory.mktemp(name) / "results.json"
         proc = subprocess.run([PY, "-m", "uffdprobe", "run", "--kernel", name, "--json", str(path)],
                               capture_output=True, text=True, timeout=3000)
-        results = [Result.from_dict(d) for d in json.loads(path.read_text())] if path.exists() else []
+        results = [Result.from_dict(d) for d in valid_json(path, "results")["results"]] if path.exists() else []
         _RUNS[name] = (proc.returncode, results, proc.stderr)
     return _RUNS[name]
 
