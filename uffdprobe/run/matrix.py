@@ -82,7 +82,8 @@ def build(target: Target, say: Callable[[str], None]) -> None:
         return
     target.path = str(built.bzimage)
     keep = ("key", "name", "version", "config_sha256", "patches", "fragments", "compiler", "built_at")
-    target.identity = {"recipe": target.recipe, "cached": built.cached,
+    from uffdprobe.kbuild import recipes
+    target.identity = {"recipe": target.recipe, "summary": recipes.load(target.recipe).summary, "cached": built.cached,
                        **{k: built.identity.get(k) for k in keep if k in built.identity}}
 
 
