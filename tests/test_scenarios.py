@@ -45,7 +45,9 @@ def test_self_deadlock_is_hang_with_evidence_and_rescued(kf, target, live_childr
     assert res.verdict is Verdict.HANG, res.reason
     hang = res.evidence["hang"]
     assert hang["pending_uffd_messages"], "the unanswered WP fault must be pending on the uffd"
-    assert "WRITE|WP" in hang["pending_uffd_messages"][0] or "WP|WRITE" in hang["pending_uffd_messages"][0]
+    [msg] = hang["pending_uffd_messages"]
+    assert msg["event"] == "pagefault" and set(msg["flags"]) == {"WRITE", "WP"}
+    assert int(msg["address"], 16) % 4096 == 0 and msg["address"].startswith("0x")
     task = hang["blocked_tasks"][0]
     assert task["state"] in ("S", "D")
     if isinstance(task["stack"], list):
