@@ -36,6 +36,16 @@ def valid_json(source: Union[str, Path, dict], kind: str) -> dict:
     return data
 
 
+def valid_jsonl(path: Union[str, Path]) -> list:
+    """The results of a verdicts.jsonl stream, after asserting each line is a result per the schema."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        doc = {"format": "uffdprobe.results", "schema_version": 1, "uffdprobe_version": "-", "argv": [],
+               "results": [json.loads(line)]}
+        out += valid_json(doc, "results")["results"]
+    return out
+
+
 def valid_junit(path: Union[str, Path]) -> etree._Element:
     """The parsed JUnit XML, after asserting it validates against junit-10.xsd."""
     schema = etree.XMLSchema(etree.parse(str(JUNIT_XSD)))

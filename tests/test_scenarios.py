@@ -6,9 +6,8 @@ import sys
 
 import pytest
 
-from formats import valid_json
+from formats import valid_json, valid_jsonl
 from uffdprobe.uffd import features, odirect
-from uffdprobe.results import report
 from uffdprobe.supervise import supervisor
 from uffdprobe.scenarios.registry import SCENARIOS, select, skip_reason
 from uffdprobe.verdicts import Verdict
@@ -100,7 +99,7 @@ def test_cli_run_json_ktap_and_stream(tmp_path, kf):
     assert lines[:2] == ["KTAP version 1", "1..1"] and lines[-1] == "ok 1 host"
     leaves = [line.strip() for line in lines if line.startswith("      ok ")]  # kernel > scenario > memory
     assert len(leaves) == len(results)
-    assert len(report.read_jsonl(stream / "verdicts.jsonl")) == len(results)
+    assert len(valid_jsonl(stream / "verdicts.jsonl")) == len(results)
 
 
 def test_cli_exit_1_on_kernel_problem(kf):
