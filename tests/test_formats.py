@@ -141,3 +141,29 @@ def test_matrix_ktap_parsed_by_kunit(host_matrix, tmp_path):
     assert (got["passed"], got["failed"]) == (runs - 2, 2), parsed["proc"].stdout
     assert "# XFAIL declared HANG" in text and "# wchan: handle_userfault" in text
     assert text.splitlines()[-1] == "not ok 1 host"
+
+
+@pytest.mark.vm
+@pytest.mark.timeout(1800)
+@no_kunit
+def test_booted_run_ktap_streams_and_parses(tmp_path):
+    """`run --kernel stock --ktap`: the kernel named in the header, result lines while the guest runs
+    (relayed from its verdict stream), the kernel's release once known, kunit.py counts right."""
+    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", "run", "--kernel", "stock", "--ktap", "--runs", "2",
+                             "cow-leak", "selftest-self-deadlock", "--memory", "anon-4k"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if "ok 1 cow-leak.anon-4k.run1" in line:
+                assert proc.poll() is None  # printed while the guest still runs
+        err = proc.stderr.read()
+    finally:
+        proc.wait(120)
+    assert proc.returncode == 1, err[-3000:]  # the self-deadlock HANGs
+    text = "\n".join(lines) + "\n"
+    assert "  # Subtest: stock" in lines and any(ln.startswith("  # kernel: release=6.1.") for ln in lines)
+    parsed = kunit_parse(text, tmp_path)
+    assert counts(parsed["summary"]) == {"passed": 2, "failed": 2}, parsed["proc"].stdout
+    assert "# wchan: handle_userfault" in parsed["proc"].stdout
