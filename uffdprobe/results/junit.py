@@ -16,7 +16,7 @@ from uffdprobe.verdicts import Verdict
 from . import evidence as evidence_view
 from .matrix import EXPECTED, Cell, KernelRun, Matrix
 
-IDENTITY_KEYS = ("label", "recipe", "release", "version", "sha256", "path", "config_sha256", "key", "machine")
+IDENTITY_KEYS = ("label", "recipe", "summary", "release", "version", "sha256", "path", "config_sha256", "key", "machine")
 _BAD = {"HANG", "LEAK", "WP_LOST"}
 _HARNESS = {Verdict.ERROR, Verdict.BUILD_FAIL}
 
@@ -56,7 +56,7 @@ def _suite(m: Matrix, k: KernelRun) -> ET.Element:
                        skipped=str(outcomes.count("skipped")), time=f"{seconds:.3f}")
     started = k.boot.get("started_at")
     if isinstance(started, (int, float)):
-        suite.set("timestamp", datetime.fromtimestamp(started, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+        suite.set("timestamp", datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"))
     props = ET.SubElement(suite, "properties")
     for key, value in suite_properties(k).items():
         ET.SubElement(props, "property", name=key, value=value)
