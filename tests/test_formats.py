@@ -167,3 +167,23 @@ def test_booted_run_ktap_streams_and_parses(tmp_path):
     parsed = kunit_parse(text, tmp_path)
     assert counts(parsed["summary"]) == {"passed": 2, "failed": 2}, parsed["proc"].stdout
     assert "# wchan: handle_userfault" in parsed["proc"].stdout
+
+
+def test_junit_classname_of_a_kernel_given_by_path(host_matrix, tmp_path):
+    """A kernel labelled by its file path (dots in the name): the classname holds the file name with its
+    dots made '_', so Jenkins' split at the last dot still gives kernel -> scenario."""
+    from uffdprobe.results import junit
+    from uffdprobe.results.matrix import Matrix
+    data = valid_json(host_matrix["json"], "matrix")
+    label = "/srv/kernels/v5.8.1/vmlinuz-5.8.1"
+    for k in data["kernels"]:
+        k["label"] = label
+    for c in data["cells"]:
+        c["kernel"] = label
+    out = tmp_path / "path.xml"
+    out.write_text(junit.to_xml(Matrix.from_dict(data)))
+    [suite] = valid_junit(out).findall("testsuite")
+    assert suite.get("name") == label
+    for case in suite.findall("testcase"):
+        kernel, scenario = case.get("classname").rsplit(".", 1)
+        assert kernel == "vmlinuz-5_8_1" and case.get("name").startswith(scenario + "[")
