@@ -13,6 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from formats import valid_json
+
 from uffdprobe.kbuild.cache import COMPLETE
 from uffdprobe.osutil.files import sha256_file
 from uffdprobe.run.matrix import TERM_GRACE_S
@@ -142,7 +144,7 @@ def entry_intact(entry: Path) -> bool:
 
 
 def matrix_json(path: Path) -> dict:
-    return json.loads(path.read_text())
+    return valid_json(path, "matrix")
 
 
 def verdicts(data: dict) -> dict:

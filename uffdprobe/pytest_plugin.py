@@ -38,6 +38,7 @@ def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "needs(*what): skip unless the kernel has each of "
                             + ", ".join(NEEDS))
     config.stash[_SESSION] = _Session(config)
+    config.pluginmanager.register(_JUnitEvidence(config), "uffdprobe-junit-evidence")
 
 
 def pytest_generate_tests(metafunc) -> None:
@@ -138,7 +139,7 @@ class Verdict:
     def evidence_text(self) -> str:
         from uffdprobe.results import evidence as evidence_view
         lines = [f"{self.kernel.label} {self.cell.scenario}({self.cell.memory}): {self.cell.label}"
-                 f" (declared: {self.cell.expected or 'nothing'})"]
+                 f" (declared: {self.cell.expected or 'nothing'}; mark: {self.cell.mark or 'undeclared'})"]
         for r in self.cell.results:
             lines += [f"  {key}: {value}" for key, value in evidence_view.summary(r).items()]
         ident = self.kernel.identity
@@ -175,28 +176,58 @@ def uffd_verdict(request, uffd_kernel: Kernel) -> Verdict:
     if mark is None or not mark.args:
         pytest.fail("uffd_verdict needs @pytest.mark.uffd_scenario('SCENARIO')", pytrace=False)
     cell = uffd_kernel.cell(mark.args[0], mark.kwargs.get("memory", "anon-4k"))
-    _record(lambda name, value: request.node.user_properties.append((name, value)), uffd_kernel, cell)
+    verdict = Verdict(uffd_kernel, cell)
+    _record_kernel(request, uffd_kernel)
+    request.node.stash[_EVIDENCE] = verdict.evidence_text()
     if cell.expected in _BAD:
         request.node.add_marker(pytest.mark.xfail(
             strict=True, raises=DeclaredProblem,
             reason=f"{uffd_kernel.label} is declared to {cell.expected} on {cell.scenario}"))
-    return Verdict(uffd_kernel, cell)
+    return verdict
 
 
-def _record(record_property, kernel: Kernel, cell) -> None:
-    """Verdict, expectation, kernel identity and evidence summary as JUnit properties (what record_property
-    does, without its warning under junit_family=xunit2)."""
-    from uffdprobe.results import evidence as evidence_view
-    record_property("uffd.verdict", cell.label)
-    record_property("uffd.expected", cell.expected or "")
-    record_property("uffd.mark", cell.mark or "undeclared")
-    for key in ("label", "release", "version", "sha256", "config_sha256", "recipe"):
-        if kernel.identity.get(key):
-            record_property(f"kernel.{key}", str(kernel.identity[key]))
-    if kernel.run.boot.get("console_log"):
-        record_property("kernel.console_log", kernel.run.boot["console_log"])
-    for key, value in evidence_view.summary(cell.results[0]).items():
-        record_property(f"evidence.{key}", value)
+def _record_kernel(request, kernel: Kernel) -> None:
+    """The kernel's identity and boot facts as JUnit testsuite properties 'kernel[LABEL].KEY', once per
+    kernel (junit-10.xsd allows properties on the suite only)."""
+    state = request.config.stash[_SESSION]
+    if kernel.label in state.recorded:
+        return
+    state.recorded.add(kernel.label)
+    from uffdprobe.results.junit import suite_properties
+    record = request.getfixturevalue("record_testsuite_property")
+    for key, value in suite_properties(kernel.run).items():
+        record(f"{key.split('.', 1)[0]}[{kernel.label}].{key.split('.', 1)[1]}", value)
+
+
+class _JUnitEvidence:
+    """Puts each uffd_verdict test's verdict, declaration and evidence into its JUnit <system-out>, whatever
+    junit_logging says (the facts a CI reader needs next to the outcome)."""
+
+    def __init__(self, config):
+        self.config = config
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        text = item.stash.get(_EVIDENCE, None)
+        if text and call.when == "call":
+            outcome.get_result().uffd_evidence = text
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report) -> None:
+        text = getattr(report, "uffd_evidence", None)
+        if not text or report.when != "call":
+            return
+        try:
+            from _pytest.junitxml import xml_key
+        except ImportError:  # a pytest without this LogXML: the terminal output still has the evidence
+            return
+        xml = self.config.stash.get(xml_key, None)
+        if xml is not None:
+            import xml.etree.ElementTree as ET
+            out = ET.Element("system-out")
+            out.text = text
+            xml.node_reporter(report).append(out)
 
 
 class _Session:
@@ -208,6 +239,7 @@ class _Session:
         self.scenarios: List[str] = []
         self._kernels: Dict[str, Kernel] = {}
         self._targets = None
+        self.recorded: set = set()
 
     def prepare(self) -> None:
         """Check every kernel, expectation and parameter once; bad input is a pytest usage error."""
@@ -257,3 +289,4 @@ def _id(label: str) -> str:
 
 
 _SESSION = pytest.StashKey[_Session]()
+_EVIDENCE = pytest.StashKey[str]()

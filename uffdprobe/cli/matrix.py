@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from uffdprobe.results import html as html_report, junit, table as matrix_table
+from uffdprobe.results import html as html_report, junit, ktap, report, table as matrix_table
 from uffdprobe.exitcodes import Exit
 from uffdprobe.results.matrix import Matrix
 from uffdprobe.run.matrix import Options, build, check_kernels, planned, run_all
@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
     p.add_argument("--json", metavar="FILE", help="write the matrix (kernels, cells, every result) as JSON")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML: a testcase per kernel × scenario × memory")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (evidence on click)")
+    p.add_argument("--ktap", metavar="FILE|-", help="KTAP (kernel, scenario, memory kind nested), each kernel "
+                   "as it finishes: '-' on stdout (the table goes to stderr), else FILE (FILE.partial until "
+                   "the matrix ends)")
     p.add_argument("--parallel", dest="jobs", type=runs_count, default=1, metavar="J",
                    help="kernels run at once (default 1: one TCG guest already uses both cores)")
     p.add_argument("--jobs", dest="jobs", type=runs_count, action=deprecated("--parallel"),
@@ -85,7 +88,7 @@ def _silent(text: str) -> None:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    check_writable(args.json, args.junit, args.html)
+    check_writable(args.json, args.junit, args.html, None if args.ktap == "-" else args.ktap)
     targets = check_kernels(args.kernel)
     overrides = parse_expect(args.expect, args.kernel)
     opts = Options(scenarios=args.scenario, memory=args.memory or [], runs=args.runs, params=args.param,
@@ -102,9 +105,13 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         build(t, say)
     done: dict = {}
     started = time.monotonic()
+    ktap_out = KtapOutput(args.ktap, len(targets), owed) if args.ktap else None
     old = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
     try:
-        kernels = run_all(targets, opts, work, min(args.jobs, len(targets)), say, done)
+        kernels = run_all(targets, opts, work, min(args.jobs, len(targets)), say, done,
+                          ktap_out.kernel if ktap_out else None)
+        if ktap_out:
+            ktap_out.finish()
     except KeyboardInterrupt:
         kept = Matrix([done[t.label] for t in targets if t.label in done])
         _write(kept, args, work, quiet=True)
@@ -117,19 +124,20 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, old)
     m = Matrix(kernels)
     _write(m, args, work)
-    print(matrix_table.render(m, colour=sys.stdout.isatty()), flush=True)
-    print(matrix_table.LEGEND)
+    out = sys.stderr if args.ktap == "-" else sys.stdout
+    print(matrix_table.render(m, colour=out.isatty()), file=out, flush=True)
+    print(matrix_table.LEGEND, file=out)
     problems = matrix_table.unexpected_lines(m)
     for line in problems:
-        print(line)
+        print(line, file=out)
     print(f"matrix: {len(m.cells())} cell(s) on {len(kernels)} kernel(s) in {time.monotonic() - started:.1f}s, "
-          f"{len(problems)} unexpected", flush=True)
+          f"{len(problems)} unexpected", file=out, flush=True)
     return Exit.UNEXPECTED if problems else Exit.OK
 
 
 def _write(m: Matrix, args: argparse.Namespace, work: Path, quiet: bool = False) -> None:
     """Write every requested output, plus matrix.json in the work dir (always); `quiet`: no progress line."""
-    data = json.dumps(m.to_dict(), indent=1, default=str)
+    data = json.dumps(report.document("matrix", m.to_dict()), indent=1)
     (work / "matrix.json").write_text(data)
     if args.json:
         Path(args.json).write_text(data)
@@ -139,6 +147,28 @@ def _write(m: Matrix, args: argparse.Namespace, work: Path, quiet: bool = False)
         Path(args.html).write_text(html_report.render(m))
         if not quiet:
             _say(f"matrix: HTML report {os.path.abspath(args.html)}")
+
+
+class KtapOutput:
+    """--ktap: a kernel's subtree as soon as the kernel finishes, on stdout ('-') or into FILE.partial,
+    renamed to FILE once every kernel is in (an interrupted matrix leaves FILE as it was)."""
+
+    def __init__(self, where: str, kernels: int, owed: list):
+        self.where, self.owed = where, owed
+        self.stream = sys.stdout if where == "-" else open(where + ".partial", "w")
+        self.top = ktap.Writer(self.stream, kernels,
+                               [f"uffdprobe {report.tool_version()}: {' '.join(sys.argv)}"])
+
+    def kernel(self, k) -> None:
+        ktap.write_kernel(self.top, k, self.owed)
+
+    def finish(self) -> None:
+        if self.stream is sys.stdout:
+            return
+        self.stream.flush()
+        os.fsync(self.stream.fileno())
+        self.stream.close()
+        os.replace(self.where + ".partial", self.where)
 
 
 def _interrupt(signum, frame):

@@ -21,7 +21,8 @@ def add_parsers(sub) -> None:
                    help="repeatable, as in matrix and bisect (the same as naming it positionally)")
     p.add_argument("--memory", action="append", choices=KINDS, help="memory kinds (default: all each supports)")
     p.add_argument("--json", metavar="FILE", help="write all results as a JSON list")
-    p.add_argument("--ktap", action="store_true", help="print KTAP on stdout (the table goes to stderr)")
+    p.add_argument("--ktap", action="store_true",
+                   help="KTAP on stdout, a result line as each verdict lands (the table goes to stderr)")
     p.add_argument("--results-dir", metavar="DIR", default=os.environ.get("UFFDPROBE_RESULTS"),
                    help="stream each result as a line of DIR/verdicts.jsonl (default: $UFFDPROBE_RESULTS)")
     p.add_argument("--odirect-target", metavar="PATH", help="block device or directory that accepts O_DIRECT")

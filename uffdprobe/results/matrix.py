@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from .expect import matches
-from uffdprobe.verdicts import Result, Verdict
+from uffdprobe.verdicts import Result, Verdict, plain
 
 #: Recipes declare one verdict per scenario; like expect.check, it holds for this memory kind only.
 EXPECT_MEMORY = "anon-4k"
@@ -125,7 +125,7 @@ class Matrix:
         return [c for c in self.cells() if c.unexpected]
 
     def to_dict(self) -> dict:
-        return {"kernels": [k.to_dict() for k in self.kernels],
+        return {"kernels": [plain(k.to_dict()) for k in self.kernels],
                 "rows": [{"scenario": s, "memory": m} for s, m in self.rows],
                 "cells": [c.to_dict() for c in self.cells()]}
 

@@ -9,7 +9,7 @@ from typing import List
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit
 from uffdprobe.exitcodes import UsageError
-from .host import finish
+from .host import finish, ktap_start
 from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
 from uffdprobe.vm.outcome import CHANNEL_LOST, OUTCOME_EXIT
@@ -65,9 +65,10 @@ def guest_argv(args: argparse.Namespace) -> List[str]:
 class _Tail(threading.Thread):
     """Print each verdict line the guest appends to verdicts.jsonl while the VM runs."""
 
-    def __init__(self, path: Path, out):
+    def __init__(self, path: Path, out, on_result=None):
         super().__init__(name="verdict-tail", daemon=True)
         self.path, self.out, self.seen, self.stop = path, out, 0, threading.Event()
+        self.on_result = on_result
 
     def run(self) -> None:
         while not self.stop.wait(0.5):
@@ -77,8 +78,13 @@ class _Tail(threading.Thread):
         if self.path.exists():
             results = report.read_jsonl(self.path)
             for r in results[self.seen:]:
-                print(report.table_line(r), file=self.out, flush=True)
+                self.show(r)
             self.seen = max(self.seen, len(results))
+
+    def show(self, r: Result) -> None:
+        print(report.table_line(r), file=self.out, flush=True)
+        if self.on_result:
+            self.on_result(r)
 
 
 def run_in_vm(args: argparse.Namespace) -> int:
@@ -95,7 +101,8 @@ def run_in_vm(args: argparse.Namespace) -> int:
     kernel = resolve(args.kernel)
     table = sys.stderr if args.ktap else sys.stdout
     run_dir = new_run_dir(create=False)
-    tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table)
+    ktap_out = ktap_start(args, planned, Path(args.kernel).name, [f"kernel: {kernel}"])
+    tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table, ktap_out.add if ktap_out else None)
     tail.start()
 
     def progress(text: str) -> None:
@@ -124,11 +131,13 @@ def run_in_vm(args: argparse.Namespace) -> int:
     # the channel went away: seen by the host (CHANNEL_LOST) or said by the guest's own exit status
     lost = result.outcome == CHANNEL_LOST or (result.outcome == "OK" and result.exit_status in GUEST_LOST)
     for r in results[tail.seen:]:
-        print(report.table_line(r), file=table, flush=True)
+        tail.show(r)
     kept = len(results)
     missing = _cut_off(planned, results, result)
     for r in missing:
-        print(report.table_line(r), file=table, flush=True)
+        tail.show(r)
+    if ktap_out:
+        ktap_out.close(f"boot outcome: {result.outcome}; console log: {result.console_log}")
     results += missing
     if args.results_dir:
         os.makedirs(args.results_dir, exist_ok=True)

@@ -7,7 +7,7 @@ import sys
 from typing import Dict, List, Optional, Tuple
 
 from uffdprobe.uffd import features, odirect
-from uffdprobe.results import report
+from uffdprobe.results import ktap, report
 from uffdprobe.supervise import supervisor
 from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.scenarios.registry import select, skip_reason
@@ -88,14 +88,28 @@ def _run_plan(args: argparse.Namespace, kf: features.KernelFeatures, target: Opt
     table = sys.stderr if args.ktap else sys.stdout
     stream = VerdictStream(args.results_dir) if args.results_dir else None
     print(f"kernel {kf.kernel['release']}: {len(plan)} runs", file=table, flush=True)
+    ktap_out = ktap_start(args, [(s.name, mem, params.get("run")) for s, mem, params, _ in plan], "host",
+                          ["the running kernel"])
 
     def on_result(r: Result) -> None:
         print(report.table_line(r), file=table, flush=True)
+        if ktap_out:
+            ktap_out.add(r)
         if stream:
             stream.append(r)
 
     results = supervisor.run_many(plan, kf.kernel, limits, target, on_result)
+    if ktap_out:
+        ktap_out.close()
     return results, stream.error if stream else None
+
+
+def ktap_start(args: argparse.Namespace, plan: list, name: str, about: List[str]) -> Optional[ktap.KernelTest]:
+    """With --ktap, KTAP on stdout from now on, one result line as each verdict lands; else None."""
+    if not args.ktap:
+        return None
+    writer = ktap.Writer(sys.stdout, 1, [f"uffdprobe {report.tool_version()}: {' '.join(sys.argv)}"])
+    return writer.kernel(name, plan, about)
 
 
 class VerdictStream:
@@ -120,12 +134,10 @@ class VerdictStream:
 
 
 def finish(results: List[Result], args: argparse.Namespace, table) -> int:
-    """Write --json and --ktap, print the summary, and choose the exit status."""
+    """Write --json, print the summary, and choose the exit status (KTAP was streamed as results came)."""
     if args.json:
         with open(args.json, "w") as f:
-            json.dump([r.to_dict() for r in results], f, indent=2, default=str)
-    if args.ktap:
-        print(report.ktap(results), flush=True)
+            json.dump(report.results_document(results), f, indent=2)
     print(f"summary: {report.summary(results)}", file=table, flush=True)
     return exit_status(results)
 

@@ -83,7 +83,8 @@ def build(target: Target, say: Callable[[str], None]) -> None:
         return
     target.path = str(built.bzimage)
     keep = ("key", "name", "version", "config_sha256", "patches", "fragments", "compiler", "built_at")
-    target.identity = {"recipe": target.recipe, "cached": built.cached,
+    from uffdprobe.kbuild import recipes
+    target.identity = {"recipe": target.recipe, "summary": recipes.load(target.recipe).summary, "cached": built.cached,
                        **{k: built.identity.get(k) for k in keep if k in built.identity}}
 
 
@@ -140,7 +141,7 @@ class Runner:
         what = f"booting {target.path}" if target.path else "on the running kernel"
         log = out / "run.log"
         self.say(f"{index} {target.label}: {what} (log: {log})")
-        started = time.monotonic()
+        started, started_at = time.monotonic(), time.time()
         try:
             status = self._child(target, out, log)
         except OSError as exc:  # the interpreter cannot be executed (permissions), no processes left, ...
@@ -149,7 +150,7 @@ class Runner:
         took = time.monotonic() - started
         results = _read_results(out)
         boot = _boot_facts(log)
-        boot.update(log=str(log), exit_status=status, seconds=round(took, 1))
+        boot.update(log=str(log), exit_status=status, seconds=round(took, 1), started_at=round(started_at, 3))
         if status is None:
             reason = f"uffdprobe run did not finish within {self._limit():g}s: killed (log: {log})"
         else:
@@ -211,8 +212,10 @@ class Runner:
 
 
 def run_all(targets: List[Target], opts: Options, work: Path, jobs: int, say: Callable[[str], None],
-            done: Dict[str, KernelRun]) -> List[KernelRun]:
-    """Every target, `jobs` at a time, in the order given; finished ones land in `done` as they end.
+            done: Dict[str, KernelRun], on_kernel: Optional[Callable[[KernelRun], None]] = None
+            ) -> List[KernelRun]:
+    """Every target, `jobs` at a time, in the order given; finished ones land in `done` (and are given to
+    `on_kernel`) as they end.
 
     On Ctrl-C (or any error) every child is stopped and reaped before the exception goes on."""
     runner = Runner(opts, work, say)
@@ -225,6 +228,8 @@ def run_all(targets: List[Target], opts: Options, work: Path, jobs: int, say: Ca
             finished, pending = concurrent.futures.wait(pending, timeout=0.5)
             for f in finished:
                 done[futures[f].label] = f.result()
+                if on_kernel:
+                    on_kernel(done[futures[f].label])
     except BaseException:
         with children.signals_ignored((signal.SIGINT, signal.SIGTERM), _still_stopping):
             for f in futures:  # first, so no queued kernel starts while the running ones stop
@@ -250,7 +255,7 @@ def _safe(label: str) -> str:
 def _read_results(out: Path) -> List[Result]:
     """The child's --json list, else its streamed verdicts.jsonl (a killed child still leaves those)."""
     try:
-        return [Result.from_dict(d) for d in json.loads((out / "results.json").read_text())]
+        return report.read_results(out / "results.json")
     except (OSError, ValueError, KeyError, TypeError):
         pass
     stream = out / "verdicts.jsonl"
