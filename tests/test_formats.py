@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
+import formats
 from formats import kunit_parse, kunit_py, valid_json, valid_junit
+from lxml import etree
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp scenarios need root here")
 no_kunit = pytest.mark.skipif(kunit_py() is None, reason="no unpacked linux-source tree in the kernel cache "
@@ -187,3 +189,15 @@ def test_junit_classname_of_a_kernel_given_by_path(host_matrix, tmp_path):
     for case in suite.findall("testcase"):
         kernel, scenario = case.get("classname").rsplit(".", 1)
         assert kernel == "vmlinuz-5_8_1" and case.get("name").startswith(scenario + "[")
+
+
+@pytest.mark.parametrize("xml", [
+    '<testsuites skipped="1"/>',
+    '<testsuites><testsuite name="k" tests="1" failures="0" errors="0"><testcase name="x"><properties/>'
+    '</testcase></testsuite></testsuites>',
+    '<testsuites><testsuite tests="1" failures="0" errors="0"/></testsuites>',
+    '<testsuites><testsuite name="k" tests="1" failures="0" errors="0" time="1 s"/></testsuites>',
+], ids=["skipped on testsuites", "properties in a testcase", "suite without a name", "time not a number"])
+def test_the_junit_schema_refuses_what_junit_10_refuses(xml):
+    schema = etree.XMLSchema(etree.parse(str(formats.JUNIT_XSD)))
+    assert not schema.validate(etree.fromstring(xml))
