@@ -171,9 +171,11 @@ def test_unreadable_file(nobody_dir, what):
 # --- malformed expectations on the matrix command line --------------------------------------------
 
 @pytest.mark.parametrize("item,words", [
-    ("wp-real-write=MAYBE", ["write [KERNEL:]SCENARIO=VERDICT", "NOT_HANG"]),
+    ("wp-real-write=MAYBE", ["write [KERNEL:]SCENARIO[/MEMORY]=VERDICT", "NOT_HANG"]),
     ("host:wp-gup-splice=PASS", ["unknown scenario 'wp-gup-splice'", "wp-gup-vmsplice"]),
-    ("wp-real-write", ["write [KERNEL:]SCENARIO=VERDICT"]),
+    ("wp-real-write", ["write [KERNEL:]SCENARIO[/MEMORY]=VERDICT"]),
+    ("umap-evict/anon-thp=HANG", ["does not run on memory kind 'anon-thp'", "anon-4k"]),
+    ("cow-leak/anon-2m=LEAK", ["does not run on memory kind 'anon-2m'"]),
 ])
 @pytest.mark.reliability("uffdprobe matrix --expect with an unknown verdict or scenario",
                          "one line naming the fix, exit 2, no output file, nothing run")

@@ -104,7 +104,8 @@ def test_flaky_on_host_with_three_runs_and_exit_status(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--kernel", "no-such"], "not 'host', not a file, not a recipe"),
     (["--kernel", "host", "--kernel", "host"], "given twice"),
-    (["--kernel", "host", "--expect", "cow-leak=BROKEN"], "[KERNEL:]SCENARIO=VERDICT"),
+    (["--kernel", "host", "--expect", "cow-leak=BROKEN"], "[KERNEL:]SCENARIO[/MEMORY]=VERDICT"),
+    (["--kernel", "host", "--expect", "umap-evict/anon-thp=HANG"], "does not run on memory kind 'anon-thp'"),
     (["--kernel", "host", "--expect", "stock:cow-leak=PASS"], "not one of the --kernel values"),
     (["--kernel", "host", "--scenario", "nope"], "unknown scenario nope"),
     (["--kernel", "host", "--param", "bogus=1"], "--param bogus=1"),
@@ -122,7 +123,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     ("HANG", Verdict.HANG, "expected"), ("NOT_HANG", Verdict.LEAK, "expected"),
     ("PASS", Verdict.HANG, REGRESSION), ("NOT_LEAK", Verdict.PANIC, REGRESSION),
     ("HANG", Verdict.PASS, FIXED), ("HANG", Verdict.LEAK, UNEXPECTED), ("PASS", Verdict.ERROR, UNEXPECTED),
-    (None, Verdict.HANG, UNDECLARED), (None, Verdict.VM_TIMEOUT, UNEXPECTED),
+    (None, Verdict.PASS, UNDECLARED), (None, Verdict.SKIP, UNDECLARED),
+    (None, Verdict.HANG, UNEXPECTED), (None, Verdict.LEAK, UNEXPECTED), (None, Verdict.WP_LOST, UNEXPECTED),
+    (None, Verdict.ERROR, UNEXPECTED), (None, Verdict.VM_TIMEOUT, UNEXPECTED),
 ])
 def test_judge(expected, verdict, mark):
     """The marking rule itself (no kernel behaviour claimed here)."""

@@ -1,5 +1,6 @@
 """`uffdprobe matrix`: every scenario on every kernel, one boot each, as a table, JSON, JUnit and HTML."""
 import argparse
+import errno
 import json
 import os
 import signal
@@ -8,32 +9,32 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import List, Tuple
 
 from uffdprobe.results import html as html_report, junit, table as matrix_table
 from uffdprobe.exitcodes import Exit
 from uffdprobe.results.matrix import Matrix
-from uffdprobe.run.matrix import Options, build, check_kernels, planned, run_all
-from uffdprobe.kbuild.errors import BadInput
-from uffdprobe.kbuild.recipes import VERDICTS, check_expect
-from uffdprobe.exitcodes import UsageError
+from uffdprobe.osutil.files import write_atomic
+from uffdprobe.run.matrix import Options, build, check_kernels, declare, parse_expect, planned, run_all
 from .run import _seconds, check_writable, runs_count
 from uffdprobe.scenarios.memkinds import KINDS
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("matrix", help="every scenario on every kernel, side by side (one boot per kernel)")
-    p.add_argument("--kernel", action="append", required=True, metavar="K",
+    p.add_argument("--kernel", action="append", required=True, metavar="[LABEL=]K",
                    help="repeatable: 'host' (the running kernel), a bzImage/vmlinuz, a linux-image .deb "
-                        "or a recipe name")
+                        "or a recipe name; LABEL= names it (default: host, the recipe name, or the file name "
+                        "plus a short content hash)")
     p.add_argument("--scenario", action="append", default=[], metavar="S", help="repeatable (default: all public)")
     p.add_argument("--memory", action="append", choices=KINDS, help="memory kinds (default: all each supports)")
     p.add_argument("--runs", type=runs_count, default=1, metavar="N",
                    help="repeat every scenario N times in the same boot; disagreeing runs make a FLAKY cell")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="scenario parameter passed to every kernel's run")
-    p.add_argument("--expect", action="append", default=[], metavar="[KERNEL:]SCENARIO=VERDICT",
-                   help="declare an expected verdict (overrides the recipe's), e.g. host:wp-real-write=PASS")
+    p.add_argument("--expect", action="append", default=[], metavar="[KERNEL:]SCENARIO[/MEMORY]=VERDICT",
+                   help="declare an expected verdict (overrides the recipe's); without /MEMORY for every memory "
+                        "kind, e.g. host:wp-real-write=PASS, model-5.8:umap-evict/anon-thp=HANG")
     p.add_argument("--json", metavar="FILE", help="write the matrix (kernels, cells, every result) as JSON")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML: a testcase per kernel × scenario × memory")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (evidence on click)")
@@ -44,26 +45,6 @@ def add_parser(sub) -> None:
     p.add_argument("--vm-timeout", type=_seconds, default=900.0, metavar="S",
                    help="limit for each kernel's boot and every scenario in it (default 900)")
     p.set_defaults(func=cmd_matrix)
-
-
-def parse_expect(items: List[str], labels: List[str]) -> Dict[str, Dict[str, str]]:
-    """--expect values as {kernel label or '*': {scenario: verdict}}; bad ones raise UsageError."""
-    out: Dict[str, Dict[str, str]] = {}
-    for item in items:
-        left, sep, verdict = item.rpartition("=")
-        kernel, colon, scenario = left.rpartition(":")
-        kernel = kernel if colon else "*"
-        if not sep or not scenario or verdict not in VERDICTS:
-            raise UsageError(f"--expect {item!r}: write [KERNEL:]SCENARIO=VERDICT with VERDICT one of "
-                             + ", ".join(sorted(VERDICTS)))
-        if kernel != "*" and kernel not in labels:
-            raise UsageError(f"--expect {item!r}: {kernel} is not one of the --kernel values")
-        try:
-            check_expect({scenario: verdict}, f"--expect {item!r}")
-        except BadInput as exc:
-            raise UsageError(str(exc)) from None
-        out.setdefault(kernel, {})[scenario] = verdict
-    return out
 
 
 _SAY_LOCK = threading.Lock()
@@ -79,13 +60,10 @@ def _say(text: str) -> None:
 def cmd_matrix(args: argparse.Namespace) -> int:
     check_writable(args.json, args.junit, args.html)
     targets = check_kernels(args.kernel)
-    overrides = parse_expect(args.expect, args.kernel)
+    declare(targets, parse_expect(args.expect, targets))
     opts = Options(scenarios=args.scenario, memory=args.memory or [], runs=args.runs, params=args.param,
                    vm_timeout=args.vm_timeout, accel=args.accel)
     owed = planned(opts)
-    for t in targets:
-        t.expect.update(overrides.get("*", {}))
-        t.expect.update(overrides.get(t.label, {}))
     work = Path(args.results_dir) if args.results_dir else Path(tempfile.mkdtemp(prefix="uffdprobe-matrix-"))
     work.mkdir(parents=True, exist_ok=True)
     _say(f"matrix: {len(targets)} kernel(s) × {len(owed)} run(s) each; logs under {work}")
@@ -97,39 +75,69 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     try:
         kernels = run_all(targets, opts, work, min(args.jobs, len(targets)), _say, done)
     except KeyboardInterrupt:
-        kept = Matrix([done[t.label] for t in targets if t.label in done])
-        _write(kept, args, work, quiet=True)
-        where = ", ".join(filter(None, [args.json, args.junit, args.html, str(work / "matrix.json")]))
-        _say(f"matrix: interrupted; {len(kept.kernels)} finished kernel(s) written to {where}; "
-             f"stopped: {', '.join(t.label for t in targets if t.label not in done) or 'none'}")
+        kept = Matrix([done[t.label] for t in targets if t.label in done], complete=False)
+        written, problems = _write(kept, args, work, interrupted=True)
+        finished = [k.label for k in kept.kernels if k.complete]
+        partial = [f"{k.label} ({len(k.results)} verdict(s))" for k in kept.kernels if not k.complete]
+        _say(f"matrix: interrupted; incomplete report ({len(finished)} finished kernel(s)"
+             f"{', stopped with ' + ', '.join(partial) if partial else ''}) written to {', '.join(written)}"
+             f"{'; ' + '; '.join(problems) if problems else ''}")
         return Exit.INTERRUPTED
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
     m = Matrix(kernels)
-    _write(m, args, work)
+    written, problems = _write(m, args, work)
+    if args.html and str(args.html) in written:
+        _say(f"matrix: HTML report {os.path.abspath(args.html)}")
     print(matrix_table.render(m, colour=sys.stdout.isatty()), flush=True)
     print(matrix_table.LEGEND)
-    problems = matrix_table.unexpected_lines(m)
-    for line in problems:
+    unexpected = matrix_table.unexpected_lines(m)
+    for line in unexpected:
         print(line)
     print(f"matrix: {len(m.cells())} cell(s) on {len(kernels)} kernel(s) in {time.monotonic() - started:.1f}s, "
-          f"{len(problems)} unexpected", flush=True)
-    return Exit.UNEXPECTED if problems else Exit.OK
+          f"{len(unexpected)} unexpected", flush=True)
+    if problems:
+        _say("matrix: " + "; ".join(problems))
+        return Exit.NO_SPACE
+    return Exit.UNEXPECTED if unexpected else Exit.OK
 
 
-def _write(m: Matrix, args: argparse.Namespace, work: Path, quiet: bool = False) -> None:
-    """Write every requested output, plus matrix.json in the work dir (always); `quiet`: no progress line."""
+def _write(m: Matrix, args: argparse.Namespace, work: Path, interrupted: bool = False) -> Tuple[List[str], List[str]]:
+    """Every requested output plus matrix.json in the work dir, each whole or not at all (write_atomic).
+
+    An interrupted run's report never replaces a larger earlier file: it goes next to it as
+    NAME.incomplete.EXT. Returns the paths written and one phrase per file that could not be."""
     data = json.dumps(m.to_dict(), indent=1, default=str)
-    (work / "matrix.json").write_text(data)
+    outputs = [(work / "matrix.json", data)]
     if args.json:
-        Path(args.json).write_text(data)
+        outputs.append((Path(args.json), data))
     if args.junit:
-        Path(args.junit).write_text(junit.to_xml(m))
+        outputs.append((Path(args.junit), junit.to_xml(m)))
     if args.html:
-        Path(args.html).write_text(html_report.render(m))
-        if not quiet:
-            _say(f"matrix: HTML report {os.path.abspath(args.html)}")
+        outputs.append((Path(args.html), html_report.render(m)))
+    written, problems = [], []
+    for path, text in outputs:
+        body = text.encode()
+        if interrupted and _larger(path, len(body)):
+            kept, path = path, path.with_name(f"{path.stem}.incomplete{path.suffix}")
+            problems.append(f"kept the earlier, larger {kept}")
+        try:
+            write_atomic(path, body)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            problems.append(f"no space left to write {path}, the earlier file (if any) is untouched")
+            continue
+        written.append(str(path))
+    return written, problems
+
+
+def _larger(path: Path, size: int) -> bool:
+    try:
+        return path.stat().st_size > size
+    except OSError:
+        return False
 
 
 def _interrupt(signum, frame):

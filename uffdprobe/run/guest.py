@@ -4,7 +4,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit
@@ -63,11 +63,13 @@ def guest_argv(args: argparse.Namespace) -> List[str]:
 
 
 class _Tail(threading.Thread):
-    """Print each verdict line the guest appends to verdicts.jsonl while the VM runs."""
+    """Print each verdict line the guest appends to verdicts.jsonl while the VM runs, and stream it on,
+    stamped with the booted file's identity, to --results-dir's verdicts.jsonl (kept if we are killed)."""
 
-    def __init__(self, path: Path, out):
+    def __init__(self, path: Path, out, sink: Optional[str], stamp: dict):
         super().__init__(name="verdict-tail", daemon=True)
         self.path, self.out, self.seen, self.stop = path, out, 0, threading.Event()
+        self.sink, self.stamp = sink, stamp
 
     def run(self) -> None:
         while not self.stop.wait(0.5):
@@ -76,9 +78,36 @@ class _Tail(threading.Thread):
     def poll(self) -> None:
         if self.path.exists():
             results = report.read_jsonl(self.path)
-            for r in results[self.seen:]:
+            fresh = results[self.seen:]
+            for r in fresh:
                 print(report.table_line(r), file=self.out, flush=True)
+            self.forward(fresh)
             self.seen = max(self.seen, len(results))
+
+    def forward(self, results: List[Result]) -> None:
+        """Append `results`, stamped, to the --results-dir stream (a lost stream is said by finish())."""
+        if not (self.sink and results):
+            return
+        try:
+            os.makedirs(self.sink, exist_ok=True)
+            with open(os.path.join(self.sink, "verdicts.jsonl"), "a") as stream:
+                for r in results:
+                    r.kernel = {**r.kernel, **self.stamp}
+                    report.append_jsonl(stream, r)
+        except OSError as exc:
+            print(f"uffdprobe: cannot stream to {self.sink}: {exc.strerror}", file=sys.stderr, flush=True)
+            self.sink = None
+
+
+def file_identity(kernel: str) -> dict:
+    """What a result carries of the file it was booted from: its path and content hash (the key a matrix
+    checks before reading a result back)."""
+    from uffdprobe.osutil.files import sha256_file
+    path = Path(kernel)
+    try:
+        return {"file": str(path.resolve()), "file_sha256": sha256_file(path)}
+    except OSError:  # unreadable or gone: the boot says so, as one line
+        return {}
 
 
 def run_in_vm(args: argparse.Namespace) -> int:
@@ -93,9 +122,10 @@ def run_in_vm(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
     kernel = resolve(args.kernel)
+    stamp = file_identity(kernel)
     table = sys.stderr if args.ktap else sys.stdout
     run_dir = new_run_dir(create=False)
-    tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table)
+    tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table, args.results_dir, stamp)
     tail.start()
 
     def progress(text: str) -> None:
@@ -115,6 +145,7 @@ def run_in_vm(args: argparse.Namespace) -> int:
     finally:
         tail.stop.set()
         tail.join(2)
+        tail.poll()  # what arrived since its last look, streamed on before any return
     stream = result.results_dir / "verdicts.jsonl"
     results = report.read_jsonl(stream) if stream.exists() else []
     # the channel went away: seen by the host (CHANNEL_LOST) or said by the guest's own exit status
@@ -125,12 +156,10 @@ def run_in_vm(args: argparse.Namespace) -> int:
     missing = _cut_off(planned, results, result)
     for r in missing:
         print(report.table_line(r), file=table, flush=True)
+    tail.forward(results[tail.seen:] + missing)  # the first tail.seen went out as they arrived
     results += missing
-    if args.results_dir:
-        os.makedirs(args.results_dir, exist_ok=True)
-        with open(os.path.join(args.results_dir, "verdicts.jsonl"), "a") as stream:
-            for r in results:
-                report.append_jsonl(stream, r)
+    for r in results:
+        r.kernel = {**r.kernel, **stamp}
     status = finish(results, args, table)
     if lost:
         print(f"uffdprobe: CHANNEL_LOST: the guest lost its results channel (guest exit {result.exit_status}); "
