@@ -78,9 +78,11 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         kept = Matrix([done[t.label] for t in targets if t.label in done], complete=False)
         written, problems = _write(kept, args, work, interrupted=True)
         finished = [k.label for k in kept.kernels if k.complete]
-        partial = [f"{k.label} ({len(k.results)} verdict(s))" for k in kept.kernels if not k.complete]
-        _say(f"matrix: interrupted; incomplete report ({len(finished)} finished kernel(s)"
-             f"{', stopped with ' + ', '.join(partial) if partial else ''}) written to {', '.join(written)}"
+        partial = [f"{k.label} ({len(k.results)})" for k in kept.kernels if not k.complete]
+        stopped = [t.label for t in targets if t.label not in finished]
+        _say(f"matrix: interrupted; {len(finished)} finished kernel(s)"
+             f"{' and the verdicts so far of ' + ', '.join(partial) if partial else ''} written (marked incomplete) "
+             f"to {', '.join(written) or 'nothing'}; stopped: {', '.join(stopped) or 'none'}"
              f"{'; ' + '; '.join(problems) if problems else ''}")
         return Exit.INTERRUPTED
     finally:
@@ -109,13 +111,12 @@ def _write(m: Matrix, args: argparse.Namespace, work: Path, interrupted: bool = 
     An interrupted run's report never replaces a larger earlier file: it goes next to it as
     NAME.incomplete.EXT. Returns the paths written and one phrase per file that could not be."""
     data = json.dumps(m.to_dict(), indent=1, default=str)
-    outputs = [(work / "matrix.json", data)]
-    if args.json:
-        outputs.append((Path(args.json), data))
+    outputs = [(Path(args.json), data)] if args.json else []
     if args.junit:
         outputs.append((Path(args.junit), junit.to_xml(m)))
     if args.html:
         outputs.append((Path(args.html), html_report.render(m)))
+    outputs.append((work / "matrix.json", data))
     written, problems = [], []
     for path, text in outputs:
         body = text.encode()
