@@ -211,7 +211,8 @@ class _Session:
 
     def prepare(self) -> None:
         """Check every kernel, expectation and parameter once; bad input is a pytest usage error."""
-        from uffdprobe.run.matrix import Options, check_kernels, declare, parse_expect, planned
+        from uffdprobe.run.kernels import check_kernels, declare, parse_expect
+        from uffdprobe.run.matrix import Options, planned
         from uffdprobe.exitcodes import UsageError
         try:
             targets = check_kernels(self.labels)

@@ -15,7 +15,8 @@ from uffdprobe.results import html as html_report, junit, table as matrix_table
 from uffdprobe.exitcodes import Exit
 from uffdprobe.results.matrix import Matrix
 from uffdprobe.osutil.files import write_atomic
-from uffdprobe.run.matrix import Options, build, check_kernels, declare, parse_expect, planned, run_all
+from uffdprobe.run.kernels import build, check_kernels, declare, parse_expect
+from uffdprobe.run.matrix import Options, planned, run_all
 from .run import _seconds, check_writable, runs_count
 from uffdprobe.scenarios.memkinds import KINDS
 

@@ -95,7 +95,7 @@ def expectations(kernel: Optional[str], items: List[str]) -> Dict[str, str]:
     as `uffdprobe matrix --expect`; a KERNEL: prefix must name this kernel)."""
     if not kernel and not items:
         return {}
-    from uffdprobe.run.matrix import Target, declare, parse_expect
+    from uffdprobe.run.kernels import Target, declare, parse_expect
     target = Target(label=kernel or "host", given=kernel or "host")
     if kernel and not os.path.exists(kernel):
         from uffdprobe.kbuild import recipes
