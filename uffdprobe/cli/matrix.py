@@ -77,7 +77,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         kernels = run_all(targets, opts, work, min(args.jobs, len(targets)), _say, done)
     except KeyboardInterrupt:
         kept = Matrix([done[t.label] for t in targets if t.label in done], complete=False)
-        written, problems = _write(kept, args, work, interrupted=True)
+        written, problems, _ = _write(kept, args, work, interrupted=True)
         finished = [k.label for k in kept.kernels if k.complete]
         partial = [f"{k.label} ({len(k.results)})" for k in kept.kernels if not k.complete]
         stopped = [t.label for t in targets if t.label not in finished]
@@ -90,7 +90,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
     m = Matrix(kernels)
-    written, problems = _write(m, args, work)
+    written, unwritten, full = _write(m, args, work)
     if args.html and str(args.html) in written:
         _say(f"matrix: HTML report {os.path.abspath(args.html)}")
     print(matrix_table.render(m, colour=sys.stdout.isatty()), flush=True)
@@ -100,17 +100,19 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         print(line)
     print(f"matrix: {len(m.cells())} cell(s) on {len(kernels)} kernel(s) in {time.monotonic() - started:.1f}s, "
           f"{len(unexpected)} unexpected", flush=True)
-    if problems:
-        _say("matrix: " + "; ".join(problems))
-        return Exit.NO_SPACE
+    if unwritten:
+        _say("matrix: " + "; ".join(unwritten))
+        return Exit.NO_SPACE if full else Exit.SETUP
     return Exit.UNEXPECTED if unexpected else Exit.OK
 
 
-def _write(m: Matrix, args: argparse.Namespace, work: Path, interrupted: bool = False) -> Tuple[List[str], List[str]]:
+def _write(m: Matrix, args: argparse.Namespace, work: Path,
+           interrupted: bool = False) -> Tuple[List[str], List[str], bool]:
     """Every requested output plus matrix.json in the work dir, each whole or not at all (write_atomic).
 
     An interrupted run's report never replaces a larger earlier file: it goes next to it as
-    NAME.incomplete.EXT. Returns the paths written and one phrase per file that could not be."""
+    NAME.incomplete.EXT. Returns the paths written, one phrase per file that is not where asked, and
+    whether a disk was full."""
     data = json.dumps(m.to_dict(), indent=1, default=str)
     outputs = [(Path(args.json), data)] if args.json else []
     if args.junit:
@@ -118,21 +120,20 @@ def _write(m: Matrix, args: argparse.Namespace, work: Path, interrupted: bool = 
     if args.html:
         outputs.append((Path(args.html), html_report.render(m)))
     outputs.append((work / "matrix.json", data))
-    written, problems = [], []
+    written, notes, full = [], [], False
     for path, text in outputs:
         body = text.encode()
         if interrupted and _larger(path, len(body)):
-            kept, path = path, path.with_name(f"{path.stem}.incomplete{path.suffix}")
-            problems.append(f"kept the earlier, larger {kept}")
+            notes.append(f"kept the earlier, larger {path}")
+            path = path.with_name(f"{path.stem}.incomplete{path.suffix}")
         try:
             write_atomic(path, body)
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            problems.append(f"no space left to write {path}, the earlier file (if any) is untouched")
+            notes.append(f"cannot write {path} ({exc.strerror}), the earlier file (if any) is untouched")
+            full = full or exc.errno in (errno.ENOSPC, errno.EDQUOT)
             continue
         written.append(str(path))
-    return written, problems
+    return written, notes, full
 
 
 def _larger(path: Path, size: int) -> bool:

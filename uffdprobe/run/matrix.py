@@ -85,8 +85,10 @@ class Runner:
         owed = planned(self.opts)
         if target.build_error:
             return _filled(target, [], owed, Verdict.BUILD_FAIL, target.build_error, {})
-        if self.stopping.is_set():
-            return _filled(target, [], owed, Verdict.ERROR, "interrupted before it started", {})
+        if self.stopping.is_set():  # interrupted before it started: nothing to report
+            run = _filled(target, [], [], Verdict.ERROR, "interrupted before it started", {})
+            run.complete = False
+            return run
         what = f"booting {target.path}" if target.path else "on the running kernel"
         log = out / "run.log"
         self.say(f"{index} {target.label}: {what} (log: {log})")
