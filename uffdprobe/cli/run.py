@@ -2,7 +2,7 @@
 import argparse
 import json
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.run import host
@@ -32,7 +32,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--expect", action="append", default=[], metavar="SCENARIO[/MEMORY]=VERDICT",
                    help="declare a verdict this kernel is known to give (adds to a recipe's [expect]); a declared "
                         "HANG/LEAK/WP_LOST that happens exits 0, one that no longer happens exits 7")
-    p.add_argument("--kernel", metavar="KERNEL",
+    p.add_argument("--kernel", metavar="[LABEL=]KERNEL",
                    help="boot this kernel in QEMU and run there: bzImage/vmlinuz, linux-image .deb or recipe name")
     p.add_argument("--accel", choices=("kvm", "tcg"), help="force QEMU acceleration (default: probe KVM)")
     p.add_argument("--append", action="append", default=[], metavar="ARG", type=kernel_arg,
@@ -90,13 +90,22 @@ def check_writable(*paths: Optional[str]) -> None:
             raise UsageError(f"cannot write {path}; choose a writable file path")
 
 
-def expectations(kernel: Optional[str], items: List[str]) -> Dict[str, str]:
+def labelled(kernel: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+    """--kernel [LABEL=]KERNEL as (label or None, kernel); KERNEL=... that is a file stays a file."""
+    from uffdprobe.run.kernels import LABEL
+    label, eq, rest = (kernel or "").partition("=")
+    if eq and rest and LABEL.match(label) and not os.path.exists(kernel):
+        return label, rest
+    return None, kernel
+
+
+def expectations(kernel: Optional[str], items: List[str], label: Optional[str] = None) -> Dict[str, str]:
     """What is declared for this run's kernel: a recipe's [expect], then --expect (the same rule and syntax
-    as `uffdprobe matrix --expect`; a KERNEL: prefix must name this kernel)."""
+    as `uffdprobe matrix --expect`; a KERNEL: prefix must name this kernel: its label or --kernel value)."""
     if not kernel and not items:
         return {}
     from uffdprobe.run.kernels import Target, declare, parse_expect
-    target = Target(label=kernel or "host", given=kernel or "host")
+    target = Target(label=label or kernel or "host", given=kernel or "host")
     if kernel and not os.path.exists(kernel):
         from uffdprobe.kbuild import recipes
         if kernel in recipes.names():
@@ -109,7 +118,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_writable(args.json)
     if args.append and not args.kernel:
         raise UsageError("--append changes a booted kernel's command line: add --kernel KERNEL")
-    args.expectations = expectations(args.kernel, args.expect)
+    label, args.kernel = labelled(args.kernel)
+    args.expectations = expectations(args.kernel, args.expect, label)
     if args.kernel:
         from uffdprobe.run.guest import run_in_vm
         return run_in_vm(args)

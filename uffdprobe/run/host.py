@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Tuple
 
 from uffdprobe.uffd import features, odirect
 from uffdprobe.results import report
-from uffdprobe.results.expect import check, declared, failing, judge
+from uffdprobe.results.expect import check, declared, expected_failure, failing, judge
 from uffdprobe.osutil.files import write_atomic
 from uffdprobe.supervise import supervisor
 from uffdprobe.exitcodes import Exit, UsageError
@@ -137,6 +137,11 @@ def finish(results: List[Result], args: argparse.Namespace, table) -> int:
         print(report.ktap(results), flush=True)
     print(f"summary: {report.summary(results)}", file=table, flush=True)
     expect = getattr(args, "expectations", None) or {}
+    declared_bad = [f"{r.scenario}[{r.memory}] {r.verdict.value}" for r in results
+                    if expected_failure(declared(expect, r.scenario, r.memory), judge(
+                        declared(expect, r.scenario, r.memory), r.verdict))]
+    if declared_bad:
+        print(f"declared, so expected: {', '.join(declared_bad)}", file=table, flush=True)
     for line in check(expect, results):
         print(line, file=table, flush=True)
     return exit_status(results, expect)
