@@ -28,7 +28,7 @@ def booted(tmp_path_factory):
 @root
 def test_matrix_over_host_and_a_booted_kernel(booted):
     proc, data = booted["proc"], booted["data"]
-    assert proc.returncode == 7, proc.stderr[-3000:]  # the REGRESSION and FIXED below are unexpected
+    assert proc.returncode == 7, proc.stderr[-3000:]  # the REGRESSION, FIXED and undeclared HANGs below
     valid_json(data, "matrix")
     for path in (booted["dir"] / "work").glob("*/results.json"):
         valid_json(path, "results")
@@ -51,8 +51,16 @@ def test_matrix_over_host_and_a_booted_kernel(booted):
     assert (umap["verdict"], umap["mark"], umap["unexpected"]) == ("HANG", REGRESSION, True)
     blocked = umap["results"][0]["evidence"]["hang"]["blocked_tasks"]
     assert blocked and all(t["wchan"] == "handle_userfault" for t in blocked)
-    # declared HANG, measured PASS: FIXED
+    # declared HANG (for every memory kind), measured PASS: FIXED
     assert cell(data, "host", "wp-gup-odirect")["mark"] == FIXED
+    assert cell(data, "host", "wp-gup-odirect", "anon-thp")["mark"] == FIXED
+    # nothing declared on the host: its HANG is no less a failure (one rule for every kernel)
+    host_umap = cell(data, "host", "umap-evict")
+    assert (host_umap["verdict"], host_umap["mark"], host_umap["unexpected"]) == ("HANG", UNEXPECTED, True)
+    assert {(c["kernel"], c["scenario"], c["memory"]) for c in data["cells"] if c["unexpected"]} == {
+        ("stock", "umap-evict", "anon-4k"), ("host", "umap-evict", "anon-4k"),
+        ("host", "wp-gup-odirect", "anon-4k"), ("host", "wp-gup-odirect", "anon-thp"),
+        ("host", "selftest-self-deadlock", "anon-4k"), ("stock", "selftest-self-deadlock", "anon-4k")}
 
 
 @pytest.mark.vm
@@ -89,7 +97,7 @@ def test_junit_contents(booted):
     scenario_s = sum(float(c.get("time")) for c in suites[1].findall("testcase"))
     assert float(suites[1].get("time")) > scenario_s + float(suite_props["boot.timings.launch_to_init"])
     assert suites[1].get("timestamp")
-    assert int(tree.get("failures")) == sum(c["unexpected"] for c in booted["data"]["cells"]) == 2
+    assert int(tree.get("failures")) == sum(c["unexpected"] for c in booted["data"]["cells"]) == 6
 
 
 @root
@@ -109,7 +117,8 @@ def test_flaky_on_host_with_three_runs_and_exit_status(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--kernel", "no-such"], "not 'host', not a file, not a recipe"),
     (["--kernel", "host", "--kernel", "host"], "given twice"),
-    (["--kernel", "host", "--expect", "cow-leak=BROKEN"], "[KERNEL:]SCENARIO=VERDICT"),
+    (["--kernel", "host", "--expect", "cow-leak=BROKEN"], "[KERNEL:]SCENARIO[/MEMORY]=VERDICT"),
+    (["--kernel", "host", "--expect", "umap-evict/anon-thp=HANG"], "does not run on memory kind 'anon-thp'"),
     (["--kernel", "host", "--expect", "stock:cow-leak=PASS"], "not one of the --kernel values"),
     (["--kernel", "host", "--scenario", "nope"], "unknown scenario nope"),
     (["--kernel", "host", "--param", "bogus=1"], "--param bogus=1"),
@@ -127,7 +136,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     ("HANG", Verdict.HANG, "expected"), ("NOT_HANG", Verdict.LEAK, "expected"),
     ("PASS", Verdict.HANG, REGRESSION), ("NOT_LEAK", Verdict.PANIC, REGRESSION),
     ("HANG", Verdict.PASS, FIXED), ("HANG", Verdict.LEAK, UNEXPECTED), ("PASS", Verdict.ERROR, UNEXPECTED),
-    (None, Verdict.HANG, UNDECLARED), (None, Verdict.VM_TIMEOUT, UNEXPECTED),
+    (None, Verdict.PASS, UNDECLARED), (None, Verdict.SKIP, UNDECLARED),
+    (None, Verdict.HANG, UNEXPECTED), (None, Verdict.LEAK, UNEXPECTED), (None, Verdict.WP_LOST, UNEXPECTED),
+    (None, Verdict.ERROR, UNEXPECTED), (None, Verdict.VM_TIMEOUT, UNEXPECTED),
 ])
 def test_judge(expected, verdict, mark):
     """The marking rule itself (no kernel behaviour claimed here)."""

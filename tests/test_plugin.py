@@ -63,7 +63,7 @@ def test_host_outcomes_and_ids(pytester):
 def test_declared_hang_is_strict_xfail(pytester):
     """A declared HANG that happens is xfailed; a declared HANG that passes is XPASS(strict), a failure."""
     result = run(pytester, "--kernel", "host", "--uffd-expect", "host:selftest-self-deadlock=HANG",
-                 "--uffd-expect", "host:wp-real-write=HANG", "--junitxml=out.xml")
+                 "--uffd-expect", "host:wp-real-write/anon-4k=HANG", "--junitxml=out.xml")
     result.stdout.fnmatch_lines(["*test_self_deadlock[[]host[]] XFAIL*",
                                  "*test_real_write_traps[[]host[]]*XPASS(strict)*"])
     outcomes = result.parseoutcomes()
@@ -71,6 +71,18 @@ def test_declared_hang_is_strict_xfail(pytester):
     case = valid_junit(pytester.path / "out.xml").find(".//testcase[@name='test_self_deadlock[host]']")
     assert case.find("skipped").get("type") == "pytest.xfail"
     assert "mark: expected" in case.find("system-out").text
+
+
+def test_declared_per_memory_kind(pytester):
+    """WP_LOST on 4k and THP (the selftest's unprotect-first write), declared for 4k only: 4k is an xfail,
+    the same WP_LOST on THP, undeclared, fails."""
+    result = run(pytester, "--uffd-param", "selftest_unprotect_first=true",
+                 "--uffd-expect", "wp-real-write/anon-4k=WP_LOST", "--uffd-expect", "selftest-self-deadlock=HANG")
+    result.stdout.fnmatch_lines(["*test_real_write_traps[[]host[]] XFAIL*",
+                                 "*test_self_deadlock[[]host[]] XFAIL*",
+                                 "*test_real_write_on_thp[[]host[]] FAILED*"])
+    result.stdout.fnmatch_lines(["*UNEXPECTED*wp-real-write(anon-thp): WP_LOST*"])
+    assert result.parseoutcomes() == {"passed": 1, "failed": 1, "xfailed": 2}
 
 
 def test_flaky_cell_fails_with_counts(pytester):

@@ -414,13 +414,13 @@ def test_matrix_with_a_full_cache_disk_keeps_the_host(small_cache, stock_bzimage
     cache, fill = small_cache
     fill()
     out = tmp_path / "matrix.json"
-    proc = subprocess.run([PY, "-m", "uffdprobe", "matrix", "--kernel", "host", "--kernel", str(stock_bzimage),
+    proc = subprocess.run([PY, "-m", "uffdprobe", "matrix", "--kernel", "host", "--kernel", f"stock={stock_bzimage}",
                            "--accel", "tcg", "--scenario", "cow-leak", "--memory", "anon-4k", "--json", str(out),
                            "--results-dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "XDG_CACHE_HOME": str(cache)})
     assert proc.returncode == 7, proc.stderr
     cells = {c["kernel"]: c for c in valid_json(out, "matrix")["cells"]}
     assert cells["host"]["verdict"] == "PASS"
-    [booted] = cells[str(stock_bzimage)]["results"]
+    [booted] = cells["stock"]["results"]
     assert booted["verdict"] == "ERROR" and "exit 6" in booted["reason"] and "no space left" in booted["reason"]
     assert not vm_processes(mentioning=str(cache))

@@ -12,7 +12,6 @@ from typing import Dict, List, Optional
 import pytest
 
 NEEDS = ("root", "uffd-wp", "thp", "odirect")
-_BAD = ("HANG", "LEAK", "WP_LOST")
 
 
 class DeclaredProblem(AssertionError):
@@ -25,7 +24,7 @@ def pytest_addoption(parser) -> None:
                     help="run uffd scenarios on K (repeatable): 'host', a bzImage/vmlinuz, a .deb or a "
                          "recipe name; default host")
     group.addoption("--uffd-runs", type=int, default=1, metavar="N", help="repeat each scenario N times per boot")
-    group.addoption("--uffd-expect", action="append", default=[], metavar="[KERNEL:]SCENARIO=VERDICT",
+    group.addoption("--uffd-expect", action="append", default=[], metavar="[KERNEL:]SCENARIO[/MEMORY]=VERDICT",
                     help="declare an expected verdict (overrides the recipe's)")
     group.addoption("--uffd-param", action="append", default=[], metavar="KEY=VALUE",
                     help="scenario parameter for every kernel's run (as `uffdprobe run --param`)")
@@ -148,19 +147,19 @@ class Verdict:
         return "\n".join(lines)
 
     def check(self) -> None:
-        """PASS (or a declared-good verdict) passes; a declared HANG/LEAK/WP_LOST is an xfail(strict)."""
-        from uffdprobe.results.matrix import EXPECTED, UNDECLARED
+        """The one rule (results.expect): PASS, SKIP or a declared-good verdict passes; a declared
+        HANG/LEAK/WP_LOST that happened is an xfail(strict); anything else fails, FIXED included."""
+        from uffdprobe.results.expect import FIXED, expected_failure, failing
         c = self.cell
         if all(r.verdict.value == "SKIP" for r in c.results):
             pytest.skip(f"{self.kernel.label}: {c.results[0].reason}")
-        if c.mark == EXPECTED and c.expected in _BAD:
+        if expected_failure(c.expected, c.mark):
             raise DeclaredProblem(self.evidence_text())
-        if c.mark == EXPECTED or (c.mark == UNDECLARED and all(r.verdict.value in ("PASS", "SKIP")
-                                                                for r in c.results)):
+        if not failing(c.mark):
             return
-        if c.mark == "FIXED" and not c.flaky:
+        if c.mark == FIXED and not c.flaky:
             return  # the strict xfail turns this pass into a failure: the declaration is out of date
-        pytest.fail(f"{c.mark or 'kernel problem'}: " + self.evidence_text(), pytrace=False)
+        pytest.fail(f"{c.mark}: " + self.evidence_text(), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -179,7 +178,8 @@ def uffd_verdict(request, uffd_kernel: Kernel) -> Verdict:
     verdict = Verdict(uffd_kernel, cell)
     _record_kernel(request, uffd_kernel)
     request.node.stash[_EVIDENCE] = verdict.evidence_text()
-    if cell.expected in _BAD:
+    from uffdprobe.results.expect import BAD
+    if cell.expected in BAD:
         request.node.add_marker(pytest.mark.xfail(
             strict=True, raises=DeclaredProblem,
             reason=f"{uffd_kernel.label} is declared to {cell.expected} on {cell.scenario}"))
@@ -243,19 +243,16 @@ class _Session:
 
     def prepare(self) -> None:
         """Check every kernel, expectation and parameter once; bad input is a pytest usage error."""
-        from uffdprobe.cli.matrix import parse_expect
-        from uffdprobe.run.matrix import Options, check_kernels, planned
+        from uffdprobe.run.kernels import check_kernels, declare, parse_expect
+        from uffdprobe.run.matrix import Options, planned
         from uffdprobe.exitcodes import UsageError
         try:
             targets = check_kernels(self.labels)
-            overrides = parse_expect(self.config.getoption("uffd_expect"), self.labels)
+            declare(targets, parse_expect(self.config.getoption("uffd_expect"), targets))
             planned(Options(scenarios=list(self.scenarios), params=self.config.getoption("uffd_param")))
         except UsageError as exc:
             raise pytest.UsageError(str(exc)) from None
-        for t in targets:
-            t.expect.update(overrides.get("*", {}))
-            t.expect.update(overrides.get(t.label, {}))
-        self._targets = {t.label: t for t in targets}
+        self._targets = {t.given: t for t in targets}  # keyed by the --kernel value the tests are parametrised on
 
     def kernel(self, label: str, tmp_path_factory) -> Kernel:
         """Build (or take from cache), boot and run the wanted scenarios once; later calls reuse it."""

@@ -2,7 +2,7 @@
 import argparse
 import json
 import os
-from typing import Optional
+from typing import Dict, List, Optional, Tuple
 
 from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.run import host
@@ -33,7 +33,10 @@ def add_parsers(sub) -> None:
                    help="override a scenario parameter (JSON value), e.g. data_pages=128")
     p.add_argument("--runs", type=runs_count, default=1, metavar="N",
                    help="repeat the whole plan N times; each result carries params['run'] (default 1)")
-    p.add_argument("--kernel", metavar="KERNEL",
+    p.add_argument("--expect", action="append", default=[], metavar="SCENARIO[/MEMORY]=VERDICT",
+                   help="declare a verdict this kernel is known to give (adds to a recipe's [expect]); a declared "
+                        "HANG/LEAK/WP_LOST that happens exits 0, one that no longer happens exits 7")
+    p.add_argument("--kernel", metavar="[LABEL=]KERNEL",
                    help="boot this kernel in QEMU and run there: bzImage/vmlinuz, linux-image .deb or recipe name")
     add_accel(p)
     p.add_argument("--append", action="append", default=[], metavar="ARG", type=kernel_arg,
@@ -92,11 +95,37 @@ def check_writable(*paths: Optional[str]) -> None:
             raise UsageError(f"cannot write {path}; choose a writable file path")
 
 
+def labelled(kernel: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+    """--kernel [LABEL=]KERNEL as (label or None, kernel); KERNEL=... that is a file stays a file."""
+    from uffdprobe.run.kernels import LABEL
+    label, eq, rest = (kernel or "").partition("=")
+    if eq and rest and LABEL.match(label) and not os.path.exists(kernel):
+        return label, rest
+    return None, kernel
+
+
+def expectations(kernel: Optional[str], items: List[str], label: Optional[str] = None) -> Dict[str, str]:
+    """What is declared for this run's kernel: a recipe's [expect], then --expect (the same rule and syntax
+    as `uffdprobe matrix --expect`; a KERNEL: prefix must name this kernel: its label or --kernel value)."""
+    if not kernel and not items:
+        return {}
+    from uffdprobe.run.kernels import Target, declare, parse_expect
+    target = Target(label=label or kernel or "host", given=kernel or "host")
+    if kernel and not os.path.exists(kernel):
+        from uffdprobe.kbuild import recipes
+        if kernel in recipes.names():
+            target.expect = dict(recipes.load(kernel).expect)
+    declare([target], parse_expect(items, [target]))
+    return target.expect
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     args.scenarios = list(args.scenarios) + list(getattr(args, "more_scenarios", []))
     check_writable(args.json)
     if args.append and not args.kernel:
         raise UsageError("--append changes a booted kernel's command line: add --kernel KERNEL")
+    label, args.kernel = labelled(args.kernel)
+    args.expectations = expectations(args.kernel, args.expect, label)
     if args.kernel:
         from uffdprobe.run.guest import run_in_vm
         return run_in_vm(args)

@@ -190,7 +190,10 @@ def _cached(root: Path, key: Optional[str]) -> Optional[cache.Entry]:
 
 def _result(entry: cache.Entry, recipe, cached: bool, started: float) -> BuiltKernel:
     log = entry.path / "build.log"
-    return BuiltKernel(bzimage=entry.bzimage, config=entry.path / "config", identity=entry.identity,
+    identity = entry.identity
+    if recipe is not None:  # [expect] is not part of the build: a cached kernel carries today's declarations
+        identity = {**identity, "expect": recipe.expect}
+    return BuiltKernel(bzimage=entry.bzimage, config=entry.path / "config", identity=identity,
                        key=entry.identity.get("key", entry.path.name), recipe=recipe, cached=cached,
                        seconds=time.monotonic() - started, log=log if log.exists() else None)
 

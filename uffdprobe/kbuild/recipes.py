@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from uffdprobe.osutil import datafiles
+from uffdprobe.results.expect import SEPARATOR, VERDICTS
 
 from .errors import BadInput
 
@@ -19,7 +20,6 @@ VM_IMAGES = datafiles.vm_images()
 RECIPE_DIR = VM_IMAGES / "recipes"
 #: os.pathsep-separated folders of the user's own recipes, searched before the shipped ones.
 PATH_ENV = "UFFDPROBE_RECIPES"
-VERDICTS = {"PASS", "HANG", "LEAK", "WP_LOST", "SKIP", "ERROR", "NOT_HANG", "NOT_LEAK", "ANY"}
 BASES = {"tinyconfig", "allnoconfig", "defconfig"}
 
 
@@ -91,7 +91,7 @@ FIELDS = {
     "fragments": (list, 'a list of paths, e.g. ["fragments/x86_64.config"]'),
     "patches": (list, 'a list of patch paths (in order), [] for none'),
     "models": (dict, "a table"),
-    "expect": (dict, 'a table of "SCENARIO" = "VERDICT"'),
+    "expect": (dict, 'a table of "SCENARIO" = "VERDICT" or "SCENARIO/MEMORY" = "VERDICT"'),
 }
 REQUIRED = ("source", "patches")
 
@@ -127,15 +127,20 @@ def _from_dict(data: dict, path: Path) -> Recipe:
 
 
 def check_expect(expect: dict, where: str) -> None:
-    """BadInput naming the first scenario that does not exist or verdict that is not one of VERDICTS."""
+    """BadInput naming the first key whose scenario does not exist or whose memory kind that scenario
+    does not run on, or the first value that is not one of VERDICTS. Keys: SCENARIO or SCENARIO/MEMORY."""
     from uffdprobe.scenarios.registry import SCENARIOS
-    for scenario, verdict in expect.items():
+    for key, verdict in expect.items():
+        scenario, slash, memory = key.partition(SEPARATOR)
         if scenario not in SCENARIOS:
             public = [name for name, s in SCENARIOS.items() if not s.test_only]
             raise BadInput(f"{where}: unknown scenario {scenario!r}; use one of {', '.join(public)}"
                            " (uffdprobe list)")
-        if verdict not in VERDICTS:
-            raise BadInput(f"{where}: {scenario} = {verdict!r} is not a verdict; use one of "
+        if slash and memory not in SCENARIOS[scenario].memory:
+            raise BadInput(f"{where}: {key!r}: {scenario} does not run on memory kind {memory!r}; use one of "
+                           f"{', '.join(SCENARIOS[scenario].memory)} after the '/'")
+        if not isinstance(verdict, str) or verdict not in VERDICTS:
+            raise BadInput(f"{where}: {key} = {verdict!r} is not a verdict; use one of "
                            f"{', '.join(sorted(VERDICTS))}")
 
 

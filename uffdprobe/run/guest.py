@@ -4,7 +4,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit
@@ -63,12 +63,13 @@ def guest_argv(args: argparse.Namespace) -> List[str]:
 
 
 class _Tail(threading.Thread):
-    """Print each verdict line the guest appends to verdicts.jsonl while the VM runs."""
+    """Print each verdict line the guest appends to verdicts.jsonl while the VM runs, and stream it on,
+    stamped with the booted file's identity, to --results-dir's verdicts.jsonl (kept if we are killed)."""
 
-    def __init__(self, path: Path, out, on_result=None):
+    def __init__(self, path: Path, out, sink: Optional[str], stamp: dict, on_result=None):
         super().__init__(name="verdict-tail", daemon=True)
         self.path, self.out, self.seen, self.stop = path, out, 0, threading.Event()
-        self.on_result = on_result
+        self.sink, self.stamp, self.on_result = sink, stamp, on_result
 
     def run(self) -> None:
         while not self.stop.wait(0.5):
@@ -77,14 +78,41 @@ class _Tail(threading.Thread):
     def poll(self) -> None:
         if self.path.exists():
             results = report.read_jsonl(self.path)
-            for r in results[self.seen:]:
+            fresh = results[self.seen:]
+            for r in fresh:
                 self.show(r)
+            self.forward(fresh)
             self.seen = max(self.seen, len(results))
 
     def show(self, r: Result) -> None:
         print(report.table_line(r), file=self.out, flush=True)
         if self.on_result:
             self.on_result(r)
+
+    def forward(self, results: List[Result]) -> None:
+        """Append `results`, stamped, to the --results-dir stream (a lost stream is said by finish())."""
+        if not (self.sink and results):
+            return
+        try:
+            os.makedirs(self.sink, exist_ok=True)
+            with open(os.path.join(self.sink, "verdicts.jsonl"), "a") as stream:
+                for r in results:
+                    r.kernel = {**r.kernel, **self.stamp}
+                    report.append_jsonl(stream, r)
+        except OSError as exc:
+            print(f"uffdprobe: cannot stream to {self.sink}: {exc.strerror}", file=sys.stderr, flush=True)
+            self.sink = None
+
+
+def file_identity(kernel: str) -> dict:
+    """What a result carries of the file it was booted from: its path and content hash (the key a matrix
+    checks before reading a result back)."""
+    from uffdprobe.osutil.files import sha256_file
+    path = Path(kernel)
+    try:
+        return {"file": str(path.resolve()), "file_sha256": sha256_file(path)}
+    except OSError:  # unreadable or gone: the boot says so, as one line
+        return {}
 
 
 def run_in_vm(args: argparse.Namespace) -> int:
@@ -99,10 +127,12 @@ def run_in_vm(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
     kernel = resolve(args.kernel)
+    stamp = file_identity(kernel)
     table = sys.stderr if args.ktap else sys.stdout
     run_dir = new_run_dir(create=False)
     ktap_out = ktap_start(args, planned, Path(args.kernel).name, [f"kernel: {kernel}"])
-    tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table, ktap_out.add if ktap_out else None)
+    tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table, args.results_dir, stamp,
+                 ktap_out.add if ktap_out else None)
     tail.start()
 
     def progress(text: str) -> None:
@@ -124,6 +154,7 @@ def run_in_vm(args: argparse.Namespace) -> int:
     finally:
         tail.stop.set()
         tail.join(2)
+        tail.poll()  # what arrived since its last look, streamed on before any return
     if verbosity > 0:
         progress(f"run directory {result.run_dir}; QEMU: {' '.join(result.qemu_argv)}")
     stream = result.results_dir / "verdicts.jsonl"
@@ -136,14 +167,12 @@ def run_in_vm(args: argparse.Namespace) -> int:
     missing = _cut_off(planned, results, result)
     for r in missing:
         tail.show(r)
+    tail.forward(results[tail.seen:] + missing)  # the first tail.seen went out as they arrived
     if ktap_out:
         ktap_out.close(f"boot outcome: {result.outcome}; console log: {result.console_log}")
     results += missing
-    if args.results_dir:
-        os.makedirs(args.results_dir, exist_ok=True)
-        with open(os.path.join(args.results_dir, "verdicts.jsonl"), "a") as stream:
-            for r in results:
-                report.append_jsonl(stream, r)
+    for r in results:
+        r.kernel = {**r.kernel, **stamp}
     status = finish(results, args, table)
     if lost:
         print(f"uffdprobe: CHANNEL_LOST: the guest lost its results channel (guest exit {result.exit_status}); "
