@@ -63,11 +63,14 @@ def run_on_host(args: argparse.Namespace) -> int:
     """`uffdprobe run` on the running kernel: probe, run the plan, write the outputs, choose the exit status."""
     params = _params(args.param)
     kf = features.probe()
-    with odirect.target(args.odirect_target) as target:
-        if args.odirect_target and target is None:
-            raise UsageError(f"--odirect-target {args.odirect_target}: O_DIRECT writes fail there; "
-                             "pass a block device or a directory on ext4/xfs")
-        results, lost = _run_plan(args, kf, target, params)
+    try:
+        with odirect.target(args.odirect_target) as target:  # NotScratch before anything is written
+            if args.odirect_target and target is None:
+                raise UsageError(f"--odirect-target {args.odirect_target}: O_DIRECT writes fail there; "
+                                 "pass a block device or a directory on ext4/xfs")
+            results, lost = _run_plan(args, kf, target, params)
+    except odirect.NotScratch as exc:
+        raise UsageError(str(exc)) from None
     table = sys.stderr if args.ktap else sys.stdout
     status = finish(results, args, table)
     if kf.uffd_errno in (errno.EPERM, errno.EACCES):
