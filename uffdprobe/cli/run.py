@@ -2,6 +2,7 @@
 import argparse
 import json
 import os
+from pathlib import Path
 from typing import Optional
 
 from uffdprobe.exitcodes import Exit, UsageError
@@ -87,8 +88,16 @@ def check_writable(*paths: Optional[str]) -> None:
             raise UsageError(f"cannot write {path}; choose a writable file path")
 
 
+def check_results_dir(path: Optional[str]) -> None:
+    """--results-dir (or $UFFDPROBE_RESULTS) made and checked writable before any work."""
+    if path:
+        from uffdprobe.osutil.files import usable_dir
+        usable_dir(Path(path), "--results-dir (or UFFDPROBE_RESULTS)", "name a writable folder")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     check_writable(args.json)
+    check_results_dir(args.results_dir)
     if args.append and not args.kernel:
         raise UsageError("--append changes a booted kernel's command line: add --kernel KERNEL")
     if args.kernel:

@@ -19,7 +19,7 @@ from typing import Optional, Union
 from . import cache
 from . import config as kbuild_config, make as kbuild_make, source as kbuild_source, patches as patches_mod, recipes
 from .errors import NO_SPACE_TEXT, SetupError, no_space
-from uffdprobe.osutil.files import sha256_file, write_atomic
+from uffdprobe.osutil.files import sha256_file, usable_dir, write_atomic
 
 BUILDER_VERSION = 1
 DEFAULT_FRAGMENT = recipes.VM_IMAGES / "fragments" / "x86_64.config"
@@ -99,7 +99,8 @@ def _prepare(what, cache_dir, progress: bool) -> "_Job":
     source_spec = kbuild_source.parse_spec(spec.source)
     root = Path(cache_dir) if cache_dir else cache.default_root()
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        usable_dir(root, "the kernel cache", "pass a writable --cache-dir" if cache_dir else
+                   "point XDG_CACHE_HOME at a writable folder")
         identity = kbuild_source.identify(source_spec, root)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
@@ -271,6 +272,10 @@ def list_kernels(cache_dir=None) -> list:
 def clean(cache_dir=None, everything: bool = False) -> list:
     """Remove built kernels (and, with everything, unpacked sources and workspaces); returns what went."""
     root = Path(cache_dir) if cache_dir else cache.default_root()
+    if not root.is_dir():
+        return []
+    usable_dir(root, "the kernel cache", "pass a writable --cache-dir" if cache_dir else
+               "point XDG_CACHE_HOME at a writable folder")
     removed = []
     parts = ["entries", "aliases"] + (["work", "sources", "source-hashes.json"] if everything else [])
     busy = _busy_workspaces(root)

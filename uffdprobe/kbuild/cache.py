@@ -22,7 +22,7 @@ from typing import Optional
 
 from uffdprobe.osutil import filelock
 from .errors import SetupError
-from uffdprobe.osutil.files import sha256_file, write_atomic
+from uffdprobe.osutil.files import cache_home, sha256_file, write_atomic
 
 COMPLETE = "complete"
 LOCK_WAIT = 3600.0  # seconds; a cold build of the base kernel takes about 10 min
@@ -30,8 +30,7 @@ LOCK_WAIT = 3600.0  # seconds; a cold build of the base kernel takes about 10 mi
 
 def default_root() -> Path:
     """$XDG_CACHE_HOME/uffdprobe/kernels, else ~/.cache/uffdprobe/kernels."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "uffdprobe" / "kernels"
+    return cache_home() / "uffdprobe" / "kernels"
 
 
 

@@ -1,4 +1,5 @@
 """Files written whole or not at all, content hashes, and whether a disk is full."""
+import errno
 import hashlib
 import os
 import tempfile
@@ -41,3 +42,44 @@ def disk_full(path: Path, slack: int = 1 << 20) -> bool:
     except OSError:
         return False
     return st.f_bavail * st.f_frsize < slack
+
+
+def cache_home() -> Path:
+    """$XDG_CACHE_HOME, else ~/.cache. A UsageError when that would be under a HOME that does not exist
+    (never create someone's home folder): set XDG_CACHE_HOME."""
+    from uffdprobe.exitcodes import UsageError
+    base = os.environ.get("XDG_CACHE_HOME")
+    if base:
+        return Path(base)
+    home = os.path.expanduser("~")
+    if not os.path.isdir(home):
+        raise UsageError(f"HOME {home} does not exist, so there is no cache folder; set HOME to your home "
+                         "folder or XDG_CACHE_HOME to a writable folder")
+    return Path(home) / ".cache"
+
+
+def usable_dir(path: Path, what: str, fix: str) -> Path:
+    """`path` made (with its parents) and checked writable; else a UsageError, one line: `what`, the
+    reason and `fix`. A full disk stays an OSError (ENOSPC), reported as such by the caller."""
+    from uffdprobe.exitcodes import UsageError
+    path = Path(path)
+    try:
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"{what} {path} is a file, not a folder; {fix}")
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+        raise UsageError(f"{what} {path} cannot be created: {exc.strerror}{where}; {fix}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        reason = "read-only file system" if _read_only(path) else "permission denied"
+        raise UsageError(f"{what} {path} cannot be written ({reason}); {fix}")
+    return path
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False

@@ -85,13 +85,15 @@ def run_in_vm(args: argparse.Namespace) -> int:
     check_visible_in_guest()  # before any kernel build
     from uffdprobe.vm.boot import Terminated, boot
     from uffdprobe.vm.errors import VmInputError, VmSetupError
-    from uffdprobe.vm.paths import new_run_dir
+    from uffdprobe.osutil.files import usable_dir
+    from uffdprobe.vm.paths import cache_root, new_run_dir
     try:
         runs = getattr(args, "runs", 1)
         planned = [(s.name, m, i if runs > 1 else None) for i in range(1, runs + 1)
                    for s in select(args.scenarios) for m in s.memory if not args.memory or m in args.memory]
     except KeyError as exc:
         raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
+    usable_dir(cache_root() / "runs", "the run folder", "point XDG_CACHE_HOME at a writable folder")
     kernel = resolve(args.kernel)
     table = sys.stderr if args.ktap else sys.stdout
     run_dir = new_run_dir(create=False)
