@@ -86,7 +86,7 @@ def test_a_read_only_cache_home_is_a_setup_error(ro_empty, command):
 def test_an_existing_read_only_cache_is_a_setup_error(ro_cache, command):
     argv = CACHE_COMMANDS.get(command, ["kernel", "clean", "--all"])
     proc = _uffdprobe(*argv, env={"XDG_CACHE_HOME": str(ro_cache)})
-    _one_line_exit_2(proc, str(ro_cache / "uffdprobe"), "read-only file system")
+    _one_line_exit_2(proc, str(ro_cache / "uffdprobe"), "Read-only file system")
 
 
 @pytest.mark.reliability("HOME on a read-only file system, XDG_CACHE_HOME unset (kernel build)",

@@ -92,7 +92,7 @@ def check_results_dir(path: Optional[str]) -> None:
     """--results-dir (or $UFFDPROBE_RESULTS) made and checked writable before any work."""
     if path:
         from uffdprobe.osutil.files import usable_dir
-        usable_dir(Path(path), "--results-dir (or UFFDPROBE_RESULTS)", "name a writable folder")
+        usable_dir(Path(path), "--results-dir (or UFFDPROBE_RESULTS)", "name a writable folder", create=False)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

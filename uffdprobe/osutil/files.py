@@ -58,23 +58,31 @@ def cache_home() -> Path:
     return Path(home) / ".cache"
 
 
-def usable_dir(path: Path, what: str, fix: str) -> Path:
+def usable_dir(path: Path, what: str, fix: str, create: bool = True) -> Path:
     """`path` made (with its parents) and checked writable; else a UsageError, one line: `what`, the
-    reason and `fix`. A full disk stays an OSError (ENOSPC), reported as such by the caller."""
+    reason and `fix`. With create=False nothing is made: the folder, or the nearest existing folder
+    above it, must be writable. A full disk stays an OSError (ENOSPC), reported by the caller."""
     from uffdprobe.exitcodes import UsageError
     path = Path(path)
-    try:
-        if path.exists() and not path.is_dir():
-            raise UsageError(f"{what} {path} is a file, not a folder; {fix}")
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
-        raise UsageError(f"{what} {path} cannot be created: {exc.strerror}{where}; {fix}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        reason = "read-only file system" if _read_only(path) else "permission denied"
-        raise UsageError(f"{what} {path} cannot be written ({reason}); {fix}")
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path} is a file, not a folder; {fix}")
+    existing = path
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+            raise UsageError(f"{what} {path} cannot be created: {exc.strerror}{where}; {fix}") from None
+    else:
+        existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            raise UsageError(f"{what} {path} cannot be created: {existing} is a file; {fix}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        reason = "Read-only file system" if _read_only(existing) else "Permission denied"
+        verb = "written" if existing == path else "created"
+        raise UsageError(f"{what} {path} cannot be {verb} ({reason}: {existing}); {fix}")
     return path
 
 

@@ -93,7 +93,7 @@ def run_in_vm(args: argparse.Namespace) -> int:
                    for s in select(args.scenarios) for m in s.memory if not args.memory or m in args.memory]
     except KeyError as exc:
         raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
-    usable_dir(cache_root() / "runs", "the run folder", "point XDG_CACHE_HOME at a writable folder")
+    usable_dir(cache_root() / "runs", "the run folder", "point XDG_CACHE_HOME at a writable folder", create=False)
     kernel = resolve(args.kernel)
     table = sys.stderr if args.ktap else sys.stdout
     run_dir = new_run_dir(create=False)
