@@ -1,15 +1,14 @@
 """`uffdprobe run --kernel K`: boot K once, run the scenarios inside, bring every verdict back."""
 import argparse
-import os
 import sys
 import threading
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit
 from uffdprobe.exitcodes import UsageError
-from .host import finish
+from .host import VerdictStream, finish
 from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
 from uffdprobe.vm.outcome import CHANNEL_LOST, OUTCOME_EXIT
@@ -63,22 +62,33 @@ def guest_argv(args: argparse.Namespace) -> List[str]:
 
 
 class _Tail(threading.Thread):
-    """Print each verdict line the guest appends to verdicts.jsonl while the VM runs."""
+    """Print each verdict line the guest appends to verdicts.jsonl while the VM runs, and copy it to
+    --results-dir (`stream`) as it arrives, so an interrupted run keeps what came in."""
 
-    def __init__(self, path: Path, out):
+    def __init__(self, path: Path, out, stream: Optional[VerdictStream] = None):
         super().__init__(name="verdict-tail", daemon=True)
-        self.path, self.out, self.seen, self.stop = path, out, 0, threading.Event()
+        self.path, self.out, self.stream, self.seen = path, out, stream, 0
+        self.stop, self.lock = threading.Event(), threading.Lock()
 
     def run(self) -> None:
         while not self.stop.wait(0.5):
             self.poll()
 
     def poll(self) -> None:
-        if self.path.exists():
-            results = report.read_jsonl(self.path)
-            for r in results[self.seen:]:
-                print(report.table_line(r), file=self.out, flush=True)
-            self.seen = max(self.seen, len(results))
+        with self.lock:
+            if self.path.exists():
+                results = report.read_jsonl(self.path)
+                for r in results[self.seen:]:
+                    print(report.table_line(r), file=self.out, flush=True)
+                    if self.stream:
+                        self.stream.append(r)
+                self.seen = max(self.seen, len(results))
+
+    def finish(self) -> None:
+        """Stop polling and take in the last verdicts the guest wrote."""
+        self.stop.set()
+        self.join(2)
+        self.poll()
 
 
 def run_in_vm(args: argparse.Namespace) -> int:
@@ -97,8 +107,10 @@ def run_in_vm(args: argparse.Namespace) -> int:
     kernel = resolve(args.kernel)
     table = sys.stderr if args.ktap else sys.stdout
     run_dir = new_run_dir(create=False)
-    tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table)
+    stream = VerdictStream(args.results_dir) if args.results_dir else None
+    tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table, stream)
     tail.start()
+    kept_in = args.results_dir or run_dir / "channel" / "results"
 
     def progress(text: str) -> None:
         print(f"[vm] {text}", file=sys.stderr, flush=True)
@@ -111,28 +123,24 @@ def run_in_vm(args: argparse.Namespace) -> int:
     except VmSetupError as exc:
         print(f"uffdprobe: {exc}", file=sys.stderr)
         return Exit.SETUP
-    except Terminated:
-        print(f"uffdprobe: terminated; verdicts so far are in {run_dir / 'channel' / 'results'}", file=sys.stderr)
+    except (Terminated, KeyboardInterrupt) as exc:
+        tail.finish()
+        how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+        print(f"uffdprobe: {how}; {tail.seen} verdict(s) kept in {kept_in}", file=sys.stderr)
         return Exit.INTERRUPTED
     finally:
-        tail.stop.set()
-        tail.join(2)
-    stream = result.results_dir / "verdicts.jsonl"
-    results = report.read_jsonl(stream) if stream.exists() else []
+        tail.finish()
+    channel = result.results_dir / "verdicts.jsonl"
+    results = report.read_jsonl(channel) if channel.exists() else []
     # the channel went away: seen by the host (CHANNEL_LOST) or said by the guest's own exit status
     lost = result.outcome == CHANNEL_LOST or (result.outcome == "OK" and result.exit_status in GUEST_LOST)
-    for r in results[tail.seen:]:
-        print(report.table_line(r), file=table, flush=True)
     kept = len(results)
     missing = _cut_off(planned, results, result)
-    for r in missing:
+    for r in results[tail.seen:] + missing:  # the tail streamed the rest as it arrived
         print(report.table_line(r), file=table, flush=True)
+        if stream:
+            stream.append(r)
     results += missing
-    if args.results_dir:
-        os.makedirs(args.results_dir, exist_ok=True)
-        with open(os.path.join(args.results_dir, "verdicts.jsonl"), "a") as stream:
-            for r in results:
-                report.append_jsonl(stream, r)
     status = finish(results, args, table)
     if lost:
         print(f"uffdprobe: CHANNEL_LOST: the guest lost its results channel (guest exit {result.exit_status}); "
