@@ -108,13 +108,14 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, old)
     m = Matrix(kernels)
     _write(m, args, work)
-    print(matrix_table.render(m, colour=sys.stdout.isatty()), flush=True)
-    print(matrix_table.LEGEND)
+    out = sys.stderr if args.json == "-" else sys.stdout  # stdout carries the JSON
+    print(matrix_table.render(m, colour=out.isatty()), file=out, flush=True)
+    print(matrix_table.LEGEND, file=out)
     problems = matrix_table.unexpected_lines(m)
     for line in problems:
-        print(line)
+        print(line, file=out)
     print(f"matrix: {len(m.cells())} cell(s) on {len(kernels)} kernel(s) in {time.monotonic() - started:.1f}s, "
-          f"{len(problems)} unexpected", flush=True)
+          f"{len(problems)} unexpected", file=out, flush=True)
     return Exit.UNEXPECTED if problems else Exit.OK
 
 
@@ -122,7 +123,10 @@ def _write(m: Matrix, args: argparse.Namespace, work: Path, quiet: bool = False)
     """Write every requested output, plus matrix.json in the work dir (always); `quiet`: no progress line."""
     data = json.dumps(m.to_dict(), indent=1, default=str)
     (work / "matrix.json").write_text(data)
-    if args.json:
+    if args.json == "-":
+        sys.stdout.write(data + "\n")
+        sys.stdout.flush()
+    elif args.json:
         Path(args.json).write_text(data)
     if args.junit:
         Path(args.junit).write_text(junit.to_xml(m))

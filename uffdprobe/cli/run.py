@@ -18,7 +18,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("run", help="run scenarios on the running kernel (or --kernel in QEMU)")
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: every public scenario")
     p.add_argument("--memory", action="append", choices=KINDS, help="memory kinds (default: all each supports)")
-    p.add_argument("--json", metavar="FILE", help="write all results as a JSON list")
+    p.add_argument("--json", metavar="FILE", help="write all results as a JSON list (- for stdout; the table then goes to stderr)")
     p.add_argument("--ktap", action="store_true", help="print KTAP on stdout (the table goes to stderr)")
     p.add_argument("--results-dir", metavar="DIR", default=os.environ.get("UFFDPROBE_RESULTS"),
                    help="stream each result as a line of DIR/verdicts.jsonl (default: $UFFDPROBE_RESULTS)")
@@ -83,6 +83,8 @@ def check_writable(*paths: Optional[str]) -> None:
     """Refuse, before any work and without creating anything, an output file that cannot be written:
     no result is lost at the end."""
     for path in filter(None, paths):
+        if path == "-":
+            continue
         where = path if os.path.exists(path) else os.path.dirname(os.path.abspath(path))
         if os.path.isdir(path) or not os.access(where, os.W_OK):
             raise UsageError(f"cannot write {path}; choose a writable file path")
@@ -97,6 +99,8 @@ def check_results_dir(path: Optional[str]) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     check_writable(args.json)
+    if args.json == "-" and args.ktap:
+        raise UsageError("--json - and --ktap both want stdout: write the JSON to a file")
     check_results_dir(args.results_dir)
     if args.append and not args.kernel:
         raise UsageError("--append changes a booted kernel's command line: add --kernel KERNEL")

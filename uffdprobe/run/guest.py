@@ -8,7 +8,7 @@ from typing import List, Optional
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit
 from uffdprobe.exitcodes import UsageError
-from .host import VerdictStream, finish
+from .host import VerdictStream, finish, table_stream
 from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
 from uffdprobe.vm.outcome import CHANNEL_LOST, OUTCOME_EXIT
@@ -105,7 +105,7 @@ def run_in_vm(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
     usable_dir(cache_root() / "runs", "the run folder", "point XDG_CACHE_HOME at a writable folder", create=False)
     kernel = resolve(args.kernel)
-    table = sys.stderr if args.ktap else sys.stdout
+    table = table_stream(args)
     run_dir = new_run_dir(create=False)
     stream = VerdictStream(args.results_dir) if args.results_dir else None
     tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table, stream)

@@ -4,8 +4,10 @@ import errno
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from uffdprobe.osutil.files import write_atomic
 from uffdprobe.uffd import features, odirect
 from uffdprobe.results import report
 from uffdprobe.supervise import supervisor
@@ -71,7 +73,7 @@ def run_on_host(args: argparse.Namespace) -> int:
             results, lost = _run_plan(args, kf, target, params)
     except odirect.NotScratch as exc:
         raise UsageError(str(exc)) from None
-    table = sys.stderr if args.ktap else sys.stdout
+    table = table_stream(args)
     status = finish(results, args, table)
     if kf.uffd_errno in (errno.EPERM, errno.EACCES):
         print(f"uffdprobe: no userfaultfd permission, every scenario that needs it skipped: {kf.uffd_error}",
@@ -88,7 +90,7 @@ def _run_plan(args: argparse.Namespace, kf: features.KernelFeatures, target: Opt
     and the error that lost the stream, if any."""
     plan = repeat(_plan(args.scenarios, args.memory, params, kf, target), getattr(args, "runs", 1))
     limits = supervisor.Limits(hang_s=args.hang_timeout, scenario_s=args.scenario_timeout)
-    table = sys.stderr if args.ktap else sys.stdout
+    table = table_stream(args)
     stream = VerdictStream(args.results_dir) if args.results_dir else None
     print(f"kernel {kf.kernel['release']}: {len(plan)} runs", file=table, flush=True)
 
@@ -122,11 +124,23 @@ class VerdictStream:
                   "printed here", file=sys.stderr, flush=True)
 
 
+def table_stream(args: argparse.Namespace):
+    """Where the verdict table goes: stderr when stdout carries KTAP or the JSON (`--json -`)."""
+    return sys.stderr if args.ktap or args.json == "-" else sys.stdout
+
+
 def finish(results: List[Result], args: argparse.Namespace, table) -> int:
-    """Write --json and --ktap, print the summary, and choose the exit status."""
+    """Write --json (whole, or not at all; `-` is stdout) and --ktap, print the summary, choose the exit status."""
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump([r.to_dict() for r in results], f, indent=2, default=str)
+        data = json.dumps([r.to_dict() for r in results], indent=2, default=str) + "\n"
+        if args.json == "-":
+            sys.stdout.write(data)
+            sys.stdout.flush()
+        else:
+            try:
+                write_atomic(Path(args.json), data.encode())
+            except OSError as exc:  # name the file the user asked for, not a temporary one
+                raise OSError(exc.errno, exc.strerror, args.json) from None
     if args.ktap:
         print(report.ktap(results), flush=True)
     print(f"summary: {report.summary(results)}", file=table, flush=True)
