@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,6 +18,8 @@ from uffdprobe.kbuild.recipes import VERDICTS, check_expect
 from uffdprobe.exitcodes import UsageError
 from .run import _seconds, check_writable, runs_count
 from uffdprobe.scenarios.memkinds import KINDS
+from uffdprobe.osutil.files import usable_dir
+from uffdprobe.vm.paths import cache_root, new_run_dir
 
 
 def add_parser(sub) -> None:
@@ -39,7 +40,7 @@ def add_parser(sub) -> None:
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (evidence on click)")
     p.add_argument("--jobs", type=runs_count, default=1, metavar="J",
                    help="kernels run at once (default 1: one TCG guest already uses both cores)")
-    p.add_argument("--results-dir", metavar="DIR", help="per-kernel logs and results (default: a new temp dir)")
+    p.add_argument("--results-dir", metavar="DIR", help="per-kernel logs and results (default: a new folder under $XDG_CACHE_HOME/uffdprobe/matrix)")
     p.add_argument("--accel", choices=("kvm", "tcg"), help="force QEMU acceleration (default: probe KVM)")
     p.add_argument("--vm-timeout", type=_seconds, default=900.0, metavar="S",
                    help="limit for each kernel's boot and every scenario in it (default 900)")
@@ -86,11 +87,16 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     for t in targets:
         t.expect.update(overrides.get("*", {}))
         t.expect.update(overrides.get(t.label, {}))
-    work = Path(args.results_dir) if args.results_dir else Path(tempfile.mkdtemp(prefix="uffdprobe-matrix-"))
-    work.mkdir(parents=True, exist_ok=True)
+    # the logs and matrix.json are kept (the reports point at the logs): a folder of the cache's, like
+    # a run's, made only once every kernel is built, so a refused matrix leaves nothing behind
+    work = Path(args.results_dir) if args.results_dir else new_run_dir(cache_root() / "matrix", create=False)
+    usable_dir(work, "--results-dir" if args.results_dir else "the matrix folder",
+               "name a writable folder" if args.results_dir else "point XDG_CACHE_HOME at a writable folder",
+               create=False)
     _say(f"matrix: {len(targets)} kernel(s) × {len(owed)} run(s) each; logs under {work}")
     for t in targets:
         build(t, _say)
+    work.mkdir(parents=True, exist_ok=True)
     done: dict = {}
     started = time.monotonic()
     old = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None

@@ -22,7 +22,7 @@ from typing import Optional
 
 from uffdprobe.osutil import filelock
 from .errors import SetupError
-from uffdprobe.osutil.files import cache_home, sha256_file, write_atomic
+from uffdprobe.osutil.files import cache_home, owner_gone, sha256_file, write_atomic
 
 COMPLETE = "complete"
 LOCK_WAIT = 3600.0  # seconds; a cold build of the base kernel takes about 10 min
@@ -104,22 +104,12 @@ def finish_removals(root: Path) -> list:
     for folder in (root, root / "sources", root / "work", root / "entries"):
         for path in sorted(folder.glob(".rm-*")) if folder.is_dir() else []:
             pid = path.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not owner_gone(int(pid)):
                 continue
             shutil.rmtree(path, ignore_errors=True)
             if not os.path.lexists(path):
                 done.append(path)
     return done
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def try_lock(root: Path, name: str) -> Optional[int]:
