@@ -140,3 +140,22 @@ def test_the_last_resort_handler_logs_and_exits_2(tmp_path):
     log = pathlib.Path(line.rsplit("traceback in ", 1)[1])
     assert log.parent == tmp_path / "uffdprobe" / "crashes"
     assert "Traceback" in log.read_text() and "boom" in log.read_text()
+
+
+@pytest.mark.parametrize("command", ["boot", "matrix"])
+@pytest.mark.reliability("XDG_CACHE_HOME on a read-only file system (boot KERNEL, matrix)",
+                         "one line naming the folder and 'Read-only file system', exit 2, nothing booted")
+def test_a_read_only_cache_home_for_boot_and_matrix(ro_empty, command):
+    from uffdprobe.kbuild import build as kbuild
+    if command == "boot":
+        kernels = kbuild.list_kernels()
+        if not kernels:
+            pytest.skip("no kernel in the cache")
+        argv = ["boot", "-q", str(kernels[0].bzimage), "--", "true"]
+    else:
+        argv = ["matrix", "--kernel", "host", "--scenario", "cow-leak"]
+    proc = _uffdprobe(*argv, env={"XDG_CACHE_HOME": str(ro_empty)})
+    said = [x for x in proc.stderr.splitlines() if not x.startswith("matrix: ")]  # the matrix's plan line
+    assert proc.returncode == Exit.USAGE, proc.stderr
+    assert len(said) == 1 and str(ro_empty) in said[0] and "Read-only file system" in said[0], said
+    assert "Traceback" not in proc.stderr
