@@ -50,10 +50,11 @@ def ro_cache():
 def _uffdprobe(*argv, env: dict, unset=(), cwd="/"):
     full = {k: v for k, v in os.environ.items() if k not in unset}
     full.update(env)
-    before = {p.pid for p in psutil.process_iter()}
     proc = subprocess.run([sys.executable, "-m", "uffdprobe", *argv], capture_output=True, text=True, timeout=120,
                           env=full, cwd=cwd)
-    qemu = [p for p in psutil.process_iter(["name"]) if p.pid not in before and "qemu" in (p.info["name"] or "")]
+    ours = [v for k, v in env.items() if k in ("XDG_CACHE_HOME", "HOME")]  # any QEMU of this run names it
+    qemu = [p for p in psutil.process_iter(["name", "cmdline"]) if "qemu" in (p.info["name"] or "")
+            and any(o in " ".join(p.info["cmdline"] or []) for o in ours)]
     assert not qemu, qemu
     return proc
 
