@@ -20,6 +20,7 @@ from .run import _seconds, check_writable, runs_count
 from uffdprobe.scenarios.memkinds import KINDS
 from uffdprobe.osutil.files import usable_dir
 from uffdprobe.vm.paths import cache_root, new_run_dir
+from .vocab import add_accel, add_verbosity, deprecated
 
 
 def add_parser(sub) -> None:
@@ -38,12 +39,15 @@ def add_parser(sub) -> None:
     p.add_argument("--json", metavar="FILE", help="write the matrix (kernels, cells, every result) as JSON")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML: a testcase per kernel × scenario × memory")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (evidence on click)")
-    p.add_argument("--jobs", type=runs_count, default=1, metavar="J",
+    p.add_argument("--parallel", dest="jobs", type=runs_count, default=1, metavar="J",
                    help="kernels run at once (default 1: one TCG guest already uses both cores)")
+    p.add_argument("--jobs", dest="jobs", type=runs_count, action=deprecated("--parallel"),
+                   help=argparse.SUPPRESS)  # --jobs is make -j in kernel build and bisect
     p.add_argument("--results-dir", metavar="DIR", help="per-kernel logs and results (default: a new folder under $XDG_CACHE_HOME/uffdprobe/matrix)")
-    p.add_argument("--accel", choices=("kvm", "tcg"), help="force QEMU acceleration (default: probe KVM)")
+    add_accel(p)
     p.add_argument("--vm-timeout", type=_seconds, default=900.0, metavar="S",
                    help="limit for each kernel's boot and every scenario in it (default 900)")
+    add_verbosity(p)
     p.set_defaults(func=cmd_matrix)
 
 
@@ -77,12 +81,17 @@ def _say(text: str) -> None:
         sys.stderr.flush()
 
 
+def _silent(text: str) -> None:
+    """-q: progress lines are dropped (the table, the summary and errors still print)."""
+
+
 def cmd_matrix(args: argparse.Namespace) -> int:
     check_writable(args.json, args.junit, args.html)
     targets = check_kernels(args.kernel)
     overrides = parse_expect(args.expect, args.kernel)
     opts = Options(scenarios=args.scenario, memory=args.memory or [], runs=args.runs, params=args.param,
-                   vm_timeout=args.vm_timeout, accel=args.accel)
+                   vm_timeout=args.vm_timeout, accel=args.accel, verbose=args.verbosity > 0)
+    say = _say if args.verbosity >= 0 else _silent
     owed = planned(opts)
     for t in targets:
         t.expect.update(overrides.get("*", {}))
@@ -93,15 +102,15 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     usable_dir(work, "--results-dir" if args.results_dir else "the matrix folder",
                "name a writable folder" if args.results_dir else "point XDG_CACHE_HOME at a writable folder",
                create=False)
-    _say(f"matrix: {len(targets)} kernel(s) × {len(owed)} run(s) each; logs under {work}")
+    say(f"matrix: {len(targets)} kernel(s) × {len(owed)} run(s) each; logs under {work}")
     for t in targets:
-        build(t, _say)
+        build(t, say)
     work.mkdir(parents=True, exist_ok=True)
     done: dict = {}
     started = time.monotonic()
     old = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
     try:
-        kernels = run_all(targets, opts, work, min(args.jobs, len(targets)), _say, done)
+        kernels = run_all(targets, opts, work, min(args.jobs, len(targets)), say, done)
     except KeyboardInterrupt:
         kept = Matrix([done[t.label] for t in targets if t.label in done])
         _write(kept, args, work, quiet=True)

@@ -9,6 +9,7 @@ from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.run import host
 from uffdprobe.scenarios.memkinds import KINDS
 from uffdprobe.scenarios.registry import select
+from .vocab import add_accel, add_verbosity
 
 
 def add_parsers(sub) -> None:
@@ -17,6 +18,8 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("run", help="run scenarios on the running kernel (or --kernel in QEMU)")
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: every public scenario")
+    p.add_argument("--scenario", dest="more_scenarios", action="append", default=[], metavar="S",
+                   help="repeatable, as in matrix and bisect (the same as naming it positionally)")
     p.add_argument("--memory", action="append", choices=KINDS, help="memory kinds (default: all each supports)")
     p.add_argument("--json", metavar="FILE", help="write all results as a JSON list (- for stdout; the table then goes to stderr)")
     p.add_argument("--ktap", action="store_true", help="print KTAP on stdout (the table goes to stderr)")
@@ -32,11 +35,12 @@ def add_parsers(sub) -> None:
                    help="repeat the whole plan N times; each result carries params['run'] (default 1)")
     p.add_argument("--kernel", metavar="KERNEL",
                    help="boot this kernel in QEMU and run there: bzImage/vmlinuz, linux-image .deb or recipe name")
-    p.add_argument("--accel", choices=("kvm", "tcg"), help="force QEMU acceleration (default: probe KVM)")
+    add_accel(p)
     p.add_argument("--append", action="append", default=[], metavar="ARG", type=kernel_arg,
                    help="with --kernel: an extra kernel command-line argument, e.g. transparent_hugepage=never")
     p.add_argument("--vm-timeout", type=_seconds, default=900.0, metavar="S",
                    help="overall limit for the boot and every scenario in it (default 900)")
+    add_verbosity(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -98,6 +102,7 @@ def check_results_dir(path: Optional[str]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    args.scenarios = list(args.scenarios) + list(getattr(args, "more_scenarios", []))
     check_writable(args.json)
     if args.json == "-" and args.ktap:
         raise UsageError("--json - and --ktap both want stdout: write the JSON to a file")

@@ -115,8 +115,10 @@ def run_in_vm(args: argparse.Namespace) -> int:
     def progress(text: str) -> None:
         print(f"[vm] {text}", file=sys.stderr, flush=True)
 
+    verbosity = getattr(args, "verbosity", 0)
     try:
-        result = boot(kernel, guest_argv(args), timeout=args.vm_timeout, accel=args.accel, progress=progress,
+        result = boot(kernel, guest_argv(args), timeout=args.vm_timeout, accel=args.accel,
+                      progress=progress if verbosity >= 0 else None,
                       run_dir=run_dir, extra_append=getattr(args, "append", []))
     except VmInputError as exc:
         raise UsageError(str(exc)) from None
@@ -130,6 +132,8 @@ def run_in_vm(args: argparse.Namespace) -> int:
         return Exit.INTERRUPTED
     finally:
         tail.finish()
+    if verbosity > 0:
+        progress(f"run directory {result.run_dir}; QEMU: {' '.join(result.qemu_argv)}")
     channel = result.results_dir / "verdicts.jsonl"
     results = report.read_jsonl(channel) if channel.exists() else []
     # the channel went away: seen by the host (CHANNEL_LOST) or said by the guest's own exit status
