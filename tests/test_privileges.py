@@ -22,7 +22,7 @@ def as_nobody(nobody_python):
                          "written")
 def test_unprivileged_run_skips_everything_with_the_reason(as_nobody, nobody_python):
     out = as_nobody / "r.json"
-    proc = nobody_python.run(["run", "--json", str(out)], timeout=120, cwd=as_nobody)
+    proc = nobody_python.run(["run", "--json", str(out)], timeout=120, cwd=as_nobody, env={"HOME": str(as_nobody)})
     assert proc.returncode == 8, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("uffdprobe:")]
     assert len(errors) == 1 and "vm.unprivileged_userfaultfd" in errors[0]
@@ -34,6 +34,6 @@ def test_unprivileged_run_skips_everything_with_the_reason(as_nobody, nobody_pyt
 
 
 def test_unprivileged_features_says_why(as_nobody, nobody_python):
-    proc = nobody_python.run(["features"], timeout=60, cwd=as_nobody)
+    proc = nobody_python.run(["features"], timeout=60, cwd=as_nobody, env={"HOME": str(as_nobody)})
     assert proc.returncode == 0
     assert "userfaultfd: unavailable" in proc.stdout and "/dev/userfaultfd: no access" in proc.stdout
