@@ -23,7 +23,7 @@ DEBS = sorted((cache_root() / "debs").glob("linux-image-6.1.0-*-cloud-amd64-unsi
 
 def _deb() -> Path:
     if not DEBS:
-        pytest.skip("no Debian cloud kernel .deb in the cache (uffdprobe run --kernel debian-cloud fetches one)")
+        pytest.skip(f"no Debian cloud kernel .deb in {cache_root() / 'debs'}")
     return DEBS[-1]
 
 
