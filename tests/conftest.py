@@ -139,3 +139,74 @@ def pytest_sessionfinish(session):
             head, rest = text.split(README_BEGIN, 1)
             tail = rest.split(README_END, 1)[1]
             readme.write_text(f"{head}{README_BEGIN}\n{table}\n{README_END}{tail}")
+
+
+# --- running uffdprobe as another user (nobody), wherever the checkout is ---------------------------
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+class NobodyPython:
+    """`argv` runs `python -m uffdprobe` as nobody from a world-readable copy of the package and its
+    dependencies (a checkout under /root, mode 0700, is out of nobody's reach); `env` goes with it."""
+
+    def __init__(self, argv: list, env: dict):
+        self.argv, self.env = argv, env
+
+    def run(self, args: list, **kw):
+        import os
+        import subprocess
+        env = {**os.environ, **self.env, **kw.pop("env", {})}
+        return subprocess.run(self.argv + ["-m", "uffdprobe"] + list(args), capture_output=True, text=True,
+                              env=env, **kw)
+
+
+def _runs_as_nobody(argv: list, env: dict) -> str:
+    """'' when `argv -c 'import uffdprobe'` works as nobody, else why not."""
+    import os
+    import subprocess
+    done = subprocess.run(NOBODY + argv + ["-c", "import uffdprobe.uffd._ffi, psutil"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, **env}, cwd="/")
+    return "" if done.returncode == 0 else (done.stderr.strip().splitlines() or ["?"])[-1]
+
+
+@pytest.fixture(scope="session")
+def nobody_python():
+    """A NobodyPython: the package (with its compiled module) and cffi, pycparser and psutil copied to a
+    world-readable temp folder, run by this interpreter if nobody may execute it, else by the system
+    python3 of the same version. Removed at the end of the session."""
+    import os
+    import shutil
+    import sys
+    import tempfile
+    from pathlib import Path
+    import cffi
+    import psutil
+    import pycparser
+    import uffdprobe
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to run as nobody")
+    top = Path(tempfile.mkdtemp(prefix="uffdprobe-nobody-py-"))
+    try:
+        site = top / "site"
+        ignore = shutil.ignore_patterns("__pycache__")
+        for module in (uffdprobe, cffi, pycparser, psutil):
+            shutil.copytree(Path(module.__file__).parent, site / Path(module.__file__).parent.name, ignore=ignore)
+        import _cffi_backend
+        shutil.copy2(_cffi_backend.__file__, site)
+        for dirpath, dirnames, filenames in os.walk(top):
+            os.chmod(dirpath, 0o755)
+            for name in filenames:
+                os.chmod(os.path.join(dirpath, name), 0o644 | (os.stat(os.path.join(dirpath, name)).st_mode & 0o111))
+        env = {"PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
+        version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+        candidates = [os.path.realpath(sys.executable), shutil.which(version), f"/usr/bin/{version}"]
+        why = {}
+        for interpreter in dict.fromkeys(filter(None, candidates)):
+            why[interpreter] = _runs_as_nobody([interpreter, "-s"], env)
+            if not why[interpreter]:
+                yield NobodyPython(NOBODY + [interpreter, "-s"], env)
+                return
+        pytest.skip(f"no {version} that nobody may run: {why}")
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

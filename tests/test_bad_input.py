@@ -8,7 +8,6 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 import tempfile
 
 import pytest
@@ -18,7 +17,6 @@ from uffdprobe.kbuild import build as kbuild, recipes
 from uffdprobe.exitcodes import Exit
 from uffdprobe.kbuild.source import DEFAULT_TARBALL
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 FRAGMENT = str(kbuild.DEFAULT_FRAGMENT)
 PATCH = str(recipes.load("model-5.8").patches[0])
 
@@ -111,13 +109,8 @@ def test_patch_that_is_not_a_patch(tmp_path, capsys, how):
 # --- unreadable files (mode 000), as an unprivileged user -----------------------------------------
 
 @pytest.fixture
-def nobody_dir():
+def nobody_dir(nobody_python):
     """A directory `nobody` may write in, and the environment that keeps its caches there."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to switch to an unprivileged user")
-    probe = subprocess.run(NOBODY + [sys.executable, "-c", "import uffdprobe"], capture_output=True, timeout=60)
-    if probe.returncode != 0:
-        pytest.skip(f"this interpreter is not usable by nobody: {probe.stderr.decode()[-200:]}")
     work = pathlib.Path(tempfile.mkdtemp(prefix="uffdprobe-nobody-"))
     os.chmod(work, 0o777)
     (work / "home").mkdir()
@@ -135,10 +128,9 @@ def _locked(path: pathlib.Path, text) -> pathlib.Path:
     return path
 
 
-def _as_nobody(work: pathlib.Path, argv: list) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HOME=str(work / "home"), XDG_CACHE_HOME=str(work / "home" / ".cache"))
-    return subprocess.run(NOBODY + [sys.executable, "-m", "uffdprobe"] + argv, capture_output=True, text=True,
-                          timeout=120, cwd=work, env=env)
+def _as_nobody(nobody_python, work: pathlib.Path, argv: list) -> subprocess.CompletedProcess:
+    env = dict(HOME=str(work / "home"), XDG_CACHE_HOME=str(work / "home" / ".cache"))
+    return nobody_python.run(argv, timeout=120, cwd=work, env=env)
 
 
 def _a_bzimage() -> bytes:
@@ -162,10 +154,10 @@ UNREADABLE = {
 @pytest.mark.parametrize("what", list(UNREADABLE))
 @pytest.mark.reliability("an unreadable file (recipe, patch or kernel image with mode 000), not root",
                          "one line naming the file and chmod, exit 2, nothing written")
-def test_unreadable_file(nobody_dir, what):
+def test_unreadable_file(nobody_dir, nobody_python, what):
     argv = UNREADABLE[what](nobody_dir)
     before = sorted(p.name for p in nobody_dir.iterdir())
-    proc = _as_nobody(nobody_dir, argv)
+    proc = _as_nobody(nobody_python, nobody_dir, argv)
     assert proc.returncode == Exit.USAGE, proc.stderr
     said = [x for x in proc.stderr.strip().splitlines() if not x.startswith("[vm] ")]  # progress is not an error
     line = _one_line("\n".join(said))

@@ -36,10 +36,21 @@ def uffdprobe(*argv, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def toy_repo(path: Path, files=("a", "b", "c")) -> Path:
-    """A small git repository (not a kernel) with one commit per file, on branch main."""
+KERNEL_SHAPE = {"Makefile": "VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 0\n", "Kconfig": "", "arch/x86/Kconfig": "",
+                "mm/Makefile": ""}
+
+
+def toy_repo(path: Path, files=("a", "b", "c"), kernel_shaped: bool = True) -> Path:
+    """A small git repository with one commit per file, on branch main: kernel-shaped (top Makefile with
+    VERSION, Kconfig, arch/, mm/, so bisect takes it) but it does not build; or not a kernel at all."""
     path.mkdir()
     bisect_history.git(path, "init", "--quiet", "--initial-branch=main")
+    if kernel_shaped:
+        for rel, text in KERNEL_SHAPE.items():
+            (path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (path / rel).write_text(text)
+            bisect_history.git(path, "add", rel)
+        bisect_history.git(path, "commit", "--quiet", "-m", "kernel-shaped skeleton")
     for name in files:
         (path / name).write_text(name + "\n")
         bisect_history.git(path, "add", name)
@@ -112,6 +123,44 @@ def test_untestable_endpoint_stops_and_resets(tmp_path):
     assert_left_as_found(tree)
     steps = bisect_log.read(tmp_path / "w" / "bisect.jsonl", "step")
     assert [s["decision"] for s in steps] == ["skip"] and steps[0]["role"] == "check-good"
+
+
+@pytest.mark.reliability("bisect --good X --bad X (the same commit)",
+                         "one line saying they are the same commit, exit 2, tree untouched")
+def test_same_endpoints_refused(tmp_path):
+    tree = toy_repo(tmp_path / "t")
+    done = uffdprobe("bisect", "--tree", tree, "--good", "HEAD", "--bad", "main", *SCENARIO, "--work-dir", tmp_path / "w")
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "are the same commit" in line and "not an ancestor" not in line
+    assert_left_as_found(tree)
+
+
+@pytest.mark.parametrize("command", ["bisect", "bisect-step"])
+@pytest.mark.reliability("bisect or bisect-step on a git tree that is not a Linux kernel",
+                         "refused up front in one line (no make run, no endpoint blamed), exit 2, tree untouched")
+def test_a_tree_that_is_not_a_kernel_is_refused(tmp_path, command):
+    tree = toy_repo(tmp_path / "t", kernel_shaped=False)
+    argv = ["--good", "HEAD~2", "--bad", "HEAD"] if command == "bisect" else []
+    done = uffdprobe(command, "--tree", tree, *argv, *SCENARIO, "--work-dir", tmp_path / "w", timeout=60)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "is not a Linux kernel checkout" in line and str(tree) in line
+    assert not (tmp_path / "w").exists()
+    assert_left_as_found(tree)
+
+
+@pytest.mark.reliability("bisect-step on a tree with uncommitted changes",
+                         "refused in one line naming the change and HEAD's commit, exit 2, nothing built")
+def test_step_on_a_dirty_tree_refused(tmp_path):
+    tree = toy_repo(tmp_path / "t")
+    (tree / "a").write_text("changed\n")
+    done = uffdprobe("bisect-step", "--tree", tree, *SCENARIO, "--work-dir", tmp_path / "w", cwd=tree)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "uncommitted changes" in line and bisect_git.head(tree)[:12] in line
+    assert not (tmp_path / "w").exists()
+    assert (tree / "a").read_text() == "changed\n"
 
 
 def test_step_bad_command_line_aborts_git_bisect(tmp_path):

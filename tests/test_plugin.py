@@ -39,7 +39,7 @@ def run(pytester, *args):
 
 
 def test_host_outcomes_and_ids(pytester):
-    """Default --kernel is host; an undeclared HANG fails with its evidence, a PASS passes."""
+    """Default --uffd-kernel is host; an undeclared HANG fails with its evidence, a PASS passes."""
     result = run(pytester, "--junitxml=out.xml")
     outcomes = result.parseoutcomes()
     result.stdout.fnmatch_lines(["*test_real_write_traps[[]host[]] PASSED*",
@@ -62,7 +62,7 @@ def test_host_outcomes_and_ids(pytester):
 
 def test_declared_hang_is_strict_xfail(pytester):
     """A declared HANG that happens is xfailed; a declared HANG that passes is XPASS(strict), a failure."""
-    result = run(pytester, "--kernel", "host", "--uffd-expect", "host:selftest-self-deadlock=HANG",
+    result = run(pytester, "--uffd-kernel", "host", "--uffd-expect", "host:selftest-self-deadlock=HANG",
                  "--uffd-expect", "host:wp-real-write/anon-4k=HANG", "--junitxml=out.xml")
     result.stdout.fnmatch_lines(["*test_self_deadlock[[]host[]] XFAIL*",
                                  "*test_real_write_traps[[]host[]]*XPASS(strict)*"])
@@ -105,9 +105,9 @@ def test_self_deadlock(uffd_verdict):
 
 def test_bad_kernel_is_a_usage_error(pytester):
     pytester.makepyfile(test_user=USER_TESTS)
-    result = pytester.runpytest_subprocess("--kernel", "no-such-kernel", timeout=60)
+    result = pytester.runpytest_subprocess("--uffd-kernel", "no-such-kernel", timeout=60)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--kernel no-such-kernel: not 'host', not a file, not a recipe*"])
+    result.stderr.fnmatch_lines(["*--uffd-kernel no-such-kernel: not 'host', not a file, not a recipe*"])
 
 
 TWO_KERNELS = '''
@@ -131,11 +131,11 @@ def test_release(uffd_kernel):
 @pytest.mark.vm
 @pytest.mark.timeout(1200)  # above pytester's own limit, which kills the inner session
 def test_two_kernels_one_boot_each(pytester, monkeypatch):
-    """--kernel host --kernel stock: per-kernel ids and results; stock is booted once for all its tests."""
+    """--uffd-kernel host --uffd-kernel stock: per-kernel ids and results; stock is booted once for all its tests."""
     monkeypatch.setenv("XDG_CACHE_HOME", REAL_CACHE)
     pytester.makepyfile(test_user=TWO_KERNELS)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", "-s", "--kernel", "host",
-                                           "--kernel", "stock", "--uffd-expect",
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", "-s", "--uffd-kernel", "host",
+                                           "--uffd-kernel", "stock", "--uffd-expect",
                                            "stock:selftest-self-deadlock=HANG", "--junitxml=out.xml",
                                            timeout=900)
     # pytest groups the tests by the session-scoped kernel: all of host's, then all of stock's
@@ -150,3 +150,43 @@ def test_two_kernels_one_boot_each(pytester, monkeypatch):
     props = {p.get("name"): p.get("value") for p in suite.find("properties")}
     assert props["kernel[stock].release"].startswith("6.1.") and len(props["kernel[stock].sha256"]) == 64
     assert props["kernel[host].release"] == os.uname().release
+
+
+THEIR_CONFTEST = '''
+def pytest_addoption(parser):
+    parser.addoption("--kernel", default="their-default", help="this suite's own kernel option")
+'''
+
+THEIR_TESTS = '''
+def test_their_kernel_option(request):
+    print("THEIR KERNEL", request.config.getoption("kernel"))
+    assert request.config.getoption("kernel") == "bzImage-under-test"
+'''
+
+
+@pytest.mark.reliability("a project's conftest defines its own --kernel option, plugin installed",
+                         "the project's session collects and runs as without uffdprobe: no option clash, no "
+                         "uffdprobe fixture or output in it")
+def test_a_conftest_with_its_own_kernel_option_is_left_alone(pytester):
+    pytester.makeconftest(THEIR_CONFTEST)
+    pytester.makepyfile(test_theirs=THEIR_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", "--setup-show",
+                                           "--kernel", "bzImage-under-test", timeout=120)
+    assert result.ret == pytest.ExitCode.OK, "\n".join(result.outlines + result.errlines)
+    assert result.parseoutcomes() == {"passed": 1}
+    result.stdout.fnmatch_lines(["*THEIR KERNEL bzImage-under-test*"])
+    said = [x for x in result.outlines + result.errlines if not x.startswith("plugins:")]  # pytest's own list
+    assert "uffd" not in "\n".join(said).replace(str(pytester.path), "")  # no fixture in --setup-show, no output
+
+
+def test_the_plugin_is_there_for_a_session_that_asks(pytester):
+    """The same conftest beside a uffd test: both options work in one session."""
+    pytester.makeconftest(THEIR_CONFTEST)
+    pytester.makepyfile(test_theirs=THEIR_TESTS, test_user='''
+def test_identity(uffd_kernel):
+    assert uffd_kernel.label == "host"
+''')
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", "--kernel", "bzImage-under-test",
+                                           "--uffd-kernel", "host", timeout=240)
+    result.stdout.fnmatch_lines(["*test_their_kernel_option PASSED*", "*test_identity[[]host[]] PASSED*"])
+    assert result.parseoutcomes() == {"passed": 2}

@@ -1,4 +1,7 @@
-"""pytest plugin: `--kernel K` (repeatable, default host), one boot per kernel, verdicts as test outcomes.
+"""pytest plugin: `--uffd-kernel K` (repeatable, default host), one boot per kernel, verdicts as test outcomes.
+
+Every option is prefixed `--uffd-` (a kernel test suite may well have its own `--kernel`), and a session
+whose tests use neither `uffd_kernel` nor `uffd_verdict` sees nothing of it: no fixture, no hook output.
 
     @pytest.mark.uffd_scenario("wp-gup-odirect")
     @pytest.mark.needs("uffd-wp", "odirect")
@@ -20,7 +23,7 @@ class DeclaredProblem(AssertionError):
 
 def pytest_addoption(parser) -> None:
     group = parser.getgroup("uffdprobe", "uffdprobe: userfaultfd scenarios on real kernels")
-    group.addoption("--kernel", action="append", dest="uffd_kernels", metavar="K",
+    group.addoption("--uffd-kernel", action="append", dest="uffd_kernels", metavar="K",
                     help="run uffd scenarios on K (repeatable): 'host', a bzImage/vmlinuz, a .deb or a "
                          "recipe name; default host")
     group.addoption("--uffd-runs", type=int, default=1, metavar="N", help="repeat each scenario N times per boot")
@@ -43,7 +46,7 @@ def pytest_configure(config) -> None:
 def pytest_generate_tests(metafunc) -> None:
     if "uffd_kernel" in metafunc.fixturenames:
         labels = metafunc.config.stash[_SESSION].labels
-        metafunc.parametrize("uffd_kernel", labels, ids=[_id(k) for k in labels], indirect=True, scope="session")
+        metafunc.parametrize("_uffd_booted", labels, ids=[_id(k) for k in labels], indirect=True, scope="session")
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
@@ -56,16 +59,12 @@ def pytest_collection_modifyitems(session, config, items) -> None:
         state.prepare()  # bad --kernel, --uffd-expect or --uffd-param: a usage error before any boot
 
 
-@pytest.fixture(autouse=True)
-def _uffd_needs(request) -> None:
+def _skip_unless_needs_met(node, kernel: "Kernel") -> None:
     """Skip a test marked needs(...) on a kernel that lacks one of them (probed on that kernel)."""
-    needs = [n for m in request.node.iter_markers("needs") for n in m.args]
-    if not needs or "uffd_kernel" not in request.fixturenames:
-        return
+    needs = [n for m in node.iter_markers("needs") for n in m.args]
     unknown = [n for n in needs if n not in NEEDS]
     if unknown:
         pytest.fail(f"unknown need(s) {unknown}; use {', '.join(NEEDS)}", pytrace=False)
-    kernel = request.getfixturevalue("uffd_kernel")
     for need in needs:
         missing = kernel.lacks(need)
         if missing:
@@ -163,9 +162,17 @@ class Verdict:
 
 
 @pytest.fixture(scope="session")
-def uffd_kernel(request, tmp_path_factory) -> Kernel:
-    """The kernel under test (parametrised over --kernel, ids like test_x[model-5.8]); booted once."""
+def _uffd_booted(request, tmp_path_factory) -> Kernel:
+    """One kernel of --uffd-kernel (the parameter), booted once for the session."""
     return request.config.stash[_SESSION].kernel(request.param, tmp_path_factory)
+
+
+@pytest.fixture
+def uffd_kernel(request, _uffd_booted: Kernel) -> Kernel:
+    """The kernel under test (parametrised over --uffd-kernel, ids like test_x[model-5.8]); skips the test
+    when the kernel lacks what its needs(...) marker asks for."""
+    _skip_unless_needs_met(request.node, _uffd_booted)
+    return _uffd_booted
 
 
 @pytest.fixture
@@ -251,7 +258,8 @@ class _Session:
             declare(targets, parse_expect(self.config.getoption("uffd_expect"), targets))
             planned(Options(scenarios=list(self.scenarios), params=self.config.getoption("uffd_param")))
         except UsageError as exc:
-            raise pytest.UsageError(str(exc)) from None
+            text = str(exc)
+            raise pytest.UsageError("--uffd-" + text[2:] if text.startswith("--kernel ") else text) from None
         self._targets = {t.given: t for t in targets}  # keyed by the --kernel value the tests are parametrised on
 
     def kernel(self, label: str, tmp_path_factory) -> Kernel:

@@ -50,7 +50,10 @@ def bisect(spec: bisect_step.StepSpec, good_ref: str, bad_ref: str, step_argv: L
     bisect_git.check_clean(tree)
     good = bisect_git.resolve(tree, good_ref, "--good")
     bad = bisect_git.resolve(tree, bad_ref, "--bad")
-    if good == bad or not bisect_git.is_ancestor(tree, good, bad):
+    if good == bad:
+        raise BadInput(f"--good {good_ref} and --bad {bad_ref} are the same commit ({good[:12]}): give an older "
+                       "--good")
+    if not bisect_git.is_ancestor(tree, good, bad):
         raise BadInput(f"--good {good_ref} is not an ancestor of --bad {bad_ref}: give an older --good")
     with kbuild_cache.Lock(spec.work, "bisect", wait=2, what=f"the bisection work dir {spec.work}"):
         return _bisect_locked(spec, good, bad, good_ref, bad_ref, step_argv, timeout, started)

@@ -1,6 +1,7 @@
 """`uffdprobe bisect` and `uffdprobe bisect-step` (the latter for `git bisect run`)."""
 import argparse
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,7 @@ def spec_of(args) -> bisect_step.StepSpec:
     if not tree.is_dir():
         raise BadInput(f"--tree {args.tree} is not a directory: give the top of a kernel git checkout")
     bisect_git.git_dir(tree)
+    _check_kernel_checkout(tree)
     try:
         scenario = select([args.scenario])[0]
     except KeyError:
@@ -103,6 +105,28 @@ def spec_of(args) -> bisect_step.StepSpec:
                                 jobs=args.jobs, role=getattr(args, "role", "bisect"), progress=not args.quiet)
 
 
+def _check_kernel_checkout(tree: Path) -> None:
+    """BadInput unless the checked-out tree is a Linux kernel (else every step's make fails and the
+    bisection blames an endpoint)."""
+    missing = [n for n in ("Makefile", "Kconfig", "arch", "mm") if not (tree / n).exists()]
+    try:
+        makefile = (tree / "Makefile").read_text(errors="replace") if not missing else ""
+    except OSError:
+        makefile = ""
+    if missing or not all(re.search(rf"^{v}\s*=", makefile, re.M) for v in ("VERSION", "PATCHLEVEL")):
+        found = f"no {', '.join(missing)}" if missing else "its Makefile sets no VERSION/PATCHLEVEL"
+        raise BadInput(f"--tree {tree} is not a Linux kernel checkout ({found}): give the top of a kernel git "
+                       "checkout")
+
+
+def _check_step_clean(tree: Path) -> None:
+    """BadInput when tracked files have uncommitted changes: the step would build them but log HEAD."""
+    dirty = bisect_git.run(tree, "status", "--porcelain", "--untracked-files=no").stdout.splitlines()
+    if dirty:
+        raise BadInput(f"--tree {tree} has uncommitted changes ({dirty[0].strip()}, ...): a step would build "
+                       f"them but record commit {bisect_git.head(tree)[:12]}; commit or stash them")
+
+
 def default_work_dir(tree: Path, base: str, fragment_hashes: list) -> Path:
     """~/.cache/uffdprobe/bisect/<id of tree path, base and fragments>: one per tree and config."""
     key = kbuild_cache.sha256_json({"tree": str(tree), "base": base, "fragments": fragment_hashes})[:16]
@@ -127,6 +151,7 @@ def cmd_step(args) -> int:
     """bisect-step: 0 good, 1 bad, 125 skip; 130 on Ctrl-C; a bad command line stops git bisect run."""
     try:
         spec = spec_of(args)
+        _check_step_clean(spec.tree)
     except KbuildError as exc:
         _step_usage_error(str(exc))
     return bisect_step.run_step(spec)

@@ -98,10 +98,47 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("uffdprobe: interrupted; results written so far are kept", file=sys.stderr)
         return Exit.INTERRUPTED
+    except BrokenPipeError:  # the reader of our output went away (`uffdprobe list | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return Exit.INTERRUPTED
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
+            return _last_resort(exc)
         where = exc.filename or "a file"
-        print(f"uffdprobe: no space left writing {where} ({exc.strerror}); free space there or point "
-              "XDG_CACHE_HOME at a larger disk; files written before are kept", file=sys.stderr)
+        print(f"uffdprobe: no space left writing {where} ({exc.strerror}); free space on the disk that holds "
+              "it; files written before are kept", file=sys.stderr)
         return Exit.NO_SPACE
+    except Exception as exc:  # a safety net: every known setup failure has its own one line before this
+        return _last_resort(exc)
+
+
+def _last_resort(exc: BaseException) -> int:
+    """One line naming the error and where its traceback was logged, exit 2: never a traceback, never
+    exit 1 (which says the kernel has a problem)."""
+    import tempfile
+    import time
+    import traceback
+    text = "".join(traceback.format_exception(exc))
+    log = None
+    for folder in filter(None, (_crash_dir(), tempfile.gettempdir())):
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, log = tempfile.mkstemp(prefix=f"crash-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".log",
+                                       dir=folder)
+            with os.fdopen(fd, "w") as f:
+                f.write(" ".join(sys.argv) + "\n" + text)
+            break
+        except OSError:
+            log = None
+    what = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
+    print(f"uffdprobe: unexpected {type(exc).__name__}: {what}; this is a harness or set-up problem, not a "
+          f"kernel one; traceback in {log or 'nowhere (no writable folder)'}", file=sys.stderr)
+    return Exit.SETUP
+
+
+def _crash_dir() -> Optional[str]:
+    try:
+        from uffdprobe.osutil.files import cache_home
+        return str(cache_home() / "uffdprobe" / "crashes")
+    except Exception:
+        return None

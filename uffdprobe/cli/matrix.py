@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,6 +18,8 @@ from uffdprobe.run.kernels import build, check_kernels, declare, parse_expect
 from uffdprobe.run.matrix import Options, planned, run_all
 from .run import _seconds, check_writable, runs_count
 from uffdprobe.scenarios.memkinds import KINDS
+from uffdprobe.osutil.files import usable_dir
+from uffdprobe.vm.paths import cache_root, new_run_dir
 from .vocab import add_accel, add_verbosity, deprecated
 
 
@@ -47,7 +48,7 @@ def add_parser(sub) -> None:
                    help="kernels run at once (default 1: one TCG guest already uses both cores)")
     p.add_argument("--jobs", dest="jobs", type=runs_count, action=deprecated("--parallel"),
                    help=argparse.SUPPRESS)  # --jobs is make -j in kernel build and bisect
-    p.add_argument("--results-dir", metavar="DIR", help="per-kernel logs and results (default: a new temp dir)")
+    p.add_argument("--results-dir", metavar="DIR", help="per-kernel logs and results (default: a new folder under $XDG_CACHE_HOME/uffdprobe/matrix)")
     add_accel(p)
     p.add_argument("--vm-timeout", type=_seconds, default=900.0, metavar="S",
                    help="limit for each kernel's boot and every scenario in it (default 900)")
@@ -77,11 +78,16 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                    vm_timeout=args.vm_timeout, accel=args.accel, verbose=args.verbosity > 0)
     say = _say if args.verbosity >= 0 else _silent
     owed = planned(opts)
-    work = Path(args.results_dir) if args.results_dir else Path(tempfile.mkdtemp(prefix="uffdprobe-matrix-"))
-    work.mkdir(parents=True, exist_ok=True)
+    # the logs and matrix.json are kept (the reports point at the logs): a folder of the cache's, like
+    # a run's, made only once every kernel is built, so a refused matrix leaves nothing behind
+    work = Path(args.results_dir) if args.results_dir else new_run_dir(cache_root() / "matrix", create=False)
+    usable_dir(work, "--results-dir" if args.results_dir else "the matrix folder",
+               "name a writable folder" if args.results_dir else "point XDG_CACHE_HOME at a writable folder",
+               create=False)
     say(f"matrix: {len(targets)} kernel(s) × {len(owed)} run(s) each; logs under {work}")
     for t in targets:
         build(t, say)
+    work.mkdir(parents=True, exist_ok=True)
     done: dict = {}
     started = time.monotonic()
     ktap_out = KtapOutput(args.ktap, len(targets), owed) if args.ktap else None
@@ -109,7 +115,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     written, unwritten, full = _write(m, args, work)
     if args.html and str(args.html) in written:
         say(f"matrix: HTML report {os.path.abspath(args.html)}")
-    out = sys.stderr if args.ktap == "-" else sys.stdout
+    out = sys.stderr if "-" in (args.ktap, args.json) else sys.stdout  # stdout carries KTAP or JSON
     print(matrix_table.render(m, colour=out.isatty()), file=out, flush=True)
     print(matrix_table.LEGEND, file=out)
     unexpected = matrix_table.unexpected_lines(m)
@@ -131,7 +137,10 @@ def _write(m: Matrix, args: argparse.Namespace, work: Path,
     NAME.incomplete.EXT. Returns the paths written, one phrase per file that is not where asked, and
     whether a disk was full."""
     data = json.dumps(report.document("matrix", m.to_dict()), indent=1)
-    outputs = [(Path(args.json), data)] if args.json else []
+    if args.json == "-":
+        sys.stdout.write(data + "\n")
+        sys.stdout.flush()
+    outputs = [(Path(args.json), data)] if args.json and args.json != "-" else []
     if args.junit:
         outputs.append((Path(args.junit), junit.to_xml(m)))
     if args.html:

@@ -2,6 +2,7 @@
 import argparse
 import json
 import os
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from uffdprobe.exitcodes import Exit, UsageError
@@ -20,7 +21,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--scenario", dest="more_scenarios", action="append", default=[], metavar="S",
                    help="repeatable, as in matrix and bisect (the same as naming it positionally)")
     p.add_argument("--memory", action="append", choices=KINDS, help="memory kinds (default: all each supports)")
-    p.add_argument("--json", metavar="FILE", help="write all results as a JSON list")
+    p.add_argument("--json", metavar="FILE", help="write all results as a JSON list (- for stdout; the table then goes to stderr)")
     p.add_argument("--ktap", action="store_true",
                    help="KTAP on stdout, a result line as each verdict lands (the table goes to stderr)")
     p.add_argument("--results-dir", metavar="DIR", default=os.environ.get("UFFDPROBE_RESULTS"),
@@ -90,6 +91,8 @@ def check_writable(*paths: Optional[str]) -> None:
     """Refuse, before any work and without creating anything, an output file that cannot be written:
     no result is lost at the end."""
     for path in filter(None, paths):
+        if path == "-":
+            continue
         where = path if os.path.exists(path) else os.path.dirname(os.path.abspath(path))
         if os.path.isdir(path) or not os.access(where, os.W_OK):
             raise UsageError(f"cannot write {path}; choose a writable file path")
@@ -119,9 +122,19 @@ def expectations(kernel: Optional[str], items: List[str], label: Optional[str] =
     return target.expect
 
 
+def check_results_dir(path: Optional[str]) -> None:
+    """--results-dir (or $UFFDPROBE_RESULTS) made and checked writable before any work."""
+    if path:
+        from uffdprobe.osutil.files import usable_dir
+        usable_dir(Path(path), "--results-dir (or UFFDPROBE_RESULTS)", "name a writable folder", create=False)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     args.scenarios = list(args.scenarios) + list(getattr(args, "more_scenarios", []))
     check_writable(args.json)
+    if args.json == "-" and args.ktap:
+        raise UsageError("--json - and --ktap both want stdout: write the JSON to a file")
+    check_results_dir(args.results_dir)
     if args.append and not args.kernel:
         raise UsageError("--append changes a booted kernel's command line: add --kernel KERNEL")
     label, args.kernel = labelled(args.kernel)

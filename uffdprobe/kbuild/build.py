@@ -19,7 +19,7 @@ from typing import Optional, Union
 from . import cache
 from . import config as kbuild_config, make as kbuild_make, source as kbuild_source, patches as patches_mod, recipes
 from .errors import NO_SPACE_TEXT, SetupError, no_space
-from uffdprobe.osutil.files import sha256_file, write_atomic
+from uffdprobe.osutil.files import sha256_file, usable_dir, write_atomic
 
 BUILDER_VERSION = 1
 DEFAULT_FRAGMENT = recipes.VM_IMAGES / "fragments" / "x86_64.config"
@@ -83,7 +83,8 @@ def build(what: Union[str, recipes.Recipe, BuildSpec], progress: bool = True, ca
     started = time.monotonic()
     job = _prepare(what, cache_dir, progress)
     try:
-        return _build_job(job, jobs, timeout, progress, started)
+        with cache.in_use(job.root):  # `kernel clean` leaves sources and workspaces alone meanwhile
+            return _build_job(job, jobs, timeout, progress, started)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -99,7 +100,8 @@ def _prepare(what, cache_dir, progress: bool) -> "_Job":
     source_spec = kbuild_source.parse_spec(spec.source)
     root = Path(cache_dir) if cache_dir else cache.default_root()
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        usable_dir(root, "the kernel cache", "pass a writable --cache-dir" if cache_dir else
+                   "point XDG_CACHE_HOME at a writable folder")
         identity = kbuild_source.identify(source_spec, root)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
@@ -280,36 +282,45 @@ def list_kernels(cache_dir=None) -> list:
 
 
 def clean(cache_dir=None, everything: bool = False) -> list:
-    """Remove built kernels (and, with everything, unpacked sources and workspaces); returns what went."""
+    """Remove built kernels (and, with everything, unpacked sources and workspaces); returns what went.
+
+    Half-done removals of dead processes are finished first. Sources, workspaces and temporary trees
+    go only under the exclusive in-use lock: while a build or unpack runs they are left alone (a
+    SetupError says so, after the complete kernels and aliases are removed)."""
     root = Path(cache_dir) if cache_dir else cache.default_root()
+    if not root.is_dir():
+        return []
+    usable_dir(root, "the kernel cache", "pass a writable --cache-dir" if cache_dir else
+               "point XDG_CACHE_HOME at a writable folder")
+    removed = cache.finish_removals(root)
+    fd = cache.exclusive_use(root)
+    try:
+        if fd is None:
+            removed += _remove_complete_entries(root)
+            if everything:
+                raise SetupError("a build or unpack is running in this cache: removed complete kernels only, "
+                                 "left sources and workspaces alone; run `kernel clean --all` again once it is done")
+            return removed
+        parts = ["entries", "aliases"] + (["work", "sources", "source-hashes.json"] if everything else [])
+        for part in parts:
+            path = root / part
+            if os.path.lexists(path):
+                cache.remove_tree(path)
+                removed.append(path)
+        for leftover in root.glob(".stage-*"):  # staging dirs of killed builds
+            cache.remove_tree(leftover)
+            removed.append(leftover)
+        return removed
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _remove_complete_entries(root: Path) -> list:
+    """Installed kernels and aliases, one by one, leaving an install in progress (.tmp-*) alone."""
     removed = []
-    parts = ["entries", "aliases"] + (["work", "sources", "source-hashes.json"] if everything else [])
-    busy = _busy_workspaces(root)
-    for part in parts:
-        path = root / part
-        if part == "work" and busy:
-            for child in path.iterdir():
-                if child.name not in busy:
-                    cache.remove_tree(child)
-                    removed.append(child)
-            continue
-        if os.path.lexists(path):
+    for folder in (root / "entries", root / "aliases"):
+        for path in sorted(folder.glob("[!.]*")) if folder.is_dir() else []:
             cache.remove_tree(path)
             removed.append(path)
-    for leftover in root.glob(".stage-*") if not busy else []:  # staging dirs of killed builds
-        cache.remove_tree(leftover)
-        removed.append(leftover)
-    if busy:
-        raise SetupError(f"left {len(busy)} workspace(s) alone: a build is running in them ({', '.join(busy)})")
     return removed
-
-
-def _busy_workspaces(root: Path) -> list:
-    busy = []
-    for child in sorted((root / "work").glob("[!.]*")) if (root / "work").is_dir() else []:
-        fd = cache.try_lock(root, f"work-{child.name}")
-        if fd is None:
-            busy.append(child.name)
-        else:
-            os.close(fd)
-    return busy

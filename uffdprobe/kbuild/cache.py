@@ -22,7 +22,7 @@ from typing import Optional
 
 from uffdprobe.osutil import filelock
 from .errors import SetupError
-from uffdprobe.osutil.files import sha256_file, write_atomic
+from uffdprobe.osutil.files import cache_home, owner_gone, sha256_file, write_atomic
 
 COMPLETE = "complete"
 LOCK_WAIT = 3600.0  # seconds; a cold build of the base kernel takes about 10 min
@@ -30,8 +30,7 @@ LOCK_WAIT = 3600.0  # seconds; a cold build of the base kernel takes about 10 mi
 
 def default_root() -> Path:
     """$XDG_CACHE_HOME/uffdprobe/kernels, else ~/.cache/uffdprobe/kernels."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "uffdprobe" / "kernels"
+    return cache_home() / "uffdprobe" / "kernels"
 
 
 
@@ -64,6 +63,53 @@ def Lock(root: Path, name: str, wait: float = LOCK_WAIT, what: str = ""):
     except filelock.Busy as busy:
         raise SetupError(f"{what} is busy: {busy.holder} still holds {path} after {wait:.0f} s; wait for it "
                          "to finish or stop it") from None
+
+
+@contextlib.contextmanager
+def in_use(root: Path, wait: float = LOCK_WAIT):
+    """A shared flock on locks/in-use.lock while this process unpacks or builds in the cache. `kernel clean`
+    removes sources and workspaces only under the exclusive one (exclusive_use), so never one in use;
+    a build waits (bounded) for a clean under way."""
+    path = root / "locks" / "in-use.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        deadline, told = time.monotonic() + wait, False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise SetupError(f"the kernel cache {root} is still being cleaned after {wait:.0f} s: wait for "
+                                     "`uffdprobe kernel clean` to finish or stop it") from None
+                if not told:
+                    print(f"kbuild: waiting for `kernel clean` to finish in {root}", file=sys.stderr)
+                    told = True
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)
+
+
+def exclusive_use(root: Path) -> Optional[int]:
+    """The exclusive in-use lock without waiting (the fd to close), or None while a build or unpack runs."""
+    return try_lock(root, "in-use")
+
+
+def finish_removals(root: Path) -> list:
+    """Remove the `.rm-NAME-PID` trees that remove_tree() of a dead process left half done (under the
+    cache root and its sources/, work/ and entries/); a live process's are its own business."""
+    done = []
+    for folder in (root, root / "sources", root / "work", root / "entries"):
+        for path in sorted(folder.glob(".rm-*")) if folder.is_dir() else []:
+            pid = path.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and int(pid) != os.getpid() and not owner_gone(int(pid)):
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            if not os.path.lexists(path):
+                done.append(path)
+    return done
 
 
 def try_lock(root: Path, name: str) -> Optional[int]:

@@ -8,7 +8,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from uffdprobe.osutil.files import sha256_file
 from .errors import BadInput, PatchDoesNotApply, SetupError
@@ -43,6 +43,10 @@ def load(path) -> Patch:
     if not files:
         raise BadInput(f"patch {path} is not a patch: it has no unified diff ('--- a/FILE' then '+++ b/FILE'); "
                        "give a 'diff -u', 'git diff' or 'git format-patch' file")
+    for name in files:
+        why = _escapes(name)
+        if why:
+            raise _outside(path, name, why)
     m = re.search(r"^Subject:\s*(.*)$", text, re.M)
     subject = m.group(1).strip() if m else path.stem
     return Patch(path.resolve(), sha256_file(path), subject, tuple(files))
@@ -58,11 +62,30 @@ def touched_files(text: str) -> list:
                 name = _strip1(header.split("\t")[0].strip())
                 if name and name not in files:
                     files.append(name)
+        elif line.startswith("diff --git ") and len(line.split()) == 4:  # also headers with no hunks
+            for header in line.split()[2:]:
+                name = _strip1(header)
+                if name and name not in files:
+                    files.append(name)
         elif line.startswith("rename from ") or line.startswith("rename to "):
             name = line.split(" ", 2)[2].strip()
             if name not in files:
                 files.append(name)
     return files
+
+
+def _escapes(name: str):
+    """Why a header path (as patch -p1 sees it) could reach outside the tree, or None."""
+    if name.startswith("/"):
+        return "is absolute"
+    if ".." in PurePosixPath(name).parts:
+        return "contains '..'"
+    return None
+
+
+def _outside(patch: Path, name: str, why: str) -> BadInput:
+    return BadInput(f"patch {patch}: header path {name!r} {why}; a patch may only touch files inside the "
+                    "kernel source tree: fix that header (paths look like a/mm/gup.c)")
 
 
 def _strip1(name: str) -> str:
@@ -76,6 +99,9 @@ def stage(series: list, pristine: Path, stage_dir: Path) -> dict:
     touched = []
     for patch in series:
         touched += [f for f in patch.files if f not in touched]
+        for rel in patch.files:  # a symlink in the tree must not lead a patch out of it either
+            if not _inside(pristine / rel, pristine) or not _inside(stage_dir / rel, stage_dir):
+                raise _outside(patch.path, rel, "resolves outside the source tree")
     for rel in touched:
         src = pristine / rel
         if src.is_file():
@@ -90,6 +116,10 @@ def stage(series: list, pristine: Path, stage_dir: Path) -> dict:
         if done.returncode != 0:  # dry run passed: should not happen, but say so
             raise _failure(patch, number, len(series), done.stdout + done.stderr)
     return {rel: (stage_dir / rel if (stage_dir / rel).is_file() else None) for rel in touched}
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root.resolve())
 
 
 def _patch(patch: Patch, where: Path, dry_run: bool) -> subprocess.CompletedProcess:

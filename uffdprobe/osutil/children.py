@@ -2,6 +2,7 @@
 
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -18,14 +19,17 @@ DIE_WITH_PARENT = "UFFDPROBE_DIE_WITH_PARENT"
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def _prepare_child():
+def _prepare_child(parent: int):
     # Runs in the child before exec: undo the mask signals_blocked() set (it is inherited), and
-    # have the kernel kill this child if the harness dies, even by SIGKILL.
+    # have the kernel kill this child if the harness dies, even by SIGKILL. A harness killed between
+    # fork and prctl would never send that signal: then the child's parent is already another one.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SHUTDOWN_SIGNALS)
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except Exception:
         pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def die_with_parent(parent_pid: int, sig=signal.SIGTERM) -> bool:
@@ -38,7 +42,8 @@ def die_with_parent(parent_pid: int, sig=signal.SIGTERM) -> bool:
 def spawn(argv, *, stdout, stderr, cwd=None) -> subprocess.Popen:
     """Start argv in its own session (so Ctrl-C reaches only us) and tied to our lifetime."""
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=cwd,
-                            start_new_session=True, preexec_fn=_prepare_child, close_fds=True)
+                            start_new_session=True, preexec_fn=functools.partial(_prepare_child, os.getpid()),
+                            close_fds=True)
 
 
 @contextlib.contextmanager

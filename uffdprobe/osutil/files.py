@@ -1,4 +1,5 @@
 """Files written whole or not at all, content hashes, and whether a disk is full."""
+import errno
 import hashlib
 import os
 import tempfile
@@ -74,3 +75,66 @@ def disk_full(path: Path, slack: int = 1 << 20) -> bool:
     except OSError:
         return False
     return st.f_bavail * st.f_frsize < slack
+
+
+def cache_home() -> Path:
+    """$XDG_CACHE_HOME, else ~/.cache. A UsageError when that would be under a HOME that does not exist
+    (never create someone's home folder): set XDG_CACHE_HOME."""
+    from uffdprobe.exitcodes import UsageError
+    base = os.environ.get("XDG_CACHE_HOME")
+    if base:
+        return Path(base)
+    home = os.path.expanduser("~")
+    if not os.path.isdir(home):
+        raise UsageError(f"HOME {home} does not exist, so there is no cache folder; set HOME to your home "
+                         "folder or XDG_CACHE_HOME to a writable folder")
+    return Path(home) / ".cache"
+
+
+def usable_dir(path: Path, what: str, fix: str, create: bool = True) -> Path:
+    """`path` made (with its parents) and checked writable; else a UsageError, one line: `what`, the
+    reason and `fix`. With create=False nothing is made: the folder, or the nearest existing folder
+    above it, must be writable. A full disk stays an OSError (ENOSPC), reported by the caller."""
+    from uffdprobe.exitcodes import UsageError
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path} is a file, not a folder; {fix}")
+    existing = path
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+            raise UsageError(f"{what} {path} cannot be created: {exc.strerror}{where}; {fix}") from None
+    else:
+        existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            raise UsageError(f"{what} {path} cannot be created: {existing} is a file; {fix}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        reason = "Read-only file system" if _read_only(existing) else "Permission denied"
+        verb = "written" if existing == path else "created"
+        raise UsageError(f"{what} {path} cannot be {verb} ({reason}: {existing}); {fix}")
+    return path
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def owner_gone(pid: int) -> bool:
+    """True when no process `pid` exists: what it left behind (a temporary tree named after it) is
+    nobody's any more. Our own pid is never gone."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from uffdprobe.results import report
-from uffdprobe.exitcodes import Exit
-from uffdprobe.exitcodes import UsageError
-from .host import finish, ktap_start
+from uffdprobe.exitcodes import Exit, UsageError
+from .host import finish, ktap_start, table_stream
 from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
 from uffdprobe.vm.outcome import CHANNEL_LOST, OUTCOME_EXIT
@@ -70,19 +69,27 @@ class _Tail(threading.Thread):
         super().__init__(name="verdict-tail", daemon=True)
         self.path, self.out, self.seen, self.stop = path, out, 0, threading.Event()
         self.sink, self.stamp, self.on_result = sink, stamp, on_result
+        self.lock = threading.Lock()
 
     def run(self) -> None:
         while not self.stop.wait(0.5):
             self.poll()
 
     def poll(self) -> None:
-        if self.path.exists():
-            results = report.read_jsonl(self.path)
-            fresh = results[self.seen:]
-            for r in fresh:
-                self.show(r)
-            self.forward(fresh)
-            self.seen = max(self.seen, len(results))
+        with self.lock:
+            if self.path.exists():
+                results = report.read_jsonl(self.path)
+                fresh = results[self.seen:]
+                for r in fresh:
+                    self.show(r)
+                self.forward(fresh)
+                self.seen = max(self.seen, len(results))
+
+    def finish(self) -> None:
+        """Stop polling and take in the last verdicts the guest wrote."""
+        self.stop.set()
+        self.join(2)
+        self.poll()
 
     def show(self, r: Result) -> None:
         print(report.table_line(r), file=self.out, flush=True)
@@ -119,21 +126,24 @@ def run_in_vm(args: argparse.Namespace) -> int:
     check_visible_in_guest()  # before any kernel build
     from uffdprobe.vm.boot import Terminated, boot
     from uffdprobe.vm.errors import VmInputError, VmSetupError
-    from uffdprobe.vm.paths import new_run_dir
+    from uffdprobe.osutil.files import usable_dir
+    from uffdprobe.vm.paths import cache_root, new_run_dir
     try:
         runs = getattr(args, "runs", 1)
         planned = [(s.name, m, i if runs > 1 else None) for i in range(1, runs + 1)
                    for s in select(args.scenarios) for m in s.memory if not args.memory or m in args.memory]
     except KeyError as exc:
         raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
+    usable_dir(cache_root() / "runs", "the run folder", "point XDG_CACHE_HOME at a writable folder", create=False)
     kernel = resolve(args.kernel)
     stamp = file_identity(kernel)
-    table = sys.stderr if args.ktap else sys.stdout
+    table = table_stream(args)
     run_dir = new_run_dir(create=False)
     ktap_out = ktap_start(args, planned, Path(args.kernel).name, [f"kernel: {kernel}"])
     tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table, args.results_dir, stamp,
                  ktap_out.add if ktap_out else None)
     tail.start()
+    kept_in = args.results_dir or run_dir / "channel" / "results"
 
     def progress(text: str) -> None:
         print(f"[vm] {text}", file=sys.stderr, flush=True)
@@ -148,17 +158,17 @@ def run_in_vm(args: argparse.Namespace) -> int:
     except VmSetupError as exc:
         print(f"uffdprobe: {exc}", file=sys.stderr)
         return Exit.SETUP
-    except Terminated:
-        print(f"uffdprobe: terminated; verdicts so far are in {run_dir / 'channel' / 'results'}", file=sys.stderr)
+    except (Terminated, KeyboardInterrupt) as exc:
+        tail.finish()
+        how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+        print(f"uffdprobe: {how}; {tail.seen} verdict(s) kept in {kept_in}", file=sys.stderr)
         return Exit.INTERRUPTED
     finally:
-        tail.stop.set()
-        tail.join(2)
-        tail.poll()  # what arrived since its last look, streamed on before any return
+        tail.finish()  # what arrived since its last look, streamed on before any return
     if verbosity > 0:
         progress(f"run directory {result.run_dir}; QEMU: {' '.join(result.qemu_argv)}")
-    stream = result.results_dir / "verdicts.jsonl"
-    results = report.read_jsonl(stream) if stream.exists() else []
+    channel = result.results_dir / "verdicts.jsonl"
+    results = report.read_jsonl(channel) if channel.exists() else []
     # the channel went away: seen by the host (CHANNEL_LOST) or said by the guest's own exit status
     lost = result.outcome == CHANNEL_LOST or (result.outcome == "OK" and result.exit_status in GUEST_LOST)
     for r in results[tail.seen:]:

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from uffdprobe.osutil.files import write_atomic
 from uffdprobe.uffd import features, odirect
 from uffdprobe.results import ktap, report
 from uffdprobe.results.expect import check, declared, expected_failure, failing, judge
-from uffdprobe.osutil.files import write_atomic
 from uffdprobe.supervise import supervisor
 from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.scenarios.registry import select, skip_reason
@@ -66,12 +66,15 @@ def run_on_host(args: argparse.Namespace) -> int:
     """`uffdprobe run` on the running kernel: probe, run the plan, write the outputs, choose the exit status."""
     params = _params(args.param)
     kf = features.probe()
-    with odirect.target(args.odirect_target) as target:
-        if args.odirect_target and target is None:
-            raise UsageError(f"--odirect-target {args.odirect_target}: O_DIRECT writes fail there; "
-                             "pass a block device or a directory on ext4/xfs")
-        results, lost = _run_plan(args, kf, target, params)
-    table = sys.stderr if args.ktap else sys.stdout
+    try:
+        with odirect.target(args.odirect_target) as target:  # NotScratch before anything is written
+            if args.odirect_target and target is None:
+                raise UsageError(f"--odirect-target {args.odirect_target}: O_DIRECT writes fail there; "
+                                 "pass a block device or a directory on ext4/xfs")
+            results, lost = _run_plan(args, kf, target, params)
+    except odirect.NotScratch as exc:
+        raise UsageError(str(exc)) from None
+    table = table_stream(args)
     status = finish(results, args, table)
     if kf.uffd_errno in (errno.EPERM, errno.EACCES):
         print(f"uffdprobe: no userfaultfd permission, every scenario that needs it skipped: {kf.uffd_error}",
@@ -88,7 +91,7 @@ def _run_plan(args: argparse.Namespace, kf: features.KernelFeatures, target: Opt
     and the error that lost the stream, if any."""
     plan = repeat(_plan(args.scenarios, args.memory, params, kf, target), getattr(args, "runs", 1))
     limits = supervisor.Limits(hang_s=args.hang_timeout, scenario_s=args.scenario_timeout)
-    table = sys.stderr if args.ktap else sys.stdout
+    table = table_stream(args)
     stream = VerdictStream(args.results_dir) if args.results_dir else None
     print(f"kernel {kf.kernel['release']}: {len(plan)} runs", file=table, flush=True)
     ktap_out = ktap_start(args, [(s.name, mem, params.get("run")) for s, mem, params, _ in plan], "host",
@@ -136,18 +139,24 @@ class VerdictStream:
                   "printed here", file=sys.stderr, flush=True)
 
 
+def table_stream(args: argparse.Namespace):
+    """Where the verdict table goes: stderr when stdout carries KTAP or the JSON (`--json -`)."""
+    return sys.stderr if args.ktap or args.json == "-" else sys.stdout
+
+
 def finish(results: List[Result], args: argparse.Namespace, table) -> int:
-    """Write --json (whole or not at all), print the summary, and choose the exit status (KTAP was
-    streamed as results came)."""
+    """Write --json (whole or not at all; `-` is stdout), print the summary, and choose the exit status
+    (KTAP was streamed as results came)."""
     if args.json:
-        data = json.dumps(report.results_document(results), indent=2).encode()
-        try:
-            write_atomic(Path(args.json), data)
-        except OSError as exc:
-            print(f"uffdprobe: cannot write {args.json} ({exc.strerror}); it is unchanged", file=sys.stderr)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                return Exit.NO_SPACE
-            raise UsageError(f"cannot write {args.json}; choose a writable file path") from None
+        data = json.dumps(report.results_document(results), indent=2) + "\n"
+        if args.json == "-":
+            sys.stdout.write(data)
+            sys.stdout.flush()
+        else:
+            try:
+                write_atomic(Path(args.json), data.encode())
+            except OSError as exc:  # name the file the user asked for, not a temporary one
+                raise OSError(exc.errno, exc.strerror, args.json) from None
     print(f"summary: {report.summary(results)}", file=table, flush=True)
     expect = getattr(args, "expectations", None) or {}
     declared_bad = [f"{r.scenario}[{r.memory}] {r.verdict.value}" for r in results

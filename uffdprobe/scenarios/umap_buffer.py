@@ -8,7 +8,7 @@ import stat
 import threading
 from typing import Dict, Optional
 
-from uffdprobe.uffd import memory
+from uffdprobe.uffd import memory, odirect
 from uffdprobe.uffd._ffi import ffi, lib
 from uffdprobe.uffd.errors import UffdError
 from uffdprobe.uffd.memory import PAGE_SIZE
@@ -45,7 +45,7 @@ def checksums(addr: int, n: int) -> Dict[str, int]:
 def open_store(target: str, length: int):
     """The backing store, opened O_DIRECT: an unlinked file in a directory, or the device at offset 0."""
     if stat.S_ISBLK(os.stat(target).st_mode):
-        fd = memory.open_direct(target)
+        fd = odirect.open_block_device(target)
         size = os.lseek(fd, 0, os.SEEK_END)
         if size < length:
             os.close(fd)

@@ -7,7 +7,7 @@ import os
 import stat
 import tempfile
 
-from uffdprobe.uffd import memory, pagemap
+from uffdprobe.uffd import memory, odirect, pagemap
 from uffdprobe.uffd.messages import as_data
 from uffdprobe.uffd.memory import PAGE_SIZE
 from uffdprobe.verdicts import Outcome, Verdict
@@ -50,7 +50,7 @@ def run_vmsplice(ctx: ScenarioContext) -> Outcome:
 def _open_target(target: str):
     """(fd, offset, cleanup) for an O_DIRECT block device, or a new file in an O_DIRECT directory."""
     if stat.S_ISBLK(os.stat(target).st_mode):
-        return memory.open_direct(target), 0, lambda: None
+        return odirect.open_block_device(target), 0, lambda: None
     fd, path = tempfile.mkstemp(prefix="uffdprobe-odirect-", dir=target)
     os.close(fd)
     return memory.open_direct(path), 0, lambda: os.unlink(path)

@@ -8,17 +8,48 @@ import tempfile
 from typing import Iterator, Iterable, Optional
 
 from . import memory
+from .blockdev import why_not_scratch
 from .errors import UffdError
 
 #: Set by the VM runner to the guest's scratch virtio-blk disk.
 SCRATCH_ENV = "UFFDPROBE_SCRATCH_DEV"
 
 
+class NotScratch(Exception):
+    """A block device that holds data or is in use: never written. One line naming what was found."""
+
+
+def is_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def open_block_device(path: str) -> int:
+    """An O_DIRECT, O_EXCL descriptor of a scratch block device: the kernel refuses it while mounted or held."""
+    return memory.open_direct(path, os.O_RDWR | os.O_EXCL)
+
+
+def checked(path: str, what: str) -> str:
+    """`path` as a target: a block device only when free scratch (else NotScratch); a regular file's
+    directory, where the scenario makes a fresh file of its own (the file itself is never written)."""
+    if is_block_device(path):
+        reason = why_not_scratch(path)
+        if reason:
+            raise NotScratch(f"{what} {path}: {reason}; refusing to write to it: give a blank block device "
+                             "nothing uses (wipefs -a DEVICE if it is truly scratch) or a directory")
+        return path
+    if os.path.isfile(path):
+        return os.path.dirname(os.path.abspath(path))
+    return path
+
+
 def accepts_odirect(path: str) -> bool:
     """True when a page-aligned O_DIRECT write to `path` (a block device or a directory) succeeds."""
     try:
         if stat.S_ISBLK(os.stat(path).st_mode):
-            fd = memory.open_direct(path)
+            fd = open_block_device(path)
             target_cleanup = None
         else:
             handle, name = tempfile.mkstemp(prefix=".uffdprobe-probe-", dir=path)
@@ -40,10 +71,14 @@ def accepts_odirect(path: str) -> bool:
 
 
 def find_target(explicit: Optional[str] = None, candidates: Iterable[str] = ("/var/tmp", "/tmp", ".")) -> Optional[str]:
-    """The explicit target if given (it must work), else the scratch disk, else the first candidate directory."""
+    """The explicit target if given (it must work), else the scratch disk, else the first candidate directory.
+    NotScratch for a block device that holds data or is in use, before anything is written to it."""
     if explicit:
+        explicit = checked(explicit, "--odirect-target")
         return explicit if accepts_odirect(explicit) else None
     scratch = os.environ.get(SCRATCH_ENV)
+    if scratch:
+        scratch = checked(scratch, SCRATCH_ENV)
     if scratch and accepts_odirect(scratch):
         return scratch
     for path in candidates:

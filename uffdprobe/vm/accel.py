@@ -103,6 +103,11 @@ def choose_accel(requested, probe_boot: Callable, cache_dir: Path = None, progre
         raise VmInputError(f"unknown accelerator {requested!r}: use kvm or tcg")
     if requested == "kvm" and not kvm_device_usable():
         raise VmInputError("--accel kvm but /dev/kvm is missing or not accessible: use --accel tcg")
+    known = cached_answer(cache_dir) if requested == "kvm" else None
+    if known and known.get("accel") == "tcg":  # a boot under KVM would only run into its time limit
+        raise VmInputError(f"--accel kvm but KVM does not boot here (probe of {known.get('probed_at', '?')}: "
+                           f"{known.get('reason')}): use --accel tcg, or delete {cache_file(cache_dir)} to probe "
+                           "again")
     return requested
 
 

@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from uffdprobe.exitcodes import UsageError
 from uffdprobe.osutil import datafiles
-from uffdprobe.osutil.files import disk_full
+from uffdprobe.osutil.files import disk_full, usable_dir
 from . import accel as accelmod
 from . import console, outcome, qemu, shares
 from .errors import VmInputError, VmSetupError
-from .paths import new_run_dir
+from .paths import cache_root, new_run_dir
 from .resolve import resolve_kernel
 
 GUEST_INIT = Path(__file__).resolve().with_name("guest_init.sh")
@@ -109,6 +110,11 @@ def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_di
     started = time.monotonic()
     if run_dir and Path(run_dir).exists() and any(Path(run_dir).iterdir()):
         raise VmInputError(f"run directory {run_dir} is not empty: give a new or empty one")
+    try:  # the unpacked kernels, initramfs and run folders live there: refuse early, in one line
+        usable_dir(Path(cache_dir) if cache_dir else cache_root(), "the VM cache",
+                   "point XDG_CACHE_HOME at a writable folder", create=False)
+    except UsageError as exc:
+        raise VmInputError(str(exc)) from None
     if progress:
         progress(f"preparing kernel {kernel}")
     plan = resolve_kernel(kernel, cache_dir)

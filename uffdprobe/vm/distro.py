@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from uffdprobe.osutil import children
+from uffdprobe.osutil.files import owner_gone
 from .errors import VmInputError, VmSetupError
 
+DPKG_TIMEOUT = 300.0
 UNPACK_SUBDIR = "debian-kernels"  # under the user cache dir; "kernels" belongs to the kernel builder
 
 
@@ -56,20 +59,21 @@ def unpack_kernel_deb(deb: Path, cache_dir: Path) -> UnpackedKernel:
     package = _package_name(deb)
     digest = hashlib.sha256(deb.read_bytes()).hexdigest()[:16]
     dest = Path(cache_dir) / f"{package}-{digest}"
+    _sweep_dead_unpacks(Path(cache_dir))
     if not (dest / ".complete").exists():
         tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        proc = subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], capture_output=True, text=True,
-                              timeout=300)
-        if proc.returncode != 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise VmInputError(f"cannot unpack {deb}: {proc.stderr.strip()[:200]}")
-        (tmp / ".complete").write_text(str(deb) + "\n")
         try:
+            _dpkg_extract(deb, tmp)
+            (tmp / ".complete").write_text(str(deb) + "\n")
             os.rename(tmp, dest)
-        except OSError:  # another process unpacked the same package first: use theirs
-            shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            if not (dest / ".complete").exists():
+                raise
+            # another process unpacked the same package first: use theirs
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # on every path: error, Ctrl-C, SIGTERM, or theirs won
     images = sorted((dest / "boot").glob("vmlinuz-*"))
     if not images:
         raise VmInputError(f"{deb} holds no boot/vmlinuz-*: give a linux-image-* package")
@@ -78,6 +82,30 @@ def unpack_kernel_deb(deb: Path, cache_dir: Path) -> UnpackedKernel:
     config = dest / "boot" / f"config-{release}"
     return UnpackedKernel(image=images[-1], moddir=moddir if moddir.is_dir() else None,
                           config=config if config.exists() else None, package=package)
+
+
+def _dpkg_extract(deb: Path, into: Path, timeout: float = DPKG_TIMEOUT) -> None:
+    """dpkg-deb -x in its own process group, tied to our lifetime (it dies even if we are SIGKILLed),
+    stopped and reaped on every way out of here."""
+    with children.signals_blocked():
+        proc = children.spawn(["dpkg-deb", "-x", str(deb), str(into)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise VmSetupError(f"dpkg-deb -x {deb} took longer than {timeout:.0f} s") from None
+    finally:
+        children.stop(proc)
+    if proc.returncode != 0:
+        raise VmInputError(f"cannot unpack {deb}: {err.decode(errors='replace').strip()[:200]}")
+
+
+def _sweep_dead_unpacks(cache_dir: Path) -> None:
+    """Remove NAME.tmpPID trees that an unpack killed outright (SIGKILL) left behind."""
+    for path in cache_dir.glob("*.tmp[0-9]*") if cache_dir.is_dir() else []:
+        pid = path.name.rsplit(".tmp", 1)[-1]
+        if pid.isdigit() and owner_gone(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _package_name(deb: Path) -> str:

@@ -4,11 +4,12 @@ import os
 import time
 from pathlib import Path
 
+from uffdprobe.osutil.files import cache_home
+
 
 def cache_root() -> Path:
     """The user cache dir of uffdprobe ($XDG_CACHE_HOME/uffdprobe, else ~/.cache/uffdprobe)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "uffdprobe"
+    return cache_home() / "uffdprobe"
 
 
 _ISSUED = set()

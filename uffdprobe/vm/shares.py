@@ -1,12 +1,18 @@
 """The two shares a guest sees: host root (read-only) and the results channel (writable)."""
 
+import contextlib
+import os
 import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 from uffdprobe.osutil import children
+from uffdprobe.osutil.files import owner_gone
+from . import leftovers
 from .errors import VmSetupError
 from .resolve import VIRTIOFSD
 
@@ -25,6 +31,25 @@ def ninep_args(channel_dir: Path) -> list:
     ]
 
 
+SOCK_PREFIX = "uffdprobe-vfs-"
+
+
+def sweep_dead_socket_dirs() -> list:
+    """Remove the socket folders (uffdprobe-vfs-PID-*) that a SIGKILLed run left in the temp dir, and
+    kill a virtiofsd still serving one (its parent-death signal should have: this is the fallback)."""
+    removed = []
+    for path in Path(tempfile.gettempdir()).glob(f"{SOCK_PREFIX}*-*"):
+        pid = path.name[len(SOCK_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and owner_gone(int(pid)):
+            for proc in leftovers.vm_processes(mentioning=str(path)):
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+                    proc.wait(5)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 class VirtiofsShares:
     """Two virtiofsd daemons (root read-only through a private bind mount, channel writable)."""
 
@@ -41,7 +66,8 @@ class VirtiofsShares:
         mnt = self.run_dir / "hostroot-ro"
         mnt.mkdir(exist_ok=True)
         # Unix socket paths are limited to 108 bytes: keep them in a short private directory.
-        self.sock_dir = Path(tempfile.mkdtemp(prefix="uffdprobe-vfs-"))
+        sweep_dead_socket_dirs()
+        self.sock_dir = Path(tempfile.mkdtemp(prefix=f"{SOCK_PREFIX}{os.getpid()}-"))
         root_sock, chan_sock = self.sock_dir / "root.sock", self.sock_dir / "channel.sock"
         # The bind mount exists only in the daemon's own mount namespace; the host never sees it.
         script = ('mount --bind / "$1" && mount -o remount,bind,ro "$1" && '
