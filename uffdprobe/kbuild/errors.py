@@ -34,6 +34,16 @@ class ConfigDropped(KbuildError):
         self.dropped = list(dropped)
 
 
+class GuestNeedsMissing(KbuildError):
+    """The final .config lacks what a guest needs to boot under the harness; `missing` lists the options."""
+
+    exit_code = Exit.CONFIG_DROPPED
+
+    def __init__(self, message: str, missing=()):
+        super().__init__(message)
+        self.missing = list(missing)
+
+
 class BuildFailed(KbuildError):
     """make failed or timed out; `log` is the kept build log."""
 
