@@ -1,4 +1,8 @@
-"""Kernel recipes: one TOML file each in vm-images/recipes/ (source, fragments, patch series, expectations)."""
+"""Kernel recipes: one TOML file each in vm-images/recipes/ (source, fragments, patch series, expectations).
+
+A recipe's relative fragment and patch paths are relative to the folder the recipe file is in,
+wherever that is (the shipped ones say ../fragments/x86_64.config).
+"""
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,8 +70,8 @@ FIELDS = {
     "summary": (str, "a string"),
     "source": (str, 'a string: a tarball, tree or GIT_TREE@REF, e.g. "/usr/src/linux-source-6.1.tar.xz"'),
     "base": (str, f"a string, one of {', '.join(sorted(BASES))}"),
-    "fragments": (list, 'a list of paths, e.g. ["fragments/x86_64.config"]'),
-    "patches": (list, 'a list of patch paths (in order), [] for none'),
+    "fragments": (list, 'a list of paths relative to the recipe file\'s folder, e.g. ["../fragments/x86_64.config"]'),
+    "patches": (list, 'a list of patch, mbox, saved web page or series files relative to the recipe\'s folder (in order), [] for none'),
     "models": (dict, "a table"),
     "expect": (dict, 'a table of "SCENARIO" = "VERDICT"'),
 }
@@ -90,7 +94,7 @@ def _from_dict(data: dict, path: Path) -> Recipe:
         raise BadInput(f"recipe {path}: base {base!r} is not one of {', '.join(sorted(BASES))}")
     expect = dict(data.get("expect", {}))
     check_expect(expect, f"recipe {path}: [expect]")
-    here = path.parent.parent if path.parent.name == "recipes" else path.parent
+    here = path.resolve().parent  # relative paths are relative to the recipe file's own folder, always
     return Recipe(
         name=data.get("name", path.stem),
         summary=data.get("summary", ""),
