@@ -22,8 +22,8 @@ class DeclaredProblem(AssertionError):
 def pytest_addoption(parser) -> None:
     group = parser.getgroup("uffdprobe", "uffdprobe: userfaultfd scenarios on real kernels")
     group.addoption("--kernel", action="append", dest="uffd_kernels", metavar="K",
-                    help="run uffd scenarios on K (repeatable): 'host', a bzImage/vmlinuz, a .deb or a "
-                         "recipe name; default host")
+                    help="run uffd scenarios on K (repeatable): 'host', a recipe name or .toml path, a "
+                         "bzImage/vmlinuz or a .deb, optionally LABEL=K; default host")
     group.addoption("--uffd-runs", type=int, default=1, metavar="N", help="repeat each scenario N times per boot")
     group.addoption("--uffd-expect", action="append", default=[], metavar="[KERNEL:]SCENARIO=VERDICT",
                     help="declare an expected verdict (overrides the recipe's)")
@@ -75,9 +75,9 @@ def _uffd_needs(request) -> None:
 class Kernel:
     """One kernel's results for the session: label, identity, expectations, a Cell per scenario/memory."""
 
-    def __init__(self, run, wanted: List[str]):
+    def __init__(self, run, wanted: List[str], host: bool = False):
         from uffdprobe.results.matrix import Matrix
-        self.run, self.label, self.wanted = run, run.label, wanted
+        self.run, self.label, self.wanted, self.host = run, run.label, wanted, host
         self.matrix = Matrix([run])
 
     @property
@@ -97,7 +97,7 @@ class Kernel:
 
     def lacks(self, need: str) -> Optional[str]:
         """Why this kernel lacks a need (from its own probes: the host's, or the guest's SKIP verdicts)."""
-        if self.label == "host":
+        if self.host:
             return _host_lacks(need)
         if need == "root":
             return None  # the guest init runs the scenarios as root
@@ -216,14 +216,16 @@ class _Session:
         from uffdprobe.exitcodes import UsageError
         try:
             targets = check_kernels(self.labels)
-            overrides = parse_expect(self.config.getoption("uffd_expect"), self.labels)
+            overrides = parse_expect(self.config.getoption("uffd_expect"),
+                                     self.labels + [t.label for t in targets])
             planned(Options(scenarios=list(self.scenarios), params=self.config.getoption("uffd_param")))
         except UsageError as exc:
             raise pytest.UsageError(str(exc)) from None
         for t in targets:
             t.expect.update(overrides.get("*", {}))
+            t.expect.update(overrides.get(t.arg, {}))
             t.expect.update(overrides.get(t.label, {}))
-        self._targets = {t.label: t for t in targets}
+        self._targets = dict(zip(self.labels, targets))  # by --kernel argument, as parametrised
 
     def kernel(self, label: str, tmp_path_factory) -> Kernel:
         """Build (or take from cache), boot and run the wanted scenarios once; later calls reuse it."""
@@ -248,12 +250,16 @@ class _Session:
                            vm_timeout=self.config.getoption("uffd_vm_timeout"))
             work = tmp_path_factory.mktemp(f"uffdprobe-{_id(label)}")
             run = Runner(opts, work, say).run_one(target, f"[{self.labels.index(label) + 1}/{len(self.labels)}]")
-            self._kernels[label] = Kernel(run, sorted({r.scenario for r in run.results}))
+            self._kernels[label] = Kernel(run, sorted({r.scenario for r in run.results}),
+                                          host=target.path is None and target.recipe is None)
         return self._kernels[label]
 
 
-def _id(label: str) -> str:
-    return Path(label).name if "/" in label else label
+def _id(arg: str) -> str:
+    """The test id of a --kernel argument: its LABEL, else a path's file name, else the argument."""
+    from uffdprobe.run.kernels import split_label
+    label, kernel = split_label(arg)
+    return label or (Path(kernel).name if "/" in kernel else kernel)
 
 
 _SESSION = pytest.StashKey[_Session]()

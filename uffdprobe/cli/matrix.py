@@ -24,8 +24,8 @@ from uffdprobe.scenarios.memkinds import KINDS
 def add_parser(sub) -> None:
     p = sub.add_parser("matrix", help="every scenario on every kernel, side by side (one boot per kernel)")
     p.add_argument("--kernel", action="append", required=True, metavar="K",
-                   help="repeatable: 'host' (the running kernel), a bzImage/vmlinuz, a linux-image .deb "
-                        "or a recipe name")
+                   help="repeatable: 'host' (the running kernel), a recipe name or .toml path, a "
+                        "bzImage/vmlinuz or a linux-image .deb, optionally LABEL=K")
     p.add_argument("--scenario", action="append", default=[], metavar="S", help="repeatable (default: all public)")
     p.add_argument("--memory", action="append", choices=KINDS, help="memory kinds (default: all each supports)")
     p.add_argument("--runs", type=runs_count, default=1, metavar="N",
@@ -78,13 +78,14 @@ def _say(text: str) -> None:
 
 def cmd_matrix(args: argparse.Namespace) -> int:
     check_writable(args.json, args.junit, args.html)
-    targets = check_kernels(args.kernel)
-    overrides = parse_expect(args.expect, args.kernel)
+    targets = check_kernels(args.kernel)  # every kernel resolved and checked before any build or boot
+    overrides = parse_expect(args.expect, args.kernel + [t.label for t in targets])
     opts = Options(scenarios=args.scenario, memory=args.memory or [], runs=args.runs, params=args.param,
                    vm_timeout=args.vm_timeout, accel=args.accel)
     owed = planned(opts)
     for t in targets:
         t.expect.update(overrides.get("*", {}))
+        t.expect.update(overrides.get(t.arg, {}))
         t.expect.update(overrides.get(t.label, {}))
     work = Path(args.results_dir) if args.results_dir else Path(tempfile.mkdtemp(prefix="uffdprobe-matrix-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--runs", type=runs_count, default=1, metavar="N",
                    help="repeat the whole plan N times; each result carries params['run'] (default 1)")
     p.add_argument("--kernel", metavar="KERNEL",
-                   help="boot this kernel in QEMU and run there: bzImage/vmlinuz, linux-image .deb or recipe name")
+                   help="boot this kernel in QEMU and run there: a recipe name or .toml path, a bzImage/vmlinuz "
+                        "or a linux-image .deb, optionally LABEL=KERNEL; 'host' runs on the running kernel")
     p.add_argument("--accel", choices=("kvm", "tcg"), help="force QEMU acceleration (default: probe KVM)")
     p.add_argument("--append", action="append", default=[], metavar="ARG", type=kernel_arg,
                    help="with --kernel: an extra kernel command-line argument, e.g. transparent_hugepage=never")
@@ -89,9 +90,13 @@ def check_writable(*paths: Optional[str]) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     check_writable(args.json)
-    if args.append and not args.kernel:
-        raise UsageError("--append changes a booted kernel's command line: add --kernel KERNEL")
-    if args.kernel:
+    spec = None
+    if args.kernel is not None:
+        from uffdprobe.run import kernels
+        spec = kernels.resolve(args.kernel)  # before anything runs: a bad or empty --kernel is exit 2
+    if args.append and (spec is None or spec.kind == "host"):
+        raise UsageError("--append changes a booted kernel's command line: add --kernel KERNEL (not host)")
+    if spec is not None and spec.kind != "host":
         from uffdprobe.run.guest import run_in_vm
-        return run_in_vm(args)
+        return run_in_vm(args, spec)
     return host.run_on_host(args)

@@ -9,6 +9,7 @@ from typing import List
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit
 from uffdprobe.exitcodes import UsageError
+from . import kernels
 from .host import finish
 from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
@@ -18,21 +19,6 @@ from uffdprobe.vm.outcome import CHANNEL_LOST, OUTCOME_EXIT
 GUEST_SCRATCH = "/dev/vda"
 #: The guest run's exit statuses for a results stream it could no longer write (run_cmd.VerdictStream).
 GUEST_LOST = (Exit.CHANNEL_LOST, Exit.NO_SPACE)
-
-
-def resolve(kernel: str) -> str:
-    """A bootable path for KERNEL: a file as given, or a vm-images recipe name built (or cached) now."""
-    path = Path(kernel)
-    if path.is_dir():
-        raise UsageError(f"--kernel {kernel} is a directory; give a bzImage/vmlinuz, a linux-image .deb "
-                         "or a recipe name (`uffdprobe kernel list`, vm-images/recipes)")
-    if path.exists():
-        return str(path)
-    from uffdprobe.kbuild import build as kbuild, recipes
-    if kernel not in recipes.names():
-        raise UsageError(f"--kernel {kernel}: no such file and no recipe of that name; recipes: "
-                         + ", ".join(recipes.names()))
-    return str(kbuild.resolve_kernel(kernel).bzimage)
 
 
 def check_visible_in_guest() -> None:
@@ -81,7 +67,9 @@ class _Tail(threading.Thread):
             self.seen = max(self.seen, len(results))
 
 
-def run_in_vm(args: argparse.Namespace) -> int:
+def run_in_vm(args: argparse.Namespace, spec: "kernels.KernelSpec" = None) -> int:
+    """`run --kernel K` for a K that is not the host: build it if it is a recipe, boot, run, report."""
+    spec = spec or kernels.resolve(args.kernel)
     check_visible_in_guest()  # before any kernel build
     from uffdprobe.vm.boot import Terminated, boot
     from uffdprobe.vm.errors import VmInputError, VmSetupError
@@ -92,7 +80,7 @@ def run_in_vm(args: argparse.Namespace) -> int:
                    for s in select(args.scenarios) for m in s.memory if not args.memory or m in args.memory]
     except KeyError as exc:
         raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
-    kernel = resolve(args.kernel)
+    kernel = kernels.bootable(spec)
     table = sys.stderr if args.ktap else sys.stdout
     run_dir = new_run_dir(create=False)
     tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table)

@@ -44,24 +44,17 @@ class Target:
     identity: Dict[str, object] = field(default_factory=dict)
     expect: Dict[str, str] = field(default_factory=dict)
     build_error: Optional[str] = None
+    arg: str = ""  # the --kernel argument as given (LABEL=KERNEL included)
 
 
 def check_kernels(labels: List[str]) -> List[Target]:
-    """Validate every --kernel before any work; bad input raises UsageError naming the fix."""
-    from uffdprobe.kbuild import recipes
-    if len(set(labels)) != len(labels):
-        raise UsageError("the same --kernel is given twice; give each kernel once")
+    """Resolve and check every --kernel (run/kernels.py) before any work; bad input raises UsageError."""
+    from . import kernels
     targets = []
-    for label in labels:
-        if label == HOST:
-            targets.append(Target(label))
-        elif Path(label).is_file():
-            targets.append(Target(label, path=str(Path(label).resolve())))
-        elif label in recipes.names():
-            targets.append(Target(label, recipe=label, expect=dict(recipes.load(label).expect)))
-        else:
-            raise UsageError(f"--kernel {label}: not 'host', not a file, not a recipe; recipes: "
-                             + ", ".join(recipes.names()))
+    for spec in kernels.resolve_all(labels):
+        expect = dict(spec.recipe.expect) if spec.recipe is not None else {}
+        path = str(spec.path) if spec.kind in ("image", "deb") else None
+        targets.append(Target(spec.label, path=path, recipe=spec.recipe_ref, expect=expect, arg=spec.arg))
     return targets
 
 
