@@ -79,7 +79,7 @@ def test_matrix_takes_the_recipe_file_with_its_expectations(own_recipe, tmp_path
 
 
 def test_boot_takes_a_recipe_file(own_recipe):
-    done = _uffdprobe("boot", str(own_recipe), "--accel", "tcg", "--", "/bin/sh", "-c", "uname -r; exit 3")
+    done = _uffdprobe("boot", "--accel", "tcg", str(own_recipe), "--", "/bin/sh", "-c", "uname -r; exit 3")
     assert done.returncode == 3, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1].startswith("6.1.")
 

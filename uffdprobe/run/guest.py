@@ -80,7 +80,12 @@ def run_in_vm(args: argparse.Namespace, spec: "kernels.KernelSpec" = None) -> in
                    for s in select(args.scenarios) for m in s.memory if not args.memory or m in args.memory]
     except KeyError as exc:
         raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
-    kernel = kernels.bootable(spec)
+    from uffdprobe.kbuild.errors import KbuildError
+    try:
+        kernel = kernels.bootable(spec)
+    except KbuildError as exc:  # patch, config or build failure of a recipe: its own exit status
+        print(f"uffdprobe: --kernel {spec.arg}: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
     table = sys.stderr if args.ktap else sys.stdout
     run_dir = new_run_dir(create=False)
     tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table)
