@@ -98,6 +98,27 @@ def test_cow_leak(uffd_verdict):
     result.stdout.fnmatch_lines(["*test_cow_leak[[]mine[]] XFAIL*"])  # declared LEAK in the recipe
 
 
+def test_two_kernels_with_one_file_name_told_apart_by_labels(tmp_path):
+    """Two bzImage files of one name (stock and model-5.8 copied into a/ and b/), one matrix."""
+    stock, model = kbuild.build("stock", progress=False), kbuild.build("model-5.8", progress=False)
+    for folder, kernel in (("a", stock), ("b", model)):
+        (tmp_path / folder).mkdir()
+        shutil.copyfile(kernel.bzimage, tmp_path / folder / "bzImage")
+    unlabelled = _uffdprobe("matrix", "--kernel", str(tmp_path / "a" / "bzImage"), "--kernel",
+                            str(tmp_path / "b" / "bzImage"), "--scenario", "cow-leak")
+    assert unlabelled.returncode == Exit.USAGE and "both labelled 'bzImage'" in unlabelled.stderr
+    out = tmp_path / "m.json"
+    done = _uffdprobe("matrix", "--kernel", f"v6.1={tmp_path / 'a' / 'bzImage'}", "--kernel",
+                      f"model-5.8={tmp_path / 'b' / 'bzImage'}", "--scenario", "cow-leak", "--memory", "anon-4k",
+                      "--accel", "tcg", "--expect", "model-5.8:cow-leak=ANY", "--json", str(out))
+    assert done.returncode == Exit.OK, done.stdout[-2000:] + done.stderr[-2000:]
+    matrix = json.loads(out.read_text())
+    assert [k["label"] for k in matrix["kernels"]] == ["v6.1", "model-5.8"]
+    assert {c["kernel"]: c["verdict"] for c in matrix["cells"]}["v6.1"] == "PASS"
+    shas = [k["identity"].get("sha256") for k in matrix["kernels"]]
+    assert len(set(shas)) == 2 and None not in shas
+
+
 @pytest.mark.build
 def test_stock_612_builds_boots_and_answers(tmp_path):
     """Debian's linux-source-6.12 from the shipped fragment: every scenario PASS or SKIP, with reasons."""
