@@ -163,3 +163,16 @@ def test_run_refuses_a_recipe_whose_source_is_missing(tmp_path):
                    .replace("../fragments/", str(recipes.VM_IMAGES / "fragments") + "/"))
     done = _uffdprobe("run", "--kernel", str(bad), "cow-leak")
     assert done.returncode == Exit.USAGE and "linux-5.8.1 does not exist" in done.stderr
+
+
+def test_recipe_source_path_is_relative_to_the_recipe_folder(tmp_path):
+    (tmp_path / "trees" / "linux-6.1").mkdir(parents=True)
+    (tmp_path / "recipes").mkdir()
+    recipe = tmp_path / "recipes" / "tree.toml"
+    text = RECIPE.read_text().replace("../fragments/", str(recipes.VM_IMAGES / "fragments") + "/")
+    recipe.write_text(text.replace("/usr/src/linux-source-6.1.tar.xz", "../trees/linux-6.1"))
+    assert recipes.load(recipe).source == str(tmp_path / "trees" / "linux-6.1")
+    recipe.write_text(text.replace("/usr/src/linux-source-6.1.tar.xz", "../trees/linux-6.1@v6.1"))
+    assert recipes.load(recipe).source == str(tmp_path / "trees" / "linux-6.1") + "@v6.1"
+    recipe.write_text(text)
+    assert recipes.load(recipe).source == "/usr/src/linux-source-6.1.tar.xz"

@@ -1,8 +1,9 @@
 """Kernel recipes: one TOML file each in vm-images/recipes/ (source, fragments, patch series, expectations).
 
-A recipe's relative fragment and patch paths are relative to the folder the recipe file is in,
-wherever that is (the shipped ones say ../fragments/x86_64.config).
+A recipe's relative source, fragment and patch paths are relative to the folder the recipe
+file is in, wherever that is (the shipped ones say ../fragments/x86_64.config).
 """
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def _from_dict(data: dict, path: Path) -> Recipe:
     return Recipe(
         name=data.get("name", path.stem),
         summary=data.get("summary", ""),
-        source=data["source"],
+        source=_source(here, data["source"]),
         base=base,
         fragments=tuple(_resolve(here, f, path, "fragment") for f in data.get("fragments", [])),
         patches=tuple(_resolve(here, p, path, "patch") for p in data["patches"]),
@@ -119,6 +120,14 @@ def check_expect(expect: dict, where: str) -> None:
         if verdict not in VERDICTS:
             raise BadInput(f"{where}: {scenario} = {verdict!r} is not a verdict; use one of "
                            f"{', '.join(sorted(VERDICTS))}")
+
+
+def _source(here: Path, text: str) -> str:
+    """A relative source path (tree, tarball or GIT_TREE@REF) made absolute against the recipe's folder."""
+    if not text or "://" in text or os.path.isabs(text):
+        return text
+    location, at, ref = text.rpartition("@") if "@" in text else (text, "", "")
+    return os.path.normpath(here / location) + (f"@{ref}" if at else "")
 
 
 def _resolve(base: Path, rel: str, recipe: Path, what: str) -> Path:
