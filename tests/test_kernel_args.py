@@ -17,6 +17,7 @@ from uffdprobe.kbuild import recipes
 from uffdprobe.run import kernels
 
 PY = sys.executable
+pytest_plugins = ["pytester"]
 RECIPE = recipes.RECIPE_DIR / "stock.toml"
 
 
@@ -118,6 +119,8 @@ def test_two_kernels_with_one_file_name_need_labels(tmp_path):
         kernels.resolve_all([str(a), f"again={a}"])
 
 
+@pytest.mark.reliability("a bad kernel among several (matrix --kernel)",
+                         "one line naming it, exit 2, before any build or QEMU, no output file")
 def test_matrix_refuses_a_bad_kernel_among_several_before_anything_runs(fake_image, tmp_path):
     out = tmp_path / "results"
     proc = subprocess.Popen([PY, "-m", "uffdprobe", "matrix", "--kernel", "host", "--kernel", "stock",
@@ -139,6 +142,7 @@ def test_matrix_refuses_a_bad_kernel_among_several_before_anything_runs(fake_ima
     assert "building" not in stderr and stdout == ""
 
 
+@pytest.mark.reliability("run --kernel '' (an empty kernel argument)", "refused in one line, exit 2, nothing runs")
 def test_run_kernel_host_runs_here_and_empty_is_refused(tmp_path):
     done = _uffdprobe("run", "--kernel", "host", "--json", str(tmp_path / "r.json"), "cow-leak")
     assert done.returncode in (Exit.OK, Exit.NO_UFFD_PERMISSION), done.stderr
@@ -176,3 +180,18 @@ def test_recipe_source_path_is_relative_to_the_recipe_folder(tmp_path):
     assert recipes.load(recipe).source == str(tmp_path / "trees" / "linux-6.1") + "@v6.1"
     recipe.write_text(text)
     assert recipes.load(recipe).source == "/usr/src/linux-source-6.1.tar.xz"
+
+
+def test_pytest_plugin_refuses_a_bad_kernel_among_several(pytester, fake_image):
+    pytester.makepyfile(test_user="""
+import pytest
+
+@pytest.mark.uffd_scenario("cow-leak")
+def test_cow_leak(uffd_verdict):
+    uffd_verdict.check()
+""")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--kernel", "host", "--kernel", "stock",
+                                           "--kernel", f"broken={fake_image}", timeout=120)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--kernel broken={fake_image}: *not an x86 kernel image*"])
+    assert "booting" not in result.stdout.str() + result.stderr.str()
