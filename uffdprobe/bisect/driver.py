@@ -4,7 +4,6 @@ Ctrl-C (or SIGTERM/SIGHUP) stops the whole bisection: the running step is interr
 and make are killed), git bisect run is stopped, and the tree is put back with `git bisect reset`
 on the branch or commit it was on; the exit status is 130. The log keeps every finished step.
 """
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from typing import List, Optional
 
 from . import build as bisect_build, git as bisect_git, step as bisect_step
 from uffdprobe.kbuild import cache as kbuild_cache
+from uffdprobe.osutil import children
 from .log import BisectLog
 from uffdprobe.kbuild.errors import BadInput, SetupError
 
@@ -140,27 +140,7 @@ def _pump(stream, lines: List[str]) -> None:
 
 def _stop(proc: subprocess.Popen) -> None:
     """SIGINT to git bisect run's process group (the step cleans up and exits 130), then SIGKILL."""
-    for sig, wait in ((signal.SIGINT, STOP_WAIT), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and _group_alive(proc):
-            time.sleep(0.2)
-        if not _group_alive(proc):
-            return
-
-
-def _group_alive(proc: subprocess.Popen) -> bool:
-    proc.poll()
-    try:
-        os.killpg(proc.pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    children.stop_group(proc, signal.SIGINT, grace=STOP_WAIT, wait_for_group=True)
 
 
 def _trap_termination():

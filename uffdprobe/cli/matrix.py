@@ -19,6 +19,7 @@ from uffdprobe.kbuild.recipes import VERDICTS, check_expect
 from uffdprobe.exitcodes import UsageError
 from .run import _seconds, check_writable, runs_count
 from uffdprobe.scenarios.memkinds import KINDS
+from .vocab import add_accel, add_verbosity, deprecated
 
 
 def add_parser(sub) -> None:
@@ -37,12 +38,15 @@ def add_parser(sub) -> None:
     p.add_argument("--json", metavar="FILE", help="write the matrix (kernels, cells, every result) as JSON")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML: a testcase per kernel × scenario × memory")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (evidence on click)")
-    p.add_argument("--jobs", type=runs_count, default=1, metavar="J",
+    p.add_argument("--parallel", dest="jobs", type=runs_count, default=1, metavar="J",
                    help="kernels run at once (default 1: one TCG guest already uses both cores)")
+    p.add_argument("--jobs", dest="jobs", type=runs_count, action=deprecated("--parallel"),
+                   help=argparse.SUPPRESS)  # --jobs is make -j in kernel build and bisect
     p.add_argument("--results-dir", metavar="DIR", help="per-kernel logs and results (default: a new temp dir)")
-    p.add_argument("--accel", choices=("kvm", "tcg"), help="force QEMU acceleration (default: probe KVM)")
+    add_accel(p)
     p.add_argument("--vm-timeout", type=_seconds, default=900.0, metavar="S",
                    help="limit for each kernel's boot and every scenario in it (default 900)")
+    add_verbosity(p)
     p.set_defaults(func=cmd_matrix)
 
 
@@ -76,12 +80,17 @@ def _say(text: str) -> None:
         sys.stderr.flush()
 
 
+def _silent(text: str) -> None:
+    """-q: progress lines are dropped (the table, the summary and errors still print)."""
+
+
 def cmd_matrix(args: argparse.Namespace) -> int:
     check_writable(args.json, args.junit, args.html)
     targets = check_kernels(args.kernel)  # every kernel resolved and checked before any build or boot
     overrides = parse_expect(args.expect, args.kernel + [t.label for t in targets])
     opts = Options(scenarios=args.scenario, memory=args.memory or [], runs=args.runs, params=args.param,
-                   vm_timeout=args.vm_timeout, accel=args.accel)
+                   vm_timeout=args.vm_timeout, accel=args.accel, verbose=args.verbosity > 0)
+    say = _say if args.verbosity >= 0 else _silent
     owed = planned(opts)
     for t in targets:
         t.expect.update(overrides.get("*", {}))
@@ -89,14 +98,14 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         t.expect.update(overrides.get(t.label, {}))
     work = Path(args.results_dir) if args.results_dir else Path(tempfile.mkdtemp(prefix="uffdprobe-matrix-"))
     work.mkdir(parents=True, exist_ok=True)
-    _say(f"matrix: {len(targets)} kernel(s) × {len(owed)} run(s) each; logs under {work}")
+    say(f"matrix: {len(targets)} kernel(s) × {len(owed)} run(s) each; logs under {work}")
     for t in targets:
-        build(t, _say)
+        build(t, say)
     done: dict = {}
     started = time.monotonic()
     old = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
     try:
-        kernels = run_all(targets, opts, work, min(args.jobs, len(targets)), _say, done)
+        kernels = run_all(targets, opts, work, min(args.jobs, len(targets)), say, done)
     except KeyboardInterrupt:
         kept = Matrix([done[t.label] for t in targets if t.label in done])
         _write(kept, args, work, quiet=True)

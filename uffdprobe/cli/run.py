@@ -8,6 +8,7 @@ from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.run import host
 from uffdprobe.scenarios.memkinds import KINDS
 from uffdprobe.scenarios.registry import select
+from .vocab import add_accel, add_verbosity
 
 
 def add_parsers(sub) -> None:
@@ -16,6 +17,8 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("run", help="run scenarios on the running kernel (or --kernel in QEMU)")
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: every public scenario")
+    p.add_argument("--scenario", dest="more_scenarios", action="append", default=[], metavar="S",
+                   help="repeatable, as in matrix and bisect (the same as naming it positionally)")
     p.add_argument("--memory", action="append", choices=KINDS, help="memory kinds (default: all each supports)")
     p.add_argument("--json", metavar="FILE", help="write all results as a JSON list")
     p.add_argument("--ktap", action="store_true", help="print KTAP on stdout (the table goes to stderr)")
@@ -32,11 +35,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--kernel", metavar="KERNEL",
                    help="boot this kernel in QEMU and run there: a recipe name or .toml path, a bzImage/vmlinuz "
                         "or a linux-image .deb, optionally LABEL=KERNEL; 'host' runs on the running kernel")
-    p.add_argument("--accel", choices=("kvm", "tcg"), help="force QEMU acceleration (default: probe KVM)")
+    add_accel(p)
     p.add_argument("--append", action="append", default=[], metavar="ARG", type=kernel_arg,
                    help="with --kernel: an extra kernel command-line argument, e.g. transparent_hugepage=never")
     p.add_argument("--vm-timeout", type=_seconds, default=900.0, metavar="S",
                    help="overall limit for the boot and every scenario in it (default 900)")
+    add_verbosity(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -89,6 +93,7 @@ def check_writable(*paths: Optional[str]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    args.scenarios = list(args.scenarios) + list(getattr(args, "more_scenarios", []))
     check_writable(args.json)
     spec = None
     if args.kernel is not None:

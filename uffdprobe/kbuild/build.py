@@ -166,6 +166,14 @@ def resolve_kernel(name: str, progress: bool = True, cache_dir=None) -> BuiltKer
     return build(recipes.load(name), progress=progress, cache_dir=cache_dir)
 
 
+def cached(what: Union[str, recipes.Recipe, BuildSpec], cache_dir=None) -> Optional[BuiltKernel]:
+    """The cached kernel of a recipe name, Recipe or BuildSpec; None when it would have to be built. Never builds."""
+    started = time.monotonic()
+    job = _prepare(what, cache_dir, progress=False)
+    hit = _cached(job.root, cache.read_alias(job.root, job.inputs))
+    return _result(hit, job.recipe, True, started) if hit else None
+
+
 def _spec_of(recipe: recipes.Recipe) -> BuildSpec:
     return BuildSpec(source=recipe.source, base=recipe.base, fragments=recipe.fragments or (DEFAULT_FRAGMENT,),
                      patches=recipe.patches, name=recipe.name)

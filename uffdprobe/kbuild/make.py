@@ -214,36 +214,10 @@ class _Group:
         with self.lock:
             if timed_out and self.proc.poll() is None:
                 self.timed_out = True
-            killed = stopped = False
-            if self.proc.poll() is None:
-                stopped = _signal_group(self.proc.pid, signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=STOP_GRACE)
-                except subprocess.TimeoutExpired:
-                    killed = _signal_group(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait(timeout=60)
-            stragglers = self._reap_stragglers()
+            ended = children.stop_group(self.proc, signal.SIGTERM, grace=STOP_GRACE, kill_wait=30.0)
             # a make that finished by itself wrote whole files; one we stopped may not have
-            if (killed or (stopped and stragglers)) and self.on_killed:
+            if (ended.killed or (ended.signalled and ended.stragglers)) and self.on_killed:
                 self.on_killed()
-
-    def _reap_stragglers(self) -> bool:
-        """SIGKILL whatever is left in the group (orphans of a dead make) until none is; True if any was."""
-        deadline = time.monotonic() + 30
-        any_left = False
-        while _signal_group(self.proc.pid, signal.SIGKILL) and time.monotonic() < deadline:
-            any_left = True
-            time.sleep(0.05)
-        return any_left
-
-
-def _signal_group(pgid: int, sig: int) -> bool:
-    """Send `sig` to a process group; False when no process is left in it."""
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def scrub_outputs(objtree: Optional[Path], since_ns: int) -> list:

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from uffdprobe.osutil import datafiles
+
 from .errors import BadInput
 
 try:
@@ -17,8 +19,10 @@ except ImportError:  # Python < 3.11
     except ImportError:
         tomllib = None
 
-VM_IMAGES = Path(__file__).resolve().parents[2] / "vm-images"
+VM_IMAGES = datafiles.vm_images()
 RECIPE_DIR = VM_IMAGES / "recipes"
+#: os.pathsep-separated folders of the user's own recipes, searched before the shipped ones.
+PATH_ENV = "UFFDPROBE_RECIPES"
 VERDICTS = {"PASS", "HANG", "LEAK", "WP_LOST", "SKIP", "ERROR", "NOT_HANG", "NOT_LEAK", "ANY"}
 BASES = {"tinyconfig", "allnoconfig", "defconfig"}
 
@@ -38,16 +42,33 @@ class Recipe:
     path: Path = None
 
 
+def search_path() -> list:
+    """Where recipe names are looked up, first match wins: the folders in $UFFDPROBE_RECIPES, then
+    $XDG_CONFIG_HOME/uffdprobe/recipes (~/.config/uffdprobe/recipes), then the recipes uffdprobe ships."""
+    user = [Path(p).expanduser() for p in os.environ.get(PATH_ENV, "").split(os.pathsep) if p]
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return user + [Path(config) / "uffdprobe" / "recipes", RECIPE_DIR]
+
+
+def find(name: str):
+    """The .toml file of recipe `name` on the search path, None when no folder has it."""
+    for folder in search_path():
+        path = folder / f"{name}.toml"
+        if path.is_file():
+            return path
+    return None
+
+
 def names() -> list:
-    """Recipe names found in vm-images/recipes/."""
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.toml"))
+    """Recipe names found on the search path."""
+    return sorted({p.stem for folder in search_path() for p in folder.glob("*.toml")})
 
 
 def load(name_or_path) -> Recipe:
-    """Load a recipe by name (vm-images/recipes/NAME.toml) or by path to a .toml file."""
+    """Load a recipe by name (the first NAME.toml on search_path()) or by path to a .toml file."""
     path = Path(name_or_path)
     if not (path.suffix == ".toml" and path.is_file()):
-        path = RECIPE_DIR / f"{name_or_path}.toml"
+        path = find(str(name_or_path)) or RECIPE_DIR / f"{name_or_path}.toml"
     if not path.is_file():
         raise BadInput(f"unknown kernel recipe {name_or_path!r}: choose one of {', '.join(names()) or '(none)'}"
                        " or give a path to a .toml recipe")
@@ -131,7 +152,10 @@ def _source(here: Path, text: str) -> str:
 
 
 def _resolve(base: Path, rel: str, recipe: Path, what: str) -> Path:
-    full = (base / rel).resolve()
-    if not full.is_file():
-        raise BadInput(f"recipe {recipe}: {what} {rel} not found (looked in {base}); fix the path")
-    return full
+    """`rel` relative to the recipe's own folder, else in the shipped vm-images, so a user's recipe
+    can name the shipped fragments and patch series."""
+    for folder in dict.fromkeys((base, VM_IMAGES)):
+        full = (folder / rel).resolve()
+        if full.is_file():
+            return full
+    raise BadInput(f"recipe {recipe}: {what} {rel} not found (looked in {base} and {VM_IMAGES}); fix the path")

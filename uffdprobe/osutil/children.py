@@ -7,6 +7,10 @@ import signal
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import psutil
 
 PR_SET_PDEATHSIG = 1
 #: Set by `uffdprobe matrix` to its pid for each run child: the child stops when the matrix dies.
@@ -65,24 +69,120 @@ def signals_ignored(sigs=SHUTDOWN_SIGNALS, on_signal=None):
 
 
 def stop(proc: subprocess.Popen, grace: float = 3.0) -> None:
-    """SIGTERM the child's process group, SIGKILL it after grace seconds, and reap it."""
-    if proc is None:
-        return
-    with signals_blocked():
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-            if proc.poll() is not None:
-                break
-            _signal_group(proc, sig)
-            deadline = time.monotonic() + wait
-            while proc.poll() is None and time.monotonic() < deadline:
+    """SIGTERM the child's process group, SIGKILL it after grace seconds, and reap it (QEMU, virtiofsd,
+    run children); a Ctrl-C meanwhile waits until the child is gone."""
+    if proc is not None:
+        stop_group(proc, grace=grace, hold_signals=True)
+
+
+@dataclass
+class Stopped:
+    """How a process group ended under stop_group()."""
+
+    exit: Optional[int]  #: the leader's exit status; None when it was reaped elsewhere or could not be
+    reaped: bool         #: the leader is gone and reaped
+    signalled: bool      #: the first signal reached a live leader
+    killed: bool         #: SIGKILL was needed: the group did not end within the grace period
+    stragglers: bool     #: processes were still in the group after its leader ended (and were SIGKILLed)
+
+
+def stop_group(leader, first: Optional[int] = signal.SIGTERM, grace: float = 3.0, kill_wait: float = 10.0,
+               wait_for_group: bool = False, hold_signals: bool = False) -> Stopped:
+    """Stop the process group led by `leader` (a Popen or the pid of our own child, started in a session or
+    group of its own) and reap the leader. The one way uffdprobe stops a process tree:
+
+    `first` (None: none) goes to the whole group; it gets `grace` seconds to end by itself (its leader, or
+    every member with `wait_for_group`); then SIGKILL and up to `kill_wait` seconds for the leader; whatever
+    is left in the group after that is SIGKILLed until none is (bounded by `kill_wait` too). With
+    `hold_signals` a SIGINT/SIGTERM/SIGHUP arriving meanwhile waits until the group is gone."""
+    proc = _Leader(leader)
+    with signals_blocked() if hold_signals else contextlib.nullcontext():
+        signalled = killed = stragglers = False
+        if first is not None and not proc.done():
+            signalled = _signal_group(proc.pid, first)
+
+        def ended() -> bool:
+            return proc.done() and not (wait_for_group and _group_alive(proc.pid))
+
+        if not _wait(ended, grace):
+            killed = True
+            _signal_group(proc.pid, signal.SIGKILL)
+            _signal_pid(proc.pid, signal.SIGKILL)
+            _wait(proc.done, kill_wait)
+        if proc.done():  # orphans of the leader (virtiofsd's child, make's compilers) go too
+            deadline = time.monotonic() + kill_wait
+            while _live_members(proc.pid) and time.monotonic() < deadline:
+                stragglers = True
+                _signal_group(proc.pid, signal.SIGKILL)
                 time.sleep(0.05)
-        _signal_group(proc, signal.SIGKILL)  # stragglers in the group (virtiofsd's own child)
-        if proc.poll() is None:
-            proc.wait(timeout=10)
+    return Stopped(exit=proc.status, reaped=proc.done(), signalled=signalled, killed=killed,
+                   stragglers=stragglers)
 
 
-def _signal_group(proc, sig):
+class _Leader:
+    """Non-blocking reaping of a Popen or of a child pid, keeping its exit status."""
+
+    def __init__(self, leader):
+        self.popen = leader if isinstance(leader, subprocess.Popen) else None
+        self.pid = leader.pid if self.popen else int(leader)
+        self.status: Optional[int] = None
+        self._done = False
+
+    def done(self) -> bool:
+        if self._done:
+            return True
+        if self.popen is not None:
+            self.status = self.popen.poll()
+            self._done = self.status is not None
+            return self._done
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere
+            self._done = True
+            return True
+        if pid:
+            self.status, self._done = os.waitstatus_to_exitcode(status), True
+        return self._done
+
+
+def _wait(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send `sig` to a process group; False when no process is left in it."""
     try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member changed its credentials: it is there, we cannot signal it
+        return True
+
+
+def _signal_pid(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:
         pass
+
+
+def _group_alive(pgid: int) -> bool:
+    return bool(_live_members(pgid))
+
+
+def _live_members(pgid: int) -> list:
+    """The processes of group `pgid` that are not zombies (a zombie waits for its parent, not for us)."""
+    members = []
+    for pid in psutil.pids():
+        try:
+            if os.getpgid(pid) == pgid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                members.append(pid)
+        except (OSError, psutil.Error):
+            pass
+    return members

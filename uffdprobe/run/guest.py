@@ -94,8 +94,10 @@ def run_in_vm(args: argparse.Namespace, spec: "kernels.KernelSpec" = None) -> in
     def progress(text: str) -> None:
         print(f"[vm] {text}", file=sys.stderr, flush=True)
 
+    verbosity = getattr(args, "verbosity", 0)
     try:
-        result = boot(kernel, guest_argv(args), timeout=args.vm_timeout, accel=args.accel, progress=progress,
+        result = boot(kernel, guest_argv(args), timeout=args.vm_timeout, accel=args.accel,
+                      progress=progress if verbosity >= 0 else None,
                       run_dir=run_dir, extra_append=getattr(args, "append", []))
     except VmInputError as exc:
         raise UsageError(str(exc)) from None
@@ -108,6 +110,8 @@ def run_in_vm(args: argparse.Namespace, spec: "kernels.KernelSpec" = None) -> in
     finally:
         tail.stop.set()
         tail.join(2)
+    if verbosity > 0:
+        progress(f"run directory {result.run_dir}; QEMU: {' '.join(result.qemu_argv)}")
     stream = result.results_dir / "verdicts.jsonl"
     results = report.read_jsonl(stream) if stream.exists() else []
     # the channel went away: seen by the host (CHANNEL_LOST) or said by the guest's own exit status

@@ -33,7 +33,7 @@ class KernelSpec:
     def recipe_ref(self) -> Optional[str]:
         """What kbuild.recipes.load() takes for this kernel: the recipe's name or its file's path."""
         if self.kind == "recipe":
-            return self.recipe.name
+            return self.recipe.path.stem  # the name it was found by (its TOML `name` may differ)
         if self.kind == "recipe-file":
             return str(self.path)
         return None

@@ -33,6 +33,7 @@ class Options:
     params: List[str] = field(default_factory=list)
     vm_timeout: float = 900.0
     accel: Optional[str] = None
+    verbose: bool = False  # each kernel's run also logs its QEMU command line and run directory
 
 
 @dataclass
@@ -106,6 +107,8 @@ def run_argv(target: Target, opts: Options, out: Path) -> List[str]:
         argv += ["--memory", mem]
     for pair in opts.params:
         argv += ["--param", pair]
+    if opts.verbose:
+        argv.append("--verbose")
     return argv + list(opts.scenarios)
 
 

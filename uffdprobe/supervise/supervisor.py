@@ -2,13 +2,13 @@
 import json
 import os
 import select
-import signal
 import socket
 import time
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
+from uffdprobe.osutil import children
 from . import tasks
 from uffdprobe.uffd.errors import UffdError
 from uffdprobe.scenarios.context import ScenarioContext
@@ -143,31 +143,11 @@ class _Watch:
 
 def _reap(pid: int, grace_s: float = 2.0) -> Dict[str, Any]:
     """Wait for the child; after `grace_s` kill its whole process group. Always reaps."""
-    deadline = time.monotonic() + grace_s
-    killed = False
-    while True:
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return {"exit": None, "killed": killed}
-        if done:
-            try:
-                os.killpg(pid, signal.SIGKILL)  # leftover grandchildren of the scenario
-            except OSError:
-                pass
-            return {"exit": os.waitstatus_to_exitcode(status), "killed": killed}
-        if time.monotonic() > deadline and not killed:
-            for sig_target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
-                try:
-                    sig_target()
-                except OSError:
-                    pass
-            killed = True
-            deadline = time.monotonic() + 10.0
-        elif killed and time.monotonic() > deadline:
-            # SIGKILL did not end it within 10 s: an unkillable task is a kernel bug; stop waiting.
-            return {"exit": None, "killed": True, "unkillable": tasks.all_tasks(pid)}
-        time.sleep(0.01)
+    ended = children.stop_group(pid, first=None, grace=grace_s)
+    if not ended.reaped:
+        # SIGKILL did not end it within 10 s: an unkillable task is a kernel bug; stop waiting.
+        return {"exit": None, "killed": True, "unkillable": tasks.all_tasks(pid)}
+    return {"exit": ended.exit, "killed": ended.killed}
 
 
 def run_one(scenario: Scenario, memory: str, params: Dict[str, Any], kernel: Dict[str, Any],
