@@ -171,7 +171,7 @@ def cached(what: Union[str, recipes.Recipe, BuildSpec], cache_dir=None) -> Optio
     started = time.monotonic()
     job = _prepare(what, cache_dir, progress=False)
     hit = _cached(job.root, cache.read_alias(job.root, job.inputs))
-    return _result(hit, job.recipe, True, started) if hit else None
+    return _result(hit, job, True, started) if hit else None
 
 
 def _spec_of(recipe: recipes.Recipe) -> BuildSpec:
