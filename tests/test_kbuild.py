@@ -144,14 +144,58 @@ def test_unknown_recipe(tmp_path, capsys):
     assert "unknown kernel recipe" in err and "model-5.8" in err
 
 
-@pytest.mark.reliability('a config fragment with a misspelt option', 'the dropped option named, exit 4, nothing cached')
-def test_misspelt_fragment_option_is_reported_dropped(tmp_cache, tmp_path, capsys):
-    fragment = tmp_path / "typo.config"
-    fragment.write_text(kbuild.DEFAULT_FRAGMENT.read_text() + "CONFIG_USERFAULTFDD=y\n")
+@pytest.mark.reliability('a config fragment option the kernel defines but cannot set',
+                         'the dropped option named, exit 4, nothing cached')
+def test_unsettable_fragment_option_is_reported_dropped(tmp_cache, tmp_path, capsys):
+    # KASAN_SW_TAGS is in 6.1's lib/Kconfig.kasan but depends on HAVE_ARCH_KASAN_SW_TAGS (arm64 only)
+    fragment = tmp_path / "unsettable.config"
+    fragment.write_text(kbuild.DEFAULT_FRAGMENT.read_text() + "CONFIG_KASAN_SW_TAGS=y\n")
     status, _, err = _cli(["build", "--cache-dir", str(tmp_cache), "--config-fragment", str(fragment)], capsys)
     assert status == Exit.CONFIG_DROPPED
-    assert "CONFIG_USERFAULTFDD=y" in err and "CONFIG_USERFAULTFD=" not in err
+    assert "CONFIG_KASAN_SW_TAGS=y (got not set)" in err and "not in this kernel's Kconfig" not in err
     _nothing_installed(tmp_cache)
+
+
+@pytest.mark.reliability("a config fragment option this kernel's Kconfig does not define",
+                         'named in one line, left out, the build goes on')
+def test_option_unknown_to_kconfig_is_left_out(built, tmp_cache, tmp_path, capsys):
+    # Stock's entry in the temporary cache: the same final .config is the same kernel, so the build
+    # that leaves the made-up option out ends as that cache hit instead of a 10-minute make.
+    stock = built["stock"]
+    shutil.copytree(stock.bzimage.parent, tmp_cache / "entries" / stock.bzimage.parent.name, symlinks=True)
+    fragment = tmp_path / "cross-version.config"
+    fragment.write_text(kbuild.DEFAULT_FRAGMENT.read_text()
+                        + "CONFIG_UFFDPROBE_MADE_UP=y\n# CONFIG_UFFDPROBE_ALSO_MADE_UP is not set\n")
+    status, out, err = _cli(["build", "--cache-dir", str(tmp_cache), "--config-fragment", str(fragment)], capsys)
+    assert status == Exit.OK, err
+    left_out = [line for line in err.splitlines() if "not in this kernel's Kconfig" in line]
+    assert left_out == ["kbuild: not in this kernel's Kconfig: CONFIG_UFFDPROBE_ALSO_MADE_UP, "
+                        "CONFIG_UFFDPROBE_MADE_UP, left out"]
+    assert stock.key[:12] in out
+    config = (tmp_cache / "entries" / stock.bzimage.parent.name / "config").read_text()
+    assert "UFFDPROBE_MADE_UP" not in config
+
+
+@pytest.mark.reliability('a config the guest cannot boot with (no 9p, no virtiofs)',
+                         'every missing option named before make, exit 4, nothing cached')
+def test_config_without_a_guest_root_is_refused_before_make(tmp_cache, tmp_path, capsys):
+    fragment = tmp_path / "no-9p.config"
+    fragment.write_text(kbuild.DEFAULT_FRAGMENT.read_text() + "# CONFIG_9P_FS is not set\n")
+    status, _, err = _cli(["build", "--cache-dir", str(tmp_cache), "--config-fragment", str(fragment)], capsys)
+    assert status == Exit.CONFIG_DROPPED
+    assert "CONFIG_9P_FS=y or CONFIG_VIRTIO_FS=y" in err and "cannot boot as a uffdprobe guest" in err
+    _nothing_installed(tmp_cache)
+    logs = list((tmp_cache / "work").glob("*/logs/*.log"))
+    assert logs and not any("  CC  " in log.read_text() for log in logs)  # refused before make compiled
+
+
+def test_config_without_userfaultfd_only_warns(capsys):
+    from uffdprobe.kbuild import config as kbuild_config, guestneeds
+    kernel = kbuild.build("no-userfaultfd", progress=False)
+    warnings = guestneeds.check(kbuild_config.parse(kernel.config.read_text()), kernel.config)
+    assert any("CONFIG_USERFAULTFD is not set" in w and "will SKIP" in w for w in warnings)
+    stock = kbuild.build("stock", progress=False)
+    assert guestneeds.check(kbuild_config.parse(stock.config.read_text()), stock.config) == []
 
 
 @pytest.mark.reliability('a patch that does not apply', 'patch, file and hunk named, exit 3, nothing cached')

@@ -7,7 +7,7 @@ class Exit(enum.IntEnum):
     KERNEL_PROBLEM = 1    #: a scenario found HANG, LEAK or WP_LOST that nothing declares
     USAGE = 2             #: bad input: unknown scenario or kernel, bad path, bad parameter
     PATCH_FAILED = 3      #: a patch does not apply
-    CONFIG_DROPPED = 4    #: Kconfig dropped an option a fragment asked for
+    CONFIG_DROPPED = 4    #: Kconfig dropped an option a fragment asked for, or the guest cannot boot without one
     BUILD_FAILED = 5      #: the kernel build failed
     NO_SPACE = 6          #: a disk filled up (cache, run directory, output); what was written is kept
     SETUP = 2             #: the harness or its set-up failed (an ERROR verdict): same status as bad input

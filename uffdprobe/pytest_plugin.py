@@ -24,8 +24,8 @@ class DeclaredProblem(AssertionError):
 def pytest_addoption(parser) -> None:
     group = parser.getgroup("uffdprobe", "uffdprobe: userfaultfd scenarios on real kernels")
     group.addoption("--uffd-kernel", action="append", dest="uffd_kernels", metavar="K",
-                    help="run uffd scenarios on K (repeatable): 'host', a bzImage/vmlinuz, a .deb or a "
-                         "recipe name; default host")
+                    help="run uffd scenarios on K (repeatable): 'host', a recipe name or .toml path, a "
+                         "bzImage/vmlinuz or a .deb, optionally LABEL=K; default host")
     group.addoption("--uffd-runs", type=int, default=1, metavar="N", help="repeat each scenario N times per boot")
     group.addoption("--uffd-expect", action="append", default=[], metavar="[KERNEL:]SCENARIO[/MEMORY]=VERDICT",
                     help="declare an expected verdict (overrides the recipe's)")
@@ -74,9 +74,9 @@ def _skip_unless_needs_met(node, kernel: "Kernel") -> None:
 class Kernel:
     """One kernel's results for the session: label, identity, expectations, a Cell per scenario/memory."""
 
-    def __init__(self, run, wanted: List[str]):
+    def __init__(self, run, wanted: List[str], host: bool = False):
         from uffdprobe.results.matrix import Matrix
-        self.run, self.label, self.wanted = run, run.label, wanted
+        self.run, self.label, self.wanted, self.host = run, run.label, wanted, host
         self.matrix = Matrix([run])
 
     @property
@@ -96,7 +96,7 @@ class Kernel:
 
     def lacks(self, need: str) -> Optional[str]:
         """Why this kernel lacks a need (from its own probes: the host's, or the guest's SKIP verdicts)."""
-        if self.label == "host":
+        if self.host:
             return _host_lacks(need)
         if need == "root":
             return None  # the guest init runs the scenarios as root
@@ -285,12 +285,16 @@ class _Session:
                            vm_timeout=self.config.getoption("uffd_vm_timeout"))
             work = tmp_path_factory.mktemp(f"uffdprobe-{_id(label)}")
             run = Runner(opts, work, say).run_one(target, f"[{self.labels.index(label) + 1}/{len(self.labels)}]")
-            self._kernels[label] = Kernel(run, sorted({r.scenario for r in run.results}))
+            self._kernels[label] = Kernel(run, sorted({r.scenario for r in run.results}),
+                                          host=target.path is None and target.recipe is None)
         return self._kernels[label]
 
 
-def _id(label: str) -> str:
-    return Path(label).name if "/" in label else label
+def _id(arg: str) -> str:
+    """The test id of a --kernel argument: its LABEL, else a path's file name, else the argument."""
+    from uffdprobe.run.kernel_arg import split_label
+    label, kernel = split_label(arg)
+    return label or (Path(kernel).name if "/" in kernel else kernel)
 
 
 _SESSION = pytest.StashKey[_Session]()

@@ -58,7 +58,9 @@ def build_step(tree: Path, work: Path, base: str, fragments: list, label: str, j
             _restore(saved, build / ".config")
             _olddefconfig(make, tree, log)
             final = kbuild_config.parse((build / ".config").read_text())
-            kbuild_config.check_dropped(frozen["wanted"], final, frozen["fragments"])
+            known, unknown = kbuild_config.split_known(frozen["wanted"], kbuild_config.defined_symbols(tree))
+            kbuild_config.say_left_out(unknown, log)
+            kbuild_config.check_dropped(known, final, frozen["fragments"])
         else:
             freeze(work, base, fragments)
             config = kbuild_config.configure(make, tree, build, base, list(fragments), log)

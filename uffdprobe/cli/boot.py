@@ -13,10 +13,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the `boot` subcommand on an argparse subparsers object."""
     p = subparsers.add_parser(
         "boot", help="boot a kernel in QEMU and run one command in it",
-        description="Boot KERNEL (bzImage, vmlinuz or Debian linux-image .deb) in QEMU with the host root "
+        description="Boot KERNEL (a recipe name or .toml path, built or taken from the cache; a bzImage, "
+                    "vmlinuz or Debian linux-image .deb; optionally LABEL=KERNEL) in QEMU with the host root "
                     "read-only, run COMMAND in it and exit with its status; 10 PANIC, 11 BOOT_FAIL, "
                     "12 VM_TIMEOUT, 13 QEMU killed from outside, 14 results channel lost, 2 bad input.")
-    p.add_argument("kernel", help="bzImage/vmlinuz path or a linux-image .deb")
+    p.add_argument("kernel", help="recipe name or .toml path, bzImage/vmlinuz path or a linux-image .deb")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...] to run in the guest")
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto",
                    help="accelerator (default: probe KVM once, cached, else TCG)")
@@ -45,14 +46,28 @@ def run_boot(args) -> int:
     from uffdprobe.vm.boot import Terminated, boot
     from uffdprobe.vm.errors import VmInputError, VmSetupError
 
+    from uffdprobe.exitcodes import UsageError
+    from uffdprobe.kbuild.errors import KbuildError
+    from uffdprobe.run import kernel_arg
+
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
     if not command:
         return _fail("no guest command: use `boot KERNEL -- COMMAND [ARGS...]`", Exit.USAGE)
+    try:
+        spec = kernel_arg.resolve(args.kernel, option="boot")
+        if spec.kind == "host":
+            raise UsageError("boot host: the running kernel is not booted in QEMU; give a recipe, a bzImage "
+                             "or a .deb (run scenarios on the host with `uffdprobe run`)")
+        image = kernel_arg.bootable(spec, progress=not args.quiet)
+    except UsageError as exc:
+        return _fail(str(exc), Exit.USAGE)
+    except KbuildError as exc:
+        return _fail(str(exc), int(exc.exit_code))
     progress = None if args.quiet else (lambda msg: print(f"uffdprobe boot: {msg}", file=sys.stderr, flush=True))
     try:
-        result = boot(args.kernel, command, timeout=args.timeout, silence_timeout=args.silence_timeout,
+        result = boot(image, command, timeout=args.timeout, silence_timeout=args.silence_timeout,
                       accel=None if args.accel == "auto" else args.accel, memory_mb=args.memory,
                       cpus=args.cpus, run_dir=args.run_dir, extra_append=args.append, progress=progress)
     except VmInputError as exc:

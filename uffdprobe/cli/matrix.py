@@ -26,9 +26,9 @@ from .vocab import add_accel, add_verbosity, deprecated
 def add_parser(sub) -> None:
     p = sub.add_parser("matrix", help="every scenario on every kernel, side by side (one boot per kernel)")
     p.add_argument("--kernel", action="append", required=True, metavar="[LABEL=]K",
-                   help="repeatable: 'host' (the running kernel), a bzImage/vmlinuz, a linux-image .deb "
-                        "or a recipe name; LABEL= names it (default: host, the recipe name, or the file name "
-                        "plus a short content hash)")
+                   help="repeatable: 'host' (the running kernel), a recipe name or .toml path, a "
+                        "bzImage/vmlinuz or a linux-image .deb; LABEL= names it (default: host, the recipe "
+                        "name, or the file name plus a short content hash)")
     p.add_argument("--scenario", action="append", default=[], metavar="S", help="repeatable (default: all public)")
     p.add_argument("--memory", action="append", choices=KINDS, help="memory kinds (default: all each supports)")
     p.add_argument("--runs", type=runs_count, default=1, metavar="N",

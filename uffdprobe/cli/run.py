@@ -3,7 +3,7 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.run import host
@@ -38,7 +38,8 @@ def add_parsers(sub) -> None:
                    help="declare a verdict this kernel is known to give (adds to a recipe's [expect]); a declared "
                         "HANG/LEAK/WP_LOST that happens exits 0, one that no longer happens exits 7")
     p.add_argument("--kernel", metavar="[LABEL=]KERNEL",
-                   help="boot this kernel in QEMU and run there: bzImage/vmlinuz, linux-image .deb or recipe name")
+                   help="boot this kernel in QEMU and run there: a recipe name or .toml path, a bzImage/vmlinuz "
+                        "or a linux-image .deb, optionally LABEL=KERNEL; 'host' runs on the running kernel")
     add_accel(p)
     p.add_argument("--append", action="append", default=[], metavar="ARG", type=kernel_arg,
                    help="with --kernel: an extra kernel command-line argument, e.g. transparent_hugepage=never")
@@ -98,26 +99,17 @@ def check_writable(*paths: Optional[str]) -> None:
             raise UsageError(f"cannot write {path}; choose a writable file path")
 
 
-def labelled(kernel: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
-    """--kernel [LABEL=]KERNEL as (label or None, kernel); KERNEL=... that is a file stays a file."""
-    from uffdprobe.run.kernels import LABEL
-    label, eq, rest = (kernel or "").partition("=")
-    if eq and rest and LABEL.match(label) and not os.path.exists(kernel):
-        return label, rest
-    return None, kernel
-
-
-def expectations(kernel: Optional[str], items: List[str], label: Optional[str] = None) -> Dict[str, str]:
-    """What is declared for this run's kernel: a recipe's [expect], then --expect (the same rule and syntax
-    as `uffdprobe matrix --expect`; a KERNEL: prefix must name this kernel: its label or --kernel value)."""
-    if not kernel and not items:
-        return {}
+def expectations(spec, items: List[str]) -> Dict[str, str]:
+    """What is declared for this run's kernel (a resolved kernel_arg.KernelSpec, None: the running one):
+    a recipe's [expect], then --expect (the same rule and syntax as `uffdprobe matrix --expect`; a KERNEL:
+    prefix must name this kernel: its label or --kernel value)."""
     from uffdprobe.run.kernels import Target, declare, parse_expect
-    target = Target(label=label or kernel or "host", given=kernel or "host")
-    if kernel and not os.path.exists(kernel):
-        from uffdprobe.kbuild import recipes
-        if kernel in recipes.names():
-            target.expect = dict(recipes.load(kernel).expect)
+    if spec is None:
+        target = Target(label="host", given="host")
+    else:
+        target = Target(label=spec.label, given=spec.arg)
+        if spec.recipe is not None:
+            target.expect = dict(spec.recipe.expect)
     declare([target], parse_expect(items, [target]))
     return target.expect
 
@@ -135,11 +127,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json == "-" and args.ktap:
         raise UsageError("--json - and --ktap both want stdout: write the JSON to a file")
     check_results_dir(args.results_dir)
-    if args.append and not args.kernel:
-        raise UsageError("--append changes a booted kernel's command line: add --kernel KERNEL")
-    label, args.kernel = labelled(args.kernel)
-    args.expectations = expectations(args.kernel, args.expect, label)
-    if args.kernel:
+    spec = None
+    if args.kernel is not None:
+        from uffdprobe.run import kernel_arg
+        spec = kernel_arg.resolve(args.kernel)  # before anything runs: a bad or empty --kernel is exit 2
+    if args.append and (spec is None or spec.kind == "host"):
+        raise UsageError("--append changes a booted kernel's command line: add --kernel KERNEL (not host)")
+    args.expectations = expectations(spec, args.expect)
+    if spec is not None and spec.kind != "host":
         from uffdprobe.run.guest import run_in_vm
-        return run_in_vm(args)
+        return run_in_vm(args, spec)
     return host.run_on_host(args)

@@ -95,7 +95,7 @@ def _prepare(what, cache_dir, progress: bool) -> "_Job":
     """Load and check every input, then identify the source (which may write its hash memo)."""
     recipe = recipes.load(what) if isinstance(what, str) else what if isinstance(what, recipes.Recipe) else None
     spec = _spec_of(recipe) if recipe else what
-    series = [patches_mod.load(p) for p in spec.patches]
+    series = patches_mod.load_series(spec.patches)
     fragment_hashes = [_fragment_hash(f) for f in spec.fragments]
     source_spec = kbuild_source.parse_spec(spec.source)
     root = Path(cache_dir) if cache_dir else cache.default_root()
@@ -114,7 +114,7 @@ def _prepare(what, cache_dir, progress: bool) -> "_Job":
 def _build_job(job: "_Job", jobs: Optional[int], timeout: float, progress: bool, started: float) -> BuiltKernel:
     hit = _cached(job.root, cache.read_alias(job.root, job.inputs))
     if hit:
-        return _result(hit, job.recipe, True, started)
+        return _result(hit, job, True, started)
     source = kbuild_source.materialize(job.source_spec, job.root, progress)
     work = _work_dir(job, source.srcid)
     stage_dir = Path(tempfile.mkdtemp(dir=job.root, prefix=".stage-"))
@@ -124,7 +124,7 @@ def _build_job(job: "_Job", jobs: Optional[int], timeout: float, progress: bool,
             hit = _build_in(job, source, work, staged, jobs or (os.cpu_count() or 1) + 1, timeout)
     finally:
         shutil.rmtree(stage_dir, ignore_errors=True)
-    return _result(hit, job.recipe, False, started)
+    return _result(hit, job, False, started)
 
 
 def _work_dir(job: "_Job", srcid: str) -> Path:
@@ -173,7 +173,7 @@ def cached(what: Union[str, recipes.Recipe, BuildSpec], cache_dir=None) -> Optio
     started = time.monotonic()
     job = _prepare(what, cache_dir, progress=False)
     hit = _cached(job.root, cache.read_alias(job.root, job.inputs))
-    return _result(hit, job.recipe, True, started) if hit else None
+    return _result(hit, job, True, started) if hit else None
 
 
 def _spec_of(recipe: recipes.Recipe) -> BuildSpec:
@@ -190,13 +190,15 @@ def _cached(root: Path, key: Optional[str]) -> Optional[cache.Entry]:
     return cache.load_entry(root, key) if key else None
 
 
-def _result(entry: cache.Entry, recipe, cached: bool, started: float) -> BuiltKernel:
+def _result(entry: cache.Entry, job: _Job, cached: bool, started: float) -> BuiltKernel:
     log = entry.path / "build.log"
-    identity = entry.identity
-    if recipe is not None:  # [expect] is not part of the build: a cached kernel carries today's declarations
-        identity = {**identity, "expect": recipe.expect}
+    # the series as read now (same content: the key holds every patch's hash), so entries installed
+    # before patches named their files say them too
+    identity = dict(entry.identity, patches=_patch_identity(job.series))
+    if job.recipe is not None:  # [expect] is not part of the build: a cached kernel carries today's declarations
+        identity["expect"] = job.recipe.expect
     return BuiltKernel(bzimage=entry.bzimage, config=entry.path / "config", identity=identity,
-                       key=entry.identity.get("key", entry.path.name), recipe=recipe, cached=cached,
+                       key=entry.identity.get("key", entry.path.name), recipe=job.recipe, cached=cached,
                        seconds=time.monotonic() - started, log=log if log.exists() else None)
 
 
@@ -214,10 +216,14 @@ def _identity(job: _Job, source, config: Path, key: str) -> dict:
         "base": spec.base,
         "fragments": [{"path": str(f), "sha256": h} for f, h in zip(spec.fragments, job.fragment_hashes)],
         "config_sha256": sha256_file(config),
-        "patches": [{"name": p.name, "subject": p.subject, "sha256": p.sha256} for p in job.series],
+        "patches": _patch_identity(job.series),
         "compiler": job.cc,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _patch_identity(series: list) -> list:
+    return [{"name": p.name, "subject": p.subject, "files": list(p.files), "sha256": p.sha256} for p in series]
 
 
 def _workspace_tree(source, work: Path, show) -> Path:

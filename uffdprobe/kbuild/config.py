@@ -1,5 +1,12 @@
-"""Kernel configuration: base target, fragments merged with merge_config.sh, olddefconfig, dropped-option check."""
+"""Kernel configuration: base target, fragments merged with merge_config.sh, olddefconfig, dropped-option check.
+
+One fragment serves kernels of several versions: an option the tree's Kconfig does not define
+at all is left out with one line saying so; an option it defines but drops is an error (exit 4).
+The final .config is then checked for what a uffdprobe guest needs (guestneeds.py).
+"""
+import os
 import re
+import sys
 from pathlib import Path
 
 from . import make as kbuild_make
@@ -41,11 +48,54 @@ def read_fragment(path: Path) -> dict:
     return options
 
 
+_DEFINE = re.compile(r"^[ \t]*(?:menu)?config[ \t]+([A-Za-z0-9_]+)\b", re.M)
+
+
+def defined_symbols(tree: Path, arch: str = "x86") -> set:
+    """CONFIG_ names every Kconfig file of `tree` defines (arch/ only for `arch`); a plain read, no make."""
+    tree = Path(tree)
+    found = set()
+    for top, dirs, files in os.walk(tree):
+        rel = os.path.relpath(top, tree)
+        if rel == "arch":
+            dirs[:] = [d for d in dirs if d == arch]
+        elif rel == ".":
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if name.startswith("Kconfig"):
+                with open(os.path.join(top, name), errors="replace") as f:
+                    found.update("CONFIG_" + m for m in _DEFINE.findall(f.read()))
+    return found
+
+
+def split_known(wanted: dict, defined: set) -> tuple:
+    """(options the tree's Kconfig defines, names of the ones it does not define at all)."""
+    known = {k: v for k, v in wanted.items() if k in defined}
+    return known, sorted(k for k in wanted if k not in defined)
+
+
+def say_left_out(unknown: list, log=None) -> None:
+    """The one line for fragment options this kernel's Kconfig does not have (stderr and the build log)."""
+    if not unknown:
+        return
+    line = f"kbuild: not in this kernel's Kconfig: {', '.join(unknown)}, left out"
+    print(line, file=sys.stderr, flush=True)
+    if log is not None:
+        log.write(line + "\n")
+        log.flush()
+
+
 def configure(make: list, tree: Path, build: Path, base: str, fragments: list, log) -> Path:
-    """Write build/.config: `make <base>`, merge the fragments, olddefconfig; check nothing was dropped."""
+    """Write build/.config: `make <base>`, merge the fragments, olddefconfig; check nothing was dropped.
+
+    Options the tree's Kconfig does not define are left out (one line says which); the final
+    .config must then hold what the guest needs (guestneeds.check: GuestUnbootable otherwise).
+    """
     wanted = {}
     for fragment in fragments:
         wanted.update(read_fragment(fragment))
+    wanted, unknown = split_known(wanted, defined_symbols(tree))
+    say_left_out(unknown, log)
     build.mkdir(parents=True, exist_ok=True)
     _run(make + [base], tree, log, f"make {base}")
     if fragments:
@@ -53,7 +103,10 @@ def configure(make: list, tree: Path, build: Path, base: str, fragments: list, l
         _run(merge + [str(f) for f in fragments], tree, log, "merge_config.sh")
     _run(make + ["olddefconfig"], tree, log, "make olddefconfig")
     config = build / ".config"
-    check_dropped(wanted, parse(config.read_text()), fragments)
+    final = parse(config.read_text())
+    check_dropped(wanted, final, fragments)
+    from . import guestneeds
+    guestneeds.check(final, config, log)
     return config
 
 

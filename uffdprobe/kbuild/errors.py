@@ -34,6 +34,15 @@ class ConfigDropped(KbuildError):
         self.dropped = list(dropped)
 
 
+class GuestNeedsMissing(ConfigDropped):
+    """The final .config lacks what a guest needs to boot under the harness; `missing` lists the options
+    (a ConfigDropped, so a bisect step skips such a commit as it skips one whose config drops options)."""
+
+    def __init__(self, message: str, missing=()):
+        super().__init__(message, [(m, "y", "not set") for m in missing])
+        self.missing = list(missing)
+
+
 class BuildFailed(KbuildError):
     """make failed or timed out; `log` is the kept build log."""
 

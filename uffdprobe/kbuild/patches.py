@@ -1,9 +1,13 @@
-"""Patch series: read unified diffs and git format-patch/mbox files, apply them in a staging tree.
+"""Patch series: read patch files (patchtext.py), apply them in a staging tree.
+
+A series entry may be a unified diff, a git format-patch mail, an mbox of several patches, a
+saved mailing-list page, or a series file naming such files in order (quilt's `series`).
 
 A series is applied to copies of only the files it touches, each patch checked with
 `patch --dry-run` before it is applied, so a failure names the patch, file and hunk
 and nothing in the build tree has changed yet.
 """
+import hashlib
 import re
 import shutil
 import subprocess
@@ -11,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from uffdprobe.osutil.files import sha256_file
+from . import patchtext
 from .errors import BadInput, PatchDoesNotApply, SetupError
 
 PATCH_TIMEOUT = 120
@@ -19,37 +24,76 @@ PATCH_ARGS = ["patch", "-p1", "--forward", "--force", "--no-backup-if-mismatch",
 
 @dataclass(frozen=True)
 class Patch:
-    """One patch file: its path, content hash, subject line and the files it touches."""
+    """One patch: the file it came from, its content hash, subject, the files it touches and its diff.
+
+    `part` is "" for a file holding one patch, else "i/n" for the i-th patch of an mbox of n."""
 
     path: Path
     sha256: str
     subject: str
     files: tuple
+    text: str = ""
+    part: str = ""
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return f"{self.path.name} [{self.part}]" if self.part else self.path.name
+
+
+SERIES_DEPTH = 4
+
+
+def load_series(paths) -> list:
+    """Every patch of the given files in order: mboxes split, series files expanded; BadInput otherwise."""
+    series = []
+    for path in paths:
+        series += _load_entry(Path(path), 0)
+    return series
 
 
 def load(path) -> Patch:
-    """Read a patch file; BadInput when it is missing or holds no diff."""
-    path = Path(path)
+    """The one patch of a file; BadInput when it is missing, holds no diff or holds several."""
+    found = load_series([path])
+    if len(found) != 1:
+        raise BadInput(f"patch {path} holds {len(found)} patches; give it as a series entry")
+    return found[0]
+
+
+def _load_entry(path: Path, depth: int) -> list:
     try:
         text = path.read_text(errors="replace")
     except OSError as exc:
         raise BadInput(f"patch {path} cannot be read ({exc.strerror}): make it readable (chmod a+r {path}) "
                        "or give another unified diff or mbox file") from None
-    files = touched_files(text)
-    if not files:
-        raise BadInput(f"patch {path} is not a patch: it has no unified diff ('--- a/FILE' then '+++ b/FILE'); "
-                       "give a 'diff -u', 'git diff' or 'git format-patch' file")
-    for name in files:
-        why = _escapes(name)
-        if why:
-            raise _outside(path, name, why)
-    m = re.search(r"^Subject:\s*(.*)$", text, re.M)
-    subject = m.group(1).strip() if m else path.stem
-    return Patch(path.resolve(), sha256_file(path), subject, tuple(files))
+    found = patchtext.pieces(text)
+    if not found:
+        named = _series_names(text, path)
+        if named and depth < SERIES_DEPTH:
+            return [p for name in named for p in _load_entry(name, depth + 1)]
+        raise BadInput(f"patch {path} is not a patch: it has no unified diff ('--- a/FILE' then '+++ b/FILE' "
+                       "then @@ hunks) and is not a series file naming patches; give a 'diff -u', "
+                       "'git diff', 'git format-patch', mbox or saved mailing-list page")
+    for _, diff in found:
+        for name in touched_files(diff):
+            why = _escapes(name)
+            if why:
+                raise _outside(path, name, why)
+    if len(found) == 1:  # one patch per file: the file's hash, as before mboxes were split
+        subject, diff = found[0]
+        return [Patch(path.resolve(), sha256_file(path), subject or path.stem, tuple(touched_files(diff)), diff)]
+    return [Patch(path.resolve(), hashlib.sha256(f"{subject}\n{diff}".encode()).hexdigest(),
+                  subject or f"{path.stem} {i}", tuple(touched_files(diff)), diff, f"{i}/{len(found)}")
+            for i, (subject, diff) in enumerate(found, 1)]
+
+
+def _series_names(text: str, path: Path) -> list:
+    """The files a series file names (one per line, '#' comments, quilt's -pN options ignored), all
+    existing; [] when it is not one."""
+    names = [line.split()[0] for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    files = [(path.parent / name) for name in names]
+    if not files or not all(f.is_file() and f.resolve() != path.resolve() for f in files):
+        return []
+    return files
 
 
 def touched_files(text: str) -> list:
@@ -123,9 +167,9 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def _patch(patch: Patch, where: Path, dry_run: bool) -> subprocess.CompletedProcess:
-    argv = PATCH_ARGS + (["--dry-run"] if dry_run else []) + ["-d", str(where), "-i", str(patch.path)]
+    argv = PATCH_ARGS + (["--dry-run"] if dry_run else []) + ["-d", str(where)]
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=PATCH_TIMEOUT)
+        return subprocess.run(argv, input=patch.text, capture_output=True, text=True, timeout=PATCH_TIMEOUT)
     except FileNotFoundError:
         raise SetupError("GNU patch is not installed: apt-get install patch") from None
     except subprocess.TimeoutExpired:
@@ -146,7 +190,7 @@ def _failure(patch: Patch, number: int, total: int, output: str) -> PatchDoesNot
             break
         m = re.match(r"can't find file to patch at input line (\d+)", line)
         if m:
-            current = _file_at(patch.path, int(m.group(1))) or "?"
+            current = _file_at(patch.text, int(m.group(1))) or "?"
             hunk = "file not found in the source tree"
             break
         if "Reversed (or previously applied) patch detected" in line:
@@ -156,18 +200,16 @@ def _failure(patch: Patch, number: int, total: int, output: str) -> PatchDoesNot
             hunk = line.strip()
             break
     where = f"{current or '?'}: {hunk or 'does not apply'}"
-    msg = (f"patch {number}/{total} {patch.path} does not apply: {where}; "
+    part = f" [{patch.part}]" if patch.part else ""
+    msg = (f"patch {number}/{total} {patch.path}{part} ({patch.subject}) does not apply: {where}; "
            "rebase it onto this source or drop it from the series")
     return PatchDoesNotApply(msg, patch=patch.path, file=current, hunk=hunk)
 
 
-def _file_at(path: Path, input_line: int) -> str:
-    """The file of the last '+++ ' header at or before `input_line` of the patch."""
+def _file_at(text: str, input_line: int) -> str:
+    """The file of the last '+++ ' header at or before `input_line` of the diff text."""
     found = ""
-    with open(path, errors="replace") as f:
-        for number, line in enumerate(f, 1):
-            if number > input_line:
-                break
-            if line.startswith("+++ ") or line.startswith("--- "):
-                found = _strip1(line[4:].split("\t")[0].strip()) or found
+    for line in text.splitlines()[:input_line]:
+        if line.startswith("+++ ") or line.startswith("--- "):
+            found = _strip1(line[4:].split("\t")[0].strip()) or found
     return found

@@ -1,4 +1,8 @@
-"""Kernel recipes: one TOML file each in vm-images/recipes/ (source, fragments, patch series, expectations)."""
+"""Kernel recipes: one TOML file each in vm-images/recipes/ (source, fragments, patch series, expectations).
+
+A recipe's relative source, fragment and patch paths are relative to the folder the recipe
+file is in, wherever that is (the shipped ones say ../fragments/x86_64.config).
+"""
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,8 +92,8 @@ FIELDS = {
     "summary": (str, "a string"),
     "source": (str, 'a string: a tarball, tree or GIT_TREE@REF, e.g. "/usr/src/linux-source-6.1.tar.xz"'),
     "base": (str, f"a string, one of {', '.join(sorted(BASES))}"),
-    "fragments": (list, 'a list of paths, e.g. ["fragments/x86_64.config"]'),
-    "patches": (list, 'a list of patch paths (in order), [] for none'),
+    "fragments": (list, 'a list of paths relative to the recipe file\'s folder, e.g. ["../fragments/x86_64.config"]'),
+    "patches": (list, 'a list of patch, mbox, saved web page or series files relative to the recipe\'s folder (in order), [] for none'),
     "models": (dict, "a table"),
     "expect": (dict, 'a table of "SCENARIO" = "VERDICT" or "SCENARIO/MEMORY" = "VERDICT"'),
 }
@@ -112,11 +116,11 @@ def _from_dict(data: dict, path: Path) -> Recipe:
         raise BadInput(f"recipe {path}: base {base!r} is not one of {', '.join(sorted(BASES))}")
     expect = dict(data.get("expect", {}))
     check_expect(expect, f"recipe {path}: [expect]")
-    here = path.parent.parent if path.parent.name == "recipes" else path.parent
+    here = path.resolve().parent  # relative paths are relative to the recipe file's own folder, always
     return Recipe(
         name=data.get("name", path.stem),
         summary=data.get("summary", ""),
-        source=data["source"],
+        source=_source(here, data["source"]),
         base=base,
         fragments=tuple(_resolve(here, f, path, "fragment") for f in data.get("fragments", [])),
         patches=tuple(_resolve(here, p, path, "patch") for p in data["patches"]),
@@ -144,9 +148,17 @@ def check_expect(expect: dict, where: str) -> None:
                            f"{', '.join(sorted(VERDICTS))}")
 
 
+def _source(here: Path, text: str) -> str:
+    """A relative source path (tree, tarball or GIT_TREE@REF) made absolute against the recipe's folder."""
+    if not text or "://" in text or os.path.isabs(text):
+        return text
+    location, at, ref = text.rpartition("@") if "@" in text else (text, "", "")
+    return os.path.normpath(here / location) + (f"@{ref}" if at else "")
+
+
 def _resolve(base: Path, rel: str, recipe: Path, what: str) -> Path:
-    """`rel` next to the recipe (its folder, or the parent of a recipes/ folder), else in the shipped
-    vm-images, so a user's recipe can name the shipped fragments and patch series."""
+    """`rel` relative to the recipe's own folder, else in the shipped vm-images, so a user's recipe
+    can name the shipped fragments and patch series."""
     for folder in dict.fromkeys((base, VM_IMAGES)):
         full = (folder / rel).resolve()
         if full.is_file():

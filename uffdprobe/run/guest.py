@@ -8,6 +8,7 @@ from typing import List, Optional
 
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit, UsageError
+from . import kernel_arg
 from .host import finish, ktap_start, table_stream
 from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
@@ -17,21 +18,6 @@ from uffdprobe.vm.outcome import CHANNEL_LOST, OUTCOME_EXIT
 GUEST_SCRATCH = "/dev/vda"
 #: The guest run's exit statuses for a results stream it could no longer write (run_cmd.VerdictStream).
 GUEST_LOST = (Exit.CHANNEL_LOST, Exit.NO_SPACE)
-
-
-def resolve(kernel: str) -> str:
-    """A bootable path for KERNEL: a file as given, or a vm-images recipe name built (or cached) now."""
-    path = Path(kernel)
-    if path.is_dir():
-        raise UsageError(f"--kernel {kernel} is a directory; give a bzImage/vmlinuz, a linux-image .deb "
-                         "or a recipe name (`uffdprobe kernel list`, vm-images/recipes)")
-    if path.exists():
-        return str(path)
-    from uffdprobe.kbuild import build as kbuild, recipes
-    if kernel not in recipes.names():
-        raise UsageError(f"--kernel {kernel}: no such file and no recipe of that name; recipes: "
-                         + ", ".join(recipes.names()))
-    return str(kbuild.resolve_kernel(kernel).bzimage)
 
 
 def check_visible_in_guest() -> None:
@@ -122,7 +108,9 @@ def file_identity(kernel: str) -> dict:
         return {}
 
 
-def run_in_vm(args: argparse.Namespace) -> int:
+def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) -> int:
+    """`run --kernel K` for a K that is not the host: build it if it is a recipe, boot, run, report."""
+    spec = spec or kernel_arg.resolve(args.kernel)
     check_visible_in_guest()  # before any kernel build
     from uffdprobe.vm.boot import Terminated, boot
     from uffdprobe.vm.errors import VmInputError, VmSetupError
@@ -135,7 +123,12 @@ def run_in_vm(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
     usable_dir(cache_root() / "runs", "the run folder", "point XDG_CACHE_HOME at a writable folder", create=False)
-    kernel = resolve(args.kernel)
+    from uffdprobe.kbuild.errors import KbuildError
+    try:
+        kernel = kernel_arg.bootable(spec)
+    except KbuildError as exc:  # patch, config or build failure of a recipe: its own exit status
+        print(f"uffdprobe: --kernel {spec.arg}: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
     stamp = file_identity(kernel)
     table = table_stream(args)
     run_dir = new_run_dir(create=False)

@@ -9,6 +9,7 @@ from typing import Callable, Dict, List, Optional
 from uffdprobe.exitcodes import UsageError
 from uffdprobe.osutil.files import sha256_file
 from uffdprobe.verdicts import Result
+from . import kernel_arg
 
 HOST = "host"
 #: A label given as LABEL=KERNEL: short, and safe as a folder name, a JUnit classname part and an --expect key.
@@ -51,38 +52,19 @@ class Target:
         return r.kernel.get("release") == os.uname().release
 
 
-def check_kernels(specs: List[str]) -> List[Target]:
-    """Validate every --kernel [LABEL=]KERNEL before any work; bad input raises UsageError naming the fix.
-
-    Default labels: 'host', the recipe name, or the file name plus a short content hash."""
-    from uffdprobe.kbuild import recipes
+def check_kernels(args: List[str]) -> List[Target]:
+    """Resolve and check every --kernel [LABEL=]KERNEL (run/kernel_arg.py) before any build or boot; bad
+    input raises UsageError naming the fix."""
     targets = []
-    for spec in specs:
-        label, eq, kernel = spec.partition("=")
-        if not (eq and kernel and LABEL.match(label)):
-            label, kernel = "", spec
-        if kernel == HOST:
-            target = Target(label or HOST)
-        elif Path(kernel).is_file():
-            path = Path(kernel).resolve()
-            try:
-                target = Target(label, path=str(path), sha256=sha256_file(path))
-            except OSError as exc:
-                raise UsageError(f"--kernel {spec}: cannot read {path} ({exc.strerror}); make it readable "
-                                 f"(chmod a+r {path}) or give another kernel") from None
-            target.label = label or f"{safe(path.name)}-{target.sha256[:8]}"
-        elif kernel in recipes.names():
-            target = Target(label or kernel, recipe=kernel, expect=dict(recipes.load(kernel).expect))
+    for spec in kernel_arg.resolve_all(args):
+        if spec.kind == "host":
+            target = Target(spec.label)
+        elif spec.kind in ("image", "deb"):
+            target = Target(spec.label, path=str(spec.path), sha256=spec.sha256)
         else:
-            raise UsageError(f"--kernel {spec}: not 'host', not a file, not a recipe (nor LABEL=one of them); "
-                             "recipes: " + ", ".join(recipes.names()))
-        target.given = spec
+            target = Target(spec.label, recipe=spec.recipe_ref, expect=dict(spec.recipe.expect))
+        target.given = spec.arg
         targets.append(target)
-    labels = [t.label for t in targets]
-    for t in targets:
-        if labels.count(t.label) > 1:
-            raise UsageError(f"--kernel {t.given}: the same kernel label {t.label!r} is given twice; give each "
-                             "kernel once, or name them apart with --kernel LABEL=KERNEL")
     return targets
 
 
@@ -149,7 +131,3 @@ def build(target: Target, say: Callable[[str], None]) -> None:
 def owner(target: Target) -> dict:
     """Who a results folder belongs to: label, what was given, and the content hash of the kernel."""
     return {"label": target.label, "given": target.given, "path": target.path, "key": target.key()}
-
-
-def safe(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-._" else "_" for c in Path(label).name) or "kernel"

@@ -18,7 +18,8 @@ from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
 from uffdprobe.osutil import children
 from uffdprobe.osutil.files import write_atomic
-from .kernels import HOST, Target, build, check_kernels, declare, owner, parse_expect, safe
+from .kernel_arg import safe
+from .kernels import HOST, Target, build, check_kernels, declare, owner, parse_expect
 
 __all__ = ["HOST", "Options", "Target", "Runner", "build", "check_kernels", "declare", "parse_expect", "planned",
            "run_all", "run_argv"]
