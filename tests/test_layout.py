@@ -112,3 +112,18 @@ def test_no_module_is_over_400_lines_without_a_reason():
     long = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
             if len(p.read_text().splitlines()) > 400]
     assert not long, long
+
+
+def test_the_guest_run_path_imports_no_builder_matrix_or_bisect_code():
+    """`uffdprobe run` is what every guest starts: it loads the supervisor and the scenarios, nothing of the
+    kernel builder, the VM runner, the matrix or bisection (each import costs seconds under TCG)."""
+    import subprocess
+    import sys
+    code = ("import sys; from uffdprobe.cli.main import main; main(['list']); "
+            "print(' '.join(m for m in sys.modules if m.startswith('uffdprobe.')), file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    loaded = proc.stderr.split()
+    assert "uffdprobe.supervise.supervisor" in loaded and "uffdprobe.scenarios.registry" in loaded
+    heavy = [m for m in loaded if _stage(m[len("uffdprobe."):]) in ("kbuild", "vm", "bisect")
+             or m in ("uffdprobe.run.matrix", "uffdprobe.cli.matrix", "uffdprobe.run.guest")]
+    assert not heavy, heavy

@@ -1,6 +1,7 @@
 """The uffdprobe command line: one subcommand per job, each returning an Exit status."""
 import argparse
 import errno
+import importlib
 import json
 import os
 import signal
@@ -8,8 +9,13 @@ import sys
 from typing import List, Optional
 
 import uffdprobe
-from . import bisect, boot, doctor, kernel, matrix, run
 from uffdprobe.exitcodes import Exit, UsageError
+
+#: The module of uffdprobe.cli that adds each subcommand's parser, in the order --help lists them. Only the
+#: module of the subcommand asked for is imported: the guest's `uffdprobe run` pays for no matrix,
+#: builder or bisect code on its way to the first verdict.
+SUBCOMMANDS = {"list": "run", "run": "run", "matrix": "matrix", "boot": "boot", "kernel": "kernel",
+               "bisect": "bisect", "bisect-step": "bisect", "doctor": "doctor"}
 
 
 class _PrintVersion(argparse.Action):
@@ -36,24 +42,33 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
+    """The whole parser, or, given the command line `argv`, only what its subcommand needs."""
     parser = argparse.ArgumentParser(prog="uffdprobe", description=__doc__)
     parser.add_argument("--version", action=_PrintVersion, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("features", help="what the running kernel's userfaultfd offers")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_cmd_features)
-    run.add_parsers(sub)
-    matrix.add_parser(sub)
-    boot.add_parser(sub)
-    kernel.add_parser(sub)
-    bisect.add_parsers(sub)
-    doctor.add_parser(sub)
+    for name in _modules_for(argv):
+        module = importlib.import_module(f"uffdprobe.cli.{name}")
+        (getattr(module, "add_parsers", None) or module.add_parser)(sub)
     p = sub.add_parser("bench", help="MISSING faults/s: Python handler next to a C handler")
     p.add_argument("--pages", type=_positive, default=20000)
     p.add_argument("--rounds", type=_positive, default=3)
     p.set_defaults(func=_cmd_bench)
     return parser
+
+
+def _modules_for(argv: Optional[List[str]]) -> List[str]:
+    """The cli modules to load: the asked subcommand's, or all of them (help, completion, a typo)."""
+    every = list(dict.fromkeys(SUBCOMMANDS.values()))
+    words = [a for a in argv or () if not a.startswith("-")]
+    if "_ARGCOMPLETE" in os.environ or not words:
+        return every
+    if words[0] in ("features", "bench"):
+        return []
+    return [SUBCOMMANDS[words[0]]] if words[0] in SUBCOMMANDS else every
 
 
 def _positive(text: str) -> int:
@@ -80,7 +95,7 @@ def _interrupt(signum, frame):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     _offer_completion(parser)
     args = parser.parse_args(argv)
     from uffdprobe.osutil.children import DIE_WITH_PARENT, die_with_parent
