@@ -70,26 +70,19 @@ def in_use(root: Path, wait: float = LOCK_WAIT):
     """A shared flock on locks/in-use.lock while this process unpacks or builds in the cache. `kernel clean`
     removes sources and workspaces only under the exclusive one (exclusive_use), so never one in use;
     a build waits (bounded) for a clean under way."""
-    path = root / "locks" / "in-use.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    def waiting(holder: str) -> None:
+        print(f"kbuild: waiting for `kernel clean` to finish in {root}", file=sys.stderr)
+
+    acquired = False
     try:
-        deadline, told = time.monotonic() + wait, False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise SetupError(f"the kernel cache {root} is still being cleaned after {wait:.0f} s: wait for "
-                                     "`uffdprobe kernel clean` to finish or stop it") from None
-                if not told:
-                    print(f"kbuild: waiting for `kernel clean` to finish in {root}", file=sys.stderr)
-                    told = True
-                time.sleep(0.2)
-        yield
-    finally:
-        os.close(fd)
+        with filelock.held(root / "locks" / "in-use.lock", wait, waiting, shared=True):
+            acquired = True
+            yield
+    except filelock.Busy:
+        if acquired:  # a Busy from inside the with-block is not ours to explain
+            raise
+        raise SetupError(f"the kernel cache {root} is still being cleaned after {wait:.0f} s: wait for "
+                         "`uffdprobe kernel clean` to finish or stop it") from None
 
 
 def exclusive_use(root: Path) -> Optional[int]:

@@ -17,11 +17,13 @@ class Busy(Exception):
 
 
 @contextlib.contextmanager
-def held(path: Path, wait: float, on_wait: Optional[Callable[[str], None]] = None, poll: float = 0.2):
-    """Hold an exclusive flock on `path` (made if need be) for the with-block.
+def held(path: Path, wait: float, on_wait: Optional[Callable[[str], None]] = None, poll: float = 0.2,
+         shared: bool = False):
+    """Hold an exclusive (or, with `shared`, a shared) flock on `path` (made if need be) for the with-block.
 
-    Waits at most `wait` seconds, telling on_wait(holder) once if it must wait, then raises Busy. While held
-    the file names this process for whoever waits; a full disk only loses that note, never the lock."""
+    Waits at most `wait` seconds, telling on_wait(holder) once if it must wait, then raises Busy. While an
+    exclusive lock is held the file names this process for whoever waits; a full disk only loses that
+    note, never the lock. Shared holders leave no note (there may be many)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -29,7 +31,7 @@ def held(path: Path, wait: float, on_wait: Optional[Callable[[str], None]] = Non
         deadline, told = time.monotonic() + wait, False
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 holder = holder_of(fd)
@@ -39,6 +41,9 @@ def held(path: Path, wait: float, on_wait: Optional[Callable[[str], None]] = Non
                     on_wait(holder)
                     told = True
                 time.sleep(poll)
+        if shared:
+            yield
+            return
         _note(fd, f"pid {os.getpid()} ({' '.join(sys.argv)[:200]}) since {time.ctime()}")
         try:
             yield
