@@ -1,4 +1,60 @@
-"""cffi's build hook has no pyproject.toml key; everything else lives in pyproject.toml."""
-from setuptools import setup
+"""What pyproject.toml cannot say: cffi's build hook, the abi3 wheel tag, and the data copied into the package.
 
-setup(cffi_modules=["native/build_native.py:ffibuilder"])
+The repository's top-level vm-images/ (recipes, fragments, patch series) and native/bench_missing.c stay
+the one source of truth. build_py copies them into the built package as uffdprobe/data/, so a wheel, and a
+wheel built from the sdist, carry them; nothing is duplicated or symlinked in the tree. An editable
+install reads them from the checkout instead (uffdprobe/osutil/datafiles.py decides which).
+"""
+import shutil
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+#: source (relative to the checkout) -> destination inside the package
+SHIPPED = {"vm-images": "data/vm-images", "native/bench_missing.c": "data/native/bench_missing.c"}
+
+
+class BuildPyWithData(build_py):
+    """build_py, plus the checkout's data folders copied into uffdprobe/data/ (modes kept: scripts stay
+    executable)."""
+
+    def run(self) -> None:
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return  # an editable install reads the checkout itself
+        package = Path(self.build_lib) / "uffdprobe"
+        for src, dest in SHIPPED.items():
+            source, target = HERE / src, package / dest
+            if target.exists():
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.orig", "*.rej"))
+            else:
+                shutil.copy2(source, target)
+
+
+class BuildExtWithBench(build_ext):
+    """build_ext (the cffi module), plus `bench`'s C handler linked as uffdprobe/data/native/bench_missing, so an
+    installed uffdprobe needs no compiler to run `bench` (a checkout compiles it at run time)."""
+
+    def run(self) -> None:
+        super().run()
+        if getattr(self, "editable_mode", False) or self.inplace:
+            return
+        out = Path(self.build_lib) / "uffdprobe" / "data" / "native"
+        out.mkdir(parents=True, exist_ok=True)
+        objects = self.compiler.compile([str(HERE / "native" / "bench_missing.c")], output_dir=self.build_temp,
+                                        extra_postargs=["-O2", "-pthread"])
+        self.compiler.link_executable(objects, "bench_missing", output_dir=str(out), extra_postargs=["-pthread"])
+
+
+setup(
+    cffi_modules=["native/build_native.py:ffibuilder"],
+    cmdclass={"build_py": BuildPyWithData, "build_ext": BuildExtWithBench},
+    # cffi builds the extension against the stable ABI (Py_LIMITED_API): one wheel for CPython 3.9 and later.
+    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+)

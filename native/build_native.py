@@ -22,6 +22,7 @@ ffibuilder.set_source(
     '#include "uffdprobe_native.h"',
     sources=["native/uffdprobe_native.c"],
     include_dirs=["native"],
+    depends=["native/uffdprobe_native.h", "native/uffd_uapi_fallback.h"],
     extra_compile_args=["-O2", "-Wall", "-Wno-unused-parameter"],
 )
 

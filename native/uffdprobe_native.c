@@ -12,12 +12,14 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <linux/userfaultfd.h>
+#include "uffd_uapi_fallback.h"
 #include "uffdprobe_native.h"
 
 #define C(group, name) { group, #name, (uint64_t)(name), 1 }
+/* For a name newer than both the header and uffd_uapi_fallback.h: listed, reported absent. */
 #define ABSENT(group, name) { group, #name, 0, 0 }
 
-/* Everything a 6.1 header has is taken as given; later additions are guarded. */
+/* Every name comes from the header, or from uffd_uapi_fallback.h where the header is older. */
 const struct up_const up_constants[] = {
 	C("api", UFFD_API),
 	C("feature", UFFD_FEATURE_PAGEFAULT_FLAG_WP),
@@ -33,26 +35,10 @@ const struct up_const up_constants[] = {
 	C("feature", UFFD_FEATURE_MINOR_SHMEM),
 	C("feature", UFFD_FEATURE_EXACT_ADDRESS),
 	C("feature", UFFD_FEATURE_WP_HUGETLBFS_SHMEM),
-#ifdef UFFD_FEATURE_WP_UNPOPULATED
 	C("feature", UFFD_FEATURE_WP_UNPOPULATED),
-#else
-	ABSENT("feature", UFFD_FEATURE_WP_UNPOPULATED),
-#endif
-#ifdef UFFD_FEATURE_POISON
 	C("feature", UFFD_FEATURE_POISON),
-#else
-	ABSENT("feature", UFFD_FEATURE_POISON),
-#endif
-#ifdef UFFD_FEATURE_WP_ASYNC
 	C("feature", UFFD_FEATURE_WP_ASYNC),
-#else
-	ABSENT("feature", UFFD_FEATURE_WP_ASYNC),
-#endif
-#ifdef UFFD_FEATURE_MOVE
 	C("feature", UFFD_FEATURE_MOVE),
-#else
-	ABSENT("feature", UFFD_FEATURE_MOVE),
-#endif
 	C("ioctl", _UFFDIO_REGISTER),
 	C("ioctl", _UFFDIO_UNREGISTER),
 	C("ioctl", _UFFDIO_WAKE),
@@ -60,16 +46,8 @@ const struct up_const up_constants[] = {
 	C("ioctl", _UFFDIO_ZEROPAGE),
 	C("ioctl", _UFFDIO_WRITEPROTECT),
 	C("ioctl", _UFFDIO_CONTINUE),
-#ifdef _UFFDIO_MOVE
 	C("ioctl", _UFFDIO_MOVE),
-#else
-	ABSENT("ioctl", _UFFDIO_MOVE),
-#endif
-#ifdef _UFFDIO_POISON
 	C("ioctl", _UFFDIO_POISON),
-#else
-	ABSENT("ioctl", _UFFDIO_POISON),
-#endif
 	C("ioctl", _UFFDIO_API),
 	C("register", UFFDIO_REGISTER_MODE_MISSING),
 	C("register", UFFDIO_REGISTER_MODE_WP),
@@ -80,23 +58,10 @@ const struct up_const up_constants[] = {
 	C("writeprotect", UFFDIO_WRITEPROTECT_MODE_WP),
 	C("writeprotect", UFFDIO_WRITEPROTECT_MODE_DONTWAKE),
 	C("continue", UFFDIO_CONTINUE_MODE_DONTWAKE),
-#ifdef UFFDIO_CONTINUE_MODE_WP
 	C("continue", UFFDIO_CONTINUE_MODE_WP),
-#else
-	ABSENT("continue", UFFDIO_CONTINUE_MODE_WP),
-#endif
-#ifdef UFFDIO_MOVE_MODE_DONTWAKE
 	C("move", UFFDIO_MOVE_MODE_DONTWAKE),
 	C("move", UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES),
-#else
-	ABSENT("move", UFFDIO_MOVE_MODE_DONTWAKE),
-	ABSENT("move", UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES),
-#endif
-#ifdef UFFDIO_POISON_MODE_DONTWAKE
 	C("poison", UFFDIO_POISON_MODE_DONTWAKE),
-#else
-	ABSENT("poison", UFFDIO_POISON_MODE_DONTWAKE),
-#endif
 	C("event", UFFD_EVENT_PAGEFAULT),
 	C("event", UFFD_EVENT_FORK),
 	C("event", UFFD_EVENT_REMAP),
@@ -116,16 +81,8 @@ const struct up_const up_constants[] = {
 	C("ioctl_number", UFFDIO_ZEROPAGE),
 	C("ioctl_number", UFFDIO_WRITEPROTECT),
 	C("ioctl_number", UFFDIO_CONTINUE),
-#ifdef UFFDIO_MOVE
 	C("ioctl_number", UFFDIO_MOVE),
-#else
-	ABSENT("ioctl_number", UFFDIO_MOVE),
-#endif
-#ifdef UFFDIO_POISON
 	C("ioctl_number", UFFDIO_POISON),
-#else
-	ABSENT("ioctl_number", UFFDIO_POISON),
-#endif
 	C("ioctl_number", USERFAULTFD_IOC_NEW),
 	C("mman", PROT_NONE),
 	C("mman", PROT_READ),
@@ -141,11 +98,7 @@ const struct up_const up_constants[] = {
 	C("madvise", MADV_NOHUGEPAGE),
 	C("madvise", MADV_DONTFORK),
 	C("madvise", MADV_REMOVE),
-#ifdef MADV_COLLAPSE
 	C("madvise", MADV_COLLAPSE),
-#else
-	ABSENT("madvise", MADV_COLLAPSE),
-#endif
 	C("memfd", MFD_CLOEXEC),
 	C("memfd", MFD_HUGETLB),
 	C("splice", SPLICE_F_GIFT),
@@ -238,34 +191,20 @@ int up_continue(int fd, uint64_t start, uint64_t len, uint64_t mode, int64_t *ma
 
 int up_move(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode, int64_t *moved)
 {
-#ifdef UFFDIO_MOVE
 	struct uffdio_move m = { .dst = dst, .src = src, .len = len, .mode = mode };
 	int ret = ioctl(fd, UFFDIO_MOVE, &m);
 
 	*moved = m.move;
 	return ret;
-#else
-	(void)fd; (void)dst; (void)src; (void)len; (void)mode;
-	*moved = 0;
-	errno = ENOTSUP;
-	return -1;
-#endif
 }
 
 int up_poison(int fd, uint64_t start, uint64_t len, uint64_t mode, int64_t *updated)
 {
-#ifdef UFFDIO_POISON
 	struct uffdio_poison p = { .range = { start, len }, .mode = mode };
 	int ret = ioctl(fd, UFFDIO_POISON, &p);
 
 	*updated = p.updated;
 	return ret;
-#else
-	(void)fd; (void)start; (void)len; (void)mode;
-	*updated = 0;
-	errno = ENOTSUP;
-	return -1;
-#endif
 }
 
 int up_read_msgs(int fd, struct up_msg *out, int max)

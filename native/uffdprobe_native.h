@@ -2,8 +2,9 @@
  * uffdprobe native layer: thin, GIL-free wrappers over the userfaultfd ABI and
  * the memory syscalls the scenarios use.  Every function returns -1 and leaves
  * errno set on failure, so the Python layer can raise with errno and call name.
- * Struct layouts and ioctl numbers come from <linux/userfaultfd.h>; constants a
- * header lacks are reported with value 0 and present = 0 in up_constants[].
+ * Struct layouts and ioctl numbers come from <linux/userfaultfd.h>, completed by
+ * uffd_uapi_fallback.h where that header is older than the uAPI the bindings name;
+ * a constant neither has is reported with value 0 and present = 0 in up_constants[].
  */
 #ifndef UFFDPROBE_NATIVE_H
 #define UFFDPROBE_NATIVE_H

@@ -71,12 +71,18 @@ BAD_RECIPES = {
     "an [expect] table with an unknown verdict": (
         _good_recipe_lines() + '[expect]\n"cow-leak" = "LEAKS"\n',
         ["'LEAKS' is not a verdict", "NOT_LEAK"]),
+    "an [expect] key naming a memory kind its scenario does not run on": (
+        _good_recipe_lines() + '[expect]\n"umap-evict/anon-thp" = "HANG"\n',
+        ["'umap-evict/anon-thp'", "does not run on memory kind 'anon-thp'", "anon-4k"]),
+    "an [expect] nested table instead of SCENARIO/MEMORY keys": (
+        _good_recipe_lines() + '[expect]\n"cow-leak" = { anon-4k = "LEAK" }\n',
+        ["cow-leak = {'anon-4k': 'LEAK'} is not a verdict"]),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_RECIPES))
 @pytest.mark.reliability("a malformed recipe (invalid TOML, a missing required key, a wrong type, "
-                         "an [expect] naming an unknown scenario or verdict)",
+                         "an [expect] naming an unknown scenario, memory kind or verdict)",
                          "one line naming the problem and the fix, exit 2, no cache written")
 def test_malformed_recipe(tmp_path, capsys, case):
     body, words = BAD_RECIPES[case]
@@ -171,9 +177,11 @@ def test_unreadable_file(nobody_dir, what):
 # --- malformed expectations on the matrix command line --------------------------------------------
 
 @pytest.mark.parametrize("item,words", [
-    ("wp-real-write=MAYBE", ["write [KERNEL:]SCENARIO=VERDICT", "NOT_HANG"]),
+    ("wp-real-write=MAYBE", ["write [KERNEL:]SCENARIO[/MEMORY]=VERDICT", "NOT_HANG"]),
     ("host:wp-gup-splice=PASS", ["unknown scenario 'wp-gup-splice'", "wp-gup-vmsplice"]),
-    ("wp-real-write", ["write [KERNEL:]SCENARIO=VERDICT"]),
+    ("wp-real-write", ["write [KERNEL:]SCENARIO[/MEMORY]=VERDICT"]),
+    ("umap-evict/anon-thp=HANG", ["does not run on memory kind 'anon-thp'", "anon-4k"]),
+    ("cow-leak/anon-2m=LEAK", ["does not run on memory kind 'anon-2m'"]),
 ])
 @pytest.mark.reliability("uffdprobe matrix --expect with an unknown verdict or scenario",
                          "one line naming the fix, exit 2, no output file, nothing run")

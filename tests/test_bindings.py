@@ -1,10 +1,13 @@
 """The bindings against the running kernel: faults served, write protection, events, errnos."""
 import errno
+import faulthandler
 import os
+import signal
 
 import pytest
 
 from uffdprobe.uffd import memory, pagemap
+from uffdprobe.uffd._ffi import constants
 from uffdprobe.uffd.errors import MappingGoneError, RangeExistsError, UffdError
 from uffdprobe.uffd.flags import Feature, Ioctl, PageFaultFlag, RegisterMode, names
 from uffdprobe.uffd.forking import fork_with_uffd
@@ -316,3 +319,166 @@ def test_fork_event_is_read_even_while_python_threads_hold_the_gil(uffd):
         stop.set()
         for h in hogs:
             h.join(5)
+
+
+# The uAPI added after 6.1 (MOVE, POISON, WP_ASYNC, WP_UNPOPULATED, WP on shmem, MINOR): the bindings name
+# it even when built against an older linux/userfaultfd.h (native/uffd_uapi_fallback.h), and each feature
+# does on the running kernel what the uAPI says, or the test is skipped with the probed reason.
+
+def _need(kf, feature: Feature) -> None:
+    if not kf.has(feature):
+        pytest.skip(f"kernel {kf.kernel['release']} does not offer UFFD_FEATURE_{feature.name} "
+                    f"(offers {kf.feature_bits:#x})")
+
+
+def test_modern_features_are_named_not_numbered(kf):
+    """Every bit the running kernel offers has a name: no 'unnamed' bit in `uffdprobe features`."""
+    assert not [n for n in kf.features + kf.api_ioctls if n.startswith("bit ")]
+    for ioctls in kf.anon_ioctls.values():
+        assert not [n for n in ioctls if n.startswith("bit ")]
+
+
+def test_move_serves_a_missing_fault_with_the_source_page(uffd, kf, faulter):
+    _need(kf, Feature.MOVE)
+    info = uffd.api(Feature.MOVE)
+    assert info.ioctls & Ioctl.REGISTER
+    with memory.mmap_anonymous(2 * PAGE_SIZE) as area, memory.mmap_anonymous(PAGE_SIZE) as src:
+        src.write(0, PATTERN)
+        allowed = uffd.register(area.addr, area.length, RegisterMode.MISSING)
+        assert allowed & Ioctl.MOVE
+        f = faulter(lambda: area.read(PAGE_SIZE, 8))
+        msgs = uffd.wait(5)
+        assert len(msgs) == 1 and msgs[0].address & ~(PAGE_SIZE - 1) == area.page(1)
+        assert uffd.move(area.page(1), src.addr, PAGE_SIZE) == PAGE_SIZE
+        assert f.done(5) and f.error is None and f.result == PATTERN[:8]
+        assert not pagemap.read(src.addr)[0].present, "MOVE takes the page away from the source"
+        with pytest.raises(UffdError) as exc:  # the source is now a hole
+            uffd.move(area.page(0), src.addr, PAGE_SIZE)
+        assert exc.value.errno == errno.ENOENT
+        assert uffd.move(area.page(0), src.addr, PAGE_SIZE, allow_src_holes=True) == PAGE_SIZE
+
+
+def test_poison_makes_the_page_an_error_without_a_fault_message(uffd, kf):
+    _need(kf, Feature.POISON)
+    uffd.api(Feature.POISON)
+    with memory.mmap_anonymous(PAGE_SIZE) as area, memory.mmap_anonymous(PAGE_SIZE) as buf:
+        allowed = uffd.register(area.addr, PAGE_SIZE, RegisterMode.MISSING)
+        assert allowed & Ioctl.POISON
+        assert uffd.poison(area.addr, PAGE_SIZE) == PAGE_SIZE
+        pid = os.fork()
+        if pid == 0:  # the child inherits the marker; touching it is a memory error, not a uffd fault
+            faulthandler.disable()  # pytest's handler would print the expected SIGBUS as a crash
+            memory.touch(area.addr, 1)
+            os._exit(0)
+        assert reap(pid) == -signal.SIGBUS
+        assert uffd.read() == []
+        buf.write(0, PATTERN)  # a marker is not a page: UFFDIO_COPY may still fill the entry
+        assert uffd.copy(area.addr, buf.addr, PAGE_SIZE) == PAGE_SIZE
+        assert area.read(0, 16) == PATTERN[:16]
+
+
+def test_wp_async_resolves_write_faults_in_the_kernel(uffd, kf):
+    _need(kf, Feature.WP_ASYNC)
+    uffd.api(Feature.PAGEFAULT_FLAG_WP | Feature.WP_ASYNC)
+    with memory.mmap_anonymous(2 * PAGE_SIZE) as area:
+        memory.touch(area.addr, area.length, write=True, value=1)
+        uffd.register(area.addr, area.length, RegisterMode.WP)
+        uffd.writeprotect(area.addr, area.length, True)
+        assert all(e.uffd_wp for e in pagemap.read(area.addr, 2))
+        area.write(PAGE_SIZE, b"\x07")  # same thread: with synchronous WP this would never return
+        entries = pagemap.read(area.addr, 2)
+        assert entries[0].uffd_wp and not entries[1].uffd_wp, "the write cleared WP on its page only"
+        assert area.read(PAGE_SIZE, 1) == b"\x07" and uffd.read() == []
+
+
+def test_wp_unpopulated_protects_pages_never_touched(uffd, kf, faulter):
+    _need(kf, Feature.WP_UNPOPULATED)
+    uffd.api(Feature.PAGEFAULT_FLAG_WP | Feature.WP_UNPOPULATED)
+    with memory.mmap_anonymous(PAGE_SIZE) as area:
+        uffd.register(area.addr, PAGE_SIZE, RegisterMode.WP)
+        uffd.writeprotect(area.addr, PAGE_SIZE, True)
+        entry = pagemap.read(area.addr)[0]
+        assert not entry.present and entry.uffd_wp, "a marker, not a page, carries the protection"
+        f = faulter(lambda: area.write(0, b"\x09"))
+        msgs = uffd.wait(5)
+        assert len(msgs) == 1 and msgs[0].is_wp and msgs[0].is_write
+        assert not f.done(0.2), "the write into the never-touched page waits for the handler"
+        uffd.writeprotect(area.addr, PAGE_SIZE, False)
+        assert f.done(5) and f.error is None and area.read(0, 1) == b"\x09"
+
+
+def test_wp_on_shmem_traps_writes_to_a_memfd(uffd, kf, faulter):
+    _need(kf, Feature.WP_HUGETLBFS_SHMEM)
+    uffd.api(Feature.PAGEFAULT_FLAG_WP | Feature.WP_HUGETLBFS_SHMEM)
+    fd = memory.memfd_create("uffdprobe-wp-shmem")
+    try:
+        os.ftruncate(fd, PAGE_SIZE)
+        with memory.mmap_fd(fd, PAGE_SIZE) as area:
+            area.write(0, b"\x01")
+            uffd.register(area.addr, PAGE_SIZE, RegisterMode.WP)
+            uffd.writeprotect(area.addr, PAGE_SIZE, True)
+            f = faulter(lambda: area.write(0, b"\x02"))
+            msgs = uffd.wait(5)
+            assert len(msgs) == 1 and msgs[0].is_wp
+            assert os.pread(fd, 1, 0) == b"\x01", "the shared page is unchanged while the write waits"
+            uffd.writeprotect(area.addr, PAGE_SIZE, False)
+            assert f.done(5) and f.error is None
+        assert os.pread(fd, 1, 0) == b"\x02"
+    finally:
+        os.close(fd)
+
+
+def _minor_fault_then_continue(uffd, fd: int, length: int, faulter, *, wp: bool = False):
+    """Page cache filled through one mapping; a second, fresh one reads it: a MINOR fault that CONTINUE
+    resolves."""
+    with memory.mmap_fd(fd, length) as fill:
+        fill.write(0, PATTERN)
+    with memory.mmap_fd(fd, length) as area:
+        mode = RegisterMode.MINOR | (RegisterMode.WP if wp else RegisterMode(0))
+        allowed = uffd.register(area.addr, length, mode)
+        assert allowed & Ioctl.CONTINUE
+        f = faulter(lambda: area.read(5, 4))
+        msgs = uffd.wait(5)
+        assert len(msgs) == 1 and msgs[0].flags & PageFaultFlag.MINOR and not msgs[0].is_write
+        assert uffd.continue_(area.addr, length, wp=wp) == length
+        assert f.done(5) and f.error is None and f.result == PATTERN[5:9]
+        if wp:  # UFFDIO_CONTINUE_MODE_WP installed the page write-protected
+            assert pagemap.read(area.addr)[0].uffd_wp
+            w = faulter(lambda: area.write(0, b"\x00"))
+            assert uffd.wait(5)[0].is_wp
+            uffd.writeprotect(area.addr, length, False)
+            assert w.done(5) and w.error is None
+
+
+@pytest.mark.parametrize("wp", [False, True], ids=["continue", "continue-wp"])
+def test_minor_shmem_fault_resolved_by_continue(uffd, kf, faulter, wp):
+    _need(kf, Feature.MINOR_SHMEM)
+    wanted = Feature.MINOR_SHMEM
+    if wp:
+        _need(kf, Feature.WP_HUGETLBFS_SHMEM)
+        wanted |= Feature.PAGEFAULT_FLAG_WP | Feature.WP_HUGETLBFS_SHMEM
+    uffd.api(wanted)
+    fd = memory.memfd_create("uffdprobe-minor-shmem")
+    try:
+        os.ftruncate(fd, PAGE_SIZE)
+        _minor_fault_then_continue(uffd, fd, PAGE_SIZE, faulter, wp=wp)
+    finally:
+        os.close(fd)
+
+
+def test_minor_hugetlbfs_fault_resolved_by_continue(uffd, kf, faulter):
+    _need(kf, Feature.MINOR_HUGETLBFS)
+    huge = 2 << 20
+    with open("/proc/meminfo") as f:
+        meminfo = dict(line.split(":", 1) for line in f)
+    if int(meminfo.get("HugePages_Free", "0").split()[0]) < 1 or meminfo.get("Hugepagesize", "").split()[0] != "2048":
+        pytest.skip("no free 2 MiB huge page (HugePages_Free is "
+                    f"{meminfo.get('HugePages_Free', '0').strip()}; sysctl vm.nr_hugepages=1 gives one)")
+    fd = memory.memfd_create("uffdprobe-minor-huge", constants["memfd"]["MFD_CLOEXEC"] |
+                             constants["memfd"]["MFD_HUGETLB"])
+    try:
+        os.ftruncate(fd, huge)
+        uffd.api(Feature.MINOR_HUGETLBFS)
+        _minor_fault_then_continue(uffd, fd, huge, faulter)
+    finally:
+        os.close(fd)

@@ -61,6 +61,10 @@ def test_rendered_table_colours_and_click(page, tmp_path):
         assert fact in detail, fact
     assert browser.js("document.querySelector('td.cell.selected').dataset.verdict") == "HANG"
 
+    # the panel was scrolled into view: its top is inside the viewport
+    top = browser.js("document.getElementById('detail').getBoundingClientRect().top")
+    assert 0 <= top < browser.js("window.innerHeight")
+
     shot = browser.screenshot(tmp_path / "matrix.png")
     keep = booted["dir"] / "matrix-clicked.png"
     keep.write_bytes(shot.read_bytes())
@@ -72,3 +76,34 @@ def test_page_is_self_contained(tmp_path_factory):
     text = booted_matrix(tmp_path_factory)["html"].read_text()
     for remote in ("http://", "https://", "<link", "src="):
         assert remote not in text.split("<script type=\"application/json\"")[0], remote
+
+
+def test_legend_questions_kernels_footer_and_marks(page):
+    """The legend explains the words the cells show; rows carry their question, kernel columns what the
+    kernel is; cells look clickable; declared and undeclared bad verdicts look different."""
+    browser, booted = page
+    legend = browser.js("document.getElementById('legend').innerText")
+    words = browser.js("[...document.querySelectorAll('td.cell')].map(td => [td.dataset.verdict,"
+                       " td.querySelector('small').innerText])")
+    for verdict, mark in words:
+        assert verdict in legend and (not mark or f"{mark}:" in legend), (verdict, mark)
+    assert "no word: nothing declared" in legend
+    rows = browser.js("[...document.querySelectorAll('th.row')].map(th => [th.innerText, th.title])")
+    from uffdprobe.scenarios.registry import SCENARIOS
+    for text, title in rows:
+        scenario = text.split()[0]
+        assert title == SCENARIOS[scenario].question and SCENARIOS[scenario].question in text
+    heads = browser.js("[...document.querySelectorAll('thead th small.kernel-about')].map(e => e.innerText)")
+    from uffdprobe.kbuild import recipes
+    assert heads == ["the running kernel", recipes.load("stock").summary]
+    assert browser.js("getComputedStyle(document.querySelector('td.cell')).cursor") == "pointer"
+    footer = browser.js("document.getElementById('footer').innerText")
+    from uffdprobe.results.report import tool_version
+    assert f"uffdprobe {tool_version()}" in footer and "uffdprobe matrix --kernel host --kernel stock" in footer
+    style = ("(sel => { const s = getComputedStyle(document.querySelector(sel));"
+             " return [s.backgroundImage, s.boxShadow]; })")
+    declared = browser.js(style + "('.legend .m-expected')")
+    undeclared = browser.js(style + "('.legend .m-undeclared')")
+    assert "gradient" in declared[0] and undeclared[0] == "none" and declared[1] != undeclared[1]
+    flaky = browser.js(style + "('td.cell.bad[data-mark=\"undeclared\"]')")  # FLAKY selftest: undeclared
+    assert flaky == undeclared

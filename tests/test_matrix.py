@@ -1,12 +1,10 @@
 """`uffdprobe matrix` for real: the host and the stock recipe booted once, JSON and JUnit read back."""
-import json
 import os
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
-
 import pytest
 
+from formats import valid_json, valid_junit
 from matrix_run_once import booted_matrix, cell
 from uffdprobe.results.matrix import FIXED, REGRESSION, UNDECLARED, UNEXPECTED, judge
 from uffdprobe.verdicts import Verdict
@@ -30,7 +28,10 @@ def booted(tmp_path_factory):
 @root
 def test_matrix_over_host_and_a_booted_kernel(booted):
     proc, data = booted["proc"], booted["data"]
-    assert proc.returncode == 7, proc.stderr[-3000:]  # the REGRESSION and FIXED below are unexpected
+    assert proc.returncode == 7, proc.stderr[-3000:]  # the REGRESSION, FIXED and undeclared HANGs below
+    valid_json(data, "matrix")
+    for path in (booted["dir"] / "work").glob("*/results.json"):
+        valid_json(path, "results")
     assert [k["label"] for k in data["kernels"]] == ["host", "stock"]
     host, stock = data["kernels"]
     assert host["identity"]["release"] == os.uname().release
@@ -50,8 +51,16 @@ def test_matrix_over_host_and_a_booted_kernel(booted):
     assert (umap["verdict"], umap["mark"], umap["unexpected"]) == ("HANG", REGRESSION, True)
     blocked = umap["results"][0]["evidence"]["hang"]["blocked_tasks"]
     assert blocked and all(t["wchan"] == "handle_userfault" for t in blocked)
-    # declared HANG, measured PASS: FIXED
+    # declared HANG (for every memory kind), measured PASS: FIXED
     assert cell(data, "host", "wp-gup-odirect")["mark"] == FIXED
+    assert cell(data, "host", "wp-gup-odirect", "anon-thp")["mark"] == FIXED
+    # nothing declared on the host: its HANG is no less a failure (one rule for every kernel)
+    host_umap = cell(data, "host", "umap-evict")
+    assert (host_umap["verdict"], host_umap["mark"], host_umap["unexpected"]) == ("HANG", UNEXPECTED, True)
+    assert {(c["kernel"], c["scenario"], c["memory"]) for c in data["cells"] if c["unexpected"]} == {
+        ("stock", "umap-evict", "anon-4k"), ("host", "umap-evict", "anon-4k"),
+        ("host", "wp-gup-odirect", "anon-4k"), ("host", "wp-gup-odirect", "anon-thp"),
+        ("host", "selftest-self-deadlock", "anon-4k"), ("stock", "selftest-self-deadlock", "anon-4k")}
 
 
 @pytest.mark.vm
@@ -70,21 +79,25 @@ def test_flaky_detected_on_both_kernels(booted):
 @pytest.mark.vm
 @root
 def test_junit_contents(booted):
-    tree = ET.parse(booted["junit"]).getroot()
+    tree = valid_junit(booted["junit"])
     suites = tree.findall("testsuite")
-    assert [s.get("name") for s in suites] == ["uffdprobe.matrix[host]", "uffdprobe.matrix[stock]"]
+    assert [s.get("name") for s in suites] == ["host", "stock"]
     cases = {(s.get("name"), c.get("name")): c for s in suites for c in s.findall("testcase")}
     assert len(cases) == len(booted["data"]["cells"]) == int(tree.get("tests"))
-    umap = cases[("uffdprobe.matrix[stock]", "umap-evict[anon-4k]")]
-    assert umap.find("failure").get("type") == REGRESSION
-    props = {p.get("name"): p.get("value") for p in umap.iter("property")}
-    assert props["evidence.wchan"] == "handle_userfault" and props["expected"] == "PASS"
-    assert props["kernel.release"].startswith("6.1.")
-    ok = cases[("uffdprobe.matrix[stock]", "wp-gup-odirect[anon-4k]")]
+    umap = cases[("stock", "umap-evict[anon-4k]")]
+    assert umap.get("classname") == "stock.umap-evict"
+    assert umap.find("failure").get("type") == REGRESSION and umap.find("properties") is None
+    out = umap.find("system-out").text
+    assert "wchan: handle_userfault" in out and "expected: PASS" in out and "kernel.release: 6.1." in out
+    ok = cases[("stock", "wp-gup-odirect[anon-4k]")]
     assert ok.find("failure") is None and ok.find("skipped") is None
     suite_props = {p.get("name"): p.get("value") for p in suites[1].find("properties")}
     assert suite_props["kernel.recipe"] == "stock" and len(suite_props["kernel.sha256"]) == 64
-    assert int(tree.get("failures")) == sum(c["unexpected"] for c in booted["data"]["cells"]) == 2
+    # the suite's time is the whole kernel run, boot included: more than its scenarios took
+    scenario_s = sum(float(c.get("time")) for c in suites[1].findall("testcase"))
+    assert float(suites[1].get("time")) > scenario_s + float(suite_props["boot.timings.launch_to_init"])
+    assert suites[1].get("timestamp")
+    assert int(tree.get("failures")) == sum(c["unexpected"] for c in booted["data"]["cells"]) == 6
 
 
 @root
@@ -95,7 +108,7 @@ def test_flaky_on_host_with_three_runs_and_exit_status(tmp_path):
             "--param", "selftest_helper_write_runs=[3]", "--json", str(out)]
     proc = matrix(*args, "--expect", "selftest-self-deadlock=HANG")
     assert proc.returncode == 7, proc.stderr
-    c = json.loads(out.read_text())["cells"][0]
+    c = valid_json(out, "matrix")["cells"][0]
     assert (c["label"], c["mark"]) == ("FLAKY: HANG 2/3, PASS 1/3", FIXED)
     assert "[1/1] host: done" in proc.stderr
     assert matrix(*args, "--expect", "host:selftest-self-deadlock=ANY").returncode == 0
@@ -104,7 +117,8 @@ def test_flaky_on_host_with_three_runs_and_exit_status(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--kernel", "no-such"], "not 'host', not a file, not a recipe"),
     (["--kernel", "host", "--kernel", "host"], "given twice"),
-    (["--kernel", "host", "--expect", "cow-leak=BROKEN"], "[KERNEL:]SCENARIO=VERDICT"),
+    (["--kernel", "host", "--expect", "cow-leak=BROKEN"], "[KERNEL:]SCENARIO[/MEMORY]=VERDICT"),
+    (["--kernel", "host", "--expect", "umap-evict/anon-thp=HANG"], "does not run on memory kind 'anon-thp'"),
     (["--kernel", "host", "--expect", "stock:cow-leak=PASS"], "not one of the --kernel values"),
     (["--kernel", "host", "--scenario", "nope"], "unknown scenario nope"),
     (["--kernel", "host", "--param", "bogus=1"], "--param bogus=1"),
@@ -122,7 +136,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     ("HANG", Verdict.HANG, "expected"), ("NOT_HANG", Verdict.LEAK, "expected"),
     ("PASS", Verdict.HANG, REGRESSION), ("NOT_LEAK", Verdict.PANIC, REGRESSION),
     ("HANG", Verdict.PASS, FIXED), ("HANG", Verdict.LEAK, UNEXPECTED), ("PASS", Verdict.ERROR, UNEXPECTED),
-    (None, Verdict.HANG, UNDECLARED), (None, Verdict.VM_TIMEOUT, UNEXPECTED),
+    (None, Verdict.PASS, UNDECLARED), (None, Verdict.SKIP, UNDECLARED),
+    (None, Verdict.HANG, UNEXPECTED), (None, Verdict.LEAK, UNEXPECTED), (None, Verdict.WP_LOST, UNEXPECTED),
+    (None, Verdict.ERROR, UNEXPECTED), (None, Verdict.VM_TIMEOUT, UNEXPECTED),
 ])
 def test_judge(expected, verdict, mark):
     """The marking rule itself (no kernel behaviour claimed here)."""

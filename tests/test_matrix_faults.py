@@ -13,6 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from formats import valid_json
+
 from uffdprobe.kbuild.cache import COMPLETE
 from uffdprobe.osutil.files import sha256_file
 from uffdprobe.run.matrix import TERM_GRACE_S
@@ -142,7 +144,7 @@ def entry_intact(entry: Path) -> bool:
 
 
 def matrix_json(path: Path) -> dict:
-    return json.loads(path.read_text())
+    return valid_json(path, "matrix")
 
 
 def verdicts(data: dict) -> dict:
@@ -174,8 +176,8 @@ def test_signal_while_a_kernel_boots(tmp_path, sig):
         m.kill()
     assert status == 130, m.stderr[-4000:]
     assert took < TERM_GRACE_S, f"{took:.1f}s to stop"  # the run child stopped its QEMU without the SIGKILL
-    assert m.own_lines_after(sent) == [f"matrix: interrupted; 1 finished kernel(s) written to {out}, "
-                                       f"{work / 'matrix.json'}; stopped: stock"], m.stderr[-4000:]
+    assert m.own_lines_after(sent) == [f"matrix: interrupted; 1 finished kernel(s) written (marked incomplete) to "
+                                       f"{out}, {work / 'matrix.json'}; stopped: stock"], m.stderr[-4000:]
     assert "Traceback" not in m.stderr
     for path in (out, work / "matrix.json"):
         data = matrix_json(path)

@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+from formats import valid_json
+
 from uffdprobe.results import expect
 from uffdprobe.kbuild import build as kbuild, cache as kbuild_cache, config as kbuild_config, recipes
 from uffdprobe.cli import main as cli
@@ -39,7 +41,7 @@ def run_recipe(name: str, tmp_path_factory):
         path = tmp_path_factory.mktemp(name) / "results.json"
         proc = subprocess.run([PY, "-m", "uffdprobe", "run", "--kernel", name, "--json", str(path)],
                               capture_output=True, text=True, timeout=3000)
-        results = [Result.from_dict(d) for d in json.loads(path.read_text())] if path.exists() else []
+        results = [Result.from_dict(d) for d in valid_json(path, "results")["results"]] if path.exists() else []
         _RUNS[name] = (proc.returncode, results, proc.stderr)
     return _RUNS[name]
 
@@ -47,7 +49,7 @@ def run_recipe(name: str, tmp_path_factory):
 def guest_features(name: str, tmp_path) -> dict:
     """`features.probe()` inside the recipe's kernel, brought back through the results channel."""
     bzimage = kbuild.resolve_kernel(name, progress=False).bzimage
-    code = ("import json, os; from uffdprobe import features; "
+    code = ("import json, os; from uffdprobe.uffd import features; "
             "open(os.path.join(os.environ['UFFDPROBE_RESULTS'], 'features.json'), 'w')"
             ".write(json.dumps(features.probe().to_dict()))")
     result = boot(bzimage, [PY, "-c", code], timeout=600, silence_timeout=300, run_dir=tmp_path / "run")

@@ -1,8 +1,9 @@
 """The pytest plugin through pytester: real scenarios on the running kernel become pytest outcomes."""
 import os
-import xml.etree.ElementTree as ET
 
 import pytest
+
+from formats import valid_junit
 
 pytest_plugins = ["pytester"]
 #: pytester points HOME at its temp dir; the inner session must still find the kernel cache.
@@ -46,20 +47,42 @@ def test_host_outcomes_and_ids(pytester):
                                  "*test_identity[[]host[]] PASSED*"])
     result.stdout.fnmatch_lines(["*wchan: handle_userfault*"])
     assert outcomes["failed"] == 1
-    case = ET.parse(pytester.path / "out.xml").getroot().find(".//testcase[@name='test_self_deadlock[host]']")
-    props = {p.get("name"): p.get("value") for p in case.iter("property")}
-    assert props["uffd.verdict"] == "HANG" and props["evidence.wchan"] == "handle_userfault"
-    assert props["kernel.release"] == os.uname().release
+    root = valid_junit(pytester.path / "out.xml")
+    case = root.find(".//testcase[@name='test_self_deadlock[host]']")
+    assert case.find("failure") is not None and case.find("properties") is None
+    out = "\n".join(e.text for e in case.findall("system-out"))
+    assert "host selftest-self-deadlock(anon-4k): HANG (declared: nothing" in out
+    assert "wchan: handle_userfault" in out and "pending_uffd_messages: pagefault address=0x" in out
+    assert "flags=WRITE|WP" in out and "PageFault(" not in out
+    passed = root.find(".//testcase[@name='test_real_write_traps[host]']")
+    assert "host wp-real-write(anon-4k): PASS" in passed.find("system-out").text
+    suite = {p.get("name"): p.get("value") for p in root.find("testsuite").find("properties")}
+    assert suite["kernel[host].release"] == os.uname().release
 
 
 def test_declared_hang_is_strict_xfail(pytester):
     """A declared HANG that happens is xfailed; a declared HANG that passes is XPASS(strict), a failure."""
     result = run(pytester, "--kernel", "host", "--uffd-expect", "host:selftest-self-deadlock=HANG",
-                 "--uffd-expect", "host:wp-real-write=HANG")
+                 "--uffd-expect", "host:wp-real-write/anon-4k=HANG", "--junitxml=out.xml")
     result.stdout.fnmatch_lines(["*test_self_deadlock[[]host[]] XFAIL*",
                                  "*test_real_write_traps[[]host[]]*XPASS(strict)*"])
     outcomes = result.parseoutcomes()
     assert outcomes.get("xfailed") == 1 and outcomes.get("failed") == 1
+    case = valid_junit(pytester.path / "out.xml").find(".//testcase[@name='test_self_deadlock[host]']")
+    assert case.find("skipped").get("type") == "pytest.xfail"
+    assert "mark: expected" in case.find("system-out").text
+
+
+def test_declared_per_memory_kind(pytester):
+    """WP_LOST on 4k and THP (the selftest's unprotect-first write), declared for 4k only: 4k is an xfail,
+    the same WP_LOST on THP, undeclared, fails."""
+    result = run(pytester, "--uffd-param", "selftest_unprotect_first=true",
+                 "--uffd-expect", "wp-real-write/anon-4k=WP_LOST", "--uffd-expect", "selftest-self-deadlock=HANG")
+    result.stdout.fnmatch_lines(["*test_real_write_traps[[]host[]] XFAIL*",
+                                 "*test_self_deadlock[[]host[]] XFAIL*",
+                                 "*test_real_write_on_thp[[]host[]] FAILED*"])
+    result.stdout.fnmatch_lines(["*UNEXPECTED*wp-real-write(anon-thp): WP_LOST*"])
+    assert result.parseoutcomes() == {"passed": 1, "failed": 1, "xfailed": 2}
 
 
 def test_flaky_cell_fails_with_counts(pytester):
@@ -113,7 +136,8 @@ def test_two_kernels_one_boot_each(pytester, monkeypatch):
     pytester.makepyfile(test_user=TWO_KERNELS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", "-s", "--kernel", "host",
                                            "--kernel", "stock", "--uffd-expect",
-                                           "stock:selftest-self-deadlock=HANG", timeout=900)
+                                           "stock:selftest-self-deadlock=HANG", "--junitxml=out.xml",
+                                           timeout=900)
     # pytest groups the tests by the session-scoped kernel: all of host's, then all of stock's
     result.stdout.fnmatch_lines(["*test_real_write_traps[[]host[]] PASSED*",
                                  "*test_self_deadlock[[]host[]] FAILED*",
@@ -122,3 +146,7 @@ def test_two_kernels_one_boot_each(pytester, monkeypatch):
     result.stdout.fnmatch_lines([f"*RELEASE host {os.uname().release}*", "*RELEASE stock 6.1.*"])
     assert len([ln for ln in result.stdout.lines if "stock: booting" in ln]) == 1
     assert result.parseoutcomes() == {"passed": 4, "failed": 1, "xfailed": 1}
+    suite = valid_junit(pytester.path / "out.xml").find("testsuite")
+    props = {p.get("name"): p.get("value") for p in suite.find("properties")}
+    assert props["kernel[stock].release"].startswith("6.1.") and len(props["kernel[stock].sha256"]) == 64
+    assert props["kernel[host].release"] == os.uname().release

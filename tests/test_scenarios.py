@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
+from formats import valid_json, valid_jsonl
 from uffdprobe.uffd import features, odirect
-from uffdprobe.results import report
 from uffdprobe.supervise import supervisor
 from uffdprobe.scenarios.registry import SCENARIOS, select, skip_reason
 from uffdprobe.verdicts import Verdict
@@ -44,7 +44,9 @@ def test_self_deadlock_is_hang_with_evidence_and_rescued(kf, target, live_childr
     assert res.verdict is Verdict.HANG, res.reason
     hang = res.evidence["hang"]
     assert hang["pending_uffd_messages"], "the unanswered WP fault must be pending on the uffd"
-    assert "WRITE|WP" in hang["pending_uffd_messages"][0] or "WP|WRITE" in hang["pending_uffd_messages"][0]
+    [msg] = hang["pending_uffd_messages"]
+    assert msg["event"] == "pagefault" and set(msg["flags"]) == {"WRITE", "WP"}
+    assert int(msg["address"], 16) % 4096 == 0 and msg["address"].startswith("0x")
     task = hang["blocked_tasks"][0]
     assert task["state"] in ("S", "D")
     if isinstance(task["stack"], list):
@@ -97,13 +99,14 @@ def test_cli_run_json_ktap_and_stream(tmp_path, kf):
     proc = _cli("run", "wp-gup-vmsplice", "cow-leak", "--json", str(out), "--ktap",
                 "--results-dir", str(stream))
     assert proc.returncode == 0, proc.stderr
-    results = json.loads(out.read_text())
+    results = valid_json(out, "results")["results"]
     assert {(r["scenario"], r["memory"]) for r in results} >= {("wp-gup-vmsplice", "anon-4k"), ("cow-leak", "anon-4k")}
     assert all({"scenario", "memory", "verdict", "evidence", "kernel"} <= set(r) for r in results)
     lines = proc.stdout.splitlines()
-    assert lines[0] == "KTAP version 1" and lines[1] == f"1..{len(results)}"
-    assert sum(line.startswith("ok ") for line in lines) == len(results)
-    assert len(report.read_jsonl(stream / "verdicts.jsonl")) == len(results)
+    assert lines[:2] == ["KTAP version 1", "1..1"] and lines[-1] == "ok 1 host"
+    leaves = [line.strip() for line in lines if line.startswith("      ok ")]  # kernel > scenario > memory
+    assert len(leaves) == len(results)
+    assert len(valid_jsonl(stream / "verdicts.jsonl")) == len(results)
 
 
 def test_cli_exit_1_on_kernel_problem(kf):
@@ -179,7 +182,7 @@ def test_a_precondition_probed_in_the_child_is_skip(kf, tmp_path):
             "runpy.run_module('uffdprobe', run_name='__main__')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    [res] = json.loads(out.read_text())
+    [res] = valid_json(out, "results")["results"]
     assert res["verdict"] == "SKIP" and "THP" in res["reason"]
 
 

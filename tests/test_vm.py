@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from formats import valid_json
+
 from uffdprobe.vm import accel, distro
 from uffdprobe.vm.boot import boot, probe_kvm
 from uffdprobe.vm.errors import VmInputError, VmSetupError
@@ -399,7 +401,7 @@ def test_thp_disabled_on_the_kernel_command_line(stock_bzimage, tmp_path):
                            "--append", "transparent_hugepage=never", "--json", str(out),
                            "wp-gup-vmsplice", "cow-leak"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    got = {(r["scenario"], r["memory"]): r for r in json.loads(out.read_text())}
+    got = {(r["scenario"], r["memory"]): r for r in valid_json(out, "results")["results"]}
     for name in ("wp-gup-vmsplice", "cow-leak"):
         assert got[(name, "anon-4k")]["verdict"] == "PASS"
         assert got[(name, "anon-thp")]["verdict"] == "SKIP"
@@ -412,13 +414,13 @@ def test_matrix_with_a_full_cache_disk_keeps_the_host(small_cache, stock_bzimage
     cache, fill = small_cache
     fill()
     out = tmp_path / "matrix.json"
-    proc = subprocess.run([PY, "-m", "uffdprobe", "matrix", "--kernel", "host", "--kernel", str(stock_bzimage),
+    proc = subprocess.run([PY, "-m", "uffdprobe", "matrix", "--kernel", "host", "--kernel", f"stock={stock_bzimage}",
                            "--accel", "tcg", "--scenario", "cow-leak", "--memory", "anon-4k", "--json", str(out),
                            "--results-dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "XDG_CACHE_HOME": str(cache)})
     assert proc.returncode == 7, proc.stderr
-    cells = {c["kernel"]: c for c in json.loads(out.read_text())["cells"]}
+    cells = {c["kernel"]: c for c in valid_json(out, "matrix")["cells"]}
     assert cells["host"]["verdict"] == "PASS"
-    [booted] = cells[str(stock_bzimage)]["results"]
+    [booted] = cells["stock"]["results"]
     assert booted["verdict"] == "ERROR" and "exit 6" in booted["reason"] and "no space left" in booted["reason"]
     assert not vm_processes(mentioning=str(cache))

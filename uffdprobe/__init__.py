@@ -6,3 +6,34 @@ osutil (processes, locks, whole files) -> uffd (the bindings) -> scenarios -> su
 matrix) -> bisect -> cli. exitcodes and verdicts (the verdict model) are shared by all;
 pytest_plugin and __main__ sit on top.
 """
+import functools
+
+__version__ = "0.1.0"
+
+
+@functools.lru_cache(maxsize=None)
+def git_describe():
+    """`git describe --tags --always --dirty` of the checkout uffdprobe runs from, None when installed
+    from a wheel or sdist (or when git cannot say)."""
+    import subprocess
+    from uffdprobe.osutil.datafiles import checkout
+    root = checkout()
+    if root is None or not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "describe", "--tags", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def version() -> str:
+    """What made an output: '0.1.0', or '0.1.0 (git 1d9ea42-dirty)' when run from a checkout."""
+    described = git_describe()
+    return f"{__version__} (git {described})" if described else __version__
+
+
+def version_info() -> dict:
+    """The same as fields for JSON outputs: {'version': '0.1.0', 'git': '1d9ea42-dirty' or None}."""
+    return {"version": __version__, "git": git_describe()}

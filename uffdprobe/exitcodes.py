@@ -3,8 +3,8 @@ import enum
 
 
 class Exit(enum.IntEnum):
-    OK = 0                #: every verdict PASS or SKIP
-    KERNEL_PROBLEM = 1    #: a scenario found HANG, LEAK or WP_LOST
+    OK = 0                #: every verdict PASS, SKIP or declared for that kernel, scenario and memory kind
+    KERNEL_PROBLEM = 1    #: a scenario found HANG, LEAK or WP_LOST that nothing declares
     USAGE = 2             #: bad input: unknown scenario or kernel, bad path, bad parameter
     PATCH_FAILED = 3      #: a patch does not apply
     CONFIG_DROPPED = 4    #: Kconfig dropped an option a fragment asked for

@@ -12,7 +12,6 @@ from typing import Dict, List, Optional
 import pytest
 
 NEEDS = ("root", "uffd-wp", "thp", "odirect")
-_BAD = ("HANG", "LEAK", "WP_LOST")
 
 
 class DeclaredProblem(AssertionError):
@@ -25,7 +24,7 @@ def pytest_addoption(parser) -> None:
                     help="run uffd scenarios on K (repeatable): 'host', a bzImage/vmlinuz, a .deb or a "
                          "recipe name; default host")
     group.addoption("--uffd-runs", type=int, default=1, metavar="N", help="repeat each scenario N times per boot")
-    group.addoption("--uffd-expect", action="append", default=[], metavar="[KERNEL:]SCENARIO=VERDICT",
+    group.addoption("--uffd-expect", action="append", default=[], metavar="[KERNEL:]SCENARIO[/MEMORY]=VERDICT",
                     help="declare an expected verdict (overrides the recipe's)")
     group.addoption("--uffd-param", action="append", default=[], metavar="KEY=VALUE",
                     help="scenario parameter for every kernel's run (as `uffdprobe run --param`)")
@@ -38,6 +37,7 @@ def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "needs(*what): skip unless the kernel has each of "
                             + ", ".join(NEEDS))
     config.stash[_SESSION] = _Session(config)
+    config.pluginmanager.register(_JUnitEvidence(config), "uffdprobe-junit-evidence")
 
 
 def pytest_generate_tests(metafunc) -> None:
@@ -138,7 +138,7 @@ class Verdict:
     def evidence_text(self) -> str:
         from uffdprobe.results import evidence as evidence_view
         lines = [f"{self.kernel.label} {self.cell.scenario}({self.cell.memory}): {self.cell.label}"
-                 f" (declared: {self.cell.expected or 'nothing'})"]
+                 f" (declared: {self.cell.expected or 'nothing'}; mark: {self.cell.mark or 'undeclared'})"]
         for r in self.cell.results:
             lines += [f"  {key}: {value}" for key, value in evidence_view.summary(r).items()]
         ident = self.kernel.identity
@@ -147,19 +147,19 @@ class Verdict:
         return "\n".join(lines)
 
     def check(self) -> None:
-        """PASS (or a declared-good verdict) passes; a declared HANG/LEAK/WP_LOST is an xfail(strict)."""
-        from uffdprobe.results.matrix import EXPECTED, UNDECLARED
+        """The one rule (results.expect): PASS, SKIP or a declared-good verdict passes; a declared
+        HANG/LEAK/WP_LOST that happened is an xfail(strict); anything else fails, FIXED included."""
+        from uffdprobe.results.expect import FIXED, expected_failure, failing
         c = self.cell
         if all(r.verdict.value == "SKIP" for r in c.results):
             pytest.skip(f"{self.kernel.label}: {c.results[0].reason}")
-        if c.mark == EXPECTED and c.expected in _BAD:
+        if expected_failure(c.expected, c.mark):
             raise DeclaredProblem(self.evidence_text())
-        if c.mark == EXPECTED or (c.mark == UNDECLARED and all(r.verdict.value in ("PASS", "SKIP")
-                                                                for r in c.results)):
+        if not failing(c.mark):
             return
-        if c.mark == "FIXED" and not c.flaky:
+        if c.mark == FIXED and not c.flaky:
             return  # the strict xfail turns this pass into a failure: the declaration is out of date
-        pytest.fail(f"{c.mark or 'kernel problem'}: " + self.evidence_text(), pytrace=False)
+        pytest.fail(f"{c.mark}: " + self.evidence_text(), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -175,28 +175,59 @@ def uffd_verdict(request, uffd_kernel: Kernel) -> Verdict:
     if mark is None or not mark.args:
         pytest.fail("uffd_verdict needs @pytest.mark.uffd_scenario('SCENARIO')", pytrace=False)
     cell = uffd_kernel.cell(mark.args[0], mark.kwargs.get("memory", "anon-4k"))
-    _record(lambda name, value: request.node.user_properties.append((name, value)), uffd_kernel, cell)
-    if cell.expected in _BAD:
+    verdict = Verdict(uffd_kernel, cell)
+    _record_kernel(request, uffd_kernel)
+    request.node.stash[_EVIDENCE] = verdict.evidence_text()
+    from uffdprobe.results.expect import BAD
+    if cell.expected in BAD:
         request.node.add_marker(pytest.mark.xfail(
             strict=True, raises=DeclaredProblem,
             reason=f"{uffd_kernel.label} is declared to {cell.expected} on {cell.scenario}"))
-    return Verdict(uffd_kernel, cell)
+    return verdict
 
 
-def _record(record_property, kernel: Kernel, cell) -> None:
-    """Verdict, expectation, kernel identity and evidence summary as JUnit properties (what record_property
-    does, without its warning under junit_family=xunit2)."""
-    from uffdprobe.results import evidence as evidence_view
-    record_property("uffd.verdict", cell.label)
-    record_property("uffd.expected", cell.expected or "")
-    record_property("uffd.mark", cell.mark or "undeclared")
-    for key in ("label", "release", "version", "sha256", "config_sha256", "recipe"):
-        if kernel.identity.get(key):
-            record_property(f"kernel.{key}", str(kernel.identity[key]))
-    if kernel.run.boot.get("console_log"):
-        record_property("kernel.console_log", kernel.run.boot["console_log"])
-    for key, value in evidence_view.summary(cell.results[0]).items():
-        record_property(f"evidence.{key}", value)
+def _record_kernel(request, kernel: Kernel) -> None:
+    """The kernel's identity and boot facts as JUnit testsuite properties 'kernel[LABEL].KEY', once per
+    kernel (junit-10.xsd allows properties on the suite only)."""
+    state = request.config.stash[_SESSION]
+    if kernel.label in state.recorded:
+        return
+    state.recorded.add(kernel.label)
+    from uffdprobe.results.junit import suite_properties
+    record = request.getfixturevalue("record_testsuite_property")
+    for key, value in suite_properties(kernel.run).items():
+        record(f"{key.split('.', 1)[0]}[{kernel.label}].{key.split('.', 1)[1]}", value)
+
+
+class _JUnitEvidence:
+    """Puts each uffd_verdict test's verdict, declaration and evidence into its JUnit <system-out>, whatever
+    junit_logging says (the facts a CI reader needs next to the outcome)."""
+
+    def __init__(self, config):
+        self.config = config
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        text = item.stash.get(_EVIDENCE, None)
+        if text and call.when == "call":
+            outcome.get_result().uffd_evidence = text
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report) -> None:
+        text = getattr(report, "uffd_evidence", None)
+        if not text or report.when != "call":
+            return
+        try:
+            from _pytest.junitxml import xml_key
+        except ImportError:  # a pytest without this LogXML: the terminal output still has the evidence
+            return
+        xml = self.config.stash.get(xml_key, None)
+        if xml is not None:
+            import xml.etree.ElementTree as ET
+            out = ET.Element("system-out")
+            out.text = text
+            xml.node_reporter(report).append(out)
 
 
 class _Session:
@@ -208,22 +239,20 @@ class _Session:
         self.scenarios: List[str] = []
         self._kernels: Dict[str, Kernel] = {}
         self._targets = None
+        self.recorded: set = set()
 
     def prepare(self) -> None:
         """Check every kernel, expectation and parameter once; bad input is a pytest usage error."""
-        from uffdprobe.cli.matrix import parse_expect
-        from uffdprobe.run.matrix import Options, check_kernels, planned
+        from uffdprobe.run.kernels import check_kernels, declare, parse_expect
+        from uffdprobe.run.matrix import Options, planned
         from uffdprobe.exitcodes import UsageError
         try:
             targets = check_kernels(self.labels)
-            overrides = parse_expect(self.config.getoption("uffd_expect"), self.labels)
+            declare(targets, parse_expect(self.config.getoption("uffd_expect"), targets))
             planned(Options(scenarios=list(self.scenarios), params=self.config.getoption("uffd_param")))
         except UsageError as exc:
             raise pytest.UsageError(str(exc)) from None
-        for t in targets:
-            t.expect.update(overrides.get("*", {}))
-            t.expect.update(overrides.get(t.label, {}))
-        self._targets = {t.label: t for t in targets}
+        self._targets = {t.given: t for t in targets}  # keyed by the --kernel value the tests are parametrised on
 
     def kernel(self, label: str, tmp_path_factory) -> Kernel:
         """Build (or take from cache), boot and run the wanted scenarios once; later calls reuse it."""
@@ -257,3 +286,4 @@ def _id(label: str) -> str:
 
 
 _SESSION = pytest.StashKey[_Session]()
+_EVIDENCE = pytest.StashKey[str]()

@@ -1,6 +1,6 @@
 """The verdict model (shared/docs/design.md): exactly one verdict per scenario run, with evidence."""
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, Dict, Optional
 
 
@@ -19,6 +19,24 @@ class Verdict(str, enum.Enum):
     @property
     def is_kernel_problem(self) -> bool:
         return self in (Verdict.HANG, Verdict.LEAK, Verdict.WP_LOST)
+
+
+def plain(value: Any) -> Any:
+    """`value` as JSON data: dicts with string keys, lists, str/int/float/bool/None. Flags become lists
+    of their names, other enums their value, dataclasses dicts, paths and anything else strings."""
+    if isinstance(value, enum.Flag):
+        return [m.name for m in type(value) if m.value and value & m == m]
+    if isinstance(value, enum.Enum):
+        return plain(value.value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [plain(v) for v in value]
+    if is_dataclass(value) and not isinstance(value, type):
+        return plain(asdict(value))
+    return str(value)
 
 
 @dataclass
@@ -42,7 +60,8 @@ class Result:
     duration_s: Optional[float] = None
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        """JSON-ready: evidence is plain data (see `plain`), never a Python repr."""
+        d = plain(asdict(self))
         d["verdict"] = self.verdict.value
         return d
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from uffdprobe.kbuild import cache as kbuild_cache, source as kbuild_source
 from uffdprobe.kbuild.errors import SetupError
+from uffdprobe.osutil import datafiles
 
 GIT_TIMEOUT = 1800
 AUTHOR = ["-c", "user.name=uffdprobe", "-c", "user.email=uffdprobe@localhost"]
@@ -54,7 +55,7 @@ def cached_import(cache_root=None, tarball=None, progress: bool = True) -> Path:
     return final
 
 
-PATCHES = Path(__file__).resolve().parents[2] / "vm-images" / "patches"
+PATCHES = datafiles.vm_images() / "patches"
 MODEL_57 = sorted((PATCHES / "model-5.7").glob("*.patch"))
 MODEL_58 = sorted((PATCHES / "model-5.8").glob("*.patch"))
 BROKEN_LINE = "this line deliberately breaks the build;\n"

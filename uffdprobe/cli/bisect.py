@@ -65,8 +65,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", default="tinyconfig", metavar="TARGET", help="base config target (default tinyconfig)")
     p.add_argument("--work-dir", metavar="DIR", help="build directory and logs kept for the whole bisection")
     p.add_argument("--vm-timeout", type=float, default=300.0, metavar="S", help="bound for one boot")
-    p.add_argument("--jobs", type=int, default=0, metavar="N", help="make -j (default: CPUs + 1)")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--jobs", "-j", type=int, default=0, metavar="N", help="make -j (default: CPUs + 1)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
 def spec_of(args) -> bisect_step.StepSpec:

@@ -5,6 +5,7 @@ import json
 import sys
 
 from uffdprobe.exitcodes import Exit
+from .vocab import deprecated
 from uffdprobe.vm.outcome import OUTCOME_EXIT
 
 
@@ -19,10 +20,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...] to run in the guest")
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto",
                    help="accelerator (default: probe KVM once, cached, else TCG)")
-    p.add_argument("--timeout", type=float, default=300, help="overall limit in seconds (default 300)")
+    p.add_argument("--vm-timeout", dest="timeout", type=float, default=300,
+                   help="overall limit in seconds (default 300)")
+    p.add_argument("--timeout", dest="timeout", type=float, action=deprecated("--vm-timeout"),
+                   help=argparse.SUPPRESS)
     p.add_argument("--silence-timeout", type=float, default=120,
                    help="limit on console silence in seconds (default 120)")
-    p.add_argument("--memory", type=int, default=1024, help="guest memory in MiB (default 1024)")
+    p.add_argument("--guest-memory-mb", dest="memory", type=int, default=1024, metavar="MIB",
+                   help="guest memory in MiB (default 1024)")
+    p.add_argument("--memory", dest="memory", type=int, action=deprecated("--guest-memory-mb"),
+                   help=argparse.SUPPRESS)  # --memory is a memory kind in run, matrix and bisect
     p.add_argument("--cpus", type=int, default=2, help="guest CPUs (default 2)")
     p.add_argument("--run-dir", help="directory for this run's files (default: a fresh one in the cache)")
     p.add_argument("--append", action="append", default=[], help="extra kernel argument (repeatable)")

@@ -43,7 +43,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     b.set_defaults(func=run_build)
 
     ls = sub.add_parser("list", parents=[common], help="list cached kernels", description="List the kernels in the cache.")
-    ls.add_argument("--recipes", action="store_true", help="list the recipes in vm-images/ instead")
+    ls.add_argument("--recipes", action="store_true",
+                    help="list the recipes instead ($UFFDPROBE_RECIPES, ~/.config/uffdprobe/recipes, shipped)")
     ls.set_defaults(func=run_list)
 
     cl = sub.add_parser("clean", parents=[common], help="remove cached kernels", description="Remove built kernels from the cache.")
@@ -84,7 +85,8 @@ def run_list(args) -> int:
     if args.recipes:
         for name in recipes.names():
             recipe = recipes.load(name)
-            print(f"{name:24} {len(recipe.patches)} patch(es)  {recipe.summary}")
+            origin = "" if recipe.path.parent == recipes.RECIPE_DIR else f"  ({recipe.path})"
+            print(f"{name:24} {len(recipe.patches)} patch(es)  {recipe.summary}{origin}")
         return int(Exit.OK)
     entries = kbuild.list_kernels(args.cache_dir)
     if not entries:

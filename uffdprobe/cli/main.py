@@ -7,8 +7,20 @@ import signal
 import sys
 from typing import List, Optional
 
-from . import bisect, boot, kernel, matrix, run
+import uffdprobe
+from . import bisect, boot, doctor, kernel, matrix, run
 from uffdprobe.exitcodes import Exit, UsageError
+
+
+class _PrintVersion(argparse.Action):
+    """--version, computed only when asked (from a checkout it runs git describe)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"uffdprobe {uffdprobe.version()}")
+        parser.exit()
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
@@ -26,6 +38,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uffdprobe", description=__doc__)
+    parser.add_argument("--version", action=_PrintVersion, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("features", help="what the running kernel's userfaultfd offers")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -35,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_parser(sub)
     kernel.add_parser(sub)
     bisect.add_parsers(sub)
+    doctor.add_parser(sub)
     p = sub.add_parser("bench", help="MISSING faults/s: Python handler next to a C handler")
     p.add_argument("--pages", type=_positive, default=20000)
     p.add_argument("--rounds", type=_positive, default=3)
@@ -49,12 +63,25 @@ def _positive(text: str) -> int:
     return value
 
 
+def _offer_completion(parser: argparse.ArgumentParser) -> None:
+    """Shell completion when the shell asks and argcomplete is installed (the `completion` extra, or pip install
+    argcomplete; then eval "$(register-python-argcomplete uffdprobe)"); nothing otherwise."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    try:
+        import argcomplete
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)  # exits after printing the completions
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
+    _offer_completion(parser)
     args = parser.parse_args(argv)
     from uffdprobe.osutil.children import DIE_WITH_PARENT, die_with_parent
     parent = os.environ.pop(DIE_WITH_PARENT, "")

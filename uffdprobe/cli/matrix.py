@@ -1,5 +1,6 @@
 """`uffdprobe matrix`: every scenario on every kernel, one boot each, as a table, JSON, JUnit and HTML."""
 import argparse
+import errno
 import json
 import os
 import signal
@@ -8,62 +9,50 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import List, Tuple
 
-from uffdprobe.results import html as html_report, junit, table as matrix_table
+from uffdprobe.results import html as html_report, junit, ktap, report, table as matrix_table
 from uffdprobe.exitcodes import Exit
 from uffdprobe.results.matrix import Matrix
-from uffdprobe.run.matrix import Options, build, check_kernels, planned, run_all
-from uffdprobe.kbuild.errors import BadInput
-from uffdprobe.kbuild.recipes import VERDICTS, check_expect
-from uffdprobe.exitcodes import UsageError
+from uffdprobe.osutil.files import write_atomic
+from uffdprobe.run.kernels import build, check_kernels, declare, parse_expect
+from uffdprobe.run.matrix import Options, planned, run_all
 from .run import _seconds, check_writable, runs_count
 from uffdprobe.scenarios.memkinds import KINDS
+from .vocab import add_accel, add_verbosity, deprecated
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("matrix", help="every scenario on every kernel, side by side (one boot per kernel)")
-    p.add_argument("--kernel", action="append", required=True, metavar="K",
+    p.add_argument("--kernel", action="append", required=True, metavar="[LABEL=]K",
                    help="repeatable: 'host' (the running kernel), a bzImage/vmlinuz, a linux-image .deb "
-                        "or a recipe name")
+                        "or a recipe name; LABEL= names it (default: host, the recipe name, or the file name "
+                        "plus a short content hash)")
     p.add_argument("--scenario", action="append", default=[], metavar="S", help="repeatable (default: all public)")
     p.add_argument("--memory", action="append", choices=KINDS, help="memory kinds (default: all each supports)")
     p.add_argument("--runs", type=runs_count, default=1, metavar="N",
                    help="repeat every scenario N times in the same boot; disagreeing runs make a FLAKY cell")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="scenario parameter passed to every kernel's run")
-    p.add_argument("--expect", action="append", default=[], metavar="[KERNEL:]SCENARIO=VERDICT",
-                   help="declare an expected verdict (overrides the recipe's), e.g. host:wp-real-write=PASS")
+    p.add_argument("--expect", action="append", default=[], metavar="[KERNEL:]SCENARIO[/MEMORY]=VERDICT",
+                   help="declare an expected verdict (overrides the recipe's); without /MEMORY for every memory "
+                        "kind, e.g. host:wp-real-write=PASS, model-5.8:umap-evict/anon-thp=HANG")
     p.add_argument("--json", metavar="FILE", help="write the matrix (kernels, cells, every result) as JSON")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML: a testcase per kernel × scenario × memory")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (evidence on click)")
-    p.add_argument("--jobs", type=runs_count, default=1, metavar="J",
+    p.add_argument("--ktap", metavar="FILE|-", help="KTAP (kernel, scenario, memory kind nested), each kernel "
+                   "as it finishes: '-' on stdout (the table goes to stderr), else FILE (FILE.partial until "
+                   "the matrix ends)")
+    p.add_argument("--parallel", dest="jobs", type=runs_count, default=1, metavar="J",
                    help="kernels run at once (default 1: one TCG guest already uses both cores)")
+    p.add_argument("--jobs", dest="jobs", type=runs_count, action=deprecated("--parallel"),
+                   help=argparse.SUPPRESS)  # --jobs is make -j in kernel build and bisect
     p.add_argument("--results-dir", metavar="DIR", help="per-kernel logs and results (default: a new temp dir)")
-    p.add_argument("--accel", choices=("kvm", "tcg"), help="force QEMU acceleration (default: probe KVM)")
+    add_accel(p)
     p.add_argument("--vm-timeout", type=_seconds, default=900.0, metavar="S",
                    help="limit for each kernel's boot and every scenario in it (default 900)")
+    add_verbosity(p)
     p.set_defaults(func=cmd_matrix)
-
-
-def parse_expect(items: List[str], labels: List[str]) -> Dict[str, Dict[str, str]]:
-    """--expect values as {kernel label or '*': {scenario: verdict}}; bad ones raise UsageError."""
-    out: Dict[str, Dict[str, str]] = {}
-    for item in items:
-        left, sep, verdict = item.rpartition("=")
-        kernel, colon, scenario = left.rpartition(":")
-        kernel = kernel if colon else "*"
-        if not sep or not scenario or verdict not in VERDICTS:
-            raise UsageError(f"--expect {item!r}: write [KERNEL:]SCENARIO=VERDICT with VERDICT one of "
-                             + ", ".join(sorted(VERDICTS)))
-        if kernel != "*" and kernel not in labels:
-            raise UsageError(f"--expect {item!r}: {kernel} is not one of the --kernel values")
-        try:
-            check_expect({scenario: verdict}, f"--expect {item!r}")
-        except BadInput as exc:
-            raise UsageError(str(exc)) from None
-        out.setdefault(kernel, {})[scenario] = verdict
-    return out
 
 
 _SAY_LOCK = threading.Lock()
@@ -76,60 +65,121 @@ def _say(text: str) -> None:
         sys.stderr.flush()
 
 
+def _silent(text: str) -> None:
+    """-q: progress lines are dropped (the table, the summary and errors still print)."""
+
+
 def cmd_matrix(args: argparse.Namespace) -> int:
-    check_writable(args.json, args.junit, args.html)
+    check_writable(args.json, args.junit, args.html, None if args.ktap == "-" else args.ktap)
     targets = check_kernels(args.kernel)
-    overrides = parse_expect(args.expect, args.kernel)
+    declare(targets, parse_expect(args.expect, targets))
     opts = Options(scenarios=args.scenario, memory=args.memory or [], runs=args.runs, params=args.param,
-                   vm_timeout=args.vm_timeout, accel=args.accel)
+                   vm_timeout=args.vm_timeout, accel=args.accel, verbose=args.verbosity > 0)
+    say = _say if args.verbosity >= 0 else _silent
     owed = planned(opts)
-    for t in targets:
-        t.expect.update(overrides.get("*", {}))
-        t.expect.update(overrides.get(t.label, {}))
     work = Path(args.results_dir) if args.results_dir else Path(tempfile.mkdtemp(prefix="uffdprobe-matrix-"))
     work.mkdir(parents=True, exist_ok=True)
-    _say(f"matrix: {len(targets)} kernel(s) × {len(owed)} run(s) each; logs under {work}")
+    say(f"matrix: {len(targets)} kernel(s) × {len(owed)} run(s) each; logs under {work}")
     for t in targets:
-        build(t, _say)
+        build(t, say)
     done: dict = {}
     started = time.monotonic()
+    ktap_out = KtapOutput(args.ktap, len(targets), owed) if args.ktap else None
     old = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
     try:
-        kernels = run_all(targets, opts, work, min(args.jobs, len(targets)), _say, done)
+        kernels = run_all(targets, opts, work, min(args.jobs, len(targets)), say, done,
+                          ktap_out.kernel if ktap_out else None)
+        if ktap_out:
+            ktap_out.finish()
     except KeyboardInterrupt:
-        kept = Matrix([done[t.label] for t in targets if t.label in done])
-        _write(kept, args, work, quiet=True)
-        where = ", ".join(filter(None, [args.json, args.junit, args.html, str(work / "matrix.json")]))
-        _say(f"matrix: interrupted; {len(kept.kernels)} finished kernel(s) written to {where}; "
-             f"stopped: {', '.join(t.label for t in targets if t.label not in done) or 'none'}")
+        kept = Matrix([done[t.label] for t in targets if t.label in done], complete=False)
+        written, problems, _ = _write(kept, args, work, interrupted=True)
+        finished = [k.label for k in kept.kernels if k.complete]
+        partial = [f"{k.label} ({len(k.results)})" for k in kept.kernels if not k.complete]
+        stopped = [t.label for t in targets if t.label not in finished]
+        _say(f"matrix: interrupted; {len(finished)} finished kernel(s)"
+             f"{' and the verdicts so far of ' + ', '.join(partial) if partial else ''} written (marked incomplete) "
+             f"to {', '.join(written) or 'nothing'}; stopped: {', '.join(stopped) or 'none'}"
+             f"{'; ' + '; '.join(problems) if problems else ''}")
         return Exit.INTERRUPTED
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
     m = Matrix(kernels)
-    _write(m, args, work)
-    print(matrix_table.render(m, colour=sys.stdout.isatty()), flush=True)
-    print(matrix_table.LEGEND)
-    problems = matrix_table.unexpected_lines(m)
-    for line in problems:
-        print(line)
+    written, unwritten, full = _write(m, args, work)
+    if args.html and str(args.html) in written:
+        say(f"matrix: HTML report {os.path.abspath(args.html)}")
+    out = sys.stderr if args.ktap == "-" else sys.stdout
+    print(matrix_table.render(m, colour=out.isatty()), file=out, flush=True)
+    print(matrix_table.LEGEND, file=out)
+    unexpected = matrix_table.unexpected_lines(m)
+    for line in unexpected:
+        print(line, file=out)
     print(f"matrix: {len(m.cells())} cell(s) on {len(kernels)} kernel(s) in {time.monotonic() - started:.1f}s, "
-          f"{len(problems)} unexpected", flush=True)
-    return Exit.UNEXPECTED if problems else Exit.OK
+          f"{len(unexpected)} unexpected", file=out, flush=True)
+    if unwritten:
+        _say("matrix: " + "; ".join(unwritten))
+        return Exit.NO_SPACE if full else Exit.SETUP
+    return Exit.UNEXPECTED if unexpected else Exit.OK
 
 
-def _write(m: Matrix, args: argparse.Namespace, work: Path, quiet: bool = False) -> None:
-    """Write every requested output, plus matrix.json in the work dir (always); `quiet`: no progress line."""
-    data = json.dumps(m.to_dict(), indent=1, default=str)
-    (work / "matrix.json").write_text(data)
-    if args.json:
-        Path(args.json).write_text(data)
+def _write(m: Matrix, args: argparse.Namespace, work: Path,
+           interrupted: bool = False) -> Tuple[List[str], List[str], bool]:
+    """Every requested output plus matrix.json in the work dir, each whole or not at all (write_atomic).
+
+    An interrupted run's report never replaces a larger earlier file: it goes next to it as
+    NAME.incomplete.EXT. Returns the paths written, one phrase per file that is not where asked, and
+    whether a disk was full."""
+    data = json.dumps(report.document("matrix", m.to_dict()), indent=1)
+    outputs = [(Path(args.json), data)] if args.json else []
     if args.junit:
-        Path(args.junit).write_text(junit.to_xml(m))
+        outputs.append((Path(args.junit), junit.to_xml(m)))
     if args.html:
-        Path(args.html).write_text(html_report.render(m))
-        if not quiet:
-            _say(f"matrix: HTML report {os.path.abspath(args.html)}")
+        outputs.append((Path(args.html), html_report.render(m)))
+    outputs.append((work / "matrix.json", data))
+    written, notes, full = [], [], False
+    for path, text in outputs:
+        body = text.encode()
+        if interrupted and _larger(path, len(body)):
+            notes.append(f"kept the earlier, larger {path}")
+            path = path.with_name(f"{path.stem}.incomplete{path.suffix}")
+        try:
+            write_atomic(path, body)
+        except OSError as exc:
+            notes.append(f"cannot write {path} ({exc.strerror}), the earlier file (if any) is untouched")
+            full = full or exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            continue
+        written.append(str(path))
+    return written, notes, full
+
+
+def _larger(path: Path, size: int) -> bool:
+    try:
+        return path.stat().st_size > size
+    except OSError:
+        return False
+
+
+class KtapOutput:
+    """--ktap: a kernel's subtree as soon as the kernel finishes, on stdout ('-') or into FILE.partial,
+    renamed to FILE once every kernel is in (an interrupted matrix leaves FILE as it was)."""
+
+    def __init__(self, where: str, kernels: int, owed: list):
+        self.where, self.owed = where, owed
+        self.stream = sys.stdout if where == "-" else open(where + ".partial", "w")
+        self.top = ktap.Writer(self.stream, kernels,
+                               [f"uffdprobe {report.tool_version()}: {' '.join(sys.argv)}"])
+
+    def kernel(self, k) -> None:
+        ktap.write_kernel(self.top, k, self.owed)
+
+    def finish(self) -> None:
+        if self.stream is sys.stdout:
+            return
+        self.stream.flush()
+        os.fsync(self.stream.fileno())
+        self.stream.close()
+        os.replace(self.where + ".partial", self.where)
 
 
 def _interrupt(signum, frame):

@@ -2,12 +2,13 @@
 import argparse
 import json
 import os
-from typing import Optional
+from typing import Dict, List, Optional, Tuple
 
 from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.run import host
 from uffdprobe.scenarios.memkinds import KINDS
 from uffdprobe.scenarios.registry import select
+from .vocab import add_accel, add_verbosity
 
 
 def add_parsers(sub) -> None:
@@ -16,9 +17,12 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("run", help="run scenarios on the running kernel (or --kernel in QEMU)")
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: every public scenario")
+    p.add_argument("--scenario", dest="more_scenarios", action="append", default=[], metavar="S",
+                   help="repeatable, as in matrix and bisect (the same as naming it positionally)")
     p.add_argument("--memory", action="append", choices=KINDS, help="memory kinds (default: all each supports)")
     p.add_argument("--json", metavar="FILE", help="write all results as a JSON list")
-    p.add_argument("--ktap", action="store_true", help="print KTAP on stdout (the table goes to stderr)")
+    p.add_argument("--ktap", action="store_true",
+                   help="KTAP on stdout, a result line as each verdict lands (the table goes to stderr)")
     p.add_argument("--results-dir", metavar="DIR", default=os.environ.get("UFFDPROBE_RESULTS"),
                    help="stream each result as a line of DIR/verdicts.jsonl (default: $UFFDPROBE_RESULTS)")
     p.add_argument("--odirect-target", metavar="PATH", help="block device or directory that accepts O_DIRECT")
@@ -29,13 +33,17 @@ def add_parsers(sub) -> None:
                    help="override a scenario parameter (JSON value), e.g. data_pages=128")
     p.add_argument("--runs", type=runs_count, default=1, metavar="N",
                    help="repeat the whole plan N times; each result carries params['run'] (default 1)")
-    p.add_argument("--kernel", metavar="KERNEL",
+    p.add_argument("--expect", action="append", default=[], metavar="SCENARIO[/MEMORY]=VERDICT",
+                   help="declare a verdict this kernel is known to give (adds to a recipe's [expect]); a declared "
+                        "HANG/LEAK/WP_LOST that happens exits 0, one that no longer happens exits 7")
+    p.add_argument("--kernel", metavar="[LABEL=]KERNEL",
                    help="boot this kernel in QEMU and run there: bzImage/vmlinuz, linux-image .deb or recipe name")
-    p.add_argument("--accel", choices=("kvm", "tcg"), help="force QEMU acceleration (default: probe KVM)")
+    add_accel(p)
     p.add_argument("--append", action="append", default=[], metavar="ARG", type=kernel_arg,
                    help="with --kernel: an extra kernel command-line argument, e.g. transparent_hugepage=never")
     p.add_argument("--vm-timeout", type=_seconds, default=900.0, metavar="S",
                    help="overall limit for the boot and every scenario in it (default 900)")
+    add_verbosity(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -87,10 +95,37 @@ def check_writable(*paths: Optional[str]) -> None:
             raise UsageError(f"cannot write {path}; choose a writable file path")
 
 
+def labelled(kernel: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+    """--kernel [LABEL=]KERNEL as (label or None, kernel); KERNEL=... that is a file stays a file."""
+    from uffdprobe.run.kernels import LABEL
+    label, eq, rest = (kernel or "").partition("=")
+    if eq and rest and LABEL.match(label) and not os.path.exists(kernel):
+        return label, rest
+    return None, kernel
+
+
+def expectations(kernel: Optional[str], items: List[str], label: Optional[str] = None) -> Dict[str, str]:
+    """What is declared for this run's kernel: a recipe's [expect], then --expect (the same rule and syntax
+    as `uffdprobe matrix --expect`; a KERNEL: prefix must name this kernel: its label or --kernel value)."""
+    if not kernel and not items:
+        return {}
+    from uffdprobe.run.kernels import Target, declare, parse_expect
+    target = Target(label=label or kernel or "host", given=kernel or "host")
+    if kernel and not os.path.exists(kernel):
+        from uffdprobe.kbuild import recipes
+        if kernel in recipes.names():
+            target.expect = dict(recipes.load(kernel).expect)
+    declare([target], parse_expect(items, [target]))
+    return target.expect
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    args.scenarios = list(args.scenarios) + list(getattr(args, "more_scenarios", []))
     check_writable(args.json)
     if args.append and not args.kernel:
         raise UsageError("--append changes a booted kernel's command line: add --kernel KERNEL")
+    label, args.kernel = labelled(args.kernel)
+    args.expectations = expectations(args.kernel, args.expect, label)
     if args.kernel:
         from uffdprobe.run.guest import run_in_vm
         return run_in_vm(args)

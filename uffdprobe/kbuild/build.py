@@ -166,6 +166,14 @@ def resolve_kernel(name: str, progress: bool = True, cache_dir=None) -> BuiltKer
     return build(recipes.load(name), progress=progress, cache_dir=cache_dir)
 
 
+def cached(what: Union[str, recipes.Recipe, BuildSpec], cache_dir=None) -> Optional[BuiltKernel]:
+    """The cached kernel of a recipe name, Recipe or BuildSpec; None when it would have to be built. Never builds."""
+    started = time.monotonic()
+    job = _prepare(what, cache_dir, progress=False)
+    hit = _cached(job.root, cache.read_alias(job.root, job.inputs))
+    return _result(hit, job.recipe, True, started) if hit else None
+
+
 def _spec_of(recipe: recipes.Recipe) -> BuildSpec:
     return BuildSpec(source=recipe.source, base=recipe.base, fragments=recipe.fragments or (DEFAULT_FRAGMENT,),
                      patches=recipe.patches, name=recipe.name)
@@ -182,7 +190,10 @@ def _cached(root: Path, key: Optional[str]) -> Optional[cache.Entry]:
 
 def _result(entry: cache.Entry, recipe, cached: bool, started: float) -> BuiltKernel:
     log = entry.path / "build.log"
-    return BuiltKernel(bzimage=entry.bzimage, config=entry.path / "config", identity=entry.identity,
+    identity = entry.identity
+    if recipe is not None:  # [expect] is not part of the build: a cached kernel carries today's declarations
+        identity = {**identity, "expect": recipe.expect}
+    return BuiltKernel(bzimage=entry.bzimage, config=entry.path / "config", identity=identity,
                        key=entry.identity.get("key", entry.path.name), recipe=recipe, cached=cached,
                        seconds=time.monotonic() - started, log=log if log.exists() else None)
 

@@ -1,6 +1,10 @@
 """Kernel recipes: one TOML file each in vm-images/recipes/ (source, fragments, patch series, expectations)."""
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from uffdprobe.osutil import datafiles
+from uffdprobe.results.expect import SEPARATOR, VERDICTS
 
 from .errors import BadInput
 
@@ -12,9 +16,10 @@ except ImportError:  # Python < 3.11
     except ImportError:
         tomllib = None
 
-VM_IMAGES = Path(__file__).resolve().parents[2] / "vm-images"
+VM_IMAGES = datafiles.vm_images()
 RECIPE_DIR = VM_IMAGES / "recipes"
-VERDICTS = {"PASS", "HANG", "LEAK", "WP_LOST", "SKIP", "ERROR", "NOT_HANG", "NOT_LEAK", "ANY"}
+#: os.pathsep-separated folders of the user's own recipes, searched before the shipped ones.
+PATH_ENV = "UFFDPROBE_RECIPES"
 BASES = {"tinyconfig", "allnoconfig", "defconfig"}
 
 
@@ -33,16 +38,33 @@ class Recipe:
     path: Path = None
 
 
+def search_path() -> list:
+    """Where recipe names are looked up, first match wins: the folders in $UFFDPROBE_RECIPES, then
+    $XDG_CONFIG_HOME/uffdprobe/recipes (~/.config/uffdprobe/recipes), then the recipes uffdprobe ships."""
+    user = [Path(p).expanduser() for p in os.environ.get(PATH_ENV, "").split(os.pathsep) if p]
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return user + [Path(config) / "uffdprobe" / "recipes", RECIPE_DIR]
+
+
+def find(name: str):
+    """The .toml file of recipe `name` on the search path, None when no folder has it."""
+    for folder in search_path():
+        path = folder / f"{name}.toml"
+        if path.is_file():
+            return path
+    return None
+
+
 def names() -> list:
-    """Recipe names found in vm-images/recipes/."""
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.toml"))
+    """Recipe names found on the search path."""
+    return sorted({p.stem for folder in search_path() for p in folder.glob("*.toml")})
 
 
 def load(name_or_path) -> Recipe:
-    """Load a recipe by name (vm-images/recipes/NAME.toml) or by path to a .toml file."""
+    """Load a recipe by name (the first NAME.toml on search_path()) or by path to a .toml file."""
     path = Path(name_or_path)
     if not (path.suffix == ".toml" and path.is_file()):
-        path = RECIPE_DIR / f"{name_or_path}.toml"
+        path = find(str(name_or_path)) or RECIPE_DIR / f"{name_or_path}.toml"
     if not path.is_file():
         raise BadInput(f"unknown kernel recipe {name_or_path!r}: choose one of {', '.join(names()) or '(none)'}"
                        " or give a path to a .toml recipe")
@@ -69,7 +91,7 @@ FIELDS = {
     "fragments": (list, 'a list of paths, e.g. ["fragments/x86_64.config"]'),
     "patches": (list, 'a list of patch paths (in order), [] for none'),
     "models": (dict, "a table"),
-    "expect": (dict, 'a table of "SCENARIO" = "VERDICT"'),
+    "expect": (dict, 'a table of "SCENARIO" = "VERDICT" or "SCENARIO/MEMORY" = "VERDICT"'),
 }
 REQUIRED = ("source", "patches")
 
@@ -105,20 +127,28 @@ def _from_dict(data: dict, path: Path) -> Recipe:
 
 
 def check_expect(expect: dict, where: str) -> None:
-    """BadInput naming the first scenario that does not exist or verdict that is not one of VERDICTS."""
+    """BadInput naming the first key whose scenario does not exist or whose memory kind that scenario
+    does not run on, or the first value that is not one of VERDICTS. Keys: SCENARIO or SCENARIO/MEMORY."""
     from uffdprobe.scenarios.registry import SCENARIOS
-    for scenario, verdict in expect.items():
+    for key, verdict in expect.items():
+        scenario, slash, memory = key.partition(SEPARATOR)
         if scenario not in SCENARIOS:
             public = [name for name, s in SCENARIOS.items() if not s.test_only]
             raise BadInput(f"{where}: unknown scenario {scenario!r}; use one of {', '.join(public)}"
                            " (uffdprobe list)")
-        if verdict not in VERDICTS:
-            raise BadInput(f"{where}: {scenario} = {verdict!r} is not a verdict; use one of "
+        if slash and memory not in SCENARIOS[scenario].memory:
+            raise BadInput(f"{where}: {key!r}: {scenario} does not run on memory kind {memory!r}; use one of "
+                           f"{', '.join(SCENARIOS[scenario].memory)} after the '/'")
+        if not isinstance(verdict, str) or verdict not in VERDICTS:
+            raise BadInput(f"{where}: {key} = {verdict!r} is not a verdict; use one of "
                            f"{', '.join(sorted(VERDICTS))}")
 
 
 def _resolve(base: Path, rel: str, recipe: Path, what: str) -> Path:
-    full = (base / rel).resolve()
-    if not full.is_file():
-        raise BadInput(f"recipe {recipe}: {what} {rel} not found (looked in {base}); fix the path")
-    return full
+    """`rel` next to the recipe (its folder, or the parent of a recipes/ folder), else in the shipped
+    vm-images, so a user's recipe can name the shipped fragments and patch series."""
+    for folder in dict.fromkeys((base, VM_IMAGES)):
+        full = (folder / rel).resolve()
+        if full.is_file():
+            return full
+    raise BadInput(f"recipe {recipe}: {what} {rel} not found (looked in {base} and {VM_IMAGES}); fix the path")

@@ -30,7 +30,7 @@ def summary(r: Result) -> Dict[str, str]:
         out["blocked_tasks"] = str(len(tasks))
     hang = r.evidence.get("hang") if isinstance(r.evidence, dict) else None
     if isinstance(hang, dict) and hang.get("pending_uffd_messages"):
-        out["pending_uffd_messages"] = "; ".join(map(str, hang["pending_uffd_messages"]))
+        out["pending_uffd_messages"] = "; ".join(map(message_text, hang["pending_uffd_messages"]))
     for key in ("rescue", "console_log", "log"):
         if isinstance(r.evidence, dict) and r.evidence.get(key):
             out[key] = str(r.evidence[key])
@@ -41,3 +41,12 @@ def _frame(line: str) -> str:
     """'[<0>] handle_userfault+0x4d6/0x53d' -> 'handle_userfault'."""
     name = line.split("] ", 1)[-1]
     return name.split("+", 1)[0].strip()
+
+
+def message_text(msg) -> str:
+    """A uffd message's data ({"event": "pagefault", "address": "0x..", "flags": [...], ...}) on one line:
+    'pagefault address=0x7f.. flags=WRITE|WP ptid=0'."""
+    if not isinstance(msg, dict):
+        return str(msg)
+    rest = " ".join(f"{k}={'|'.join(v) if isinstance(v, list) else v}" for k, v in msg.items() if k != "event")
+    return f"{msg.get('event', '?')} {rest}".strip()

@@ -1,7 +1,31 @@
-"""Declared expectations (a recipe's [expect] table) against measured verdicts."""
+"""The one verdict rule: declared expectations (per kernel, scenario and memory kind) against verdicts.
+
+Anything but PASS or SKIP fails unless it is declared for that kernel, scenario and memory kind; a
+declared bad verdict that happens is an expected failure; one that no longer happens is FIXED and fails.
+Every consumer (run, matrix, JUnit, the pytest plugin) asks `judge` and `failing`, nothing else.
+"""
 from typing import Dict, List, Optional
 
 from uffdprobe.verdicts import Result, Verdict
+
+#: Cell marks. The first three fail (exit 7 for a matrix, a JUnit failure, a failed test).
+REGRESSION, UNEXPECTED, FIXED, EXPECTED, UNDECLARED = "REGRESSION", "UNEXPECTED", "FIXED", "expected", ""
+PRIORITY = (REGRESSION, UNEXPECTED, FIXED, EXPECTED, UNDECLARED)
+FAILING = (REGRESSION, UNEXPECTED, FIXED)
+#: What a declaration may say: a verdict, NOT_HANG/NOT_LEAK (anything but that, never ERROR) or ANY.
+VERDICTS = {"PASS", "HANG", "LEAK", "WP_LOST", "SKIP", "ERROR", "NOT_HANG", "NOT_LEAK", "ANY"}
+#: A declaration key is SCENARIO (every memory kind) or SCENARIO/MEMORY (that kind, taking precedence).
+SEPARATOR = "/"
+_GOOD = {Verdict.PASS, Verdict.SKIP}
+_NO_ANSWER = {Verdict.ERROR, Verdict.BUILD_FAIL, Verdict.BOOT_FAIL, Verdict.PANIC, Verdict.VM_TIMEOUT}
+_KERNEL_BROKE = {Verdict.HANG, Verdict.LEAK, Verdict.WP_LOST, Verdict.PANIC, Verdict.BOOT_FAIL,
+                 Verdict.VM_TIMEOUT}
+BAD = {"HANG", "LEAK", "WP_LOST"}
+
+
+def declared(expect: Dict[str, str], scenario: str, memory: str) -> Optional[str]:
+    """What `expect` declares for scenario on memory: 'SCENARIO/MEMORY' first, then 'SCENARIO', else None."""
+    return expect.get(f"{scenario}{SEPARATOR}{memory}", expect.get(scenario))
 
 
 def matches(expected: str, verdict: Verdict) -> bool:
@@ -13,13 +37,44 @@ def matches(expected: str, verdict: Verdict) -> bool:
     return verdict.value == expected
 
 
-def check(expect: Dict[str, str], results: List[Result], memory: Optional[str] = "anon-4k") -> List[str]:
-    """One line per result that contradicts `expect` (only `memory` kinds when given); [] when all hold."""
+def judge(expected: Optional[str], verdict: Verdict) -> str:
+    """One verdict against a declaration (None: nothing declared): expected, UNDECLARED (a PASS or SKIP
+    nobody declared), REGRESSION (worse), FIXED (better) or UNEXPECTED (anything else, undeclared bad too)."""
+    if expected is None:
+        return UNDECLARED if verdict in _GOOD else UNEXPECTED
+    no_answer = verdict in _NO_ANSWER and expected not in (verdict.value, "ANY")  # a panic is no "NOT_LEAK"
+    if matches(expected, verdict) and not no_answer:
+        return EXPECTED
+    if verdict in _KERNEL_BROKE and expected not in BAD:
+        return REGRESSION
+    if verdict is Verdict.PASS and expected in BAD:
+        return FIXED
+    return UNEXPECTED
+
+
+def worst(expected: Optional[str], verdicts: List[Verdict]) -> str:
+    """The worst judgement over several runs of one cell (REGRESSION before UNEXPECTED before FIXED)."""
+    return min({judge(expected, v) for v in verdicts}, key=PRIORITY.index)
+
+
+def failing(mark: str) -> bool:
+    return mark in FAILING
+
+
+def expected_failure(expected: Optional[str], mark: str) -> bool:
+    """A declared bad verdict that happened: an xfail, exit 0."""
+    return mark == EXPECTED and expected in BAD
+
+
+def check(expect: Dict[str, str], results: List[Result], memory: Optional[str] = None) -> List[str]:
+    """One line per result the rule fails (only `memory` kinds when given); [] when all hold."""
     problems = []
     for r in results:
-        want = expect.get(r.scenario)
-        if want is None or (memory and r.memory != memory):
+        if memory and r.memory != memory:
             continue
-        if not matches(want, r.verdict):
-            problems.append(f"{r.scenario}[{r.memory}]: expected {want}, got {r.verdict.value}: {r.reason}")
+        want = declared(expect, r.scenario, r.memory)
+        mark = judge(want, r.verdict)
+        if failing(mark):
+            problems.append(f"{mark}: {r.scenario}[{r.memory}]: {'expected ' + want if want else 'nothing declared'}"
+                            f", got {r.verdict.value}: {r.reason}")
     return problems

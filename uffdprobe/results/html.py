@@ -1,17 +1,32 @@
 """The matrix as one self-contained HTML page: coloured cells, evidence on click, no network needed."""
 import html
 import json
+import sys
 import time
+from typing import Optional
 
 from . import evidence as evidence_view
-from .matrix import Cell, KernelRun, Matrix
-from .table import LEGEND
+from .matrix import EXPECTED, FIXED, REGRESSION, UNEXPECTED, Cell, KernelRun, Matrix
+from .report import tool_version
+from uffdprobe.verdicts import plain
 
 #: Background per verdict; the Chromium test reads these back from the rendered page.
 COLOURS = {"PASS": "#b9e4bb", "SKIP": "#dddddd", "HANG": "#f28b82", "LEAK": "#d7aefb", "WP_LOST": "#fdd663",
            "FLAKY": "#fff475", "ERROR": "#5f6368", "BUILD_FAIL": "#5f6368", "BOOT_FAIL": "#5f6368",
            "PANIC": "#3c4043", "VM_TIMEOUT": "#5f6368"}
 _WHITE_TEXT = {"ERROR", "BUILD_FAIL", "BOOT_FAIL", "PANIC", "VM_TIMEOUT"}
+#: What each verdict word in a cell means.
+VERDICT_WORDS = {"PASS": "the kernel behaved", "SKIP": "the kernel lacks a feature the scenario needs",
+                 "HANG": "a task blocked in handle_userfault", "LEAK": "data crossed a COW boundary",
+                 "WP_LOST": "a write to a write-protected page was not trapped",
+                 "FLAKY": "the runs disagreed (counts per verdict)", "ERROR": "the harness or setup failed",
+                 "BUILD_FAIL": "the kernel did not build", "BOOT_FAIL": "the kernel did not boot",
+                 "PANIC": "the kernel panicked", "VM_TIMEOUT": "the boot or the scenarios ran out of time"}
+#: The mark words a cell shows under its verdict, and what they mean ('' shows no word).
+MARK_WORDS = {EXPECTED: "as declared for this kernel (a declared bad verdict is hatched)",
+              REGRESSION: "worse than declared", FIXED: "better than declared (the declaration is out of date)",
+              UNEXPECTED: "neither as declared nor a kernel verdict (or no answer at all)"}
+_GOOD = {"PASS", "SKIP"}
 
 _CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #202124; }
@@ -19,14 +34,27 @@ h1 { font-size: 1.3em; margin: 0 0 .3em; }
 table.matrix { border-collapse: collapse; margin: 1em 0; }
 .matrix th, .matrix td { border: 1px solid #9aa0a6; padding: .35em .7em; text-align: left; }
 .matrix thead th { background: #f1f3f4; vertical-align: bottom; }
-.matrix td.cell { cursor: pointer; min-width: 7em; font-weight: 600; }
+.matrix td.cell { cursor: pointer; min-width: 7em; font-weight: 600; transition: filter .1s; }
+.matrix td.cell:hover, .matrix td.cell:focus { filter: brightness(0.88); outline: 2px dashed #1a73e8;
+  outline-offset: -4px; }
+.matrix th.row small.question { display: block; font-weight: 400; color: #5f6368; max-width: 32em; }
+.matrix thead th small.kernel-about { display: block; font-weight: 400; color: #5f6368; max-width: 18em; }
+.matrix td.bad.m-expected, .legend .m-expected { background-image: repeating-linear-gradient(135deg,
+  rgba(255,255,255,.55) 0 5px, transparent 5px 11px); }
+.matrix td.bad.m-undeclared, .matrix td.bad.m-UNDECLARED, .legend .m-undeclared {
+  box-shadow: inset 0 0 0 3px #202124, inset 0 0 0 5px #fff; }
 .matrix td.cell small { display: block; font-weight: 400; font-size: .8em; }
 .matrix td.cell.selected { outline: 3px solid #1a73e8; outline-offset: -3px; }
-.matrix td.m-REGRESSION { box-shadow: inset 0 0 0 3px #b3261e; }
-.matrix td.m-FIXED { box-shadow: inset 0 0 0 3px #1967d2; }
-.matrix td.m-UNEXPECTED { box-shadow: inset 0 0 0 3px #e37400; }
+.m-REGRESSION { box-shadow: inset 0 0 0 3px #b3261e; }
+.m-FIXED { box-shadow: inset 0 0 0 3px #1967d2; }
+.m-UNEXPECTED { box-shadow: inset 0 0 0 3px #e37400; }
 %(verdicts)s
-.legend span { display: inline-block; padding: 0 .5em; margin-right: .3em; border: 1px solid #9aa0a6; }
+.legend span.chip { display: inline-block; padding: .15em .6em; margin-right: .3em; border: 1px solid #9aa0a6;
+  font-weight: 600; }
+.legend dl { display: grid; grid-template-columns: max-content 1fr; gap: .2em 1em; margin: .3em 0; }
+.legend dd { margin: 0; align-self: center; }
+footer { margin-top: 2em; color: #5f6368; font-size: .85em; border-top: 1px solid #dadce0; padding-top: .5em; }
+footer code { overflow-wrap: anywhere; }
 #detail { border-top: 2px solid #9aa0a6; padding-top: .5em; max-width: 75em; }
 #detail pre { background: #f8f9fa; padding: .5em; overflow-x: auto; font-size: .85em; }
 #detail dl { display: grid; grid-template-columns: max-content 1fr; gap: .15em 1em; margin: 0; }
@@ -68,6 +96,7 @@ function show(i) {
     detail.appendChild(el('h3', 'Console excerpt (last lines)'));
     detail.appendChild(el('pre', c.console.join('\\n')));
   }
+  detail.scrollIntoView({block: 'start'});
 }
 document.querySelectorAll('td.cell').forEach(td => {
   td.addEventListener('click', () => show(td.dataset.cell));
@@ -85,43 +114,83 @@ def _cell_data(c: Cell, k: KernelRun) -> dict:
             "identity": k.identity, "boot": boot, "console": k.boot.get("console_excerpt") or []}
 
 
-def render(m: Matrix, title: str = "uffdprobe matrix") -> str:
+def kernel_about(k: KernelRun) -> str:
+    """A kernel column's second line: the recipe's summary, the kernel file, or the running kernel."""
+    ident = k.identity
+    if ident.get("summary"):
+        return str(ident["summary"])
+    if ident.get("path"):
+        return str(ident["path"])
+    return "the running kernel" if k.label == "host" else str(ident.get("release") or "")
+
+
+def _question(scenario: str) -> str:
+    from uffdprobe.scenarios.registry import SCENARIOS
+    found = SCENARIOS.get(scenario)
+    return found.question if found else ""
+
+
+def _mark_word(mark: str) -> str:
+    return {"undeclared": "", EXPECTED: "expected"}.get(mark, mark)
+
+
+def _legend(marks: set) -> str:
+    esc = html.escape
+    verdicts = "".join(f"<dt><span class=\"chip v-{v}\">{v}</span></dt><dd>{esc(VERDICT_WORDS.get(v, ''))}</dd>"
+                       for v in COLOURS)
+    shown = [EXPECTED, REGRESSION, FIXED, UNEXPECTED] + \
+        sorted(m for m in marks if m not in (EXPECTED, REGRESSION, FIXED, UNEXPECTED, "undeclared"))
+    rows = [f"<dt><span class=\"chip v-HANG m-{esc(m)} bad\">HANG <small>{esc(_mark_word(m))}</small></span></dt>"
+            f"<dd>{esc(_mark_word(m))}: {esc(MARK_WORDS.get(m, m))}</dd>" for m in shown]
+    rows.append("<dt><span class=\"chip v-HANG m-undeclared bad\">HANG</span></dt>"
+                "<dd>no word: nothing declared for this kernel, scenario and memory kind</dd>")
+    return (f"<div class=\"legend\" id=\"legend\"><dl>{verdicts}</dl>"
+            f"<p>Under the verdict, how it compares with what is declared:</p><dl>{''.join(rows)}</dl></div>")
+
+
+def render(m: Matrix, title: str = "uffdprobe matrix", argv: Optional[list] = None) -> str:
     """The whole page as a string; every value is escaped, the data rides along as inline JSON."""
     esc = html.escape
-    data, body = [], []
+    data, body, marks = [], [], set()
     for scenario, memory in m.rows:
-        tds = [f"<th>{esc(scenario)} <small>({esc(memory)})</small></th>"]
+        question = _question(scenario)
+        tds = [f"<th class=\"row\" title=\"{esc(question)}\">{esc(scenario)} <small>({esc(memory)})</small>"
+               f"<small class=\"question\">{esc(question)}</small></th>"]
         for k in m.kernels:
             c = m.cell(k, scenario, memory)
             if c is None:
                 tds.append("<td class=\"empty\">-</td>")
                 continue
             mark = c.mark or "undeclared"
-            note = {"undeclared": "", "expected": "expected"}.get(mark, mark)
-            tds.append(f"<td class=\"cell v-{esc(c.verdict)} m-{esc(mark)}\" data-cell=\"{len(data)}\" "
-                       f"data-verdict=\"{esc(c.verdict)}\" data-mark=\"{esc(mark)}\" tabindex=\"0\" "
-                       f"title=\"{esc(c.results[0].reason)}\">{esc(c.label)}<small>{esc(note)}</small></td>")
+            marks.add(mark)
+            bad = "" if all(r.verdict.value in _GOOD for r in c.results) else " bad"
+            tds.append(f"<td class=\"cell v-{esc(c.verdict)} m-{esc(mark)}{bad}\" data-cell=\"{len(data)}\" "
+                       f"data-verdict=\"{esc(c.verdict)}\" data-mark=\"{esc(mark)}\" tabindex=\"0\" role=\"button\" "
+                       f"title=\"{esc(c.results[0].reason)} (click for the evidence)\">{esc(c.label)}"
+                       f"<small>{esc(_mark_word(mark))}</small></td>")
             data.append(_cell_data(c, k))
         body.append("<tr>" + "".join(tds) + "</tr>")
     heads = "".join(f"<th title=\"{esc(str(k.identity.get('version') or k.identity.get('release') or ''))}\">"
-                    f"{esc(k.label)}<small><br>{esc(str(k.identity.get('release') or ''))}</small></th>"
+                    f"{esc(k.label)}<small><br>{esc(str(k.identity.get('release') or ''))}</small>"
+                    f"<small class=\"kernel-about\">{esc(kernel_about(k))}</small></th>"
                     for k in m.kernels)
-    verdict_css = "\n".join(f".v-{v} {{ background: {c}; color: {'#fff' if v in _WHITE_TEXT else '#202124'}; }}"
+    verdict_css = "\n".join(f".v-{v} {{ background-color: {c}; color: {'#fff' if v in _WHITE_TEXT else '#202124'}; }}"
                             for v, c in COLOURS.items())
-    legend = "".join(f"<span class=\"v-{v}\">{v}</span>" for v in COLOURS)
-    payload = json.dumps(data, default=str).replace("</", "<\\/")
+    payload = json.dumps(plain(data)).replace("</", "<\\/")
     unexpected = len(m.unexpected())
+    command = " ".join(["uffdprobe"] + list(sys.argv if argv is None else argv)[1:])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>{_CSS % {"verdicts": verdict_css}}</style></head>
 <body>
 <h1>{esc(title)}</h1>
 <p class="hint">{len(m.kernels)} kernel(s), {len(data)} cell(s), {unexpected} unexpected;
-generated {esc(time.strftime("%Y-%m-%d %H:%M:%S %Z"))}. {esc(LEGEND)}.</p>
-<p class="legend">{legend}</p>
+generated {esc(time.strftime("%Y-%m-%d %H:%M:%S %Z"))}. Click a cell for its evidence.</p>
 <table class="matrix" id="matrix"><thead><tr><th>scenario (memory)</th>{heads}</tr></thead>
 <tbody>{"".join(body)}</tbody></table>
+{_legend(marks)}
 <section id="detail"><p class="hint">Click a cell to see its evidence.</p></section>
+<footer id="footer">uffdprobe {esc(tool_version())} &middot; <code>{esc(command)}</code></footer>
 <script type="application/json" id="cells">{payload}</script>
 <script>{_JS}</script>
 </body></html>

@@ -2,32 +2,11 @@
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from .expect import matches
-from uffdprobe.verdicts import Result, Verdict
+from .expect import EXPECTED, FIXED, REGRESSION, UNDECLARED, UNEXPECTED, declared, failing, judge, worst
+from uffdprobe.verdicts import Result, plain
 
-#: Recipes declare one verdict per scenario; like expect.check, it holds for this memory kind only.
-EXPECT_MEMORY = "anon-4k"
-#: Cell marks. The first three are "unexpected": they make `uffdprobe matrix` exit nonzero.
-REGRESSION, UNEXPECTED, FIXED, EXPECTED, UNDECLARED = "REGRESSION", "UNEXPECTED", "FIXED", "expected", ""
-_PRIORITY = (REGRESSION, UNEXPECTED, FIXED, EXPECTED, UNDECLARED)
-_NO_ANSWER = {Verdict.ERROR, Verdict.BUILD_FAIL, Verdict.BOOT_FAIL, Verdict.PANIC, Verdict.VM_TIMEOUT}
-_KERNEL_BROKE = {Verdict.HANG, Verdict.LEAK, Verdict.WP_LOST, Verdict.PANIC, Verdict.BOOT_FAIL,
-                 Verdict.VM_TIMEOUT}
-_BAD = {"HANG", "LEAK", "WP_LOST"}
-
-
-def judge(expected: Optional[str], verdict: Verdict) -> str:
-    """One verdict against a declaration: expected, REGRESSION (worse), FIXED (better) or UNEXPECTED."""
-    if expected is None:
-        return UNEXPECTED if verdict in _NO_ANSWER else UNDECLARED
-    no_answer = verdict in _NO_ANSWER and expected not in (verdict.value, "ANY")  # a panic is no "NOT_LEAK"
-    if matches(expected, verdict) and not no_answer:
-        return EXPECTED
-    if verdict in _KERNEL_BROKE and expected not in _BAD:
-        return REGRESSION
-    if verdict is Verdict.PASS and expected in _BAD:
-        return FIXED
-    return UNEXPECTED
+#: The marks (REGRESSION, UNEXPECTED, FIXED fail) and the rule itself live in expect.py; re-exported here.
+__all__ = ["EXPECTED", "FIXED", "REGRESSION", "UNDECLARED", "UNEXPECTED", "judge", "Cell", "KernelRun", "Matrix"]
 
 
 @dataclass
@@ -67,12 +46,11 @@ class Cell:
     @property
     def mark(self) -> str:
         """The worst judgement over the runs (REGRESSION before UNEXPECTED before FIXED)."""
-        marks = {judge(self.expected, r.verdict) for r in self.results}
-        return min(marks, key=_PRIORITY.index)
+        return worst(self.expected, [r.verdict for r in self.results])
 
     @property
     def unexpected(self) -> bool:
-        return self.mark in (REGRESSION, UNEXPECTED, FIXED)
+        return failing(self.mark)
 
     def to_dict(self) -> dict:
         return {"kernel": self.kernel, "scenario": self.scenario, "memory": self.memory,
@@ -83,21 +61,25 @@ class Cell:
 
 @dataclass
 class KernelRun:
-    """Everything one kernel produced: its label, identity, boot facts and every Result."""
+    """Everything one kernel produced: its label, identity, boot facts, every Result; `complete` is False
+    when the run was interrupted before every verdict arrived."""
     label: str
     results: List[Result]
     identity: Dict[str, Any] = field(default_factory=dict)
     boot: Dict[str, Any] = field(default_factory=dict)
     expect: Dict[str, str] = field(default_factory=dict)
+    complete: bool = True
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "identity": self.identity, "boot": self.boot, "expect": self.expect}
+        return {"label": self.label, "identity": self.identity, "boot": self.boot, "expect": self.expect,
+                "complete": self.complete}
 
 
 @dataclass
 class Matrix:
     """Kernels in the order given; rows are (scenario, memory) in the order they first ran."""
     kernels: List[KernelRun]
+    complete: bool = True
 
     @property
     def rows(self) -> List[Tuple[str, str]]:
@@ -111,8 +93,7 @@ class Matrix:
         runs = [r for r in kernel.results if r.scenario == scenario and r.memory == memory]
         if not runs:
             return None
-        expected = kernel.expect.get(scenario) if memory == EXPECT_MEMORY else None
-        return Cell(kernel.label, scenario, memory, runs, expected)
+        return Cell(kernel.label, scenario, memory, runs, declared(kernel.expect, scenario, memory))
 
     def cells(self) -> List[Cell]:
         """Every present cell, kernel by kernel, in row order."""
@@ -125,7 +106,8 @@ class Matrix:
         return [c for c in self.cells() if c.unexpected]
 
     def to_dict(self) -> dict:
-        return {"kernels": [k.to_dict() for k in self.kernels],
+        return {"complete": self.complete and all(k.complete for k in self.kernels),
+                "kernels": [plain(k.to_dict()) for k in self.kernels],
                 "rows": [{"scenario": s, "memory": m} for s, m in self.rows],
                 "cells": [c.to_dict() for c in self.cells()]}
 
@@ -136,4 +118,5 @@ class Matrix:
         for c in d["cells"]:
             by_kernel.setdefault(c["kernel"], []).extend(Result.from_dict(r) for r in c["results"])
         return cls([KernelRun(k["label"], by_kernel.get(k["label"], []), k.get("identity", {}),
-                              k.get("boot", {}), k.get("expect", {})) for k in d["kernels"]])
+                              k.get("boot", {}), k.get("expect", {}), k.get("complete", True))
+                    for k in d["kernels"]], d.get("complete", True))

@@ -1,24 +1,11 @@
-"""Result output: a terminal table, KTAP (the kernel's own test format), JSON lines."""
+"""Result output: a terminal table, JSON lines, and the JSON documents (run --json, matrix --json) with
+their schema version, tool version and command line. KTAP lives in ktap.py."""
 import json
-from typing import Iterable, List, TextIO
+import sys
+from pathlib import Path
+from typing import Iterable, List, TextIO, Union
 
-from uffdprobe.verdicts import Result, Verdict
-
-
-def ktap(results: List[Result]) -> str:
-    """KTAP v1: one test point per scenario and memory kind; SKIP as a directive, kernel problems not ok."""
-    lines = ["KTAP version 1", f"1..{len(results)}"]
-    for i, r in enumerate(results, 1):
-        name = f"{r.scenario}.{r.memory}"
-        reason = r.reason.replace("\n", " ")
-        if r.verdict is Verdict.SKIP:
-            lines.append(f"ok {i} {name} # SKIP {reason}")
-        elif r.verdict is Verdict.PASS:
-            lines.append(f"ok {i} {name}")
-        else:
-            lines.append(f"# {name}: {r.verdict.value}: {reason}")
-            lines.append(f"not ok {i} {name}")
-    return "\n".join(lines)
+from uffdprobe.verdicts import Result
 
 
 def table_line(r: Result) -> str:
@@ -35,7 +22,7 @@ def summary(results: Iterable[Result]) -> str:
 
 def append_jsonl(stream: TextIO, r: Result) -> None:
     """One result a line, flushed at once: results survive a later hang, panic or kill."""
-    stream.write(json.dumps(r.to_dict(), default=str) + "\n")
+    stream.write(json.dumps(r.to_dict()) + "\n")
     stream.flush()
 
 
@@ -49,3 +36,38 @@ def read_jsonl(path) -> List[Result]:
             except (ValueError, KeyError, TypeError):
                 continue
     return out
+
+
+#: Bumped when a field changes meaning or goes away (adding one is compatible); the JSON Schemas in
+#: results/schemas/ describe this version.
+SCHEMA_VERSION = 1
+SCHEMAS = Path(__file__).with_name("schemas")
+
+
+def tool_version() -> str:
+    """The installed uffdprobe's version, or 'unknown' when run from a tree that is not installed."""
+    from importlib import metadata
+    try:
+        return metadata.version("uffdprobe")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def document(kind: str, body: dict) -> dict:
+    """A JSON output file: which format (`kind`: "results" or "matrix"), its schema version, the tool
+    version and the command line that wrote it, then `body`."""
+    return {"format": f"uffdprobe.{kind}", "schema_version": SCHEMA_VERSION, "uffdprobe_version": tool_version(),
+            "argv": list(sys.argv), **body}
+
+
+def results_document(results: List[Result]) -> dict:
+    """What `uffdprobe run --json` writes."""
+    return document("results", {"results": [r.to_dict() for r in results]})
+
+
+def read_results(path: Union[str, Path]) -> List[Result]:
+    """The Results of a `run --json` file (raises OSError, ValueError, KeyError, TypeError if unreadable)."""
+    data = json.loads(Path(path).read_text())
+    if data.get("format") != "uffdprobe.results":
+        raise ValueError(f"{path}: not a uffdprobe results file")
+    return [Result.from_dict(d) for d in data["results"]]

@@ -4,12 +4,12 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit
 from uffdprobe.exitcodes import UsageError
-from .host import finish
+from .host import finish, ktap_start
 from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
 from uffdprobe.vm.outcome import CHANNEL_LOST, OUTCOME_EXIT
@@ -63,11 +63,13 @@ def guest_argv(args: argparse.Namespace) -> List[str]:
 
 
 class _Tail(threading.Thread):
-    """Print each verdict line the guest appends to verdicts.jsonl while the VM runs."""
+    """Print each verdict line the guest appends to verdicts.jsonl while the VM runs, and stream it on,
+    stamped with the booted file's identity, to --results-dir's verdicts.jsonl (kept if we are killed)."""
 
-    def __init__(self, path: Path, out):
+    def __init__(self, path: Path, out, sink: Optional[str], stamp: dict, on_result=None):
         super().__init__(name="verdict-tail", daemon=True)
         self.path, self.out, self.seen, self.stop = path, out, 0, threading.Event()
+        self.sink, self.stamp, self.on_result = sink, stamp, on_result
 
     def run(self) -> None:
         while not self.stop.wait(0.5):
@@ -76,9 +78,41 @@ class _Tail(threading.Thread):
     def poll(self) -> None:
         if self.path.exists():
             results = report.read_jsonl(self.path)
-            for r in results[self.seen:]:
-                print(report.table_line(r), file=self.out, flush=True)
+            fresh = results[self.seen:]
+            for r in fresh:
+                self.show(r)
+            self.forward(fresh)
             self.seen = max(self.seen, len(results))
+
+    def show(self, r: Result) -> None:
+        print(report.table_line(r), file=self.out, flush=True)
+        if self.on_result:
+            self.on_result(r)
+
+    def forward(self, results: List[Result]) -> None:
+        """Append `results`, stamped, to the --results-dir stream (a lost stream is said by finish())."""
+        if not (self.sink and results):
+            return
+        try:
+            os.makedirs(self.sink, exist_ok=True)
+            with open(os.path.join(self.sink, "verdicts.jsonl"), "a") as stream:
+                for r in results:
+                    r.kernel = {**r.kernel, **self.stamp}
+                    report.append_jsonl(stream, r)
+        except OSError as exc:
+            print(f"uffdprobe: cannot stream to {self.sink}: {exc.strerror}", file=sys.stderr, flush=True)
+            self.sink = None
+
+
+def file_identity(kernel: str) -> dict:
+    """What a result carries of the file it was booted from: its path and content hash (the key a matrix
+    checks before reading a result back)."""
+    from uffdprobe.osutil.files import sha256_file
+    path = Path(kernel)
+    try:
+        return {"file": str(path.resolve()), "file_sha256": sha256_file(path)}
+    except OSError:  # unreadable or gone: the boot says so, as one line
+        return {}
 
 
 def run_in_vm(args: argparse.Namespace) -> int:
@@ -93,16 +127,21 @@ def run_in_vm(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
     kernel = resolve(args.kernel)
+    stamp = file_identity(kernel)
     table = sys.stderr if args.ktap else sys.stdout
     run_dir = new_run_dir(create=False)
-    tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table)
+    ktap_out = ktap_start(args, planned, Path(args.kernel).name, [f"kernel: {kernel}"])
+    tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table, args.results_dir, stamp,
+                 ktap_out.add if ktap_out else None)
     tail.start()
 
     def progress(text: str) -> None:
         print(f"[vm] {text}", file=sys.stderr, flush=True)
 
+    verbosity = getattr(args, "verbosity", 0)
     try:
-        result = boot(kernel, guest_argv(args), timeout=args.vm_timeout, accel=args.accel, progress=progress,
+        result = boot(kernel, guest_argv(args), timeout=args.vm_timeout, accel=args.accel,
+                      progress=progress if verbosity >= 0 else None,
                       run_dir=run_dir, extra_append=getattr(args, "append", []))
     except VmInputError as exc:
         raise UsageError(str(exc)) from None
@@ -115,22 +154,25 @@ def run_in_vm(args: argparse.Namespace) -> int:
     finally:
         tail.stop.set()
         tail.join(2)
+        tail.poll()  # what arrived since its last look, streamed on before any return
+    if verbosity > 0:
+        progress(f"run directory {result.run_dir}; QEMU: {' '.join(result.qemu_argv)}")
     stream = result.results_dir / "verdicts.jsonl"
     results = report.read_jsonl(stream) if stream.exists() else []
     # the channel went away: seen by the host (CHANNEL_LOST) or said by the guest's own exit status
     lost = result.outcome == CHANNEL_LOST or (result.outcome == "OK" and result.exit_status in GUEST_LOST)
     for r in results[tail.seen:]:
-        print(report.table_line(r), file=table, flush=True)
+        tail.show(r)
     kept = len(results)
     missing = _cut_off(planned, results, result)
     for r in missing:
-        print(report.table_line(r), file=table, flush=True)
+        tail.show(r)
+    tail.forward(results[tail.seen:] + missing)  # the first tail.seen went out as they arrived
+    if ktap_out:
+        ktap_out.close(f"boot outcome: {result.outcome}; console log: {result.console_log}")
     results += missing
-    if args.results_dir:
-        os.makedirs(args.results_dir, exist_ok=True)
-        with open(os.path.join(args.results_dir, "verdicts.jsonl"), "a") as stream:
-            for r in results:
-                report.append_jsonl(stream, r)
+    for r in results:
+        r.kernel = {**r.kernel, **stamp}
     status = finish(results, args, table)
     if lost:
         print(f"uffdprobe: CHANNEL_LOST: the guest lost its results channel (guest exit {result.exit_status}); "

@@ -4,10 +4,13 @@ import errno
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from uffdprobe.uffd import features, odirect
-from uffdprobe.results import report
+from uffdprobe.results import ktap, report
+from uffdprobe.results.expect import check, declared, expected_failure, failing, judge
+from uffdprobe.osutil.files import write_atomic
 from uffdprobe.supervise import supervisor
 from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.scenarios.registry import select, skip_reason
@@ -88,14 +91,28 @@ def _run_plan(args: argparse.Namespace, kf: features.KernelFeatures, target: Opt
     table = sys.stderr if args.ktap else sys.stdout
     stream = VerdictStream(args.results_dir) if args.results_dir else None
     print(f"kernel {kf.kernel['release']}: {len(plan)} runs", file=table, flush=True)
+    ktap_out = ktap_start(args, [(s.name, mem, params.get("run")) for s, mem, params, _ in plan], "host",
+                          ["the running kernel"])
 
     def on_result(r: Result) -> None:
         print(report.table_line(r), file=table, flush=True)
+        if ktap_out:
+            ktap_out.add(r)
         if stream:
             stream.append(r)
 
     results = supervisor.run_many(plan, kf.kernel, limits, target, on_result)
+    if ktap_out:
+        ktap_out.close()
     return results, stream.error if stream else None
+
+
+def ktap_start(args: argparse.Namespace, plan: list, name: str, about: List[str]) -> Optional[ktap.KernelTest]:
+    """With --ktap, KTAP on stdout from now on, one result line as each verdict lands; else None."""
+    if not args.ktap:
+        return None
+    writer = ktap.Writer(sys.stdout, 1, [f"uffdprobe {report.tool_version()}: {' '.join(sys.argv)}"])
+    return writer.kernel(name, plan, about)
 
 
 class VerdictStream:
@@ -120,19 +137,36 @@ class VerdictStream:
 
 
 def finish(results: List[Result], args: argparse.Namespace, table) -> int:
-    """Write --json and --ktap, print the summary, and choose the exit status."""
+    """Write --json (whole or not at all), print the summary, and choose the exit status (KTAP was
+    streamed as results came)."""
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump([r.to_dict() for r in results], f, indent=2, default=str)
-    if args.ktap:
-        print(report.ktap(results), flush=True)
+        data = json.dumps(report.results_document(results), indent=2).encode()
+        try:
+            write_atomic(Path(args.json), data)
+        except OSError as exc:
+            print(f"uffdprobe: cannot write {args.json} ({exc.strerror}); it is unchanged", file=sys.stderr)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                return Exit.NO_SPACE
+            raise UsageError(f"cannot write {args.json}; choose a writable file path") from None
     print(f"summary: {report.summary(results)}", file=table, flush=True)
-    return exit_status(results)
+    expect = getattr(args, "expectations", None) or {}
+    declared_bad = [f"{r.scenario}[{r.memory}] {r.verdict.value}" for r in results
+                    if expected_failure(declared(expect, r.scenario, r.memory), judge(
+                        declared(expect, r.scenario, r.memory), r.verdict))]
+    if declared_bad:
+        print(f"declared, so expected: {', '.join(declared_bad)}", file=table, flush=True)
+    for line in check(expect, results):
+        print(line, file=table, flush=True)
+    return exit_status(results, expect)
 
 
-def exit_status(results: List[Result]) -> int:
-    if any(r.verdict.is_kernel_problem for r in results):
+def exit_status(results: List[Result], expect: Optional[Dict[str, str]] = None) -> int:
+    """The one rule (results.expect): 0 when every verdict is PASS, SKIP or a declared bad one that
+    happened; else 1 for a HANG/LEAK/WP_LOST, 7 for a declared bad verdict that is gone (FIXED), 2."""
+    marks = [(r, judge(declared(expect or {}, r.scenario, r.memory), r.verdict)) for r in results]
+    bad = [(r, mark) for r, mark in marks if failing(mark)]
+    if any(r.verdict.is_kernel_problem for r, _ in bad):
         return Exit.KERNEL_PROBLEM
-    if any(r.verdict not in (Verdict.PASS, Verdict.SKIP) for r in results):
+    if any(r.verdict not in (Verdict.PASS, Verdict.SKIP) for r, _ in bad):
         return Exit.SETUP
-    return Exit.OK
+    return Exit.UNEXPECTED if bad else Exit.OK

@@ -17,8 +17,12 @@ from uffdprobe.exitcodes import UsageError
 from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
 from uffdprobe.osutil import children
+from uffdprobe.osutil.files import write_atomic
+from .kernels import HOST, Target, build, check_kernels, declare, owner, parse_expect, safe
 
-HOST = "host"
+__all__ = ["HOST", "Options", "Target", "Runner", "build", "check_kernels", "declare", "parse_expect", "planned",
+           "run_all", "run_argv"]
+
 CONSOLE_EXCERPT_LINES = 40
 #: After SIGTERM a child gets this long to kill its QEMU and write its results before SIGKILL.
 TERM_GRACE_S = 20.0
@@ -33,57 +37,7 @@ class Options:
     params: List[str] = field(default_factory=list)
     vm_timeout: float = 900.0
     accel: Optional[str] = None
-
-
-@dataclass
-class Target:
-    """One kernel to run: its label, what to boot (None: the running kernel), build identity, expectations."""
-    label: str
-    path: Optional[str] = None
-    recipe: Optional[str] = None
-    identity: Dict[str, object] = field(default_factory=dict)
-    expect: Dict[str, str] = field(default_factory=dict)
-    build_error: Optional[str] = None
-
-
-def check_kernels(labels: List[str]) -> List[Target]:
-    """Validate every --kernel before any work; bad input raises UsageError naming the fix."""
-    from uffdprobe.kbuild import recipes
-    if len(set(labels)) != len(labels):
-        raise UsageError("the same --kernel is given twice; give each kernel once")
-    targets = []
-    for label in labels:
-        if label == HOST:
-            targets.append(Target(label))
-        elif Path(label).is_file():
-            targets.append(Target(label, path=str(Path(label).resolve())))
-        elif label in recipes.names():
-            targets.append(Target(label, recipe=label, expect=dict(recipes.load(label).expect)))
-        else:
-            raise UsageError(f"--kernel {label}: not 'host', not a file, not a recipe; recipes: "
-                             + ", ".join(recipes.names()))
-    return targets
-
-
-def build(target: Target, say: Callable[[str], None]) -> None:
-    """Build (or take from cache) a recipe kernel; a build failure is recorded, not raised."""
-    if target.recipe is None:
-        return
-    from uffdprobe.kbuild import build as kbuild
-    from uffdprobe.kbuild.errors import BadInput, KbuildError
-    say(f"{target.label}: building or taking from the cache")
-    try:
-        built = kbuild.resolve_kernel(target.recipe)
-    except BadInput as exc:
-        raise UsageError(f"--kernel {target.label}: {exc}") from None
-    except KbuildError as exc:
-        target.build_error = f"{type(exc).__name__}: {exc}"
-        say(f"{target.label}: build failed: {target.build_error}")
-        return
-    target.path = str(built.bzimage)
-    keep = ("key", "name", "version", "config_sha256", "patches", "fragments", "compiler", "built_at")
-    target.identity = {"recipe": target.recipe, "cached": built.cached,
-                       **{k: built.identity.get(k) for k in keep if k in built.identity}}
+    verbose: bool = False  # each kernel's run also logs its QEMU command line and run directory
 
 
 def planned(opts: Options) -> List[tuple]:
@@ -113,6 +67,8 @@ def run_argv(target: Target, opts: Options, out: Path) -> List[str]:
         argv += ["--memory", mem]
     for pair in opts.params:
         argv += ["--param", pair]
+    if opts.verbose:
+        argv.append("--verbose")
     return argv + list(opts.scenarios)
 
 
@@ -122,31 +78,33 @@ class Runner:
     def __init__(self, opts: Options, work: Path, say: Callable[[str], None]):
         self.opts, self.work, self.say = opts, work, say
         self.live: Dict[str, subprocess.Popen] = {}
+        self.folders: Dict[str, Path] = {}  # label -> this run's fresh results folder
         self.lock = threading.Lock()
         self.stopping = threading.Event()
 
     def run_one(self, target: Target, index: str) -> KernelRun:
         """One kernel, start to finish, always ending in a KernelRun with a verdict for every planned run."""
-        out = self.work / _safe(target.label)
-        out.mkdir(parents=True, exist_ok=True)
+        out = self._fresh_folder(target)
         owed = planned(self.opts)
         if target.build_error:
             return _filled(target, [], owed, Verdict.BUILD_FAIL, target.build_error, {})
-        if self.stopping.is_set():
-            return _filled(target, [], owed, Verdict.ERROR, "interrupted before it started", {})
+        if self.stopping.is_set():  # interrupted before it started: nothing to report
+            run = _filled(target, [], [], Verdict.ERROR, "interrupted before it started", {})
+            run.complete = False
+            return run
         what = f"booting {target.path}" if target.path else "on the running kernel"
         log = out / "run.log"
         self.say(f"{index} {target.label}: {what} (log: {log})")
-        started = time.monotonic()
+        started, started_at = time.monotonic(), time.time()
         try:
             status = self._child(target, out, log)
         except OSError as exc:  # the interpreter cannot be executed (permissions), no processes left, ...
             self.say(f"{index} {target.label}: cannot start uffdprobe run: {exc}")
             return _filled(target, [], owed, Verdict.ERROR, f"cannot start uffdprobe run: {exc}", {})
         took = time.monotonic() - started
-        results = _read_results(out)
+        results = self._read_back(target, out, index)
         boot = _boot_facts(log)
-        boot.update(log=str(log), exit_status=status, seconds=round(took, 1))
+        boot.update(log=str(log), exit_status=status, seconds=round(took, 1), started_at=round(started_at, 3))
         if status is None:
             reason = f"uffdprobe run did not finish within {self._limit():g}s: killed (log: {log})"
         else:
@@ -154,9 +112,53 @@ class Runner:
             reason = f"uffdprobe run ended (exit {status}) without this verdict{': ' + said if said else ''} " \
                      f"(log: {log})"
         verdict = Verdict(boot["outcome"]) if boot.get("outcome") in Verdict.__members__ else Verdict.ERROR
+        if self.stopping.is_set():  # stopped: what it produced, no filler; the matrix says it was interrupted
+            run = _filled(target, results, [], verdict, reason, boot)
+            run.complete = False
+            return run
         run = _filled(target, results, owed, verdict, boot.get("reason") or reason, boot)
-        if not self.stopping.is_set():  # a stopped kernel is not reported: the matrix says it was interrupted
-            self.say(f"{index} {target.label}: done in {took:.1f}s: {report.summary(run.results)}")
+        self.say(f"{index} {target.label}: done in {took:.1f}s: {report.summary(run.results)}")
+        return run
+
+    def _fresh_folder(self, target: Target) -> Path:
+        """WORK/LABEL-HASH, or LABEL-HASH.2, .3, ... when an earlier run left one: never reused, never
+        shared by two kernels; kernel.json in it says whose it is."""
+        base = f"{safe(target.label)}-{target.key()}"
+        self.work.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10000):
+            out = self.work / (base if n == 1 else f"{base}.{n}")
+            try:
+                out.mkdir()
+            except FileExistsError:
+                continue
+            write_atomic(out / "kernel.json", json.dumps(owner(target), indent=1).encode())
+            self.folders[target.label] = out
+            return out
+        raise UsageError(f"{self.work}: 9999 results folders for {base} already; give another --results-dir")
+
+    def _read_back(self, target: Target, out: Path, index: str = "") -> List[Result]:
+        """The child's results from its folder, only after checking folder and results are this kernel's."""
+        try:
+            found = json.loads((out / "kernel.json").read_text())
+        except (OSError, ValueError):
+            found = None
+        if found != owner(target):
+            self.say(f"{index} {target.label}: {out} is not this kernel's results folder any more; not read")
+            return []
+        results = _read_results(out)
+        mine = [r for r in results if target.owns(r)]
+        if len(mine) < len(results):
+            self.say(f"{index} {target.label}: {len(results) - len(mine)} result(s) in {out} came from another "
+                     "kernel; dropped")
+        return mine
+
+    def partial(self, target: Target) -> Optional[KernelRun]:
+        """An interrupted kernel: the verdicts it streamed so far, marked incomplete (None if it never ran)."""
+        out = self.folders.get(target.label)
+        if out is None:
+            return None
+        run = _filled(target, self._read_back(target, out), [], Verdict.ERROR, "", _boot_facts(out / "run.log"))
+        run.complete = False
         return run
 
     def _limit(self) -> float:
@@ -208,8 +210,10 @@ class Runner:
 
 
 def run_all(targets: List[Target], opts: Options, work: Path, jobs: int, say: Callable[[str], None],
-            done: Dict[str, KernelRun]) -> List[KernelRun]:
-    """Every target, `jobs` at a time, in the order given; finished ones land in `done` as they end.
+            done: Dict[str, KernelRun], on_kernel: Optional[Callable[[KernelRun], None]] = None
+            ) -> List[KernelRun]:
+    """Every target, `jobs` at a time, in the order given; finished ones land in `done` (and are given to
+    `on_kernel`) as they end.
 
     On Ctrl-C (or any error) every child is stopped and reaped before the exception goes on."""
     runner = Runner(opts, work, say)
@@ -222,6 +226,8 @@ def run_all(targets: List[Target], opts: Options, work: Path, jobs: int, say: Ca
             finished, pending = concurrent.futures.wait(pending, timeout=0.5)
             for f in finished:
                 done[futures[f].label] = f.result()
+                if on_kernel:
+                    on_kernel(done[futures[f].label])
     except BaseException:
         with children.signals_ignored((signal.SIGINT, signal.SIGTERM), _still_stopping):
             for f in futures:  # first, so no queued kernel starts while the running ones stop
@@ -231,6 +237,11 @@ def run_all(targets: List[Target], opts: Options, work: Path, jobs: int, say: Ca
                     done[futures[f].label] = f.result()
             runner.stop_all()
             pool.shutdown(wait=True)
+            for f, t in futures.items():  # stopped mid-run: what it produced, marked incomplete
+                stopped = f.result() if f.done() and not f.cancelled() and f.exception() is None \
+                    else runner.partial(t)
+                if t.label not in done and stopped is not None and stopped.results:
+                    done[t.label] = stopped
         raise
     pool.shutdown(wait=True)
     return [done[t.label] for t in targets]
@@ -240,14 +251,10 @@ def _still_stopping() -> None:
     print("matrix: still stopping the running kernels", file=sys.stderr, flush=True)
 
 
-def _safe(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-._" else "_" for c in Path(label).name) or "kernel"
-
-
 def _read_results(out: Path) -> List[Result]:
     """The child's --json list, else its streamed verdicts.jsonl (a killed child still leaves those)."""
     try:
-        return [Result.from_dict(d) for d in json.loads((out / "results.json").read_text())]
+        return report.read_results(out / "results.json")
     except (OSError, ValueError, KeyError, TypeError):
         pass
     stream = out / "verdicts.jsonl"

@@ -8,6 +8,7 @@ import stat
 import tempfile
 
 from uffdprobe.uffd import memory, pagemap
+from uffdprobe.uffd.messages import as_data
 from uffdprobe.uffd.memory import PAGE_SIZE
 from uffdprobe.verdicts import Outcome, Verdict
 from .common import PATTERN, fork_reader, page_flags, read_exactly, reap, wp_page
@@ -19,7 +20,7 @@ def _finish(ctx: ScenarioContext, uffd, m, call: str, got: bytes) -> Outcome:
     """PASS when the bytes came through intact, no fault was raised, and a real write still traps."""
     after = pagemap.read(m.addr)[0]
     pending = uffd.read()
-    evidence = {"pagemap_after": page_flags(after), "uffd_messages_after": [repr(x) for x in pending]}
+    evidence = {"pagemap_after": page_flags(after), "uffd_messages_after": [as_data(x) for x in pending]}
     if pending:
         return Outcome(Verdict.ERROR, f"{call} returned but raised {len(pending)} uffd message(s)", evidence)
     if got != PATTERN:

@@ -1,7 +1,7 @@
 """The control: a CPU write to a write-protected page traps with WP|WRITE, a CPU read does not."""
 from uffdprobe.uffd import pagemap
-from uffdprobe.uffd.flags import PageFaultFlag
-from uffdprobe.uffd.messages import PageFault
+from uffdprobe.uffd.flags import PageFaultFlag, names
+from uffdprobe.uffd.messages import PageFault, as_data
 from uffdprobe.verdicts import Outcome, Verdict
 from .common import PATTERN, Bounded, page_flags, wp_page
 from .context import ScenarioContext
@@ -14,7 +14,7 @@ def trap_real_write(ctx: ScenarioContext, uffd, m, wait_s: float = 2.0) -> Outco
     writer = Bounded(lambda: m.write(0, SECRET_WRITE), "cpu-writer")
     msgs = uffd.wait(wait_s)
     trapped = [x for x in msgs if isinstance(x, PageFault) and x.address // 4096 == m.addr // 4096]
-    evidence = {"messages": [repr(x) for x in msgs]}
+    evidence = {"messages": [as_data(x) for x in msgs]}
     if not trapped:
         writer.done(5.0)
         evidence["pagemap_after"] = page_flags(pagemap.read(m.addr)[0])
@@ -23,7 +23,7 @@ def trap_real_write(ctx: ScenarioContext, uffd, m, wait_s: float = 2.0) -> Outco
     invisible = m.read(0, len(SECRET_WRITE)) != SECRET_WRITE
     uffd.writeprotect(m.addr, m.length, protect=False)
     landed = writer.done(5.0) and m.read(0, len(SECRET_WRITE)) == SECRET_WRITE
-    evidence.update(flags=str(flags), invisible_while_protected=invisible, landed_after_unprotect=landed)
+    evidence.update(flags=names(flags), invisible_while_protected=invisible, landed_after_unprotect=landed)
     if flags & (PageFaultFlag.WP | PageFaultFlag.WRITE) != PageFaultFlag.WP | PageFaultFlag.WRITE:
         return Outcome(Verdict.ERROR, f"write fault carried flags {flags!r}, not WP|WRITE", evidence)
     if not invisible:

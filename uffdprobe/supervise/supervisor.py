@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from uffdprobe.osutil import children
 from . import tasks
+from uffdprobe.uffd import messages
 from uffdprobe.uffd.errors import UffdError
 from uffdprobe.scenarios.context import ScenarioContext
 from uffdprobe.scenarios.memkinds import SkipScenario
@@ -98,7 +99,7 @@ class _Watch:
         pending = []
         if self.uffd is not None:
             try:
-                pending = [repr(m) for m in self.uffd.read()]
+                pending = [messages.as_data(m) for m in self.uffd.read()]
             except UffdError as exc:
                 pending = [f"read failed: {exc}"]
         if not blocked and not pending:

@@ -6,15 +6,15 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
+
+from uffdprobe.exitcodes import UsageError
+from uffdprobe.osutil import datafiles
 
 from . import memory
 from .memory import PAGE_SIZE
 from .messages import PageFault
 from .userfaultfd import Userfaultfd
 from .flags import RegisterMode
-
-NATIVE = Path(__file__).resolve().parents[2] / "native"
 
 
 @dataclass
@@ -66,17 +66,24 @@ def python_rate(pages: int) -> Rate:
 
 
 def c_rate(pages: int) -> Rate:
-    """Compile native/bench_missing.c now and run it on the same number of pages."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise RuntimeError("no C compiler: apt-get install gcc")
+    """Run the C handler on the same number of pages: the one an installed package built at install time,
+    else bench_missing.c (datafiles.native()) compiled now."""
+    built = datafiles.native() / "bench_missing"
     with tempfile.TemporaryDirectory(prefix="uffdprobe-bench-") as tmp:
-        exe = os.path.join(tmp, "bench_missing")
-        subprocess.run([cc, "-O2", "-pthread", "-o", exe, str(NATIVE / "bench_missing.c")],
-                       check=True, timeout=120)
+        exe = str(built) if os.access(built, os.X_OK) else _compile(tmp)
         out = subprocess.run([exe, str(pages)], check=True, capture_output=True, text=True,
                              timeout=120).stdout.split()
     return Rate("c", int(out[0]), float(out[1]))
+
+
+def _compile(tmp: str) -> str:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise UsageError("bench compiles its C handler here and finds no C compiler: apt-get install gcc")
+    exe = os.path.join(tmp, "bench_missing")
+    subprocess.run([cc, "-O2", "-pthread", "-o", exe, str(datafiles.native() / "bench_missing.c")],
+                   check=True, timeout=120)
+    return exe
 
 
 def compare(pages: int = 20000, rounds: int = 3) -> str:

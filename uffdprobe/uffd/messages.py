@@ -72,3 +72,20 @@ def decode(raw) -> Message:
     if event == Event.UNMAP:
         return Unmap(raw.address, raw.arg2)
     return Unknown(event)
+
+
+def as_data(msg: Message) -> dict:
+    """A message as JSON-ready data: the event's name, addresses as hex strings, flags as names."""
+    from dataclasses import fields
+    from .flags import names
+    out: dict = {"event": {PageFault: "pagefault", Fork: "fork", Remap: "remap", Remove: "remove",
+                           Unmap: "unmap"}.get(type(msg), "unknown")}
+    for f in fields(msg):
+        value = getattr(msg, f.name)
+        if isinstance(value, PageFaultFlag):
+            out[f.name] = names(value)
+        elif f.name in ("address", "from_addr", "to_addr", "start", "end", "length"):
+            out[f.name] = hex(value)
+        else:
+            out[f.name] = int(value)
+    return out

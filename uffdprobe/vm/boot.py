@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from uffdprobe.osutil import datafiles
 from uffdprobe.osutil.files import disk_full
 from . import accel as accelmod
 from . import console, outcome, qemu, shares
@@ -59,9 +60,9 @@ class BootResult:
 
 
 def host_paths_needed() -> tuple:
-    """The host paths a guest command runs from: this interpreter (venv and base) and the checkout, where
-    the guest init lives too."""
-    return sys.prefix, sys.base_prefix, str(Path(__file__).resolve().parents[2])
+    """The host paths a guest command runs from: this interpreter (venv and base) and the folder holding
+    the uffdprobe package (a checkout, where the guest init lives too, or site-packages)."""
+    return sys.prefix, sys.base_prefix, str(datafiles.PACKAGE_PARENT)
 
 
 def keep_visible() -> list:

@@ -1,0 +1,61 @@
+/*
+ * The userfaultfd uAPI that linux/userfaultfd.h gained after 6.1, for builds whose uapi header is
+ * older than the kernel the bindings run on (Debian 12 ships 6.1's header; hosts run 6.8 and later).
+ * The uAPI is stable: a number, once released, never changes, so the values below are the kernel's
+ * own.  Each block is guarded by the name the header would define, so a newer header always wins
+ * and nothing here is ever compiled twice.  Include it after <linux/userfaultfd.h>.
+ */
+#ifndef UFFD_UAPI_FALLBACK_H
+#define UFFD_UAPI_FALLBACK_H
+#include <linux/types.h>
+#include <linux/ioctl.h>
+
+/* 6.3: WP on unpopulated anonymous memory; 6.6: UFFDIO_POISON; 6.7: asynchronous WP; 6.8: MOVE. */
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+#ifndef UFFD_FEATURE_POISON
+#define UFFD_FEATURE_POISON (1 << 14)
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+#ifndef UFFD_FEATURE_MOVE
+#define UFFD_FEATURE_MOVE (1 << 16)
+#endif
+
+/* 6.5: UFFDIO_CONTINUE may install the page write-protected. */
+#ifndef UFFDIO_CONTINUE_MODE_WP
+#define UFFDIO_CONTINUE_MODE_WP ((__u64)1 << 1)
+#endif
+
+#ifndef UFFDIO_POISON
+#define _UFFDIO_POISON (0x08)
+struct uffdio_poison {
+	struct uffdio_range range;
+#define UFFDIO_POISON_MODE_DONTWAKE ((__u64)1 << 0)
+	__u64 mode;
+	__s64 updated; /* written by the kernel */
+};
+#define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
+#endif
+
+#ifndef UFFDIO_MOVE
+#define _UFFDIO_MOVE (0x05)
+struct uffdio_move {
+	__u64 dst;
+	__u64 src;
+	__u64 len;
+#define UFFDIO_MOVE_MODE_DONTWAKE ((__u64)1 << 0)
+#define UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES ((__u64)1 << 1)
+	__u64 mode;
+	__s64 move; /* written by the kernel */
+};
+#define UFFDIO_MOVE _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)
+#endif
+
+/* 6.1 kernels have it; glibc 2.36's <sys/mman.h> does not name it yet. */
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+#endif

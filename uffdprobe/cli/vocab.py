@@ -1,0 +1,32 @@
+"""One vocabulary across subcommands: -q/-v, and old option spellings that still work for one release with a
+deprecation line on stderr."""
+import argparse
+import sys
+
+
+def add_verbosity(p: argparse.ArgumentParser) -> None:
+    """-q/--quiet (no progress lines on stderr) and -v/--verbose (also how each boot was made); dest verbosity:
+    -1 quiet, 0 normal, 1 verbose."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=0,
+                   help="no progress lines on stderr (verdicts, tables and errors still print)")
+    g.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1,
+                   help="also the QEMU command line and run directory of each boot")
+
+
+def deprecated(new: str):
+    """An argparse action for an old spelling: stores like `new` and says once on stderr to use `new`."""
+
+    class Deprecated(argparse._StoreAction):
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(f"uffdprobe: {option_string} is deprecated here and goes in the next release; "
+                  f"say {new}", file=sys.stderr)
+            super().__call__(parser, namespace, values, option_string)
+
+    return Deprecated
+
+
+def add_accel(p: argparse.ArgumentParser) -> None:
+    """--accel auto|kvm|tcg, the same choices everywhere (auto: probe KVM once, cached, else TCG)."""
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None,
+                   help="QEMU acceleration (default auto: probe KVM once, cached, else TCG)")

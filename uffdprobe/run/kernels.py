@@ -1,0 +1,155 @@
+"""Which kernels a run or matrix is about: labels, content identities, declared verdicts, the build."""
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from uffdprobe.exitcodes import UsageError
+from uffdprobe.osutil.files import sha256_file
+from uffdprobe.verdicts import Result
+
+HOST = "host"
+#: A label given as LABEL=KERNEL: short, and safe as a folder name, a JUnit classname part and an --expect key.
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]{0,47}$")
+#: The content hash digits in a results folder's name.
+SHORT = 12
+
+
+@dataclass
+class Target:
+    """One kernel to run: its label, what to boot (None: the running kernel), build identity, expectations.
+
+    `given` is the --kernel value as typed; `sha256` the content hash of what is booted (None for host
+    and for a recipe until it is built)."""
+    label: str
+    path: Optional[str] = None
+    recipe: Optional[str] = None
+    identity: Dict[str, object] = field(default_factory=dict)
+    expect: Dict[str, str] = field(default_factory=dict)
+    build_error: Optional[str] = None
+    given: str = ""
+    sha256: Optional[str] = None
+
+    def key(self) -> str:
+        """The short content hash that names this kernel's results folder: the booted file's, or the
+        running kernel's release and version, or the recipe's (before its build, when it failed)."""
+        if self.path:
+            if self.sha256 is None:
+                self.sha256 = sha256_file(Path(self.path))
+            return self.sha256[:SHORT]
+        if self.recipe:
+            return hashlib.sha256(f"recipe:{self.recipe}".encode()).hexdigest()[:SHORT]
+        uname = os.uname()
+        return hashlib.sha256(f"host:{uname.release} {uname.version}".encode()).hexdigest()[:SHORT]
+
+    def owns(self, r: Result) -> bool:
+        """Whether a Result read back from disk was produced by this kernel (identity checked, not assumed)."""
+        if self.path:
+            return r.kernel.get("file_sha256") == self.sha256
+        return r.kernel.get("release") == os.uname().release
+
+
+def check_kernels(specs: List[str]) -> List[Target]:
+    """Validate every --kernel [LABEL=]KERNEL before any work; bad input raises UsageError naming the fix.
+
+    Default labels: 'host', the recipe name, or the file name plus a short content hash."""
+    from uffdprobe.kbuild import recipes
+    targets = []
+    for spec in specs:
+        label, eq, kernel = spec.partition("=")
+        if not (eq and kernel and LABEL.match(label)):
+            label, kernel = "", spec
+        if kernel == HOST:
+            target = Target(label or HOST)
+        elif Path(kernel).is_file():
+            path = Path(kernel).resolve()
+            try:
+                target = Target(label, path=str(path), sha256=sha256_file(path))
+            except OSError as exc:
+                raise UsageError(f"--kernel {spec}: cannot read {path} ({exc.strerror}); make it readable "
+                                 f"(chmod a+r {path}) or give another kernel") from None
+            target.label = label or f"{safe(path.name)}-{target.sha256[:8]}"
+        elif kernel in recipes.names():
+            target = Target(label or kernel, recipe=kernel, expect=dict(recipes.load(kernel).expect))
+        else:
+            raise UsageError(f"--kernel {spec}: not 'host', not a file, not a recipe (nor LABEL=one of them); "
+                             "recipes: " + ", ".join(recipes.names()))
+        target.given = spec
+        targets.append(target)
+    labels = [t.label for t in targets]
+    for t in targets:
+        if labels.count(t.label) > 1:
+            raise UsageError(f"--kernel {t.given}: the same kernel label {t.label!r} is given twice; give each "
+                             "kernel once, or name them apart with --kernel LABEL=KERNEL")
+    return targets
+
+
+def parse_expect(items: List[str], targets: List[Target]) -> Dict[str, Dict[str, str]]:
+    """--expect [KERNEL:]SCENARIO[/MEMORY]=VERDICT values as {kernel label or '*': {key: verdict}};
+    KERNEL is a kernel's label or its --kernel value as given. Bad ones raise UsageError."""
+    from uffdprobe.kbuild.errors import BadInput
+    from uffdprobe.kbuild.recipes import VERDICTS, check_expect
+    names = {t.label: t.label for t in targets}
+    names.update({t.given: t.label for t in targets if t.given})
+    out: Dict[str, Dict[str, str]] = {}
+    for item in items:
+        left, sep, verdict = item.rpartition("=")
+        kernel, colon, scenario = left.rpartition(":")
+        kernel = kernel if colon else "*"
+        if not sep or not scenario or verdict not in VERDICTS:
+            raise UsageError(f"--expect {item!r}: write [KERNEL:]SCENARIO[/MEMORY]=VERDICT with VERDICT one of "
+                             + ", ".join(sorted(VERDICTS)))
+        if kernel != "*" and kernel not in names:
+            raise UsageError(f"--expect {item!r}: {kernel} is not one of the --kernel values or labels "
+                             f"({', '.join(sorted(names.values()))})")
+        try:
+            check_expect({scenario: verdict}, f"--expect {item!r}")
+        except BadInput as exc:
+            raise UsageError(str(exc)) from None
+        out.setdefault(names.get(kernel, kernel), {})[scenario] = verdict
+    return out
+
+
+def declare(targets: List[Target], overrides: Dict[str, Dict[str, str]]) -> None:
+    """Add --expect declarations to each target's recipe ones: for every kernel, then for that label."""
+    from uffdprobe.results.expect import SEPARATOR
+    for t in targets:
+        for key, verdict in [*overrides.get("*", {}).items(), *overrides.get(t.label, {}).items()]:
+            if SEPARATOR not in key:  # SCENARIO=V overrides the recipe's SCENARIO/MEMORY ones too
+                t.expect = {k: v for k, v in t.expect.items() if not k.startswith(key + SEPARATOR)}
+            t.expect[key] = verdict
+
+
+def build(target: Target, say: Callable[[str], None]) -> None:
+    """Build (or take from cache) a recipe kernel; a build failure is recorded, not raised."""
+    if target.recipe is None:
+        return
+    from uffdprobe.kbuild import build as kbuild
+    from uffdprobe.kbuild.errors import BadInput, KbuildError
+    say(f"{target.label}: building or taking from the cache")
+    try:
+        built = kbuild.resolve_kernel(target.recipe)
+    except BadInput as exc:
+        raise UsageError(f"--kernel {target.label}: {exc}") from None
+    except KbuildError as exc:
+        target.build_error = f"{type(exc).__name__}: {exc}"
+        say(f"{target.label}: build failed: {target.build_error}")
+        return
+    target.path = str(built.bzimage)
+    target.sha256 = None  # hashed from the file when its folder is named
+    keep = ("key", "name", "version", "config_sha256", "patches", "fragments", "compiler", "built_at")
+    from uffdprobe.kbuild import recipes
+    target.identity = {"recipe": target.recipe, "summary": recipes.load(target.recipe).summary,
+                       "cached": built.cached,
+                       **{k: built.identity.get(k) for k in keep if k in built.identity}}
+
+
+def owner(target: Target) -> dict:
+    """Who a results folder belongs to: label, what was given, and the content hash of the kernel."""
+    return {"label": target.label, "given": target.given, "path": target.path, "key": target.key()}
+
+
+def safe(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-._" else "_" for c in Path(label).name) or "kernel"
