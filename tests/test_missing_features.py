@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.build,  # every test here builds a kernel (or takes it
 PY = sys.executable  # the guest sees the host root, so the venv's python runs there too
 PLANNED = {(s.name, m) for s in select([]) for m in s.memory}
 NEEDS_WP = {s.name for s in select([]) if "uffd-wp" in s.needs}
+NEEDS_NOTHING = {s.name for s in select([]) if not s.needs}  # fork + vmsplice only: cow-leak, cow-leak-reverse
 _RUNS: dict = {}
 
 
@@ -84,7 +85,7 @@ def test_without_userfaultfd_every_scenario_skips_with_the_reason(tmp_path_facto
     results, config = _whole_plan_answered("no-userfaultfd", tmp_path_factory)
     assert config.get("CONFIG_USERFAULTFD") is None and config.get("CONFIG_HAVE_ARCH_USERFAULTFD_WP") is None
     for r in results:
-        if r.scenario == "cow-leak":  # fork + vmsplice only: it runs and gets stock 6.1's verdict
+        if r.scenario in NEEDS_NOTHING:  # fork + vmsplice only: it runs and gets stock 6.1's verdict
             assert r.verdict is Verdict.PASS and r.duration_s > 0, _rows(results)
             continue
         assert r.verdict is Verdict.SKIP, _rows(results)
@@ -114,10 +115,10 @@ def test_without_uffd_wp_only_the_wp_scenarios_skip(tmp_path_factory):
             assert r.verdict is Verdict.SKIP, _rows(results)
             assert "kernel lacks UFFD_FEATURE_PAGEFAULT_FLAG_WP" in r.reason, r.reason
             assert r.duration_s == 0.0 and r.evidence == {}
-        else:  # cow-leak needs no uffd at all: it runs and gets stock 6.1's verdict
+        else:  # the COW scenarios need no uffd at all: they run and get stock 6.1's verdict
             assert r.verdict is Verdict.PASS, _rows(results)
             assert r.duration_s > 0
-    assert {r.scenario for r in results} - NEEDS_WP == {"cow-leak"}
+    assert {r.scenario for r in results} - NEEDS_WP == NEEDS_NOTHING == {"cow-leak", "cow-leak-reverse"}
     assert not expect.check(recipes.load("no-uffd-wp").expect, results)
 
 

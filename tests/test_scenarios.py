@@ -70,6 +70,13 @@ def test_leak_decided_from_real_shared_data(kf, target):
     assert res.evidence["child_read"].startswith("THIS IS SECRET")
 
 
+def test_reverse_leak_decided_from_real_shared_data(kf, target):
+    """cow-leak-reverse on a MAP_SHARED page: the child's write really reaches the parent's pipe."""
+    res = run("cow-leak-reverse", "anon-4k", kf, target, selftest_shared_page=True)
+    assert res.verdict is Verdict.LEAK, res.reason
+    assert res.evidence["parent_read"].startswith("THE CHILD WROTE THIS")
+
+
 def test_wp_lost_decided_from_a_real_untrapped_write(kf, target, need_wp):
     res = run("wp-real-write", "anon-4k", kf, target, selftest_unprotect_first=True)
     assert res.verdict is Verdict.WP_LOST, res.reason
@@ -139,7 +146,8 @@ def test_cli_bad_input_is_one_line_exit_2(argv, needle):
 def test_cli_list_and_features():
     listing = _cli("list")
     assert listing.returncode == 0
-    for name in ("wp-gup-vmsplice", "wp-gup-odirect", "cow-leak", "wp-cow-inherit", "wp-real-write"):
+    for name in ("wp-gup-vmsplice", "wp-gup-odirect", "cow-leak", "cow-leak-reverse", "wp-cow-inherit",
+                 "wp-real-write"):
         assert name in listing.stdout
     assert "selftest-self-deadlock" not in listing.stdout
     feats = _cli("features", "--json")

@@ -47,7 +47,7 @@ def skip_reason(s: Scenario, memory: str, kf: KernelFeatures, odirect_target: Op
 
 
 def _table() -> Dict[str, Scenario]:
-    from . import cow_leak, selftest, umap_evict, wp_cow_inherit, wp_gup, wp_real_write
+    from . import cow_leak, cow_leak_reverse, selftest, umap_evict, wp_cow_inherit, wp_gup, wp_real_write
     rows = [
         Scenario("wp-gup-vmsplice",
                  "Does vmsplice() of a uffd-write-protected page complete without a uffd fault, "
@@ -76,6 +76,12 @@ def _table() -> Dict[str, Scenario]:
                  "write through the pipe? (CVE-2020-29374)",
                  cow_leak.run, (), defaults={"selftest_shared_page": False},
                  models="Project Zero issue 2045; fixed by 17839856fd58, then by 09854ba94c6a"),
+        Scenario("cow-leak-reverse",
+                 "After the parent vmsplice()d a page before fork() and unmapped it after, can the "
+                 "parent read the child's later write through its pipe?",
+                 cow_leak_reverse.run, (), defaults={"selftest_shared_page": False},
+                 models="cow selftest 'vmsplice() before fork(), unmap in parent after fork()'; "
+                        "open on every 2020 kernel, 17839856fd58 included"),
         Scenario("wp-cow-inherit",
                  "When a read-GUP of a write-protected page shared after fork() breaks COW, does the "
                  "copy stay write-protected, so a later real write still traps?",
