@@ -87,7 +87,7 @@ def test_legend_questions_kernels_footer_and_marks(page):
                        " td.querySelector('small').innerText])")
     for verdict, mark in words:
         assert verdict in legend and (not mark or f"{mark}:" in legend), (verdict, mark)
-    assert "no word: nothing declared" in legend
+    assert "no word: PASS or SKIP with nothing declared" in legend
     rows = browser.js("[...document.querySelectorAll('th.row')].map(th => [th.innerText, th.title])")
     from uffdprobe.scenarios.registry import SCENARIOS
     for text, title in rows:
@@ -103,7 +103,7 @@ def test_legend_questions_kernels_footer_and_marks(page):
     style = ("(sel => { const s = getComputedStyle(document.querySelector(sel));"
              " return [s.backgroundImage, s.boxShadow]; })")
     declared = browser.js(style + "('.legend .m-expected')")
-    undeclared = browser.js(style + "('.legend .m-undeclared')")
+    undeclared = browser.js(style + "('.legend .m-UNEXPECTED')")  # a bad verdict nothing declares
     assert "gradient" in declared[0] and undeclared[0] == "none" and declared[1] != undeclared[1]
-    flaky = browser.js(style + "('td.cell.bad[data-mark=\"undeclared\"]')")  # FLAKY selftest: undeclared
+    flaky = browser.js(style + "('td.cell.bad[data-mark=\"UNEXPECTED\"]')")  # FLAKY selftest: undeclared
     assert flaky == undeclared

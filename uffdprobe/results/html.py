@@ -25,7 +25,8 @@ VERDICT_WORDS = {"PASS": "the kernel behaved", "SKIP": "the kernel lacks a featu
 #: The mark words a cell shows under its verdict, and what they mean ('' shows no word).
 MARK_WORDS = {EXPECTED: "as declared for this kernel (a declared bad verdict is hatched)",
               REGRESSION: "worse than declared", FIXED: "better than declared (the declaration is out of date)",
-              UNEXPECTED: "neither as declared nor a kernel verdict (or no answer at all)"}
+              UNEXPECTED: "a bad verdict nothing declares for this kernel, scenario and memory kind, "
+                          "or neither as declared nor a kernel verdict, or no answer at all"}
 _GOOD = {"PASS", "SKIP"}
 
 _CSS = """
@@ -41,13 +42,11 @@ table.matrix { border-collapse: collapse; margin: 1em 0; }
 .matrix thead th small.kernel-about { display: block; font-weight: 400; color: #5f6368; max-width: 18em; }
 .matrix td.bad.m-expected, .legend .m-expected { background-image: repeating-linear-gradient(135deg,
   rgba(255,255,255,.55) 0 5px, transparent 5px 11px); }
-.matrix td.bad.m-undeclared, .matrix td.bad.m-UNDECLARED, .legend .m-undeclared {
-  box-shadow: inset 0 0 0 3px #202124, inset 0 0 0 5px #fff; }
 .matrix td.cell small { display: block; font-weight: 400; font-size: .8em; }
 .matrix td.cell.selected { outline: 3px solid #1a73e8; outline-offset: -3px; }
 .m-REGRESSION { box-shadow: inset 0 0 0 3px #b3261e; }
 .m-FIXED { box-shadow: inset 0 0 0 3px #1967d2; }
-.m-UNEXPECTED { box-shadow: inset 0 0 0 3px #e37400; }
+.m-UNEXPECTED { box-shadow: inset 0 0 0 3px #202124, inset 0 0 0 5px #fff; }
 %(verdicts)s
 .legend span.chip { display: inline-block; padding: .15em .6em; margin-right: .3em; border: 1px solid #9aa0a6;
   font-weight: 600; }
@@ -142,8 +141,8 @@ def _legend(marks: set) -> str:
         sorted(m for m in marks if m not in (EXPECTED, REGRESSION, FIXED, UNEXPECTED, "undeclared"))
     rows = [f"<dt><span class=\"chip v-HANG m-{esc(m)} bad\">HANG <small>{esc(_mark_word(m))}</small></span></dt>"
             f"<dd>{esc(_mark_word(m))}: {esc(MARK_WORDS.get(m, m))}</dd>" for m in shown]
-    rows.append("<dt><span class=\"chip v-HANG m-undeclared bad\">HANG</span></dt>"
-                "<dd>no word: nothing declared for this kernel, scenario and memory kind</dd>")
+    rows.append("<dt><span class=\"chip v-PASS m-undeclared\">PASS</span></dt>"
+                "<dd>no word: PASS or SKIP with nothing declared for this kernel, scenario and memory kind</dd>")
     return (f"<div class=\"legend\" id=\"legend\"><dl>{verdicts}</dl>"
             f"<p>Under the verdict, how it compares with what is declared:</p><dl>{''.join(rows)}</dl></div>")
 
