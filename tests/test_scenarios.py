@@ -131,7 +131,7 @@ def _bad(argv, needle, case):
     _bad(["run", "--odirect-target", "/proc"], "O_DIRECT", "O_DIRECT target that refuses O_DIRECT"),
     _bad(["run", "--json", "/proc/no/such.json"], "cannot write", "unwritable --json path"),
     _bad(["run", "--kernel", "/etc"], "is a directory", "kernel path that is a directory"),
-    _bad(["run", "--kernel", "no-such-kernel-or-recipe"], "no recipe of that name", "unknown kernel name"),
+    _bad(["run", "--kernel", "no-such-kernel-or-recipe"], "not a recipe", "unknown kernel name"),
     _bad(["run", "--append", "quiet"], "add --kernel", "--append without a kernel to boot"),
     _bad(["run", "--kernel", "stock", "--append", "init=/bin/sh"], "harness's own",
          "--append overriding the harness's init"),

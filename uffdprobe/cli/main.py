@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 import uffdprobe
@@ -121,10 +122,20 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _last_resort(exc)
         where = exc.filename or "a file"
         print(f"uffdprobe: no space left writing {where} ({exc.strerror}); free space on the disk that holds "
-              "it; files written before are kept", file=sys.stderr)
+              f"it{_or_move_the_cache(exc.filename)}; files written before are kept", file=sys.stderr)
         return Exit.NO_SPACE
     except Exception as exc:  # a safety net: every known setup failure has its own one line before this
         return _last_resort(exc)
+
+
+def _or_move_the_cache(path: Optional[str]) -> str:
+    """For a file in uffdprobe's cache, the other fix: a cache on a larger disk (XDG_CACHE_HOME)."""
+    try:
+        from uffdprobe.osutil.files import cache_home
+        inside = path and Path(os.path.abspath(path)).is_relative_to(cache_home().resolve())
+    except Exception:
+        return ""
+    return " or point XDG_CACHE_HOME at a larger disk" if inside else ""
 
 
 def _last_resort(exc: BaseException) -> int:
