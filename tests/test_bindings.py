@@ -3,6 +3,7 @@ import errno
 import faulthandler
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ from uffdprobe.uffd.errors import MappingGoneError, RangeExistsError, UffdError
 from uffdprobe.uffd.flags import Feature, Ioctl, PageFaultFlag, RegisterMode, names
 from uffdprobe.uffd.forking import fork_with_uffd
 from uffdprobe.uffd.memory import PAGE_SIZE
-from uffdprobe.uffd.messages import Fork, PageFault, Remove
+from uffdprobe.uffd.messages import PageFault, Remove
 from uffdprobe.scenarios.common import reap
 from uffdprobe.uffd.userfaultfd import Userfaultfd
 
@@ -466,14 +467,36 @@ def test_minor_shmem_fault_resolved_by_continue(uffd, kf, faulter, wp):
         os.close(fd)
 
 
-def test_minor_hugetlbfs_fault_resolved_by_continue(uffd, kf, faulter):
+@pytest.fixture
+def free_huge_page():
+    """One free 2 MiB huge page: as root the pool is grown by one for the test and put back after; otherwise
+    (or when the kernel cannot find the memory) SKIP with the reason."""
+    pool = Path("/proc/sys/vm/nr_hugepages")
+
+    def free() -> int:
+        with open("/proc/meminfo") as f:
+            meminfo = dict(line.split(":", 1) for line in f)
+        if meminfo.get("Hugepagesize", "").split()[:1] != ["2048"]:
+            return 0
+        return int(meminfo.get("HugePages_Free", "0").split()[0])
+
+    before = int(pool.read_text())
+    grown = False
+    if free() < 1 and os.geteuid() == 0:
+        pool.write_text(f"{before + 1}\n")
+        grown = True
+    try:
+        if free() < 1:
+            pytest.skip(f"no free 2 MiB huge page (vm.nr_hugepages={pool.read_text().strip()}, none free)")
+        yield
+    finally:
+        if grown:
+            pool.write_text(f"{before}\n")
+
+
+def test_minor_hugetlbfs_fault_resolved_by_continue(uffd, kf, faulter, free_huge_page):
     _need(kf, Feature.MINOR_HUGETLBFS)
     huge = 2 << 20
-    with open("/proc/meminfo") as f:
-        meminfo = dict(line.split(":", 1) for line in f)
-    if int(meminfo.get("HugePages_Free", "0").split()[0]) < 1 or meminfo.get("Hugepagesize", "").split()[0] != "2048":
-        pytest.skip("no free 2 MiB huge page (HugePages_Free is "
-                    f"{meminfo.get('HugePages_Free', '0').strip()}; sysctl vm.nr_hugepages=1 gives one)")
     fd = memory.memfd_create("uffdprobe-minor-huge", constants["memfd"]["MFD_CLOEXEC"] |
                              constants["memfd"]["MFD_HUGETLB"])
     try:
