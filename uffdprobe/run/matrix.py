@@ -68,6 +68,8 @@ def run_argv(target: Target, opts: Options, out: Path) -> List[str]:
         argv += ["--memory", mem]
     for pair in opts.params:
         argv += ["--param", pair]
+    for key, verdict in sorted(target.expect.items()):  # the child judges (and says) what the matrix will
+        argv += ["--expect", f"{key}={verdict}"]
     if opts.verbose:
         argv.append("--verbose")
     return argv + list(opts.scenarios)
