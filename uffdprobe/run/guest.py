@@ -16,7 +16,7 @@ from uffdprobe.vm.outcome import CHANNEL_LOST, OUTCOME_EXIT
 
 #: The guest sees the scratch virtio-blk disk here; O_DIRECT scenarios write to it.
 GUEST_SCRATCH = "/dev/vda"
-#: The guest run's exit statuses for a results stream it could no longer write (run_cmd.VerdictStream).
+#: The guest run's exit statuses for a results stream it could no longer write (run.host.VerdictStream).
 GUEST_LOST = (Exit.CHANNEL_LOST, Exit.NO_SPACE)
 
 
@@ -132,7 +132,7 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
     stamp = file_identity(kernel)
     table = table_stream(args)
     run_dir = new_run_dir(create=False)
-    ktap_out = ktap_start(args, planned, Path(args.kernel).name, [f"kernel: {kernel}"])
+    ktap_out = ktap_start(args, planned, spec.label, [f"kernel: {kernel}"])
     tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table, args.results_dir, stamp,
                  ktap_out.add if ktap_out else None)
     tail.start()
