@@ -55,13 +55,22 @@ def valid_junit(path: Union[str, Path]) -> etree._Element:
 
 
 def kunit_py() -> Optional[Path]:
-    """tools/testing/kunit/kunit.py of a linux-source tree the kernel builder unpacked, if any."""
-    from uffdprobe.kbuild import cache
-    for tree in sorted(cache.default_root().glob("*/*/tree")):
-        found = tree / "tools" / "testing" / "kunit" / "kunit.py"
-        if found.is_file():
-            return found
-    return None
+    """tools/testing/kunit/kunit.py of a linux-source tree the kernel builder unpacked. On a fresh cache the
+    stock kernel is built first (the suite builds it anyway), which unpacks one; None only without
+    Debian's linux-source-6.1 tarball."""
+    from uffdprobe.kbuild import build as kbuild, cache
+    from uffdprobe.kbuild.source import DEFAULT_TARBALL
+
+    def unpacked() -> Optional[Path]:
+        for tree in sorted(cache.default_root().glob("*/*/tree")):
+            found = tree / "tools" / "testing" / "kunit" / "kunit.py"
+            if found.is_file():
+                return found
+        return None
+
+    if unpacked() is None and Path(DEFAULT_TARBALL).is_file():
+        kbuild.build("stock", progress=False)
+    return unpacked()
 
 
 def kunit_parse(ktap_text: str, tmp: Path) -> dict:

@@ -12,8 +12,8 @@ from formats import kunit_parse, kunit_py, valid_json, valid_junit
 from lxml import etree
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp scenarios need root here")
-no_kunit = pytest.mark.skipif(kunit_py() is None, reason="no unpacked linux-source tree in the kernel cache "
-                              "(`uffdprobe kernel build stock` unpacks one)")
+no_kunit = pytest.mark.skipif(kunit_py() is None, reason="no linux-source-6.1 tarball to unpack the kernel's "
+                              "kunit.py from (apt-get install linux-source-6.1)")
 #: selftest-self-deadlock HANGs for real on every run; wp-real-write and cow-leak PASS (on anon-4k and THP).
 SCENARIOS = ["selftest-self-deadlock", "wp-real-write", "cow-leak"]
 

@@ -18,13 +18,14 @@ import pytest
 from uffdprobe.exitcodes import Exit
 from uffdprobe.vm.paths import cache_root
 
-DEBS = sorted((cache_root() / "debs").glob("linux-image-6.1.0-*-cloud-amd64-unsigned_*.deb"))
-
-
 def _deb() -> Path:
-    if not DEBS:
-        pytest.skip(f"no Debian cloud kernel .deb in {cache_root() / 'debs'}")
-    return DEBS[-1]
+    """Debian's cloud kernel package, fetched with apt-get download into the cache if it is not there yet."""
+    from uffdprobe.vm import distro
+    from uffdprobe.vm.errors import VmSetupError
+    try:
+        return distro.debian_cloud_kernel(cache_root() / "debs")
+    except (VmSetupError, OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot get a Debian cloud kernel package: {exc}")
 
 
 def _procs(name: str, mentioning: str) -> list:
