@@ -1,6 +1,5 @@
 """`uffdprobe run --kernel K`: boot K once, run the scenarios inside, bring every verdict back."""
 import argparse
-import os
 import sys
 import threading
 from pathlib import Path
@@ -9,7 +8,7 @@ from typing import List, Optional
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit, UsageError
 from . import kernel_arg
-from .host import finish, ktap_start, table_stream
+from .host import VerdictStream, finish, ktap_start, table_stream
 from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
 from uffdprobe.vm.outcome import CHANNEL_LOST, OUTCOME_EXIT
@@ -51,10 +50,10 @@ class _Tail(threading.Thread):
     """Print each verdict line the guest appends to verdicts.jsonl while the VM runs, and stream it on,
     stamped with the booted file's identity, to --results-dir's verdicts.jsonl (kept if we are killed)."""
 
-    def __init__(self, path: Path, out, sink: Optional[str], stamp: dict, on_result=None):
+    def __init__(self, path: Path, out, stream: Optional[VerdictStream], stamp: dict, on_result=None):
         super().__init__(name="verdict-tail", daemon=True)
         self.path, self.out, self.seen, self.stop = path, out, 0, threading.Event()
-        self.sink, self.stamp, self.on_result = sink, stamp, on_result
+        self.stream, self.stamp, self.on_result = stream, stamp, on_result
         self.lock = threading.Lock()
 
     def run(self) -> None:
@@ -83,18 +82,10 @@ class _Tail(threading.Thread):
             self.on_result(r)
 
     def forward(self, results: List[Result]) -> None:
-        """Append `results`, stamped, to the --results-dir stream (a lost stream is said by finish())."""
-        if not (self.sink and results):
-            return
-        try:
-            os.makedirs(self.sink, exist_ok=True)
-            with open(os.path.join(self.sink, "verdicts.jsonl"), "a") as stream:
-                for r in results:
-                    r.kernel = {**r.kernel, **self.stamp}
-                    report.append_jsonl(stream, r)
-        except OSError as exc:
-            print(f"uffdprobe: cannot stream to {self.sink}: {exc.strerror}", file=sys.stderr, flush=True)
-            self.sink = None
+        """Append `results`, stamped, to the --results-dir stream."""
+        for r in results if self.stream else ():
+            r.kernel = {**r.kernel, **self.stamp}
+            self.stream.append(r)
 
 
 def file_identity(kernel: str) -> dict:
@@ -133,7 +124,8 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
     table = table_stream(args)
     run_dir = new_run_dir(create=False)
     ktap_out = ktap_start(args, planned, spec.label, [f"kernel: {kernel}"])
-    tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table, args.results_dir, stamp,
+    stream = VerdictStream(args.results_dir) if args.results_dir else None
+    tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table, stream, stamp,
                  ktap_out.add if ktap_out else None)
     tail.start()
     kept_in = args.results_dir or run_dir / "channel" / "results"
