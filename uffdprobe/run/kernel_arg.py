@@ -116,8 +116,11 @@ def _resolve_unlabelled(text: str, option: str, arg: str) -> KernelSpec:
             recipe = _checked_recipe(str(path), option, arg)
             return KernelSpec(recipe.name, "recipe-file", arg, path.resolve(), recipe)
         kind = "deb" if path.suffix == ".deb" else "image"
-        _check_deb(path, option, arg) if kind == "deb" else _check_image(path, option, arg)
-        sha256 = _hash(path, option, arg)
+        if kind == "deb":
+            _check_deb(path, option, arg)
+            sha256 = _hash(path, option, arg)
+        else:
+            sha256 = _checked_image_sha256(path, option, arg)
         return KernelSpec(f"{safe(path.name)}-{sha256[:8]}", kind, arg, path.resolve(), sha256=sha256)
     if text in recipes.names():
         recipe = _checked_recipe(text, option, arg)
@@ -141,11 +144,12 @@ def _checked_recipe(ref: str, option: str, arg: str):
     return recipe
 
 
-def _check_image(path: Path, option: str, arg: str) -> None:
+def _checked_image_sha256(path: Path, option: str, arg: str) -> str:
+    """The image's content hash, read once with its boot header (vm.kernel.identify_image)."""
     from uffdprobe.vm.errors import VmInputError
     from uffdprobe.vm.kernel import identify_image
     try:
-        identify_image(path)
+        return identify_image(path).sha256
     except VmInputError as exc:
         raise UsageError(f"{option} {arg}: {exc}") from None
 
