@@ -91,18 +91,14 @@ def _offer_completion(parser: argparse.ArgumentParser) -> None:
     argcomplete.autocomplete(parser)  # exits after printing the completions
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser(sys.argv[1:] if argv is None else argv)
     _offer_completion(parser)
     args = parser.parse_args(argv)
-    from uffdprobe.osutil.children import DIE_WITH_PARENT, die_with_parent
+    from uffdprobe.osutil.children import DIE_WITH_PARENT, die_with_parent, sigterm_as_ctrl_c
     parent = os.environ.pop(DIE_WITH_PARENT, "")
     if parent.isdigit():
-        signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C: scenario children and QEMU too
+        signal.signal(signal.SIGTERM, sigterm_as_ctrl_c)  # stop as on Ctrl-C: scenario children and QEMU too
         if not die_with_parent(int(parent)):
             print("uffdprobe: the matrix that started this run is gone; not starting", file=sys.stderr)
             return Exit.INTERRUPTED

@@ -13,12 +13,12 @@ from typing import List, Tuple
 from uffdprobe.results import html as html_report, junit, ktap, report, table as matrix_table
 from uffdprobe.exitcodes import Exit
 from uffdprobe.results.matrix import Matrix
-from uffdprobe.osutil.files import write_atomic
+from uffdprobe.osutil import children
+from uffdprobe.osutil.files import usable_dir, write_atomic
 from uffdprobe.run.kernels import build, check_kernels, declare, parse_expect
 from uffdprobe.run.matrix import Options, planned, run_all
 from .run import _seconds, check_writable, runs_count
 from uffdprobe.scenarios.memkinds import KINDS
-from uffdprobe.osutil.files import usable_dir
 from uffdprobe.vm.paths import cache_root, new_run_dir
 from .vocab import add_accel, add_verbosity, deprecated
 
@@ -91,7 +91,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     done: dict = {}
     started = time.monotonic()
     ktap_out = KtapOutput(args.ktap, len(targets), owed) if args.ktap else None
-    old = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
+    old = signal.signal(signal.SIGTERM, children.sigterm_as_ctrl_c) if _main_thread() else None
     try:
         kernels = run_all(targets, opts, work, min(args.jobs, len(targets)), say, done,
                           ktap_out.kernel if ktap_out else None)
@@ -189,10 +189,6 @@ class KtapOutput:
         os.fsync(self.stream.fileno())
         self.stream.close()
         os.replace(self.where + ".partial", self.where)
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _main_thread() -> bool:

@@ -32,6 +32,11 @@ def _prepare_child(parent: int):
         os._exit(1)
 
 
+def sigterm_as_ctrl_c(signum, frame):
+    """A SIGTERM handler: stop as on Ctrl-C (KeyboardInterrupt), so the same cleanup runs."""
+    raise KeyboardInterrupt
+
+
 def die_with_parent(parent_pid: int, sig=signal.SIGTERM) -> bool:
     """Have the kernel send us `sig` when the process that started us dies (even by SIGKILL); False when
     it is already gone."""
