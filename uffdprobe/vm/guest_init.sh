@@ -12,8 +12,9 @@ say() { echo "uffdprobe-guest: $*"; }
 
 power_off() {
     $BB sync
-    [ -n "$BB" ] && $BB poweroff -f
-    echo o >/proc/sysrq-trigger
+    # reboot(2), not power-off: QEMU runs with -no-reboot, and a kernel without ACPI cannot power off
+    [ -n "$BB" ] && $BB reboot -f
+    echo b >/proc/sysrq-trigger
     sleep 30
 }
 

@@ -10,7 +10,7 @@ mount -t devtmpfs devtmpfs /dev
 
 fail() {
     echo "uffdprobe-guest: init failed: $*"
-    poweroff -f
+    reboot -f
     sleep 10
 }
 
