@@ -9,6 +9,8 @@ class Verdict(str, enum.Enum):
     HANG = "HANG"          #: a task blocked in handle_userfault on a fault nobody will answer
     LEAK = "LEAK"          #: data crossed a COW boundary it must not cross
     WP_LOST = "WP_LOST"    #: a real write to a write-protected page was not trapped
+    FAIL = "FAIL"          #: a workload (a program under --exec, a kselftest case) reported failure
+    STUCK = "STUCK"        #: a workload's task stuck outside handle_userfault (D state or spinning)
     SKIP = "SKIP"          #: the kernel lacks a feature the scenario needs (probed)
     ERROR = "ERROR"        #: the harness or the setup failed
     BUILD_FAIL = "BUILD_FAIL"
@@ -18,7 +20,11 @@ class Verdict(str, enum.Enum):
 
     @property
     def is_kernel_problem(self) -> bool:
-        return self in (Verdict.HANG, Verdict.LEAK, Verdict.WP_LOST)
+        return self.value in KERNEL_PROBLEMS
+
+
+#: The verdicts that are the kernel's answer "no": exit 1 when undeclared, declarable as expected failures.
+KERNEL_PROBLEMS = frozenset({"HANG", "LEAK", "WP_LOST", "FAIL", "STUCK"})
 
 
 def plain(value: Any) -> Any:

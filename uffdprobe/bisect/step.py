@@ -19,7 +19,7 @@ from uffdprobe.kbuild.errors import BuildFailed, ConfigDropped, KbuildError
 from uffdprobe.verdicts import Verdict
 
 GOOD, BAD, SKIP, STOP = 0, 1, 125, 130
-DEFAULT_BAD = ("HANG", "LEAK", "WP_LOST")
+DEFAULT_BAD = ("HANG", "LEAK", "WP_LOST", "FAIL", "STUCK")
 BAD_IF = ("any", "majority", "all")
 
 

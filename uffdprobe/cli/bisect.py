@@ -59,8 +59,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bad-if", choices=bisect_step.BAD_IF, default="any",
                    help="how many runs must be bad for a bad step (default any)")
     p.add_argument("--bad-verdict", action="append", metavar="V",
-                   choices=("HANG", "LEAK", "WP_LOST", "PANIC", "VM_TIMEOUT"),
-                   help="verdicts that make a run bad (default HANG, LEAK, WP_LOST)")
+                   choices=("HANG", "LEAK", "WP_LOST", "FAIL", "STUCK", "PANIC", "VM_TIMEOUT"),
+                   help="verdicts that make a run bad (default HANG, LEAK, WP_LOST, FAIL, STUCK)")
     p.add_argument("--config-fragment", action="append", metavar="FILE",
                    help="Kconfig fragment(s) merged into the base (default vm-images/fragments/x86_64.config)")
     p.add_argument("--base", default="tinyconfig", metavar="TARGET", help="base config target (default tinyconfig)")

@@ -6,21 +6,20 @@ Every consumer (run, matrix, JUnit, the pytest plugin) asks `judge` and `failing
 """
 from typing import Dict, List, Optional
 
-from uffdprobe.verdicts import Result, Verdict
+from uffdprobe.verdicts import KERNEL_PROBLEMS, Result, Verdict
 
 #: Cell marks. The first three fail (exit 7 for a matrix, a JUnit failure, a failed test).
 REGRESSION, UNEXPECTED, FIXED, EXPECTED, UNDECLARED = "REGRESSION", "UNEXPECTED", "FIXED", "expected", ""
 PRIORITY = (REGRESSION, UNEXPECTED, FIXED, EXPECTED, UNDECLARED)
 FAILING = (REGRESSION, UNEXPECTED, FIXED)
 #: What a declaration may say: a verdict, NOT_HANG/NOT_LEAK (anything but that, never ERROR) or ANY.
-VERDICTS = {"PASS", "HANG", "LEAK", "WP_LOST", "SKIP", "ERROR", "NOT_HANG", "NOT_LEAK", "ANY"}
+VERDICTS = {"PASS", "SKIP", "ERROR", "NOT_HANG", "NOT_LEAK", "ANY"} | KERNEL_PROBLEMS
 #: A declaration key is SCENARIO (every memory kind) or SCENARIO/MEMORY (that kind, taking precedence).
 SEPARATOR = "/"
 _GOOD = {Verdict.PASS, Verdict.SKIP}
 _NO_ANSWER = {Verdict.ERROR, Verdict.BUILD_FAIL, Verdict.BOOT_FAIL, Verdict.PANIC, Verdict.VM_TIMEOUT}
-_KERNEL_BROKE = {Verdict.HANG, Verdict.LEAK, Verdict.WP_LOST, Verdict.PANIC, Verdict.BOOT_FAIL,
-                 Verdict.VM_TIMEOUT}
-BAD = {"HANG", "LEAK", "WP_LOST"}
+_KERNEL_BROKE = {Verdict(v) for v in KERNEL_PROBLEMS} | {Verdict.PANIC, Verdict.BOOT_FAIL, Verdict.VM_TIMEOUT}
+BAD = KERNEL_PROBLEMS
 
 
 def declared(expect: Dict[str, str], scenario: str, memory: str) -> Optional[str]:

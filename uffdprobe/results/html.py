@@ -12,6 +12,7 @@ from uffdprobe.verdicts import plain
 
 #: Background per verdict; the Chromium test reads these back from the rendered page.
 COLOURS = {"PASS": "#b9e4bb", "SKIP": "#dddddd", "HANG": "#f28b82", "LEAK": "#d7aefb", "WP_LOST": "#fdd663",
+           "FAIL": "#f6aea9", "STUCK": "#fcad70",
            "FLAKY": "#fff475", "ERROR": "#5f6368", "BUILD_FAIL": "#5f6368", "BOOT_FAIL": "#5f6368",
            "PANIC": "#3c4043", "VM_TIMEOUT": "#5f6368"}
 _WHITE_TEXT = {"ERROR", "BUILD_FAIL", "BOOT_FAIL", "PANIC", "VM_TIMEOUT"}
@@ -19,6 +20,8 @@ _WHITE_TEXT = {"ERROR", "BUILD_FAIL", "BOOT_FAIL", "PANIC", "VM_TIMEOUT"}
 VERDICT_WORDS = {"PASS": "the kernel behaved", "SKIP": "the kernel lacks a feature the scenario needs",
                  "HANG": "a task blocked in handle_userfault", "LEAK": "data crossed a COW boundary",
                  "WP_LOST": "a write to a write-protected page was not trapped",
+                 "FAIL": "the workload reported failure (exit status, a failed selftest case)",
+                 "STUCK": "a task stuck outside handle_userfault (D state or spinning)",
                  "FLAKY": "the runs disagreed (counts per verdict)", "ERROR": "the harness or setup failed",
                  "BUILD_FAIL": "the kernel did not build", "BOOT_FAIL": "the kernel did not boot",
                  "PANIC": "the kernel panicked", "VM_TIMEOUT": "the boot or the scenarios ran out of time"}

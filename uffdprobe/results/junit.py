@@ -12,12 +12,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict
 
-from uffdprobe.verdicts import Verdict
+from uffdprobe.verdicts import KERNEL_PROBLEMS, Verdict
 from . import evidence as evidence_view
 from .matrix import EXPECTED, Cell, KernelRun, Matrix
 
 IDENTITY_KEYS = ("label", "recipe", "summary", "release", "version", "sha256", "path", "config_sha256", "key", "machine")
-_BAD = {"HANG", "LEAK", "WP_LOST"}
+_BAD = KERNEL_PROBLEMS
 _HARNESS = {Verdict.ERROR, Verdict.BUILD_FAIL}
 
 

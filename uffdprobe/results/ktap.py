@@ -12,18 +12,18 @@ state, wchan, stack, pending uffd messages, rescue, logs). Directives, as the sp
   ERROR    not ok N name # ERROR reason          (ERROR and BUILD_FAIL: the harness gave no answer)
   TIMEOUT  not ok N name # TIMEOUT reason        (VM_TIMEOUT)
   XFAIL    ok N name # XFAIL declared HANG: ...  (a bad verdict the kernel is declared to have)
-HANG, LEAK, WP_LOST, PANIC, BOOT_FAIL and FIXED have no directive: "not ok" with the verdict in the
+HANG, LEAK, WP_LOST, FAIL, STUCK, PANIC, BOOT_FAIL and FIXED have no directive: "not ok" with the verdict in the
 diagnostic lines. A parent fails when a subtest fails; it is skipped when all its subtests are.
 """
 from typing import Callable, Dict, List, Optional, TextIO, Tuple
 
-from uffdprobe.verdicts import Result, Verdict
+from uffdprobe.verdicts import KERNEL_PROBLEMS, Result, Verdict
 from . import evidence as evidence_view
 
 OK, FAIL, SKIP = "ok", "not ok", "skip"
 #: (verdict, reason) -> (status, directive or '') for a leaf; None means "no declaration known".
 Judge = Callable[[Result], Tuple[str, str]]
-_NO_DIRECTIVE_BAD = {Verdict.HANG, Verdict.LEAK, Verdict.WP_LOST, Verdict.PANIC, Verdict.BOOT_FAIL}
+_NO_DIRECTIVE_BAD = {Verdict(v) for v in KERNEL_PROBLEMS} | {Verdict.PANIC, Verdict.BOOT_FAIL}
 
 
 def one_line(text: str) -> str:
