@@ -55,22 +55,15 @@ def valid_junit(path: Union[str, Path]) -> etree._Element:
 
 
 def kunit_py() -> Optional[Path]:
-    """tools/testing/kunit/kunit.py of a linux-source tree the kernel builder unpacked. On a fresh cache the
-    stock kernel is built first (the suite builds it anyway), which unpacks one; None only without
-    Debian's linux-source-6.1 tarball."""
-    from uffdprobe.kbuild import build as kbuild, cache
-    from uffdprobe.kbuild.source import DEFAULT_TARBALL
-
-    def unpacked() -> Optional[Path]:
-        for tree in sorted(cache.default_root().glob("*/*/tree")):
-            found = tree / "tools" / "testing" / "kunit" / "kunit.py"
-            if found.is_file():
-                return found
+    """tools/testing/kunit/kunit.py of Debian's linux-source-6.1 tree, unpacked into the kernel cache's
+    sources/ once (no build: collecting the tests must never start one); None only without the tarball."""
+    from uffdprobe.kbuild import cache, source
+    if not Path(source.DEFAULT_TARBALL).is_file():
         return None
-
-    if unpacked() is None and Path(DEFAULT_TARBALL).is_file():
-        kbuild.build("stock", progress=False)
-    return unpacked()
+    root = cache.default_root()
+    with cache.in_use(root):
+        tree = source.materialize(source.parse_spec(), root, progress=False).tree
+    return tree / "tools" / "testing" / "kunit" / "kunit.py"
 
 
 def kunit_parse(ktap_text: str, tmp: Path) -> dict:

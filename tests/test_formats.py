@@ -4,15 +4,18 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import formats
-from formats import kunit_parse, kunit_py, valid_json, valid_junit
+from formats import kunit_parse, valid_json, valid_junit
 from lxml import etree
 
+from uffdprobe.kbuild.source import DEFAULT_TARBALL
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp scenarios need root here")
-no_kunit = pytest.mark.skipif(kunit_py() is None, reason="no linux-source-6.1 tarball to unpack the kernel's "
+no_kunit = pytest.mark.skipif(not Path(DEFAULT_TARBALL).is_file(), reason="no linux-source-6.1 tarball to unpack the kernel's "
                               "kunit.py from (apt-get install linux-source-6.1)")
 #: selftest-self-deadlock HANGs for real on every run; wp-real-write and cow-leak PASS (on anon-4k and THP).
 SCENARIOS = ["selftest-self-deadlock", "wp-real-write", "cow-leak"]
