@@ -16,3 +16,11 @@ def load(args: argparse.Namespace) -> None:
     args.scenarios_from becomes the absolute paths, as a child's or a guest's argv passes them on."""
     sources.load(getattr(args, "scenarios_from", None) or [])
     args.scenarios_from = sources.files()
+
+
+def check_guests_see(targets, files):
+    """`files` (the loaded --scenarios-from paths), once every guest among the matrix's kernels can load
+    them; a file under /tmp (or another folder the guest covers) is refused before any build."""
+    from uffdprobe.run.user_scenarios import check_visible_to
+    check_visible_to(targets)
+    return list(files)
