@@ -12,7 +12,7 @@ import os
 import threading
 
 from uffdprobe.scenarios.api import (PAGE_SIZE, Feature, Outcome, PageFault, RegisterMode, Scenario,
-                                     ScenarioContext, Userfaultfd, Verdict, as_data, memory,
+                                     ScenarioContext, Userfaultfd, Verdict, as_data, gettid, memory,
                                      read_exactly, watched)
 
 
@@ -35,6 +35,8 @@ class Service:
         self.thread.start()
 
     def _loop(self) -> None:
+        with open(f"/proc/self/task/{gettid()}/comm", "w") as comm:  # the name the HANG evidence shows
+            comm.write("uffd-service")
         while not self.stop.is_set():
             while self.jobs:
                 self.jobs.pop(0)()
