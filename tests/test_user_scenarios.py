@@ -311,3 +311,19 @@ def test_the_plugin_runs_user_scenarios_on_host_and_model_5_8(pytester, monkeypa
     xml = (pytester.path / "out.xml").read_text()
     assert "model-5.8 user-service-vmsplice(anon-4k): HANG" in xml and "wchan: handle_userfault" in xml
     assert not live_children()
+
+
+@pytest.mark.root
+def test_the_readme_example_runs_as_written(tmp_path, kf):
+    """The README's "Your own scenarios" file, exactly as printed there, runs and passes (with --param)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Your own scenarios", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert example.startswith("# my_scenarios.py\n")
+    (tmp_path / "my_scenarios.py").write_text(example)
+    out = tmp_path / "r.json"
+    proc = uffdprobe("run", "--scenarios-from", "my_scenarios.py", "my-missing-copy", "--param", "fill=7",
+                     "--json", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = results_of(out)["my-missing-copy"]
+    assert r["verdict"] == "PASS" and len(r["evidence"]["faults"]) == 1 and r["params"]["fill"] == 7, r
