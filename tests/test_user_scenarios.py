@@ -7,7 +7,6 @@ uffd service thread answering MISSING faults with UFFDIO_COPY, and the same thre
 write-protected page, which hangs where read-GUP forces COW (model-5.8).
 """
 import hashlib
-import json
 import os
 import shutil
 import subprocess
