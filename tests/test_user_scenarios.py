@@ -20,6 +20,7 @@ from formats import valid_json  # tests/ is on sys.path (rootdir conftest, no pa
 pytest_plugins = ["pytester"]
 USER_FILE = Path(__file__).resolve().parent / "user_scenarios" / "uffd_service.py"
 REAL_CACHE = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+USER_RECIPE = USER_FILE.with_name("my-model-5.8.toml")  # model-5.8's build, declaring the user's HANG
 MINE = ("user-missing-copy", "user-service-vmsplice")
 
 
@@ -250,18 +251,24 @@ def test_a_user_file_in_a_guest(tmp_path, kernel, live_children):
 
 @pytest.mark.vm
 def test_a_user_file_in_a_matrix(tmp_path, live_children):
-    """host and model-5.8 side by side: PASS, PASS | PASS, HANG (declared, so exit 0), evidence in the cells."""
+    """host, model-5.8 and a user's recipe of the same kernel side by side: PASS, PASS | PASS, HANG | PASS,
+    HANG, the model-5.8 HANG declared by --expect, the other by the recipe's [expect] (so exit 0), with
+    the evidence in the cells."""
     out = tmp_path / "m.json"
-    proc = uffdprobe("matrix", "--kernel", "host", "--kernel", "model-5.8", "--scenarios-from", str(USER_FILE),
-                     *[a for s in MINE for a in ("--scenario", s)], "--expect", "model-5.8:user-service-vmsplice=HANG",
-                     "--json", str(out), "--results-dir", str(tmp_path / "work"), timeout=900)
+    proc = uffdprobe("matrix", "--kernel", "host", "--kernel", "model-5.8", "--kernel", f"mine={USER_RECIPE}",
+                     "--scenarios-from", str(USER_FILE), *[a for s in MINE for a in ("--scenario", s)],
+                     "--expect", "model-5.8:user-service-vmsplice=HANG", "--json", str(out),
+                     "--results-dir", str(tmp_path / "work"), timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     cells = {(c["kernel"], c["scenario"]): c for c in valid_json(out, "matrix")["cells"]}
     assert {k: c["verdict"] for k, c in cells.items()} == {
         ("host", "user-missing-copy"): "PASS", ("host", "user-service-vmsplice"): "PASS",
-        ("model-5.8", "user-missing-copy"): "PASS", ("model-5.8", "user-service-vmsplice"): "HANG"}
-    assert cells[("model-5.8", "user-service-vmsplice")]["mark"] == "expected"
-    assert_rescued_hang(cells[("model-5.8", "user-service-vmsplice")]["results"][0], "do_wp_page")
+        ("model-5.8", "user-missing-copy"): "PASS", ("model-5.8", "user-service-vmsplice"): "HANG",
+        ("mine", "user-missing-copy"): "PASS", ("mine", "user-service-vmsplice"): "HANG"}
+    for kernel in ("model-5.8", "mine"):
+        cell = cells[(kernel, "user-service-vmsplice")]
+        assert cell["expected"] == "HANG" and cell["mark"] == "expected", cell
+        assert_rescued_hang(cell["results"][0], "do_wp_page")
     assert "user-service-vmsplice" in proc.stdout
     assert not live_children()
 
