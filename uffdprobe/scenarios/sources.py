@@ -100,7 +100,7 @@ def _from_entry_point(ep) -> Tuple[Source, List[Scenario]]:
     source = Source("entry point", f"{ep.name} = {ep.value}{about} in group {ENTRY_POINT_GROUP}")
     try:
         obj = ep.load()
-    except BaseException as exc:  # anything the user's module raises, SystemExit included
+    except (Exception, SystemExit) as exc:  # anything the user's module raises; Ctrl-C stays Ctrl-C
         raise UsageError(f"{source.label}: cannot import it: {_say(exc, None)}") from None
     module = obj if isinstance(obj, types.ModuleType) else sys.modules.get(getattr(obj, "__module__", ""))
     source.paths = tuple(p for p in (_module_file(module),) if p)
@@ -129,7 +129,7 @@ def _from_file(path: str) -> Tuple[Source, List[Scenario]]:
     keep, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in the user's folder
     try:
         spec.loader.exec_module(module)
-    except BaseException as exc:
+    except (Exception, SystemExit) as exc:
         del sys.modules[name]
         raise UsageError(f"{source.label}: cannot import it: {_say(exc, path)}") from None
     finally:
@@ -151,7 +151,7 @@ def _rows(obj: Any, source: Source) -> List[Scenario]:
         if callable(obj) and not isinstance(obj, Scenario):
             obj = obj()
         rows = [obj] if isinstance(obj, Scenario) else list(obj)
-    except BaseException as exc:
+    except (Exception, SystemExit) as exc:
         raise UsageError(f"{source.label}: cannot list its scenarios: {_say(exc, None)}") from None
     return [_checked_row(row, source) for row in rows]
 
