@@ -333,3 +333,12 @@ def test_the_readme_example_runs_as_written(tmp_path, kf):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     r = results_of(out)["my-missing-copy"]
     assert r["verdict"] == "PASS" and len(r["evidence"]["faults"]) == 1 and r["params"]["fill"] == 7, r
+
+
+@pytest.mark.reliability("an entry point of a distribution on a PYTHONPATH under /tmp, with run --kernel",
+                         "refused before any build or boot: one line naming the entry point and /tmp, exit 2")
+def test_an_entry_point_the_guest_cannot_see_is_refused(tmp_path):
+    site = fake_distribution(tmp_path / "site", "[uffdprobe.scenarios]\ndemo = uffd_demo\n",
+                             {"uffd_demo.py": USER_FILE.read_text()})
+    proc = uffdprobe("run", "--kernel", "model-5.8", env={"PYTHONPATH": str(site)}, timeout=60)
+    assert_one_line_exit_2(proc, "entry point demo = uffd_demo", "is under /tmp, which the guest covers")

@@ -103,7 +103,8 @@ def _from_entry_point(ep) -> Tuple[Source, List[Scenario]]:
     except (Exception, SystemExit) as exc:  # anything the user's module raises; Ctrl-C stays Ctrl-C
         raise UsageError(f"{source.label}: cannot import it: {_say(exc, None)}") from None
     module = obj if isinstance(obj, types.ModuleType) else sys.modules.get(getattr(obj, "__module__", ""))
-    source.paths = tuple(p for p in (_module_file(module),) if p)
+    where = str(dist.locate_file("")) if dist is not None else None  # the sys.path entry holding its metadata
+    source.paths = tuple(os.path.realpath(p) for p in (_module_file(module), where) if p)
     return source, _rows(obj, source)
 
 
