@@ -10,10 +10,12 @@ from uffdprobe.scenarios import sources
 def check_visible(private_dirs: Sequence[str]) -> None:
     """Refuse, before any build or boot, a user source whose file lies where the guest mounts its own
     filesystem (under /tmp, /run, ...): the guest could not load it and would know none of its scenarios."""
+    from uffdprobe.vm.boot import host_paths_needed
+    kept = host_paths_needed()  # the interpreter's own folders: the guest binds them back (vm.boot.keep_visible)
     for source in sources.sources():
         for path in source.paths:
             hidden = [d for d in private_dirs if path == d or path.startswith(d + "/")]
-            if hidden:
+            if hidden and not any(path.startswith(k.rstrip("/") + "/") for k in kept):
                 raise UsageError(f"{source.label}: {path} is under {hidden[0]}, which the guest covers with "
                                  "its own filesystem; move it elsewhere (the guest sees the rest of the host "
                                  "root, read-only)")
