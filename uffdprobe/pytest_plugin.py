@@ -33,6 +33,10 @@ def pytest_addoption(parser) -> None:
                     help="scenario parameter for every kernel's run (as `uffdprobe run --param`)")
     group.addoption("--uffd-vm-timeout", type=float, default=900.0, metavar="S",
                     help="limit for each kernel's boot and scenarios (default 900)")
+    group.addoption("--uffd-scenarios-from", action="append", default=[], dest="uffd_scenarios_from",
+                    metavar="FILE.py", help="repeatable: your own scenarios (a file defining SCENARIOS, as "
+                    "`uffdprobe run --scenarios-from`); the entry point group uffdprobe.scenarios adds "
+                    "installed ones")
 
 
 def pytest_configure(config) -> None:
@@ -247,14 +251,20 @@ class _Session:
         self._kernels: Dict[str, Kernel] = {}
         self._targets = None
         self.recorded: set = set()
+        self.scenarios_from: List[str] = []
 
     def prepare(self) -> None:
         """Check every kernel, expectation and parameter once; bad input is a pytest usage error."""
         from uffdprobe.run.kernels import check_kernels, declare, parse_expect
         from uffdprobe.run.matrix import Options, planned
         from uffdprobe.exitcodes import UsageError
+        from uffdprobe.run.user_scenarios import check_visible_to
+        from uffdprobe.scenarios import sources
         try:
+            sources.load(self.config.getoption("uffd_scenarios_from"))  # before any scenario name is checked
+            self.scenarios_from = sources.files()
             targets = check_kernels(self.labels)
+            check_visible_to(targets)
             declare(targets, parse_expect(self.config.getoption("uffd_expect"), targets))
             planned(Options(scenarios=list(self.scenarios), params=self.config.getoption("uffd_param")))
         except UsageError as exc:
@@ -282,7 +292,8 @@ class _Session:
             build(target, say)
             opts = Options(scenarios=list(self.scenarios), runs=self.config.getoption("uffd_runs"),
                            params=self.config.getoption("uffd_param"),
-                           vm_timeout=self.config.getoption("uffd_vm_timeout"))
+                           vm_timeout=self.config.getoption("uffd_vm_timeout"),
+                           scenarios_from=self.scenarios_from)
             work = tmp_path_factory.mktemp(f"uffdprobe-{_id(label)}")
             run = Runner(opts, work, say).run_one(target, f"[{self.labels.index(label) + 1}/{len(self.labels)}]")
             self._kernels[label] = Kernel(run, sorted({r.scenario for r in run.results}),

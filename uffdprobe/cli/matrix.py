@@ -21,6 +21,7 @@ from .run import _seconds, check_writable, runs_count
 from uffdprobe.scenarios.memkinds import KINDS
 from uffdprobe.vm.paths import cache_root, new_run_dir
 from .vocab import add_accel, add_verbosity, deprecated
+from . import user_scenarios
 
 
 def add_parser(sub) -> None:
@@ -52,6 +53,7 @@ def add_parser(sub) -> None:
     add_accel(p)
     p.add_argument("--vm-timeout", type=_seconds, default=900.0, metavar="S",
                    help="limit for each kernel's boot and every scenario in it (default 900)")
+    user_scenarios.add_option(p)
     add_verbosity(p)
     p.set_defaults(func=cmd_matrix)
 
@@ -72,10 +74,12 @@ def _silent(text: str) -> None:
 
 def cmd_matrix(args: argparse.Namespace) -> int:
     check_writable(args.json, args.junit, args.html, None if args.ktap == "-" else args.ktap)
+    user_scenarios.load(args)  # before a recipe's [expect] or --expect names one of them
     targets = check_kernels(args.kernel)
     declare(targets, parse_expect(args.expect, targets))
     opts = Options(scenarios=args.scenario, memory=args.memory or [], runs=args.runs, params=args.param,
                    vm_timeout=args.vm_timeout, accel=args.accel, verbose=args.verbosity > 0)
+    opts.scenarios_from = user_scenarios.check_guests_see(targets, args.scenarios_from)
     say = _say if args.verbosity >= 0 else _silent
     owed = planned(opts)
     # the logs and matrix.json are kept (the reports point at the logs): a folder of the cache's, like

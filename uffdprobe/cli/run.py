@@ -10,11 +10,13 @@ from uffdprobe.run import host
 from uffdprobe.scenarios.memkinds import KINDS
 from uffdprobe.scenarios.registry import select
 from .vocab import add_accel, add_verbosity
+from . import user_scenarios
 
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("list", help="the scenarios, the question each asks, what each needs")
     p.add_argument("--all", action="store_true", help="include harness self-test scenarios")
+    user_scenarios.add_option(p)
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("run", help="run scenarios on the running kernel (or --kernel in QEMU)")
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: every public scenario")
@@ -45,6 +47,7 @@ def add_parsers(sub) -> None:
                    help="with --kernel: an extra kernel command-line argument, e.g. transparent_hugepage=never")
     p.add_argument("--vm-timeout", type=_seconds, default=900.0, metavar="S",
                    help="overall limit for the boot and every scenario in it (default 900)")
+    user_scenarios.add_option(p)
     add_verbosity(p)
     p.set_defaults(func=cmd_run)
 
@@ -79,8 +82,12 @@ def runs_count(text: str) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    user_scenarios.load(args)
     for s in select([], include_test_only=args.all):
         print(f"{s.name}\n  question: {s.question}\n  needs: {', '.join(s.needs) or 'nothing'}; memory: {', '.join(s.memory)}")
+        source = user_scenarios.sources.origin(s.name)
+        if source:
+            print(f"  from: {source.label}")
         if s.models:
             print(f"  models: {s.models}")
         if s.defaults:
@@ -122,6 +129,7 @@ def check_results_dir(path: Optional[str]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    user_scenarios.load(args)  # before any scenario name (positional, --expect, a recipe's [expect])
     args.scenarios = list(args.scenarios) + list(getattr(args, "more_scenarios", []))
     check_writable(args.json)
     if args.json == "-" and args.ktap:

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit, UsageError
-from . import kernel_arg
+from . import kernel_arg, user_scenarios
 from .host import VerdictStream, finish, ktap_start, table_stream
 from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
@@ -29,6 +29,7 @@ def check_visible_in_guest() -> None:
         if hidden and (hidden[0] not in ("/tmp", "/var/tmp") or path == hidden[0] or "," in path or " " in path):
             raise UsageError(f"{path} is under {hidden[0]}, which the guest covers with its own filesystem; "
                              "install uffdprobe (its checkout and .venv) elsewhere")
+    user_scenarios.check_visible(GUEST_PRIVATE_DIRS)
 
 
 def guest_argv(args: argparse.Namespace) -> List[str]:
@@ -37,6 +38,8 @@ def guest_argv(args: argparse.Namespace) -> List[str]:
     argv = ["/usr/bin/env", f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", sys.executable, "-m", "uffdprobe",
             "run", "--hang-timeout", str(args.hang_timeout),
             "--scenario-timeout", str(args.scenario_timeout)]
+    argv[2:2] = user_scenarios.guest_env()  # after env's first VAR=VALUE, before the interpreter
+    argv += user_scenarios.guest_args()
     for mem in args.memory or []:
         argv += ["--memory", mem]
     for pair in args.param:

@@ -39,6 +39,7 @@ class Options:
     vm_timeout: float = 900.0
     accel: Optional[str] = None
     verbose: bool = False  # each kernel's run also logs its QEMU command line and run directory
+    scenarios_from: List[str] = field(default_factory=list)  # users' scenario files (absolute paths)
 
 
 def planned(opts: Options) -> List[tuple]:
@@ -72,6 +73,8 @@ def run_argv(target: Target, opts: Options, out: Path) -> List[str]:
         argv += ["--expect", f"{key}={verdict}"]
     if opts.verbose:
         argv.append("--verbose")
+    for path in opts.scenarios_from:
+        argv += ["--scenarios-from", path]
     return argv + list(opts.scenarios)
 
 
