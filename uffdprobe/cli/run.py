@@ -46,6 +46,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--vm-timeout", type=_seconds, default=900.0, metavar="S",
                    help="overall limit for the boot and every scenario in it (default 900)")
     add_verbosity(p)
+    from . import execopts
+    execopts.add_options(p, _seconds)
     p.set_defaults(func=cmd_run)
 
 
@@ -85,6 +87,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  models: {s.models}")
         if s.defaults:
             print(f"  parameters: {json.dumps(s.defaults)}")
+    from . import execopts
+    execopts.list_programs()
     return Exit.OK
 
 
@@ -123,6 +127,8 @@ def check_results_dir(path: Optional[str]) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     args.scenarios = list(args.scenarios) + list(getattr(args, "more_scenarios", []))
+    from . import execopts
+    execopts.check(args)  # before --expect, which may name the program's row
     check_writable(args.json)
     if args.json == "-" and args.ktap:
         raise UsageError("--json - and --ktap both want stdout: write the JSON to a file")

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from uffdprobe.osutil import children
+from uffdprobe.scenarios.rows import NO_MEMORY
 from uffdprobe.verdicts import Result, Verdict
 from . import procfs, rescue, tasks
 
-#: The memory field of a row that is a program, not a scenario on a memory kind.
-NO_MEMORY = "-"
 POLL_S = 0.25
 #: A task runnable at every sample for stuck_s spins only if it used at least this share of the time on a CPU.
 SPIN_CPU_SHARE = 0.25

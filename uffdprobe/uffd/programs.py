@@ -1,6 +1,7 @@
 """The C programs uffdprobe ships for `--exec` (native/): where each one's executable is. An installed
 package carries them built at install time (setup.py, next to bench_missing); a checkout compiles each
-source once into the cache, `$XDG_CACHE_HOME/uffdprobe/native/NAME-HASH`, a path a guest can see (the
+source once into the cache, `$XDG_CACHE_HOME/uffdprobe/native/HASH/NAME` (a report row is named after the program's file name), a path
+a guest can see (the
 guest root is the host root)."""
 import hashlib
 import os
@@ -32,11 +33,11 @@ def path(name: str) -> Path:
 
 
 def compile_c(source: Path, name: str) -> Path:
-    """`source` compiled (-O2 -pthread) into the cache as NAME-HASH (content hash of the source), written
+    """`source` compiled (-O2 -pthread) into the cache as HASH/NAME (content hash of the source), written
     whole by a rename; the same path for everybody who asks again."""
     data = source.read_bytes()
-    folder = cache_home() / "uffdprobe" / "native"
-    exe = folder / f"{name}-{hashlib.sha256(data).hexdigest()[:12]}"
+    folder = cache_home() / "uffdprobe" / "native" / hashlib.sha256(data).hexdigest()[:12]
+    exe = folder / name
     if os.access(exe, os.X_OK):
         return exe
     cc = shutil.which("cc") or shutil.which("gcc")
