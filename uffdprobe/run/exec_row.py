@@ -107,3 +107,37 @@ def run_rows(args: argparse.Namespace, kernel: Dict[str, object], scratch_dir: O
         on_result(r)
         results.append(r)
     return results
+
+
+def guest_args(args: argparse.Namespace) -> List[str]:
+    """What the guest's own `uffdprobe run` needs of --exec and --scratch-fs; the program goes last."""
+    out: List[str] = []
+    if getattr(args, "scratch_fs", None):
+        out += ["--scratch-fs", args.scratch_fs]
+    if getattr(args, "exec", None) is not None:
+        out += ["--exec-label", args.exec_row, "--stuck-timeout", str(args.stuck_timeout),
+                "--rescue-timeout", str(args.rescue_timeout)]
+    return out
+
+
+def guest_program(args: argparse.Namespace) -> List[str]:
+    """`--exec -- PROGRAM ARGS` for the end of the guest's command line, after a check that the guest can
+    see the program (its root is the host root, but it covers /tmp, /run, ... with its own)."""
+    if getattr(args, "exec", None) is None:
+        return []
+    from uffdprobe.vm.boot import GUEST_PRIVATE_DIRS
+    real = os.path.realpath(args.exec[0])
+    hidden = [d for d in GUEST_PRIVATE_DIRS if real == d or real.startswith(d + "/")]
+    if hidden:
+        raise UsageError(f"--exec {args.exec[0]}: {real} is under {hidden[0]}, which the guest covers with its "
+                         "own filesystem; put the program elsewhere (e.g. under your home)")
+    return ["--exec", "--"] + list(args.exec)
+
+
+def boot_options(args: argparse.Namespace) -> Dict[str, object]:
+    """boot() keywords: the scratch disk size, and the hung-task panic well after the supervisor's bounds."""
+    bound = max(args.hang_timeout, getattr(args, "stuck_timeout", 0), getattr(args, "rescue_timeout", 0))
+    options: Dict[str, object] = {"hung_task_s": int(2 * bound + 30)}
+    if getattr(args, "scratch_mb", None):
+        options["scratch_mb"] = args.scratch_mb
+    return options
