@@ -85,6 +85,19 @@ def check(args: argparse.Namespace) -> None:
 
 
 
+def child_args(args: argparse.Namespace) -> List[str]:
+    """A matrix's --exec options for every kernel's `uffdprobe run`, the program last."""
+    out: List[str] = []
+    if args.scratch_fs:
+        out += ["--scratch-fs", args.scratch_fs]
+    if args.scratch_mb:
+        out += ["--scratch-mb", str(args.scratch_mb)]
+    if args.exec is None:
+        return out
+    return out + ["--exec-label", args.exec_row, "--stuck-timeout", str(args.stuck_timeout), "--rescue-timeout",
+                  str(args.rescue_timeout), "--exec", "--"] + list(args.exec)
+
+
 def list_programs() -> None:
     """`uffdprobe list`: the programs uffdprobe ships for --exec, with the path to give it."""
     from uffdprobe.uffd import programs
