@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from formats import valid_json, valid_junit
 from uffdprobe.cli.execopts import split
 from uffdprobe.supervise import workload
 from uffdprobe.uffd import odirect, programs
@@ -120,6 +121,7 @@ def test_run_exec_on_host_reports_declares_and_exits(tmp_path):
     out = tmp_path / "r.json"
     proc = uffdprobe("run", "--hang-timeout", "1", "--json", str(out), "--exec", "--", prog, "wp")
     assert proc.returncode == 1, proc.stderr  # an undeclared HANG
+    valid_json(out, "results")
     assert [r["verdict"] for r in results(out)] == ["HANG"] and results(out)[0]["scenario"] == "uffd_selfwait"
     proc = uffdprobe("run", "--hang-timeout", "1", "--expect", "selfwait=HANG", "--exec-label", "selfwait",
                      "--ktap", "--exec", prog, "wp")
@@ -178,3 +180,25 @@ def test_guest_fail_and_stuck_are_told_apart_from_a_hang(tmp_path, argv, verdict
     assert proc.returncode == 1, proc.stderr  # undeclared FAIL/STUCK are kernel-problem verdicts
     assert [r["verdict"] for r in rs] == [verdict] and needle in rs[0]["reason"], rs
     assert "hang" not in rs[0]["evidence"]
+
+
+@pytest.mark.vm
+@pytest.mark.timeout(1200)
+def test_matrix_shows_pass_and_hang_side_by_side(tmp_path):
+    """The acceptance run: stock PASS next to model-5.8 HANG (declared in its recipe: exit 0), in every format."""
+    repro = str(programs.path("umapsort-repro"))
+    files = {k: tmp_path / f"m.{k}" for k in ("json", "xml", "html")}
+    proc = uffdprobe("matrix", "--kernel", "stock", "--kernel", "model-5.8", "--accel", "tcg", "--scratch-fs", "ext4",
+                     "--results-dir", str(tmp_path / "work"), "--json", str(files["json"]), "--junit", str(files["xml"]),
+                     "--html", str(files["html"]), "--exec", "--", repro, timeout=1100)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "umapsort-repro(-)  PASS   HANG ok" in proc.stdout, proc.stdout
+    doc = valid_json(files["json"], "matrix")
+    cells = {(c["kernel"], c["scenario"], c["memory"]): c for c in doc["cells"]}
+    assert cells[("stock", "umapsort-repro", "-")]["verdict"] == "PASS", cells
+    hang = cells[("model-5.8", "umapsort-repro", "-")]
+    assert hang["verdict"] == "HANG" and hang["expected"] == "HANG" and hang["mark"] == "expected", hang
+    assert hang["results"][0]["evidence"]["rescued"] is True
+    suites = valid_junit(files["xml"])
+    assert suites.find(".//testcase[@classname='model-5_8.umapsort-repro']/skipped") is not None
+    assert "handle_userfault" in files["html"].read_text()

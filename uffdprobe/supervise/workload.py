@@ -181,7 +181,7 @@ def _watch(proc: subprocess.Popen, limits: ExecLimits) -> Tuple[Dict[str, Any], 
         holders = procfs.userfaultfds(tasks.family(proc.pid)) if blocked else []
         if blocked and any(h.unanswered for h in holders) and len(answered) < MAX_ANSWERS:
             if hang is None:
-                hang = _hang_evidence(snapshot, blocked, holders)
+                hang = _hang_evidence(snapshot, blocked)
                 evidence.update(hang=hang, userfaultfds=[h.as_data() for h in holders], tasks=snapshot)
             read, acts = rescue.answer_pending(holders)
             answered += read
@@ -204,12 +204,11 @@ def _watch(proc: subprocess.Popen, limits: ExecLimits) -> Tuple[Dict[str, Any], 
     return _hanged(evidence, hang, answered, actions, proc, limits)
 
 
-def _hang_evidence(snapshot: List[dict], blocked: List[tuple], holders: List[procfs.UffdInfo]) -> Dict[str, Any]:
+def _hang_evidence(snapshot: List[dict], blocked: List[tuple]) -> Dict[str, Any]:
     keys = set(blocked)
     return {"watched_call": "the program", "pending_uffd_messages": [],
             "blocked_tasks": [t for t in snapshot if (t["pid"], t["tid"]) in keys],
-            "all_task_states": {f"{t['pid']}/{t['tid']}": t["state"] for t in snapshot},
-            "userfaultfds": [h.as_data() for h in holders if h.unanswered]}
+            "all_task_states": {f"{t['pid']}/{t['tid']}": t["state"] for t in snapshot}}
 
 
 def _hanged(evidence, hang, answered, actions, proc, limits) -> Tuple[Dict[str, Any], Verdict, str]:
