@@ -97,6 +97,9 @@ def test_output_is_bounded_head_and_tail(tmp_path):
     assert f"[... {out['cut_bytes']} bytes cut ...]" in out["text"] and out["cut_bytes"] == out["bytes"] - 1000
 
 
+@pytest.mark.reliability("an --exec program stuck outside userfaultfd (vfork parent in D, spinning in user space or "
+                         "in the kernel)", "STUCK with every task's state, wchan and stack, never HANG; the tree killed "
+                         "and reaped")
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("argv,state,where", [
     (["vfork_sleep", "60"], "D", "D (uninterruptible) outside handle_userfault"),
@@ -202,3 +205,34 @@ def test_matrix_shows_pass_and_hang_side_by_side(tmp_path):
     suites = valid_junit(files["xml"])
     assert suites.find(".//testcase[@classname='model-5_8.umapsort-repro']/skipped") is not None
     assert "handle_userfault" in files["html"].read_text()
+
+
+@pytest.mark.root
+@pytest.mark.timeout(180)
+def test_scratch_fs_on_a_blank_host_device_serves_the_program_and_the_odirect_scenarios(tmp_path):
+    with odirect.loop_device(64 << 20) as device:
+        if device is None:
+            pytest.skip("no loop device here (needs root and losetup)")
+        out = tmp_path / "r.json"
+        proc = uffdprobe("run", "--odirect-target", device, "--scratch-fs", "ext4", "--json", str(out),
+                         "--scenario", "wp-gup-odirect", "--memory", "anon-4k", "--exec", "--",
+                         str(programs.path("umapsort-repro")))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        repro, scenario = results(out)
+        assert repro["verdict"] == "PASS" and scenario["verdict"] == "PASS", (repro, scenario)
+        where = repro["params"]["cwd"]
+        assert scenario["evidence"]["odirect_target"] == where and "uffdprobe-scratch-" in where
+        assert not os.path.exists(where), "the mount point was left behind"
+        with open("/proc/mounts") as mounts:
+            assert device not in mounts.read(), "the scratch filesystem is still mounted"
+        blkid = subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", device], capture_output=True, text=True)
+        assert blkid.stdout.strip() == "ext4"  # it really was formatted
+
+
+@pytest.mark.reliability("--scratch-fs with no scratch disk (the host, without a blank --odirect-target device)",
+                         "one line naming the fix, exit 2, nothing formatted or run")
+def test_scratch_fs_without_a_device_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("UFFDPROBE_SCRATCH_DEV", raising=False)
+    proc = uffdprobe("run", "--scratch-fs", "ext4", "--json", str(tmp_path / "r.json"), "--exec", "--", "true")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "--kernel KERNEL" in proc.stderr and not (tmp_path / "r.json").exists()
