@@ -236,3 +236,21 @@ def test_scratch_fs_without_a_device_is_refused(tmp_path, monkeypatch):
     proc = uffdprobe("run", "--scratch-fs", "ext4", "--json", str(tmp_path / "r.json"), "--exec", "--", "true")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "--kernel KERNEL" in proc.stderr and not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.vm
+@pytest.mark.timeout(900)
+def test_the_supervisor_outlasts_the_old_hung_task_panic(tmp_path):
+    """The reproducer's service thread waits in D (TASK_UNINTERRUPTIBLE): with the guest's old 30 s hung-task
+    panic, a 45 s hang limit would have been a PANIC without workload evidence. Now the kernel's detector
+    sits behind the supervisor's bounds, so it is the supervisor's HANG, rescued."""
+    proc, rs = guest_run(tmp_path, "model-5.8", "--hang-timeout", "45", "--scratch-fs", "ext4", "--exec", "--",
+                         str(programs.path("umapsort-repro")), "1")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["verdict"] for r in rs] == ["HANG"] and "> 45s" in rs[0]["reason"], rs
+    assert rs[0]["evidence"]["hang"]["blocked_tasks"][0]["state"] == "D" and rs[0]["evidence"]["rescued"]
+    console = next(Path(line.rsplit("console: ", 1)[1].strip()) for line in proc.stderr.splitlines()
+                   if line.startswith("[vm] booting") and "console: " in line)
+    text = console.read_text(errors="replace")
+    assert "hung_task_timeout_secs=120" in text  # 2 x 45 s + 30 s: behind the supervisor
+    assert "blocked for more than" not in text and "Kernel panic" not in text

@@ -66,12 +66,13 @@ class _Tracker:
     def in_uffd_for(self, now: float, seconds: float) -> List[Tuple[int, int]]:
         return [k for k, since in self.uffd.items() if now - since >= seconds]
 
-    def stuck_for(self, now: float, seconds: float) -> List[Tuple[Tuple[int, int], str]]:
-        """Tasks stuck outside a uffd wait (or in one nobody can see answered) for `seconds`, and how."""
+    def stuck_for(self, now: float, seconds: float, uffd_s: float) -> List[Tuple[Tuple[int, int], str]]:
+        """Tasks stuck outside a uffd wait for `seconds`, or in one for `uffd_s` (past the hang limit too, so
+        the HANG rule had its turn: no userfaultfd of the tree has the fault), and how."""
         out = [(k, "D (uninterruptible) outside handle_userfault") for k, since in self.dstate.items()
                if now - since >= seconds]
         out += [(k, "in handle_userfault, but no userfaultfd of the workload has an unanswered fault")
-                for k, since in self.uffd.items() if now - since >= seconds]
+                for k, since in self.uffd.items() if now - since >= uffd_s]
         for key, (since, ticks) in self.running.items():
             if now - since < seconds:
                 continue
@@ -192,7 +193,7 @@ def _watch(proc: subprocess.Popen, limits: ExecLimits) -> Tuple[Dict[str, Any], 
             deadline = min(deadline, now + limits.rescue_s)
             continue
         if hang is None:
-            stuck = track.stuck_for(now, limits.stuck_s)
+            stuck = track.stuck_for(now, limits.stuck_s, max(limits.stuck_s, limits.hang_s))
             if stuck:
                 return _stuck(evidence, snapshot, stuck, limits)
     if hang is None:
