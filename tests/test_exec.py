@@ -254,3 +254,11 @@ def test_the_supervisor_outlasts_the_old_hung_task_panic(tmp_path):
     text = console.read_text(errors="replace")
     assert "hung_task_timeout_secs=120" in text  # 2 x 45 s + 30 s: behind the supervisor
     assert "blocked for more than" not in text and "Kernel panic" not in text
+
+
+def test_hung_task_backstop_moves_only_when_asked():
+    from uffdprobe.vm.boot import kernel_append
+    default = kernel_append(False, "9p", 170, 60)
+    assert "sysctl.kernel.hung_task_timeout_secs=15" in default and "hung_task_panic=1" in default  # as before
+    raised = kernel_append(False, "9p", 900, 120, hung_task_s=90)
+    assert "sysctl.kernel.hung_task_timeout_secs=90" in raised and "hung_task_panic=1" in raised
