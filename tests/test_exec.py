@@ -11,6 +11,7 @@ import pytest
 
 from formats import valid_json, valid_junit
 from uffdprobe.cli.execopts import split
+from uffdprobe.results import report
 from uffdprobe.supervise import workload
 from uffdprobe.uffd import odirect, programs
 from uffdprobe.uffd.flags import Feature
@@ -69,6 +70,7 @@ def test_a_program_waiting_on_its_own_uffd_is_a_hang_and_rescued(kf, mode, answe
     assert ev["rescued"] is True and ev["exit"]["status"] == 0
     assert "the page holds 42" in ev["stdout"]["text"]  # it really went on after the answer
     assert r.memory == "-" and not live_children()
+    valid_json(report.results_document([r]), "results")
 
 
 @pytest.mark.root
@@ -115,6 +117,7 @@ def test_stuck_outside_userfaultfd_is_stuck_not_hang(argv, state, where, live_ch
     assert stuck[0]["state"] == state and where in stuck[0]["stuck"], stuck
     assert stuck[0]["wchan"] != "handle_userfault" and "hang" not in r.evidence
     assert r.evidence["exit"]["killed"] and not live_children()
+    valid_json(report.results_document([r]), "results")
 
 
 @pytest.mark.root
