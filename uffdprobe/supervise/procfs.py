@@ -94,6 +94,8 @@ def task_evidence(pid: int) -> List[dict]:
         t["syscall"] = syscall(t["pid"], t["tid"])
         if t.get("wchan") is None:
             t["wchan"] = ""
+        if isinstance(t.get("stack"), str):  # "" for a task on a CPU, "<unreadable: ...>" without root
+            t["stack"] = [t["stack"]] if t["stack"] else []
         out.append(t)
     return out
 
