@@ -14,7 +14,10 @@ from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
 #: source (relative to the checkout) -> destination inside the package
-SHIPPED = {"vm-images": "data/vm-images", "native/bench_missing.c": "data/native/bench_missing.c"}
+SHIPPED = {"vm-images": "data/vm-images", "native/bench_missing.c": "data/native/bench_missing.c",
+           "native/umapsort_repro.c": "data/native/umapsort_repro.c"}
+#: C programs linked at install time into uffdprobe/data/native/: executable name -> source in native/
+PROGRAMS = {"bench_missing": "bench_missing.c", "umapsort-repro": "umapsort_repro.c"}
 
 
 class BuildPyWithData(build_py):
@@ -38,8 +41,9 @@ class BuildPyWithData(build_py):
 
 
 class BuildExtWithBench(build_ext):
-    """build_ext (the cffi module), plus `bench`'s C handler linked as uffdprobe/data/native/bench_missing, so an
-    installed uffdprobe needs no compiler to run `bench` (a checkout compiles it at run time)."""
+    """build_ext (the cffi module), plus the C programs (PROGRAMS: `bench`'s C handler, the umapsort reproducer
+    for --exec) linked into uffdprobe/data/native/, so an installed uffdprobe needs no compiler to run them (a
+    checkout compiles them at run time)."""
 
     def run(self) -> None:
         super().run()
@@ -47,9 +51,10 @@ class BuildExtWithBench(build_ext):
             return
         out = Path(self.build_lib) / "uffdprobe" / "data" / "native"
         out.mkdir(parents=True, exist_ok=True)
-        objects = self.compiler.compile([str(HERE / "native" / "bench_missing.c")], output_dir=self.build_temp,
-                                        extra_postargs=["-O2", "-pthread"])
-        self.compiler.link_executable(objects, "bench_missing", output_dir=str(out), extra_postargs=["-pthread"])
+        for name, source in PROGRAMS.items():
+            objects = self.compiler.compile([str(HERE / "native" / source)], output_dir=self.build_temp,
+                                            extra_postargs=["-O2", "-pthread"])
+            self.compiler.link_executable(objects, name, output_dir=str(out), extra_postargs=["-pthread"])
 
 
 setup(

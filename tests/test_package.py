@@ -88,7 +88,8 @@ def test_sdist_holds_what_building_and_testing_need(dists):
     with tarfile.open(dists["sdist"]) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     for need in ("native/build_native.py", "native/uffdprobe_native.h", "native/uffdprobe_native.c",
-                 "native/uffd_uapi_fallback.h", "native/bench_missing.c", "vm-images/recipes/stock.toml",
+                 "native/uffd_uapi_fallback.h", "native/bench_missing.c", "native/umapsort_repro.c",
+                 "vm-images/recipes/stock.toml",
                  "vm-images/fragments/x86_64.config", "tests/conftest.py", "tox.ini", "setup.py", "MANIFEST.in",
                  "uffdprobe/vm/guest_init.sh"):
         assert need in names, f"{need} missing from {dists['sdist'].name}"
@@ -161,6 +162,10 @@ def test_installed_package_runs_from_anywhere_with_its_own_data(installed):
     bench = subprocess.run([exe, "bench", "--pages", "500", "--rounds", "1"], capture_output=True, text=True,
                            timeout=300, env=no_compiler, cwd=cwd)
     assert bench.returncode == 0 and "C handler" in bench.stdout, bench.stdout + bench.stderr
+    listing = subprocess.run([exe, "list"], capture_output=True, text=True, timeout=120, env=no_compiler, cwd=cwd)
+    repro = next(line.split("path: ", 1)[1] for line in listing.stdout.splitlines() if line.startswith("  path: "))
+    assert repro.startswith(str(Path(exe).parents[1])) and repro.endswith("/data/native/umapsort-repro"), repro
+    assert os.access(repro, os.X_OK), f"{repro}: the reproducer was not built at install time"
 
 
 @pytest.mark.package

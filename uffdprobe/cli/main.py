@@ -92,9 +92,13 @@ def _offer_completion(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser(sys.argv[1:] if argv is None else argv)
+    from .execopts import split
+    argv, program = split(sys.argv[1:] if argv is None else list(argv))  # --exec PROGRAM ARGS: the program's
+    parser = build_parser(argv)
     _offer_completion(parser)
     args = parser.parse_args(argv)
+    if program is not None:
+        args.exec = program
     from uffdprobe.osutil.children import DIE_WITH_PARENT, die_with_parent, sigterm_as_ctrl_c
     parent = os.environ.pop(DIE_WITH_PARENT, "")
     if parent.isdigit():

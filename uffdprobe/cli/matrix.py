@@ -55,6 +55,8 @@ def add_parser(sub) -> None:
                    help="limit for each kernel's boot and every scenario in it (default 900)")
     user_scenarios.add_option(p)
     add_verbosity(p)
+    from . import execopts
+    execopts.add_options(p, _seconds)
     p.set_defaults(func=cmd_matrix)
 
 
@@ -75,10 +77,13 @@ def _silent(text: str) -> None:
 def cmd_matrix(args: argparse.Namespace) -> int:
     check_writable(args.json, args.junit, args.html, None if args.ktap == "-" else args.ktap)
     user_scenarios.load(args)  # before a recipe's [expect] or --expect names one of them
+    from . import execopts
+    execopts.check(args)  # before --expect, which may name the program's row
     targets = check_kernels(args.kernel)
     declare(targets, parse_expect(args.expect, targets))
     opts = Options(scenarios=args.scenario, memory=args.memory or [], runs=args.runs, params=args.param,
-                   vm_timeout=args.vm_timeout, accel=args.accel, verbose=args.verbosity > 0)
+                   vm_timeout=args.vm_timeout, accel=args.accel, verbose=args.verbosity > 0,
+                   exec_args=execopts.child_args(args), exec_row=args.exec_row)
     opts.scenarios_from = user_scenarios.check_guests_see(targets, args.scenarios_from)
     say = _say if args.verbosity >= 0 else _silent
     owed = planned(opts)

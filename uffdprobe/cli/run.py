@@ -49,6 +49,8 @@ def add_parsers(sub) -> None:
                    help="overall limit for the boot and every scenario in it (default 900)")
     user_scenarios.add_option(p)
     add_verbosity(p)
+    from . import execopts
+    execopts.add_options(p, _seconds)
     p.set_defaults(func=cmd_run)
 
 
@@ -92,6 +94,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  models: {s.models}")
         if s.defaults:
             print(f"  parameters: {json.dumps(s.defaults)}")
+    from . import execopts
+    execopts.list_programs()
     return Exit.OK
 
 
@@ -131,6 +135,8 @@ def check_results_dir(path: Optional[str]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     user_scenarios.load(args)  # before any scenario name (positional, --expect, a recipe's [expect])
     args.scenarios = list(args.scenarios) + list(getattr(args, "more_scenarios", []))
+    from . import execopts
+    execopts.check(args)  # before --expect, which may name the program's row
     check_writable(args.json)
     if args.json == "-" and args.ktap:
         raise UsageError("--json - and --ktap both want stdout: write the JSON to a file")

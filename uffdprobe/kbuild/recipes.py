@@ -134,13 +134,17 @@ def check_expect(expect: dict, where: str) -> None:
     """BadInput naming the first key whose scenario does not exist or whose memory kind that scenario
     does not run on, or the first value that is not one of VERDICTS. Keys: SCENARIO or SCENARIO/MEMORY."""
     from uffdprobe.scenarios.registry import SCENARIOS
+    from uffdprobe.scenarios.rows import NO_MEMORY, is_program_row
     for key, verdict in expect.items():
         scenario, slash, memory = key.partition(SEPARATOR)
-        if scenario not in SCENARIOS:
+        if scenario not in SCENARIOS and is_program_row(scenario):  # an --exec row: memory is always "-"
+            if slash and memory != NO_MEMORY:
+                raise BadInput(f"{where}: {key!r}: {scenario} is a program, its only memory kind is {NO_MEMORY!r}")
+        elif scenario not in SCENARIOS:
             public = [name for name, s in SCENARIOS.items() if not s.test_only]
             raise BadInput(f"{where}: unknown scenario {scenario!r}; use one of {', '.join(public)}"
                            " (uffdprobe list)")
-        if slash and memory not in SCENARIOS[scenario].memory:
+        elif slash and memory not in SCENARIOS[scenario].memory:
             raise BadInput(f"{where}: {key!r}: {scenario} does not run on memory kind {memory!r}; use one of "
                            f"{', '.join(SCENARIOS[scenario].memory)} after the '/'")
         if not isinstance(verdict, str) or verdict not in VERDICTS:

@@ -7,8 +7,9 @@ STACK_FRAMES = 8
 
 
 def blocked_tasks(r: Result) -> List[dict]:
-    """The tasks a HANG found in handle_userfault (empty for other verdicts)."""
-    hang = r.evidence.get("hang") if isinstance(r.evidence, dict) else None
+    """The tasks a HANG found in handle_userfault, or a STUCK found stuck elsewhere (empty for other verdicts)."""
+    ev = r.evidence if isinstance(r.evidence, dict) else {}
+    hang = ev.get("hang") or ev.get("stuck")
     return list(hang.get("blocked_tasks") or []) if isinstance(hang, dict) else []
 
 
@@ -31,7 +32,7 @@ def summary(r: Result) -> Dict[str, str]:
     hang = r.evidence.get("hang") if isinstance(r.evidence, dict) else None
     if isinstance(hang, dict) and hang.get("pending_uffd_messages"):
         out["pending_uffd_messages"] = "; ".join(map(message_text, hang["pending_uffd_messages"]))
-    for key in ("rescue", "console_log", "log"):
+    for key in ("fault_address", "rescue", "console_log", "log"):
         if isinstance(r.evidence, dict) and r.evidence.get(key):
             out[key] = str(r.evidence[key])
     return out

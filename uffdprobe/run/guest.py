@@ -46,7 +46,8 @@ def guest_argv(args: argparse.Namespace) -> List[str]:
         argv += ["--param", pair]
     if getattr(args, "runs", 1) > 1:
         argv += ["--runs", str(args.runs)]
-    return argv + list(args.scenarios)
+    from . import exec_row
+    return argv + exec_row.guest_args(args) + list(args.scenarios) + exec_row.guest_program(args)
 
 
 class _Tail(threading.Thread):
@@ -110,13 +111,17 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
     from uffdprobe.vm.errors import VmInputError, VmSetupError
     from uffdprobe.osutil.files import usable_dir
     from uffdprobe.vm.paths import cache_root, new_run_dir
+    from . import exec_row
     try:
         runs = getattr(args, "runs", 1)
-        planned = [(s.name, m, i if runs > 1 else None) for i in range(1, runs + 1)
-                   for s in select(args.scenarios) for m in s.memory if not args.memory or m in args.memory]
+        exec_only = getattr(args, "exec", None) is not None and not args.scenarios  # --exec alone: no built-ins
+        planned = exec_row.planned(getattr(args, "exec_row", None), runs) + \
+            [(s.name, m, i if runs > 1 else None) for i in range(1, runs + 1) for s in select(args.scenarios)
+             for m in s.memory if not exec_only and (not args.memory or m in args.memory)]
     except KeyError as exc:
         raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
     usable_dir(cache_root() / "runs", "the run folder", "point XDG_CACHE_HOME at a writable folder", create=False)
+    exec_row.guest_program(args)  # a program the guest cannot see: refused before any build
     from uffdprobe.kbuild.errors import KbuildError
     try:
         kernel = kernel_arg.bootable(spec)
@@ -140,7 +145,7 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
     try:
         result = boot(kernel, guest_argv(args), timeout=args.vm_timeout, accel=args.accel,
                       progress=progress if verbosity >= 0 else None,
-                      run_dir=run_dir, extra_append=getattr(args, "append", []))
+                      run_dir=run_dir, extra_append=getattr(args, "append", []), **exec_row.boot_options(args))
     except VmInputError as exc:
         raise UsageError(str(exc)) from None
     except VmSetupError as exc:

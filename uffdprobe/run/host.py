@@ -66,12 +66,14 @@ def run_on_host(args: argparse.Namespace) -> int:
     """`uffdprobe run` on the running kernel: probe, run the plan, write the outputs, choose the exit status."""
     params = _params(args.param)
     kf = features.probe()
-    try:
-        with odirect.target(args.odirect_target) as target:  # NotScratch before anything is written
+    from .exec_row import scratch
+    try:  # --scratch-fs: the O_DIRECT scenarios write to the mounted scratch filesystem too
+        with scratch(args) as scratch_dir, \
+                odirect.target(scratch_dir if getattr(args, "scratch_fs", None) else args.odirect_target) as target:
             if args.odirect_target and target is None:
                 raise UsageError(f"--odirect-target {args.odirect_target}: O_DIRECT writes fail there; "
                                  "pass a block device or a directory on ext4/xfs")
-            results, lost = _run_plan(args, kf, target, params)
+            results, lost = _run_plan(args, kf, target, params, scratch_dir)
     except odirect.NotScratch as exc:
         raise UsageError(str(exc)) from None
     table = table_stream(args)
@@ -86,15 +88,18 @@ def run_on_host(args: argparse.Namespace) -> int:
 
 
 def _run_plan(args: argparse.Namespace, kf: features.KernelFeatures, target: Optional[str],
-              params: Dict[str, object]) -> Tuple[List[Result], Optional[OSError]]:
-    """Run the plan under the supervisor, printing and streaming each result as it lands; the results
-    and the error that lost the stream, if any."""
-    plan = repeat(_plan(args.scenarios, args.memory, params, kf, target), getattr(args, "runs", 1))
+              params: Dict[str, object], scratch_dir: Optional[str] = None) -> Tuple[List[Result], Optional[OSError]]:
+    """Run the --exec program (if any), then the plan, under the supervisor, printing and streaming each
+    result as it lands; the results and the error that lost the stream, if any."""
+    from . import exec_row
+    exec_only = getattr(args, "exec", None) is not None and not args.scenarios  # --exec alone: no built-ins
+    plan = [] if exec_only else repeat(_plan(args.scenarios, args.memory, params, kf, target), getattr(args, "runs", 1))
+    rows = [] if getattr(args, "exec", None) is None else exec_row.planned(args.exec_row, getattr(args, "runs", 1))
     limits = supervisor.Limits(hang_s=args.hang_timeout, scenario_s=args.scenario_timeout)
     table = table_stream(args)
     stream = VerdictStream(args.results_dir) if args.results_dir else None
-    print(f"kernel {kf.kernel['release']}: {len(plan)} runs", file=table, flush=True)
-    ktap_out = ktap_start(args, [(s.name, mem, params.get("run")) for s, mem, params, _ in plan], "host",
+    print(f"kernel {kf.kernel['release']}: {len(rows) + len(plan)} runs", file=table, flush=True)
+    ktap_out = ktap_start(args, rows + [(s.name, mem, params.get("run")) for s, mem, params, _ in plan], "host",
                           ["the running kernel"])
 
     def on_result(r: Result) -> None:
@@ -104,7 +109,8 @@ def _run_plan(args: argparse.Namespace, kf: features.KernelFeatures, target: Opt
         if stream:
             stream.append(r)
 
-    results = supervisor.run_many(plan, kf.kernel, limits, target, on_result)
+    results = exec_row.run_rows(args, kf.kernel, scratch_dir, on_result)
+    results += supervisor.run_many(plan, kf.kernel, limits, target, on_result)
     if ktap_out:
         ktap_out.close()
     return results, stream.error if stream else None

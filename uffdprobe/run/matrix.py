@@ -40,6 +40,8 @@ class Options:
     accel: Optional[str] = None
     verbose: bool = False  # each kernel's run also logs its QEMU command line and run directory
     scenarios_from: List[str] = field(default_factory=list)  # users' scenario files (absolute paths)
+    exec_args: List[str] = field(default_factory=list)  # the --exec options and program for every kernel's run
+    exec_row: Optional[str] = None  # its row name
 
 
 def planned(opts: Options) -> List[tuple]:
@@ -54,7 +56,11 @@ def planned(opts: Options) -> List[tuple]:
             raise UsageError(f"--param {pair}: write KEY=VALUE with KEY a parameter of a chosen scenario "
                              "(`uffdprobe list --all` shows them)")
     runs = [None] if opts.runs <= 1 else list(range(1, opts.runs + 1))
-    return [(s.name, m, i) for i in runs for s in chosen for m in s.memory if not opts.memory or m in opts.memory]
+    from .exec_row import planned as exec_planned
+    if opts.exec_row and not opts.scenarios:  # --exec alone: its row only
+        return exec_planned(opts.exec_row, opts.runs)
+    return exec_planned(opts.exec_row, opts.runs) + \
+        [(s.name, m, i) for i in runs for s in chosen for m in s.memory if not opts.memory or m in opts.memory]
 
 
 def run_argv(target: Target, opts: Options, out: Path) -> List[str]:
@@ -75,6 +81,8 @@ def run_argv(target: Target, opts: Options, out: Path) -> List[str]:
         argv.append("--verbose")
     for path in opts.scenarios_from:
         argv += ["--scenarios-from", path]
+    if opts.exec_args:  # the program goes last: everything after --exec is its own
+        return argv + list(opts.scenarios) + opts.exec_args
     return argv + list(opts.scenarios)
 
 

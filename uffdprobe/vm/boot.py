@@ -73,10 +73,13 @@ def keep_visible() -> list:
     return [f"uffdprobe.keep={','.join(paths)}"] if paths else []
 
 
-def kernel_append(initrd: bool, transport: str, timeout: float, silence_timeout: float, extra=()) -> str:
-    """The kernel command line: console, panic handling, hang detectors below our limits, root, init."""
+def kernel_append(initrd: bool, transport: str, timeout: float, silence_timeout: float, extra=(),
+                  hung_task_s: Optional[int] = None) -> str:
+    """The kernel command line: console, panic handling, hang detectors below our limits, root, init.
+    `hung_task_s`: the in-guest supervisor's own bounds need the hung-task panic no sooner than this (it
+    classifies and rescues first; the kernel's detector stays the backstop)."""
     limit = min(timeout, silence_timeout)
-    hung = int(max(10, min(60, limit / 4)))
+    hung = max(int(max(10, min(60, limit / 4))), int(hung_task_s or 0))
     thresh = int(max(5, min(30, limit / 6)))
     # no_timer_check: under TCG on a loaded host the IO-APIC timer check can miss its ticks and panic
     # ("IO-APIC + timer doesn't work!"), a fault of the emulation, not of the kernel under test
@@ -93,7 +96,7 @@ def kernel_append(initrd: bool, transport: str, timeout: float, silence_timeout:
 
 def boot(kernel, argv, *, timeout: float = 300, silence_timeout: float = 120, accel: str = None,
          memory_mb: int = 1024, cpus: int = 2, run_dir=None, extra_append=(), cache_dir=None,
-         progress=None) -> BootResult:
+         progress=None, scratch_mb: int = SCRATCH_MB, hung_task_s: Optional[int] = None) -> BootResult:
     """Boot kernel (bzImage, vmlinuz or linux-image .deb), run argv in it, and return the BootResult.
 
     While it runs (main thread only) SIGTERM/SIGHUP raise Terminated; QEMU is killed on every exit path.
@@ -102,13 +105,13 @@ def boot(kernel, argv, *, timeout: float = 300, silence_timeout: float = 120, ac
     restore = _trap_termination()
     try:
         return _boot(kernel, list(argv), timeout, silence_timeout, accel, memory_mb, cpus, run_dir,
-                     extra_append, cache_dir, progress)
+                     extra_append, cache_dir, progress, scratch_mb, hung_task_s)
     finally:
         restore()
 
 
 def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_dir, extra_append,
-          cache_dir, progress) -> BootResult:
+          cache_dir, progress, scratch_mb=SCRATCH_MB, hung_task_s=None) -> BootResult:
     started = time.monotonic()
     if run_dir and Path(run_dir).exists() and any(Path(run_dir).iterdir()):
         raise VmInputError(f"run directory {run_dir} is not empty: give a new or empty one")
@@ -131,10 +134,10 @@ def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_di
     (channel / "command.sh").write_text(f"BOUND={bound}\nset -- {shlex.join(argv)}\n")
     scratch = run_dir / "scratch.img"
     with open(scratch, "wb") as f:
-        f.truncate(SCRATCH_MB << 20)
+        f.truncate(scratch_mb << 20)  # sparse: only what the guest writes takes space
     spec = qemu.QemuSpec(kernel=plan.identity.path, initrd=plan.initrd,
                          append=kernel_append(plan.initrd is not None, plan.transport, timeout,
-                                              silence_timeout, extra_append),
+                                              silence_timeout, extra_append, hung_task_s),
                          accel=chosen, memory_mb=memory_mb, cpus=cpus,
                          console_log=run_dir / "console.log", stderr_log=run_dir / "qemu.stderr",
                          device_args=["-drive", f"file={scratch},format=raw,if=none,id=scratch,cache=none",

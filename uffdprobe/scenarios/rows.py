@@ -1,0 +1,18 @@
+"""Report rows that are programs, not scenarios: a `--exec` program's row (its label) and the programs
+uffdprobe ships (uffd.programs), so that `--expect` and a recipe's [expect] can name them."""
+from typing import Set
+
+from uffdprobe.uffd.programs import PROGRAMS
+
+#: The memory field of a program's row: it runs on no memory kind of ours.
+NO_MEMORY = "-"
+_DECLARED: Set[str] = set()
+
+
+def declare(name: str) -> None:
+    """This run's `--exec` row name, known from now on to --expect."""
+    _DECLARED.add(name)
+
+
+def is_program_row(name: str) -> bool:
+    return name in PROGRAMS or name in _DECLARED
