@@ -18,7 +18,7 @@ from uffdprobe.osutil.files import usable_dir, write_atomic
 from uffdprobe.run.kernels import build, check_kernels, declare, parse_expect
 from uffdprobe.run.matrix import Options, planned, run_all
 from .run import _seconds, check_writable, runs_count
-from uffdprobe.scenarios.memkinds import KINDS
+from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.vm.paths import cache_root, new_run_dir
 from .vocab import add_accel, add_verbosity, deprecated
 
@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
                         "bzImage/vmlinuz or a linux-image .deb; LABEL= names it (default: host, the recipe "
                         "name, or the file name plus a short content hash)")
     p.add_argument("--scenario", action="append", default=[], metavar="S", help="repeatable (default: all public)")
-    p.add_argument("--memory", action="append", choices=KINDS, help="memory kinds (default: all each supports)")
+    p.add_argument("--memory", action="append", choices=ALL_KINDS, help="memory kinds (default: all each supports)")
     p.add_argument("--runs", type=runs_count, default=1, metavar="N",
                    help="repeat every scenario N times in the same boot; disagreeing runs make a FLAKY cell")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 
 from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.run import host
-from uffdprobe.scenarios.memkinds import KINDS
+from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.scenarios.registry import select
 from .vocab import add_accel, add_verbosity
 
@@ -20,7 +20,7 @@ def add_parsers(sub) -> None:
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: every public scenario")
     p.add_argument("--scenario", dest="more_scenarios", action="append", default=[], metavar="S",
                    help="repeatable, as in matrix and bisect (the same as naming it positionally)")
-    p.add_argument("--memory", action="append", choices=KINDS, help="memory kinds (default: all each supports)")
+    p.add_argument("--memory", action="append", choices=ALL_KINDS, help="memory kinds (default: all each supports)")
     p.add_argument("--json", metavar="FILE", help="write all results as a JSON list (- for stdout; the table then goes to stderr)")
     p.add_argument("--ktap", action="store_true",
                    help="KTAP on stdout, a result line as each verdict lands (the table goes to stderr)")

@@ -34,7 +34,10 @@ def check_visible_in_guest() -> None:
 def guest_argv(args: argparse.Namespace) -> List[str]:
     """The same `uffdprobe run` inside the guest; it streams to $UFFDPROBE_RESULTS (the results channel)."""
     check_visible_in_guest()
-    argv = ["/usr/bin/env", f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", sys.executable, "-m", "uffdprobe",
+    from uffdprobe.osutil.swap import SERIAL_ENV
+    from uffdprobe.vm.boot import SWAP_SERIAL
+    argv = ["/usr/bin/env", f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", f"{SERIAL_ENV}={SWAP_SERIAL}",
+            sys.executable, "-m", "uffdprobe",
             "run", "--hang-timeout", str(args.hang_timeout),
             "--scenario-timeout", str(args.scenario_timeout)]
     for mem in args.memory or []:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from uffdprobe.osutil import swap
 from uffdprobe.osutil.files import write_atomic
 from uffdprobe.uffd import features, odirect
 from uffdprobe.results import ktap, report
@@ -65,6 +66,9 @@ def _plan(names: List[str], memories: Optional[List[str]], params: Dict[str, obj
 def run_on_host(args: argparse.Namespace) -> int:
     """`uffdprobe run` on the running kernel: probe, run the plan, write the outputs, choose the exit status."""
     params = _params(args.param)
+    said = swap.enable_guest_swap()  # in a guest uffdprobe booted: its swap disk, before the plan probes swap
+    if said:
+        print(said, file=table_stream(args), flush=True)
     kf = features.probe()
     try:
         with odirect.target(args.odirect_target) as target:  # NotScratch before anything is written

@@ -27,7 +27,9 @@ GUEST_INIT = Path(__file__).resolve().with_name("guest_init.sh")
 #: on the host, the guest cannot see.
 GUEST_PRIVATE_DIRS = ("/tmp", "/var/tmp", "/run", "/dev", "/proc", "/sys")
 SCRATCH_MB = 64
-RUN_DIR_NEED_MB = SCRATCH_MB + 16  # the sparse scratch disk may fill; console and QEMU logs beside it
+#: A second sparse disk the guest makes its swap (anon-swap, the selftests' swapped-out cases), found by serial.
+SWAP_MB, SWAP_SERIAL = 64, "uffdprobe-swap"
+RUN_DIR_NEED_MB = SCRATCH_MB + SWAP_MB + 16  # the sparse disks may fill; console and QEMU logs beside them
 GUEST_BOUND_MARGIN = 15  # seconds of the overall limit left for boot and power-off
 
 
@@ -129,16 +131,19 @@ def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_di
     results.mkdir(parents=True, exist_ok=True)
     bound = max(1, int(timeout - GUEST_BOUND_MARGIN))
     (channel / "command.sh").write_text(f"BOUND={bound}\nset -- {shlex.join(argv)}\n")
-    scratch = run_dir / "scratch.img"
-    with open(scratch, "wb") as f:
-        f.truncate(SCRATCH_MB << 20)
+    scratch, swap = run_dir / "scratch.img", run_dir / "swap.img"
+    for disk, mb in ((scratch, SCRATCH_MB), (swap, SWAP_MB)):
+        with open(disk, "wb") as f:
+            f.truncate(mb << 20)
     spec = qemu.QemuSpec(kernel=plan.identity.path, initrd=plan.initrd,
                          append=kernel_append(plan.initrd is not None, plan.transport, timeout,
                                               silence_timeout, extra_append),
                          accel=chosen, memory_mb=memory_mb, cpus=cpus,
                          console_log=run_dir / "console.log", stderr_log=run_dir / "qemu.stderr",
                          device_args=["-drive", f"file={scratch},format=raw,if=none,id=scratch,cache=none",
-                                      "-device", "virtio-blk-pci,drive=scratch"])
+                                      "-device", "virtio-blk-pci,drive=scratch",
+                                      "-drive", f"file={swap},format=raw,if=none,id=swap,cache=unsafe",
+                                      "-device", f"virtio-blk-pci,drive=swap,serial={SWAP_SERIAL}"])
     virtiofs = None
     try:
         if plan.transport == "9p":
@@ -156,6 +161,7 @@ def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_di
         if virtiofs:
             virtiofs.stop()
         scratch.unlink(missing_ok=True)
+        swap.unlink(missing_ok=True)
     if disk_full(run_dir):  # under 1 MiB left: its files cannot be trusted to be whole
         raise OSError(errno.ENOSPC, "the disk filled while the VM ran, so its console log and verdicts may be "
                                     f"cut short; the verdicts that arrived are in {results}", str(run_dir))
