@@ -4,8 +4,9 @@ Anything but PASS or SKIP fails unless it is declared for that kernel, scenario 
 declared bad verdict that happens is an expected failure; one that no longer happens is FIXED and fails.
 Every consumer (run, matrix, JUnit, the pytest plugin) asks `judge` and `failing`, nothing else.
 """
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
+from uffdprobe.scenarios.memkinds import NO_MEMORY
 from uffdprobe.verdicts import KERNEL_PROBLEMS, Result, Verdict
 
 #: Cell marks. The first three fail (exit 7 for a matrix, a JUnit failure, a failed test).
@@ -20,6 +21,15 @@ _GOOD = {Verdict.PASS, Verdict.SKIP}
 _NO_ANSWER = {Verdict.ERROR, Verdict.BUILD_FAIL, Verdict.BOOT_FAIL, Verdict.PANIC, Verdict.VM_TIMEOUT}
 _KERNEL_BROKE = {Verdict(v) for v in KERNEL_PROBLEMS} | {Verdict.PANIC, Verdict.BOOT_FAIL, Verdict.VM_TIMEOUT}
 BAD = KERNEL_PROBLEMS
+
+
+def split_key(key: str) -> Tuple[str, Optional[str]]:
+    """A declaration key as (scenario, memory or None). A selftest case's name holds ': ' and may hold '/'
+    ("cow: R/O longterm GUP pin ... with base page"): only a final '/-' is its memory word there."""
+    if ": " in key:
+        return (key[:-len(SEPARATOR + NO_MEMORY)], NO_MEMORY) if key.endswith(SEPARATOR + NO_MEMORY) else (key, None)
+    scenario, slash, memory = key.partition(SEPARATOR)
+    return scenario, memory if slash else None
 
 
 def declared(expect: Dict[str, str], scenario: str, memory: str) -> Optional[str]:

@@ -44,6 +44,8 @@ def guest_argv(args: argparse.Namespace) -> List[str]:
         argv += ["--memory", mem]
     for pair in args.param:
         argv += ["--param", pair]
+    for item in getattr(args, "kselftest", []):  # built on the host; the guest sees its root read-only
+        argv += ["--kselftest", item, "--kselftest-dir", args.kselftest_dir]
     if getattr(args, "runs", 1) > 1:
         argv += ["--runs", str(args.runs)]
     return argv + list(args.scenarios)
