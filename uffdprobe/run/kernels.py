@@ -32,6 +32,7 @@ class Target:
     build_error: Optional[str] = None
     given: str = ""
     sha256: Optional[str] = None
+    kselftest: List[str] = field(default_factory=list)  # a recipe's own selftests (recipe field kselftest)
 
     def key(self) -> str:
         """The short content hash that names this kernel's results folder: the booted file's, or the
@@ -62,7 +63,8 @@ def check_kernels(args: List[str]) -> List[Target]:
         elif spec.kind in ("image", "deb"):
             target = Target(spec.label, path=str(spec.path), sha256=spec.sha256)
         else:
-            target = Target(spec.label, recipe=spec.recipe_ref, expect=dict(spec.recipe.expect))
+            target = Target(spec.label, recipe=spec.recipe_ref, expect=dict(spec.recipe.expect),
+                            kselftest=list(spec.recipe.kselftest))
         target.given = spec.arg
         targets.append(target)
     return targets

@@ -113,6 +113,7 @@ def run(request: str, bin_dir: Path, out_dir: Optional[Path], kernel: dict,
         results.append(Result(case_scenario(program.name, parsed.unfinished), NO_MEMORY, verdict,
                               f"started but never reported: {row.reason}",
                               {**base, "output": parsed.unfinished_lines}, kernel, params, None))
+    row.evidence["rows"] = len(results)  # its own and its cases': a KTAP group knows its size from it
     for r in results:
         on_result(r)
     return results
