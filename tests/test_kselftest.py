@@ -168,6 +168,12 @@ def test_matrix_shows_cow_cases_beside_the_scenarios_every_cell_as_declared(matr
         assert c["verdict"] == "FAIL" and c["mark"] == "expected", (case, c["label"])
         assert cells[("stock", case, NO_MEMORY)]["verdict"] == "PASS"
     assert cells[("model-5.7", "cow", NO_MEMORY)]["verdict"] == "FAIL"
+    for kernel in ("stock", "model-5.7"):  # the output is evidence on the host: in the run dir and beside the verdicts
+        log = Path(cells[(kernel, "cow", NO_MEMORY)]["results"][0]["evidence"]["log"])
+        assert log.is_file() and "TAP version" in log.read_text(), log
+        kept = [p for p in Path(json.loads((out / "m.json").read_text())["kernels"][0]["boot"]["log"]).parent.parent
+                .glob(f"{kernel}-*/kselftest-cow.txt")]
+        assert kept, f"{kernel}: no kselftest-cow.txt in its results folder"
     assert cells[("model-5.7", "cow-leak", "anon-4k")]["verdict"] == "LEAK"
     valid_junit(out / "m.xml")
     table = proc.stdout
@@ -189,7 +195,8 @@ def test_anon_swap_runs_where_the_guest_has_swap(matrix):
             want = recipes.load(kernel).expect
             assert expect.matches(expect.declared(want, scenario, "anon-swap"), Verdict(c["verdict"]))
     swapped = [c for (k, s, m), c in cells.items() if k == "stock" and "swapped" in s and s.startswith("cow: ")]
-    assert swapped and all(c["verdict"] == "PASS" for c in swapped), "cow's swapped-out cases ran too"
+    assert sum(c["verdict"] == "PASS" for c in swapped) > 10, "cow's swapped-out cases ran too"
+    assert not [c for c in swapped if "swap" in c["results"][0]["reason"].lower()], "none skipped for want of swap"
 
 
 @no_tarball

@@ -129,9 +129,9 @@ def kernel_about(k: KernelRun) -> str:
 def _question(scenario: str) -> str:
     from uffdprobe.scenarios.registry import SCENARIOS
     found = SCENARIOS.get(scenario)
-    if found is None:  # a selftest row: its program's question
+    if found is None:  # a selftest's run row: its program's question (its cases say theirs by name)
         from uffdprobe.supervise.kselftest import PROGRAMS
-        program = PROGRAMS.get(scenario.split(": ", 1)[0])
+        program = PROGRAMS.get(scenario)
         return f"the kernel's own mm selftest {program.name}: {program.question}" if program else ""
     return found.question
 
