@@ -126,6 +126,8 @@ def test_unknown_selftest_is_one_line_exit_2():
     proc = uffdprobe("run", "--kselftest", "cow,nope", timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "nope" in proc.stderr and "cow, gup_longterm, uffd-unit-tests" in proc.stderr
+    proc = uffdprobe("run", "--kselftest", "uffd-unit-tests", "--kselftest", "uffd-unit-tests=all", timeout=60)
+    assert proc.returncode == 2 and "more than once" in proc.stderr
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,10 @@ from uffdprobe.supervise import kselftest
 def chosen(items: List[str]) -> List[str]:
     """The --kselftest values (repeatable, comma-separated) checked: unknown names are a UsageError."""
     wanted = kselftest.requests(items)
+    names = [item.partition("=")[0] for item in wanted]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # its rows would be one program's twice over
+        raise UsageError(f"--kselftest names {', '.join(twice)} more than once; give each selftest once")
     for item in wanted:
         try:
             kselftest.parse_request(item)
