@@ -97,15 +97,17 @@ def run(request: str, bin_dir: Path, out_dir: Optional[Path], kernel: dict,
                      "selftests must be visible here: a cache under /tmp is not, in a guest)", {}, kernel, params, 0.0)
         on_result(row)
         return [row]
-    out_dir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="uffdprobe-kselftest-"))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log = out_dir / f"kselftest-{program.name}.txt"
-    started = time.monotonic()
-    exit_status, stuck = _execute(argv, log, program.timeout_s)
-    took = round(time.monotonic() - started, 3)
-    text = log.read_text(errors="replace") if log.exists() else ""
+    with tempfile.TemporaryDirectory(prefix="uffdprobe-kselftest-") as scratch:  # no --results-dir: not kept
+        keep = Path(out_dir) if out_dir else Path(scratch)
+        keep.mkdir(parents=True, exist_ok=True)
+        log = keep / f"kselftest-{program.name}.txt"
+        started = time.monotonic()
+        exit_status, stuck = _execute(argv, log, program.timeout_s)
+        took = round(time.monotonic() - started, 3)
+        text = log.read_text(errors="replace") if log.exists() else ""
     parsed = (kselftest_output.parse_uffd_unit if program.style == "uffd-unit" else kselftest_output.parse_tap)(text)
-    base = {"program": program.name, "argv": argv, "exit_status": exit_status, "log": str(log)}
+    base = {"program": program.name, "argv": argv, "exit_status": exit_status,
+            "log": str(log) if out_dir else "not kept (no --results-dir)"}
     row = _run_row(program, parsed, exit_status, stuck, took, base, text, kernel, params)
     results = [row] + [_case_row(program.name, c, base, kernel, params) for c in parsed.cases]
     if parsed.unfinished is not None:
