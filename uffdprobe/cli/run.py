@@ -91,6 +91,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  models: {s.models}")
         if s.defaults:
             print(f"  parameters: {json.dumps(s.defaults)}")
+    from uffdprobe.supervise.kselftest import PROGRAMS
+    for p in PROGRAMS.values():  # the kernel's own, beside the scenarios with --kselftest
+        print(f"{p.name} (mm selftest, --kselftest {p.name})\n  question: {p.question}\n  rows: '{p.name}' "
+              f"(its run) and '{p.name}: CASE' for each case; memory: -")
     return Exit.OK
 
 
