@@ -55,6 +55,9 @@ struct uffdio_move {
 #endif
 
 /* 6.1 kernels have it; glibc 2.36's <sys/mman.h> does not name it yet. */
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25
 #endif

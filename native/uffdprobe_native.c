@@ -99,6 +99,7 @@ const struct up_const up_constants[] = {
 	C("madvise", MADV_DONTFORK),
 	C("madvise", MADV_REMOVE),
 	C("madvise", MADV_COLLAPSE),
+	C("madvise", MADV_PAGEOUT),
 	C("memfd", MFD_CLOEXEC),
 	C("memfd", MFD_HUGETLB),
 	C("splice", SPLICE_F_GIFT),

@@ -12,7 +12,7 @@ from uffdprobe.exitcodes import Exit
 from uffdprobe.run import guest as guest_run
 from uffdprobe.kbuild.errors import BadInput, KbuildError
 from uffdprobe.exitcodes import UsageError
-from uffdprobe.scenarios.memkinds import KINDS
+from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.osutil import files
 
 BISECT_TEXT = """\
@@ -54,7 +54,7 @@ def add_parsers(sub) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tree", required=True, metavar="PATH", help="the kernel git checkout to bisect")
     p.add_argument("--scenario", required=True, metavar="NAME", help="the scenario that decides (uffdprobe list)")
-    p.add_argument("--memory", action="append", choices=KINDS, help="memory kind(s) (default: all it supports)")
+    p.add_argument("--memory", action="append", choices=ALL_KINDS, help="memory kind(s) (default: all it supports)")
     p.add_argument("--runs", type=int, default=1, metavar="N", help="boots per step (default 1)")
     p.add_argument("--bad-if", choices=bisect_step.BAD_IF, default="any",
                    help="how many runs must be bad for a bad step (default any)")

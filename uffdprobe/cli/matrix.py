@@ -16,9 +16,10 @@ from uffdprobe.results.matrix import Matrix
 from uffdprobe.osutil import children
 from uffdprobe.osutil.files import usable_dir, write_atomic
 from uffdprobe.run.kernels import build, check_kernels, declare, parse_expect
+from uffdprobe.run import selftests
 from uffdprobe.run.matrix import Options, planned, run_all
 from .run import _seconds, check_writable, runs_count
-from uffdprobe.scenarios.memkinds import KINDS
+from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.vm.paths import cache_root, new_run_dir
 from .vocab import add_accel, add_verbosity, deprecated
 from . import user_scenarios
@@ -31,7 +32,7 @@ def add_parser(sub) -> None:
                         "bzImage/vmlinuz or a linux-image .deb; LABEL= names it (default: host, the recipe "
                         "name, or the file name plus a short content hash)")
     p.add_argument("--scenario", action="append", default=[], metavar="S", help="repeatable (default: all public)")
-    p.add_argument("--memory", action="append", choices=KINDS, help="memory kinds (default: all each supports)")
+    p.add_argument("--memory", action="append", choices=ALL_KINDS, help="memory kinds (default: all each supports)")
     p.add_argument("--runs", type=runs_count, default=1, metavar="N",
                    help="repeat every scenario N times in the same boot; disagreeing runs make a FLAKY cell")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -39,6 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument("--expect", action="append", default=[], metavar="[KERNEL:]SCENARIO[/MEMORY]=VERDICT",
                    help="declare an expected verdict (overrides the recipe's); without /MEMORY for every memory "
                         "kind, e.g. host:wp-real-write=PASS, model-5.8:umap-evict/anon-thp=HANG")
+    p.add_argument("--kselftest", action="append", default=[], metavar="NAME[,NAME]",
+                   help="every kernel also runs these mm selftests after its scenarios, in the same boot (cow, "
+                        "gup_longterm, uffd-unit-tests); each case is a row 'NAME: CASE' (memory '-')")
     p.add_argument("--json", metavar="FILE", help="write the matrix (kernels, cells, every result) as JSON")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML: a testcase per kernel × scenario × memory")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (evidence on click)")
@@ -83,7 +87,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     declare(targets, parse_expect(args.expect, targets))
     opts = Options(scenarios=args.scenario, memory=args.memory or [], runs=args.runs, params=args.param,
                    vm_timeout=args.vm_timeout, accel=args.accel, verbose=args.verbosity > 0,
-                   exec_args=execopts.child_args(args), exec_row=args.exec_row)
+                   exec_args=execopts.child_args(args), exec_row=args.exec_row,
+                   kselftest=selftests.chosen(args.kselftest))
     opts.scenarios_from = user_scenarios.check_guests_see(targets, args.scenarios_from)
     say = _say if args.verbosity >= 0 else _silent
     owed = planned(opts)
@@ -96,6 +101,10 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     say(f"matrix: {len(targets)} kernel(s) × {len(owed)} run(s) each; logs under {work}")
     for t in targets:
         build(t, say)
+    if any(planned(opts, t) != owed for t in targets) or opts.kselftest:
+        built = _selftests(say)  # once, before the kernels' runs (which would each wait for the build)
+        if isinstance(built, int):
+            return built
     work.mkdir(parents=True, exist_ok=True)
     done: dict = {}
     started = time.monotonic()
@@ -136,6 +145,17 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         _say("matrix: " + "; ".join(unwritten))
         return Exit.NO_SPACE if full else Exit.SETUP
     return Exit.UNEXPECTED if unexpected else Exit.OK
+
+
+def _selftests(say):
+    """The mm selftests built (or found in the kernel cache); an exit status when that failed."""
+    from uffdprobe.kbuild import kselftest
+    from uffdprobe.kbuild.errors import KbuildError
+    try:
+        return kselftest.ensure(progress=say)
+    except KbuildError as exc:
+        _say(f"matrix: --kselftest: {exc}")
+        return int(exc.exit_code)
 
 
 def _write(m: Matrix, args: argparse.Namespace, work: Path,

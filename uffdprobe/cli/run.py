@@ -2,12 +2,13 @@
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.run import host
-from uffdprobe.scenarios.memkinds import KINDS
+from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.scenarios.registry import select
 from .vocab import add_accel, add_verbosity
 from . import user_scenarios
@@ -22,7 +23,7 @@ def add_parsers(sub) -> None:
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: every public scenario")
     p.add_argument("--scenario", dest="more_scenarios", action="append", default=[], metavar="S",
                    help="repeatable, as in matrix and bisect (the same as naming it positionally)")
-    p.add_argument("--memory", action="append", choices=KINDS, help="memory kinds (default: all each supports)")
+    p.add_argument("--memory", action="append", choices=ALL_KINDS, help="memory kinds (default: all each supports)")
     p.add_argument("--json", metavar="FILE", help="write all results as a JSON list (- for stdout; the table then goes to stderr)")
     p.add_argument("--ktap", action="store_true",
                    help="KTAP on stdout, a result line as each verdict lands (the table goes to stderr)")
@@ -39,6 +40,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--expect", action="append", default=[], metavar="SCENARIO[/MEMORY]=VERDICT",
                    help="declare a verdict this kernel is known to give (adds to a recipe's [expect]); a declared "
                         "HANG/LEAK/WP_LOST that happens exits 0, one that no longer happens exits 7")
+    p.add_argument("--kselftest", action="append", default=[], metavar="NAME[,NAME]",
+                   help="also run the kernel's own mm selftests after the scenarios, in the same boot: cow, "
+                        "gup_longterm, uffd-unit-tests (its wp-fork cases; uffd-unit-tests=all for every case); "
+                        "built once from /usr/src/linux-source-6.12.tar.xz into the kernel cache")
+    p.add_argument("--kselftest-dir", help=argparse.SUPPRESS)  # the host tells its guest where they are
     p.add_argument("--kernel", metavar="[LABEL=]KERNEL",
                    help="boot this kernel in QEMU and run there: a recipe name or .toml path, a bzImage/vmlinuz "
                         "or a linux-image .deb, optionally LABEL=KERNEL; 'host' runs on the running kernel")
@@ -94,6 +100,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  models: {s.models}")
         if s.defaults:
             print(f"  parameters: {json.dumps(s.defaults)}")
+    from uffdprobe.supervise.kselftest import PROGRAMS
+    for p in PROGRAMS.values():  # the kernel's own, beside the scenarios with --kselftest
+        print(f"{p.name} (mm selftest, --kselftest {p.name})\n  question: {p.question}\n  rows: '{p.name}' "
+              f"(its run) and '{p.name}: CASE' for each case; memory: -")
     from . import execopts
     execopts.list_programs()
     return Exit.OK
@@ -147,6 +157,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec = kernel_arg.resolve(args.kernel)  # before anything runs: a bad or empty --kernel is exit 2
     if args.append and (spec is None or spec.kind == "host"):
         raise UsageError("--append changes a booted kernel's command line: add --kernel KERNEL (not host)")
+    from uffdprobe.run import selftests
+    args.kselftest = selftests.chosen(args.kselftest + list(getattr(spec and spec.recipe, "kselftest", ()) or ()))
+    if args.kselftest and not args.kselftest_dir:
+        from uffdprobe.kbuild.errors import KbuildError
+        try:  # built once into the kernel cache (well under a minute), before any kernel build or boot
+            args.kselftest_dir = str(selftests.binaries(args))
+        except KbuildError as exc:
+            print(f"uffdprobe: --kselftest: {exc}", file=sys.stderr)
+            return int(exc.exit_code)
     args.expectations = expectations(spec, args.expect)
     if spec is not None and spec.kind != "host":
         from uffdprobe.run.guest import run_in_vm

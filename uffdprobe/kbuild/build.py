@@ -307,7 +307,7 @@ def clean(cache_dir=None, everything: bool = False) -> list:
                 raise SetupError("a build or unpack is running in this cache: removed complete kernels only, "
                                  "left sources and workspaces alone; run `kernel clean --all` again once it is done")
             return removed
-        parts = ["entries", "aliases"] + (["work", "sources", "source-hashes.json"] if everything else [])
+        parts = ["entries", "aliases"] + (["work", "sources", "source-hashes.json", "kselftests"] if everything else [])
         for part in parts:
             path = root / part
             if os.path.lexists(path):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from uffdprobe.osutil import datafiles
-from uffdprobe.results.expect import SEPARATOR, VERDICTS
+from uffdprobe.results.expect import SEPARATOR, VERDICTS, split_key
 
 from .errors import BadInput
 
@@ -39,6 +39,7 @@ class Recipe:
     patches: tuple = ()
     models: dict = field(default_factory=dict)
     expect: dict = field(default_factory=dict)
+    kselftest: tuple = ()
     path: Path = None
 
 
@@ -96,6 +97,7 @@ FIELDS = {
     "patches": (list, 'a list of patch, mbox, saved web page or series files relative to the recipe\'s folder (in order), [] for none'),
     "models": (dict, "a table"),
     "expect": (dict, 'a table of "SCENARIO" = "VERDICT" or "SCENARIO/MEMORY" = "VERDICT"'),
+    "kselftest": (list, 'a list of mm selftests run with this kernel, e.g. ["cow", "uffd-unit-tests"]'),
 }
 REQUIRED = ("source", "patches")
 
@@ -126,6 +128,7 @@ def _from_dict(data: dict, path: Path) -> Recipe:
         patches=tuple(_resolve(here, p, path, "patch") for p in data["patches"]),
         models=dict(data.get("models", {})),
         expect=expect,
+        kselftest=_kselftest(data.get("kselftest", []), path),
         path=path,
     )
 
@@ -134,22 +137,38 @@ def check_expect(expect: dict, where: str) -> None:
     """BadInput naming the first key whose scenario does not exist or whose memory kind that scenario
     does not run on, or the first value that is not one of VERDICTS. Keys: SCENARIO or SCENARIO/MEMORY."""
     from uffdprobe.scenarios.registry import SCENARIOS
-    from uffdprobe.scenarios.rows import NO_MEMORY, is_program_row
+    from uffdprobe.scenarios.memkinds import NO_MEMORY
+    from uffdprobe.scenarios.rows import is_program_row
+    from uffdprobe.supervise.kselftest import PROGRAMS, is_selftest_row
     for key, verdict in expect.items():
-        scenario, slash, memory = key.partition(SEPARATOR)
-        if scenario not in SCENARIOS and is_program_row(scenario):  # an --exec row: memory is always "-"
-            if slash and memory != NO_MEMORY:
-                raise BadInput(f"{where}: {key!r}: {scenario} is a program, its only memory kind is {NO_MEMORY!r}")
+        scenario, memory = split_key(key)
+        slash = memory is not None
+        if scenario not in SCENARIOS and (is_program_row(scenario) or is_selftest_row(scenario)):
+            if slash and memory != NO_MEMORY:  # an --exec program's or a selftest's row: memory is always "-"
+                raise BadInput(f"{where}: {key!r}: {scenario} is a program's or a selftest's row, which has no "
+                               f"memory kind; write {scenario!r} or '{scenario}{SEPARATOR}{NO_MEMORY}'")
         elif scenario not in SCENARIOS:
             public = [name for name, s in SCENARIOS.items() if not s.test_only]
             raise BadInput(f"{where}: unknown scenario {scenario!r}; use one of {', '.join(public)}"
-                           " (uffdprobe list)")
+                           f" (uffdprobe list), a program's row, or a selftest row 'PROGRAM' / 'PROGRAM: CASE' "
+                           f"of {', '.join(PROGRAMS)}")
         elif slash and memory not in SCENARIOS[scenario].memory:
             raise BadInput(f"{where}: {key!r}: {scenario} does not run on memory kind {memory!r}; use one of "
                            f"{', '.join(SCENARIOS[scenario].memory)} after the '/'")
         if not isinstance(verdict, str) or verdict not in VERDICTS:
             raise BadInput(f"{where}: {key} = {verdict!r} is not a verdict; use one of "
                            f"{', '.join(sorted(VERDICTS))}")
+
+
+def _kselftest(items: list, path: Path) -> tuple:
+    """A recipe's kselftest list, each a known selftest (supervise.kselftest.PROGRAMS)."""
+    from uffdprobe.supervise.kselftest import PROGRAMS, parse_request
+    for item in items:
+        try:
+            parse_request(item)
+        except (KeyError, ValueError):
+            raise BadInput(f"recipe {path}: kselftest {item!r} is not one of {', '.join(PROGRAMS)}") from None
+    return tuple(items)
 
 
 def _source(here: Path, text: str) -> str:

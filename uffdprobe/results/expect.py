@@ -4,8 +4,9 @@ Anything but PASS or SKIP fails unless it is declared for that kernel, scenario 
 declared bad verdict that happens is an expected failure; one that no longer happens is FIXED and fails.
 Every consumer (run, matrix, JUnit, the pytest plugin) asks `judge` and `failing`, nothing else.
 """
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
+from uffdprobe.scenarios.memkinds import ALL_KINDS, NO_MEMORY
 from uffdprobe.verdicts import KERNEL_PROBLEMS, Result, Verdict
 
 #: Cell marks. The first three fail (exit 7 for a matrix, a JUnit failure, a failed test).
@@ -13,7 +14,9 @@ REGRESSION, UNEXPECTED, FIXED, EXPECTED, UNDECLARED = "REGRESSION", "UNEXPECTED"
 PRIORITY = (REGRESSION, UNEXPECTED, FIXED, EXPECTED, UNDECLARED)
 FAILING = (REGRESSION, UNEXPECTED, FIXED)
 #: What a declaration may say: a verdict, NOT_HANG/NOT_LEAK (anything but that, never ERROR) or ANY.
-VERDICTS = {"PASS", "SKIP", "ERROR", "NOT_HANG", "NOT_LEAK", "ANY"} | KERNEL_PROBLEMS
+VERDICTS = {"PASS", "SKIP", "ERROR", "NOT_HANG", "NOT_LEAK", "NOT_FAIL", "ANY"} | KERNEL_PROBLEMS
+#: A selftest's cases not declared one by one: 'PROGRAM: *' (e.g. "cow: *" = "NOT_FAIL").
+EVERY_CASE = "*"
 #: A declaration key is SCENARIO (every memory kind) or SCENARIO/MEMORY (that kind, taking precedence).
 SEPARATOR = "/"
 _GOOD = {Verdict.PASS, Verdict.SKIP}
@@ -22,13 +25,28 @@ _KERNEL_BROKE = {Verdict(v) for v in KERNEL_PROBLEMS} | {Verdict.PANIC, Verdict.
 BAD = KERNEL_PROBLEMS
 
 
+def split_key(key: str) -> Tuple[str, Optional[str]]:
+    """A declaration key as (scenario, memory or None). A selftest case's name holds ': ' and may hold '/'
+    ("cow: R/O longterm GUP pin ... with base page"): only a final '/-' (or '/KIND', refused for it) splits."""
+    if ": " in key:
+        head, slash, tail = key.rpartition(SEPARATOR)
+        return (head, tail) if slash and tail in ALL_KINDS + (NO_MEMORY,) else (key, None)
+    scenario, slash, memory = key.partition(SEPARATOR)
+    return scenario, memory if slash else None
+
+
 def declared(expect: Dict[str, str], scenario: str, memory: str) -> Optional[str]:
-    """What `expect` declares for scenario on memory: 'SCENARIO/MEMORY' first, then 'SCENARIO', else None."""
-    return expect.get(f"{scenario}{SEPARATOR}{memory}", expect.get(scenario))
+    """What `expect` declares for scenario on memory: 'SCENARIO/MEMORY' first, then 'SCENARIO', then for a
+    selftest case ('PROGRAM: CASE') 'PROGRAM: *', else None."""
+    found = expect.get(f"{scenario}{SEPARATOR}{memory}", expect.get(scenario))
+    if found is None and ": " in scenario:
+        found = expect.get(f"{scenario.split(': ', 1)[0]}: {EVERY_CASE}")
+    return found
 
 
 def matches(expected: str, verdict: Verdict) -> bool:
-    """PASS/HANG/... must be equal; NOT_HANG and NOT_LEAK mean anything but that; ANY takes all."""
+    """PASS/HANG/... must be equal; NOT_HANG, NOT_LEAK and NOT_FAIL mean anything but that (and ERROR); ANY
+    takes all."""
     if expected == "ANY":
         return True
     if expected.startswith("NOT_"):

@@ -129,7 +129,11 @@ def kernel_about(k: KernelRun) -> str:
 def _question(scenario: str) -> str:
     from uffdprobe.scenarios.registry import SCENARIOS
     found = SCENARIOS.get(scenario)
-    return found.question if found else ""
+    if found is None:  # a selftest's run row: its program's question (its cases say theirs by name)
+        from uffdprobe.supervise.kselftest import PROGRAMS
+        program = PROGRAMS.get(scenario)
+        return f"the kernel's own mm selftest {program.name}: {program.question}" if program else ""
+    return found.question
 
 
 def _mark_word(mark: str) -> str:

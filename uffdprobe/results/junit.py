@@ -14,6 +14,8 @@ from typing import Dict
 
 from uffdprobe.verdicts import KERNEL_PROBLEMS, Verdict
 from . import evidence as evidence_view
+from uffdprobe.scenarios.memkinds import NO_MEMORY
+from uffdprobe.supervise.kselftest import is_selftest_row
 from .matrix import EXPECTED, Cell, KernelRun, Matrix
 
 IDENTITY_KEYS = ("label", "recipe", "summary", "release", "version", "sha256", "path", "config_sha256", "key", "machine")
@@ -87,7 +89,11 @@ def _outcome(c: Cell) -> str:
 
 
 def _case(c: Cell, k: KernelRun, outcome: str) -> ET.Element:
-    case = ET.Element("testcase", classname=f"{kernel_id(k.label)}.{c.scenario}", name=f"{c.scenario}[{c.memory}]",
+    if c.memory == NO_MEMORY and is_selftest_row(c.scenario):  # class is its program, the case name stays whole
+        classname, name = f"{kernel_id(k.label)}.{c.scenario.split(': ', 1)[0]}", c.scenario
+    else:
+        classname, name = f"{kernel_id(k.label)}.{c.scenario}", f"{c.scenario}[{c.memory}]"
+    case = ET.Element("testcase", classname=classname, name=name,
                       time=f"{sum(r.duration_s or 0 for r in c.results):.3f}")
     declared = f"expected {c.expected}" if c.expected else "nothing declared"
     first = c.results[0]

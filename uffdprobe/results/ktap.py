@@ -17,12 +17,16 @@ diagnostic lines. A parent fails when a subtest fails; it is skipped when all it
 """
 from typing import Callable, Dict, List, Optional, TextIO, Tuple
 
+from uffdprobe.scenarios.memkinds import NO_MEMORY
+from uffdprobe.supervise.kselftest import is_selftest_row
 from uffdprobe.verdicts import KERNEL_PROBLEMS, Result, Verdict
 from . import evidence as evidence_view
 
 OK, FAIL, SKIP = "ok", "not ok", "skip"
 #: (verdict, reason) -> (status, directive or '') for a leaf; None means "no declaration known".
 Judge = Callable[[Result], Tuple[str, str]]
+#: What joins a selftest program and its case in a row's scenario ('cow: vmsplice() ... with base page').
+SELFTEST = ": "
 _NO_DIRECTIVE_BAD = {Verdict(v) for v in KERNEL_PROBLEMS} | {Verdict.PANIC, Verdict.BOOT_FAIL}
 
 
@@ -46,11 +50,15 @@ def plain_judge(r: Result) -> Tuple[str, str]:
 
 def leaf_name(r: Result) -> str:
     run = r.params.get("run")
+    if r.memory == NO_MEMORY and is_selftest_row(r.scenario):  # its case name, or the program's own run
+        return (r.scenario if SELFTEST in r.scenario else f"{r.scenario}{SELFTEST}exit status") + \
+            (f".run{run}" if run else "")
     return f"{r.scenario}.{r.memory}" + (f".run{run}" if run else "")
 
 
 def group_of(scenario: str, run: Optional[int]) -> str:
-    return scenario + (f".run{run}" if run else "")
+    """A scenario's group is itself; a selftest case ('cow: CASE') is in its program's group."""
+    return scenario.split(SELFTEST, 1)[0] + (f".run{run}" if run else "")
 
 
 class Writer:
@@ -105,6 +113,8 @@ class KernelTest:
         if key != self.open:
             self._close_group()
             self.open = key
+            if isinstance(r.evidence.get("rows"), int):  # a selftest's run row: its cases follow it
+                self.groups[key] = r.evidence["rows"]
             emit(2, "KTAP version 1")
             emit(2, f"# Subtest: {key}")
             emit(2, f"1..{self.groups.get(key, 1)}")
@@ -165,7 +175,10 @@ def declared_judge(k) -> Judge:
 def write_kernel(top: Writer, k, plan: List[Tuple[str, str, Optional[int]]]) -> str:
     """A finished matrix kernel's whole subtree, its results in plan order; the kernel's status."""
     order = {item: i for i, item in enumerate(plan)}
-    results = sorted(k.results, key=lambda r: order.get((r.scenario, r.memory, r.params.get("run")), len(order)))
+    results = sorted(k.results, key=lambda r: order.get((r.scenario, r.memory, r.params.get("run")),
+                                                        order.get((group_of(r.scenario, None), r.memory,
+                                                                   r.params.get("run")), len(order))))
+    plan = [(r.scenario, r.memory, r.params.get("run")) for r in results]  # selftest cases are known now
     about = [f"{key}: {k.identity[key]}" for key in ("recipe", "path", "sha256") if k.identity.get(key)]
     kt = top.kernel(k.label, plan, about, declared_judge(k))
     for r in results:

@@ -1,6 +1,7 @@
 """The matrix as a terminal table: kernels across, scenario(memory) down, a verdict and mark per cell."""
 from typing import List
 
+from uffdprobe.scenarios.memkinds import NO_MEMORY
 from .matrix import EXPECTED, FIXED, REGRESSION, UNDECLARED, UNEXPECTED, Cell, Matrix
 
 _COLOUR = {"PASS": "32", "SKIP": "2", "HANG": "1;31", "LEAK": "1;35", "WP_LOST": "1;33", "FAIL": "31", "STUCK": "1;33", "FLAKY": "33",
@@ -18,7 +19,7 @@ def cell_text(c: Cell) -> str:
 def render(m: Matrix, colour: bool = False) -> str:
     """The table, one line per row; with `colour`, ANSI colours per verdict (padding stays aligned)."""
     rows = m.rows
-    names = [f"{s}({mem})" for s, mem in rows]
+    names = [s if mem == NO_MEMORY else f"{s}({mem})" for s, mem in rows]  # a selftest row has no memory kind
     first = max([len("scenario(memory)")] + [len(n) for n in names])
     grid: List[List[Cell]] = [[m.cell(k, s, mem) for k in m.kernels] for s, mem in rows]
     widths = [max([len(k.label)] + [len(cell_text(row[i])) for row in grid if row[i]])

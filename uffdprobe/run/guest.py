@@ -35,7 +35,10 @@ def check_visible_in_guest() -> None:
 def guest_argv(args: argparse.Namespace) -> List[str]:
     """The same `uffdprobe run` inside the guest; it streams to $UFFDPROBE_RESULTS (the results channel)."""
     check_visible_in_guest()
-    argv = ["/usr/bin/env", f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", sys.executable, "-m", "uffdprobe",
+    from uffdprobe.osutil.swap import SERIAL_ENV
+    from uffdprobe.vm.boot import SWAP_SERIAL
+    argv = ["/usr/bin/env", f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", f"{SERIAL_ENV}={SWAP_SERIAL}",
+            sys.executable, "-m", "uffdprobe",
             "run", "--hang-timeout", str(args.hang_timeout),
             "--scenario-timeout", str(args.scenario_timeout)]
     argv[2:2] = user_scenarios.guest_env()  # after env's first VAR=VALUE, before the interpreter
@@ -44,6 +47,8 @@ def guest_argv(args: argparse.Namespace) -> List[str]:
         argv += ["--memory", mem]
     for pair in args.param:
         argv += ["--param", pair]
+    for item in getattr(args, "kselftest", []):  # built on the host; the guest sees its root read-only
+        argv += ["--kselftest", item, "--kselftest-dir", args.kselftest_dir]
     if getattr(args, "runs", 1) > 1:
         argv += ["--runs", str(args.runs)]
     from . import exec_row
@@ -89,7 +94,19 @@ class _Tail(threading.Thread):
         """Append `results`, stamped, to the --results-dir stream."""
         for r in results if self.stream else ():
             r.kernel = {**r.kernel, **self.stamp}
+            host_paths(r, self.path.parent)
             self.stream.append(r)
+
+
+#: Where the guest sees its results channel (vm/guest_init.sh's CHANNEL); the host has it in the run dir.
+GUEST_RESULTS = "/run/uffdprobe/channel/results/"
+
+
+def host_paths(r: Result, host_results: Path) -> None:
+    """A file the guest wrote into its results channel (a selftest's output) named by its host path."""
+    log = r.evidence.get("log")
+    if isinstance(log, str) and log.startswith(GUEST_RESULTS):
+        r.evidence["log"] = str(host_results / log[len(GUEST_RESULTS):])
 
 
 def file_identity(kernel: str) -> dict:
@@ -176,6 +193,8 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
     results += missing
     for r in results:
         r.kernel = {**r.kernel, **stamp}
+        host_paths(r, result.results_dir)
+    _keep_outputs(result.results_dir, args.results_dir)
     status = finish(results, args, table)
     if lost:
         print(f"uffdprobe: CHANNEL_LOST: the guest lost its results channel (guest exit {result.exit_status}); "
@@ -188,6 +207,19 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
     if status != Exit.OK:
         print(f"console log: {result.console_log}", file=sys.stderr)
     return status
+
+
+def _keep_outputs(channel: Path, results_dir: Optional[str]) -> None:
+    """The selftests' output files, copied (whole) into --results-dir beside the verdicts."""
+    if not results_dir:
+        return
+    from uffdprobe.osutil.files import write_atomic
+    for path in sorted(channel.glob("kselftest-*.txt")):
+        try:
+            write_atomic(Path(results_dir) / path.name, path.read_bytes())
+        except OSError as exc:
+            print(f"uffdprobe: cannot keep {path.name} in {results_dir} ({exc.strerror}); it stays in {channel}",
+                  file=sys.stderr)
 
 
 def _cut_off(planned, results: List[Result], boot) -> List[Result]:

@@ -7,12 +7,14 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from uffdprobe.osutil import swap
 from uffdprobe.osutil.files import write_atomic
 from uffdprobe.uffd import features, odirect
 from uffdprobe.results import ktap, report
 from uffdprobe.results.expect import check, declared, expected_failure, failing, judge
-from uffdprobe.supervise import supervisor
+from uffdprobe.supervise import kselftest, supervisor
 from uffdprobe.exitcodes import Exit, UsageError
+from . import selftests
 from uffdprobe.scenarios.registry import select, skip_reason
 from uffdprobe.verdicts import Result, Verdict
 
@@ -65,6 +67,9 @@ def _plan(names: List[str], memories: Optional[List[str]], params: Dict[str, obj
 def run_on_host(args: argparse.Namespace) -> int:
     """`uffdprobe run` on the running kernel: probe, run the plan, write the outputs, choose the exit status."""
     params = _params(args.param)
+    said = swap.enable_guest_swap()  # in a guest uffdprobe booted: its swap disk, before the plan probes swap
+    if said:
+        print(said, file=table_stream(args), flush=True)
     kf = features.probe()
     from .exec_row import scratch
     try:  # --scratch-fs: the O_DIRECT scenarios write to the mounted scratch filesystem too
@@ -98,9 +103,12 @@ def _run_plan(args: argparse.Namespace, kf: features.KernelFeatures, target: Opt
     limits = supervisor.Limits(hang_s=args.hang_timeout, scenario_s=args.scenario_timeout)
     table = table_stream(args)
     stream = VerdictStream(args.results_dir) if args.results_dir else None
-    print(f"kernel {kf.kernel['release']}: {len(rows) + len(plan)} runs", file=table, flush=True)
-    ktap_out = ktap_start(args, rows + [(s.name, mem, params.get("run")) for s, mem, params, _ in plan], "host",
-                          ["the running kernel"])
+    wanted = getattr(args, "kselftest", [])
+    bin_dir = selftests.binaries(args) if wanted else None  # built (or found) before the first scenario
+    print(f"kernel {kf.kernel['release']}: {len(rows) + len(plan)} runs"
+          + (f", selftests {', '.join(wanted)}" if wanted else ""), file=table, flush=True)
+    ktap_out = ktap_start(args, rows + [(s.name, mem, params.get("run")) for s, mem, params, _ in plan]
+                          + selftests.owed(wanted), "host", ["the running kernel"])
 
     def on_result(r: Result) -> None:
         print(report.table_line(r), file=table, flush=True)
@@ -111,6 +119,9 @@ def _run_plan(args: argparse.Namespace, kf: features.KernelFeatures, target: Opt
 
     results = exec_row.run_rows(args, kf.kernel, scratch_dir, on_result)
     results += supervisor.run_many(plan, kf.kernel, limits, target, on_result)
+    for item in wanted:  # after the scenarios, in the same boot; output files beside the verdicts
+        results += kselftest.run(item, bin_dir, Path(args.results_dir) if args.results_dir else None,
+                                 kf.kernel, on_result)
     if ktap_out:
         ktap_out.close()
     return results, stream.error if stream else None

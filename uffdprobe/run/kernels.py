@@ -32,6 +32,7 @@ class Target:
     build_error: Optional[str] = None
     given: str = ""
     sha256: Optional[str] = None
+    kselftest: List[str] = field(default_factory=list)  # a recipe's own selftests (recipe field kselftest)
 
     def key(self) -> str:
         """The short content hash that names this kernel's results folder: the booted file's, or the
@@ -62,7 +63,8 @@ def check_kernels(args: List[str]) -> List[Target]:
         elif spec.kind in ("image", "deb"):
             target = Target(spec.label, path=str(spec.path), sha256=spec.sha256)
         else:
-            target = Target(spec.label, recipe=spec.recipe_ref, expect=dict(spec.recipe.expect))
+            target = Target(spec.label, recipe=spec.recipe_ref, expect=dict(spec.recipe.expect),
+                            kselftest=list(spec.recipe.kselftest))
         target.given = spec.arg
         targets.append(target)
     return targets
@@ -78,8 +80,14 @@ def parse_expect(items: List[str], targets: List[Target]) -> Dict[str, Dict[str,
     out: Dict[str, Dict[str, str]] = {}
     for item in items:
         left, sep, verdict = item.rpartition("=")
-        kernel, colon, scenario = left.rpartition(":")
-        kernel = kernel if colon else "*"
+        # KERNEL: is a prefix naming a kernel; a selftest row ('cow: CASE') holds ': ' itself
+        known = [i for i, ch in enumerate(left) if ch == ":" and left[:i] in names]
+        if known:
+            kernel, scenario = left[:known[0]], left[known[0] + 1:]
+        elif ":" in left and ": " not in left:
+            kernel, _, scenario = left.rpartition(":")  # names no kernel: refused below
+        else:
+            kernel, scenario = "*", left
         if not sep or not scenario or verdict not in VERDICTS:
             raise UsageError(f"--expect {item!r}: write [KERNEL:]SCENARIO[/MEMORY]=VERDICT with VERDICT one of "
                              + ", ".join(sorted(VERDICTS)))
@@ -96,11 +104,12 @@ def parse_expect(items: List[str], targets: List[Target]) -> Dict[str, Dict[str,
 
 def declare(targets: List[Target], overrides: Dict[str, Dict[str, str]]) -> None:
     """Add --expect declarations to each target's recipe ones: for every kernel, then for that label."""
-    from uffdprobe.results.expect import SEPARATOR
+    from uffdprobe.results.expect import split_key
     for t in targets:
         for key, verdict in [*overrides.get("*", {}).items(), *overrides.get(t.label, {}).items()]:
-            if SEPARATOR not in key:  # SCENARIO=V overrides the recipe's SCENARIO/MEMORY ones too
-                t.expect = {k: v for k, v in t.expect.items() if not k.startswith(key + SEPARATOR)}
+            if split_key(key)[1] is None:  # SCENARIO=V overrides the recipe's SCENARIO/MEMORY ones too
+                t.expect = {k: v for k, v in t.expect.items()
+                            if not (split_key(k)[0] == key and split_key(k)[1] is not None)}
             t.expect[key] = verdict
 
 

@@ -18,6 +18,7 @@ from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
 from uffdprobe.osutil import children
 from uffdprobe.osutil.files import write_atomic
+from . import selftests
 from .kernel_arg import safe
 from .kernels import HOST, Target, build, check_kernels, declare, owner, parse_expect
 
@@ -42,10 +43,12 @@ class Options:
     scenarios_from: List[str] = field(default_factory=list)  # users' scenario files (absolute paths)
     exec_args: List[str] = field(default_factory=list)  # the --exec options and program for every kernel's run
     exec_row: Optional[str] = None  # its row name
+    kselftest: List[str] = field(default_factory=list)  # mm selftests every kernel runs after the scenarios
 
 
-def planned(opts: Options) -> List[tuple]:
-    """(scenario, memory, run) of every verdict a kernel owes; run is None with a single run."""
+def planned(opts: Options, target: Optional[Target] = None) -> List[tuple]:
+    """(scenario, memory, run) of every verdict a kernel owes; run is None with a single run. A selftest owes
+    its run row (its cases are known once it ran): `target`'s recipe may add selftests to the matrix's."""
     try:
         chosen = select(opts.scenarios)
     except KeyError as exc:
@@ -57,10 +60,15 @@ def planned(opts: Options) -> List[tuple]:
                              "(`uffdprobe list --all` shows them)")
     runs = [None] if opts.runs <= 1 else list(range(1, opts.runs + 1))
     from .exec_row import planned as exec_planned
-    if opts.exec_row and not opts.scenarios:  # --exec alone: its row only
-        return exec_planned(opts.exec_row, opts.runs)
-    return exec_planned(opts.exec_row, opts.runs) + \
-        [(s.name, m, i) for i in runs for s in chosen for m in s.memory if not opts.memory or m in opts.memory]
+    rows = [(s.name, m, i) for i in runs for s in chosen for m in s.memory if not opts.memory or m in opts.memory]
+    if opts.exec_row and not opts.scenarios:  # --exec alone: its row only (and the selftests asked)
+        rows = []
+    return exec_planned(opts.exec_row, opts.runs) + rows + selftests.owed(kselftests(opts, target))
+
+
+def kselftests(opts: Options, target: Optional[Target]) -> List[str]:
+    """The selftests a kernel runs: the matrix's --kselftest, then its recipe's kselftest list."""
+    return selftests.chosen(opts.kselftest + list(target.kselftest if target else []))
 
 
 def run_argv(target: Target, opts: Options, out: Path) -> List[str]:
@@ -75,6 +83,8 @@ def run_argv(target: Target, opts: Options, out: Path) -> List[str]:
         argv += ["--memory", mem]
     for pair in opts.params:
         argv += ["--param", pair]
+    for item in kselftests(opts, target):
+        argv += ["--kselftest", item]
     for key, verdict in sorted(target.expect.items()):  # the child judges (and says) what the matrix will
         argv += ["--expect", f"{key}={verdict}"]
     if opts.verbose:
@@ -99,7 +109,7 @@ class Runner:
     def run_one(self, target: Target, index: str) -> KernelRun:
         """One kernel, start to finish, always ending in a KernelRun with a verdict for every planned run."""
         out = self._fresh_folder(target)
-        owed = planned(self.opts)
+        owed = planned(self.opts, target)
         if target.build_error:
             return _filled(target, [], owed, Verdict.BUILD_FAIL, target.build_error, {})
         if self.stopping.is_set():  # interrupted before it started: nothing to report

@@ -5,7 +5,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from uffdprobe.uffd.features import KernelFeatures
 from uffdprobe.uffd.flags import Feature
 from uffdprobe.verdicts import Outcome
-from .memkinds import KINDS, unavailable
+from .memkinds import COW_KINDS, KINDS, unavailable
 
 
 @dataclass(frozen=True)
@@ -74,12 +74,12 @@ def _table() -> Dict[str, Scenario]:
         Scenario("cow-leak",
                  "After fork(), can a child that vmsplice()d a shared page read the parent's later "
                  "write through the pipe? (CVE-2020-29374)",
-                 cow_leak.run, (), defaults={"selftest_shared_page": False},
+                 cow_leak.run, (), memory=COW_KINDS, defaults={"selftest_shared_page": False},
                  models="Project Zero issue 2045; fixed by 17839856fd58, then by 09854ba94c6a"),
         Scenario("cow-leak-reverse",
                  "After the parent vmsplice()d a page before fork() and unmapped it after, can the "
                  "parent read the child's later write through its pipe?",
-                 cow_leak_reverse.run, (), defaults={"selftest_shared_page": False},
+                 cow_leak_reverse.run, (), memory=COW_KINDS, defaults={"selftest_shared_page": False},
                  models="cow selftest 'vmsplice() before fork(), unmap in parent after fork()'; "
                         "open on every 2020 kernel, 17839856fd58 included"),
         Scenario("wp-cow-inherit",

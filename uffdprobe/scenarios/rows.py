@@ -3,9 +3,7 @@ uffdprobe ships (uffd.programs), so that `--expect` and a recipe's [expect] can 
 from typing import Set
 
 from uffdprobe.uffd.programs import PROGRAMS
-
-#: The memory field of a program's row: it runs on no memory kind of ours.
-NO_MEMORY = "-"
+from .memkinds import NO_MEMORY  # noqa: F401 (a program's row runs on no memory kind of ours)
 _DECLARED: Set[str] = set()
 
 

@@ -27,7 +27,9 @@ GUEST_INIT = Path(__file__).resolve().with_name("guest_init.sh")
 #: on the host, the guest cannot see.
 GUEST_PRIVATE_DIRS = ("/tmp", "/var/tmp", "/run", "/dev", "/proc", "/sys")
 SCRATCH_MB = 64
-RUN_DIR_NEED_MB = SCRATCH_MB + 16  # the sparse scratch disk may fill; console and QEMU logs beside it
+#: A second sparse disk the guest makes its swap (anon-swap, the selftests' swapped-out cases), found by serial.
+SWAP_MB, SWAP_SERIAL = 64, "uffdprobe-swap"
+LOGS_NEED_MB = 16  # console and QEMU logs beside the sparse disks, which may fill
 GUEST_BOUND_MARGIN = 15  # seconds of the overall limit left for boot and power-off
 
 
@@ -125,23 +127,26 @@ def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_di
     plan = resolve_kernel(kernel, cache_dir)
     chosen = accelmod.choose_accel(accel, _probe_boot(kernel, cache_dir), cache_dir, progress=progress)
     run_dir = Path(run_dir) if run_dir else new_run_dir()
-    _check_space(run_dir)
+    _check_space(run_dir, scratch_mb + SWAP_MB + LOGS_NEED_MB)
     run_dir.mkdir(parents=True, exist_ok=True)
     channel = run_dir / "channel"
     results = channel / "results"
     results.mkdir(parents=True, exist_ok=True)
     bound = max(1, int(timeout - GUEST_BOUND_MARGIN))
     (channel / "command.sh").write_text(f"BOUND={bound}\nset -- {shlex.join(argv)}\n")
-    scratch = run_dir / "scratch.img"
-    with open(scratch, "wb") as f:
-        f.truncate(scratch_mb << 20)  # sparse: only what the guest writes takes space
+    scratch, swap = run_dir / "scratch.img", run_dir / "swap.img"
+    for disk, mb in ((scratch, scratch_mb), (swap, SWAP_MB)):
+        with open(disk, "wb") as f:
+            f.truncate(mb << 20)  # sparse: only what the guest writes takes space
     spec = qemu.QemuSpec(kernel=plan.identity.path, initrd=plan.initrd,
                          append=kernel_append(plan.initrd is not None, plan.transport, timeout,
                                               silence_timeout, extra_append, hung_task_s),
                          accel=chosen, memory_mb=memory_mb, cpus=cpus,
                          console_log=run_dir / "console.log", stderr_log=run_dir / "qemu.stderr",
                          device_args=["-drive", f"file={scratch},format=raw,if=none,id=scratch,cache=none",
-                                      "-device", "virtio-blk-pci,drive=scratch"])
+                                      "-device", "virtio-blk-pci,drive=scratch",
+                                      "-drive", f"file={swap},format=raw,if=none,id=swap,cache=unsafe",
+                                      "-device", f"virtio-blk-pci,drive=swap,serial={SWAP_SERIAL}"])
     virtiofs = None
     try:
         if plan.transport == "9p":
@@ -159,6 +164,7 @@ def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_di
         if virtiofs:
             virtiofs.stop()
         scratch.unlink(missing_ok=True)
+        swap.unlink(missing_ok=True)
     if disk_full(run_dir):  # under 1 MiB left: its files cannot be trusted to be whole
         raise OSError(errno.ENOSPC, "the disk filled while the VM ran, so its console log and verdicts may be "
                                     f"cut short; the verdicts that arrived are in {results}", str(run_dir))
@@ -202,13 +208,13 @@ def _timings(run, started, prepared) -> dict:
             "total": round(run.ended_at - started, 3)}
 
 
-def _check_space(run_dir: Path) -> None:
-    """Refuse to boot onto a (nearly) full disk: the scratch disk and logs would fail mid-run, unexplained."""
+def _check_space(run_dir: Path, need_mb: int) -> None:
+    """Refuse to boot onto a (nearly) full disk: the scratch disks and logs would fail mid-run, unexplained."""
     existing = next(p for p in [run_dir, *run_dir.parents] if p.exists())
     free_mb = shutil.disk_usage(existing).free >> 20
-    if free_mb < RUN_DIR_NEED_MB:
-        raise OSError(errno.ENOSPC, f"{free_mb} MiB free, a boot needs {RUN_DIR_NEED_MB} MiB for its scratch "
-                                    "disk and logs", str(existing))
+    if free_mb < need_mb:
+        raise OSError(errno.ENOSPC, f"{free_mb} MiB free, a boot needs {need_mb} MiB for its scratch "
+                                    "disks and logs", str(existing))
 
 
 def _check_args(argv, timeout, silence_timeout, memory_mb, cpus):

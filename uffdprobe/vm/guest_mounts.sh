@@ -8,6 +8,8 @@ guest_mounts() {
     # CONFIG_DEVTMPFS_MOUNT kernels put devtmpfs on /dev already; mounting it there again is EBUSY.
     grep -q "^devtmpfs $r/dev " "$r/proc/mounts" || mount -t devtmpfs devtmpfs "$r/dev" || fail "cannot mount /dev"
     mount -t sysfs sysfs "$r/sys"
+    # the mm selftests' pin cases use /sys/kernel/debug/gup_test (CONFIG_GUP_TEST): harmless without it
+    mount -t debugfs debugfs "$r/sys/kernel/debug" 2>/dev/null
     mount -t tmpfs -o mode=755 tmpfs "$r/run" || fail "cannot mount tmpfs on /run"
     # Host paths the command needs under /tmp or /var/tmp (a checkout in /tmp, say) come as
     # uffdprobe.keep=P1,P2: bound aside before those are covered, and back in place after.

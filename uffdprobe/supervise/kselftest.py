@@ -1,0 +1,177 @@
+"""Run the kernel's own mm selftests (built by kbuild.kselftest) on the running kernel, bounded, and turn
+what they print into Results of their own, rows next to the scenarios.
+
+Row identity: scenario "PROGRAM: CASE" (e.g. "cow: vmsplice() + unmap in child ... with base page"),
+memory NO_MEMORY ("-": a selftest case is no memory kind); one more row "PROGRAM" for the run itself,
+whose verdict is the program's own exit status by kselftest's convention (0 PASS, 1 FAIL, 4 SKIP) and
+ERROR when it crashed, was killed at its bound or broke its TAP plan, HANG or STUCK when its tasks were
+stuck in (or outside) handle_userfault at the bound. Its whole output and exit status are evidence,
+kept as a file beside the verdicts.
+"""
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+from uffdprobe.osutil import children
+from uffdprobe.scenarios.memkinds import NO_MEMORY
+from uffdprobe.verdicts import Result, Verdict
+from . import kselftest_output, tasks
+
+#: kselftest's exit statuses (tools/testing/selftests/kselftest.h).
+KSFT_EXIT = {0: Verdict.PASS, 1: Verdict.FAIL, 2: Verdict.PASS, 3: Verdict.FAIL, 4: Verdict.SKIP}
+SEPARATOR = ": "
+
+
+@dataclass(frozen=True)
+class Program:
+    """One selftest program: how it is started by default, how its output reads, its time bound."""
+    name: str
+    question: str
+    default_args: Tuple[str, ...] = ()
+    style: str = "tap"          # "tap" (kselftest TAP/KTAP) or "uffd-unit" (uffd-unit-tests' own lines)
+    timeout_s: float = 600.0
+
+
+PROGRAMS: Dict[str, Program] = {p.name: p for p in (
+    Program("cow", "Does COW (fork, R/O pins, vmsplice, io_uring fixed buffers, KSM) keep parent and child "
+                   "apart on base pages, THPs, swapped-out pages and hugetlb?", timeout_s=600.0),
+    Program("gup_longterm", "Do longterm R/O and R/W GUP pins (gup_test, io_uring) behave on anon, shmem, "
+                            "file and hugetlb mappings?", timeout_s=300.0),
+    # Only the uffd-wp + fork cases by default: wp-fork, wp-fork-with-event, wp-fork-pin(-with-event) ask
+    # whether the uffd-wp bit survives fork(), early COW and a R/O longterm pin (the 2020 question);
+    # move/minor/poison/events/sigbus exercise features the models do not touch and take most of the time
+    # (a stock guest under TCG: all 66 cases 38 s, the 20 wp-fork ones 4 s).
+    Program("uffd-unit-tests", "Does the uffd-wp bit survive fork(), early COW and R/O longterm pins "
+                               "(wp-fork cases by default)?", default_args=("-f", "wp-fork"),
+            style="uffd-unit", timeout_s=600.0),
+)}
+
+
+def parse_request(text: str) -> Tuple[Program, Tuple[str, ...]]:
+    """'cow', 'uffd-unit-tests', 'uffd-unit-tests=all' or 'uffd-unit-tests=FILTER' (its -f): the program
+    and its arguments; KeyError naming the unknown program, ValueError for an argument it takes none of."""
+    name, eq, arg = text.partition("=")
+    program = PROGRAMS[name]
+    if not eq:
+        return program, program.default_args
+    if program.style != "uffd-unit":
+        raise ValueError(f"{name} takes no =ARGUMENT (only uffd-unit-tests=all or =FILTER)")
+    if not arg:
+        raise ValueError("write uffd-unit-tests=all or uffd-unit-tests=FILTER (a test name part, e.g. wp-fork)")
+    return program, () if arg == "all" else ("-f", arg)
+
+
+def requests(items: List[str]) -> List[str]:
+    """--kselftest values (repeatable, comma-separated) as one list in order, duplicates dropped."""
+    out: List[str] = []
+    for item in items or []:
+        for part in item.split(","):
+            part = part.strip()
+            if part and part not in out:
+                out.append(part)
+    return out
+
+
+def case_scenario(program: str, case: str) -> str:
+    return f"{program}{SEPARATOR}{case}"
+
+
+def is_selftest_row(scenario: str) -> bool:
+    """Whether a row's scenario names a selftest program or one of its cases."""
+    return scenario in PROGRAMS or scenario.split(SEPARATOR, 1)[0] in PROGRAMS and SEPARATOR in scenario
+
+
+def run(request: str, bin_dir: Path, out_dir: Optional[Path], kernel: dict,
+        on_result: Callable[[Result], None]) -> List[Result]:
+    """Run one requested program to its end (bounded); its run row first, then one Result per case."""
+    program, args = parse_request(request)
+    binary = Path(bin_dir) / program.name
+    argv = [str(binary), *args]
+    params = {"argv": argv[1:]} if args else {}
+    if not os.access(binary, os.X_OK):
+        row = Result(program.name, NO_MEMORY, Verdict.ERROR, f"{binary} is not there or not executable (built "
+                     "selftests must be visible here: a cache under /tmp is not, in a guest)", {}, kernel, params, 0.0)
+        on_result(row)
+        return [row]
+    with tempfile.TemporaryDirectory(prefix="uffdprobe-kselftest-") as scratch:  # no --results-dir: not kept
+        keep = Path(out_dir) if out_dir else Path(scratch)
+        keep.mkdir(parents=True, exist_ok=True)
+        log = keep / f"kselftest-{program.name}.txt"
+        started = time.monotonic()
+        exit_status, stuck = _execute(argv, log, program.timeout_s)
+        took = round(time.monotonic() - started, 3)
+        text = log.read_text(errors="replace") if log.exists() else ""
+    parsed = (kselftest_output.parse_uffd_unit if program.style == "uffd-unit" else kselftest_output.parse_tap)(text)
+    base = {"program": program.name, "argv": argv, "exit_status": exit_status,
+            "log": str(log) if out_dir else "not kept (no --results-dir)"}
+    row = _run_row(program, parsed, exit_status, stuck, took, base, text, kernel, params)
+    results = [row] + [_case_row(program.name, c, base, kernel, params) for c in parsed.cases]
+    if parsed.unfinished is not None:
+        verdict = row.verdict if row.verdict in (Verdict.HANG, Verdict.STUCK) else Verdict.ERROR
+        results.append(Result(case_scenario(program.name, parsed.unfinished), NO_MEMORY, verdict,
+                              f"started but never reported: {row.reason}",
+                              {**base, "output": parsed.unfinished_lines}, kernel, params, None))
+    row.evidence["rows"] = len(results)  # its own and its cases': a KTAP group knows its size from it
+    for r in results:
+        on_result(r)
+    return results
+
+
+def _execute(argv: List[str], log: Path, timeout: float) -> Tuple[Optional[int], Optional[dict]]:
+    """Run argv in its own session, output (stdout and stderr) into `log`, from a fresh working folder
+    (the selftests make files in theirs); at `timeout` look at its tasks, then stop the whole group.
+    (exit status or None when it was killed, what its tasks were doing at the bound or None)."""
+    with tempfile.TemporaryDirectory(prefix="uffdprobe-kselftest-cwd-") as cwd, open(log, "wb") as sink:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, cwd=cwd,
+                                start_new_session=True)
+        try:
+            status = proc.wait(timeout=timeout)
+            children.stop_group(proc, first=None, grace=0.0)  # a forked child left behind goes too
+            return status, None
+        except subprocess.TimeoutExpired:
+            found = tasks.all_tasks(proc.pid)
+            stuck = {"tasks": found, "in_userfault": [t for t in found if tasks.in_userfault(t)],
+                     "after_s": timeout}
+            children.stop_group(proc, first=signal.SIGKILL, grace=0.0)
+            return None, stuck
+        except BaseException:
+            children.stop_group(proc, first=signal.SIGKILL, grace=0.0)
+            raise
+
+
+def _run_row(program: Program, parsed, exit_status, stuck, took, base, text, kernel, params) -> Result:
+    counts: Dict[str, int] = {}
+    for c in parsed.cases:
+        counts[c.verdict] = counts.get(c.verdict, 0) + 1
+    evidence = {**base, "duration_s": took, "cases": len(parsed.cases), "counts": counts,
+                "plan": parsed.plan, "totals": parsed.totals, "output_tail": text.splitlines()[-15:]}
+    if stuck is not None:
+        evidence["stuck"] = stuck
+        verdict = Verdict.HANG if stuck["in_userfault"] else Verdict.STUCK
+        where = "in handle_userfault" if stuck["in_userfault"] else "outside handle_userfault"
+        return Result(program.name, NO_MEMORY, verdict, f"still running after {program.timeout_s:g}s, "
+                      f"{len(stuck['in_userfault']) or len(stuck['tasks'])} task(s) {where}: killed",
+                      evidence, kernel, params, took)
+    if exit_status is None or exit_status < 0:
+        return Result(program.name, NO_MEMORY, Verdict.ERROR, f"killed by signal {-(exit_status or 0)}",
+                      evidence, kernel, params, took)
+    if parsed.plan is not None and parsed.plan != len(parsed.cases):
+        return Result(program.name, NO_MEMORY, Verdict.ERROR, f"exit {exit_status} after {len(parsed.cases)} "
+                      f"of the {parsed.plan} planned results", evidence, kernel, params, took)
+    verdict = KSFT_EXIT.get(exit_status, Verdict.ERROR)
+    if not parsed.cases and verdict is not Verdict.SKIP:
+        verdict = Verdict.ERROR
+    summary = ", ".join(f"{v} {n}" for v, n in sorted(counts.items())) or "no cases"
+    return Result(program.name, NO_MEMORY, verdict, f"exit {exit_status}: {summary}"
+                  + (f" ({parsed.totals})" if parsed.totals else ""), evidence, kernel, params, took)
+
+
+def _case_row(program: str, c, base: dict, kernel: dict, params: dict) -> Result:
+    return Result(case_scenario(program, c.name), NO_MEMORY, Verdict(c.verdict), c.reason,
+                  {"program": program, "number": c.number, "output": c.lines, "log": base["log"],
+                   "exit_status": base["exit_status"]}, kernel, params, None)
