@@ -41,6 +41,7 @@ def pytest_configure(config) -> None:
                             + ", ".join(NEEDS))
     config.stash[_SESSION] = _Session(config)
     config.pluginmanager.register(_JUnitEvidence(config), "uffdprobe-junit-evidence")
+    _group_kernels_under_xdist(config)
 
 
 def pytest_generate_tests(metafunc) -> None:
@@ -49,6 +50,7 @@ def pytest_generate_tests(metafunc) -> None:
         metafunc.parametrize("_uffd_booted", labels, ids=[_id(k) for k in labels], indirect=True, scope="session")
 
 
+@pytest.hookimpl(tryfirst=True)  # the xdist_group marks go on before xdist reads them
 def pytest_collection_modifyitems(session, config, items) -> None:
     state = config.stash[_SESSION]
     for item in items:
@@ -56,6 +58,7 @@ def pytest_collection_modifyitems(session, config, items) -> None:
             if mark.args and mark.args[0] not in state.scenarios:
                 state.scenarios.append(mark.args[0])
     if any("uffd_kernel" in getattr(item, "fixturenames", ()) for item in items):
+        _mark_kernel_groups(items)
         state.prepare()  # bad --kernel, --uffd-expect or --uffd-param: a usage error before any boot
 
 
@@ -194,16 +197,47 @@ def uffd_verdict(request, uffd_kernel: Kernel) -> Verdict:
 
 
 def _record_kernel(request, kernel: Kernel) -> None:
-    """The kernel's identity and boot facts as JUnit testsuite properties 'kernel[LABEL].KEY', once per
-    kernel (junit-10.xsd allows properties on the suite only)."""
-    state = request.config.stash[_SESSION]
-    if kernel.label in state.recorded:
-        return
-    state.recorded.add(kernel.label)
+    """The kernel's identity and boot facts as JUnit testsuite properties 'kernel[LABEL].KEY' (junit-10.xsd
+    allows properties on the suite only). They travel on the test's report, so that under pytest-xdist the
+    controller, which writes the JUnit file, adds them (once per kernel) as it would without xdist."""
     from uffdprobe.results.junit import suite_properties
-    record = request.getfixturevalue("record_testsuite_property")
-    for key, value in suite_properties(kernel.run).items():
-        record(f"{key.split('.', 1)[0]}[{kernel.label}].{key.split('.', 1)[1]}", value)
+    request.node.stash[_KERNEL_PROPERTIES] = [
+        (f"{key.split('.', 1)[0]}[{kernel.label}].{key.split('.', 1)[1]}", str(value))
+        for key, value in suite_properties(kernel.run).items()]
+
+
+# --- pytest-xdist (-n N): one kernel's tests on one worker, so each kernel boots once per worker that needs it
+
+#: The xdist_group of a kernel's tests; xdist appends '@' and it to their node ids, which the reports drop again.
+GROUP_PREFIX = "uffd-kernel-"
+
+
+def _group_kernels_under_xdist(config) -> None:
+    """With --uffd-kernel given and xdist's default --dist load (what -n implies), distribute by group
+    (loadgroup) instead: the same as load for every test without an xdist_group mark."""
+    if (config.getoption("uffd_kernels") and not hasattr(config, "workerinput")
+            and getattr(config.option, "dist", "no") == "load"):
+        config.option.dist = "loadgroup"
+
+
+def _mark_kernel_groups(items) -> None:
+    """An xdist_group per kernel on every test parametrised over --uffd-kernel that has none of its own."""
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if spec is None or "_uffd_booted" not in spec.params or item.get_closest_marker("xdist_group"):
+            continue
+        item.add_marker(pytest.mark.xdist_group(GROUP_PREFIX + _id(spec.params["_uffd_booted"])))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report) -> None:
+    report.nodeid = _plain_nodeid(report.nodeid)  # before the terminal and the JUnit file see it
+
+
+def _plain_nodeid(nodeid: str) -> str:
+    """A node id without the '@uffd-kernel-LABEL' xdist's loadgroup appended (reports read as without xdist)."""
+    at = nodeid.rfind("@" + GROUP_PREFIX)
+    return nodeid[:at] if at > nodeid.rfind("]") else nodeid
 
 
 class _JUnitEvidence:
@@ -212,6 +246,7 @@ class _JUnitEvidence:
 
     def __init__(self, config):
         self.config = config
+        self.properties: set = set()
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
@@ -219,18 +254,24 @@ class _JUnitEvidence:
         text = item.stash.get(_EVIDENCE, None)
         if text and call.when == "call":
             outcome.get_result().uffd_evidence = text
+        if call.when == "call" and item.stash.get(_KERNEL_PROPERTIES, None):
+            outcome.get_result().uffd_kernel_properties = item.stash[_KERNEL_PROPERTIES]
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report) -> None:
-        text = getattr(report, "uffd_evidence", None)
-        if not text or report.when != "call":
+        if report.when != "call":
             return
         try:
             from _pytest.junitxml import xml_key
         except ImportError:  # a pytest without this LogXML: the terminal output still has the evidence
             return
         xml = self.config.stash.get(xml_key, None)
-        if xml is not None:
+        for name, value in getattr(report, "uffd_kernel_properties", None) or ():
+            if xml is not None and name not in self.properties:
+                self.properties.add(name)
+                xml.add_global_property(name, value)
+        text = getattr(report, "uffd_evidence", None)
+        if text and xml is not None:
             import xml.etree.ElementTree as ET
             out = ET.Element("system-out")
             out.text = text
@@ -299,3 +340,4 @@ def _id(arg: str) -> str:
 
 _SESSION = pytest.StashKey[_Session]()
 _EVIDENCE = pytest.StashKey[str]()
+_KERNEL_PROPERTIES = pytest.StashKey[list]()
