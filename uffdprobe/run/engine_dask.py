@@ -13,6 +13,7 @@ A worker that dies mid-kernel: the kernel is resubmitted once, to another worker
 ERROR naming both workers. Ctrl-C sets a cluster Event every task watches: each stops its child (which
 kills its QEMU and writes what it has), the files come back, the futures are cancelled."""
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -168,26 +169,28 @@ class DaskRunner(Runner):
         if isinstance(msg, dict) and msg.get("matrix") == self.token:
             self.say(msg.get("line", ""))
 
-    def _image(self, target: Target) -> object:
+    def _image(self, target: Target, again: bool = False) -> object:
+        """The kernel file scattered to the cluster, once per content hash; `again` after a worker died
+        (the file may have been on it only)."""
         sha = target.sha256 or sha256_file(Path(target.path))
         target.sha256 = sha
         with self.lock:
-            if sha not in self.images:
+            if again or sha not in self.images:
                 data = Path(target.path).read_bytes()
-                if sha256_file(Path(target.path)) != sha:
+                if hashlib.sha256(data).hexdigest() != sha:
                     raise CellLost(f"{target.path} changed while the matrix ran; not shipped")
-                self.images[sha] = self.client.scatter(data, hash=True)
+                self.images[sha] = self.client.scatter(data)
             return self.images[sha]
 
     def _child(self, target: Target, out: Path, log: Path) -> Optional[int]:
         if target.path is None:  # the running kernel is the client's own
             return super()._child(target, out, log)
         distributed = _dask()
-        image = self._image(target)
-        cell = Cell(self.token, target.label, target.given, target.sha256, Path(target.path).name,
-                    dict(target.identity), dict(target.expect), self.opts, self.stop_name)
+        cell = Cell(self.token, target.label, target.given, target.sha256 or sha256_file(Path(target.path)),
+                    Path(target.path).name, dict(target.identity), dict(target.expect), self.opts, self.stop_name)
         died: List[str] = []
-        for attempt in (1, 2):
+        for attempt in range(1, 4):  # two worker deaths end it; a file lost with a dead worker costs one more
+            image = self._image(target, again=attempt > 1)
             cell.attempt, cell.avoid = attempt, list(died)
             with self.lock:
                 if self.stopping.is_set():
@@ -201,15 +204,20 @@ class DaskRunner(Runner):
                 got = fut.result(timeout=self._wait_bound())
             except distributed.KilledWorker as exc:
                 died.append(exc.last_worker.address)
-                self.say(f"  {target.label} | worker {died[-1]} died while running this kernel"
-                         f"{'; retrying on another worker' if attempt == 1 else ''}")
+                if len(died) == 2:
+                    break
+                self.say(f"  {target.label} | worker {died[-1]} died while running this kernel; retrying on "
+                         "another worker")
                 continue
             except (TimeoutError, distributed.TimeoutError):
                 self.client.cancel([fut], force=True)
                 write_atomic(log, f"uffdprobe: no answer from the cluster within {self._wait_bound():g}s\n".encode())
                 return None
             except distributed.CancelledError:
-                return None  # stopped (Ctrl-C): the matrix reads what there is
+                if self.stopping.is_set():
+                    return None  # stopped (Ctrl-C): the matrix reads what there is
+                self.say(f"  {target.label} | its kernel file was lost with a dead worker; shipping it again")
+                continue
             except Exception as exc:  # the task itself failed (a worker without uffdprobe, a pickling error)
                 reason = f"the cluster task failed: {type(exc).__name__}: {_first_line(exc)}"
                 write_atomic(log, f"uffdprobe: {reason}\n".encode())
@@ -222,8 +230,11 @@ class DaskRunner(Runner):
                 raise CellLost(f"on worker {got['worker']} ({got['host']}): {got['error']}")
             self._unpack(got, target, out)
             return got["status"]
-        reason = (f"worker {died[0]} died while running this kernel (its process ended: killed, out of memory or "
-                  f"crashed); retried on worker {died[1]}, which died too")
+        if len(died) < 2:
+            reason = "the cluster lost this kernel's task three times (workers died, its kernel file with them)"
+        else:
+            reason = (f"worker {died[0]} died while running this kernel (its process ended: killed, out of memory "
+                      f"or crashed); retried on worker {died[1]}, which died too")
         write_atomic(log, f"uffdprobe: {reason}\n".encode())
         raise CellLost(reason)
 
@@ -338,7 +349,6 @@ def _stored_image(image: bytes, sha256: str, name: str) -> Path:
     path = cache_root() / "cluster" / "images" / sha256 / os.path.basename(name)
     if path.is_file() and sha256_file(path) == sha256:
         return path
-    import hashlib
     if hashlib.sha256(image).hexdigest() != sha256:
         raise OSError(f"the kernel file arrived damaged (its sha256 is not {sha256})")
     path.parent.mkdir(parents=True, exist_ok=True)
