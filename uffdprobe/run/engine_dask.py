@@ -88,7 +88,8 @@ def open_engine(spec: str, say: Callable[[str], None]) -> "DaskEngine":
             with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
                 cluster = distributed.LocalCluster(n_workers=int(local.group(1)), threads_per_worker=1,
                                                    processes=True, resources={VM: 1}, dashboard_address=None,
-                                                   silence_logs=logging.CRITICAL)
+                                                   silence_logs=logging.CRITICAL,
+                                                   preload=["uffdprobe.run.dask_preload"])
                 client = distributed.Client(cluster, timeout=CONNECT_TIMEOUT_S)
         else:
             client = distributed.Client(spec, timeout=CONNECT_TIMEOUT_S)
@@ -190,7 +191,14 @@ class DaskRunner(Runner):
                     Path(target.path).name, dict(target.identity), dict(target.expect), self.opts, self.stop_name)
         died: List[str] = []
         for attempt in range(1, 4):  # two worker deaths end it; a file lost with a dead worker costs one more
-            image = self._image(target, again=attempt > 1)
+            try:
+                image = self._image(target, again=attempt > 1)
+            except (OSError, distributed.TimeoutError) as exc:  # no worker left to take it
+                if self.stopping.is_set():
+                    return None
+                reason = f"cannot ship the kernel file to the cluster: {_first_line(exc)}"
+                write_atomic(log, f"uffdprobe: {reason}\n".encode())
+                raise CellLost(reason) from None
             cell.attempt, cell.avoid = attempt, list(died)
             with self.lock:
                 if self.stopping.is_set():
@@ -219,6 +227,8 @@ class DaskRunner(Runner):
                 self.say(f"  {target.label} | its kernel file was lost with a dead worker; shipping it again")
                 continue
             except Exception as exc:  # the task itself failed (a worker without uffdprobe, a pickling error)
+                if self.stopping.is_set():
+                    return None
                 reason = f"the cluster task failed: {type(exc).__name__}: {_first_line(exc)}"
                 write_atomic(log, f"uffdprobe: {reason}\n".encode())
                 raise CellLost(reason) from None
@@ -308,7 +318,11 @@ def run_on_worker(cell: Cell, image: bytes) -> dict:
         if cell.attempt > 1:
             say(f"  {cell.label} | attempt {cell.attempt} on worker {worker.address} ({facts['host']})")
         finished = threading.Event()
-        watcher = threading.Thread(target=_stop_when_asked, args=(cell.stop, runner, finished), daemon=True)
+        try:  # made here: a task's thread has the worker's client, the watcher's thread would not
+            stop = distributed.Event(cell.stop, client=distributed.get_client())
+        except Exception as exc:
+            return {**facts, "error": f"cannot watch the matrix's stop event: {_first_line(exc)}"}
+        watcher = threading.Thread(target=_stop_when_asked, args=(stop, runner, finished), daemon=True)
         watcher.start()
         try:
             status = runner._child(target, out, log)
@@ -326,13 +340,8 @@ def run_on_worker(cell: Cell, image: bytes) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _stop_when_asked(name: str, runner: Runner, finished: threading.Event) -> None:
+def _stop_when_asked(event, runner: Runner, finished: threading.Event) -> None:
     """Poll the matrix's stop Event while the child runs; when set, stop the child (it kills its QEMU)."""
-    import distributed
-    try:
-        event = distributed.Event(name, client=distributed.get_client())
-    except Exception:
-        return
     while not finished.is_set():
         try:
             if event.wait(timeout=1.0):
