@@ -258,7 +258,7 @@ def test_pytest_xdist_gives_the_outcomes_of_a_plain_session(tmp_path):
         sessions[name] = done
     plain, xdist = sessions["plain"], sessions["xdist"]
     assert plain.returncode == xdist.returncode == 1, plain.stdout[-3000:] + xdist.stdout[-3000:]
-    assert "created: 2/2 workers" in xdist.stdout or "2 workers" in xdist.stdout, xdist.stdout[-2000:]
+    assert "bringing up nodes" in xdist.stdout and "[gw" in xdist.stdout, xdist.stdout[-2000:]  # xdist ran it
     cases = junit_cases(tmp_path / "xdist.xml")
     assert cases == junit_cases(tmp_path / "plain.xml")
     assert len(cases) == 10 and not any("@" in name for _, name in cases)
@@ -274,5 +274,5 @@ def test_pytest_xdist_gives_the_outcomes_of_a_plain_session(tmp_path):
     assert any("stock wp-gup-vmsplice(anon-4k): PASS" in (t or "") for t in evidence)
     # each boot gets its own work folder from tmp_path_factory: one for stock in each session
     for name in ("plain", "xdist"):
-        folders = list((tmp_path / f"temp-{name}").rglob("uffdprobe-stock*"))
+        folders = [f for f in (tmp_path / f"temp-{name}").rglob("uffdprobe-stock*") if not f.is_symlink()]
         assert len(folders) == 1, (name, folders)

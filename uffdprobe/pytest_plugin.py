@@ -41,7 +41,6 @@ def pytest_configure(config) -> None:
                             + ", ".join(NEEDS))
     config.stash[_SESSION] = _Session(config)
     config.pluginmanager.register(_JUnitEvidence(config), "uffdprobe-junit-evidence")
-    _group_kernels_under_xdist(config)
 
 
 def pytest_generate_tests(metafunc) -> None:
@@ -50,7 +49,6 @@ def pytest_generate_tests(metafunc) -> None:
         metafunc.parametrize("_uffd_booted", labels, ids=[_id(k) for k in labels], indirect=True, scope="session")
 
 
-@pytest.hookimpl(tryfirst=True)  # the xdist_group marks go on before xdist reads them
 def pytest_collection_modifyitems(session, config, items) -> None:
     state = config.stash[_SESSION]
     for item in items:
@@ -58,7 +56,6 @@ def pytest_collection_modifyitems(session, config, items) -> None:
             if mark.args and mark.args[0] not in state.scenarios:
                 state.scenarios.append(mark.args[0])
     if any("uffd_kernel" in getattr(item, "fixturenames", ()) for item in items):
-        _mark_kernel_groups(items)
         state.prepare()  # bad --kernel, --uffd-expect or --uffd-param: a usage error before any boot
 
 
@@ -208,36 +205,30 @@ def _record_kernel(request, kernel: Kernel) -> None:
 
 # --- pytest-xdist (-n N): one kernel's tests on one worker, so each kernel boots once per worker that needs it
 
-#: The xdist_group of a kernel's tests; xdist appends '@' and it to their node ids, which the reports drop again.
-GROUP_PREFIX = "uffd-kernel-"
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """xdist, on the controller, with --uffd-kernel and --dist load (what -n implies) or loadgroup: xdist's
+    loadgroup scheduling, whose unit is additionally every test of one kernel (found by its id in the test's
+    parameter id), so a kernel's tests all go to one worker; other tests are spread as before. (The
+    node ids stay as they are: no xdist_group suffix, reports and JUnit read as without xdist.)"""
+    if not config.getoption("uffd_kernels") or config.getoption("dist") not in ("load", "loadgroup"):
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+    ids = sorted({_id(k) for k in config.getoption("uffd_kernels")}, key=len, reverse=True)
 
+    class KernelGroupScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            if scope != nodeid or not nodeid.endswith("]") or "[" not in nodeid:
+                return scope  # an xdist_group of its own, or no parameters
+            param = nodeid[nodeid.rindex("[") + 1:-1]
+            for kid in ids:
+                if param == kid or param.startswith(kid + "-") or param.endswith("-" + kid) \
+                        or f"-{kid}-" in param:
+                    return f"uffd-kernel[{kid}]"
+            return nodeid
 
-def _group_kernels_under_xdist(config) -> None:
-    """With --uffd-kernel given and xdist's default --dist load (what -n implies), distribute by group
-    (loadgroup) instead: the same as load for every test without an xdist_group mark."""
-    if (config.getoption("uffd_kernels") and not hasattr(config, "workerinput")
-            and getattr(config.option, "dist", "no") == "load"):
-        config.option.dist = "loadgroup"
-
-
-def _mark_kernel_groups(items) -> None:
-    """An xdist_group per kernel on every test parametrised over --uffd-kernel that has none of its own."""
-    for item in items:
-        spec = getattr(item, "callspec", None)
-        if spec is None or "_uffd_booted" not in spec.params or item.get_closest_marker("xdist_group"):
-            continue
-        item.add_marker(pytest.mark.xdist_group(GROUP_PREFIX + _id(spec.params["_uffd_booted"])))
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_logreport(report) -> None:
-    report.nodeid = _plain_nodeid(report.nodeid)  # before the terminal and the JUnit file see it
-
-
-def _plain_nodeid(nodeid: str) -> str:
-    """A node id without the '@uffd-kernel-LABEL' xdist's loadgroup appended (reports read as without xdist)."""
-    at = nodeid.rfind("@" + GROUP_PREFIX)
-    return nodeid[:at] if at > nodeid.rfind("]") else nodeid
+    return KernelGroupScheduling(config, log)
 
 
 class _JUnitEvidence:
