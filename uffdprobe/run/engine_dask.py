@@ -17,46 +17,22 @@ import hashlib
 import logging
 import os
 import re
-import shutil
-import socket
-import tempfile
-import threading
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from uffdprobe.exitcodes import UsageError
 from uffdprobe.osutil.files import sha256_file, write_atomic
+from .dask_cell import PROGRESS, Cell, _first_line, _worker_version, run_on_worker
 from .kernels import Target
-from .matrix import TERM_GRACE_S, CellLost, Options, Runner, _boot_facts
+from .matrix import TERM_GRACE_S, CellLost, Options, Runner
 
 #: How long the client waits for the scheduler to answer, and for a first worker to join it.
 CONNECT_TIMEOUT_S = float(os.environ.get("UFFDPROBE_CLUSTER_TIMEOUT", "10"))
 #: The worker resource one booted kernel takes; `dask worker --resources vm=K` offers K at once.
 VM = "vm"
-#: The topic workers publish their run child's lines on, relayed by the client as they come.
-PROGRESS = "uffdprobe-progress"
-#: Files of a boot's run directory that never travel: the scratch disk and anything this large.
-MAX_SHIPPED_BYTES = 16 << 20
 LOCAL = re.compile(r"local:(\d+)$")
 ADDRESS = re.compile(r"(?:(tcp|tls|ws|wss|inproc|ucx)://)?\[?[A-Za-z0-9_.:-]+\]?:\d+$")
-
-
-@dataclass
-class Cell:
-    """What a worker needs to run one kernel: its target facts (the file comes separately, by hash)."""
-    token: str
-    label: str
-    given: str
-    sha256: str
-    name: str
-    identity: Dict[str, object]
-    expect: Dict[str, str]
-    opts: Options
-    stop: str  #: the name of the cluster Event that asks every task of this matrix to stop
-    attempt: int = 1
-    avoid: List[str] = field(default_factory=list)
 
 
 def _dask():
@@ -109,11 +85,6 @@ def open_engine(spec: str, say: Callable[[str], None]) -> "DaskEngine":
     return engine
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 class DaskEngine:
     """A connected client (and the LocalCluster it started, for local:N); a DaskRunner per matrix."""
 
@@ -133,6 +104,16 @@ class DaskEngine:
         if not self.slots:
             raise UsageError(f"--cluster {self.spec}: no worker offers the '{VM}' resource; start workers with "
                              f"`dask worker ADDRESS --resources {VM}=K` (K guests at once: its cores / 2)")
+        import uffdprobe
+        try:
+            versions = self.client.run(_worker_version)
+        except Exception as exc:  # a worker without uffdprobe cannot even unpickle the question
+            raise UsageError(f"--cluster {self.spec}: a worker cannot run uffdprobe ({_first_line(exc)}); install "
+                             "'uffdprobe[cluster]' on every worker") from None
+        other = sorted(f"{w} has {v}" for w, v in versions.items() if v != uffdprobe.__version__)
+        if other:
+            raise UsageError(f"--cluster {self.spec}: uffdprobe {uffdprobe.__version__} here, but "
+                             f"{'; '.join(other)}: install the same version on every worker")
 
     def runner(self, opts: Options, work: Path, say: Callable[[str], None]) -> "DaskRunner":
         return DaskRunner(self, opts, work, say)
@@ -206,7 +187,8 @@ class DaskRunner(Runner):
                 others = [w for w in self.client.scheduler_info(n_workers=-1)["workers"] if w not in died]
                 fut = self.client.submit(run_on_worker, cell, image, resources={VM: 1}, pure=False,
                                          key=f"uffdprobe-{target.label}-{self.token}-{attempt}",
-                                         workers=others if died and others else None)
+                                         workers=others if died and others else None,
+                                         allow_other_workers=True)  # others first; any, should they go
                 self.futures[target.label] = fut
             try:
                 got = fut.result(timeout=self._wait_bound())
@@ -288,97 +270,3 @@ def _rewrite(body: bytes, paths: Dict[str, str]) -> bytes:
     for theirs in sorted(paths, key=len, reverse=True):
         text = text.replace(theirs, paths[theirs])
     return text.encode()
-
-
-# ----- on the worker -----
-
-def run_on_worker(cell: Cell, image: bytes) -> dict:
-    """One kernel's `uffdprobe run` child on this worker, as the local Runner runs it; returns its files.
-
-    Anything that goes wrong before the child runs comes back as {"error": ...}, never as a lost task."""
-    import distributed
-    worker = distributed.get_worker()
-    facts = {"worker": worker.address, "host": socket.gethostname()}
-
-    def say(line: str) -> None:
-        with contextlib.suppress(Exception):
-            worker.log_event(PROGRESS, {"matrix": cell.token, "line": line})
-
-    try:
-        kernel = _stored_image(image, cell.sha256, cell.name)
-        work = Path(tempfile.mkdtemp(prefix="uffdprobe-cell-"))
-    except OSError as exc:
-        return {**facts, "error": f"cannot store the kernel file: {exc}"}
-    try:
-        runner = Runner(cell.opts, work, say)
-        target = Target(cell.label, path=str(kernel), sha256=cell.sha256, identity=dict(cell.identity),
-                        expect=dict(cell.expect), given=cell.given)
-        out = runner._fresh_folder(target)
-        log = out / "run.log"
-        if cell.attempt > 1:
-            say(f"  {cell.label} | attempt {cell.attempt} on worker {worker.address} ({facts['host']})")
-        finished = threading.Event()
-        try:  # made here: a task's thread has the worker's client, the watcher's thread would not
-            stop = distributed.Event(cell.stop, client=distributed.get_client())
-        except Exception as exc:
-            return {**facts, "error": f"cannot watch the matrix's stop event: {_first_line(exc)}"}
-        watcher = threading.Thread(target=_stop_when_asked, args=(stop, runner, finished), daemon=True)
-        watcher.start()
-        try:
-            status = runner._child(target, out, log)
-        except OSError as exc:
-            return {**facts, "error": f"cannot start uffdprobe run: {exc}"}
-        finally:
-            finished.set()
-        run_dir = _boot_facts(log).get("run_dir")
-        files = _collect(out, "", skip={"kernel.json"})
-        if run_dir:
-            files.update(_collect(Path(run_dir), "vm/"))
-        return {**facts, "status": status, "files": files,
-                "paths": {"out": str(out), "image": str(kernel.resolve()), "run_dir": run_dir}}
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _stop_when_asked(event, runner: Runner, finished: threading.Event) -> None:
-    """Poll the matrix's stop Event while the child runs; when set, stop the child (it kills its QEMU)."""
-    while not finished.is_set():
-        try:
-            if event.wait(timeout=1.0):
-                runner.stop_all()
-                return
-        except Exception:
-            finished.wait(1.0)
-
-
-def _stored_image(image: bytes, sha256: str, name: str) -> Path:
-    """The shipped kernel file in this worker's cache (cluster/images/SHA256/NAME), written whole and
-    checked against its hash; one already there with that hash is reused."""
-    from uffdprobe.vm.paths import cache_root
-    path = cache_root() / "cluster" / "images" / sha256 / os.path.basename(name)
-    if path.is_file() and sha256_file(path) == sha256:
-        return path
-    if hashlib.sha256(image).hexdigest() != sha256:
-        raise OSError(f"the kernel file arrived damaged (its sha256 is not {sha256})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, image)
-    return path
-
-
-def _collect(folder: Path, prefix: str, skip=frozenset()) -> Dict[str, bytes]:
-    """Every regular file under folder: no symlink followed, no mount point entered (a boot's host-root
-    mount, should one be left), no scratch disk, none over MAX_SHIPPED_BYTES."""
-    files: Dict[str, bytes] = {}
-    for top, dirs, names in os.walk(folder):
-        dirs[:] = [d for d in dirs if not os.path.ismount(os.path.join(top, d))]
-        for name in names:
-            path = Path(top) / name
-            try:
-                if path.is_symlink() or not path.is_file() or path.suffix == ".img" or name in skip:
-                    continue
-                if path.stat().st_size > MAX_SHIPPED_BYTES:
-                    continue
-                files[prefix + str(path.relative_to(folder))] = path.read_bytes()
-            except OSError:
-                continue
-    return files
