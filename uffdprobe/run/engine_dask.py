@@ -185,10 +185,10 @@ class DaskRunner(Runner):
                 if self.stopping.is_set():
                     return None
                 others = [w for w in self.client.scheduler_info(n_workers=-1)["workers"] if w not in died]
+                where = {"workers": others, "allow_other_workers": True} if died and others else {}
+                # a retry prefers the other workers, but is not pinned to them should they go too
                 fut = self.client.submit(run_on_worker, cell, image, resources={VM: 1}, pure=False,
-                                         key=f"uffdprobe-{target.label}-{self.token}-{attempt}",
-                                         workers=others if died and others else None,
-                                         allow_other_workers=True)  # others first; any, should they go
+                                         key=f"uffdprobe-{target.label}-{self.token}-{attempt}", **where)
                 self.futures[target.label] = fut
             try:
                 got = fut.result(timeout=self._wait_bound())
