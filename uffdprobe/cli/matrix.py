@@ -45,7 +45,8 @@ def add_parser(sub) -> None:
                    "as it finishes: '-' on stdout (the table goes to stderr), else FILE (FILE.partial until "
                    "the matrix ends)")
     p.add_argument("--parallel", dest="jobs", type=runs_count, default=1, metavar="J",
-                   help="kernels run at once (default 1: one TCG guest already uses both cores)")
+                   help="kernels run at once (default 1: one TCG guest already uses both cores; with --cluster "
+                        "the workers' vm slots decide)")
     p.add_argument("--jobs", dest="jobs", type=runs_count, action=deprecated("--parallel"),
                    help=argparse.SUPPRESS)  # --jobs is make -j in kernel build and bisect
     p.add_argument("--cluster", metavar="ADDRESS|local:N",

@@ -7,9 +7,9 @@ import shutil
 import socket
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 from uffdprobe.osutil.files import sha256_file, write_atomic
 from .kernels import Target
@@ -33,8 +33,7 @@ class Cell:
     expect: Dict[str, str]
     opts: Options
     stop: str  #: the name of the cluster Event that asks every task of this matrix to stop
-    attempt: int = 1
-    avoid: List[str] = field(default_factory=list)
+    attempt: int = 1  #: 2 when the first worker died under it
 
 
 def _first_line(exc: BaseException) -> str:

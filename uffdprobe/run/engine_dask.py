@@ -143,7 +143,6 @@ class DaskRunner(Runner):
         self.stop_name = f"uffdprobe-stop-{self.token}"
         self.futures: Dict[str, object] = {}
         self.images: Dict[str, object] = {}  # sha256 -> the scattered file's future (kept while we run)
-        self.started = 0
         self.client.subscribe_topic(PROGRESS, self._progress)
 
     def _progress(self, event) -> None:
@@ -180,7 +179,7 @@ class DaskRunner(Runner):
                 reason = f"cannot ship the kernel file to the cluster: {_first_line(exc)}"
                 write_atomic(log, f"uffdprobe: {reason}\n".encode())
                 raise CellLost(reason) from None
-            cell.attempt, cell.avoid = attempt, list(died)
+            cell.attempt = attempt
             with self.lock:
                 if self.stopping.is_set():
                     return None
