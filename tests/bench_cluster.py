@@ -30,11 +30,11 @@ def run_matrix(folder: Path, *extra) -> tuple:
     args = [a for k in KERNELS for a in ("--kernel", k)] + [a for s in SCENARIOS for a in ("--scenario", s)]
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "uffdprobe", "matrix", "-q", *args, *extra, "--results-dir",
-                           str(folder), "--json", str(folder / "bench.json")], capture_output=True, text=True,
+                           str(folder), "--json", str(folder.with_suffix(".json"))], capture_output=True, text=True,
                           timeout=7200, stdin=subprocess.DEVNULL)
     wall = time.monotonic() - started
     assert done.returncode in (0, 7), done.stderr[-3000:]
-    return wall, json.loads((folder / "bench.json").read_text()), done.returncode
+    return wall, json.loads(folder.with_suffix(".json").read_text()), done.returncode
 
 
 def per_kernel(data: dict) -> dict:

@@ -65,6 +65,20 @@ def test_a_bad_scheduler_address_is_refused_up_front(tmp_path, address):
     assert not (tmp_path / "work").exists() and not (tmp_path / "m.json").exists()
 
 
+@pytest.mark.reliability("matrix --cluster whose workers lack QEMU (local:1 started with a PATH without it)",
+                         "one line naming the worker and what it lacks, with the apt-get fix, exit 2, before any "
+                         "build or boot; no worker process left")
+def test_a_worker_without_qemu_is_refused_up_front(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "uffdprobe", "matrix", "--cluster", "local:1", "--kernel", "host",
+                           "--kernel", "stock", "--results-dir", str(tmp_path / "work")], capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL, env={**os.environ, "PATH": str(tmp_path)})
+    assert done.returncode == 2, done.stderr
+    own = [ln for ln in done.stderr.splitlines() if ln.startswith("uffdprobe:")]
+    assert len(own) == 1 and "lacks qemu" in own[0] and "apt-get install -y qemu-system-x86" in own[0], done.stderr
+    assert "Traceback" not in done.stderr and "building" not in done.stderr
+    assert not (tmp_path / "work").exists()
+
+
 @root
 @pytest.mark.vm
 @pytest.mark.timeout(3600)

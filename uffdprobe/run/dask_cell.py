@@ -41,9 +41,14 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _worker_version() -> str:
+def worker_readiness() -> dict:
+    """This worker's uffdprobe version and what it lacks to boot a shipped kernel (uffdprobe doctor's VM
+    checks: QEMU, a static busybox), each as 'name: detail (fix)'."""
     import uffdprobe
-    return uffdprobe.__version__
+    from .doctor import check_vm_tools
+    missing = [f"{c.name}: {c.detail}" + (f" ({c.fix})" if c.fix else "") for c in check_vm_tools()
+               if c.needed and not c.ok]
+    return {"version": uffdprobe.__version__, "missing": missing}
 
 
 def run_on_worker(cell: Cell, image: bytes) -> dict:

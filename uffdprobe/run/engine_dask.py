@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional
 
 from uffdprobe.exitcodes import UsageError
 from uffdprobe.osutil.files import sha256_file, write_atomic
-from .dask_cell import PROGRESS, Cell, _first_line, _worker_version, run_on_worker
+from .dask_cell import PROGRESS, Cell, _first_line, run_on_worker, worker_readiness
 from .kernels import Target
 from .matrix import TERM_GRACE_S, CellLost, Options, Runner
 
@@ -106,14 +106,18 @@ class DaskEngine:
                              f"`dask worker ADDRESS --resources {VM}=K` (K guests at once: its cores / 2)")
         import uffdprobe
         try:
-            versions = self.client.run(_worker_version)
+            ready = self.client.run(worker_readiness)
         except Exception as exc:  # a worker without uffdprobe cannot even unpickle the question
             raise UsageError(f"--cluster {self.spec}: a worker cannot run uffdprobe ({_first_line(exc)}); install "
                              "'uffdprobe[cluster]' on every worker") from None
-        other = sorted(f"{w} has {v}" for w, v in versions.items() if v != uffdprobe.__version__)
+        other = sorted(f"{w} has {r['version']}" for w, r in ready.items() if r["version"] != uffdprobe.__version__)
         if other:
             raise UsageError(f"--cluster {self.spec}: uffdprobe {uffdprobe.__version__} here, but "
                              f"{'; '.join(other)}: install the same version on every worker")
+        lacking = sorted(f"{w} lacks {'; '.join(r['missing'])}" for w, r in ready.items() if r["missing"])
+        if lacking:
+            raise UsageError(f"--cluster {self.spec}: {'; '.join(lacking)}; `uffdprobe doctor` on that worker "
+                             "says the rest")
 
     def runner(self, opts: Options, work: Path, say: Callable[[str], None]) -> "DaskRunner":
         return DaskRunner(self, opts, work, say)
