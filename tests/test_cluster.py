@@ -77,6 +77,14 @@ def test_a_worker_without_qemu_is_refused_up_front(tmp_path):
     assert len(own) == 1 and "lacks qemu" in own[0] and "apt-get install -y qemu-system-x86" in own[0], done.stderr
     assert "Traceback" not in done.stderr and "building" not in done.stderr
     assert not (tmp_path / "work").exists()
+    assert not [p.pid for p in psutil.process_iter() if _environ(p).get("PATH") == str(tmp_path)]  # workers gone
+
+
+def _environ(proc: psutil.Process) -> dict:
+    try:
+        return proc.environ()
+    except psutil.Error:
+        return {}
 
 
 @root
