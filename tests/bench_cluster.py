@@ -2,8 +2,9 @@
 side by side from one run, then the speed-up each added worker would give, projected from the measured
 per-kernel costs. Prints numbers; asserts only that both runs answered every cell alike.
 
-On a 2-core machine one TCG guest already takes both cores, so local:2 is not expected to be faster here:
-the two guests share the cores. The projection assumes each worker has cores of its own.
+On a 2-core machine one TCG guest can take both cores, so local:2 is not expected to be much faster here:
+the two guests share the cores (they still overlap where a guest waits out a hang timeout). The
+projection assumes each worker has cores of its own.
 
 Run: .venv/bin/python -m pytest -s -m benchmark tests/bench_cluster.py
      UFFDPROBE_BENCH_KERNELS="host stock model-5.8" UFFDPROBE_BENCH_SCENARIOS="wp-gup-vmsplice cow-leak" ...
