@@ -198,16 +198,41 @@ def uffd_verdict(request, uffd_kernel: Kernel) -> Verdict:
 
 
 def _record_kernel(request, kernel: Kernel) -> None:
-    """The kernel's identity and boot facts as JUnit testsuite properties 'kernel[LABEL].KEY', once per
-    kernel (junit-10.xsd allows properties on the suite only)."""
-    state = request.config.stash[_SESSION]
-    if kernel.label in state.recorded:
-        return
-    state.recorded.add(kernel.label)
+    """The kernel's identity and boot facts as JUnit testsuite properties 'kernel[LABEL].KEY' (junit-10.xsd
+    allows properties on the suite only). They travel on the test's report, so that under pytest-xdist the
+    controller, which writes the JUnit file, adds them (once per kernel) as it would without xdist."""
     from uffdprobe.results.junit import suite_properties
-    record = request.getfixturevalue("record_testsuite_property")
-    for key, value in suite_properties(kernel.run).items():
-        record(f"{key.split('.', 1)[0]}[{kernel.label}].{key.split('.', 1)[1]}", value)
+    request.node.stash[_KERNEL_PROPERTIES] = [
+        (f"{key.split('.', 1)[0]}[{kernel.label}].{key.split('.', 1)[1]}", str(value))
+        for key, value in suite_properties(kernel.run).items()]
+
+
+# --- pytest-xdist (-n N): one kernel's tests on one worker, so each kernel boots once per worker that needs it
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """xdist, on the controller, with --uffd-kernel and --dist load (what -n implies) or loadgroup: xdist's
+    loadgroup scheduling, whose unit is additionally every test of one kernel (found by its id in the test's
+    parameter id), so a kernel's tests all go to one worker; other tests are spread as before. (The
+    node ids stay as they are: no xdist_group suffix, reports and JUnit read as without xdist.)"""
+    if not config.getoption("uffd_kernels") or config.getoption("dist") not in ("load", "loadgroup"):
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+    ids = sorted({_id(k) for k in config.getoption("uffd_kernels")}, key=len, reverse=True)
+
+    class KernelGroupScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            if scope != nodeid or not nodeid.endswith("]") or "[" not in nodeid:
+                return scope  # an xdist_group of its own, or no parameters
+            param = nodeid[nodeid.rindex("[") + 1:-1]
+            for kid in ids:
+                if param == kid or param.startswith(kid + "-") or param.endswith("-" + kid) \
+                        or f"-{kid}-" in param:
+                    return f"uffd-kernel[{kid}]"
+            return nodeid
+
+    return KernelGroupScheduling(config, log)
 
 
 class _JUnitEvidence:
@@ -216,6 +241,7 @@ class _JUnitEvidence:
 
     def __init__(self, config):
         self.config = config
+        self.properties: set = set()
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
@@ -223,18 +249,24 @@ class _JUnitEvidence:
         text = item.stash.get(_EVIDENCE, None)
         if text and call.when == "call":
             outcome.get_result().uffd_evidence = text
+        if call.when == "call" and item.stash.get(_KERNEL_PROPERTIES, None):
+            outcome.get_result().uffd_kernel_properties = item.stash[_KERNEL_PROPERTIES]
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report) -> None:
-        text = getattr(report, "uffd_evidence", None)
-        if not text or report.when != "call":
+        if report.when != "call":
             return
         try:
             from _pytest.junitxml import xml_key
         except ImportError:  # a pytest without this LogXML: the terminal output still has the evidence
             return
         xml = self.config.stash.get(xml_key, None)
-        if xml is not None:
+        for name, value in getattr(report, "uffd_kernel_properties", None) or ():
+            if xml is not None and name not in self.properties:
+                self.properties.add(name)
+                xml.add_global_property(name, value)
+        text = getattr(report, "uffd_evidence", None)
+        if text and xml is not None:
             import xml.etree.ElementTree as ET
             out = ET.Element("system-out")
             out.text = text
@@ -310,3 +342,4 @@ def _id(arg: str) -> str:
 
 _SESSION = pytest.StashKey[_Session]()
 _EVIDENCE = pytest.StashKey[str]()
+_KERNEL_PROPERTIES = pytest.StashKey[list]()

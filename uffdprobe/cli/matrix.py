@@ -50,9 +50,13 @@ def add_parser(sub) -> None:
                    "as it finishes: '-' on stdout (the table goes to stderr), else FILE (FILE.partial until "
                    "the matrix ends)")
     p.add_argument("--parallel", dest="jobs", type=runs_count, default=1, metavar="J",
-                   help="kernels run at once (default 1: one TCG guest already uses both cores)")
+                   help="kernels run at once (default 1: one TCG guest already uses both cores; with --cluster "
+                        "the workers' vm slots decide)")
     p.add_argument("--jobs", dest="jobs", type=runs_count, action=deprecated("--parallel"),
                    help=argparse.SUPPRESS)  # --jobs is make -j in kernel build and bisect
+    p.add_argument("--cluster", metavar="ADDRESS|local:N",
+                   help="run the booted kernels on a Dask cluster: its scheduler (tcp://HOST:8786) or local:N "
+                        "worker processes here (pip install 'uffdprobe[cluster]'); host runs here")
     p.add_argument("--results-dir", metavar="DIR", help="per-kernel logs and results (default: a new folder under $XDG_CACHE_HOME/uffdprobe/matrix)")
     add_accel(p)
     p.add_argument("--vm-timeout", type=_seconds, default=900.0, metavar="S",
@@ -99,6 +103,18 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                "name a writable folder" if args.results_dir else "point XDG_CACHE_HOME at a writable folder",
                create=False)
     say(f"matrix: {len(targets)} kernel(s) × {len(owed)} run(s) each; logs under {work}")
+    engine = None
+    if args.cluster:  # connected (or refused, exit 2) before anything builds or boots
+        from uffdprobe.run.engine_dask import open_engine
+        engine = open_engine(args.cluster, say)
+    try:
+        return _run_matrix(args, targets, opts, say, work, owed, engine)
+    finally:
+        if engine is not None:
+            engine.close()
+
+
+def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Path, owed: list, engine) -> int:
     for t in targets:
         build(t, say)
     if any(planned(opts, t) != owed for t in targets) or opts.kselftest:
@@ -111,8 +127,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     ktap_out = KtapOutput(args.ktap, len(targets), owed) if args.ktap else None
     old = signal.signal(signal.SIGTERM, children.sigterm_as_ctrl_c) if _main_thread() else None
     try:
-        kernels = run_all(targets, opts, work, min(args.jobs, len(targets)), say, done,
-                          ktap_out.kernel if ktap_out else None)
+        kernels = run_all(targets, opts, work, len(targets) if engine else min(args.jobs, len(targets)), say,
+                          done, ktap_out.kernel if ktap_out else None,
+                          engine.runner(opts, work, say) if engine else None)
         if ktap_out:
             ktap_out.finish()
     except KeyboardInterrupt:

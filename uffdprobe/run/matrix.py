@@ -22,12 +22,16 @@ from . import selftests
 from .kernel_arg import safe
 from .kernels import HOST, Target, build, check_kernels, declare, owner, parse_expect
 
-__all__ = ["HOST", "Options", "Target", "Runner", "build", "check_kernels", "declare", "parse_expect", "planned",
+__all__ = ["HOST", "CellLost", "Options", "Target", "Runner", "build", "check_kernels", "declare", "parse_expect", "planned",
            "run_all", "run_argv"]
 
 CONSOLE_EXCERPT_LINES = 40
 #: After SIGTERM a child gets this long to kill its QEMU and write its results before SIGKILL.
 TERM_GRACE_S = 20.0
+
+
+class CellLost(Exception):
+    """An engine lost a kernel's run (a cluster worker died, twice): the reason every owed verdict gets."""
 
 
 @dataclass
@@ -125,6 +129,9 @@ class Runner:
         except OSError as exc:  # the interpreter cannot be executed (permissions), no processes left, ...
             self.say(f"{index} {target.label}: cannot start uffdprobe run: {exc}")
             return _filled(target, [], owed, Verdict.ERROR, f"cannot start uffdprobe run: {exc}", {})
+        except CellLost as exc:
+            self.say(f"{index} {target.label}: {exc}")
+            return _filled(target, [], owed, Verdict.ERROR, str(exc), {"log": str(log)})
         took = time.monotonic() - started
         results = self._read_back(target, out, index)
         boot = _boot_facts(log)
@@ -234,13 +241,14 @@ class Runner:
 
 
 def run_all(targets: List[Target], opts: Options, work: Path, jobs: int, say: Callable[[str], None],
-            done: Dict[str, KernelRun], on_kernel: Optional[Callable[[KernelRun], None]] = None
-            ) -> List[KernelRun]:
+            done: Dict[str, KernelRun], on_kernel: Optional[Callable[[KernelRun], None]] = None,
+            runner: Optional[Runner] = None) -> List[KernelRun]:
     """Every target, `jobs` at a time, in the order given; finished ones land in `done` (and are given to
-    `on_kernel`) as they end.
+    `on_kernel`) as they end. `runner` is the engine (default: children on this machine; a cluster's
+    comes from run/engine_dask.py).
 
     On Ctrl-C (or any error) every child is stopped and reaped before the exception goes on."""
-    runner = Runner(opts, work, say)
+    runner = runner or Runner(opts, work, say)
     n = len(targets)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="matrix")
     futures = {pool.submit(runner.run_one, t, f"[{i}/{n}]"): t for i, t in enumerate(targets, 1)}
