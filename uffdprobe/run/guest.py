@@ -7,7 +7,7 @@ from typing import List, Optional
 
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit, UsageError
-from . import kernel_arg
+from . import guest_python, kernel_arg
 from .host import VerdictStream, finish, ktap_start, table_stream
 from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
@@ -34,7 +34,8 @@ def check_visible_in_guest() -> None:
 def guest_argv(args: argparse.Namespace) -> List[str]:
     """The same `uffdprobe run` inside the guest; it streams to $UFFDPROBE_RESULTS (the results channel)."""
     check_visible_in_guest()
-    argv = ["/usr/bin/env", f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", sys.executable, "-m", "uffdprobe",
+    env, *python = guest_python.interpreter()  # `/usr/bin/env PYTHONPATH=... python -S`
+    argv = [env, f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", *python, "-m", "uffdprobe",
             "run", "--hang-timeout", str(args.hang_timeout),
             "--scenario-timeout", str(args.scenario_timeout)]
     for mem in args.memory or []:
@@ -134,6 +135,7 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
         print(f"[vm] {text}", file=sys.stderr, flush=True)
 
     verbosity = getattr(args, "verbosity", 0)
+    guest_python.precompile()  # the guest compiles nothing under TCG
     try:
         result = boot(kernel, guest_argv(args), timeout=args.vm_timeout, accel=args.accel,
                       progress=progress if verbosity >= 0 else None,
