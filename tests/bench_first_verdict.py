@@ -5,9 +5,12 @@ boot of tests/guest_phases.py under `-X importtime` and one under strace. Prints
 that the verdicts came.
 
 Run: .venv/bin/python -m pytest -s -m benchmark tests/bench_first_verdict.py [-k built]
-     (UFFDPROBE_TEST_BZIMAGE=PATH picks the built kernel; UFFDPROBE_BENCH_REPEATS=N rounds, default 3)
+     (UFFDPROBE_TEST_BZIMAGE=PATH picks the built kernel; UFFDPROBE_BENCH_REPEATS=N rounds, default 3;
+     UFFDPROBE_BENCH_BASELINE_PYTHON=the python of another uffdprobe install, e.g. an older commit's venv,
+     adds its `uffdprobe run` to every round: before and after, side by side)
 """
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -31,6 +34,7 @@ ONE = ["wp-gup-vmsplice"]
 SEVERAL = ["wp-gup-vmsplice", "wp-gup-odirect", "wp-gup-process-vm-readv", "cow-leak", "wp-real-write"]
 PHASES = Path(__file__).with_name("guest_phases.py")
 GUEST_RESULTS = "/run/uffdprobe/channel/results"
+BASELINE = os.environ.get("UFFDPROBE_BENCH_BASELINE_PYTHON")
 
 
 def run_argv(scenarios) -> list:
@@ -39,15 +43,15 @@ def run_argv(scenarios) -> list:
     return guest_argv(args)
 
 
-def arrivals(kernel: Path, scenarios):
+def arrivals(kernel: Path, scenarios, python: str = sys.executable):
     """Run `uffdprobe run --kernel KERNEL --memory anon-4k SCENARIO...` as a user does: seconds from its
     start to each verdict line on its stdout, QEMU's launch -> guest init (its progress line), exit status."""
-    argv = [sys.executable, "-m", "uffdprobe", "run", "--kernel", str(kernel), "--memory", "anon-4k",
+    argv = [python, "-m", "uffdprobe", "run", "--kernel", str(kernel), "--memory", "anon-4k",
             "--accel", "tcg", *scenarios]
     seen, init = [], []
     started = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, cwd="/")  # not a checkout: -m finds python's own
 
     def read_stderr():
         for line in proc.stderr:
@@ -117,34 +121,44 @@ def _median(xs):
 @pytest.mark.parametrize("label,kernel", kernels())
 def test_first_verdict_and_per_scenario_cost(label, kernel, tmp_path):
     guest_python.precompile()
-    one, many, vng = [], [], []
+    pythons = {"this checkout": sys.executable, **({"baseline": BASELINE} if BASELINE else {})}
+    one = {name: [] for name in pythons}
+    many = {name: [] for name in pythons}
+    vng = []
     for i in range(REPEATS):  # alternating: load on this machine drifts
-        seen, init, code = arrivals(kernel, ONE)
-        assert code == 0 and seen, f"uffdprobe run exited {code}"
-        one.append((seen[0], init))
-        seen, _, code = arrivals(kernel, SEVERAL)
-        assert code == 0 and len(seen) == len(SEVERAL), f"uffdprobe run exited {code}, {len(seen)} verdicts"
-        many.append((seen[0], (seen[-1] - seen[0]) / (len(seen) - 1)))
+        for name, python in pythons.items():
+            seen, init, code = arrivals(kernel, ONE, python)
+            assert code == 0 and seen, f"{name}: uffdprobe run exited {code}"
+            one[name].append((seen[0], init))
+        for name, python in pythons.items():
+            seen, _, code = arrivals(kernel, SEVERAL, python)
+            assert code == 0 and len(seen) == len(SEVERAL), f"{name}: exit {code}, {len(seen)} verdicts"
+            many[name].append((seen[0], (seen[-1] - seen[0]) / (len(seen) - 1)))
         if vng_binary():
             vng.append(vng_boot_seconds(image_of(kernel), ("--force-9p",)))
-    print(f"\n== {label}: {kernel} ({REPEATS} rounds, alternating)")
-    print("uffdprobe run start -> first verdict:  " + " ".join(f"{a:6.2f}" for a, _ in one)
-          + f"  median {_median([a for a, _ in one]):6.2f}s")
-    print("  of which QEMU launch -> guest init:  " + " ".join(f"{b:6.2f}" for _, b in one))
-    print(f"  the same with {len(SEVERAL)} scenarios:     " + " ".join(f"{a:6.2f}" for a, _ in many)
-          + f"  median {_median([a for a, _ in many]):6.2f}s")
-    print("added cost per further scenario:      " + " ".join(f"{b:6.2f}" for _, b in many)
-          + f"  median {_median([b for _, b in many]):6.2f}s")
+    print(f"\n== {label}: {kernel} ({REPEATS} rounds, alternating; load average now "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})")
+    vng_median = _median([s for s, _ in vng])
+    for name, python in pythons.items():
+        print(f"-- {name} ({python})")
+        print("uffdprobe run start -> first verdict:  " + " ".join(f"{a:6.2f}" for a, _ in one[name])
+              + f"  median {_median([a for a, _ in one[name]]):6.2f}s")
+        print("  of which QEMU launch -> guest init:  " + " ".join(f"{b:6.2f}" for _, b in one[name]))
+        print(f"  the same with {len(SEVERAL)} scenarios:     " + " ".join(f"{a:6.2f}" for a, _ in many[name])
+              + f"  median {_median([a for a, _ in many[name]]):6.2f}s")
+        print("added cost per further scenario:      " + " ".join(f"{b:6.2f}" for _, b in many[name])
+              + f"  median {_median([b for _, b in many[name]]):6.2f}s")
+        if vng:
+            print(f"ratio first verdict / vng boot-to-true: {_median([a for a, _ in one[name]]) / vng_median:5.2f} "
+                  "(goal <= 0.5)")
     if vng:
         print("virtme-ng --force-9p --exec true:     " + " ".join(f"{s:6.2f}" for s, _ in vng)
-              + f"  median {_median([s for s, _ in vng]):6.2f}s ({', '.join(sorted({h for _, h in vng}))})")
-        ratio = _median([a for a, _ in one]) / _median([s for s, _ in vng])
-        print(f"ratio first verdict / vng boot-to-true: {ratio:5.2f} (goal <= 0.5)")
+              + f"  median {vng_median:6.2f}s ({', '.join(sorted({h for _, h in vng}))})")
         if any(h == "halted" for _, h in vng):
             print("  vng's guest halted instead of powering off (no ACPI in this kernel): timed to its "
                   "'System halted' line, then stopped; vng alone would never return")
     else:
-        print("virtme-ng: not installed (pip install virtme-ng)")
+        print("virtme-ng: not installed (pip install virtme-ng, or the bench extra)")
 
     phases = phase_breakdown(kernel, tmp_path / "phases")
     steps = phases["steps"]
@@ -153,7 +167,7 @@ def test_first_verdict_and_per_scenario_cost(label, kernel, tmp_path):
     previous = 0.0
     for name, what in (("main", "init -> Python running the script"), ("imports", "imports (cli.main, run)"),
                        ("parsed", "argument parsing, run.host imports"), ("feature_probe", "feature probe"),
-                       ("scratch_probe", "scratch-disk probe (blkid)"), ("planned", "plan"),
+                       ("scratch_probe", "scratch-disk probe (only for O_DIRECT)"), ("planned", "plan"),
                        ("first_verdict", "supervised child: fork to verdict")):
         print(f"  {what:36} {steps[name] - previous:6.2f}")
         previous = steps[name]

@@ -5,6 +5,7 @@ calls, in its order; it times them, it does not copy them.
 
     python tests/guest_phases.py [--memory KIND] SCENARIO...
 """
+import contextlib
 import json
 import os
 import sys
@@ -38,7 +39,8 @@ def main() -> int:
     kf = features.probe()
     stamps["feature_probe"] = now()
     verdicts = []
-    with odirect.target(args.odirect_target) as target:
+    needed = args.odirect_target or host._needs_odirect(args.scenarios)  # as run_on_host decides
+    with (odirect.target(args.odirect_target) if needed else contextlib.nullcontext()) as target:
         stamps["scratch_probe"] = now()
         plan = host._plan(args.scenarios, args.memory, {}, kf, target)
         stamps["planned"] = now()
