@@ -34,7 +34,7 @@ def timed(name: str, cache_dir, label: str) -> float:
     return seconds
 
 
-def cold_base_build(revision: str, scratch: Path) -> dict:
+def cold_base_build(revision: str, scratch: Path, keep: Path = None) -> dict:
     """The stock recipe with the fragment of `revision`, built into a fresh cache with ccache off."""
     where = Path(tempfile.mkdtemp(dir=scratch, prefix=f"frag-{revision}-"))
     try:
@@ -48,6 +48,9 @@ def cold_base_build(revision: str, scratch: Path) -> dict:
         built = kbuild.build(recipes.load(where / "stock.toml"), progress=False, cache_dir=where / "kernels")
         seconds = time.monotonic() - started
         objects = sum(1 for _ in (where / "kernels" / "work").rglob("*.o"))
+        if keep:  # the image, to boot or hand to vng afterwards
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(built.bzimage, keep / f"bzImage-{revision}")
         options = sum(1 for line in fragment.splitlines() if line.startswith("CONFIG_"))
         return {"revision": revision, "seconds": seconds, "objects": objects, "fragment_options": options,
                 "bzimage_bytes": built.bzimage.stat().st_size}
@@ -56,11 +59,11 @@ def cold_base_build(revision: str, scratch: Path) -> dict:
         shutil.rmtree(where, ignore_errors=True)
 
 
-def compare_fragments(revisions, scratch: Path) -> int:
+def compare_fragments(revisions, scratch: Path, keep: Path = None) -> int:
     print(f"cold base (stock) build per fragment revision; load average before: {os.getloadavg()}", flush=True)
     rows = []
     for revision in revisions:
-        row = cold_base_build(revision, scratch)
+        row = cold_base_build(revision, scratch, keep)
         rows.append(row)
         print(f"{revision:<12} {row['seconds']:8.1f} s  {row['objects']:6d} objects  "
               f"{row['fragment_options']:4d} fragment options  bzImage {row['bzimage_bytes']:9d} bytes  "
@@ -78,9 +81,10 @@ def main() -> int:
     parser.add_argument("--scratch", type=Path, default=Path("/var/tmp"), help="where a cold run's caches go")
     parser.add_argument("--fragments", nargs="+", metavar="REV",
                         help="build the base cold once per git revision of the fragment, in this order")
+    parser.add_argument("--keep-images", type=Path, metavar="DIR", help="with --fragments: keep each bzImage there")
     args = parser.parse_args()
     if args.fragments:
-        return compare_fragments(args.fragments, args.scratch)
+        return compare_fragments(args.fragments, args.scratch, args.keep_images)
     scratch = None
     cache_dir = None
     if not args.warm:
