@@ -241,6 +241,21 @@ def test_built_kernel_boots_and_runs_a_command(built_kernel, run_dir):
     assert (result.outcome, result.exit_status) == ("OK", 3), result.reason
 
 
+@pytest.mark.reliability("a built kernel (no ACPI: it cannot power off) finishes its command or panics",
+                         "QEMU ends by itself (reboot under -no-reboot), never stopped by the harness; the "
+                         "exit status or the PANIC intact")
+@pytest.mark.parametrize("script,outcome,status", [("exit 5", "OK", 5),
+                                                   ("echo c > /proc/sysrq-trigger; sleep 60", "PANIC", None)],
+                         ids=["exit status", "panic"])
+def test_a_built_kernel_ends_qemu_by_itself(built_kernel, run_dir, script, outcome, status):
+    result = tcg_boot(built_kernel, ["sh", "-c", script], run_dir)
+    assert (result.outcome, result.exit_status) == (outcome, status), result.reason
+    # QEMU says "terminating on signal" when it is stopped; ended by the guest's reboot, it says nothing
+    assert "terminating on signal" not in (run_dir / "qemu.stderr").read_text()
+    console = result.console_log.read_text(errors="replace")
+    assert "reboot: Restarting system" in console if outcome == "OK" else "Kernel panic" in console
+
+
 def _run_in_vm(kernel, results_dir, *args):
     """`uffdprobe run --kernel` as a child whose stdout (the verdict table) can be read as it streams."""
     cmd = [PY, "-m", "uffdprobe", "run", "--kernel", str(kernel), "--accel", "tcg", "--memory", "anon-4k",

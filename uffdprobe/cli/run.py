@@ -124,6 +124,8 @@ def expectations(spec, items: List[str]) -> Dict[str, str]:
     """What is declared for this run's kernel (a resolved kernel_arg.KernelSpec, None: the running one):
     a recipe's [expect], then --expect (the same rule and syntax as `uffdprobe matrix --expect`; a KERNEL:
     prefix must name this kernel: its label or --kernel value)."""
+    if spec is None and not items:  # the guest's run: nothing declared, and run.kernels (tomllib) not loaded
+        return {}
     from uffdprobe.run.kernels import Target, declare, parse_expect
     if spec is None:
         target = Target(label="host", given="host")

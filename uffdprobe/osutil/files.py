@@ -1,13 +1,12 @@
 """Files written whole or not at all, content hashes, and whether a disk is full."""
 import errno
-import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file's contents."""
+    import hashlib  # imports here and in write_atomic: the guest's `uffdprobe run` pays for neither
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -18,6 +17,7 @@ def sha256_file(path: Path) -> str:
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace `path` with `data` through a temporary file, fsync and rename (new inode, new mtime): a
     reader sees the old file or the whole new one, also after a crash; on any error the old one stays."""
+    import tempfile
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:

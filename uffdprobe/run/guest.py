@@ -7,7 +7,7 @@ from typing import List, Optional
 
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit, UsageError
-from . import kernel_arg, user_scenarios
+from . import guest_python, kernel_arg, user_scenarios
 from .host import VerdictStream, finish, ktap_start, table_stream
 from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
@@ -37,11 +37,10 @@ def guest_argv(args: argparse.Namespace) -> List[str]:
     check_visible_in_guest()
     from uffdprobe.osutil.swap import SERIAL_ENV
     from uffdprobe.vm.boot import SWAP_SERIAL
-    argv = ["/usr/bin/env", f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", f"{SERIAL_ENV}={SWAP_SERIAL}",
-            sys.executable, "-m", "uffdprobe",
+    env, *python = guest_python.interpreter()  # `/usr/bin/env PYTHONPATH=... python -S`
+    argv = [env, f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", f"{SERIAL_ENV}={SWAP_SERIAL}", *python, "-m", "uffdprobe",
             "run", "--hang-timeout", str(args.hang_timeout),
             "--scenario-timeout", str(args.scenario_timeout)]
-    argv[2:2] = user_scenarios.guest_env()  # after env's first VAR=VALUE, before the interpreter
     argv += user_scenarios.guest_args()
     for mem in args.memory or []:
         argv += ["--memory", mem]
@@ -159,6 +158,7 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
         print(f"[vm] {text}", file=sys.stderr, flush=True)
 
     verbosity = getattr(args, "verbosity", 0)
+    guest_python.precompile()  # the guest compiles nothing under TCG
     try:
         result = boot(kernel, guest_argv(args), timeout=args.vm_timeout, accel=args.accel,
                       progress=progress if verbosity >= 0 else None,

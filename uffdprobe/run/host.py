@@ -9,8 +9,8 @@ from typing import Dict, List, Optional, Tuple
 
 from uffdprobe.osutil import swap
 from uffdprobe.osutil.files import write_atomic
-from uffdprobe.uffd import features, odirect
-from uffdprobe.results import ktap, report
+from uffdprobe.uffd import features
+from uffdprobe.results import report
 from uffdprobe.results.expect import check, declared, expected_failure, failing, judge
 from uffdprobe.supervise import kselftest, supervisor
 from uffdprobe.exitcodes import Exit, UsageError
@@ -71,16 +71,21 @@ def run_on_host(args: argparse.Namespace) -> int:
     if said:
         print(said, file=table_stream(args), flush=True)
     kf = features.probe()
-    from .exec_row import scratch
-    try:  # --scratch-fs: the O_DIRECT scenarios write to the mounted scratch filesystem too
-        with scratch(args) as scratch_dir, \
-                odirect.target(scratch_dir if getattr(args, "scratch_fs", None) else args.odirect_target) as target:
-            if args.odirect_target and target is None:
-                raise UsageError(f"--odirect-target {args.odirect_target}: O_DIRECT writes fail there; "
-                                 "pass a block device or a directory on ext4/xfs")
-            results, lost = _run_plan(args, kf, target, params, scratch_dir)
-    except odirect.NotScratch as exc:
-        raise UsageError(str(exc)) from None
+    workload = getattr(args, "exec", None) is not None or getattr(args, "scratch_fs", None)
+    if not workload and not args.odirect_target and not _needs_odirect(args.scenarios):
+        results, lost = _run_plan(args, kf, None, params)  # no scratch probe (blkid) for scenarios without it
+    else:
+        from uffdprobe.uffd import odirect
+        from .exec_row import scratch
+        try:  # --scratch-fs: the O_DIRECT scenarios write to the mounted scratch filesystem too
+            with scratch(args) as scratch_dir, \
+                    odirect.target(scratch_dir if getattr(args, "scratch_fs", None) else args.odirect_target) as target:
+                if args.odirect_target and target is None:  # NotScratch before anything is written
+                    raise UsageError(f"--odirect-target {args.odirect_target}: O_DIRECT writes fail there; "
+                                     "pass a block device or a directory on ext4/xfs")
+                results, lost = _run_plan(args, kf, target, params, scratch_dir)
+        except odirect.NotScratch as exc:
+            raise UsageError(str(exc)) from None
     table = table_stream(args)
     status = finish(results, args, table)
     if kf.uffd_errno in (errno.EPERM, errno.EACCES):
@@ -90,6 +95,14 @@ def run_on_host(args: argparse.Namespace) -> int:
     if lost:
         return Exit.NO_SPACE if lost.errno in (errno.ENOSPC, errno.EDQUOT) else Exit.CHANNEL_LOST
     return status
+
+
+def _needs_odirect(names: List[str]) -> bool:
+    """Whether a chosen scenario writes through O_DIRECT (an unknown name: True, so _plan names it)."""
+    try:
+        return any("odirect" in s.needs for s in select(names))
+    except KeyError:
+        return True
 
 
 def _run_plan(args: argparse.Namespace, kf: features.KernelFeatures, target: Optional[str],
@@ -127,10 +140,12 @@ def _run_plan(args: argparse.Namespace, kf: features.KernelFeatures, target: Opt
     return results, stream.error if stream else None
 
 
-def ktap_start(args: argparse.Namespace, plan: list, name: str, about: List[str]) -> Optional[ktap.KernelTest]:
-    """With --ktap, KTAP on stdout from now on, one result line as each verdict lands; else None."""
+def ktap_start(args: argparse.Namespace, plan: list, name: str, about: List[str]) -> Optional["KernelTest"]:
+    """With --ktap, KTAP on stdout from now on, one result line as each verdict lands; else None
+    (results.ktap.KernelTest, imported only then)."""
     if not args.ktap:
         return None
+    from uffdprobe.results import ktap
     writer = ktap.Writer(sys.stdout, 1, [f"uffdprobe {report.tool_version()}: {' '.join(sys.argv)}"])
     return writer.kernel(name, plan, about)
 

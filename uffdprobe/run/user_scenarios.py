@@ -21,13 +21,6 @@ def check_visible(private_dirs: Sequence[str]) -> None:
                                  "root, read-only)")
 
 
-def guest_env() -> List[str]:
-    """VAR=VALUE words for the guest's /usr/bin/env: PYTHONPATH as here, so entry points found through
-    it are found there too."""
-    path = os.environ.get("PYTHONPATH")
-    return [f"PYTHONPATH={path}"] if path else []
-
-
 def guest_args() -> List[str]:
     """--scenarios-from for every file loaded here (absolute, resolved paths)."""
     return [word for path in sources.files() for word in ("--scenarios-from", path)]

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import sys
-import traceback
 import types
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -253,6 +252,7 @@ def _say(exc: BaseException, path: Optional[str]) -> str:
     text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, SyntaxError) and exc.lineno:
         return f"{text.split(' (')[0]} ({os.path.basename(exc.filename or path or '?')} line {exc.lineno})"
+    import traceback  # only for a source that failed to import
     frames = traceback.extract_tb(exc.__traceback__)
     mine = [f for f in frames if path and os.path.realpath(f.filename) == path] or frames[-1:]
     return f"{text} ({os.path.basename(mine[-1].filename)} line {mine[-1].lineno})" if mine else text

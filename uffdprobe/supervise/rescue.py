@@ -4,7 +4,6 @@ fault: un-protect; missing: a zero page; anything else: wake), so the blocked ta
 
 Reading from the duplicate takes the message away from the workload's own reader: that is the point,
 the reader is the task that is stuck."""
-import ctypes
 import errno
 import os
 from typing import List, Tuple
@@ -17,15 +16,13 @@ from . import procfs
 #: pidfd_getfd's number: the same in the generic and the x86_64 syscall tables.
 SYS_PIDFD_GETFD = 438
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
 def take_fd(pid: int, fd: int) -> int:
     """A duplicate, in this process, of `pid`'s descriptor `fd` (OSError when the kernel or ptrace
     access refuses it)."""
+    import ctypes  # only on a rescue: the guest's run path imports this module, and ctypes costs there
     pidfd = os.pidfd_open(pid)
     try:
-        dup = _libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+        dup = ctypes.CDLL(None, use_errno=True).syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
         if dup < 0:
             err = ctypes.get_errno()
             raise OSError(err, f"pidfd_getfd({pid}, {fd}): {os.strerror(err)}"

@@ -4,7 +4,6 @@ import os
 import select
 import socket
 import time
-import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
@@ -40,6 +39,7 @@ def _child_main(scenario: Scenario, ctx: ScenarioContext) -> None:
         ctx.finish(Verdict.SKIP.value, str(exc), {})
     except BaseException as exc:  # the supervisor turns this into ERROR with the traceback
         code = 3
+        import traceback  # only on this path: every scenario child would import it for nothing
         try:
             ctx.finish(Verdict.ERROR.value, f"{type(exc).__name__}: {exc}",
                        {"traceback": traceback.format_exc().splitlines()[-12:]})

@@ -2,8 +2,6 @@
 import os
 from typing import Dict, List, Optional
 
-import psutil
-
 
 def _read(path: str) -> Optional[str]:
     try:
@@ -42,6 +40,7 @@ def in_userfault(info: Dict[str, object]) -> bool:
 
 def family(pid: int) -> List[int]:
     """`pid` and all its descendants that still exist."""
+    import psutil  # only when a hang is inspected: a guest run that never hangs never pays for psutil
     try:
         proc = psutil.Process(pid)
         return [pid] + [c.pid for c in proc.children(recursive=True)]

@@ -3,7 +3,6 @@ import errno
 import gzip
 import hashlib
 import os
-import platform
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
@@ -30,8 +29,9 @@ def kernel_identity() -> Dict[str, Optional[str]]:
             config = hashlib.sha256(f.read()).hexdigest()
     except (OSError, EOFError):
         pass
-    return {"release": platform.release(), "version": _read("/proc/version"),
-            "config_sha256": config, "machine": platform.machine()}
+    uname = os.uname()  # what platform.release()/machine() return, without importing platform
+    return {"release": uname.release, "version": _read("/proc/version"),
+            "config_sha256": config, "machine": uname.machine}
 
 
 def thp_mode() -> Optional[str]:

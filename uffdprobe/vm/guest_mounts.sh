@@ -6,7 +6,12 @@ guest_mounts() {
     # Always mount: over 9p the host's own /proc and /dev show through the read-only root.
     [ -n "$proc_mounted" ] || mount -t proc proc "$r/proc" || fail "cannot mount /proc"
     # CONFIG_DEVTMPFS_MOUNT kernels put devtmpfs on /dev already; mounting it there again is EBUSY.
-    grep -q "^devtmpfs $r/dev " "$r/proc/mounts" || mount -t devtmpfs devtmpfs "$r/dev" || fail "cannot mount /dev"
+    # Shell builtins, not grep/cat/tr: under TCG every exec of a dynamic tool costs about 0.1 s.
+    devtmpfs=
+    while read -r source target _; do
+        [ "$source $target" = "devtmpfs $r/dev" ] && devtmpfs=1
+    done <"$r/proc/mounts"
+    [ -n "$devtmpfs" ] || mount -t devtmpfs devtmpfs "$r/dev" || fail "cannot mount /dev"
     mount -t sysfs sysfs "$r/sys"
     # the mm selftests' pin cases use /sys/kernel/debug/gup_test (CONFIG_GUP_TEST): harmless without it
     mount -t debugfs debugfs "$r/sys/kernel/debug" 2>/dev/null
@@ -14,10 +19,16 @@ guest_mounts() {
     # Host paths the command needs under /tmp or /var/tmp (a checkout in /tmp, say) come as
     # uffdprobe.keep=P1,P2: bound aside before those are covered, and back in place after.
     keep= n=0
-    for word in $(cat "$r/proc/cmdline"); do
+    read -r words <"$r/proc/cmdline"
+    for word in $words; do
         case "$word" in uffdprobe.keep=*) keep=${word#*=} ;; esac
     done
-    for path in $(echo "$keep" | tr ',' ' '); do
+    ifs=$IFS IFS=,
+    set -f
+    set -- $keep  # the kept paths, split at commas (r holds the old $1)
+    IFS=$ifs
+    set +f
+    for path in "$@"; do
         n=$((n + 1))
         mkdir -p "$r/run/uffdprobe/keep/$n"
         mount -o bind "$r$path" "$r/run/uffdprobe/keep/$n" || fail "cannot keep $path visible"
@@ -25,7 +36,7 @@ guest_mounts() {
     mount -t tmpfs -o mode=1777 tmpfs "$r/tmp" || fail "cannot mount tmpfs on /tmp"
     mount -t tmpfs -o mode=1777 tmpfs "$r/var/tmp" 2>/dev/null
     n=0
-    for path in $(echo "$keep" | tr ',' ' '); do
+    for path in "$@"; do
         n=$((n + 1))
         mkdir -p "$r$path"
         mount -o bind "$r/run/uffdprobe/keep/$n" "$r$path" || fail "cannot put $path back"
