@@ -12,7 +12,7 @@ from uffdprobe.exitcodes import UsageError
 TAKES_EXEC = ("run", "matrix")
 #: A row label: safe as a folder name part, a JUnit classname part and an --expect key.
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
-SCRATCH_FS = ("ext4",)
+SCRATCH_FS = ("ext4", "none")
 
 
 def split(argv: List[str]) -> Tuple[List[str], Optional[List[str]]]:
@@ -50,7 +50,9 @@ def add_options(p: argparse.ArgumentParser, seconds) -> None:
     p.add_argument("--scratch-fs", choices=SCRATCH_FS,
                    help="format the scratch disk (the guest's own, or a blank --odirect-target device) with this "
                         "filesystem, mount it, and give it to the program as UFFDPROBE_SCRATCH_DIR and its "
-                        "working directory (O_DIRECT scenarios write there too)")
+                        "working directory (O_DIRECT scenarios write there too); default: ext4 for an --exec "
+                        "program in a guest (its own blank disk; a guest's /tmp takes no O_DIRECT), none on "
+                        "the host")
     p.add_argument("--scratch-mb", type=_scratch_mb, default=None, metavar="N",
                    help="with --kernel: the guest's scratch disk size in MiB (a sparse file; default 64)")
     p.add_argument("--stuck-timeout", type=seconds, default=30.0, metavar="S",

@@ -109,11 +109,19 @@ def run_rows(args: argparse.Namespace, kernel: Dict[str, object], scratch_dir: O
     return results
 
 
+#: An --exec program in a guest gets its scratch disk as this filesystem unless --scratch-fs says
+#: otherwise: the guest has a blank disk of its own, and its /tmp (tmpfs on 6.1) refuses O_DIRECT.
+GUEST_EXEC_SCRATCH_FS = "ext4"
+
+
 def guest_args(args: argparse.Namespace) -> List[str]:
     """What the guest's own `uffdprobe run` needs of --exec and --scratch-fs; the program goes last."""
     out: List[str] = []
-    if getattr(args, "scratch_fs", None):
-        out += ["--scratch-fs", args.scratch_fs]
+    fs = getattr(args, "scratch_fs", None)
+    if fs is None and getattr(args, "exec", None) is not None:
+        fs = GUEST_EXEC_SCRATCH_FS
+    if fs and fs != "none":
+        out += ["--scratch-fs", fs]
     if getattr(args, "exec", None) is not None:
         out += ["--exec-label", args.exec_row, "--stuck-timeout", str(args.stuck_timeout),
                 "--rescue-timeout", str(args.rescue_timeout)]

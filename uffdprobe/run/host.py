@@ -71,6 +71,8 @@ def run_on_host(args: argparse.Namespace) -> int:
     if said:
         print(said, file=table_stream(args), flush=True)
     kf = features.probe()
+    if getattr(args, "scratch_fs", None) == "none":  # the word only turns off a guest's default
+        args.scratch_fs = None
     workload = getattr(args, "exec", None) is not None or getattr(args, "scratch_fs", None)
     if not workload and not args.odirect_target and not _needs_odirect(args.scenarios):
         results, lost = _run_plan(args, kf, None, params)  # no scratch probe (blkid) for scenarios without it
