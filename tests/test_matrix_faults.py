@@ -26,6 +26,8 @@ pytestmark = [pytest.mark.vm, pytest.mark.timeout(3600)]  # `stock` may have to 
 root = pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp scenarios need root here")
 
 BOOTING = re.compile(r"^  stock \| \[vm\] booting .*; console: (\S+)$")
+#: The host answers every cell PASS, or SKIP where it lacks what the kind needs (anon-swap: no swap here).
+GOOD = ("PASS", "SKIP")
 
 
 class MatrixProc:
@@ -182,7 +184,7 @@ def test_signal_while_a_kernel_boots(tmp_path, sig):
     for path in (out, work / "matrix.json"):
         data = matrix_json(path)
         assert [k["label"] for k in data["kernels"]] == ["host"]
-        assert data["cells"] and all(c["verdict"] == "PASS" for c in data["cells"]), verdicts(data)
+        assert data["cells"] and all(c["verdict"] in GOOD for c in data["cells"]), verdicts(data)
     assert any("qemu-system" in cmd for _, _, cmd in m.seen.values())
     assert m.left() == []
     assert not vm_processes(mentioning=str(run_dir)) and not vm_processes(mentioning=str(work))
@@ -322,7 +324,7 @@ def test_qemu_killed_under_a_matrix(tmp_path):
     assert [k["label"] for k in data["kernels"]] == ["host", "stock"]
     host = [c for c in data["cells"] if c["kernel"] == "host"]
     stock = [c for c in data["cells"] if c["kernel"] == "stock"]
-    assert host and all(c["verdict"] == "PASS" and not c["unexpected"] for c in host), verdicts(data)
+    assert host and all(c["verdict"] in GOOD and not c["unexpected"] for c in host), verdicts(data)
     assert len(stock) == len(host)
     killed = [c for c in stock if c["verdict"] == "ERROR"]
     assert killed, verdicts(data)
