@@ -210,3 +210,33 @@ def nobody_python():
         pytest.skip(f"no {version} that nobody may run: {why}")
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+# --- a swap file on the host, for the anon-swap memory kind (the host here has no swap) ---------------
+
+@pytest.fixture(scope="module")
+def host_swap():
+    """Swap on the running kernel for the module's tests: a 64 MiB swap file of our own under /var/tmp,
+    switched on as root when no swap is active, switched off and removed afterwards; an active swap is
+    used as it is. Yields what the tests run with ('' when the kind then has swap)."""
+    import os
+    import subprocess
+    import tempfile
+    from uffdprobe.scenarios.memkinds import no_swap
+    if not no_swap() or os.geteuid() != 0:
+        yield no_swap() or ""
+        return
+    fd, path = tempfile.mkstemp(prefix="uffdprobe-test-swap-", dir="/var/tmp")
+    on = False
+    try:
+        with os.fdopen(fd, "wb") as f:  # written, not fallocated: a swap file must have no holes
+            for _ in range(64):
+                f.write(bytes(1 << 20))
+        os.chmod(path, 0o600)
+        subprocess.run(["mkswap", path], check=True, capture_output=True, timeout=60)
+        on = subprocess.run(["swapon", path], capture_output=True, timeout=60).returncode == 0
+        yield no_swap() or ""
+    finally:
+        if on:
+            subprocess.run(["swapoff", path], capture_output=True, timeout=120)
+        os.unlink(path)

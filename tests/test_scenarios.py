@@ -29,7 +29,7 @@ def run(name, memory, kf, target, **params):
 
 
 @pytest.mark.parametrize("name,memory", PUBLIC, ids=[f"{n}[{m}]" for n, m in PUBLIC])
-def test_scenario_passes_on_fixed_kernel(name, memory, kf, target, live_children):
+def test_scenario_passes_on_fixed_kernel(name, memory, kf, target, live_children, host_swap):
     res = run(name, memory, kf, target)
     assert res.verdict in (Verdict.PASS, Verdict.SKIP), (res.reason, res.evidence)
     assert res.kernel["release"] == os.uname().release
