@@ -7,6 +7,7 @@ import shutil
 from typing import List, Optional, Tuple
 
 from uffdprobe.exitcodes import UsageError
+from .vocab import whole_number
 
 #: The subcommands that take --exec.
 TAKES_EXEC = ("run", "matrix")
@@ -30,16 +31,6 @@ def split(argv: List[str]) -> Tuple[List[str], Optional[List[str]]]:
     return argv, None
 
 
-def _scratch_mb(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of MiB") from None
-    if not 16 <= value <= 65536:
-        raise argparse.ArgumentTypeError(f"{text} must be from 16 to 65536 MiB")
-    return value
-
-
 def add_options(p: argparse.ArgumentParser, seconds) -> None:
     """The --exec options (the program itself is split off by split())."""
     p.add_argument("--exec", dest="exec_placeholder", action="store_true",
@@ -53,7 +44,7 @@ def add_options(p: argparse.ArgumentParser, seconds) -> None:
                         "working directory (O_DIRECT scenarios write there too); default: ext4 for an --exec "
                         "program in a guest (its own blank disk; a guest's /tmp takes no O_DIRECT), none on "
                         "the host")
-    p.add_argument("--scratch-mb", type=_scratch_mb, default=None, metavar="N",
+    p.add_argument("--scratch-mb", type=whole_number(16, 65536, "MiB"), default=None, metavar="N",
                    help="with --kernel: the guest's scratch disk size in MiB (a sparse file; default 64)")
     p.add_argument("--stuck-timeout", type=seconds, default=30.0, metavar="S",
                    help="--exec: a task in D outside handle_userfault, or spinning, this long is STUCK (default 30)")

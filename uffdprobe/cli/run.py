@@ -10,7 +10,7 @@ from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.run import host
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.scenarios.registry import select
-from .vocab import add_accel, add_verbosity
+from .vocab import add_accel, add_verbosity, whole_number
 from . import user_scenarios
 
 
@@ -78,15 +78,8 @@ def kernel_arg(text: str) -> str:
     return text
 
 
-def runs_count(text: str) -> int:
-    """argparse type for --runs: a whole number from 1 to 100."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"{text} must be from 1 to 100")
-    return value
+#: argparse type for --runs (and matrix --parallel): a whole number from 1 to 100.
+runs_count = whole_number(1, 100)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

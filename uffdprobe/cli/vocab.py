@@ -4,6 +4,19 @@ import argparse
 import sys
 
 
+def whole_number(low: int, high: int, unit: str = ""):
+    """An argparse type: a whole number from `low` to `high` (`unit` names what it counts, in the errors)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number{' of ' + unit if unit else ''}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} must be from {low} to {high}{' ' + unit if unit else ''}")
+        return value
+    return parse
+
+
 def add_verbosity(p: argparse.ArgumentParser) -> None:
     """-q/--quiet (no progress lines on stderr) and -v/--verbose (also how each boot was made); dest verbosity:
     -1 quiet, 0 normal, 1 verbose."""
