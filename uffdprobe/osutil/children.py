@@ -199,13 +199,17 @@ def _live_members(pgid: int) -> list:
     reap asks this, and importing psutil costs the guest's run about 0.4 s under TCG."""
     members = []
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                state, _ppid, group = f.read().rsplit(b")", 1)[1].split(None, 3)[:3]
-        except (OSError, ValueError):  # gone meanwhile
-            continue
-        if int(group) == pgid and state != b"Z":
+        fields = proc_stat(f"/proc/{name}/stat") if name.isdigit() else None
+        if fields and len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
             members.append(int(name))
     return members
+
+
+def proc_stat(path: str) -> Optional[list]:
+    """The fields of a /proc/PID[/task/TID]/stat after `(comm)`, from the state on (stat(5) field 3 is [0]);
+    None when the process is gone. comm may hold ')' and spaces: split after the last ')'."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace").rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None

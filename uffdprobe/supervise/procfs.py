@@ -4,6 +4,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
 
+from uffdprobe.osutil.children import proc_stat
 from . import tasks
 
 #: readlink of a userfaultfd's /proc/PID/fd/FD.
@@ -68,12 +69,8 @@ def userfaultfds(pids: List[int]) -> List[UffdInfo]:
 
 def cpu_ticks(pid: int, tid: int) -> Optional[tuple]:
     """(utime, stime) in clock ticks from /proc/PID/task/TID/stat, None when the task is gone."""
-    try:
-        with open(f"/proc/{pid}/task/{tid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5), after pid and comm
+    fields = proc_stat(f"/proc/{pid}/task/{tid}/stat")
+    return (int(fields[11]), int(fields[12])) if fields else None  # stat(5) fields 14 and 15
 
 
 def syscall(pid: int, tid: int) -> Optional[str]:

@@ -2,6 +2,8 @@
 import os
 from typing import Dict, List, Optional
 
+from uffdprobe.osutil.children import proc_stat
+
 
 def _read(path: str) -> Optional[str]:
     try:
@@ -13,10 +15,8 @@ def _read(path: str) -> Optional[str]:
 
 def task_state(pid: int, tid: int) -> Optional[str]:
     """The one-letter state from /proc/PID/task/TID/stat (R, S, D, ...)."""
-    stat = _read(f"/proc/{pid}/task/{tid}/stat")
-    if not stat or stat.startswith("<"):
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
+    fields = proc_stat(f"/proc/{pid}/task/{tid}/stat")
+    return fields[0] if fields else None
 
 
 def describe(pid: int, tid: int) -> Dict[str, object]:
