@@ -16,6 +16,12 @@ class Busy(Exception):
         self.holder = holder
 
 
+#: What a waiter calls a holder that left no note (yet).
+UNNAMED = "another process"
+#: How long a waiter gives a new holder to write its note before saying UNNAMED.
+NOTE_WAIT_S = 1.0
+
+
 @contextlib.contextmanager
 def held(path: Path, wait: float, on_wait: Optional[Callable[[str], None]] = None, poll: float = 0.2,
          shared: bool = False):
@@ -28,7 +34,8 @@ def held(path: Path, wait: float, on_wait: Optional[Callable[[str], None]] = Non
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:  # closing releases the flock, also when the wait is interrupted
-        deadline, told = time.monotonic() + wait, False
+        started = time.monotonic()
+        deadline, told = started + wait, False
         while True:
             try:
                 fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
@@ -37,7 +44,10 @@ def held(path: Path, wait: float, on_wait: Optional[Callable[[str], None]] = Non
                 holder = holder_of(fd)
                 if time.monotonic() >= deadline:
                     raise Busy(holder) from None
-                if on_wait and not told:
+                # an exclusive holder writes its note just after taking the lock: wait a moment for it
+                # before calling the holder anonymous (shared holders never leave one)
+                named = holder != UNNAMED or time.monotonic() - started >= NOTE_WAIT_S
+                if on_wait and not told and named:
                     on_wait(holder)
                     told = True
                 time.sleep(poll)
@@ -55,7 +65,7 @@ def held(path: Path, wait: float, on_wait: Optional[Callable[[str], None]] = Non
 
 def holder_of(fd: int) -> str:
     """The note the holder left in the lock file."""
-    return os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+    return os.pread(fd, 512, 0).decode(errors="replace").strip() or UNNAMED
 
 
 def _note(fd: int, text: str) -> None:
