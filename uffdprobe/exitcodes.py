@@ -4,7 +4,7 @@ import enum
 
 class Exit(enum.IntEnum):
     OK = 0                #: every verdict PASS, SKIP or declared for that kernel, scenario and memory kind
-    KERNEL_PROBLEM = 1    #: a verdict of verdicts.KERNEL_PROBLEMS (HANG, LEAK, WP_LOST, FAIL, STUCK) nothing declares
+    KERNEL_PROBLEM = 1    #: a verdict of verdicts.KERNEL_PROBLEMS (HANG, LEAK, WP_LOST, FAIL, STUCK, WARN, OOPS, REFUSED) nothing declares
     USAGE = 2             #: bad input: unknown scenario or kernel, bad path, bad parameter
     PATCH_FAILED = 3      #: a patch does not apply
     CONFIG_DROPPED = 4    #: Kconfig dropped an option a fragment asked for, or the guest cannot boot without one

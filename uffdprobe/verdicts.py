@@ -11,6 +11,9 @@ class Verdict(str, enum.Enum):
     WP_LOST = "WP_LOST"    #: a real write to a write-protected page was not trapped
     FAIL = "FAIL"          #: a workload (a program under --exec, a kselftest case) reported failure
     STUCK = "STUCK"        #: a workload's task stuck outside handle_userfault (D state or spinning)
+    WARN = "WARN"          #: the kernel logged a WARNING (or lockdep report, or a new taint bit) while it ran
+    OOPS = "OOPS"          #: the kernel logged a BUG/Oops/KASAN report that did not panic while it ran
+    REFUSED = "REFUSED"    #: the kernel refused a valid request (the errno is the evidence)
     SKIP = "SKIP"          #: the kernel lacks a feature the scenario needs (probed)
     ERROR = "ERROR"        #: the harness or the setup failed
     BUILD_FAIL = "BUILD_FAIL"
@@ -24,7 +27,7 @@ class Verdict(str, enum.Enum):
 
 
 #: The verdicts that are the kernel's answer "no": exit 1 when undeclared, declarable as expected failures.
-KERNEL_PROBLEMS = frozenset({"HANG", "LEAK", "WP_LOST", "FAIL", "STUCK"})
+KERNEL_PROBLEMS = frozenset({"HANG", "LEAK", "WP_LOST", "FAIL", "STUCK", "WARN", "OOPS", "REFUSED"})
 
 
 def plain(value: Any) -> Any:

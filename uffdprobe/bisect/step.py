@@ -16,10 +16,10 @@ from typing import List
 from . import build as bisect_build, git as bisect_git
 from .log import BisectLog
 from uffdprobe.kbuild.errors import BuildFailed, ConfigDropped, KbuildError
-from uffdprobe.verdicts import Verdict
+from uffdprobe.verdicts import KERNEL_PROBLEMS, Verdict
 
 GOOD, BAD, SKIP, STOP = 0, 1, 125, 130
-DEFAULT_BAD = ("HANG", "LEAK", "WP_LOST", "FAIL", "STUCK")
+DEFAULT_BAD = tuple(sorted(KERNEL_PROBLEMS))
 BAD_IF = ("any", "majority", "all")
 
 

@@ -14,6 +14,7 @@ from uffdprobe.kbuild.errors import BadInput, KbuildError
 from uffdprobe.exitcodes import UsageError
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.osutil import files
+from uffdprobe.verdicts import KERNEL_PROBLEMS
 
 BISECT_TEXT = """\
 Check that --good is good and --bad is bad, then run `git bisect run uffdprobe bisect-step ...`.
@@ -59,8 +60,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bad-if", choices=bisect_step.BAD_IF, default="any",
                    help="how many runs must be bad for a bad step (default any)")
     p.add_argument("--bad-verdict", action="append", metavar="V",
-                   choices=("HANG", "LEAK", "WP_LOST", "FAIL", "STUCK", "PANIC", "VM_TIMEOUT"),
-                   help="verdicts that make a run bad (default HANG, LEAK, WP_LOST, FAIL, STUCK)")
+                   choices=tuple(sorted(KERNEL_PROBLEMS)) + ("PANIC", "VM_TIMEOUT"),
+                   help="verdicts that make a run bad (default: every kernel problem, "
+                        + ", ".join(sorted(KERNEL_PROBLEMS)) + ")")
     p.add_argument("--config-fragment", action="append", metavar="FILE",
                    help="Kconfig fragment(s) merged into the base (default vm-images/fragments/x86_64.config)")
     p.add_argument("--base", default="tinyconfig", metavar="TARGET", help="base config target (default tinyconfig)")

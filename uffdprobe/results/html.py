@@ -12,7 +12,7 @@ from uffdprobe.verdicts import plain
 
 #: Background per verdict; the Chromium test reads these back from the rendered page.
 COLOURS = {"PASS": "#b9e4bb", "SKIP": "#dddddd", "HANG": "#f28b82", "LEAK": "#d7aefb", "WP_LOST": "#fdd663",
-           "FAIL": "#f6aea9", "STUCK": "#fcad70",
+           "FAIL": "#f6aea9", "STUCK": "#fcad70", "WARN": "#ffb300", "OOPS": "#e8710a", "REFUSED": "#aecbfa",
            "FLAKY": "#fff475", "ERROR": "#5f6368", "BUILD_FAIL": "#5f6368", "BOOT_FAIL": "#5f6368",
            "PANIC": "#3c4043", "VM_TIMEOUT": "#5f6368"}
 _WHITE_TEXT = {"ERROR", "BUILD_FAIL", "BOOT_FAIL", "PANIC", "VM_TIMEOUT"}
@@ -22,6 +22,9 @@ VERDICT_WORDS = {"PASS": "the kernel behaved", "SKIP": "the kernel lacks a featu
                  "WP_LOST": "a write to a write-protected page was not trapped",
                  "FAIL": "the workload reported failure (exit status, a failed selftest case)",
                  "STUCK": "a task stuck outside handle_userfault (D state or spinning)",
+                 "WARN": "the kernel logged a WARNING, a lockdep report or a new taint while it ran",
+                 "OOPS": "the kernel logged a BUG, Oops or KASAN report (no panic) while it ran",
+                 "REFUSED": "the kernel refused a valid request (errno in the evidence)",
                  "FLAKY": "the runs disagreed (counts per verdict)", "ERROR": "the harness or setup failed",
                  "BUILD_FAIL": "the kernel did not build", "BOOT_FAIL": "the kernel did not boot",
                  "PANIC": "the kernel panicked", "VM_TIMEOUT": "the boot or the scenarios ran out of time"}

@@ -4,7 +4,8 @@ from typing import List
 from uffdprobe.scenarios.memkinds import NO_MEMORY
 from .matrix import EXPECTED, FIXED, REGRESSION, UNDECLARED, UNEXPECTED, Cell, Matrix
 
-_COLOUR = {"PASS": "32", "SKIP": "2", "HANG": "1;31", "LEAK": "1;35", "WP_LOST": "1;33", "FAIL": "31", "STUCK": "1;33", "FLAKY": "33",
+_COLOUR = {"PASS": "32", "SKIP": "2", "HANG": "1;31", "LEAK": "1;35", "WP_LOST": "1;33", "FAIL": "31", "STUCK": "1;33", "WARN": "1;33", "OOPS": "1;31",
+           "REFUSED": "35", "FLAKY": "33",
            "ERROR": "7;31", "BUILD_FAIL": "7;31", "BOOT_FAIL": "7;31", "PANIC": "7;31", "VM_TIMEOUT": "7;31"}
 _MARK = {EXPECTED: "ok", UNDECLARED: "", REGRESSION: "REGRESSION", FIXED: "FIXED", UNEXPECTED: "UNEXPECTED"}
 LEGEND = ("ok: as declared (recipe or --expect); REGRESSION: worse than declared; FIXED: better than declared; "

@@ -5,6 +5,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from uffdprobe.uffd.features import KernelFeatures
 from uffdprobe.uffd.flags import Feature
 from uffdprobe.verdicts import Outcome
+from .defect import Defect
 from .memkinds import COW_KINDS, KINDS, unavailable
 
 
@@ -19,6 +20,7 @@ class Scenario:
     defaults: Dict[str, Any] = field(default_factory=dict)
     models: str = ""
     test_only: bool = False
+    defect: Optional[Defect] = None   #: the catalogue entry this scenario asks about, if it asks about one
 
 
 def why_not(need: str, kf: KernelFeatures, odirect_target: Optional[str]) -> Optional[str]:
