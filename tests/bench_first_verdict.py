@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 from bench_vm import REPEATS, image_of, kernels, vng_binary, vng_boot_seconds
 
-from uffdprobe.cli.main import build_parser
 from uffdprobe.osutil import children
 from uffdprobe.run import guest_python
 from uffdprobe.run.guest import GUEST_SCRATCH, guest_argv
@@ -39,8 +38,8 @@ BASELINE = os.environ.get("UFFDPROBE_BENCH_BASELINE_PYTHON")
 
 def run_argv(scenarios) -> list:
     """What `uffdprobe run --kernel K --memory anon-4k SCENARIO...` runs inside the guest."""
-    args = build_parser(["run"]).parse_args(["run", "--memory", "anon-4k", *scenarios])
-    return guest_argv(args)
+    from uffdprobe.run.request import RunRequest, Workload
+    return guest_argv(RunRequest(Workload(scenarios=tuple(scenarios), memory=("anon-4k",))))
 
 
 def arrivals(kernel: Path, scenarios, python: str = sys.executable):

@@ -214,7 +214,8 @@ def test_matrix_ktap_nests_cases_under_their_program_and_parses(matrix, tmp_path
 
 
 def test_a_recipe_lists_selftests_and_a_matrix_owes_their_run_rows(tmp_path):
-    from uffdprobe.run.matrix import Options, planned
+    from uffdprobe.run.matrix import planned
+    from uffdprobe.run.request import RunRequest, Workload
     from uffdprobe.run.kernels import check_kernels
     base = recipes.load("stock").path.read_text()
     good = tmp_path / "mine.toml"
@@ -222,7 +223,7 @@ def test_a_recipe_lists_selftests_and_a_matrix_owes_their_run_rows(tmp_path):
                     .replace('source = "/usr/src', f'source = "{Path("/usr/src")}').replace('"../', f'"{recipes.VM_IMAGES}/'))
     assert recipes.load(good).kselftest == ("cow", "uffd-unit-tests=all")
     [target] = check_kernels([str(good)])
-    owed = planned(Options(scenarios=["cow-leak"], kselftest=["gup_longterm"]), target)
+    owed = planned(RunRequest(Workload(scenarios=("cow-leak",), kselftest=("gup_longterm",))), target)
     assert owed[-3:] == [("gup_longterm", NO_MEMORY, None), ("cow", NO_MEMORY, None),
                          ("uffd-unit-tests", NO_MEMORY, None)]
     bad = tmp_path / "bad.toml"

@@ -288,7 +288,8 @@ class _Session:
     def prepare(self) -> None:
         """Check every kernel, expectation and parameter once; bad input is a pytest usage error."""
         from uffdprobe.run.kernels import check_kernels, declare, parse_expect
-        from uffdprobe.run.matrix import Options, planned
+        from uffdprobe.run.matrix import planned
+        from uffdprobe.run.request import RunRequest, Workload
         from uffdprobe.exitcodes import UsageError
         from uffdprobe.run.user_scenarios import check_visible_to
         from uffdprobe.scenarios import sources
@@ -298,7 +299,8 @@ class _Session:
             targets = check_kernels(self.labels)
             check_visible_to(targets)
             declare(targets, parse_expect(self.config.getoption("uffd_expect"), targets))
-            planned(Options(scenarios=list(self.scenarios), params=self.config.getoption("uffd_param")))
+            planned(RunRequest(Workload(scenarios=tuple(self.scenarios),
+                                        param=tuple(self.config.getoption("uffd_param")))))
         except UsageError as exc:
             text = str(exc)
             raise pytest.UsageError("--uffd-" + text[2:] if text.startswith("--kernel ") else text) from None
@@ -307,7 +309,8 @@ class _Session:
     def kernel(self, label: str, tmp_path_factory) -> Kernel:
         """Build (or take from cache), boot and run the wanted scenarios once; later calls reuse it."""
         if label not in self._kernels:
-            from uffdprobe.run.matrix import Options, Runner, build
+            from uffdprobe.run.matrix import Runner, build
+            from uffdprobe.run.request import Limits, RunRequest, Workload
             if self._targets is None:
                 self.prepare()
             target = self._targets[label]
@@ -322,12 +325,12 @@ class _Session:
                         reporter.write_line(f"uffdprobe: {text}")
 
             build(target, say)
-            opts = Options(scenarios=list(self.scenarios), runs=self.config.getoption("uffd_runs"),
-                           params=self.config.getoption("uffd_param"),
-                           vm_timeout=self.config.getoption("uffd_vm_timeout"),
-                           scenarios_from=self.scenarios_from)
+            request = RunRequest(Workload(scenarios=tuple(self.scenarios), runs=self.config.getoption("uffd_runs"),
+                                          param=tuple(self.config.getoption("uffd_param")),
+                                          scenarios_from=tuple(self.scenarios_from)),
+                                 Limits(vm_timeout=self.config.getoption("uffd_vm_timeout")))
             work = tmp_path_factory.mktemp(f"uffdprobe-{_id(label)}")
-            run = Runner(opts, work, say).run_one(target, f"[{self.labels.index(label) + 1}/{len(self.labels)}]")
+            run = Runner(request, work, say).run_one(target, f"[{self.labels.index(label) + 1}/{len(self.labels)}]")
             self._kernels[label] = Kernel(run, sorted({r.scenario for r in run.results}),
                                           host=target.path is None and target.recipe is None)
         return self._kernels[label]

@@ -4,7 +4,6 @@ git bisect run reads 0 as good, 1 as bad, 125 as skip and aborts on 128 or more;
 catches everything: a build, boot or harness failure is 125 (with the reason logged), and only
 Ctrl-C (SIGINT) becomes 130, which stops the bisection on purpose.
 """
-import argparse
 import signal
 import sys
 import time
@@ -112,11 +111,14 @@ def boot_once(spec: StepSpec, bzimage: Path, index: int) -> RunOutcome:
     from uffdprobe.run import guest as guest_run
     from uffdprobe.results import report
     from uffdprobe.vm.boot import boot
-    args = argparse.Namespace(hang_timeout=spec.hang_timeout, scenario_timeout=spec.scenario_timeout,
-                              memory=spec.memory, param=[], scenarios=[spec.scenario])
+    from uffdprobe.run.request import Limits, RunRequest, Workload
+    from uffdprobe.scenarios import sources
+    request = RunRequest(Workload(scenarios=(spec.scenario,), memory=tuple(spec.memory or ()),
+                                  scenarios_from=tuple(sources.files())),
+                         Limits(hang_timeout=spec.hang_timeout, scenario_timeout=spec.scenario_timeout))
     note = (lambda text: print(f"bisect-step [run {index}/{spec.runs}] {text}", file=sys.stderr, flush=True)) \
         if spec.progress else None
-    result = boot(str(bzimage), guest_run.guest_argv(args), timeout=spec.vm_timeout, progress=note)
+    result = boot(str(bzimage), guest_run.guest_argv(request), timeout=spec.vm_timeout, progress=note)
     stream = result.results_dir / "verdicts.jsonl"
     return classify(result, report.read_jsonl(stream) if stream.exists() else [], spec.scenario,
                     spec.bad_verdicts)

@@ -53,20 +53,18 @@ def add_options(p: argparse.ArgumentParser, seconds) -> None:
     p.set_defaults(exec=None)
 
 
-def check(args: argparse.Namespace) -> None:
-    """Resolve args.exec to an absolute program path and name its row (args.exec_row); UsageError for a
-    program that is missing or not executable, a bad label, or options given without --exec."""
-    args.exec_row = None
+def check(args: argparse.Namespace) -> Tuple[Optional[List[str]], Optional[str]]:
+    """The --exec program with an absolute path, and its row's name (both None without --exec); UsageError
+    for a program that is missing or not executable, a bad label, or options given without --exec."""
     if args.exec is None:
         if args.exec_label:
             raise UsageError("--exec-label names the row of an --exec program: add --exec -- PROGRAM ARGS")
-        return
+        return None, None
     if not args.exec:
         raise UsageError("--exec needs a program: --exec -- PROGRAM ARGS... (last on the command line)")
     found = shutil.which(args.exec[0]) if "/" not in args.exec[0] else args.exec[0]
     if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
         raise UsageError(f"--exec {args.exec[0]}: not an executable file (nor found on PATH)")
-    args.exec = [os.path.abspath(found)] + list(args.exec[1:])
     row = args.exec_label or os.path.basename(found)
     from uffdprobe.scenarios.registry import SCENARIOS
     if not LABEL.match(row) or row in SCENARIOS:
@@ -74,21 +72,7 @@ def check(args: argparse.Namespace) -> None:
                          "scenario's name)")
     from uffdprobe.scenarios.rows import declare
     declare(row)
-    args.exec_row = row
-
-
-
-def child_args(args: argparse.Namespace) -> List[str]:
-    """A matrix's --exec options for every kernel's `uffdprobe run`, the program last."""
-    out: List[str] = []
-    if args.scratch_fs:
-        out += ["--scratch-fs", args.scratch_fs]
-    if args.scratch_mb:
-        out += ["--scratch-mb", str(args.scratch_mb)]
-    if args.exec is None:
-        return out
-    return out + ["--exec-label", args.exec_row, "--stuck-timeout", str(args.stuck_timeout), "--rescue-timeout",
-                  str(args.rescue_timeout), "--exec", "--"] + list(args.exec)
+    return [os.path.abspath(found)] + list(args.exec[1:]), row
 
 
 def list_programs() -> None:

@@ -17,7 +17,9 @@ from uffdprobe.osutil import children
 from uffdprobe.osutil.files import usable_dir, write_atomic
 from uffdprobe.run.kernels import build, check_kernels, declare, parse_expect
 from uffdprobe.run import selftests
-from uffdprobe.run.matrix import Options, planned, run_all
+from uffdprobe.run.matrix import planned, run_all
+from uffdprobe.run import request as run_request
+from uffdprobe.run.request import RunRequest
 from .run import _seconds, check_writable, runs_count
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.vm.paths import cache_root, new_run_dir
@@ -84,18 +86,18 @@ def _silent(text: str) -> None:
 
 def cmd_matrix(args: argparse.Namespace) -> int:
     check_writable(args.json, args.junit, args.html, None if args.ktap == "-" else args.ktap)
-    user_scenarios.load(args)  # before a recipe's [expect] or --expect names one of them
+    scenarios_from = user_scenarios.load(args)  # before a recipe's [expect] or --expect names one of them
     from . import execopts
-    execopts.check(args)  # before --expect, which may name the program's row
+    program, row = execopts.check(args)  # before --expect, which may name the program's row
     targets = check_kernels(args.kernel)
     declare(targets, parse_expect(args.expect, targets))
-    opts = Options(scenarios=args.scenario, memory=args.memory or [], runs=args.runs, params=args.param,
-                   vm_timeout=args.vm_timeout, accel=args.accel, verbose=args.verbosity > 0,
-                   exec_args=execopts.child_args(args), exec_row=args.exec_row,
-                   kselftest=selftests.chosen(args.kselftest))
-    opts.scenarios_from = user_scenarios.check_guests_see(targets, args.scenarios_from)
+    # every kernel's run: the matrix's own outputs and declarations are not its children's
+    request = run_request.build(vars(args), scenarios=args.scenario, exec=program, exec_row=row,
+                                kselftest=selftests.chosen(args.kselftest), kernel=None, json=None, ktap=False,
+                                results_dir=None,
+                                expect=(), scenarios_from=user_scenarios.check_guests_see(targets, scenarios_from))
     say = _say if args.verbosity >= 0 else _silent
-    owed = planned(opts)
+    owed = planned(request)
     # the logs and matrix.json are kept (the reports point at the logs): a folder of the cache's, like
     # a run's, made only once every kernel is built, so a refused matrix leaves nothing behind
     work = Path(args.results_dir) if args.results_dir else new_run_dir(cache_root() / "matrix", create=False)
@@ -108,16 +110,17 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         from uffdprobe.run.engine_dask import open_engine
         engine = open_engine(args.cluster, say)
     try:
-        return _run_matrix(args, targets, opts, say, work, owed, engine)
+        return _run_matrix(args, targets, request, say, work, owed, engine)
     finally:
         if engine is not None:
             engine.close()
 
 
-def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Path, owed: list, engine) -> int:
+def _run_matrix(args: argparse.Namespace, targets, request: RunRequest, say, work: Path, owed: list,
+                engine) -> int:
     for t in targets:
         build(t, say)
-    if any(planned(opts, t) != owed for t in targets) or opts.kselftest:
+    if any(planned(request, t) != owed for t in targets) or request.workload.kselftest:
         built = _selftests(say)  # once, before the kernels' runs (which would each wait for the build)
         if isinstance(built, int):
             return built
@@ -127,9 +130,9 @@ def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Pat
     ktap_out = KtapOutput(args.ktap, len(targets), owed) if args.ktap else None
     old = signal.signal(signal.SIGTERM, children.sigterm_as_ctrl_c) if _main_thread() else None
     try:
-        kernels = run_all(targets, opts, work, len(targets) if engine else min(args.jobs, len(targets)), say,
+        kernels = run_all(targets, request, work, len(targets) if engine else min(args.jobs, len(targets)), say,
                           done, ktap_out.kernel if ktap_out else None,
-                          engine.runner(opts, work, say) if engine else None)
+                          engine.runner(request, work, say) if engine else None)
         if ktap_out:
             ktap_out.finish()
     except KeyboardInterrupt:

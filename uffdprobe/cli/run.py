@@ -83,7 +83,7 @@ runs_count = whole_number(1, 100)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    user_scenarios.load(args)
+    user_scenarios.load(args)  # their scenarios listed too
     for s in select([], include_test_only=args.all):
         print(f"{s.name}\n  question: {s.question}\n  needs: {', '.join(s.needs) or 'nothing'}; memory: {', '.join(s.memory)}")
         source = user_scenarios.sources.origin(s.name)
@@ -138,10 +138,25 @@ def check_results_dir(path: Optional[str]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    user_scenarios.load(args)  # before any scenario name (positional, --expect, a recipe's [expect])
-    args.scenarios = list(args.scenarios) + list(getattr(args, "more_scenarios", []))
+    from uffdprobe.kbuild.errors import KbuildError
+    try:
+        request, spec = run_request(args)
+    except KbuildError as exc:
+        print(f"uffdprobe: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    if spec is not None and spec.kind != "host":
+        from uffdprobe.run.guest import run_in_vm
+        return run_in_vm(request, spec)
+    return host.run_on_host(request)
+
+
+def run_request(args: argparse.Namespace):
+    """The RunRequest (run/request.py) the parsed command line asks for, every input checked (a UsageError
+    or KbuildError before anything runs), and the resolved --kernel (None: the running kernel).
+    The Namespace is left as parsed."""
+    scenarios_from = user_scenarios.load(args)  # before any scenario name (positional, --expect, [expect])
     from . import execopts
-    execopts.check(args)  # before --expect, which may name the program's row
+    program, row = execopts.check(args)  # before --expect, which may name the program's row
     check_writable(args.json)
     if args.json == "-" and args.ktap:
         raise UsageError("--json - and --ktap both want stdout: write the JSON to a file")
@@ -153,16 +168,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.append and (spec is None or spec.kind == "host"):
         raise UsageError("--append changes a booted kernel's command line: add --kernel KERNEL (not host)")
     from uffdprobe.run import selftests
-    args.kselftest = selftests.chosen(args.kselftest + list(getattr(spec and spec.recipe, "kselftest", ()) or ()))
-    if args.kselftest and not args.kselftest_dir:
-        from uffdprobe.kbuild.errors import KbuildError
-        try:  # built once into the kernel cache (well under a minute), before any kernel build or boot
-            args.kselftest_dir = str(selftests.binaries(args))
+    kselftest = selftests.chosen(args.kselftest + list(getattr(spec and spec.recipe, "kselftest", ()) or ()))
+    kselftest_dir = args.kselftest_dir
+    if kselftest and not kselftest_dir:  # built once into the kernel cache (well under a minute), before
+        from uffdprobe.kbuild.errors import KbuildError  # any kernel build or boot
+        try:
+            kselftest_dir = str(selftests.binaries(None))
         except KbuildError as exc:
-            print(f"uffdprobe: --kselftest: {exc}", file=sys.stderr)
-            return int(exc.exit_code)
-    args.expectations = expectations(spec, args.expect)
-    if spec is not None and spec.kind != "host":
-        from uffdprobe.run.guest import run_in_vm
-        return run_in_vm(args, spec)
-    return host.run_on_host(args)
+            raise type(exc)(f"--kselftest: {exc}") from None
+    from uffdprobe.run import request
+    return request.build(vars(args), scenarios=list(args.scenarios) + list(args.more_scenarios), exec=program,
+                         exec_row=row, scenarios_from=scenarios_from, kselftest=kselftest,
+                         kselftest_dir=kselftest_dir, declared=expectations(spec, args.expect)), spec

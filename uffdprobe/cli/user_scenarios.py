@@ -1,6 +1,7 @@
 """`--scenarios-from FILE.py` (run, list, matrix): users' own scenarios next to the built-ins
 (uffdprobe.scenarios.sources loads them, with the entry point group's)."""
 import argparse
+from typing import List
 
 from uffdprobe.scenarios import sources
 
@@ -11,11 +12,11 @@ def add_option(p: argparse.ArgumentParser) -> None:
                         f"packages add theirs through the entry point group {sources.ENTRY_POINT_GROUP})")
 
 
-def load(args: argparse.Namespace) -> None:
+def load(args: argparse.Namespace) -> List[str]:
     """Every user source, before any name is looked up; a bad one is a UsageError (one line, exit 2).
-    args.scenarios_from becomes the absolute paths, as a child's or a guest's argv passes them on."""
+    Returns the files loaded as absolute paths, as a child's or a guest's argv passes them on."""
     sources.load(getattr(args, "scenarios_from", None) or [])
-    args.scenarios_from = sources.files()
+    return sources.files()
 
 
 def check_guests_see(targets, files):

@@ -13,7 +13,8 @@ from typing import Dict
 
 from uffdprobe.osutil.files import sha256_file, write_atomic
 from .kernels import Target
-from .matrix import Options, Runner, _boot_facts
+from .matrix import Runner, _boot_facts
+from .request import RunRequest
 
 #: The topic workers publish their run child's lines on, relayed by the client as they come.
 PROGRESS = "uffdprobe-progress"
@@ -31,7 +32,7 @@ class Cell:
     name: str
     identity: Dict[str, object]
     expect: Dict[str, str]
-    opts: Options
+    request: RunRequest
     stop: str  #: the name of the cluster Event that asks every task of this matrix to stop
     attempt: int = 1  #: 2 when the first worker died under it
 
@@ -69,7 +70,7 @@ def run_on_worker(cell: Cell, image: bytes) -> dict:
     except OSError as exc:
         return {**facts, "error": f"cannot store the kernel file: {exc}"}
     try:
-        runner = Runner(cell.opts, work, say)
+        runner = Runner(cell.request, work, say)
         target = Target(cell.label, path=str(kernel), sha256=cell.sha256, identity=dict(cell.identity),
                         expect=dict(cell.expect), given=cell.given)
         out = runner._fresh_folder(target)

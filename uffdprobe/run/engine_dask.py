@@ -25,7 +25,8 @@ from uffdprobe.exitcodes import UsageError
 from uffdprobe.osutil.files import sha256_file, write_atomic
 from .dask_cell import PROGRESS, Cell, _first_line, run_on_worker, worker_readiness
 from .kernels import Target
-from .matrix import TERM_GRACE_S, CellLost, Options, Runner
+from .matrix import TERM_GRACE_S, CellLost, Runner
+from .request import RunRequest
 
 #: How long the client waits for the scheduler to answer, and for a first worker to join it.
 CONNECT_TIMEOUT_S = float(os.environ.get("UFFDPROBE_CLUSTER_TIMEOUT", "10"))
@@ -119,8 +120,8 @@ class DaskEngine:
             raise UsageError(f"--cluster {self.spec}: {'; '.join(lacking)}; `uffdprobe doctor` on that worker "
                              "says the rest")
 
-    def runner(self, opts: Options, work: Path, say: Callable[[str], None]) -> "DaskRunner":
-        return DaskRunner(self, opts, work, say)
+    def runner(self, request: RunRequest, work: Path, say: Callable[[str], None]) -> "DaskRunner":
+        return DaskRunner(self, request, work, say)
 
     def close(self) -> None:
         """Disconnect; a LocalCluster's workers (and with them any run child: parent-death signal) end."""
@@ -140,8 +141,8 @@ class DaskEngine:
 class DaskRunner(Runner):
     """A Runner whose booted kernels' children run on cluster workers (host stays on the client)."""
 
-    def __init__(self, engine: DaskEngine, opts: Options, work: Path, say: Callable[[str], None]):
-        super().__init__(opts, work, say)
+    def __init__(self, engine: DaskEngine, request: RunRequest, work: Path, say: Callable[[str], None]):
+        super().__init__(request, work, say)
         self.engine, self.client = engine, engine.client
         self.token = uuid.uuid4().hex[:12]
         self.stop_name = f"uffdprobe-stop-{self.token}"
@@ -172,7 +173,7 @@ class DaskRunner(Runner):
             return super()._child(target, out, log)
         distributed = _dask()
         cell = Cell(self.token, target.label, target.given, target.sha256 or sha256_file(Path(target.path)),
-                    Path(target.path).name, dict(target.identity), dict(target.expect), self.opts, self.stop_name)
+                    Path(target.path).name, dict(target.identity), dict(target.expect), self.request, self.stop_name)
         died: List[str] = []
         for attempt in range(1, 4):  # two worker deaths end it; a file lost with a dead worker costs one more
             try:

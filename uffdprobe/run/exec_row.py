@@ -1,7 +1,6 @@
 """The `--exec` row of a run on this kernel (the host, or the guest's own `uffdprobe run`), and the scratch
 filesystem (`--scratch-fs`): a blank scratch device formatted and mounted for the program and for the
 O_DIRECT scenarios of the same run."""
-import argparse
 import contextlib
 import os
 import shutil
@@ -14,6 +13,7 @@ from uffdprobe.scenarios.rows import NO_MEMORY
 from uffdprobe.supervise import workload
 from uffdprobe.uffd import odirect
 from uffdprobe.verdicts import Result
+from .request import RunRequest
 
 #: What the program finds in its environment: the scratch directory (also its working directory).
 SCRATCH_DIR_ENV = "UFFDPROBE_SCRATCH_DIR"
@@ -27,10 +27,10 @@ def _tool(name: str) -> str:
     return found
 
 
-def _scratch_device(args: argparse.Namespace) -> str:
+def _scratch_device(odirect_target: Optional[str]) -> str:
     """The blank device --scratch-fs may format: --odirect-target when it is a block device, else the
     guest's scratch disk ($UFFDPROBE_SCRATCH_DEV); refused (NotScratch) unless nothing is on it."""
-    device = args.odirect_target if args.odirect_target and odirect.is_block_device(args.odirect_target) \
+    device = odirect_target if odirect_target and odirect.is_block_device(odirect_target) \
         else os.environ.get(odirect.SCRATCH_ENV)
     if not device:
         raise UsageError("--scratch-fs formats a blank scratch disk: run with --kernel KERNEL (the guest has "
@@ -46,13 +46,14 @@ def _run(argv: List[str], what: str) -> None:
 
 
 @contextlib.contextmanager
-def scratch(args: argparse.Namespace) -> Iterator[Optional[str]]:
+def scratch(request: RunRequest) -> Iterator[Optional[str]]:
     """The run's scratch directory, or None: with --scratch-fs the scratch device formatted and mounted
     (unmounted afterwards); with only --exec a fresh directory in --odirect-target (a directory) or the
     temporary folder, removed afterwards."""
-    fs = getattr(args, "scratch_fs", None)
+    fs = request.machine.scratch_fs if request.machine.scratch_fs != "none" else None
+    odirect_target = request.machine.odirect_target
     if fs:
-        device = _scratch_device(args)
+        device = _scratch_device(odirect_target)
         _run([_tool(f"mkfs.{fs}"), "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1", device],
              f"mkfs.{fs} {device}")
         mount_point = tempfile.mkdtemp(prefix="uffdprobe-scratch-")
@@ -66,10 +67,10 @@ def scratch(args: argparse.Namespace) -> Iterator[Optional[str]]:
             with contextlib.suppress(OSError):
                 os.rmdir(mount_point)
         return
-    if getattr(args, "exec", None) is None:
+    if request.workload.exec is None:
         yield None
         return
-    parent = args.odirect_target if args.odirect_target and os.path.isdir(args.odirect_target) else None
+    parent = odirect_target if odirect_target and os.path.isdir(odirect_target) else None
     folder = tempfile.mkdtemp(prefix="uffdprobe-exec-", dir=parent)
     try:
         yield folder
@@ -84,68 +85,51 @@ def planned(row: Optional[str], runs: int) -> List[tuple]:
     return [(row, NO_MEMORY, None)] if runs <= 1 else [(row, NO_MEMORY, i) for i in range(1, runs + 1)]
 
 
-def limits(args: argparse.Namespace) -> workload.ExecLimits:
-    """The supervisor's bounds for the program, from the command line."""
-    return workload.ExecLimits(hang_s=args.hang_timeout, stuck_s=args.stuck_timeout, total_s=args.scenario_timeout,
-                               rescue_s=args.rescue_timeout)
+def limits(request: RunRequest) -> workload.ExecLimits:
+    """The supervisor's bounds for the program, from the request."""
+    bounds = request.limits
+    return workload.ExecLimits(hang_s=bounds.hang_timeout, stuck_s=bounds.stuck_timeout,
+                               total_s=bounds.scenario_timeout, rescue_s=bounds.rescue_timeout)
 
 
-def run_rows(args: argparse.Namespace, kernel: Dict[str, object], scratch_dir: Optional[str],
+def run_rows(request: RunRequest, kernel: Dict[str, object], scratch_dir: Optional[str],
              on_result: Callable[[Result], None]) -> List[Result]:
     """The --exec program, --runs times, under the supervisor; each Result goes to on_result as it lands."""
-    if getattr(args, "exec", None) is None:
+    work = request.workload
+    if work.exec is None:
         return []
     env = dict(os.environ)
     if scratch_dir:
         env[SCRATCH_DIR_ENV] = scratch_dir
-    runs = getattr(args, "runs", 1)
     results = []
-    for i in range(1, runs + 1):
-        r = workload.run_program(args.exec_row, args.exec, kernel, limits(args), cwd=scratch_dir, env=env)
-        if runs > 1:
+    for i in range(1, work.runs + 1):
+        r = workload.run_program(work.exec_row, list(work.exec), kernel, limits(request), cwd=scratch_dir, env=env)
+        if work.runs > 1:
             r.params["run"] = i
         on_result(r)
         results.append(r)
     return results
 
 
-#: An --exec program in a guest gets its scratch disk as this filesystem unless --scratch-fs says
-#: otherwise: the guest has a blank disk of its own, and its /tmp (tmpfs on 6.1) refuses O_DIRECT.
-GUEST_EXEC_SCRATCH_FS = "ext4"
-
-
-def guest_args(args: argparse.Namespace) -> List[str]:
-    """What the guest's own `uffdprobe run` needs of --exec and --scratch-fs; the program goes last."""
-    out: List[str] = []
-    fs = getattr(args, "scratch_fs", None)
-    if fs is None and getattr(args, "exec", None) is not None:
-        fs = GUEST_EXEC_SCRATCH_FS
-    if fs and fs != "none":
-        out += ["--scratch-fs", fs]
-    if getattr(args, "exec", None) is not None:
-        out += ["--exec-label", args.exec_row, "--stuck-timeout", str(args.stuck_timeout),
-                "--rescue-timeout", str(args.rescue_timeout)]
-    return out
-
-
-def guest_program(args: argparse.Namespace) -> List[str]:
-    """`--exec -- PROGRAM ARGS` for the end of the guest's command line, after a check that the guest can
-    see the program (its root is the host root, but it covers /tmp, /run, ... with its own)."""
-    if getattr(args, "exec", None) is None:
-        return []
+def check_guest_sees_program(request: RunRequest) -> None:
+    """Refuse an --exec program the guest cannot see (its root is the host root, but it covers /tmp,
+    /run, ... with its own)."""
+    if request.workload.exec is None:
+        return
     from uffdprobe.vm.boot import GUEST_PRIVATE_DIRS
-    real = os.path.realpath(args.exec[0])
+    program = request.workload.exec[0]
+    real = os.path.realpath(program)
     hidden = [d for d in GUEST_PRIVATE_DIRS if real == d or real.startswith(d + "/")]
     if hidden:
-        raise UsageError(f"--exec {args.exec[0]}: {real} is under {hidden[0]}, which the guest covers with its "
+        raise UsageError(f"--exec {program}: {real} is under {hidden[0]}, which the guest covers with its "
                          "own filesystem; put the program elsewhere (e.g. under your home)")
-    return ["--exec", "--"] + list(args.exec)
 
 
-def boot_options(args: argparse.Namespace) -> Dict[str, object]:
+def boot_options(request: RunRequest) -> Dict[str, object]:
     """boot() keywords: the scratch disk size, and the hung-task panic well after the supervisor's bounds."""
-    bound = max(args.hang_timeout, getattr(args, "stuck_timeout", 0), getattr(args, "rescue_timeout", 0))
+    bounds = request.limits
+    bound = max(bounds.hang_timeout, bounds.stuck_timeout, bounds.rescue_timeout)
     options: Dict[str, object] = {"hung_task_s": int(2 * bound + 30)}
-    if getattr(args, "scratch_mb", None):
-        options["scratch_mb"] = args.scratch_mb
+    if request.machine.scratch_mb:
+        options["scratch_mb"] = request.machine.scratch_mb
     return options

@@ -1,5 +1,4 @@
 """`uffdprobe run --kernel K`: boot K once, run the scenarios inside, bring every verdict back."""
-import argparse
 import sys
 import threading
 from pathlib import Path
@@ -9,6 +8,7 @@ from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit, UsageError
 from . import guest_python, kernel_arg, user_scenarios
 from .host import VerdictStream, finish, ktap_start, table_stream
+from .request import RunRequest
 from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
 from uffdprobe.vm.outcome import CHANNEL_LOST, OUTCOME_EXIT
@@ -32,26 +32,17 @@ def check_visible_in_guest() -> None:
     user_scenarios.check_visible(GUEST_PRIVATE_DIRS)
 
 
-def guest_argv(args: argparse.Namespace) -> List[str]:
-    """The same `uffdprobe run` inside the guest; it streams to $UFFDPROBE_RESULTS (the results channel)."""
+def guest_argv(request: RunRequest) -> List[str]:
+    """The same `uffdprobe run` inside the guest (RunRequest.for_guest); it streams to $UFFDPROBE_RESULTS
+    (the results channel)."""
     check_visible_in_guest()
     from uffdprobe.osutil.swap import SERIAL_ENV
     from uffdprobe.vm.boot import SWAP_SERIAL
+    from .exec_row import check_guest_sees_program
+    check_guest_sees_program(request)
     env, *python = guest_python.interpreter()  # `/usr/bin/env PYTHONPATH=... python -S`
-    argv = [env, f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", f"{SERIAL_ENV}={SWAP_SERIAL}", *python, "-m", "uffdprobe",
-            "run", "--hang-timeout", str(args.hang_timeout),
-            "--scenario-timeout", str(args.scenario_timeout)]
-    argv += user_scenarios.guest_args()
-    for mem in args.memory or []:
-        argv += ["--memory", mem]
-    for pair in args.param:
-        argv += ["--param", pair]
-    for item in getattr(args, "kselftest", []):  # built on the host; the guest sees its root read-only
-        argv += ["--kselftest", item, "--kselftest-dir", args.kselftest_dir]
-    if getattr(args, "runs", 1) > 1:
-        argv += ["--runs", str(args.runs)]
-    from . import exec_row
-    return argv + exec_row.guest_args(args) + list(args.scenarios) + exec_row.guest_program(args)
+    return [env, f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", f"{SERIAL_ENV}={SWAP_SERIAL}", *python, "-m", "uffdprobe",
+            "run", *request.for_guest().to_argv()]
 
 
 class _Tail(threading.Thread):
@@ -119,25 +110,25 @@ def file_identity(kernel: str) -> dict:
         return {}
 
 
-def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) -> int:
+def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec" = None) -> int:
     """`run --kernel K` for a K that is not the host: build it if it is a recipe, boot, run, report."""
-    spec = spec or kernel_arg.resolve(args.kernel)
+    spec = spec or kernel_arg.resolve(request.machine.kernel)
     check_visible_in_guest()  # before any kernel build
     from uffdprobe.vm.boot import Terminated, boot
     from uffdprobe.vm.errors import VmInputError, VmSetupError
     from uffdprobe.osutil.files import usable_dir
     from uffdprobe.vm.paths import cache_root, new_run_dir
     from . import exec_row
+    work, outputs = request.workload, request.outputs
     try:
-        runs = getattr(args, "runs", 1)
-        exec_only = getattr(args, "exec", None) is not None and not args.scenarios  # --exec alone: no built-ins
-        planned = exec_row.planned(getattr(args, "exec_row", None), runs) + \
-            [(s.name, m, i if runs > 1 else None) for i in range(1, runs + 1) for s in select(args.scenarios)
-             for m in s.memory if not exec_only and (not args.memory or m in args.memory)]
+        runs = work.runs
+        planned = exec_row.planned(work.exec_row, runs) + \
+            [(s.name, m, i if runs > 1 else None) for i in range(1, runs + 1) for s in select(list(work.scenarios))
+             for m in s.memory if not work.exec_only and (not work.memory or m in work.memory)]
     except KeyError as exc:
         raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
     usable_dir(cache_root() / "runs", "the run folder", "point XDG_CACHE_HOME at a writable folder", create=False)
-    exec_row.guest_program(args)  # a program the guest cannot see: refused before any build
+    exec_row.check_guest_sees_program(request)  # refused before any build
     from uffdprobe.kbuild.errors import KbuildError
     try:
         kernel = kernel_arg.bootable(spec)
@@ -145,24 +136,24 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
         print(f"uffdprobe: --kernel {spec.arg}: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     stamp = file_identity(kernel)
-    table = table_stream(args)
+    table = table_stream(outputs)
     run_dir = new_run_dir(create=False)
-    ktap_out = ktap_start(args, planned, spec.label, [f"kernel: {kernel}"])
-    stream = VerdictStream(args.results_dir) if args.results_dir else None
+    ktap_out = ktap_start(outputs, planned, spec.label, [f"kernel: {kernel}"])
+    stream = VerdictStream(outputs.results_dir) if outputs.results_dir else None
     tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table, stream, stamp,
                  ktap_out.add if ktap_out else None)
     tail.start()
-    kept_in = args.results_dir or run_dir / "channel" / "results"
+    kept_in = outputs.results_dir or run_dir / "channel" / "results"
 
     def progress(text: str) -> None:
         print(f"[vm] {text}", file=sys.stderr, flush=True)
 
-    verbosity = getattr(args, "verbosity", 0)
+    verbosity = outputs.verbosity
     guest_python.precompile()  # the guest compiles nothing under TCG
     try:
-        result = boot(kernel, guest_argv(args), timeout=args.vm_timeout, accel=args.accel,
-                      progress=progress if verbosity >= 0 else None,
-                      run_dir=run_dir, extra_append=getattr(args, "append", []), **exec_row.boot_options(args))
+        result = boot(kernel, guest_argv(request), timeout=request.limits.vm_timeout, accel=request.machine.accel,
+                      progress=progress if verbosity >= 0 else None, run_dir=run_dir,
+                      extra_append=list(request.machine.append), **exec_row.boot_options(request))
     except VmInputError as exc:
         raise UsageError(str(exc)) from None
     except VmSetupError as exc:
@@ -194,8 +185,8 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
     for r in results:
         r.kernel = {**r.kernel, **stamp}
         host_paths(r, result.results_dir)
-    _keep_outputs(result.results_dir, args.results_dir)
-    status = finish(results, args, table)
+    _keep_outputs(result.results_dir, outputs.results_dir)
+    status = finish(results, request, table)
     if lost:
         print(f"uffdprobe: CHANNEL_LOST: the guest lost its results channel (guest exit {result.exit_status}); "
               f"{kept} verdict(s) kept, the rest only in the console log: {result.console_log}", file=sys.stderr)

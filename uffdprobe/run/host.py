@@ -1,5 +1,4 @@
 """Run a plan of scenarios under the supervisor on the running kernel, streaming and reporting each verdict."""
-import argparse
 import errno
 import json
 import os
@@ -15,6 +14,7 @@ from uffdprobe.results.expect import check, declared, expected_failure, failing,
 from uffdprobe.supervise import kselftest, supervisor
 from uffdprobe.exitcodes import Exit, UsageError
 from . import selftests
+from .request import Outputs, RunRequest
 from uffdprobe.scenarios.registry import select, skip_reason
 from uffdprobe.verdicts import Result, Verdict
 
@@ -64,32 +64,31 @@ def _plan(names: List[str], memories: Optional[List[str]], params: Dict[str, obj
     return plan
 
 
-def run_on_host(args: argparse.Namespace) -> int:
+def run_on_host(request: RunRequest) -> int:
     """`uffdprobe run` on the running kernel: probe, run the plan, write the outputs, choose the exit status."""
-    params = _params(args.param)
+    params = _params(list(request.workload.param))
+    table = table_stream(request.outputs)
     said = swap.enable_guest_swap()  # in a guest uffdprobe booted: its swap disk, before the plan probes swap
     if said:
-        print(said, file=table_stream(args), flush=True)
+        print(said, file=table, flush=True)
     kf = features.probe()
-    if getattr(args, "scratch_fs", None) == "none":  # the word only turns off a guest's default
-        args.scratch_fs = None
-    workload = getattr(args, "exec", None) is not None or getattr(args, "scratch_fs", None)
-    if not workload and not args.odirect_target and not _needs_odirect(args.scenarios):
-        results, lost = _run_plan(args, kf, None, params)  # no scratch probe (blkid) for scenarios without it
+    odirect_target = request.machine.odirect_target
+    fs = scratch_fs(request)
+    if request.workload.exec is None and not fs and not odirect_target and not _needs_odirect(request.workload.scenarios):
+        results, lost = _run_plan(request, kf, None, params)  # no scratch probe (blkid) for scenarios without it
     else:
         from uffdprobe.uffd import odirect
         from .exec_row import scratch
         try:  # --scratch-fs: the O_DIRECT scenarios write to the mounted scratch filesystem too
-            with scratch(args) as scratch_dir, \
-                    odirect.target(scratch_dir if getattr(args, "scratch_fs", None) else args.odirect_target) as target:
-                if args.odirect_target and target is None:  # NotScratch before anything is written
-                    raise UsageError(f"--odirect-target {args.odirect_target}: O_DIRECT writes fail there; "
+            with scratch(request) as scratch_dir, \
+                    odirect.target(scratch_dir if fs else odirect_target) as target:
+                if odirect_target and target is None:  # NotScratch before anything is written
+                    raise UsageError(f"--odirect-target {odirect_target}: O_DIRECT writes fail there; "
                                      "pass a block device or a directory on ext4/xfs")
-                results, lost = _run_plan(args, kf, target, params, scratch_dir)
+                results, lost = _run_plan(request, kf, target, params, scratch_dir)
         except odirect.NotScratch as exc:
             raise UsageError(str(exc)) from None
-    table = table_stream(args)
-    status = finish(results, args, table)
+    status = finish(results, request, table)
     if kf.uffd_errno in (errno.EPERM, errno.EACCES):
         print(f"uffdprobe: no userfaultfd permission, every scenario that needs it skipped: {kf.uffd_error}",
               file=sys.stderr)
@@ -97,6 +96,13 @@ def run_on_host(args: argparse.Namespace) -> int:
     if lost:
         return Exit.NO_SPACE if lost.errno in (errno.ENOSPC, errno.EDQUOT) else Exit.CHANNEL_LOST
     return status
+
+
+def scratch_fs(request: RunRequest) -> Optional[str]:
+    """The filesystem --scratch-fs asks for on this kernel's scratch disk; the word `none` only turns off
+    a guest's default, so it is None here."""
+    fs = request.machine.scratch_fs
+    return None if fs == "none" else fs
 
 
 def _needs_odirect(names: List[str]) -> bool:
@@ -107,22 +113,23 @@ def _needs_odirect(names: List[str]) -> bool:
         return True
 
 
-def _run_plan(args: argparse.Namespace, kf: features.KernelFeatures, target: Optional[str],
+def _run_plan(request: RunRequest, kf: features.KernelFeatures, target: Optional[str],
               params: Dict[str, object], scratch_dir: Optional[str] = None) -> Tuple[List[Result], Optional[OSError]]:
     """Run the --exec program (if any), then the plan, under the supervisor, printing and streaming each
     result as it lands; the results and the error that lost the stream, if any."""
     from . import exec_row
-    exec_only = getattr(args, "exec", None) is not None and not args.scenarios  # --exec alone: no built-ins
-    plan = [] if exec_only else repeat(_plan(args.scenarios, args.memory, params, kf, target), getattr(args, "runs", 1))
-    rows = [] if getattr(args, "exec", None) is None else exec_row.planned(args.exec_row, getattr(args, "runs", 1))
-    limits = supervisor.Limits(hang_s=args.hang_timeout, scenario_s=args.scenario_timeout)
-    table = table_stream(args)
-    stream = VerdictStream(args.results_dir) if args.results_dir else None
-    wanted = getattr(args, "kselftest", [])
-    bin_dir = selftests.binaries(args) if wanted else None  # built (or found) before the first scenario
+    work, outputs = request.workload, request.outputs
+    plan = [] if work.exec_only else repeat(_plan(list(work.scenarios), list(work.memory), params, kf, target),
+                                            work.runs)
+    rows = [] if work.exec is None else exec_row.planned(work.exec_row, work.runs)
+    limits = supervisor.Limits(hang_s=request.limits.hang_timeout, scenario_s=request.limits.scenario_timeout)
+    table = table_stream(outputs)
+    stream = VerdictStream(outputs.results_dir) if outputs.results_dir else None
+    wanted = list(work.kselftest)
+    bin_dir = selftests.binaries(work.kselftest_dir) if wanted else None  # built (or found) before the first scenario
     print(f"kernel {kf.kernel['release']}: {len(rows) + len(plan)} runs"
           + (f", selftests {', '.join(wanted)}" if wanted else ""), file=table, flush=True)
-    ktap_out = ktap_start(args, rows + [(s.name, mem, params.get("run")) for s, mem, params, _ in plan]
+    ktap_out = ktap_start(outputs, rows + [(s.name, mem, params.get("run")) for s, mem, params, _ in plan]
                           + selftests.owed(wanted), "host", ["the running kernel"])
 
     def on_result(r: Result) -> None:
@@ -132,20 +139,20 @@ def _run_plan(args: argparse.Namespace, kf: features.KernelFeatures, target: Opt
         if stream:
             stream.append(r)
 
-    results = exec_row.run_rows(args, kf.kernel, scratch_dir, on_result)
+    results = exec_row.run_rows(request, kf.kernel, scratch_dir, on_result)
     results += supervisor.run_many(plan, kf.kernel, limits, target, on_result)
     for item in wanted:  # after the scenarios, in the same boot; output files beside the verdicts
-        results += kselftest.run(item, bin_dir, Path(args.results_dir) if args.results_dir else None,
+        results += kselftest.run(item, bin_dir, Path(outputs.results_dir) if outputs.results_dir else None,
                                  kf.kernel, on_result)
     if ktap_out:
         ktap_out.close()
     return results, stream.error if stream else None
 
 
-def ktap_start(args: argparse.Namespace, plan: list, name: str, about: List[str]) -> Optional["KernelTest"]:
+def ktap_start(outputs: Outputs, plan: list, name: str, about: List[str]) -> Optional["KernelTest"]:
     """With --ktap, KTAP on stdout from now on, one result line as each verdict lands; else None
     (results.ktap.KernelTest, imported only then)."""
-    if not args.ktap:
+    if not outputs.ktap:
         return None
     from uffdprobe.results import ktap
     writer = ktap.Writer(sys.stdout, 1, [f"uffdprobe {report.tool_version()}: {' '.join(sys.argv)}"])
@@ -173,26 +180,27 @@ class VerdictStream:
                   "printed here", file=sys.stderr, flush=True)
 
 
-def table_stream(args: argparse.Namespace):
+def table_stream(outputs: Outputs):
     """Where the verdict table goes: stderr when stdout carries KTAP or the JSON (`--json -`)."""
-    return sys.stderr if args.ktap or args.json == "-" else sys.stdout
+    return sys.stderr if outputs.ktap or outputs.json == "-" else sys.stdout
 
 
-def finish(results: List[Result], args: argparse.Namespace, table) -> int:
+def finish(results: List[Result], request: RunRequest, table) -> int:
     """Write --json (whole or not at all; `-` is stdout), print the summary, and choose the exit status
     (KTAP was streamed as results came)."""
-    if args.json:
+    where = request.outputs.json
+    if where:
         data = json.dumps(report.results_document(results), indent=2) + "\n"
-        if args.json == "-":
+        if where == "-":
             sys.stdout.write(data)
             sys.stdout.flush()
         else:
             try:
-                write_atomic(Path(args.json), data.encode())
+                write_atomic(Path(where), data.encode())
             except OSError as exc:  # name the file the user asked for, not a temporary one
-                raise OSError(exc.errno, exc.strerror, args.json) from None
+                raise OSError(exc.errno, exc.strerror, where) from None
     print(f"summary: {report.summary(results)}", file=table, flush=True)
-    expect = getattr(args, "expectations", None) or {}
+    expect = dict(request.declared)
     declared_bad = [f"{r.scenario}[{r.memory}] {r.verdict.value}" for r in results
                     if expected_failure(declared(expect, r.scenario, r.memory), judge(
                         declared(expect, r.scenario, r.memory), r.verdict))]

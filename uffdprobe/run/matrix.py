@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -21,9 +20,10 @@ from uffdprobe.osutil.files import write_atomic
 from . import selftests
 from .kernel_arg import safe
 from .kernels import HOST, Target, build, check_kernels, declare, owner, parse_expect
+from .request import Outputs, RunRequest
 
-__all__ = ["HOST", "CellLost", "Options", "Target", "Runner", "build", "check_kernels", "declare", "parse_expect", "planned",
-           "run_all", "run_argv"]
+__all__ = ["HOST", "CellLost", "Target", "Runner", "build", "check_kernels", "child_request", "declare",
+           "parse_expect", "planned", "run_all"]
 
 CONSOLE_EXCERPT_LINES = 40
 #: After SIGTERM a child gets this long to kill its QEMU and write its results before SIGKILL.
@@ -34,77 +34,52 @@ class CellLost(Exception):
     """An engine lost a kernel's run (a cluster worker died, twice): the reason every owed verdict gets."""
 
 
-@dataclass
-class Options:
-    """What every kernel runs: scenarios, memory kinds, repeats, parameters and limits."""
-    scenarios: List[str] = field(default_factory=list)
-    memory: List[str] = field(default_factory=list)
-    runs: int = 1
-    params: List[str] = field(default_factory=list)
-    vm_timeout: float = 900.0
-    accel: Optional[str] = None
-    verbose: bool = False  # each kernel's run also logs its QEMU command line and run directory
-    scenarios_from: List[str] = field(default_factory=list)  # users' scenario files (absolute paths)
-    exec_args: List[str] = field(default_factory=list)  # the --exec options and program for every kernel's run
-    exec_row: Optional[str] = None  # its row name
-    kselftest: List[str] = field(default_factory=list)  # mm selftests every kernel runs after the scenarios
-
-
-def planned(opts: Options, target: Optional[Target] = None) -> List[tuple]:
+def planned(request: RunRequest, target: Optional[Target] = None) -> List[tuple]:
     """(scenario, memory, run) of every verdict a kernel owes; run is None with a single run. A selftest owes
     its run row (its cases are known once it ran): `target`'s recipe may add selftests to the matrix's."""
+    work = request.workload
     try:
-        chosen = select(opts.scenarios)
+        chosen = select(list(work.scenarios))
     except KeyError as exc:
         raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
-    for pair in opts.params:
+    for pair in work.param:
         key = pair.partition("=")[0]
         if "=" not in pair or not any(key in s.defaults for s in chosen):
             raise UsageError(f"--param {pair}: write KEY=VALUE with KEY a parameter of a chosen scenario "
                              "(`uffdprobe list --all` shows them)")
-    runs = [None] if opts.runs <= 1 else list(range(1, opts.runs + 1))
+    runs = [None] if work.runs <= 1 else list(range(1, work.runs + 1))
     from .exec_row import planned as exec_planned
-    rows = [(s.name, m, i) for i in runs for s in chosen for m in s.memory if not opts.memory or m in opts.memory]
-    if opts.exec_row and not opts.scenarios:  # --exec alone: its row only (and the selftests asked)
+    rows = [(s.name, m, i) for i in runs for s in chosen for m in s.memory if not work.memory or m in work.memory]
+    if work.exec_row and not work.scenarios:  # --exec alone: its row only (and the selftests asked)
         rows = []
-    return exec_planned(opts.exec_row, opts.runs) + rows + selftests.owed(kselftests(opts, target))
+    return exec_planned(work.exec_row, work.runs) + rows + selftests.owed(kselftests(request, target))
 
 
-def kselftests(opts: Options, target: Optional[Target]) -> List[str]:
+def kselftests(request: RunRequest, target: Optional[Target]) -> List[str]:
     """The selftests a kernel runs: the matrix's --kselftest, then its recipe's kselftest list."""
-    return selftests.chosen(opts.kselftest + list(target.kselftest if target else []))
+    return selftests.chosen(list(request.workload.kselftest) + list(target.kselftest if target else []))
 
 
-def run_argv(target: Target, opts: Options, out: Path) -> List[str]:
+def child_request(target: Target, request: RunRequest, out: Path) -> RunRequest:
+    """The `uffdprobe run` one kernel of the matrix is given: its kernel, its selftests, what is declared
+    for it (the child judges, and says, what the matrix will), its results under `out`."""
+    return request.replace(workload={"kselftest": tuple(kselftests(request, target))},
+                           machine={"kernel": target.path},
+                           outputs=Outputs(json=str(out / "results.json"), results_dir=str(out),
+                                           verbosity=max(0, request.outputs.verbosity)),
+                           expect=tuple(f"{key}={verdict}" for key, verdict in sorted(target.expect.items())))
+
+
+def run_argv(target: Target, request: RunRequest, out: Path) -> List[str]:
     """The `uffdprobe run` command line for one kernel, writing its results under `out`."""
-    argv = [sys.executable, "-m", "uffdprobe", "run", "--json", str(out / "results.json"),
-            "--results-dir", str(out), "--runs", str(opts.runs)]
-    if target.path:
-        argv += ["--kernel", target.path, "--vm-timeout", str(opts.vm_timeout)]
-        if opts.accel:
-            argv += ["--accel", opts.accel]
-    for mem in opts.memory:
-        argv += ["--memory", mem]
-    for pair in opts.params:
-        argv += ["--param", pair]
-    for item in kselftests(opts, target):
-        argv += ["--kselftest", item]
-    for key, verdict in sorted(target.expect.items()):  # the child judges (and says) what the matrix will
-        argv += ["--expect", f"{key}={verdict}"]
-    if opts.verbose:
-        argv.append("--verbose")
-    for path in opts.scenarios_from:
-        argv += ["--scenarios-from", path]
-    if opts.exec_args:  # the program goes last: everything after --exec is its own
-        return argv + list(opts.scenarios) + opts.exec_args
-    return argv + list(opts.scenarios)
+    return [sys.executable, "-m", "uffdprobe", "run", *child_request(target, request, out).to_argv()]
 
 
 class Runner:
     """Runs kernels' `uffdprobe run` children, relays their lines with a prefix, stops them on request."""
 
-    def __init__(self, opts: Options, work: Path, say: Callable[[str], None]):
-        self.opts, self.work, self.say = opts, work, say
+    def __init__(self, request: RunRequest, work: Path, say: Callable[[str], None]):
+        self.request, self.work, self.say = request, work, say
         self.live: Dict[str, subprocess.Popen] = {}
         self.folders: Dict[str, Path] = {}  # label -> this run's fresh results folder
         self.lock = threading.Lock()
@@ -113,7 +88,7 @@ class Runner:
     def run_one(self, target: Target, index: str) -> KernelRun:
         """One kernel, start to finish, always ending in a KernelRun with a verdict for every planned run."""
         out = self._fresh_folder(target)
-        owed = planned(self.opts, target)
+        owed = planned(self.request, target)
         if target.build_error:
             return _filled(target, [], owed, Verdict.BUILD_FAIL, target.build_error, {})
         if self.stopping.is_set():  # interrupted before it started: nothing to report
@@ -193,7 +168,7 @@ class Runner:
         return run
 
     def _limit(self) -> float:
-        return self.opts.vm_timeout + 120.0
+        return self.request.limits.vm_timeout + 120.0
 
     def _child(self, target: Target, out: Path, log: Path) -> Optional[int]:
         """Run the child to its end (bounded); its exit status, or None when it had to be killed."""
@@ -201,7 +176,7 @@ class Runner:
             with self.lock:  # stop_all() sees every child started, or none starts after it
                 if self.stopping.is_set():
                     return None
-                proc = subprocess.Popen(run_argv(target, self.opts, out), stdout=subprocess.PIPE,
+                proc = subprocess.Popen(run_argv(target, self.request, out), stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                                         start_new_session=True,
                                         env={**os.environ, "PYTHONUNBUFFERED": "1",
@@ -240,7 +215,7 @@ class Runner:
             t.join(TERM_GRACE_S + 30)
 
 
-def run_all(targets: List[Target], opts: Options, work: Path, jobs: int, say: Callable[[str], None],
+def run_all(targets: List[Target], request: RunRequest, work: Path, jobs: int, say: Callable[[str], None],
             done: Dict[str, KernelRun], on_kernel: Optional[Callable[[KernelRun], None]] = None,
             runner: Optional[Runner] = None) -> List[KernelRun]:
     """Every target, `jobs` at a time, in the order given; finished ones land in `done` (and are given to
@@ -248,7 +223,7 @@ def run_all(targets: List[Target], opts: Options, work: Path, jobs: int, say: Ca
     comes from run/engine_dask.py).
 
     On Ctrl-C (or any error) every child is stopped and reaped before the exception goes on."""
-    runner = runner or Runner(opts, work, say)
+    runner = runner or Runner(request, work, say)
     n = len(targets)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="matrix")
     futures = {pool.submit(runner.run_one, t, f"[{i}/{n}]"): t for i, t in enumerate(targets, 1)}

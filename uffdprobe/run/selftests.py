@@ -1,6 +1,5 @@
 """--kselftest on run and matrix: which selftest programs a kernel runs, where their binaries are (built
 once into the kernel cache, kbuild.kselftest), and the rows each owes before it has run."""
-import argparse
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -32,10 +31,9 @@ def owed(items: List[str]) -> List[Tuple[str, str, Optional[int]]]:
     return [(kselftest.parse_request(item)[0].name, NO_MEMORY, None) for item in items]
 
 
-def binaries(args: argparse.Namespace, progress=None) -> Path:
-    """Where the built selftests are: --kselftest-dir (a guest is told by its host), else built now or
-    taken from the kernel cache (kbuild.kselftest raises KbuildError with its own exit status)."""
-    given = getattr(args, "kselftest_dir", None)
+def binaries(given: Optional[str], progress=None) -> Path:
+    """Where the built selftests are: `given` (--kselftest-dir: a guest is told by its host), else built
+    now or taken from the kernel cache (kbuild.kselftest raises KbuildError with its own exit status)."""
     if given:
         return Path(given)
     from uffdprobe.kbuild import kselftest as build
