@@ -30,22 +30,21 @@ def main() -> int:
     parser = build_parser(argv)
     stamps["imports"] = now()
     args = parser.parse_args(argv)
-    from uffdprobe.cli.run import expectations
-    args.expectations = expectations(None, args.expect)
-    from uffdprobe.run import host
+    from uffdprobe.run import host, plan, request as run_request
+    request = run_request.build(vars(args))
     from uffdprobe.supervise import supervisor
     from uffdprobe.uffd import features, odirect
     stamps["parsed"] = now()
     kf = features.probe()
     stamps["feature_probe"] = now()
     verdicts = []
-    needed = args.odirect_target or host._needs_odirect(args.scenarios)  # as run_on_host decides
+    needed = args.odirect_target or host._needs_odirect(request)  # as run_on_host decides
     with (odirect.target(args.odirect_target) if needed else contextlib.nullcontext()) as target:
         stamps["scratch_probe"] = now()
-        plan = host._plan(args.scenarios, args.memory, {}, kf, target)
+        items = plan.supervised(request, kf, target)
         stamps["planned"] = now()
         limits = supervisor.Limits(hang_s=args.hang_timeout, scenario_s=args.scenario_timeout)
-        supervisor.run_many(plan, kf.kernel, limits, target,
+        supervisor.run_many(items, kf.kernel, limits, target,
                             lambda r: verdicts.append((now(), r.scenario, r.verdict.value)))
     stamps["done"] = now()
     out = {"stamps": stamps, "verdicts": verdicts, "odirect_target": target}

@@ -230,3 +230,35 @@ def test_a_recipe_lists_selftests_and_a_matrix_owes_their_run_rows(tmp_path):
     bad.write_text(good.read_text().replace('"cow", ', '"nope", '))
     with pytest.raises(recipes.BadInput, match="kselftest 'nope'"):
         recipes.load(bad)
+
+
+@no_tarball
+@pytest.mark.vm
+@pytest.mark.build
+def test_booted_run_with_a_selftest_announces_every_group_it_prints(tmp_path):
+    """`run --kernel stock --kselftest cow --ktap`: the KTAP plan counts the selftest's group too (one
+    planner for host, guest and matrix), so the kernel's own parser reads it without a crash."""
+    proc = uffdprobe("run", "--kernel", "stock", "wp-real-write", "--memory", "anon-4k", "--kselftest", "cow",
+                     "--ktap", "--results-dir", str(tmp_path / "rd"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "\n  1..2\n" in proc.stdout  # wp-real-write and cow
+    parsed = kunit_parse(proc.stdout, tmp_path)
+    rows = (tmp_path / "rd" / "verdicts.jsonl").read_text().splitlines()
+    assert "CRASHED" not in parsed["proc"].stdout and "errors" not in parsed["summary"], parsed["proc"].stdout[-2000:]
+    assert f"Ran {len(rows)} tests" in parsed["summary"], parsed["summary"]
+
+
+@no_tarball
+@pytest.mark.vm
+@pytest.mark.build
+def test_a_guest_that_dies_before_its_selftest_still_gives_the_selftest_row(tmp_path):
+    """A guest cut off by --vm-timeout before `cow` finished (boot alone takes longer than the bound allows
+    for cow on TCG): the cow run row is filled with the boot's outcome, as every scenario row is."""
+    out = tmp_path / "r.json"
+    proc = uffdprobe("run", "--kernel", "stock", "wp-real-write", "--memory", "anon-4k", "--kselftest", "cow",
+                     "--vm-timeout", "15", "--json", str(out))
+    assert proc.returncode == 12, proc.stderr[-2000:]  # Exit.VM_TIMEOUT
+    rows = {(r["scenario"], r["memory"]): r for r in json.loads(out.read_text())["results"]}
+    assert ("cow", NO_MEMORY) in rows and ("wp-real-write", "anon-4k") in rows, sorted(rows)
+    cow = rows[("cow", NO_MEMORY)]
+    assert cow["verdict"] == "VM_TIMEOUT" and cow["evidence"]["console_log"], cow

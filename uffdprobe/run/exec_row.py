@@ -9,7 +9,6 @@ import tempfile
 from typing import Callable, Dict, Iterator, List, Optional
 
 from uffdprobe.exitcodes import UsageError
-from uffdprobe.scenarios.rows import NO_MEMORY
 from uffdprobe.supervise import workload
 from uffdprobe.uffd import odirect
 from uffdprobe.verdicts import Result
@@ -76,13 +75,6 @@ def scratch(request: RunRequest) -> Iterator[Optional[str]]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def planned(row: Optional[str], runs: int) -> List[tuple]:
-    """(row, memory, run) of every verdict the --exec program owes; run is None with a single run."""
-    if row is None:
-        return []
-    return [(row, NO_MEMORY, None)] if runs <= 1 else [(row, NO_MEMORY, i) for i in range(1, runs + 1)]
 
 
 def limits(request: RunRequest) -> workload.ExecLimits:

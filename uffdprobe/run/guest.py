@@ -6,10 +6,9 @@ from typing import List, Optional
 
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit, UsageError
-from . import guest_python, kernel_arg, user_scenarios
+from . import guest_python, kernel_arg, plan, user_scenarios
 from .host import VerdictStream, finish, ktap_start, table_stream
 from .request import RunRequest
-from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
 from uffdprobe.vm.outcome import CHANNEL_LOST, OUTCOME_EXIT
 
@@ -119,14 +118,8 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec" = None) -> int:
     from uffdprobe.osutil.files import usable_dir
     from uffdprobe.vm.paths import cache_root, new_run_dir
     from . import exec_row
-    work, outputs = request.workload, request.outputs
-    try:
-        runs = work.runs
-        planned = exec_row.planned(work.exec_row, runs) + \
-            [(s.name, m, i if runs > 1 else None) for i in range(1, runs + 1) for s in select(list(work.scenarios))
-             for m in s.memory if not work.exec_only and (not work.memory or m in work.memory)]
-    except KeyError as exc:
-        raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
+    outputs = request.outputs
+    planned = plan.owed(request)  # what KTAP announces and a dead guest's missing rows are filled from
     usable_dir(cache_root() / "runs", "the run folder", "point XDG_CACHE_HOME at a writable folder", create=False)
     exec_row.check_guest_sees_program(request)  # refused before any build
     from uffdprobe.kbuild.errors import KbuildError
@@ -213,9 +206,8 @@ def _keep_outputs(channel: Path, results_dir: Optional[str]) -> None:
                   file=sys.stderr)
 
 
-def _cut_off(planned, results: List[Result], boot) -> List[Result]:
+def _cut_off(planned: List[plan.Row], results: List[Result], boot) -> List[Result]:
     """A verdict for every planned run the guest never reported: the boot's outcome, or ERROR."""
-    done = {(r.scenario, r.memory, r.params.get("run")) for r in results}
     verdict = Verdict(boot.outcome) if boot.outcome in Verdict.__members__ else Verdict.ERROR
     if boot.outcome in OUTCOME_EXIT:
         reason = boot.reason
@@ -225,9 +217,7 @@ def _cut_off(planned, results: List[Result], boot) -> List[Result]:
         reason = f"the guest command ended (exit {boot.exit_status}) without this verdict"
     evidence = {"console_log": str(boot.console_log), "console_tail": _tail_lines(boot.console_log),
                 "panic_lines": boot.panic_lines, "timings": boot.timings}
-    kernel = dict(boot.kernel_identity)
-    return [Result(name, mem, verdict, reason, evidence, kernel, {} if run is None else {"run": run}, None)
-            for name, mem, run in planned if (name, mem, run) not in done]
+    return plan.missing(planned, results, verdict, reason, evidence, boot.kernel_identity)
 
 
 def _tail_lines(path: Path, n: int = 25) -> List[str]:

@@ -13,60 +13,14 @@ from uffdprobe.results import report
 from uffdprobe.results.expect import check, declared, expected_failure, failing, judge
 from uffdprobe.supervise import kselftest, supervisor
 from uffdprobe.exitcodes import Exit, UsageError
-from . import selftests
+from . import plan, selftests
 from .request import Outputs, RunRequest
-from uffdprobe.scenarios.registry import select, skip_reason
 from uffdprobe.verdicts import Result, Verdict
-
-
-def repeat(plan: list, runs: int) -> list:
-    """The plan `runs` times over; with more than one run each item's params gain its 1-based 'run'."""
-    if runs <= 1:
-        return plan
-    return [(s, mem, {**params, "run": i}, skip) for i in range(1, runs + 1) for s, mem, params, skip in plan]
-
-
-def _params(pairs: List[str]) -> Dict[str, object]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--param {pair!r}: write KEY=VALUE, e.g. --param data_pages=128")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
-
-
-def _plan(names: List[str], memories: Optional[List[str]], params: Dict[str, object],
-          kf: features.KernelFeatures, target: Optional[str]) -> list:
-    try:
-        chosen = select(names)
-    except KeyError as exc:
-        raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
-    unknown = [k for k in params if not any(k in s.defaults for s in chosen)]
-    if unknown:
-        raise UsageError(f"no chosen scenario has a parameter {', '.join(unknown)}; `uffdprobe list --all` "
-                         "shows them")
-    plan = []
-    for s in chosen:
-        merged = {**s.defaults, **{k: v for k, v in params.items() if k in s.defaults}}
-        for key, value in merged.items():
-            default = s.defaults[key]
-            if isinstance(default, int) and not isinstance(default, bool) and \
-                    (not isinstance(value, int) or value <= 0 or value > 1 << 20):
-                raise UsageError(f"{s.name}: {key}={value!r} must be a whole number from 1 to {1 << 20}")
-        for mem in s.memory:
-            if memories and mem not in memories:
-                continue
-            plan.append((s, mem, merged, skip_reason(s, mem, kf, target)))
-    return plan
 
 
 def run_on_host(request: RunRequest) -> int:
     """`uffdprobe run` on the running kernel: probe, run the plan, write the outputs, choose the exit status."""
-    params = _params(list(request.workload.param))
+    owed = plan.owed(request)  # bad scenario names and parameters refused before anything runs
     table = table_stream(request.outputs)
     said = swap.enable_guest_swap()  # in a guest uffdprobe booted: its swap disk, before the plan probes swap
     if said:
@@ -74,8 +28,8 @@ def run_on_host(request: RunRequest) -> int:
     kf = features.probe()
     odirect_target = request.machine.odirect_target
     fs = scratch_fs(request)
-    if request.workload.exec is None and not fs and not odirect_target and not _needs_odirect(request.workload.scenarios):
-        results, lost = _run_plan(request, kf, None, params)  # no scratch probe (blkid) for scenarios without it
+    if request.workload.exec is None and not fs and not odirect_target and not _needs_odirect(request):
+        results, lost = _run_plan(request, owed, kf, None)  # no scratch probe (blkid) for scenarios without it
     else:
         from uffdprobe.uffd import odirect
         from .exec_row import scratch
@@ -85,7 +39,7 @@ def run_on_host(request: RunRequest) -> int:
                 if odirect_target and target is None:  # NotScratch before anything is written
                     raise UsageError(f"--odirect-target {odirect_target}: O_DIRECT writes fail there; "
                                      "pass a block device or a directory on ext4/xfs")
-                results, lost = _run_plan(request, kf, target, params, scratch_dir)
+                results, lost = _run_plan(request, owed, kf, target, scratch_dir)
         except odirect.NotScratch as exc:
             raise UsageError(str(exc)) from None
     status = finish(results, request, table)
@@ -105,32 +59,26 @@ def scratch_fs(request: RunRequest) -> Optional[str]:
     return None if fs == "none" else fs
 
 
-def _needs_odirect(names: List[str]) -> bool:
-    """Whether a chosen scenario writes through O_DIRECT (an unknown name: True, so _plan names it)."""
-    try:
-        return any("odirect" in s.needs for s in select(names))
-    except KeyError:
-        return True
+def _needs_odirect(request: RunRequest) -> bool:
+    """Whether a chosen scenario writes through O_DIRECT."""
+    return any("odirect" in s.needs for s in plan.chosen(request))
 
 
-def _run_plan(request: RunRequest, kf: features.KernelFeatures, target: Optional[str],
-              params: Dict[str, object], scratch_dir: Optional[str] = None) -> Tuple[List[Result], Optional[OSError]]:
-    """Run the --exec program (if any), then the plan, under the supervisor, printing and streaming each
-    result as it lands; the results and the error that lost the stream, if any."""
+def _run_plan(request: RunRequest, owed: List[plan.Row], kf: features.KernelFeatures, target: Optional[str],
+              scratch_dir: Optional[str] = None) -> Tuple[List[Result], Optional[OSError]]:
+    """Run the --exec program (if any), then the scenarios, then the selftests, under the supervisor,
+    printing and streaming each result as it lands; the results and the error that lost the stream, if any."""
     from . import exec_row
     work, outputs = request.workload, request.outputs
-    plan = [] if work.exec_only else repeat(_plan(list(work.scenarios), list(work.memory), params, kf, target),
-                                            work.runs)
-    rows = [] if work.exec is None else exec_row.planned(work.exec_row, work.runs)
+    items = plan.supervised(request, kf, target)
     limits = supervisor.Limits(hang_s=request.limits.hang_timeout, scenario_s=request.limits.scenario_timeout)
     table = table_stream(outputs)
     stream = VerdictStream(outputs.results_dir) if outputs.results_dir else None
     wanted = list(work.kselftest)
     bin_dir = selftests.binaries(work.kselftest_dir) if wanted else None  # built (or found) before the first scenario
-    print(f"kernel {kf.kernel['release']}: {len(rows) + len(plan)} runs"
+    print(f"kernel {kf.kernel['release']}: {len(owed) - len(wanted)} runs"
           + (f", selftests {', '.join(wanted)}" if wanted else ""), file=table, flush=True)
-    ktap_out = ktap_start(outputs, rows + [(s.name, mem, params.get("run")) for s, mem, params, _ in plan]
-                          + selftests.owed(wanted), "host", ["the running kernel"])
+    ktap_out = ktap_start(outputs, owed, "host", ["the running kernel"])
 
     def on_result(r: Result) -> None:
         print(report.table_line(r), file=table, flush=True)
@@ -140,7 +88,7 @@ def _run_plan(request: RunRequest, kf: features.KernelFeatures, target: Optional
             stream.append(r)
 
     results = exec_row.run_rows(request, kf.kernel, scratch_dir, on_result)
-    results += supervisor.run_many(plan, kf.kernel, limits, target, on_result)
+    results += supervisor.run_many(items, kf.kernel, limits, target, on_result)
     for item in wanted:  # after the scenarios, in the same boot; output files beside the verdicts
         results += kselftest.run(item, bin_dir, Path(outputs.results_dir) if outputs.results_dir else None,
                                  kf.kernel, on_result)

@@ -13,11 +13,10 @@ from typing import Callable, Dict, List, Optional
 from uffdprobe.results import report
 from uffdprobe.results.matrix import KernelRun
 from uffdprobe.exitcodes import UsageError
-from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
 from uffdprobe.osutil import children
 from uffdprobe.osutil.files import write_atomic
-from . import selftests
+from . import plan, selftests
 from .kernel_arg import safe
 from .kernels import HOST, Target, build, check_kernels, declare, owner, parse_expect
 from .request import Outputs, RunRequest
@@ -34,25 +33,10 @@ class CellLost(Exception):
     """An engine lost a kernel's run (a cluster worker died, twice): the reason every owed verdict gets."""
 
 
-def planned(request: RunRequest, target: Optional[Target] = None) -> List[tuple]:
-    """(scenario, memory, run) of every verdict a kernel owes; run is None with a single run. A selftest owes
-    its run row (its cases are known once it ran): `target`'s recipe may add selftests to the matrix's."""
-    work = request.workload
-    try:
-        chosen = select(list(work.scenarios))
-    except KeyError as exc:
-        raise UsageError(f"unknown scenario {exc.args[0]}; `uffdprobe list` shows them") from None
-    for pair in work.param:
-        key = pair.partition("=")[0]
-        if "=" not in pair or not any(key in s.defaults for s in chosen):
-            raise UsageError(f"--param {pair}: write KEY=VALUE with KEY a parameter of a chosen scenario "
-                             "(`uffdprobe list --all` shows them)")
-    runs = [None] if work.runs <= 1 else list(range(1, work.runs + 1))
-    from .exec_row import planned as exec_planned
-    rows = [(s.name, m, i) for i in runs for s in chosen for m in s.memory if not work.memory or m in work.memory]
-    if work.exec_row and not work.scenarios:  # --exec alone: its row only (and the selftests asked)
-        rows = []
-    return exec_planned(work.exec_row, work.runs) + rows + selftests.owed(kselftests(request, target))
+def planned(request: RunRequest, target: Optional[Target] = None) -> List[plan.Row]:
+    """(scenario, memory, run) of every verdict a kernel owes (run.plan.owed); `target`'s recipe may add
+    selftests to the matrix's."""
+    return plan.owed(request, kselftests(request, target))
 
 
 def kselftests(request: RunRequest, target: Optional[Target]) -> List[str]:
@@ -307,13 +291,11 @@ def _boot_facts(log: Path) -> dict:
 def _filled(target: Target, results: List[Result], owed: List[tuple], verdict: Verdict, reason: str,
             boot: dict) -> KernelRun:
     """A KernelRun whose every owed (scenario, memory, run) has a Result: the missing ones get `verdict`."""
-    have = {(r.scenario, r.memory, r.params.get("run")) for r in results}
     identity = dict(results[0].kernel) if results else {}
     identity.update(boot.get("kernel_identity") or {})
     identity.update(target.identity)
     identity.setdefault("label", target.label)
     evidence = {k: boot[k] for k in ("console_log", "log", "timings", "panic_lines") if boot.get(k)}
-    missing = [Result(name, mem, verdict, reason, evidence, identity, {} if run is None else {"run": run}, None)
-               for name, mem, run in owed if (name, mem, run) not in have]
+    missing = plan.missing(owed, results, verdict, reason, evidence, identity)
     facts = {k: v for k, v in boot.items() if k != "kernel_identity"}
     return KernelRun(target.label, results + missing, identity, facts, dict(target.expect))
