@@ -143,3 +143,19 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
 def test_judge(expected, verdict, mark):
     """The marking rule itself (no kernel behaviour claimed here)."""
     assert judge(expected, verdict) == mark
+
+
+@pytest.mark.vm
+def test_a_quiet_matrix_quiets_its_children_and_still_knows_each_boot(tmp_path):
+    """`matrix -q`: the kernel's `uffdprobe run` child is quiet too (no progress lines in its log), and the
+    matrix still has the boot's folder, outcome and console from the child's run.json, not from its lines."""
+    import json
+    proc = matrix("-q", "--kernel", "stock", "--scenario", "wp-real-write", "--memory", "anon-4k",
+                  "--json", str(tmp_path / "m.json"), "--results-dir", str(tmp_path / "work"), timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [stock] = json.loads((tmp_path / "m.json").read_text())["kernels"]
+    log = (tmp_path / "work").glob("stock-*/run.log")
+    assert not [line for line in next(log).read_text().splitlines() if line.startswith("[vm]")]
+    boot = stock["boot"]
+    assert boot["outcome"] == "OK" and os.path.isdir(boot["run_dir"]) and boot["timings"]["launch_to_init"] > 0
+    assert boot["console_log"] == os.path.join(boot["run_dir"], "console.log") and boot["console_excerpt"]

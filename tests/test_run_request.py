@@ -111,3 +111,19 @@ def test_run_stage_never_imports_argparse():
             if "argparse" in names:
                 importing.append(path.name)
     assert not importing
+
+
+def test_the_engines_use_only_public_names_of_other_modules():
+    """The Dask engine keeps to the Engine protocol (run/engine.py) and public helpers: no private attribute
+    of another object, no private name imported from another module."""
+    run_dir = Path(uffdprobe.__file__).parent / "run"
+    reaching = []
+    for name in ("engine_dask.py", "dask_cell.py", "engine_local.py", "matrix.py"):
+        for node in ast.walk(ast.parse((run_dir / name).read_text())):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__") \
+                    and not (isinstance(node.value, ast.Name) and node.value.id == "self"):
+                reaching.append(f"{name}:{node.lineno} .{node.attr}")
+            if isinstance(node, ast.ImportFrom):
+                reaching += [f"{name}:{node.lineno} import {a.name}" for a in node.names
+                             if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not reaching

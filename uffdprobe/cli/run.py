@@ -139,15 +139,26 @@ def check_results_dir(path: Optional[str]) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from uffdprobe.kbuild.errors import KbuildError
+    from uffdprobe.run.child_report import Reporter
+    reporter = Reporter(args.results_dir)  # run.json: how this run went, for a matrix (or anyone) to read
     try:
         request, spec = run_request(args)
+        if spec is not None and spec.kind != "host":
+            from uffdprobe.run.guest import run_in_vm
+            status = run_in_vm(request, spec, reporter)
+        else:
+            status = host.run_on_host(request, reporter)
     except KbuildError as exc:
-        print(f"uffdprobe: {exc}", file=sys.stderr)
+        reporter.say(str(exc))
         return int(exc.exit_code)
-    if spec is not None and spec.kind != "host":
-        from uffdprobe.run.guest import run_in_vm
-        return run_in_vm(request, spec)
-    return host.run_on_host(request)
+    except KeyboardInterrupt:
+        reporter.update(error="interrupted")
+        raise
+    except Exception as exc:  # said, and mapped to its exit status, by cli.main
+        reporter.update(error=str(exc) or type(exc).__name__)
+        raise
+    reporter.update(exit_status=status)
+    return status
 
 
 def run_request(args: argparse.Namespace):

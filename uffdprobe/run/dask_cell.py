@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Dict
 
 from uffdprobe.osutil.files import sha256_file, write_atomic
+from . import child_report
+from .engine_local import LocalEngine
+from .engine import fresh_folder
 from .kernels import Target
-from .matrix import Runner, _boot_facts
 from .request import RunRequest
 
 #: The topic workers publish their run child's lines on, relayed by the client as they come.
@@ -37,7 +39,7 @@ class Cell:
     attempt: int = 1  #: 2 when the first worker died under it
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
@@ -70,10 +72,10 @@ def run_on_worker(cell: Cell, image: bytes) -> dict:
     except OSError as exc:
         return {**facts, "error": f"cannot store the kernel file: {exc}"}
     try:
-        runner = Runner(cell.request, work, say)
+        engine = LocalEngine(say)
         target = Target(cell.label, path=str(kernel), sha256=cell.sha256, identity=dict(cell.identity),
                         expect=dict(cell.expect), given=cell.given)
-        out = runner._fresh_folder(target)
+        out = fresh_folder(work, target)
         log = out / "run.log"
         if cell.attempt > 1:
             say(f"  {cell.label} | attempt {cell.attempt} on worker {worker.address} ({facts['host']})")
@@ -81,16 +83,16 @@ def run_on_worker(cell: Cell, image: bytes) -> dict:
         try:  # made here: a task's thread has the worker's client, the watcher's thread would not
             stop = distributed.Event(cell.stop, client=distributed.get_client())
         except Exception as exc:
-            return {**facts, "error": f"cannot watch the matrix's stop event: {_first_line(exc)}"}
-        watcher = threading.Thread(target=_stop_when_asked, args=(stop, runner, finished), daemon=True)
+            return {**facts, "error": f"cannot watch the matrix's stop event: {first_line(exc)}"}
+        watcher = threading.Thread(target=_stop_when_asked, args=(stop, engine, finished), daemon=True)
         watcher.start()
         try:
-            status = runner._child(target, out, log)
+            status = engine.run_child(target, cell.request, out, log)
         except OSError as exc:
             return {**facts, "error": f"cannot start uffdprobe run: {exc}"}
         finally:
             finished.set()
-        run_dir = _boot_facts(log).get("run_dir")
+        run_dir = child_report.read(out).run_dir
         files = _collect(out, "", skip={"kernel.json"})
         if run_dir:
             files.update(_collect(Path(run_dir), "vm/"))
@@ -100,12 +102,12 @@ def run_on_worker(cell: Cell, image: bytes) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _stop_when_asked(event, runner: Runner, finished: threading.Event) -> None:
+def _stop_when_asked(event, engine: LocalEngine, finished: threading.Event) -> None:
     """Poll the matrix's stop Event while the child runs; when set, stop the child (it kills its QEMU)."""
     while not finished.is_set():
         try:
             if event.wait(timeout=1.0):
-                runner.stop_all()
+                engine.stop_all()
                 return
         except Exception:
             finished.wait(1.0)

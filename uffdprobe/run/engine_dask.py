@@ -17,15 +17,18 @@ import hashlib
 import logging
 import os
 import re
+import threading
 import uuid
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from uffdprobe.exitcodes import UsageError
 from uffdprobe.osutil.files import sha256_file, write_atomic
-from .dask_cell import PROGRESS, Cell, _first_line, run_on_worker, worker_readiness
+from .dask_cell import PROGRESS, Cell, first_line, run_on_worker, worker_readiness
+from .engine import TERM_GRACE_S, CellLost, child_limit
+from .engine_local import LocalEngine
 from .kernels import Target
-from .matrix import TERM_GRACE_S, CellLost, Runner
+from .matrix import Runner
 from .request import RunRequest
 
 #: How long the client waits for the scheduler to answer, and for a first worker to join it.
@@ -74,7 +77,7 @@ def open_engine(spec: str, say: Callable[[str], None]) -> "DaskEngine":
         if cluster is not None:
             cluster.close()
         raise UsageError(f"--cluster {spec}: no Dask scheduler answered within {CONNECT_TIMEOUT_S:g}s "
-                         f"({_first_line(exc)}); start one (`dask scheduler`, workers with `dask worker "
+                         f"({first_line(exc)}); start one (`dask scheduler`, workers with `dask worker "
                          f"ADDRESS --resources {VM}=1`) or fix the address") from None
     engine = DaskEngine(client, cluster, spec)
     try:
@@ -109,7 +112,7 @@ class DaskEngine:
         try:
             ready = self.client.run(worker_readiness)
         except Exception as exc:  # a worker without uffdprobe cannot even unpickle the question
-            raise UsageError(f"--cluster {self.spec}: a worker cannot run uffdprobe ({_first_line(exc)}); install "
+            raise UsageError(f"--cluster {self.spec}: a worker cannot run uffdprobe ({first_line(exc)}); install "
                              "'uffdprobe[cluster]' on every worker") from None
         other = sorted(f"{w} has {r['version']}" for w, r in ready.items() if r["version"] != uffdprobe.__version__)
         if other:
@@ -120,8 +123,9 @@ class DaskEngine:
             raise UsageError(f"--cluster {self.spec}: {'; '.join(lacking)}; `uffdprobe doctor` on that worker "
                              "says the rest")
 
-    def runner(self, request: RunRequest, work: Path, say: Callable[[str], None]) -> "DaskRunner":
-        return DaskRunner(self, request, work, say)
+    def runner(self, request: RunRequest, work: Path, say: Callable[[str], None]) -> Runner:
+        """A matrix Runner whose booted kernels run on this cluster (DaskChildren)."""
+        return Runner(request, work, say, DaskChildren(self, say))
 
     def close(self) -> None:
         """Disconnect; a LocalCluster's workers (and with them any run child: parent-death signal) end."""
@@ -138,12 +142,16 @@ class DaskEngine:
         self.close()
 
 
-class DaskRunner(Runner):
-    """A Runner whose booted kernels' children run on cluster workers (host stays on the client)."""
+class DaskChildren:
+    """The Engine (run/engine.py) of a cluster: booted kernels' children run on cluster workers, the
+    running kernel's (host) on the client, through a LocalEngine."""
 
-    def __init__(self, engine: DaskEngine, request: RunRequest, work: Path, say: Callable[[str], None]):
-        super().__init__(request, work, say)
-        self.engine, self.client = engine, engine.client
+    def __init__(self, engine: DaskEngine, say: Callable[[str], None]):
+        self.engine, self.client, self.say = engine, engine.client, say
+        self.local = LocalEngine(say)
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.started = 0  # kernels asked for so far: each may queue before the next
         self.token = uuid.uuid4().hex[:12]
         self.stop_name = f"uffdprobe-stop-{self.token}"
         self.futures: Dict[str, object] = {}
@@ -168,12 +176,15 @@ class DaskRunner(Runner):
                 self.images[sha] = self.client.scatter(data)
             return self.images[sha]
 
-    def _child(self, target: Target, out: Path, log: Path) -> Optional[int]:
+    def run_child(self, target: Target, request: RunRequest, out: Path, log: Path) -> Optional[int]:
+        """One kernel's child on a worker (Engine.run_child); its files written into `out` as the worker's."""
         if target.path is None:  # the running kernel is the client's own
-            return super()._child(target, out, log)
+            return self.local.run_child(target, request, out, log)
         distributed = _dask()
+        with self.lock:
+            self.started += 1
         cell = Cell(self.token, target.label, target.given, target.sha256 or sha256_file(Path(target.path)),
-                    Path(target.path).name, dict(target.identity), dict(target.expect), self.request, self.stop_name)
+                    Path(target.path).name, dict(target.identity), dict(target.expect), request, self.stop_name)
         died: List[str] = []
         for attempt in range(1, 4):  # two worker deaths end it; a file lost with a dead worker costs one more
             try:
@@ -181,7 +192,7 @@ class DaskRunner(Runner):
             except (OSError, distributed.TimeoutError) as exc:  # no worker left to take it
                 if self.stopping.is_set():
                     return None
-                reason = f"cannot ship the kernel file to the cluster: {_first_line(exc)}"
+                reason = f"cannot ship the kernel file to the cluster: {first_line(exc)}"
                 write_atomic(log, f"uffdprobe: {reason}\n".encode())
                 raise CellLost(reason) from None
             cell.attempt = attempt
@@ -195,7 +206,7 @@ class DaskRunner(Runner):
                                          key=f"uffdprobe-{target.label}-{self.token}-{attempt}", **where)
                 self.futures[target.label] = fut
             try:
-                got = fut.result(timeout=self._wait_bound())
+                got = fut.result(timeout=self._wait_bound(request))
             except distributed.KilledWorker as exc:
                 died.append(exc.last_worker.address)
                 if len(died) == 2:
@@ -205,7 +216,8 @@ class DaskRunner(Runner):
                 continue
             except (TimeoutError, distributed.TimeoutError):
                 self.client.cancel([fut], force=True)
-                write_atomic(log, f"uffdprobe: no answer from the cluster within {self._wait_bound():g}s\n".encode())
+                write_atomic(log, f"uffdprobe: no answer from the cluster within {self._wait_bound(request):g}s\n"
+                             .encode())
                 return None
             except distributed.CancelledError:
                 if self.stopping.is_set():
@@ -215,7 +227,7 @@ class DaskRunner(Runner):
             except Exception as exc:  # the task itself failed (a worker without uffdprobe, a pickling error)
                 if self.stopping.is_set():
                     return None
-                reason = f"the cluster task failed: {type(exc).__name__}: {_first_line(exc)}"
+                reason = f"the cluster task failed: {type(exc).__name__}: {first_line(exc)}"
                 write_atomic(log, f"uffdprobe: {reason}\n".encode())
                 raise CellLost(reason) from None
             finally:
@@ -234,10 +246,10 @@ class DaskRunner(Runner):
         write_atomic(log, f"uffdprobe: {reason}\n".encode())
         raise CellLost(reason)
 
-    def _wait_bound(self) -> float:
+    def _wait_bound(self, request: RunRequest) -> float:
         """The client's bound for one kernel's task: its own limit once per kernel that may queue before it
         (the worker bounds the child itself; this only guards against a worker that hangs)."""
-        return self._limit() * max(1, len(self.folders)) + 300.0
+        return child_limit(request) * max(1, self.started) + 300.0
 
     def _unpack(self, got: dict, target: Target, out: Path) -> None:
         """The worker's files into `out` (vm/ the boot's run directory), its paths replaced by ours."""
@@ -262,7 +274,7 @@ class DaskRunner(Runner):
             distributed.wait(futures, timeout=TERM_GRACE_S + 20)
         with contextlib.suppress(Exception):
             self.client.cancel(futures, force=True)
-        super().stop_all()  # the host kernel's local child, if it runs
+        self.local.stop_all()  # the host kernel's local child, if it runs
 
 
 def _rewrite(body: bytes, paths: Dict[str, str]) -> bytes:

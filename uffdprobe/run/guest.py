@@ -7,6 +7,7 @@ from typing import List, Optional
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit, UsageError
 from . import guest_python, kernel_arg, plan, user_scenarios
+from .child_report import Reporter
 from .host import VerdictStream, finish, ktap_start, table_stream
 from .request import RunRequest
 from uffdprobe.verdicts import Result, Verdict
@@ -109,8 +110,10 @@ def file_identity(kernel: str) -> dict:
         return {}
 
 
-def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec" = None) -> int:
-    """`run --kernel K` for a K that is not the host: build it if it is a recipe, boot, run, report."""
+def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec" = None, reporter: Optional[Reporter] = None) -> int:
+    """`run --kernel K` for a K that is not the host: build it if it is a recipe, boot, run, report (how
+    the boot went also to `reporter`, the run's run.json)."""
+    reporter = reporter or Reporter(None)
     spec = spec or kernel_arg.resolve(request.machine.kernel)
     check_visible_in_guest()  # before any kernel build
     from uffdprobe.vm.boot import Terminated, boot
@@ -126,7 +129,7 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec" = None) -> int:
     try:
         kernel = kernel_arg.bootable(spec)
     except KbuildError as exc:  # patch, config or build failure of a recipe: its own exit status
-        print(f"uffdprobe: --kernel {spec.arg}: {exc}", file=sys.stderr)
+        reporter.say(f"--kernel {spec.arg}: {exc}")
         return int(exc.exit_code)
     stamp = file_identity(kernel)
     table = table_stream(outputs)
@@ -137,6 +140,7 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec" = None) -> int:
                  ktap_out.add if ktap_out else None)
     tail.start()
     kept_in = outputs.results_dir or run_dir / "channel" / "results"
+    reporter.update(run_dir=str(run_dir), console_log=str(run_dir / "console.log"))  # known before QEMU starts
 
     def progress(text: str) -> None:
         print(f"[vm] {text}", file=sys.stderr, flush=True)
@@ -150,15 +154,16 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec" = None) -> int:
     except VmInputError as exc:
         raise UsageError(str(exc)) from None
     except VmSetupError as exc:
-        print(f"uffdprobe: {exc}", file=sys.stderr)
+        reporter.say(str(exc))
         return Exit.SETUP
     except (Terminated, KeyboardInterrupt) as exc:
         tail.finish()
         how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
-        print(f"uffdprobe: {how}; {tail.seen} verdict(s) kept in {kept_in}", file=sys.stderr)
+        reporter.say(f"{how}; {tail.seen} verdict(s) kept in {kept_in}")
         return Exit.INTERRUPTED
     finally:
         tail.finish()  # what arrived since its last look, streamed on before any return
+    reporter.booted(result)
     if verbosity > 0:
         progress(f"run directory {result.run_dir}; QEMU: {' '.join(result.qemu_argv)}")
     channel = result.results_dir / "verdicts.jsonl"
@@ -181,12 +186,11 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec" = None) -> int:
     _keep_outputs(result.results_dir, outputs.results_dir)
     status = finish(results, request, table)
     if lost:
-        print(f"uffdprobe: CHANNEL_LOST: the guest lost its results channel (guest exit {result.exit_status}); "
-              f"{kept} verdict(s) kept, the rest only in the console log: {result.console_log}", file=sys.stderr)
+        reporter.say(f"CHANNEL_LOST: the guest lost its results channel (guest exit {result.exit_status}); "
+                     f"{kept} verdict(s) kept, the rest only in the console log: {result.console_log}")
         return Exit.NO_SPACE if result.exit_status == Exit.NO_SPACE else Exit.CHANNEL_LOST
     if result.outcome in OUTCOME_EXIT:
-        print(f"uffdprobe: {result.outcome}: {result.reason}; {kept} verdict(s) kept; "
-              f"console log: {result.console_log}", file=sys.stderr)
+        reporter.say(f"{result.outcome}: {result.reason}; {kept} verdict(s) kept; console log: {result.console_log}")
         return OUTCOME_EXIT[result.outcome]
     if status != Exit.OK:
         print(f"console log: {result.console_log}", file=sys.stderr)

@@ -14,12 +14,15 @@ from uffdprobe.results.expect import check, declared, expected_failure, failing,
 from uffdprobe.supervise import kselftest, supervisor
 from uffdprobe.exitcodes import Exit, UsageError
 from . import plan, selftests
+from .child_report import Reporter
 from .request import Outputs, RunRequest
 from uffdprobe.verdicts import Result, Verdict
 
 
-def run_on_host(request: RunRequest) -> int:
-    """`uffdprobe run` on the running kernel: probe, run the plan, write the outputs, choose the exit status."""
+def run_on_host(request: RunRequest, reporter: Optional[Reporter] = None) -> int:
+    """`uffdprobe run` on the running kernel: probe, run the plan, write the outputs, choose the exit status
+    (an error said also goes to `reporter`, the run's run.json)."""
+    reporter = reporter or Reporter(None)
     owed = plan.owed(request)  # bad scenario names and parameters refused before anything runs
     table = table_stream(request.outputs)
     said = swap.enable_guest_swap()  # in a guest uffdprobe booted: its swap disk, before the plan probes swap
@@ -44,8 +47,7 @@ def run_on_host(request: RunRequest) -> int:
             raise UsageError(str(exc)) from None
     status = finish(results, request, table)
     if kf.uffd_errno in (errno.EPERM, errno.EACCES):
-        print(f"uffdprobe: no userfaultfd permission, every scenario that needs it skipped: {kf.uffd_error}",
-              file=sys.stderr)
+        reporter.say(f"no userfaultfd permission, every scenario that needs it skipped: {kf.uffd_error}")
         return Exit.NO_UFFD_PERMISSION
     if lost:
         return Exit.NO_SPACE if lost.errno in (errno.ENOSPC, errno.EDQUOT) else Exit.CHANNEL_LOST

@@ -1,36 +1,25 @@
 """Fill a matrix: one `uffdprobe run` per kernel (host directly, others in one boot each), J at a time."""
 import concurrent.futures
 import json
-import os
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from uffdprobe.results import report
 from uffdprobe.results.matrix import KernelRun
-from uffdprobe.exitcodes import UsageError
 from uffdprobe.verdicts import Result, Verdict
 from uffdprobe.osutil import children
-from uffdprobe.osutil.files import write_atomic
-from . import plan, selftests
-from .kernel_arg import safe
+from . import child_report, plan
+from .engine import CellLost, Engine, child_limit, child_request, fresh_folder, kselftests
 from .kernels import HOST, Target, build, check_kernels, declare, owner, parse_expect
-from .request import Outputs, RunRequest
+from .request import RunRequest
 
 __all__ = ["HOST", "CellLost", "Target", "Runner", "build", "check_kernels", "child_request", "declare",
            "parse_expect", "planned", "run_all"]
 
 CONSOLE_EXCERPT_LINES = 40
-#: After SIGTERM a child gets this long to kill its QEMU and write its results before SIGKILL.
-TERM_GRACE_S = 20.0
-
-
-class CellLost(Exception):
-    """An engine lost a kernel's run (a cluster worker died, twice): the reason every owed verdict gets."""
 
 
 def planned(request: RunRequest, target: Optional[Target] = None) -> List[plan.Row]:
@@ -39,43 +28,25 @@ def planned(request: RunRequest, target: Optional[Target] = None) -> List[plan.R
     return plan.owed(request, kselftests(request, target))
 
 
-def kselftests(request: RunRequest, target: Optional[Target]) -> List[str]:
-    """The selftests a kernel runs: the matrix's --kselftest, then its recipe's kselftest list."""
-    return selftests.chosen(list(request.workload.kselftest) + list(target.kselftest if target else []))
-
-
-def child_request(target: Target, request: RunRequest, out: Path) -> RunRequest:
-    """The `uffdprobe run` one kernel of the matrix is given: its kernel, its selftests, what is declared
-    for it (the child judges, and says, what the matrix will), its results under `out`."""
-    return request.replace(workload={"kselftest": tuple(kselftests(request, target))},
-                           machine={"kernel": target.path},
-                           outputs=Outputs(json=str(out / "results.json"), results_dir=str(out),
-                                           verbosity=max(0, request.outputs.verbosity)),
-                           expect=tuple(f"{key}={verdict}" for key, verdict in sorted(target.expect.items())))
-
-
-def run_argv(target: Target, request: RunRequest, out: Path) -> List[str]:
-    """The `uffdprobe run` command line for one kernel, writing its results under `out`."""
-    return [sys.executable, "-m", "uffdprobe", "run", *child_request(target, request, out).to_argv()]
-
-
 class Runner:
-    """Runs kernels' `uffdprobe run` children, relays their lines with a prefix, stops them on request."""
+    """Runs a matrix's kernels one child each through an engine (default: this machine's), reads every
+    child's results back from its own folder, fills what it owes but never said."""
 
-    def __init__(self, request: RunRequest, work: Path, say: Callable[[str], None]):
+    def __init__(self, request: RunRequest, work: Path, say: Callable[[str], None], engine: Optional[Engine] = None):
+        from .engine_local import LocalEngine
         self.request, self.work, self.say = request, work, say
-        self.live: Dict[str, subprocess.Popen] = {}
+        self.engine: Engine = engine or LocalEngine(say)
         self.folders: Dict[str, Path] = {}  # label -> this run's fresh results folder
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
+        self.stopping = False
 
     def run_one(self, target: Target, index: str) -> KernelRun:
         """One kernel, start to finish, always ending in a KernelRun with a verdict for every planned run."""
-        out = self._fresh_folder(target)
+        out = fresh_folder(self.work, target)
+        self.folders[target.label] = out
         owed = planned(self.request, target)
         if target.build_error:
             return _filled(target, [], owed, Verdict.BUILD_FAIL, target.build_error, {})
-        if self.stopping.is_set():  # interrupted before it started: nothing to report
+        if self.stopping:  # interrupted before it started: nothing to report
             run = _filled(target, [], [], Verdict.ERROR, "interrupted before it started", {})
             run.complete = False
             return run
@@ -84,7 +55,7 @@ class Runner:
         self.say(f"{index} {target.label}: {what} (log: {log})")
         started, started_at = time.monotonic(), time.time()
         try:
-            status = self._child(target, out, log)
+            status = self.engine.run_child(target, self.request, out, log)
         except OSError as exc:  # the interpreter cannot be executed (permissions), no processes left, ...
             self.say(f"{index} {target.label}: cannot start uffdprobe run: {exc}")
             return _filled(target, [], owed, Verdict.ERROR, f"cannot start uffdprobe run: {exc}", {})
@@ -93,38 +64,22 @@ class Runner:
             return _filled(target, [], owed, Verdict.ERROR, str(exc), {"log": str(log)})
         took = time.monotonic() - started
         results = self._read_back(target, out, index)
-        boot = _boot_facts(log)
+        said = child_report.read(out)
+        boot = _boot_facts(said)
         boot.update(log=str(log), exit_status=status, seconds=round(took, 1), started_at=round(started_at, 3))
         if status is None:
-            reason = f"uffdprobe run did not finish within {self._limit():g}s: killed (log: {log})"
+            reason = f"uffdprobe run did not finish within {child_limit(self.request):g}s: killed (log: {log})"
         else:
-            said = _last_message(log)
-            reason = f"uffdprobe run ended (exit {status}) without this verdict{': ' + said if said else ''} " \
-                     f"(log: {log})"
+            reason = f"uffdprobe run ended (exit {status}) without this verdict" \
+                     f"{': ' + said.error if said.error else ''} (log: {log})"
         verdict = Verdict(boot["outcome"]) if boot.get("outcome") in Verdict.__members__ else Verdict.ERROR
-        if self.stopping.is_set():  # stopped: what it produced, no filler; the matrix says it was interrupted
+        if self.stopping:  # stopped: what it produced, no filler; the matrix says it was interrupted
             run = _filled(target, results, [], verdict, reason, boot)
             run.complete = False
             return run
         run = _filled(target, results, owed, verdict, boot.get("reason") or reason, boot)
         self.say(f"{index} {target.label}: done in {took:.1f}s: {report.summary(run.results)}")
         return run
-
-    def _fresh_folder(self, target: Target) -> Path:
-        """WORK/LABEL-HASH, or LABEL-HASH.2, .3, ... when an earlier run left one: never reused, never
-        shared by two kernels; kernel.json in it says whose it is."""
-        base = f"{safe(target.label)}-{target.key()}"
-        self.work.mkdir(parents=True, exist_ok=True)
-        for n in range(1, 10000):
-            out = self.work / (base if n == 1 else f"{base}.{n}")
-            try:
-                out.mkdir()
-            except FileExistsError:
-                continue
-            write_atomic(out / "kernel.json", json.dumps(owner(target), indent=1).encode())
-            self.folders[target.label] = out
-            return out
-        raise UsageError(f"{self.work}: 9999 results folders for {base} already; give another --results-dir")
 
     def _read_back(self, target: Target, out: Path, index: str = "") -> List[Result]:
         """The child's results from its folder, only after checking folder and results are this kernel's."""
@@ -147,64 +102,23 @@ class Runner:
         out = self.folders.get(target.label)
         if out is None:
             return None
-        run = _filled(target, self._read_back(target, out), [], Verdict.ERROR, "", _boot_facts(out / "run.log"))
+        run = _filled(target, self._read_back(target, out), [], Verdict.ERROR, "",
+                      _boot_facts(child_report.read(out)))
         run.complete = False
         return run
 
-    def _limit(self) -> float:
-        return self.request.limits.vm_timeout + 120.0
-
-    def _child(self, target: Target, out: Path, log: Path) -> Optional[int]:
-        """Run the child to its end (bounded); its exit status, or None when it had to be killed."""
-        with open(log, "w") as sink:
-            with self.lock:  # stop_all() sees every child started, or none starts after it
-                if self.stopping.is_set():
-                    return None
-                proc = subprocess.Popen(run_argv(target, self.request, out), stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                                        start_new_session=True,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1",
-                                             children.DIE_WITH_PARENT: str(os.getpid())})
-                self.live[target.label] = proc
-            relay = threading.Thread(target=self._relay, args=(proc, sink, target.label), daemon=True)
-            relay.start()
-            try:
-                status = proc.wait(timeout=self._limit())
-            except subprocess.TimeoutExpired:
-                children.stop(proc, grace=TERM_GRACE_S)
-                status = None
-            finally:
-                relay.join(5)
-                with self.lock:
-                    self.live.pop(target.label, None)
-        return status
-
-    def _relay(self, proc: subprocess.Popen, sink, label: str) -> None:
-        for line in proc.stdout:
-            sink.write(line)
-            sink.flush()
-            self.say(f"  {label} | {line.rstrip()}")
-
     def stop_all(self) -> None:
-        """Interrupted: ask every live child to stop (it kills its QEMU), then kill what is left.
-
-        The children are stopped side by side, so the whole stop takes one grace period, not one each."""
-        with self.lock:
-            self.stopping.set()
-            procs = list(self.live.values())
-        stoppers = [threading.Thread(target=children.stop, args=(p, TERM_GRACE_S), daemon=True) for p in procs]
-        for t in stoppers:
-            t.start()
-        for t in stoppers:
-            t.join(TERM_GRACE_S + 30)
+        """Interrupted: no kernel starts any more, and the engine stops every running child."""
+        self.stopping = True
+        self.engine.stop_all()
 
 
 def run_all(targets: List[Target], request: RunRequest, work: Path, jobs: int, say: Callable[[str], None],
             done: Dict[str, KernelRun], on_kernel: Optional[Callable[[KernelRun], None]] = None,
             runner: Optional[Runner] = None) -> List[KernelRun]:
     """Every target, `jobs` at a time, in the order given; finished ones land in `done` (and are given to
-    `on_kernel`) as they end. `runner` is the engine (default: children on this machine; a cluster's
-    comes from run/engine_dask.py).
+    `on_kernel`) as they end. `runner` runs each kernel (default: a Runner whose children run on
+    this machine; a cluster's comes from run/engine_dask.py).
 
     On Ctrl-C (or any error) every child is stopped and reaped before the exception goes on."""
     runner = runner or Runner(request, work, say)
@@ -252,39 +166,17 @@ def _read_results(out: Path) -> List[Result]:
     return report.read_jsonl(stream) if stream.exists() else []
 
 
-def _last_message(log: Path) -> str:
-    """The child's last `uffdprobe: ...` line (why it stopped: a full disk, a bad kernel), or ''."""
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    said = [x[len("uffdprobe: "):] for x in lines if x.startswith("uffdprobe: ")]
-    return said[-1] if said else ""
-
-
-def _boot_facts(log: Path) -> dict:
-    """From the child's log, the boot's run directory; from there outcome, timings, console excerpt."""
-    run_dir = None
-    try:
-        for line in log.read_text(errors="replace").splitlines():
-            if line.startswith("[vm]") and "console:" in line:
-                run_dir = Path(line.rsplit("console:", 1)[1].strip()).parent
-    except OSError:
-        return {}
-    if run_dir is None:
-        return {}
-    facts: dict = {"run_dir": str(run_dir), "console_log": str(run_dir / "console.log")}
-    try:
-        boot = json.loads((run_dir / "result.json").read_text())
-        facts.update({k: boot.get(k) for k in ("outcome", "reason", "timings", "accel", "panic_lines",
-                                                "kernel_identity", "transport")})
-    except (OSError, ValueError):
-        pass
-    try:
-        lines = (run_dir / "console.log").read_text(errors="replace").splitlines()
-        facts["console_excerpt"] = lines[-CONSOLE_EXCERPT_LINES:]
-    except OSError:
-        pass
+def _boot_facts(said: child_report.ChildReport) -> dict:
+    """What a child's run.json says of its boot, with the last lines of its console log."""
+    facts = said.facts()
+    facts.pop("error", None)
+    facts.pop("exit_status", None)  # the matrix's own view of the child's end goes in its place
+    if said.console_log:
+        try:
+            lines = Path(said.console_log).read_text(errors="replace").splitlines()
+            facts["console_excerpt"] = lines[-CONSOLE_EXCERPT_LINES:]
+        except OSError:
+            pass
     return facts
 
 

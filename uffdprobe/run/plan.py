@@ -41,10 +41,11 @@ def parameters(request: RunRequest, scenarios: Sequence[Scenario]) -> Dict[str, 
             out[key] = json.loads(value)
         except ValueError:
             out[key] = value
-    unknown = [k for k in out if not any(k in s.defaults for s in scenarios)]
-    if unknown:
-        raise UsageError(f"no chosen scenario has a parameter {', '.join(unknown)}; `uffdprobe list --all` "
-                         "shows them")
+    for pair in request.workload.param:
+        key = pair.partition("=")[0]
+        if not any(key in s.defaults for s in scenarios):
+            raise UsageError(f"--param {pair}: no chosen scenario has a parameter {key}; `uffdprobe list --all` "
+                             "shows them")
     return out
 
 
