@@ -17,7 +17,7 @@ from formats import valid_json
 
 from uffdprobe.kbuild.cache import COMPLETE
 from uffdprobe.osutil.files import sha256_file
-from uffdprobe.run.matrix import TERM_GRACE_S
+from uffdprobe.run.engine import TERM_GRACE_S
 from uffdprobe.vm import accel
 from uffdprobe.vm.leftovers import vm_processes
 from uffdprobe.vm.paths import cache_root
