@@ -98,8 +98,8 @@ def test_legend_questions_kernels_footer_and_marks(page):
     assert heads == ["the running kernel", recipes.load("stock").summary]
     assert browser.js("getComputedStyle(document.querySelector('td.cell')).cursor") == "pointer"
     footer = browser.js("document.getElementById('footer').innerText")
-    from uffdprobe.results.report import tool_version
-    assert f"uffdprobe {tool_version()}" in footer and "uffdprobe matrix --kernel host --kernel stock" in footer
+    import uffdprobe
+    assert f"uffdprobe {uffdprobe.version()}" in footer and "uffdprobe matrix --kernel host --kernel stock" in footer
     style = ("(sel => { const s = getComputedStyle(document.querySelector(sel));"
              " return [s.backgroundImage, s.boxShadow]; })")
     declared = browser.js(style + "('.legend .m-expected')")

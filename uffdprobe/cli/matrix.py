@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import List, Tuple
 
+import uffdprobe
 from uffdprobe.results import html as html_report, junit, ktap, report, table as matrix_table
 from uffdprobe.exitcodes import Exit
 from uffdprobe.results.matrix import Matrix
@@ -226,7 +227,7 @@ class KtapOutput:
         self.where, self.owed = where, owed
         self.stream = sys.stdout if where == "-" else open(where + ".partial", "w")
         self.top = ktap.Writer(self.stream, kernels,
-                               [f"uffdprobe {report.tool_version()}: {' '.join(sys.argv)}"])
+                               [f"uffdprobe {uffdprobe.version()}: {' '.join(sys.argv)}"])
 
     def kernel(self, k) -> None:
         ktap.write_kernel(self.top, k, self.owed)

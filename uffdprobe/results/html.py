@@ -7,7 +7,7 @@ from typing import Optional
 
 from . import evidence as evidence_view
 from .matrix import EXPECTED, FIXED, REGRESSION, UNEXPECTED, Cell, KernelRun, Matrix
-from .report import tool_version
+import uffdprobe
 from uffdprobe.verdicts import plain
 
 #: Background per verdict; the Chromium test reads these back from the rendered page.
@@ -199,7 +199,7 @@ generated {esc(time.strftime("%Y-%m-%d %H:%M:%S %Z"))}. Click a cell for its evi
 <tbody>{"".join(body)}</tbody></table>
 {_legend(marks)}
 <section id="detail"><p class="hint">Click a cell to see its evidence.</p></section>
-<footer id="footer">uffdprobe {esc(tool_version())} &middot; <code>{esc(command)}</code></footer>
+<footer id="footer">uffdprobe {esc(uffdprobe.version())} &middot; <code>{esc(command)}</code></footer>
 <script type="application/json" id="cells">{payload}</script>
 <script>{_JS}</script>
 </body></html>

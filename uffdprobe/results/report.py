@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 from typing import Iterable, List, TextIO, Union
 
+import uffdprobe
 from uffdprobe.verdicts import Result
 
 
@@ -44,19 +45,10 @@ SCHEMA_VERSION = 1
 SCHEMAS = Path(__file__).with_name("schemas")
 
 
-def tool_version() -> str:
-    """The installed uffdprobe's version, or 'unknown' when run from a tree that is not installed."""
-    from importlib import metadata
-    try:
-        return metadata.version("uffdprobe")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def document(kind: str, body: dict) -> dict:
     """A JSON output file: which format (`kind`: "results" or "matrix"), its schema version, the tool
-    version and the command line that wrote it, then `body`."""
-    return {"format": f"uffdprobe.{kind}", "schema_version": SCHEMA_VERSION, "uffdprobe_version": tool_version(),
+    version (uffdprobe.version(), as --version says it) and the command line that wrote it, then `body`."""
+    return {"format": f"uffdprobe.{kind}", "schema_version": SCHEMA_VERSION, "uffdprobe_version": uffdprobe.version(),
             "argv": list(sys.argv), **body}
 
 

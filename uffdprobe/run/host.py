@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import uffdprobe
 from uffdprobe.osutil import swap
 from uffdprobe.osutil.files import write_atomic
 from uffdprobe.uffd import features
@@ -105,7 +106,7 @@ def ktap_start(outputs: Outputs, plan: list, name: str, about: List[str]) -> Opt
     if not outputs.ktap:
         return None
     from uffdprobe.results import ktap
-    writer = ktap.Writer(sys.stdout, 1, [f"uffdprobe {report.tool_version()}: {' '.join(sys.argv)}"])
+    writer = ktap.Writer(sys.stdout, 1, [f"uffdprobe {uffdprobe.version()}: {' '.join(sys.argv)}"])
     return writer.kernel(name, plan, about)
 
 
