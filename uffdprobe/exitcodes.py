@@ -21,5 +21,23 @@ class Exit(enum.IntEnum):
     INTERRUPTED = 130     #: SIGINT/SIGTERM; everything produced so far is kept
 
 
-class UsageError(Exception):
+class UffdprobeError(Exception):
+    """An error uffdprobe expects: str() is one line saying what happened and what to do, `exit_code` the
+    status the command ends with. cli/main.py prints and maps every one of them, in one place."""
+
+    exit_code: int = Exit.SETUP
+
+    def __init__(self, message: str = "", exit_code: "int | None" = None):
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def context(self, what: str) -> "UffdprobeError":
+        """The same error (and exit status) with `what: ` before its message."""
+        return UffdprobeError(f"{what}: {self}", self.exit_code)
+
+
+class UsageError(UffdprobeError):
     """Bad input the user can fix: printed as one line, exit 2."""
+
+    exit_code = Exit.USAGE

@@ -8,10 +8,9 @@ from pathlib import Path
 
 from uffdprobe.bisect import git as bisect_git, step as bisect_step
 from uffdprobe.kbuild import cache as kbuild_cache, config as kbuild_config
-from uffdprobe.exitcodes import Exit
+from uffdprobe.exitcodes import Exit, UffdprobeError, UsageError
 from uffdprobe.run import guest as guest_run
-from uffdprobe.kbuild.errors import BadInput, KbuildError
-from uffdprobe.exitcodes import UsageError
+from uffdprobe.kbuild.errors import BadInput, BuildFailed, KbuildError
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.osutil import files
 from uffdprobe.verdicts import KERNEL_PROBLEMS
@@ -43,13 +42,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--timeout", type=float, default=0, metavar="S",
                    help="bound for git bisect run (default: per-step bound x (candidates + 2))")
     _common(p)
-    p.set_defaults(func=cmd_bisect)
+    p.set_defaults(func=cmd_bisect, error_prefix="uffdprobe bisect")
     s = sub.add_parser("bisect-step", help="one step for `git bisect run`: exit 0 good, 1 bad, 125 skip",
                        description=STEP_TEXT, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(s)
     s.add_argument("--role", default="bisect", help=argparse.SUPPRESS)
     s.error = _step_usage_error
-    s.set_defaults(func=cmd_step)
+    s.set_defaults(func=cmd_step, error_prefix="uffdprobe bisect-step")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -155,16 +154,22 @@ def cmd_step(args) -> int:
         spec = spec_of(args)
         _check_step_clean(spec.tree)
     except KbuildError as exc:
-        _step_usage_error(str(exc))
+        raise _step_error(str(exc)) from None
     return bisect_step.run_step(spec)
 
 
-def _step_usage_error(message: str):
+def _step_error(message: str) -> UffdprobeError:
     """Under git bisect run, exit 2 would mark every commit bad: a bad command line exits 128 there."""
-    inside = _bisecting(os.getcwd())
-    print(f"uffdprobe bisect-step: {message}" + (" (exit 128 stops git bisect run)" if inside else ""),
-          file=sys.stderr)
-    sys.exit(ABORT if inside else Exit.USAGE)
+    if _bisecting(os.getcwd()):
+        return UffdprobeError(f"{message} (exit 128 stops git bisect run)", ABORT)
+    return UffdprobeError(message, Exit.USAGE)
+
+
+def _step_usage_error(message: str):
+    """bisect-step's argparse error hook (it must not return): the line and status _step_error gives."""
+    error = _step_error(message)
+    print(f"uffdprobe bisect-step: {error}", file=sys.stderr)
+    sys.exit(error.exit_code)
 
 
 def _bisecting(path: str) -> bool:
@@ -192,15 +197,12 @@ def cmd_bisect(args) -> int:
         timeout = args.timeout or _default_timeout(spec, args.good, args.bad)
         result = driver.bisect(spec, args.good, args.bad, step_argv(spec), timeout)
     except driver.Interrupted as exc:
-        print(f"uffdprobe bisect: stopped ({exc}); the tree is back where it was; steps so far are in "
-              f"{spec.work / 'bisect.txt'}", file=sys.stderr)
-        return Exit.INTERRUPTED
-    except KbuildError as exc:
-        print(f"uffdprobe bisect: {exc}", file=sys.stderr)
-        return exc.exit_code if exc.exit_code != Exit.BUILD_FAILED else Exit.SETUP
+        raise UffdprobeError(f"stopped ({exc}); the tree is back where it was; steps so far are in "
+                             f"{spec.work / 'bisect.txt'}", Exit.INTERRUPTED) from None
+    except BuildFailed as exc:  # not a kernel verdict here: the bisection itself could not go on
+        raise UffdprobeError(str(exc), Exit.SETUP) from None
     except (OSError, subprocess.SubprocessError) as exc:
-        print(f"uffdprobe bisect: {exc}; the tree was reset", file=sys.stderr)
-        return Exit.SETUP
+        raise UffdprobeError(f"{exc}; the tree was reset") from None
     if result.first_bad:
         c = result.candidates[0]
         print(f"first bad commit: {c['commit']} {c['subject']}")

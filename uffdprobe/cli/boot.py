@@ -4,7 +4,7 @@ import argparse
 import json
 import sys
 
-from uffdprobe.exitcodes import Exit
+from uffdprobe.exitcodes import Exit, UffdprobeError
 from .vocab import deprecated
 from uffdprobe.vm.outcome import OUTCOME_EXIT
 
@@ -37,45 +37,33 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print the boot result as JSON on stdout (default: the guest command's output)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
-    p.set_defaults(func=run_boot)
+    p.set_defaults(func=run_boot, error_prefix="uffdprobe boot")
     return p
 
 
 def run_boot(args) -> int:
     """Handler of `boot`: returns the guest command's exit status or the outcome's exit code."""
     from uffdprobe.vm.boot import Terminated, boot
-    from uffdprobe.vm.errors import VmInputError, VmSetupError
-
     from uffdprobe.exitcodes import UsageError
-    from uffdprobe.kbuild.errors import KbuildError
     from uffdprobe.run import kernel_arg
 
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
     if not command:
-        return _fail("no guest command: use `boot KERNEL -- COMMAND [ARGS...]`", Exit.USAGE)
-    try:
-        spec = kernel_arg.resolve(args.kernel, option="boot")
-        if spec.kind == "host":
-            raise UsageError("boot host: the running kernel is not booted in QEMU; give a recipe, a bzImage "
-                             "or a .deb (run scenarios on the host with `uffdprobe run`)")
-        image = kernel_arg.bootable(spec, progress=not args.quiet)
-    except UsageError as exc:
-        return _fail(str(exc), Exit.USAGE)
-    except KbuildError as exc:
-        return _fail(str(exc), int(exc.exit_code))
+        raise UsageError("no guest command: use `boot KERNEL -- COMMAND [ARGS...]`")
+    spec = kernel_arg.resolve(args.kernel, option="boot")
+    if spec.kind == "host":
+        raise UsageError("boot host: the running kernel is not booted in QEMU; give a recipe, a bzImage "
+                         "or a .deb (run scenarios on the host with `uffdprobe run`)")
+    image = kernel_arg.bootable(spec, progress=not args.quiet)
     progress = None if args.quiet else (lambda msg: print(f"uffdprobe boot: {msg}", file=sys.stderr, flush=True))
     try:
         result = boot(image, command, timeout=args.timeout, silence_timeout=args.silence_timeout,
                       accel=None if args.accel == "auto" else args.accel, memory_mb=args.memory,
                       cpus=args.cpus, run_dir=args.run_dir, extra_append=args.append, progress=progress)
-    except VmInputError as exc:
-        return _fail(str(exc), Exit.USAGE)
-    except VmSetupError as exc:
-        return _fail(str(exc), Exit.SETUP)
     except (KeyboardInterrupt, Terminated):
-        return _fail("interrupted; QEMU stopped, files written so far are kept", Exit.INTERRUPTED)
+        raise UffdprobeError("interrupted; QEMU stopped, files written so far are kept", Exit.INTERRUPTED) from None
     if args.json:
         print(json.dumps(result.to_json(), indent=1))
     else:
@@ -92,8 +80,3 @@ def run_boot(args) -> int:
     print(f"uffdprobe boot: {result.outcome}: {result.reason}; console log: {result.console_log}",
           file=sys.stderr)
     return OUTCOME_EXIT[result.outcome]
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"uffdprobe boot: {message}", file=sys.stderr)
-    return code

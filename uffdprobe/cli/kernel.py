@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 from uffdprobe.kbuild import build as kbuild, recipes
-from uffdprobe.exitcodes import Exit
-from uffdprobe.kbuild.errors import KbuildError
+from uffdprobe.exitcodes import Exit, UffdprobeError, UsageError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -40,23 +39,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--base", default="tinyconfig", choices=sorted(recipes.BASES), help="base config target")
     b.add_argument("--jobs", "-j", type=int, default=None, help="make -j (default: CPUs + 1)")
     b.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
-    b.set_defaults(func=run_build)
+    b.set_defaults(func=run_build, error_prefix="uffdprobe kernel build")
 
     ls = sub.add_parser("list", parents=[common], help="list cached kernels", description="List the kernels in the cache.")
     ls.add_argument("--recipes", action="store_true",
                     help="list the recipes instead ($UFFDPROBE_RECIPES, ~/.config/uffdprobe/recipes, shipped)")
-    ls.set_defaults(func=run_list)
+    ls.set_defaults(func=run_list, error_prefix="uffdprobe kernel list")
 
     cl = sub.add_parser("clean", parents=[common], help="remove cached kernels", description="Remove built kernels from the cache.")
     cl.add_argument("--all", action="store_true", help="also remove unpacked sources and build workspaces")
-    cl.set_defaults(func=run_clean)
+    cl.set_defaults(func=run_clean, error_prefix="uffdprobe kernel clean")
     return kernel
 
 
 def run_build(args) -> int:
     """Handler of `kernel build`."""
     if args.recipe and (args.source or args.patch or args.config_fragment):
-        return _usage("give either a RECIPE or --source/--patch/--config-fragment, not both")
+        raise UsageError("give either a RECIPE or --source/--patch/--config-fragment, not both")
     try:
         if args.recipe:
             what = recipes.load(args.recipe)
@@ -66,12 +65,8 @@ def run_build(args) -> int:
                                     patches=tuple(Path(p) for p in args.patch), name="custom")
         with _terminate_as_interrupt():
             built = kbuild.build(what, progress=not args.quiet, cache_dir=args.cache_dir, jobs=args.jobs)
-    except KbuildError as exc:
-        print(f"uffdprobe kernel build: {exc}", file=sys.stderr)
-        return int(exc.exit_code)
     except KeyboardInterrupt:
-        print("uffdprobe kernel build: interrupted; the cache holds only complete kernels", file=sys.stderr)
-        return int(Exit.INTERRUPTED)
+        raise UffdprobeError("interrupted; the cache holds only complete kernels", Exit.INTERRUPTED) from None
     how = "cached" if built.cached else "built"
     if not args.quiet:
         print(f"kbuild [{built.identity.get('name')}]: {how} {built.identity.get('version')} "
@@ -102,11 +97,7 @@ def run_list(args) -> int:
 def run_clean(args) -> int:
     """Handler of `kernel clean`."""
     started = time.monotonic()
-    try:
-        removed = kbuild.clean(args.cache_dir, everything=args.all)
-    except KbuildError as exc:
-        print(f"uffdprobe kernel clean: {exc}", file=sys.stderr)
-        return int(exc.exit_code)
+    removed = kbuild.clean(args.cache_dir, everything=args.all)
     for path in removed:
         print(f"removed {path}", file=sys.stderr)
     print(f"kernel cache cleaned in {time.monotonic() - started:.1f} s", file=sys.stderr)
@@ -129,8 +120,3 @@ class _terminate_as_interrupt:
     @staticmethod
     def _raise(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _usage(message: str) -> int:
-    print(f"uffdprobe kernel build: {message}", file=sys.stderr)
-    return int(Exit.USAGE)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import uffdprobe
-from uffdprobe.exitcodes import Exit, UsageError
+from uffdprobe.exitcodes import Exit, UffdprobeError
 
 #: The module of uffdprobe.cli that adds each subcommand's parser, in the order --help lists them. Only the
 #: module of the subcommand asked for is imported: the guest's `uffdprobe run` pays for no matrix,
@@ -108,9 +108,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             return Exit.INTERRUPTED
     try:
         return int(args.func(args))
-    except UsageError as exc:
-        print(f"uffdprobe: {exc}", file=sys.stderr)
-        return Exit.USAGE
+    except UffdprobeError as exc:  # every expected error, of every stage: its one line and its exit status
+        print(f"{getattr(args, 'error_prefix', 'uffdprobe')}: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
     except KeyboardInterrupt:
         print("uffdprobe: interrupted; results written so far are kept", file=sys.stderr)
         return Exit.INTERRUPTED

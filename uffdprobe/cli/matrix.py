@@ -122,9 +122,7 @@ def _run_matrix(args: argparse.Namespace, targets, request: RunRequest, say, wor
     for t in targets:
         build(t, say)
     if any(planned(request, t) != owed for t in targets) or request.workload.kselftest:
-        built = _selftests(say)  # once, before the kernels' runs (which would each wait for the build)
-        if isinstance(built, int):
-            return built
+        _selftests(say)  # once, before the kernels' runs (which would each wait for the build)
     work.mkdir(parents=True, exist_ok=True)
     done: dict = {}
     started = time.monotonic()
@@ -168,15 +166,14 @@ def _run_matrix(args: argparse.Namespace, targets, request: RunRequest, say, wor
     return Exit.UNEXPECTED if unexpected else Exit.OK
 
 
-def _selftests(say):
-    """The mm selftests built (or found in the kernel cache); an exit status when that failed."""
+def _selftests(say) -> None:
+    """The mm selftests built (or found in the kernel cache); a KbuildError says why not."""
     from uffdprobe.kbuild import kselftest
     from uffdprobe.kbuild.errors import KbuildError
     try:
-        return kselftest.ensure(progress=say)
+        kselftest.ensure(progress=say)
     except KbuildError as exc:
-        _say(f"matrix: --kselftest: {exc}")
-        return int(exc.exit_code)
+        raise exc.context("--kselftest") from None
 
 
 def _write(m: Matrix, args: argparse.Namespace, work: Path,

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from uffdprobe.exitcodes import Exit, UsageError
+from uffdprobe.exitcodes import Exit, UffdprobeError, UsageError
 from uffdprobe.run import host
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.scenarios.registry import select
@@ -138,7 +138,6 @@ def check_results_dir(path: Optional[str]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from uffdprobe.kbuild.errors import KbuildError
     from uffdprobe.run.child_report import Reporter
     reporter = Reporter(args.results_dir)  # run.json: how this run went, for a matrix (or anyone) to read
     try:
@@ -148,13 +147,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             status = run_in_vm(request, spec, reporter)
         else:
             status = host.run_on_host(request, reporter)
-    except KbuildError as exc:
-        reporter.say(str(exc))
-        return int(exc.exit_code)
+    except UffdprobeError as exc:  # said, and mapped to its exit status, by cli.main
+        reporter.update(error=str(exc), exit_status=int(exc.exit_code))
+        raise
     except KeyboardInterrupt:
         reporter.update(error="interrupted")
         raise
-    except Exception as exc:  # said, and mapped to its exit status, by cli.main
+    except Exception as exc:  # said by cli.main
         reporter.update(error=str(exc) or type(exc).__name__)
         raise
     reporter.update(exit_status=status)
@@ -186,7 +185,7 @@ def run_request(args: argparse.Namespace):
         try:
             kselftest_dir = str(selftests.binaries(None))
         except KbuildError as exc:
-            raise type(exc)(f"--kselftest: {exc}") from None
+            raise exc.context("--kselftest") from None
     from uffdprobe.run import request
     return request.build(vars(args), scenarios=list(args.scenarios) + list(args.more_scenarios), exec=program,
                          exec_row=row, scenarios_from=scenarios_from, kselftest=kselftest,

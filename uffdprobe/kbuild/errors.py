@@ -1,8 +1,8 @@
 """Errors of the kernel builder; each carries the exit status (uffdprobe.exitcodes.Exit) it maps to."""
-from uffdprobe.exitcodes import Exit
+from uffdprobe.exitcodes import Exit, UffdprobeError
 
 
-class KbuildError(Exception):
+class KbuildError(UffdprobeError):
     """A kernel build that cannot go on; str() is one line saying what happened and what to do."""
 
     exit_code = Exit.SETUP

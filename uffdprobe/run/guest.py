@@ -117,7 +117,6 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec" = None, reporte
     spec = spec or kernel_arg.resolve(request.machine.kernel)
     check_visible_in_guest()  # before any kernel build
     from uffdprobe.vm.boot import Terminated, boot
-    from uffdprobe.vm.errors import VmInputError, VmSetupError
     from uffdprobe.osutil.files import usable_dir
     from uffdprobe.vm.paths import cache_root, new_run_dir
     from . import exec_row
@@ -129,8 +128,7 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec" = None, reporte
     try:
         kernel = kernel_arg.bootable(spec)
     except KbuildError as exc:  # patch, config or build failure of a recipe: its own exit status
-        reporter.say(f"--kernel {spec.arg}: {exc}")
-        return int(exc.exit_code)
+        raise exc.context(f"--kernel {spec.arg}") from None
     stamp = file_identity(kernel)
     table = table_stream(outputs)
     run_dir = new_run_dir(create=False)
@@ -151,11 +149,6 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec" = None, reporte
         result = boot(kernel, guest_argv(request), timeout=request.limits.vm_timeout, accel=request.machine.accel,
                       progress=progress if verbosity >= 0 else None, run_dir=run_dir,
                       extra_append=list(request.machine.append), **exec_row.boot_options(request))
-    except VmInputError as exc:
-        raise UsageError(str(exc)) from None
-    except VmSetupError as exc:
-        reporter.say(str(exc))
-        return Exit.SETUP
     except (Terminated, KeyboardInterrupt) as exc:
         tail.finish()
         how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
