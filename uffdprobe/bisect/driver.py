@@ -69,24 +69,23 @@ def _bisect_locked(spec, good, bad, good_ref, bad_ref, step_argv, timeout, start
               runs=spec.runs, bad_if=spec.bad_if, bad_verdicts=list(spec.bad_verdicts),
               candidates=bisect_git.count_between(tree, good, bad), work=str(spec.work))
     original = bisect_git.where(tree)
-    restore = _trap_termination()
-    try:
-        bisect_git.run(tree, "bisect", "start", bad, good)
-        _check_endpoint(spec, good, "check-good", bisect_step.GOOD, good_ref)
-        _check_endpoint(spec, bad, "check-bad", bisect_step.BAD, bad_ref)
-        bisect_git.run(tree, "bisect", "next")
-        output = _run_bisect(tree, step_argv, timeout)
-        first_bad, candidates = bisect_git.parse_outcome(output)
-        if not candidates:
-            raise SetupError("git bisect run ended without naming a commit: "
-                                        + (output.strip().splitlines()[-1:] or ["no output"])[0])
-        bisect_log = bisect_git.run(tree, "bisect", "log", check=False).stdout
-    except Interrupted as exc:
-        log.event("interrupted", reason=str(exc))
-        raise
-    finally:
-        bisect_git.reset(tree, original)
-        restore()
+    with children.signals_raise(Interrupted, (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)):
+        try:
+            bisect_git.run(tree, "bisect", "start", bad, good)
+            _check_endpoint(spec, good, "check-good", bisect_step.GOOD, good_ref)
+            _check_endpoint(spec, bad, "check-bad", bisect_step.BAD, bad_ref)
+            bisect_git.run(tree, "bisect", "next")
+            output = _run_bisect(tree, step_argv, timeout)
+            first_bad, candidates = bisect_git.parse_outcome(output)
+            if not candidates:
+                raise SetupError("git bisect run ended without naming a commit: "
+                                            + (output.strip().splitlines()[-1:] or ["no output"])[0])
+            bisect_log = bisect_git.run(tree, "bisect", "log", check=False).stdout
+        except Interrupted as exc:
+            log.event("interrupted", reason=str(exc))
+            raise
+        finally:
+            bisect_git.reset(tree, original)
     found = [{"commit": c, "subject": bisect_git.subject(tree, c)} for c in candidates]
     total = round(time.monotonic() - started, 2)
     log.event("result", first_bad=found[0] if first_bad else None, candidates=found, total_s=total,
@@ -146,11 +145,3 @@ def _stop(proc: subprocess.Popen) -> None:
     children.stop_group(proc, signal.SIGINT, grace=STOP_WAIT, wait_for_group=True)
 
 
-def _trap_termination():
-    """SIGTERM/SIGHUP (and SIGINT) raise Interrupted in the driver; returns the undo function."""
-    def handler(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
-
-    sigs = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-    old = {sig: signal.signal(sig, handler) for sig in sigs}
-    return lambda: [signal.signal(sig, h) for sig, h in old.items()]

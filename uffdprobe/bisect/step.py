@@ -4,7 +4,7 @@ git bisect run reads 0 as good, 1 as bad, 125 as skip and aborts on 128 or more;
 catches everything: a build, boot or harness failure is 125 (with the reason logged), and only
 Ctrl-C (SIGINT) becomes 130, which stops the bisection on purpose.
 """
-import signal
+import contextlib
 import sys
 import time
 import traceback
@@ -14,6 +14,7 @@ from typing import List
 
 from . import build as bisect_build, git as bisect_git
 from .log import BisectLog
+from uffdprobe.osutil import children
 from uffdprobe.kbuild.errors import BuildFailed, ConfigDropped, KbuildError
 from uffdprobe.verdicts import KERNEL_PROBLEMS, Verdict
 
@@ -134,25 +135,24 @@ def run_step(spec: StepSpec, standalone: bool = True) -> int:
     log = BisectLog(spec.work)
     record = {"role": spec.role, "commit": "?", "subject": "", "build_s": None, "compiled": 0,
               "boot_s": None, "runs": [], "reason": ""}
-    restore = _trap_termination() if standalone else (lambda: None)
-    try:
-        record["commit"] = bisect_git.head(spec.tree)
-        record["subject"] = bisect_git.subject(spec.tree, record["commit"])
-        _say(spec, f"{record['commit'][:12]} {record['subject']}: building")
-        code, reason = _build_boot_decide(spec, record)
-    except KeyboardInterrupt:
-        code, reason = STOP, "interrupted (Ctrl-C): the bisection stops"
-    except _Terminated as exc:
-        code, reason = SKIP, f"terminated by {exc}"
-    except BaseException as exc:  # anything else is an infrastructure problem: skip, never abort
-        if not standalone and _is_termination(exc):
-            code, reason = STOP, f"stopped by {exc}"
-        else:
-            code = SKIP
-            reason = f"infrastructure error: {type(exc).__name__}: {exc}".splitlines()[0][:300]
-            record["traceback"] = traceback.format_exc()[-2000:]
-    finally:
-        restore()
+    trap = children.signals_raise(_Terminated) if standalone else contextlib.nullcontext()
+    with trap:  # standalone: SIGTERM/SIGHUP skip the commit
+        try:
+            record["commit"] = bisect_git.head(spec.tree)
+            record["subject"] = bisect_git.subject(spec.tree, record["commit"])
+            _say(spec, f"{record['commit'][:12]} {record['subject']}: building")
+            code, reason = _build_boot_decide(spec, record)
+        except KeyboardInterrupt:
+            code, reason = STOP, "interrupted (Ctrl-C): the bisection stops"
+        except _Terminated as exc:
+            code, reason = SKIP, f"terminated by {exc}"
+        except BaseException as exc:  # anything else is an infrastructure problem: skip, never abort
+            if not standalone and _is_termination(exc):
+                code, reason = STOP, f"stopped by {exc}"
+            else:
+                code = SKIP
+                reason = f"infrastructure error: {type(exc).__name__}: {exc}".splitlines()[0][:300]
+                record["traceback"] = traceback.format_exc()[-2000:]
     record.update(code=code, decision={GOOD: "good", BAD: "bad", SKIP: "skip"}.get(code, "stop"), reason=reason,
                   step_s=round(time.monotonic() - started, 2))
     try:
@@ -199,12 +199,3 @@ def _say(spec: StepSpec, text: str) -> None:
 def _is_termination(exc: BaseException) -> bool:
     """The VM runner's (or the driver's) signal exception, which in-process means "stop"."""
     return type(exc).__name__ in ("Terminated", "Interrupted")
-
-
-def _trap_termination():
-    """SIGTERM/SIGHUP raise _Terminated in the step (skip, not abort); returns the undo function."""
-    def handler(signum, frame):
-        raise _Terminated(signal.Signals(signum).name)
-
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    return lambda: [signal.signal(sig, h) for sig, h in old.items()]

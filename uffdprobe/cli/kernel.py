@@ -7,13 +7,12 @@ fragment option; 5 the build failed; 6 the cache's disk is full; 130 interrupted
 and reaped, locks released, nothing half-installed).
 """
 import argparse
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 from uffdprobe.kbuild import build as kbuild, recipes
+from uffdprobe.osutil import children
 from uffdprobe.exitcodes import Exit, UffdprobeError, UsageError
 
 
@@ -63,7 +62,7 @@ def run_build(args) -> int:
             fragments = tuple(Path(f) for f in args.config_fragment) or (kbuild.DEFAULT_FRAGMENT,)
             what = kbuild.BuildSpec(source=args.source or "", base=args.base, fragments=fragments,
                                     patches=tuple(Path(p) for p in args.patch), name="custom")
-        with _terminate_as_interrupt():
+        with children.signals_raise(KeyboardInterrupt):  # make's process group is killed and reaped
             built = kbuild.build(what, progress=not args.quiet, cache_dir=args.cache_dir, jobs=args.jobs)
     except KeyboardInterrupt:
         raise UffdprobeError("interrupted; the cache holds only complete kernels", Exit.INTERRUPTED) from None
@@ -102,21 +101,3 @@ def run_clean(args) -> int:
         print(f"removed {path}", file=sys.stderr)
     print(f"kernel cache cleaned in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return int(Exit.OK)
-
-
-class _terminate_as_interrupt:
-    """While building, SIGTERM/SIGHUP raise KeyboardInterrupt so make's process group is killed and reaped."""
-
-    def __enter__(self):
-        self.old = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGHUP):
-                self.old[sig] = signal.signal(sig, self._raise)
-
-    def __exit__(self, *exc):
-        for sig, handler in self.old.items():
-            signal.signal(sig, handler)
-
-    @staticmethod
-    def _raise(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")

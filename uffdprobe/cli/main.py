@@ -1,5 +1,6 @@
 """The uffdprobe command line: one subcommand per job, each returning an Exit status."""
 import argparse
+import contextlib
 import errno
 import importlib
 import json
@@ -99,15 +100,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if program is not None:
         args.exec = program
-    from uffdprobe.osutil.children import DIE_WITH_PARENT, die_with_parent, sigterm_as_ctrl_c
+    from uffdprobe.osutil.children import DIE_WITH_PARENT, die_with_parent, signals_raise
     parent = os.environ.pop(DIE_WITH_PARENT, "")
-    if parent.isdigit():
-        signal.signal(signal.SIGTERM, sigterm_as_ctrl_c)  # stop as on Ctrl-C: scenario children and QEMU too
-        if not die_with_parent(int(parent)):
-            print("uffdprobe: the matrix that started this run is gone; not starting", file=sys.stderr)
-            return Exit.INTERRUPTED
-    try:
-        return int(args.func(args))
+    if parent.isdigit() and not die_with_parent(int(parent)):
+        print("uffdprobe: the matrix that started this run is gone; not starting", file=sys.stderr)
+        return Exit.INTERRUPTED
+    try:  # a matrix's child stops on SIGTERM as on Ctrl-C: scenario children and QEMU too
+        with signals_raise(KeyboardInterrupt, (signal.SIGTERM,)) if parent.isdigit() else contextlib.nullcontext():
+            return int(args.func(args))
     except UffdprobeError as exc:  # every expected error, of every stage: its one line and its exit status
         print(f"{getattr(args, 'error_prefix', 'uffdprobe')}: {exc}", file=sys.stderr)
         return int(exc.exit_code)

@@ -127,27 +127,24 @@ def _run_matrix(args: argparse.Namespace, targets, request: RunRequest, say, wor
     done: dict = {}
     started = time.monotonic()
     ktap_out = KtapOutput(args.ktap, len(targets), owed) if args.ktap else None
-    old = signal.signal(signal.SIGTERM, children.sigterm_as_ctrl_c) if _main_thread() else None
-    try:
-        kernels = run_all(targets, request, work, len(targets) if engine else min(args.jobs, len(targets)), say,
-                          done, ktap_out.kernel if ktap_out else None,
-                          engine.runner(request, work, say) if engine else None)
-        if ktap_out:
-            ktap_out.finish()
-    except KeyboardInterrupt:
-        kept = Matrix([done[t.label] for t in targets if t.label in done], complete=False)
-        written, problems, _ = _write(kept, args, work, interrupted=True)
-        finished = [k.label for k in kept.kernels if k.complete]
-        partial = [f"{k.label} ({len(k.results)})" for k in kept.kernels if not k.complete]
-        stopped = [t.label for t in targets if t.label not in finished]
-        _say(f"matrix: interrupted; {len(finished)} finished kernel(s)"
-             f"{' and the verdicts so far of ' + ', '.join(partial) if partial else ''} written (marked incomplete) "
-             f"to {', '.join(written) or 'nothing'}; stopped: {', '.join(stopped) or 'none'}"
-             f"{'; ' + '; '.join(problems) if problems else ''}")
-        return Exit.INTERRUPTED
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
+    with children.signals_raise(KeyboardInterrupt, (signal.SIGTERM,)):  # SIGTERM stops as Ctrl-C
+        try:
+            kernels = run_all(targets, request, work, len(targets) if engine else min(args.jobs, len(targets)), say,
+                              done, ktap_out.kernel if ktap_out else None,
+                              engine.runner(request, work, say) if engine else None)
+            if ktap_out:
+                ktap_out.finish()
+        except KeyboardInterrupt:
+            kept = Matrix([done[t.label] for t in targets if t.label in done], complete=False)
+            written, problems, _ = _write(kept, args, work, interrupted=True)
+            finished = [k.label for k in kept.kernels if k.complete]
+            partial = [f"{k.label} ({len(k.results)})" for k in kept.kernels if not k.complete]
+            stopped = [t.label for t in targets if t.label not in finished]
+            _say(f"matrix: interrupted; {len(finished)} finished kernel(s)"
+                 f"{' and the verdicts so far of ' + ', '.join(partial) if partial else ''} written (marked incomplete) "
+                 f"to {', '.join(written) or 'nothing'}; stopped: {', '.join(stopped) or 'none'}"
+                 f"{'; ' + '; '.join(problems) if problems else ''}")
+            return Exit.INTERRUPTED
     m = Matrix(kernels)
     written, unwritten, full = _write(m, args, work)
     if args.html and str(args.html) in written:
@@ -236,8 +233,3 @@ class KtapOutput:
         os.fsync(self.stream.fileno())
         self.stream.close()
         os.replace(self.where + ".partial", self.where)
-
-
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-

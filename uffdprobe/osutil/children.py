@@ -29,9 +29,24 @@ def _prepare_child(parent: int):
         os._exit(1)
 
 
-def sigterm_as_ctrl_c(signum, frame):
-    """A SIGTERM handler: stop as on Ctrl-C (KeyboardInterrupt), so the same cleanup runs."""
-    raise KeyboardInterrupt
+@contextlib.contextmanager
+def signals_raise(exception: type, sigs=(signal.SIGTERM, signal.SIGHUP)):
+    """While inside, each of `sigs` raises exception(SIGNAL_NAME) in the main thread, so the cleanup that
+    Ctrl-C runs (stop and reap children, keep what was written) runs for it too; the handlers before are
+    back on leaving. Main thread only (elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise exception(signal.Signals(signum).name)
+
+    old = {sig: signal.signal(sig, handler) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
 
 
 def die_with_parent(parent_pid: int, sig=signal.SIGTERM) -> bool:

@@ -5,16 +5,14 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from uffdprobe.exitcodes import UsageError
-from uffdprobe.osutil import datafiles
+from uffdprobe.osutil import children, datafiles
 from uffdprobe.osutil.files import disk_full, usable_dir
 from . import accel as accelmod
 from . import console, outcome, qemu, shares
@@ -104,12 +102,9 @@ def boot(kernel, argv, *, timeout: float = 300, silence_timeout: float = 120, ac
     While it runs (main thread only) SIGTERM/SIGHUP raise Terminated; QEMU is killed on every exit path.
     """
     _check_args(argv, timeout, silence_timeout, memory_mb, cpus)
-    restore = _trap_termination()
-    try:
+    with children.signals_raise(Terminated):
         return _boot(kernel, list(argv), timeout, silence_timeout, accel, memory_mb, cpus, run_dir,
                      extra_append, cache_dir, progress, scratch_mb, hung_task_s)
-    finally:
-        restore()
 
 
 def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_dir, extra_append,
@@ -226,18 +221,6 @@ def _check_args(argv, timeout, silence_timeout, memory_mb, cpus):
         raise VmInputError("memory_mb must be at least 128 and cpus at least 1")
     if not os.access(GUEST_INIT, os.X_OK) or " " in str(GUEST_INIT):
         raise VmSetupError(f"{GUEST_INIT} must be executable and its path free of spaces")
-
-
-def _trap_termination():
-    """In the main thread, turn SIGTERM/SIGHUP into Terminated; return a function undoing it."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum, frame):
-        raise Terminated(f"signal {signum}")
-
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    return lambda: [signal.signal(sig, h) for sig, h in old.items()]
 
 
 def _marker_progress(progress):
