@@ -194,7 +194,7 @@ def nobody_python():
             shutil.copytree(Path(module.__file__).parent, site / Path(module.__file__).parent.name, ignore=ignore)
         import _cffi_backend
         shutil.copy2(_cffi_backend.__file__, site)
-        for dirpath, dirnames, filenames in os.walk(top):
+        for dirpath, _dirnames, filenames in os.walk(top):
             os.chmod(dirpath, 0o755)
             for name in filenames:
                 os.chmod(os.path.join(dirpath, name), 0o644 | (os.stat(os.path.join(dirpath, name)).st_mode & 0o111))
