@@ -4,7 +4,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import uffdprobe
 from uffdprobe.osutil import swap
@@ -18,6 +18,9 @@ from . import plan, selftests
 from .child_report import Reporter
 from .request import Outputs, RunRequest
 from uffdprobe.verdicts import Result, Verdict
+
+if TYPE_CHECKING:
+    from uffdprobe.results.ktap import KernelTest
 
 
 def run_on_host(request: RunRequest, reporter: Optional[Reporter] = None) -> int:
