@@ -2,7 +2,6 @@
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 

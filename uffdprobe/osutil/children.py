@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional, Tuple
 
 PR_SET_PDEATHSIG = 1
 #: Set by `uffdprobe matrix` to its pid for each run child: the child stops when the matrix dies.
@@ -30,7 +30,8 @@ def _prepare_child(parent: int):
 
 
 @contextlib.contextmanager
-def signals_raise(exception: type, sigs=(signal.SIGTERM, signal.SIGHUP)):
+def signals_raise(exception: Callable[[str], BaseException],
+                  sigs: Tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
     """While inside, each of `sigs` raises exception(SIGNAL_NAME) in the main thread, so the cleanup that
     Ctrl-C runs (stop and reap children, keep what was written) runs for it too; the handlers before are
     back on leaving. Main thread only (elsewhere nothing changes)."""
@@ -38,7 +39,7 @@ def signals_raise(exception: type, sigs=(signal.SIGTERM, signal.SIGHUP)):
         yield
         return
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: object) -> None:
         raise exception(signal.Signals(signum).name)
 
     old = {sig: signal.signal(sig, handler) for sig in sigs}

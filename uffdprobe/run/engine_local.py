@@ -48,6 +48,7 @@ class LocalEngine:
         return status
 
     def _relay(self, proc: subprocess.Popen, sink, label: str) -> None:
+        assert proc.stdout is not None  # started with stdout=PIPE
         for line in proc.stdout:
             sink.write(line)
             sink.flush()

@@ -95,7 +95,7 @@ def run_rows(request: RunRequest, kernel: Dict[str, object], scratch_dir: Option
         env[SCRATCH_DIR_ENV] = scratch_dir
     results = []
     for i in range(1, work.runs + 1):
-        r = workload.run_program(work.exec_row, list(work.exec), kernel, limits(request), cwd=scratch_dir, env=env)
+        r = workload.run_program(work.program_row, list(work.exec), kernel, limits(request), cwd=scratch_dir, env=env)
         if work.runs > 1:
             r.params["run"] = i
         on_result(r)

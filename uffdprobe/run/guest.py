@@ -110,11 +110,10 @@ def file_identity(kernel: str) -> dict:
         return {}
 
 
-def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec" = None, reporter: Optional[Reporter] = None) -> int:
+def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Optional[Reporter] = None) -> int:
     """`run --kernel K` for a K that is not the host: build it if it is a recipe, boot, run, report (how
     the boot went also to `reporter`, the run's run.json)."""
     reporter = reporter or Reporter(None)
-    spec = spec or kernel_arg.resolve(request.machine.kernel)
     check_visible_in_guest()  # before any kernel build
     from uffdprobe.vm.boot import Terminated, boot
     from uffdprobe.osutil.files import usable_dir

@@ -74,7 +74,7 @@ def owed(request: RunRequest, kselftests: Optional[Sequence[str]] = None) -> Lis
     memory = request.workload.memory
     rows: List[Row] = []
     if request.workload.exec is not None:
-        rows += [(request.workload.exec_row, NO_MEMORY, run) for run in _runs(request)]
+        rows += [(request.workload.program_row, NO_MEMORY, run) for run in _runs(request)]
     for run in _runs(request):
         for s in scenarios:
             _merged(s, params)

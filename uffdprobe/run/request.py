@@ -6,6 +6,7 @@ A field that is a command-line option names it in its metadata (`option`); to_ar
 that differs from its default, so a new run option is one field here plus its add_argument in cli/run.py
 (whose dest is the field's name)."""
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -32,6 +33,13 @@ class Workload:
     scenarios_from: Tuple[str, ...] = _option("--scenarios-from", ())
     exec_row: Optional[str] = _option("--exec-label")
     exec: Optional[Tuple[str, ...]] = _option(None, program=True)  # the --exec program and its arguments
+
+    @property
+    def program_row(self) -> str:
+        """The --exec program's row name: --exec-label, else the program's file name ('' without --exec)."""
+        if self.exec is None:
+            return ""
+        return self.exec_row or os.path.basename(self.exec[0])
 
     @property
     def exec_only(self) -> bool:
@@ -134,9 +142,9 @@ def build(values: Mapping[str, Any], **overrides: Any) -> RunRequest:
     `overrides` (by field name) taking precedence; lists become tuples, absent names (and None values)
     keep the default, but an override of None sets None."""
     given: Dict[str, Any] = {**{k: v for k, v in values.items() if v is not None}, **overrides}
-    parts = {}
+    parts: Dict[str, Any] = {}
     for name, kind in (("workload", Workload), ("limits", Limits), ("machine", Machine), ("outputs", Outputs)):
-        fields = {}
+        fields: Dict[str, Any] = {}
         for f in dataclasses.fields(kind):
             if f.name in given:
                 value = given[f.name]

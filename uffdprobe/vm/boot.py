@@ -94,7 +94,7 @@ def kernel_append(initrd: bool, transport: str, timeout: float, silence_timeout:
     return " ".join(parts + keep_visible() + list(extra))
 
 
-def boot(kernel, argv, *, timeout: float = 300, silence_timeout: float = 120, accel: str = None,
+def boot(kernel, argv, *, timeout: float = 300, silence_timeout: float = 120, accel: Optional[str] = None,
          memory_mb: int = 1024, cpus: int = 2, run_dir=None, extra_append=(), cache_dir=None,
          progress=None, scratch_mb: int = SCRATCH_MB, hung_task_s: Optional[int] = None) -> BootResult:
     """Boot kernel (bzImage, vmlinuz or linux-image .deb), run argv in it, and return the BootResult.
