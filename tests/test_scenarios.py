@@ -198,3 +198,21 @@ def test_kernel_spin_is_hang_then_killed(kf, target, live_children):
     assert res.evidence["exit"]["killed"] is True
     assert res.duration_s < 30
     assert not live_children()
+
+
+def test_built_in_scenarios_use_the_public_watched():
+    """The built-ins announce blocking calls through scenarios.api.watched (unwatched however the call
+    ends), as users are told to; ctx.watch()/unwatch() by hand is left to watched itself."""
+    import ast
+    from pathlib import Path
+    from uffdprobe.scenarios import api, context
+    assert api.watched is context.watched
+    by_hand = []
+    for path in Path(context.__file__).parent.glob("*.py"):
+        if path.name == "context.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("watch", "unwatch") \
+                    and isinstance(node.value, ast.Name) and node.value.id == "ctx":
+                by_hand.append(f"{path.name}:{node.lineno}")
+    assert not by_hand

@@ -7,9 +7,6 @@ A file given to --scenarios-from (or a module named in the entry point group `uf
 defines SCENARIOS, a list of Scenario rows; each row's run(ctx) executes in its own supervised child
 and returns an Outcome.
 """
-import contextlib
-from typing import Iterator, Optional
-
 from uffdprobe.uffd import memory, pagemap
 from uffdprobe.uffd.errors import UffdError
 from uffdprobe.uffd.flags import Feature, PageFaultFlag, RegisterMode
@@ -18,7 +15,7 @@ from uffdprobe.uffd.messages import PageFault, as_data
 from uffdprobe.uffd.userfaultfd import Userfaultfd
 from uffdprobe.verdicts import Outcome, Verdict
 from .common import Bounded, read_exactly, reap
-from .context import ScenarioContext
+from .context import ScenarioContext, watched
 from .memkinds import KINDS, SkipScenario, allocate, thp_size
 from .registry import Scenario
 from .sources import ENTRY_POINT_GROUP, KNOWN_NEEDS
@@ -28,17 +25,3 @@ __all__ = ["Scenario", "ScenarioContext", "Outcome", "Verdict", "SkipScenario", 
            "Userfaultfd", "UffdError", "Feature", "RegisterMode", "PageFault", "PageFaultFlag", "as_data",
            "memory", "pagemap", "Mapping", "PAGE_SIZE", "mmap_anonymous", "gettid",
            "Bounded", "read_exactly", "reap"]
-
-
-@contextlib.contextmanager
-def watched(ctx: ScenarioContext, what: str, pid: Optional[int] = None,
-            tid: Optional[int] = None) -> Iterator[None]:
-    """Around a call that may block on a uffd fault: the supervisor's hang timer runs while it does (a
-    task blocked in handle_userfault longer than --hang-timeout is HANG, with evidence, then rescued
-    through the uffd given to ctx.hand_over). Without it, a blocked call ends as ERROR at the scenario
-    timeout."""
-    ctx.watch(what, pid=pid, tid=tid)
-    try:
-        yield
-    finally:
-        ctx.unwatch()

@@ -1,8 +1,9 @@
 """The scenario child's side of the supervisor channel: hand over the uffd, announce blocking calls."""
+import contextlib
 import json
 import os
 import socket
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 from uffdprobe.uffd import memory
 from uffdprobe.uffd.userfaultfd import Userfaultfd
@@ -51,3 +52,17 @@ class ScenarioContext:
     def finish(self, verdict: str, reason: str, evidence: Dict[str, Any]) -> None:
         self._send({"type": "result", "verdict": verdict, "reason": reason,
                     "evidence": {**self.evidence, **evidence}})
+
+
+@contextlib.contextmanager
+def watched(ctx: ScenarioContext, what: str, pid: Optional[int] = None,
+            tid: Optional[int] = None) -> Iterator[None]:
+    """Around a call that may block on a uffd fault: the supervisor's hang timer runs while it does (a
+    task blocked in handle_userfault longer than --hang-timeout is HANG, with evidence, then rescued
+    through the uffd given to ctx.hand_over); unwatched however the call ends. Without it, a blocked call
+    ends as ERROR at the scenario timeout."""
+    ctx.watch(what, pid=pid, tid=tid)
+    try:
+        yield
+    finally:
+        ctx.unwatch()

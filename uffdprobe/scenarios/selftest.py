@@ -5,7 +5,7 @@ import subprocess
 import time
 
 from uffdprobe.verdicts import Outcome, Verdict
-from .context import ScenarioContext
+from .context import ScenarioContext, watched
 from .memkinds import SkipScenario
 
 
@@ -17,19 +17,18 @@ def run_kernel_spin(ctx: ScenarioContext) -> Outcome:
     dst = os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)
     buf = None
     try:
-        ctx.watch("1 GiB sendfiles from /dev/zero, over and over")
-        end = time.monotonic() + float(ctx.params.get("spin_for_s", 120.0))
-        while time.monotonic() < end:
-            if buf is None:
-                try:
-                    os.sendfile(dst, src, None, 1 << 30)
-                    continue
-                except OSError as exc:  # before 6.2 /dev/zero cannot splice: EINVAL
-                    if exc.errno != errno.EINVAL:
-                        raise
-                    buf = bytearray(64 << 20)
-            os.readv(src, [buf])  # 64 MiB cleared by the kernel a call
-        ctx.unwatch()
+        with watched(ctx, "1 GiB sendfiles from /dev/zero, over and over"):
+            end = time.monotonic() + float(ctx.params.get("spin_for_s", 120.0))
+            while time.monotonic() < end:
+                if buf is None:
+                    try:
+                        os.sendfile(dst, src, None, 1 << 30)
+                        continue
+                    except OSError as exc:  # before 6.2 /dev/zero cannot splice: EINVAL
+                        if exc.errno != errno.EINVAL:
+                            raise
+                        buf = bytearray(64 << 20)
+                os.readv(src, [buf])  # 64 MiB cleared by the kernel a call
     finally:
         os.close(src), os.close(dst)
     return Outcome(Verdict.PASS, "the spin ended by itself before the supervisor judged it")

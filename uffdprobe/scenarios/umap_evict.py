@@ -10,7 +10,7 @@ from uffdprobe.uffd.flags import Feature, RegisterMode
 from uffdprobe.uffd.memory import MMAN, PAGE_SIZE
 from uffdprobe.uffd.userfaultfd import Userfaultfd
 from uffdprobe.verdicts import Outcome, Verdict
-from .context import ScenarioContext
+from .context import ScenarioContext, watched
 from .memkinds import SkipScenario
 from .umap_buffer import WORDS, PageBuffer, checksums, fill_store, name_thread, open_store, still_registered
 
@@ -49,27 +49,26 @@ def _run_threads(ctx: ScenarioContext, buf: PageBuffer, n_evictors: int, passes:
                             args=(buf.base, buf.n_pages * WORDS, passes, seed, done))
     for t in [handler, *evictors]:
         t.start()
-    ctx.watch("umap-evict workload")
-    started = time.monotonic()
-    work.start()
-    last = None
-    while work.is_alive() and time.monotonic() - started < timeout_s:
-        work.join(0.25)
-        now = dict(buf.counters)
-        if now != last:  # only real movement restarts the supervisor's hang timer
-            ctx.progress(**now)
-            last = now
-    done["elapsed_s"] = round(time.monotonic() - started, 3)
-    if work.is_alive():
-        buf._fail(f"workload did not finish within {timeout_s:g}s")
-        work.join(10.0)
-    buf.stop.set()
-    with buf.cond:
-        buf.cond.notify_all()
-    for t in [handler, *evictors]:
-        t.join(5.0)
-    done["stuck_threads"] = [t.name for t in [work, handler, *evictors] if t.is_alive()]
-    ctx.unwatch()
+    with watched(ctx, "umap-evict workload"):
+        started = time.monotonic()
+        work.start()
+        last = None
+        while work.is_alive() and time.monotonic() - started < timeout_s:
+            work.join(0.25)
+            now = dict(buf.counters)
+            if now != last:  # only real movement restarts the supervisor's hang timer
+                ctx.progress(**now)
+                last = now
+        done["elapsed_s"] = round(time.monotonic() - started, 3)
+        if work.is_alive():
+            buf._fail(f"workload did not finish within {timeout_s:g}s")
+            work.join(10.0)
+        buf.stop.set()
+        with buf.cond:
+            buf.cond.notify_all()
+        for t in [handler, *evictors]:
+            t.join(5.0)
+        done["stuck_threads"] = [t.name for t in [work, handler, *evictors] if t.is_alive()]
     return done
 
 

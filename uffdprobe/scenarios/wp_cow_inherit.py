@@ -9,7 +9,7 @@ import os
 from uffdprobe.uffd import pagemap
 from uffdprobe.verdicts import Outcome, Verdict
 from .common import PATTERN, fork_reader, page_flags, read_exactly, reap, wp_page
-from .context import ScenarioContext
+from .context import ScenarioContext, watched
 from .wp_real_write import trap_real_write
 
 
@@ -20,10 +20,9 @@ def run(ctx: ScenarioContext) -> Outcome:
     try:
         shared = pagemap.read(m.addr)[0]
         ctx.note("pagemap_shared", page_flags(shared))
-        ctx.watch("process_vm_readv of the shared write-protected page", pid=pid)
-        os.write(go_w, b"G")
-        got = read_exactly(data_r, len(PATTERN), ctx.params.get("reader_timeout_s", 60.0))
-        ctx.unwatch()
+        with watched(ctx, "process_vm_readv of the shared write-protected page", pid=pid):
+            os.write(go_w, b"G")
+            got = read_exactly(data_r, len(PATTERN), ctx.params.get("reader_timeout_s", 60.0))
         after = pagemap.read(m.addr)[0]
         copied = shared.pfn != after.pfn if shared.pfn and after.pfn else None
         ctx.note("pagemap_after_gup", page_flags(after))

@@ -12,7 +12,7 @@ from uffdprobe.uffd.messages import as_data
 from uffdprobe.uffd.memory import PAGE_SIZE
 from uffdprobe.verdicts import Outcome, Verdict
 from .common import PATTERN, fork_reader, page_flags, read_exactly, reap, wp_page
-from .context import ScenarioContext
+from .context import ScenarioContext, watched
 from .wp_real_write import trap_real_write
 
 
@@ -38,9 +38,8 @@ def run_vmsplice(ctx: ScenarioContext) -> Outcome:
     uffd, m = wp_page(ctx)
     r, w = os.pipe()
     try:
-        ctx.watch("vmsplice")
-        n = memory.vmsplice(w, m.addr, len(PATTERN))
-        ctx.unwatch()
+        with watched(ctx, "vmsplice"):
+            n = memory.vmsplice(w, m.addr, len(PATTERN))
         got = read_exactly(r, n, 5.0)
     finally:
         os.close(r), os.close(w)
@@ -61,9 +60,8 @@ def run_odirect(ctx: ScenarioContext) -> Outcome:
     fd, offset, cleanup = _open_target(ctx.odirect_target)
     try:
         with memory.mmap_anonymous(PAGE_SIZE) as back:
-            ctx.watch("O_DIRECT pwrite")
-            memory.pwrite_from(fd, m.addr, PAGE_SIZE, offset)
-            ctx.unwatch()
+            with watched(ctx, "O_DIRECT pwrite"):
+                memory.pwrite_from(fd, m.addr, PAGE_SIZE, offset)
             memory.pread_into(fd, back.addr, PAGE_SIZE, offset)
             got = back.read(0, len(PATTERN))
     finally:
@@ -79,10 +77,9 @@ def run_process_vm_readv(ctx: ScenarioContext) -> Outcome:
     memory.madvise(m.addr, m.length, "MADV_DONTFORK")
     pid, go, data = fork_reader(os.getpid(), m.addr, len(PATTERN))
     try:
-        ctx.watch("process_vm_readv", pid=pid)
-        os.write(go, b"G")
-        got = read_exactly(data, len(PATTERN), ctx.params.get("reader_timeout_s", 60.0))
-        ctx.unwatch()
+        with watched(ctx, "process_vm_readv", pid=pid):
+            os.write(go, b"G")
+            got = read_exactly(data, len(PATTERN), ctx.params.get("reader_timeout_s", 60.0))
     finally:
         os.close(go), os.close(data)
         status = reap(pid)

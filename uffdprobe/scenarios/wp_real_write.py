@@ -4,7 +4,7 @@ from uffdprobe.uffd.flags import PageFaultFlag, names
 from uffdprobe.uffd.messages import PageFault, as_data
 from uffdprobe.verdicts import Outcome, Verdict
 from .common import PATTERN, Bounded, page_flags, wp_page
-from .context import ScenarioContext
+from .context import ScenarioContext, watched
 
 SECRET_WRITE = b"written-by-cpu"
 
@@ -36,9 +36,8 @@ def trap_real_write(ctx: ScenarioContext, uffd, m, wait_s: float = 2.0) -> Outco
 
 def run(ctx: ScenarioContext) -> Outcome:
     uffd, m = wp_page(ctx)
-    ctx.watch("CPU read of the write-protected page")
-    data = m.read(0, len(PATTERN))
-    ctx.unwatch()
+    with watched(ctx, "CPU read of the write-protected page"):
+        data = m.read(0, len(PATTERN))
     spurious = uffd.wait(0.2)
     if data != PATTERN or spurious:
         return Outcome(Verdict.ERROR, "a CPU read of the protected page trapped or read wrong bytes",
@@ -56,7 +55,6 @@ def run_self_deadlock(ctx: ScenarioContext) -> Outcome:
         # Test-only knob (proves flaky detection): in these runs a helper thread writes while this
         # thread stays the reader, so the real fault is answered and the run ends PASS, not HANG.
         return trap_real_write(ctx, uffd, m)
-    ctx.watch("CPU write by the only uffd reader")
-    m.write(0, SECRET_WRITE)
-    ctx.unwatch()
+    with watched(ctx, "CPU write by the only uffd reader"):
+        m.write(0, SECRET_WRITE)
     return Outcome(Verdict.PASS, "the write completed: nobody trapped it (or it was rescued)")
