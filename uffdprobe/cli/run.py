@@ -48,7 +48,7 @@ def add_parsers(sub) -> None:
                    help="boot this kernel in QEMU and run there: a recipe name or .toml path, a bzImage/vmlinuz "
                         "or a linux-image .deb, optionally LABEL=KERNEL; 'host' runs on the running kernel")
     add_accel(p)
-    p.add_argument("--append", action="append", default=[], metavar="ARG", type=kernel_arg,
+    p.add_argument("--append", action="append", default=[], metavar="ARG", type=kernel_cmdline_arg,
                    help="with --kernel: an extra kernel command-line argument, e.g. transparent_hugepage=never")
     p.add_argument("--vm-timeout", type=_seconds, default=900.0, metavar="S",
                    help="overall limit for the boot and every scenario in it (default 900)")
@@ -69,7 +69,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def kernel_arg(text: str) -> str:
+def kernel_cmdline_arg(text: str) -> str:
     """argparse type for --append: one kernel argument that leaves the harness's own ones alone."""
     if not text or text.split() != [text] or text.startswith(("uffdprobe.", "init=", "rdinit=", "root=")):
         raise argparse.ArgumentTypeError(f"{text!r}: give one kernel argument without spaces; uffdprobe.*, "
