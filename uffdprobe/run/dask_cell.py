@@ -25,7 +25,7 @@ MAX_SHIPPED_BYTES = 16 << 20
 
 
 @dataclass
-class Cell:
+class KernelTask:
     """What a worker needs to run one kernel: its target facts (the file comes separately, by hash)."""
     token: str
     label: str
@@ -54,7 +54,7 @@ def worker_readiness() -> dict:
     return {"version": uffdprobe.__version__, "missing": missing}
 
 
-def run_on_worker(cell: Cell, image: bytes) -> dict:
+def run_on_worker(task: KernelTask, image: bytes) -> dict:
     """One kernel's `uffdprobe run` child on this worker, as the local Runner runs it; returns its files.
 
     Anything that goes wrong before the child runs comes back as {"error": ...}, never as a lost task."""
@@ -64,30 +64,30 @@ def run_on_worker(cell: Cell, image: bytes) -> dict:
 
     def say(line: str) -> None:
         with contextlib.suppress(Exception):
-            worker.log_event(PROGRESS, {"matrix": cell.token, "line": line})
+            worker.log_event(PROGRESS, {"matrix": task.token, "line": line})
 
     try:
-        kernel = _stored_image(image, cell.sha256, cell.name)
-        work = Path(tempfile.mkdtemp(prefix="uffdprobe-cell-"))
+        kernel = _stored_image(image, task.sha256, task.name)
+        work = Path(tempfile.mkdtemp(prefix="uffdprobe-task-"))
     except OSError as exc:
         return {**facts, "error": f"cannot store the kernel file: {exc}"}
     try:
         engine = LocalEngine(say)
-        target = Target(cell.label, path=str(kernel), sha256=cell.sha256, identity=dict(cell.identity),
-                        expect=dict(cell.expect), given=cell.given)
+        target = Target(task.label, path=str(kernel), sha256=task.sha256, identity=dict(task.identity),
+                        expect=dict(task.expect), given=task.given)
         out = fresh_folder(work, target)
         log = out / "run.log"
-        if cell.attempt > 1:
-            say(f"  {cell.label} | attempt {cell.attempt} on worker {worker.address} ({facts['host']})")
+        if task.attempt > 1:
+            say(f"  {task.label} | attempt {task.attempt} on worker {worker.address} ({facts['host']})")
         finished = threading.Event()
         try:  # made here: a task's thread has the worker's client, the watcher's thread would not
-            stop = distributed.Event(cell.stop, client=distributed.get_client())
+            stop = distributed.Event(task.stop, client=distributed.get_client())
         except Exception as exc:
             return {**facts, "error": f"cannot watch the matrix's stop event: {first_line(exc)}"}
         watcher = threading.Thread(target=_stop_when_asked, args=(stop, engine, finished), daemon=True)
         watcher.start()
         try:
-            status = engine.run_child(target, cell.request, out, log)
+            status = engine.run_child(target, task.request, out, log)
         except OSError as exc:
             return {**facts, "error": f"cannot start uffdprobe run: {exc}"}
         finally:

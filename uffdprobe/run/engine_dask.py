@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Optional
 
 from uffdprobe.exitcodes import UsageError
 from uffdprobe.osutil.files import sha256_file, write_atomic
-from .dask_cell import PROGRESS, Cell, first_line, run_on_worker, worker_readiness
+from .dask_cell import PROGRESS, KernelTask, first_line, run_on_worker, worker_readiness
 from .engine import TERM_GRACE_S, CellLost, child_limit
 from .engine_local import LocalEngine
 from .kernels import Target
@@ -183,8 +183,9 @@ class DaskChildren:
         distributed = _dask()
         with self.lock:
             self.started += 1
-        cell = Cell(self.token, target.label, target.given, target.sha256 or sha256_file(Path(target.path)),
-                    Path(target.path).name, dict(target.identity), dict(target.expect), request, self.stop_name)
+        task = KernelTask(self.token, target.label, target.given, target.sha256 or sha256_file(Path(target.path)),
+                          Path(target.path).name, dict(target.identity), dict(target.expect), request,
+                          self.stop_name)
         died: List[str] = []
         for attempt in range(1, 4):  # two worker deaths end it; a file lost with a dead worker costs one more
             try:
@@ -195,14 +196,14 @@ class DaskChildren:
                 reason = f"cannot ship the kernel file to the cluster: {first_line(exc)}"
                 write_atomic(log, f"uffdprobe: {reason}\n".encode())
                 raise CellLost(reason) from None
-            cell.attempt = attempt
+            task.attempt = attempt
             with self.lock:
                 if self.stopping.is_set():
                     return None
                 others = [w for w in self.client.scheduler_info(n_workers=-1)["workers"] if w not in died]
                 where = {"workers": others, "allow_other_workers": True} if died and others else {}
                 # a retry prefers the other workers, but is not pinned to them should they go too
-                fut = self.client.submit(run_on_worker, cell, image, resources={VM: 1}, pure=False,
+                fut = self.client.submit(run_on_worker, task, image, resources={VM: 1}, pure=False,
                                          key=f"uffdprobe-{target.label}-{self.token}-{attempt}", **where)
                 self.futures[target.label] = fut
             try:
