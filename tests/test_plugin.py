@@ -99,7 +99,7 @@ def test_self_deadlock(uffd_verdict):
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--uffd-runs", "3", "--uffd-expect",
                                            "selftest-self-deadlock=HANG", "--uffd-param",
                                            "selftest_helper_write_runs=[2]", timeout=240)
-    result.stdout.fnmatch_lines(["*FIXED*HANG 2/3, PASS 1/3*"])
+    result.stdout.fnmatch_lines(["*FLAKY HANG*HANG 2/3, PASS 1/3*"])
     assert result.parseoutcomes()["failed"] == 1
 
 

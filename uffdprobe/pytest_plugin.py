@@ -189,8 +189,8 @@ def uffd_verdict(request, uffd_kernel: Kernel) -> Verdict:
     verdict = Verdict(uffd_kernel, cell)
     _record_kernel(request, uffd_kernel)
     request.node.stash[_EVIDENCE] = verdict.evidence_text()
-    from uffdprobe.results.expect import BAD
-    if cell.expected in BAD:
+    from uffdprobe.results.expect import declares_bad
+    if declares_bad(cell.expected):
         request.node.add_marker(pytest.mark.xfail(
             strict=True, raises=DeclaredProblem,
             reason=f"{uffd_kernel.label} is declared to {cell.expected} on {cell.scenario}"))
