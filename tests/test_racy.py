@@ -6,7 +6,6 @@ FLAKY with counts, and is judged by 'at least K in N' declarations.
 import os
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from uffdprobe.osutil import datafiles
-from uffdprobe.results.expect import SEPARATOR, VERDICTS, parse as parse_declaration, split_key
+from uffdprobe.results.expect import SEPARATOR, parse as parse_declaration, split_key
 
 from .errors import BadInput
 
@@ -135,7 +135,7 @@ def _from_dict(data: dict, path: Path) -> Recipe:
 
 def check_expect(expect: dict, where: str) -> None:
     """BadInput naming the first key whose scenario does not exist or whose memory kind that scenario
-    does not run on, or the first value that is not one of VERDICTS. Keys: SCENARIO or SCENARIO/MEMORY."""
+    does not run on, or the first value expect.parse refuses. Keys: SCENARIO or SCENARIO/MEMORY."""
     from uffdprobe.scenarios.registry import SCENARIOS
     from uffdprobe.scenarios.memkinds import NO_MEMORY
     from uffdprobe.scenarios.rows import is_program_row
