@@ -115,3 +115,26 @@ def test_runs_of_a_real_race_are_flaky_with_counts(tmp_path):
 
     proc, c, _ = matrix(tmp_path)
     assert (c["verdict"], c["mark"]) == ("FLAKY", "UNEXPECTED") and proc.returncode == 7, c["counts"]
+
+
+def test_list_shows_the_race():
+    proc = uffdprobe("list", "--scenarios-from", USER_FILE)
+    assert proc.returncode == 0, proc.stderr
+    assert f"  racy: p_hit {RACE.p_hit:g} per try (measured on {RACE.measured_on}); up to {RACE.tries} tries" \
+        in proc.stdout
+
+
+@pytest.mark.parametrize("race, words", [
+    ("Race(p_hit=0, measured_on='x')", "Race.p_hit must be a probability in (0, 1]"),
+    ("Race(p_hit=0.5, measured_on='')", "Race.measured_on must say where p_hit was measured"),
+    ("Race(p_hit=0.5, measured_on='x', tries=0)", "Race needs tries >= 1"),
+    ("{'p_hit': 0.5}", "race must be a Race(p_hit, measured_on, tries, seconds)"),
+])
+def test_a_bad_race_is_one_line_exit_2(tmp_path, race, words):
+    mine = tmp_path / "bad_race.py"
+    mine.write_text("from uffdprobe.scenarios.api import Outcome, Race, Scenario, Verdict\n"
+                    "SCENARIOS = [Scenario('bad-race', 'Does it refuse a bad race?', "
+                    f"lambda ctx: Outcome(Verdict.PASS, 'x'), race={race})]\n")
+    proc = uffdprobe("list", "--scenarios-from", mine)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and words in lines[0], proc.stderr
