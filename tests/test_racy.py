@@ -138,3 +138,22 @@ def test_a_bad_race_is_one_line_exit_2(tmp_path, race, words):
     proc = uffdprobe("list", "--scenarios-from", mine)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and words in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("declared, helper_runs, status, line", [
+    ("HANG>=1/3", "[3]", 0, None),
+    ("HANG>=3/3", "[3]", 7, "FLAKY HANG: selftest-self-deadlock[anon-4k]: expected HANG>=3/3, got HANG 2/3, PASS 1/3"),
+    ("HANG", "[3]", 7, "FLAKY HANG: selftest-self-deadlock[anon-4k]: expected HANG, got HANG 2/3, PASS 1/3"),
+    ("HANG>=1/3", "[1, 2, 3]", 7, "FIXED: selftest-self-deadlock[anon-4k]: expected HANG>=1/3, got PASS 3/3"),
+])
+def test_run_judges_its_runs_together(declared, helper_runs, status, line):
+    """`run --runs 3` of the real self-deadlock, a helper thread answering it in the runs listed: the
+    runs of one scenario and memory kind are judged together, as a matrix cell is."""
+    proc = uffdprobe("run", "selftest-self-deadlock", "--runs", 3, "--param", f"selftest_helper_write_runs={helper_runs}",
+                     "--expect", f"selftest-self-deadlock={declared}")
+    assert proc.returncode == status, proc.stdout + proc.stderr
+    if line:
+        assert line in proc.stdout
+    else:
+        assert "declared, so expected: selftest-self-deadlock[anon-4k] HANG, selftest-self-deadlock[anon-4k] HANG\n" \
+            in proc.stdout

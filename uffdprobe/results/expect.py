@@ -8,7 +8,7 @@ happens). 'HANG>=K/N' declares a racy defect: at least K HANG runs in N, the oth
 Every consumer (run, matrix, JUnit, the pytest plugin) asks `judge`, `cell_mark` and `failing`.
 """
 import re
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from uffdprobe.scenarios.memkinds import ALL_KINDS, NO_MEMORY
 from uffdprobe.verdicts import KERNEL_PROBLEMS, Result, Verdict
@@ -148,20 +148,36 @@ def failing(mark: str) -> bool:
     return mark in FAILING or mark.startswith(FLAKY + " ")
 
 
-def expected_failure(expected: Optional[str], mark: str) -> bool:
-    """A declared bad verdict that happened: an xfail, exit 0."""
-    return mark == EXPECTED and declares_bad(expected)
+def expected_failure(expected: Optional[str], mark: str, verdicts: Sequence[Verdict] = ()) -> bool:
+    """A declared bad verdict that happened: an xfail, exit 0. Given the runs' verdicts, only when one of
+    them is a kernel problem (the PASS runs of a 'HANG>=K/N' cell are as declared, but no xfail)."""
+    return mark == EXPECTED and declares_bad(expected) and \
+        (not verdicts or any(v.is_kernel_problem for v in verdicts))
 
 
 def check(expect: Dict[str, str], results: List[Result], memory: Optional[str] = None) -> List[str]:
-    """One line per result the rule fails (only `memory` kinds when given); [] when all hold."""
-    problems = []
+    """One line per (scenario, memory) whose runs the rule fails (only `memory` kinds when given), its
+    runs counted when there are several; [] when all hold."""
+    groups: Dict[Tuple[str, str], List[Result]] = {}
     for r in results:
-        if memory and r.memory != memory:
+        if not memory or r.memory == memory:
+            groups.setdefault((r.scenario, r.memory), []).append(r)
+    problems = []
+    for (scenario, kind), runs in groups.items():
+        want = declared(expect, scenario, kind)
+        mark = cell_mark(want, [r.verdict for r in runs])
+        if not failing(mark):
             continue
-        want = declared(expect, r.scenario, r.memory)
-        mark = judge(want, r.verdict)
-        if failing(mark):
-            problems.append(f"{mark}: {r.scenario}[{r.memory}]: {'expected ' + want if want else 'nothing declared'}"
-                            f", got {r.verdict.value}: {r.reason}")
+        worst_run = next((r for r in runs if failing(judge(want, r.verdict))), runs[0])
+        got = runs[0].verdict.value if len(runs) == 1 else ", ".join(
+            f"{v} {n}/{len(runs)}" for v, n in _tally(runs))
+        problems.append(f"{mark}: {scenario}[{kind}]: {'expected ' + want if want else 'nothing declared'}"
+                        f", got {got}: {worst_run.reason}")
     return problems
+
+
+def _tally(runs: List[Result]) -> List[Tuple[str, int]]:
+    counts: Dict[str, int] = {}
+    for r in runs:
+        counts[r.verdict.value] = counts.get(r.verdict.value, 0) + 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])

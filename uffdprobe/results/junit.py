@@ -83,7 +83,8 @@ def _outcome(c: Cell) -> str:
     """'failure', 'error', 'skipped' or 'passed'."""
     if c.unexpected:
         return "error" if all(r.verdict in _HARNESS for r in c.results) else "failure"
-    if all(r.verdict is Verdict.SKIP for r in c.results) or expected_failure(c.expected, c.mark):
+    verdicts = [r.verdict for r in c.results]
+    if all(r.verdict is Verdict.SKIP for r in c.results) or expected_failure(c.expected, c.mark, verdicts):
         return "skipped"
     return "passed"
 
@@ -100,7 +101,7 @@ def _case(c: Cell, k: KernelRun, outcome: str) -> ET.Element:
     if outcome in ("failure", "error"):
         fail = ET.SubElement(case, outcome, type=c.mark, message=f"{c.mark}: {declared}, got {c.label}")
         fail.text = "\n".join(f"run {r.params.get('run', 1)}: {r.verdict.value}: {r.reason}" for r in c.results)
-    elif outcome == "skipped" and expected_failure(c.expected, c.mark):
+    elif outcome == "skipped" and expected_failure(c.expected, c.mark, [r.verdict for r in c.results]):
         ET.SubElement(case, "skipped", type="expected-failure",
                       message=f"expected failure: {declared}, got {c.label}")
     elif outcome == "skipped":
