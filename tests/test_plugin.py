@@ -103,6 +103,26 @@ def test_self_deadlock(uffd_verdict):
     assert result.parseoutcomes()["failed"] == 1
 
 
+@pytest.mark.parametrize("helper_runs, outcome", [("[2]", "xfailed"), ("[1, 2, 3]", "failed")])
+def test_racy_declaration_over_runs(pytester, helper_runs, outcome):
+    """'HANG>=1/3' over three real runs: a HANG in some of them is the declared problem (xfail); none in
+    all three is FIXED, a failure (no XPASS needed: the PASS runs alone were as declared)."""
+    pytester.makepyfile(test_user='''
+import pytest
+
+@pytest.mark.uffd_scenario("selftest-self-deadlock")
+def test_self_deadlock(uffd_verdict):
+    uffd_verdict.check()
+''')
+    pytester.makeini("[pytest]\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--uffd-runs", "3", "--uffd-expect",
+                                           "selftest-self-deadlock=HANG>=1/3", "--uffd-param",
+                                           f"selftest_helper_write_runs={helper_runs}", timeout=240)
+    assert result.parseoutcomes() == {outcome: 1}, result.stdout.str()[-2000:]
+    if outcome == "failed":
+        result.stdout.fnmatch_lines(["*FIXED*PASS*"])
+
+
 def test_bad_kernel_is_a_usage_error(pytester):
     pytester.makepyfile(test_user=USER_TESTS)
     result = pytester.runpytest_subprocess("--uffd-kernel", "no-such-kernel", timeout=60)
