@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from formats import valid_json, valid_junit
+from formats import kunit_parse, kunit_py, valid_json, valid_junit
 
 ROOT = Path(__file__).resolve().parent.parent
 USER_FILE = ROOT / "tests" / "user_scenarios" / "racy_touch.py"
@@ -107,6 +107,10 @@ def test_runs_of_a_real_race_are_flaky_with_counts(tmp_path):
     assert case.find("failure").get("type") == "FLAKY FAIL" and label in case.find("failure").get("message")
     ktap = out["ktap"].read_text()
     assert all(f"user-racy-touch.anon-4k.run{i}" in ktap for i in (1, RUNS))
+    assert "# race: hit on try " in ktap and f"# race: no hit in {TRIES} of {TRIES} tries" in ktap
+    if kunit_py():
+        parsed = kunit_parse(ktap, tmp_path)
+        assert f"Ran {RUNS} tests" in parsed["summary"], parsed["proc"].stdout[-2000:]
     assert 'data-mark="FLAKY FAIL"' in out["html"].read_text()
 
     proc, c, _ = matrix(tmp_path, "--expect", f"user-racy-touch=FAIL>=1/{RUNS}")
