@@ -111,7 +111,8 @@ def test_runs_of_a_real_race_are_flaky_with_counts(tmp_path):
     if kunit_py():
         parsed = kunit_parse(ktap, tmp_path)
         assert f"Ran {RUNS} tests" in parsed["summary"], parsed["proc"].stdout[-2000:]
-    assert 'data-mark="FLAKY FAIL"' in out["html"].read_text()
+    page = out["html"].read_text()
+    assert 'data-mark="FLAKY FAIL"' in page and "FLAKY FAIL: declared FAIL, which only some runs showed" in page
 
     proc, c, _ = matrix(tmp_path, "--expect", f"user-racy-touch=FAIL>=1/{RUNS}")
     assert (c["verdict"], c["mark"], c["expected"]) == ("FLAKY", "expected", f"FAIL>=1/{RUNS}"), c["counts"]

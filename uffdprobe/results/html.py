@@ -31,8 +31,8 @@ VERDICT_WORDS = {"PASS": "the kernel behaved", "SKIP": "the kernel lacks a featu
 #: The mark words a cell shows under its verdict, and what they mean ('' shows no word).
 MARK_WORDS = {EXPECTED: "as declared for this kernel (a declared bad verdict is hatched)",
               REGRESSION: "worse than declared", FIXED: "better than declared (the declaration is out of date)",
-              "FLAKY": "FLAKY V: declared V, which only some runs showed: it still happens, so keep the "
-                       "declaration (or declare it racy, V>=K/N)",
+              "FLAKY": "declared {verdict}, which only some runs showed: it still happens, so keep the "
+                       "declaration (or declare it racy, {verdict}>=K/N)",
               UNEXPECTED: "a bad verdict nothing declares for this kernel, scenario and memory kind, "
                           "or neither as declared nor a kernel verdict, or no answer at all"}
 _GOOD = {"PASS", "SKIP"}
@@ -147,6 +147,12 @@ def _mark_class(mark: str) -> str:
     return mark.replace(" ", "-")
 
 
+def _mark_meaning(mark: str) -> str:
+    """What a mark means; 'FLAKY HANG' names its verdict."""
+    head, _, verdict = mark.partition(" ")
+    return MARK_WORDS[mark] if mark in MARK_WORDS else MARK_WORDS.get(head, mark).format(verdict=verdict)
+
+
 def _mark_word(mark: str) -> str:
     return {"undeclared": "", EXPECTED: "expected"}.get(mark, mark)
 
@@ -158,7 +164,7 @@ def _legend(marks: set) -> str:
     shown = [EXPECTED, REGRESSION, FIXED, UNEXPECTED] + \
         sorted(m for m in marks if m not in (EXPECTED, REGRESSION, FIXED, UNEXPECTED, "undeclared"))
     rows = [f"<dt><span class=\"chip v-HANG m-{esc(_mark_class(m))} bad\">HANG <small>{esc(_mark_word(m))}</small></span></dt>"
-            f"<dd>{esc(_mark_word(m))}: {esc(MARK_WORDS.get(m, MARK_WORDS.get(m.split(' ')[0], m)))}</dd>" for m in shown]
+            f"<dd>{esc(_mark_word(m))}: {esc(_mark_meaning(m))}</dd>" for m in shown]
     rows.append("<dt><span class=\"chip v-PASS m-undeclared\">PASS</span></dt>"
                 "<dd>no word: PASS or SKIP with nothing declared for this kernel, scenario and memory kind</dd>")
     return (f"<div class=\"legend\" id=\"legend\"><dl>{verdicts}</dl>"
