@@ -129,6 +129,8 @@ def test_list_shows_the_race():
         in proc.stdout
 
 
+@pytest.mark.reliability("a user scenario whose Race is malformed (p_hit outside (0, 1], no measurement, no "
+                         "tries, not a Race)", "one line naming the problem, exit 2, nothing run")
 @pytest.mark.parametrize("race, words", [
     ("Race(p_hit=0, measured_on='x')", "Race.p_hit must be a probability in (0, 1]"),
     ("Race(p_hit=0.5, measured_on='')", "Race.measured_on must say where p_hit was measured"),
