@@ -1,7 +1,8 @@
 """Racy triggers on the running kernel (issue 26): a user scenario whose trigger is a genuine two-thread race
 (tests/user_scenarios/racy_touch.py) repeats it within the row's budget and says which try hit, or how
 many it made and the miss probability they leave; a matrix of many runs of it alternates for real, shows
-FLAKY with counts, and is judged by 'at least K in N' declarations.
+FLAKY with counts, and is judged by 'at least K in N' declarations. One test boots `stock` to show the
+budget (--param) and the try of a hang travel through a guest.
 """
 import os
 import subprocess
@@ -164,3 +165,22 @@ def test_run_judges_its_runs_together(declared, helper_runs, status, line):
     else:
         assert "declared, so expected: selftest-self-deadlock[anon-4k] HANG, selftest-self-deadlock[anon-4k] HANG\n" \
             in proc.stdout
+
+
+@pytest.mark.vm
+@pytest.mark.timeout(1800)  # `stock` may have to be built cold
+def test_in_a_guest_the_budget_and_the_try_travel(tmp_path):
+    """Booted Debian 6.1 (`stock`): --param reaches the racy rows in the guest (300 tries, all missed, the
+    miss probability from the row's p_hit), and a hang inside a try is caught there and names the try."""
+    out = tmp_path / "g.json"
+    proc = uffdprobe("run", "--kernel", "stock", "--scenarios-from", USER_FILE, "user-racy-touch", "user-hang-on-try",
+                     "--param", "toucher=after-copy", "--param", "tries=300", "--json", out, "--vm-timeout", 900,
+                     timeout=1700)
+    assert proc.returncode == 1, proc.stdout + proc.stderr   # the HANG nothing declares
+    results = {r["scenario"]: r for r in valid_json(out, "results")["results"]}
+    touch, hang = results["user-racy-touch"], results["user-hang-on-try"]
+    assert touch["kernel"]["release"].startswith("6.1.")
+    assert touch["verdict"] == "PASS" and touch["evidence"]["race"]["tries_made"] == 300, touch["reason"]
+    assert touch["evidence"]["race"]["miss_probability"] == pytest.approx((1 - RACE.p_hit) ** 300)
+    assert hang["verdict"] == "HANG" and hang["reason"].endswith("(hung on try 3 of 300)"), hang["reason"]
+    assert hang["evidence"]["hang"]["blocked_tasks"][0]["wchan"] == "handle_userfault"
