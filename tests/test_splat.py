@@ -24,6 +24,7 @@ from formats import valid_json  # tests/ is on sys.path (rootdir conftest, no pa
 from uffdprobe.osutil import kmsg
 from uffdprobe.scenarios.rows import KERNEL_LOG_ROW
 from uffdprobe.supervise.splat import SplatWatch
+from uffdprobe.uffd import programs
 from uffdprobe.verdicts import Result, Verdict
 
 HERE = Path(__file__).resolve().parent / "splat"
@@ -160,21 +161,23 @@ def _assert_warn(r: dict) -> None:
 def _assert_oops(r: dict) -> None:
     assert r["verdict"] == "OOPS", r["reason"]
     splat = r["evidence"]["splat"]
-    assert splat["first"].startswith("kernel BUG at kernel/sys.c"), splat
+    assert splat["first"].startswith("kernel BUG at") and "kernel/sys.c" in splat["first"], splat
     assert any("uffdprobe-splat: BUG on request" in line for line in splat["lines"]), splat["lines"]
     # the BUG killed the scenario's child before it reported: its own verdict was the supervisor's ERROR
     assert r["evidence"]["own_verdict"]["verdict"] == "ERROR", r["evidence"]["own_verdict"]
 
 
 @pytest.mark.vm
-def test_splats_in_a_guest_fail_the_matrix_undeclared(tmp_path, live_children):
-    """stock and splat-on-request side by side, nothing declared for the pokes: stock PASS, PASS;
-    splat-on-request WARN (the WARNING line) and OOPS (kernel BUG at ...): exit 1, no splat row on stock."""
+def test_splats_in_a_guest_are_cells_that_fail_undeclared(tmp_path, live_children):
+    """stock and splat-on-request side by side, the WARN declared for splat-on-request, the OOPS not: stock
+    PASS, PASS; splat-on-request WARN (the WARNING line, marked expected) and OOPS (kernel BUG at ...,
+    UNEXPECTED); the matrix exits 7, its status for a cell that is not what was declared
+    (exitcodes.Exit.UNEXPECTED); no kernel-log row anywhere."""
     out = tmp_path / "m.json"
     proc = uffdprobe("matrix", "--kernel", "stock", "--kernel", f"splat={RECIPE}", "--scenarios-from", str(POKE),
-                     *[a for s in POKES for a in ("--scenario", s)], "--json", str(out),
-                     "--results-dir", str(tmp_path / "work"))
-    assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
+                     *[a for s in POKES for a in ("--scenario", s)], "--expect", "splat:splat-warn=WARN",
+                     "--json", str(out), "--results-dir", str(tmp_path / "work"), timeout=1200)
+    assert proc.returncode == 7, proc.stdout + proc.stderr[-3000:]
     cells = _cells(out)
     for scenario in POKES:
         stock = cells[("stock", scenario)]
@@ -182,8 +185,24 @@ def test_splats_in_a_guest_fail_the_matrix_undeclared(tmp_path, live_children):
         assert stock["results"][0]["evidence"]["kernel_log"]["read"] is True
     _assert_warn(cells[("splat", "splat-warn")]["results"][0])
     _assert_oops(cells[("splat", "splat-oops")]["results"][0])
-    assert cells[("splat", "splat-warn")]["unexpected"] and cells[("splat", "splat-oops")]["unexpected"]
+    warn, oops = cells[("splat", "splat-warn")], cells[("splat", "splat-oops")]
+    assert warn["expected"] == "WARN" and warn["mark"] == "expected" and not warn["unexpected"], warn["mark"]
+    assert oops["mark"] == "UNEXPECTED" and oops["unexpected"], oops["mark"]
+    assert "splat-oops" in proc.stdout and "UNEXPECTED" in proc.stdout
     assert not any(scenario == KERNEL_LOG_ROW for _, scenario in cells), cells.keys()
+    assert not live_children()
+
+
+@pytest.mark.vm
+def test_an_undeclared_splat_is_exit_1_for_run(tmp_path, live_children):
+    """`run --kernel` with the WARN poke and nothing declared: a kernel problem, exit 1, the UNEXPECTED line."""
+    out = tmp_path / "r.json"
+    proc = uffdprobe("run", "--kernel", str(RECIPE), "--scenarios-from", str(POKE), "splat-warn",
+                     "--json", str(out))
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "UNEXPECTED: splat-warn[anon-4k]: nothing declared, got WARN" in proc.stdout, proc.stdout
+    (r,) = valid_json(out, "results")["results"]
+    _assert_warn(r)
     assert not live_children()
 
 
@@ -193,18 +212,19 @@ def test_declared_splats_pass_and_a_boot_splat_is_the_kernel_log_row(tmp_path, l
     workload, so it is the kernel-log row; an --exec program's poke is its row's WARN; declared (the pokes
     and the kernel-log row), the run exits 0. Undeclared, the same kernel-log row alone fails the run."""
     out = tmp_path / "r.json"
-    poke_warn = "import ctypes; ctypes.CDLL(None).prctl(0x75667370, 0x5741524e, 0, 0, 0)"
+    poker = programs.compile_c(HERE / "splat_poke.c", "splat_poke")  # into the cache, which the guest sees
     proc = uffdprobe("run", "--kernel", str(RECIPE), "--append", "uffdprobe_splat_at_boot",
                      "--scenarios-from", str(POKE), *POKES, "--exec-label", "poker",
                      "--expect", "splat-warn=WARN", "--expect", "splat-oops=OOPS", "--expect", "poker=WARN",
                      "--expect", f"{KERNEL_LOG_ROW}=WARN", "--json", str(out), "--ktap",
-                     "--exec", "--", sys.executable, "-S", "-c", poke_warn)
+                     "--exec", "--", str(poker), "warn")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = {r["scenario"]: r for r in valid_json(out, "results")["results"]}
     _assert_warn(results["splat-warn"])
     _assert_oops(results["splat-oops"])
-    assert results["poker"]["verdict"] == "WARN" and \
-        results["poker"]["evidence"]["splat"]["first"].startswith("WARNING: CPU:"), results["poker"]
+    poked = results["poker"]
+    assert poked["verdict"] == "WARN" and poked["evidence"]["splat"]["first"].startswith("WARNING: CPU:"), poked
+    assert poked["evidence"]["own_verdict"]["verdict"] == "PASS", poked  # exit 0: the call returned 0
     row = results[KERNEL_LOG_ROW]
     assert row["verdict"] == "WARN" and row["memory"] == "-", row
     assert "outside every workload (since the boot)" in row["reason"], row["reason"]

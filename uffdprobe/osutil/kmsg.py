@@ -94,8 +94,8 @@ def read_taint() -> Optional[int]:
 @dataclass
 class Window:
     """What the kernel logged in one window: the records read (a bounded excerpt from the first splat on),
-    the splat kinds found in order, records the ring buffer overwrote before we read them, and the taint
-    bits before and after (None where /proc/sys/kernel/tainted is not there)."""
+    the splat kinds found in order, records the ring buffer overwrote before we read them, the taint
+    before and after (None where /proc/sys/kernel/tainted is not there) and the bits it gained."""
     seq_before: Optional[int] = None   # the last record read before the window opened (None: none yet)
     first_seq: Optional[int] = None
     last_seq: Optional[int] = None
@@ -107,13 +107,13 @@ class Window:
     recent: List[str] = field(default_factory=list)   # the last LINES_BEFORE lines before the first splat
     taint_before: Optional[int] = None
     taint_after: Optional[int] = None
+    new_taint: int = 0
 
-    @property
-    def new_taint(self) -> int:
-        """Taint bits set during the window."""
-        if self.taint_before is None or self.taint_after is None:
-            return 0
-        return self.taint_after & ~self.taint_before
+    def taint_now(self, bits: Optional[int], last: Optional[int]) -> None:
+        """The taint read now: `last` was read when this window (or its latest stretch) began."""
+        self.taint_after = bits
+        if bits is not None and last is not None:
+            self.new_taint |= bits & ~last
 
     def add(self, record: Record) -> None:
         if self.first_seq is None:

@@ -42,13 +42,16 @@ class SplatWatch:
     def start(self) -> kmsg.Window:
         """Read what was logged since the last workload (it goes to the boot's row); a new window."""
         self.log.read(self.between)
-        self.taint = self.between.taint_after = kmsg.read_taint()
+        now = kmsg.read_taint()
+        self.between.taint_now(now, self.taint)  # only what it gained since the last workload ended
+        self.taint = now
         return kmsg.Window(seq_before=self.log.seq, taint_before=self.taint)
 
     def judge(self, result: Result, window: kmsg.Window) -> Result:
         """`result` with the window read into it: its kernel_log evidence, and WARN/OOPS for a splat."""
         self.log.read(window)
-        self.taint = window.taint_after = kmsg.read_taint()
+        self.taint = kmsg.read_taint()
+        window.taint_now(self.taint, window.taint_before)
         result.evidence["kernel_log"] = self._facts(window)
         kind = splat_verdict(window)
         if kind is None:
