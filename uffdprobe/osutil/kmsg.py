@@ -188,5 +188,5 @@ class KernelLog:
     def __enter__(self) -> "KernelLog":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -113,7 +113,7 @@ def run(request: str, bin_dir: Path, out_dir: Optional[Path], kernel: dict,
     base = {"program": program.name, "argv": argv, "exit_status": exit_status,
             "log": str(log) if out_dir else "not kept (no --results-dir)"}
     row = _run_row(program, parsed, exit_status, stuck, took, base, text, kernel, params)
-    if window is not None:
+    if splats is not None and window is not None:
         row = splats.judge(row, window)
     results = [row] + [_case_row(program.name, c, base, kernel, params) for c in parsed.cases]
     if parsed.unfinished is not None:

@@ -86,7 +86,7 @@ class SplatWatch:
     def __enter__(self) -> "SplatWatch":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _facts(self, window: kmsg.Window) -> Dict[str, Any]:
@@ -113,12 +113,15 @@ def splat_verdict(window: kmsg.Window) -> Optional[Verdict]:
 
 
 def splat_evidence(window: kmsg.Window) -> Dict[str, Any]:
-    """The splat's lines (bounded, from its first report record on), its first line, the new taint bits."""
+    """The splat's lines (bounded, from just before its first report record on), its first report line,
+    the new taint bits. Only for a window splat_verdict() found a splat in."""
+    kind = splat_verdict(window)
+    assert kind is not None, "no splat in this window"
     first = next((line for line in window.lines if kmsg.splat_kind(line.split("] ", 1)[-1])), None)
     if first is None:
         first = f"new taint {', '.join(kmsg.taint_names(window.new_taint))}"
     else:
         first = first.split("] ", 1)[-1]
-    return {"kind": splat_verdict(window).value, "first": first, "reports": list(window.kinds),
+    return {"kind": kind.value, "first": first, "reports": list(window.kinds),
             "lines": list(window.lines), "lines_cut": window.lines_cut,
             "new_taint": kmsg.taint_names(window.new_taint)}
