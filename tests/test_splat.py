@@ -77,6 +77,44 @@ def test_records_as_the_host_kernel_writes_them_parse():
     assert window.last_seq - window.first_seq + 1 == window.records + window.lost, window
 
 
+DATA = Path(__file__).resolve().parent / "test_data"
+
+
+def _recorded(name: str) -> list:
+    """A file of /dev/kmsg as a real guest printed it (dd of its records): the raw bytes of each record,
+    a record being one 'PRIO,SEQ,USEC,FLAGS;TEXT' line and the dictionary lines (' KEY=VALUE') after it."""
+    records: list = []
+    for line in (DATA / name).read_bytes().splitlines(keepends=True):
+        if line.startswith(b" ") and records:
+            records[-1] += line
+        else:
+            records.append(line)
+    return records
+
+
+def test_recorded_splats_of_a_real_guest_read_into_one_window():
+    """splat-on-request 6.1.192 under TCG, `splat_poke warn; splat_poke bug`: one WARN report then one
+    Oops; the excerpt opens with 'cut here' and the WARN's own message, the sequence numbers run on."""
+    window = kmsg.Window(seq_before=185)
+    for raw in _recorded("kmsg-splat-on-request.txt"):
+        record = kmsg.parse_record(raw)
+        assert record is not None and record.facility == 0, raw
+        window.add(record)
+    assert window.kinds == ["WARN", "OOPS"], window.kinds
+    assert (window.first_seq, window.last_seq, window.records) == (186, 261, 76)
+    texts = [line.split("] ", 1)[1] for line in window.lines]
+    assert texts[:3] == ["------------[ cut here ]------------", "uffdprobe-splat: WARN on request of pid 40",
+                         "WARNING: CPU: 0 PID: 40 at ../tree/kernel/sys.c:2702 __x64_sys_prctl+0x4f0/0x538"]
+    assert "kernel BUG at ../tree/kernel/sys.c:2709!" in texts
+    assert len(texts) == 75 and window.lines_cut == 0  # all but the 9pnet line before the "cut here"
+    assert window.lines[0].startswith("[    2.260097] ")
+
+
+def test_a_recorded_record_with_a_dictionary_parses_to_its_text():
+    (raw,) = _recorded("kmsg-dictionary-record.txt")
+    assert kmsg.parse_record(raw) == kmsg.Record(102, 6, 628000, "pci_bus 0000:00: root bus resource [io  0x0000-0xffff]")
+
+
 def test_splat_kinds_are_the_kernels_report_openers():
     """The report lines the kernel prints (lib/bug.c, arch/x86 traps, KASAN, lockdep) and nothing else."""
     assert kmsg.splat_kind("WARNING: CPU: 0 PID: 71 at kernel/sys.c:2704 __do_sys_prctl+0x4a/0x6b0") == "WARN"
