@@ -270,3 +270,18 @@ def test_declared_splats_pass_and_a_boot_splat_is_the_kernel_log_row(tmp_path, l
     # KTAP's plan was printed before the boot: the row is said after the kernel's subtests, failing it
     assert f"# {KERNEL_LOG_ROW}.-: not ok (not in the plan)" in proc.stdout, proc.stdout[-3000:]
     assert not live_children()
+
+
+def test_a_recipe_declares_the_kernel_log_row_like_a_program_row(tmp_path):
+    """[expect] "kernel-log" = "WARN" loads (the test recipe itself too); the row has no memory kind."""
+    from uffdprobe.kbuild import recipes
+    from uffdprobe.kbuild.errors import BadInput
+    assert recipes.load(RECIPE).name == "splat-on-request"
+    text = RECIPE.read_text().replace('fragments = ["../../vm-images', f'fragments = ["{HERE}/../../vm-images') \
+        .replace('patches = ["0001', f'patches = ["{HERE}/0001')
+    mine = tmp_path / "mine.toml"
+    mine.write_text(text + f'"{KERNEL_LOG_ROW}" = "WARN"\n')
+    assert recipes.load(mine).expect[KERNEL_LOG_ROW] == "WARN"
+    mine.write_text(text + f'"{KERNEL_LOG_ROW}/anon-4k" = "WARN"\n')
+    with pytest.raises(BadInput, match="no memory kind"):
+        recipes.load(mine)
