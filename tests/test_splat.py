@@ -247,13 +247,14 @@ def test_an_undeclared_splat_is_exit_1_for_run(tmp_path, live_children):
 @pytest.mark.vm
 def test_declared_splats_pass_and_a_boot_splat_is_the_kernel_log_row(tmp_path, live_children):
     """One boot of splat-on-request with uffdprobe_splat_at_boot: the WARN from an initcall is outside every
-    workload, so it is the kernel-log row; an --exec program's poke is its row's WARN; declared (the pokes
-    and the kernel-log row), the run exits 0. Undeclared, the same kernel-log row alone fails the run."""
+    workload, so it is the kernel-log row; an --exec program's poke is its row's WARN; a real HANG with a
+    WARN while it ran stays HANG with the splat as evidence; all declared, the run exits 0."""
     out = tmp_path / "r.json"
     poker = programs.compile_c(HERE / "splat_poke.c", "splat_poke")  # into the cache, which the guest sees
     proc = uffdprobe("run", "--kernel", str(RECIPE), "--append", "uffdprobe_splat_at_boot",
-                     "--scenarios-from", str(POKE), *POKES, "--exec-label", "poker",
+                     "--scenarios-from", str(POKE), *POKES, "splat-hang", "--exec-label", "poker",
                      "--expect", "splat-warn=WARN", "--expect", "splat-oops=OOPS", "--expect", "poker=WARN",
+                     "--expect", "splat-hang=HANG",
                      "--expect", f"{KERNEL_LOG_ROW}=WARN", "--json", str(out), "--ktap",
                      "--exec", "--", str(poker), "warn")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -263,6 +264,11 @@ def test_declared_splats_pass_and_a_boot_splat_is_the_kernel_log_row(tmp_path, l
     poked = results["poker"]
     assert poked["verdict"] == "WARN" and poked["evidence"]["splat"]["first"].startswith("WARNING: CPU:"), poked
     assert poked["evidence"]["own_verdict"]["verdict"] == "PASS", poked  # exit 0: the call returned 0
+    hang = results["splat-hang"]
+    assert hang["verdict"] == "HANG" and hang["evidence"]["hang"]["blocked_tasks"], hang
+    assert hang["evidence"]["splat"]["first"].startswith("WARNING: CPU:"), hang["evidence"]["splat"]
+    assert hang["evidence"]["splat"]["verdict_kept"].startswith("HANG (already a kernel problem) over WARN")
+    assert "; the kernel logged WARNING: CPU:" in hang["reason"] and "own_verdict" not in hang["evidence"]
     row = results[KERNEL_LOG_ROW]
     assert row["verdict"] == "WARN" and row["memory"] == "-", row
     assert "outside every workload (since the boot)" in row["reason"], row["reason"]
