@@ -14,9 +14,10 @@ user-hang-on-try (test only) each try touches a page the monitor fills first, ex
                  which must say which try it was.
 
 Measured on the 6.18 host, 2 loaded cores: standalone, 4 x 400 tries gave 9, 18, 14 and 6 hits; under
-`uffdprobe run --runs 30`, 30 hits in 1351 tries (p 0.022); in a matrix of 30 runs of 30 tries, 26 runs
-hit (p about 0.07). The row declares p_hit 0.015, the lowest rate seen, so the miss probability it
-reports is an upper bound there.
+`uffdprobe run --runs 30`, 30 hits in 1351 tries (p 0.022), later 30 in 532 (p 0.056, load 14.6;
+tests/bench_race_rate.py measures it again); in a matrix of 30 runs of 30 tries, 26 runs hit (p about
+0.07). The row declares p_hit 0.015, the lowest rate seen, so the miss probability it reports is an
+upper bound there.
 """
 import threading
 

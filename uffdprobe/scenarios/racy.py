@@ -1,7 +1,9 @@
 """Racy triggers: a defect whose trigger is a race shows only in some tries, so its scenario repeats the
 trigger within a try budget and a time budget. A hit reports the try it took ("on try 19 of 200"); a run
 that never hit reports how many tries it made and the miss probability that leaves, from the hit rate per
-try measured on an affected kernel (the table row's Race). Where a deterministic trigger exists, use it.
+try measured on an affected kernel (the table row's Race). The miss probability treats tries as
+independent, so declare the lowest rate measured (a loaded machine changes it). Where a deterministic
+trigger exists, use it.
 """
 import math
 import time
