@@ -90,6 +90,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  from: {source.label}")
         if s.models:
             print(f"  models: {s.models}")
+        if s.race:
+            print(f"  racy: p_hit {s.race.p_hit:g} per try (measured on {s.race.measured_on}); up to "
+                  f"{s.race.tries} tries in {s.race.seconds:g} s (--param tries=N, race_s=S)")
         if s.defaults:
             print(f"  parameters: {json.dumps(s.defaults)}")
     from uffdprobe.supervise.kselftest import PROGRAMS

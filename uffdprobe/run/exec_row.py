@@ -10,6 +10,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 from uffdprobe.exitcodes import UsageError
 from uffdprobe.supervise import workload
+from uffdprobe.supervise.splat import SplatWatch
 from uffdprobe.uffd import odirect
 from uffdprobe.verdicts import Result
 from .request import RunRequest
@@ -85,7 +86,7 @@ def limits(request: RunRequest) -> workload.ExecLimits:
 
 
 def run_rows(request: RunRequest, kernel: Dict[str, object], scratch_dir: Optional[str],
-             on_result: Callable[[Result], None]) -> List[Result]:
+             on_result: Callable[[Result], None], splats: Optional[SplatWatch] = None) -> List[Result]:
     """The --exec program, --runs times, under the supervisor; each Result goes to on_result as it lands."""
     work = request.workload
     if work.exec is None:
@@ -95,7 +96,8 @@ def run_rows(request: RunRequest, kernel: Dict[str, object], scratch_dir: Option
         env[SCRATCH_DIR_ENV] = scratch_dir
     results = []
     for i in range(1, work.runs + 1):
-        r = workload.run_program(work.program_row, list(work.exec), kernel, limits(request), cwd=scratch_dir, env=env)
+        r = workload.run_program(work.program_row, list(work.exec), kernel, limits(request), cwd=scratch_dir, env=env,
+                                 splats=splats)
         if work.runs > 1:
             r.params["run"] = i
         on_result(r)

@@ -7,17 +7,19 @@ from typing import Any, Dict, Iterator, Optional
 
 from uffdprobe.uffd import memory
 from uffdprobe.uffd.userfaultfd import Userfaultfd
+from .racy import Race
 
 
 class ScenarioContext:
     """Passed to a scenario's run(): its memory kind, parameters, and the channel to the supervisor."""
 
     def __init__(self, sock: socket.socket, memory_kind: str, params: Dict[str, Any],
-                 odirect_target: Optional[str] = None):
+                 odirect_target: Optional[str] = None, race: Optional[Race] = None):
         self.sock = sock
         self.memory = memory_kind
         self.params = params
         self.odirect_target = odirect_target
+        self.race = race   #: the table row's Race, for racy.repeat
         self.evidence: Dict[str, Any] = {}
 
     def _send(self, msg: dict, fds=()) -> None:

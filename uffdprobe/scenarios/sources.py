@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from uffdprobe.exitcodes import UsageError
 from uffdprobe.verdicts import Outcome, Verdict, plain
 from .memkinds import KINDS
+from .racy import Race
 from .registry import SCENARIOS, Scenario
 
 ENTRY_POINT_GROUP = "uffdprobe.scenarios"
@@ -187,6 +188,8 @@ def _fault(s: Scenario) -> Optional[str]:
         return f"defaults must be JSON values (as --param gives them): {exc}"
     if not isinstance(s.models, str) or not isinstance(s.test_only, bool):
         return "models must be a string and test_only a bool"
+    if s.race is not None and not isinstance(s.race, Race):
+        return "race must be a Race(p_hit, measured_on, tries, seconds) (from uffdprobe.scenarios.api import Race)"
     return None
 
 
