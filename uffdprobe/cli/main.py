@@ -1,17 +1,16 @@
 """The uffdprobe command line: one subcommand per job, each returning an Exit status."""
 import argparse
 import contextlib
-import errno
 import importlib
 import json
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import List, Optional
 
 import uffdprobe
-from uffdprobe.exitcodes import Exit, UffdprobeError
+from uffdprobe.exitcodes import Exit
+from . import errors
 
 #: The module of uffdprobe.cli that adds each subcommand's parser, in the order --help lists them. Only the
 #: module of the subcommand asked for is imported: the guest's `uffdprobe run` pays for no matrix,
@@ -108,34 +107,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:  # a matrix's child stops on SIGTERM as on Ctrl-C: scenario children and QEMU too
         with signals_raise(KeyboardInterrupt, (signal.SIGTERM,)) if parent.isdigit() else contextlib.nullcontext():
             return int(args.func(args))
-    except UffdprobeError as exc:  # every expected error, of every stage: its one line and its exit status
-        print(f"{getattr(args, 'error_prefix', 'uffdprobe')}: {exc}", file=sys.stderr)
-        return int(exc.exit_code)
     except KeyboardInterrupt:
         print("uffdprobe: interrupted; results written so far are kept", file=sys.stderr)
         return Exit.INTERRUPTED
     except BrokenPipeError:  # the reader of our output went away (`uffdprobe list | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return Exit.INTERRUPTED
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except Exception as exc:  # every expected error of every stage: its one line and its exit status (errors.py)
+        said = errors.expected(exc, getattr(args, "error_prefix", errors.PREFIX))
+        if said is None:  # a safety net: every known failure has its own one line before this
             return _last_resort(exc)
-        where = exc.filename or "a file"
-        print(f"uffdprobe: no space left writing {where} ({exc.strerror}); free space on the disk that holds "
-              f"it{_or_move_the_cache(exc.filename)}; files written before are kept", file=sys.stderr)
-        return Exit.NO_SPACE
-    except Exception as exc:  # a safety net: every known setup failure has its own one line before this
-        return _last_resort(exc)
-
-
-def _or_move_the_cache(path: Optional[str]) -> str:
-    """For a file in uffdprobe's cache, the other fix: a cache on a larger disk (XDG_CACHE_HOME)."""
-    try:
-        from uffdprobe.osutil.files import cache_home
-        inside = path and Path(os.path.abspath(path)).is_relative_to(cache_home().resolve())
-    except Exception:
-        return ""
-    return " or point XDG_CACHE_HOME at a larger disk" if inside else ""
+        who, line, status = said
+        print(f"{who}: {line}", file=sys.stderr)
+        return status
 
 
 def _last_resort(exc: BaseException) -> int:

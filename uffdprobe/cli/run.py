@@ -5,12 +5,12 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from uffdprobe.exitcodes import Exit, UffdprobeError, UsageError
+from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.run import host
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.scenarios.registry import select
 from .vocab import add_accel, add_verbosity, whole_number
-from . import user_scenarios
+from . import errors, user_scenarios
 
 
 def add_parsers(sub) -> None:
@@ -149,14 +149,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             status = run_in_vm(request, spec, reporter)
         else:
             status = host.run_on_host(request, reporter)
-    except UffdprobeError as exc:  # said, and mapped to its exit status, by cli.main
-        reporter.update(error=str(exc), exit_status=int(exc.exit_code))
-        raise
     except KeyboardInterrupt:
-        reporter.update(error="interrupted")
+        reporter.update(error="interrupted", exit_status=int(Exit.INTERRUPTED))
         raise
-    except Exception as exc:  # said by cli.main
-        reporter.update(error=str(exc) or type(exc).__name__)
+    except Exception as exc:  # said and mapped to its status by cli/main.py, the same line recorded here
+        said = errors.expected(exc)
+        reporter.update(error=said[1] if said else f"unexpected {type(exc).__name__}: {exc}",
+                        exit_status=said[2] if said else int(Exit.SETUP))
         raise
     reporter.update(exit_status=status)
     return status
