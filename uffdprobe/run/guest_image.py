@@ -54,7 +54,8 @@ print(json.dumps({n: getattr(m, "__file__", None) for n, m in list(sys.modules.i
 
 def build(cache_dir: Path, module_path: List[str]) -> Optional[Path]:
     """The cached image folder for this uffdprobe and Python (built now if missing), or None where it cannot be
-    made (a Python without sys.stdlib_module_names, a failed probe): the guest then imports over 9p as before."""
+    made (a Python without sys.stdlib_module_names, a failed probe, a full or read-only cache): the guest then
+    imports over 9p as before, and the boot's own checks say what is wrong with the cache."""
     names = getattr(sys, "stdlib_module_names", None)
     if names is None:
         return None
@@ -67,6 +68,19 @@ def build(cache_dir: Path, module_path: List[str]) -> Optional[Path]:
         return None
     plan = _plan(files, set(names))
     staging = target.with_name(f"{target.name}.tmp{os.getpid()}")
+    try:
+        _write(plan, staging)
+    except (OSError, py_compile.PyCompileError):  # a full or read-only cache: the guest imports over 9p
+        shutil.rmtree(staging, ignore_errors=True)
+        return None
+    try:
+        os.rename(staging, target)
+    except OSError:  # another process made it first: theirs is the same content
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _write(plan: Dict[str, str], staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     for dest, src in plan.items():
         out = staging / dest
@@ -76,11 +90,6 @@ def build(cache_dir: Path, module_path: List[str]) -> Optional[Path]:
                                invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
         else:
             shutil.copyfile(src, out)
-    try:
-        os.rename(staging, target)
-    except OSError:  # another process made it first: theirs is the same content
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 def _key(module_path: List[str]) -> str:
