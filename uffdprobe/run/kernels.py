@@ -129,7 +129,7 @@ def build(target: Target, say: Callable[[str], None]) -> None:
         say(f"{target.label}: build failed: {target.build_error}")
         return
     target.path = str(built.bzimage)
-    target.sha256 = None  # hashed from the file when its folder is named
+    target.sha256 = sha256_file(built.bzimage)  # now, while held: a later read of a removed image cannot crash
     keep = ("key", "name", "version", "config_sha256", "patches", "fragments", "compiler", "built_at")
     from uffdprobe.kbuild import recipes
     target.identity = {"recipe": target.recipe, "summary": recipes.load(target.recipe).summary,
