@@ -5,7 +5,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from uffdprobe.osutil import outputs, swap
 from uffdprobe.uffd import features
@@ -16,6 +16,9 @@ from uffdprobe.exitcodes import Exit, UsageError
 from . import selftests
 from uffdprobe.scenarios.registry import select, skip_reason
 from uffdprobe.verdicts import Result, Verdict
+
+if TYPE_CHECKING:
+    from uffdprobe.results.ktap import KernelTest
 
 
 def repeat(plan: list, runs: int) -> list:
