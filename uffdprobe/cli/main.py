@@ -91,6 +91,26 @@ def _offer_completion(parser: argparse.ArgumentParser) -> None:
     argcomplete.autocomplete(parser)  # exits after printing the completions
 
 
+#: The subcommands that start processes: run by the `uffdprobe` command, everything they start is tied to
+#: the command's lifetime (osutil.lifetime); `list`, `features`, `doctor` and help start nothing.
+TIED_COMMANDS = {"run", "matrix", "boot", "bisect", "kernel", "bench"}
+
+
+def console() -> int:
+    """The `uffdprobe` command (and `python -m uffdprobe`): main() with every process it starts, daemons
+    included, tied to this process's lifetime, whatever ends it. In-process callers (tests, the pytest
+    plugin) call main() and are never tied."""
+    words = [a for a in sys.argv[1:] if not a.startswith("-")]
+    if words and words[0] in TIED_COMMANDS and not os.environ.get("UFFDPROBE_TIED"):  # set: covered already
+        from uffdprobe.osutil import lifetime
+        try:
+            lifetime.tie()
+        except Exception as exc:  # a run is never refused for this: say so and go on untied
+            print(f"uffdprobe: warning: processes of this run are not tied to it ({type(exc).__name__}: {exc})",
+                  file=sys.stderr)
+    return main()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from .execopts import split
     argv, program = split(sys.argv[1:] if argv is None else list(argv))  # --exec PROGRAM ARGS: the program's

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from uffdprobe.osutil import children
+from uffdprobe.osutil import children, lifetime
 from uffdprobe.scenarios.rows import NO_MEMORY
 from uffdprobe.verdicts import Result, Verdict
 from . import procfs, rescue, tasks
@@ -121,7 +121,7 @@ def run_program(name: str, argv: List[str], kernel: Dict[str, Any], limits: Exec
     """Run argv under the supervisor; exactly one Result (scenario `name`, memory NO_MEMORY)."""
     started = time.monotonic()
     params = {"argv": list(argv), "cwd": cwd or os.getcwd()}
-    with tempfile.TemporaryDirectory(prefix="uffdprobe-exec-") as logs:
+    with tempfile.TemporaryDirectory(prefix=lifetime.temp_prefix("exec")) as logs:
         out_path, err_path = os.path.join(logs, "stdout"), os.path.join(logs, "stderr")
         try:
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
