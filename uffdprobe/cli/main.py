@@ -132,7 +132,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"uffdprobe: {exc}", file=sys.stderr)
         return Exit.USAGE
     except KeyboardInterrupt:
-        print("uffdprobe: interrupted; results written so far are kept", file=sys.stderr)
+        print(f"uffdprobe: interrupted; {_kept(args)}", file=sys.stderr)
         return Exit.INTERRUPTED
     except BrokenPipeError:  # the reader of our output went away (`uffdprobe list | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -146,6 +146,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         return Exit.NO_SPACE
     except Exception as exc:  # a safety net: every known setup failure has its own one line before this
         return _last_resort(exc)
+
+
+def _kept(args: argparse.Namespace) -> str:
+    """Where an interrupted command's results are, or that none were kept (never a vague promise)."""
+    results_dir = getattr(args, "results_dir", None)
+    if getattr(args, "command", None) != "run":
+        return "what was written before the interrupt is kept"
+    json_out = getattr(args, "json", None)
+    unwritten = f"; {json_out} is written only when a run ends, so it was not" if json_out and json_out != "-" else ""
+    if results_dir:
+        return f"the verdicts so far are kept in {results_dir} (verdicts.jsonl){unwritten}"
+    return f"no results were kept (give --results-dir DIR to keep each verdict as it lands){unwritten}"
 
 
 def _or_move_the_cache(path: Optional[str]) -> str:

@@ -90,6 +90,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from . import execopts
     execopts.check(args)  # before --expect, which may name the program's row
     targets = check_kernels(args.kernel)
+    _refuse_before_anything_boots(args, targets)
     declare(targets, parse_expect(args.expect, targets))
     opts = Options(scenarios=args.scenario, memory=args.memory or [], runs=args.runs, params=args.param,
                    vm_timeout=args.vm_timeout, accel=args.accel, verbose=args.verbosity > 0,
@@ -104,7 +105,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     usable_dir(work, "--results-dir" if args.results_dir else "the matrix folder",
                "name a writable folder" if args.results_dir else "point XDG_CACHE_HOME at a writable folder",
                create=False)
-    say(f"matrix: {len(targets)} kernel(s) × {len(owed)} run(s) each; logs under {work}")
+    say(f"matrix: {len(targets)} kernel(s) × {len(owed)} run(s) each")
     engine = None
     if args.cluster:  # connected (or refused, exit 2) before anything builds or boots
         from uffdprobe.run.engine_dask import open_engine
@@ -116,6 +117,20 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             engine.close()
 
 
+def _refuse_before_anything_boots(args: argparse.Namespace, targets) -> None:
+    """What a kernel's run would refuse anyway, refused here, before any build or boot: --scratch-fs on
+    the host (no scratch disk to format in a matrix), an empty --cluster."""
+    from uffdprobe.uffd import odirect
+    if args.scratch_fs not in (None, "none") and not os.environ.get(odirect.SCRATCH_ENV) and \
+            any(t.path is None and t.recipe is None for t in targets):  # neither a file nor a recipe: the host
+        raise UsageError(f"--scratch-fs {args.scratch_fs} formats a guest's scratch disk; the host has none in a "
+                         "matrix: drop --kernel host, or run it alone with `uffdprobe run --scratch-fs "
+                         f"{args.scratch_fs} --odirect-target BLANK_BLOCK_DEVICE`")
+    if args.cluster is not None and not args.cluster.strip():
+        raise UsageError("--cluster '': write local:N (N worker processes here) or the scheduler's address, "
+                         "e.g. tcp://HOST:8786")
+
+
 def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Path, owed: list, engine) -> int:
     for t in targets:
         build(t, say)
@@ -124,6 +139,7 @@ def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Pat
         if isinstance(built, int):
             return built
     work.mkdir(parents=True, exist_ok=True)
+    say(f"matrix: logs under {work}")  # only once the folder exists: a refused matrix makes none
     done: dict = {}
     started = time.monotonic()
     ktap_out = KtapOutput(args.ktap, len(targets), owed) if args.ktap else None

@@ -98,7 +98,12 @@ def parse_expect(items: List[str], targets: List[Target]) -> Dict[str, Dict[str,
             check_expect({scenario: verdict}, f"--expect {item!r}")
         except BadInput as exc:
             raise UsageError(str(exc)) from None
-        out.setdefault(names.get(kernel, kernel), {})[scenario] = verdict
+        scope = out.setdefault(names.get(kernel, kernel), {})
+        if scope.get(scenario, verdict) != verdict:
+            raise UsageError(f"--expect {item!r} contradicts the earlier --expect declaring "
+                             f"{scenario}={scope[scenario]}{' on ' + kernel if kernel != '*' else ''}: "
+                             "declare each verdict once")
+        scope[scenario] = verdict
     return out
 
 
