@@ -47,8 +47,8 @@ def add_parser(sub) -> None:
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML: a testcase per kernel × scenario × memory")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (evidence on click)")
     p.add_argument("--ktap", metavar="FILE|-", help="KTAP (kernel, scenario, memory kind nested), each kernel "
-                   "as it finishes: '-' on stdout (the table goes to stderr), else FILE (FILE.partial until "
-                   "the matrix ends)")
+                   "as it finishes: '-' on stdout (the table goes to stderr), else FILE (whole when the "
+                   "matrix ends; a FIFO or device as it goes)")
     p.add_argument("--parallel", dest="jobs", type=runs_count, default=1, metavar="J",
                    help="kernels run at once (default 1: one TCG guest already uses both cores; with --cluster "
                         "the workers' vm slots decide)")
