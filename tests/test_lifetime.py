@@ -184,3 +184,34 @@ def test_a_dead_owners_temp_folder_is_swept_and_a_live_ones_kept(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+@pytest.mark.reliability("SIGKILL of `matrix --cluster local:1` while it runs (its Dask scheduler and worker "
+                         "processes up)",
+                         "within seconds no worker, nanny or run child is alive, and neither its "
+                         "uffdprobe-cell-* scratch space nor a dask-scratch-space is left in $TMPDIR")
+def test_sigkill_of_a_cluster_matrix_leaves_no_worker_nor_scratch(clean_slate, tmp_path):
+    pytest.importorskip("distributed")
+    source = tmp_path / "slow.py"
+    source.write_text(SCENARIO_WITH_DAEMON.replace("    return Outcome",
+                                                   '    __import__("time").sleep(300)\n    return Outcome'))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    run = subprocess.Popen([sys.executable, "-m", "uffdprobe", "matrix", "--cluster", "local:1", "--kernel", "host",
+                            "--scenarios-from", str(source), "--scenario", "leaves-daemons",
+                            "--results-dir", str(tmp_path / "r")],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": str(tmp)})
+    try:
+        assert _wait_until(lambda: len(_marked()) >= 2, 120)  # the host's scenario runs: workers are up
+        family = [p for p in psutil.Process(run.pid).children(recursive=True)]
+        assert glob.glob(str(tmp / "uffdprobe-cell-*")), os.listdir(tmp)
+        run.kill()
+        run.wait(timeout=30)
+        assert _gone_within(15) == []
+        assert _wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family),
+                           20), [p for p in family if p.is_running()]
+        assert _wait_until(lambda: os.listdir(tmp) == [], 15), os.listdir(tmp)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
