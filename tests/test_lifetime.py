@@ -203,7 +203,7 @@ def test_sigkill_of_a_cluster_matrix_leaves_no_worker_nor_scratch(clean_slate, t
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": str(tmp)})
     try:
         assert _wait_until(lambda: len(_marked()) >= 2, 120)  # the host's scenario runs: workers are up
-        family = [p for p in psutil.Process(run.pid).children(recursive=True)]
+        family = psutil.Process(run.pid).children(recursive=True)
         assert glob.glob(str(tmp / "uffdprobe-cell-*")), os.listdir(tmp)
         run.kill()
         run.wait(timeout=30)

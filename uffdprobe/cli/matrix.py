@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, TextIO, Tuple, cast
 
 from uffdprobe.results import html as html_report, junit, ktap, report, table as matrix_table
 from uffdprobe.exitcodes import Exit, UsageError
@@ -251,7 +251,8 @@ class KtapOutput:
     def __init__(self, where: str, kernels: int, owed: list):
         self.owed = owed
         self.out = None if where == "-" else outputs.Growing(where)
-        self.top = ktap.Writer(sys.stdout if self.out is None else self.out, kernels,
+        sink = sys.stdout if self.out is None else cast(TextIO, self.out)  # Growing: write() and flush() of str
+        self.top = ktap.Writer(sink, kernels,
                                [f"uffdprobe {report.tool_version()}: {' '.join(sys.argv)}"])
 
     def kernel(self, k) -> None:

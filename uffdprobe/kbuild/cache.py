@@ -76,7 +76,7 @@ def _empty(root: Path) -> bool:
 def _looks_ours(root: Path) -> bool:
     try:
         names = [p.name for p in root.iterdir()]
-        locks = [p for p in (root / "locks").iterdir()]
+        locks = list((root / "locks").iterdir())
     except OSError:
         return False
     return (all(n in _LAYOUT or n.startswith(_LEFTOVERS) for n in names) and bool(locks)

@@ -51,7 +51,7 @@ def _prctl():
 
 def prctl(option: int, value: int) -> int:
     """libc's prctl(option, value, 0, 0, 0): its return value (-1 on error, errno not raised)."""
-    return _prctl()(option, value, 0, 0, 0)
+    return int(_prctl()(option, value, 0, 0, 0))
 
 
 def spawn(argv, *, stdout, stderr, cwd=None) -> subprocess.Popen:

@@ -170,7 +170,7 @@ def sweep_stale(folder: Optional[str] = None) -> List[str]:
     paths removed."""
     import shutil
     folder = folder or tempfile.gettempdir()
-    removed = []
+    removed: List[str] = []
     try:
         names = os.listdir(folder)
     except OSError:

@@ -6,7 +6,7 @@ before any work, so no result is lost at the end for a path that could never be 
 import os
 import stat
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import BinaryIO, Iterable, Optional
 
 from uffdprobe.exitcodes import UsageError
 
@@ -93,7 +93,7 @@ def check_all(named: Iterable[tuple]) -> None:
         seen[key] = option
 
 
-def _identity(path: str):
+def _identity(path: str) -> object:
     """What makes two paths one output: the device and inode of an existing file, else the target path."""
     try:
         st = os.stat(path)
@@ -115,7 +115,7 @@ def write(path: str, data: bytes) -> None:
         raise OSError(exc.errno, exc.strerror, path) from None
 
 
-def open_stream(path: str):
+def open_stream(path: str) -> BinaryIO:
     """A binary writer on a device or FIFO `path`, opened without blocking on a FIFO that has no reader
     (ENXIO: an error now, not a hang), then written with ordinary blocking writes."""
     fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
@@ -132,10 +132,11 @@ class Growing:
     into a temporary file of this writer's own in the target's folder, renamed over the target by
     finish() and removed by discard()."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str) -> None:
         import tempfile
         self.path = path
         self.tmp: Optional[Path] = None
+        self.stream: BinaryIO
         if is_stream(path):
             self.stream = open_stream(path)
             return

@@ -121,6 +121,10 @@ def _check_file(given: str) -> str:
     return path
 
 
+def _exec_module(spec: Any, module: types.ModuleType) -> None:
+    spec.loader.exec_module(module)
+
+
 def _from_file(path: str) -> Tuple[Source, List[Scenario]]:
     source = Source("file", path, paths=(path,), sha256=_sha256(path))
     stem = re.sub(r"\W", "_", os.path.basename(path)[:-3])
@@ -130,7 +134,7 @@ def _from_file(path: str) -> Tuple[Source, List[Scenario]]:
     sys.modules[name] = module  # dataclasses and pickle look a class's module up here
     keep, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in the user's folder
     try:
-        import_trial.check(source.label, lambda: spec.loader.exec_module(module))  # os._exit, hang: exit 2
+        import_trial.check(source.label, functools.partial(_exec_module, spec, module))  # os._exit, hang: exit 2
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:
         del sys.modules[name]
