@@ -151,3 +151,35 @@ def test_clean_leaves_the_kernel_of_a_running_matrix(tmp_path):
     assert cells and {c["verdict"] for c in cells} == {"PASS"}
     again = _cli("kernel", "clean", "--all", "--cache-dir", root)
     assert again.returncode == Exit.OK and not entry.exists(), again.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="boots a guest (root, as the VM tests)")
+@pytest.mark.timeout(1500)
+@pytest.mark.reliability("the second kernel's image file removed while a matrix boots the first",
+                         "no crash: the first kernel's verdicts (PASS) and the second's ERROR rows naming the "
+                         "missing file are in the report, exit 2")
+def test_an_image_removed_mid_matrix_still_gives_a_report(tmp_path):
+    stock = kbuild.cached("stock")
+    if stock is None:
+        pytest.skip("stock is not in the kernel cache: run `uffdprobe kernel build stock` once")
+    first, second = tmp_path / "first.bzImage", tmp_path / "second.bzImage"
+    shutil.copy(stock.bzimage, first)
+    shutil.copy(stock.bzimage, second)
+    out = tmp_path / "m.json"
+    m = _Lines([sys.executable, "-m", "uffdprobe", "matrix", "--kernel", f"a={first}", "--kernel", f"b={second}",
+                "--scenario", "wp-real-write", "--memory", "anon-4k", "--json", str(out),
+                "--results-dir", str(tmp_path / "r")], dict(os.environ))
+    try:
+        m.wait_for(r"a \| \[vm\] (preparing|booting)", 900)
+        second.unlink()
+        m.proc.wait(timeout=1200)
+    finally:
+        if m.proc.poll() is None:
+            os.killpg(m.proc.pid, 9)
+            m.proc.wait(timeout=30)
+    assert m.proc.returncode == Exit.SETUP, "\n".join(m.lines[-40:])
+    assert not any("Traceback" in line or "unexpected" in line for line in m.lines), "\n".join(m.lines[-40:])
+    import json
+    cells = {c["kernel"]: c for c in json.loads(out.read_text())["cells"]}
+    assert cells["a"]["verdict"] == "PASS"
+    assert cells["b"]["verdict"] == "ERROR" and str(second) in json.dumps(cells["b"]), cells["b"]

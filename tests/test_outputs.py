@@ -83,6 +83,18 @@ def test_json_into_a_fifo_reaches_its_reader(tmp_path):
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
+@pytest.mark.reliability("--json names a FIFO that nobody reads when the run ends",
+                         "one line naming the FIFO and that no process reads it, exit 2, no hang, the FIFO kept")
+def test_json_into_a_fifo_without_a_reader_is_one_line(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    proc = _uffdprobe("run", SCENARIO, "--memory", "anon-4k", "--json", str(fifo), timeout=120)
+    assert proc.returncode == Exit.SETUP
+    said = [line for line in proc.stderr.splitlines() if line.startswith("uffdprobe:")]
+    assert said == [f"uffdprobe: cannot write {fifo}: no process reads this FIFO (start its reader first)"], proc.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
 @pytest.mark.reliability("--json names a symlink to an earlier report",
                          "the link stays a link; its target holds the new report whole; exit 0")
 def test_json_through_a_symlink_keeps_the_link(tmp_path):

@@ -138,6 +138,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return Exit.INTERRUPTED
     except OSError as exc:
+        if exc.errno == errno.ENXIO and exc.filename:  # a report FIFO nobody reads (osutil.outputs)
+            print(f"uffdprobe: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+            return Exit.SETUP
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             return _last_resort(exc)
         where = exc.filename or "a file"

@@ -3,6 +3,7 @@ path that does not exist yet) is written whole: a temporary file of this writer'
 A symlink is followed and its target written whole, the link kept. A character or block device, a FIFO,
 a socket, a terminal or a /dev/fd path is written to directly, never replaced. Everything is checked
 before any work, so no result is lost at the end for a path that could never be written."""
+import errno
 import os
 import stat
 from pathlib import Path
@@ -118,7 +119,12 @@ def write(path: str, data: bytes) -> None:
 def open_stream(path: str) -> BinaryIO:
     """A binary writer on a device or FIFO `path`, opened without blocking on a FIFO that has no reader
     (ENXIO: an error now, not a hang), then written with ordinary blocking writes."""
-    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO and stat.S_ISFIFO(os.stat(path).st_mode):
+            raise OSError(errno.ENXIO, "no process reads this FIFO (start its reader first)", path) from None
+        raise
     try:
         os.set_blocking(fd, True)
         return os.fdopen(fd, "wb")
