@@ -1,10 +1,11 @@
 """The watchdog lifetime.tie() starts: `python -m uffdprobe.osutil.watchdog PID CGROUP TMPDIR`.
 
 It runs in a session of its own, outside PID's cgroup, and outlives PID whatever ends it. While PID
-lives it notes PID's descendants (pid and start time) every POLL_S; once PID has ended (its pidfd turns
-readable) it kills the cgroup CGROUP (cgroup.kill) when one is given, then every noted process that is
-still the same process, and their descendants, until none is left (bounded); it removes CGROUP and
-TMPDIR/uffdprobe-KIND-PID-* and exits."""
+lives it notes PID's descendants (pid and start time) every POLL_S when there is no cgroup (with one,
+it only waits). Once PID has ended (its pidfd turns readable) it kills the cgroup CGROUP (cgroup.kill)
+when one is given, then every noted process that is still the same process, every process whose
+environment carries UFFDPROBE_TIED=PID, and their descendants, until none is left (bounded); it
+removes CGROUP and TMPDIR/uffdprobe-KIND-PID-* and exits."""
 import os
 import select
 import signal
@@ -66,13 +67,26 @@ def _kill_cgroup(group: Path) -> None:
         pass
 
 
-def _kill_noted(noted: Dict[int, str]) -> None:
-    """SIGKILL every noted process that is still the same one (same start time), and whatever it starts
-    meanwhile, until none is left or KILL_BOUND_S has passed."""
+def _carries_mark(pid: int, mark: bytes) -> bool:
+    """Whether process `pid`'s environment holds `mark` (UFFDPROBE_TIED=OWNER, inherited by all the run
+    starts); False when it cannot be read (another user's process: not ours)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return mark in b"\0" + f.read()
+    except OSError:
+        return False
+
+
+def _kill_noted(noted: Dict[int, str], owner: int) -> None:
+    """SIGKILL every noted process that is still the same one (same start time), every process carrying
+    the run's mark in its environment (a daemon that left our tree before we could note it), and
+    whatever they start meanwhile, until none is left or KILL_BOUND_S has passed."""
+    mark = b"\0UFFDPROBE_TIED=%d\0" % owner
     deadline = time.monotonic() + KILL_BOUND_S
     while time.monotonic() < deadline:
         table = _table()
         live = {pid for pid, started in noted.items() if table.get(pid, (None, None))[1] == started}
+        live |= {pid for pid in table if _carries_mark(pid, mark)}
         live |= set(_descendants(live, table))
         live.discard(os.getpid())
         if not live:
@@ -108,7 +122,9 @@ def watch(owner: int, group: Optional[Path], tmpdir: str) -> None:
         pidfd = None
     while True:
         if pidfd is not None:
-            if select.select([pidfd], [], [], POLL_S)[0]:
+            # with a cgroup, cgroup.kill reaches every process of the run: no need to note them (and scan
+            # /proc every POLL_S on a busy machine); without one, the notes are all there is
+            if select.select([pidfd], [], [], None if group is not None else POLL_S)[0]:
                 break
         else:
             time.sleep(POLL_S)
@@ -120,7 +136,7 @@ def watch(owner: int, group: Optional[Path], tmpdir: str) -> None:
         noted.update(_descendants({owner}, table))
     if group is not None:
         _kill_cgroup(group)
-    _kill_noted(noted)
+    _kill_noted(noted, owner)
     _remove_temp(tmpdir, set(noted) | {owner})
 
 
