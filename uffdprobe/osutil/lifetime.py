@@ -94,9 +94,13 @@ def _untie(watchdog: subprocess.Popen, group: Optional[Path]) -> None:
         if not left:
             break
         time.sleep(0.05)
-    if group is not None:
+    if group is not None:  # out of it ourselves, then whatever is still in it (left our tree) goes too
         try:
             (group.parent / "cgroup.procs").write_text(str(os.getpid()))
+            (group / "cgroup.kill").write_text("1")
+            deadline = time.monotonic() + 5.0
+            while "populated 1" in (group / "cgroup.events").read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
             group.rmdir()
         except OSError:
             pass
@@ -140,6 +144,13 @@ def _own_cgroup() -> Optional[Path]:
     except (OSError, StopIteration):
         return None
     group = mount / here.lstrip("/") / f"uffdprobe-{os.getpid()}"
+    for stale in group.parent.glob("uffdprobe-*"):  # a killed run's whose watchdog was killed too
+        owner = stale.name.rpartition("-")[2]
+        if owner.isdigit() and start_time(int(owner)) is None:
+            try:
+                stale.rmdir()  # only an empty one: a cgroup with processes in it refuses
+            except OSError:
+                pass
     try:
         group.mkdir()
     except OSError:
