@@ -174,3 +174,14 @@ def test_a_truncated_deb_is_one_whole_line(tmp_path):
     assert len(said) == 1 and proc.stderr.strip().endswith(said[0]) and "Traceback" not in proc.stderr
     assert f"cannot unpack {cut}:" in said[0] and "fetch the package again" in said[0], said
     assert said[0].count(str(cut)) == 1 and "unexpected end of file" in said[0]
+
+
+@pytest.mark.reliability("a matrix refused after its plan was printed (a --cluster address nobody answers)",
+                         "exit 2; it never says 'logs under DIR' for the folder it did not make, and makes none")
+def test_a_refused_matrix_names_no_log_folder(tmp_path):
+    pytest.importorskip("distributed")
+    proc = _uffdprobe("matrix", "--kernel", "host", "--cluster", "tcp://127.0.0.1:9", "--results-dir",
+                      tmp_path / "w", timeout=120)
+    assert proc.returncode == Exit.USAGE, proc.stderr
+    assert "logs under" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "w").exists()
