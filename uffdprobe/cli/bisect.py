@@ -192,12 +192,22 @@ def _default_timeout(spec: bisect_step.StepSpec, good_ref: str, bad_ref: str) ->
     return per_step * (bisect_git.count_between(spec.tree, old, new) + 2)
 
 
+def _drop_if_empty(spec, made: bool) -> None:
+    """A refused bisection leaves no empty --work-dir it made (one that holds anything stays)."""
+    if spec is not None and made:
+        try:
+            spec.work.rmdir()
+        except OSError:
+            pass
+
+
 def cmd_bisect(args) -> int:
     """bisect: check the endpoints, bisect, print the first bad commit (or the candidates)."""
     from uffdprobe.bisect import driver
-    spec = None
+    spec, made = None, False
     try:
         spec = spec_of(args)
+        made = not spec.work.exists()
         spec.work.mkdir(parents=True, exist_ok=True)
         timeout = args.timeout or _default_timeout(spec, args.good, args.bad)
         result = driver.bisect(spec, args.good, args.bad, step_argv(spec), timeout)
@@ -206,9 +216,11 @@ def cmd_bisect(args) -> int:
               f"{spec.work / 'bisect.txt'}", file=sys.stderr)
         return Exit.INTERRUPTED
     except KbuildError as exc:
+        _drop_if_empty(spec, made)
         print(f"uffdprobe bisect: {exc}", file=sys.stderr)
         return exc.exit_code if exc.exit_code != Exit.BUILD_FAILED else Exit.SETUP
     except (OSError, subprocess.SubprocessError) as exc:
+        _drop_if_empty(spec, made)
         print(f"uffdprobe bisect: {exc}; the tree was reset", file=sys.stderr)
         return Exit.SETUP
     if result.first:

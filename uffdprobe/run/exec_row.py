@@ -10,6 +10,7 @@ import tempfile
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from uffdprobe.exitcodes import UsageError
+from uffdprobe.osutil import lifetime
 from uffdprobe.scenarios.rows import NO_MEMORY
 from uffdprobe.supervise import workload
 from uffdprobe.supervise.splat import SplatWatch
@@ -71,7 +72,7 @@ def scratch(args: argparse.Namespace) -> Iterator[Optional[str]]:
         yield None
         return
     parent = args.odirect_target if args.odirect_target and os.path.isdir(args.odirect_target) else None
-    folder = tempfile.mkdtemp(prefix="uffdprobe-exec-", dir=parent)
+    folder = tempfile.mkdtemp(prefix=lifetime.temp_prefix("exec"), dir=parent)
     try:
         yield folder
     finally:

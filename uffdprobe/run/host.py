@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
-from uffdprobe.osutil import swap
-from uffdprobe.osutil.files import write_atomic
+from uffdprobe.osutil import outputs, swap
 from uffdprobe.uffd import features
 from uffdprobe.results import report
 from uffdprobe.results.expect import check, declared, expected_failure, failing, judge
@@ -195,10 +194,7 @@ def finish(results: List[Result], args: argparse.Namespace, table) -> int:
             sys.stdout.write(data)
             sys.stdout.flush()
         else:
-            try:
-                write_atomic(Path(args.json), data.encode())
-            except OSError as exc:  # name the file the user asked for, not a temporary one
-                raise OSError(exc.errno, exc.strerror, args.json) from None
+            outputs.write(args.json, data.encode())  # an OSError names args.json, not a temporary file
     print(f"summary: {report.summary(results)}", file=table, flush=True)
     expect = getattr(args, "expectations", None) or {}
     declared_bad = [f"{r.scenario}[{r.memory}] {r.verdict.value}" for r in results

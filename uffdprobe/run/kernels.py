@@ -105,7 +105,12 @@ def parse_expect(items: List[str], targets: List[Target]) -> Dict[str, Dict[str,
             check_expect({scenario: verdict}, f"--expect {item!r}")
         except BadInput as exc:
             raise UsageError(str(exc)) from None
-        out.setdefault(names.get(kernel, kernel), {})[scenario] = verdict
+        scope = out.setdefault(names.get(kernel, kernel), {})
+        if scope.get(scenario, verdict) != verdict:
+            raise UsageError(f"--expect {item!r} contradicts the earlier --expect declaring "
+                             f"{scenario}={scope[scenario]}{' on ' + kernel if kernel != '*' else ''}: "
+                             "declare each verdict once")
+        scope[scenario] = verdict
     return out
 
 
@@ -136,7 +141,7 @@ def build(target: Target, say: Callable[[str], None]) -> None:
         say(f"{target.label}: build failed: {target.build_error}")
         return
     target.path = str(built.bzimage)
-    target.sha256 = None  # hashed from the file when its folder is named
+    target.sha256 = sha256_file(built.bzimage)  # now, while held: a later read of a removed image cannot crash
     keep = ("key", "name", "version", "config_sha256", "patches", "fragments", "compiler", "built_at")
     from uffdprobe.kbuild import recipes
     target.identity = {"recipe": target.recipe, "summary": recipes.load(target.recipe).summary,
