@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import List, Tuple
 
 from uffdprobe.results import html as html_report, junit, ktap, report, table as matrix_table
-from uffdprobe.exitcodes import Exit
+from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.results.matrix import Matrix
 from uffdprobe.osutil import children
 from uffdprobe.osutil.files import usable_dir, write_atomic
@@ -46,6 +46,7 @@ def add_parser(sub) -> None:
     p.add_argument("--json", metavar="FILE", help="write the matrix (kernels, cells, every result) as JSON")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML: a testcase per kernel × scenario × memory")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (evidence on click)")
+    kcidb_options(p)
     p.add_argument("--ktap", metavar="FILE|-", help="KTAP (kernel, scenario, memory kind nested), each kernel "
                    "as it finishes: '-' on stdout (the table goes to stderr), else FILE (FILE.partial until "
                    "the matrix ends)")
@@ -82,8 +83,27 @@ def _silent(text: str) -> None:
     """-q: progress lines are dropped (the table, the summary and errors still print)."""
 
 
+def kcidb_options(p) -> None:
+    """--kcidb FILE, --origin NAME and --kcidb-url URL (run and matrix)."""
+    p.add_argument("--kcidb", metavar="FILE", help="write a KCIDB v5 report (checkouts, builds, tests) for "
+                   "submission to KernelCI's database; needs --origin")
+    p.add_argument("--origin", metavar="NAME", help="the KCIDB origin (your CI system's name: lower-case "
+                   "letters, digits, _) that prefixes every id")
+    p.add_argument("--kcidb-url", metavar="URL", help="where the results folder will be published: log and "
+                   "file links are URL/PATH-IN-FOLDER (default: file:// URLs of the folder as it is now)")
+
+
+def check_kcidb(args: argparse.Namespace) -> None:
+    """--kcidb needs a valid --origin, refused before any work."""
+    from uffdprobe.results.kcidb import ORIGIN
+    if args.kcidb and not (args.origin and ORIGIN.match(args.origin)):
+        raise UsageError("--kcidb needs --origin NAME: your CI system's KCIDB origin (lower-case letters, "
+                         "digits and _)")
+
+
 def cmd_matrix(args: argparse.Namespace) -> int:
-    check_writable(args.json, args.junit, args.html, None if args.ktap == "-" else args.ktap)
+    check_writable(args.json, args.junit, args.html, args.kcidb, None if args.ktap == "-" else args.ktap)
+    check_kcidb(args)
     user_scenarios.load(args)  # before a recipe's [expect] or --expect names one of them
     from . import execopts
     execopts.check(args)  # before --expect, which may name the program's row
@@ -191,6 +211,9 @@ def _write(m: Matrix, args: argparse.Namespace, work: Path,
         outputs.append((Path(args.junit), junit.to_xml(m)))
     if args.html:
         outputs.append((Path(args.html), html_report.render(m)))
+    if args.kcidb:
+        from uffdprobe.results import kcidb
+        outputs.append((Path(args.kcidb), json.dumps(kcidb.report(m, args.origin, work, args.kcidb_url), indent=1)))
     outputs.append((work / "matrix.json", data))
     written, notes, full = [], [], False
     for path, text in outputs:

@@ -191,10 +191,12 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
     if ktap_out:
         ktap_out.close(f"boot outcome: {result.outcome}; console log: {result.console_log}")
     results += missing
+    console = _keep_outputs(result.results_dir, args.results_dir, result.console_log)
     for r in results:
         r.kernel = {**r.kernel, **stamp}
         host_paths(r, result.results_dir)
-    _keep_outputs(result.results_dir, args.results_dir)
+        if console and r.evidence.get("console_log") == str(result.console_log):
+            r.evidence["console_log"] = str(console)
     status = finish(results, args, table)
     if lost:
         print(f"uffdprobe: CHANNEL_LOST: the guest lost its results channel (guest exit {result.exit_status}); "
@@ -209,17 +211,23 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
     return status
 
 
-def _keep_outputs(channel: Path, results_dir: Optional[str]) -> None:
-    """The selftests' output files, copied (whole) into --results-dir beside the verdicts."""
+def _keep_outputs(channel: Path, results_dir: Optional[str], console_log: Path) -> Optional[Path]:
+    """The guest's console log and the selftests' output files, copied (whole) into --results-dir beside
+    the verdicts, so an archived results folder has them; the console log's copy (None: not kept)."""
     if not results_dir:
-        return
+        return None
     from uffdprobe.osutil.files import write_atomic
-    for path in sorted(channel.glob("kselftest-*.txt")):
+    kept = None
+    for path in [console_log] + sorted(channel.glob("kselftest-*.txt")):
         try:
             write_atomic(Path(results_dir) / path.name, path.read_bytes())
         except OSError as exc:
-            print(f"uffdprobe: cannot keep {path.name} in {results_dir} ({exc.strerror}); it stays in {channel}",
-                  file=sys.stderr)
+            print(f"uffdprobe: cannot keep {path.name} in {results_dir} ({exc.strerror}); it stays in "
+                  f"{path.parent}", file=sys.stderr)
+            continue
+        if path == console_log:
+            kept = Path(results_dir) / path.name
+    return kept
 
 
 def _cut_off(planned, results: List[Result], boot) -> List[Result]:

@@ -130,11 +130,13 @@ def build(target: Target, say: Callable[[str], None]) -> None:
         return
     target.path = str(built.bzimage)
     target.sha256 = None  # hashed from the file when its folder is named
-    keep = ("key", "name", "version", "config_sha256", "patches", "fragments", "compiler", "built_at")
+    keep = ("key", "name", "version", "config_sha256", "patches", "fragments", "compiler", "built_at", "source",
+            "source_spec", "base")  # the source identity is what a KCIDB checkout needs
     from uffdprobe.kbuild import recipes
     target.identity = {"recipe": target.recipe, "summary": recipes.load(target.recipe).summary,
                        "cached": built.cached,
-                       **{k: built.identity.get(k) for k in keep if k in built.identity}}
+                       **{k: built.identity.get(k) for k in keep if k in built.identity},
+                       "build_log": str(built.log) if built.log else None, "config_file": str(built.config)}
 
 
 def owner(target: Target) -> dict:
