@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import List, Tuple
 
 from uffdprobe.results import html as html_report, junit, ktap, report, table as matrix_table
-from uffdprobe.exitcodes import Exit, UsageError
+from uffdprobe.exitcodes import Exit
 from uffdprobe.results.matrix import Matrix
 from uffdprobe.osutil import children
 from uffdprobe.osutil.files import usable_dir, write_atomic
@@ -21,7 +21,7 @@ from uffdprobe.run.matrix import Options, planned, run_all
 from .run import _seconds, check_writable, runs_count
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.vm.paths import cache_root, new_run_dir
-from .vocab import add_accel, add_verbosity, deprecated
+from .vocab import add_accel, add_verbosity, check_kcidb, deprecated, kcidb_options
 from . import user_scenarios
 
 
@@ -81,24 +81,6 @@ def _say(text: str) -> None:
 
 def _silent(text: str) -> None:
     """-q: progress lines are dropped (the table, the summary and errors still print)."""
-
-
-def kcidb_options(p) -> None:
-    """--kcidb FILE, --origin NAME and --kcidb-url URL (run and matrix)."""
-    p.add_argument("--kcidb", metavar="FILE", help="write a KCIDB v5 report (checkouts, builds, tests) for "
-                   "submission to KernelCI's database; needs --origin")
-    p.add_argument("--origin", metavar="NAME", help="the KCIDB origin (your CI system's name: lower-case "
-                   "letters, digits, _) that prefixes every id")
-    p.add_argument("--kcidb-url", metavar="URL", help="where the results folder will be published: log and "
-                   "file links are URL/PATH-IN-FOLDER (default: file:// URLs of the folder as it is now)")
-
-
-def check_kcidb(args: argparse.Namespace) -> None:
-    """--kcidb needs a valid --origin, refused before any work."""
-    from uffdprobe.results.kcidb import ORIGIN
-    if args.kcidb and not (args.origin and ORIGIN.match(args.origin)):
-        raise UsageError("--kcidb needs --origin NAME: your CI system's KCIDB origin (lower-case letters, "
-                         "digits and _)")
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:

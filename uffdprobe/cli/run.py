@@ -10,7 +10,7 @@ from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.run import host
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.scenarios.registry import select
-from .vocab import add_accel, add_verbosity, whole_number
+from .vocab import add_accel, add_verbosity, check_kcidb, kcidb_options, whole_number
 from . import user_scenarios
 
 
@@ -27,6 +27,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", metavar="FILE", help="write all results as a JSON list (- for stdout; the table then goes to stderr)")
     p.add_argument("--ktap", action="store_true",
                    help="KTAP on stdout, a result line as each verdict lands (the table goes to stderr)")
+    kcidb_options(p)
     p.add_argument("--results-dir", metavar="DIR", default=os.environ.get("UFFDPROBE_RESULTS"),
                    help="stream each result as a line of DIR/verdicts.jsonl (default: $UFFDPROBE_RESULTS)")
     p.add_argument("--odirect-target", metavar="PATH", help="block device or directory that accepts O_DIRECT")
@@ -142,7 +143,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     args.scenarios = list(args.scenarios) + list(getattr(args, "more_scenarios", []))
     from . import execopts
     execopts.check(args)  # before --expect, which may name the program's row
-    check_writable(args.json)
+    check_writable(args.json, args.kcidb)
+    check_kcidb(args)
     if args.json == "-" and args.ktap:
         raise UsageError("--json - and --ktap both want stdout: write the JSON to a file")
     check_results_dir(args.results_dir)

@@ -3,7 +3,7 @@ import argparse
 import sys
 import threading
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit, UsageError
@@ -191,12 +191,17 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
     if ktap_out:
         ktap_out.close(f"boot outcome: {result.outcome}; console log: {result.console_log}")
     results += missing
-    console = _keep_outputs(result.results_dir, args.results_dir, result.console_log)
-    for r in results:
+    kept_files = _keep_outputs(result.results_dir, args.results_dir, result.console_log)
+    console = kept_files.get(str(result.console_log))
+    for r in results:  # the evidence names the copies in --results-dir, which a CI job archives
         r.kernel = {**r.kernel, **stamp}
         host_paths(r, result.results_dir)
-        if console and r.evidence.get("console_log") == str(result.console_log):
-            r.evidence["console_log"] = str(console)
+        for key in ("console_log", "log"):
+            if r.evidence.get(key) in kept_files:
+                r.evidence[key] = kept_files[r.evidence[key]]
+    args.boot_facts = {"outcome": result.outcome, "reason": result.reason, "timings": result.timings,
+                       "accel": result.accel, "panic_lines": result.panic_lines,
+                       "console_log": str(console or result.console_log)}  # for --kcidb
     status = finish(results, args, table)
     if lost:
         print(f"uffdprobe: CHANNEL_LOST: the guest lost its results channel (guest exit {result.exit_status}); "
@@ -211,13 +216,13 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
     return status
 
 
-def _keep_outputs(channel: Path, results_dir: Optional[str], console_log: Path) -> Optional[Path]:
+def _keep_outputs(channel: Path, results_dir: Optional[str], console_log: Path) -> Dict[str, str]:
     """The guest's console log and the selftests' output files, copied (whole) into --results-dir beside
-    the verdicts, so an archived results folder has them; the console log's copy (None: not kept)."""
+    the verdicts, so an archived results folder has them: {original path: the copy's path}."""
     if not results_dir:
-        return None
+        return {}
     from uffdprobe.osutil.files import write_atomic
-    kept = None
+    kept = {}
     for path in [console_log] + sorted(channel.glob("kselftest-*.txt")):
         try:
             write_atomic(Path(results_dir) / path.name, path.read_bytes())
@@ -225,8 +230,7 @@ def _keep_outputs(channel: Path, results_dir: Optional[str], console_log: Path) 
             print(f"uffdprobe: cannot keep {path.name} in {results_dir} ({exc.strerror}); it stays in "
                   f"{path.parent}", file=sys.stderr)
             continue
-        if path == console_log:
-            kept = Path(results_dir) / path.name
+        kept[str(path)] = str(Path(results_dir) / path.name)
     return kept
 
 

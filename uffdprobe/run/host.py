@@ -191,6 +191,8 @@ def finish(results: List[Result], args: argparse.Namespace, table) -> int:
                 write_atomic(Path(args.json), data.encode())
             except OSError as exc:  # name the file the user asked for, not a temporary one
                 raise OSError(exc.errno, exc.strerror, args.json) from None
+    from . import kcidb_out
+    kcidb_out.write(results, args, getattr(args, "boot_facts", None))
     print(f"summary: {report.summary(results)}", file=table, flush=True)
     expect = getattr(args, "expectations", None) or {}
     declared_bad = [f"{r.scenario}[{r.memory}] {r.verdict.value}" for r in results
