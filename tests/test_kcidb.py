@@ -125,3 +125,21 @@ def test_kcidb_needs_an_origin(tmp_path):
                            str(tmp_path / "k.json")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--origin" in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_run_on_the_host_writes_a_valid_report(tmp_path):
+    """`run --kcidb` on the running kernel: one checkout, one build, a test per verdict, no boot test."""
+    out = tmp_path / "results"
+    out.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "cow-leak", "--memory", "anon-4k",
+                           "--results-dir", str(out), "--json", str(out / "results.json"),
+                           "--kcidb", str(tmp_path / "kcidb.json"), "--origin", "uffdprobe_test"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    data = json.loads((tmp_path / "kcidb.json").read_text())
+    kcidb_io.schema.V5_3.validate_exactly(data)
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert [(t["path"], t["misc"]["verdict"]) for t in data["tests"]] == \
+        [(kcidb.path_of(r["scenario"], r["memory"]), r["verdict"]) for r in results]
+    assert len(data["checkouts"]) == len(data["builds"]) == 1
+    assert data["tests"][0]["output_files"] == [{"name": "results.json", "url": (out / "results.json").as_uri()}]

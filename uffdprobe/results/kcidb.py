@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 from urllib.parse import quote
 
 from uffdprobe.supervise.kselftest import PROGRAMS
@@ -33,7 +33,7 @@ EXCERPT_MAX = 16384
 ARCHITECTURE = "x86_64"
 _PATH_PART = re.compile(r"[^A-Za-z0-9_-]+")
 _STATUS = {"PASS": "PASS", "SKIP": "SKIP", "ERROR": "ERROR", "VM_TIMEOUT": "ERROR", "PANIC": "FAIL",
-           "BOOT_FAIL": "MISS", "BUILD_FAIL": "MISS", **{v: "FAIL" for v in KERNEL_PROBLEMS}}
+           "BOOT_FAIL": "MISS", "BUILD_FAIL": "MISS", **dict.fromkeys(KERNEL_PROBLEMS, "FAIL")}
 
 
 def status(verdict: str) -> str:
@@ -59,7 +59,7 @@ def excerpt(lines: Iterable[str]) -> str:
     return text if len(text) <= EXCERPT_MAX else text[-EXCERPT_MAX:]
 
 
-def _timestamp(value) -> Optional[str]:
+def _timestamp(value: object) -> Optional[str]:
     """An RFC 3339 time from epoch seconds or from an ISO string like 2026-12-06T22:30:16+0000."""
     try:
         if isinstance(value, (int, float)):
@@ -71,7 +71,7 @@ def _timestamp(value) -> Optional[str]:
     return None
 
 
-def _digest(*parts) -> str:
+def _digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -82,11 +82,11 @@ class Links:
     def __init__(self, root: Path, url_base: Optional[str] = None):
         self.root, self.url_base = Path(root).resolve(), url_base.rstrip("/") if url_base else None
 
-    def url(self, path) -> Optional[str]:
+    def url(self, path: object) -> Optional[str]:
         if not path:
             return None
         try:
-            full = Path(path).resolve()
+            full = Path(str(path)).resolve()
             rel = full.relative_to(self.root)
         except (ValueError, OSError):
             return None
@@ -171,7 +171,7 @@ def _boot_test(origin: str, k: KernelRun, build_id: str, links: Links, build_err
         state = "ERROR"
     else:
         state = "PASS"
-    test = {"id": f"{build_id}:{k.boot.get('started_at', '')}:uffdprobe.boot", "build_id": build_id,
+    test: Dict[str, Any] = {"id": f"{build_id}:{k.boot.get('started_at', '')}:uffdprobe.boot", "build_id": build_id,
             "origin": origin, "path": "uffdprobe.boot", "status": state,
             "comment": f"{k.label}: boot {outcome or 'not attempted'}",
             "environment": _environment(k), "misc": {"outcome": outcome, "reason": k.boot.get("reason")}}
@@ -207,7 +207,7 @@ def _test(origin: str, k: KernelRun, r: Result, build_id: str, links: Links) -> 
     run = r.params.get("run")
     want = declared(k.expect, r.scenario, r.memory)
     mark = judge(want, r.verdict)
-    test = {"id": f"{build_id}:{k.boot.get('started_at', '')}:{path}" + (f"#{run}" if run else ""),
+    test: Dict[str, Any] = {"id": f"{build_id}:{k.boot.get('started_at', '')}:{path}" + (f"#{run}" if run else ""),
             "build_id": build_id, "origin": origin, "path": path, "status": status(r.verdict.value),
             "comment": f"{r.scenario} [{r.memory}]: {r.verdict.value}" + (f" (declared {want})" if want else ""),
             "environment": _environment(k),
