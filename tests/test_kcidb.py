@@ -3,6 +3,7 @@ declared LEAK (an incident of a known issue), a kernel that does not boot (BOOT_
 mm selftest rows; and the results folder, moved elsewhere, still holds every file the report links."""
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,8 @@ def kcidb_matrix(tmp_path_factory):
                            "--kernel", f"broken={broken}", "--scenario", "wp-gup-vmsplice",
                            "--scenario", "cow-leak-reverse", "--memory", "anon-4k", "--kselftest", SELFTEST,
                            "--results-dir", str(work), "--json", str(work / "out.json"),
+                           "--junit", str(work / "matrix.xml"), "--html", str(work / "matrix.html"),
+                           "--ktap", str(work / "matrix.ktap"),
                            "--kcidb", str(report), "--origin", "uffdprobe_test", "--kcidb-url", URL],
                           capture_output=True, text=True, timeout=3000)
     assert report.exists(), proc.stderr[-3000:]
@@ -107,6 +110,19 @@ def test_moved_results_folder_holds_every_linked_file(kcidb_matrix):
         assert (moved / unquote(url[len(URL) + 1:])).is_file(), url
     names = {Path(unquote(u)).name for u in urls}
     assert {"console.log", "run.log", "build.log", "config", "results.json"} <= names
+    # JUnit, HTML and KTAP name the folder's files relative to themselves, never where the folder was
+    linked = set()
+    for report in ("matrix.xml", "matrix.html", "matrix.ktap"):
+        text = (moved / report).read_text()
+        absolute = re.findall(re.escape(str(kcidb_matrix["work"])) + r"/[^\s\"<,]+\.(?:log|txt)", text)
+        assert not absolute, f"{report}: {absolute[:3]}"  # the command line in a footer may name the folder
+        found = set(re.findall(r"(?<![\w/.])([\w.+-]+/[\w.+-]+\.(?:log|txt))", text))
+        assert found, report
+        for rel in found:
+            assert (moved / rel).is_file(), f"{report}: {rel}"
+        linked |= {Path(rel).name for rel in found}
+    assert {"console.log", "run.log", f"kselftest-{SELFTEST}.txt"} <= linked
+    assert all((folder / "kernel.json").is_file() for folder in moved.iterdir() if folder.is_dir())
 
 
 def test_status_mapping_and_paths():

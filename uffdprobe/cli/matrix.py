@@ -12,6 +12,7 @@ from typing import List, Tuple
 
 from uffdprobe.results import html as html_report, junit, ktap, report, table as matrix_table
 from uffdprobe.exitcodes import Exit
+from uffdprobe.results.artifacts import relocated, relocated_run
 from uffdprobe.results.matrix import Matrix
 from uffdprobe.osutil import children
 from uffdprobe.osutil.files import usable_dir, write_atomic
@@ -100,7 +101,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     owed = planned(opts)
     # the logs and matrix.json are kept (the reports point at the logs): a folder of the cache's, like
     # a run's, made only once every kernel is built, so a refused matrix leaves nothing behind
-    work = Path(args.results_dir) if args.results_dir else new_run_dir(cache_root() / "matrix", create=False)
+    work = Path(args.results_dir).absolute() if args.results_dir else new_run_dir(cache_root() / "matrix", create=False)
     usable_dir(work, "--results-dir" if args.results_dir else "the matrix folder",
                "name a writable folder" if args.results_dir else "point XDG_CACHE_HOME at a writable folder",
                create=False)
@@ -126,7 +127,7 @@ def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Pat
     work.mkdir(parents=True, exist_ok=True)
     done: dict = {}
     started = time.monotonic()
-    ktap_out = KtapOutput(args.ktap, len(targets), owed) if args.ktap else None
+    ktap_out = KtapOutput(args.ktap, len(targets), owed, work) if args.ktap else None
     old = signal.signal(signal.SIGTERM, children.sigterm_as_ctrl_c) if _main_thread() else None
     try:
         kernels = run_all(targets, opts, work, len(targets) if engine else min(args.jobs, len(targets)), say,
@@ -189,10 +190,10 @@ def _write(m: Matrix, args: argparse.Namespace, work: Path,
         sys.stdout.write(data + "\n")
         sys.stdout.flush()
     outputs = [(Path(args.json), data)] if args.json and args.json != "-" else []
-    if args.junit:
-        outputs.append((Path(args.junit), junit.to_xml(m)))
+    if args.junit:  # the reports name the results folder's files relative to themselves
+        outputs.append((Path(args.junit), junit.to_xml(relocated(m, work, Path(args.junit)))))
     if args.html:
-        outputs.append((Path(args.html), html_report.render(m)))
+        outputs.append((Path(args.html), html_report.render(relocated(m, work, Path(args.html)))))
     if args.kcidb:
         from uffdprobe.results import kcidb
         outputs.append((Path(args.kcidb), json.dumps(kcidb.report(m, args.origin, work, args.kcidb_url), indent=1)))
@@ -224,14 +225,15 @@ class KtapOutput:
     """--ktap: a kernel's subtree as soon as the kernel finishes, on stdout ('-') or into FILE.partial,
     renamed to FILE once every kernel is in (an interrupted matrix leaves FILE as it was)."""
 
-    def __init__(self, where: str, kernels: int, owed: list):
-        self.where, self.owed = where, owed
+    def __init__(self, where: str, kernels: int, owed: list, work: Path):
+        self.where, self.owed, self.work = where, owed, work
         self.stream = sys.stdout if where == "-" else open(where + ".partial", "w")
         self.top = ktap.Writer(self.stream, kernels,
                                [f"uffdprobe {report.tool_version()}: {' '.join(sys.argv)}"])
 
     def kernel(self, k) -> None:
-        ktap.write_kernel(self.top, k, self.owed)
+        here = Path("-") if self.where == "-" else Path(self.where)  # stdout: relative to the current folder
+        ktap.write_kernel(self.top, relocated_run(k, self.work, here), self.owed)
 
     def finish(self) -> None:
         if self.stream is sys.stdout:
