@@ -22,7 +22,7 @@ from uffdprobe.run.matrix import Options, planned, run_all
 from .run import _seconds, check_writable, runs_count
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.vm.paths import cache_root, new_run_dir
-from .vocab import add_accel, add_verbosity, check_kcidb, deprecated, kcidb_options
+from .vocab import add_accel, add_verbosity, check_kcidb, deprecated, kcidb_options, kselftest_from_option
 from . import user_scenarios
 
 
@@ -43,7 +43,9 @@ def add_parser(sub) -> None:
                         "kind, e.g. host:wp-real-write=PASS, model-5.8:umap-evict/anon-thp=HANG")
     p.add_argument("--kselftest", action="append", default=[], metavar="NAME[,NAME]",
                    help="every kernel also runs these mm selftests after its scenarios, in the same boot (cow, "
-                        "gup_longterm, uffd-unit-tests); each case is a row 'NAME: CASE' (memory '-')")
+                        "gup_longterm, uffd-unit-tests, or any mm selftest by name); each case is a row "
+                        "'NAME: CASE' (memory '-')")
+    kselftest_from_option(p)
     p.add_argument("--json", metavar="FILE", help="write the matrix (kernels, cells, every result) as JSON")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML: a testcase per kernel × scenario × memory")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (evidence on click)")
@@ -95,7 +97,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     opts = Options(scenarios=args.scenario, memory=args.memory or [], runs=args.runs, params=args.param,
                    vm_timeout=args.vm_timeout, accel=args.accel, verbose=args.verbosity > 0,
                    exec_args=execopts.child_args(args), exec_row=args.exec_row,
-                   kselftest=selftests.chosen(args.kselftest))
+                   kselftest=selftests.chosen(args.kselftest), kselftest_from=args.kselftest_from)
     opts.scenarios_from = user_scenarios.check_guests_see(targets, args.scenarios_from)
     say = _say if args.verbosity >= 0 else _silent
     owed = planned(opts)
@@ -121,7 +123,7 @@ def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Pat
     for t in targets:
         build(t, say)
     if any(planned(opts, t) != owed for t in targets) or opts.kselftest:
-        built = _selftests(say)  # once, before the kernels' runs (which would each wait for the build)
+        built = _selftests(say, opts)  # once, before the kernels' runs (which would each wait for the build)
         if isinstance(built, int):
             return built
     work.mkdir(parents=True, exist_ok=True)
@@ -167,12 +169,13 @@ def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Pat
     return Exit.UNEXPECTED if unexpected else Exit.OK
 
 
-def _selftests(say):
-    """The mm selftests built (or found in the kernel cache); an exit status when that failed."""
-    from uffdprobe.kbuild import kselftest
+def _selftests(say, opts: Options):
+    """The mm selftests built (or found in the kernel cache) from --kselftest-from or the default tree; an
+    exit status when that failed. A recipe's own tree builds them in its kernel's run."""
     from uffdprobe.kbuild.errors import KbuildError
+    asked = argparse.Namespace(kselftest=opts.kselftest, kselftest_from=opts.kselftest_from)
     try:
-        return kselftest.ensure(progress=say)
+        return selftests.binaries(asked, progress=say)
     except KbuildError as exc:
         _say(f"matrix: --kselftest: {exc}")
         return int(exc.exit_code)

@@ -10,7 +10,7 @@ from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.run import host
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.scenarios.registry import select
-from .vocab import add_accel, add_verbosity, check_kcidb, kcidb_options, whole_number
+from .vocab import add_accel, add_verbosity, check_kcidb, kcidb_options, kselftest_from_option, whole_number
 from . import user_scenarios
 
 
@@ -43,9 +43,10 @@ def add_parsers(sub) -> None:
                         "HANG/LEAK/WP_LOST that happens exits 0, one that no longer happens exits 7")
     p.add_argument("--kselftest", action="append", default=[], metavar="NAME[,NAME]",
                    help="also run the kernel's own mm selftests after the scenarios, in the same boot: cow, "
-                        "gup_longterm, uffd-unit-tests (its wp-fork cases; uffd-unit-tests=all for every case); "
-                        "built once from /usr/src/linux-source-6.12.tar.xz into the kernel cache")
-    p.add_argument("--kselftest-dir", help=argparse.SUPPRESS)  # the host tells its guest where they are
+                        "gup_longterm, uffd-unit-tests (its wp-fork cases; uffd-unit-tests=all for every case) "
+                        "or any other mm selftest program by name; built once into the kernel cache from "
+                        "--kselftest-from's tree")
+    kselftest_from_option(p)
     p.add_argument("--kernel", metavar="[LABEL=]KERNEL",
                    help="boot this kernel in QEMU and run there: a recipe name or .toml path, a bzImage/vmlinuz "
                         "or a linux-image .deb, optionally LABEL=KERNEL; 'host' runs on the running kernel")
@@ -156,10 +157,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--append changes a booted kernel's command line: add --kernel KERNEL (not host)")
     from uffdprobe.run import selftests
     args.kselftest = selftests.chosen(args.kselftest + list(getattr(spec and spec.recipe, "kselftest", ()) or ()))
-    if args.kselftest and not args.kselftest_dir:
+    if args.kselftest:
         from uffdprobe.kbuild.errors import KbuildError
         try:  # built once into the kernel cache (well under a minute), before any kernel build or boot
-            args.kselftest_dir = str(selftests.binaries(args))
+            args.kselftest_from = str(selftests.binaries(args, spec))
         except KbuildError as exc:
             print(f"uffdprobe: --kselftest: {exc}", file=sys.stderr)
             return int(exc.exit_code)

@@ -63,3 +63,13 @@ def check_kcidb(args: argparse.Namespace) -> None:
     if args.kcidb and not (args.origin and ORIGIN.match(args.origin)):
         raise UsageError("--kcidb needs --origin NAME: your CI system's KCIDB origin (lower-case letters, "
                          "digits and _)")
+
+
+def kselftest_from_option(p) -> None:
+    """--kselftest-from (run and matrix); --kselftest-dir, its hidden older name, still works."""
+    p.add_argument("--kselftest-from", metavar="TREE|TARBALL|DIR",
+                   help="where --kselftest's programs come from: a kernel source tree or tarball (built), a "
+                        "folder of built selftests (kselftest_install), or a tuxmake folder with "
+                        "kselftest.tar.xz (default: a tuxmake kernel's own, a recipe's own source tree when "
+                        "it has them all, else /usr/src/linux-source-6.12.tar.xz)")
+    p.add_argument("--kselftest-dir", dest="kselftest_from", help=argparse.SUPPRESS)

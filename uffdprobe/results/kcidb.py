@@ -124,6 +124,9 @@ def _checkout(origin: str, k: KernelRun) -> dict:
             checkout["git_commit_hash"] = src["commit"]
         if str(src.get("repo", "")).startswith("https://"):
             checkout["git_repository_url"] = src["repo"]
+        for key, field in (("describe", "git_commit_name"), ("branch", "git_repository_branch")):
+            if src.get(key):  # a tuxmake build's metadata says these
+                checkout[field] = str(src[key])
     name = src.get("name") or ident.get("release") or k.label
     checkout["tree_name"] = str(name).split(".tar")[0]
     if ident.get("recipe") and ident.get("version"):  # the source tree's version (a booted file's is uname's)
@@ -137,13 +140,17 @@ def _checkout(origin: str, k: KernelRun) -> dict:
 def _build(origin: str, k: KernelRun, checkout_id: str, links: Links, build_error: Optional[str]) -> dict:
     ident = k.identity
     key = ident.get("key") or ident.get("file_sha256") or _digest("build", ident.get("release"), k.label)
-    build = {"id": f"{origin}:{key}", "checkout_id": checkout_id, "origin": origin,
+    build: Dict[str, Any] = {"id": f"{origin}:{key}", "checkout_id": checkout_id, "origin": origin,
              "architecture": ARCHITECTURE, "comment": k.label,
              "misc": {"label": k.label, "recipe": ident.get("recipe"), "config_sha256": ident.get("config_sha256"),
                       "cached": ident.get("cached"), "booted_file": ident.get("file")}}
     if ident.get("recipe"):
         build["config_name"] = Path(str(ident["recipe"])).stem
         build["status"] = "FAIL" if build_error else "PASS"
+    elif ident.get("tuxmake"):  # tuxmake's metadata said PASS (a failed build is refused before booting)
+        build["config_name"] = str(ident.get("kconfig") or "tuxmake")
+        build["status"] = "PASS"
+        build["misc"]["tuxmake"] = ident["tuxmake"]
     if ident.get("compiler"):
         build["compiler"] = str(ident["compiler"])
     started = _timestamp(ident.get("built_at"))

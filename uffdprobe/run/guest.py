@@ -47,7 +47,7 @@ def guest_argv(args: argparse.Namespace) -> List[str]:
     for pair in args.param:
         argv += ["--param", pair]
     for item in getattr(args, "kselftest", []):  # built on the host; the guest sees its root read-only
-        argv += ["--kselftest", item, "--kselftest-dir", args.kselftest_dir]
+        argv += ["--kselftest", item, "--kselftest-from", args.kselftest_from]
     if getattr(args, "runs", 1) > 1:
         argv += ["--runs", str(args.runs)]
     from . import exec_row
@@ -113,6 +113,9 @@ def file_identity(kernel: str) -> dict:
     checks before reading a result back)."""
     from uffdprobe.osutil.files import sha256_file
     path = Path(kernel)
+    if path.is_dir():  # a tuxmake folder: the bzImage in it is what boots
+        from uffdprobe.vm.tuxmake import IMAGE
+        path = path / IMAGE
     try:
         return {"file": str(path.resolve()), "file_sha256": sha256_file(path)}
     except OSError:  # unreadable or gone: the boot says so, as one line

@@ -16,17 +16,13 @@ def write(results: List[Result], args: argparse.Namespace, boot: Optional[dict] 
     """Write args.kcidb (whole or not at all) when asked; OSError names the file."""
     if not getattr(args, "kcidb", None):
         return
-    from .kernels import HOST, Target, build
+    from .kernels import HOST, build, check_kernels
     from .matrix import _keep_build_files
     folder = Path(args.results_dir) if getattr(args, "results_dir", None) else Path(args.kcidb).resolve().parent
-    spec = None
-    if args.kernel and args.kernel != HOST:
-        from . import kernel_arg
-        spec = kernel_arg.resolve(args.kernel)
-    target = Target(spec.label if spec else HOST, recipe=spec.recipe_ref if spec and spec.recipe else None)
+    target = check_kernels([args.kernel or HOST])[0]  # a tuxmake folder's identity from its metadata.json
     if target.recipe:
         build(target, lambda text: None)  # from the cache: run --kernel built it already
-        _keep_build_files(target, folder)
+    _keep_build_files(target, folder)
     identity = dict(results[0].kernel) if results else {}
     identity.update(target.identity)
     facts = dict(boot or {}, folder=str(folder))

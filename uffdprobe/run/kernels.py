@@ -62,6 +62,10 @@ def check_kernels(args: List[str]) -> List[Target]:
             target = Target(spec.label)
         elif spec.kind in ("image", "deb"):
             target = Target(spec.label, path=str(spec.path), sha256=spec.sha256)
+        elif spec.kind == "tuxmake":  # its metadata.json says what a report needs (source, compiler, config)
+            from uffdprobe.vm import tuxmake
+            build = tuxmake.read(Path(str(spec.path)))
+            target = Target(spec.label, path=str(spec.path), sha256=spec.sha256, identity=tuxmake.identity(build))
         else:
             target = Target(spec.label, recipe=spec.recipe_ref, expect=dict(spec.recipe.expect),
                             kselftest=list(spec.recipe.kselftest))

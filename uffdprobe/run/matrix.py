@@ -48,6 +48,7 @@ class Options:
     exec_args: List[str] = field(default_factory=list)  # the --exec options and program for every kernel's run
     exec_row: Optional[str] = None  # its row name
     kselftest: List[str] = field(default_factory=list)  # mm selftests every kernel runs after the scenarios
+    kselftest_from: Optional[str] = None  # where they come from (run --kselftest-from), None: each kernel's default
 
 
 def planned(opts: Options, target: Optional[Target] = None) -> List[tuple]:
@@ -89,6 +90,8 @@ def run_argv(target: Target, opts: Options, out: Path) -> List[str]:
         argv += ["--param", pair]
     for item in kselftests(opts, target):
         argv += ["--kselftest", item]
+    if opts.kselftest_from:
+        argv += ["--kselftest-from", opts.kselftest_from]
     for key, verdict in sorted(target.expect.items()):  # the child judges (and says) what the matrix will
         argv += ["--expect", f"{key}={verdict}"]
     if opts.verbose:
