@@ -72,4 +72,5 @@ def kselftest_from_option(p) -> None:
                         "folder of built selftests (kselftest_install), or a tuxmake folder with "
                         "kselftest.tar.xz (default: a tuxmake kernel's own, a recipe's own source tree when "
                         "it has them all, else /usr/src/linux-source-6.12.tar.xz)")
-    p.add_argument("--kselftest-dir", dest="kselftest_from", help=argparse.SUPPRESS)
+    p.add_argument("--kselftest-dir", dest="kselftest_from", action=deprecated("--kselftest-from"),
+                   help=argparse.SUPPRESS)

@@ -205,4 +205,5 @@ def _run_row(program: Program, parsed, exit_status, stuck, took, base, text, ker
 def _case_row(program: str, c, base: dict, kernel: dict, params: dict) -> Result:
     return Result(case_scenario(program, c.name), NO_MEMORY, Verdict(c.verdict), c.reason,
                   {"program": program, "number": c.number, "output": c.lines, "log": base["log"],
-                   "exit_status": base["exit_status"]}, kernel, params, None)
+                   "exit_status": base["exit_status"], "selftests_from": base["selftests_from"]},
+                  kernel, params, None)
