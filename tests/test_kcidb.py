@@ -136,6 +136,17 @@ def test_status_mapping_and_paths():
     assert len(kcidb.excerpt(["x" * 40000])) == kcidb.EXCERPT_MAX
 
 
+def test_cases_whose_paths_collide_keep_distinct_ids(tmp_path):
+    """Two selftest cases that differ only in punctuation share a path, never an id."""
+    from uffdprobe.results.matrix import KernelRun, Matrix
+    from uffdprobe.verdicts import Result, Verdict
+    rows = [Result(f"cow: {name}", "-", Verdict.PASS, "ok", {"output": ["ok 1 " + name]}) for name in ("a b", "a, b")]
+    data = kcidb.report(Matrix([KernelRun("k", rows, {"release": "6.1"}, {"started_at": 1.0})]), "t", tmp_path)
+    kcidb_io.schema.V5_3.validate_exactly(data)
+    assert [t["path"] for t in data["tests"]] == ["uffdprobe.kselftest.cow.a_b"] * 2
+    assert len({t["id"] for t in data["tests"]}) == 2 and "ok 1 a, b" in data["tests"][1]["log_excerpt"]
+
+
 def test_kcidb_needs_an_origin(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "uffdprobe", "matrix", "--kernel", "host", "--kcidb",
                            str(tmp_path / "k.json")], capture_output=True, text=True, timeout=120)
