@@ -170,3 +170,26 @@ def test_run_on_the_host_writes_a_valid_report(tmp_path):
         [(kcidb.path_of(r["scenario"], r["memory"]), r["verdict"]) for r in results]
     assert len(data["checkouts"]) == len(data["builds"]) == 1
     assert data["tests"][0]["output_files"] == [{"name": "results.json", "url": (out / "results.json").as_uri()}]
+
+
+@pytest.mark.build
+def test_a_kernel_that_does_not_build_is_a_failed_build_and_missed_tests(tmp_path):
+    """A recipe whose patch does not apply (the break-cow patch alone on stock's tree): BUILD_FAIL cells,
+    a FAIL build naming the patch, its boot and scenario tests MISS; the report still validates."""
+    lone = recipes.load("model-5.8-break-cow").patches[-1]
+    recipe = tmp_path / "lone.toml"
+    recipe.write_text(f'name = "lone"\nsource = "{recipes.load("stock").source}"\nbase = "tinyconfig"\n'
+                      f'fragments = ["{recipes.load("stock").fragments[0]}"]\npatches = ["{lone}"]\n')
+    report = tmp_path / "kcidb.json"
+    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "matrix", "--kernel", str(recipe), "--scenario",
+                           "cow-leak", "--memory", "anon-4k", "--results-dir", str(tmp_path / "out"),
+                           "--kcidb", str(report), "--origin", "uffdprobe_test"],
+                          capture_output=True, text=True, timeout=600)
+    assert report.exists(), proc.stderr[-2000:]
+    data = json.loads(report.read_text())
+    kcidb_io.schema.V5_3.validate_exactly(data)
+    (build,) = data["builds"]
+    assert build["status"] == "FAIL" and lone.name in build["log_excerpt"]
+    assert {t["path"]: t["status"] for t in data["tests"]} == {"uffdprobe.boot": "MISS",
+                                                               "uffdprobe.cow-leak.anon-4k": "MISS"}
+    assert data["checkouts"][0]["misc"]["source"]["name"] == "linux-source-6.1.tar.xz"

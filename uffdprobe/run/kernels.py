@@ -130,6 +130,10 @@ def build(target: Target, say: Callable[[str], None]) -> None:
         raise UsageError(f"--kernel {target.label}: {exc}") from None
     except KbuildError as exc:
         target.build_error = f"{type(exc).__name__}: {exc}"
+        target.identity = _unbuilt_identity(target.recipe)  # a report still names what did not build
+        log = getattr(exc, "log", None)
+        if log:  # a failed make's log, kept beside the kernel's results
+            target.identity["build_log"] = str(log)
         say(f"{target.label}: build failed: {target.build_error}")
         return
     target.path = str(built.bzimage)
@@ -141,6 +145,20 @@ def build(target: Target, say: Callable[[str], None]) -> None:
                        "cached": built.cached,
                        **{k: built.identity.get(k) for k in keep if k in built.identity},
                        "build_log": str(built.log) if built.log else None, "config_file": str(built.config)}
+
+
+def _unbuilt_identity(ref: str) -> dict:
+    """What a recipe says of a kernel that did not build: its source's identity and its patch series."""
+    from uffdprobe.kbuild import cache, recipes, source
+    from uffdprobe.kbuild.errors import KbuildError
+    recipe = recipes.load(ref)
+    out: Dict[str, object] = {"recipe": ref, "summary": recipe.summary, "source_spec": recipe.source,
+                              "patches": [{"name": Path(p).name, "sha256": sha256_file(Path(p))} for p in recipe.patches]}
+    try:
+        out["source"] = source.identify(source.parse_spec(recipe.source), cache.default_root())
+    except (KbuildError, OSError):
+        pass
+    return out
 
 
 def owner(target: Target) -> dict:
