@@ -239,7 +239,10 @@ def _test(origin: str, k: KernelRun, r: Result, build_id: str, links: Links) -> 
 def _evidence_lines(evidence: dict) -> List[str]:
     """After the summary, what a kernel developer reads next: splat and panic lines, the console's tail."""
     out: List[str] = []
-    for key in ("splat_lines", "panic_lines", "output", "console_tail", "output_tail"):
+    splat = evidence.get("splat")
+    if isinstance(splat, dict) and isinstance(splat.get("lines"), list):  # a WARN/OOPS report's lines
+        out += [str(x) for x in splat["lines"]]
+    for key in ("panic_lines", "output", "console_tail", "output_tail"):
         value = evidence.get(key)
         if isinstance(value, list):
             out += [str(x) for x in value]
