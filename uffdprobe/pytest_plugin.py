@@ -107,7 +107,7 @@ class Kernel:
         from uffdprobe.scenarios.registry import SCENARIOS
         relevant = [r for r in self.run.results
                     if (need == "thp" and r.memory == "anon-thp")
-                    or (need != "thp" and need in SCENARIOS[r.scenario].needs)]
+                    or (need != "thp" and r.scenario in SCENARIOS and need in SCENARIOS[r.scenario].needs)]
         if relevant and all(r.verdict.value == "SKIP" for r in relevant):
             return relevant[0].reason
         return None

@@ -4,6 +4,7 @@ from typing import Dict, List
 from uffdprobe.verdicts import Result
 
 STACK_FRAMES = 8
+SPLAT_LINES = 12
 
 
 def blocked_tasks(r: Result) -> List[dict]:
@@ -14,7 +15,8 @@ def blocked_tasks(r: Result) -> List[dict]:
 
 
 def summary(r: Result) -> Dict[str, str]:
-    """Flat name → one-line text: verdict, reason, run, duration, and for a HANG state/wchan/stack/rescue."""
+    """Flat name → one-line text: verdict, reason, run, duration, for a HANG state/wchan/stack/rescue, for a
+    kernel splat its report line and first lines (and a kernel log that could not be read, saying why)."""
     out = {"verdict": r.verdict.value, "reason": r.reason}
     if "run" in r.params:
         out["run"] = str(r.params["run"])
@@ -32,6 +34,15 @@ def summary(r: Result) -> Dict[str, str]:
     hang = r.evidence.get("hang") if isinstance(r.evidence, dict) else None
     if isinstance(hang, dict) and hang.get("pending_uffd_messages"):
         out["pending_uffd_messages"] = "; ".join(map(message_text, hang["pending_uffd_messages"]))
+    splat = r.evidence.get("splat") if isinstance(r.evidence, dict) else None
+    if isinstance(splat, dict):  # a kernel splat while it ran (supervise.splat): its report line and excerpt
+        out["splat"] = str(splat.get("first", ""))
+        lines = [str(x).split("] ", 1)[-1] for x in splat.get("lines") or []]
+        if lines:
+            out["splat_lines"] = " | ".join(lines[:SPLAT_LINES])
+    log = r.evidence.get("kernel_log") if isinstance(r.evidence, dict) else None
+    if isinstance(log, dict) and log.get("read") is False:
+        out["kernel_log"] = str(log.get("why", "not read"))
     for key in ("fault_address", "rescue", "console_log", "log"):
         if isinstance(r.evidence, dict) and r.evidence.get(key):
             out[key] = str(r.evidence[key])

@@ -12,6 +12,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 from uffdprobe.exitcodes import UsageError
 from uffdprobe.scenarios.rows import NO_MEMORY
 from uffdprobe.supervise import workload
+from uffdprobe.supervise.splat import SplatWatch
 from uffdprobe.uffd import odirect
 from uffdprobe.verdicts import Result
 
@@ -91,7 +92,7 @@ def limits(args: argparse.Namespace) -> workload.ExecLimits:
 
 
 def run_rows(args: argparse.Namespace, kernel: Dict[str, object], scratch_dir: Optional[str],
-             on_result: Callable[[Result], None]) -> List[Result]:
+             on_result: Callable[[Result], None], splats: Optional[SplatWatch] = None) -> List[Result]:
     """The --exec program, --runs times, under the supervisor; each Result goes to on_result as it lands."""
     if getattr(args, "exec", None) is None:
         return []
@@ -101,7 +102,8 @@ def run_rows(args: argparse.Namespace, kernel: Dict[str, object], scratch_dir: O
     runs = getattr(args, "runs", 1)
     results = []
     for i in range(1, runs + 1):
-        r = workload.run_program(args.exec_row, args.exec, kernel, limits(args), cwd=scratch_dir, env=env)
+        r = workload.run_program(args.exec_row, args.exec, kernel, limits(args), cwd=scratch_dir, env=env,
+                                 splats=splats)
         if runs > 1:
             r.params["run"] = i
         on_result(r)

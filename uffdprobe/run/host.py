@@ -12,7 +12,7 @@ from uffdprobe.osutil.files import write_atomic
 from uffdprobe.uffd import features
 from uffdprobe.results import report
 from uffdprobe.results.expect import check, declared, expected_failure, failing, judge
-from uffdprobe.supervise import kselftest, supervisor
+from uffdprobe.supervise import kselftest, splat, supervisor
 from uffdprobe.exitcodes import Exit, UsageError
 from . import selftests
 from uffdprobe.scenarios.registry import select, skip_reason
@@ -135,11 +135,16 @@ def _run_plan(args: argparse.Namespace, kf: features.KernelFeatures, target: Opt
         if stream:
             stream.append(r)
 
-    results = exec_row.run_rows(args, kf.kernel, scratch_dir, on_result)
-    results += supervisor.run_many(plan, kf.kernel, limits, target, on_result)
-    for item in wanted:  # after the scenarios, in the same boot; output files beside the verdicts
-        results += kselftest.run(item, bin_dir, Path(args.results_dir) if args.results_dir else None,
-                                 kf.kernel, on_result)
+    with splat.SplatWatch() as splats:  # the kernel log around every workload: WARN/OOPS verdicts
+        results = exec_row.run_rows(args, kf.kernel, scratch_dir, on_result, splats)
+        results += supervisor.run_many(plan, kf.kernel, limits, target, on_result, splats)
+        for item in wanted:  # after the scenarios, in the same boot; output files beside the verdicts
+            results += kselftest.run(item, bin_dir, Path(args.results_dir) if args.results_dir else None,
+                                     kf.kernel, on_result, splats)
+        between = splats.between_row(kf.kernel)  # a splat outside every workload: the boot's row
+    if between is not None:
+        on_result(between)
+        results.append(between)
     if ktap_out:
         ktap_out.close()
     return results, stream.error if stream else None

@@ -23,6 +23,7 @@ from uffdprobe.osutil import children
 from uffdprobe.scenarios.memkinds import NO_MEMORY
 from uffdprobe.verdicts import Result, Verdict
 from . import kselftest_output, tasks
+from .splat import SplatWatch
 
 #: kselftest's exit statuses (tools/testing/selftests/kselftest.h).
 KSFT_EXIT = {0: Verdict.PASS, 1: Verdict.FAIL, 2: Verdict.PASS, 3: Verdict.FAIL, 4: Verdict.SKIP}
@@ -106,8 +107,9 @@ def is_selftest_row(scenario: str) -> bool:
 
 
 def run(request: str, bin_dir: Path, out_dir: Optional[Path], kernel: dict,
-        on_result: Callable[[Result], None]) -> List[Result]:
-    """Run one requested program to its end (bounded); its run row first, then one Result per case."""
+        on_result: Callable[[Result], None], splats: Optional[SplatWatch] = None) -> List[Result]:
+    """Run one requested program to its end (bounded); its run row first, then one Result per case. With
+    `splats`, a splat while the program ran judges its run row (WARN/OOPS; the cases keep their verdicts)."""
     program, args = parse_request(request)
     binary = Path(bin_dir) / program.name
     argv = [str(binary), *args]
@@ -122,6 +124,7 @@ def run(request: str, bin_dir: Path, out_dir: Optional[Path], kernel: dict,
         keep.mkdir(parents=True, exist_ok=True)
         log = keep / f"kselftest-{program.name}.txt"
         started = time.monotonic()
+        window = splats.start() if splats is not None else None
         exit_status, stuck = _execute(argv, log, program.timeout_s)
         took = round(time.monotonic() - started, 3)
         text = log.read_text(errors="replace") if log.exists() else ""
@@ -129,6 +132,8 @@ def run(request: str, bin_dir: Path, out_dir: Optional[Path], kernel: dict,
     base = {"program": program.name, "argv": argv, "exit_status": exit_status,
             "log": str(log) if out_dir else "not kept (no --results-dir)", "selftests_from": built_from(bin_dir)}
     row = _run_row(program, parsed, exit_status, stuck, took, base, text, kernel, params)
+    if splats is not None and window is not None:
+        row = splats.judge(row, window)
     results = [row] + [_case_row(program.name, c, base, kernel, params) for c in parsed.cases]
     if parsed.unfinished is not None:
         verdict = row.verdict if row.verdict in (Verdict.HANG, Verdict.STUCK) else Verdict.ERROR

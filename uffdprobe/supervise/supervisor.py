@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from uffdprobe.osutil import children
 from . import tasks
+from .splat import SplatWatch
 from uffdprobe.uffd import messages
 from uffdprobe.uffd.errors import UffdError
 from uffdprobe.scenarios.context import ScenarioContext
@@ -233,14 +234,19 @@ def _decide(scenario, memory, params, kernel, w: _Watch, rescue_note, timed_out,
 
 
 def run_many(plan: Iterable[tuple], kernel: Dict[str, Any], limits: Limits,
-             odirect_target: Optional[str], on_result: Callable[[Result], None]) -> List[Result]:
-    """Run (scenario, memory, params, skip_reason) items in order; on_result sees each as it lands."""
+             odirect_target: Optional[str], on_result: Callable[[Result], None],
+             splats: Optional[SplatWatch] = None) -> List[Result]:
+    """Run (scenario, memory, params, skip_reason) items in order; on_result sees each as it lands. With
+    `splats`, the kernel log around each run judges it too (WARN/OOPS for a splat while it ran)."""
     results = []
     for scenario, memory, params, skip in plan:
         if skip:
             res = Result(scenario.name, memory, Verdict.SKIP, skip, {}, kernel, params, 0.0)
-        else:
+        elif splats is None:
             res = run_one(scenario, memory, params, kernel, limits, odirect_target)
+        else:
+            window = splats.start()
+            res = splats.judge(run_one(scenario, memory, params, kernel, limits, odirect_target), window)
         on_result(res)
         results.append(res)
     return results

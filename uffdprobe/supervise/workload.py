@@ -20,6 +20,7 @@ from uffdprobe.osutil import children
 from uffdprobe.scenarios.rows import NO_MEMORY
 from uffdprobe.verdicts import Result, Verdict
 from . import procfs, rescue, tasks
+from .splat import SplatWatch
 
 POLL_S = 0.25
 #: A task runnable at every sample for stuck_s spins only if it used at least this share of the time on a CPU.
@@ -117,8 +118,13 @@ def _tail(out: Dict[str, Any], lines: int = 5) -> str:
 
 
 def run_program(name: str, argv: List[str], kernel: Dict[str, Any], limits: ExecLimits,
-                cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> Result:
-    """Run argv under the supervisor; exactly one Result (scenario `name`, memory NO_MEMORY)."""
+                cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None,
+                splats: Optional[SplatWatch] = None) -> Result:
+    """Run argv under the supervisor; exactly one Result (scenario `name`, memory NO_MEMORY). With
+    `splats`, the kernel log around the run judges it too (WARN/OOPS for a splat while it ran)."""
+    if splats is not None:
+        window = splats.start()
+        return splats.judge(run_program(name, argv, kernel, limits, cwd, env), window)
     started = time.monotonic()
     params = {"argv": list(argv), "cwd": cwd or os.getcwd()}
     with tempfile.TemporaryDirectory(prefix="uffdprobe-exec-") as logs:
