@@ -47,7 +47,7 @@ def binaries(args: argparse.Namespace, spec=None, progress=None) -> Path:
             return found
     from uffdprobe.kbuild import kselftest as build  # not in a guest: its host hands it the built folder
     if given:
-        if not (Path(given).is_file() or (Path(given) / "Makefile").is_file()):
+        if not (Path(given).is_file() or _is_source_tree(Path(given))):
             raise UsageError(f"--kselftest-from {given}: neither built selftests ({', '.join(names)}), a tuxmake "
                              "folder with kselftest.tar.xz, nor a kernel source tree or tarball")
         return build.ensure(tarball=Path(given), programs=_programs(names), progress=progress).bin
@@ -77,12 +77,17 @@ def _built_in(folder: Path, names: List[str]) -> Optional[Path]:
             return None
         from uffdprobe.vm.paths import cache_root
         folder = tuxmake.unpacked(build.kselftest, cache_root())
-    if not folder.is_dir():
+    if not folder.is_dir() or _is_source_tree(folder):  # nothing, or a source tree: built by binaries()
         return None
     for cand in [folder, *sorted(folder.glob("**/mm")), *sorted(folder.glob("**/vm"))]:
         if names and all(os.access(cand / n, os.X_OK) and (cand / n).is_file() for n in names):
             return cand
     return None
+
+
+def _is_source_tree(folder: Path) -> bool:
+    """A kernel source tree (its selftests are built), not a folder of built ones."""
+    return (folder / "Makefile").is_file() and (folder / "tools" / "testing" / "selftests").is_dir()
 
 
 def _tree_has(source_spec: str, names: List[str]) -> bool:
