@@ -12,6 +12,7 @@ from typing import List, TextIO, Tuple, cast
 
 from uffdprobe.results import html as html_report, junit, ktap, report, table as matrix_table
 from uffdprobe.exitcodes import Exit, UsageError
+from uffdprobe.results.artifacts import relocated, relocated_run
 from uffdprobe.results.matrix import Matrix
 from uffdprobe.osutil import children, outputs
 from uffdprobe.osutil.files import usable_dir
@@ -21,7 +22,7 @@ from uffdprobe.run.matrix import Options, planned, run_all
 from .run import _seconds, check_writable, runs_count
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.vm.paths import cache_root, new_run_dir
-from .vocab import add_accel, add_verbosity, deprecated
+from .vocab import add_accel, add_verbosity, check_kcidb, deprecated, kcidb_options, kselftest_from_option
 from . import user_scenarios
 
 
@@ -42,10 +43,13 @@ def add_parser(sub) -> None:
                         "kind, e.g. host:wp-real-write=PASS, model-5.8:umap-evict/anon-thp=HANG")
     p.add_argument("--kselftest", action="append", default=[], metavar="NAME[,NAME]",
                    help="every kernel also runs these mm selftests after its scenarios, in the same boot (cow, "
-                        "gup_longterm, uffd-unit-tests); each case is a row 'NAME: CASE' (memory '-')")
+                        "gup_longterm, uffd-unit-tests, or any mm selftest by name); each case is a row "
+                        "'NAME: CASE' (memory '-')")
+    kselftest_from_option(p)
     p.add_argument("--json", metavar="FILE", help="write the matrix (kernels, cells, every result) as JSON")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML: a testcase per kernel × scenario × memory")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (evidence on click)")
+    kcidb_options(p)
     p.add_argument("--ktap", metavar="FILE|-", help="KTAP (kernel, scenario, memory kind nested), each kernel "
                    "as it finishes: '-' on stdout (the table goes to stderr), else FILE (whole when the "
                    "matrix ends; a FIFO or device as it goes)")
@@ -83,9 +87,11 @@ def _silent(text: str) -> None:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    check_writable(("--json", args.json), ("--junit", args.junit), ("--html", args.html), ("--ktap", args.ktap))
+    check_writable(("--json", args.json), ("--junit", args.junit), ("--html", args.html), ("--ktap", args.ktap),
+                   ("--kcidb", args.kcidb))
     if args.json == "-" and args.ktap == "-":
         raise UsageError("--json - and --ktap - both want stdout: write one of them to a file")
+    check_kcidb(args)
     user_scenarios.load(args)  # before a recipe's [expect] or --expect names one of them
     from . import execopts
     execopts.check(args)  # before --expect, which may name the program's row
@@ -95,13 +101,13 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     opts = Options(scenarios=args.scenario, memory=args.memory or [], runs=args.runs, params=args.param,
                    vm_timeout=args.vm_timeout, accel=args.accel, verbose=args.verbosity > 0,
                    exec_args=execopts.child_args(args), exec_row=args.exec_row,
-                   kselftest=selftests.chosen(args.kselftest))
+                   kselftest=selftests.chosen(args.kselftest), kselftest_from=args.kselftest_from)
     opts.scenarios_from = user_scenarios.check_guests_see(targets, args.scenarios_from)
     say = _say if args.verbosity >= 0 else _silent
     owed = planned(opts)
     # the logs and matrix.json are kept (the reports point at the logs): a folder of the cache's, like
     # a run's, made only once every kernel is built, so a refused matrix leaves nothing behind
-    work = Path(args.results_dir) if args.results_dir else new_run_dir(cache_root() / "matrix", create=False)
+    work = Path(args.results_dir).absolute() if args.results_dir else new_run_dir(cache_root() / "matrix", create=False)
     usable_dir(work, "--results-dir" if args.results_dir else "the matrix folder",
                "name a writable folder" if args.results_dir else "point XDG_CACHE_HOME at a writable folder",
                create=False)
@@ -135,14 +141,14 @@ def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Pat
     for t in targets:
         build(t, say)
     if any(planned(opts, t) != owed for t in targets) or opts.kselftest:
-        built = _selftests(say)  # once, before the kernels' runs (which would each wait for the build)
+        built = _selftests(say, opts)  # once, before the kernels' runs (which would each wait for the build)
         if isinstance(built, int):
             return built
     work.mkdir(parents=True, exist_ok=True)
     say(f"matrix: logs under {work}")  # only once the folder exists: a refused matrix makes none
     done: dict = {}
     started = time.monotonic()
-    ktap_out = KtapOutput(args.ktap, len(targets), owed) if args.ktap else None
+    ktap_out = KtapOutput(args.ktap, len(targets), owed, work) if args.ktap else None
     old = signal.signal(signal.SIGTERM, children.sigterm_as_ctrl_c) if _main_thread() else None
     try:
         kernels = run_all(targets, opts, work, len(targets) if engine else min(args.jobs, len(targets)), say,
@@ -185,12 +191,13 @@ def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Pat
     return Exit.UNEXPECTED if unexpected else Exit.OK
 
 
-def _selftests(say):
-    """The mm selftests built (or found in the kernel cache); an exit status when that failed."""
-    from uffdprobe.kbuild import kselftest
+def _selftests(say, opts: Options):
+    """The mm selftests built (or found in the kernel cache) from --kselftest-from or the default tree; an
+    exit status when that failed. A recipe's own tree builds them in its kernel's run."""
     from uffdprobe.kbuild.errors import KbuildError
+    asked = argparse.Namespace(kselftest=opts.kselftest, kselftest_from=opts.kselftest_from)
     try:
-        return kselftest.ensure(progress=say)
+        return selftests.binaries(asked, progress=say)
     except KbuildError as exc:
         _say(f"matrix: --kselftest: {exc}")
         return int(exc.exit_code)
@@ -208,10 +215,13 @@ def _write(m: Matrix, args: argparse.Namespace, work: Path,
         sys.stdout.write(data + "\n")
         sys.stdout.flush()
     files = [(Path(args.json), data)] if args.json and args.json != "-" else []
-    if args.junit:
-        files.append((Path(args.junit), junit.to_xml(m)))
+    if args.junit:  # the reports name the results folder's files relative to themselves
+        files.append((Path(args.junit), junit.to_xml(relocated(m, work, Path(args.junit)))))
     if args.html:
-        files.append((Path(args.html), html_report.render(m)))
+        files.append((Path(args.html), html_report.render(relocated(m, work, Path(args.html)))))
+    if args.kcidb:
+        from uffdprobe.results import kcidb
+        files.append((Path(args.kcidb), json.dumps(kcidb.report(m, args.origin, work, args.kcidb_url), indent=1)))
     written, notes, full = [], [], False
     try:  # never over another run's matrix.json in the same folder (--results-dir)
         kept = outputs.write_new(work / "matrix.json", data.encode())
@@ -248,15 +258,16 @@ class KtapOutput:
     comes, or into a temporary file of this matrix's own renamed to FILE once every kernel is in (an
     interrupted matrix leaves FILE as it was)."""
 
-    def __init__(self, where: str, kernels: int, owed: list):
-        self.owed = owed
+    def __init__(self, where: str, kernels: int, owed: list, work: Path):
+        self.where, self.owed, self.work = where, owed, work
         self.out = None if where == "-" else outputs.Growing(where)
         sink = sys.stdout if self.out is None else cast(TextIO, self.out)  # Growing: write() and flush() of str
         self.top = ktap.Writer(sink, kernels,
                                [f"uffdprobe {report.tool_version()}: {' '.join(sys.argv)}"])
 
     def kernel(self, k) -> None:
-        ktap.write_kernel(self.top, k, self.owed)
+        here = Path("-") if self.where == "-" else Path(self.where)  # stdout: relative to the current folder
+        ktap.write_kernel(self.top, relocated_run(k, self.work, here), self.owed)
 
     def finish(self) -> None:
         if self.out is not None:
