@@ -33,7 +33,7 @@ def _request(words) -> RunRequest:
 EVERYTHING = ["cow-leak", "--scenario", "wp-real-write", "--memory", "anon-4k", "--memory", "anon-thp",
               "--param", "data_pages=8", "--runs", "3", "--hang-timeout", "5", "--scenario-timeout", "60",
               "--kernel", "stock", "--accel", "tcg", "--append", "transparent_hugepage=never",
-              "--vm-timeout", "300", "--kselftest", "cow", "--kselftest-dir", "/nonexistent/selftests",
+              "--vm-timeout", "300",
               "--expect", "cow-leak=LEAK", "--scratch-fs", "ext4", "--scratch-mb", "128", "--stuck-timeout", "9",
               "--rescue-timeout", "8", "--exec-label", "mine", "--ktap", "-v", "--exec", "--", TRUE, "--memory", "x"]
 
@@ -70,9 +70,17 @@ def test_the_guest_gets_the_workload_and_bounds_but_no_kernel_outputs_or_declara
                    "--scratch-mb"):
         assert absent not in argv, absent
     assert argv[argv.index("--hang-timeout") + 1] == "5.0"
-    assert argv[argv.index("--kselftest-dir") + 1] == "/nonexistent/selftests"
     assert argv[argv.index("--scratch-fs") + 1] == "ext4"
     assert argv[-5:] == ["--exec", "--", TRUE, "--memory", "x"]
+
+
+def test_selftests_and_where_they_come_from_survive_the_hop():
+    """The CLI finds (or builds) the selftests before the request exists; the request carries where they are."""
+    request = RunRequest(Workload(kselftest=("cow", "uffd-unit-tests=all"), kselftest_from="/built/selftests"))
+    argv = request.for_guest().to_argv()
+    assert argv == ["--kselftest", "cow", "--kselftest", "uffd-unit-tests=all", "--kselftest-from", "/built/selftests"]
+    args = build_parser(["run", *argv]).parse_args(["run", *argv])
+    assert build(vars(args)) == request
 
 
 @pytest.mark.parametrize("words, fs", [([], GUEST_EXEC_SCRATCH_FS), (["--scratch-fs", "none"], None)])

@@ -197,21 +197,35 @@ def _default_timeout(spec: bisect_step.StepSpec, good_ref: str, bad_ref: str) ->
     return per_step * (bisect_git.count_between(spec.tree, old, new) + 2)
 
 
+def _drop_if_empty(spec, made: bool) -> None:
+    """A refused bisection leaves no empty --work-dir it made (one that holds anything stays)."""
+    if spec is not None and made:
+        try:
+            spec.work.rmdir()
+        except OSError:
+            pass
+
+
 def cmd_bisect(args) -> int:
     """bisect: check the endpoints, bisect, print the first bad commit (or the candidates)."""
     from uffdprobe.bisect import driver
-    spec = None
+    spec, made = None, False
     try:
         spec = spec_of(args)
+        made = not spec.work.exists()
         spec.work.mkdir(parents=True, exist_ok=True)
         timeout = args.timeout or _default_timeout(spec, args.good, args.bad)
         result = driver.bisect(spec, args.good, args.bad, step_argv(spec), timeout)
     except driver.Interrupted as exc:
         raise UffdprobeError(f"stopped ({exc}); the tree is back where it was; steps so far are in "
                              f"{spec.work / 'bisect.txt'}", Exit.INTERRUPTED) from None
-    except BuildFailed as exc:  # not a kernel verdict here: the bisection itself could not go on
-        raise UffdprobeError(str(exc), Exit.SETUP) from None
+    except KbuildError as exc:
+        _drop_if_empty(spec, made)
+        if isinstance(exc, BuildFailed):  # not a kernel verdict here: the bisection itself could not go on
+            raise UffdprobeError(str(exc), Exit.SETUP) from None
+        raise
     except (OSError, subprocess.SubprocessError) as exc:
+        _drop_if_empty(spec, made)
         raise UffdprobeError(f"{exc}; the tree was reset") from None
     if result.first:
         c = result.candidates[0]

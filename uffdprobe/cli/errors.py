@@ -1,5 +1,5 @@
 """The one mapping from an expected error to what the user reads and the exit status it ends with:
-every UffdprobeError (its own line and status) and a full disk (exit 6). cli/main.py prints it; a run
+every UffdprobeError (its own line and status), a full disk (exit 6) and a report FIFO nobody reads. cli/main.py prints it; a run
 also records the same line and status in its run.json."""
 import errno
 import os
@@ -17,6 +17,8 @@ def expected(exc: BaseException, prefix: str = PREFIX) -> Optional[Tuple[str, st
     anything else (cli/main.py's last resort logs its traceback)."""
     if isinstance(exc, UffdprobeError):
         return prefix, str(exc), int(exc.exit_code)
+    if isinstance(exc, OSError) and exc.errno == errno.ENXIO and exc.filename:  # a report FIFO nobody reads
+        return PREFIX, f"cannot write {exc.filename}: {exc.strerror}", int(Exit.SETUP)  # (osutil.outputs)
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = exc.filename or "a file"
         return PREFIX, (f"no space left writing {where} ({exc.strerror}); free space on the disk that holds "

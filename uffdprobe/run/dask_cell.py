@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict
 
+from uffdprobe.osutil import lifetime
 from uffdprobe.osutil.files import sha256_file, write_atomic
 from . import child_report
 from .engine_local import LocalEngine
@@ -68,7 +69,7 @@ def run_on_worker(task: KernelTask, image: bytes) -> dict:
 
     try:
         kernel = _stored_image(image, task.sha256, task.name)
-        work = Path(tempfile.mkdtemp(prefix="uffdprobe-task-"))
+        work = Path(tempfile.mkdtemp(prefix=lifetime.temp_prefix("cell")))
     except OSError as exc:
         return {**facts, "error": f"cannot store the kernel file: {exc}"}
     try:

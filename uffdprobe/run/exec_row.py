@@ -6,9 +6,10 @@ import os
 import shutil
 import subprocess
 import tempfile
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from uffdprobe.exitcodes import UsageError
+from uffdprobe.osutil import lifetime
 from uffdprobe.supervise import workload
 from uffdprobe.supervise.splat import SplatWatch
 from uffdprobe.uffd import odirect
@@ -71,7 +72,7 @@ def scratch(request: RunRequest) -> Iterator[Optional[str]]:
         yield None
         return
     parent = odirect_target if odirect_target and os.path.isdir(odirect_target) else None
-    folder = tempfile.mkdtemp(prefix="uffdprobe-exec-", dir=parent)
+    folder = tempfile.mkdtemp(prefix=lifetime.temp_prefix("exec"), dir=parent)
     try:
         yield folder
     finally:
@@ -119,11 +120,11 @@ def check_guest_sees_program(request: RunRequest) -> None:
                          "own filesystem; put the program elsewhere (e.g. under your home)")
 
 
-def boot_options(request: RunRequest) -> Dict[str, object]:
+def boot_options(request: RunRequest) -> Dict[str, Any]:
     """boot() keywords: the scratch disk size, and the hung-task panic well after the supervisor's bounds."""
     bounds = request.limits
     bound = max(bounds.hang_timeout, bounds.stuck_timeout, bounds.rescue_timeout)
-    options: Dict[str, object] = {"hung_task_s": int(2 * bound + 30)}
+    options: Dict[str, Any] = {"hung_task_s": int(2 * bound + 30)}
     if request.machine.scratch_mb:
         options["scratch_mb"] = request.machine.scratch_mb
     return options

@@ -2,11 +2,11 @@
 import sys
 import threading
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit, UsageError
-from . import guest_python, kernel_arg, plan, user_scenarios
+from . import guest_image, guest_python, kernel_arg, plan, user_scenarios
 from .child_report import Reporter
 from .host import VerdictStream, finish, ktap_start, table_stream
 from .request import RunRequest
@@ -32,15 +32,15 @@ def check_visible_in_guest() -> None:
     user_scenarios.check_visible(GUEST_PRIVATE_DIRS)
 
 
-def guest_argv(request: RunRequest) -> List[str]:
+def guest_argv(request: RunRequest, ram_dir: Optional[str] = None) -> List[str]:
     """The same `uffdprobe run` inside the guest (RunRequest.for_guest); it streams to $UFFDPROBE_RESULTS
-    (the results channel)."""
+    (the results channel). `ram_dir`: where the guest finds its in-memory Python image, if it gets one."""
     check_visible_in_guest()
     from uffdprobe.osutil.swap import SERIAL_ENV
     from uffdprobe.vm.boot import SWAP_SERIAL
     from .exec_row import check_guest_sees_program
     check_guest_sees_program(request)
-    env, *python = guest_python.interpreter()  # `/usr/bin/env PYTHONPATH=... python -S`
+    env, *python = guest_python.interpreter(ram_dir)  # `/usr/bin/env PYTHONPATH=... python -S`
     return [env, f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", f"{SERIAL_ENV}={SWAP_SERIAL}", *python, "-m", "uffdprobe",
             "run", *request.for_guest().to_argv()]
 
@@ -104,6 +104,9 @@ def file_identity(kernel: str) -> dict:
     checks before reading a result back)."""
     from uffdprobe.osutil.files import sha256_file
     path = Path(kernel)
+    if path.is_dir():  # a tuxmake folder: the bzImage in it is what boots
+        from uffdprobe.vm.tuxmake import IMAGE
+        path = path / IMAGE
     try:
         return {"file": str(path.resolve()), "file_sha256": sha256_file(path)}
     except OSError:  # unreadable or gone: the boot says so, as one line
@@ -144,8 +147,11 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
 
     verbosity = outputs.verbosity
     guest_python.precompile()  # the guest compiles nothing under TCG
+    from uffdprobe.vm.paths import cache_root
+    ram_tree = guest_image.build(cache_root() / "pyimage", guest_python.module_path())
     try:
-        result = boot(kernel, guest_argv(request), timeout=request.limits.vm_timeout, accel=request.machine.accel,
+        result = boot(kernel, guest_argv(request, guest_image.GUEST_DIR if ram_tree else None), ram_tree=ram_tree,
+                      timeout=request.limits.vm_timeout, accel=request.machine.accel,
                       progress=progress if verbosity >= 0 else None, run_dir=run_dir,
                       extra_append=list(request.machine.append), **exec_row.boot_options(request))
     except (Terminated, KeyboardInterrupt) as exc:
@@ -172,11 +178,18 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
     if ktap_out:
         ktap_out.close(f"boot outcome: {result.outcome}; console log: {result.console_log}")
     results += missing
-    for r in results:
+    kept_files = _keep_outputs(result.results_dir, outputs.results_dir, result.console_log)
+    console = kept_files.get(str(result.console_log))
+    for r in results:  # the evidence names the copies in --results-dir, which a CI job archives
         r.kernel = {**r.kernel, **stamp}
         host_paths(r, result.results_dir)
-    _keep_outputs(result.results_dir, outputs.results_dir)
-    status = finish(results, request, table)
+        for key in ("console_log", "log"):
+            if r.evidence.get(key) in kept_files:
+                r.evidence[key] = kept_files[r.evidence[key]]
+    boot_facts = {"outcome": result.outcome, "reason": result.reason, "timings": result.timings,
+                  "accel": result.accel, "panic_lines": result.panic_lines,
+                  "console_log": str(console or result.console_log)}  # for --kcidb
+    status = finish(results, request, table, boot_facts)
     if lost:
         reporter.say(f"CHANNEL_LOST: the guest lost its results channel (guest exit {result.exit_status}); "
                      f"{kept} verdict(s) kept, the rest only in the console log: {result.console_log}")
@@ -189,17 +202,22 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
     return status
 
 
-def _keep_outputs(channel: Path, results_dir: Optional[str]) -> None:
-    """The selftests' output files, copied (whole) into --results-dir beside the verdicts."""
+def _keep_outputs(channel: Path, results_dir: Optional[str], console_log: Path) -> Dict[str, str]:
+    """The guest's console log and the selftests' output files, copied (whole) into --results-dir beside
+    the verdicts, so an archived results folder has them: {original path: the copy's path}."""
     if not results_dir:
-        return
+        return {}
     from uffdprobe.osutil.files import write_atomic
-    for path in sorted(channel.glob("kselftest-*.txt")):
+    kept = {}
+    for path in [console_log] + sorted(channel.glob("kselftest-*.txt")):
         try:
             write_atomic(Path(results_dir) / path.name, path.read_bytes())
         except OSError as exc:
-            print(f"uffdprobe: cannot keep {path.name} in {results_dir} ({exc.strerror}); it stays in {channel}",
-                  file=sys.stderr)
+            print(f"uffdprobe: cannot keep {path.name} in {results_dir} ({exc.strerror}); it stays in "
+                  f"{path.parent}", file=sys.stderr)
+            continue
+        kept[str(path)] = str(Path(results_dir) / path.name)
+    return kept
 
 
 def _cut_off(planned: List[plan.Row], results: List[Result], boot) -> List[Result]:

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import uffdprobe
-from uffdprobe.osutil import swap
-from uffdprobe.osutil.files import write_atomic
+from uffdprobe.osutil import outputs, swap
 from uffdprobe.uffd import features
 from uffdprobe.results import report
 from uffdprobe.results.expect import check, declared, expected_failure, failing, judge
@@ -81,7 +80,8 @@ def _run_plan(request: RunRequest, owed: List[plan.Row], kf: features.KernelFeat
     table = table_stream(outputs)
     stream = VerdictStream(outputs.results_dir) if outputs.results_dir else None
     wanted = list(work.kselftest)
-    bin_dir = selftests.binaries(work.kselftest_dir) if wanted else None  # built (or found) before the first scenario
+    # built (or found) before the first scenario
+    bin_dir = selftests.binaries(work.kselftest, work.kselftest_from) if wanted else None
     print(f"kernel {kf.kernel['release']}: {len(owed) - len(wanted)} runs"
           + (f", selftests {', '.join(wanted)}" if wanted else ""), file=table, flush=True)
     ktap_out = ktap_start(outputs, owed, "host", ["the running kernel"])
@@ -144,7 +144,7 @@ def table_stream(outputs: Outputs):
     return sys.stderr if outputs.ktap or outputs.json == "-" else sys.stdout
 
 
-def finish(results: List[Result], request: RunRequest, table) -> int:
+def finish(results: List[Result], request: RunRequest, table, boot: Optional[dict] = None) -> int:
     """Write --json (whole or not at all; `-` is stdout), print the summary, and choose the exit status
     (KTAP was streamed as results came)."""
     where = request.outputs.json
@@ -154,10 +154,9 @@ def finish(results: List[Result], request: RunRequest, table) -> int:
             sys.stdout.write(data)
             sys.stdout.flush()
         else:
-            try:
-                write_atomic(Path(where), data.encode())
-            except OSError as exc:  # name the file the user asked for, not a temporary one
-                raise OSError(exc.errno, exc.strerror, where) from None
+            outputs.write(where, data.encode())  # an OSError names the file, not a temporary one
+    from . import kcidb_out
+    kcidb_out.write(results, request, boot)
     print(f"summary: {report.summary(results)}", file=table, flush=True)
     expect = dict(request.declared)
     declared_bad = [f"{r.scenario}[{r.memory}] {r.verdict.value}" for r in results

@@ -11,6 +11,7 @@ from uffdprobe.results import report
 from uffdprobe.results.matrix import KernelRun
 from uffdprobe.verdicts import Result, Verdict
 from uffdprobe.osutil import children
+from uffdprobe.osutil.files import write_atomic
 from . import child_report, plan
 from .engine import CellLost, Engine, child_limit, child_request, fresh_folder, kselftests
 from .kernels import HOST, Target, build, check_kernels, declare, owner, parse_expect
@@ -42,10 +43,11 @@ class Runner:
     def run_one(self, target: Target, index: str) -> KernelRun:
         """One kernel, start to finish, always ending in a KernelRun with a verdict for every planned run."""
         out = fresh_folder(self.work, target)
+        _keep_build_files(target, out)
         self.folders[target.label] = out
         owed = planned(self.request, target)
         if target.build_error:
-            return _filled(target, [], owed, Verdict.BUILD_FAIL, target.build_error, {})
+            return _filled(target, [], owed, Verdict.BUILD_FAIL, target.build_error, {"folder": str(out)})
         if self.stopping:  # interrupted before it started: nothing to report
             run = _filled(target, [], [], Verdict.ERROR, "interrupted before it started", {})
             run.complete = False
@@ -66,7 +68,10 @@ class Runner:
         results = self._read_back(target, out, index)
         said = child_report.read(out)
         boot = _boot_facts(said)
-        boot.update(log=str(log), exit_status=status, seconds=round(took, 1), started_at=round(started_at, 3))
+        boot.update(log=str(log), exit_status=status, seconds=round(took, 1), started_at=round(started_at, 3),
+                    folder=str(out))
+        if (out / "console.log").is_file():  # the child kept it beside its verdicts: the archived copy
+            boot["console_log"] = str(out / "console.log")
         if status is None:
             reason = f"uffdprobe run did not finish within {child_limit(self.request):g}s: killed (log: {log})"
         else:
@@ -150,6 +155,18 @@ def run_all(targets: List[Target], request: RunRequest, work: Path, jobs: int, s
         raise
     pool.shutdown(wait=True)
     return [done[t.label] for t in targets]
+
+
+def _keep_build_files(target: Target, out: Path) -> None:
+    """The recipe build's log and .config, copied from the kernel cache into the kernel's results folder
+    (an archived results folder is complete without the cache)."""
+    for key, name in (("build_log", "build.log"), ("config_file", "config")):
+        source = target.identity.get(key)
+        if source:
+            try:
+                write_atomic(out / name, Path(str(source)).read_bytes())
+            except OSError:
+                continue
 
 
 def _still_stopping() -> None:

@@ -29,7 +29,7 @@ class Workload:
     param: Tuple[str, ...] = _option("--param", ())
     runs: int = _option("--runs", 1)
     kselftest: Tuple[str, ...] = _option("--kselftest", ())
-    kselftest_dir: Optional[str] = _option("--kselftest-dir")
+    kselftest_from: Optional[str] = _option("--kselftest-from")
     scenarios_from: Tuple[str, ...] = _option("--scenarios-from", ())
     exec_row: Optional[str] = _option("--exec-label")
     exec: Optional[Tuple[str, ...]] = _option(None, program=True)  # the --exec program and its arguments
@@ -72,10 +72,14 @@ class Machine:
 @dataclass(frozen=True)
 class Outputs:
     """Where the verdicts go besides the table: a JSON file, KTAP on stdout, a results folder (its
-    verdicts.jsonl and the child report run.json); and how much progress is said (-1 -q, 0, 1 -v)."""
+    verdicts.jsonl and the child report run.json), a KCIDB report (its origin, the URL the folder is
+    published at); and how much progress is said (-1 -q, 0, 1 -v)."""
     json: Optional[str] = _option("--json")
     ktap: bool = _option("--ktap", False)
     results_dir: Optional[str] = _option("--results-dir")
+    kcidb: Optional[str] = _option("--kcidb")
+    origin: Optional[str] = _option("--origin")
+    kcidb_url: Optional[str] = _option("--kcidb-url")
     verbosity: int = _option(None, 0, flags={-1: "--quiet", 1: "--verbose"})
 
 
