@@ -31,6 +31,19 @@ def describe(pid: int, tid: int) -> Dict[str, object]:
     }
 
 
+def described_off_cpu(pid: int, tid: int, tries: int = 20, pause_s: float = 0.05) -> Dict[str, object]:
+    """describe(), sampled up to `tries` times until the kernel stack reads non-empty: a task running on
+    another CPU shows no stack and no wchan, so a spinning task is caught while it is scheduled out."""
+    import time
+    info = describe(pid, tid)
+    for _ in range(tries - 1):
+        if info.get("stack") or info.get("state") not in ("R",):
+            break
+        time.sleep(pause_s)
+        info = describe(pid, tid)
+    return info
+
+
 def in_userfault(info: Dict[str, object]) -> bool:
     """True when wchan or the kernel stack shows the task waiting in handle_userfault."""
     stack = info.get("stack")
