@@ -91,6 +91,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  from: {source.label}")
         if s.models:
             print(f"  models: {s.models}")
+        if s.defect:
+            print(f"  defect: {_defect_words(s.defect)}")
         if s.defaults:
             print(f"  parameters: {json.dumps(s.defaults)}")
     from uffdprobe.supervise.kselftest import PROGRAMS
@@ -100,6 +102,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     from . import execopts
     execopts.list_programs()
     return Exit.OK
+
+
+def _defect_words(d) -> str:
+    """The catalogue's words for a scenario's defect: id, CVE, where it came from, the fix to backport."""
+    from uffdprobe.scenarios.catalogue import describe_fix
+    since = ", ".join(f"{c.id} (\"{c.title}\")" for c in d.introduced) or d.first_affected
+    return (f"{d.id}{' (' + d.cve + ')' if d.cve else ''}"
+            f"{'; introduced by ' + since if since else ''}"
+            f"{' in ' + d.first_affected if d.introduced and d.first_affected else ''}; fixed by {describe_fix(d)}")
 
 
 def check_writable(*paths: Optional[str]) -> None:
