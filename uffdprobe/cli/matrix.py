@@ -8,7 +8,8 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import List, Tuple
+from dataclasses import dataclass
+from typing import Callable, List, TextIO, Tuple
 
 from uffdprobe.results import html as html_report, junit, ktap, report, table as matrix_table
 from uffdprobe.exitcodes import Exit
@@ -82,7 +83,31 @@ def _silent(text: str) -> None:
     """-q: progress lines are dropped (the table, the summary and errors still print)."""
 
 
-def cmd_matrix(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Report:
+    """What a matrix-shaped command writes and prints; `matrix` and `check` differ only here. `body` is the
+    JSON document's body, `show` prints the summary after the matrix ends and returns the exit status."""
+    kind: str
+    body: Callable[[Matrix], dict]
+    show: Callable[[Matrix, TextIO, float], int]
+
+
+def _show_matrix(m: Matrix, out: TextIO, took_s: float) -> int:
+    """The kernel × scenario table, its legend and one line per unexpected cell; exit 7 if any."""
+    print(matrix_table.render(m, colour=out.isatty()), file=out, flush=True)
+    print(matrix_table.LEGEND, file=out)
+    unexpected = matrix_table.unexpected_lines(m)
+    for line in unexpected:
+        print(line, file=out)
+    print(f"matrix: {len(m.cells())} cell(s) on {len(m.kernels)} kernel(s) in {took_s:.1f}s, "
+          f"{len(unexpected)} unexpected", file=out, flush=True)
+    return Exit.UNEXPECTED if unexpected else Exit.OK
+
+
+MATRIX = Report("matrix", Matrix.to_dict, _show_matrix)
+
+
+def cmd_matrix(args: argparse.Namespace, output: Report = MATRIX) -> int:
     check_writable(args.json, args.junit, args.html, None if args.ktap == "-" else args.ktap)
     user_scenarios.load(args)  # before a recipe's [expect] or --expect names one of them
     from . import execopts
@@ -108,13 +133,14 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         from uffdprobe.run.engine_dask import open_engine
         engine = open_engine(args.cluster, say)
     try:
-        return _run_matrix(args, targets, opts, say, work, owed, engine)
+        return _run_matrix(args, targets, opts, say, work, owed, engine, output)
     finally:
         if engine is not None:
             engine.close()
 
 
-def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Path, owed: list, engine) -> int:
+def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Path, owed: list, engine,
+                output: Report) -> int:
     for t in targets:
         build(t, say)
     if any(planned(opts, t) != owed for t in targets) or opts.kselftest:
@@ -134,7 +160,7 @@ def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Pat
             ktap_out.finish()
     except KeyboardInterrupt:
         kept = Matrix([done[t.label] for t in targets if t.label in done], complete=False)
-        written, problems, _ = _write(kept, args, work, interrupted=True)
+        written, problems, _ = _write(kept, args, work, output, interrupted=True)
         finished = [k.label for k in kept.kernels if k.complete]
         partial = [f"{k.label} ({len(k.results)})" for k in kept.kernels if not k.complete]
         stopped = [t.label for t in targets if t.label not in finished]
@@ -147,21 +173,15 @@ def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Pat
         if old is not None:
             signal.signal(signal.SIGTERM, old)
     m = Matrix(kernels)
-    written, unwritten, full = _write(m, args, work)
+    written, unwritten, full = _write(m, args, work, output)
     if args.html and str(args.html) in written:
-        say(f"matrix: HTML report {os.path.abspath(args.html)}")
+        say(f"{output.kind}: HTML report {os.path.abspath(args.html)}")
     out = sys.stderr if "-" in (args.ktap, args.json) else sys.stdout  # stdout carries KTAP or JSON
-    print(matrix_table.render(m, colour=out.isatty()), file=out, flush=True)
-    print(matrix_table.LEGEND, file=out)
-    unexpected = matrix_table.unexpected_lines(m)
-    for line in unexpected:
-        print(line, file=out)
-    print(f"matrix: {len(m.cells())} cell(s) on {len(kernels)} kernel(s) in {time.monotonic() - started:.1f}s, "
-          f"{len(unexpected)} unexpected", file=out, flush=True)
+    status = output.show(m, out, time.monotonic() - started)
     if unwritten:
-        _say("matrix: " + "; ".join(unwritten))
+        _say(f"{output.kind}: " + "; ".join(unwritten))
         return Exit.NO_SPACE if full else Exit.SETUP
-    return Exit.UNEXPECTED if unexpected else Exit.OK
+    return status
 
 
 def _selftests(say):
@@ -175,14 +195,14 @@ def _selftests(say):
         return int(exc.exit_code)
 
 
-def _write(m: Matrix, args: argparse.Namespace, work: Path,
+def _write(m: Matrix, args: argparse.Namespace, work: Path, output: Report,
            interrupted: bool = False) -> Tuple[List[str], List[str], bool]:
     """Every requested output plus matrix.json in the work dir, each whole or not at all (write_atomic).
 
     An interrupted run's report never replaces a larger earlier file: it goes next to it as
     NAME.incomplete.EXT. Returns the paths written, one phrase per file that is not where asked, and
     whether a disk was full."""
-    data = json.dumps(report.document("matrix", m.to_dict()), indent=1)
+    data = json.dumps(report.document(output.kind, output.body(m)), indent=1)
     if args.json == "-":
         sys.stdout.write(data + "\n")
         sys.stdout.flush()
@@ -191,7 +211,7 @@ def _write(m: Matrix, args: argparse.Namespace, work: Path,
         outputs.append((Path(args.junit), junit.to_xml(m)))
     if args.html:
         outputs.append((Path(args.html), html_report.render(m)))
-    outputs.append((work / "matrix.json", data))
+    outputs.append((work / f"{output.kind}.json", data))
     written, notes, full = [], [], False
     for path, text in outputs:
         body = text.encode()
