@@ -123,8 +123,7 @@ class _Watch:
             self.states.clear()
         if not self.states or time.monotonic() - self.last_activity < spin_s:
             return None
-        others = [tasks.described_off_cpu(t["pid"], t["tid"]) for t in tasks.all_tasks(self.pid)
-                  if t["tid"] != tid]
+        others = [tasks.described_off_cpu(p, t) for p, t in tasks.thread_ids(self.pid) if t != tid]
         return {"watched_call": self.watching.get("what"), "blocked_tasks": [], "pending_uffd_messages": [],
                 "spinning_task": tasks.describe(pid, tid), "states_sampled": "".join(self.states),
                 "all_task_states": {f"{t['pid']}/{t['tid']}": t["state"] for t in tasks.all_tasks(self.pid)},

@@ -1,6 +1,6 @@
 """What a blocked task is doing: state, wchan and kernel stack from /proc, as evidence."""
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from uffdprobe.osutil.children import proc_stat
 
@@ -61,13 +61,17 @@ def family(pid: int) -> List[int]:
         return []
 
 
-def all_tasks(pid: int) -> List[Dict[str, object]]:
-    """describe() for every thread of `pid` and of its descendants."""
+def thread_ids(pid: int) -> List[Tuple[int, int]]:
+    """(pid, tid) of every thread of `pid` and of its descendants that still exist."""
     out = []
     for p in family(pid):
         try:
-            tids = sorted(int(t) for t in os.listdir(f"/proc/{p}/task"))
+            out += [(p, t) for t in sorted(int(t) for t in os.listdir(f"/proc/{p}/task"))]
         except OSError:
             continue
-        out += [describe(p, t) for t in tids]
     return out
+
+
+def all_tasks(pid: int) -> List[Dict[str, object]]:
+    """describe() for every thread of `pid` and of its descendants."""
+    return [describe(p, t) for p, t in thread_ids(pid)]
