@@ -113,3 +113,22 @@ def test_release_hang_present_on_stock_only_and_the_stock_image_undeclared_exits
     assert [(a["answer"], a["declared"]) for a in doc["answers"]] == [("PRESENT", False)]
     assert "NOT DECLARED: release-vs-gup is PRESENT on as-file: backport fe4cdc2c4e24" in again.stdout
     assert doc["defects"][0]["fixes"][0]["id"] == "fe4cdc2c4e24"
+
+
+@pytest.mark.vm
+@pytest.mark.build
+@pytest.mark.timeout(3600)
+@root
+def test_a_kernel_without_uffd_wp_cannot_be_asked_the_wp_defects(tmp_path):
+    """no-uffd-wp (stock's UFFDIO_API without uffd-wp): the forced-COW defect is CANNOT ASK with the probed
+    reason, the release hang (it needs no uffd-wp) is PRESENT and declared by the recipe: exit 0."""
+    out = tmp_path / "check.json"
+    done = check("--kernel", "no-uffd-wp", "--accel", "tcg", "--json", str(out))
+    assert done.returncode == Exit.OK, done.stdout[-3000:] + done.stderr[-3000:]
+    data = valid_json(out, "check")
+    wp = answer(data, "forced-cow-uffd-wp", "no-uffd-wp")
+    assert wp["answer"] == "CANNOT ASK" and "UFFD_FEATURE_PAGEFAULT_FLAG_WP" in wp["why"], wp
+    assert len(wp["cells"]) == sum(len(SCENARIOS[n].memory) for n in public_defects()["forced-cow-uffd-wp"])
+    release = answer(data, "release-vs-gup", "no-uffd-wp")
+    assert (release["answer"], release["declared"]) == ("PRESENT", True), release
+    assert "CANNOT ASK: kernel lacks UFFD_FEATURE_PAGEFAULT_FLAG_WP" in done.stdout
