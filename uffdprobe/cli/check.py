@@ -53,7 +53,8 @@ def _show(m: Matrix, out: TextIO, took_s: float) -> int:
     found = catalogue.answers(m)
     catalogue.render(found, out)
     problems = catalogue.undeclared_present(found)
-    others = [c for c in m.unexpected() if not any(c in a.cells for a in problems)]
+    shown = {(a.kernel, c.scenario, c.memory) for a in problems for c in a.cells if c.unexpected}
+    others = [c for c in m.unexpected() if (c.kernel, c.scenario, c.memory) not in shown]
     for a in problems:
         print(f"NOT DECLARED: {a.defect.id} is PRESENT on {a.kernel}: backport "
               f"{catalogue.describe_fix(a.defect)}", file=out)
