@@ -18,6 +18,7 @@ that has the defect). A close that did not start in the walk's first half, or di
 (it came before the walk took mmap_lock, or after it reached the missing page), asked nothing: the
 trigger is tried again, up to `attempts` times, and ERROR if it never landed.
 """
+import errno
 import threading
 import time
 from typing import Any, Dict
@@ -29,6 +30,7 @@ from uffdprobe.uffd.memory import PAGE_SIZE, Mapping
 from uffdprobe.uffd.userfaultfd import Userfaultfd
 from uffdprobe.verdicts import Outcome, Verdict
 from .context import ScenarioContext
+from .memkinds import SkipScenario
 
 DEFAULTS = {
     "walk_mib": 64,          #: first walk length tried; doubled until the walk takes min_walk_ms
@@ -42,7 +44,11 @@ DEFAULTS = {
 def _zero_page_range(length: int) -> Mapping:
     """`length` bytes of anonymous memory, 4 KiB-mapped, present (the zero page) but for the last page."""
     m = memory.mmap_anonymous(length)
-    memory.madvise(m.addr, length, "MADV_NOHUGEPAGE")
+    try:
+        memory.madvise(m.addr, length, "MADV_NOHUGEPAGE")
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # EINVAL: a kernel without THP, where every page is 4 KiB anyway
+            raise
     memory.madvise(m.addr, length - PAGE_SIZE, "MADV_POPULATE_READ")
     return m
 
@@ -119,7 +125,12 @@ def _attempt(ctx: ScenarioContext, m: Mapping, walk_s: float, close_bound_s: flo
 
 def run(ctx: ScenarioContext) -> Outcome:
     p = {**DEFAULTS, **ctx.params}
-    m, walk_s = _calibrated_range(p)
+    try:
+        m, walk_s = _calibrated_range(p)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:  # before v5.14 there is no MADV_POPULATE_READ to walk with
+            raise SkipScenario("kernel lacks MADV_POPULATE_READ (v5.14+): no GUP walk to ask with") from None
+        raise
     ctx.note("walk", {"mib": m.length >> 20, "present_pages": m.length // PAGE_SIZE - 1,
                       "walk_ms": round(walk_s * 1000, 2)})
     if walk_s * 1000 < p["min_walk_ms"]:
