@@ -132,3 +132,27 @@ def test_a_kernel_without_uffd_wp_cannot_be_asked_the_wp_defects(tmp_path):
     release = answer(data, "release-vs-gup", "no-uffd-wp")
     assert (release["answer"], release["declared"]) == ("PRESENT", True), release
     assert "CANNOT ASK: kernel lacks UFFD_FEATURE_PAGEFAULT_FLAG_WP" in done.stdout
+
+
+def _matrix(*cells):
+    """A matrix of one kernel from (scenario, memory, [verdicts]) triples, as a --runs N run would give."""
+    from uffdprobe.results.matrix import KernelRun, Matrix
+    from uffdprobe.verdicts import Result, Verdict
+    results = [Result(s, m, Verdict(v), f"{v} reason", {}, {}, {"run": i}) for s, m, vs in cells
+               for i, v in enumerate(vs, 1)]
+    return Matrix([KernelRun("k", results, expect={"release-vs-gup": "HANG"})])
+
+
+def test_answers_follow_the_cells_flaky_hang_is_present_error_is_no_answer():
+    """The answer rule on its own (harness logic, no kernel claim): one HANG run of three makes PRESENT;
+    an ERROR beside a PASS is NO ANSWER; every cell SKIP is CANNOT ASK with the reasons."""
+    from uffdprobe.results import catalogue
+    m = _matrix(("release-vs-gup", "anon-4k", ["PASS", "HANG", "PASS"]),
+                ("cow-leak", "anon-4k", ["PASS"]), ("cow-leak", "anon-thp", ["ERROR"]),
+                ("cow-leak-reverse", "anon-4k", ["SKIP"]), ("cow-leak-reverse", "anon-thp", ["SKIP"]))
+    got = {a.defect.id: a for a in catalogue.answers(m)}
+    assert got["release-vs-gup"].answer == "PRESENT" and got["release-vs-gup"].accepted
+    assert got["release-vs-gup"].why.startswith("release-vs-gup(anon-4k) FLAKY: PASS 2/3, HANG 1/3")
+    assert got["cow-leak"].answer == "NO ANSWER" and "ERROR reason" in got["cow-leak"].why
+    assert (got["cow-leak-reverse"].answer, got["cow-leak-reverse"].why) == ("CANNOT ASK", "SKIP reason")
+    assert catalogue.undeclared_present(list(got.values())) == []  # the HANG is declared; its PASSes are FIXED

@@ -54,7 +54,7 @@ def _show(m: Matrix, out: TextIO, took_s: float) -> int:
     catalogue.render(found, out)
     problems = catalogue.undeclared_present(found)
     shown = {(a.kernel, c.scenario, c.memory) for a in problems for c in a.cells if c.unexpected}
-    others = [c for c in m.unexpected() if (c.kernel, c.scenario, c.memory) not in shown]
+    others = [c for c in m.unexpected() if (c.kernel, c.scenario, c.memory) not in shown]  # FIXED, ERROR...
     for a in problems:
         print(f"NOT DECLARED: {a.defect.id} is PRESENT on {a.kernel}: backport "
               f"{catalogue.describe_fix(a.defect)}", file=out)

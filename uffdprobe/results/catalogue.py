@@ -13,6 +13,7 @@ from uffdprobe.scenarios.catalogue import by_defect, describe_fix
 from uffdprobe.scenarios.defect import Defect
 from uffdprobe.scenarios.registry import SCENARIOS
 from uffdprobe.verdicts import KERNEL_PROBLEMS, plain
+from .expect import EXPECTED, judge
 from .matrix import Cell, Matrix
 
 PRESENT, ABSENT, CANNOT_ASK, NO_ANSWER = "PRESENT", "ABSENT", "CANNOT ASK", "NO ANSWER"
@@ -31,7 +32,8 @@ class Answer:
     @property
     def accepted(self) -> bool:
         """A PRESENT defect its cells' declarations accept (never true for an undeclared one)."""
-        return self.answer == PRESENT and not any(c.unexpected for c in self.cells if _shows_defect(c))
+        return self.answer == PRESENT and all(judge(c.expected, r.verdict) == EXPECTED for c in self.cells
+                                              for r in c.results if r.verdict.value in KERNEL_PROBLEMS)
 
     def to_dict(self) -> dict:
         return {"defect": self.defect.id, "kernel": self.kernel, "answer": self.answer, "why": self.why,
@@ -41,13 +43,8 @@ class Answer:
                            "expected": c.expected, "mark": c.mark or None} for c in self.cells]}
 
 
-def _shows_defect(c: Cell) -> bool:
-    """Any run of the cell ended in a kernel problem."""
-    return any(r.verdict.value in KERNEL_PROBLEMS for r in c.results)
-
-
 def _decided(defect: Defect, kernel: str, cells: List[Cell]) -> Answer:
-    present = [c for c in cells if _shows_defect(c)]
+    present = [c for c in cells if any(r.verdict.value in KERNEL_PROBLEMS for r in c.results)]
     if present:
         c = present[0]
         r = next(r for r in c.results if r.verdict.value in KERNEL_PROBLEMS)
