@@ -34,8 +34,8 @@ from .memkinds import SkipScenario
 
 DEFAULTS = {
     "walk_mib": 64,          #: first walk length tried; doubled until the walk takes min_walk_ms
-    "max_walk_mib": 2048,    #: never more (page tables only: the present pages are the zero page)
-    "min_walk_ms": 200.0,    #: the walk must take this long: the close comes a quarter in, the rest is margin
+    "max_walk_mib": 4096,    #: never more (8 MiB of page tables: the present pages are all the zero page)
+    "min_walk_ms": 100.0,    #: the walk must take this long: the close comes a quarter in, the rest is margin
     "attempts": 5,           #: triggers tried until one close lands inside the walk
     "close_bound_s": 4.0,    #: a close blocked this long (its task in D or R) is the hang
 }
