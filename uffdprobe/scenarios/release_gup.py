@@ -12,8 +12,8 @@ VM_FAULT_RETRY, the walk drops mmap_lock, the close completes and the populate f
 
 The walk must outlast the delay before the close by far: it is timed on the same range first, and
 lengthened (doubled) until it takes `min_walk_ms`, and the close comes a quarter into it (1 ms, as first
-tried, lands before the walking thread is even scheduled on a loaded machine; a 10 ms walk under TCG let
-one close in four set `released` only after the walk had reached the missing page: no hang on a kernel
+tried, lands before the walking thread is even scheduled on a loaded machine; a 12 ms walk under TCG let
+one close in five set `released` only after the walk had reached the missing page: no hang on a kernel
 that has the defect). A close that did not start in the walk's first half, or did not wait for the walk
 (it came before the walk took mmap_lock, or after it reached the missing page), asked nothing: the
 trigger is tried again, up to `attempts` times, and ERROR if it never landed.
