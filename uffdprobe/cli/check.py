@@ -14,7 +14,7 @@ from uffdprobe.results.matrix import Matrix
 from uffdprobe.scenarios.registry import SCENARIOS
 from .matrix import Report, cmd_matrix
 from .run import _seconds, runs_count
-from .vocab import add_accel, add_verbosity
+from .vocab import add_accel, add_verbosity, kcidb_options
 
 
 def defect_scenarios() -> list:
@@ -40,12 +40,13 @@ def add_parser(sub) -> None:
     p.add_argument("--parallel", dest="jobs", type=runs_count, default=1, metavar="J", help="kernels at once")
     p.add_argument("--results-dir", metavar="DIR",
                    help="per-kernel logs and check.json (default: a new folder under $XDG_CACHE_HOME/uffdprobe/matrix)")
+    kcidb_options(p)
     add_accel(p)
     p.add_argument("--vm-timeout", type=_seconds, default=900.0, metavar="S",
                    help="limit for each kernel's boot and every defect in it (default 900)")
     add_verbosity(p)
     # what matrix reads and check does not offer: one run each, every memory kind, no extra workloads
-    p.set_defaults(func=cmd_check, memory=None, runs=1, param=[], kselftest=[], cluster=None,
+    p.set_defaults(func=cmd_check, memory=None, runs=1, param=[], kselftest=[], kselftest_from=None, cluster=None,
                    scenarios_from=[], exec=None, exec_label=None, scratch_fs=None, scratch_mb=None)
 
 
