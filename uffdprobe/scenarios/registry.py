@@ -49,7 +49,8 @@ def skip_reason(s: Scenario, memory: str, kf: KernelFeatures, odirect_target: Op
 
 
 def _table() -> Dict[str, Scenario]:
-    from . import cow_leak, cow_leak_reverse, selftest, umap_evict, wp_cow_inherit, wp_gup, wp_real_write
+    from . import (copy_wp_readonly, cow_leak, cow_leak_reverse, mremap_wp, selftest, swapoff_wp, umap_evict,
+                   wp_cow_inherit, wp_gup, wp_real_write, zeropage_split_wp)
     rows = [
         Scenario("wp-gup-vmsplice",
                  "Does vmsplice() of a uffd-write-protected page complete without a uffd fault, "
@@ -93,6 +94,26 @@ def _table() -> Dict[str, Scenario]:
                  "Control: does a CPU write to a write-protected page trap with WP|WRITE, and a CPU "
                  "read not trap?",
                  wp_real_write.run, ("uffd", "uffd-wp"), defaults={"selftest_unprotect_first": False}),
+        Scenario("copy-wp-readonly",
+                 "Does UFFDIO_COPY with UFFDIO_COPY_MODE_WP into a VMA that is read-only at the time keep the "
+                 "page write-protected, so a write after mprotect(PROT_READ|PROT_WRITE) still traps?",
+                 copy_wp_readonly.run, ("uffd", "uffd-wp"), memory=("anon-4k",),
+                 defect=copy_wp_readonly.DEFECT),
+        Scenario("zeropage-split-wp",
+                 "When un-protecting one page of a write-protected huge zero PMD splits it, do the other "
+                 "pages stay write-protected?",
+                 zeropage_split_wp.run, ("uffd", "uffd-wp"), memory=("anon-thp",),
+                 defect=zeropage_split_wp.DEFECT),
+        Scenario("swapoff-wp-loop",
+                 "Does swapoff finish when a uffd-write-protected page is out on that swap, and keep the "
+                 "page protected when it brings it back?",
+                 swapoff_wp.run, ("uffd", "uffd-wp"), memory=("anon-swap",),
+                 defect=swapoff_wp.DEFECT),
+        Scenario("mremap-wp-stale",
+                 "After mremap() of a write-protected range by a uffd without EVENT_REMAP, is the moved page "
+                 "free of uffd-wp, so a write to it lands once its new range is registered again?",
+                 mremap_wp.run, ("uffd", "uffd-wp"),
+                 defect=mremap_wp.DEFECT),
         Scenario("selftest-self-deadlock",
                  "Harness self-test: the only uffd reader writes to its own write-protected page; "
                  "this hangs on every kernel and must come out HANG, rescued.",
