@@ -42,10 +42,16 @@ def own_swap_device() -> str:
     device = swap.device_with_serial(serial)
     if device is None or not swap.active(device):
         raise SkipScenario(f"the guest's swap disk (serial {serial}) is not active swap")
-    for tool in ("swapoff", "swapon"):
-        if not (shutil.which(tool) or shutil.which(tool, path=_SBIN)):
-            raise SkipScenario(f"no {tool} found (apt-get install util-linux)")
+    _tool("swapon")
     return device
+
+
+def _tool(name: str) -> str:
+    """The path of a util-linux tool; SkipScenario without it."""
+    found = shutil.which(name) or shutil.which(name, path=_SBIN)
+    if not found:
+        raise SkipScenario(f"no {name} found (apt-get install util-linux)")
+    return found
 
 
 def _stack_frames(pid: int) -> List[str]:
@@ -58,9 +64,8 @@ def _stack_frames(pid: int) -> List[str]:
 
 def _swapoff(ctx: ScenarioContext, device: str) -> dict:
     """Run swapoff DEVICE as a watched child; sample its kernel stack while it runs. Bounded."""
-    tool = shutil.which("swapoff") or shutil.which("swapoff", path=_SBIN)
     started = time.monotonic()
-    proc = subprocess.Popen([tool, device], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([_tool("swapoff"), device], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     frames: List[str] = []
     ctx.watch(f"swapoff {device}", pid=proc.pid)
