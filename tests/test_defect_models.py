@@ -107,6 +107,7 @@ def test_swapoff_loops_on_a_uffd_wp_swap_entry(booted):
     assert any(("try_to_unuse" in f or "sys_swapoff" in f) for f in frames), frames
     assert hang.evidence["rescue"].startswith("unprotect")
     assert hang.evidence["swapoff"]["exit"] == 0, "un-protecting the page must let swapoff finish"
+    assert hang.evidence["after_rescue"]["verdict"] == "HANG", hang.evidence["after_rescue"]
     assert "already on" in hang.evidence["swap_after"] or "is swap now" in hang.evidence["swap_after"]
     [done] = cells(booted["stock"], "swapoff-wp-loop")
     after = done.evidence["pagemap_after_swapoff"]
@@ -123,5 +124,6 @@ def test_mremap_without_event_remap_leaves_stale_protection(booted):
         assert set(msg["flags"]) == {"WP", "WRITE"}
         stacks = [t["stack"] for t in hang.evidence["hang"]["blocked_tasks"] if isinstance(t["stack"], list)]
         assert any("handle_userfault" in f for s in stacks for f in s), stacks
+        assert hang.evidence["after_rescue"]["verdict"] == "HANG", hang.evidence["after_rescue"]
     for kept in cells(booted["stock"], "mremap-wp-stale"):
         assert kept.evidence["pagemap_after_mremap"]["uffd_wp"] is False

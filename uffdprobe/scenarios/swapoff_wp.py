@@ -30,6 +30,8 @@ DEFECT = Defect(
 #: How long swapoff may run before the scenario stops waiting (the supervisor calls a spinning swapoff HANG
 #: well before this and rescues it by un-protecting the page).
 SWAPOFF_BOUND_S = 90.0
+#: A swapoff of the one page this long was spinning (the supervisor's spin bound is 20 s).
+SLOW_S = 15.0
 _SBIN = "/usr/sbin:/sbin:/usr/bin:/bin"
 
 
@@ -105,6 +107,9 @@ def run(ctx: ScenarioContext) -> Outcome:
         return Outcome(Verdict.ERROR, f"swapoff {device} exit {ran['exit']}: {ran['output']}", evidence)
     if m.read(0, len(PATTERN)) != PATTERN:
         return Outcome(Verdict.ERROR, "the page swapped back in does not hold its data", evidence)
+    if not after.uffd_wp and ran["seconds"] >= SLOW_S:
+        return Outcome(Verdict.HANG, f"swapoff finished only after {ran['seconds']} s, once the page's protection "
+                       "was removed (the supervisor's rescue): it could not take a uffd-wp swap entry", evidence)
     if not after.uffd_wp:
         return Outcome(Verdict.WP_LOST, "swapoff swapped the protected page in without its uffd-wp bit", evidence)
     return Outcome(Verdict.PASS, f"swapoff {device} took the write-protected page's swap entry in "
