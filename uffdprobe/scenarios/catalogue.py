@@ -37,6 +37,31 @@ RELEASE_VS_GUP = Defect(
     first_affected="v4.14-rc1", first_fixed="v6.15-rc1", stable=("6.12.25",))
 
 
+COPY_WP_READONLY = Defect(
+    id="copy-wp-readonly",
+    fixes=(Commit("0e88904cb700", "userfaultfd: mark uffd_wp regardless of VM_WRITE flag"),),
+    introduced=(Commit("292924b26024", "userfaultfd: wp: apply _PAGE_UFFD_WP bit"),),
+    first_affected="v5.7", first_fixed="v5.18-rc4")
+
+MREMAP_WP_STALE = Defect(
+    id="mremap-wp-stale",
+    fixes=(Commit("0cef0bb836e3", "mm: clear uffd-wp PTE/PMD state on mremap()"),),
+    introduced=(Commit("63b2d4174c4a", "userfaultfd: wp: add the writeprotect API to userfaultfd ioctl"),),
+    first_affected="v5.7", first_fixed="v6.14-rc1", stable=("6.12.11", "6.1.191"), cve="CVE-2025-21696")
+
+SWAPOFF_WP_LOOP = Defect(
+    id="swapoff-wp-loop",
+    fixes=(Commit("099dd6878b9b", "mm/swap: fix pte_same_as_swp() not removing uffd-wp bit when compare"),),
+    introduced=(Commit("f45ec5ff16a7", "userfaultfd: wp: support swap and page migration"),),
+    first_affected="v5.7", first_fixed="v5.13-rc7", stable=("5.10.46",))
+
+ZEROPAGE_SPLIT_WP = Defect(
+    id="zeropage-split-wp",
+    fixes=(Commit("42b2af2c9b7e", "mm/userfaultfd: propagate uffd-wp bit when PTE-mapping the huge zeropage"),),
+    introduced=(Commit("e06f1e1dd499", "userfaultfd: wp: enabled write protection in userfaultfd API"),),
+    first_affected="v5.7", first_fixed="v6.3-rc2", stable=("6.1.21", "5.15.104"))
+
+
 def describe_fix(defect: Defect) -> str:
     """One line: the commits to backport (id and title), the first fixed release, stable releases."""
     commits = " + ".join(f'{c.id} ("{c.title}")' for c in defect.fixes)

@@ -5,7 +5,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from uffdprobe.uffd.features import KernelFeatures
 from uffdprobe.uffd.flags import Feature
 from uffdprobe.verdicts import Outcome
-from .catalogue import COW_LEAK, COW_LEAK_REVERSE, FORCED_COW_UFFD_WP, RELEASE_VS_GUP
+from .catalogue import (COPY_WP_READONLY, COW_LEAK, COW_LEAK_REVERSE, FORCED_COW_UFFD_WP, MREMAP_WP_STALE,
+                        RELEASE_VS_GUP, SWAPOFF_WP_LOOP, ZEROPAGE_SPLIT_WP)
 from .defect import Defect
 from .memkinds import COW_KINDS, KINDS, unavailable
 from .racy import SECONDS, TRIES, Race
@@ -57,8 +58,8 @@ def skip_reason(s: Scenario, memory: str, kf: KernelFeatures, odirect_target: Op
 
 
 def _table() -> Dict[str, Scenario]:
-    from . import (cow_leak, cow_leak_reverse, release_gup, selftest, umap_evict, wp_cow_inherit, wp_gup,
-                   wp_real_write)
+    from . import (copy_wp_readonly, cow_leak, cow_leak_reverse, mremap_wp, release_gup, selftest, swapoff_wp,
+                   umap_evict, wp_cow_inherit, wp_gup, wp_real_write, zeropage_split_wp)
     rows = [
         Scenario("wp-gup-vmsplice",
                  "Does vmsplice() of a uffd-write-protected page complete without a uffd fault, "
@@ -111,6 +112,26 @@ def _table() -> Dict[str, Scenario]:
                  "Control: does a CPU write to a write-protected page trap with WP|WRITE, and a CPU "
                  "read not trap?",
                  wp_real_write.run, ("uffd", "uffd-wp"), defaults={"selftest_unprotect_first": False}),
+        Scenario("copy-wp-readonly",
+                 "Does UFFDIO_COPY with UFFDIO_COPY_MODE_WP into a VMA that is read-only at the time keep the "
+                 "page write-protected, so a write after mprotect(PROT_READ|PROT_WRITE) still traps?",
+                 copy_wp_readonly.run, ("uffd", "uffd-wp"), memory=("anon-4k",),
+                 defect=COPY_WP_READONLY),
+        Scenario("zeropage-split-wp",
+                 "When un-protecting one page of a write-protected huge zero PMD splits it, do the other "
+                 "pages stay write-protected?",
+                 zeropage_split_wp.run, ("uffd", "uffd-wp"), memory=("anon-thp",),
+                 defect=ZEROPAGE_SPLIT_WP),
+        Scenario("swapoff-wp-loop",
+                 "Does swapoff finish when a uffd-write-protected page is out on that swap, and keep the "
+                 "page protected when it brings it back?",
+                 swapoff_wp.run, ("uffd", "uffd-wp"), memory=("anon-swap",),
+                 defect=SWAPOFF_WP_LOOP),
+        Scenario("mremap-wp-stale",
+                 "After mremap() of a write-protected range by a uffd without EVENT_REMAP, is the moved page "
+                 "free of uffd-wp, so a write to it lands once its new range is registered again?",
+                 mremap_wp.run, ("uffd", "uffd-wp"),
+                 defect=MREMAP_WP_STALE),
         Scenario("selftest-self-deadlock",
                  "Harness self-test: the only uffd reader writes to its own write-protected page; "
                  "this hangs on every kernel and must come out HANG, rescued.",
