@@ -301,8 +301,8 @@ def _busy_guests(count: int) -> list:
     from uffdprobe.kbuild import build as kbuild
     image = str(kbuild.resolve_kernel("stock", progress=False).bzimage)
     spin = "i=0; while [ $i -lt 2 ]; do (while :; do :; done) & i=$((i+1)); done; sleep 600"
-    guests = [subprocess.Popen([sys.executable, "-m", "uffdprobe", "boot", image, "--accel", "tcg", "-q",
-                                "--vm-timeout", "900", "--", "/bin/sh", "-c", spin],
+    guests = [subprocess.Popen([sys.executable, "-m", "uffdprobe", "boot", "--accel", "tcg", "-q",
+                                "--vm-timeout", "900", image, "--", "/bin/sh", "-c", spin],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
               for _ in range(count)]
     import psutil
