@@ -13,6 +13,7 @@ from formats import kunit_parse, valid_json, valid_junit
 from lxml import etree
 
 from uffdprobe.kbuild.source import DEFAULT_TARBALL
+from uffdprobe.scenarios.registry import SCENARIOS as SCENARIO_TABLE
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp scenarios need root here")
 no_kunit = pytest.mark.skipif(not Path(DEFAULT_TARBALL).is_file(), reason="no linux-source-6.1 tarball to unpack the kernel's "
@@ -134,10 +135,14 @@ def test_matrix_junit_per_xsd(host_matrix):
     assert "wchan: handle_userfault" in out and "pending_uffd_messages: pagefault address=0x" in out
     fixed = cases["wp-real-write[anon-4k]"]
     assert fixed.find("failure").get("type") == "FIXED"
-    # a plain SCENARIO declaration holds for every memory kind: wp-real-write is FIXED on both
-    # and cow-leak on anon-swap SKIPs where there is no swap (the host here has none)
-    swap_skips = sum(1 for name, c in cases.items() if name.endswith("[anon-swap]") and c.find("skipped") is not None)
-    assert int(root.get("failures")) == 2 and int(suite.get("skipped")) == 1 + swap_skips
+    # a plain SCENARIO declaration holds for every memory kind: wp-real-write is FIXED on each kind it ran
+    # on; a kind this host cannot offer SKIPs (anon-swap without swap, hugetlb without free huge pages)
+    unavailable = {n for n, c in cases.items() if c.find("skipped") is not None
+                   and c.find("skipped").get("type") != "expected-failure"}
+    ran = [f"wp-real-write[{m}]" for m in SCENARIO_TABLE["wp-real-write"].memory
+           if f"wp-real-write[{m}]" not in unavailable]
+    assert all(cases[n].find("failure").get("type") == "FIXED" for n in ran)
+    assert int(root.get("failures")) == len(ran) and int(suite.get("skipped")) == 1 + len(unavailable)
 
 
 @no_kunit
@@ -148,10 +153,11 @@ def test_matrix_ktap_parsed_by_kunit(host_matrix, tmp_path):
     got = counts(parsed["summary"])
     cells = valid_json(host_matrix["json"], "matrix")["cells"]
     runs = sum(c["runs"] for c in cells)
-    # the declared HANGs are XFAIL (ok); wp-real-write's declaration holds for both memory kinds, so its
-    # two runs on anon-4k and two on anon-thp are FIXED and fail
-    skipped = sum(c["runs"] for c in cells if c["verdict"] == "SKIP")  # anon-swap without swap
-    assert (got["passed"], got["failed"], got.get("skipped", 0)) == (runs - 4 - skipped, 4, skipped), \
+    # the declared HANGs are XFAIL (ok); wp-real-write's declaration holds for every memory kind, so its
+    # two runs on each kind it ran on are FIXED and fail
+    skipped = sum(c["runs"] for c in cells if c["verdict"] == "SKIP")  # kinds this host cannot offer
+    fixed = sum(c["runs"] for c in cells if c["scenario"] == "wp-real-write" and c["verdict"] != "SKIP")
+    assert (got["passed"], got["failed"], got.get("skipped", 0)) == (runs - fixed - skipped, fixed, skipped), \
         parsed["proc"].stdout
     assert "# XFAIL declared HANG" in text and "# wchan: handle_userfault" in text
     assert text.splitlines()[-1] == "not ok 1 host"

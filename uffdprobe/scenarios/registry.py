@@ -6,7 +6,10 @@ from uffdprobe.uffd.features import KernelFeatures
 from uffdprobe.uffd.flags import Feature
 from uffdprobe.verdicts import Outcome
 from .defect import Defect
-from .memkinds import COW_KINDS, KINDS, unavailable
+from .memkinds import COW_KINDS, KINDS, MEMFD_KINDS, unavailable
+
+#: The write-protect questions ask on shared memory too: a memfd page, a hugetlbfs memfd huge page.
+WP_KINDS = KINDS + MEMFD_KINDS
 
 
 @dataclass(frozen=True)
@@ -45,26 +48,29 @@ def skip_reason(s: Scenario, memory: str, kf: KernelFeatures, odirect_target: Op
         reason = why_not(need, kf, odirect_target)
         if reason:
             return reason
+    if "uffd-wp" in s.needs and memory in MEMFD_KINDS and not kf.has(Feature.WP_HUGETLBFS_SHMEM):
+        return "kernel lacks UFFD_FEATURE_WP_HUGETLBFS_SHMEM (uffd-wp on shmem and hugetlbfs, v5.19)"
     return unavailable(memory)
 
 
 def _table() -> Dict[str, Scenario]:
-    from . import cow_leak, cow_leak_reverse, selftest, umap_evict, wp_cow_inherit, wp_gup, wp_real_write
+    from . import cow_leak, cow_leak_reverse, minor_continue, selftest, shared_wp, umap_evict, wp_cow_inherit, \
+        wp_gup, wp_real_write
     rows = [
         Scenario("wp-gup-vmsplice",
                  "Does vmsplice() of a uffd-write-protected page complete without a uffd fault, "
                  "when the splicing thread is the one that would have to answer it?",
-                 wp_gup.run_vmsplice, ("uffd", "uffd-wp"),
+                 wp_gup.run_vmsplice, ("uffd", "uffd-wp"), memory=WP_KINDS,
                  models="17839856fd58 forced COW on read GUP (iov_iter_get_pages, flags 0)"),
         Scenario("wp-gup-odirect",
                  "Does an O_DIRECT pwrite() from a uffd-write-protected page (umap's eviction write) "
                  "complete without a uffd fault?",
-                 wp_gup.run_odirect, ("uffd", "uffd-wp", "odirect"),
+                 wp_gup.run_odirect, ("uffd", "uffd-wp", "odirect"), memory=WP_KINDS,
                  models="umap's EvictWorkers: WRITEPROTECT, then pwrite on the O_DIRECT store"),
         Scenario("wp-gup-process-vm-readv",
                  "Can another process read a uffd-write-protected page with process_vm_readv() "
                  "without raising a uffd fault?",
-                 wp_gup.run_process_vm_readv, ("uffd", "uffd-wp"),
+                 wp_gup.run_process_vm_readv, ("uffd", "uffd-wp"), memory=WP_KINDS,
                  models="pin_user_pages_remote() read of the remote page"),
         Scenario("umap-evict",
                  "Does a miniature umap + umapsort (MISSING|WP region, O_DIRECT store, evictors doing "
@@ -76,7 +82,7 @@ def _table() -> Dict[str, Scenario]:
         Scenario("cow-leak",
                  "After fork(), can a child that vmsplice()d a shared page read the parent's later "
                  "write through the pipe? (CVE-2020-29374)",
-                 cow_leak.run, (), memory=COW_KINDS, defaults={"selftest_shared_page": False},
+                 cow_leak.run, (), memory=COW_KINDS + MEMFD_KINDS, defaults={"selftest_shared_page": False},
                  models="Project Zero issue 2045; fixed by 17839856fd58, then by 09854ba94c6a"),
         Scenario("cow-leak-reverse",
                  "After the parent vmsplice()d a page before fork() and unmapped it after, can the "
@@ -87,12 +93,31 @@ def _table() -> Dict[str, Scenario]:
         Scenario("wp-cow-inherit",
                  "When a read-GUP of a write-protected page shared after fork() breaks COW, does the "
                  "copy stay write-protected, so a later real write still traps?",
-                 wp_cow_inherit.run, ("uffd", "uffd-wp"),
+                 wp_cow_inherit.run, ("uffd", "uffd-wp"), memory=WP_KINDS,
                  models="FOLL_BREAK_COW v3: keep the uffd-wp bit on the COWed page"),
         Scenario("wp-real-write",
                  "Control: does a CPU write to a write-protected page trap with WP|WRITE, and a CPU "
                  "read not trap?",
-                 wp_real_write.run, ("uffd", "uffd-wp"), defaults={"selftest_unprotect_first": False}),
+                 wp_real_write.run, ("uffd", "uffd-wp"), memory=WP_KINDS,
+                 defaults={"selftest_unprotect_first": False}),
+        Scenario("wp-shared-mprotect",
+                 "Does a write-protected page of a shared memfd stay protected through mprotect(PROT_READ) "
+                 "and back to PROT_READ|PROT_WRITE, so a later write still traps?",
+                 shared_wp.run_mprotect, ("uffd", "uffd-wp"), memory=MEMFD_KINDS,
+                 models="CodeSandbox's uffd-wp on shmem; mprotect() rebuilding the pte from vm_page_prot",
+                 defect=shared_wp.WRITENOTIFY),
+        Scenario("wp-hugetlb-private-cow",
+                 "Does the first write to a never-touched, write-protected private hugetlb page raise a "
+                 "uffd-wp fault?",
+                 shared_wp.run_hugetlb_private_cow, ("uffd", "uffd-wp"), memory=("hugetlb",),
+                 models="QEMU live snapshots of hugetlb-backed private guest RAM",
+                 defect=shared_wp.HUGETLB_COW),
+        Scenario("continue-fallocated",
+                 "Does UFFDIO_CONTINUE map a shmem page that only fallocate() allocated, when a MINOR "
+                 "fault names it?",
+                 minor_continue.run, ("uffd",), memory=("shmem",),
+                 models="postcopy on memfd guest RAM with fallocated holes (QEMU, Firecracker)",
+                 defect=minor_continue.CONTINUE_FALLOCATED),
         Scenario("selftest-self-deadlock",
                  "Harness self-test: the only uffd reader writes to its own write-protected page; "
                  "this hangs on every kernel and must come out HANG, rescued.",

@@ -2,7 +2,8 @@
 
 On kernels whose read-GUP breaks COW (forced COW, FOLL_BREAK_COW, or FAULT_FLAG_UNSHARE for a
 pin) the protected page is replaced by a copy; the copy must keep the uffd-wp bit, or a later
-real write goes through untrapped: WP_LOST.
+real write goes through untrapped: WP_LOST. On the memfd kinds the mapping is private (a shared one
+is never COWed).
 """
 import os
 
@@ -14,7 +15,7 @@ from .wp_real_write import trap_real_write
 
 
 def run(ctx: ScenarioContext) -> Outcome:
-    uffd, m = wp_page(ctx)
+    uffd, m = wp_page(ctx, shared=False)
     # No MADV_DONTFORK here: the reader shares the protected page copy-on-write.
     pid, go_w, data_r = fork_reader(os.getpid(), m.addr, len(PATTERN))
     try:
