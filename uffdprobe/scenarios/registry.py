@@ -54,8 +54,8 @@ def skip_reason(s: Scenario, memory: str, kf: KernelFeatures, odirect_target: Op
 
 
 def _table() -> Dict[str, Scenario]:
-    from . import cow_leak, cow_leak_reverse, minor_continue, selftest, shared_wp, umap_evict, wp_cow_inherit, \
-        wp_gup, wp_real_write
+    from . import cow_leak, cow_leak_reverse, minor_continue, move_scan, selftest, shared_wp, umap_evict, \
+        wp_cow_inherit, wp_gup, wp_real_write
     rows = [
         Scenario("wp-gup-vmsplice",
                  "Does vmsplice() of a uffd-write-protected page complete without a uffd fault, "
@@ -93,7 +93,7 @@ def _table() -> Dict[str, Scenario]:
         Scenario("wp-cow-inherit",
                  "When a read-GUP of a write-protected page shared after fork() breaks COW, does the "
                  "copy stay write-protected, so a later real write still traps?",
-                 wp_cow_inherit.run, ("uffd", "uffd-wp"), memory=WP_KINDS,
+                 wp_cow_inherit.run, ("uffd", "uffd-wp"), memory=KINDS + ("shmem",),
                  models="FOLL_BREAK_COW v3: keep the uffd-wp bit on the COWed page"),
         Scenario("wp-real-write",
                  "Control: does a CPU write to a write-protected page trap with WP|WRITE, and a CPU "
@@ -112,12 +112,28 @@ def _table() -> Dict[str, Scenario]:
                  shared_wp.run_hugetlb_private_cow, ("uffd", "uffd-wp"), memory=("hugetlb",),
                  models="QEMU live snapshots of hugetlb-backed private guest RAM",
                  defect=shared_wp.HUGETLB_COW),
+        Scenario("wp-hugetlb-unshare",
+                 "When a read pin of a write-protected private hugetlb page shared after fork() unshares "
+                 "it, does the copy stay write-protected, so a later real write still traps?",
+                 wp_cow_inherit.run, ("uffd", "uffd-wp"), memory=("hugetlb",),
+                 models="wp-cow-inherit on hugetlb: hugetlb_wp()'s unshare copy built without the uffd-wp bit",
+                 defect=wp_cow_inherit.HUGETLB_UNSHARE),
         Scenario("continue-fallocated",
                  "Does UFFDIO_CONTINUE map a shmem page that only fallocate() allocated, when a MINOR "
                  "fault names it?",
                  minor_continue.run, ("uffd",), memory=("shmem",),
                  models="postcopy on memfd guest RAM with fallocated holes (QEMU, Firecracker)",
                  defect=minor_continue.CONTINUE_FALLOCATED),
+        Scenario("move-basic",
+                 "Does UFFDIO_MOVE answer a MISSING fault with a populated source page, so the reader gets "
+                 "its bytes and the source is left empty?",
+                 move_scan.run_move, ("uffd",), memory=COW_KINDS,
+                 models="Android's userfaultfd GC compacting the heap with UFFDIO_MOVE (6.8+)"),
+        Scenario("pagemap-scan-written",
+                 "With asynchronous uffd-wp, does PAGEMAP_SCAN clear the written state and then report "
+                 "exactly the pages written since?",
+                 move_scan.run_scan_written, ("uffd",), memory=WP_KINDS,
+                 models="CRIU's dirty-page tracking with UFFD_FEATURE_WP_ASYNC and PAGEMAP_SCAN (6.7+)"),
         Scenario("selftest-self-deadlock",
                  "Harness self-test: the only uffd reader writes to its own write-protected page; "
                  "this hangs on every kernel and must come out HANG, rescued.",

@@ -3,7 +3,8 @@
 On kernels whose read-GUP breaks COW (forced COW, FOLL_BREAK_COW, or FAULT_FLAG_UNSHARE for a
 pin) the protected page is replaced by a copy; the copy must keep the uffd-wp bit, or a later
 real write goes through untrapped: WP_LOST. On the memfd kinds the mapping is private (a shared one
-is never COWed).
+is never COWed). On hugetlb the same question is the catalogue entry wp-hugetlb-unshare: 6.1's
+hugetlb_wp() builds the unshared copy's pte without the uffd-wp bit (fixed by 0f230bc24b6e, v6.4).
 """
 import os
 
@@ -11,7 +12,14 @@ from uffdprobe.uffd import pagemap
 from uffdprobe.verdicts import Outcome, Verdict
 from .common import PATTERN, fork_reader, page_flags, read_exactly, reap, wp_page
 from .context import ScenarioContext
+from .defect import Commit, Defect
 from .wp_real_write import trap_real_write
+
+HUGETLB_UNSHARE = Defect(
+    id="hugetlb-unshare-wp-lost",
+    fixes=(Commit("0f230bc24b6e", "mm/hugetlb: fix uffd-wp bit lost when unsharing happens"),),
+    introduced=(Commit("166f3ecc0daf", "mm/hugetlb: hook page faults for uffd write protection"),),
+    first_affected="v5.19", first_fixed="v6.4")  # Cc: stable, yet Debian's 6.1.192 does not carry it
 
 
 def run(ctx: ScenarioContext) -> Outcome:

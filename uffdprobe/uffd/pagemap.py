@@ -96,6 +96,7 @@ def scan_unsupported() -> str:
         with mmap_anonymous(PAGE_SIZE) as m:
             scan(m.addr, m.addr + PAGE_SIZE)
     except OSError as exc:
-        return f"PAGEMAP_SCAN refused: {exc.strerror}" + (" (the ioctl is 6.7+)" if exc.errno == errno.ENOTTY
-                                                          else "")
+        name = errno.errorcode.get(exc.errno, str(exc.errno))
+        return ("kernel has no PAGEMAP_SCAN ioctl (ENOTTY; it is 6.7+)" if exc.errno == errno.ENOTTY
+                else f"PAGEMAP_SCAN refused on a page of our own: {name} ({os.strerror(exc.errno)})")
     return ""
