@@ -128,7 +128,7 @@ def test_first_verdict_and_per_scenario_cost(label, kernel, tmp_path):
     one = {name: [] for name in pythons}
     many = {name: [] for name in pythons}
     vng = []
-    for i in range(REPEATS):  # alternating: load on this machine drifts
+    for _i in range(REPEATS):  # alternating: load on this machine drifts
         for name, python in pythons.items():
             seen, init, in_vm, code = arrivals(kernel, ONE, python)
             assert code == 0 and seen, f"{name}: uffdprobe run exited {code}"

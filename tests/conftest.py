@@ -1,4 +1,5 @@
 """Shared fixtures: a userfaultfd on the running kernel (skipped with the reason when not allowed)."""
+import signal
 import threading
 
 import pytest
@@ -90,6 +91,14 @@ README_BEGIN, README_END = "<!-- reliability:begin -->", "<!-- reliability:end -
 
 
 def pytest_configure(config):
+    # A suite started from a script as a background job (`nohup bash .ci/bootstrap test &`) begins with SIGINT and
+    # SIGQUIT ignored (POSIX, asynchronous lists), and every child would inherit that; the tests that interrupt a
+    # child mean the default disposition, so the suite gives it back once here (uffdprobe itself keeps an
+    # inherited SIG_IGN, as it should).
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
     config.addinivalue_line("markers", "reliability(case, handling): a fault or bad input the harness "
                                        "must survive, and what it must do; listed in the reliability report")
 
@@ -194,7 +203,7 @@ def nobody_python():
             shutil.copytree(Path(module.__file__).parent, site / Path(module.__file__).parent.name, ignore=ignore)
         import _cffi_backend
         shutil.copy2(_cffi_backend.__file__, site)
-        for dirpath, dirnames, filenames in os.walk(top):
+        for dirpath, _dirnames, filenames in os.walk(top):
             os.chmod(dirpath, 0o755)
             for name in filenames:
                 os.chmod(os.path.join(dirpath, name), 0o644 | (os.stat(os.path.join(dirpath, name)).st_mode & 0o111))

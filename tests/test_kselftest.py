@@ -173,8 +173,8 @@ def test_matrix_shows_cow_cases_beside_the_scenarios_every_cell_as_declared(matr
     for kernel in ("stock", "model-5.7"):  # the output is evidence on the host: in the run dir and beside the verdicts
         log = Path(cells[(kernel, "cow", NO_MEMORY)]["results"][0]["evidence"]["log"])
         assert log.is_file() and "TAP version" in log.read_text(), log
-        kept = [p for p in Path(json.loads((out / "m.json").read_text())["kernels"][0]["boot"]["log"]).parent.parent
-                .glob(f"{kernel}-*/kselftest-cow.txt")]
+        kept = list(Path(json.loads((out / "m.json").read_text())["kernels"][0]["boot"]["log"]).parent.parent
+                .glob(f"{kernel}-*/kselftest-cow.txt"))
         assert kept, f"{kernel}: no kselftest-cow.txt in its results folder"
     assert cells[("model-5.7", "cow-leak", "anon-4k")]["verdict"] == "LEAK"
     valid_junit(out / "m.xml")

@@ -9,11 +9,13 @@ sdist) through a .pth file, so pip installs with --no-index.
 import ast
 import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -80,8 +82,26 @@ def dists(work):
     return {"sdist": sdist, "wheel": wheel}
 
 
-def test_wheel_is_abi3_for_cpython_3_9_on(dists):
-    assert dists["wheel"].name.endswith("-cp39-abi3-linux_x86_64.whl"), dists["wheel"].name
+def test_wheel_is_abi3_and_manylinux_as_auditwheel_reads_it(dists):
+    """An index refuses linux_x86_64; the manylinux tag must be the one the binaries really satisfy."""
+    name = dists["wheel"].name
+    tag = re.search(r"-cp39-abi3-(manylinux_\d+_\d+_x86_64)\.whl$", name)
+    assert tag, name
+    shown = subprocess.run([sys.executable, "-m", "auditwheel", "show", str(dists["wheel"])], capture_output=True,
+                           text=True, timeout=300)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    said = " ".join(shown.stdout.split())
+    assert f'is consistent with the following platform tag: "{tag.group(1)}"' in said, said
+
+
+def test_wheel_carries_the_license(dists):
+    with zipfile.ZipFile(dists["wheel"]) as whl:
+        names = whl.namelist()
+        licence = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+        assert licence, [n for n in names if "dist-info" in n]
+        assert "GNU GENERAL PUBLIC LICENSE" in whl.read(licence[0]).decode()
+        metadata = whl.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: GPL-2.0-only" in metadata and "License-File: LICENSE" in metadata
 
 
 def test_sdist_holds_what_building_and_testing_need(dists):
@@ -91,7 +111,7 @@ def test_sdist_holds_what_building_and_testing_need(dists):
                  "native/uffd_uapi_fallback.h", "native/bench_missing.c", "native/umapsort_repro.c",
                  "vm-images/recipes/stock.toml",
                  "vm-images/fragments/x86_64.config", "tests/conftest.py", "tox.ini", "setup.py", "MANIFEST.in",
-                 "uffdprobe/vm/guest_init.sh"):
+                 "uffdprobe/vm/guest_init.sh", "LICENSE", "CHANGELOG.md", "CONTRIBUTING.md"):
         assert need in names, f"{need} missing from {dists['sdist'].name}"
     assert not [n for n in names if n.endswith((".so", ".pyc"))]
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from formats import valid_json, valid_jsonl
-from uffdprobe.uffd import features, odirect
+from uffdprobe.uffd import odirect
 from uffdprobe.supervise import supervisor
 from uffdprobe.scenarios.registry import SCENARIOS, select, skip_reason
 from uffdprobe.verdicts import Verdict

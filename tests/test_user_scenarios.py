@@ -94,7 +94,7 @@ def test_parameters_and_listing_of_a_user_file(tmp_path, kf):
     assert proc.returncode == 0, proc.stderr
     assert results_of(out)["user-missing-copy"]["evidence"]["faults"] == 3
     listing = uffdprobe("list", "--scenarios-from", str(USER_FILE)).stdout
-    assert f"user-service-vmsplice\n  question: Can a uffd service thread" in listing
+    assert "user-service-vmsplice\n  question: Can a uffd service thread" in listing
     assert f"  from: --scenarios-from {USER_FILE}" in listing and "user-self-deadlock" not in listing
     assert "user-self-deadlock" in uffdprobe("list", "--all", "--scenarios-from", str(USER_FILE)).stdout
 

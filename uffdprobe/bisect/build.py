@@ -132,7 +132,7 @@ def _olddefconfig(make: list, tree: Path, log) -> None:
         done = subprocess.run(make + ["olddefconfig"], cwd=tree, stdout=log, stderr=subprocess.STDOUT,
                               timeout=kbuild_config.CONFIG_TIMEOUT)
     except subprocess.TimeoutExpired:
-        raise BuildFailed(f"make olddefconfig took longer than {kbuild_config.CONFIG_TIMEOUT} s", log=log.name)
+        raise BuildFailed(f"make olddefconfig took longer than {kbuild_config.CONFIG_TIMEOUT} s", log=log.name) from None
     if done.returncode != 0:
         raise BuildFailed(f"make olddefconfig failed (exit {done.returncode}); build log: {log.name}", log=log.name)
 

@@ -125,7 +125,7 @@ def _run_bisect(tree: Path, step_argv: List[str], timeout: float) -> str:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         _stop(proc)
-        raise SetupError(f"git bisect run took longer than {timeout:.0f} s: raise --timeout")
+        raise SetupError(f"git bisect run took longer than {timeout:.0f} s: raise --timeout") from None
     except BaseException:
         _stop(proc)
         raise

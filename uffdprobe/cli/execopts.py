@@ -94,7 +94,7 @@ def child_args(args: argparse.Namespace) -> List[str]:
 def list_programs() -> None:
     """`uffdprobe list`: the programs uffdprobe ships for --exec, with the path to give it."""
     from uffdprobe.uffd import programs
-    for name, (source, what) in programs.PROGRAMS.items():
+    for name, (_source, what) in programs.PROGRAMS.items():
         try:
             where = str(programs.path(name))
         except (UsageError, OSError) as exc:

@@ -111,7 +111,7 @@ def touched_files(text: str) -> list:
                 name = _strip1(header)
                 if name and name not in files:
                     files.append(name)
-        elif line.startswith("rename from ") or line.startswith("rename to "):
+        elif line.startswith(("rename from ", "rename to ")):
             name = line.split(" ", 2)[2].strip()
             if name not in files:
                 files.append(name)
@@ -210,6 +210,6 @@ def _file_at(text: str, input_line: int) -> str:
     """The file of the last '+++ ' header at or before `input_line` of the diff text."""
     found = ""
     for line in text.splitlines()[:input_line]:
-        if line.startswith("+++ ") or line.startswith("--- "):
+        if line.startswith(("+++ ", "--- ")):
             found = _strip1(line[4:].split("\t")[0].strip()) or found
     return found

@@ -116,7 +116,7 @@ def _extract(spec: SourceSpec, identity: dict, final: Path, progress: bool) -> N
 
 def _single_top(staging: Path) -> Path:
     """A tarball usually holds one top directory (linux-source-6.1/); a tree or git archive does not."""
-    children = [c for c in staging.iterdir()]
+    children = list(staging.iterdir())
     if len(children) == 1 and children[0].is_dir():
         return children[0]
     return staging

@@ -5,7 +5,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from uffdprobe.osutil import swap
 from uffdprobe.osutil.files import write_atomic
@@ -18,6 +18,9 @@ from . import selftests
 from uffdprobe.scenarios import memkinds
 from uffdprobe.scenarios.registry import select, skip_reason
 from uffdprobe.verdicts import Result, Verdict
+
+if TYPE_CHECKING:
+    from uffdprobe.results.ktap import KernelTest
 
 
 def repeat(plan: list, runs: int) -> list:

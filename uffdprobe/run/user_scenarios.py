@@ -1,6 +1,5 @@
 """Users' scenarios in a guest: the guest's `uffdprobe run` loads the same files and entry points from the
 host root (read-only), so each must be somewhere the guest sees, and the argv names the files again."""
-import os
 from typing import List, Sequence
 
 from uffdprobe.exitcodes import UsageError

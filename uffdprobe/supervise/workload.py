@@ -236,7 +236,7 @@ def _hanged(evidence, hang, answered, actions, proc, limits) -> Tuple[Dict[str, 
 
 
 def _stuck(evidence, snapshot, stuck, limits) -> Tuple[Dict[str, Any], Verdict, str]:
-    keys = {k: how for k, how in stuck}
+    keys = dict(stuck)
     chosen = [dict(t, stuck=keys[(t["pid"], t["tid"])]) for t in snapshot if (t["pid"], t["tid"]) in keys]
     evidence["stuck"] = {"watched_call": "the program", "blocked_tasks": chosen, "pending_uffd_messages": []}
     evidence["tasks"] = snapshot
