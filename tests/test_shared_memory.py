@@ -20,7 +20,8 @@ from formats import valid_json  # tests/ is on sys.path (rootdir conftest, no pa
 #: model recipe -> the catalogue scenario whose fix it reverts (its [expect] says the verdict).
 MODELS = {"model-shmem-wp-writenotify": "wp-shared-mprotect",
           "model-hugetlb-cow-wp": "wp-hugetlb-private-cow",
-          "model-continue-fallocated": "continue-fallocated"}
+          "model-continue-fallocated": "continue-fallocated",
+          "model-hugetlb-wp-no-pgtable": "wp-hugetlb-no-pgtable"}
 #: The questions of this issue: the defects, the stock-6.1 defect, the 6.7+/6.8+ interfaces.
 ASKED = [*MODELS.values(), "wp-hugetlb-unshare", "move-basic", "pagemap-scan-written"]
 NEWER = ("move-basic", "pagemap-scan-written")  # interfaces 6.1 lacks
@@ -95,6 +96,8 @@ def _evidence(scenario: str, present: Result, absent: Result) -> None:
     if scenario == "wp-hugetlb-private-cow":  # protected while unpopulated: a marker, no page
         before = present.evidence["pagemap_before"]
         assert before["uffd_wp"] and not before["present"]
+    if scenario == "wp-hugetlb-no-pgtable":  # no page table: no marker at all, where the fix installs one
+        assert not present.evidence["pagemap_before"]["uffd_wp"] and absent.evidence["pagemap_before"]["uffd_wp"]
 
 
 @pytest.mark.vm

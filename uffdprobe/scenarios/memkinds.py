@@ -131,9 +131,10 @@ def reserve_guest_hugepages() -> str:
     return f"guest huge pages: {got} of {count} reserved ({hugepage_size() >> 20} MiB each)"
 
 
-def memfd_mapping(kind: str, shared: bool = True, length: int = 0) -> Mapping:
+def memfd_mapping(kind: str, shared: bool = True, length: int = 0, at: int = 0) -> Mapping:
     """`length` bytes (one page of `kind` by default) of a fresh memfd, hugetlbfs for "hugetlb", mapped
-    shared or private; the fd is closed (the mapping holds the file)."""
+    shared or private (at `at`, inside a reservation of our own, when given); the fd is closed (the
+    mapping holds the file)."""
     hugetlb = kind == "hugetlb"
     length = length or (hugepage_size() if hugetlb else PAGE_SIZE)
     flags = memory.MEMFD["MFD_CLOEXEC"] | (memory.MEMFD["MFD_HUGETLB"] if hugetlb else 0)
@@ -141,7 +142,7 @@ def memfd_mapping(kind: str, shared: bool = True, length: int = 0) -> Mapping:
     try:
         os.ftruncate(fd, length)
         try:
-            return memory.mmap_fd(fd, length, shared=shared)
+            return memory.mmap_fd(fd, length, shared=shared, at=at)
         except UffdError as exc:
             if hugetlb and exc.errno == errno.ENOMEM:
                 raise SkipScenario(f"no huge page to map ({no_hugepages() or 'mmap: ENOMEM'})") from None

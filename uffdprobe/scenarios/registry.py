@@ -112,6 +112,12 @@ def _table() -> Dict[str, Scenario]:
                  shared_wp.run_hugetlb_private_cow, ("uffd", "uffd-wp"), memory=("hugetlb",),
                  models="QEMU live snapshots of hugetlb-backed private guest RAM",
                  defect=shared_wp.HUGETLB_COW),
+        Scenario("wp-hugetlb-no-pgtable",
+                 "Does write-protecting a never-touched hugetlb page that has no page table yet protect "
+                 "it, so the first write traps?",
+                 shared_wp.run_hugetlb_no_pgtable, ("uffd", "uffd-wp"), memory=("hugetlb",),
+                 models="uffd-wp of a fresh hugetlb area before it is touched (snapshots of new guest RAM)",
+                 defect=shared_wp.HUGETLB_PGTABLE),
         Scenario("wp-hugetlb-unshare",
                  "When a read pin of a write-protected private hugetlb page shared after fork() unshares "
                  "it, does the copy stay write-protected, so a later real write still traps?",

@@ -7,6 +7,9 @@ goes through without a uffd-wp fault (WP_LOST).
 - wp-hugetlb-private-cow: a private hugetlb page write-protected while still unpopulated (a pte marker)
   and then written, never read: hugetlb_no_page()'s CoW shortcut maps a writable copy without asking the
   monitor unless hugetlb_wp() refuses CoW on a uffd-wp pte (60d5b473d61b).
+- wp-hugetlb-no-pgtable: a hugetlb mapping alone in a fresh 1 GiB-aligned area has no page table
+  for its huge pte yet; write-protecting it must allocate one to hold the marker (fed15f1345dc), or
+  nothing is protected and the first write maps the page writable.
 """
 from uffdprobe.uffd import memory, pagemap
 from uffdprobe.uffd.flags import Feature, RegisterMode
@@ -16,13 +19,19 @@ from uffdprobe.verdicts import Outcome
 from .common import page_flags, wp_page
 from .context import ScenarioContext
 from .defect import Commit, Defect
-from .memkinds import memfd_mapping
+from .memkinds import hugepage_size, memfd_mapping
 from .wp_real_write import trap_real_write
 
 WRITENOTIFY = Defect(
     id="uffd-wp-shared-writenotify",
     fixes=(Commit("51d3d5eb74ff", "mm/userfaultfd: enable writenotify while userfaultfd-wp is enabled for a VMA"),),
     introduced=(Commit("b1f9e876862d", "mm/uffd: enable write protection for shmem & hugetlbfs"),),
+    first_affected="v5.19", first_fixed="v6.2", stable=("6.1.8",))
+
+HUGETLB_PGTABLE = Defect(
+    id="hugetlb-wp-no-pgtable",
+    fixes=(Commit("fed15f1345dc", "mm/hugetlb: pre-allocate pgtable pages for uffd wr-protects"),),
+    introduced=(Commit("60dfaad65aa9", "mm/hugetlb: allow uffd wr-protect none ptes"),),
     first_affected="v5.19", first_fixed="v6.2", stable=("6.1.8",))
 
 HUGETLB_COW = Defect(
@@ -54,4 +63,26 @@ def run_hugetlb_private_cow(ctx: ScenarioContext) -> Outcome:
     ctx.hand_over(uffd, m.addr, m.length, rescue="unprotect")
     out = trap_real_write(ctx, uffd, m)
     out.reason = f"first write to an unpopulated, write-protected private hugetlb page: {out.reason}"
+    return out
+
+
+def run_hugetlb_no_pgtable(ctx: ScenarioContext) -> Outcome:
+    """Write-protect an unpopulated shared hugetlb page mapped where no page table exists yet, then write."""
+    gib = 1 << 30
+    reserve = memory.mmap_anonymous(2 * gib, prot=MMAN["PROT_NONE"], extra_flags=MMAN["MAP_NORESERVE"])
+    try:
+        at = (reserve.addr + gib - 1) & ~(gib - 1)  # nothing else maps this 1 GiB: no pmd table for it
+        m = memfd_mapping("hugetlb", shared=True, at=at)
+    except BaseException:
+        reserve.close()
+        raise
+    uffd = Userfaultfd.open()
+    uffd.api(Feature.PAGEFAULT_FLAG_WP)
+    uffd.register(m.addr, m.length, RegisterMode.WP)
+    uffd.writeprotect(m.addr, m.length, protect=True)
+    ctx.note("pagemap_before", page_flags(pagemap.read(m.addr)[0]))  # the marker, if one was installed
+    ctx.note("placed", {"address": hex(m.addr), "huge_page_size": hugepage_size()})
+    ctx.hand_over(uffd, m.addr, m.length, rescue="unprotect")
+    out = trap_real_write(ctx, uffd, m)
+    out.reason = f"first write to a write-protected hugetlb page with no page table before: {out.reason}"
     return out

@@ -72,10 +72,10 @@ def mmap_anonymous(length: int, *, shared: bool = False, prot: int = PROT_RW,
 
 
 def mmap_fd(fd: int, length: int, *, shared: bool = True, prot: int = PROT_RW,
-            offset: int = 0) -> Mapping:
-    """A file or memfd mapping."""
-    flags = MMAN["MAP_SHARED"] if shared else MMAN["MAP_PRIVATE"]
-    base = lib.up_mmap(ffi.NULL, length, prot, flags, fd, offset)
+            offset: int = 0, at: int = 0) -> Mapping:
+    """A file or memfd mapping; `at` places it there (MAP_FIXED: over a range of our own only)."""
+    flags = (MMAN["MAP_SHARED"] if shared else MMAN["MAP_PRIVATE"]) | (MMAN["MAP_FIXED"] if at else 0)
+    base = lib.up_mmap(ffi.cast("void *", at) if at else ffi.NULL, length, prot, flags, fd, offset)
     if base == ffi.cast("void *", -1):
         raise error_for(ffi.errno, "mmap", None, length)
     return Mapping(int(ffi.cast("uintptr_t", base)), length)
