@@ -34,6 +34,12 @@ def _pages(regions, category: Category) -> set:
     return {a for r in regions if r.categories & category for a in range(r.start, r.end, PAGE_SIZE)}
 
 
+def test_categories_are_the_uapi_numbers_the_module_was_built_with():
+    from uffdprobe.uffd._ffi import constants
+    built = {k[len("PAGE_IS_"):]: v for k, v in constants["pagemap_scan"].items() if k.startswith("PAGE_IS_")}
+    assert built == {c.name: c.value for c in Category}
+
+
 def test_scan_reports_present_pages_and_holes(scan_ok):
     with memory.mmap_anonymous(NPAGES * PAGE_SIZE) as m:
         memory.touch(m.page(2), 3 * PAGE_SIZE, write=True, value=5)

@@ -3,7 +3,6 @@ it is in the cache), in real guests, with the evidence asserted; the newest inte
 and CANNOT ASK (SKIP with the reason) on 6.1; the shmem and hugetlb kinds on the host.
 
 The models and the cells each declares come from the recipes themselves (vm-images/recipes)."""
-import json
 import os
 import subprocess
 import sys

@@ -7,6 +7,7 @@ written through another mapping first (uptodate) is the control: CONTINUE maps i
 """
 import errno
 import os
+from typing import Any, Dict
 
 from uffdprobe.uffd import memory, pagemap
 from uffdprobe.uffd.errors import UffdError
@@ -51,7 +52,7 @@ def run(ctx: ScenarioContext) -> Outcome:
     reader = Bounded(lambda: area.read(0, 8), "minor-reader")
     msgs = uffd.wait(5.0)
     minor = [x for x in msgs if isinstance(x, PageFault) and x.address // PAGE_SIZE == area.addr // PAGE_SIZE]
-    evidence = {"messages": [as_data(x) for x in msgs]}
+    evidence: Dict[str, Any] = {"messages": [as_data(x) for x in msgs]}
     if not minor or not minor[0].flags & PageFaultFlag.MINOR:
         uffd.unregister(area.addr, area.length)
         reader.done(5.0)
@@ -62,7 +63,8 @@ def run(ctx: ScenarioContext) -> Outcome:
         refused = None
     except UffdError as exc:
         refused = exc
-        evidence.update(fallocated_errno=errno.errorcode.get(exc.errno, str(exc.errno)), fallocated_error=str(exc))
+        evidence.update(fallocated_errno=errno.errorcode.get(exc.errno or 0, str(exc.errno)),
+                        fallocated_error=str(exc))
         uffd.unregister(area.addr, area.length)    # the reader then faults the page in without us
     read_back = reader.done(5.0) and reader.result
     evidence["reader_read"] = read_back.hex() if isinstance(read_back, bytes) else None

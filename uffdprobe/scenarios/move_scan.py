@@ -7,6 +7,7 @@ asynchronous uffd-wp); a kernel without them is SKIP with the probed reason (CAN
   written state, two writes later a scan names exactly those two pages, and no uffd message was raised.
 """
 import errno
+from typing import Any, Dict
 
 from uffdprobe.uffd import memory, pagemap
 from uffdprobe.uffd.errors import UffdError
@@ -46,7 +47,7 @@ def run_move(ctx: ScenarioContext) -> Outcome:
     before = page_flags(pagemap.read(src.addr)[0])
     reader = Bounded(lambda: dst.read(0, len(PATTERN)), "missing-reader")
     msgs = uffd.wait(5.0)
-    evidence = {"source_before": before, "messages": [as_data(x) for x in msgs]}
+    evidence: Dict[str, Any] = {"source_before": before, "messages": [as_data(x) for x in msgs]}
     if not any(isinstance(x, PageFault) for x in msgs):
         return Outcome(Verdict.ERROR, "reading the empty destination raised no MISSING fault", evidence)
     try:
@@ -89,7 +90,7 @@ def run_scan_written(ctx: ScenarioContext) -> Outcome:
     pages = sorted({a - m.addr for r in written for a in range(r.start, r.end, PAGE_SIZE)})
     whole = list(range(0, m.length, PAGE_SIZE))  # a huge page protected and written as one
     wants = [[0, last], whole] if ctx.memory == "anon-thp" else [whole]  # a THP may be split by the first write
-    evidence = {"cleared_regions": len(cleared), "written_after_clear": [(r.start - m.addr, r.end - m.addr) for r in clean],
+    evidence: Dict[str, Any] = {"cleared_regions": len(cleared), "written_after_clear": [(r.start - m.addr, r.end - m.addr) for r in clean],
                 "written_offsets": pages[:8] + (["..."] if len(pages) > 8 else []), "walk_end_ok": walk_end == end,
                 "uffd_messages": [as_data(x) for x in uffd.read()]}
     if not cleared:

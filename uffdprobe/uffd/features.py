@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 
 from .errors import UffdError
 from .flags import Feature, RegisterMode, absent_from_headers, names
-from .memory import PAGE_SIZE, memfd_create, mmap_anonymous, mmap_fd
+from .memory import PAGE_SIZE, Mapping, memfd_create, mmap_anonymous, mmap_fd
 from .pagemap import scan_unsupported
 from .userfaultfd import Userfaultfd
 
@@ -110,7 +110,7 @@ def _register_probe(mode: RegisterMode, available: Feature, shmem: bool = False)
         return [f"refused: {errno.errorcode.get(exc.errno, exc.errno)}"]
 
 
-def _probe_page(shmem: bool):
+def _probe_page(shmem: bool) -> Mapping:
     """One anonymous page, or one page of a fresh memfd mapped shared (the fd closed: the mapping holds it)."""
     if not shmem:
         return mmap_anonymous(PAGE_SIZE)

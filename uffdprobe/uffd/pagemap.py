@@ -44,9 +44,19 @@ def read(addr: int, npages: int = 1, pid: Union[int, str] = "self") -> List[Page
     return [PageEntry(v) for v in struct.unpack(f"={len(data) // 8}Q", data)]
 
 
-#: PAGE_IS_* categories of a PAGEMAP_SCAN region (uapi linux/fs.h, or native/uffd_uapi_fallback.h).
-Category = enum.IntFlag("Category", {k[len("PAGE_IS_"):]: v for k, v in constants["pagemap_scan"].items()
-                                     if k.startswith("PAGE_IS_")}, module=__name__)
+class Category(enum.IntFlag):
+    """PAGE_IS_* categories of a PAGEMAP_SCAN region (uapi linux/fs.h, 6.7; the same numbers in
+    native/uffd_uapi_fallback.h, checked against the compiled module by tests/test_pagemap_scan.py)."""
+    WPALLOWED = 1 << 0
+    WRITTEN = 1 << 1
+    FILE = 1 << 2
+    PRESENT = 1 << 3
+    SWAPPED = 1 << 4
+    PFNZERO = 1 << 5
+    HUGE = 1 << 6
+    SOFT_DIRTY = 1 << 7
+
+
 #: PM_SCAN_WP_MATCHING: write-protect the pages that matched (the WP_ASYNC "clear written" step).
 WP_MATCHING = constants["pagemap_scan"]["PM_SCAN_WP_MATCHING"]
 #: PM_SCAN_CHECK_WPASYNC: refuse (EPERM) a range with a page not registered for asynchronous uffd-wp.
@@ -96,7 +106,8 @@ def scan_unsupported() -> str:
         with mmap_anonymous(PAGE_SIZE) as m:
             scan(m.addr, m.addr + PAGE_SIZE)
     except OSError as exc:
-        name = errno.errorcode.get(exc.errno, str(exc.errno))
-        return ("kernel has no PAGEMAP_SCAN ioctl (ENOTTY; it is 6.7+)" if exc.errno == errno.ENOTTY
-                else f"PAGEMAP_SCAN refused on a page of our own: {name} ({os.strerror(exc.errno)})")
+        err = exc.errno or 0
+        return ("kernel has no PAGEMAP_SCAN ioctl (ENOTTY; it is 6.7+)" if err == errno.ENOTTY
+                else f"PAGEMAP_SCAN refused on a page of our own: {errno.errorcode.get(err, str(err))} "
+                     f"({os.strerror(err)})")
     return ""
