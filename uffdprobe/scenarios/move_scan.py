@@ -5,6 +5,10 @@ asynchronous uffd-wp); a kernel without them is SKIP with the probed reason (CAN
   (a small page, a THP moved as one PMD, a swapped-out page): the data arrives, the source is empty.
 - pagemap-scan-written: WP_ASYNC on a populated range, PAGEMAP_SCAN with PM_SCAN_WP_MATCHING clears the
   written state, two writes later a scan names exactly those two pages, and no uffd message was raised.
+- pagemap-scan-zapped (catalogue): pages written under WP_ASYNC, then zapped by MADV_DONTNEED, are not
+  write-protected, so both of PAGEMAP_SCAN's paths must call them written: the PAGE_IS_WRITTEN fast path
+  and the generic one (a query through category_anyof_mask). Before 07b4377bdbe7 the generic path called
+  an unpopulated pte clean, and a dumper using it (CRIU) stopped tracking writes to the range.
 """
 import errno
 from typing import Any, Dict
@@ -19,7 +23,16 @@ from uffdprobe.uffd.userfaultfd import Userfaultfd
 from uffdprobe.verdicts import Outcome, Verdict
 from .common import PATTERN, Bounded, page_flags
 from .context import ScenarioContext
+from .defect import Commit, Defect
 from .memkinds import SkipScenario, allocate, thp_size
+
+
+SCAN_ZAPPED = Defect(
+    id="pagemap-scan-unpopulated-written",
+    fixes=(Commit("07b4377bdbe7", "fs/proc/task_mmu: fix PAGEMAP_SCAN written state for unpopulated ptes"),),
+    introduced=(Commit("12f6b01a0bcb", "fs/proc/task_mmu: add fast paths to get/clear PAGE_IS_WRITTEN flag"),),
+    first_affected="v6.7", first_fixed="v7.2", stable=("6.12.105",))
+ZAPPED_PAGES = 16
 
 
 def _uffd_with(features: Feature, what: str) -> Userfaultfd:
@@ -105,3 +118,28 @@ def run_scan_written(ctx: ScenarioContext) -> Outcome:
                        f"{' or '.join(str(len(w)) for w in wants)} expected", evidence)
     return Outcome(Verdict.PASS, "PAGEMAP_SCAN cleared the written state and then named exactly the written "
                    "page(s); no uffd message", evidence)
+
+
+def run_scan_zapped(ctx: ScenarioContext) -> Outcome:
+    why = pagemap.scan_unsupported()
+    if why:
+        raise SkipScenario(why)
+    uffd = _uffd_with(Feature.PAGEFAULT_FLAG_WP | Feature.WP_ASYNC, "UFFD_FEATURE_WP_ASYNC (v6.7)")
+    m = memory.mmap_anonymous(ZAPPED_PAGES * PAGE_SIZE)
+    end = m.addr + m.length
+    uffd.register(m.addr, m.length, RegisterMode.WP)
+    uffd.writeprotect(m.addr, m.length, protect=True)
+    memory.touch(m.addr, m.length, write=True, value=0x5A)   # written: the protection is resolved
+    memory.madvise(m.addr, m.length, "MADV_DONTNEED")         # zapped: pte_none, no marker
+    fast, _ = pagemap.scan(m.addr, end, require=Category.WRITTEN, report=Category.WRITTEN)
+    generic, _ = pagemap.scan(m.addr, end, anyof=Category.WRITTEN, report=Category.WRITTEN)
+    counts = {"fast_path_written": sum(r.pages for r in fast), "generic_path_written": sum(r.pages for r in generic),
+              "pages": ZAPPED_PAGES, "pagemap_after_zap": page_flags(pagemap.read(m.addr)[0])}
+    if counts["fast_path_written"] != ZAPPED_PAGES:
+        return Outcome(Verdict.ERROR, "the PAGE_IS_WRITTEN fast path does not report the zapped pages written",
+                       counts)
+    if counts["generic_path_written"] != ZAPPED_PAGES:
+        return Outcome(Verdict.WP_LOST, f"the generic PAGEMAP_SCAN path reports {counts['generic_path_written']} of "
+                       f"{ZAPPED_PAGES} zapped, unprotected pages written (the fast path: all): a dumper using it "
+                       "stops tracking writes there", counts)
+    return Outcome(Verdict.PASS, "both PAGEMAP_SCAN paths report every zapped page written", counts)

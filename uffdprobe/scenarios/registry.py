@@ -140,6 +140,12 @@ def _table() -> Dict[str, Scenario]:
                  "exactly the pages written since?",
                  move_scan.run_scan_written, ("uffd",), memory=WP_KINDS,
                  models="CRIU's dirty-page tracking with UFFD_FEATURE_WP_ASYNC and PAGEMAP_SCAN (6.7+)"),
+        Scenario("pagemap-scan-zapped",
+                 "Do both PAGEMAP_SCAN paths report pages written under asynchronous uffd-wp and then "
+                 "zapped by MADV_DONTNEED as written (not write-protected)?",
+                 move_scan.run_scan_zapped, ("uffd",), memory=("anon-4k",),
+                 models="CRIU's incremental dumps with a PAGEMAP_SCAN mask richer than PAGE_IS_WRITTEN",
+                 defect=move_scan.SCAN_ZAPPED),
         Scenario("selftest-self-deadlock",
                  "Harness self-test: the only uffd reader writes to its own write-protected page; "
                  "this hangs on every kernel and must come out HANG, rescued.",
