@@ -74,8 +74,8 @@ def run(ctx: ScenarioContext) -> Outcome:
     evidence["pagemap_after"] = page_flags(pagemap.read(area.addr)[0])
     area.close()
     if refused is not None:
-        return Outcome(Verdict.REFUSED, f"UFFDIO_CONTINUE on the fallocated shmem page the MINOR fault named "
-                       f"failed: {refused.strerror} (errno {refused.errno})", evidence)
+        return Outcome(Verdict.REFUSED, "UFFDIO_CONTINUE on the fallocated shmem page the MINOR fault named "
+                       f"failed with {evidence['fallocated_errno']} ({os.strerror(refused.errno or 0)})", evidence)
     if read_back != bytes(8):
         return Outcome(Verdict.ERROR, "the faulting read of the fallocated page did not return zeros", evidence)
     return Outcome(Verdict.PASS, "UFFDIO_CONTINUE mapped the fallocated page (read as zeros) and the "
