@@ -189,3 +189,19 @@ def test_host_hugetlb_without_free_huge_pages_skips_with_the_reason(tmp_path):
     assert proc.returncode == 0 and len(results) == 2, proc.stderr[-2000:]
     for r in results:
         assert r.verdict is Verdict.SKIP and "huge pages free" in r.reason and "vm.nr_hugepages" in r.reason
+
+
+@pytest.mark.parametrize("memory,scenarios,reserves", [
+    (None, [], True),                          # the whole table: hugetlb cells are planned
+    (None, ["wp-real-write"], True),
+    (["hugetlb"], ["wp-real-write"], True),
+    (["anon-4k", "shmem"], [], False),         # no hugetlb kind asked for
+    (None, ["umap-evict", "cow-leak-reverse"], False),  # no chosen scenario runs on hugetlb
+], ids=["all", "one-scenario", "hugetlb-only", "other-kinds", "no-hugetlb-row"])
+def test_a_guest_reserves_huge_pages_only_when_a_hugetlb_cell_is_planned(memory, scenarios, reserves):
+    import argparse
+    from uffdprobe.run.guest import guest_argv
+    from uffdprobe.scenarios.memkinds import GUEST_HUGEPAGES, HUGEPAGES_ENV
+    argv = guest_argv(argparse.Namespace(hang_timeout=2.0, scenario_timeout=60.0, memory=memory, param=[],
+                                         scenarios=scenarios))
+    assert (f"{HUGEPAGES_ENV}={GUEST_HUGEPAGES}" in argv) is reserves, argv
