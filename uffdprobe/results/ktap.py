@@ -14,6 +14,10 @@ state, wchan, stack, pending uffd messages, rescue, logs). Directives, as the sp
   XFAIL    ok N name # XFAIL declared HANG: ...  (a bad verdict the kernel is declared to have)
 HANG, LEAK, WP_LOST, FAIL, STUCK, PANIC, BOOT_FAIL and FIXED have no directive: "not ok" with the verdict in the
 diagnostic lines. A parent fails when a subtest fails; it is skipped when all its subtests are.
+
+A row nobody planned (the kernel log's own row: a splat outside every workload) cannot join a plan
+already printed: it is written as diagnostic lines at the end of its kernel's subtree, and fails the
+kernel's result line when its verdict fails.
 """
 from typing import Callable, Dict, List, Optional, TextIO, Tuple
 
@@ -92,6 +96,7 @@ class KernelTest:
             key = group_of(scenario, run)
             self.groups[key] = self.groups.get(key, 0) + 1
         self.statuses: List[str] = []   # of the closed scenario groups
+        self.unplanned: List[Result] = []
         self.open: Optional[str] = None
         self.leaves: List[str] = []     # statuses in the open group
         self.identified = False
@@ -110,6 +115,9 @@ class KernelTest:
                                                                                     "sha256")
                                                      if r.kernel.get(k))))
         key = group_of(r.scenario, r.params.get("run"))
+        if key not in self.groups and key != self.open and not isinstance(r.evidence.get("rows"), int):
+            self.unplanned.append(r)
+            return
         if key != self.open:
             self._close_group()
             self.open = key
@@ -138,7 +146,15 @@ class KernelTest:
         self._close_group()
         if note:
             self.top._emit(1, f"# {one_line(note)}")
-        status = _parent(self.statuses)
+        failed = []
+        for r in self.unplanned:
+            status, directive = self.judge(r)
+            self.top._emit(1, f"# {leaf_name(r)}: {'not ok' if status == FAIL else 'ok'} (not in the plan)"
+                           + (f" # {directive}" if directive else ""))
+            for name, value in evidence_view.summary(r).items():
+                self.top._emit(1, f"# {leaf_name(r)} {name}: {one_line(value)}")
+            failed += [FAIL] if status == FAIL else []
+        status = _parent(self.statuses + failed)
         self.top._emit(0, _line(status, self.number, self.name))
         return status
 

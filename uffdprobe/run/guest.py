@@ -3,11 +3,11 @@ import argparse
 import sys
 import threading
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit, UsageError
-from . import guest_python, kernel_arg, user_scenarios
+from . import guest_image, guest_python, kernel_arg, user_scenarios
 from .host import VerdictStream, finish, ktap_start, table_stream
 from uffdprobe.scenarios import memkinds
 from uffdprobe.scenarios.registry import select
@@ -33,12 +33,13 @@ def check_visible_in_guest() -> None:
     user_scenarios.check_visible(GUEST_PRIVATE_DIRS)
 
 
-def guest_argv(args: argparse.Namespace) -> List[str]:
-    """The same `uffdprobe run` inside the guest; it streams to $UFFDPROBE_RESULTS (the results channel)."""
+def guest_argv(args: argparse.Namespace, ram_dir: Optional[str] = None) -> List[str]:
+    """The same `uffdprobe run` inside the guest; it streams to $UFFDPROBE_RESULTS (the results channel).
+    `ram_dir`: where the guest finds its in-memory Python image, if it gets one."""
     check_visible_in_guest()
     from uffdprobe.osutil.swap import SERIAL_ENV
     from uffdprobe.vm.boot import SWAP_SERIAL
-    env, *python = guest_python.interpreter()  # `/usr/bin/env PYTHONPATH=... python -S`
+    env, *python = guest_python.interpreter(ram_dir)  # `/usr/bin/env PYTHONPATH=... python -S`
     hugepages = [f"{memkinds.HUGEPAGES_ENV}={memkinds.GUEST_HUGEPAGES}"] if _plans_hugetlb(args) else []
     argv = [env, f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", f"{SERIAL_ENV}={SWAP_SERIAL}", *hugepages, *python,
             "-m", "uffdprobe",
@@ -50,7 +51,7 @@ def guest_argv(args: argparse.Namespace) -> List[str]:
     for pair in args.param:
         argv += ["--param", pair]
     for item in getattr(args, "kselftest", []):  # built on the host; the guest sees its root read-only
-        argv += ["--kselftest", item, "--kselftest-dir", args.kselftest_dir]
+        argv += ["--kselftest", item, "--kselftest-from", args.kselftest_from]
     if getattr(args, "runs", 1) > 1:
         argv += ["--runs", str(args.runs)]
     from . import exec_row
@@ -126,6 +127,9 @@ def file_identity(kernel: str) -> dict:
     checks before reading a result back)."""
     from uffdprobe.osutil.files import sha256_file
     path = Path(kernel)
+    if path.is_dir():  # a tuxmake folder: the bzImage in it is what boots
+        from uffdprobe.vm.tuxmake import IMAGE
+        path = path / IMAGE
     try:
         return {"file": str(path.resolve()), "file_sha256": sha256_file(path)}
     except OSError:  # unreadable or gone: the boot says so, as one line
@@ -172,8 +176,11 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
 
     verbosity = getattr(args, "verbosity", 0)
     guest_python.precompile()  # the guest compiles nothing under TCG
+    from uffdprobe.vm.paths import cache_root
+    ram_tree = guest_image.build(cache_root() / "pyimage", guest_python.module_path())
     try:
-        result = boot(kernel, guest_argv(args), timeout=args.vm_timeout, accel=args.accel,
+        result = boot(kernel, guest_argv(args, guest_image.GUEST_DIR if ram_tree else None), ram_tree=ram_tree,
+                      timeout=args.vm_timeout, accel=args.accel,
                       progress=progress if verbosity >= 0 else None,
                       run_dir=run_dir, extra_append=getattr(args, "append", []), **exec_row.boot_options(args))
     except VmInputError as exc:
@@ -204,10 +211,17 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
     if ktap_out:
         ktap_out.close(f"boot outcome: {result.outcome}; console log: {result.console_log}")
     results += missing
-    for r in results:
+    kept_files = _keep_outputs(result.results_dir, args.results_dir, result.console_log)
+    console = kept_files.get(str(result.console_log))
+    for r in results:  # the evidence names the copies in --results-dir, which a CI job archives
         r.kernel = {**r.kernel, **stamp}
         host_paths(r, result.results_dir)
-    _keep_outputs(result.results_dir, args.results_dir)
+        for key in ("console_log", "log"):
+            if r.evidence.get(key) in kept_files:
+                r.evidence[key] = kept_files[r.evidence[key]]
+    args.boot_facts = {"outcome": result.outcome, "reason": result.reason, "timings": result.timings,
+                       "accel": result.accel, "panic_lines": result.panic_lines,
+                       "console_log": str(console or result.console_log)}  # for --kcidb
     status = finish(results, args, table)
     if lost:
         print(f"uffdprobe: CHANNEL_LOST: the guest lost its results channel (guest exit {result.exit_status}); "
@@ -222,17 +236,22 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
     return status
 
 
-def _keep_outputs(channel: Path, results_dir: Optional[str]) -> None:
-    """The selftests' output files, copied (whole) into --results-dir beside the verdicts."""
+def _keep_outputs(channel: Path, results_dir: Optional[str], console_log: Path) -> Dict[str, str]:
+    """The guest's console log and the selftests' output files, copied (whole) into --results-dir beside
+    the verdicts, so an archived results folder has them: {original path: the copy's path}."""
     if not results_dir:
-        return
+        return {}
     from uffdprobe.osutil.files import write_atomic
-    for path in sorted(channel.glob("kselftest-*.txt")):
+    kept = {}
+    for path in [console_log] + sorted(channel.glob("kselftest-*.txt")):
         try:
             write_atomic(Path(results_dir) / path.name, path.read_bytes())
         except OSError as exc:
-            print(f"uffdprobe: cannot keep {path.name} in {results_dir} ({exc.strerror}); it stays in {channel}",
-                  file=sys.stderr)
+            print(f"uffdprobe: cannot keep {path.name} in {results_dir} ({exc.strerror}); it stays in "
+                  f"{path.parent}", file=sys.stderr)
+            continue
+        kept[str(path)] = str(Path(results_dir) / path.name)
+    return kept
 
 
 def _cut_off(planned, results: List[Result], boot) -> List[Result]:

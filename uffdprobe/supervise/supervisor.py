@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from uffdprobe.osutil import children
 from . import tasks
+from .splat import SplatWatch
 from uffdprobe.uffd import messages
 from uffdprobe.uffd.errors import UffdError
 from uffdprobe.scenarios.context import ScenarioContext
@@ -159,7 +160,7 @@ def run_one(scenario: Scenario, memory: str, params: Dict[str, Any], kernel: Dic
     pid = os.fork()
     if pid == 0:
         parent_sock.close()
-        _child_main(scenario, ScenarioContext(child_sock, memory, params, odirect_target))
+        _child_main(scenario, ScenarioContext(child_sock, memory, params, odirect_target, scenario.race))
     child_sock.close()
     w = _Watch(pid, parent_sock)
     rescue_note = None
@@ -181,6 +182,8 @@ def run_one(scenario: Scenario, memory: str, params: Dict[str, Any], kernel: Dic
                     time.monotonic() - w.last_activity >= limits.hang_s:
                 evidence = w.inspect() or w.spinning(limits.spin_s)
                 if evidence is not None:
+                    if isinstance(w.notes.get("race"), dict):  # racy.repeat's try under way
+                        evidence["race"] = dict(w.notes["race"])
                     w.hang = evidence
                     rescue_note = w.rescue()
                     deadline = min(deadline, time.monotonic() + limits.rescue_s)
@@ -219,6 +222,10 @@ def _decide(scenario, memory, params, kernel, w: _Watch, rescue_note, timed_out,
         else:
             where = f"{len(blocked)} task(s) in handle_userfault" if blocked else "a uffd fault pending"
             reason = f"{what} blocked > {limits.hang_s:g}s: {where}, nobody to answer"
+        race = w.hang.get("race")
+        if race:  # the try racy.repeat was in when the hang was caught
+            evidence["race"] = {**race, "tries_made": race["try"], "hit_on_try": race["try"], "stopped_by": "hit"}
+            reason += f" (hung on try {race['try']} of {race['tries']})"
         verdict = Verdict.HANG
     elif child:
         verdict, reason = Verdict(child["verdict"]), child["reason"]
@@ -233,14 +240,19 @@ def _decide(scenario, memory, params, kernel, w: _Watch, rescue_note, timed_out,
 
 
 def run_many(plan: Iterable[tuple], kernel: Dict[str, Any], limits: Limits,
-             odirect_target: Optional[str], on_result: Callable[[Result], None]) -> List[Result]:
-    """Run (scenario, memory, params, skip_reason) items in order; on_result sees each as it lands."""
+             odirect_target: Optional[str], on_result: Callable[[Result], None],
+             splats: Optional[SplatWatch] = None) -> List[Result]:
+    """Run (scenario, memory, params, skip_reason) items in order; on_result sees each as it lands. With
+    `splats`, the kernel log around each run judges it too (WARN/OOPS for a splat while it ran)."""
     results = []
     for scenario, memory, params, skip in plan:
         if skip:
             res = Result(scenario.name, memory, Verdict.SKIP, skip, {}, kernel, params, 0.0)
-        else:
+        elif splats is None:
             res = run_one(scenario, memory, params, kernel, limits, odirect_target)
+        else:
+            window = splats.start()
+            res = splats.judge(run_one(scenario, memory, params, kernel, limits, odirect_target), window)
         on_result(res)
         results.append(res)
     return results
