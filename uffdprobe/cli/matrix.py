@@ -8,7 +8,8 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import List, TextIO, Tuple, cast
+from dataclasses import dataclass
+from typing import Callable, List, TextIO, Tuple, cast
 
 import uffdprobe
 from uffdprobe.results import html as html_report, junit, ktap, report, table as matrix_table
@@ -89,7 +90,31 @@ def _silent(text: str) -> None:
     """-q: progress lines are dropped (the table, the summary and errors still print)."""
 
 
-def cmd_matrix(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Report:
+    """What a matrix-shaped command writes and prints; `matrix` and `check` differ only here. `body` is the
+    JSON document's body, `show` prints the summary after the matrix ends and returns the exit status."""
+    kind: str
+    body: Callable[[Matrix], dict]
+    show: Callable[[Matrix, TextIO, float], int]
+
+
+def _show_matrix(m: Matrix, out: TextIO, took_s: float) -> int:
+    """The kernel × scenario table, its legend and one line per unexpected cell; exit 7 if any."""
+    print(matrix_table.render(m, colour=out.isatty()), file=out, flush=True)
+    print(matrix_table.LEGEND, file=out)
+    unexpected = matrix_table.unexpected_lines(m)
+    for line in unexpected:
+        print(line, file=out)
+    print(f"matrix: {len(m.cells())} cell(s) on {len(m.kernels)} kernel(s) in {took_s:.1f}s, "
+          f"{len(unexpected)} unexpected", file=out, flush=True)
+    return Exit.UNEXPECTED if unexpected else Exit.OK
+
+
+MATRIX = Report("matrix", Matrix.to_dict, _show_matrix)
+
+
+def cmd_matrix(args: argparse.Namespace, output: Report = MATRIX) -> int:
     check_writable(("--json", args.json), ("--junit", args.junit), ("--html", args.html), ("--ktap", args.ktap),
                    ("--kcidb", args.kcidb))
     if args.json == "-" and args.ktap == "-":
@@ -120,7 +145,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         from uffdprobe.run.engine_dask import open_engine
         engine = open_engine(args.cluster, say)
     try:
-        return _run_matrix(args, targets, request, say, work, owed, engine)
+        return _run_matrix(args, targets, request, say, work, owed, engine, output)
     finally:
         if engine is not None:
             engine.close()
@@ -140,8 +165,8 @@ def _refuse_before_anything_boots(args: argparse.Namespace, targets) -> None:
                          "e.g. tcp://HOST:8786")
 
 
-def _run_matrix(args: argparse.Namespace, targets, request: RunRequest, say, work: Path, owed: list,
-                engine) -> int:
+def _run_matrix(args: argparse.Namespace, targets, request: RunRequest, say, work: Path, owed: list, engine,
+                output: Report) -> int:
     for t in targets:
         build(t, say)
     if any(planned(request, t) != owed for t in targets) or request.workload.kselftest:
@@ -161,7 +186,7 @@ def _run_matrix(args: argparse.Namespace, targets, request: RunRequest, say, wor
                 ktap_out = None
         except KeyboardInterrupt:
             kept = Matrix([done[t.label] for t in targets if t.label in done], complete=False)
-            written, problems, _ = _write(kept, args, work, interrupted=True)
+            written, problems, _ = _write(kept, args, work, output, interrupted=True)
             finished = [k.label for k in kept.kernels if k.complete]
             partial = [f"{k.label} ({len(k.results)})" for k in kept.kernels if not k.complete]
             stopped = [t.label for t in targets if t.label not in finished]
@@ -174,21 +199,15 @@ def _run_matrix(args: argparse.Namespace, targets, request: RunRequest, say, wor
             if ktap_out:  # not finished: FILE stays as it was
                 ktap_out.discard()
     m = Matrix(kernels)
-    written, unwritten, full = _write(m, args, work)
+    written, unwritten, full = _write(m, args, work, output)
     if args.html and str(args.html) in written:
-        say(f"matrix: HTML report {os.path.abspath(args.html)}")
+        say(f"{output.kind}: HTML report {os.path.abspath(args.html)}")
     out = sys.stderr if "-" in (args.ktap, args.json) else sys.stdout  # stdout carries KTAP or JSON
-    print(matrix_table.render(m, colour=out.isatty()), file=out, flush=True)
-    print(matrix_table.LEGEND, file=out)
-    unexpected = matrix_table.unexpected_lines(m)
-    for line in unexpected:
-        print(line, file=out)
-    print(f"matrix: {len(m.cells())} cell(s) on {len(kernels)} kernel(s) in {time.monotonic() - started:.1f}s, "
-          f"{len(unexpected)} unexpected", file=out, flush=True)
+    status = output.show(m, out, time.monotonic() - started)
     if unwritten:
-        _say("matrix: " + "; ".join(unwritten))
+        _say(f"{output.kind}: " + "; ".join(unwritten))
         return Exit.NO_SPACE if full else Exit.SETUP
-    return Exit.UNEXPECTED if unexpected else Exit.OK
+    return status
 
 
 def _selftests(say, request: RunRequest) -> None:
@@ -201,14 +220,14 @@ def _selftests(say, request: RunRequest) -> None:
         raise exc.context("--kselftest") from None
 
 
-def _write(m: Matrix, args: argparse.Namespace, work: Path,
+def _write(m: Matrix, args: argparse.Namespace, work: Path, output: Report,
            interrupted: bool = False) -> Tuple[List[str], List[str], bool]:
     """Every requested output plus matrix.json in the work dir, each whole or not at all (write_atomic).
 
     An interrupted run's report never replaces a larger earlier file: it goes next to it as
     NAME.incomplete.EXT. Returns the paths written, one phrase per file that is not where asked, and
     whether a disk was full."""
-    data = json.dumps(report.document("matrix", m.to_dict()), indent=1)
+    data = json.dumps(report.document(output.kind, output.body(m)), indent=1)
     if args.json == "-":
         sys.stdout.write(data + "\n")
         sys.stdout.flush()
@@ -221,13 +240,14 @@ def _write(m: Matrix, args: argparse.Namespace, work: Path,
         from uffdprobe.results import kcidb
         files.append((Path(args.kcidb), json.dumps(kcidb.report(m, args.origin, work, args.kcidb_url), indent=1)))
     written, notes, full = [], [], False
-    try:  # never over another run's matrix.json in the same folder (--results-dir)
-        kept = outputs.write_new(work / "matrix.json", data.encode())
+    name = f"{output.kind}.json"
+    try:  # never over another run's matrix.json (check.json) in the same folder (--results-dir)
+        kept = outputs.write_new(work / name, data.encode())
         written.append(str(kept))
-        if kept.name != "matrix.json":
-            _say(f"matrix: {work / 'matrix.json'} is an earlier run's and stays; this run's is {kept}")
+        if kept.name != name:
+            _say(f"{output.kind}: {work / name} is an earlier run's and stays; this run's is {kept}")
     except OSError as exc:
-        notes.append(f"cannot write {work / 'matrix.json'} ({exc.strerror})")
+        notes.append(f"cannot write {work / name} ({exc.strerror})")
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
     for path, text in files:
         body = text.encode()

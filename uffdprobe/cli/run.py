@@ -92,6 +92,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  from: {source.label}")
         if s.models:
             print(f"  models: {s.models}")
+        if s.defect:
+            print(f"  defect: {_defect_words(s.defect)}")
         if s.race:
             print(f"  racy: p_hit {s.race.p_hit:g} per try (measured on {s.race.measured_on}); up to "
                   f"{s.race.tries} tries in {s.race.seconds:g} s (--param tries=N, race_s=S)")
@@ -104,6 +106,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     from . import execopts
     execopts.list_programs()
     return Exit.OK
+
+
+def _defect_words(d) -> str:
+    """The catalogue's words for a scenario's defect: id, CVE, where it came from, the fix to backport."""
+    from uffdprobe.scenarios.catalogue import describe_fix
+    since = ", ".join(f"{c.id} (\"{c.title}\")" for c in d.introduced) or d.first_affected
+    return (f"{d.id}{' (' + d.cve + ')' if d.cve else ''}"
+            f"{'; introduced by ' + since if since else ''}"
+            f"{' in ' + d.first_affected if d.introduced and d.first_affected else ''}; fixed by {describe_fix(d)}")
 
 
 def check_writable(*named: Tuple[str, Optional[str]]) -> None:

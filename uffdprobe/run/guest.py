@@ -9,6 +9,7 @@ from uffdprobe.exitcodes import Exit, UsageError
 from . import guest_image, guest_python, kernel_arg, plan, user_scenarios
 from .child_report import Reporter
 from .host import VerdictStream, finish, ktap_start, table_stream
+from uffdprobe.scenarios import memkinds
 from .request import RunRequest
 from uffdprobe.verdicts import Result, Verdict
 from uffdprobe.vm.outcome import CHANNEL_LOST, OUTCOME_EXIT
@@ -41,8 +42,17 @@ def guest_argv(request: RunRequest, ram_dir: Optional[str] = None) -> List[str]:
     from .exec_row import check_guest_sees_program
     check_guest_sees_program(request)
     env, *python = guest_python.interpreter(ram_dir)  # `/usr/bin/env PYTHONPATH=... python -S`
-    return [env, f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", f"{SERIAL_ENV}={SWAP_SERIAL}", *python, "-m", "uffdprobe",
-            "run", *request.for_guest().to_argv()]
+    hugepages = [f"{memkinds.HUGEPAGES_ENV}={memkinds.GUEST_HUGEPAGES}"] if _plans_hugetlb(request) else []
+    return [env, f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", f"{SERIAL_ENV}={SWAP_SERIAL}", *hugepages, *python,
+            "-m", "uffdprobe", "run", *request.for_guest().to_argv()]
+
+
+def _plans_hugetlb(request: RunRequest) -> bool:
+    """Whether the guest's run may plan a hugetlb cell (then it reserves huge pages before the first one)."""
+    try:
+        return any(memory == "hugetlb" for _, memory, _ in plan.owed(request))
+    except UsageError:
+        return False  # an unknown name: the guest's run refuses it
 
 
 class _Tail(threading.Thread):

@@ -16,6 +16,7 @@ from uffdprobe.exitcodes import Exit, UsageError
 from . import plan, selftests
 from .child_report import Reporter
 from .request import Outputs, RunRequest
+from uffdprobe.scenarios import memkinds
 from uffdprobe.verdicts import Result, Verdict
 
 if TYPE_CHECKING:
@@ -29,6 +30,9 @@ def run_on_host(request: RunRequest, reporter: Optional[Reporter] = None) -> int
     owed = plan.owed(request)  # bad scenario names and parameters refused before anything runs
     table = table_stream(request.outputs)
     said = swap.enable_guest_swap()  # in a guest uffdprobe booted: its swap disk, before the plan probes swap
+    if said:
+        print(said, file=table, flush=True)
+    said = memkinds.reserve_guest_hugepages()  # likewise its huge pages, when a hugetlb cell is planned
     if said:
         print(said, file=table, flush=True)
     kf = features.probe()
