@@ -199,9 +199,9 @@ def test_host_hugetlb_without_free_huge_pages_skips_with_the_reason(tmp_path):
     (None, ["umap-evict", "cow-leak-reverse"], False),  # no chosen scenario runs on hugetlb
 ], ids=["all", "one-scenario", "hugetlb-only", "other-kinds", "no-hugetlb-row"])
 def test_a_guest_reserves_huge_pages_only_when_a_hugetlb_cell_is_planned(memory, scenarios, reserves):
-    import argparse
     from uffdprobe.run.guest import guest_argv
+    from uffdprobe.run.request import Limits, RunRequest, Workload
     from uffdprobe.scenarios.memkinds import GUEST_HUGEPAGES, HUGEPAGES_ENV
-    argv = guest_argv(argparse.Namespace(hang_timeout=2.0, scenario_timeout=60.0, memory=memory, param=[],
-                                         scenarios=scenarios))
+    argv = guest_argv(RunRequest(Workload(scenarios=tuple(scenarios), memory=tuple(memory or ())),
+                                 Limits(scenario_timeout=60.0)))
     assert (f"{HUGEPAGES_ENV}={GUEST_HUGEPAGES}" in argv) is reserves, argv
