@@ -16,7 +16,7 @@ from uffdprobe.exitcodes import Exit, UsageError
 #: module of the subcommand asked for is imported: the guest's `uffdprobe run` pays for no matrix,
 #: builder or bisect code on its way to the first verdict.
 SUBCOMMANDS = {"list": "run", "run": "run", "matrix": "matrix", "boot": "boot", "kernel": "kernel",
-               "bisect": "bisect", "bisect-step": "bisect", "doctor": "doctor"}
+               "bisect": "bisect", "bisect-step": "bisect", "doctor": "doctor", "payload": "payload"}
 
 
 class _PrintVersion(argparse.Action):

@@ -1,0 +1,142 @@
+"""The lab-board payload (`uffdprobe payload OUT`): one zipapp that runs uffdprobe with nothing installed, on
+the host's bare interpreter and in a booted guest that sees only it and a Python."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from formats import kunit_parse
+from test_formats import counts, no_kunit
+
+#: The host's interpreter itself, not this venv's: with -I -S it sees the standard library and nothing else.
+BARE_PYTHON = os.path.realpath(os.path.join(sys.base_prefix, "bin", f"python{sys.version_info[0]}.{sys.version_info[1]}"))
+ISOLATED = [BARE_PYTHON, "-I", "-S"]
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp and HANG scenarios need root here")
+
+
+def uffdprobe(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "uffdprobe", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def payload(tmp_path_factory):
+    """A payload built by this uffdprobe, in a folder of its own outside /tmp (a guest covers /tmp)."""
+    from uffdprobe.osutil.files import cache_home
+    cache_home().mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="uffdprobe-test-payload-", dir=cache_home()))
+    try:
+        out = folder / "uffdprobe.pyz"
+        proc = uffdprobe("payload", str(out))
+        assert proc.returncode == 0, proc.stderr
+        assert f"wrote {out}" in proc.stderr
+        yield out
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_payload_carries_the_package_its_bindings_and_dependencies(payload):
+    assert payload.read_bytes().startswith(b"#!/usr/bin/env python3\n") and os.access(payload, os.X_OK)
+    with zipfile.ZipFile(payload) as bundle:
+        names = set(bundle.namelist())
+        native = [n for n in names if re.fullmatch(r"site/uffdprobe/uffd/_native\.abi3\.so", n)]
+        assert native and (bundle.getinfo(native[0]).external_attr >> 16) & 0o111
+    tag = sys.implementation.cache_tag
+    assert "__main__.py" in names
+    assert any(re.fullmatch(rf"site/_cffi_backend\.{tag}-.*\.so", n) for n in names), sorted(names)[:20]
+    assert "site/psutil/__init__.py" in names and any(n.startswith("site/psutil/_psutil_linux") for n in names)
+    assert f"site/uffdprobe/cli/__pycache__/main.{tag}.pyc" in names  # compiled: a TCG guest compiles nothing
+    assert "site/uffdprobe/data/vm-images/recipes/stock.toml" in names
+    assert not [n for n in names if "/__pycache__/" in n and f".{tag}." not in n]
+
+
+def test_payload_out_that_is_a_folder_is_refused_in_one_line(tmp_path):
+    proc = uffdprobe("payload", str(tmp_path))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "is a folder" in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cffi_wheel_adds_its_backend_and_a_wheel_without_one_is_refused(tmp_path):
+    """A board whose Python is another version: its cffi wheel's backend rides along beside ours."""
+    import _cffi_backend
+    other = "_cffi_backend.cpython-39-x86_64-linux-gnu.so"
+    wheel = tmp_path / "cffi-2.0.0-cp39-cp39-manylinux_2_17_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as whl:
+        whl.write(_cffi_backend.__file__, other)
+        whl.writestr("cffi/__init__.py", "")
+    out = tmp_path / "p.pyz"
+    proc = uffdprobe("payload", str(out), "--cffi-wheel", str(wheel))
+    assert proc.returncode == 0, proc.stderr
+    with zipfile.ZipFile(out) as bundle:
+        assert bundle.read(f"site/{other}") == Path(_cffi_backend.__file__).read_bytes()
+        assert "site/cffi/__init__.py" not in bundle.namelist()
+    empty = tmp_path / "empty.whl"
+    with zipfile.ZipFile(empty, "w") as whl:
+        whl.writestr("cffi/__init__.py", "")
+    proc = uffdprobe("payload", str(tmp_path / "q.pyz"), "--cffi-wheel", str(empty))
+    assert proc.returncode == 2 and "holds no _cffi_backend" in proc.stderr and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "q.pyz").exists()
+
+
+def test_bare_python_sees_no_uffdprobe_but_runs_the_payload(payload, tmp_path):
+    """The host's interpreter with -I -S: no uffdprobe, no psutil, no cffi of its own; the payload runs
+    anyway, reports its version and leaves nothing unpacked behind."""
+    env = {"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path)}
+    probe = subprocess.run([*ISOLATED, "-c", "import uffdprobe"], capture_output=True, text=True, env=env, timeout=60)
+    assert probe.returncode != 0 and "No module named 'uffdprobe'" in probe.stderr
+    proc = subprocess.run([*ISOLATED, str(payload), "--version"], capture_output=True, text=True, env=env, timeout=120)
+    from uffdprobe import __version__
+    assert proc.returncode == 0 and proc.stdout.strip() == f"uffdprobe {__version__}", proc.stderr
+    proc = subprocess.run([*ISOLATED, str(payload), "list"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and "cow-leak" in proc.stdout, proc.stderr
+    assert list(tmp_path.iterdir()) == []  # the unpacked copy is gone
+
+
+@needs_root
+@no_kunit
+def test_payload_run_ktap_on_the_running_kernel(payload, tmp_path):
+    env = {"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path)}
+    proc = subprocess.run([*ISOLATED, str(payload), "run", "--ktap", "cow-leak", "wp-real-write", "--memory", "anon-4k"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parsed = kunit_parse(proc.stdout, tmp_path)
+    assert counts(parsed["summary"]) == {"passed": 2}, parsed["proc"].stdout
+
+
+#: What the guest runs: the payload copied into its own /tmp, the host's bare Python on it, after showing that
+#: the same Python finds no uffdprobe by itself (with or without site).
+GUEST_SCRIPT = r"""
+cp "$1" /tmp/uffdprobe.pyz || exit 90
+cd /tmp
+shift
+"$@" -c 'import uffdprobe' 2>/dev/null && echo "PAYLOAD-PROBE: uffdprobe importable without the payload"
+"$1" -I -c 'import uffdprobe' 2>/dev/null && echo "PAYLOAD-PROBE: uffdprobe importable with site"
+echo "PAYLOAD-PROBE: isolated"
+"$@" /tmp/uffdprobe.pyz run --ktap cow-leak wp-real-write selftest-self-deadlock --memory anon-4k
+"""
+
+
+@pytest.mark.vm
+@pytest.mark.timeout(1800)
+@no_kunit
+def test_payload_in_a_guest_that_sees_only_it_and_a_python(payload, tmp_path):
+    """Boot `stock`, copy the payload into the guest's /tmp, run it with the host's bare Python: KTAP whose
+    verdicts kunit.py counts (cow-leak and wp-real-write PASS, the self-deadlock HANGs, rescued, with its
+    evidence), exit 1 for the HANG."""
+    proc = uffdprobe("boot", "-q", "--run-dir", str(tmp_path / "run"), "stock", "--",
+                     "/bin/sh", "-c", GUEST_SCRIPT, "payload", str(payload), *ISOLATED, timeout=1700)
+    lines = proc.stdout.splitlines()
+    assert "PAYLOAD-PROBE: isolated" in lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not [ln for ln in lines if ln.startswith("PAYLOAD-PROBE: uffdprobe importable")]
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # the self-deadlock's HANG
+    ktap = "\n".join(lines[lines.index("KTAP version 1"):]) + "\n"
+    assert re.search(r"^  # kernel: release=6\.1\.", ktap, re.M), ktap[:2000]
+    parsed = kunit_parse(ktap, tmp_path)
+    assert counts(parsed["summary"]) == {"passed": 2, "failed": 1}, parsed["proc"].stdout
+    assert "# wchan: handle_userfault" in parsed["proc"].stdout
