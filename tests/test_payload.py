@@ -140,3 +140,38 @@ def test_payload_in_a_guest_that_sees_only_it_and_a_python(payload, tmp_path):
     parsed = kunit_parse(ktap, tmp_path)
     assert counts(parsed["summary"]) == {"passed": 2, "failed": 1}, parsed["proc"].stdout
     assert "# wchan: handle_userfault" in parsed["proc"].stdout
+
+
+LAVA_DEFINITION = Path(__file__).resolve().parents[1] / "lab" / "lava-uffdprobe.yaml"
+
+
+@needs_root
+def test_lava_definition_records_each_ktap_result(payload, tmp_path):
+    """The LAVA test definition's steps, run as LAVA runs them (one script, params as variables) on the
+    running kernel, with lava-test-case recording its calls: a case per result line, HANG a fail, SKIP a
+    skip, and uffdprobe's exit status as a case of its own."""
+    import yaml
+    definition = yaml.safe_load(LAVA_DEFINITION.read_text())
+    assert definition["metadata"]["format"] == "Lava-Test Test Definition 1.0"
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("lava-test-case", "lava-test-raise"):
+        (tools / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >>"{tmp_path}/calls"\n')
+        (tools / tool).chmod(0o755)
+    params = {k: str(v) for k, v in definition["params"].items()}
+    params.update(PAYLOAD=str(payload), PYTHON=" ".join(ISOLATED),
+                  UFFDPROBE_ARGS="cow-leak selftest-self-deadlock")
+    script = tmp_path / "run.sh"
+    script.write_text("\n".join(definition["run"]["steps"]) + "\n")
+    env = {"PATH": f"{tools}:{os.environ['PATH']}", "TMPDIR": str(tmp_path), **params}
+    proc = subprocess.run(["/bin/sh", str(script)], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    calls = (tmp_path / "calls").read_text().splitlines()
+    cases = dict(re.match(r"lava-test-case (\S+) --result (\w+)", c).groups() for c in calls)
+    ktap = (tmp_path / "uffdprobe.ktap").read_text()
+    assert cases["selftest-self-deadlock.anon-4k"] == "fail" and cases["cow-leak.anon-4k"] == "pass", calls
+    swap = re.search(r"ok \d+ cow-leak\.anon-swap(.*)", ktap).group(1)
+    assert cases["cow-leak.anon-swap"] == ("skip" if "# SKIP" in swap else "pass")
+    assert len(cases) == len(re.findall(r"^ *(?:not )?ok \d+ ", ktap, re.M)) + 1
+    assert "lava-test-case uffdprobe-exit --result fail --measurement 1 --units exit-status" in calls
