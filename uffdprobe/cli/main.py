@@ -116,7 +116,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return Exit.INTERRUPTED
     except BrokenPipeError:  # the reader of our output went away (`uffdprobe list | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return Exit.INTERRUPTED
+        return Exit.BROKEN_PIPE
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             return _last_resort(exc)
