@@ -151,7 +151,7 @@ def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Pat
     if args.html and str(args.html) in written:
         say(f"matrix: HTML report {os.path.abspath(args.html)}")
     out = sys.stderr if "-" in (args.ktap, args.json) else sys.stdout  # stdout carries KTAP or JSON
-    print(matrix_table.render(m, colour=out.isatty()), file=out, flush=True)
+    print(matrix_table.render(m, colour=matrix_table.colour_wanted(out)), file=out, flush=True)
     print(matrix_table.LEGEND, file=out)
     unexpected = matrix_table.unexpected_lines(m)
     for line in unexpected:
