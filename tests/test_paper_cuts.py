@@ -46,3 +46,29 @@ def test_no_color_turns_the_tables_colours_off(kf):
         assert status == Exit.OK and "PASS" in plain and "\033[" not in plain, plain
     status, empty = _on_a_terminal(argv, {**env, "NO_COLOR": ""})
     assert status == Exit.OK and "\033[32mPASS" in empty  # an empty NO_COLOR does not count (no-color.org)
+
+
+def _uffdprobe(*argv):
+    return subprocess.run([sys.executable, "-m", "uffdprobe", *argv], capture_output=True, text=True, timeout=120,
+                          cwd="/")
+
+
+def test_a_mistyped_name_gets_a_did_you_mean():
+    """A scenario or recipe name one typo away: one line that offers the close name, exit 2 before anything
+    runs; a name close to nothing gets no guess."""
+    from uffdprobe.kbuild import recipes
+    from uffdprobe.scenarios.registry import select
+    public = [s.name for s in select([])]
+    assert "cow-leak" in public and "stock" in recipes.names()
+    cases = [
+        (["run", "cow-lek"], "unknown scenario cow-lek (did you mean cow-leak?)"),
+        (["matrix", "--kernel", "host", "--scenario", "cow-lek"], "unknown scenario cow-lek (did you mean cow-leak?)"),
+        (["run", "--kernel", "stok"], "did you mean stock?"),
+        (["kernel", "build", "stok"], "unknown kernel recipe 'stok': did you mean stock?"),
+        (["run", "--expect", "host:cow-lek=LEAK", "cow-leak"], "unknown scenario 'cow-lek'; did you mean cow-leak?"),
+    ]
+    for argv, said in cases:
+        proc = _uffdprobe(*argv)
+        assert proc.returncode == Exit.USAGE and proc.stderr.count("\n") == 1 and said in proc.stderr, (argv, proc.stderr)
+    proc = _uffdprobe("run", "zzzz-qqqq")
+    assert proc.returncode == Exit.USAGE and "did you mean" not in proc.stderr, proc.stderr
