@@ -175,3 +175,33 @@ def test_lava_definition_records_each_ktap_result(payload, tmp_path):
     assert cases["cow-leak.anon-swap"] == ("skip" if "# SKIP" in swap else "pass")
     assert len(cases) == len(re.findall(r"^ *(?:not )?ok \d+ ", ktap, re.M)) + 1
     assert "lava-test-case uffdprobe-exit --result fail --measurement 1 --units exit-status" in calls
+
+
+def test_a_board_the_payload_cannot_serve_gets_one_line_and_exit_2(payload, tmp_path):
+    """No cffi backend for this Python (a payload built elsewhere), or TMPDIR on a noexec mount: one line
+    naming the fix, exit 2, nothing left unpacked."""
+    stripped = tmp_path / "other-python.pyz"
+    with zipfile.ZipFile(payload) as src, zipfile.ZipFile(stripped, "w") as dst:
+        for info in src.infolist():
+            if not info.filename.startswith("site/_cffi_backend."):
+                dst.writestr(info, src.read(info))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {"PATH": os.environ["PATH"], "TMPDIR": str(scratch)}
+    proc = subprocess.run([*ISOLATED, str(stripped), "list"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "no cffi backend for this Python" in proc.stderr and "--cffi-wheel" in proc.stderr
+    assert list(scratch.iterdir()) == []
+    if os.geteuid() != 0:
+        return  # mounting a noexec tmpfs needs root
+    noexec = tmp_path / "noexec"
+    noexec.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "noexec,size=64m", "tmpfs", str(noexec)], check=True)
+    try:
+        proc = subprocess.run([*ISOLATED, str(payload), "list"], capture_output=True, text=True,
+                              env={**env, "TMPDIR": str(noexec)}, timeout=120)
+        left = list(noexec.iterdir())
+    finally:
+        subprocess.run(["umount", str(noexec)], check=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "noexec, set TMPDIR" in proc.stderr and left == []

@@ -6,6 +6,7 @@ bindings, psutil, cffi's backend) is unpacked into a fresh private folder under 
 path (also for the child processes uffdprobe starts, through PYTHONPATH), and removed again on the way out.
 Only the standard library is used here.
 """
+import importlib.machinery
 import os
 import runpy
 import shutil
@@ -53,8 +54,14 @@ def main() -> int:
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH")) if p)
         try:
             import _cffi_backend  # noqa: F401  (carried for the builder's Python, else the system's)
-        except ImportError:
+        except ImportError as exc:
             carried = sorted(n.split(".")[1] for n in os.listdir(site) if n.startswith("_cffi_backend."))
+            ours = [os.path.join(site, "_cffi_backend" + suffix) for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+            if any(os.path.exists(path) for path in ours):  # there, but the loader refused it
+                print(f"uffdprobe payload: cannot load the compiled modules unpacked in {scratch} ({exc}); if "
+                      f"that filesystem is mounted noexec, set TMPDIR to a folder on one that is not",
+                      file=sys.stderr)
+                return SETUP_ERROR
             print(f"uffdprobe payload: no cffi backend for this Python {sys.version_info[0]}.{sys.version_info[1]} "
                   f"(the payload carries {', '.join(carried) or 'none'}); rebuild it with this Python, or add "
                   f"this Python's cffi wheel with `uffdprobe payload OUT --cffi-wheel WHEEL`", file=sys.stderr)
