@@ -107,7 +107,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             print("uffdprobe: the matrix that started this run is gone; not starting", file=sys.stderr)
             return Exit.INTERRUPTED
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()  # here, not at exit: a reader gone away meets the BrokenPipeError handler below
+        return status
     except UsageError as exc:
         print(f"uffdprobe: {exc}", file=sys.stderr)
         return Exit.USAGE
