@@ -56,10 +56,14 @@ def test_payload_carries_the_package_its_bindings_and_dependencies(payload):
     assert not [n for n in names if "/__pycache__/" in n and f".{tag}." not in n]
 
 
-def test_payload_out_that_is_a_folder_is_refused_in_one_line(tmp_path):
+def test_payload_out_that_is_a_folder_or_unwritable_is_refused_in_one_line(tmp_path):
     proc = uffdprobe("payload", str(tmp_path))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "is a folder" in proc.stderr, proc.stderr
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("mine")
+    proc = uffdprobe("payload", str(tmp_path / "file" / "uffdprobe.pyz"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "cannot write" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and (tmp_path / "file").read_text() == "mine"
 
 
 def test_cffi_wheel_adds_its_backend_and_a_wheel_without_one_is_refused(tmp_path):
