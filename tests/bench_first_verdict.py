@@ -24,10 +24,11 @@ from bench_vm import REPEATS, image_of, kernels, vng_binary, vng_boot_seconds
 
 from uffdprobe.cli.main import build_parser
 from uffdprobe.osutil import children
-from uffdprobe.run import guest_python
+from uffdprobe.run import guest_image, guest_python
 from uffdprobe.run.guest import GUEST_SCRATCH, guest_argv
 from uffdprobe.vm.boot import boot
 from uffdprobe.vm.leftovers import vm_processes
+from uffdprobe.vm.paths import cache_root
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.vm]
 ONE = ["wp-gup-vmsplice"]
@@ -78,10 +79,11 @@ def arrivals(kernel: Path, scenarios, python: str = sys.executable):
 def phase_breakdown(kernel: Path, run_dir: Path) -> dict:
     """One boot of guest_phases.py under -X importtime: when each step of the run ended, in seconds after
     the guest init's "init reached" line, plus the import table."""
-    python = guest_python.interpreter()
+    ram_tree = guest_image.build(cache_root() / "pyimage", guest_python.module_path())  # as a real run has it
+    python = guest_python.interpreter(guest_image.GUEST_DIR if ram_tree else None)
     script = (f"exec {' '.join(python[:2])} UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH} {' '.join(python[2:])} "
               f"-X importtime {PHASES} --memory anon-4k {' '.join(ONE)} 2>{GUEST_RESULTS}/importtime.txt")
-    result = boot(kernel, ["/bin/sh", "-c", script], accel="tcg", run_dir=run_dir, timeout=300)
+    result = boot(kernel, ["/bin/sh", "-c", script], accel="tcg", run_dir=run_dir, timeout=300, ram_tree=ram_tree)
     text = result.console_log.read_text(errors="replace")
     init = float(re.search(r"init reached \(uptime ([\d.]+)s\)", text).group(1))
     data = json.loads((result.results_dir / "phases.json").read_text())
@@ -103,10 +105,12 @@ def _import_table(text: str) -> list:
 
 def syscall_counts(kernel: Path, run_dir: Path) -> list:
     """`strace -f -c` of the real guest run of ONE: the file syscalls are what can reach the 9p root."""
-    argv = run_argv(ONE)
+    ram_tree = guest_image.build(cache_root() / "pyimage", guest_python.module_path())
+    args = build_parser(["run"]).parse_args(["run", "--memory", "anon-4k", *ONE])
+    argv = guest_argv(args, guest_image.GUEST_DIR if ram_tree else None)
     out = f"{GUEST_RESULTS}/strace.txt"
     result = boot(kernel, ["/usr/bin/strace", "-f", "-c", "-o", out, *argv], accel="tcg", run_dir=run_dir,
-                  timeout=300)
+                  timeout=300, ram_tree=ram_tree)
     path = result.results_dir / "strace.txt"
     rows = []
     for line in path.read_text().splitlines() if path.exists() else []:

@@ -69,6 +69,9 @@ BAD_RECIPES = {
     "an [expect] table with an unknown verdict": (
         _good_recipe_lines() + '[expect]\n"cow-leak" = "LEAKS"\n',
         ["'LEAKS' is not a verdict", "NOT_LEAK"]),
+    "an [expect] 'at least K in N' declaration with K > N": (
+        _good_recipe_lines() + '[expect]\n"cow-leak" = "LEAK>=5/2"\n',
+        ["cow-leak = 'LEAK>=5/2'", "K in LEAK>=K/N must be from 1 to N"]),
     "an [expect] key naming a memory kind its scenario does not run on": (
         _good_recipe_lines() + '[expect]\n"umap-evict/anon-thp" = "HANG"\n',
         ["'umap-evict/anon-thp'", "does not run on memory kind 'anon-thp'", "anon-4k"]),

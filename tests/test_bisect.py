@@ -86,6 +86,36 @@ def test_decide(kinds, planned, bad_if, want):
     assert bisect_step.decide(_runs(*kinds), planned, bad_if)[0] == want
 
 
+@pytest.mark.parametrize("code,find_fix,want", [
+    (bisect_step.GOOD, False, 0), (bisect_step.BAD, False, 1),
+    (bisect_step.GOOD, True, 1), (bisect_step.BAD, True, 0),    # to the fix: the defect is git's old term
+    (bisect_step.SKIP, True, 125), (bisect_step.STOP, True, 130),
+])
+def test_exit_for_git(code, find_fix, want):
+    assert bisect_step.exit_for_git(code, find_fix) == want
+
+
+def test_find_fix_terms_parse_real_git_output(tmp_path):
+    """git bisect run with the --find-fix terms on a toy history whose commit 'add fix' removes the defect
+    (the file 'defect'): the output names it as the first fixed commit, as parse_outcome reads it."""
+    tree = toy_repo(tmp_path / "t", files=("defect", "a", "b"))
+    (tree / "defect").unlink()
+    bisect_history.git(tree, "commit", "--quiet", "-am", "add fix")
+    fix = bisect_git.head(tree)
+    for name in ("c", "d"):
+        (tree / name).write_text(name)
+        bisect_history.git(tree, "add", name)
+        bisect_history.git(tree, "commit", "--quiet", "-m", f"add {name}")
+    old_term, new_term = bisect_git.TERMS[True]
+    bisect_git.run(tree, "bisect", "start", f"--term-old={old_term}", f"--term-new={new_term}", "main", "main~4")
+    step = f"test -e defect; exit $(( $? == 0 ? {bisect_step.exit_for_git(bisect_step.BAD, True)} : "\
+           f"{bisect_step.exit_for_git(bisect_step.GOOD, True)} ))"
+    output = bisect_git.run(tree, "bisect", "run", "sh", "-c", step).stdout
+    bisect_git.reset(tree, "refs/heads/main")
+    assert bisect_git.parse_outcome(output, new_term) == (fix, [fix]), output
+    assert bisect_git.parse_outcome(output, "bad") == (None, [])
+
+
 # --- input checks and cleanup on a small repository (no kernel build) ---------------------------
 
 @pytest.mark.reliability('bisecting a tree with uncommitted changes', 'refused, exit 2, tree untouched')
@@ -100,13 +130,15 @@ def test_dirty_tree_refused(tmp_path):
     assert bisect_git.where(tree) == "refs/heads/main" and (tree / "a").read_text() == "changed\n"
 
 
-@pytest.mark.parametrize("good,bad,words", [
-    ("nope", "HEAD", "--good 'nope' is not a commit"),
-    ("HEAD", "HEAD~2", "is not an ancestor"),
+@pytest.mark.parametrize("good,bad,extra,words", [
+    ("nope", "HEAD", [], "--good 'nope' is not a commit"),
+    ("HEAD", "HEAD~2", [], "is not an ancestor"),
+    ("HEAD~2", "HEAD", ["--find-fix"], "--find-fix: --bad HEAD is not an ancestor of --good HEAD~2"),
 ])
-def test_bad_refs_refused(tmp_path, good, bad, words):
+def test_bad_refs_refused(tmp_path, good, bad, extra, words):
     tree = toy_repo(tmp_path / "t")
-    done = uffdprobe("bisect", "--tree", tree, "--good", good, "--bad", bad, *SCENARIO, "--work-dir", tmp_path / "w")
+    done = uffdprobe("bisect", "--tree", tree, "--good", good, "--bad", bad, *extra, *SCENARIO,
+                     "--work-dir", tmp_path / "w")
     assert done.returncode == 2 and words in done.stderr, done.stderr
     assert_left_as_found(tree)
 
@@ -273,3 +305,36 @@ def test_ctrl_c_stops_and_resets(history):
     assert [(s["role"], s["decision"], s["runs"]) for s in steps] == [("check-good", "stop", [])]
     leftover = subprocess.run(["pgrep", "-f", str(work / "build")], capture_output=True, text=True).stdout.split()
     assert leftover == [], f"processes left behind: {leftover}"
+
+
+@pytest.mark.build
+@pytest.mark.vm
+@pytest.mark.timeout(BISECT_BOUND + 300)
+def test_find_fix_names_the_fixing_commit(history):
+    """bisect --find-fix from main (the forced COW is there) to the fixes branch: it names the commit that
+    undoes the forced COW, as the fix to backport."""
+    base, roles = history
+    tree = base / "tree"
+    before = len(bisect_log.read(base / "bisect.jsonl", "step"))
+    started = time.monotonic()
+    # --vm-timeout: a guest's clock runs fast under TCG on a loaded machine (seen: 330 guest seconds in
+    # 30 wall seconds at load 16 on 2 cores), and the in-guest bound is counted on that clock
+    done = uffdprobe("bisect", "--find-fix", "--tree", tree, "--work-dir", base, "--bad", "main",
+                     "--good", bisect_history.FIX_BRANCH, *SCENARIO, "--vm-timeout", 1200, timeout=BISECT_BOUND)
+    wall = time.monotonic() - started
+    sys.stderr.write(done.stderr[-6000:])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"first fixed commit: {roles['fix']} mm/gup: fix: stop breaking COW for read GUP" in done.stdout
+    assert f"the fix to backport: {roles['fix'][:12]}" in done.stdout
+    assert_left_as_found(tree)
+    log = bisect_log.read(base / "bisect.jsonl")
+    result = [e for e in log if e["event"] == "result"][-1]
+    assert result["term"] == "fixed" and result["first_fixed"]["commit"] == roles["fix"]
+    steps = bisect_log.read(base / "bisect.jsonl", "step")[before:]
+    by_commit = {s["commit"]: s for s in steps}
+    assert [(s["role"], s["decision"]) for s in steps[:2]] == [("check-good", "good"), ("check-bad", "bad")]
+    assert by_commit[roles["fix"]]["decision"] == "good"
+    assert by_commit[roles["fix"]]["runs"][0]["verdicts"] == {"anon-4k": "PASS"}
+    if roles["fix-edit-before"] in by_commit:
+        assert by_commit[roles["fix-edit-before"]]["runs"][0]["verdicts"] == {"anon-4k": "HANG"}
+    print(f"\nbisect --find-fix: {len(steps)} steps, {wall:.1f} s")

@@ -74,7 +74,9 @@ def test_clean_all_leaves_an_unpack_in_progress_alone(tmp_path):
                          "the next clean finishes it (dead pid), leaves a live process's alone")
 def test_clean_finishes_a_dead_process_half_done_removal(tmp_path):
     root = tmp_path / "kcache"
-    (root / "entries").mkdir(parents=True)
+    root.mkdir()
+    kbuild_cache.mark(root)  # a cache of ours, as a build would leave it
+    (root / "entries").mkdir()
     dead = subprocess.Popen(["true"])
     dead.wait()
     live = subprocess.Popen(["sleep", "60"])

@@ -53,7 +53,21 @@ def _image(tmp_path, kind: str):
         with open(image, "r+b") as f:
             f.seek(440)
             f.write(os.urandom(4) + b"\0\0" + entry + bytes(48) + b"\x55\xaa")
+    elif kind == "squashfs+iso9660":  # the shape blkid -p calls ambivalent (exit 8)
+        with open(image, "r+b") as f:
+            f.write(_squashfs_superblock())
+            f.seek(0x8000)  # an iso9660 primary volume descriptor, then the set terminator
+            f.write(b"\x01CD001\x01" + bytes(32) + b"TWOSIGNATURES".ljust(32))
+            f.seek(0x8800)
+            f.write(b"\xffCD001\x01")
     return image
+
+
+def _squashfs_superblock() -> bytes:
+    """A squashfs 4.0 superblock: magic, one inode, 128 KiB blocks, gzip, version 4.0."""
+    import struct
+    head = b"hsqs" + struct.pack("<IIIIHHHHHH", 1, 0, 131072, 0, 1, 17, 0, 0, 4, 0)
+    return head + bytes(8) + struct.pack("<Q", 4096) + bytes(48)
 
 
 def _uffdprobe(*argv, env=None, cwd=None):
@@ -127,6 +141,37 @@ def test_a_mounted_device_is_refused(tmp_path):
             subprocess.run([_tool("umount"), str(mnt)], check=True, timeout=60)
         assert subprocess.run([_tool("e2fsck"), "-fn", dev], capture_output=True, timeout=60).returncode == 0
     assert _attached(image) == ""
+
+
+@pytest.mark.reliability("--odirect-target names a loop device with two signatures (squashfs at 0, iso9660 at "
+                         "0x8000: blkid -p exits 8, ambivalent)",
+                         "refused before any write: one line naming both signatures, exit 2, image byte-identical")
+def test_a_device_with_two_signatures_is_refused(tmp_path):
+    image = _image(tmp_path, "squashfs+iso9660")
+    before = _digest(image)
+    with _loop(image) as dev:
+        assert subprocess.run([_tool("blkid"), "-p", dev], capture_output=True, timeout=60).returncode == 8
+        proc = _uffdprobe("run", "wp-gup-odirect", "--odirect-target", dev, "--json", str(tmp_path / "r.json"))
+        _refused_untouched(proc, image, before, [dev, "squashfs at 0x0", "iso9660", "ambivalent"])
+    assert not (tmp_path / "r.json").exists()
+    assert _attached(image) == ""
+
+
+@pytest.mark.reliability("--odirect-target names a blank-looking device while the signature probe cannot run "
+                         "(blkid and wipefs missing from PATH and /sbin)",
+                         "refused: one line saying it cannot be shown blank, exit 2, nothing written")
+def test_a_device_that_cannot_be_probed_is_refused(tmp_path):
+    image = _image(tmp_path, "blank")
+    before = _digest(image)
+    bin_dir = tmp_path / "bin"  # python and losetup reachable, util-linux's probes not
+    bin_dir.mkdir()
+    with _loop(image) as dev:
+        proc = subprocess.run(["unshare", "--mount", "--", "sh", "-c",
+                               "mount -t tmpfs none /sbin && mount -t tmpfs none /usr/sbin && "
+                               f'exec env PATH={bin_dir} "{sys.executable}" -m uffdprobe run wp-gup-odirect '
+                               f"--odirect-target {dev}"], capture_output=True, text=True, timeout=300,
+                              cwd=str(tmp_path))
+        _refused_untouched(proc, image, before, [dev, "cannot be shown blank"])
 
 
 def test_a_blank_device_is_used(tmp_path, kf):

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,11 @@ BAD_FILES = {
     "a row that is not a Scenario": ({"a.py": "SCENARIOS = [{'name': 'mine'}]\n"},
                                      ["a.py: SCENARIOS holds a dict, not a Scenario"]),
     "no such file": ({}, ["a.py: no such file"]),
+    "os._exit(0) at import": ({"a.py": "import os\nos._exit(0)\n"},
+                              ["a.py: importing it ended the process (exit status 0"]),
+    "sys.exit(0) at import": ({"a.py": "import sys\nsys.exit(0)\n"}, ["a.py: cannot import it: SystemExit"]),
+    "a crash (SIGSEGV) at import": ({"a.py": "import ctypes\nctypes.string_at(0)\n"},
+                                    ["a.py: importing it crashed the interpreter (SIGSEGV)"]),
 }
 
 
@@ -184,6 +190,20 @@ def test_a_bad_scenario_file_is_one_line_exit_2(tmp_path, case):
     for command in (["run", "--json", str(out)], ["list"], ["matrix", "--kernel", "host", "--json", str(out)]):
         assert_one_line_exit_2(uffdprobe(*command, *args), *words)
         assert not out.exists()
+
+
+@pytest.mark.reliability("a --scenarios-from file that hangs at import (sleeps forever)",
+                         "one line saying the import did not finish within the bound, exit 2, nothing run, no "
+                         "child left")
+def test_a_scenario_file_that_hangs_at_import(tmp_path, live_children):
+    from uffdprobe.scenarios import import_trial
+    (tmp_path / "a.py").write_text("import time\nwhile True:\n    time.sleep(1)\n")
+    out = tmp_path / "r.json"
+    started = time.monotonic()
+    assert_one_line_exit_2(uffdprobe("run", "--scenarios-from", str(tmp_path / "a.py"), "--json", str(out)),
+                           "a.py: importing it did not finish within")
+    assert time.monotonic() - started < import_trial.IMPORT_BOUND_S + 30
+    assert not out.exists()
 
 
 @pytest.mark.reliability("an installed entry point (group uffdprobe.scenarios) whose module raises on import, "

@@ -1,6 +1,6 @@
 """`python -m uffdprobe` is the same as the `uffdprobe` command."""
 import sys
 
-from uffdprobe.cli.main import main
+from uffdprobe.cli.main import console
 
-sys.exit(main())
+sys.exit(console())

@@ -1,5 +1,9 @@
 """`uffdprobe bisect`: check both endpoints, drive `git bisect run` with bisect-step, reset the tree.
 
+To the culprit (the default), --good is older than --bad; to the fix (--find-fix), --bad (has the
+defect) is older than --good (fixed), and git bisect runs with the terms broken/fixed, so what it
+names is the first fixed commit: the one to backport.
+
 Ctrl-C (or SIGTERM/SIGHUP) stops the whole bisection: the running step is interrupted (its QEMU
 and make are killed), git bisect run is stopped, and the tree is put back with `git bisect reset`
 on the branch or commit it was on; the exit status is 130. The log keeps every finished step.
@@ -32,9 +36,11 @@ class EndpointError(BadInput):
 
 @dataclass
 class BisectResult:
-    """The outcome: the first bad commit (or the candidates skips left) and where the log is."""
+    """The outcome: the first commit of the new term, bad or fixed (or the candidates skips left), and
+    where the log is."""
 
-    first_bad: Optional[str]
+    first: Optional[str]
+    term: str
     candidates: List[dict]
     steps: List[dict]
     log_dir: Path
@@ -53,8 +59,12 @@ def bisect(spec: bisect_step.StepSpec, good_ref: str, bad_ref: str, step_argv: L
     if good == bad:
         raise BadInput(f"--good {good_ref} and --bad {bad_ref} are the same commit ({good[:12]}): give an older "
                        "--good")
-    if not bisect_git.is_ancestor(tree, good, bad):
-        raise BadInput(f"--good {good_ref} is not an ancestor of --bad {bad_ref}: give an older --good")
+    if spec.find_fix and not bisect_git.is_ancestor(tree, bad, good):
+        raise BadInput(f"--find-fix: --bad {bad_ref} is not an ancestor of --good {good_ref}: give an older --bad "
+                       "(a commit with the defect) and a newer --good (one with the fix)")
+    if not spec.find_fix and not bisect_git.is_ancestor(tree, good, bad):
+        raise BadInput(f"--good {good_ref} is not an ancestor of --bad {bad_ref}: give an older --good "
+                       "(or --find-fix to look for the commit that fixed it)")
     with kbuild_cache.Lock(spec.work, "bisect", wait=2, what=f"the bisection work dir {spec.work}"):
         return _bisect_locked(spec, good, bad, good_ref, bad_ref, step_argv, timeout, started)
 
@@ -65,18 +75,20 @@ def _bisect_locked(spec, good, bad, good_ref, bad_ref, step_argv, timeout, start
     log = BisectLog(spec.work)
     if bisect_build.start_fresh_if_changed(spec.work, spec.base, list(spec.fragments)):
         log.event("reconfigure", reason="base or config fragments changed since the last bisection here")
+    old, new = (bad, good) if spec.find_fix else (good, bad)
+    term_old, term_new = bisect_git.TERMS[spec.find_fix]
     log.event("start", tree=str(tree), good=good, bad=bad, scenario=spec.scenario, memory=spec.memory,
-              runs=spec.runs, bad_if=spec.bad_if, bad_verdicts=list(spec.bad_verdicts),
-              candidates=bisect_git.count_between(tree, good, bad), work=str(spec.work))
+              runs=spec.runs, bad_if=spec.bad_if, bad_verdicts=list(spec.bad_verdicts), find_fix=spec.find_fix,
+              candidates=bisect_git.count_between(tree, old, new), work=str(spec.work))
     original = bisect_git.where(tree)
     restore = _trap_termination()
     try:
-        bisect_git.run(tree, "bisect", "start", bad, good)
+        bisect_git.run(tree, "bisect", "start", f"--term-old={term_old}", f"--term-new={term_new}", new, old)
         _check_endpoint(spec, good, "check-good", bisect_step.GOOD, good_ref)
         _check_endpoint(spec, bad, "check-bad", bisect_step.BAD, bad_ref)
         bisect_git.run(tree, "bisect", "next")
         output = _run_bisect(tree, step_argv, timeout)
-        first_bad, candidates = bisect_git.parse_outcome(output)
+        first, candidates = bisect_git.parse_outcome(output, term_new)
         if not candidates:
             raise SetupError("git bisect run ended without naming a commit: "
                                         + (output.strip().splitlines()[-1:] or ["no output"])[0])
@@ -89,9 +101,9 @@ def _bisect_locked(spec, good, bad, good_ref, bad_ref, step_argv, timeout, start
         restore()
     found = [{"commit": c, "subject": bisect_git.subject(tree, c)} for c in candidates]
     total = round(time.monotonic() - started, 2)
-    log.event("result", first_bad=found[0] if first_bad else None, candidates=found, total_s=total,
-              git_bisect_log=bisect_log)
-    return BisectResult(first_bad, found, log.events("step"), spec.work, total, output)
+    log.event("result", term=term_new, candidates=found, total_s=total, git_bisect_log=bisect_log,
+              **{f"first_{term_new}": found[0] if first else None})
+    return BisectResult(first, term_new, found, log.events("step"), spec.work, total, output)
 
 
 def _check_endpoint(spec: bisect_step.StepSpec, commit: str, role: str, want: int, ref: str) -> None:

@@ -7,8 +7,9 @@ from typing import Optional
 from uffdprobe.kbuild.errors import BadInput, SetupError
 
 GIT_TIMEOUT = 600
-_FIRST_BAD = re.compile(r"^([0-9a-f]{40}) is the first bad commit", re.M)
-_COULD_BE = re.compile(r"The first bad commit could be any of:\n((?:[0-9a-f]{40}\n)+)")
+#: git bisect's terms (old, new): to the culprit, the old commits are good and the new bad; to the fix
+#: (--find-fix), the old commits are broken (have the defect) and the new ones fixed.
+TERMS = {False: ("good", "bad"), True: ("broken", "fixed")}
 
 
 def run(tree, *args, timeout: float = GIT_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess:
@@ -78,12 +79,12 @@ def count_between(tree, good: str, bad: str) -> int:
     return int(run(tree, "rev-list", "--count", f"{good}..{bad}").stdout.strip() or 0)
 
 
-def parse_outcome(output: str) -> tuple:
-    """(first bad commit or None, candidate commits) from `git bisect run` output."""
-    m = _FIRST_BAD.search(output)
+def parse_outcome(output: str, term_new: str = "bad") -> tuple:
+    """(first commit of the new term or None, candidate commits) from `git bisect run` output."""
+    m = re.search(rf"^([0-9a-f]{{40}}) is the first {term_new} commit", output, re.M)
     if m:
         return m.group(1), [m.group(1)]
-    m = _COULD_BE.search(output)
+    m = re.search(rf"The first {term_new} commit could be any of:\n((?:[0-9a-f]{{40}}\n)+)", output)
     if m:
         return None, m.group(1).split()
     return None, []

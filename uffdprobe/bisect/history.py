@@ -65,7 +65,8 @@ def make_history(dest: Path, import_repo: Path, branch: str = "main") -> dict:
     """Clone the import into `dest` and commit the scripted history; returns {role: commit id}.
 
     Roles, oldest first: good (the model-5.7 patches), edit-compiled, culprit (forced COW),
-    broken (does not compile), fixed, edit-docs, bad (another compiled edit).
+    broken (does not compile), fixed (the build), edit-docs, bad (another compiled edit); then, on
+    branch `fixes` off bad: fix-edit-before, fix (the forced COW undone), fix-edit-after.
     """
     git(dest.parent, "clone", "--quiet", "--shared", "--branch", "import", str(import_repo), str(dest))
     git(dest, "checkout", "--quiet", "-b", branch)
@@ -83,6 +84,26 @@ def make_history(dest: Path, import_repo: Path, branch: str = "main") -> dict:
                                "docs: an unrelated documentation edit")
     roles["bad"] = _edit(dest, "kernel/fork.c", "/* uffdprobe bisect test: another compiled-file comment */\n",
                          "fork: a comment in fork.c (unrelated edit)")
+    roles.update(_fix_branch(dest, roles["edit-compiled"], roles["bad"], FIX_BRANCH))
+    git(dest, "checkout", "--quiet", branch)
+    return roles
+
+
+FIX_BRANCH = "fixes"
+
+
+def _fix_branch(dest: Path, before_culprit: str, start: str, branch: str) -> dict:
+    """Branch `branch` off `start` (the defect is there) with, oldest first: an unrelated compiled edit
+    (fix-edit-before), the fix (mm/gup.c as it was before the culprit, one commit), another compiled edit
+    (fix-edit-after, the branch's head)."""
+    git(dest, "checkout", "--quiet", "-b", branch, start)
+    roles = {"fix-edit-before": _edit(dest, "mm/mmap.c", "/* uffdprobe bisect test: before the fix */\n",
+                                      "mm: a comment in mmap.c before the fix (unrelated edit)")}
+    git(dest, "checkout", "--quiet", before_culprit, "--", "mm/gup.c")
+    git(dest, "commit", "--quiet", "-m", "mm/gup: fix: stop breaking COW for read GUP", "--", "mm/gup.c")
+    roles["fix"] = _head(dest)
+    roles["fix-edit-after"] = _edit(dest, "kernel/fork.c", "/* uffdprobe bisect test: after the fix */\n",
+                                    "fork: a comment in fork.c after the fix (unrelated edit)")
     return roles
 
 

@@ -58,12 +58,14 @@ def describe(r: dict) -> str:
         return (f"{r.get('role', 'step'):<10} {r['commit'][:12]}  {r['decision'].upper():<4}  {verdicts}  "
                 f"{build}  {boot}  step {r.get('step_s', 0):.1f} s  {r.get('subject', '')}{why}")
     if kind == "start":
-        return (f"bisect {r.get('scenario')} in {r.get('tree')}: good {r.get('good', '')[:12]}, "
+        return (f"bisect {r.get('scenario')} {'to the fix ' if r.get('find_fix') else ''}in {r.get('tree')}: "
+                f"good {r.get('good', '')[:12]}, "
                 f"bad {r.get('bad', '')[:12]}, {r.get('runs')} run(s) per step, bad if {r.get('bad_if')}")
     if kind == "result":
-        if r.get("first_bad"):
-            fb = r["first_bad"]
-            return f"first bad commit: {fb['commit']} {fb.get('subject', '')}  ({r.get('total_s', 0):.1f} s)"
+        term = r.get("term", "bad")
+        if r.get(f"first_{term}"):
+            first = r[f"first_{term}"]
+            return f"first {term} commit: {first['commit']} {first.get('subject', '')}  ({r.get('total_s', 0):.1f} s)"
         shown = ", ".join(f"{c['commit'][:12]} {c.get('subject', '')}" for c in r.get("candidates", []))
         return f"skips leave {len(r.get('candidates', []))} candidates: {shown}"
     return f"{kind}: " + ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("event", "time"))

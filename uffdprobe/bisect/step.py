@@ -42,6 +42,7 @@ class StepSpec:
     jobs: int = 0
     role: str = "bisect"
     progress: bool = True
+    find_fix: bool = False   #: bisect to the fix: git's old term is "broken" (bad), its new term "fixed" (good)
 
 
 @dataclass
@@ -59,6 +60,14 @@ class RunOutcome:
     def summary(self) -> str:
         shown = ",".join(f"{m}={v}" for m, v in self.verdicts.items())
         return shown or self.boot_outcome
+
+
+def exit_for_git(code: int, find_fix: bool) -> int:
+    """A step's decision as `git bisect run` reads it: 0 marks the old term, 1 the new one. To the culprit
+    good is old and bad new; to the fix (--find-fix) the defect (bad) is old and its absence (good) new."""
+    if find_fix and code in (GOOD, BAD):
+        return BAD if code == GOOD else GOOD
+    return code
 
 
 class _Terminated(Exception):

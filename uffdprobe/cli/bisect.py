@@ -21,12 +21,15 @@ Check that --good is good and --bad is bad, then run `git bisect run uffdprobe b
 Every step builds in one build directory (WORK_DIR/build, one .config), boots the kernel under
 QEMU --runs times and decides. The tree must have no uncommitted changes to tracked files; it is
 always put back on the branch (or commit) it was on. Log: WORK_DIR/bisect.txt and bisect.jsonl.
-Exit: 0 culprit (or candidate list) found, 2 bad input or an endpoint that is not what it should
-be, 130 stopped by Ctrl-C/SIGTERM (the tree is reset, the log keeps the finished steps)."""
+With --find-fix it bisects the other way round, to the commit that fixed the defect (the one to
+backport): --bad is the older commit that has the defect, --good the newer one that does not, and
+git bisect runs with the terms broken (old) and fixed (new).
+Exit: 0 culprit or fix (or candidate list) found, 2 bad input or an endpoint that is not what it
+should be, 130 stopped by Ctrl-C/SIGTERM (the tree is reset, the log keeps the finished steps)."""
 
 STEP_TEXT = """\
 Build HEAD of --tree incrementally, boot it, run the scenario; exit 0 good, 1 bad, 125 skip
-(build failure, boot failure, no verdict, harness error). Never 128 or more, except: Ctrl-C
+(with --find-fix 0 broken, i.e. the defect shows, and 1 fixed; build failure, boot failure, no verdict, harness error). Never 128 or more, except: Ctrl-C
 exits 130, which makes git bisect run stop (run `git bisect reset` afterwards), and a bad command
 line inside a bisection exits 128 (exit 2 would mark the commit bad). Example:
   git bisect start BAD GOOD && git bisect run uffdprobe bisect-step --tree . --scenario wp-gup-vmsplice"""
@@ -38,8 +41,10 @@ def add_parsers(sub) -> None:
     """Register both subcommands."""
     p = sub.add_parser("bisect", help="find the commit that made a scenario fail (git bisect run driver)",
                        description=BISECT_TEXT, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--good", required=True, metavar="REF", help="a commit where the scenario passes")
-    p.add_argument("--bad", required=True, metavar="REF", help="a later commit where it fails")
+    p.add_argument("--good", required=True, metavar="REF",
+                   help="a commit where the scenario passes (older than --bad; newer with --find-fix)")
+    p.add_argument("--bad", required=True, metavar="REF",
+                   help="a commit where it fails (newer than --good; older with --find-fix)")
     p.add_argument("--timeout", type=float, default=0, metavar="S",
                    help="bound for git bisect run (default: per-step bound x (candidates + 2))")
     _common(p)
@@ -69,6 +74,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", metavar="DIR", help="build directory and logs kept for the whole bisection")
     p.add_argument("--vm-timeout", type=float, default=300.0, metavar="S", help="bound for one boot")
     p.add_argument("--jobs", "-j", type=int, default=0, metavar="N", help="make -j (default: CPUs + 1)")
+    p.add_argument("--find-fix", action="store_true",
+                   help="bisect to the commit that fixed the defect (--bad older than --good), not the culprit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -104,7 +111,8 @@ def spec_of(args) -> bisect_step.StepSpec:
                                 runs=args.runs, bad_if=args.bad_if,
                                 bad_verdicts=tuple(args.bad_verdict or bisect_step.DEFAULT_BAD),
                                 base=args.base, fragments=fragments, vm_timeout=args.vm_timeout,
-                                jobs=args.jobs, role=getattr(args, "role", "bisect"), progress=not args.quiet)
+                                jobs=args.jobs, role=getattr(args, "role", "bisect"), progress=not args.quiet,
+                                find_fix=args.find_fix)
 
 
 def _check_kernel_checkout(tree: Path) -> None:
@@ -146,17 +154,18 @@ def step_argv(spec: bisect_step.StepSpec) -> list:
         argv += ["--bad-verdict", verdict]
     for fragment in spec.fragments:
         argv += ["--config-fragment", str(fragment)]
-    return argv + ([] if spec.progress else ["--quiet"])
+    return argv + ([] if spec.progress else ["--quiet"]) + (["--find-fix"] if spec.find_fix else [])
 
 
 def cmd_step(args) -> int:
-    """bisect-step: 0 good, 1 bad, 125 skip; 130 on Ctrl-C; a bad command line stops git bisect run."""
+    """bisect-step: 0 good, 1 bad (the other way round with --find-fix), 125 skip; 130 on Ctrl-C; a bad
+    command line stops git bisect run."""
     try:
         spec = spec_of(args)
         _check_step_clean(spec.tree)
     except KbuildError as exc:
         _step_usage_error(str(exc))
-    return bisect_step.run_step(spec)
+    return bisect_step.exit_for_git(bisect_step.run_step(spec), spec.find_fix)
 
 
 def _step_usage_error(message: str):
@@ -178,16 +187,27 @@ def _default_timeout(spec: bisect_step.StepSpec, good_ref: str, bad_ref: str) ->
     """A bound for git bisect run: one step's worst case (build + every boot) per candidate, plus two."""
     good = bisect_git.resolve(spec.tree, good_ref, "--good")
     bad = bisect_git.resolve(spec.tree, bad_ref, "--bad")
+    old, new = (bad, good) if spec.find_fix else (good, bad)
     per_step = 3600 + spec.runs * (spec.vm_timeout + 30)
-    return per_step * (bisect_git.count_between(spec.tree, good, bad) + 2)
+    return per_step * (bisect_git.count_between(spec.tree, old, new) + 2)
+
+
+def _drop_if_empty(spec, made: bool) -> None:
+    """A refused bisection leaves no empty --work-dir it made (one that holds anything stays)."""
+    if spec is not None and made:
+        try:
+            spec.work.rmdir()
+        except OSError:
+            pass
 
 
 def cmd_bisect(args) -> int:
     """bisect: check the endpoints, bisect, print the first bad commit (or the candidates)."""
     from uffdprobe.bisect import driver
-    spec = None
+    spec, made = None, False
     try:
         spec = spec_of(args)
+        made = not spec.work.exists()
         spec.work.mkdir(parents=True, exist_ok=True)
         timeout = args.timeout or _default_timeout(spec, args.good, args.bad)
         result = driver.bisect(spec, args.good, args.bad, step_argv(spec), timeout)
@@ -196,16 +216,20 @@ def cmd_bisect(args) -> int:
               f"{spec.work / 'bisect.txt'}", file=sys.stderr)
         return Exit.INTERRUPTED
     except KbuildError as exc:
+        _drop_if_empty(spec, made)
         print(f"uffdprobe bisect: {exc}", file=sys.stderr)
         return exc.exit_code if exc.exit_code != Exit.BUILD_FAILED else Exit.SETUP
     except (OSError, subprocess.SubprocessError) as exc:
+        _drop_if_empty(spec, made)
         print(f"uffdprobe bisect: {exc}; the tree was reset", file=sys.stderr)
         return Exit.SETUP
-    if result.first_bad:
+    if result.first:
         c = result.candidates[0]
-        print(f"first bad commit: {c['commit']} {c['subject']}")
+        print(f"first {result.term} commit: {c['commit']} {c['subject']}")
+        if spec.find_fix:
+            print(f"the fix to backport: {c['commit'][:12]} (\"{c['subject']}\")")
     else:
-        print(f"skipped commits leave {len(result.candidates)} candidates for the first bad commit:")
+        print(f"skipped commits leave {len(result.candidates)} candidates for the first {result.term} commit:")
         for c in result.candidates:
             print(f"  {c['commit']} {c['subject']}")
     print(f"bisect log: {result.log_dir / 'bisect.txt'} (JSON lines: {result.log_dir / 'bisect.jsonl'})")

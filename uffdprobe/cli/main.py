@@ -91,6 +91,26 @@ def _offer_completion(parser: argparse.ArgumentParser) -> None:
     argcomplete.autocomplete(parser)  # exits after printing the completions
 
 
+#: The subcommands that start processes: run by the `uffdprobe` command, everything they start is tied to
+#: the command's lifetime (osutil.lifetime); `list`, `features`, `doctor` and help start nothing.
+TIED_COMMANDS = {"run", "matrix", "boot", "bisect", "kernel", "bench"}
+
+
+def console() -> int:
+    """The `uffdprobe` command (and `python -m uffdprobe`): main() with every process it starts, daemons
+    included, tied to this process's lifetime, whatever ends it. In-process callers (tests, the pytest
+    plugin) call main() and are never tied."""
+    words = [a for a in sys.argv[1:] if not a.startswith("-")]
+    if words and words[0] in TIED_COMMANDS and not os.environ.get("UFFDPROBE_TIED"):  # set: covered already
+        from uffdprobe.osutil import lifetime
+        try:
+            lifetime.tie()
+        except Exception as exc:  # a run is never refused for this: say so and go on untied
+            print(f"uffdprobe: warning: processes of this run are not tied to it ({type(exc).__name__}: {exc})",
+                  file=sys.stderr)
+    return main()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from .execopts import split
     argv, program = split(sys.argv[1:] if argv is None else list(argv))  # --exec PROGRAM ARGS: the program's
@@ -114,12 +134,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"uffdprobe: {exc}", file=sys.stderr)
         return Exit.USAGE
     except KeyboardInterrupt:
-        print("uffdprobe: interrupted; results written so far are kept", file=sys.stderr)
+        print(f"uffdprobe: interrupted; {_kept(args)}", file=sys.stderr)
         return Exit.INTERRUPTED
     except BrokenPipeError:  # the reader of our output went away (`uffdprobe list | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return Exit.BROKEN_PIPE
     except OSError as exc:
+        if exc.errno == errno.ENXIO and exc.filename:  # a report FIFO nobody reads (osutil.outputs)
+            print(f"uffdprobe: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+            return Exit.SETUP
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             return _last_resort(exc)
         where = exc.filename or "a file"
@@ -128,6 +151,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         return Exit.NO_SPACE
     except Exception as exc:  # a safety net: every known setup failure has its own one line before this
         return _last_resort(exc)
+
+
+def _kept(args: argparse.Namespace) -> str:
+    """Where an interrupted command's results are, or that none were kept (never a vague promise)."""
+    results_dir = getattr(args, "results_dir", None)
+    if getattr(args, "command", None) != "run":
+        return "what was written before the interrupt is kept"
+    json_out = getattr(args, "json", None)
+    unwritten = f"; {json_out} is written only when a run ends, so it was not" if json_out and json_out != "-" else ""
+    if results_dir:
+        return f"the verdicts so far are kept in {results_dir} (verdicts.jsonl){unwritten}"
+    return f"no results were kept (give --results-dir DIR to keep each verdict as it lands){unwritten}"
 
 
 def _or_move_the_cache(path: Optional[str]) -> str:

@@ -8,13 +8,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, TextIO, Tuple, cast
 
 from uffdprobe.results import html as html_report, junit, ktap, report, table as matrix_table
-from uffdprobe.exitcodes import Exit
+from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.results.matrix import Matrix
-from uffdprobe.osutil import children
-from uffdprobe.osutil.files import usable_dir, write_atomic
+from uffdprobe.osutil import children, outputs
+from uffdprobe.osutil.files import usable_dir
 from uffdprobe.run.kernels import build, check_kernels, declare, parse_expect
 from uffdprobe.run import selftests
 from uffdprobe.run.matrix import Options, planned, run_all
@@ -47,8 +47,8 @@ def add_parser(sub) -> None:
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML: a testcase per kernel × scenario × memory")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (evidence on click)")
     p.add_argument("--ktap", metavar="FILE|-", help="KTAP (kernel, scenario, memory kind nested), each kernel "
-                   "as it finishes: '-' on stdout (the table goes to stderr), else FILE (FILE.partial until "
-                   "the matrix ends)")
+                   "as it finishes: '-' on stdout (the table goes to stderr), else FILE (whole when the "
+                   "matrix ends; a FIFO or device as it goes)")
     p.add_argument("--parallel", dest="jobs", type=runs_count, default=1, metavar="J",
                    help="kernels run at once (default 1: one TCG guest already uses both cores; with --cluster "
                         "the workers' vm slots decide)")
@@ -83,11 +83,14 @@ def _silent(text: str) -> None:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    check_writable(args.json, args.junit, args.html, None if args.ktap == "-" else args.ktap)
+    check_writable(("--json", args.json), ("--junit", args.junit), ("--html", args.html), ("--ktap", args.ktap))
+    if args.json == "-" and args.ktap == "-":
+        raise UsageError("--json - and --ktap - both want stdout: write one of them to a file")
     user_scenarios.load(args)  # before a recipe's [expect] or --expect names one of them
     from . import execopts
     execopts.check(args)  # before --expect, which may name the program's row
     targets = check_kernels(args.kernel)
+    _refuse_before_anything_boots(args, targets)
     declare(targets, parse_expect(args.expect, targets))
     opts = Options(scenarios=args.scenario, memory=args.memory or [], runs=args.runs, params=args.param,
                    vm_timeout=args.vm_timeout, accel=args.accel, verbose=args.verbosity > 0,
@@ -102,7 +105,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     usable_dir(work, "--results-dir" if args.results_dir else "the matrix folder",
                "name a writable folder" if args.results_dir else "point XDG_CACHE_HOME at a writable folder",
                create=False)
-    say(f"matrix: {len(targets)} kernel(s) × {len(owed)} run(s) each; logs under {work}")
+    say(f"matrix: {len(targets)} kernel(s) × {len(owed)} run(s) each")
     engine = None
     if args.cluster:  # connected (or refused, exit 2) before anything builds or boots
         from uffdprobe.run.engine_dask import open_engine
@@ -114,6 +117,20 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             engine.close()
 
 
+def _refuse_before_anything_boots(args: argparse.Namespace, targets) -> None:
+    """What a kernel's run would refuse anyway, refused here, before any build or boot: --scratch-fs on
+    the host (no scratch disk to format in a matrix), an empty --cluster."""
+    from uffdprobe.uffd import odirect
+    if args.scratch_fs not in (None, "none") and not os.environ.get(odirect.SCRATCH_ENV) and \
+            any(t.path is None and t.recipe is None for t in targets):  # neither a file nor a recipe: the host
+        raise UsageError(f"--scratch-fs {args.scratch_fs} formats a guest's scratch disk; the host has none in a "
+                         "matrix: drop --kernel host, or run it alone with `uffdprobe run --scratch-fs "
+                         f"{args.scratch_fs} --odirect-target BLANK_BLOCK_DEVICE`")
+    if args.cluster is not None and not args.cluster.strip():
+        raise UsageError("--cluster '': write local:N (N worker processes here) or the scheduler's address, "
+                         "e.g. tcp://HOST:8786")
+
+
 def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Path, owed: list, engine) -> int:
     for t in targets:
         build(t, say)
@@ -122,6 +139,7 @@ def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Pat
         if isinstance(built, int):
             return built
     work.mkdir(parents=True, exist_ok=True)
+    say(f"matrix: logs under {work}")  # only once the folder exists: a refused matrix makes none
     done: dict = {}
     started = time.monotonic()
     ktap_out = KtapOutput(args.ktap, len(targets), owed) if args.ktap else None
@@ -132,6 +150,7 @@ def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Pat
                           engine.runner(opts, work, say) if engine else None)
         if ktap_out:
             ktap_out.finish()
+            ktap_out = None
     except KeyboardInterrupt:
         kept = Matrix([done[t.label] for t in targets if t.label in done], complete=False)
         written, problems, _ = _write(kept, args, work, interrupted=True)
@@ -144,6 +163,8 @@ def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Pat
              f"{'; ' + '; '.join(problems) if problems else ''}")
         return Exit.INTERRUPTED
     finally:
+        if ktap_out:  # not finished: FILE stays as it was
+            ktap_out.discard()
         if old is not None:
             signal.signal(signal.SIGTERM, old)
     m = Matrix(kernels)
@@ -186,20 +207,27 @@ def _write(m: Matrix, args: argparse.Namespace, work: Path,
     if args.json == "-":
         sys.stdout.write(data + "\n")
         sys.stdout.flush()
-    outputs = [(Path(args.json), data)] if args.json and args.json != "-" else []
+    files = [(Path(args.json), data)] if args.json and args.json != "-" else []
     if args.junit:
-        outputs.append((Path(args.junit), junit.to_xml(m)))
+        files.append((Path(args.junit), junit.to_xml(m)))
     if args.html:
-        outputs.append((Path(args.html), html_report.render(m)))
-    outputs.append((work / "matrix.json", data))
+        files.append((Path(args.html), html_report.render(m)))
     written, notes, full = [], [], False
-    for path, text in outputs:
+    try:  # never over another run's matrix.json in the same folder (--results-dir)
+        kept = outputs.write_new(work / "matrix.json", data.encode())
+        written.append(str(kept))
+        if kept.name != "matrix.json":
+            _say(f"matrix: {work / 'matrix.json'} is an earlier run's and stays; this run's is {kept}")
+    except OSError as exc:
+        notes.append(f"cannot write {work / 'matrix.json'} ({exc.strerror})")
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    for path, text in files:
         body = text.encode()
-        if interrupted and _larger(path, len(body)):
+        if interrupted and not outputs.is_stream(str(path)) and _larger(path, len(body)):
             notes.append(f"kept the earlier, larger {path}")
             path = path.with_name(f"{path.stem}.incomplete{path.suffix}")
         try:
-            write_atomic(path, body)
+            outputs.write(str(path), body)
         except OSError as exc:
             notes.append(f"cannot write {path} ({exc.strerror}), the earlier file (if any) is untouched")
             full = full or exc.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -216,25 +244,27 @@ def _larger(path: Path, size: int) -> bool:
 
 
 class KtapOutput:
-    """--ktap: a kernel's subtree as soon as the kernel finishes, on stdout ('-') or into FILE.partial,
-    renamed to FILE once every kernel is in (an interrupted matrix leaves FILE as it was)."""
+    """--ktap: a kernel's subtree as soon as the kernel finishes, on stdout ('-'), a device or FIFO as it
+    comes, or into a temporary file of this matrix's own renamed to FILE once every kernel is in (an
+    interrupted matrix leaves FILE as it was)."""
 
     def __init__(self, where: str, kernels: int, owed: list):
-        self.where, self.owed = where, owed
-        self.stream = sys.stdout if where == "-" else open(where + ".partial", "w")
-        self.top = ktap.Writer(self.stream, kernels,
+        self.owed = owed
+        self.out = None if where == "-" else outputs.Growing(where)
+        sink = sys.stdout if self.out is None else cast(TextIO, self.out)  # Growing: write() and flush() of str
+        self.top = ktap.Writer(sink, kernels,
                                [f"uffdprobe {report.tool_version()}: {' '.join(sys.argv)}"])
 
     def kernel(self, k) -> None:
         ktap.write_kernel(self.top, k, self.owed)
 
     def finish(self) -> None:
-        if self.stream is sys.stdout:
-            return
-        self.stream.flush()
-        os.fsync(self.stream.fileno())
-        self.stream.close()
-        os.replace(self.where + ".partial", self.where)
+        if self.out is not None:
+            self.out.finish()
+
+    def discard(self) -> None:
+        if self.out is not None:
+            self.out.discard()
 
 
 def _main_thread() -> bool:

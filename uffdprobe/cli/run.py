@@ -4,7 +4,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.run import host
@@ -91,6 +91,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  from: {source.label}")
         if s.models:
             print(f"  models: {s.models}")
+        if s.race:
+            print(f"  racy: p_hit {s.race.p_hit:g} per try (measured on {s.race.measured_on}); up to "
+                  f"{s.race.tries} tries in {s.race.seconds:g} s (--param tries=N, race_s=S)")
         if s.defaults:
             print(f"  parameters: {json.dumps(s.defaults)}")
     from uffdprobe.supervise.kselftest import PROGRAMS
@@ -102,15 +105,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
-def check_writable(*paths: Optional[str]) -> None:
-    """Refuse, before any work and without creating anything, an output file that cannot be written:
-    no result is lost at the end."""
-    for path in filter(None, paths):
-        if path == "-":
-            continue
-        where = path if os.path.exists(path) else os.path.dirname(os.path.abspath(path))
-        if os.path.isdir(path) or not os.access(where, os.W_OK):
-            raise UsageError(f"cannot write {path}; choose a writable file path")
+def check_writable(*named: Tuple[str, Optional[str]]) -> None:
+    """Refuse, before any work and without creating anything, an output (option, path) that cannot be
+    written the way it will be (osutil.outputs), or two options naming one file: no result is lost at
+    the end."""
+    from uffdprobe.osutil import outputs
+    outputs.check_all(named)
 
 
 def expectations(spec, items: List[str]) -> Dict[str, str]:
@@ -142,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     args.scenarios = list(args.scenarios) + list(getattr(args, "more_scenarios", []))
     from . import execopts
     execopts.check(args)  # before --expect, which may name the program's row
-    check_writable(args.json)
+    check_writable(("--json", args.json))
     if args.json == "-" and args.ktap:
         raise UsageError("--json - and --ktap both want stdout: write the JSON to a file")
     check_results_dir(args.results_dir)

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Optional, Union
 
 from . import cache
 from . import config as kbuild_config, make as kbuild_make, source as kbuild_source, patches as patches_mod, recipes
-from .errors import NO_SPACE_TEXT, SetupError, no_space
+from .errors import NO_SPACE_TEXT, BadInput, SetupError, no_space
 from uffdprobe.osutil.files import sha256_file, usable_dir, write_atomic
 
 BUILDER_VERSION = 1
@@ -102,6 +103,7 @@ def _prepare(what, cache_dir, progress: bool) -> "_Job":
     try:
         usable_dir(root, "the kernel cache", "pass a writable --cache-dir" if cache_dir else
                    "point XDG_CACHE_HOME at a writable folder")
+        cache.mark(root)  # a new folder, or one laid out as ours (made before markers existed)
         identity = kbuild_source.identify(source_spec, root)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
@@ -187,7 +189,11 @@ def _fragment_hash(path) -> str:
 
 
 def _cached(root: Path, key: Optional[str]) -> Optional[cache.Entry]:
-    return cache.load_entry(root, key) if key else None
+    """The entry for `key`, held (shared) for the rest of this process before it is looked at."""
+    if not key:
+        return None
+    cache.hold_entry(root, key)
+    return cache.load_entry(root, key)
 
 
 def _result(entry: cache.Entry, job: _Job, cached: bool, started: float) -> BuiltKernel:
@@ -298,6 +304,9 @@ def clean(cache_dir=None, everything: bool = False) -> list:
         return []
     usable_dir(root, "the kernel cache", "pass a writable --cache-dir" if cache_dir else
                "point XDG_CACHE_HOME at a writable folder")
+    if not cache.is_marked(root):
+        raise BadInput(f"{root} is not a uffdprobe kernel cache (no {cache.MARKER} written by uffdprobe): "
+                       "removed nothing; name the folder `kernel build` uses")
     removed = cache.finish_removals(root)
     fd = cache.exclusive_use(root)
     try:
@@ -307,7 +316,8 @@ def clean(cache_dir=None, everything: bool = False) -> list:
                 raise SetupError("a build or unpack is running in this cache: removed complete kernels only, "
                                  "left sources and workspaces alone; run `kernel clean --all` again once it is done")
             return removed
-        parts = ["entries", "aliases"] + (["work", "sources", "source-hashes.json", "kselftests"] if everything else [])
+        removed += _remove_complete_entries(root)
+        parts = ["work", "sources", "source-hashes.json", "kselftests"] if everything else []
         for part in parts:
             path = root / part
             if os.path.lexists(path):
@@ -323,10 +333,26 @@ def clean(cache_dir=None, everything: bool = False) -> list:
 
 
 def _remove_complete_entries(root: Path) -> list:
-    """Installed kernels and aliases, one by one, leaving an install in progress (.tmp-*) alone."""
-    removed = []
-    for folder in (root / "entries", root / "aliases"):
-        for path in sorted(folder.glob("[!.]*")) if folder.is_dir() else []:
+    """Installed kernels and aliases, one by one, leaving an install in progress (.tmp-*) and every entry
+    a running build, boot or matrix holds (cache.hold_entry) alone."""
+    removed, kept = [], []
+    for path in sorted((root / "entries").glob("[!.]*")) if (root / "entries").is_dir() else []:
+        fd = cache.try_lock(root, f"entry-{path.name}")
+        if fd is None:
+            kept.append(path.name[:12])
+            continue
+        try:
+            cache.remove_tree(path)
+        finally:
+            os.close(fd)
+        removed.append(path)
+    installed = {p.name for p in (root / "entries").glob("[!.]*")} if (root / "entries").is_dir() else set()
+    for path in sorted((root / "aliases").glob("[!.]*")) if (root / "aliases").is_dir() else []:
+        if cache.read_alias(root, path.stem) not in installed:  # an alias of a kept kernel stays
             cache.remove_tree(path)
             removed.append(path)
+    if kept:
+        print(f"kbuild: kept {len(kept)} kernel(s) in use by a running build, boot or matrix: {', '.join(kept)}",
+              file=sys.stderr)
     return removed
+

@@ -5,7 +5,8 @@ Layout under the root ($XDG_CACHE_HOME/uffdprobe/kernels by default):
   work/<wsid>/           tree/ (hard links to a pristine tree) and build/ (make O=), shared by variants
   entries/<key>/         bzImage, config, identity.json, build.log, complete (bzImage sha256)
   aliases/<inputs>.json  recipe inputs -> entry key, so a cache hit needs no configure step
-  locks/                 flock files
+  locks/                 flock files (entry-<key>.lock: held shared by every process using that kernel)
+  CACHEDIR.TAG           the marker: this folder is a uffdprobe kernel cache (`kernel clean` needs it)
 """
 import contextlib
 import fcntl
@@ -33,6 +34,76 @@ def default_root() -> Path:
     return cache_home() / "uffdprobe" / "kernels"
 
 
+
+
+#: The marker file (the Cache Directory Tagging convention, so backup tools skip the cache too).
+MARKER = "CACHEDIR.TAG"
+_MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+                "# This file is a cache directory tag created by uffdprobe: a kernel cache.\n"
+                "# `uffdprobe kernel clean` removes only what is under a folder holding this file.\n")
+#: What a kernel cache of ours holds at its top (the layout above, plus half-done trees of killed runs).
+_LAYOUT = {"sources", "work", "entries", "aliases", "locks", "source-hashes.json", "kselftests", MARKER}
+_LEFTOVERS = (".stage-", ".rm-", ".tmp-")
+#: Entries this process uses (key -> fd of the shared lock), held until the process ends.
+_HELD: dict = {}
+
+
+def is_marked(root: Path) -> bool:
+    """Whether `root` carries the marker uffdprobe writes into a kernel cache it made or recognised."""
+    try:
+        text = (root / MARKER).read_text(errors="replace")
+    except OSError:
+        return False
+    return text.startswith("Signature: 8a477f597d28d172789f06886806bc55") and "uffdprobe" in text
+
+
+def mark(root: Path) -> None:
+    """Write the marker into `root` when it is new or empty, or already laid out as a kernel cache of ours
+    (a cache made before markers existed: only the layout's names at its top, and flock files of ours in
+    locks/). A folder holding anything else is used, never marked: `kernel clean` will refuse it."""
+    if is_marked(root) or not (_empty(root) or _looks_ours(root)):
+        return
+    write_atomic(root / MARKER, _MARKER_TEXT.encode())
+
+
+def _empty(root: Path) -> bool:
+    try:
+        return not any(root.iterdir())
+    except OSError:
+        return False
+
+
+def _looks_ours(root: Path) -> bool:
+    try:
+        names = [p.name for p in root.iterdir()]
+        locks = list((root / "locks").iterdir())
+    except OSError:
+        return False
+    return (all(n in _LAYOUT or n.startswith(_LEFTOVERS) for n in names) and bool(locks)
+            and all(p.suffix == ".lock" and p.is_file() for p in locks))
+
+
+def hold_entry(root: Path, key: str, wait: float = 120.0) -> None:
+    """Take locks/entry-KEY.lock shared for the rest of this process (a boot or matrix uses the kernel
+    as long as it lives): `kernel clean` leaves a held entry alone. Waits (bounded) for a clean that is
+    removing this very entry."""
+    if key in _HELD:
+        return
+    path = root / "locks" / f"entry-{key}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise SetupError(f"the cached kernel {key[:12]} in {root} is still being removed after "
+                                 f"{wait:.0f} s: wait for `uffdprobe kernel clean` to finish") from None
+            time.sleep(0.2)
+    _HELD[key] = fd
 
 
 def sha256_json(value) -> str:
@@ -77,6 +148,7 @@ def in_use(root: Path, wait: float = LOCK_WAIT):
     try:
         with filelock.held(root / "locks" / "in-use.lock", wait, waiting, shared=True):
             acquired = True
+            mark(root)
             yield
     except filelock.Busy:
         if acquired:  # a Busy from inside the with-block is not ours to explain
@@ -182,6 +254,8 @@ def _drop(path: Path, problem: str, then: str) -> None:
 def install_entry(root: Path, key: str, files: dict, identity: dict) -> Entry:
     """Copy `files` (name -> source path) into a temp dir, mark it complete, rename it into place."""
     entries = root / "entries"
+    root.mkdir(parents=True, exist_ok=True)
+    mark(root)
     entries.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=entries, prefix=f".tmp-{key[:12]}-"))
     try:

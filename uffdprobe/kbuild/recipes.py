@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from uffdprobe.osutil import datafiles
-from uffdprobe.results.expect import SEPARATOR, VERDICTS, split_key
+from uffdprobe.results.expect import SEPARATOR, parse as parse_declaration, split_key
 
 from .errors import BadInput
 
@@ -138,7 +138,7 @@ def _from_dict(data: dict, path: Path) -> Recipe:
 
 def check_expect(expect: dict, where: str) -> None:
     """BadInput naming the first key whose scenario does not exist or whose memory kind that scenario
-    does not run on, or the first value that is not one of VERDICTS. Keys: SCENARIO or SCENARIO/MEMORY."""
+    does not run on, or the first value expect.parse refuses. Keys: SCENARIO or SCENARIO/MEMORY."""
     from uffdprobe.scenarios.registry import SCENARIOS
     from uffdprobe.scenarios.memkinds import NO_MEMORY
     from uffdprobe.scenarios.rows import is_program_row
@@ -160,9 +160,10 @@ def check_expect(expect: dict, where: str) -> None:
         elif slash and memory not in SCENARIOS[scenario].memory:
             raise BadInput(f"{where}: {key!r}: {scenario} does not run on memory kind {memory!r}; use one of "
                            f"{', '.join(SCENARIOS[scenario].memory)} after the '/'")
-        if not isinstance(verdict, str) or verdict not in VERDICTS:
-            raise BadInput(f"{where}: {key} = {verdict!r} is not a verdict; use one of "
-                           f"{', '.join(sorted(VERDICTS))}")
+        try:
+            parse_declaration(verdict)
+        except ValueError as exc:
+            raise BadInput(f"{where}: {key} = {exc}") from None
 
 
 def _kselftest(items: list, path: Path) -> tuple:

@@ -49,6 +49,11 @@ def _prctl():
     return ctypes.CDLL(None, use_errno=True).prctl
 
 
+def prctl(option: int, value: int) -> int:
+    """libc's prctl(option, value, 0, 0, 0): its return value (-1 on error, errno not raised)."""
+    return int(_prctl()(option, value, 0, 0, 0))
+
+
 def spawn(argv, *, stdout, stderr, cwd=None) -> subprocess.Popen:
     """Start argv in its own session (so Ctrl-C reaches only us) and tied to our lifetime."""
     _prctl()

@@ -21,7 +21,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        os.fchmod(fd, _mode_for(path))
+        os.fchmod(fd, mode_for(path))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -33,7 +33,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def _mode_for(path: Path) -> int:
+def mode_for(path: Path) -> int:
     """The replaced file's permissions, or what open() would give a new file (0666 less the umask)."""
     try:
         return path.stat().st_mode & 0o7777

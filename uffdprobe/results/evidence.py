@@ -34,6 +34,9 @@ def summary(r: Result) -> Dict[str, str]:
     hang = r.evidence.get("hang") if isinstance(r.evidence, dict) else None
     if isinstance(hang, dict) and hang.get("pending_uffd_messages"):
         out["pending_uffd_messages"] = "; ".join(map(message_text, hang["pending_uffd_messages"]))
+    race = r.evidence.get("race") if isinstance(r.evidence, dict) else None
+    if isinstance(race, dict) and race.get("tries_made"):
+        out["race"] = race_text(race)
     splat = r.evidence.get("splat") if isinstance(r.evidence, dict) else None
     if isinstance(splat, dict):  # a kernel splat while it ran (supervise.splat): its report line and excerpt
         out["splat"] = str(splat.get("first", ""))
@@ -47,6 +50,15 @@ def summary(r: Result) -> Dict[str, str]:
         if isinstance(r.evidence, dict) and r.evidence.get(key):
             out[key] = str(r.evidence[key])
     return out
+
+
+def race_text(race: dict) -> str:
+    """A racy trigger's evidence on one line: 'hit on try 19 of 200' or 'no hit in 200 of 200 tries,
+    miss probability 0.011 at p_hit 0.015'."""
+    if race.get("hit_on_try"):
+        return f"hit on try {race['hit_on_try']} of {race.get('tries')}"
+    return (f"no hit in {race['tries_made']} of {race.get('tries')} tries (stopped by {race.get('stopped_by')}), "
+            f"miss probability {race.get('miss_probability', 0):.2g} at p_hit {race.get('p_hit')}")
 
 
 def _frame(line: str) -> str:

@@ -2,9 +2,13 @@
 
 Anything but PASS or SKIP fails unless it is declared for that kernel, scenario and memory kind; a
 declared bad verdict that happens is an expected failure; one that no longer happens is FIXED and fails.
-Every consumer (run, matrix, JUnit, the pytest plugin) asks `judge` and `failing`, nothing else.
+A cell of several runs that disagree is FLAKY unless the declaration accepts every run: a declared
+bad verdict that still happens in some runs marks it 'FLAKY HANG' (failing; never FIXED while it still
+happens). 'HANG>=K/N' declares a racy defect: at least K HANG runs in N, the other runs may PASS.
+Every consumer (run, matrix, JUnit, the pytest plugin) asks `judge`, `cell_mark` and `failing`.
 """
-from typing import Dict, List, Optional, Tuple
+import re
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from uffdprobe.scenarios.memkinds import ALL_KINDS, NO_MEMORY
 from uffdprobe.verdicts import KERNEL_PROBLEMS, Result, Verdict
@@ -23,6 +27,46 @@ _GOOD = {Verdict.PASS, Verdict.SKIP}
 _NO_ANSWER = {Verdict.ERROR, Verdict.BUILD_FAIL, Verdict.BOOT_FAIL, Verdict.PANIC, Verdict.VM_TIMEOUT}
 _KERNEL_BROKE = {Verdict(v) for v in KERNEL_PROBLEMS} | {Verdict.PANIC, Verdict.BOOT_FAIL, Verdict.VM_TIMEOUT}
 BAD = KERNEL_PROBLEMS
+#: The mark of a FLAKY cell whose declared bad verdict still happens in some runs: 'FLAKY HANG' (failing).
+FLAKY = "FLAKY"
+_AT_LEAST = re.compile(r"^([A-Z_]+)>=(\d+)/(\d+)$")
+SYNTAX = "VERDICT, or BAD_VERDICT>=K/N for a racy one (at least K runs in N, e.g. HANG>=1/20)"
+
+
+class Declaration(NamedTuple):
+    """A declaration's parts: the verdict, and for 'V>=K/N' the least number of runs K in N that show it."""
+    verdict: str
+    at_least: int = 0
+    of_runs: int = 0
+
+
+def parse(text: str) -> Declaration:
+    """'HANG' or 'HANG>=1/20' as a Declaration; ValueError (saying why) for anything else: an unknown
+    verdict, K/N with K < 1 or K > N, or an at-least form of a verdict that is not a kernel problem."""
+    m = _AT_LEAST.match(text) if isinstance(text, str) else None
+    if m is None:
+        if isinstance(text, str) and text in VERDICTS:
+            return Declaration(text)
+        raise ValueError(f"{text!r} is not a verdict; write {SYNTAX} with VERDICT one of {', '.join(sorted(VERDICTS))}")
+    verdict, k, n = m.group(1), int(m.group(2)), int(m.group(3))
+    if verdict not in BAD:
+        raise ValueError(f"{text!r}: 'at least K in N' is for a kernel problem ({', '.join(sorted(BAD))}), "
+                         f"not {verdict}")
+    if not 1 <= k <= n:
+        raise ValueError(f"{text!r}: K in {verdict}>=K/N must be from 1 to N")
+    return Declaration(verdict, k, n)
+
+
+def declares_bad(expected: Optional[str]) -> bool:
+    """True when `expected` declares a kernel problem (HANG, or HANG>=1/20)."""
+    return expected is not None and _verdict_of(expected) in BAD
+
+
+def _verdict_of(expected: str) -> str:
+    try:
+        return parse(expected).verdict
+    except ValueError:
+        return expected
 
 
 def split_key(key: str) -> Tuple[str, Optional[str]]:
@@ -56,9 +100,15 @@ def matches(expected: str, verdict: Verdict) -> bool:
 
 def judge(expected: Optional[str], verdict: Verdict) -> str:
     """One verdict against a declaration (None: nothing declared): expected, UNDECLARED (a PASS or SKIP
-    nobody declared), REGRESSION (worse), FIXED (better) or UNEXPECTED (anything else, undeclared bad too)."""
+    nobody declared), REGRESSION (worse), FIXED (better) or UNEXPECTED (anything else, undeclared bad too).
+    Under 'V>=K/N' one PASS run is expected (a racy trigger may miss); `cell_mark` counts the runs."""
     if expected is None:
         return UNDECLARED if verdict in _GOOD else UNEXPECTED
+    declaration = parse(expected)
+    if declaration.at_least:
+        expected = declaration.verdict
+        if verdict is Verdict.PASS:
+            return EXPECTED
     no_answer = verdict in _NO_ANSWER and expected not in (verdict.value, "ANY")  # a panic is no "NOT_LEAK"
     if matches(expected, verdict) and not no_answer:
         return EXPECTED
@@ -74,24 +124,60 @@ def worst(expected: Optional[str], verdicts: List[Verdict]) -> str:
     return min({judge(expected, v) for v in verdicts}, key=PRIORITY.index)
 
 
+def cell_mark(expected: Optional[str], verdicts: List[Verdict]) -> str:
+    """The mark of a cell from all its runs. REGRESSION and UNEXPECTED as the worst run says. Under
+    'V>=K/N': expected with K or more V runs, or with fewer than N runs in all (too few to show it gone);
+    FIXED with N or more runs and no V; 'FLAKY V' with some V but fewer than K. Under a plain bad verdict
+    V: a cell whose runs show V only sometimes is 'FLAKY V', not FIXED (the declaration is still needed)."""
+    mark = worst(expected, verdicts)
+    if expected is None or mark in (REGRESSION, UNEXPECTED):
+        return mark
+    declaration = parse(expected)
+    hits = sum(v.value == declaration.verdict for v in verdicts)
+    if declaration.at_least:
+        if hits >= declaration.at_least or len(verdicts) < declaration.of_runs:
+            return mark
+        return f"{FLAKY} {declaration.verdict}" if hits else FIXED
+    if mark == FIXED and hits:
+        return f"{FLAKY} {declaration.verdict}"
+    return mark
+
+
 def failing(mark: str) -> bool:
-    return mark in FAILING
+    """True for the marks that fail a run: REGRESSION, UNEXPECTED, FIXED and 'FLAKY V'."""
+    return mark in FAILING or mark.startswith(FLAKY + " ")
 
 
-def expected_failure(expected: Optional[str], mark: str) -> bool:
-    """A declared bad verdict that happened: an xfail, exit 0."""
-    return mark == EXPECTED and expected in BAD
+def expected_failure(expected: Optional[str], mark: str, verdicts: Sequence[Verdict] = ()) -> bool:
+    """A declared bad verdict that happened: an xfail, exit 0. Given the runs' verdicts, only when one of
+    them is a kernel problem (the PASS runs of a 'HANG>=K/N' cell are as declared, but no xfail)."""
+    return mark == EXPECTED and declares_bad(expected) and \
+        (not verdicts or any(v.is_kernel_problem for v in verdicts))
 
 
 def check(expect: Dict[str, str], results: List[Result], memory: Optional[str] = None) -> List[str]:
-    """One line per result the rule fails (only `memory` kinds when given); [] when all hold."""
-    problems = []
+    """One line per (scenario, memory) whose runs the rule fails (only `memory` kinds when given), its
+    runs counted when there are several; [] when all hold."""
+    groups: Dict[Tuple[str, str], List[Result]] = {}
     for r in results:
-        if memory and r.memory != memory:
+        if not memory or r.memory == memory:
+            groups.setdefault((r.scenario, r.memory), []).append(r)
+    problems = []
+    for (scenario, kind), runs in groups.items():
+        want = declared(expect, scenario, kind)
+        mark = cell_mark(want, [r.verdict for r in runs])
+        if not failing(mark):
             continue
-        want = declared(expect, r.scenario, r.memory)
-        mark = judge(want, r.verdict)
-        if failing(mark):
-            problems.append(f"{mark}: {r.scenario}[{r.memory}]: {'expected ' + want if want else 'nothing declared'}"
-                            f", got {r.verdict.value}: {r.reason}")
+        worst_run = next((r for r in runs if failing(judge(want, r.verdict))), runs[0])
+        got = runs[0].verdict.value if len(runs) == 1 else ", ".join(
+            f"{v} {n}/{len(runs)}" for v, n in _tally(runs))
+        problems.append(f"{mark}: {scenario}[{kind}]: {'expected ' + want if want else 'nothing declared'}"
+                        f", got {got}: {worst_run.reason}")
     return problems
+
+
+def _tally(runs: List[Result]) -> List[Tuple[str, int]]:
+    counts: Dict[str, int] = {}
+    for r in runs:
+        counts[r.verdict.value] = counts.get(r.verdict.value, 0) + 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])

@@ -31,6 +31,8 @@ VERDICT_WORDS = {"PASS": "the kernel behaved", "SKIP": "the kernel lacks a featu
 #: The mark words a cell shows under its verdict, and what they mean ('' shows no word).
 MARK_WORDS = {EXPECTED: "as declared for this kernel (a declared bad verdict is hatched)",
               REGRESSION: "worse than declared", FIXED: "better than declared (the declaration is out of date)",
+              "FLAKY": "declared {verdict}, which only some runs showed: it still happens, so keep the "
+                       "declaration (or declare it racy, {verdict}>=K/N)",
               UNEXPECTED: "a bad verdict nothing declares for this kernel, scenario and memory kind, "
                           "or neither as declared nor a kernel verdict, or no answer at all"}
 _GOOD = {"PASS", "SKIP"}
@@ -52,6 +54,7 @@ table.matrix { border-collapse: collapse; margin: 1em 0; }
 .matrix td.cell.selected { outline: 3px solid #1a73e8; outline-offset: -3px; }
 .m-REGRESSION { box-shadow: inset 0 0 0 3px #b3261e; }
 .m-FIXED { box-shadow: inset 0 0 0 3px #1967d2; }
+[class*="m-FLAKY-"] { box-shadow: inset 0 0 0 3px #e37400; }
 .m-UNEXPECTED { box-shadow: inset 0 0 0 3px #202124, inset 0 0 0 5px #fff; }
 %(verdicts)s
 .legend span.chip { display: inline-block; padding: .15em .6em; margin-right: .3em; border: 1px solid #9aa0a6;
@@ -139,6 +142,17 @@ def _question(scenario: str) -> str:
     return found.question
 
 
+def _mark_class(mark: str) -> str:
+    """A mark as one CSS class name: 'FLAKY HANG' -> 'FLAKY-HANG'."""
+    return mark.replace(" ", "-")
+
+
+def _mark_meaning(mark: str) -> str:
+    """What a mark means; 'FLAKY HANG' names its verdict."""
+    head, _, verdict = mark.partition(" ")
+    return MARK_WORDS[mark] if mark in MARK_WORDS else MARK_WORDS.get(head, mark).format(verdict=verdict)
+
+
 def _mark_word(mark: str) -> str:
     return {"undeclared": "", EXPECTED: "expected"}.get(mark, mark)
 
@@ -149,8 +163,8 @@ def _legend(marks: set) -> str:
                        for v in COLOURS)
     shown = [EXPECTED, REGRESSION, FIXED, UNEXPECTED] + \
         sorted(m for m in marks if m not in (EXPECTED, REGRESSION, FIXED, UNEXPECTED, "undeclared"))
-    rows = [f"<dt><span class=\"chip v-HANG m-{esc(m)} bad\">HANG <small>{esc(_mark_word(m))}</small></span></dt>"
-            f"<dd>{esc(_mark_word(m))}: {esc(MARK_WORDS.get(m, m))}</dd>" for m in shown]
+    rows = [f"<dt><span class=\"chip v-HANG m-{esc(_mark_class(m))} bad\">HANG <small>{esc(_mark_word(m))}</small></span></dt>"
+            f"<dd>{esc(_mark_word(m))}: {esc(_mark_meaning(m))}</dd>" for m in shown]
     rows.append("<dt><span class=\"chip v-PASS m-undeclared\">PASS</span></dt>"
                 "<dd>no word: PASS or SKIP with nothing declared for this kernel, scenario and memory kind</dd>")
     return (f"<div class=\"legend\" id=\"legend\"><dl>{verdicts}</dl>"
@@ -173,7 +187,7 @@ def render(m: Matrix, title: str = "uffdprobe matrix", argv: Optional[list] = No
             mark = c.mark or "undeclared"
             marks.add(mark)
             bad = "" if all(r.verdict.value in _GOOD for r in c.results) else " bad"
-            tds.append(f"<td class=\"cell v-{esc(c.verdict)} m-{esc(mark)}{bad}\" data-cell=\"{len(data)}\" "
+            tds.append(f"<td class=\"cell v-{esc(c.verdict)} m-{esc(_mark_class(mark))}{bad}\" data-cell=\"{len(data)}\" "
                        f"data-verdict=\"{esc(c.verdict)}\" data-mark=\"{esc(mark)}\" tabindex=\"0\" role=\"button\" "
                        f"title=\"{esc(c.results[0].reason)} (click for the evidence)\">{esc(c.label)}"
                        f"<small>{esc(_mark_word(mark))}</small></td>")

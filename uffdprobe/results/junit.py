@@ -12,14 +12,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict
 
-from uffdprobe.verdicts import KERNEL_PROBLEMS, Verdict
+from uffdprobe.verdicts import Verdict
 from . import evidence as evidence_view
 from uffdprobe.scenarios.memkinds import NO_MEMORY
 from uffdprobe.supervise.kselftest import is_selftest_row
-from .matrix import EXPECTED, Cell, KernelRun, Matrix
+from .expect import expected_failure
+from .matrix import Cell, KernelRun, Matrix
 
 IDENTITY_KEYS = ("label", "recipe", "summary", "release", "version", "sha256", "path", "config_sha256", "key", "machine")
-_BAD = KERNEL_PROBLEMS
 _HARNESS = {Verdict.ERROR, Verdict.BUILD_FAIL}
 
 
@@ -83,7 +83,8 @@ def _outcome(c: Cell) -> str:
     """'failure', 'error', 'skipped' or 'passed'."""
     if c.unexpected:
         return "error" if all(r.verdict in _HARNESS for r in c.results) else "failure"
-    if all(r.verdict is Verdict.SKIP for r in c.results) or (c.mark == EXPECTED and c.expected in _BAD):
+    verdicts = [r.verdict for r in c.results]
+    if all(r.verdict is Verdict.SKIP for r in c.results) or expected_failure(c.expected, c.mark, verdicts):
         return "skipped"
     return "passed"
 
@@ -100,7 +101,7 @@ def _case(c: Cell, k: KernelRun, outcome: str) -> ET.Element:
     if outcome in ("failure", "error"):
         fail = ET.SubElement(case, outcome, type=c.mark, message=f"{c.mark}: {declared}, got {c.label}")
         fail.text = "\n".join(f"run {r.params.get('run', 1)}: {r.verdict.value}: {r.reason}" for r in c.results)
-    elif outcome == "skipped" and c.mark == EXPECTED and c.expected in _BAD:
+    elif outcome == "skipped" and expected_failure(c.expected, c.mark, [r.verdict for r in c.results]):
         ET.SubElement(case, "skipped", type="expected-failure",
                       message=f"expected failure: {declared}, got {c.label}")
     elif outcome == "skipped":

@@ -2,7 +2,7 @@
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from .expect import EXPECTED, FIXED, REGRESSION, UNDECLARED, UNEXPECTED, declared, failing, judge, worst
+from .expect import EXPECTED, FIXED, REGRESSION, UNDECLARED, UNEXPECTED, cell_mark, declared, failing, judge
 from uffdprobe.verdicts import Result, plain
 
 #: The marks (REGRESSION, UNEXPECTED, FIXED fail) and the rule itself live in expect.py; re-exported here.
@@ -45,8 +45,9 @@ class Cell:
 
     @property
     def mark(self) -> str:
-        """The worst judgement over the runs (REGRESSION before UNEXPECTED before FIXED)."""
-        return worst(self.expected, [r.verdict for r in self.results])
+        """The judgement over every run (expect.cell_mark): REGRESSION, UNEXPECTED, 'FLAKY HANG', FIXED,
+        expected or undeclared."""
+        return cell_mark(self.expected, [r.verdict for r in self.results])
 
     @property
     def unexpected(self) -> bool:

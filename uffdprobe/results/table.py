@@ -10,6 +10,7 @@ _COLOUR = {"PASS": "32", "SKIP": "2", "HANG": "1;31", "LEAK": "1;35", "WP_LOST":
            "ERROR": "7;31", "BUILD_FAIL": "7;31", "BOOT_FAIL": "7;31", "PANIC": "7;31", "VM_TIMEOUT": "7;31"}
 _MARK = {EXPECTED: "ok", UNDECLARED: "", REGRESSION: "REGRESSION", FIXED: "FIXED", UNEXPECTED: "UNEXPECTED"}
 LEGEND = ("ok: as declared (recipe or --expect); REGRESSION: worse than declared; FIXED: better than declared; "
+          "FLAKY HANG (any bad verdict): declared, but only some runs showed it; "
           "UNEXPECTED: a bad verdict nothing declares, or neither (no mark: PASS/SKIP, nothing declared)")
 
 
@@ -20,7 +21,7 @@ def colour_wanted(stream: TextIO) -> bool:
 
 
 def cell_text(c: Cell) -> str:
-    mark = _MARK[c.mark]
+    mark = _MARK.get(c.mark, c.mark)
     return f"{c.label} {mark}" if mark else c.label
 
 

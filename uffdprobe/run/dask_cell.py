@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict
 
+from uffdprobe.osutil import lifetime
 from uffdprobe.osutil.files import sha256_file, write_atomic
 from .kernels import Target
 from .matrix import Options, Runner, _boot_facts
@@ -65,7 +66,7 @@ def run_on_worker(cell: Cell, image: bytes) -> dict:
 
     try:
         kernel = _stored_image(image, cell.sha256, cell.name)
-        work = Path(tempfile.mkdtemp(prefix="uffdprobe-cell-"))
+        work = Path(tempfile.mkdtemp(prefix=lifetime.temp_prefix("cell")))
     except OSError as exc:
         return {**facts, "error": f"cannot store the kernel file: {exc}"}
     try:

@@ -17,11 +17,14 @@ import hashlib
 import logging
 import os
 import re
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from uffdprobe.exitcodes import UsageError
+from uffdprobe.osutil import lifetime
 from uffdprobe.osutil.files import sha256_file, write_atomic
 from .dask_cell import PROGRESS, Cell, _first_line, run_on_worker, worker_readiness
 from .kernels import Target
@@ -56,15 +59,18 @@ def open_engine(spec: str, say: Callable[[str], None]) -> "DaskEngine":
     import dask
     for name in ("distributed", "tornado"):
         logging.getLogger(name).setLevel(logging.CRITICAL)  # its own errors become our one line
-    cluster = None
+    cluster, scratch = None, None
     try:
         if local:
             # allowed-failures 0: a dead worker fails its task at once, and the engine retries it itself,
             # exactly once, elsewhere (a remote scheduler keeps its own setting, then the engine's retry)
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            # The workers' scratch space is a folder named after us (not $TMPDIR/dask-scratch-space):
+            # removed at close, by our watchdog if we are killed, else by the next run (osutil.lifetime)
+            scratch = tempfile.mkdtemp(prefix=lifetime.temp_prefix("cell"))
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0, "temporary-directory": scratch}):
                 cluster = distributed.LocalCluster(n_workers=int(local.group(1)), threads_per_worker=1,
                                                    processes=True, resources={VM: 1}, dashboard_address=None,
-                                                   silence_logs=logging.CRITICAL,
+                                                   silence_logs=logging.CRITICAL, local_directory=scratch,
                                                    preload=["uffdprobe.run.dask_preload"])
                 client = distributed.Client(cluster, timeout=CONNECT_TIMEOUT_S)
         else:
@@ -72,10 +78,12 @@ def open_engine(spec: str, say: Callable[[str], None]) -> "DaskEngine":
     except (OSError, TimeoutError, ValueError) as exc:
         if cluster is not None:
             cluster.close()
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
         raise UsageError(f"--cluster {spec}: no Dask scheduler answered within {CONNECT_TIMEOUT_S:g}s "
                          f"({_first_line(exc)}); start one (`dask scheduler`, workers with `dask worker "
                          f"ADDRESS --resources {VM}=1`) or fix the address") from None
-    engine = DaskEngine(client, cluster, spec)
+    engine = DaskEngine(client, cluster, spec, scratch)
     try:
         engine.check_workers()
     except BaseException:
@@ -88,8 +96,9 @@ def open_engine(spec: str, say: Callable[[str], None]) -> "DaskEngine":
 class DaskEngine:
     """A connected client (and the LocalCluster it started, for local:N); a DaskRunner per matrix."""
 
-    def __init__(self, client, cluster, spec: str):
+    def __init__(self, client, cluster, spec: str, scratch: Optional[str] = None):
         self.client, self.cluster, self.spec = client, cluster, spec
+        self.scratch = scratch  #: the LocalCluster workers' local_directory, ours to remove
         self.slots = self.workers = 0
 
     def check_workers(self) -> None:
@@ -129,6 +138,8 @@ class DaskEngine:
         if self.cluster is not None:
             with contextlib.suppress(Exception):
                 self.cluster.close(timeout=TERM_GRACE_S + 10)
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
     def __enter__(self) -> "DaskEngine":
         return self

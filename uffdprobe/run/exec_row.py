@@ -7,9 +7,10 @@ import os
 import shutil
 import subprocess
 import tempfile
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from uffdprobe.exitcodes import UsageError
+from uffdprobe.osutil import lifetime
 from uffdprobe.scenarios.rows import NO_MEMORY
 from uffdprobe.supervise import workload
 from uffdprobe.supervise.splat import SplatWatch
@@ -71,7 +72,7 @@ def scratch(args: argparse.Namespace) -> Iterator[Optional[str]]:
         yield None
         return
     parent = args.odirect_target if args.odirect_target and os.path.isdir(args.odirect_target) else None
-    folder = tempfile.mkdtemp(prefix="uffdprobe-exec-", dir=parent)
+    folder = tempfile.mkdtemp(prefix=lifetime.temp_prefix("exec"), dir=parent)
     try:
         yield folder
     finally:
@@ -144,10 +145,10 @@ def guest_program(args: argparse.Namespace) -> List[str]:
     return ["--exec", "--"] + list(args.exec)
 
 
-def boot_options(args: argparse.Namespace) -> Dict[str, object]:
+def boot_options(args: argparse.Namespace) -> Dict[str, Any]:
     """boot() keywords: the scratch disk size, and the hung-task panic well after the supervisor's bounds."""
     bound = max(args.hang_timeout, getattr(args, "stuck_timeout", 0), getattr(args, "rescue_timeout", 0))
-    options: Dict[str, object] = {"hung_task_s": int(2 * bound + 30)}
+    options: Dict[str, Any] = {"hung_task_s": int(2 * bound + 30)}
     if getattr(args, "scratch_mb", None):
         options["scratch_mb"] = args.scratch_mb
     return options

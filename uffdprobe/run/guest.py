@@ -7,7 +7,7 @@ from typing import List, Optional
 
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit, UsageError
-from . import guest_python, kernel_arg, user_scenarios
+from . import guest_image, guest_python, kernel_arg, user_scenarios
 from .host import VerdictStream, finish, ktap_start, table_stream
 from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
@@ -32,12 +32,13 @@ def check_visible_in_guest() -> None:
     user_scenarios.check_visible(GUEST_PRIVATE_DIRS)
 
 
-def guest_argv(args: argparse.Namespace) -> List[str]:
-    """The same `uffdprobe run` inside the guest; it streams to $UFFDPROBE_RESULTS (the results channel)."""
+def guest_argv(args: argparse.Namespace, ram_dir: Optional[str] = None) -> List[str]:
+    """The same `uffdprobe run` inside the guest; it streams to $UFFDPROBE_RESULTS (the results channel).
+    `ram_dir`: where the guest finds its in-memory Python image, if it gets one."""
     check_visible_in_guest()
     from uffdprobe.osutil.swap import SERIAL_ENV
     from uffdprobe.vm.boot import SWAP_SERIAL
-    env, *python = guest_python.interpreter()  # `/usr/bin/env PYTHONPATH=... python -S`
+    env, *python = guest_python.interpreter(ram_dir)  # `/usr/bin/env PYTHONPATH=... python -S`
     argv = [env, f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", f"{SERIAL_ENV}={SWAP_SERIAL}", *python, "-m", "uffdprobe",
             "run", "--hang-timeout", str(args.hang_timeout),
             "--scenario-timeout", str(args.scenario_timeout)]
@@ -159,8 +160,11 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
 
     verbosity = getattr(args, "verbosity", 0)
     guest_python.precompile()  # the guest compiles nothing under TCG
+    from uffdprobe.vm.paths import cache_root
+    ram_tree = guest_image.build(cache_root() / "pyimage", guest_python.module_path())
     try:
-        result = boot(kernel, guest_argv(args), timeout=args.vm_timeout, accel=args.accel,
+        result = boot(kernel, guest_argv(args, guest_image.GUEST_DIR if ram_tree else None), ram_tree=ram_tree,
+                      timeout=args.vm_timeout, accel=args.accel,
                       progress=progress if verbosity >= 0 else None,
                       run_dir=run_dir, extra_append=getattr(args, "append", []), **exec_row.boot_options(args))
     except VmInputError as exc:

@@ -74,12 +74,16 @@ def parse_expect(items: List[str], targets: List[Target]) -> Dict[str, Dict[str,
     """--expect [KERNEL:]SCENARIO[/MEMORY]=VERDICT values as {kernel label or '*': {key: verdict}};
     KERNEL is a kernel's label or its --kernel value as given. Bad ones raise UsageError."""
     from uffdprobe.kbuild.errors import BadInput
-    from uffdprobe.kbuild.recipes import VERDICTS, check_expect
+    from uffdprobe.kbuild.recipes import check_expect
+    from uffdprobe.results.expect import SYNTAX, parse as parse_declaration
     names = {t.label: t.label for t in targets}
     names.update({t.given: t.label for t in targets if t.given})
     out: Dict[str, Dict[str, str]] = {}
     for item in items:
         left, sep, verdict = item.rpartition("=")
+        if left.endswith(">"):  # VERDICT>=K/N: the '=' of '>=' is not the separator
+            left, sep, head = left[:-1].rpartition("=")
+            verdict = f"{head}>={verdict}"
         # KERNEL: is a prefix naming a kernel; a selftest row ('cow: CASE') holds ': ' itself
         known = [i for i, ch in enumerate(left) if ch == ":" and left[:i] in names]
         if known:
@@ -88,9 +92,12 @@ def parse_expect(items: List[str], targets: List[Target]) -> Dict[str, Dict[str,
             kernel, _, scenario = left.rpartition(":")  # names no kernel: refused below
         else:
             kernel, scenario = "*", left
-        if not sep or not scenario or verdict not in VERDICTS:
-            raise UsageError(f"--expect {item!r}: write [KERNEL:]SCENARIO[/MEMORY]=VERDICT with VERDICT one of "
-                             + ", ".join(sorted(VERDICTS)))
+        if not sep or not scenario:
+            raise UsageError(f"--expect {item!r}: write [KERNEL:]SCENARIO[/MEMORY]=VERDICT with VERDICT {SYNTAX}")
+        try:
+            parse_declaration(verdict)
+        except ValueError as exc:
+            raise UsageError(f"--expect {item!r}: write [KERNEL:]SCENARIO[/MEMORY]=VERDICT: {exc}") from None
         if kernel != "*" and kernel not in names:
             raise UsageError(f"--expect {item!r}: {kernel} is not one of the --kernel values or labels "
                              f"({', '.join(sorted(names.values()))})")
@@ -98,7 +105,12 @@ def parse_expect(items: List[str], targets: List[Target]) -> Dict[str, Dict[str,
             check_expect({scenario: verdict}, f"--expect {item!r}")
         except BadInput as exc:
             raise UsageError(str(exc)) from None
-        out.setdefault(names.get(kernel, kernel), {})[scenario] = verdict
+        scope = out.setdefault(names.get(kernel, kernel), {})
+        if scope.get(scenario, verdict) != verdict:
+            raise UsageError(f"--expect {item!r} contradicts the earlier --expect declaring "
+                             f"{scenario}={scope[scenario]}{' on ' + kernel if kernel != '*' else ''}: "
+                             "declare each verdict once")
+        scope[scenario] = verdict
     return out
 
 
@@ -129,7 +141,7 @@ def build(target: Target, say: Callable[[str], None]) -> None:
         say(f"{target.label}: build failed: {target.build_error}")
         return
     target.path = str(built.bzimage)
-    target.sha256 = None  # hashed from the file when its folder is named
+    target.sha256 = sha256_file(built.bzimage)  # now, while held: a later read of a removed image cannot crash
     keep = ("key", "name", "version", "config_sha256", "patches", "fragments", "compiler", "built_at")
     from uffdprobe.kbuild import recipes
     target.identity = {"recipe": target.recipe, "summary": recipes.load(target.recipe).summary,

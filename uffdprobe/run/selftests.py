@@ -11,6 +11,10 @@ from uffdprobe.supervise import kselftest
 
 def chosen(items: List[str]) -> List[str]:
     """The --kselftest values (repeatable, comma-separated) checked: unknown names are a UsageError."""
+    for item in items:
+        if not all(part.strip() for part in item.split(",")):
+            raise UsageError(f"--kselftest {item!r}: an empty name; choose from {', '.join(kselftest.PROGRAMS)} "
+                             "(comma-separated)")
     wanted = kselftest.requests(items)
     names = [item.partition("=")[0] for item in wanted]
     twice = sorted({n for n in names if names.count(n) > 1})

@@ -3,6 +3,10 @@ scenarios"). Everything here keeps its name and meaning across releases; what is
 
     from uffdprobe.scenarios.api import Outcome, Scenario, ScenarioContext, Verdict, watched
 
+A racy trigger (one that hits only in some tries) gives its row race=Race(p_hit, measured_on, tries,
+seconds) and its run calls repeat(ctx, trigger): tries until a hit or the budget, reporting either the try
+that hit or the tries made and the miss probability they leave.
+
 A file given to --scenarios-from (or a module named in the entry point group `uffdprobe.scenarios`)
 defines SCENARIOS, a list of Scenario rows; each row's run(ctx) executes in its own supervised child
 and returns an Outcome.
@@ -20,6 +24,7 @@ from uffdprobe.verdicts import Outcome, Verdict
 from .common import Bounded, read_exactly, reap
 from .context import ScenarioContext
 from .memkinds import KINDS, SkipScenario, allocate, thp_size
+from .racy import Race, miss_probability, repeat, tries_needed
 from .registry import Scenario
 from .sources import ENTRY_POINT_GROUP, KNOWN_NEEDS
 
@@ -27,7 +32,7 @@ __all__ = ["Scenario", "ScenarioContext", "Outcome", "Verdict", "SkipScenario", 
            "KINDS", "allocate", "thp_size", "KNOWN_NEEDS", "ENTRY_POINT_GROUP",
            "Userfaultfd", "UffdError", "Feature", "RegisterMode", "PageFault", "PageFaultFlag", "as_data",
            "memory", "pagemap", "Mapping", "PAGE_SIZE", "mmap_anonymous", "gettid",
-           "Bounded", "read_exactly", "reap"]
+           "Bounded", "read_exactly", "reap", "Race", "repeat", "miss_probability", "tries_needed"]
 
 
 @contextlib.contextmanager

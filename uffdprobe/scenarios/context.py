@@ -6,17 +6,19 @@ from typing import Any, Dict, Optional
 
 from uffdprobe.uffd import memory
 from uffdprobe.uffd.userfaultfd import Userfaultfd
+from .racy import Race
 
 
 class ScenarioContext:
     """Passed to a scenario's run(): its memory kind, parameters, and the channel to the supervisor."""
 
     def __init__(self, sock: socket.socket, memory_kind: str, params: Dict[str, Any],
-                 odirect_target: Optional[str] = None):
+                 odirect_target: Optional[str] = None, race: Optional[Race] = None):
         self.sock = sock
         self.memory = memory_kind
         self.params = params
         self.odirect_target = odirect_target
+        self.race = race   #: the table row's Race, for racy.repeat
         self.evidence: Dict[str, Any] = {}
 
     def _send(self, msg: dict, fds=()) -> None:
@@ -49,5 +51,35 @@ class ScenarioContext:
         self._send({"type": "note", "key": key, "value": value})
 
     def finish(self, verdict: str, reason: str, evidence: Dict[str, Any]) -> None:
+        limit = min(RESULT_LIMIT, self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) - (16 << 10))
+        if len(reason) > REASON_LIMIT:
+            reason = reason[:REASON_LIMIT] + f" [... {len(reason) - REASON_LIMIT} characters cut]"
         self._send({"type": "result", "verdict": verdict, "reason": reason,
-                    "evidence": {**self.evidence, **evidence}})
+                    "evidence": bounded_evidence({**self.evidence, **evidence}, limit - len(reason) - 1024)})
+
+
+#: The largest result a scenario child sends whole: one SOCK_SEQPACKET message must fit the socket's
+#: send buffer (the smaller bound wins), and the supervisor reads at most 1 MiB of it.
+RESULT_LIMIT = 192 << 10
+REASON_LIMIT = 4096
+#: Characters of a cut entry's JSON kept in the note that replaces it.
+CUT_HEAD = 2048
+
+
+def bounded_evidence(evidence: Dict[str, Any], limit: int) -> Dict[str, Any]:
+    """`evidence` as it is when its JSON fits `limit` bytes; else its largest entries, largest first, each
+    replaced by a note (its size and the head of its JSON) until it fits, and `evidence_cut` saying so.
+    Oversize evidence is cut, never an ERROR: the verdict stands."""
+    texts = {key: json.dumps(value) for key, value in evidence.items()}
+    whole = sum(len(t) + len(key) + 6 for key, t in texts.items())
+    if whole <= limit:
+        return evidence
+    out, cut = dict(evidence), []
+    for key in sorted(texts, key=lambda k: len(texts[k]), reverse=True):
+        if len(json.dumps(out)) <= limit - 512:
+            break
+        out[key] = {"cut_bytes": len(texts[key]), "head": texts[key][:CUT_HEAD]}
+        cut.append(key)
+    out["evidence_cut"] = (f"the evidence was {whole} bytes of JSON, more than the {limit} the channel carries "
+                           f"whole: {', '.join(cut)} cut (each keeps its size and its first {CUT_HEAD} characters)")
+    return out

@@ -8,6 +8,7 @@ from uffdprobe.uffd.flags import Feature
 from uffdprobe.verdicts import Outcome
 from .defect import Defect
 from .memkinds import COW_KINDS, KINDS, unavailable
+from .racy import SECONDS, TRIES, Race
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,12 @@ class Scenario:
     models: str = ""
     test_only: bool = False
     defect: Optional[Defect] = None   #: the catalogue entry this scenario asks about, if it asks about one
+    race: Optional[Race] = None       #: a racy trigger's budget and measured hit rate (racy.repeat runs it)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.race, Race) and isinstance(self.defaults, dict):  # --param tries=N / race_s=S
+            self.defaults.setdefault(TRIES, self.race.tries)
+            self.defaults.setdefault(SECONDS, self.race.seconds)
 
 
 def why_not(need: str, kf: KernelFeatures, odirect_target: Optional[str]) -> Optional[str]:

@@ -18,7 +18,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from uffdprobe.exitcodes import UsageError
 from uffdprobe.verdicts import Outcome, Verdict, plain
+from . import import_trial
 from .memkinds import KINDS
+from .racy import Race
 from .registry import SCENARIOS, Scenario
 
 ENTRY_POINT_GROUP = "uffdprobe.scenarios"
@@ -97,6 +99,7 @@ def _from_entry_point(ep) -> Tuple[Source, List[Scenario]]:
     dist = getattr(ep, "dist", None)
     about = f" ({dist.metadata['Name']} {dist.version})" if dist is not None else ""
     source = Source("entry point", f"{ep.name} = {ep.value}{about} in group {ENTRY_POINT_GROUP}")
+    import_trial.check(source.label, ep.load)
     try:
         obj = ep.load()
     except (Exception, SystemExit) as exc:  # anything the user's module raises; Ctrl-C stays Ctrl-C
@@ -119,6 +122,10 @@ def _check_file(given: str) -> str:
     return path
 
 
+def _exec_module(spec: Any, module: types.ModuleType) -> None:
+    spec.loader.exec_module(module)
+
+
 def _from_file(path: str) -> Tuple[Source, List[Scenario]]:
     source = Source("file", path, paths=(path,), sha256=_sha256(path))
     stem = re.sub(r"\W", "_", os.path.basename(path)[:-3])
@@ -128,6 +135,7 @@ def _from_file(path: str) -> Tuple[Source, List[Scenario]]:
     sys.modules[name] = module  # dataclasses and pickle look a class's module up here
     keep, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in the user's folder
     try:
+        import_trial.check(source.label, functools.partial(_exec_module, spec, module))  # os._exit, hang: exit 2
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:
         del sys.modules[name]
@@ -187,6 +195,8 @@ def _fault(s: Scenario) -> Optional[str]:
         return f"defaults must be JSON values (as --param gives them): {exc}"
     if not isinstance(s.models, str) or not isinstance(s.test_only, bool):
         return "models must be a string and test_only a bool"
+    if s.race is not None and not isinstance(s.race, Race):
+        return "race must be a Race(p_hit, measured_on, tries, seconds) (from uffdprobe.scenarios.api import Race)"
     return None
 
 

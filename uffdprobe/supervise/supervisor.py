@@ -160,7 +160,7 @@ def run_one(scenario: Scenario, memory: str, params: Dict[str, Any], kernel: Dic
     pid = os.fork()
     if pid == 0:
         parent_sock.close()
-        _child_main(scenario, ScenarioContext(child_sock, memory, params, odirect_target))
+        _child_main(scenario, ScenarioContext(child_sock, memory, params, odirect_target, scenario.race))
     child_sock.close()
     w = _Watch(pid, parent_sock)
     rescue_note = None
@@ -182,6 +182,8 @@ def run_one(scenario: Scenario, memory: str, params: Dict[str, Any], kernel: Dic
                     time.monotonic() - w.last_activity >= limits.hang_s:
                 evidence = w.inspect() or w.spinning(limits.spin_s)
                 if evidence is not None:
+                    if isinstance(w.notes.get("race"), dict):  # racy.repeat's try under way
+                        evidence["race"] = dict(w.notes["race"])
                     w.hang = evidence
                     rescue_note = w.rescue()
                     deadline = min(deadline, time.monotonic() + limits.rescue_s)
@@ -220,6 +222,10 @@ def _decide(scenario, memory, params, kernel, w: _Watch, rescue_note, timed_out,
         else:
             where = f"{len(blocked)} task(s) in handle_userfault" if blocked else "a uffd fault pending"
             reason = f"{what} blocked > {limits.hang_s:g}s: {where}, nobody to answer"
+        race = w.hang.get("race")
+        if race:  # the try racy.repeat was in when the hang was caught
+            evidence["race"] = {**race, "tries_made": race["try"], "hit_on_try": race["try"], "stopped_by": "hit"}
+            reason += f" (hung on try {race['try']} of {race['tries']})"
         verdict = Verdict.HANG
     elif child:
         verdict, reason = Verdict(child["verdict"]), child["reason"]

@@ -2,9 +2,11 @@
 process tree from /proc, and end in exactly one Result.
 
 HANG: a task stays in handle_userfault (wchan, kernel stack) for hang_s while a userfaultfd of the tree
-has unanswered faults (fdinfo); the faults are answered through a pidfd_getfd duplicate (rescue), again
-each time the rule holds, and the program gets rescue_s after the last answer to finish, else it is
-killed. STUCK: a task stays in D outside handle_userfault, or runnable and burning CPU, for stuck_s: the
+has unanswered faults (fdinfo), and the tree has shown no sign of progress (supervise/progress.py) for
+hang_s either: nobody will answer. A tree that keeps moving is slow, not hung: the wait grows with each
+sign of progress, up to total_s, and its faults are left to its own handler. Only a HANG's faults are
+answered through a pidfd_getfd duplicate (rescue), again each time the rule holds, and the program gets
+rescue_s after the last answer to finish, else it is killed. STUCK: a task stays in D outside handle_userfault, or runnable and burning CPU, for stuck_s: the
 tree is killed. PASS: exit 0. FAIL: any other exit, with the tail of its output. ERROR: it could not be
 started, or it ran past total_s without any task stuck. stdout and stderr come back bounded.
 """
@@ -16,10 +18,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from uffdprobe.osutil import children
+from uffdprobe.osutil import children, lifetime
 from uffdprobe.scenarios.rows import NO_MEMORY
 from uffdprobe.verdicts import Result, Verdict
-from . import procfs, rescue, tasks
+from . import procfs, progress, rescue, tasks
 from .splat import SplatWatch
 
 POLL_S = 0.25
@@ -127,7 +129,7 @@ def run_program(name: str, argv: List[str], kernel: Dict[str, Any], limits: Exec
         return splats.judge(run_program(name, argv, kernel, limits, cwd, env), window)
     started = time.monotonic()
     params = {"argv": list(argv), "cwd": cwd or os.getcwd()}
-    with tempfile.TemporaryDirectory(prefix="uffdprobe-exec-") as logs:
+    with tempfile.TemporaryDirectory(prefix=lifetime.temp_prefix("exec")) as logs:
         out_path, err_path = os.path.join(logs, "stdout"), os.path.join(logs, "stderr")
         try:
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -168,6 +170,7 @@ def _watch(proc: subprocess.Popen, limits: ExecLimits) -> Tuple[Dict[str, Any], 
     """Sample the tree until the program ends (verdict None: its exit decides), hangs, is stuck or runs out
     of time (then the caller kills it)."""
     track = _Tracker()
+    moving = progress.Progress(time.monotonic())
     evidence: Dict[str, Any] = {}
     hang: Optional[Dict[str, Any]] = None
     answered: List[dict] = []
@@ -184,11 +187,14 @@ def _watch(proc: subprocess.Popen, limits: ExecLimits) -> Tuple[Dict[str, Any], 
             break
         snapshot = procfs.task_evidence(proc.pid)
         track.sample(now, snapshot)
+        holders = procfs.userfaultfds(sorted({t["pid"] for t in snapshot}))
+        moving.sample(now, snapshot, holders)
         blocked = track.in_uffd_for(now, limits.hang_s)
-        holders = procfs.userfaultfds(tasks.family(proc.pid)) if blocked else []
-        if blocked and any(h.unanswered for h in holders) and len(answered) < MAX_ANSWERS:
+        if blocked and any(h.unanswered for h in holders) and moving.quiet_for(now) >= limits.hang_s \
+                and len(answered) < MAX_ANSWERS:  # nobody will answer: only now is it ours to answer
             if hang is None:
                 hang = _hang_evidence(snapshot, blocked)
+                hang["progress"] = moving.as_data(now)
                 evidence.update(hang=hang, userfaultfds=[h.as_data() for h in holders], tasks=snapshot)
             read, acts = rescue.answer_pending(holders)
             answered += read
@@ -236,8 +242,9 @@ def _hanged(evidence, hang, answered, actions, proc, limits) -> Tuple[Dict[str, 
                               f"{limits.rescue_s:g}s after the last answer: killed and reaped")
         evidence["rescued"] = False
         evidence["tasks_at_kill"] = procfs.task_evidence(proc.pid)
-    reason = (f"{n} task(s) blocked > {limits.hang_s:g}s in handle_userfault with unanswered faults ({what}); "
-              + ("rescued" if status is not None else "not rescued, killed"))
+    quiet = hang.get("progress", {}).get("no_progress_for_s")
+    reason = (f"{n} task(s) blocked > {limits.hang_s:g}s in handle_userfault with unanswered faults ({what}), "
+              f"no progress in the tree for {quiet}s; " + ("rescued" if status is not None else "not rescued, killed"))
     return evidence, Verdict.HANG, reason
 
 

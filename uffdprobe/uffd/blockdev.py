@@ -1,11 +1,14 @@
-"""Is a block device free scratch? Only a device with no signature that nothing uses may take our writes.
+"""Is a block device free scratch? Only a device positively shown blank, that nothing uses, may take our
+writes.
 
 An O_DIRECT scenario writes pages at offset 0 of a block-device target, so a device holding a
 partition table or a filesystem would lose it. `why_not_scratch` says what was found, or None:
 mounted (mountinfo), swap (/proc/swaps), held (sysfs holders), partitioned (sysfs), busy (an
-O_EXCL open fails while the kernel holds it), or carrying a signature (`blkid -p`, the low-level
-probe of util-linux that reads every superblock and partition table libblkid knows; where blkid is
-missing, the few common magics below are read from the device itself).
+O_EXCL open fails while the kernel holds it), or not shown blank. Blank takes every probe agreeing:
+`blkid -p` (util-linux's low-level probe of every superblock and partition table libblkid knows)
+finds nothing (exit 2), `wipefs` lists no signature (it lists all of them, where blkid gives up on
+two: exit 8, "ambivalent"), and none of the common magics below is on the device. A probe that
+fails, times out, is ambivalent or is not installed leaves the device refused.
 """
 import os
 import shutil
@@ -69,19 +72,57 @@ def _in_use(device: str) -> Optional[str]:
 
 
 def _signature(device: str) -> Optional[str]:
-    blkid = shutil.which("blkid") or next((p for p in ("/sbin/blkid", "/usr/sbin/blkid") if os.path.exists(p)), None)
-    if blkid:
-        try:
-            proc = subprocess.run([blkid, "-p", "-o", "export", device], capture_output=True, text=True,
-                                  timeout=BLKID_TIMEOUT)
-        except (OSError, subprocess.TimeoutExpired):
-            proc = None
-        if proc is not None and proc.returncode == 0:
-            found = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
-            return f"it holds {_describe(found)} (blkid -p)"
-        if proc is not None and proc.returncode == 2:  # blkid: nothing found
-            return None
-    return _magic(device)
+    """None only when blkid and wipefs both ran and found nothing, and no magic of MAGICS is there."""
+    blkid, listed = _blkid(device), _wipefs(device)
+    if blkid == _AMBIVALENT and listed:  # wipefs names each signature blkid would not choose between
+        return f"{listed}; blkid -p: ambivalent result"
+    return blkid or listed or _magic(device)
+
+
+_AMBIVALENT = "it carries more than one signature (blkid -p: ambivalent result)"
+
+
+def _tool(name: str) -> Optional[str]:
+    return shutil.which(name) or next((p for p in (f"/sbin/{name}", f"/usr/sbin/{name}") if os.path.exists(p)), None)
+
+
+def _probe(name: str, argv: list) -> "subprocess.CompletedProcess | str":
+    """The finished probe, or why it could not say anything (not installed, failed to start, timed out)."""
+    tool = _tool(name)
+    if tool is None:
+        return f"{name} (util-linux) is not installed, so it cannot be shown blank"
+    try:
+        return subprocess.run([tool, *argv], capture_output=True, text=True, timeout=BLKID_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return f"{name} did not answer within {BLKID_TIMEOUT} s, so it cannot be shown blank"
+    except OSError as exc:
+        return f"{name} could not run ({exc.strerror}), so it cannot be shown blank"
+
+
+def _blkid(device: str) -> Optional[str]:
+    proc = _probe("blkid", ["-p", "-o", "export", device])
+    if isinstance(proc, str):
+        return proc
+    if proc.returncode == 2:  # blkid: nothing found
+        return None
+    if proc.returncode == 0:
+        found = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+        return f"it holds {_describe(found)} (blkid -p)"
+    if proc.returncode == 8:
+        return _AMBIVALENT
+    said = (proc.stderr.strip().splitlines() or [""])[-1]
+    return f"blkid -p failed (exit {proc.returncode}{': ' + said if said else ''}), so it cannot be shown blank"
+
+
+def _wipefs(device: str) -> Optional[str]:
+    proc = _probe("wipefs", ["--noheadings", "--output", "OFFSET,TYPE", device])
+    if isinstance(proc, str):
+        return proc
+    if proc.returncode != 0:
+        said = (proc.stderr.strip().splitlines() or [""])[-1]
+        return f"wipefs failed (exit {proc.returncode}{': ' + said if said else ''}), so it cannot be shown blank"
+    found = [" at ".join(reversed(line.split(None, 1))) for line in proc.stdout.splitlines() if line.strip()]
+    return f"it carries {', '.join(found)} (wipefs)" if found else None
 
 
 def _describe(found: dict) -> str:

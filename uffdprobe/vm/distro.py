@@ -97,7 +97,21 @@ def _dpkg_extract(deb: Path, into: Path, timeout: float = DPKG_TIMEOUT) -> None:
     finally:
         children.stop(proc)
     if proc.returncode != 0:
-        raise VmInputError(f"cannot unpack {deb}: {err.decode(errors='replace').strip()[:200]}")
+        raise VmInputError(f"cannot unpack {deb}: {_first_cause(err, deb)}; fetch the package again "
+                           "(apt-get download) or give another kernel")
+
+
+def _first_cause(stderr: bytes, deb: Path) -> str:
+    """dpkg-deb's first complaint, one line and whole (later lines are tar's echoes of it), without the
+    program's own prefix, the package named once (by the caller) rather than again in quotes."""
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+    if not lines:
+        return "dpkg-deb failed without saying why"
+    first = lines[0].replace(f"'{deb}'", "the package")
+    for prefix in ("dpkg-deb (subprocess): ", "dpkg-deb: error: ", "dpkg-deb: "):
+        if first.startswith(prefix):
+            return first[len(prefix):]
+    return first
 
 
 def _sweep_dead_unpacks(cache_dir: Path) -> None:

@@ -43,7 +43,8 @@ fi
 # command.sh (written by the host) sets BOUND and the argv with `set --`.
 BOUND=60
 . "$CHANNEL/command.sh"
-export UFFDPROBE_RESULTS="$CHANNEL/results" HOME=/tmp PYTHONDONTWRITEBYTECODE=1
+# UFFDPROBE_TIED: the VM bounds every process in it (QEMU's end ends them), so no watchdog in the guest
+export UFFDPROBE_RESULTS="$CHANNEL/results" HOME=/tmp PYTHONDONTWRITEBYTECODE=1 UFFDPROBE_TIED=vm
 cd /tmp || fail "cannot cd /tmp"
 
 # busybox timeout would run a bare name like `sh` as its own applet: give it the host's path.
