@@ -113,30 +113,56 @@ def test_payload_run_ktap_on_the_running_kernel(payload, tmp_path):
     assert counts(parsed["summary"]) == {"passed": 2}, parsed["proc"].stdout
 
 
-#: What the guest runs: the payload copied into its own /tmp, the host's bare Python on it, after showing that
-#: the same Python finds no uffdprobe by itself (with or without site).
+#: What the guest runs: a root of its own in the guest's tmpfs that holds the Python's own folder and the shared
+#: libraries (bound read-only from the host root the guest boots on), /proc, /sys, /dev, and the payload in /tmp;
+#: nothing else of the host: no checkout, no venv, no site-packages with uffdprobe. In it, the same Python finds
+#: no uffdprobe by itself (with or without site), then runs the payload. $1 the payload, $2 the folders to bind
+#: (':'-separated), then the Python's argv.
 GUEST_SCRIPT = r"""
-cp "$1" /tmp/uffdprobe.pyz || exit 90
-cd /tmp
-shift
-"$@" -c 'import uffdprobe' 2>/dev/null && echo "PAYLOAD-PROBE: uffdprobe importable without the payload"
-"$1" -I -c 'import uffdprobe' 2>/dev/null && echo "PAYLOAD-PROBE: uffdprobe importable with site"
+set -e
+root=/tmp/board
+mkdir -p $root/tmp $root/proc $root/sys $root/dev
+IFS=: ; for dir in $2; do mkdir -p "$root$dir"; mount --bind "$dir" "$root$dir"; mount -o remount,bind,ro "$root$dir"; done
+unset IFS
+ln -s usr/lib $root/lib
+ln -s usr/lib64 $root/lib64
+mount -t proc proc $root/proc
+mount --rbind /sys $root/sys
+mount --rbind /dev $root/dev
+cp "$1" $root/tmp/uffdprobe.pyz
+shift 2
+set +e
+ls -A $root | tr '\n' ' ' | sed 's/^/PAYLOAD-ROOT: /'; echo
+chroot $root "$@" -c 'import uffdprobe' 2>/dev/null && echo "PAYLOAD-PROBE: uffdprobe importable without the payload"
+chroot $root "$1" -I -c 'import uffdprobe' 2>/dev/null && echo "PAYLOAD-PROBE: uffdprobe importable with site"
 echo "PAYLOAD-PROBE: isolated"
-"$@" /tmp/uffdprobe.pyz run --ktap cow-leak wp-real-write selftest-self-deadlock --memory anon-4k
+cd $root/tmp
+chroot $root "$@" /tmp/uffdprobe.pyz run --ktap cow-leak wp-real-write selftest-self-deadlock --memory anon-4k
 """
+
+
+def _board_binds() -> str:
+    """The folders the guest's board root needs: the interpreter's prefix and the shared libraries."""
+    prefix = os.path.realpath(sys.base_prefix)
+    libs = [d for d in ("/usr/lib", "/usr/lib64") if os.path.isdir(d) and not d.startswith(prefix + "/")]
+    return ":".join(([] if prefix in libs else [prefix]) + libs)
 
 
 @pytest.mark.vm
 @pytest.mark.timeout(1800)
 @no_kunit
 def test_payload_in_a_guest_that_sees_only_it_and_a_python(payload, tmp_path):
-    """Boot `stock`, copy the payload into the guest's /tmp, run it with the host's bare Python: KTAP whose
-    verdicts kunit.py counts (cow-leak and wp-real-write PASS, the self-deadlock HANGs, rescued, with its
-    evidence), exit 1 for the HANG."""
+    """Boot `stock`; in a root that holds only a Python, its libraries and the payload (no host root), run
+    the payload with that bare Python: KTAP whose verdicts kunit.py counts (cow-leak and wp-real-write PASS,
+    the self-deadlock HANGs, rescued, with its evidence), exit 1 for the HANG."""
     proc = uffdprobe("boot", "-q", "--run-dir", str(tmp_path / "run"), "stock", "--",
-                     "/bin/sh", "-c", GUEST_SCRIPT, "payload", str(payload), *ISOLATED, timeout=1700)
+                     "/bin/sh", "-c", GUEST_SCRIPT, "payload", str(payload), _board_binds(), *ISOLATED,
+                     timeout=1700)
     lines = proc.stdout.splitlines()
     assert "PAYLOAD-PROBE: isolated" in lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    [root] = [ln.split()[1:] for ln in lines if ln.startswith("PAYLOAD-ROOT: ")]
+    assert sorted(root) == sorted({"tmp", "proc", "sys", "dev", "lib", "lib64", "usr",
+                                   _board_binds().split(":")[0].split("/")[1]}), root  # nothing else of the host
     assert not [ln for ln in lines if ln.startswith("PAYLOAD-PROBE: uffdprobe importable")]
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # the self-deadlock's HANG
     ktap = "\n".join(lines[lines.index("KTAP version 1"):]) + "\n"
