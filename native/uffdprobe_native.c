@@ -100,6 +100,8 @@ const struct up_const up_constants[] = {
 	C("madvise", MADV_REMOVE),
 	C("madvise", MADV_COLLAPSE),
 	C("madvise", MADV_PAGEOUT),
+	C("madvise", MADV_POPULATE_READ),
+	C("madvise", MADV_POPULATE_WRITE),
 	C("memfd", MFD_CLOEXEC),
 	C("memfd", MFD_HUGETLB),
 	C("splice", SPLICE_F_GIFT),

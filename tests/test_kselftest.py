@@ -123,9 +123,12 @@ def test_declarations_take_selftest_rows_with_colons_and_slashes():
 
 
 def test_unknown_selftest_is_one_line_exit_2():
-    proc = uffdprobe("run", "--kselftest", "cow,nope", timeout=60)
+    proc = uffdprobe("run", "--kselftest", "cow,no/such", timeout=60)  # no program is named so
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
-    assert "nope" in proc.stderr and "cow, gup_longterm, uffd-unit-tests" in proc.stderr
+    assert "no/such" in proc.stderr and "cow, gup_longterm, uffd-unit-tests" in proc.stderr
+    proc = uffdprobe("run", "--kselftest", "cow,nope", timeout=300)  # a name, but the tree has no such program
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "has no mm selftest nope" in proc.stderr and "gup_longterm" in proc.stderr
     proc = uffdprobe("run", "--kselftest", "uffd-unit-tests", "--kselftest", "uffd-unit-tests=all", timeout=60)
     assert proc.returncode == 2 and "more than once" in proc.stderr
 
@@ -226,6 +229,6 @@ def test_a_recipe_lists_selftests_and_a_matrix_owes_their_run_rows(tmp_path):
     assert owed[-3:] == [("gup_longterm", NO_MEMORY, None), ("cow", NO_MEMORY, None),
                          ("uffd-unit-tests", NO_MEMORY, None)]
     bad = tmp_path / "bad.toml"
-    bad.write_text(good.read_text().replace('"cow", ', '"nope", '))
-    with pytest.raises(recipes.BadInput, match="kselftest 'nope'"):
+    bad.write_text(good.read_text().replace('"cow", ', '"no/such", '))
+    with pytest.raises(recipes.BadInput, match="kselftest 'no/such'"):
         recipes.load(bad)

@@ -44,9 +44,11 @@ def test_variant_meets_its_recipe(matrix, name):
 
 @pytest.mark.vm
 @pytest.mark.build
-def test_stock_passes_everything(matrix):
-    assert all(r.verdict in (Verdict.PASS, Verdict.SKIP) for r in matrix["stock"]), \
+def test_stock_passes_everything_but_the_release_hang(matrix):
+    """Debian's 6.1.192 answers every 2020 question right; it still lacks fe4cdc2c4e24 (release-vs-gup)."""
+    assert all(r.verdict in (Verdict.PASS, Verdict.SKIP) for r in matrix["stock"] if r.scenario != "release-vs-gup"), \
         [(r.scenario, r.memory, r.verdict, r.reason) for r in matrix["stock"]]
+    assert verdicts(matrix["stock"])["release-vs-gup"] is Verdict.HANG
 
 
 @pytest.mark.vm

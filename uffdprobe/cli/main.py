@@ -15,7 +15,7 @@ from uffdprobe.exitcodes import Exit, UsageError
 #: The module of uffdprobe.cli that adds each subcommand's parser, in the order --help lists them. Only the
 #: module of the subcommand asked for is imported: the guest's `uffdprobe run` pays for no matrix,
 #: builder or bisect code on its way to the first verdict.
-SUBCOMMANDS = {"list": "run", "run": "run", "matrix": "matrix", "boot": "boot", "kernel": "kernel",
+SUBCOMMANDS = {"list": "run", "run": "run", "matrix": "matrix", "check": "check", "boot": "boot", "kernel": "kernel",
                "bisect": "bisect", "bisect-step": "bisect", "doctor": "doctor", "payload": "payload"}
 
 

@@ -8,10 +8,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import List, TextIO, Tuple, cast
+from dataclasses import dataclass
+from typing import Callable, List, TextIO, Tuple, cast
 
 from uffdprobe.results import html as html_report, junit, ktap, report, table as matrix_table
 from uffdprobe.exitcodes import Exit, UsageError
+from uffdprobe.results.artifacts import relocated, relocated_run
 from uffdprobe.results.matrix import Matrix
 from uffdprobe.osutil import children, outputs
 from uffdprobe.osutil.files import usable_dir
@@ -21,7 +23,7 @@ from uffdprobe.run.matrix import Options, planned, run_all
 from .run import _seconds, check_writable, runs_count
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.vm.paths import cache_root, new_run_dir
-from .vocab import add_accel, add_verbosity, deprecated
+from .vocab import add_accel, add_verbosity, check_kcidb, deprecated, kcidb_options, kselftest_from_option
 from . import user_scenarios
 
 
@@ -42,10 +44,13 @@ def add_parser(sub) -> None:
                         "kind, e.g. host:wp-real-write=PASS, model-5.8:umap-evict/anon-thp=HANG")
     p.add_argument("--kselftest", action="append", default=[], metavar="NAME[,NAME]",
                    help="every kernel also runs these mm selftests after its scenarios, in the same boot (cow, "
-                        "gup_longterm, uffd-unit-tests); each case is a row 'NAME: CASE' (memory '-')")
+                        "gup_longterm, uffd-unit-tests, or any mm selftest by name); each case is a row "
+                        "'NAME: CASE' (memory '-')")
+    kselftest_from_option(p)
     p.add_argument("--json", metavar="FILE", help="write the matrix (kernels, cells, every result) as JSON")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML: a testcase per kernel × scenario × memory")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (evidence on click)")
+    kcidb_options(p)
     p.add_argument("--ktap", metavar="FILE|-", help="KTAP (kernel, scenario, memory kind nested), each kernel "
                    "as it finishes: '-' on stdout (the table goes to stderr), else FILE (whole when the "
                    "matrix ends; a FIFO or device as it goes)")
@@ -82,10 +87,36 @@ def _silent(text: str) -> None:
     """-q: progress lines are dropped (the table, the summary and errors still print)."""
 
 
-def cmd_matrix(args: argparse.Namespace) -> int:
-    check_writable(("--json", args.json), ("--junit", args.junit), ("--html", args.html), ("--ktap", args.ktap))
+@dataclass(frozen=True)
+class Report:
+    """What a matrix-shaped command writes and prints; `matrix` and `check` differ only here. `body` is the
+    JSON document's body, `show` prints the summary after the matrix ends and returns the exit status."""
+    kind: str
+    body: Callable[[Matrix], dict]
+    show: Callable[[Matrix, TextIO, float], int]
+
+
+def _show_matrix(m: Matrix, out: TextIO, took_s: float) -> int:
+    """The kernel × scenario table, its legend and one line per unexpected cell; exit 7 if any."""
+    print(matrix_table.render(m, colour=matrix_table.colour_wanted(out)), file=out, flush=True)
+    print(matrix_table.LEGEND, file=out)
+    unexpected = matrix_table.unexpected_lines(m)
+    for line in unexpected:
+        print(line, file=out)
+    print(f"matrix: {len(m.cells())} cell(s) on {len(m.kernels)} kernel(s) in {took_s:.1f}s, "
+          f"{len(unexpected)} unexpected", file=out, flush=True)
+    return Exit.UNEXPECTED if unexpected else Exit.OK
+
+
+MATRIX = Report("matrix", Matrix.to_dict, _show_matrix)
+
+
+def cmd_matrix(args: argparse.Namespace, output: Report = MATRIX) -> int:
+    check_writable(("--json", args.json), ("--junit", args.junit), ("--html", args.html), ("--ktap", args.ktap),
+                   ("--kcidb", args.kcidb))
     if args.json == "-" and args.ktap == "-":
         raise UsageError("--json - and --ktap - both want stdout: write one of them to a file")
+    check_kcidb(args)
     user_scenarios.load(args)  # before a recipe's [expect] or --expect names one of them
     from . import execopts
     execopts.check(args)  # before --expect, which may name the program's row
@@ -95,13 +126,13 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     opts = Options(scenarios=args.scenario, memory=args.memory or [], runs=args.runs, params=args.param,
                    vm_timeout=args.vm_timeout, accel=args.accel, verbose=args.verbosity > 0,
                    exec_args=execopts.child_args(args), exec_row=args.exec_row,
-                   kselftest=selftests.chosen(args.kselftest))
+                   kselftest=selftests.chosen(args.kselftest), kselftest_from=args.kselftest_from)
     opts.scenarios_from = user_scenarios.check_guests_see(targets, args.scenarios_from)
     say = _say if args.verbosity >= 0 else _silent
     owed = planned(opts)
     # the logs and matrix.json are kept (the reports point at the logs): a folder of the cache's, like
     # a run's, made only once every kernel is built, so a refused matrix leaves nothing behind
-    work = Path(args.results_dir) if args.results_dir else new_run_dir(cache_root() / "matrix", create=False)
+    work = Path(args.results_dir).absolute() if args.results_dir else new_run_dir(cache_root() / "matrix", create=False)
     usable_dir(work, "--results-dir" if args.results_dir else "the matrix folder",
                "name a writable folder" if args.results_dir else "point XDG_CACHE_HOME at a writable folder",
                create=False)
@@ -111,7 +142,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         from uffdprobe.run.engine_dask import open_engine
         engine = open_engine(args.cluster, say)
     try:
-        return _run_matrix(args, targets, opts, say, work, owed, engine)
+        return _run_matrix(args, targets, opts, say, work, owed, engine, output)
     finally:
         if engine is not None:
             engine.close()
@@ -131,18 +162,19 @@ def _refuse_before_anything_boots(args: argparse.Namespace, targets) -> None:
                          "e.g. tcp://HOST:8786")
 
 
-def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Path, owed: list, engine) -> int:
+def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Path, owed: list, engine,
+                output: Report) -> int:
     for t in targets:
         build(t, say)
     if any(planned(opts, t) != owed for t in targets) or opts.kselftest:
-        built = _selftests(say)  # once, before the kernels' runs (which would each wait for the build)
+        built = _selftests(say, opts)  # once, before the kernels' runs (which would each wait for the build)
         if isinstance(built, int):
             return built
     work.mkdir(parents=True, exist_ok=True)
     say(f"matrix: logs under {work}")  # only once the folder exists: a refused matrix makes none
     done: dict = {}
     started = time.monotonic()
-    ktap_out = KtapOutput(args.ktap, len(targets), owed) if args.ktap else None
+    ktap_out = KtapOutput(args.ktap, len(targets), owed, work) if args.ktap else None
     old = signal.signal(signal.SIGTERM, children.sigterm_as_ctrl_c) if _main_thread() else None
     try:
         kernels = run_all(targets, opts, work, len(targets) if engine else min(args.jobs, len(targets)), say,
@@ -153,7 +185,7 @@ def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Pat
             ktap_out = None
     except KeyboardInterrupt:
         kept = Matrix([done[t.label] for t in targets if t.label in done], complete=False)
-        written, problems, _ = _write(kept, args, work, interrupted=True)
+        written, problems, _ = _write(kept, args, work, output, interrupted=True)
         finished = [k.label for k in kept.kernels if k.complete]
         partial = [f"{k.label} ({len(k.results)})" for k in kept.kernels if not k.complete]
         stopped = [t.label for t in targets if t.label not in finished]
@@ -168,58 +200,57 @@ def _run_matrix(args: argparse.Namespace, targets, opts: Options, say, work: Pat
         if old is not None:
             signal.signal(signal.SIGTERM, old)
     m = Matrix(kernels)
-    written, unwritten, full = _write(m, args, work)
+    written, unwritten, full = _write(m, args, work, output)
     if args.html and str(args.html) in written:
-        say(f"matrix: HTML report {os.path.abspath(args.html)}")
+        say(f"{output.kind}: HTML report {os.path.abspath(args.html)}")
     out = sys.stderr if "-" in (args.ktap, args.json) else sys.stdout  # stdout carries KTAP or JSON
-    print(matrix_table.render(m, colour=matrix_table.colour_wanted(out)), file=out, flush=True)
-    print(matrix_table.LEGEND, file=out)
-    unexpected = matrix_table.unexpected_lines(m)
-    for line in unexpected:
-        print(line, file=out)
-    print(f"matrix: {len(m.cells())} cell(s) on {len(kernels)} kernel(s) in {time.monotonic() - started:.1f}s, "
-          f"{len(unexpected)} unexpected", file=out, flush=True)
+    status = output.show(m, out, time.monotonic() - started)
     if unwritten:
-        _say("matrix: " + "; ".join(unwritten))
+        _say(f"{output.kind}: " + "; ".join(unwritten))
         return Exit.NO_SPACE if full else Exit.SETUP
-    return Exit.UNEXPECTED if unexpected else Exit.OK
+    return status
 
 
-def _selftests(say):
-    """The mm selftests built (or found in the kernel cache); an exit status when that failed."""
-    from uffdprobe.kbuild import kselftest
+def _selftests(say, opts: Options):
+    """The mm selftests built (or found in the kernel cache) from --kselftest-from or the default tree; an
+    exit status when that failed. A recipe's own tree builds them in its kernel's run."""
     from uffdprobe.kbuild.errors import KbuildError
+    asked = argparse.Namespace(kselftest=opts.kselftest, kselftest_from=opts.kselftest_from)
     try:
-        return kselftest.ensure(progress=say)
+        return selftests.binaries(asked, progress=say)
     except KbuildError as exc:
         _say(f"matrix: --kselftest: {exc}")
         return int(exc.exit_code)
 
 
-def _write(m: Matrix, args: argparse.Namespace, work: Path,
+def _write(m: Matrix, args: argparse.Namespace, work: Path, output: Report,
            interrupted: bool = False) -> Tuple[List[str], List[str], bool]:
     """Every requested output plus matrix.json in the work dir, each whole or not at all (write_atomic).
 
     An interrupted run's report never replaces a larger earlier file: it goes next to it as
     NAME.incomplete.EXT. Returns the paths written, one phrase per file that is not where asked, and
     whether a disk was full."""
-    data = json.dumps(report.document("matrix", m.to_dict()), indent=1)
+    data = json.dumps(report.document(output.kind, output.body(m)), indent=1)
     if args.json == "-":
         sys.stdout.write(data + "\n")
         sys.stdout.flush()
     files = [(Path(args.json), data)] if args.json and args.json != "-" else []
-    if args.junit:
-        files.append((Path(args.junit), junit.to_xml(m)))
+    if args.junit:  # the reports name the results folder's files relative to themselves
+        files.append((Path(args.junit), junit.to_xml(relocated(m, work, Path(args.junit)))))
     if args.html:
-        files.append((Path(args.html), html_report.render(m)))
+        files.append((Path(args.html), html_report.render(relocated(m, work, Path(args.html)))))
+    if args.kcidb:
+        from uffdprobe.results import kcidb
+        files.append((Path(args.kcidb), json.dumps(kcidb.report(m, args.origin, work, args.kcidb_url), indent=1)))
     written, notes, full = [], [], False
-    try:  # never over another run's matrix.json in the same folder (--results-dir)
-        kept = outputs.write_new(work / "matrix.json", data.encode())
+    name = f"{output.kind}.json"
+    try:  # never over another run's matrix.json (check.json) in the same folder (--results-dir)
+        kept = outputs.write_new(work / name, data.encode())
         written.append(str(kept))
-        if kept.name != "matrix.json":
-            _say(f"matrix: {work / 'matrix.json'} is an earlier run's and stays; this run's is {kept}")
+        if kept.name != name:
+            _say(f"{output.kind}: {work / name} is an earlier run's and stays; this run's is {kept}")
     except OSError as exc:
-        notes.append(f"cannot write {work / 'matrix.json'} ({exc.strerror})")
+        notes.append(f"cannot write {work / name} ({exc.strerror})")
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
     for path, text in files:
         body = text.encode()
@@ -248,15 +279,16 @@ class KtapOutput:
     comes, or into a temporary file of this matrix's own renamed to FILE once every kernel is in (an
     interrupted matrix leaves FILE as it was)."""
 
-    def __init__(self, where: str, kernels: int, owed: list):
-        self.owed = owed
+    def __init__(self, where: str, kernels: int, owed: list, work: Path):
+        self.where, self.owed, self.work = where, owed, work
         self.out = None if where == "-" else outputs.Growing(where)
         sink = sys.stdout if self.out is None else cast(TextIO, self.out)  # Growing: write() and flush() of str
         self.top = ktap.Writer(sink, kernels,
                                [f"uffdprobe {report.tool_version()}: {' '.join(sys.argv)}"])
 
     def kernel(self, k) -> None:
-        ktap.write_kernel(self.top, k, self.owed)
+        here = Path("-") if self.where == "-" else Path(self.where)  # stdout: relative to the current folder
+        ktap.write_kernel(self.top, relocated_run(k, self.work, here), self.owed)
 
     def finish(self) -> None:
         if self.out is not None:

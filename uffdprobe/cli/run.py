@@ -10,7 +10,7 @@ from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.run import host
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.scenarios.registry import select
-from .vocab import add_accel, add_verbosity, whole_number
+from .vocab import add_accel, add_verbosity, check_kcidb, kcidb_options, kselftest_from_option, whole_number
 from . import user_scenarios
 
 
@@ -27,6 +27,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", metavar="FILE", help="write all results as a JSON list (- for stdout; the table then goes to stderr)")
     p.add_argument("--ktap", action="store_true",
                    help="KTAP on stdout, a result line as each verdict lands (the table goes to stderr)")
+    kcidb_options(p)
     p.add_argument("--results-dir", metavar="DIR", default=os.environ.get("UFFDPROBE_RESULTS"),
                    help="stream each result as a line of DIR/verdicts.jsonl (default: $UFFDPROBE_RESULTS)")
     p.add_argument("--odirect-target", metavar="PATH", help="block device or directory that accepts O_DIRECT")
@@ -42,9 +43,10 @@ def add_parsers(sub) -> None:
                         "HANG/LEAK/WP_LOST that happens exits 0, one that no longer happens exits 7")
     p.add_argument("--kselftest", action="append", default=[], metavar="NAME[,NAME]",
                    help="also run the kernel's own mm selftests after the scenarios, in the same boot: cow, "
-                        "gup_longterm, uffd-unit-tests (its wp-fork cases; uffd-unit-tests=all for every case); "
-                        "built once from /usr/src/linux-source-6.12.tar.xz into the kernel cache")
-    p.add_argument("--kselftest-dir", help=argparse.SUPPRESS)  # the host tells its guest where they are
+                        "gup_longterm, uffd-unit-tests (its wp-fork cases; uffd-unit-tests=all for every case) "
+                        "or any other mm selftest program by name; built once into the kernel cache from "
+                        "--kselftest-from's tree")
+    kselftest_from_option(p)
     p.add_argument("--kernel", metavar="[LABEL=]KERNEL",
                    help="boot this kernel in QEMU and run there: a recipe name or .toml path, a bzImage/vmlinuz "
                         "or a linux-image .deb, optionally LABEL=KERNEL; 'host' runs on the running kernel")
@@ -91,6 +93,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  from: {source.label}")
         if s.models:
             print(f"  models: {s.models}")
+        if s.defect:
+            print(f"  defect: {_defect_words(s.defect)}")
         if s.race:
             print(f"  racy: p_hit {s.race.p_hit:g} per try (measured on {s.race.measured_on}); up to "
                   f"{s.race.tries} tries in {s.race.seconds:g} s (--param tries=N, race_s=S)")
@@ -103,6 +107,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     from . import execopts
     execopts.list_programs()
     return Exit.OK
+
+
+def _defect_words(d) -> str:
+    """The catalogue's words for a scenario's defect: id, CVE, where it came from, the fix to backport."""
+    from uffdprobe.scenarios.catalogue import describe_fix
+    since = ", ".join(f"{c.id} (\"{c.title}\")" for c in d.introduced) or d.first_affected
+    return (f"{d.id}{' (' + d.cve + ')' if d.cve else ''}"
+            f"{'; introduced by ' + since if since else ''}"
+            f"{' in ' + d.first_affected if d.introduced and d.first_affected else ''}; fixed by {describe_fix(d)}")
 
 
 def check_writable(*named: Tuple[str, Optional[str]]) -> None:
@@ -142,7 +155,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     args.scenarios = list(args.scenarios) + list(getattr(args, "more_scenarios", []))
     from . import execopts
     execopts.check(args)  # before --expect, which may name the program's row
-    check_writable(("--json", args.json))
+    check_writable(("--json", args.json), ("--kcidb", args.kcidb))
+    check_kcidb(args)
     if args.json == "-" and args.ktap:
         raise UsageError("--json - and --ktap both want stdout: write the JSON to a file")
     check_results_dir(args.results_dir)
@@ -154,10 +168,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--append changes a booted kernel's command line: add --kernel KERNEL (not host)")
     from uffdprobe.run import selftests
     args.kselftest = selftests.chosen(args.kselftest + list(getattr(spec and spec.recipe, "kselftest", ()) or ()))
-    if args.kselftest and not args.kselftest_dir:
+    if args.kselftest:
         from uffdprobe.kbuild.errors import KbuildError
         try:  # built once into the kernel cache (well under a minute), before any kernel build or boot
-            args.kselftest_dir = str(selftests.binaries(args))
+            args.kselftest_from = str(selftests.binaries(args, spec))
         except KbuildError as exc:
             print(f"uffdprobe: --kselftest: {exc}", file=sys.stderr)
             return int(exc.exit_code)

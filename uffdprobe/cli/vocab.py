@@ -1,7 +1,9 @@
 """One vocabulary across subcommands: -q/-v, and old option spellings that still work for one release with a
-deprecation line on stderr."""
+deprecation line on stderr; the KCIDB output options run and matrix share."""
 import argparse
 import sys
+
+from uffdprobe.exitcodes import UsageError
 
 
 def whole_number(low: int, high: int, unit: str = ""):
@@ -43,3 +45,32 @@ def add_accel(p: argparse.ArgumentParser) -> None:
     """--accel auto|kvm|tcg, the same choices everywhere (auto: probe KVM once, cached, else TCG)."""
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None,
                    help="QEMU acceleration (default auto: probe KVM once, cached, else TCG)")
+
+
+def kcidb_options(p) -> None:
+    """--kcidb FILE, --origin NAME and --kcidb-url URL (run and matrix)."""
+    p.add_argument("--kcidb", metavar="FILE", help="write a KCIDB v5 report (checkouts, builds, tests) for "
+                   "submission to KernelCI's database; needs --origin")
+    p.add_argument("--origin", metavar="NAME", help="the KCIDB origin (your CI system's name: lower-case "
+                   "letters, digits, _) that prefixes every id")
+    p.add_argument("--kcidb-url", metavar="URL", help="where the results folder will be published: log and "
+                   "file links are URL/PATH-IN-FOLDER (default: file:// URLs of the folder as it is now)")
+
+
+def check_kcidb(args: argparse.Namespace) -> None:
+    """--kcidb needs a valid --origin, refused before any work."""
+    from uffdprobe.results.kcidb import ORIGIN
+    if args.kcidb and not (args.origin and ORIGIN.match(args.origin)):
+        raise UsageError("--kcidb needs --origin NAME: your CI system's KCIDB origin (lower-case letters, "
+                         "digits and _)")
+
+
+def kselftest_from_option(p) -> None:
+    """--kselftest-from (run and matrix); --kselftest-dir, its hidden older name, still works."""
+    p.add_argument("--kselftest-from", metavar="TREE|TARBALL|DIR",
+                   help="where --kselftest's programs come from: a kernel source tree or tarball (built), a "
+                        "folder of built selftests (kselftest_install), or a tuxmake folder with "
+                        "kselftest.tar.xz (default: a tuxmake kernel's own, a recipe's own source tree when "
+                        "it has them all, else /usr/src/linux-source-6.12.tar.xz)")
+    p.add_argument("--kselftest-dir", dest="kselftest_from", action=deprecated("--kselftest-from"),
+                   help=argparse.SUPPRESS)

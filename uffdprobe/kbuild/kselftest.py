@@ -1,12 +1,15 @@
-"""The kernel's own mm selftests (cow, gup_longterm, uffd-unit-tests), built once from Debian's
-linux-source-6.12 against that tree's own uapi headers and cached like kernels.
+"""The kernel's own mm selftests, built from a kernel source (by default Debian's linux-source-6.12;
+a recipe's own tree, or any tree or tarball given with --kselftest-from) against that tree's own uapi
+headers, and cached like kernels. Any C program of the tree's mm selftests can be asked for by name
+(tools/testing/selftests/mm, or vm before v6.3).
 
 Layout under the kernel cache root:
   kselftests/<key>/   bin/<program>..., build.log, identity.json, complete   (installed whole: temp + rename)
   locks/kselftest-<key>.lock                                                  (one builder at a time)
-The key is a hash of the source tarball's sha256, the compiler, liburing's presence, the programs and
-BUILD_STEPS; the pristine tree is the builder's (sources/<srcid>, shared with the stock-6.12 recipe) and
-is never written: the selftest sources are copied out, `make headers` writes into a private O= dir.
+The key is a hash of the source's identity (a tarball's sha256, a tree's fingerprint, a git commit), the
+compiler, liburing's presence, the programs and BUILD_STEPS; the pristine tree is the builder's
+(sources/<srcid>, shared with the recipes) and is never written: the selftest sources are copied out,
+`make headers` writes into a private O= dir.
 """
 import json
 import shutil
@@ -18,16 +21,19 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from uffdprobe.osutil.files import sha256_file
+from uffdprobe.supervise.kselftest import built_from
 from . import cache, source
 from . import make as kbuild_make
 from .errors import NO_SPACE_TEXT, BuildFailed, SetupError, no_space
 
 TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 PROGRAMS = ("cow", "gup_longterm", "uffd-unit-tests")
-#: What is copied out of the pristine tree: the mm selftests and everything their Makefile reaches.
+#: Where a tree keeps its mm selftests: mm since v6.3, vm before.
+SELFTEST_DIRS = ("tools/testing/selftests/mm", "tools/testing/selftests/vm")
+#: What is copied out of the pristine tree besides the mm selftests: everything their Makefile reaches.
 COPIED = ("tools/testing/selftests/lib.mk", "tools/testing/selftests/kselftest.h",
           "tools/testing/selftests/kselftest_harness.h", "tools/testing/selftests/x86/check_cc.sh",
-          "tools/testing/selftests/mm", "tools/include", "mm/gup_test.h")
+          "tools/include", "mm/gup_test.h")
 #: Bumped when the way they are built changes (part of the cache key).
 BUILD_STEPS = 1
 HEADERS_TIMEOUT = 600
@@ -46,12 +52,27 @@ class Selftests:
         return self.bin / name
 
 
-def inputs(tarball: Path, root: Path) -> dict:
-    """What the build depends on; its hash is the cache key."""
+def inputs(tarball: Path, root: Path, programs: Tuple[str, ...] = PROGRAMS) -> dict:
+    """What the build depends on; its hash is the cache key. `tarball` is any source spec (a tarball,
+    a tree, GIT@REF); a tarball is named by its file name and sha256."""
     liburing = LIBURING_HEADER.is_file()
-    return {"source": {"name": tarball.name, "sha256": source.identify(source.parse_spec(str(tarball)), root)["sha256"]},
-            "compiler": kbuild_make.compiler_id(), "liburing": _liburing_version() if liburing else None,
-            "programs": list(PROGRAMS), "build_steps": BUILD_STEPS}
+    spec = source.parse_spec(str(tarball))
+    ident = source.identify(spec, root)
+    named = {"name": Path(spec.location).name, "sha256": ident["sha256"]} if spec.kind == "tarball" else ident
+    return {"source": named, "compiler": kbuild_make.compiler_id(),
+            "liburing": _liburing_version() if liburing else None, "programs": list(programs),
+            "build_steps": BUILD_STEPS}
+
+
+def selftest_dir(tree: Path) -> Optional[Path]:
+    """The tree's mm selftests folder (mm, or vm before v6.3), None when it has neither."""
+    return next((tree / d for d in SELFTEST_DIRS if (tree / d / "Makefile").is_file()), None)
+
+
+def available(tree: Path) -> List[str]:
+    """The C programs of the tree's mm selftests, by name."""
+    folder = selftest_dir(tree)
+    return sorted(p.stem for p in folder.glob("*.c")) if folder else []
 
 
 def _liburing_version() -> str:
@@ -65,15 +86,19 @@ def _liburing_version() -> str:
         return "present"
 
 
-def ensure(root: Optional[Path] = None, tarball: Path = TARBALL, progress=None) -> Selftests:
-    """The built selftests, from the cache or built now (whole or not at all). SetupError when the tarball
-    or a tool is missing, BuildFailed (log kept) when make fails, NoSpace on a full disk."""
+def ensure(root: Optional[Path] = None, tarball: Path = TARBALL, progress=None,
+           programs: Tuple[str, ...] = PROGRAMS) -> Selftests:
+    """The built selftests, from the cache or built now (whole or not at all). `tarball` is the source: a
+    tarball, a tree or GIT@REF. SetupError when it or a tool is missing or it has no such selftest,
+    BuildFailed (log kept) when make fails, NoSpace on a full disk."""
     root = Path(root) if root else cache.default_root()
     say = progress or (lambda text: print(f"kselftest: {text}", file=sys.stderr, flush=True))
-    if not tarball.is_file():
-        raise SetupError(f"no {tarball} to build the mm selftests from: apt-get install {tarball.name.split('.tar')[0]}")
+    spec = source.parse_spec(str(tarball))
+    if spec.kind == "tarball" and not Path(spec.location).is_file():
+        raise SetupError(f"no {tarball} to build the mm selftests from: apt-get install "
+                         f"{Path(tarball).name.split('.tar')[0]}")
     with cache.in_use(root):
-        wanted = inputs(tarball, root)
+        wanted = inputs(tarball, root, tuple(programs))
         key = cache.sha256_json(wanted)[:16]
         final = root / "kselftests" / key
         found = _load(final)
@@ -83,10 +108,14 @@ def ensure(root: Optional[Path] = None, tarball: Path = TARBALL, progress=None) 
             found = _load(final)  # another process built them while we waited
             if found:
                 return found
-            src = source.materialize(source.parse_spec(str(tarball)), root)
-            say(f"building {', '.join(PROGRAMS)} from {tarball.name} ({src.version}) into {final}")
+            src = source.materialize(spec, root)
+            missing = [p for p in programs if p not in available(src.tree)]
+            if missing:
+                raise SetupError(f"{tarball} ({src.version}) has no mm selftest {', '.join(missing)}; its own: "
+                                 f"{', '.join(available(src.tree)) or 'none'}")
+            say(f"building {', '.join(programs)} from {Path(spec.location).name} ({src.version}) into {final}")
             started = time.monotonic()
-            _build(src.tree, final, wanted, say)
+            _build(src.tree, final, dict(wanted, version=src.version), say)
             say(f"built in {time.monotonic() - started:.1f}s")
     found = _load(final)
     if found is None:
@@ -115,17 +144,21 @@ def _build(tree: Path, final: Path, wanted: dict, say) -> None:
         src, headers, out = tmp / "src", tmp / "headers", tmp / "out"
         for d in (src, out):
             d.mkdir()
-        _copy_sources(tree, src)
+        programs = list(wanted["programs"])
+        folder = selftest_dir(tree)
+        if folder is None:
+            raise SetupError(f"{tree} has no mm selftests ({' or '.join(SELFTEST_DIRS)})")
+        _copy_sources(tree, src, folder.relative_to(tree))
         _run(kbuild_make.make_argv(tree, headers) + ["-j2", "headers"], HEADERS_TIMEOUT, "make headers",
              log_lines, final.parent, tmp)
-        selftests = src / "tools" / "testing" / "selftests" / "mm"
-        targets = [str(out / p) for p in PROGRAMS]
+        selftests = src / folder.relative_to(tree)
+        targets = [str(out / p) for p in programs]
         _run(["make", "-j2", "-C", str(selftests), f"OUTPUT={out}", "CC=gcc",
               f"KHDR_INCLUDES=-isystem {headers / 'usr' / 'include'}"] + targets, MAKE_TIMEOUT,
              "make of the mm selftests", log_lines, final.parent, tmp)
         (tmp / "bin").mkdir()
         digests = {}
-        for p in PROGRAMS:
+        for p in programs:
             shutil.copy2(out / p, tmp / "bin" / p)
             digests[p] = sha256_file(tmp / "bin" / p)
         identity = {**wanted, "tree": str(tree), "built_at": time.time(),
@@ -156,9 +189,11 @@ def _local_config(selftests: Path) -> str:
         return ""
 
 
-def _copy_sources(tree: Path, dest: Path) -> None:
-    for rel in COPIED:
+def _copy_sources(tree: Path, dest: Path, selftests: Path) -> None:
+    for rel in (*COPIED, str(selftests)):
         src, to = tree / rel, dest / rel
+        if not src.exists():  # an older tree lacks a header the newer Makefile reaches for
+            continue
         to.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
             shutil.copytree(src, to, symlinks=True)
@@ -187,5 +222,5 @@ def describe(st: Selftests) -> Tuple[str, ...]:
     """Lines for a report: where the selftests are and what they were built from."""
     ident = st.identity
     return (f"mm selftests {', '.join(ident.get('programs', []))} in {st.bin}",
-            f"built from {ident.get('source', {}).get('name')} with {ident.get('compiler')}, liburing "
-            f"{ident.get('liburing') or 'absent'}")
+            f"built from {built_from(st.bin)} with {ident.get('compiler')}, liburing {ident.get('liburing') or 'absent'}")
+

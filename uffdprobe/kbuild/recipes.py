@@ -173,7 +173,8 @@ def _kselftest(items: list, path: Path) -> tuple:
         try:
             parse_request(item)
         except (KeyError, ValueError):
-            raise BadInput(f"recipe {path}: kselftest {item!r} is not one of {', '.join(PROGRAMS)}") from None
+            raise BadInput(f"recipe {path}: kselftest {item!r} is not a selftest's name ({', '.join(PROGRAMS)} or another "
+                           "mm selftest program's name)") from None
     return tuple(items)
 
 

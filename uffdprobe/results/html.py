@@ -74,12 +74,16 @@ footer code { overflow-wrap: anywhere; }
 _JS = """
 const cells = JSON.parse(document.getElementById('cells').textContent);
 const detail = document.getElementById('detail');
+const FILES = ['console_log', 'log', 'folder', 'build_log'];
 function el(tag, text) { const e = document.createElement(tag); if (text !== undefined) e.textContent = text; return e; }
 function facts(title, obj) {
   const box = el('div'); box.appendChild(el('h3', title)); const dl = el('dl');
   for (const [k, v] of Object.entries(obj || {})) {
     if (v === null || v === undefined || v === '') continue;
     dl.appendChild(el('dt', k));
+    if (FILES.includes(k) && typeof v === 'string') {  // a file of the results folder: a link to it
+      const dd = el('dd'); const a = el('a', v); a.href = v; dd.appendChild(a); dl.appendChild(dd); continue;
+    }
     dl.appendChild(el('dd', typeof v === 'object' ? JSON.stringify(v) : String(v)));
   }
   box.appendChild(dl); return box;

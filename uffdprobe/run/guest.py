@@ -3,7 +3,7 @@ import argparse
 import sys
 import threading
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit, UsageError
@@ -48,7 +48,7 @@ def guest_argv(args: argparse.Namespace, ram_dir: Optional[str] = None) -> List[
     for pair in args.param:
         argv += ["--param", pair]
     for item in getattr(args, "kselftest", []):  # built on the host; the guest sees its root read-only
-        argv += ["--kselftest", item, "--kselftest-dir", args.kselftest_dir]
+        argv += ["--kselftest", item, "--kselftest-from", args.kselftest_from]
     if getattr(args, "runs", 1) > 1:
         argv += ["--runs", str(args.runs)]
     from . import exec_row
@@ -114,6 +114,9 @@ def file_identity(kernel: str) -> dict:
     checks before reading a result back)."""
     from uffdprobe.osutil.files import sha256_file
     path = Path(kernel)
+    if path.is_dir():  # a tuxmake folder: the bzImage in it is what boots
+        from uffdprobe.vm.tuxmake import IMAGE
+        path = path / IMAGE
     try:
         return {"file": str(path.resolve()), "file_sha256": sha256_file(path)}
     except OSError:  # unreadable or gone: the boot says so, as one line
@@ -195,10 +198,17 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
     if ktap_out:
         ktap_out.close(f"boot outcome: {result.outcome}; console log: {result.console_log}")
     results += missing
-    for r in results:
+    kept_files = _keep_outputs(result.results_dir, args.results_dir, result.console_log)
+    console = kept_files.get(str(result.console_log))
+    for r in results:  # the evidence names the copies in --results-dir, which a CI job archives
         r.kernel = {**r.kernel, **stamp}
         host_paths(r, result.results_dir)
-    _keep_outputs(result.results_dir, args.results_dir)
+        for key in ("console_log", "log"):
+            if r.evidence.get(key) in kept_files:
+                r.evidence[key] = kept_files[r.evidence[key]]
+    args.boot_facts = {"outcome": result.outcome, "reason": result.reason, "timings": result.timings,
+                       "accel": result.accel, "panic_lines": result.panic_lines,
+                       "console_log": str(console or result.console_log)}  # for --kcidb
     status = finish(results, args, table)
     if lost:
         print(f"uffdprobe: CHANNEL_LOST: the guest lost its results channel (guest exit {result.exit_status}); "
@@ -213,17 +223,22 @@ def run_in_vm(args: argparse.Namespace, spec: "kernel_arg.KernelSpec" = None) ->
     return status
 
 
-def _keep_outputs(channel: Path, results_dir: Optional[str]) -> None:
-    """The selftests' output files, copied (whole) into --results-dir beside the verdicts."""
+def _keep_outputs(channel: Path, results_dir: Optional[str], console_log: Path) -> Dict[str, str]:
+    """The guest's console log and the selftests' output files, copied (whole) into --results-dir beside
+    the verdicts, so an archived results folder has them: {original path: the copy's path}."""
     if not results_dir:
-        return
+        return {}
     from uffdprobe.osutil.files import write_atomic
-    for path in sorted(channel.glob("kselftest-*.txt")):
+    kept = {}
+    for path in [console_log] + sorted(channel.glob("kselftest-*.txt")):
         try:
             write_atomic(Path(results_dir) / path.name, path.read_bytes())
         except OSError as exc:
-            print(f"uffdprobe: cannot keep {path.name} in {results_dir} ({exc.strerror}); it stays in {channel}",
-                  file=sys.stderr)
+            print(f"uffdprobe: cannot keep {path.name} in {results_dir} ({exc.strerror}); it stays in "
+                  f"{path.parent}", file=sys.stderr)
+            continue
+        kept[str(path)] = str(Path(results_dir) / path.name)
+    return kept
 
 
 def _cut_off(planned, results: List[Result], boot) -> List[Result]:

@@ -195,6 +195,8 @@ def finish(results: List[Result], args: argparse.Namespace, table) -> int:
             sys.stdout.flush()
         else:
             outputs.write(args.json, data.encode())  # an OSError names args.json, not a temporary file
+    from . import kcidb_out
+    kcidb_out.write(results, args, getattr(args, "boot_facts", None))
     print(f"summary: {report.summary(results)}", file=table, flush=True)
     expect = getattr(args, "expectations", None) or {}
     declared_bad = [f"{r.scenario}[{r.memory}] {r.verdict.value}" for r in results

@@ -2,7 +2,8 @@
 
 One grammar for `run --kernel`, `matrix --kernel`, `boot KERNEL` and the pytest plugin's
 `--uffd-kernel`: `host` (the running kernel), a recipe name (vm-images/recipes), a recipe .toml
-path anywhere, a bzImage/vmlinuz, or a Debian linux-image .deb; each optionally `LABEL=KERNEL`.
+path anywhere, a bzImage/vmlinuz, a Debian linux-image .deb, or a tuxmake output folder (vm/tuxmake.py);
+each optionally `LABEL=KERNEL`.
 An argument that is itself an existing file, a recipe name or `host` is never split, so a
 path holding '=' still works; otherwise the text before the first '=' is the label. Default
 labels are short and unique: `host`, the recipe's name, or the file name plus 8 hex digits of its
@@ -16,9 +17,9 @@ from typing import List, Optional, Tuple
 from uffdprobe.exitcodes import UsageError
 
 HOST = "host"
-KINDS = ("host", "recipe", "recipe-file", "image", "deb")
-GRAMMAR = ("give 'host', a recipe name, a recipe .toml path, a bzImage/vmlinuz or a linux-image .deb, "
-           "optionally as LABEL=KERNEL")
+KINDS = ("host", "recipe", "recipe-file", "image", "deb", "tuxmake")
+GRAMMAR = ("give 'host', a recipe name, a recipe .toml path, a bzImage/vmlinuz, a linux-image .deb or a "
+           "tuxmake output folder, optionally as LABEL=KERNEL")
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def bootable(spec: KernelSpec, progress: bool = True) -> Optional[str]:
     """The file QEMU boots for `spec`: a recipe is built (or taken from the cache) now; None for host."""
     if spec.kind == "host":
         return None
-    if spec.kind in ("image", "deb"):
+    if spec.kind in ("image", "deb", "tuxmake"):
         return str(spec.path)
     from uffdprobe.kbuild import build as kbuild
     return str(kbuild.build(spec.recipe, progress=progress).bzimage)
@@ -101,7 +102,7 @@ def bootable(spec: KernelSpec, progress: bool = True) -> Optional[str]:
 
 def _names_a_kernel(text: str) -> bool:
     from uffdprobe.kbuild import recipes
-    return text == HOST or text in recipes.names() or Path(text).is_file()
+    return text == HOST or text in recipes.names() or Path(text).is_file() or Path(text).is_dir()
 
 
 def _resolve_unlabelled(text: str, option: str, arg: str) -> KernelSpec:
@@ -110,8 +111,18 @@ def _resolve_unlabelled(text: str, option: str, arg: str) -> KernelSpec:
         return KernelSpec(HOST, "host", arg)
     path = Path(text)
     if path.is_dir():
-        raise UsageError(f"{option} {arg} is a directory; {GRAMMAR} (a tree is built from a recipe: "
-                         "source = that directory)")
+        from uffdprobe.vm import tuxmake
+        from uffdprobe.vm.errors import VmInputError
+        if not tuxmake.is_tuxmake(path):
+            raise UsageError(f"{option} {arg} is a directory but no tuxmake output folder (metadata.json and "
+                             f"bzImage); {GRAMMAR} (a tree is built from a recipe: source = that directory)")
+        try:
+            build = tuxmake.read(path)
+        except VmInputError as exc:
+            raise UsageError(f"{option} {arg}: {exc}") from None
+        sha256 = _checked_image_sha256(build.image, option, arg)
+        name = (build.metadata.get("source") or {}).get("kernelrelease") or path.resolve().name
+        return KernelSpec(f"{safe(name)}-{sha256[:8]}", "tuxmake", arg, path.resolve(), sha256=sha256)
     if path.is_file():
         if path.suffix == ".toml":
             recipe = _checked_recipe(str(path), option, arg)

@@ -62,6 +62,10 @@ def check_kernels(args: List[str]) -> List[Target]:
             target = Target(spec.label)
         elif spec.kind in ("image", "deb"):
             target = Target(spec.label, path=str(spec.path), sha256=spec.sha256)
+        elif spec.kind == "tuxmake":  # its metadata.json says what a report needs (source, compiler, config)
+            from uffdprobe.vm import tuxmake
+            build = tuxmake.read(Path(str(spec.path)))
+            target = Target(spec.label, path=str(spec.path), sha256=spec.sha256, identity=tuxmake.identity(build))
         else:
             target = Target(spec.label, recipe=spec.recipe_ref, expect=dict(spec.recipe.expect),
                             kselftest=list(spec.recipe.kselftest))
@@ -138,15 +142,35 @@ def build(target: Target, say: Callable[[str], None]) -> None:
         raise UsageError(f"--kernel {target.label}: {exc}") from None
     except KbuildError as exc:
         target.build_error = f"{type(exc).__name__}: {exc}"
+        target.identity = _unbuilt_identity(target.recipe)  # a report still names what did not build
+        log = getattr(exc, "log", None)
+        if log:  # a failed make's log, kept beside the kernel's results
+            target.identity["build_log"] = str(log)
         say(f"{target.label}: build failed: {target.build_error}")
         return
     target.path = str(built.bzimage)
     target.sha256 = sha256_file(built.bzimage)  # now, while held: a later read of a removed image cannot crash
-    keep = ("key", "name", "version", "config_sha256", "patches", "fragments", "compiler", "built_at")
+    keep = ("key", "name", "version", "config_sha256", "patches", "fragments", "compiler", "built_at", "source",
+            "source_spec", "base")  # the source identity is what a KCIDB checkout needs
     from uffdprobe.kbuild import recipes
     target.identity = {"recipe": target.recipe, "summary": recipes.load(target.recipe).summary,
                        "cached": built.cached,
-                       **{k: built.identity.get(k) for k in keep if k in built.identity}}
+                       **{k: built.identity.get(k) for k in keep if k in built.identity},
+                       "build_log": str(built.log) if built.log else None, "config_file": str(built.config)}
+
+
+def _unbuilt_identity(ref: str) -> dict:
+    """What a recipe says of a kernel that did not build: its source's identity and its patch series."""
+    from uffdprobe.kbuild import cache, recipes, source
+    from uffdprobe.kbuild.errors import KbuildError
+    recipe = recipes.load(ref)
+    out: Dict[str, object] = {"recipe": ref, "summary": recipe.summary, "source_spec": recipe.source,
+                              "patches": [{"name": Path(p).name, "sha256": sha256_file(Path(p))} for p in recipe.patches]}
+    try:
+        out["source"] = source.identify(source.parse_spec(recipe.source), cache.default_root())
+    except (KbuildError, OSError):
+        pass
+    return out
 
 
 def owner(target: Target) -> dict:

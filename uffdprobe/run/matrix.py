@@ -48,6 +48,7 @@ class Options:
     exec_args: List[str] = field(default_factory=list)  # the --exec options and program for every kernel's run
     exec_row: Optional[str] = None  # its row name
     kselftest: List[str] = field(default_factory=list)  # mm selftests every kernel runs after the scenarios
+    kselftest_from: Optional[str] = None  # where they come from (run --kselftest-from), None: each kernel's default
 
 
 def planned(opts: Options, target: Optional[Target] = None) -> List[tuple]:
@@ -89,6 +90,8 @@ def run_argv(target: Target, opts: Options, out: Path) -> List[str]:
         argv += ["--param", pair]
     for item in kselftests(opts, target):
         argv += ["--kselftest", item]
+    if opts.kselftest_from:
+        argv += ["--kselftest-from", opts.kselftest_from]
     for key, verdict in sorted(target.expect.items()):  # the child judges (and says) what the matrix will
         argv += ["--expect", f"{key}={verdict}"]
     if opts.verbose:
@@ -115,7 +118,7 @@ class Runner:
         out = self._fresh_folder(target)
         owed = planned(self.opts, target)
         if target.build_error:
-            return _filled(target, [], owed, Verdict.BUILD_FAIL, target.build_error, {})
+            return _filled(target, [], owed, Verdict.BUILD_FAIL, target.build_error, {"folder": str(out)})
         if self.stopping.is_set():  # interrupted before it started: nothing to report
             run = _filled(target, [], [], Verdict.ERROR, "interrupted before it started", {})
             run.complete = False
@@ -135,7 +138,10 @@ class Runner:
         took = time.monotonic() - started
         results = self._read_back(target, out, index)
         boot = _boot_facts(log)
-        boot.update(log=str(log), exit_status=status, seconds=round(took, 1), started_at=round(started_at, 3))
+        boot.update(log=str(log), exit_status=status, seconds=round(took, 1), started_at=round(started_at, 3),
+                    folder=str(out))
+        if (out / "console.log").is_file():  # the child kept it beside its verdicts: the archived copy
+            boot["console_log"] = str(out / "console.log")
         if status is None:
             reason = f"uffdprobe run did not finish within {self._limit():g}s: killed (log: {log})"
         else:
@@ -163,6 +169,7 @@ class Runner:
             except FileExistsError:
                 continue
             write_atomic(out / "kernel.json", json.dumps(owner(target), indent=1).encode())
+            _keep_build_files(target, out)
             self.folders[target.label] = out
             return out
         raise UsageError(f"{self.work}: 9999 results folders for {base} already; give another --results-dir")
@@ -277,6 +284,18 @@ def run_all(targets: List[Target], opts: Options, work: Path, jobs: int, say: Ca
         raise
     pool.shutdown(wait=True)
     return [done[t.label] for t in targets]
+
+
+def _keep_build_files(target: Target, out: Path) -> None:
+    """The recipe build's log and .config, copied from the kernel cache into the kernel's results folder
+    (an archived results folder is complete without the cache)."""
+    for key, name in (("build_log", "build.log"), ("config_file", "config")):
+        source = target.identity.get(key)
+        if source:
+            try:
+                write_atomic(out / name, Path(str(source)).read_bytes())
+            except OSError:
+                continue
 
 
 def _still_stopping() -> None:

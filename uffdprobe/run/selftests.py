@@ -1,6 +1,7 @@
 """--kselftest on run and matrix: which selftest programs a kernel runs, where their binaries are (built
 once into the kernel cache, kbuild.kselftest), and the rows each owes before it has run."""
 import argparse
+import os
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -24,8 +25,8 @@ def chosen(items: List[str]) -> List[str]:
         try:
             kselftest.parse_request(item)
         except KeyError:
-            raise UsageError(f"--kselftest {item}: unknown selftest; choose from "
-                             f"{', '.join(kselftest.PROGRAMS)} (comma-separated)") from None
+            raise UsageError(f"--kselftest {item}: not a selftest's name; give {', '.join(kselftest.PROGRAMS)} "
+                             "or another mm selftest program's name (comma-separated)") from None
         except ValueError as exc:
             raise UsageError(f"--kselftest {item}: {exc}") from None
     return wanted
@@ -36,11 +37,71 @@ def owed(items: List[str]) -> List[Tuple[str, str, Optional[int]]]:
     return [(kselftest.parse_request(item)[0].name, NO_MEMORY, None) for item in items]
 
 
-def binaries(args: argparse.Namespace, progress=None) -> Path:
-    """Where the built selftests are: --kselftest-dir (a guest is told by its host), else built now or
-    taken from the kernel cache (kbuild.kselftest raises KbuildError with its own exit status)."""
-    given = getattr(args, "kselftest_dir", None)
+def binaries(args: argparse.Namespace, spec=None, progress=None) -> Path:
+    """Where the selftests the run asks for are (KbuildError with its own exit status when they cannot be
+    built, UsageError for a --kselftest-from that holds none of them):
+    --kselftest-from DIR of built programs (how a host tells its guest), a tuxmake folder (its
+    kselftest.tar.xz), a source tree or tarball (built); else a tuxmake kernel's own kselftest.tar.xz;
+    else a recipe's own source tree when it has every program asked; else Debian's linux-source-6.12."""
+    names = [kselftest.parse_request(item)[0].name for item in getattr(args, "kselftest", [])]
+    given = getattr(args, "kselftest_from", None)
     if given:
-        return Path(given)
+        found = _built_in(Path(given), names)
+        if found is not None:
+            return found
+    from uffdprobe.kbuild import kselftest as build  # not in a guest: its host hands it the built folder
+    if given:
+        if not (Path(given).is_file() or _is_source_tree(Path(given))):
+            raise UsageError(f"--kselftest-from {given}: neither built selftests ({', '.join(names)}), a tuxmake "
+                             "folder with kselftest.tar.xz, nor a kernel source tree or tarball")
+        return build.ensure(tarball=Path(given), programs=_programs(names), progress=progress).bin
+    kernel = getattr(spec, "path", None) if getattr(spec, "kind", None) == "tuxmake" else None
+    found = _built_in(Path(kernel), names) if kernel else None
+    if found is not None:
+        return found
+    recipe = getattr(spec, "recipe", None)
+    if recipe is not None and _tree_has(recipe.source, names):  # the kernel under test's own selftests
+        return build.ensure(tarball=recipe.source, programs=tuple(names), progress=progress).bin
+    return build.ensure(programs=_programs(names), progress=progress).bin
+
+
+def _programs(names: List[str]) -> Tuple[str, ...]:
+    """The default build's programs plus any other asked for (the default set shares one cache entry)."""
     from uffdprobe.kbuild import kselftest as build
-    return build.ensure(progress=progress).bin
+    return tuple(build.PROGRAMS) + tuple(n for n in names if n not in build.PROGRAMS)
+
+
+def _built_in(folder: Path, names: List[str]) -> Optional[Path]:
+    """The folder holding every program built, itself or its mm/ (kselftest_install/mm, ...); for a
+    tuxmake folder, in its kselftest.tar.xz unpacked. None when there is no such folder."""
+    if (folder / "metadata.json").is_file():  # a tuxmake folder (vm.tuxmake, imported only then)
+        from uffdprobe.vm import tuxmake
+        build = tuxmake.read(folder)
+        if build.kselftest is None:
+            return None
+        from uffdprobe.vm.paths import cache_root
+        folder = tuxmake.unpacked(build.kselftest, cache_root())
+    if not folder.is_dir() or _is_source_tree(folder):  # nothing, or a source tree: built by binaries()
+        return None
+    for cand in [folder, *sorted(folder.glob("**/mm")), *sorted(folder.glob("**/vm"))]:
+        if names and all(os.access(cand / n, os.X_OK) and (cand / n).is_file() for n in names):
+            return cand
+    return None
+
+
+def _is_source_tree(folder: Path) -> bool:
+    """A kernel source tree (its selftests are built), not a folder of built ones."""
+    return (folder / "Makefile").is_file() and (folder / "tools" / "testing" / "selftests").is_dir()
+
+
+def _tree_has(source_spec: str, names: List[str]) -> bool:
+    """Whether a recipe's source tree has every one of these mm selftests (its tree unpacked once)."""
+    from uffdprobe.kbuild import cache, kselftest as build, source
+    from uffdprobe.kbuild.errors import KbuildError
+    try:
+        spec = source.parse_spec(source_spec)
+        tree = Path(spec.location) if spec.kind == "tree" else \
+            source.materialize(spec, cache.default_root(), progress=False).tree
+    except KbuildError:
+        return False
+    return all(n in build.available(tree) for n in names)

@@ -32,10 +32,18 @@ class ScenarioContext:
         """Give the supervisor a duplicate of `uffd` and the range to rescue ("unprotect"/"unregister")."""
         self._send({"type": "uffd", "start": start, "length": length, "rescue": rescue}, [uffd.fd])
 
-    def watch(self, what: str, pid: Optional[int] = None, tid: Optional[int] = None) -> None:
-        """A call that may block on a uffd fault starts now: the supervisor's hang timer runs."""
-        self._send({"type": "watch", "what": what, "pid": pid or os.getpid(),
-                    "tid": tid or (pid if pid else memory.gettid())})
+    def watch(self, what: str, pid: Optional[int] = None, tid: Optional[int] = None,
+              spin_s: Optional[float] = None, rescue: str = "") -> None:
+        """A call that may block on a uffd fault starts now: the supervisor's hang timer runs.
+        `spin_s` overrides how long the task may stay R or D outside handle_userfault before it is HANG;
+        rescue="kill" rescues a hang by SIGKILL to the process (for a call no uffd answer can end)."""
+        msg = {"type": "watch", "what": what, "pid": pid or os.getpid(),
+               "tid": tid or (pid if pid else memory.gettid())}
+        if spin_s is not None:
+            msg["spin_s"] = spin_s
+        if rescue:
+            msg["rescue"] = rescue
+        self._send(msg)
 
     def unwatch(self) -> None:
         """The watched call returned."""

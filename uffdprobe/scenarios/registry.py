@@ -6,6 +6,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from uffdprobe.uffd.features import KernelFeatures
 from uffdprobe.uffd.flags import Feature
 from uffdprobe.verdicts import Outcome
+from .catalogue import COW_LEAK, COW_LEAK_REVERSE, FORCED_COW_UFFD_WP, RELEASE_VS_GUP
 from .defect import Defect
 from .memkinds import COW_KINDS, KINDS, unavailable
 from .racy import SECONDS, TRIES, Race
@@ -57,46 +58,56 @@ def skip_reason(s: Scenario, memory: str, kf: KernelFeatures, odirect_target: Op
 
 
 def _table() -> Dict[str, Scenario]:
-    from . import cow_leak, cow_leak_reverse, selftest, umap_evict, wp_cow_inherit, wp_gup, wp_real_write
+    from . import (cow_leak, cow_leak_reverse, release_gup, selftest, umap_evict, wp_cow_inherit, wp_gup,
+                   wp_real_write)
     rows = [
         Scenario("wp-gup-vmsplice",
                  "Does vmsplice() of a uffd-write-protected page complete without a uffd fault, "
                  "when the splicing thread is the one that would have to answer it?",
                  wp_gup.run_vmsplice, ("uffd", "uffd-wp"),
-                 models="17839856fd58 forced COW on read GUP (iov_iter_get_pages, flags 0)"),
+                 models="17839856fd58 forced COW on read GUP (iov_iter_get_pages, flags 0)",
+                 defect=FORCED_COW_UFFD_WP),
         Scenario("wp-gup-odirect",
                  "Does an O_DIRECT pwrite() from a uffd-write-protected page (umap's eviction write) "
                  "complete without a uffd fault?",
                  wp_gup.run_odirect, ("uffd", "uffd-wp", "odirect"),
-                 models="umap's EvictWorkers: WRITEPROTECT, then pwrite on the O_DIRECT store"),
+                 models="umap's EvictWorkers: WRITEPROTECT, then pwrite on the O_DIRECT store",
+                 defect=FORCED_COW_UFFD_WP),
         Scenario("wp-gup-process-vm-readv",
                  "Can another process read a uffd-write-protected page with process_vm_readv() "
                  "without raising a uffd fault?",
                  wp_gup.run_process_vm_readv, ("uffd", "uffd-wp"),
-                 models="pin_user_pages_remote() read of the remote page"),
+                 models="pin_user_pages_remote() read of the remote page", defect=FORCED_COW_UFFD_WP),
         Scenario("umap-evict",
                  "Does a miniature umap + umapsort (MISSING|WP region, O_DIRECT store, evictors doing "
                  "WRITEPROTECT, pwrite from the page, MADV_DONTNEED) sort its array without a deadlock "
                  "and without losing data?",
                  umap_evict.run, ("uffd", "uffd-wp", "odirect"), memory=("anon-4k",),
                  defaults=dict(umap_evict.DEFAULTS),
-                 models="LLNL umap EvictWorkers and Buffer::page_already_present(); hung on v5.8"),
+                 models="LLNL umap EvictWorkers and Buffer::page_already_present(); hung on v5.8",
+                 defect=FORCED_COW_UFFD_WP),
         Scenario("cow-leak",
                  "After fork(), can a child that vmsplice()d a shared page read the parent's later "
                  "write through the pipe? (CVE-2020-29374)",
                  cow_leak.run, (), memory=COW_KINDS, defaults={"selftest_shared_page": False},
-                 models="Project Zero issue 2045; fixed by 17839856fd58, then by 09854ba94c6a"),
+                 models="Project Zero issue 2045; fixed by 17839856fd58, then by 09854ba94c6a", defect=COW_LEAK),
         Scenario("cow-leak-reverse",
                  "After the parent vmsplice()d a page before fork() and unmapped it after, can the "
                  "parent read the child's later write through its pipe?",
                  cow_leak_reverse.run, (), memory=COW_KINDS, defaults={"selftest_shared_page": False},
                  models="cow selftest 'vmsplice() before fork(), unmap in parent after fork()'; "
-                        "open on every 2020 kernel, 17839856fd58 included"),
+                        "open on every 2020 kernel, 17839856fd58 included", defect=COW_LEAK_REVERSE),
         Scenario("wp-cow-inherit",
                  "When a read-GUP of a write-protected page shared after fork() breaks COW, does the "
                  "copy stay write-protected, so a later real write still traps?",
                  wp_cow_inherit.run, ("uffd", "uffd-wp"),
-                 models="FOLL_BREAK_COW v3: keep the uffd-wp bit on the COWed page"),
+                 models="FOLL_BREAK_COW v3: keep the uffd-wp bit on the COWed page", defect=FORCED_COW_UFFD_WP),
+        Scenario("release-vs-gup",
+                 "Does close() of a userfaultfd return while another thread's GUP (MADV_POPULATE_READ) walks "
+                 "its MISSING-registered range and then meets a missing page?",
+                 release_gup.run, ("uffd",), memory=("anon-4k",), defaults=dict(release_gup.DEFAULTS),
+                 models="Firecracker / mlockall reports: userfaultfd_release() vs faultin_page() on NOPAGE",
+                 defect=RELEASE_VS_GUP),
         Scenario("wp-real-write",
                  "Control: does a CPU write to a write-protected page trap with WP|WRITE, and a CPU "
                  "read not trap?",

@@ -8,7 +8,9 @@ ERROR when it crashed, was killed at its bound or broke its TAP plan, HANG or ST
 stuck in (or outside) handle_userfault at the bound. Its whole output and exit status are evidence,
 kept as a file beside the verdicts.
 """
+import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -36,6 +38,7 @@ class Program:
     default_args: Tuple[str, ...] = ()
     style: str = "tap"          # "tap" (kselftest TAP/KTAP) or "uffd-unit" (uffd-unit-tests' own lines)
     timeout_s: float = 600.0
+    cases_expected: bool = True  # False for an mm selftest asked by name: its exit status alone may answer
 
 
 PROGRAMS: Dict[str, Program] = {p.name: p for p in (
@@ -53,11 +56,27 @@ PROGRAMS: Dict[str, Program] = {p.name: p for p in (
 )}
 
 
+#: An mm selftest program's name, as its Makefile builds it.
+PROGRAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def program_named(name: str) -> Program:
+    """A program above, or any other mm selftest by its name (its TAP lines read if it prints them, its
+    exit status the run row's verdict), added to PROGRAMS; KeyError for what cannot be a program's name."""
+    found = PROGRAMS.get(name)
+    if found is None:
+        if not PROGRAM_NAME.match(name):
+            raise KeyError(name)
+        found = PROGRAMS[name] = Program(name, f"the kernel's own mm selftest {name}", cases_expected=False)
+    return found
+
+
 def parse_request(text: str) -> Tuple[Program, Tuple[str, ...]]:
-    """'cow', 'uffd-unit-tests', 'uffd-unit-tests=all' or 'uffd-unit-tests=FILTER' (its -f): the program
-    and its arguments; KeyError naming the unknown program, ValueError for an argument it takes none of."""
+    """'cow', 'uffd-unit-tests', 'uffd-unit-tests=all' or 'uffd-unit-tests=FILTER' (its -f), or any mm
+    selftest's name: the program and its arguments; KeyError naming what is no program's name,
+    ValueError for an argument it takes none of."""
     name, eq, arg = text.partition("=")
-    program = PROGRAMS[name]
+    program = program_named(name)
     if not eq:
         return program, program.default_args
     if program.style != "uffd-unit":
@@ -111,7 +130,7 @@ def run(request: str, bin_dir: Path, out_dir: Optional[Path], kernel: dict,
         text = log.read_text(errors="replace") if log.exists() else ""
     parsed = (kselftest_output.parse_uffd_unit if program.style == "uffd-unit" else kselftest_output.parse_tap)(text)
     base = {"program": program.name, "argv": argv, "exit_status": exit_status,
-            "log": str(log) if out_dir else "not kept (no --results-dir)"}
+            "log": str(log) if out_dir else "not kept (no --results-dir)", "selftests_from": built_from(bin_dir)}
     row = _run_row(program, parsed, exit_status, stuck, took, base, text, kernel, params)
     if splats is not None and window is not None:
         row = splats.judge(row, window)
@@ -125,6 +144,18 @@ def run(request: str, bin_dir: Path, out_dir: Optional[Path], kernel: dict,
     for r in results:
         on_result(r)
     return results
+
+
+def built_from(bin_dir: Path) -> str:
+    """Which tree the selftests came from: the build's identity.json beside bin/ (kbuild.kselftest's
+    cache layout: 'linux-source-6.12.tar.xz (6.12.118)'), else the folder they were found in."""
+    try:
+        ident = json.loads((Path(bin_dir).parent / "identity.json").read_text())
+        src = ident["source"]
+        name = src.get("name") or src.get("path") or f"{src.get('repo')}@{src.get('commit')}"
+        return f"{name} ({ident['version']})" if ident.get("version") else str(name)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return str(bin_dir)
 
 
 def _execute(argv: List[str], log: Path, timeout: float) -> Tuple[Optional[int], Optional[dict]]:
@@ -169,7 +200,7 @@ def _run_row(program: Program, parsed, exit_status, stuck, took, base, text, ker
         return Result(program.name, NO_MEMORY, Verdict.ERROR, f"exit {exit_status} after {len(parsed.cases)} "
                       f"of the {parsed.plan} planned results", evidence, kernel, params, took)
     verdict = KSFT_EXIT.get(exit_status, Verdict.ERROR)
-    if not parsed.cases and verdict is not Verdict.SKIP:
+    if not parsed.cases and verdict is not Verdict.SKIP and program.cases_expected:
         verdict = Verdict.ERROR
     summary = ", ".join(f"{v} {n}" for v, n in sorted(counts.items())) or "no cases"
     return Result(program.name, NO_MEMORY, verdict, f"exit {exit_status}: {summary}"
@@ -179,4 +210,5 @@ def _run_row(program: Program, parsed, exit_status, stuck, took, base, text, ker
 def _case_row(program: str, c, base: dict, kernel: dict, params: dict) -> Result:
     return Result(case_scenario(program, c.name), NO_MEMORY, Verdict(c.verdict), c.reason,
                   {"program": program, "number": c.number, "output": c.lines, "log": base["log"],
-                   "exit_status": base["exit_status"]}, kernel, params, None)
+                   "exit_status": base["exit_status"], "selftests_from": base["selftests_from"]},
+                  kernel, params, None)

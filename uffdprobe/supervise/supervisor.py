@@ -2,6 +2,7 @@
 import json
 import os
 import select
+import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -110,6 +111,7 @@ class _Watch:
                 "blocked_tasks": blocked,
                 "pending_uffd_messages": pending,
                 "all_task_states": {f"{t['pid']}/{t['tid']}": t["state"] for t in all_tasks},
+                "other_tasks": [t for t in all_tasks if t not in blocked],
                 "counters": dict(self.counters)}
 
     def spinning(self, spin_s: float) -> Optional[Dict[str, Any]]:
@@ -122,13 +124,20 @@ class _Watch:
             self.states.clear()
         if not self.states or time.monotonic() - self.last_activity < spin_s:
             return None
+        others = [tasks.described_off_cpu(p, t) for p, t in tasks.thread_ids(self.pid) if t != tid]
         return {"watched_call": self.watching.get("what"), "blocked_tasks": [], "pending_uffd_messages": [],
                 "spinning_task": tasks.describe(pid, tid), "states_sampled": "".join(self.states),
                 "all_task_states": {f"{t['pid']}/{t['tid']}": t["state"] for t in tasks.all_tasks(self.pid)},
-                "counters": dict(self.counters)}
+                "other_tasks": others, "spin_s": spin_s, "counters": dict(self.counters)}
 
     def rescue(self) -> str:
         """Answer the fault through the child's own uffd so its blocked task can finish."""
+        if (self.watching or {}).get("rescue") == "kill":
+            try:
+                os.killpg(self.pid, signal.SIGKILL)  # the child made itself a group leader first thing
+            except ProcessLookupError:
+                pass
+            return "killed the process group (SIGKILL): no uffd answer can end this call"
         if self.uffd is None:
             return "no uffd handed over: cannot rescue"
         start, length = self.rescue_range
@@ -180,7 +189,7 @@ def run_one(scenario: Scenario, memory: str, params: Dict[str, Any], kernel: Dic
                 continue
             if w.watching is not None and w.hang is None and \
                     time.monotonic() - w.last_activity >= limits.hang_s:
-                evidence = w.inspect() or w.spinning(limits.spin_s)
+                evidence = w.inspect() or w.spinning(w.watching.get("spin_s", limits.spin_s))
                 if evidence is not None:
                     if isinstance(w.notes.get("race"), dict):  # racy.repeat's try under way
                         evidence["race"] = dict(w.notes["race"])
@@ -217,7 +226,7 @@ def _decide(scenario, memory, params, kernel, w: _Watch, rescue_note, timed_out,
         what = w.hang["watched_call"] or "the workload"
         if "spinning_task" in w.hang:
             state = w.hang["spinning_task"]["state"]
-            reason = (f"{what} never returned: its task stayed {state} for > {limits.spin_s:g}s outside "
+            reason = (f"{what} never returned: its task stayed {state} for > {w.hang['spin_s']:g}s outside "
                       "handle_userfault with no uffd fault pending (a kernel livelock or wedge)")
         else:
             where = f"{len(blocked)} task(s) in handle_userfault" if blocked else "a uffd fault pending"

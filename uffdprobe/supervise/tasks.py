@@ -1,6 +1,6 @@
 """What a blocked task is doing: state, wchan and kernel stack from /proc, as evidence."""
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from uffdprobe.osutil.children import proc_stat
 
@@ -31,6 +31,19 @@ def describe(pid: int, tid: int) -> Dict[str, object]:
     }
 
 
+def described_off_cpu(pid: int, tid: int, tries: int = 20, pause_s: float = 0.05) -> Dict[str, object]:
+    """describe(), sampled up to `tries` times until the kernel stack reads non-empty: a task running on
+    another CPU shows no stack and no wchan, so a spinning task is caught while it is scheduled out."""
+    import time
+    info = describe(pid, tid)
+    for _ in range(tries - 1):
+        if info.get("stack") or info.get("state") not in ("R",):
+            break
+        time.sleep(pause_s)
+        info = describe(pid, tid)
+    return info
+
+
 def in_userfault(info: Dict[str, object]) -> bool:
     """True when wchan or the kernel stack shows the task waiting in handle_userfault."""
     stack = info.get("stack")
@@ -48,13 +61,17 @@ def family(pid: int) -> List[int]:
         return []
 
 
-def all_tasks(pid: int) -> List[Dict[str, object]]:
-    """describe() for every thread of `pid` and of its descendants."""
+def thread_ids(pid: int) -> List[Tuple[int, int]]:
+    """(pid, tid) of every thread of `pid` and of its descendants that still exist."""
     out = []
     for p in family(pid):
         try:
-            tids = sorted(int(t) for t in os.listdir(f"/proc/{p}/task"))
+            out += [(p, t) for t in sorted(int(t) for t in os.listdir(f"/proc/{p}/task"))]
         except OSError:
             continue
-        out += [describe(p, t) for t in tids]
     return out
+
+
+def all_tasks(pid: int) -> List[Dict[str, object]]:
+    """describe() for every thread of `pid` and of its descendants."""
+    return [describe(p, t) for p, t in thread_ids(pid)]

@@ -1,11 +1,11 @@
-"""Turn the KERNEL argument (bzImage, vmlinuz or .deb) into what QEMU needs to boot it."""
+"""Turn the KERNEL argument (bzImage, vmlinuz, .deb or a tuxmake folder) into what QEMU needs to boot it."""
 
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import distro, initramfs
+from . import distro, initramfs, tuxmake
 from .errors import VmInputError, VmSetupError
 from .kernel import KernelIdentity, identify_image
 from .modules import TRANSPORT_MODULES, ModuleTree
@@ -29,7 +29,12 @@ def resolve_kernel(kernel, cache_dir: Path = None, ram_tree: Optional[Path] = No
     cache_dir = Path(cache_dir) if cache_dir else cache_root()
     path = Path(kernel)
     config = moddir = None
-    if path.suffix == ".deb":
+    if path.is_dir():  # a tuxmake output folder: its bzImage, config and modules.tar.xz
+        build = tuxmake.read(path)
+        identity = identify_image(build.image)
+        path, config = build.image, build.config
+        moddir = tuxmake.module_dir(build, identity.release, cache_dir)
+    elif path.suffix == ".deb":
         unpacked = distro.unpack_kernel_deb(path, cache_dir / distro.UNPACK_SUBDIR)
         path, moddir, config = unpacked.image, unpacked.moddir, unpacked.config
     identity = identify_image(path)

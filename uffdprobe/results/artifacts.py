@@ -1,0 +1,41 @@
+"""The files a results folder holds (console logs, run logs, selftest output, kernel.json, build logs),
+named in a report by their path relative to the report's own folder: a CI job archives the results
+folder with its reports in it, and every link still resolves wherever the archive is unpacked."""
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+from .matrix import KernelRun, Matrix
+
+
+def relative_paths(value: Any, root: Path, base: Path) -> Any:
+    """`value` (evidence, boot facts: dicts, lists, strings) with every absolute path to something inside
+    `root` rewritten relative to the folder `base`; everything else as it was."""
+    if isinstance(value, dict):
+        return {key: relative_paths(item, root, base) for key, item in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(item, root, base) for item in value]
+    if isinstance(value, str) and value.startswith("/"):
+        for top in {str(root.absolute()), str(root.resolve())}:
+            if value == top or value.startswith(top + os.sep):
+                return os.path.relpath(value, base)
+    return value
+
+
+def relocated_run(k: KernelRun, root: Path, report: Path) -> KernelRun:
+    """A copy of a kernel's run for a report written to `report`: its folder's files named relative to it."""
+    root, base = Path(root), Path(report).absolute().parent
+    out = copy.copy(k)
+    out.boot = relative_paths(k.boot, root, base)
+    out.results = []
+    for r in k.results:
+        moved = copy.copy(r)
+        moved.evidence = relative_paths(r.evidence, root, base)
+        out.results.append(moved)
+    return out
+
+
+def relocated(m: Matrix, root: Path, report: Path) -> Matrix:
+    """A copy of the matrix for a report written to `report`, paths inside `root` relative to its folder."""
+    return Matrix([relocated_run(k, root, report) for k in m.kernels], m.complete)
