@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <linux/fs.h>
 #include <linux/userfaultfd.h>
 #include "uffd_uapi_fallback.h"
 #include "uffdprobe_native.h"
@@ -104,6 +105,20 @@ const struct up_const up_constants[] = {
 	C("madvise", MADV_POPULATE_WRITE),
 	C("memfd", MFD_CLOEXEC),
 	C("memfd", MFD_HUGETLB),
+	C("memfd", MFD_ALLOW_SEALING),
+	C("falloc", FALLOC_FL_KEEP_SIZE),
+	C("falloc", FALLOC_FL_PUNCH_HOLE),
+	C("pagemap_scan", PAGE_IS_WPALLOWED),
+	C("pagemap_scan", PAGE_IS_WRITTEN),
+	C("pagemap_scan", PAGE_IS_FILE),
+	C("pagemap_scan", PAGE_IS_PRESENT),
+	C("pagemap_scan", PAGE_IS_SWAPPED),
+	C("pagemap_scan", PAGE_IS_PFNZERO),
+	C("pagemap_scan", PAGE_IS_HUGE),
+	C("pagemap_scan", PAGE_IS_SOFT_DIRTY),
+	C("pagemap_scan", PM_SCAN_WP_MATCHING),
+	C("pagemap_scan", PM_SCAN_CHECK_WPASYNC),
+	C("ioctl_number", PAGEMAP_SCAN),
 	C("splice", SPLICE_F_GIFT),
 	C("splice", SPLICE_F_NONBLOCK),
 };
@@ -207,6 +222,24 @@ int up_poison(int fd, uint64_t start, uint64_t len, uint64_t mode, int64_t *upda
 	int ret = ioctl(fd, UFFDIO_POISON, &p);
 
 	*updated = p.updated;
+	return ret;
+}
+
+int up_pagemap_scan(int pagemap_fd, uint64_t start, uint64_t end, uint64_t flags, uint64_t max_pages,
+		    uint64_t inverted, uint64_t mask, uint64_t anyof, uint64_t ret_mask,
+		    struct up_region *out, uint64_t max, uint64_t *walk_end)
+{
+	struct pm_scan_arg a = {
+		.size = sizeof(a), .flags = flags, .start = start, .end = end,
+		.vec = (uint64_t)(uintptr_t)out, .vec_len = max, .max_pages = max_pages,
+		.category_inverted = inverted, .category_mask = mask,
+		.category_anyof_mask = anyof, .return_mask = ret_mask,
+	};
+	int ret;
+
+	_Static_assert(sizeof(struct up_region) == sizeof(struct page_region), "page_region layout");
+	ret = ioctl(pagemap_fd, PAGEMAP_SCAN, &a);
+	*walk_end = a.walk_end;
 	return ret;
 }
 
@@ -360,6 +393,11 @@ int up_madvise(uint64_t addr, uint64_t len, int advice)
 int up_memfd_create(const char *name, unsigned int flags)
 {
 	return memfd_create(name, flags);
+}
+
+int up_fallocate(int fd, int mode, int64_t off, int64_t len)
+{
+	return fallocate(fd, mode, off, len);
 }
 
 int64_t up_vmsplice(int fd, uint64_t addr, uint64_t len, unsigned int flags)

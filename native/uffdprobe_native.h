@@ -22,6 +22,13 @@ struct up_msg {
 	uint32_t ufd;      /* FORK: the child's new userfaultfd */
 };
 
+/* One struct page_region of a PAGEMAP_SCAN answer: [start, end) and its PAGE_IS_* categories. */
+struct up_region {
+	uint64_t start;
+	uint64_t end;
+	uint64_t categories;
+};
+
 /* One named constant from the system headers. */
 struct up_const {
 	const char *group;
@@ -45,6 +52,10 @@ int up_writeprotect(int fd, uint64_t start, uint64_t len, uint64_t mode);
 int up_continue(int fd, uint64_t start, uint64_t len, uint64_t mode, int64_t *mapped);
 int up_move(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode, int64_t *moved);
 int up_poison(int fd, uint64_t start, uint64_t len, uint64_t mode, int64_t *updated);
+/* PAGEMAP_SCAN on pagemap_fd: regions into out[max]; returns their number, *walk_end where it stopped. */
+int up_pagemap_scan(int pagemap_fd, uint64_t start, uint64_t end, uint64_t flags, uint64_t max_pages,
+		    uint64_t inverted, uint64_t mask, uint64_t anyof, uint64_t ret_mask,
+		    struct up_region *out, uint64_t max, uint64_t *walk_end);
 int up_read_msgs(int fd, struct up_msg *out, int max);
 int up_poll_in(int fd, int timeout_ms);
 int up_wait_msgs(int fd, struct up_msg *out, int max, int timeout_ms);
@@ -57,6 +68,7 @@ int up_munmap(uint64_t addr, uint64_t len);
 int up_mprotect(uint64_t addr, uint64_t len, int prot);
 int up_madvise(uint64_t addr, uint64_t len, int advice);
 int up_memfd_create(const char *name, unsigned int flags);
+int up_fallocate(int fd, int mode, int64_t off, int64_t len);
 int64_t up_vmsplice(int fd, uint64_t addr, uint64_t len, unsigned int flags);
 int64_t up_process_vm_readv(int pid, uint64_t local, uint64_t remote, uint64_t len);
 int64_t up_process_vm_writev(int pid, uint64_t local, uint64_t remote, uint64_t len);

@@ -13,6 +13,8 @@ from formats import kunit_parse, valid_json, valid_junit
 from lxml import etree
 
 from uffdprobe.kbuild.source import DEFAULT_TARBALL
+from uffdprobe.scenarios import memkinds
+from uffdprobe.scenarios.registry import SCENARIOS as SCENARIO_TABLE
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp scenarios need root here")
 no_kunit = pytest.mark.skipif(not Path(DEFAULT_TARBALL).is_file(), reason="no linux-source-6.1 tarball to unpack the kernel's "
@@ -134,10 +136,16 @@ def test_matrix_junit_per_xsd(host_matrix):
     assert "wchan: handle_userfault" in out and "pending_uffd_messages: pagefault address=0x" in out
     fixed = cases["wp-real-write[anon-4k]"]
     assert fixed.find("failure").get("type") == "FIXED"
-    # a plain SCENARIO declaration holds for every memory kind: wp-real-write is FIXED on both
-    # and cow-leak on anon-swap SKIPs where there is no swap (the host here has none)
-    swap_skips = sum(1 for name, c in cases.items() if name.endswith("[anon-swap]") and c.find("skipped") is not None)
-    assert int(root.get("failures")) == 2 and int(suite.get("skipped")) == 1 + swap_skips
+    # a plain SCENARIO declaration holds for every memory kind: the declared HANG that does not happen fails,
+    # FIXED where the cell ran, UNEXPECTED (SKIP) where this host cannot offer the kind (hugetlb without free
+    # huge pages); an undeclared cell of such a kind is skipped (cow-leak on anon-swap without swap)
+    for memory in SCENARIO_TABLE["wp-real-write"].memory:
+        want = "UNEXPECTED" if memkinds.unavailable(memory) else "FIXED"
+        assert cases[f"wp-real-write[{memory}]"].find("failure").get("type") == want, memory
+    unavailable = [n for n, c in cases.items() if c.find("skipped") is not None
+                   and c.find("skipped").get("type") != "expected-failure"]
+    assert int(root.get("failures")) == len(SCENARIO_TABLE["wp-real-write"].memory)
+    assert int(suite.get("skipped")) == 1 + len(unavailable)
 
 
 @no_kunit
@@ -148,10 +156,12 @@ def test_matrix_ktap_parsed_by_kunit(host_matrix, tmp_path):
     got = counts(parsed["summary"])
     cells = valid_json(host_matrix["json"], "matrix")["cells"]
     runs = sum(c["runs"] for c in cells)
-    # the declared HANGs are XFAIL (ok); wp-real-write's declaration holds for both memory kinds, so its
-    # two runs on anon-4k and two on anon-thp are FIXED and fail
-    skipped = sum(c["runs"] for c in cells if c["verdict"] == "SKIP")  # anon-swap without swap
-    assert (got["passed"], got["failed"], got.get("skipped", 0)) == (runs - 4 - skipped, 4, skipped), \
+    # the declared HANGs are XFAIL (ok); wp-real-write's declaration holds for every memory kind, so its
+    # two runs on each kind it ran on are FIXED and fail
+    # (and where this host cannot offer a kind, the declared HANG's SKIP fails too)
+    fixed = sum(c["runs"] for c in cells if c["scenario"] == "wp-real-write")
+    skipped = sum(c["runs"] for c in cells if c["verdict"] == "SKIP" and c["scenario"] != "wp-real-write")
+    assert (got["passed"], got["failed"], got.get("skipped", 0)) == (runs - fixed - skipped, fixed, skipped), \
         parsed["proc"].stdout
     assert "# XFAIL declared HANG" in text and "# wchan: handle_userfault" in text
     assert text.splitlines()[-1] == "not ok 1 host"

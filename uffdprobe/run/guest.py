@@ -9,6 +9,7 @@ from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit, UsageError
 from . import guest_image, guest_python, kernel_arg, user_scenarios
 from .host import VerdictStream, finish, ktap_start, table_stream
+from uffdprobe.scenarios import memkinds
 from uffdprobe.scenarios.registry import select
 from uffdprobe.verdicts import Result, Verdict
 from uffdprobe.vm.outcome import CHANNEL_LOST, OUTCOME_EXIT
@@ -39,7 +40,9 @@ def guest_argv(args: argparse.Namespace, ram_dir: Optional[str] = None) -> List[
     from uffdprobe.osutil.swap import SERIAL_ENV
     from uffdprobe.vm.boot import SWAP_SERIAL
     env, *python = guest_python.interpreter(ram_dir)  # `/usr/bin/env PYTHONPATH=... python -S`
-    argv = [env, f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", f"{SERIAL_ENV}={SWAP_SERIAL}", *python, "-m", "uffdprobe",
+    hugepages = [f"{memkinds.HUGEPAGES_ENV}={memkinds.GUEST_HUGEPAGES}"] if _plans_hugetlb(args) else []
+    argv = [env, f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", f"{SERIAL_ENV}={SWAP_SERIAL}", *hugepages, *python,
+            "-m", "uffdprobe",
             "run", "--hang-timeout", str(args.hang_timeout),
             "--scenario-timeout", str(args.scenario_timeout)]
     argv += user_scenarios.guest_args()
@@ -53,6 +56,16 @@ def guest_argv(args: argparse.Namespace, ram_dir: Optional[str] = None) -> List[
         argv += ["--runs", str(args.runs)]
     from . import exec_row
     return argv + exec_row.guest_args(args) + list(args.scenarios) + exec_row.guest_program(args)
+
+
+def _plans_hugetlb(args: argparse.Namespace) -> bool:
+    """Whether the guest's run may plan a hugetlb cell (then it reserves huge pages before the first one)."""
+    if args.memory and "hugetlb" not in args.memory:
+        return False
+    try:
+        return any("hugetlb" in s.memory for s in select(list(args.scenarios)))
+    except KeyError:
+        return False  # an unknown name: the guest's run refuses it
 
 
 class _Tail(threading.Thread):

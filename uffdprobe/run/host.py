@@ -14,6 +14,7 @@ from uffdprobe.results.expect import check, declared, expected_failure, failing,
 from uffdprobe.supervise import kselftest, splat, supervisor
 from uffdprobe.exitcodes import Exit, UsageError
 from . import selftests
+from uffdprobe.scenarios import memkinds
 from uffdprobe.scenarios.registry import select, skip_reason
 from uffdprobe.verdicts import Result, Verdict
 
@@ -70,6 +71,9 @@ def run_on_host(args: argparse.Namespace) -> int:
     """`uffdprobe run` on the running kernel: probe, run the plan, write the outputs, choose the exit status."""
     params = _params(args.param)
     said = swap.enable_guest_swap()  # in a guest uffdprobe booted: its swap disk, before the plan probes swap
+    if said:
+        print(said, file=table_stream(args), flush=True)
+    said = memkinds.reserve_guest_hugepages()  # likewise its huge pages, when a hugetlb cell is planned
     if said:
         print(said, file=table_stream(args), flush=True)
     kf = features.probe()

@@ -37,6 +37,68 @@ RELEASE_VS_GUP = Defect(
     first_affected="v4.14-rc1", first_fixed="v6.15-rc1", stable=("6.12.25",))
 
 
+COPY_WP_READONLY = Defect(
+    id="copy-wp-readonly",
+    fixes=(Commit("0e88904cb700", "userfaultfd: mark uffd_wp regardless of VM_WRITE flag"),),
+    introduced=(Commit("292924b26024", "userfaultfd: wp: apply _PAGE_UFFD_WP bit"),),
+    first_affected="v5.7", first_fixed="v5.18-rc4")
+
+MREMAP_WP_STALE = Defect(
+    id="mremap-wp-stale",
+    fixes=(Commit("0cef0bb836e3", "mm: clear uffd-wp PTE/PMD state on mremap()"),),
+    introduced=(Commit("63b2d4174c4a", "userfaultfd: wp: add the writeprotect API to userfaultfd ioctl"),),
+    first_affected="v5.7", first_fixed="v6.14-rc1", stable=("6.12.11", "6.1.191"), cve="CVE-2025-21696")
+
+SWAPOFF_WP_LOOP = Defect(
+    id="swapoff-wp-loop",
+    fixes=(Commit("099dd6878b9b", "mm/swap: fix pte_same_as_swp() not removing uffd-wp bit when compare"),),
+    introduced=(Commit("f45ec5ff16a7", "userfaultfd: wp: support swap and page migration"),),
+    first_affected="v5.7", first_fixed="v5.13-rc7", stable=("5.10.46",))
+
+ZEROPAGE_SPLIT_WP = Defect(
+    id="zeropage-split-wp",
+    fixes=(Commit("42b2af2c9b7e", "mm/userfaultfd: propagate uffd-wp bit when PTE-mapping the huge zeropage"),),
+    introduced=(Commit("e06f1e1dd499", "userfaultfd: wp: enabled write protection in userfaultfd API"),),
+    first_affected="v5.7", first_fixed="v6.3-rc2", stable=("6.1.21", "5.15.104"))
+
+
+CONTINUE_FALLOCATED = Defect(
+    id="continue-fallocated-shmem",
+    fixes=(Commit("73f37dbcfe17", "mm: userfaultfd: fix UFFDIO_CONTINUE on fallocated shmem pages"),),
+    introduced=(Commit("153132571f02", "userfaultfd/shmem: support UFFDIO_CONTINUE for shmem"),),
+    first_affected="v5.14", first_fixed="v5.19", stable=("5.18.14",))
+
+PAGEMAP_SCAN_ZAPPED = Defect(
+    id="pagemap-scan-unpopulated-written",
+    fixes=(Commit("07b4377bdbe7", "fs/proc/task_mmu: fix PAGEMAP_SCAN written state for unpopulated ptes"),),
+    introduced=(Commit("12f6b01a0bcb", "fs/proc/task_mmu: add fast paths to get/clear PAGE_IS_WRITTEN flag"),),
+    first_affected="v6.7", first_fixed="v7.2", stable=("6.12.105",))
+
+SHARED_WP_WRITENOTIFY = Defect(
+    id="uffd-wp-shared-writenotify",
+    fixes=(Commit("51d3d5eb74ff", "mm/userfaultfd: enable writenotify while userfaultfd-wp is enabled for a VMA"),),
+    introduced=(Commit("b1f9e876862d", "mm/uffd: enable write protection for shmem & hugetlbfs"),),
+    first_affected="v5.19", first_fixed="v6.2", stable=("6.1.8",))
+
+HUGETLB_WP_NO_PGTABLE = Defect(
+    id="hugetlb-wp-no-pgtable",
+    fixes=(Commit("fed15f1345dc", "mm/hugetlb: pre-allocate pgtable pages for uffd wr-protects"),),
+    introduced=(Commit("60dfaad65aa9", "mm/hugetlb: allow uffd wr-protect none ptes"),),
+    first_affected="v5.19", first_fixed="v6.2", stable=("6.1.8",))
+
+HUGETLB_PRIVATE_COW_WP = Defect(
+    id="hugetlb-private-cow-wp",
+    fixes=(Commit("60d5b473d61b", "mm/hugetlb: fix uffd wr-protection for CoW optimization path"),),
+    introduced=(Commit("166f3ecc0daf", "mm/hugetlb: hook page faults for uffd write protection"),),
+    first_affected="v5.19", first_fixed="v6.3", stable=("6.1.24",))
+
+HUGETLB_UNSHARE_WP = Defect(
+    id="hugetlb-unshare-wp-lost",
+    fixes=(Commit("0f230bc24b6e", "mm/hugetlb: fix uffd-wp bit lost when unsharing happens"),),
+    introduced=(Commit("166f3ecc0daf", "mm/hugetlb: hook page faults for uffd write protection"),),
+    first_affected="v5.19", first_fixed="v6.4")
+
+
 def describe_fix(defect: Defect) -> str:
     """One line: the commits to backport (id and title), the first fixed release, stable releases."""
     commits = " + ".join(f'{c.id} ("{c.title}")' for c in defect.fixes)

@@ -16,11 +16,12 @@ PATTERN = PATTERN[:PAGE_SIZE // 2]
 
 
 def wp_page(ctx: ScenarioContext, register: RegisterMode = RegisterMode.WP,
-            features: Feature = Feature.PAGEFAULT_FLAG_WP) -> Tuple[Userfaultfd, Mapping]:
-    """A populated mapping of ctx.memory, registered and write-protected, handed to the supervisor."""
+            features: Feature = Feature.PAGEFAULT_FLAG_WP, shared: Optional[bool] = None) -> Tuple[Userfaultfd, Mapping]:
+    """A populated mapping of ctx.memory (shared or private as memkinds.allocate decides, unless `shared`
+    says), registered and write-protected, handed to the supervisor."""
     uffd = Userfaultfd.open()
     uffd.api(features)
-    m = allocate(ctx.memory, PATTERN)
+    m = allocate(ctx.memory, PATTERN, shared=shared)
     uffd.register(m.addr, m.length, register)
     uffd.writeprotect(m.addr, m.length, protect=True)
     entry = pagemap.read(m.addr)[0]

@@ -6,10 +6,15 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from uffdprobe.uffd.features import KernelFeatures
 from uffdprobe.uffd.flags import Feature
 from uffdprobe.verdicts import Outcome
-from .catalogue import COW_LEAK, COW_LEAK_REVERSE, FORCED_COW_UFFD_WP, RELEASE_VS_GUP
+from .catalogue import (CONTINUE_FALLOCATED, COPY_WP_READONLY, COW_LEAK, COW_LEAK_REVERSE, FORCED_COW_UFFD_WP,
+                        HUGETLB_PRIVATE_COW_WP, HUGETLB_UNSHARE_WP, HUGETLB_WP_NO_PGTABLE, MREMAP_WP_STALE,
+                        PAGEMAP_SCAN_ZAPPED, RELEASE_VS_GUP, SHARED_WP_WRITENOTIFY, SWAPOFF_WP_LOOP, ZEROPAGE_SPLIT_WP)
 from .defect import Defect
-from .memkinds import COW_KINDS, KINDS, unavailable
+from .memkinds import COW_KINDS, KINDS, MEMFD_KINDS, unavailable
 from .racy import SECONDS, TRIES, Race
+
+#: The write-protect questions ask on shared memory too: a memfd page, a hugetlbfs memfd huge page.
+WP_KINDS = KINDS + MEMFD_KINDS
 
 
 @dataclass(frozen=True)
@@ -54,29 +59,32 @@ def skip_reason(s: Scenario, memory: str, kf: KernelFeatures, odirect_target: Op
         reason = why_not(need, kf, odirect_target)
         if reason:
             return reason
+    if "uffd-wp" in s.needs and memory in MEMFD_KINDS and not kf.has(Feature.WP_HUGETLBFS_SHMEM):
+        return "kernel lacks UFFD_FEATURE_WP_HUGETLBFS_SHMEM (uffd-wp on shmem and hugetlbfs, v5.19)"
     return unavailable(memory)
 
 
 def _table() -> Dict[str, Scenario]:
-    from . import (cow_leak, cow_leak_reverse, release_gup, selftest, umap_evict, wp_cow_inherit, wp_gup,
-                   wp_real_write)
+    from . import (copy_wp_readonly, cow_leak, cow_leak_reverse, minor_continue, move_scan, mremap_wp, release_gup,
+                   selftest, shared_wp, swapoff_wp, umap_evict, wp_cow_inherit, wp_gup, wp_real_write,
+                   zeropage_split_wp)
     rows = [
         Scenario("wp-gup-vmsplice",
                  "Does vmsplice() of a uffd-write-protected page complete without a uffd fault, "
                  "when the splicing thread is the one that would have to answer it?",
-                 wp_gup.run_vmsplice, ("uffd", "uffd-wp"),
+                 wp_gup.run_vmsplice, ("uffd", "uffd-wp"), memory=WP_KINDS,
                  models="17839856fd58 forced COW on read GUP (iov_iter_get_pages, flags 0)",
                  defect=FORCED_COW_UFFD_WP),
         Scenario("wp-gup-odirect",
                  "Does an O_DIRECT pwrite() from a uffd-write-protected page (umap's eviction write) "
                  "complete without a uffd fault?",
-                 wp_gup.run_odirect, ("uffd", "uffd-wp", "odirect"),
+                 wp_gup.run_odirect, ("uffd", "uffd-wp", "odirect"), memory=WP_KINDS,
                  models="umap's EvictWorkers: WRITEPROTECT, then pwrite on the O_DIRECT store",
                  defect=FORCED_COW_UFFD_WP),
         Scenario("wp-gup-process-vm-readv",
                  "Can another process read a uffd-write-protected page with process_vm_readv() "
                  "without raising a uffd fault?",
-                 wp_gup.run_process_vm_readv, ("uffd", "uffd-wp"),
+                 wp_gup.run_process_vm_readv, ("uffd", "uffd-wp"), memory=WP_KINDS,
                  models="pin_user_pages_remote() read of the remote page", defect=FORCED_COW_UFFD_WP),
         Scenario("umap-evict",
                  "Does a miniature umap + umapsort (MISSING|WP region, O_DIRECT store, evictors doing "
@@ -89,7 +97,7 @@ def _table() -> Dict[str, Scenario]:
         Scenario("cow-leak",
                  "After fork(), can a child that vmsplice()d a shared page read the parent's later "
                  "write through the pipe? (CVE-2020-29374)",
-                 cow_leak.run, (), memory=COW_KINDS, defaults={"selftest_shared_page": False},
+                 cow_leak.run, (), memory=COW_KINDS + MEMFD_KINDS, defaults={"selftest_shared_page": False},
                  models="Project Zero issue 2045; fixed by 17839856fd58, then by 09854ba94c6a", defect=COW_LEAK),
         Scenario("cow-leak-reverse",
                  "After the parent vmsplice()d a page before fork() and unmapped it after, can the "
@@ -100,7 +108,7 @@ def _table() -> Dict[str, Scenario]:
         Scenario("wp-cow-inherit",
                  "When a read-GUP of a write-protected page shared after fork() breaks COW, does the "
                  "copy stay write-protected, so a later real write still traps?",
-                 wp_cow_inherit.run, ("uffd", "uffd-wp"),
+                 wp_cow_inherit.run, ("uffd", "uffd-wp"), memory=KINDS + ("shmem",),
                  models="FOLL_BREAK_COW v3: keep the uffd-wp bit on the COWed page", defect=FORCED_COW_UFFD_WP),
         Scenario("release-vs-gup",
                  "Does close() of a userfaultfd return while another thread's GUP (MADV_POPULATE_READ) walks "
@@ -111,7 +119,74 @@ def _table() -> Dict[str, Scenario]:
         Scenario("wp-real-write",
                  "Control: does a CPU write to a write-protected page trap with WP|WRITE, and a CPU "
                  "read not trap?",
-                 wp_real_write.run, ("uffd", "uffd-wp"), defaults={"selftest_unprotect_first": False}),
+                 wp_real_write.run, ("uffd", "uffd-wp"), memory=WP_KINDS,
+                 defaults={"selftest_unprotect_first": False}),
+        Scenario("wp-shared-mprotect",
+                 "Does a write-protected page of a shared memfd stay protected through mprotect(PROT_READ) "
+                 "and back to PROT_READ|PROT_WRITE, so a later write still traps?",
+                 shared_wp.run_mprotect, ("uffd", "uffd-wp"), memory=MEMFD_KINDS,
+                 models="CodeSandbox's uffd-wp on shmem; mprotect() rebuilding the pte from vm_page_prot",
+                 defect=SHARED_WP_WRITENOTIFY),
+        Scenario("wp-hugetlb-private-cow",
+                 "Does the first write to a never-touched, write-protected private hugetlb page raise a "
+                 "uffd-wp fault?",
+                 shared_wp.run_hugetlb_private_cow, ("uffd", "uffd-wp"), memory=("hugetlb",),
+                 models="QEMU live snapshots of hugetlb-backed private guest RAM",
+                 defect=HUGETLB_PRIVATE_COW_WP),
+        Scenario("wp-hugetlb-no-pgtable",
+                 "Does write-protecting a never-touched hugetlb page that has no page table yet protect "
+                 "it, so the first write traps?",
+                 shared_wp.run_hugetlb_no_pgtable, ("uffd", "uffd-wp"), memory=("hugetlb",),
+                 models="uffd-wp of a fresh hugetlb area before it is touched (snapshots of new guest RAM)",
+                 defect=HUGETLB_WP_NO_PGTABLE),
+        Scenario("wp-hugetlb-unshare",
+                 "When a read pin of a write-protected private hugetlb page shared after fork() unshares "
+                 "it, does the copy stay write-protected, so a later real write still traps?",
+                 wp_cow_inherit.run, ("uffd", "uffd-wp"), memory=("hugetlb",),
+                 models="wp-cow-inherit on hugetlb: hugetlb_wp()'s unshare copy built without the uffd-wp bit",
+                 defect=HUGETLB_UNSHARE_WP),
+        Scenario("continue-fallocated",
+                 "Does UFFDIO_CONTINUE map a shmem page that only fallocate() allocated, when a MINOR "
+                 "fault names it?",
+                 minor_continue.run, ("uffd",), memory=("shmem",),
+                 models="postcopy on memfd guest RAM with fallocated holes (QEMU, Firecracker)",
+                 defect=CONTINUE_FALLOCATED),
+        Scenario("move-basic",
+                 "Does UFFDIO_MOVE answer a MISSING fault with a populated source page, so the reader gets "
+                 "its bytes and the source is left empty?",
+                 move_scan.run_move, ("uffd",), memory=COW_KINDS,
+                 models="Android's userfaultfd GC compacting the heap with UFFDIO_MOVE (6.8+)"),
+        Scenario("pagemap-scan-written",
+                 "With asynchronous uffd-wp, does PAGEMAP_SCAN clear the written state and then report "
+                 "exactly the pages written since?",
+                 move_scan.run_scan_written, ("uffd",), memory=WP_KINDS,
+                 models="CRIU's dirty-page tracking with UFFD_FEATURE_WP_ASYNC and PAGEMAP_SCAN (6.7+)"),
+        Scenario("pagemap-scan-zapped",
+                 "Do both PAGEMAP_SCAN paths report pages written under asynchronous uffd-wp and then "
+                 "zapped by MADV_DONTNEED as written (not write-protected)?",
+                 move_scan.run_scan_zapped, ("uffd",), memory=("anon-4k",),
+                 models="CRIU's incremental dumps with a PAGEMAP_SCAN mask richer than PAGE_IS_WRITTEN",
+                 defect=PAGEMAP_SCAN_ZAPPED),
+        Scenario("copy-wp-readonly",
+                 "Does UFFDIO_COPY with UFFDIO_COPY_MODE_WP into a VMA that is read-only at the time keep the "
+                 "page write-protected, so a write after mprotect(PROT_READ|PROT_WRITE) still traps?",
+                 copy_wp_readonly.run, ("uffd", "uffd-wp"), memory=("anon-4k",),
+                 defect=COPY_WP_READONLY),
+        Scenario("zeropage-split-wp",
+                 "When un-protecting one page of a write-protected huge zero PMD splits it, do the other "
+                 "pages stay write-protected?",
+                 zeropage_split_wp.run, ("uffd", "uffd-wp"), memory=("anon-thp",),
+                 defect=ZEROPAGE_SPLIT_WP),
+        Scenario("swapoff-wp-loop",
+                 "Does swapoff finish when a uffd-write-protected page is out on that swap, and keep the "
+                 "page protected when it brings it back?",
+                 swapoff_wp.run, ("uffd", "uffd-wp"), memory=("anon-swap",),
+                 defect=SWAPOFF_WP_LOOP),
+        Scenario("mremap-wp-stale",
+                 "After mremap() of a write-protected range by a uffd without EVENT_REMAP, is the moved page "
+                 "free of uffd-wp, so a write to it lands once its new range is registered again?",
+                 mremap_wp.run, ("uffd", "uffd-wp"),
+                 defect=MREMAP_WP_STALE),
         Scenario("selftest-self-deadlock",
                  "Harness self-test: the only uffd reader writes to its own write-protected page; "
                  "this hangs on every kernel and must come out HANG, rescued.",

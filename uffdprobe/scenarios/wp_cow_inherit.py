@@ -2,7 +2,9 @@
 
 On kernels whose read-GUP breaks COW (forced COW, FOLL_BREAK_COW, or FAULT_FLAG_UNSHARE for a
 pin) the protected page is replaced by a copy; the copy must keep the uffd-wp bit, or a later
-real write goes through untrapped: WP_LOST.
+real write goes through untrapped: WP_LOST. On the memfd kinds the mapping is private (a shared one
+is never COWed). On hugetlb the same question is the catalogue entry wp-hugetlb-unshare: 6.1's
+hugetlb_wp() builds the unshared copy's pte without the uffd-wp bit (fixed by 0f230bc24b6e, v6.4).
 """
 import os
 
@@ -12,9 +14,11 @@ from .common import PATTERN, fork_reader, page_flags, read_exactly, reap, wp_pag
 from .context import ScenarioContext
 from .wp_real_write import trap_real_write
 
+  # Cc: stable, yet Debian's 6.1.192 does not carry it
+
 
 def run(ctx: ScenarioContext) -> Outcome:
-    uffd, m = wp_page(ctx)
+    uffd, m = wp_page(ctx, shared=False)
     # No MADV_DONTFORK here: the reader shares the protected page copy-on-write.
     pid, go_w, data_r = fork_reader(os.getpid(), m.addr, len(PATTERN))
     try:

@@ -36,7 +36,7 @@ class ProcessGoneError(UffdError):
 
 
 class NotSupportedError(UffdError):
-    """The build headers or the running kernel do not offer this call."""
+    """The build headers or the running kernel do not offer this call (ENOTSUP, ENOSYS, ENOTTY)."""
 
 
 class UffdPermissionError(UffdError):
@@ -50,6 +50,7 @@ _BY_ERRNO = {
     _errno.ESRCH: ProcessGoneError,
     _errno.ENOTSUP: NotSupportedError,
     _errno.ENOSYS: NotSupportedError,
+    _errno.ENOTTY: NotSupportedError,  # an ioctl the kernel does not know (PAGEMAP_SCAN before 6.7)
     _errno.EPERM: UffdPermissionError,
     _errno.EACCES: UffdPermissionError,
 }

@@ -8,7 +8,8 @@ from typing import Dict, List, Optional
 
 from .errors import UffdError
 from .flags import Feature, RegisterMode, absent_from_headers, names
-from .memory import PAGE_SIZE, mmap_anonymous
+from .memory import PAGE_SIZE, Mapping, memfd_create, mmap_anonymous, mmap_fd
+from .pagemap import scan_unsupported
 from .userfaultfd import Userfaultfd
 
 
@@ -51,6 +52,8 @@ class KernelFeatures:
     features: List[str] = field(default_factory=list)
     api_ioctls: List[str] = field(default_factory=list)
     anon_ioctls: Dict[str, List[str]] = field(default_factory=dict)
+    shmem_ioctls: Dict[str, List[str]] = field(default_factory=dict)  #: the same on a shared memfd page
+    pagemap_scan: str = "not probed"   #: "available", or why PAGEMAP_SCAN cannot be asked (before 6.7)
     dev_userfaultfd: str = "absent"
     unprivileged_userfaultfd: Optional[str] = None
     thp: Optional[str] = None
@@ -74,7 +77,8 @@ def probe() -> KernelFeatures:
     """Open throwaway userfaultfds and record what the kernel grants; never raises for a missing feature."""
     kf = KernelFeatures(kernel=kernel_identity(), dev_userfaultfd=_dev_state(),
                         unprivileged_userfaultfd=_read("/proc/sys/vm/unprivileged_userfaultfd"),
-                        thp=thp_mode(), absent_from_headers=absent_from_headers())
+                        thp=thp_mode(), absent_from_headers=absent_from_headers(),
+                        pagemap_scan=scan_unsupported() or "available")
     try:
         with Userfaultfd.open() as uffd:
             info = uffd.api()
@@ -90,18 +94,32 @@ def probe() -> KernelFeatures:
         modes["MINOR"] = RegisterMode.MINOR
     for label, mode in modes.items():
         kf.anon_ioctls[label] = _register_probe(mode, info.available)
+        kf.shmem_ioctls[label] = _register_probe(mode, info.available, shmem=True)
     return kf
 
 
-def _register_probe(mode: RegisterMode, available: Feature) -> List[str]:
-    """The ioctls UFFDIO_REGISTER grants on one anonymous page in `mode`, or why it refused."""
+def _register_probe(mode: RegisterMode, available: Feature, shmem: bool = False) -> List[str]:
+    """The ioctls UFFDIO_REGISTER grants on one anonymous page (or one page of a memfd mapped shared) in
+    `mode`, or why it refused."""
     wanted = Feature.PAGEFAULT_FLAG_WP if mode & RegisterMode.WP and available & Feature.PAGEFAULT_FLAG_WP else Feature(0)
     try:
-        with Userfaultfd.open() as uffd, mmap_anonymous(PAGE_SIZE) as page:
+        with Userfaultfd.open() as uffd, _probe_page(shmem) as page:
             uffd.api(wanted)
             return names(uffd.register(page.addr, PAGE_SIZE, mode))
     except UffdError as exc:
         return [f"refused: {errno.errorcode.get(exc.errno, exc.errno)}"]
+
+
+def _probe_page(shmem: bool) -> Mapping:
+    """One anonymous page, or one page of a fresh memfd mapped shared (the fd closed: the mapping holds it)."""
+    if not shmem:
+        return mmap_anonymous(PAGE_SIZE)
+    fd = memfd_create("uffdprobe-probe")
+    try:
+        os.ftruncate(fd, PAGE_SIZE)
+        return mmap_fd(fd, PAGE_SIZE)
+    finally:
+        os.close(fd)
 
 
 def format_text(kf: KernelFeatures) -> str:
@@ -119,6 +137,9 @@ def format_text(kf: KernelFeatures) -> str:
         lines.append("api ioctls: " + ", ".join(kf.api_ioctls))
         for mode, ioctls in kf.anon_ioctls.items():
             lines.append(f"anon register {mode}: " + ", ".join(ioctls))
+        for mode, ioctls in kf.shmem_ioctls.items():
+            lines.append(f"shmem register {mode}: " + ", ".join(ioctls))
+        lines.append(f"PAGEMAP_SCAN: {kf.pagemap_scan}")
     for group, missing in sorted(kf.absent_from_headers.items()):
         lines.append(f"not in build headers ({group}): " + ", ".join(missing))
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from .errors import NotSupportedError, error_for
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MMAN = constants["mman"]
 MADV = constants["madvise"]
+MEMFD = constants["memfd"]
 PROT_RW = MMAN["PROT_READ"] | MMAN["PROT_WRITE"]
 
 
@@ -71,10 +72,10 @@ def mmap_anonymous(length: int, *, shared: bool = False, prot: int = PROT_RW,
 
 
 def mmap_fd(fd: int, length: int, *, shared: bool = True, prot: int = PROT_RW,
-            offset: int = 0) -> Mapping:
-    """A file or memfd mapping."""
-    flags = MMAN["MAP_SHARED"] if shared else MMAN["MAP_PRIVATE"]
-    base = lib.up_mmap(ffi.NULL, length, prot, flags, fd, offset)
+            offset: int = 0, at: int = 0) -> Mapping:
+    """A file or memfd mapping; `at` places it there (MAP_FIXED: over a range of our own only)."""
+    flags = (MMAN["MAP_SHARED"] if shared else MMAN["MAP_PRIVATE"]) | (MMAN["MAP_FIXED"] if at else 0)
+    base = lib.up_mmap(ffi.cast("void *", at) if at else ffi.NULL, length, prot, flags, fd, offset)
     if base == ffi.cast("void *", -1):
         raise error_for(ffi.errno, "mmap", None, length)
     return Mapping(int(ffi.cast("uintptr_t", base)), length)
@@ -97,6 +98,14 @@ def madvise(addr: int, length: int, advice: str) -> None:
 
 def memfd_create(name: str, flags: int = constants["memfd"]["MFD_CLOEXEC"]) -> int:
     return _check(lib.up_memfd_create(name.encode(), flags), "memfd_create")
+
+
+def fallocate(fd: int, offset: int, length: int, *, punch_hole: bool = False) -> None:
+    """fallocate(2): allocate [offset, +length) of `fd`, or with punch_hole free it (keeping the size)."""
+    falloc = constants["falloc"]
+    mode = falloc["FALLOC_FL_PUNCH_HOLE"] | falloc["FALLOC_FL_KEEP_SIZE"] if punch_hole else 0
+    _check(lib.up_fallocate(fd, mode, offset, length), "fallocate" + ("(PUNCH_HOLE)" if punch_hole else ""),
+           offset, length)
 
 
 def vmsplice(pipe_fd: int, addr: int, length: int, flags: int = 0) -> int:

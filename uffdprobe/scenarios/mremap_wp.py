@@ -1,0 +1,68 @@
+"""mremap() of a uffd-wp range by a uffd without UFFD_FEATURE_EVENT_REMAP must not carry the protection to the
+new, unregistered VMA (CVE-2025-21696, fixed by 0cef0bb836e3).
+
+The page is protected, moved, and its new range registered for uffd-wp again by the same program (as a
+tracker that re-registers what moved does) without protecting anything: a write there must simply land.
+With the stale bit it raises a uffd-wp fault that nobody expects, and the writing thread blocks in
+handle_userfault for good: HANG is what user space sees, so that is the verdict (the supervisor rescues
+the writer by un-protecting the new range).
+"""
+import ctypes
+import ctypes.util
+from typing import Optional
+
+from uffdprobe.uffd import memory, pagemap
+from uffdprobe.uffd.flags import Feature, RegisterMode
+from uffdprobe.uffd.memory import PAGE_SIZE
+from uffdprobe.uffd.userfaultfd import Userfaultfd
+from uffdprobe.verdicts import Outcome, Verdict
+from .common import PATTERN, page_flags
+from .context import ScenarioContext
+from .memkinds import allocate
+
+
+MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
+WRITTEN = b"written after mremap"
+_libc: Optional[ctypes.CDLL] = None
+
+
+def mremap_fixed(old: int, length: int, new: int) -> None:
+    """mremap(old, length, length, MREMAP_MAYMOVE|MREMAP_FIXED, new); OSError on failure."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        _libc.mremap.restype = ctypes.c_void_p
+        _libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
+    got = _libc.mremap(old, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, new)
+    if got is None or got == ctypes.c_void_p(-1).value:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mremap({old:#x}, {length:#x} -> {new:#x})")
+
+
+def run(ctx: ScenarioContext) -> Outcome:
+    uffd = Userfaultfd.open()
+    uffd.api(Feature.PAGEFAULT_FLAG_WP)          # no UFFD_FEATURE_EVENT_REMAP
+    m = allocate(ctx.memory, PATTERN)
+    uffd.register(m.addr, m.length, RegisterMode.WP)
+    uffd.writeprotect(m.addr, m.length, protect=True)
+    ctx.note("pagemap_before_mremap", page_flags(pagemap.read(m.addr)[0]))
+    # The destination: a fresh range of the same size and alignment, replaced by the move.
+    dest = memory.mmap_anonymous(m.length, align=m.length if m.length > PAGE_SIZE else PAGE_SIZE)
+    mremap_fixed(m.addr, m.length, dest.addr)
+    moved = dest
+    after = pagemap.read(moved.addr)[0]
+    ctx.note("pagemap_after_mremap", page_flags(after))
+    uffd.register(moved.addr, moved.length, RegisterMode.WP)
+    ctx.hand_over(uffd, moved.addr, moved.length, rescue="unprotect")
+    ctx.watch("write to the moved page, which nobody write-protected")
+    moved.write(0, WRITTEN)
+    ctx.unwatch()
+    evidence = {"uffd_messages": [repr(x) for x in uffd.read()]}
+    if moved.read(0, len(WRITTEN)) != WRITTEN or moved.read(len(WRITTEN), 16) != PATTERN[len(WRITTEN):][:16]:
+        return Outcome(Verdict.ERROR, "the moved page does not hold the old data and the new write", evidence)
+    if after.uffd_wp:
+        # Nobody here reads the uffd: the write got through only because the supervisor un-protected it.
+        return Outcome(Verdict.HANG, "the moved page kept its uffd-wp bit (pagemap): the write raised a WP fault "
+                       "nobody here answers and completed only once the range was un-protected", evidence)
+    return Outcome(Verdict.PASS, "mremap() without EVENT_REMAP cleared uffd-wp: the moved page showed no "
+                   "protection and a write to it, re-registered for uffd-wp, landed without a fault", evidence)
