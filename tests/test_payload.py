@@ -172,7 +172,7 @@ def test_payload_in_a_guest_that_sees_only_it_and_a_python(payload, tmp_path):
     assert "# wchan: handle_userfault" in parsed["proc"].stdout
 
 
-LAVA_DEFINITION = Path(__file__).resolve().parents[1] / "lab" / "lava-uffdprobe.yaml"
+LAVA_DEFINITION = Path(__file__).resolve().parents[1] / "vm-images" / "lava" / "uffdprobe.yaml"
 
 
 @needs_root
