@@ -18,14 +18,13 @@ from uffdprobe.bisect import git as bisect_git, history as bisect_history, log a
 from uffdprobe.bisect.step import RunOutcome
 from uffdprobe.kbuild.source import DEFAULT_TARBALL
 
-ROOT = Path(__file__).resolve().parent.parent
 BISECT_BOUND = 3000  # seconds for a whole kernel bisection (cold build included)
 SCENARIO = ["--scenario", "wp-gup-vmsplice", "--memory", "anon-4k"]
 
 
 def uffdprobe(*argv, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     """Run the CLI as a user would, bounded; its process group is killed on timeout."""
-    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", *map(str, argv)], cwd=kw.pop("cwd", ROOT),
+    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", *map(str, argv)], cwd=kw.pop("cwd", None),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -281,7 +280,7 @@ def test_ctrl_c_stops_and_resets(history):
     before = len(bisect_log.read(work / "bisect.jsonl", "step"))
     proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", "bisect", "--tree", str(tree), "--work-dir", str(work),
                              "--good", roles["good"], "--bad", "main", *SCENARIO],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 780

@@ -134,3 +134,30 @@ def _preimage(diff: str) -> dict:
     for lines in files.values():
         lines += [f"/* filler tail {i} */" for i in range(3)]
     return files
+
+
+def test_encoded_subjects_are_decoded(tmp_path):
+    """git format-patch writes a subject that is not ASCII as RFC 2047 encoded words (folded when long);
+    the patch's subject, which the kernel identity records, is the text the author wrote."""
+    import subprocess
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = {"GIT_AUTHOR_NAME": "Jörg Tëster", "GIT_AUTHOR_EMAIL": "j@example.org", "GIT_COMMITTER_NAME": "x",
+           "GIT_COMMITTER_EMAIL": "x@example.org", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    subjects = ["mm/userfaultfd: fix the wake-up after UFFDIO_WRITEPROTECT — reported by Jörg",
+                "mm/gup: ça, c'est un très long sujet pour que git le replie sur plusieurs lignes d'en-tête"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True, env=env)
+    for i, subject in enumerate(subjects):
+        (repo / "f.c").write_text("".join(f"line {n}\n" for n in range(i + 2)))
+        subprocess.run(["git", "-C", str(repo), "add", "f.c"], check=True, env=env)
+        subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", subject], check=True, env=env)
+    out = tmp_path / "out"
+    subprocess.run(["git", "-C", str(repo), "format-patch", "-q", "--root", "-o", str(out)], check=True, env=env)
+    mails = sorted(out.glob("*.patch"))
+    encoded = [ln for m in mails for ln in m.read_text().splitlines() if ln.startswith("Subject:")]
+    assert len(encoded) == 2 and all("=?UTF-8?q?" in ln for ln in encoded), encoded  # what the file holds
+    assert [p.subject for p in patches.load_series(mails)] == [f"[PATCH {i}/2] {s}" for i, s in enumerate(subjects, 1)]
+    mbox = tmp_path / "series.mbox"
+    mbox.write_text("".join(m.read_text() for m in mails))
+    assert [p.subject for p in patches.load_series([mbox])] == [f"[PATCH {i}/2] {s}" for i, s in enumerate(subjects, 1)]
+    assert patchtext.decoded_header("[PATCH] =?x-no-such-charset?q?abc?=") == "[PATCH] =?x-no-such-charset?q?abc?="

@@ -24,7 +24,7 @@ RACE = racy_touch.RACE
 
 def uffdprobe(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "uffdprobe", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+                          timeout=timeout, cwd="/")  # not the checkout: its source would shadow an installed package
 
 
 def run_one(tmp_path, *args) -> dict:

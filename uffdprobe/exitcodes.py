@@ -19,6 +19,8 @@ class Exit(enum.IntEnum):
     VM_KILLED = 13        #: QEMU was killed from outside uffdprobe (not a limit, not a guest panic)
     CHANNEL_LOST = 14     #: the guest lost its results channel before its last verdict
     INTERRUPTED = 130     #: SIGINT/SIGTERM; everything produced so far is kept
+    BROKEN_PIPE = 141     #: the reader of our output went away (`uffdprobe list | head`): 128 + SIGPIPE, the shell's
+                          #: status for a writer its pipe stopped, so `set -o pipefail` scripts see the usual code
 
 
 class UffdprobeError(Exception):

@@ -89,8 +89,8 @@ def spec_of(args) -> bisect_step.StepSpec:
     _check_kernel_checkout(tree)
     try:
         scenario = select([args.scenario])[0]
-    except KeyError:
-        raise BadInput(f"unknown scenario {args.scenario!r}: `uffdprobe list` shows them") from None
+    except KeyError as exc:
+        raise BadInput(f"unknown scenario {exc.args[0]}: `uffdprobe list` shows them") from None
     for kind in args.memory or []:
         if kind not in scenario.memory:
             raise BadInput(f"--memory {kind}: {args.scenario} runs on {', '.join(scenario.memory)} only")

@@ -16,7 +16,7 @@ from . import errors
 #: module of the subcommand asked for is imported: the guest's `uffdprobe run` pays for no matrix,
 #: builder or bisect code on its way to the first verdict.
 SUBCOMMANDS = {"list": "run", "run": "run", "matrix": "matrix", "check": "check", "boot": "boot", "kernel": "kernel",
-               "bisect": "bisect", "bisect-step": "bisect", "doctor": "doctor"}
+               "bisect": "bisect", "bisect-step": "bisect", "doctor": "doctor", "payload": "payload"}
 
 
 class _PrintVersion(argparse.Action):
@@ -126,13 +126,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         return Exit.INTERRUPTED
     try:  # a matrix's child stops on SIGTERM as on Ctrl-C: scenario children and QEMU too
         with signals_raise(KeyboardInterrupt, (signal.SIGTERM,)) if parent.isdigit() else contextlib.nullcontext():
-            return int(args.func(args))
+            status = int(args.func(args))
+        sys.stdout.flush()  # here, not at exit: a reader gone away meets the BrokenPipeError handler below
+        return status
     except KeyboardInterrupt:
         print(f"uffdprobe: interrupted; {_kept(args)}", file=sys.stderr)
         return Exit.INTERRUPTED
     except BrokenPipeError:  # the reader of our output went away (`uffdprobe list | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return Exit.INTERRUPTED
+        return Exit.BROKEN_PIPE
     except Exception as exc:  # every expected error of every stage: its one line and its exit status (errors.py)
         said = errors.expected(exc, getattr(args, "error_prefix", errors.PREFIX))
         if said is None:  # a safety net: every known failure has its own one line before this

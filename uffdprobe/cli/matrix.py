@@ -101,7 +101,7 @@ class Report:
 
 def _show_matrix(m: Matrix, out: TextIO, took_s: float) -> int:
     """The kernel × scenario table, its legend and one line per unexpected cell; exit 7 if any."""
-    print(matrix_table.render(m, colour=out.isatty()), file=out, flush=True)
+    print(matrix_table.render(m, colour=matrix_table.colour_wanted(out)), file=out, flush=True)
     print(matrix_table.LEGEND, file=out)
     unexpected = matrix_table.unexpected_lines(m)
     for line in unexpected:

@@ -7,6 +7,8 @@ HTML, or the page as text): the diff is taken hunk by hunk, each hunk exactly as
 signature) is left behind. A blank line inside a hunk is a blank context line (web pages
 drop the leading space).
 """
+import email.errors
+import email.header
 import html
 import re
 from typing import List, Tuple
@@ -55,7 +57,8 @@ def split_mbox(text: str) -> List[str]:
 
 
 def subject_of(message: str) -> str:
-    """The Subject: header with its folded continuation lines, '' when there is none."""
+    """The Subject: header with its folded continuation lines and its RFC 2047 encoded words decoded (as
+    git format-patch writes a subject that is not ASCII: '=?UTF-8?q?...?='), '' when there is none."""
     lines = message.split("\n")
     for i, line in enumerate(lines):
         if line.startswith("Subject:"):
@@ -64,8 +67,19 @@ def subject_of(message: str) -> str:
                 if not more.startswith((" ", "\t")) or not more.strip():
                     break
                 subject += " " + more.strip()
-            return subject
+            return decoded_header(subject)
     return ""
+
+
+def decoded_header(value: str) -> str:
+    """A mail header's text with its RFC 2047 encoded words decoded; as it is when it has none or they are
+    malformed or in a charset Python does not know."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except (email.errors.HeaderParseError, LookupError, UnicodeDecodeError, ValueError):
+        return value
 
 
 def extract_diff(message: str) -> str:

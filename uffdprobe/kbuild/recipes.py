@@ -3,6 +3,7 @@
 A recipe's relative source, fragment and patch paths are relative to the folder the recipe
 file is in, wherever that is (the shipped ones say ../fragments/x86_64.config).
 """
+import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,8 +72,10 @@ def load(name_or_path) -> Recipe:
     if not (path.suffix == ".toml" and path.is_file()):
         path = find(str(name_or_path)) or RECIPE_DIR / f"{name_or_path}.toml"
     if not path.is_file():
-        raise BadInput(f"unknown kernel recipe {name_or_path!r}: choose one of {', '.join(names()) or '(none)'}"
-                       " or give a path to a .toml recipe")
+        close = difflib.get_close_matches(str(name_or_path), names(), 1)
+        raise BadInput(f"unknown kernel recipe {name_or_path!r}: "
+                       + (f"did you mean {close[0]}? " if close else "")
+                       + f"choose one of {', '.join(names()) or '(none)'} or give a path to a .toml recipe")
     if tomllib is None:
         raise BadInput("reading recipes needs Python 3.11 (tomllib) or the tomli package: pip install tomli")
     try:
@@ -149,7 +152,9 @@ def check_expect(expect: dict, where: str) -> None:
                                f"memory kind; write {scenario!r} or '{scenario}{SEPARATOR}{NO_MEMORY}'")
         elif scenario not in SCENARIOS:
             public = [name for name, s in SCENARIOS.items() if not s.test_only]
-            raise BadInput(f"{where}: unknown scenario {scenario!r}; use one of {', '.join(public)}"
+            close = difflib.get_close_matches(scenario, public, 1)
+            raise BadInput(f"{where}: unknown scenario {scenario!r}; "
+                           + (f"did you mean {close[0]}? " if close else "") + f"use one of {', '.join(public)}"
                            f" (uffdprobe list), a program's row, or a selftest row 'PROGRAM' / 'PROGRAM: CASE' "
                            f"of {', '.join(PROGRAMS)}")
         elif slash and memory not in SCENARIOS[scenario].memory:

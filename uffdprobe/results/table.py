@@ -1,5 +1,6 @@
 """The matrix as a terminal table: kernels across, scenario(memory) down, a verdict and mark per cell."""
-from typing import List
+import os
+from typing import List, TextIO
 
 from uffdprobe.scenarios.memkinds import NO_MEMORY
 from .matrix import EXPECTED, FIXED, REGRESSION, UNDECLARED, UNEXPECTED, Cell, Matrix
@@ -11,6 +12,12 @@ _MARK = {EXPECTED: "ok", UNDECLARED: "", REGRESSION: "REGRESSION", FIXED: "FIXED
 LEGEND = ("ok: as declared (recipe or --expect); REGRESSION: worse than declared; FIXED: better than declared; "
           "FLAKY HANG (any bad verdict): declared, but only some runs showed it; "
           "UNEXPECTED: a bad verdict nothing declares, or neither (no mark: PASS/SKIP, nothing declared)")
+
+
+def colour_wanted(stream: TextIO) -> bool:
+    """Colours for a table written to `stream`: on a terminal, unless NO_COLOR is set to anything but ""
+    (no-color.org)."""
+    return stream.isatty() and not os.environ.get("NO_COLOR")
 
 
 def cell_text(c: Cell) -> str:

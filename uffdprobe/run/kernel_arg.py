@@ -9,6 +9,7 @@ path holding '=' still works; otherwise the text before the first '=' is the lab
 labels are short and unique: `host`, the recipe's name, or the file name plus 8 hex digits of its
 content hash (two bzImages of one name get two labels).
 """
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -136,7 +137,9 @@ def _resolve_unlabelled(text: str, option: str, arg: str) -> KernelSpec:
     if text in recipes.names():
         recipe = _checked_recipe(text, option, arg)
         return KernelSpec(recipe.name, "recipe", arg, None, recipe)
-    raise UsageError(f"{option} {arg}: not 'host', not a file, not a recipe; {GRAMMAR}; recipes: "
+    close = difflib.get_close_matches(text, ["host"] + recipes.names(), 1)
+    raise UsageError(f"{option} {arg}: not 'host', not a file, not a recipe; "
+                     + (f"did you mean {close[0]}? " if close else "") + f"{GRAMMAR}; recipes: "
                      f"{', '.join(recipes.names())}")
 
 

@@ -1,4 +1,5 @@
 """The scenario table, in the spirit of kselftest's uffd-unit-tests: name, question, needs, memory."""
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -208,10 +209,13 @@ SCENARIOS: Dict[str, Scenario] = _table()
 
 
 def select(names, include_test_only: bool = False):
-    """Scenarios by name in table order (all public ones when `names` is empty); unknown names raise KeyError."""
+    """Scenarios by name in table order (all public ones when `names` is empty); unknown names raise KeyError,
+    whose message names each with the closest public name if one is close ('cow-lek (did you mean cow-leak?)')."""
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
-        raise KeyError(", ".join(unknown))
+        public = [s.name for s in SCENARIOS.values() if not s.test_only]
+        raise KeyError(", ".join(n + "".join(f" (did you mean {m}?)" for m in difflib.get_close_matches(n, public, 1))
+                                 for n in unknown))
     if names:
         return [SCENARIOS[n] for n in names]
     return [s for s in SCENARIOS.values() if include_test_only or not s.test_only]

@@ -1,0 +1,74 @@
+"""Paper cuts a daily user meets, each on the real command line: NO_COLOR, "did you mean" for a mistyped
+scenario or recipe name."""
+import os
+import pty
+import select
+import subprocess
+import sys
+
+from uffdprobe.exitcodes import Exit
+
+
+def _on_a_terminal(argv: list, env: dict, timeout: float = 300) -> tuple:
+    """Run `python -m uffdprobe ARGV` with stdout and stderr on a pseudo-terminal: (exit status, output)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", *argv], stdin=subprocess.DEVNULL, stdout=slave,
+                            stderr=slave, env=env, cwd="/")
+    os.close(slave)
+    out = b""
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], timeout)
+            if not ready:
+                raise TimeoutError(out.decode(errors="replace")[-2000:])
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(master)
+        status = proc.wait(timeout=60)
+    return status, out.decode(errors="replace")
+
+
+def test_no_color_turns_the_tables_colours_off(kf):
+    """The matrix table on a terminal is coloured; with NO_COLOR set (any value but empty) it is not."""
+    argv = ["matrix", "--kernel", "host", "--scenario", "cow-leak", "--memory", "anon-4k", "-q"]
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    status, coloured = _on_a_terminal(argv, env)
+    assert status == Exit.OK, coloured
+    assert "\033[32mPASS" in coloured  # PASS in green
+    for value in ("1", "anything"):
+        status, plain = _on_a_terminal(argv, {**env, "NO_COLOR": value})
+        assert status == Exit.OK and "PASS" in plain and "\033[" not in plain, plain
+    status, empty = _on_a_terminal(argv, {**env, "NO_COLOR": ""})
+    assert status == Exit.OK and "\033[32mPASS" in empty  # an empty NO_COLOR does not count (no-color.org)
+
+
+def _uffdprobe(*argv):
+    return subprocess.run([sys.executable, "-m", "uffdprobe", *argv], capture_output=True, text=True, timeout=120,
+                          cwd="/")
+
+
+def test_a_mistyped_name_gets_a_did_you_mean():
+    """A scenario or recipe name one typo away: one line that offers the close name, exit 2 before anything
+    runs; a name close to nothing gets no guess."""
+    from uffdprobe.kbuild import recipes
+    from uffdprobe.scenarios.registry import select
+    public = [s.name for s in select([])]
+    assert "cow-leak" in public and "stock" in recipes.names()
+    cases = [
+        (["run", "cow-lek"], "unknown scenario cow-lek (did you mean cow-leak?)"),
+        (["matrix", "--kernel", "host", "--scenario", "cow-lek"], "unknown scenario cow-lek (did you mean cow-leak?)"),
+        (["run", "--kernel", "stok"], "did you mean stock?"),
+        (["kernel", "build", "stok"], "unknown kernel recipe 'stok': did you mean stock?"),
+        (["run", "--expect", "host:cow-lek=LEAK", "cow-leak"], "unknown scenario 'cow-lek'; did you mean cow-leak?"),
+    ]
+    for argv, said in cases:
+        proc = _uffdprobe(*argv)
+        assert proc.returncode == Exit.USAGE and proc.stderr.count("\n") == 1 and said in proc.stderr, (argv, proc.stderr)
+    proc = _uffdprobe("run", "zzzz-qqqq")
+    assert proc.returncode == Exit.USAGE and "did you mean" not in proc.stderr, proc.stderr
