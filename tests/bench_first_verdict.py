@@ -23,11 +23,10 @@ import pytest
 from bench_vm import REPEATS, image_of, kernels, vng_binary, vng_boot_seconds
 
 from uffdprobe.osutil import children
-from uffdprobe.run import guest_image, guest_python
+from uffdprobe.run import guest_python
 from uffdprobe.run.guest import GUEST_SCRATCH, guest_argv
 from uffdprobe.vm.boot import boot
 from uffdprobe.vm.leftovers import vm_processes
-from uffdprobe.vm.paths import cache_root
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.vm]
 ONE = ["wp-gup-vmsplice"]
@@ -78,11 +77,10 @@ def arrivals(kernel: Path, scenarios, python: str = sys.executable):
 def phase_breakdown(kernel: Path, run_dir: Path) -> dict:
     """One boot of guest_phases.py under -X importtime: when each step of the run ended, in seconds after
     the guest init's "init reached" line, plus the import table."""
-    ram_tree = guest_image.build(cache_root() / "pyimage", guest_python.module_path())  # as a real run has it
-    python = guest_python.interpreter(guest_image.GUEST_DIR if ram_tree else None)
+    python = guest_python.interpreter()
     script = (f"exec {' '.join(python[:2])} UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH} {' '.join(python[2:])} "
               f"-X importtime {PHASES} --memory anon-4k {' '.join(ONE)} 2>{GUEST_RESULTS}/importtime.txt")
-    result = boot(kernel, ["/bin/sh", "-c", script], accel="tcg", run_dir=run_dir, timeout=300, ram_tree=ram_tree)
+    result = boot(kernel, ["/bin/sh", "-c", script], accel="tcg", run_dir=run_dir, timeout=300)
     text = result.console_log.read_text(errors="replace")
     init = float(re.search(r"init reached \(uptime ([\d.]+)s\)", text).group(1))
     data = json.loads((result.results_dir / "phases.json").read_text())
@@ -104,13 +102,11 @@ def _import_table(text: str) -> list:
 
 def syscall_counts(kernel: Path, run_dir: Path) -> list:
     """`strace -f -c` of the real guest run of ONE: the file syscalls are what can reach the 9p root."""
-    ram_tree = guest_image.build(cache_root() / "pyimage", guest_python.module_path())
     from uffdprobe.run.request import RunRequest, Workload
-    argv = guest_argv(RunRequest(Workload(scenarios=tuple(ONE), memory=("anon-4k",))),
-                      guest_image.GUEST_DIR if ram_tree else None)
+    argv = guest_argv(RunRequest(Workload(scenarios=tuple(ONE), memory=("anon-4k",))))
     out = f"{GUEST_RESULTS}/strace.txt"
     result = boot(kernel, ["/usr/bin/strace", "-f", "-c", "-o", out, *argv], accel="tcg", run_dir=run_dir,
-                  timeout=300, ram_tree=ram_tree)
+                  timeout=300)
     path = result.results_dir / "strace.txt"
     rows = []
     for line in path.read_text().splitlines() if path.exists() else []:

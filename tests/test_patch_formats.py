@@ -46,7 +46,9 @@ def test_shipped_patches_read_as_their_own_diff():
     for recipe in recipes.names():
         for patch in patches.load_series(recipes.load(recipe).patches):
             text = patch.path.read_text()
-            body = text[text.index("diff --git"):text.rindex("\n-- \n") + 1]
+            end = text.rindex("\n-- \n") + 1 if "\n-- \n" in text else len(text)  # format-patch's signature
+            start = text.index("diff --git") if "diff --git" in text else text.index("\n--- ") + 1  # or a plain diff
+            body = text[start:end]
             assert patch.text == body, patch.name
             assert patch.subject.startswith("[PATCH") and patch.files
 

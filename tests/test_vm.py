@@ -334,13 +334,12 @@ def test_results_channel_closed_early(cloud_deb, tmp_path):
 
 @pytest.fixture
 def small_cache(tmp_path):
-    """A 192 MiB tmpfs to serve as XDG_CACHE_HOME (one boot's disks and logs, 144 MiB, beside the guest's Python
-    image and its initramfs, about 20 MiB), and a function filling it to the last byte."""
+    """A 160 MiB tmpfs to serve as XDG_CACHE_HOME, and a function filling it to the last byte."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     mnt = tmp_path / "small-cache"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192m", "tmpfs", str(mnt)], check=True, timeout=30)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", str(mnt)], check=True, timeout=30)
 
     def fill():
         with open(mnt / "filler", "ab") as f:

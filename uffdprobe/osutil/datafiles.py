@@ -6,15 +6,13 @@ native/, the one source of truth. An installed wheel or sdist carries a copy of 
 uffdprobe/data/, made at build time by setup.py. Nothing else in the package computes these paths.
 """
 import functools
-import os
 from pathlib import Path
 from typing import Optional
 
-#: The folder holding the uffdprobe package: a checkout's root, or site-packages once installed. A guest that
-#: imports uffdprobe from its in-memory image (run/guest_image.py) is told the host's by the environment.
-PACKAGE_PARENT = Path(os.environ.get("UFFDPROBE_PACKAGE_PARENT") or Path(__file__).resolve().parents[2])
+#: The folder holding the uffdprobe package: a checkout's root, or site-packages once installed.
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 #: Package data of an installed uffdprobe (setup.py's build_py copies vm-images/ and native/ here).
-SHIPPED = PACKAGE_PARENT / "uffdprobe" / "data"
+SHIPPED = Path(__file__).resolve().parents[1] / "data"
 
 
 @functools.lru_cache(maxsize=None)

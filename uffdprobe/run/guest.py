@@ -6,7 +6,7 @@ from typing import Dict, List, Optional
 
 from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit, UsageError
-from . import guest_image, guest_python, kernel_arg, plan, user_scenarios
+from . import guest_python, kernel_arg, plan, user_scenarios
 from .child_report import Reporter
 from .host import VerdictStream, finish, ktap_start, table_stream
 from uffdprobe.scenarios import memkinds
@@ -33,15 +33,15 @@ def check_visible_in_guest() -> None:
     user_scenarios.check_visible(GUEST_PRIVATE_DIRS)
 
 
-def guest_argv(request: RunRequest, ram_dir: Optional[str] = None) -> List[str]:
+def guest_argv(request: RunRequest) -> List[str]:
     """The same `uffdprobe run` inside the guest (RunRequest.for_guest); it streams to $UFFDPROBE_RESULTS
-    (the results channel). `ram_dir`: where the guest finds its in-memory Python image, if it gets one."""
+    (the results channel)."""
     check_visible_in_guest()
     from uffdprobe.osutil.swap import SERIAL_ENV
     from uffdprobe.vm.boot import SWAP_SERIAL
     from .exec_row import check_guest_sees_program
     check_guest_sees_program(request)
-    env, *python = guest_python.interpreter(ram_dir)  # `/usr/bin/env PYTHONPATH=... python -S`
+    env, *python = guest_python.interpreter()  # `/usr/bin/env PYTHONPATH=... python -S`
     hugepages = [f"{memkinds.HUGEPAGES_ENV}={memkinds.GUEST_HUGEPAGES}"] if _plans_hugetlb(request) else []
     return [env, f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", f"{SERIAL_ENV}={SWAP_SERIAL}", *hugepages, *python,
             "-m", "uffdprobe", "run", *request.for_guest().to_argv()]
@@ -157,11 +157,8 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
 
     verbosity = outputs.verbosity
     guest_python.precompile()  # the guest compiles nothing under TCG
-    from uffdprobe.vm.paths import cache_root
-    ram_tree = guest_image.build(cache_root() / "pyimage", guest_python.module_path())
     try:
-        result = boot(kernel, guest_argv(request, guest_image.GUEST_DIR if ram_tree else None), ram_tree=ram_tree,
-                      timeout=request.limits.vm_timeout, accel=request.machine.accel,
+        result = boot(kernel, guest_argv(request), timeout=request.limits.vm_timeout, accel=request.machine.accel,
                       progress=progress if verbosity >= 0 else None, run_dir=run_dir,
                       extra_append=list(request.machine.append), **exec_row.boot_options(request))
     except (Terminated, KeyboardInterrupt) as exc:

@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import List, Optional
+from typing import List
 
 from uffdprobe.osutil import datafiles
 
@@ -35,13 +35,9 @@ def module_path() -> List[str]:
     return list(dict.fromkeys(found))
 
 
-def interpreter(ram_dir: Optional[str] = None) -> List[str]:
-    """The argv prefix that starts the host's Python in the guest: `env PYTHONPATH=... python -S`. With
-    `ram_dir` (the guest's in-memory image, run/guest_image.py) first on the path, and the host's package
-    folder named, so uffdprobe still finds its data files there."""
-    path = ([ram_dir] if ram_dir else []) + module_path()
-    told = [f"UFFDPROBE_PACKAGE_PARENT={datafiles.PACKAGE_PARENT}"] if ram_dir else []
-    return ["/usr/bin/env", f"PYTHONPATH={os.pathsep.join(path)}", *told, sys.executable, "-S"]
+def interpreter() -> List[str]:
+    """The argv prefix that starts the host's Python in the guest: `env PYTHONPATH=... python -S`."""
+    return ["/usr/bin/env", f"PYTHONPATH={os.pathsep.join(module_path())}", sys.executable, "-S"]
 
 
 def precompile() -> None:

@@ -7,9 +7,7 @@ With the stale bit it raises a uffd-wp fault that nobody expects, and the writin
 handle_userfault for good: HANG is what user space sees, so that is the verdict (the supervisor rescues
 the writer by un-protecting the new range).
 """
-import ctypes
-import ctypes.util
-from typing import Optional
+from typing import Any
 
 from uffdprobe.uffd import memory, pagemap
 from uffdprobe.uffd.flags import Feature, RegisterMode
@@ -23,14 +21,16 @@ from .memkinds import allocate
 
 MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 WRITTEN = b"written after mremap"
-_libc: Optional[ctypes.CDLL] = None
+_libc: Any = None
 
 
 def mremap_fixed(old: int, length: int, new: int) -> None:
-    """mremap(old, length, length, MREMAP_MAYMOVE|MREMAP_FIXED, new); OSError on failure."""
+    """mremap(old, length, length, MREMAP_MAYMOVE|MREMAP_FIXED, new); OSError on failure. ctypes is loaded
+    here, not with the module: the registry imports every scenario module on the guest's run path."""
+    import ctypes
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        _libc = ctypes.CDLL("libc.so.6", use_errno=True)
         _libc.mremap.restype = ctypes.c_void_p
         _libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
     got = _libc.mremap(old, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, new)

@@ -96,21 +96,19 @@ def kernel_append(initrd: bool, transport: str, timeout: float, silence_timeout:
 
 def boot(kernel, argv, *, timeout: float = 300, silence_timeout: float = 120, accel: Optional[str] = None,
          memory_mb: int = 1024, cpus: int = 2, run_dir=None, extra_append=(), cache_dir=None,
-         progress=None, scratch_mb: int = SCRATCH_MB, hung_task_s: Optional[int] = None,
-         ram_tree: Optional[Path] = None) -> BootResult:
+         progress=None, scratch_mb: int = SCRATCH_MB, hung_task_s: Optional[int] = None) -> BootResult:
     """Boot kernel (bzImage, vmlinuz or linux-image .deb), run argv in it, and return the BootResult.
-    `ram_tree`: a folder the guest finds in memory at /run/uffdprobe/py (the guest's Python image).
 
     While it runs (main thread only) SIGTERM/SIGHUP raise Terminated; QEMU is killed on every exit path.
     """
     _check_args(argv, timeout, silence_timeout, memory_mb, cpus)
     with children.signals_raise(Terminated):
         return _boot(kernel, list(argv), timeout, silence_timeout, accel, memory_mb, cpus, run_dir,
-                     extra_append, cache_dir, progress, scratch_mb, hung_task_s, ram_tree)
+                     extra_append, cache_dir, progress, scratch_mb, hung_task_s)
 
 
 def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_dir, extra_append,
-          cache_dir, progress, scratch_mb=SCRATCH_MB, hung_task_s=None, ram_tree=None) -> BootResult:
+          cache_dir, progress, scratch_mb=SCRATCH_MB, hung_task_s=None) -> BootResult:
     started = time.monotonic()
     if run_dir and Path(run_dir).exists() and any(Path(run_dir).iterdir()):
         raise VmInputError(f"run directory {run_dir} is not empty: give a new or empty one")
@@ -121,7 +119,7 @@ def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_di
         raise VmInputError(str(exc)) from None
     if progress:
         progress(f"preparing kernel {kernel}")
-    plan = resolve_kernel(kernel, cache_dir, ram_tree)
+    plan = resolve_kernel(kernel, cache_dir)
     chosen = accelmod.choose_accel(accel, _probe_boot(kernel, cache_dir), cache_dir, progress=progress)
     run_dir = Path(run_dir) if run_dir else new_run_dir()
     _check_space(run_dir, scratch_mb + SWAP_MB + LOGS_NEED_MB)

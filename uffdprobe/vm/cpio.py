@@ -24,14 +24,13 @@ class CpioWriter:
         """Add a character device node (no root needed: the kernel creates it while unpacking)."""
         self.entries.append((name, stat.S_IFCHR | perm, b"", major, minor))
 
-    def to_bytes(self, compress: bool = True) -> bytes:
-        """The whole archive, gzip-compressed unless asked not to, with fixed timestamps so equal input gives
-        equal output."""
+    def to_bytes(self) -> bytes:
+        """The whole archive, gzip-compressed, with fixed timestamps so equal input gives equal output."""
         out = bytearray()
         for ino, (name, mode, data, major, minor) in enumerate(self.entries + [(TRAILER, 0, b"", 0, 0)], 1):
             out += _header(ino, name, mode, data, major, minor)
             out += data + _pad(len(data))
-        return gzip.compress(bytes(out), compresslevel=6, mtime=0) if compress else bytes(out)
+        return gzip.compress(bytes(out), compresslevel=6, mtime=0)
 
 
 def _pad(length: int) -> bytes:

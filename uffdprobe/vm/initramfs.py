@@ -23,11 +23,8 @@ def find_busybox() -> Path:
     raise VmSetupError("no static busybox found: apt-get install busybox-static")
 
 
-def build_initramfs(tree: Optional[modmod.ModuleTree], transport: str, cache_dir: Path,
-                    ram_tree: Optional[Path] = None) -> Path:
-    """Return a cached initramfs holding busybox, the init script and the modules the transport needs, and
-    `ram_tree` (a folder named by its content, e.g. the guest's Python image) as /py, which the init copies
-    to /run/uffdprobe/py on the guest's root before handing over."""
+def build_initramfs(tree: Optional[modmod.ModuleTree], transport: str, cache_dir: Path) -> Path:
+    """Return a cached initramfs holding busybox, the init script and the modules the transport needs."""
     busybox = find_busybox()
     wanted = modmod.TRANSPORT_MODULES[transport] + modmod.OPTIONAL_MODULES
     order = tree.load_order(wanted) if tree else []
@@ -35,8 +32,6 @@ def build_initramfs(tree: Optional[modmod.ModuleTree], transport: str, cache_dir
     key = hashlib.sha256()
     for part in [INIT_SCRIPT.read_bytes(), MOUNTS_SCRIPT.read_bytes(), busybox.read_bytes()] + [n.encode() + b for n, b in blobs]:
         key.update(hashlib.sha256(part).digest())
-    extra = sorted(p for p in Path(ram_tree).rglob("*") if p.is_file()) if ram_tree else []
-    key.update(str(ram_tree or "").encode())
     target = Path(cache_dir) / f"initramfs-{key.hexdigest()[:20]}.cpio.gz"
     if target.exists():
         return target
@@ -51,14 +46,8 @@ def build_initramfs(tree: Optional[modmod.ModuleTree], transport: str, cache_dir
     archive.add_file("modules/order", "".join(n + "\n" for n, _ in blobs).encode())
     for name, blob in blobs:
         archive.add_file(f"modules/{name}.ko", blob)
-    if ram_tree:
-        archive.add_dir("py")
-        for sub in sorted(p for p in Path(ram_tree).rglob("*") if p.is_dir()):
-            archive.add_dir(f"py/{sub.relative_to(ram_tree)}")
-        for path in extra:
-            archive.add_file(f"py/{path.relative_to(ram_tree)}", path.read_bytes(), path.stat().st_mode & 0o777)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_bytes(archive.to_bytes(compress=not ram_tree))  # unpacking gzip under TCG costs more than it saves
+    tmp.write_bytes(archive.to_bytes())
     os.replace(tmp, target)
     return target

@@ -38,6 +38,4 @@ umount /proc
 umount /dev
 . /guest_mounts.sh
 guest_mounts /newroot
-# the guest's Python image (run/guest_image.py): from memory, not over the host root
-[ -d /py ] && { cp -a /py /newroot/run/uffdprobe/py || echo "uffdprobe-initramfs: cannot copy the Python image"; }
 exec switch_root /newroot "$init"

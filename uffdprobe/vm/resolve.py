@@ -23,9 +23,8 @@ class BootKernel:
     transport: str  # "9p" or "virtiofs"
 
 
-def resolve_kernel(kernel, cache_dir: Path = None, ram_tree: Optional[Path] = None) -> BootKernel:
-    """Resolve a kernel argument; VmInputError/VmSetupError say what to do when it cannot boot here.
-    `ram_tree`: a folder the guest gets in memory (initramfs.build_initramfs), which takes an initramfs."""
+def resolve_kernel(kernel, cache_dir: Path = None) -> BootKernel:
+    """Resolve a kernel argument; VmInputError/VmSetupError say what to do when it cannot boot here."""
     cache_dir = Path(cache_dir) if cache_dir else cache_root()
     path = Path(kernel)
     config = moddir = None
@@ -45,15 +44,13 @@ def resolve_kernel(kernel, cache_dir: Path = None, ram_tree: Optional[Path] = No
     if moddir is not None:
         tree = ModuleTree(moddir)
         transport = _pick_transport(lambda name: tree.has(name), identity)
-        initrd = initramfs.build_initramfs(tree, transport, cache_dir / "initramfs", ram_tree)
+        initrd = initramfs.build_initramfs(tree, transport, cache_dir / "initramfs")
         return BootKernel(identity, initrd, transport)
     options = read_kconfig(config) if config else {}
     if not options:  # nothing known: assume a kernel built for this harness, 9p built in
-        transport = "9p"
-    else:
-        transport = _pick_transport(lambda name: options.get(KCONFIG_OF[name]) == "y", identity, options)
-    initrd = None if transport == "9p" and not ram_tree else \
-        initramfs.build_initramfs(None, transport, cache_dir / "initramfs", ram_tree)
+        return BootKernel(identity, None, "9p")
+    transport = _pick_transport(lambda name: options.get(KCONFIG_OF[name]) == "y", identity, options)
+    initrd = None if transport == "9p" else initramfs.build_initramfs(None, transport, cache_dir / "initramfs")
     return BootKernel(identity, initrd, transport)
 
 
