@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What pyproject.toml cannot say: cffi's build hook, the abi3 and manylinux wheel tags, and the data copied into
 the package.
 

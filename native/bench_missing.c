@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * MISSING faults served per second by a C handler: one thread touches N fresh pages, one handler
  * thread answers each fault with UFFDIO_COPY.  The same workload as uffdprobe's Python benchmark,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """cffi API-mode builder for uffdprobe.uffd._native: the cdef is native/uffdprobe_native.h itself."""
 import pathlib
 import re

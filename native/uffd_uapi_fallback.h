@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * The userfaultfd uAPI that linux/userfaultfd.h gained after 6.1, for builds whose uapi header is
  * older than the kernel the bindings run on (Debian 12 ships 6.1's header; hosts run 6.8 and later).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /* uffdprobe native layer; see uffdprobe_native.h for the conventions. */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * uffdprobe native layer: thin, GIL-free wrappers over the userfaultfd ABI and
  * the memory syscalls the scenarios use.  Every function returns -1 and leaves

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * umapsort-repro: the umapsort eviction hang of 2020, as one small C program.
  *

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Benchmark a kernel bisection; prints numbers only (seconds), asserts nothing.
 
   .venv/bin/python tests/bench_bisect.py              # fresh history, real ccache, then one cold build

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The same matrix serially and on a Dask LocalCluster (`--cluster local:2`): wall time and per-kernel times
 side by side from one run, then the speed-up each added worker would give, projected from the measured
 per-kernel costs. Prints numbers; asserts only that both runs answered every cell alike.

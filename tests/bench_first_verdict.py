@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Launch to first verdict, and the added cost per further scenario in the same boot, under TCG, next to
 virtme-ng's boot-to-`true` on the same kernel, alternating in one run; then where the guest's seconds go
 (kernel boot, Python start, imports, feature probe, scratch-disk probe, the supervised child), from one

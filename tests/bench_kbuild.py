@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Benchmark the kernel builder; prints numbers only (seconds), asserts nothing.
 
   .venv/bin/python tests/bench_kbuild.py            # cold: fresh kernel cache and fresh ccache

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Benchmark the README's main job, `bash .ci/bootstrap main`, as a user runs it; prints numbers only.
 
   .venv/bin/python tests/bench_main_job.py           # on the caches as they are (warm: kernels built)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The hit rate of a racy trigger, measured as a row's p_hit should be: many supervised runs of
 tests/user_scenarios/racy_touch.py on the running kernel, each trying until its first hit; p_hit is hits
 over tries made. Prints the estimate, the tries each run took (quartiles) and how many hit on their first

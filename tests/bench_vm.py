@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Boot-time numbers under TCG, ours next to virtme-ng's; prints, asserts nothing about speed.
 
 Run: .venv/bin/python -m pytest -s -m benchmark tests/bench_vm.py

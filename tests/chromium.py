@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A small DevTools-protocol driver for headless Chromium over --remote-debugging-pipe (no websockets)."""
 import base64
 import json

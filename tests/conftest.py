@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Shared fixtures: a userfaultfd on the running kernel (skipped with the reason when not allowed)."""
 import signal
 import threading

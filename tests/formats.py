@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Validators for what uffdprobe writes: JSON against its shipped JSON Schemas, JUnit against
 junit-10.xsd (tests/schemas/junit-10.xsd), KTAP through the kernel's own kunit.py parser."""
 import json

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Run inside a guest by tests/bench_first_verdict.py: the steps of `uffdprobe run SCENARIO...` one by
 one, each stamped with CLOCK_BOOTTIME (the clock of /proc/uptime and of guest init's "init reached"
 line), written as JSON to $UFFDPROBE_RESULTS/phases.json. It calls the functions `uffdprobe run`

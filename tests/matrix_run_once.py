@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """One real matrix (host and the `stock` recipe booted once) shared by the matrix and HTML tests."""
 import json
 import subprocess

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Bad input to the builder and the matrix: one line naming the problem and the fix, exit 2, nothing written.
 
 Every case runs the real command line (cli.main, or a subprocess as `nobody` where root's

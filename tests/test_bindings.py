@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The bindings against the running kernel: faults served, write protection, events, errnos."""
 import errno
 import faulthandler

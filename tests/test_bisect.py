@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Bisection: real git histories, real kernel builds from linux-source-6.1, real QEMU boots.
 
 The kernel test bisects wp-gup-vmsplice over good (model-5.7) .. bad, with the forced-COW

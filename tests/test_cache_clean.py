@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`kernel clean` never removes what another process is using, and finishes half-done removals.
 
 A real `kernel build` unpacks the Debian tarball into a fresh cache while `kernel clean --all`

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A kernel cache carries a marker uffdprobe wrote (CACHEDIR.TAG): `kernel clean` refuses any folder
 without one and removes nothing there; an older cache of ours gets its marker when the tool uses it;
 a kernel a running matrix holds is never removed under it (issue 27)."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdprobe check` for real: the release-vs-GUP hang PRESENT on Debian's 6.1.192 and ABSENT on 6.12.118
 and on the host, with both threads' stacks as evidence, the fix named, the exit-code contract and the
 formats checked against their schemas. Counts come from the scenario table, never typed in."""

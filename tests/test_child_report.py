@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The child report (run.json) a `uffdprobe run` leaves in its results folder, read back by a matrix. Real
 runs on the host kernel; no boots."""
 import json

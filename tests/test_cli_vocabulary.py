@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """One CLI vocabulary: the new names, the old spellings still accepted with a deprecation line, -q/-v, and
 --scenario in run as in matrix and bisect."""
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The Dask engine (`matrix --cluster`) on a real LocalCluster of worker processes, and the pytest plugin under
 pytest-xdist: real boots, the same verdicts as the serial run, faults survived."""
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Defects 2-5 of the catalogue, each PRESENT on the model recipe that reverts its fix and ABSENT on stock (6.1.192)
 and stock-6.12, in real guests, with the evidence asserted; the host cells are in test_scenarios.py."""
 import subprocess

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdprobe doctor` on this machine and on the same machine with things really taken away: a PATH without
 the tools, an empty cache, an unprivileged user."""
 import json

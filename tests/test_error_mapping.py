@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """One error boundary: every expected error of every stage is a UffdprobeError carrying its exit status,
 printed and mapped to that status once, in cli/main.py. No boots, no builds."""
 import ast

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`--exec`: any program under the supervisor. Host tests run real programs on the running kernel (a real
 HANG in handle_userfault rescued through pidfd_getfd, a vfork D state, spinning in user space and in the
 kernel, exit 3); vm tests boot stock and model-5.8 with the umapsort reproducer on an ext4 scratch disk."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """uffd/flags.pyi (what type checkers and editors see) against the enums flags.py builds from the compiled
 constants: every member the build headers define is declared in the stub with the same value."""
 import ast

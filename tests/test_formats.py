@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The output formats on real host runs: JSON per its schema, JUnit per junit-10.xsd, KTAP through the
 kernel's own kunit.py parser, evidence as data (hex addresses, flag names, message objects)."""
 import os

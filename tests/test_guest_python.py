@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The guest's Python (run.guest_python): started with -S and the host's module path, it finds the same
 files as the host's interpreter, and its `uffdprobe run` loads only what one scenario needs. Run here on
 the host with the very command line the guest gets (the guest sees these files read-only)."""

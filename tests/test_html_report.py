@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The matrix HTML page in headless Chromium: cells, colours per verdict, evidence after a real click."""
 import os
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Kernel builder on real sources: the four 2020 variants build, and every bad input has its own exit code.
 
 The good builds go to the real kernel cache (a warm run is a cache hit); the failure cases

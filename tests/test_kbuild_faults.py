@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Faults while a kernel builds: SIGINT/SIGTERM mid-compile, a make that ignores SIGTERM, garbage cache
 metadata, and a cache disk that fills up. Each runs the real `uffdprobe kernel build` and then looks
 at the processes, the locks and the cache.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """KCIDB output of a real matrix, checked with kcidb-io's own validator: model-5.8's umapsort HANG, its
 declared LEAK (an incident of a known issue), a kernel that does not boot (BOOT_FAIL), the kernel's own
 mm selftest rows; and the results folder, moved elsewhere, still holds every file the report links."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """One kernel argument for run, matrix, boot and the pytest plugin (uffdprobe/run/kernel_arg.py).
 
 Host-only: every kernel here is resolved and refused (or accepted) before anything is built

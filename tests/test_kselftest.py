@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The kernel's own mm selftests as a second opinion, and the anon-swap memory kind (issue 21).
 
 Real builds (cow, gup_longterm, uffd-unit-tests from Debian's linux-source-6.12), real runs on the host

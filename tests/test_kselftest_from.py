@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Selftests from the kernel under test (issue 28): --kselftest-from a source tree, any mm selftest by name,
 a recipe's own tree when it has the programs, and the rows saying which tree they came from."""
 import json

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The suite passes however it is launched: as a background job from a script, SIGINT and SIGQUIT start out
 ignored and every child would inherit that, so the tests that interrupt a child would see it run on."""
 import signal

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The package tree reads as the data flow: each stage imports only the stages before it, and no module
 imports itself back through others (every import counted, also those inside functions)."""
 import ast

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Children die with uffdprobe and temporary folders go on every exit path (SIGKILL aside); what a
 SIGKILLed run left, the next run sweeps.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Nothing outlives uffdprobe, whatever kills it (issue 27): the real `python -m uffdprobe` is SIGKILLed
 mid-run, or its --exec program kills it, or a user scenario leaves a daemon in a session of its own;
 afterwards no process of the run is alive (the --exec program, its children, setsid daemons, scenario

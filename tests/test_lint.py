@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The static checks CI enforces through the test command: ruff's lint rules (pyproject.toml [tool.ruff]) and
 mypy against its ratcheting baseline (tests/mypy-baseline.txt: new errors fail, fixed ones must leave the file).
 Both are the fast lane's (`tox -e lint,type` runs the same commands); they need no kernel and no root."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdprobe matrix` for real: the host and the stock recipe booted once, JSON and JUnit read back."""
 import os
 import subprocess

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Faults around a real `uffdprobe matrix` (host and the cached `stock` recipe booted under QEMU):
 signals while a kernel boots, and two matrix runs at once on the one user cache."""
 import json

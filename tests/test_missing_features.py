@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Kernels that lack what the scenarios need: every scenario that cannot run is SKIP with the probed
 reason, nothing that did not run is PASS, and the run still exits 0 (issue 9).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Report paths that are not plain files (issue 27): a device node, a FIFO, a /dev/fd path or a symlink
 is written the way it is, never replaced; an output that cannot be written is refused before anything
 runs; two outputs naming one file are refused; two runs writing one path both end normally with one

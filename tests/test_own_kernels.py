@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A developer's own kernels: a recipe file outside the checkout, and the second kernel line (6.12).
 
 Real builds and boots. The temporary recipe is model-5.7 rearranged the way a user would keep it

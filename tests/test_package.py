@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """uffdprobe as a user gets it: the wheel and the sdist built by `python -m build`, each installed into a fresh
 venv outside the checkout, run from another folder; and the recipe search path.
 

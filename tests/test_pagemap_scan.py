@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """PAGEMAP_SCAN (6.7+) and asynchronous uffd-wp on the running kernel: the ioctl's regions, the written
 state it reads and clears, holes, shmem and hugetlb; fallocate(); what `uffdprobe features` says of them.
 Each test asserts what the kernel answered; a kernel without the interface skips with the probed reason."""

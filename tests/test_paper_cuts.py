@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Paper cuts a daily user meets, each on the real command line: NO_COLOR, "did you mean" for a mistyped
 scenario or recipe name."""
 import os

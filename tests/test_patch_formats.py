@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Patch files as developers get them, read and applied with GNU patch to the real 6.1 source.
 
 The shipped model-5.8-break-cow series (four git format-patch mails) as one mbox and as a

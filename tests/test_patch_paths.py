@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A patch may only touch files inside the kernel source tree: a header path that is absolute, holds
 `..`, or resolves outside the tree through a symlink is refused before anything is copied or written."""
 import hashlib

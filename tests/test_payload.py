@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The lab-board payload (`uffdprobe payload OUT`): one zipapp that runs uffdprobe with nothing installed, on
 the host's bare interpreter and in a booted guest that sees only it and a Python."""
 import os

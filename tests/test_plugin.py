@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The pytest plugin through pytester: real scenarios on the running kernel become pytest outcomes."""
 import os
 

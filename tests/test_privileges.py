@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Without uffd permission nothing runs, nothing PASSes, and the user is told what to do."""
 import json
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Racy triggers on the running kernel (issue 26): a user scenario whose trigger is a genuine two-thread race
 (tests/user_scenarios/racy_touch.py) repeats it within the row's budget and says which try hit, or how
 many it made and the miss probability they leave; a matrix of many runs of it alternates for real, shows

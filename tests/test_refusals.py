@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Refusals happen before anything boots, messages tell the truth about kept results, and oversize
 evidence is cut, not an ERROR (issue 27, its last bullet). Every case runs the real command line."""
 import json

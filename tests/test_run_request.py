@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The typed run request (run/request.py): built once from the command line, asked for again by every process
 hop from one to_argv(), and run/ never sees an argparse Namespace. No boots, no builds: the fast lane."""
 import ast

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`run --kernel K --results-dir R` streams each verdict into R as the guest reports it, so a real
 Ctrl-C mid-run keeps every verdict that arrived, in R, and says so."""
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Scenarios through the real supervisor on the running kernel (which carries upstream's fix)."""
 import json
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """An O_DIRECT target that holds someone's data is refused before a byte is written to it.
 
 Real loop devices over real images: an ext4 made by mkfs.ext4, a dos partition table made by

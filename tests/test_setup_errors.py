@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A setup problem is one line and exit 2, never a traceback and never exit 1 (a kernel problem).
 
 The caches and result folders sit on a real read-only tmpfs (`mount -t tmpfs -o ro`, or a tmpfs

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Issue 29: the shared-memory defects, each PRESENT on its model and ABSENT on stock (and stock-6.12 when
 it is in the cache), in real guests, with the evidence asserted; the newest interfaces asked on the host
 and CANNOT ASK (SKIP with the reason) on 6.1; the shmem and hugetlb kinds on the host.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Smaller faults, each on the real command line: `--json -`, a closed output pipe, a full disk under
 --json, and --accel kvm where KVM is known not to boot."""
 import json

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Kernel splats are verdicts (issue 26): the kernel log (/dev/kmsg) and taint read around every workload.
 
 On the host (the real kernel, root here): the reader follows /dev/kmsg by sequence number, counts only

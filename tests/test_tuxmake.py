@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A tuxmake output folder as --kernel DIR: built by the tests from real kernels' outputs (the stock
 recipe's cache entry; Debian's cloud kernel, whose virtiofs/9p drivers are modules, so it boots only
 with its modules.tar.xz), booted, its identity taken from metadata.json."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """umap-evict through the real supervisor on the host kernel (upstream's fix): PASS, and a real HANG."""
 import os
 

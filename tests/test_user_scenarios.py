@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Users' own scenarios (issue 17): a file (--scenarios-from) or an installed distribution's entry point adds
 rows to the table; they run under the same supervisor (HANG classified, rescued) on the host, in a guest,
 in a matrix and from pytest; bad sources are one line, exit 2.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The 2020 variants built from Debian's 6.1 source, booted, and held to what each recipe declares."""
 import subprocess
 import sys

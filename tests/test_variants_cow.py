@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The COW questions in both directions, on 4 KiB pages and THPs, in every 2020 variant (real builds, boots).
 
 Issue 21: real v5.8.1 without forced COW and v5.8.1 + FOLL_BREAK_COW v3 leak on a THP as on a small

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The one verdict rule, kernel identity and whole reports, on real runs (host, and real kernels in QEMU).
 
 Rule: anything but PASS or SKIP fails unless declared for that kernel, scenario and memory kind."""

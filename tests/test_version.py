@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """One version source: what `uffdprobe --version` says is what every output records (JSON, KTAP, HTML)."""
 import json
 import subprocess

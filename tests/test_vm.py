@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The VM runner on real kernels under real QEMU: outcomes, isolation, cleanup, KVM probe."""
 
 import errno

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """VM runner pieces that need no QEMU: cpio writer, module order, console parsing, outcome rules."""
 
 import gzip

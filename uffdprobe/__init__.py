@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """uffdprobe: drive userfaultfd from Python and reproduce kernel mm regressions on real kernels.
 
 The subpackages are the stages of the data flow, each importing only the ones before it in this list:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Every exit status uffdprobe returns, in one place."""
 import enum
 

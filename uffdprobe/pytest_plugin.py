@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """pytest plugin: `--uffd-kernel K` (repeatable, default host), one boot per kernel, verdicts as test outcomes.
 
 Every option is prefixed `--uffd-` (a kernel test suite may well have its own `--kernel`), and a session

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * A workload that waits on its own userfaultfd: it registers a page (MISSING, or WP after filling it)
  * and touches it from the only thread that could answer, on a blocking descriptor nobody reads.  It

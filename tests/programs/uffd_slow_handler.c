@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * A workload whose own fault handler is slow on purpose: a service thread reads each MISSING fault
  * from the userfaultfd, sleeps SECONDS (longer than uffdprobe's 2 s hang limit), then answers it with

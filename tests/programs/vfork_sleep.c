@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * A workload stuck outside userfaultfd: vfork() a child that sleeps instead of calling exec, so the
  * parent waits in wait_for_vfork_done (TASK_KILLABLE: "D" in /proc) for as long as the child sleeps.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A user's racy scenario, written only with uffdprobe.scenarios.api: a genuine race between two threads.
 
 user-racy-touch  a toucher thread reads a missing page of a MISSING-registered range while the monitor

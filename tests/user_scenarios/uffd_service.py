@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A user's own scenarios, written only with uffdprobe.scenarios.api (the README's example).
 
 user-missing-copy     a uffd service thread answers every MISSING fault with UFFDIO_COPY; the data the

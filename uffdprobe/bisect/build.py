@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Incremental kernel builds for bisection: one `make O=` directory and one .config for every step.
 
 The first step configures (base target + fragments, as the builder does) and saves the .config

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdprobe bisect`: check both endpoints, drive `git bisect run` with bisect-step, reset the tree.
 
 To the culprit (the default), --good is older than --bad; to the fix (--find-fix), --bad (has the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The git side of a bisection: checks on the tree, where HEAD was, commit subjects, bisect results."""
 import re
 import subprocess

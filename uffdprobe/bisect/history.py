@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A git history of Debian's 6.1 source for bisection tests: a cached import, then scripted commits.
 
 The import (about 80k files) is committed once into a bare repository under the cache, keyed by

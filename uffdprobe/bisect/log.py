@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The bisect log: one JSON object per line (bisect.jsonl) and the same events as text (bisect.txt)."""
 import json
 import time

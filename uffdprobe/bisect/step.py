@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """One bisection step on the checked-out commit: build incrementally, boot N times, decide 0/1/125.
 
 git bisect run reads 0 as good, 1 as bad, 125 as skip and aborts on 128 or more; so a step

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdprobe bisect` and `uffdprobe bisect-step` (the latter for `git bisect run`)."""
 import argparse
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdprobe boot KERNEL -- COMMAND...`: run one command in a kernel booted under QEMU."""
 
 import argparse

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdprobe check`: every catalogue defect on every kernel given, PRESENT / ABSENT / CANNOT ASK, with the fix.
 
 It is `uffdprobe matrix` over the scenarios that carry a defect (one boot per kernel, the same outputs,

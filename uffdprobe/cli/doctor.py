@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdprobe doctor`: what this machine can do, what is missing and the exact fix; exit 0 when the main job
 can run, 2 (set-up problem) when something it needs is missing."""
 import argparse

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The one mapping from an expected error to what the user reads and the exit status it ends with:
 every UffdprobeError (its own line and status), a full disk (exit 6) and a report FIFO nobody reads. cli/main.py prints it; a run
 also records the same line and status in its run.json."""

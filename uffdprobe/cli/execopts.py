@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`--exec -- PROGRAM ARGS...` for `run` and `matrix`: everything after --exec is the program's command
 line (split off before argparse sees it), plus the options that go with it."""
 import argparse

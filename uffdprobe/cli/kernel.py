@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdprobe kernel ...`: build, list and clean cached kernels (argparse wiring for cli.py).
 
 Exit statuses (uffdprobe.exitcodes.Exit): 0 built or cached; 2 bad input (missing source,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The uffdprobe command line: one subcommand per job, each returning an Exit status."""
 import argparse
 import contextlib

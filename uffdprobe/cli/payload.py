@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdprobe payload OUT`: the one-file zipapp a lab board (LAVA, tuxrun) runs with its own Python."""
 import argparse
 import errno

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdprobe list` and `uffdprobe run`: the scenarios on the running kernel, or on one booted in QEMU."""
 import argparse
 import json

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`--scenarios-from FILE.py` (run, list, matrix): users' own scenarios next to the built-ins
 (uffdprobe.scenarios.sources loads them, with the entry point group's)."""
 import argparse

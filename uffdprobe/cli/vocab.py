@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """One vocabulary across subcommands: -q/-v, and old option spellings that still work for one release with a
 deprecation line on stderr; the KCIDB output options run and matrix share."""
 import argparse

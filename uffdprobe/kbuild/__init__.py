@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The kernel builder: recipes (recipes) name a source (source), config fragments (config) and a patch
 series (patches); make runs bounded and logged (make); built kernels are cached by content (cache); build
 ties them together; every failure is an error with its exit status (errors).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Build kernels from recipes or ad-hoc specs, cached by (source identity, final .config, patches).
 
 Variants of one source and config share a workspace: a tree of hard links to the pristine

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The kernel cache: layout, locks with a bounded wait, and atomic install of built kernels.
 
 Layout under the root ($XDG_CACHE_HOME/uffdprobe/kernels by default):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Kernel configuration: base target, fragments merged with merge_config.sh, olddefconfig, dropped-option check.
 
 One fragment serves kernels of several versions: an option the tree's Kconfig does not define

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Errors of the kernel builder; each carries the exit status (uffdprobe.exitcodes.Exit) it maps to."""
 from uffdprobe.exitcodes import Exit, UffdprobeError
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What a uffdprobe guest needs from a kernel's final .config, checked before `make` spends minutes.
 
 REQUIRED: without these the guest cannot boot or answer under the harness (QEMU's virtio-pci

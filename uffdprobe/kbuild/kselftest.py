@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The kernel's own mm selftests, built from a kernel source (by default Debian's linux-source-6.12;
 a recipe's own tree, or any tree or tarball given with --kselftest-from) against that tree's own uapi
 headers, and cached like kernels. Any C program of the tree's mm selftests can be asked for by name

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Running make for a kernel build: bounded, logged, with a one-line progress display on stderr."""
 import errno
 import os

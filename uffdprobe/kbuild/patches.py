@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Patch series: read patch files (patchtext.py), apply them in a staging tree.
 
 A series entry may be a unified diff, a git format-patch mail, an mbox of several patches, a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Patches as developers get them, turned into (subject, diff text) pieces.
 
 A file may be a plain unified diff, one `git format-patch` mail, an mbox of several mails

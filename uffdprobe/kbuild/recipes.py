@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Kernel recipes: one TOML file each in vm-images/recipes/ (source, fragments, patch series, expectations).
 
 A recipe's relative source, fragment and patch paths are relative to the folder the recipe

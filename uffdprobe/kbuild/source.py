@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Kernel sources: an extracted tree, a tarball, or a git tree at a ref; identity and a pristine copy."""
 import json
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Start helper processes (QEMU, virtiofsd) so they can always be killed and reaped."""
 
 import contextlib

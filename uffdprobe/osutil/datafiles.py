@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Where the files uffdprobe reads at run time live: recipes, fragments and patch series (vm-images/),
 and the C sources it compiles at run time (native/).
 

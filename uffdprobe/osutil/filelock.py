@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """One exclusive flock on a file, waited for within a bound, the file naming who holds it."""
 import contextlib
 import fcntl

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Files written whole or not at all, content hashes, and whether a disk is full."""
 import errno
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The kernel log (/dev/kmsg) and taint (/proc/sys/kernel/tainted), read around a workload.
 
 One reader per run keeps /dev/kmsg open and reads it in order: what it reads before a workload starts is

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Nothing outlives uffdprobe, whatever kills it. tie() runs once at the start of a host command:
 
 - this process becomes a child subreaper (PR_SET_CHILD_SUBREAPER): a descendant that double-forks or

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Report paths: what a path the user named points at decides how it is written. A regular file (or a
 path that does not exist yet) is written whole: a temporary file of this writer's own, then a rename.
 A symlink is followed and its target written whole, the link kept. A character or block device, a FIFO,

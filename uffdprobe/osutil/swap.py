@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Swap in a guest: the blank virtio-blk disk the VM runner attached for it (found by its serial) made swap
 and switched on, so pages can be paged out (the anon-swap memory kind, the selftests' swapped-out cases).
 

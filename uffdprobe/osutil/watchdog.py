@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The watchdog lifetime.tie() starts: `python -m uffdprobe.osutil.watchdog PID CGROUP TMPDIR`.
 
 It runs in a session of its own, outside PID's cgroup, and outlives PID whatever ends it. While PID

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdprobe check`'s answers: per catalogue defect and kernel, PRESENT / ABSENT / CANNOT ASK, from a matrix.
 
 A defect is asked by one or more scenarios (its cells on that kernel). Any cell with a kernel-problem

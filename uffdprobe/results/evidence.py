@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Short, flat views of a Result's evidence for reports: blocked task state, wchan, stack, rescue."""
 from typing import Dict, List
 

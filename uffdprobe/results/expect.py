@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The one verdict rule: declared expectations (per kernel, scenario and memory kind) against verdicts.
 
 Anything but PASS or SKIP fails unless it is declared for that kernel, scenario and memory kind; a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The matrix as one self-contained HTML page: coloured cells, evidence on click, no network needed."""
 import html
 import json

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The matrix as JUnit XML, valid per junit-10.xsd (what Jenkins' xunit plugin, GitLab and pytest read).
 
 A testsuite per kernel: named by its label, its identity and boot facts as suite properties, its time and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A KCIDB v5 report (the Linux kernel CI database's submission format) of a matrix or a run.
 
 One checkout per kernel source (the recipe's source identity and patch series), one build per kernel

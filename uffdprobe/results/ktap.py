@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """KTAP version 1 (the kernel's Documentation/dev-tools/ktap.rst), written line by line as verdicts arrive.
 
 Nesting: the top level has one test per kernel; a kernel's subtests are its scenarios (one per run with

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The kernel × scenario matrix: cells built from Results, flaky detection, marks against expectations."""
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Result output: a terminal table, JSON lines, and the JSON documents (run --json, matrix --json) with
 their schema version, tool version and command line. KTAP lives in ktap.py."""
 import json

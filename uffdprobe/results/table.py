@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The matrix as a terminal table: kernels across, scenario(memory) down, a verdict and mark per cell."""
 import os
 from typing import List, TextIO

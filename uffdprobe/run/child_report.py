@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The structured report a `uffdprobe run` leaves in its results folder (run.json): where its boot's files
 are, how the boot ended, its timings, its exit status and the last error it said. A matrix and the Dask
 engine read this file; the lines the run prints are for people only and nothing parses them."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The worker side of the Dask engine (run/engine_dask.py): one kernel's `uffdprobe run` child on this worker,
 run as the local Runner runs it, and its files sent back. Imported by the worker when it unpickles a task."""
 import contextlib

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What this machine can do for uffdprobe and what is missing, each missing thing with its exact fix.
 
 `needed` marks what the README's main job (the matrix of the running kernel, stock, model-5.8 and

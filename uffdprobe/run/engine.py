@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The seam between a matrix and where its kernels' runs happen: the Engine protocol (this machine:
 engine_local.py; Dask workers: engine_dask.py), and the contract of one kernel's child every engine keeps:
 its request and command line, its own fresh results folder, its time bound, CellLost when an engine

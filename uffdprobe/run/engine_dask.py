@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The Dask engine of a matrix (`--cluster tcp://HOST:8786` or `--cluster local:N`): each booted kernel's
 `uffdprobe run` child runs on a cluster worker, its files come back and are read as a local run's are.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The local engine of a matrix (run/engine.py's Engine): each kernel's `uffdprobe run` child a process
 group of this machine, its lines relayed with the kernel's label, stopped and reaped on request."""
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The `--exec` row of a run on this kernel (the host, or the guest's own `uffdprobe run`), and the scratch
 filesystem (`--scratch-fs`): a blank scratch device formatted and mounted for the program and for the
 O_DIRECT scenarios of the same run."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdprobe run --kernel K`: boot K once, run the scenarios inside, bring every verdict back."""
 import sys
 import threading

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """How the guest starts Python: the host's interpreter, told its module path up front.
 
 Under TCG every module a guest process imports costs tens of milliseconds, and compiling one from source

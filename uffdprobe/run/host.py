@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Run a plan of scenarios under the supervisor on the running kernel, streaming and reporting each verdict."""
 import errno
 import json

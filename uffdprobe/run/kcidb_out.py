@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`run --kcidb FILE --origin NAME`: the run's verdicts as a one-kernel KCIDB report (results/kcidb.py),
 its links into --results-dir (or the report's own folder), the recipe's build log and .config kept there."""
 import json

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What a kernel argument means, checked before anything is built or booted.
 
 One grammar for `run --kernel`, `matrix --kernel`, `boot KERNEL` and the pytest plugin's

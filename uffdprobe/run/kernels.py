@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Which kernels a run or matrix is about: labels, content identities, declared verdicts, the build."""
 import hashlib
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Fill a matrix: one `uffdprobe run` per kernel (host directly, others in one boot each), J at a time."""
 import concurrent.futures
 import json

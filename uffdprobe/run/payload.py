@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A payload for lab boards: one zipapp that runs uffdprobe where only a Python 3.9+ and a libc are.
 
 A LAVA or tuxrun job boots its own kernel on its own root filesystem and then runs a test there; it can copy

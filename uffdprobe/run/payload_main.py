@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The `__main__.py` of a lab-board payload (run/payload.py builds it; nothing in the package imports this).
 
 `python3 uffdprobe.pyz ARGS` is `uffdprobe ARGS` on a machine that has only a Python 3.9+ and a libc. Compiled

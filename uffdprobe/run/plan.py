@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """One planner and one filler for every run (host, guest, matrix): the rows a run owes, in the order they
 come (the --exec program's, the scenarios' per run and memory kind, then each selftest's run row), and a
 verdict for every owed row a run never reported. The owed list is what KTAP announces and what a dead

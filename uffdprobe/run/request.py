@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What a run is asked to do, as typed values: the CLI (and the pytest plugin) build one RunRequest, every
 stage of run/ reads it, and every process hop (a matrix's child, a guest's own run, a bisect step's guest)
 is given the same request again as one command line, from RunRequest.to_argv().

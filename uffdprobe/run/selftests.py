@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """--kselftest on run and matrix: which selftest programs a kernel runs, where their binaries are (built
 once into the kernel cache, kbuild.kselftest), and the rows each owes before it has run."""
 import os

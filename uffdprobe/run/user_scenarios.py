@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Users' scenarios in a guest: the guest's `uffdprobe run` loads the same files and entry points from the
 host root (read-only), so each must be somewhere the guest sees, and the argv names the files again."""
 from typing import List, Sequence

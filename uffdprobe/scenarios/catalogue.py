@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The defect catalogue's entries: each known defect a scenario asks about, with its fix and history.
 
 Ids and titles were read in the stable-review / -mm mails or the merge shortlogs (shared/docs/uffd-defects.md,

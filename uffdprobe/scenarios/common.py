@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Plumbing several scenarios share: a populated write-protected page, bounded waits on pipes."""
 import os
 import select

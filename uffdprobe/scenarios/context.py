@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The scenario child's side of the supervisor channel: hand over the uffd, announce blocking calls."""
 import contextlib
 import json

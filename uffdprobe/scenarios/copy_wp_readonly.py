@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """UFFDIO_COPY with UFFDIO_COPY_MODE_WP into a VMA that is read-only at the time (fixed by 0e88904cb700).
 
 Until v5.18 the copy set the uffd-wp bit only on a writable VMA: after mprotect(PROT_READ|PROT_WRITE)

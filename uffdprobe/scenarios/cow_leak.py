@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """CVE-2020-29374: a child's vmsplice() reference to a COW-shared page sees the parent's later write."""
 import os
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The other direction of CVE-2020-29374: the parent's pipe holds a page the child later writes.
 
 The parent vmsplice()s a page into its own pipe before fork(), then unmaps it; the child is left

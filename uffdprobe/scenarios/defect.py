@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What the defect catalogue knows about a scenario: the upstream fix, where the defect came from and which
 releases carry the fix (shared/docs/uffd-defects.md). A scenario with a Defect answers "does this kernel
 carry it?": a kernel-problem verdict means PRESENT, PASS means ABSENT, SKIP means the kernel cannot be asked."""

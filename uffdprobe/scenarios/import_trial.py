@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A user's scenario source is imported first in a forked child, bounded: a module that calls os._exit
 or sys.exit, hangs, or crashes the interpreter at import ends that child, not uffdprobe, and becomes
 one clear error (exit 2). Only a module whose trial import finished (or raised an exception, which the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Memory kinds a scenario runs on: anon-4k (one small page), anon-thp (one PMD-mapped THP), anon-swap
 (one small page paged out to swap with MADV_PAGEOUT before the question is asked), shmem (one page of a
 memfd) and hugetlb (one huge page of a memfd made with MFD_HUGETLB). The memfd kinds are mapped

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """UFFDIO_CONTINUE on shmem: a MINOR fault on a page that exists only because fallocate() allocated it.
 
 The monitor answers the fault with UFFDIO_CONTINUE ("map the page cache page that is there"). Before

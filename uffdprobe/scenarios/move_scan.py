@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The newest uffd interfaces, asked their basic question (6.8's UFFDIO_MOVE, 6.7's PAGEMAP_SCAN with
 asynchronous uffd-wp); a kernel without them is SKIP with the probed reason (CANNOT ASK on 6.1).
 

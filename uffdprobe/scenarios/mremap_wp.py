@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """mremap() of a uffd-wp range by a uffd without UFFD_FEATURE_EVENT_REMAP must not carry the protection to the
 new, unregistered VMA (CVE-2025-21696, fixed by 0cef0bb836e3).
 

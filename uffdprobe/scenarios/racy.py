@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Racy triggers: a defect whose trigger is a race shows only in some tries, so its scenario repeats the
 trigger within a try budget and a time budget. A hit reports the try it took ("on try 19 of 200"); a run
 that never hit reports how many tries it made and the miss probability that leaves, from the hit rate per

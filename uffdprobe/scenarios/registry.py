@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The scenario table, in the spirit of kselftest's uffd-unit-tests: name, question, needs, memory."""
 import difflib
 from dataclasses import dataclass, field

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """close() of a userfaultfd while another thread's GUP walks its range (fixed by fe4cdc2c4e24).
 
 The deterministic trigger: an anonymous range registered MISSING whose pages are all present but the

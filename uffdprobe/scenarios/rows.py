@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Report rows that are programs, not scenarios: a `--exec` program's row (its label), the programs
 uffdprobe ships (uffd.programs) and the kernel log's own row (a splat outside every workload,
 supervise.splat), so that `--expect` and a recipe's [expect] can name them."""

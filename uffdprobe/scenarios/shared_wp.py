@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """uffd-wp on shared memory and hugetlb: two catalogue defects where a write to a write-protected page
 goes through without a uffd-wp fault (WP_LOST).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Users' own scenarios: rows of the same table as the built-ins, from a Python file (`--scenarios-from
 FILE.py`) or from the modules an installed distribution names in the entry point group
 `uffdprobe.scenarios`. Each source is checked whole before it joins registry.SCENARIOS: a name that

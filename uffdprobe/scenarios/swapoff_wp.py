@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """swapoff() with the swap entry of a uffd-write-protected page (fixed by 099dd6878b9b).
 
 Before v5.13 swapoff compared swap PTEs with the uffd-wp bit still set, never found that page's PTE and

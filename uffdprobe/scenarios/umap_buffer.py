@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """umap's page buffer in miniature: a MISSING|WP region filled on fault from an O_DIRECT store, evictors
 that write-protect a dirty page, pwrite() it from the page itself and drop it (umap-evict's machinery)."""
 import collections

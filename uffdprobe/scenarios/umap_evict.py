@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """umap-evict: LLNL umap + umapsort in miniature: a MISSING|WP region filled from an O_DIRECT store,
 evictors doing WRITEPROTECT, pwrite from the page itself, MADV_DONTNEED; the array is sorted in it."""
 import os

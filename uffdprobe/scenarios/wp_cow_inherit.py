@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A write-protected page, shared after fork(), read through GUP by the sharer: does WP survive?
 
 On kernels whose read-GUP breaks COW (forced COW, FOLL_BREAK_COW, or FAULT_FLAG_UNSHARE for a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Read-GUP of a uffd-write-protected page: vmsplice, O_DIRECT pwrite, process_vm_readv.
 
 On kernels with 17839856fd58 the read becomes a write fault and raises a uffd WP fault that the

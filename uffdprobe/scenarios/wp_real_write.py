@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The control: a CPU write to a write-protected page traps with WP|WRITE, a CPU read does not."""
 from uffdprobe.uffd import pagemap
 from uffdprobe.uffd.flags import PageFaultFlag, names

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Splitting a write-protected huge zero PMD must keep uffd-wp on its 512 PTEs (fixed by 42b2af2c9b7e).
 
 A 2 MiB range only read is mapped by the huge zero page; protect it all, un-protect one 4 KiB page (as a

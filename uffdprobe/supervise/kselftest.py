@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Run the kernel's own mm selftests (built by kbuild.kselftest) on the running kernel, bounded, and turn
 what they print into Results of their own, rows next to the scenarios.
 

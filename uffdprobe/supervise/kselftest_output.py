@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What the mm selftests print, read into cases: kselftest's TAP/KTAP (cow, gup_longterm) and
 uffd-unit-tests' own "Testing NAME... done" lines (6.12's uffd-unit-tests prints no TAP).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What /proc says about a workload's process tree, as evidence: its userfaultfds (found by their
 anon_inode:[userfaultfd] fd links, counted by their fdinfo), each task's state, CPU time, syscall."""
 import os

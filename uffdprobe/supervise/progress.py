@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Whether a workload's process tree can still move on by itself (--exec): a fault that waits long is
 only a HANG when nobody will answer it, shown, not presumed.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Rescue a workload stuck on its own userfaultfd: take a duplicate of the descriptor with
 pidfd_getfd(2) (Linux 5.6+), read the fault messages nobody read, and answer each one (write-protect
 fault: un-protect; missing: a zero page; anything else: wake), so the blocked task goes on.

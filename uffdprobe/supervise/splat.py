@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Kernel splats as verdicts: the kernel log and taint read around every workload of a run (scenario,
 --exec program, kselftest program) and what they say turned into the workload's verdict.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Run each scenario in a child process, watch it, classify a hang, rescue it, reap everything."""
 import json
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What a blocked task is doing: state, wchan and kernel stack from /proc, as evidence."""
 import os
 from typing import Dict, List, Optional, Tuple

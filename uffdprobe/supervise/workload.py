@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Any program as a supervised workload (`--exec`): run it in a process group of its own, watch its whole
 process tree from /proc, and end in exactly one Result.
 

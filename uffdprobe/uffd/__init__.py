@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The userfaultfd bindings: the compiled cffi module (_native, built from native/) and a thin typed layer
 over it: the userfaultfd object and its ioctls (userfaultfd), header flags (flags), decoded messages
 (messages), memory calls (memory), /proc/PID/pagemap (pagemap), fork with a uffd (forking), errors with

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The compiled cffi module and the header constants it carries, as a dict per group."""
 from ._native import ffi, lib
 

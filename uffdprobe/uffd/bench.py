@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """MISSING faults served per second: the Python handler through the bindings next to a C handler."""
 import os
 import shutil

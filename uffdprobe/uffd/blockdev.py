@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Is a block device free scratch? Only a device positively shown blank, that nothing uses, may take our
 writes.
 

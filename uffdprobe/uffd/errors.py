@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """OSError subclasses for userfaultfd and memory calls: errno, the failing call and its range."""
 import errno as _errno
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What the running kernel offers: uffd API features and ioctls, access paths, THP, identity."""
 import errno
 import gzip

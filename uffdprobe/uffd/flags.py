@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Flag enums built from the header constants: features, ioctls, modes, events, fault flags."""
 import enum
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 # Static view of uffdprobe.uffd.flags for type checkers and editors. flags.py builds these enums at import time
 # from the constants the compiled module was built with; tests/test_flags_stub.py checks that every member the
 # build headers define is declared here with the same value (values from the 6.18 uAPI, linux/userfaultfd.h).

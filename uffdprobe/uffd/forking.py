@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """fork() with a userfaultfd that stays usable: with EVENT_FORK the parent receives the child's uffd."""
 import errno
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Memory the scenarios fault on: mmap/munmap/mprotect/madvise, memfd, vmsplice, process_vm_*, O_DIRECT."""
 import errno
 import os

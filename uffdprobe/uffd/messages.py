@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """uffd_msg decoding: one small frozen dataclass per event kind."""
 from dataclasses import dataclass
 from typing import Union

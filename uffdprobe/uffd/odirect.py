@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Find where an O_DIRECT write can go: a scratch block device, or a directory whose filesystem takes it."""
 import contextlib
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """/proc/PID/pagemap (Documentation/admin-guide/mm/pagemap.rst): its 64-bit entries (present, swapped,
 uffd-wp, exclusive) and its PAGEMAP_SCAN ioctl (6.7+: page categories by region, written state under
 UFFD_FEATURE_WP_ASYNC, write-protect what matched)."""

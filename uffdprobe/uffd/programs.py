@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The C programs uffdprobe ships for `--exec` (native/): where each one's executable is. An installed
 package carries them built at install time (setup.py, next to bench_missing); a checkout compiles each
 source once into the cache, `$XDG_CACHE_HOME/uffdprobe/native/HASH/NAME` (a report row is named after the program's file name), a path

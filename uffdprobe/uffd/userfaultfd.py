@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A userfaultfd: creation (syscall or /dev/userfaultfd), UFFDIO_API, the range ioctls, messages."""
 import errno
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Choose KVM or TCG: a short bounded probe boot decides, cached per host kernel and QEMU version."""
 
 import json

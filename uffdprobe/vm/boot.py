@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """boot(): run one command in a kernel booted under QEMU and classify what happened."""
 
 import errno

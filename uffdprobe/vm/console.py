@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Read a guest serial console log: our init's markers, the kernel version, panic text."""
 
 import re

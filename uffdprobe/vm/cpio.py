@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Write a gzip-compressed newc cpio archive, the format the kernel unpacks as initramfs."""
 
 import gzip

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Debian kernel packages: download one with apt-get, unpack it, find its image, modules and config."""
 
 import hashlib

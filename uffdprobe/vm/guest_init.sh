@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # uffdprobe guest init (PID 1 in the VM, running from the read-only host root):
 # mount what a scenario needs (unless the initramfs did), run the requested command
 # with a bound, write its exit status into the results channel, power off.

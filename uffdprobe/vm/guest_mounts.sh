@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 # Sourced by both inits: mount what a guest needs under the root prefix $1 ("" or /newroot).
 # Needs: a `mount` command, $transport, $msize, and a fail function. No redirections before /dev.
 # Leaves /proc alone when $proc_mounted is set.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Build (and cache) the small initramfs that loads share drivers and mounts the host root."""
 
 import hashlib

@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# SPDX-License-Identifier: GPL-2.0-only
 # uffdprobe initramfs /init: load the drivers the shares need, mount the host root
 # read-only plus everything the guest needs under it (static busybox is fast under TCG),
 # then hand PID 1 over to the guest init found on that root.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Recognise a kernel image file: x86 boot header, version string, content hash."""
 
 from dataclasses import dataclass

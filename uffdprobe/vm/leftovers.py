@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Find QEMU or virtiofsd processes a boot may have left behind (used by tests and diagnostics)."""
 
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Kernel modules of an unpacked kernel: which exist, which are built in, load order."""
 
 import gzip

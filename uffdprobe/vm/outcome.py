@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Classify one boot as exactly one of OK, PANIC, BOOT_FAIL, VM_TIMEOUT, VM_KILLED or CHANNEL_LOST,
 with the evidence."""
 

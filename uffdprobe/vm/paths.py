@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Where the VM runner keeps its caches and per-run directories."""
 
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Build a QEMU command line, run it, and watch the console with an overall and a silence limit."""
 
 import shutil

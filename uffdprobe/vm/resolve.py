@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Turn the KERNEL argument (bzImage, vmlinuz, .deb or a tuxmake folder) into what QEMU needs to boot it."""
 
 import shutil

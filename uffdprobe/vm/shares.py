@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The two shares a guest sees: host root (read-only) and the results channel (writable)."""
 
 import contextlib

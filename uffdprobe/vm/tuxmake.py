@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A tuxmake output folder as a kernel: bzImage, config, modules.tar.xz, metadata.json, and optionally
 kselftest.tar.xz (tuxmake's targets kernel, config, modules, kselftest).
 
