@@ -10,7 +10,8 @@ import sys
 ARGS = ["--kernel", "host", "--kernel", "stock", "--runs", "2",
         "--scenario", "wp-gup-odirect", "--scenario", "cow-leak", "--scenario", "selftest-self-deadlock",
         "--scenario", "umap-evict", "--param", "selftest_helper_write_runs=[2]",
-        "--param", "selftest_cpu_write_evict=true", "--expect", "host:wp-gup-odirect=HANG"]
+        "--param", "selftest_cpu_write_evict=true", "--expect", "host:wp-gup-odirect=HANG",
+        "--memory", "anon-4k", "--memory", "anon-thp"]  # the marks below are about these kinds
 _done = {}
 
 
