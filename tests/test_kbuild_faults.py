@@ -112,7 +112,9 @@ def sandbox(tmp_path, warm):
 def _probe_recipe(where: Path) -> Path:
     """stock plus an unused inline function, unique to this run, at the end of mm/memory.c: a ccache miss,
     so a real compile runs (and gives the test something to interrupt), and nothing else changes."""
-    tree = next(p / "tree" for p in (REAL / "sources").iterdir() if (p / "tree" / "mm" / "memory.c").is_file())
+    tree = next(p / "tree" for p in (REAL / "sources").iterdir()  # the stock tarball's tree, not 6.12's
+                if (p / "tree" / "mm" / "memory.c").is_file() and (p / "identity.json").is_file()
+                and json.loads((p / "identity.json").read_text()).get("name") == Path(DEFAULT_TARBALL).name)
     old = (tree / "mm" / "memory.c").read_text().splitlines(keepends=True)
     new = old + ["\n", f"static inline int uffdprobe_fault_probe_{uuid.uuid4().hex}(void)\n", "{\n",
                  "\treturn 0;\n", "}\n"]
