@@ -106,7 +106,7 @@ def test_dpkg_deb_dies_with_uffdprobe(tmp_path, sig):
 def test_a_sigkilled_runs_socket_folder_is_swept(tmp_path):
     deb = _deb()
     temp = Path(tempfile.gettempdir())
-    proc = _start("run", "--kernel", deb, "cow-leak")
+    proc = _start("run", "--kernel", deb, "--memory", "anon-4k", "cow-leak")
     mine = lambda: list(temp.glob(f"uffdprobe-vfs-{proc.pid}-*"))  # noqa: E731
     _wait_for(mine, proc, "the virtiofs socket folder", within=300)
     left = mine()
@@ -114,7 +114,7 @@ def test_a_sigkilled_runs_socket_folder_is_swept(tmp_path):
     _end(proc)
     assert _gone("virtiofsd", str(left[0])) and _gone("qemu-system", str(left[0]))
     assert all(p.exists() for p in left)  # SIGKILL aside: nothing could remove it
-    again = _start("run", "--kernel", deb, "cow-leak")
+    again = _start("run", "--kernel", deb, "--memory", "anon-4k", "cow-leak")
     err = _end(again)
     assert again.returncode == Exit.OK, err[-2000:]
     assert not [p for p in left if p.exists()]
