@@ -89,7 +89,11 @@ def test_release_hang_present_on_stock_only_and_the_stock_image_undeclared_exits
     assert {a["kernel"] for a in data["answers"]} == {"stock", "stock-6.12", "host"}
     assert len(data["answers"]) == 3 * len(public_defects())
     present = [(a["defect"], a["kernel"]) for a in data["answers"] if a["answer"] == "PRESENT"]
-    assert present == [("release-vs-gup", "stock")], present
+    assert [p for p in present if p[0] == "release-vs-gup"] == [("release-vs-gup", "stock")], present
+    # stock 6.1.192 also lacks 0f230bc24b6e (the hugetlb unshare one, found by the shared-memory work); every
+    # PRESENT answer is on stock and declared there, stock-6.12 and the host carry none
+    assert {k for _, k in present} == {"stock"} and all(a["declared"] for a in data["answers"]
+                                                         if a["answer"] == "PRESENT"), present
     stock = answer(data, "release-vs-gup", "stock")
     assert stock["declared"] is True and "fe4cdc2c4e24" in stock["fix"] and "v6.15-rc1" in stock["fix"]
     for kernel in ("stock-6.12", "host"):

@@ -71,7 +71,8 @@ def answers(m: Matrix) -> List[Answer]:
     for defect, scenarios in by_defect(s for s in SCENARIOS.values() if s.name in asked):
         names = {s.name for s in scenarios}
         for k in m.kernels:
-            cells = [c for c in (m.cell(k, s, mem) for s, mem in m.rows if s in names) if c is not None]
+            cells = [c for c in (m.cell(k, s, mem) for s, mem in m.rows
+                                 if s in names and (not defect.memory or mem in defect.memory)) if c is not None]
             if cells:
                 out.append(_decided(defect, k.label, cells))
     return out

@@ -20,7 +20,8 @@ FORCED_COW_UFFD_WP = Defect(
 COW_LEAK = Defect(
     id="cow-leak",
     fixes=(Commit("17839856fd58", 'gup: document and work around "COW can break either way" issue'),),
-    first_fixed="v5.8-rc1", stable=("5.7.3",), cve="CVE-2020-29374")
+    first_fixed="v5.8-rc1", stable=("5.7.3",), cve="CVE-2020-29374",
+    memory=("anon-4k", "anon-thp", "anon-swap"))  # a private hugetlb page still leaks on 6.18: not this fix
 
 COW_LEAK_REVERSE = Defect(
     id="cow-leak-reverse",

@@ -23,3 +23,6 @@ class Defect:
     first_fixed: str = ""                  #: first mainline release with the fix, e.g. "v6.15-rc1"
     stable: Tuple[str, ...] = ()           #: stable releases known to carry the fix, e.g. ("6.12.25",)
     cve: str = ""                          #: CVE id, where there is one
+    #: The memory kinds it is about; empty: every kind its scenarios run on. A scenario may ask on more
+    #: kinds than its defect covers (cow-leak on hugetlb is another, unfixed leak, not CVE-2020-29374).
+    memory: Tuple[str, ...] = ()
