@@ -180,7 +180,7 @@ def test_signal_while_a_kernel_boots(tmp_path, sig):
     assert status == 130, m.stderr[-4000:]
     assert took < TERM_GRACE_S, f"{took:.1f}s to stop"  # the run child stopped its QEMU without the SIGKILL
     assert m.own_lines_after(sent) == [f"matrix: interrupted; 1 finished kernel(s) written (marked incomplete) to "
-                                       f"{out}, {work / 'matrix.json'}; stopped: stock"], m.stderr[-4000:]
+                                       f"{work / 'matrix.json'}, {out}; stopped: stock"], m.stderr[-4000:]
     assert "Traceback" not in m.stderr
     for path in (out, work / "matrix.json"):
         data = matrix_json(path)
@@ -193,7 +193,8 @@ def test_signal_while_a_kernel_boots(tmp_path, sig):
     again = MatrixProc("--kernel", "host", "--kernel", "stock", "--scenario", "wp-real-write",
                        "--json", str(tmp_path / "again.json"), "--results-dir", str(tmp_path / "again"))
     assert again.finish(timeout=1200) == 0, again.stderr[-4000:]
-    assert set(verdicts(matrix_json(tmp_path / "again.json")).values()) == {"PASS"}
+    again_verdicts = set(verdicts(matrix_json(tmp_path / "again.json")).values())
+    assert "PASS" in again_verdicts and again_verdicts <= set(GOOD), again_verdicts  # hugetlb SKIPs on a host without
     assert again.left() == []
 
 
