@@ -112,7 +112,7 @@ def test_declared_hang_passes_and_undeclared_thp_hang_fails(tmp_path):
     proc = matrix("--kernel", f"m58={bzimage('model-5.8')}", "--scenario", "wp-gup-vmsplice",
                   "--scenario", "wp-gup-process-vm-readv", "--expect", "m58:wp-gup-vmsplice=HANG",
                   "--expect", "m58:wp-gup-process-vm-readv/anon-4k=HANG", "--json", str(out), "--junit", str(xml),
-                  "--results-dir", str(tmp_path / "w"))
+                  "--results-dir", str(tmp_path / "w"), *ANON)
     assert proc.returncode == 7, proc.stdout + proc.stderr[-3000:]
     got = cells(out)
     assert {k: c["verdict"] for k, c in got.items()} == {
@@ -190,7 +190,7 @@ def test_ctrl_c_mid_matrix_keeps_earlier_reports(tmp_path):
     before = {p: p.read_bytes() for p in (out, html)}
     # selftest-kernel-spin runs last and takes > 20 s: the Ctrl-C lands while stock is mid-run
     proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", "matrix", "--kernel", "host", "--kernel", "stock",
-                             "--scenario", "wp-real-write", "--scenario", "selftest-kernel-spin",
+                             "--scenario", "wp-real-write", "--scenario", "selftest-kernel-spin", *ANON,
                              "--json", str(out), "--junit", str(xml), "--html", str(html),
                              "--results-dir", str(tmp_path / "w")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
