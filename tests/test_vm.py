@@ -414,8 +414,9 @@ def test_cache_disk_filling_mid_run(small_cache, stock_bzimage, tmp_path):
 def test_thp_disabled_on_the_kernel_command_line(stock_bzimage, tmp_path):
     out = tmp_path / "results.json"
     proc = subprocess.run([PY, "-m", "uffdprobe", "run", "--kernel", str(stock_bzimage), "--accel", "tcg",
-                           "--append", "transparent_hugepage=never", "--json", str(out),
-                           "wp-gup-vmsplice", "cow-leak"], capture_output=True, text=True, timeout=300)
+                           "--append", "transparent_hugepage=never", "--json", str(out), "--memory", "anon-4k",
+                           "--memory", "anon-thp", "wp-gup-vmsplice", "cow-leak"],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     got = {(r["scenario"], r["memory"]): r for r in valid_json(out, "results")["results"]}
     for name in ("wp-gup-vmsplice", "cow-leak"):
