@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""The verdict model (shared/docs/design.md): exactly one verdict per scenario run, with evidence."""
+"""The verdict model (docs/design.md): exactly one verdict per scenario run, with evidence."""
 import enum
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, Dict, Optional
