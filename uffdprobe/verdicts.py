@@ -6,6 +6,8 @@ from typing import Any, Dict, Optional
 
 
 class Verdict(str, enum.Enum):
+    """How one scenario run ended: exactly one per run, judged against declarations by results/expect.py."""
+
     PASS = "PASS"
     HANG = "HANG"          #: a task blocked in handle_userfault on a fault nobody will answer
     LEAK = "LEAK"          #: data crossed a COW boundary it must not cross
