@@ -2,6 +2,7 @@
 """The documents hold to the code and to each other: every relative link and anchor resolves, the README's
 exit-status table is exitcodes.Exit, the design's layout drawing is test_layout's STAGES order, and the
 user guide keeps the reliability table the suite rewrites."""
+import argparse
 import re
 from pathlib import Path
 
@@ -125,3 +126,25 @@ def test_the_reliability_table_lives_where_the_suite_rewrites_it():
     assert table[:2] == header and len(table) > 100, table[:3]
     assert all(line.startswith("| ") and line.endswith(" |") and line.count(" | `test_") == 1
                for line in table[2:]), "every row: case, handling, `test`, result"
+
+
+def _long_options(parser, path=()):
+    """(subcommand path, option) for every long option of the command line, help and version left out."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _long_options(sub, (*path, name))
+        elif action.help != argparse.SUPPRESS:
+            yield from ((" ".join(path), o) for o in action.option_strings
+                        if o.startswith("--") and o not in ("--help", "--version"))
+
+
+def test_every_option_is_documented():
+    """Each long option of every subcommand is named in the README or the user guide."""
+    from uffdprobe.cli.main import build_parser
+    text = (ROOT / "README.md").read_text() + (ROOT / "docs" / "user-guide.md").read_text()
+    options = list(_long_options(build_parser()))
+    assert len(options) > 100
+    missing = sorted({f"{sub} {option}" for sub, option in options
+                      if not re.search(re.escape(option) + r"(?![\w-])", text)})
+    assert not missing, missing
