@@ -56,8 +56,8 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
         module = importlib.import_module(f"uffdprobe.cli.{name}")
         (getattr(module, "add_parsers", None) or module.add_parser)(sub)
     p = sub.add_parser("bench", help="MISSING faults/s: Python handler next to a C handler")
-    p.add_argument("--pages", type=_positive, default=20000)
-    p.add_argument("--rounds", type=_positive, default=3)
+    p.add_argument("--pages", type=_positive, default=20000, help="fresh pages each handler serves a round")
+    p.add_argument("--rounds", type=_positive, default=3, help="C and Python rounds, alternated; the best counts")
     p.set_defaults(func=_cmd_bench)
     return parser
 
