@@ -9,8 +9,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from uffdprobe.osutil import children
 from . import tasks
+from .loop import supervise
+from .protocol import Bounds, Ending, Step
 from .splat import SplatWatch
 from uffdprobe.uffd import messages
 from uffdprobe.uffd.errors import UffdError
@@ -153,60 +154,83 @@ class _Watch:
             return f"rescue failed: {exc}"
 
 
-def _reap(pid: int, grace_s: float = 2.0) -> Dict[str, Any]:
-    """Wait for the child; after `grace_s` kill its whole process group. Always reaps."""
-    ended = children.stop_group(pid, first=None, grace=grace_s)
-    if not ended.reaped:
-        # SIGKILL did not end it within 10 s: an unkillable task is a kernel bug; stop waiting.
-        return {"exit": None, "killed": True, "unkillable": tasks.all_tasks(pid)}
-    return {"exit": ended.exit, "killed": ended.killed}
+class _Scenario:
+    """A scenario as a Workload (protocol.py): a forked child that reports over a socket; a watched call
+    idle for hang_s is inspected (a uffd block, or a task spinning spin_s) and rescued through the uffd
+    the child handed over."""
+
+    def __init__(self, scenario: Scenario, memory: str, params: Dict[str, Any], kernel: Dict[str, Any],
+                 limits: Limits, odirect_target: Optional[str]):
+        self.scenario, self.memory, self.params, self.kernel = scenario, memory, params, kernel
+        self.limits, self.odirect_target = limits, odirect_target
+        self.sock, self._child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.w = _Watch(0, self.sock)  # its pid once forked
+        self.rescue_note: Optional[str] = None
+
+    def start(self) -> int:
+        pid = os.fork()
+        if pid == 0:
+            self.sock.close()
+            _child_main(self.scenario, ScenarioContext(self._child_sock, self.memory, self.params,
+                                                       self.odirect_target, self.scenario.race))
+        self._child_sock.close()
+        self.w.pid = pid
+        return pid
+
+    def wait(self, seconds: float) -> bool:
+        w = self.w
+        if w.watching is not None and w.hang is None:  # wake exactly when the watched call has idled hang_s
+            idle = time.monotonic() - w.last_activity
+            if idle < self.limits.hang_s:
+                seconds = min(seconds, self.limits.hang_s - idle)
+        ready, _, _ = select.select([self.sock], [], [], max(0.0, seconds))
+        if ready:
+            w.receive()
+        return w.result is not None or w.closed
+
+    def tick(self, now: float) -> Step:
+        w = self.w
+        if w.watching is None or w.hang is not None or time.monotonic() - w.last_activity < self.limits.hang_s:
+            return Step.GO_ON
+        evidence = w.inspect() or w.spinning(w.watching.get("spin_s", self.limits.spin_s))
+        if evidence is None:
+            return Step.GO_ON
+        if isinstance(w.notes.get("race"), dict):  # racy.repeat's try under way
+            evidence["race"] = dict(w.notes["race"])
+        w.hang = evidence
+        self.rescue_note = w.rescue()
+        return Step.RESCUED
+
+    def result(self, ending: Ending) -> Result:
+        stopped = ending.stopped
+        assert stopped is not None, "a forked child always starts"
+        if not stopped.reaped:
+            # SIGKILL did not end it within 10 s: an unkillable task is a kernel bug; stop waiting.
+            reaped: Dict[str, Any] = {"exit": None, "killed": True, "unkillable": tasks.all_tasks(self.w.pid)}
+        else:
+            reaped = {"exit": stopped.exit, "killed": stopped.killed}
+        return _decide(self.scenario, self.memory, self.params, self.kernel, self.w, self.rescue_note,
+                       not ending.ended, ending.at_bound, reaped, self.limits, ending.took)
+
+    def rows(self, judged: Result) -> List[Result]:
+        return [judged]
+
+    def close(self) -> None:
+        self.sock.close()
+        self._child_sock.close()
+        if self.w.uffd is not None:
+            self.w.uffd.close()
 
 
 def run_one(scenario: Scenario, memory: str, params: Dict[str, Any], kernel: Dict[str, Any],
-            limits: Limits, odirect_target: Optional[str] = None) -> Result:
-    """Fork, run, watch, rescue, reap; exactly one Result."""
-    started = time.monotonic()
-    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    pid = os.fork()
-    if pid == 0:
-        parent_sock.close()
-        _child_main(scenario, ScenarioContext(child_sock, memory, params, odirect_target, scenario.race))
-    child_sock.close()
-    w = _Watch(pid, parent_sock)
-    rescue_note = None
-    deadline = started + limits.scenario_s
+            limits: Limits, odirect_target: Optional[str] = None, splats: Optional[SplatWatch] = None) -> Result:
+    """Fork, run, watch, rescue, reap; exactly one Result (with `splats`, judged by the kernel log too)."""
+    policy = _Scenario(scenario, memory, params, kernel, limits, odirect_target)
     try:
-        while w.result is None and not w.closed:
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            wait = deadline - now
-            if w.watching is not None and w.hang is None:
-                idle = now - w.last_activity
-                wait = min(wait, max(0.0, limits.hang_s - idle) if idle < limits.hang_s else 0.5)
-            ready, _, _ = select.select([parent_sock], [], [], wait)
-            if ready:
-                w.receive()
-                continue
-            if w.watching is not None and w.hang is None and \
-                    time.monotonic() - w.last_activity >= limits.hang_s:
-                evidence = w.inspect() or w.spinning(w.watching.get("spin_s", limits.spin_s))
-                if evidence is not None:
-                    if isinstance(w.notes.get("race"), dict):  # racy.repeat's try under way
-                        evidence["race"] = dict(w.notes["race"])
-                    w.hang = evidence
-                    rescue_note = w.rescue()
-                    deadline = min(deadline, time.monotonic() + limits.rescue_s)
-        timed_out = w.result is None and not w.closed
-        stuck = tasks.all_tasks(pid) if timed_out else None
+        return supervise(policy, Bounds(total_s=limits.scenario_s, rescue_s=limits.rescue_s, poll_s=0.5,
+                                        grace_s=5.0), splats)[0]
     finally:
-        reaped = _reap(pid, grace_s=0.0 if (w.result is None and not w.closed) else 5.0)
-        parent_sock.close()
-        if w.uffd is not None:
-            w.uffd.close()
-    duration = time.monotonic() - started
-    return _decide(scenario, memory, params, kernel, w, rescue_note, timed_out, stuck, reaped,
-                   limits, duration)
+        policy.close()
 
 
 def _decide(scenario, memory, params, kernel, w: _Watch, rescue_note, timed_out, stuck, reaped,
@@ -258,11 +282,8 @@ def run_many(plan: Iterable[tuple], kernel: Dict[str, Any], limits: Limits,
     for scenario, memory, params, skip in plan:
         if skip:
             res = Result(scenario.name, memory, Verdict.SKIP, skip, {}, kernel, params, 0.0)
-        elif splats is None:
-            res = run_one(scenario, memory, params, kernel, limits, odirect_target)
         else:
-            window = splats.start()
-            res = splats.judge(run_one(scenario, memory, params, kernel, limits, odirect_target), window)
+            res = run_one(scenario, memory, params, kernel, limits, odirect_target, splats)
         on_result(res)
         results.append(res)
     return results
