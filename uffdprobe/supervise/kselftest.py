@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple
 from uffdprobe.scenarios.memkinds import NO_MEMORY
 from uffdprobe.verdicts import Result, Verdict
 from . import kselftest_output, tasks
-from .loop import supervise
+from .loop import exited, supervise
 from .protocol import Bounds, Ending, Step
 from .splat import SplatWatch
 
@@ -152,12 +152,7 @@ class _Selftest:
         return self.proc
 
     def wait(self, seconds: float) -> bool:
-        assert self.proc is not None
-        try:
-            self.proc.wait(seconds)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
+        return exited(self.proc, seconds)
 
     def tick(self, now: float) -> Step:
         return Step.GO_ON

@@ -3,6 +3,7 @@
 bound (shortened by a rescue), the wait between ticks, its tasks read at the bound, and its process group
 stopped on every way out (SIGKILL unless it ended by itself, then Bounds.grace_s for its leader)."""
 import signal
+import subprocess
 import time
 from typing import List, Optional
 
@@ -54,3 +55,13 @@ def _watch(workload: Workload, leader: Leader, bounds: Bounds, started: float) -
         ending.stopped = children.stop_group(leader, first=None if ending.ended else signal.SIGKILL,
                                              grace=bounds.grace_s if ending.ended else 0.0)
     return ending
+
+
+def exited(proc: Optional[subprocess.Popen], seconds: float) -> bool:
+    """Whether a program ends within `seconds`: the wait() of a Workload that is one Popen."""
+    assert proc is not None, "start() first"
+    try:
+        proc.wait(seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        return False

@@ -23,7 +23,7 @@ from uffdprobe.osutil import children, lifetime
 from uffdprobe.scenarios.rows import NO_MEMORY
 from uffdprobe.verdicts import Result, Verdict
 from . import procfs, progress, rescue, tasks
-from .loop import supervise
+from .loop import exited, supervise
 from .protocol import Bounds, Ending, Step
 from .splat import SplatWatch
 
@@ -151,12 +151,7 @@ class _Program:
         return self.proc
 
     def wait(self, seconds: float) -> bool:
-        assert self.proc is not None
-        try:
-            self.proc.wait(seconds)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
+        return exited(self.proc, seconds)
 
     def tick(self, now: float) -> Step:
         """Sample the tree: a HANG's faults answered (again each time the rule holds), or STUCK."""
