@@ -68,7 +68,7 @@ def test_a_tree_sleeping_past_its_bound_is_read_at_the_bound_and_its_group_kille
     took = time.monotonic() - started
     ending = shell.ending
     assert ending is not None and ending.timed_out and not ending.ended
-    assert 1.0 <= took < 12.0 and 1.0 <= ending.took <= took
+    assert 1.0 <= took < 12.0 and 1.0 <= ending.took <= took + 0.001  # took: rounded to ms
     assert shell.ticks >= 2  # every poll_s (0.25 s) until the bound
     comms = sorted(t["comm"] for t in ending.at_bound)
     assert comms == ["sh", "sleep", "sleep"], ending.at_bound  # the shell and both its children, from /proc

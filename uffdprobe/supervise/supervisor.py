@@ -53,17 +53,24 @@ def _child_main(scenario: Scenario, ctx: ScenarioContext) -> None:
         os._exit(code)
 
 
-class _Watch:
-    """The supervisor's view of one running child."""
+class _Scenario:
+    """A scenario as a Workload (protocol.py): a forked child that reports over a socket; a watched call
+    idle for hang_s is inspected (a uffd block, or a task spinning spin_s) and rescued through the uffd
+    the child handed over."""
 
-    def __init__(self, pid: int, sock: socket.socket):
-        self.pid, self.sock = pid, sock
+    def __init__(self, scenario: Scenario, memory: str, params: Dict[str, Any], kernel: Dict[str, Any],
+                 limits: Limits, odirect_target: Optional[str]):
+        self.scenario, self.memory, self.params, self.kernel = scenario, memory, params, kernel
+        self.limits, self.odirect_target = limits, odirect_target
+        self.sock, self._child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.pid = 0
+        self.rescue_note: Optional[str] = None
         self.uffd: Optional[Userfaultfd] = None
         self.rescue_range = (0, 0)
         self.rescue_kind = "unprotect"
         self.watching: Optional[Dict[str, Any]] = None
         self.last_activity = time.monotonic()
-        self.result: Optional[dict] = None
+        self.reported: Optional[dict] = None  # the child's own "result" message
         self.notes: Dict[str, Any] = {}
         self.counters: Dict[str, Any] = {}
         self.hang: Optional[Dict[str, Any]] = None
@@ -94,7 +101,7 @@ class _Watch:
         elif kind == "note":
             self.notes[msg["key"]] = msg["value"]
         elif kind == "result":
-            self.result = msg
+            self.reported = msg
 
     def inspect(self) -> Optional[Dict[str, Any]]:
         """Evidence of a uffd block (pending message or a task in handle_userfault), else None."""
@@ -153,20 +160,6 @@ class _Watch:
         except UffdError as exc:
             return f"rescue failed: {exc}"
 
-
-class _Scenario:
-    """A scenario as a Workload (protocol.py): a forked child that reports over a socket; a watched call
-    idle for hang_s is inspected (a uffd block, or a task spinning spin_s) and rescued through the uffd
-    the child handed over."""
-
-    def __init__(self, scenario: Scenario, memory: str, params: Dict[str, Any], kernel: Dict[str, Any],
-                 limits: Limits, odirect_target: Optional[str]):
-        self.scenario, self.memory, self.params, self.kernel = scenario, memory, params, kernel
-        self.limits, self.odirect_target = limits, odirect_target
-        self.sock, self._child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.w = _Watch(0, self.sock)  # its pid once forked
-        self.rescue_note: Optional[str] = None
-
     def start(self) -> int:
         pid = os.fork()
         if pid == 0:
@@ -174,31 +167,30 @@ class _Scenario:
             _child_main(self.scenario, ScenarioContext(self._child_sock, self.memory, self.params,
                                                        self.odirect_target, self.scenario.race))
         self._child_sock.close()
-        self.w.pid = pid
+        self.pid = pid
         return pid
 
     def wait(self, seconds: float) -> bool:
-        w = self.w
-        if w.watching is not None and w.hang is None:  # wake exactly when the watched call has idled hang_s
-            idle = time.monotonic() - w.last_activity
+        if self.watching is not None and self.hang is None:  # wake when the watched call has idled hang_s
+            idle = time.monotonic() - self.last_activity
             if idle < self.limits.hang_s:
                 seconds = min(seconds, self.limits.hang_s - idle)
         ready, _, _ = select.select([self.sock], [], [], max(0.0, seconds))
         if ready:
-            w.receive()
-        return w.result is not None or w.closed
+            self.receive()
+        return self.reported is not None or self.closed
 
     def tick(self, now: float) -> Step:
-        w = self.w
-        if w.watching is None or w.hang is not None or time.monotonic() - w.last_activity < self.limits.hang_s:
+        idle = time.monotonic() - self.last_activity
+        if self.watching is None or self.hang is not None or idle < self.limits.hang_s:
             return Step.GO_ON
-        evidence = w.inspect() or w.spinning(w.watching.get("spin_s", self.limits.spin_s))
+        evidence = self.inspect() or self.spinning(self.watching.get("spin_s", self.limits.spin_s))
         if evidence is None:
             return Step.GO_ON
-        if isinstance(w.notes.get("race"), dict):  # racy.repeat's try under way
-            evidence["race"] = dict(w.notes["race"])
-        w.hang = evidence
-        self.rescue_note = w.rescue()
+        if isinstance(self.notes.get("race"), dict):  # racy.repeat's try under way
+            evidence["race"] = dict(self.notes["race"])
+        self.hang = evidence
+        self.rescue_note = self.rescue()
         return Step.RESCUED
 
     def result(self, ending: Ending) -> Result:
@@ -206,11 +198,10 @@ class _Scenario:
         assert stopped is not None, "a forked child always starts"
         if not stopped.reaped:
             # SIGKILL did not end it within 10 s: an unkillable task is a kernel bug; stop waiting.
-            reaped: Dict[str, Any] = {"exit": None, "killed": True, "unkillable": tasks.all_tasks(self.w.pid)}
+            reaped: Dict[str, Any] = {"exit": None, "killed": True, "unkillable": tasks.all_tasks(self.pid)}
         else:
             reaped = {"exit": stopped.exit, "killed": stopped.killed}
-        return _decide(self.scenario, self.memory, self.params, self.kernel, self.w, self.rescue_note,
-                       not ending.ended, ending.at_bound, reaped, self.limits, ending.took)
+        return _decide(self, not ending.ended, ending.at_bound, reaped, ending.took)
 
     def rows(self, judged: Result) -> List[Result]:
         return [judged]
@@ -218,8 +209,8 @@ class _Scenario:
     def close(self) -> None:
         self.sock.close()
         self._child_sock.close()
-        if self.w.uffd is not None:
-            self.w.uffd.close()
+        if self.uffd is not None:
+            self.uffd.close()
 
 
 def run_one(scenario: Scenario, memory: str, params: Dict[str, Any], kernel: Dict[str, Any],
@@ -233,16 +224,17 @@ def run_one(scenario: Scenario, memory: str, params: Dict[str, Any], kernel: Dic
         policy.close()
 
 
-def _decide(scenario, memory, params, kernel, w: _Watch, rescue_note, timed_out, stuck, reaped,
-            limits: Limits, duration: float) -> Result:
+def _decide(w: _Scenario, timed_out: bool, stuck: Optional[List[dict]], reaped: Dict[str, Any],
+            duration: float) -> Result:
     """The one verdict: a rescued block is HANG; otherwise the child's own conclusion, or ERROR."""
-    child = w.result or {}
+    limits = w.limits
+    child = w.reported or {}
     evidence: Dict[str, Any] = dict(w.notes)
     evidence.update(child.get("evidence", {}))
     evidence["exit"] = reaped
     if w.hang is not None:
         evidence["hang"] = w.hang
-        evidence["rescue"] = rescue_note
+        evidence["rescue"] = w.rescue_note
         if child:
             evidence["after_rescue"] = {"verdict": child.get("verdict"), "reason": child.get("reason")}
         else:
@@ -270,7 +262,7 @@ def _decide(scenario, memory, params, kernel, w: _Watch, rescue_note, timed_out,
     else:
         verdict = Verdict.ERROR
         reason = f"child ended without a verdict (exit {reaped.get('exit')})"
-    return Result(scenario.name, memory, verdict, reason, evidence, kernel, params, round(duration, 3))
+    return Result(w.scenario.name, w.memory, verdict, reason, evidence, w.kernel, w.params, round(duration, 3))
 
 
 def run_many(plan: Iterable[tuple], kernel: Dict[str, Any], limits: Limits,
