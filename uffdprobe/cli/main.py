@@ -56,8 +56,10 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
         module = importlib.import_module(f"uffdprobe.cli.{name}")
         (getattr(module, "add_parsers", None) or module.add_parser)(sub)
     p = sub.add_parser("bench", help="MISSING faults/s: Python handler next to a C handler")
-    p.add_argument("--pages", type=_positive, default=20000)
-    p.add_argument("--rounds", type=_positive, default=3)
+    p.add_argument("--pages", type=_positive, default=20000, metavar="N",
+                   help="pages faulted in and served per round (default 20000)")
+    p.add_argument("--rounds", type=_positive, default=3, metavar="N",
+                   help="rounds of each handler, alternating; the best of each counts (default 3)")
     p.set_defaults(func=_cmd_bench)
     return parser
 

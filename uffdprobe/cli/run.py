@@ -33,7 +33,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--odirect-target", metavar="PATH", help="block device or directory that accepts O_DIRECT")
     p.add_argument("--hang-timeout", type=_seconds, default=2.0, metavar="S",
                    help="blocked this long on a uffd fault means HANG (default 2)")
-    p.add_argument("--scenario-timeout", type=_seconds, default=120.0, metavar="S")
+    p.add_argument("--scenario-timeout", type=_seconds, default=120.0, metavar="S",
+                   help="a scenario with no verdict after this long and no uffd fault pending is killed "
+                        "(ERROR); also the time an --exec program may run in all (default 120)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario parameter (JSON value), e.g. data_pages=128")
     p.add_argument("--runs", type=runs_count, default=1, metavar="N",
