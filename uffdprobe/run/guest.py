@@ -60,8 +60,10 @@ class _Tail(threading.Thread):
     """Print each verdict line the guest appends to verdicts.jsonl while the VM runs, and stream it on,
     stamped with the booted file's identity, to --results-dir's verdicts.jsonl (kept if we are killed)."""
 
-    def __init__(self, path: Path, out, stream: Optional[VerdictStream], stamp: dict, on_result=None):
+    def __init__(self, path: Path, out, stream: Optional[VerdictStream], stamp: dict, on_result=None,
+                 numbered: Optional[report.Numbered] = None):
         super().__init__(name="verdict-tail", daemon=True)
+        self.numbered = numbered or report.Numbered([])
         self.path, self.out, self.seen, self.stop = path, out, 0, threading.Event()
         self.stream, self.stamp, self.on_result = stream, stamp, on_result
         self.lock = threading.Lock()
@@ -87,7 +89,7 @@ class _Tail(threading.Thread):
         self.poll()
 
     def show(self, r: Result) -> None:
-        print(report.table_line(r), file=self.out, flush=True)
+        print(self.numbered.line(r), file=self.out, flush=True)
         if self.on_result:
             self.on_result(r)
 
@@ -148,7 +150,7 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
     ktap_out = ktap_start(outputs, planned, spec.label, [f"kernel: {kernel}"])
     stream = VerdictStream(outputs.results_dir) if outputs.results_dir else None
     tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table, stream, stamp,
-                 ktap_out.add if ktap_out else None)
+                 ktap_out.add if ktap_out else None, report.Numbered(planned))
     tail.start()
     kept_in = outputs.results_dir or run_dir / "channel" / "results"
     reporter.update(run_dir=str(run_dir), console_log=str(run_dir / "console.log"))  # known before QEMU starts

@@ -91,8 +91,10 @@ def _run_plan(request: RunRequest, owed: List[plan.Row], kf: features.KernelFeat
           + (f", selftests {', '.join(wanted)}" if wanted else ""), file=table, flush=True)
     ktap_out = ktap_start(outputs, owed, "host", ["the running kernel"])
 
+    numbered = report.Numbered(owed)
+
     def on_result(r: Result) -> None:
-        print(report.table_line(r), file=table, flush=True)
+        print(numbered.line(r), file=table, flush=True)
         if ktap_out:
             ktap_out.add(r)
         if stream:
