@@ -168,14 +168,16 @@ def _refuse_before_anything_boots(args: argparse.Namespace, targets) -> None:
 
 def _run_matrix(args: argparse.Namespace, targets, request: RunRequest, say, work: Path, owed: list, engine,
                 output: Report) -> int:
+    started = time.monotonic()  # the summary's time: kernel builds, the selftest build and every run
     for t in targets:
         build(t, say)
     if any(planned(request, t) != owed for t in targets) or request.workload.kselftest:
+        selftests_started = time.monotonic()
         _selftests(say, request)  # once, before the kernels' runs (which would each wait for the build)
+        say(f"matrix: selftests ready in {time.monotonic() - selftests_started:.1f}s")
     work.mkdir(parents=True, exist_ok=True)
     say(f"matrix: logs under {work}")  # only once the folder exists: a refused matrix makes none
     done: dict = {}
-    started = time.monotonic()
     ktap_out = KtapOutput(args.ktap, len(targets), owed, work) if args.ktap else None
     with children.signals_raise(KeyboardInterrupt, (signal.SIGTERM,)):  # SIGTERM stops as Ctrl-C
         try:
