@@ -36,12 +36,11 @@ def check_visible_in_guest() -> None:
 
 def guest_argv(request: RunRequest) -> List[str]:
     """The same `uffdprobe run` inside the guest (RunRequest.for_guest); it streams to $UFFDPROBE_RESULTS
-    (the results channel)."""
+    (the results channel). An --exec program must be one the guest sees: run_in_vm checks it first and
+    brings one under /tmp along (exec_row.bring_along)."""
     check_visible_in_guest()
     from uffdprobe.osutil.swap import SERIAL_ENV
     from uffdprobe.vm.boot import SWAP_SERIAL
-    from .exec_row import check_guest_sees_program
-    check_guest_sees_program(request)
     env, *python = guest_python.interpreter()  # `/usr/bin/env PYTHONPATH=... python -S`
     hugepages = [f"{memkinds.HUGEPAGES_ENV}={memkinds.GUEST_HUGEPAGES}"] if _plans_hugetlb(request) else []
     return [env, f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", f"{SERIAL_ENV}={SWAP_SERIAL}", *hugepages, *python,
@@ -161,9 +160,10 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
     verbosity = outputs.verbosity
     guest_python.precompile()  # the guest compiles nothing under TCG
     try:
-        result = boot(kernel, guest_argv(request), timeout=request.limits.vm_timeout, accel=request.machine.accel,
+        in_guest, bring = exec_row.bring_along(request)  # a program under /tmp: its copy in the channel
+        result = boot(kernel, guest_argv(in_guest), timeout=request.limits.vm_timeout, accel=request.machine.accel,
                       progress=progress if verbosity >= 0 else None, run_dir=run_dir,
-                      extra_append=list(request.machine.append), **exec_row.boot_options(request))
+                      extra_append=list(request.machine.append), bring=bring, **exec_row.boot_options(request))
     except (Terminated, KeyboardInterrupt) as exc:
         tail.finish()
         how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
