@@ -15,6 +15,7 @@ from uffdprobe.kbuild.errors import BadInput, BuildFailed, KbuildError
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.osutil import files
 from uffdprobe.verdicts import KERNEL_PROBLEMS
+from .vocab import complete_scenario, completes
 
 BISECT_TEXT = """\
 Check that --good is good and --bad is bad, then run `git bisect run uffdprobe bisect-step ...`.
@@ -59,7 +60,8 @@ def add_parsers(sub) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tree", required=True, metavar="PATH", help="the kernel git checkout to bisect")
-    p.add_argument("--scenario", required=True, metavar="NAME", help="the scenario that decides (uffdprobe list)")
+    completes(p.add_argument("--scenario", required=True, metavar="NAME",
+                             help="the scenario that decides (uffdprobe list)"), complete_scenario)
     p.add_argument("--memory", action="append", choices=ALL_KINDS, help="memory kind(s) (default: all it supports)")
     p.add_argument("--runs", type=int, default=1, metavar="N", help="boots per step (default 1)")
     p.add_argument("--bad-if", choices=bisect_step.BAD_IF, default="any",

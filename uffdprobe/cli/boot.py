@@ -6,7 +6,7 @@ import json
 import sys
 
 from uffdprobe.exitcodes import Exit, UffdprobeError
-from .vocab import deprecated
+from .vocab import complete_kernel, completes, deprecated
 from uffdprobe.vm.outcome import OUTCOME_EXIT
 
 
@@ -18,7 +18,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "vmlinuz or Debian linux-image .deb; optionally LABEL=KERNEL) in QEMU with the host root "
                     "read-only, run COMMAND in it and exit with its status; 10 PANIC, 11 BOOT_FAIL, "
                     "12 VM_TIMEOUT, 13 QEMU killed from outside, 14 results channel lost, 2 bad input.")
-    p.add_argument("kernel", help="recipe name or .toml path, bzImage/vmlinuz path or a linux-image .deb")
+    completes(p.add_argument("kernel", help="recipe name or .toml path, bzImage/vmlinuz path or a linux-image .deb"),
+              complete_kernel)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...] to run in the guest")
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto",
                    help="accelerator (default: probe KVM once, cached, else TCG)")

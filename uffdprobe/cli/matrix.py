@@ -27,17 +27,19 @@ from uffdprobe.run.request import RunRequest
 from .run import _seconds, check_writable, runs_count
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.vm.paths import cache_root, new_run_dir
-from .vocab import add_accel, add_verbosity, check_kcidb, deprecated, kcidb_options, kselftest_from_option
+from .vocab import (add_accel, add_verbosity, check_kcidb, complete_kernel, complete_scenario, completes, deprecated,
+                    kcidb_options, kselftest_from_option)
 from . import user_scenarios
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("matrix", help="every scenario on every kernel, side by side (one boot per kernel)")
-    p.add_argument("--kernel", action="append", required=True, metavar="[LABEL=]K",
-                   help="repeatable: 'host' (the running kernel), a recipe name or .toml path, a "
-                        "bzImage/vmlinuz or a linux-image .deb; LABEL= names it (default: host, the recipe "
-                        "name, or the file name plus a short content hash)")
-    p.add_argument("--scenario", action="append", default=[], metavar="S", help="repeatable (default: all public)")
+    completes(p.add_argument("--kernel", action="append", required=True, metavar="[LABEL=]K",
+                             help="repeatable: 'host' (the running kernel), a recipe name or .toml path, a "
+                                  "bzImage/vmlinuz or a linux-image .deb; LABEL= names it (default: host, the "
+                                  "recipe name, or the file name plus a short content hash)"), complete_kernel)
+    completes(p.add_argument("--scenario", action="append", default=[], metavar="S",
+                             help="repeatable (default: all public)"), complete_scenario)
     p.add_argument("--memory", action="append", choices=ALL_KINDS, help="memory kinds (default: all each supports)")
     p.add_argument("--runs", type=runs_count, default=1, metavar="N",
                    help="repeat every scenario N times in the same boot; disagreeing runs make a FLAKY cell")

@@ -10,7 +10,8 @@ from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.run import host
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.scenarios.registry import select
-from .vocab import add_accel, add_verbosity, check_kcidb, kcidb_options, kselftest_from_option, whole_number
+from .vocab import (add_accel, add_verbosity, check_kcidb, complete_kernel, complete_scenario, completes, kcidb_options,
+                    kselftest_from_option, whole_number)
 from . import errors, user_scenarios
 
 
@@ -20,9 +21,11 @@ def add_parsers(sub) -> None:
     user_scenarios.add_option(p)
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("run", help="run scenarios on the running kernel (or --kernel in QEMU)")
-    p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: every public scenario")
-    p.add_argument("--scenario", dest="more_scenarios", action="append", default=[], metavar="S",
-                   help="repeatable, as in matrix and bisect (the same as naming it positionally)")
+    completes(p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: every public scenario"),
+              complete_scenario)
+    completes(p.add_argument("--scenario", dest="more_scenarios", action="append", default=[], metavar="S",
+                             help="repeatable, as in matrix and bisect (the same as naming it positionally)"),
+              complete_scenario)
     p.add_argument("--memory", action="append", choices=ALL_KINDS, help="memory kinds (default: all each supports)")
     p.add_argument("--json", metavar="FILE", help="write all results as a JSON list (- for stdout; the table then goes to stderr)")
     p.add_argument("--ktap", action="store_true",
@@ -49,9 +52,10 @@ def add_parsers(sub) -> None:
                         "or any other mm selftest program by name; built once into the kernel cache from "
                         "--kselftest-from's tree")
     kselftest_from_option(p)
-    p.add_argument("--kernel", metavar="[LABEL=]KERNEL",
-                   help="boot this kernel in QEMU and run there: a recipe name or .toml path, a bzImage/vmlinuz "
-                        "or a linux-image .deb, optionally LABEL=KERNEL; 'host' runs on the running kernel")
+    completes(p.add_argument("--kernel", metavar="[LABEL=]KERNEL",
+                             help="boot this kernel in QEMU and run there: a recipe name or .toml path, a "
+                                  "bzImage/vmlinuz or a linux-image .deb, optionally LABEL=KERNEL; 'host' runs "
+                                  "on the running kernel"), complete_kernel)
     add_accel(p)
     p.add_argument("--append", action="append", default=[], metavar="ARG", type=kernel_cmdline_arg,
                    help="with --kernel: an extra kernel command-line argument, e.g. transparent_hugepage=never")

@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """One vocabulary across subcommands: -q/-v, and old option spellings that still work for one release with a
-deprecation line on stderr; the KCIDB output options run and matrix share."""
+deprecation line on stderr; the KCIDB output options run and matrix share; what shell completion offers for
+a kernel or a scenario."""
 import argparse
 import sys
+from typing import Any, List
 
 from uffdprobe.exitcodes import UsageError
 
@@ -75,3 +77,34 @@ def kselftest_from_option(p) -> None:
                         "it has them all, else /usr/src/linux-source-6.12.tar.xz)")
     p.add_argument("--kselftest-dir", dest="kselftest_from", action=deprecated("--kselftest-from"),
                    help=argparse.SUPPRESS)
+
+
+def _paths(prefix: str) -> List[str]:
+    """Files and folders for a prefix that looks like a path (a kernel file, a recipe .toml, a tuxmake folder)."""
+    if not prefix.startswith(("/", ".", "~")):
+        return []
+    try:
+        from argcomplete.completers import FilesCompleter
+    except ImportError:
+        return []
+    return list(FilesCompleter()(prefix))
+
+
+def complete_kernel(prefix: str, **_: Any) -> List[str]:
+    """--kernel's completions: `host` and every recipe name (after LABEL= too), or paths for a path."""
+    from uffdprobe.kbuild import recipes
+    label, eq, name = prefix.rpartition("=")
+    offered = [f"{label}{eq}{n}" for n in ["host", *recipes.names()] if n.startswith(name)]
+    return offered + _paths(name if eq else prefix)
+
+
+def complete_scenario(prefix: str, **_: Any) -> List[str]:
+    """A scenario argument's completions: the public scenario names."""
+    from uffdprobe.scenarios.registry import SCENARIOS
+    return [s.name for s in SCENARIOS.values() if not s.test_only and s.name.startswith(prefix)]
+
+
+def completes(action: argparse.Action, completer) -> argparse.Action:
+    """`action` with argcomplete's completer set (an attribute argcomplete reads; argparse ignores it)."""
+    action.completer = completer  # type: ignore[attr-defined]
+    return action
