@@ -134,7 +134,7 @@ def test_run_exec_on_host_reports_declares_and_exits(tmp_path):
     valid_json(out, "results")
     assert [r["verdict"] for r in results(out)] == ["HANG"] and results(out)[0]["scenario"] == "uffd_selfwait"
     proc = uffdprobe("run", "--hang-timeout", "1", "--expect", "selfwait=HANG", "--exec-label", "selfwait",
-                     "--ktap", "--exec", prog, "wp")
+                     "--ktap", "-", "--exec", prog, "wp")
     assert proc.returncode == 0, proc.stderr
     assert "not ok 1 selfwait.-" in proc.stdout and "# rescue: rescued through pidfd_getfd" in proc.stdout
     proc = uffdprobe("run", "--exec", "--", str(tmp_path / "missing"))

@@ -131,7 +131,7 @@ def cmd_matrix(args: argparse.Namespace, output: Report = MATRIX) -> int:
     declare(targets, parse_expect(args.expect, targets))
     # every kernel's run: the matrix's own outputs and declarations are not its children's
     request = run_request.build(vars(args), scenarios=args.scenario, exec=program, exec_row=row,
-                                kselftest=selftests.chosen(args.kselftest), kernel=None, json=None, ktap=False,
+                                kselftest=selftests.chosen(args.kselftest), kernel=None, json=None, ktap=None,
                                 results_dir=None, kcidb=None, origin=None, kcidb_url=None,
                                 expect=(), scenarios_from=user_scenarios.check_guests_see(targets, scenarios_from))
     say = _say if args.verbosity >= 0 else _silent

@@ -28,8 +28,9 @@ def add_parsers(sub) -> None:
               complete_scenario)
     p.add_argument("--memory", action="append", choices=ALL_KINDS, help="memory kinds (default: all each supports)")
     p.add_argument("--json", metavar="FILE", help="write all results as a JSON list (- for stdout; the table then goes to stderr)")
-    p.add_argument("--ktap", action="store_true",
-                   help="KTAP on stdout, a result line as each verdict lands (the table goes to stderr)")
+    p.add_argument("--ktap", metavar="FILE|-",
+                   help="write KTAP to FILE, a result line as each verdict lands (- for stdout; the table then "
+                        "goes to stderr)")
     kcidb_options(p)
     p.add_argument("--results-dir", metavar="DIR", default=os.environ.get("UFFDPROBE_RESULTS"),
                    help="stream each result as a line of DIR/verdicts.jsonl (default: $UFFDPROBE_RESULTS)")
@@ -185,10 +186,10 @@ def run_request(args: argparse.Namespace):
     scenarios_from = user_scenarios.load(args)  # before any scenario name (positional, --expect, [expect])
     from . import execopts
     program, row = execopts.check(args)  # before --expect, which may name the program's row
-    check_writable(("--json", args.json), ("--kcidb", args.kcidb))
+    check_writable(("--json", args.json), ("--ktap", args.ktap), ("--kcidb", args.kcidb))
     check_kcidb(args)
-    if args.json == "-" and args.ktap:
-        raise UsageError("--json - and --ktap both want stdout: write the JSON to a file")
+    if args.json == "-" and args.ktap == "-":
+        raise UsageError("--json - and --ktap - both want stdout: write one of them to a file")
     check_results_dir(args.results_dir)
     spec = None
     if args.kernel is not None:

@@ -9,7 +9,7 @@ from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit, UsageError
 from . import guest_python, kernel_arg, plan, user_scenarios
 from .child_report import Reporter
-from .host import VerdictStream, finish, ktap_start, table_stream
+from .host import VerdictStream, finish, ktap_finish, ktap_start, table_stream
 from uffdprobe.scenarios import memkinds
 from .request import RunRequest
 from uffdprobe.verdicts import Result, Verdict
@@ -186,7 +186,7 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
         tail.show(r)
     tail.forward(results[tail.seen:] + missing)  # the first tail.seen went out as they arrived
     if ktap_out:
-        ktap_out.close(f"boot outcome: {result.outcome}; console log: {result.console_log}")
+        ktap_finish(ktap_out, f"boot outcome: {result.outcome}; console log: {result.console_log}")
     results += missing
     kept_files = _keep_outputs(result.results_dir, outputs.results_dir, result.console_log)
     console = kept_files.get(str(result.console_log))
