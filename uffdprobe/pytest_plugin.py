@@ -15,6 +15,10 @@ from typing import Dict, List, Optional
 
 import pytest
 
+#: What a test's fixtures and marker give it (the hooks are pytest's, found by their names).
+__all__ = ["uffd_kernel", "uffd_verdict", "Kernel", "Verdict", "DeclaredProblem", "NEEDS"]
+
+#: The words `@pytest.mark.needs(...)` takes; a test is skipped on a kernel that lacks one.
 NEEDS = ("root", "uffd-wp", "thp", "odirect")
 
 

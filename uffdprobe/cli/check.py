@@ -60,10 +60,8 @@ def _show(m: Matrix, out: TextIO, took_s: float) -> int:
     for a in problems:
         print(f"NOT DECLARED: {a.defect.id} is PRESENT on {a.kernel}: backport "
               f"{catalogue.describe_fix(a.defect)}", file=out)
-    where = [f": {c.kernel} {c.scenario}({c.memory}): " for c in others]
-    for line in matrix_table.unexpected_lines(m):
-        if any(w in line for w in where):
-            print(line, file=out)
+    for line in matrix_table.unexpected_lines(m, others):
+        print(line, file=out)
     counts = {w: sum(a.answer == w for a in found) for w in catalogue.ANSWERS}
     print(f"check: {len(found)} answer(s) on {len(m.kernels)} kernel(s) in {took_s:.1f}s: "
           + ", ".join(f"{n} {w}" for w, n in counts.items() if n), file=out, flush=True)

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The matrix as a terminal table: kernels across, scenario(memory) down, a verdict and mark per cell."""
 import os
-from typing import List, TextIO
+from typing import Iterable, List, Optional, TextIO
 
 from uffdprobe.scenarios.memkinds import NO_MEMORY
 from .matrix import EXPECTED, FIXED, REGRESSION, UNDECLARED, UNEXPECTED, Cell, Matrix
@@ -48,10 +48,11 @@ def render(m: Matrix, colour: bool = False) -> str:
     return "\n".join(lines)
 
 
-def unexpected_lines(m: Matrix) -> List[str]:
-    """One line per unexpected cell: where, what was declared, what happened, why."""
+def unexpected_lines(m: Matrix, cells: Optional[Iterable[Cell]] = None) -> List[str]:
+    """One line per unexpected cell (of `cells` when given, else of the whole matrix): where, what was
+    declared, what happened, why."""
     out = []
-    for c in m.unexpected():
+    for c in m.unexpected() if cells is None else cells:
         declared = f"expected {c.expected}" if c.expected else "nothing declared"
         out.append(f"{c.mark}: {c.kernel} {c.scenario}({c.memory}): {declared}, got {c.label}: "
                    f"{c.results[0].reason}")

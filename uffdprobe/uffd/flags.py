@@ -15,7 +15,9 @@ def _flag(name: str, group: str, prefix: str, shift: bool = False) -> type:
 Feature = _flag("Feature", "feature", "UFFD_FEATURE_")
 #: The ioctls bitmask bits that UFFDIO_API and UFFDIO_REGISTER return (1 << _UFFDIO_*).
 Ioctl = _flag("Ioctl", "ioctl", "_UFFDIO_", shift=True)
+#: UFFDIO_REGISTER_MODE_* (MISSING, WP, MINOR): what a range is registered for.
 RegisterMode = _flag("RegisterMode", "register", "UFFDIO_REGISTER_MODE_")
+#: UFFD_PAGEFAULT_FLAG_* (WRITE, WP, MINOR) of a pagefault message.
 PageFaultFlag = _flag("PageFaultFlag", "pagefault", "UFFD_PAGEFAULT_FLAG_")
 Event = enum.IntEnum("Event", {k[len("UFFD_EVENT_"):]: v for k, v in constants["event"].items()},
                      module=__name__)

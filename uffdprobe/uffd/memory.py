@@ -7,6 +7,7 @@ from typing import Optional
 from ._ffi import constants, ffi, lib
 from .errors import NotSupportedError, error_for
 
+#: The base page size of the running kernel, in bytes.
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MMAN = constants["mman"]
 MADV = constants["madvise"]
@@ -147,4 +148,5 @@ def touch(addr: int, length: int, *, write: bool = False, value: int = 0, stride
 
 
 def gettid() -> int:
+    """The calling thread's kernel thread id (gettid(2)), as a fault message's `ptid` names it."""
     return lib.up_gettid()
