@@ -15,7 +15,7 @@ from uffdprobe.results.matrix import Matrix
 from uffdprobe.scenarios.registry import SCENARIOS
 from .matrix import Report, cmd_matrix
 from .run import _seconds, runs_count
-from .vocab import add_accel, add_verbosity, kcidb_options
+from .vocab import add_accel, add_verbosity, complete_kernel, completes, kcidb_options
 
 
 def defect_scenarios() -> list:
@@ -25,9 +25,9 @@ def defect_scenarios() -> list:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("check", help="which known userfaultfd/GUP/COW defects each kernel carries, and the fix")
-    p.add_argument("--kernel", action="append", metavar="[LABEL=]K",
-                   help="repeatable (default: host): 'host', a recipe name or .toml path, a bzImage/vmlinuz or "
-                        "a linux-image .deb, as in matrix")
+    completes(p.add_argument("--kernel", action="append", metavar="[LABEL=]K",
+                             help="repeatable (default: host): 'host', a recipe name or .toml path, a "
+                                  "bzImage/vmlinuz or a linux-image .deb, as in matrix"), complete_kernel)
     p.add_argument("--defect", action="append", default=[], metavar="ID",
                    help="repeatable: ask only these defects (default: every one; `uffdprobe list` names them)")
     p.add_argument("--expect", action="append", default=[], metavar="[KERNEL:]SCENARIO[/MEMORY]=VERDICT",

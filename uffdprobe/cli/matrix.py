@@ -27,17 +27,19 @@ from uffdprobe.run.request import RunRequest
 from .run import _seconds, check_writable, runs_count
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.vm.paths import cache_root, new_run_dir
-from .vocab import add_accel, add_verbosity, check_kcidb, deprecated, kcidb_options, kselftest_from_option
+from .vocab import (add_accel, add_verbosity, check_kcidb, complete_kernel, complete_scenario, completes, deprecated,
+                    kcidb_options, kselftest_from_option)
 from . import user_scenarios
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("matrix", help="every scenario on every kernel, side by side (one boot per kernel)")
-    p.add_argument("--kernel", action="append", required=True, metavar="[LABEL=]K",
-                   help="repeatable: 'host' (the running kernel), a recipe name or .toml path, a "
-                        "bzImage/vmlinuz or a linux-image .deb; LABEL= names it (default: host, the recipe "
-                        "name, or the file name plus a short content hash)")
-    p.add_argument("--scenario", action="append", default=[], metavar="S", help="repeatable (default: all public)")
+    completes(p.add_argument("--kernel", action="append", required=True, metavar="[LABEL=]K",
+                             help="repeatable: 'host' (the running kernel), a recipe name or .toml path, a "
+                                  "bzImage/vmlinuz or a linux-image .deb; LABEL= names it (default: host, the "
+                                  "recipe name, or the file name plus a short content hash)"), complete_kernel)
+    completes(p.add_argument("--scenario", action="append", default=[], metavar="S",
+                             help="repeatable (default: all public)"), complete_scenario)
     p.add_argument("--memory", action="append", choices=ALL_KINDS, help="memory kinds (default: all each supports)")
     p.add_argument("--runs", type=runs_count, default=1, metavar="N",
                    help="repeat every scenario N times in the same boot; disagreeing runs make a FLAKY cell")
@@ -129,7 +131,7 @@ def cmd_matrix(args: argparse.Namespace, output: Report = MATRIX) -> int:
     declare(targets, parse_expect(args.expect, targets))
     # every kernel's run: the matrix's own outputs and declarations are not its children's
     request = run_request.build(vars(args), scenarios=args.scenario, exec=program, exec_row=row,
-                                kselftest=selftests.chosen(args.kselftest), kernel=None, json=None, ktap=False,
+                                kselftest=selftests.chosen(args.kselftest), kernel=None, json=None, ktap=None,
                                 results_dir=None, kcidb=None, origin=None, kcidb_url=None,
                                 expect=(), scenarios_from=user_scenarios.check_guests_see(targets, scenarios_from))
     say = _say if args.verbosity >= 0 else _silent
@@ -168,14 +170,16 @@ def _refuse_before_anything_boots(args: argparse.Namespace, targets) -> None:
 
 def _run_matrix(args: argparse.Namespace, targets, request: RunRequest, say, work: Path, owed: list, engine,
                 output: Report) -> int:
+    started = time.monotonic()  # the summary's time: kernel builds, the selftest build and every run
     for t in targets:
         build(t, say)
     if any(planned(request, t) != owed for t in targets) or request.workload.kselftest:
+        selftests_started = time.monotonic()
         _selftests(say, request)  # once, before the kernels' runs (which would each wait for the build)
+        say(f"matrix: selftests ready in {time.monotonic() - selftests_started:.1f}s")
     work.mkdir(parents=True, exist_ok=True)
     say(f"matrix: logs under {work}")  # only once the folder exists: a refused matrix makes none
     done: dict = {}
-    started = time.monotonic()
     ktap_out = KtapOutput(args.ktap, len(targets), owed, work) if args.ktap else None
     with children.signals_raise(KeyboardInterrupt, (signal.SIGTERM,)):  # SIGTERM stops as Ctrl-C
         try:

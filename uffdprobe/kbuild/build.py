@@ -157,9 +157,15 @@ def _build_in(job: _Job, source, work: Path, staged: dict, jobs: int, timeout: f
     hit = _cached(job.root, key)
     if not hit:
         job.show.note(f"building {source.version} ({len(job.series)} patch(es)) in {work / 'build'}")
+        base = cache.sha256_json({"base": job.spec.base, "fragments": job.fragment_hashes})[:16]
+        if not (work / "build" / "vmlinux").exists():  # nothing built here yet: every file compiles
+            job.show.expect(cache.cold_build(job.root, base))
         kbuild_make.run_make(make + [f"-j{jobs}", "bzImage"], log_path, job.show, timeout,
                              env=kbuild_make.make_env(work), disk=job.root)
         job.show.finish("built")
+        made = job.show.made()
+        if made:
+            cache.record_cold_build(job.root, base, made)
         files = {"bzImage": work / "build" / BZIMAGE, "config": config, "build.log": log_path}
         hit = cache.install_entry(job.root, key, files, _identity(job, source, config, key))
     cache.write_alias(job.root, job.inputs, key)

@@ -4,7 +4,7 @@ their schema version, tool version and command line. KTAP lives in ktap.py."""
 import json
 import sys
 from pathlib import Path
-from typing import Iterable, List, TextIO, Union
+from typing import Iterable, List, Optional, Sequence, TextIO, Tuple, Union
 
 import uffdprobe
 from uffdprobe.verdicts import Result
@@ -13,6 +13,26 @@ from uffdprobe.verdicts import Result
 def table_line(r: Result) -> str:
     took = f"{r.duration_s:.2f}s" if r.duration_s else ""
     return f"{r.scenario:<24} {r.memory:<9} {r.verdict.value:<8} {took:>7}  {r.reason}"
+
+
+class Numbered:
+    """Table lines counted against the plan: '[3/12] ' before the line of each row the run owes, in the order
+    they land; a line it does not owe (a selftest's case, the kernel-log row) is indented to match."""
+
+    def __init__(self, owed: Sequence[Tuple[str, str, Optional[int]]]):
+        self._left = set(owed)
+        self._total = len(owed)
+        self._done = 0
+
+    def line(self, r: Result) -> str:
+        """The table line of `r`, numbered if it is the first answer to a row the plan owes."""
+        key = (r.scenario, r.memory, r.params.get("run"))
+        width = len(f"[{self._total}/{self._total}] ")
+        if key not in self._left:
+            return " " * width + table_line(r)
+        self._left.discard(key)
+        self._done += 1
+        return f"[{self._done}/{self._total}] ".ljust(width) + table_line(r)
 
 
 def summary(results: Iterable[Result]) -> str:
