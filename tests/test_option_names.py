@@ -71,6 +71,20 @@ def test_run_ktap_writes_a_file(tmp_path):
     assert out.read_text().startswith("KTAP version 1\n") and "ok 1 cow-leak.anon-4k" in out.read_text()
 
 
+def test_a_word_that_could_be_a_name_is_never_written_as_a_file(tmp_path):
+    """During the deprecation a bare old flag may be followed by a word that is a name or a FILE; where it
+    could be either, nothing is written to it: a file of that name in the working folder stays as it was."""
+    kept = tmp_path / "myscen"
+    kept.write_bytes(b"not ours\n")
+    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "--ktap", "myscen"], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == Exit.USAGE and "myscen" in proc.stderr, proc.stderr  # an unknown scenario
+    assert kept.read_bytes() == b"not ours\n"
+    proc = _uffdprobe("boot", "--json", str(tmp_path / "no-such-kernel"), "--", "true")
+    assert proc.returncode == Exit.USAGE and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "no-such-kernel").exists()  # read as a FILE only when it is not a KERNEL: refused
+
+
 def test_the_old_folder_names_still_work(tmp_path):
     proc = _uffdprobe("bisect-step", "--tree", str(tmp_path / "no-tree"), "--scenario", "cow-leak",
                       "--work-dir", str(tmp_path / "w"))

@@ -3,6 +3,7 @@
 deprecation line on stderr; the KCIDB output options run and matrix share; what shell completion offers for
 a kernel or a scenario."""
 import argparse
+import os
 import sys
 from typing import Any, List
 
@@ -115,14 +116,18 @@ WERE_FLAGS = {"run": "--ktap", "features": "--json", "doctor": "--json", "boot":
 
 
 def _an_operand(command: str, word: str) -> bool:
-    """Whether `word` after a bare old flag is the subcommand's own operand, not the flag's new FILE: a
-    scenario name for run; for boot anything but - or a .json file (its KERNEL); features and doctor take none."""
+    """Whether `word` after a bare old flag is the subcommand's own operand, not the flag's new FILE. Where
+    it could be either, it is taken as the operand, so a word meant as a name is never written over as a
+    file (a FILE given then is refused by the parser or the kernel lookup, exit 2): for run, a scenario
+    name or any word without '/' or '.' (a scenario of a --scenarios-from file); for boot, anything but
+    - or a .json file that exists or names a recipe (its KERNEL); features and doctor take none."""
     if word == "-" or command in ("features", "doctor"):
         return False
     if command == "boot":
-        return not word.endswith(".json")
+        from uffdprobe.kbuild import recipes
+        return not word.endswith(".json") and (os.path.exists(word) or word in recipes.names())
     from uffdprobe.scenarios.registry import SCENARIOS
-    return word in SCENARIOS
+    return word in SCENARIOS or not any(c in word for c in "/.")
 
 
 def old_flags(argv: List[str]) -> List[str]:
