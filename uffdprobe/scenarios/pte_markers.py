@@ -129,7 +129,10 @@ def _worker_end(pid: int, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     state: Optional[str] = None
     while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # dead (EXIT_DEAD) without a status: wait() no longer counts it
+            done, status = 0, 0
         if done:
             return f"exited with status {os.waitstatus_to_exitcode(status)}"
         state = _proc_state(pid)
