@@ -68,8 +68,12 @@ def run_hugetlb_reprotect(ctx: ScenarioContext) -> Outcome:
         return Outcome(Verdict.LEAK, f"a never-touched hugetlb page protected twice is mapped before any access "
                                      f"(pfn {before['pfn']:#x}) and reads {peek}, not zeros: the process reads "
                                      f"memory that is not its file's; the worker then {end}", evidence)
+    if "punched" not in steps:
+        return Outcome(Verdict.STUCK, f"fallocate(PUNCH_HOLE) of the page did not return: the worker {end}",
+                       evidence)
     if steps.get("read_after_punch") != "00" * _PEEK:
-        return Outcome(Verdict.ERROR, f"the punched page did not read back as zeros ({end})", evidence)
+        return Outcome(Verdict.LEAK, f"the punched page reads {steps.get('read_after_punch')}, not zeros "
+                                     f"(the worker {end})", evidence)
     return Outcome(Verdict.PASS, "protected twice, the unpopulated page stayed unmapped (a marker) and read "
                                  "zeros; its hole was punched and it read zeros again", evidence)
 
