@@ -105,7 +105,7 @@ HUGETLB_MARKER_REPROTECT = Defect(
     id="hugetlb-marker-reprotect",
     fixes=(Commit("0e678153f5be", "mm/hugetlb: fix PTE marker handling in hugetlb_change_protection()"),),
     introduced=(Commit("60dfaad65aa9", "mm/hugetlb: allow uffd wr-protect none ptes"),),
-    first_affected="v5.19", first_fixed="v6.2", stable=("6.1.8",), cve="CVE-2022-49760")
+    first_affected="v5.19", first_fixed="v6.2-rc5", stable=("6.1.8",), cve="CVE-2022-49760")
 
 FORK_MARKER_NO_EVENT = Defect(
     id="fork-marker-no-event",
