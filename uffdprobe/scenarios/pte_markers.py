@@ -7,10 +7,10 @@ two catalogue defects of 6.1 before 6.1.8 / 6.1.11.
   marker as a present pte and rewrite it into a huge pte mapping pfn 0. The page then reads physical page
   0 instead of zeros, and unmapping it hands pfn 0 to page_remove_rmap() (a VM_BUG_ON_PAGE under
   CONFIG_DEBUG_VM). The work runs in a worker process of its own session: an oops inside
-  fallocate(PUNCH_HOLE) leaves that task in D state on the hugetlb VMA lock it holds (the guest's
-  hung-task panic would end the boot), so once the page is wrong the worker does not punch and exits,
-  and exit's unmap meets the same page_remove_rmap(); a worker that oopses that way never becomes a
-  zombie, so it is polled, never waited for.
+  fallocate(PUNCH_HOLE) leaves that task in D state in hugetlb_vma_lock_write() on the lock it holds
+  itself (the guest's hung-task panic would end the boot), so once the page is wrong the worker does not
+  punch and exits, and exit's unmap meets the same page_remove_rmap(); a worker that oopses that way
+  never becomes a zombie, so it is polled, never waited for.
 - fork-marker-no-event (49d6d7fb6313): a private shmem mapping with an anon_vma, its written pages
   write-protected and dropped by MADV_DONTNEED, keeps markers; fork() with a uffd lacking
   UFFD_FEATURE_EVENT_FORK copied them into the child, whose VMA has no uffd-wp, with a WARNING in
