@@ -146,7 +146,7 @@ class Verdict:
     def evidence_text(self) -> str:
         from uffdprobe.results import evidence as evidence_view
         lines = [f"{self.kernel.label} {self.cell.scenario}({self.cell.memory}): {self.cell.label}"
-                 f" (declared: {self.cell.expected or 'nothing'}; mark: {self.cell.mark or 'undeclared'})"]
+                 f" (declared: {self.cell.expected or 'nothing'}; mark: {str(self.cell.mark) or 'undeclared'})"]
         for r in self.cell.results:
             lines += [f"  {key}: {value}" for key, value in evidence_view.summary(r).items()]
         ident = self.kernel.identity
@@ -165,7 +165,7 @@ class Verdict:
             raise DeclaredProblem(self.evidence_text())
         if not failing(c.mark):
             return
-        if c.mark == FIXED and not c.flaky and _xfail_strict(c):
+        if c.mark is FIXED and not c.flaky and _xfail_strict(c):
             return  # the strict xfail turns this pass into a failure: the declaration is out of date
         pytest.fail(f"{c.mark}: " + self.evidence_text(), pytrace=False)
 

@@ -33,7 +33,7 @@ class Answer:
     @property
     def accepted(self) -> bool:
         """A PRESENT defect its cells' declarations accept (never true for an undeclared one)."""
-        return self.answer == PRESENT and all(judge(c.expected, r.verdict) == EXPECTED for c in self.cells
+        return self.answer == PRESENT and all(judge(c.expected, r.verdict) is EXPECTED for c in self.cells
                                               for r in c.results if r.verdict.value in KERNEL_PROBLEMS)
 
     def to_dict(self) -> dict:
@@ -41,7 +41,7 @@ class Answer:
                 "declared": self.accepted if self.answer == PRESENT else None,
                 "fix": describe_fix(self.defect) if self.answer == PRESENT else None,
                 "cells": [{"scenario": c.scenario, "memory": c.memory, "verdict": c.verdict, "label": c.label,
-                           "expected": c.expected, "mark": c.mark or None} for c in self.cells]}
+                           "expected": c.expected, "mark": str(c.mark) or None} for c in self.cells]}
 
 
 def _decided(defect: Defect, kernel: str, cells: List[Cell]) -> Answer:

@@ -4,10 +4,10 @@ import html
 import json
 import sys
 import time
-from typing import Optional
+from typing import Any, Dict, List, Optional, Set
 
 from . import evidence as evidence_view
-from .matrix import EXPECTED, FIXED, REGRESSION, UNEXPECTED, Cell, KernelRun, Matrix
+from .matrix import EXPECTED, FIXED, REGRESSION, UNEXPECTED, Cell, CellMark, Flaky, KernelRun, Mark, Matrix
 import uffdprobe
 from uffdprobe.verdicts import plain
 
@@ -29,13 +29,15 @@ VERDICT_WORDS = {"PASS": "the kernel behaved", "SKIP": "the kernel lacks a featu
                  "FLAKY": "the runs disagreed (counts per verdict)", "ERROR": "the harness or setup failed",
                  "BUILD_FAIL": "the kernel did not build", "BOOT_FAIL": "the kernel did not boot",
                  "PANIC": "the kernel panicked", "VM_TIMEOUT": "the boot or the scenarios ran out of time"}
-#: The mark words a cell shows under its verdict, and what they mean ('' shows no word).
-MARK_WORDS = {EXPECTED: "as declared for this kernel (a declared bad verdict is hatched)",
-              REGRESSION: "worse than declared", FIXED: "better than declared (the declaration is out of date)",
-              "FLAKY": "declared {verdict}, which only some runs showed: it still happens, so keep the "
-                       "declaration (or declare it racy, {verdict}>=K/N)",
-              UNEXPECTED: "a bad verdict nothing declares for this kernel, scenario and memory kind, "
-                          "or neither as declared nor a kernel verdict, or no answer at all"}
+#: What the mark a cell shows under its verdict means (its word is the mark's text; UNDECLARED shows none).
+MARK_WORDS: Dict[Mark, str] = {
+    EXPECTED: "as declared for this kernel (a declared bad verdict is hatched)",
+    REGRESSION: "worse than declared", FIXED: "better than declared (the declaration is out of date)",
+    UNEXPECTED: "a bad verdict nothing declares for this kernel, scenario and memory kind, "
+                "or neither as declared nor a kernel verdict, or no answer at all"}
+#: What a 'FLAKY V' mark means, V its declared verdict.
+FLAKY_WORDS = "declared {verdict}, which only some runs showed: it still happens, so keep the " \
+              "declaration (or declare it racy, {verdict}>=K/N)"
 _GOOD = {"PASS", "SKIP"}
 
 _CSS = """
@@ -123,7 +125,7 @@ def _cell_data(c: Cell, k: KernelRun) -> dict:
     runs = [{"summary": evidence_view.summary(r), "evidence": r.evidence,
              "stack": (evidence_view.blocked_tasks(r) or [{}])[0].get("stack") or []} for r in c.results]
     return {"kernel": c.kernel, "scenario": c.scenario, "memory": c.memory, "label": c.label,
-            "verdict": c.verdict, "expected": c.expected, "mark": c.mark or "undeclared", "runs": runs,
+            "verdict": c.verdict, "expected": c.expected, "mark": _mark_text(c.mark), "runs": runs,
             "identity": k.identity, "boot": boot, "console": k.boot.get("console_excerpt") or []}
 
 
@@ -147,29 +149,30 @@ def _question(scenario: str) -> str:
     return found.question
 
 
-def _mark_class(mark: str) -> str:
+def _mark_text(mark: CellMark) -> str:
+    """A mark as a cell's data-mark and the page's data say it: its text, 'undeclared' for UNDECLARED."""
+    return str(mark) or "undeclared"
+
+
+def _mark_class(mark: CellMark) -> str:
     """A mark as one CSS class name: 'FLAKY HANG' -> 'FLAKY-HANG'."""
-    return mark.replace(" ", "-")
+    return _mark_text(mark).replace(" ", "-")
 
 
-def _mark_meaning(mark: str) -> str:
+def _mark_meaning(mark: CellMark) -> str:
     """What a mark means; 'FLAKY HANG' names its verdict."""
-    head, _, verdict = mark.partition(" ")
-    return MARK_WORDS[mark] if mark in MARK_WORDS else MARK_WORDS.get(head, mark).format(verdict=verdict)
+    if isinstance(mark, Flaky):
+        return FLAKY_WORDS.format(verdict=mark.verdict.value)
+    return MARK_WORDS.get(mark, str(mark))
 
 
-def _mark_word(mark: str) -> str:
-    return {"undeclared": "", EXPECTED: "expected"}.get(mark, mark)
-
-
-def _legend(marks: set) -> str:
+def _legend(marks: Set[CellMark]) -> str:
     esc = html.escape
     verdicts = "".join(f"<dt><span class=\"chip v-{v}\">{v}</span></dt><dd>{esc(VERDICT_WORDS.get(v, ''))}</dd>"
                        for v in COLOURS)
-    shown = [EXPECTED, REGRESSION, FIXED, UNEXPECTED] + \
-        sorted(m for m in marks if m not in (EXPECTED, REGRESSION, FIXED, UNEXPECTED, "undeclared"))
-    rows = [f"<dt><span class=\"chip v-HANG m-{esc(_mark_class(m))} bad\">HANG <small>{esc(_mark_word(m))}</small></span></dt>"
-            f"<dd>{esc(_mark_word(m))}: {esc(_mark_meaning(m))}</dd>" for m in shown]
+    shown = [EXPECTED, REGRESSION, FIXED, UNEXPECTED] + sorted((m for m in marks if isinstance(m, Flaky)), key=str)
+    rows = [f"<dt><span class=\"chip v-HANG m-{esc(_mark_class(m))} bad\">HANG <small>{esc(str(m))}</small></span></dt>"
+            f"<dd>{esc(str(m))}: {esc(_mark_meaning(m))}</dd>" for m in shown]
     rows.append("<dt><span class=\"chip v-PASS m-undeclared\">PASS</span></dt>"
                 "<dd>no word: PASS or SKIP with nothing declared for this kernel, scenario and memory kind</dd>")
     return (f"<div class=\"legend\" id=\"legend\"><dl>{verdicts}</dl>"
@@ -179,7 +182,9 @@ def _legend(marks: set) -> str:
 def render(m: Matrix, title: str = "uffdprobe matrix", argv: Optional[list] = None) -> str:
     """The whole page as a string; every value is escaped, the data rides along as inline JSON."""
     esc = html.escape
-    data, body, marks = [], [], set()
+    data: List[Dict[str, Any]] = []
+    body: List[str] = []
+    marks: Set[CellMark] = set()
     for scenario, memory in m.rows:
         question = _question(scenario)
         tds = [f"<th class=\"row\" title=\"{esc(question)}\">{esc(scenario)} <small>({esc(memory)})</small>"
@@ -189,13 +194,13 @@ def render(m: Matrix, title: str = "uffdprobe matrix", argv: Optional[list] = No
             if c is None:
                 tds.append("<td class=\"empty\">-</td>")
                 continue
-            mark = c.mark or "undeclared"
+            mark = c.mark
             marks.add(mark)
             bad = "" if all(r.verdict.value in _GOOD for r in c.results) else " bad"
             tds.append(f"<td class=\"cell v-{esc(c.verdict)} m-{esc(_mark_class(mark))}{bad}\" data-cell=\"{len(data)}\" "
-                       f"data-verdict=\"{esc(c.verdict)}\" data-mark=\"{esc(mark)}\" tabindex=\"0\" role=\"button\" "
+                       f"data-verdict=\"{esc(c.verdict)}\" data-mark=\"{esc(_mark_text(mark))}\" tabindex=\"0\" role=\"button\" "
                        f"title=\"{esc(c.results[0].reason)} (click for the evidence)\">{esc(c.label)}"
-                       f"<small>{esc(_mark_word(mark))}</small></td>")
+                       f"<small>{esc(str(mark))}</small></td>")
             data.append(_cell_data(c, k))
         body.append("<tr>" + "".join(tds) + "</tr>")
     heads = "".join(f"<th title=\"{esc(str(k.identity.get('version') or k.identity.get('release') or ''))}\">"

@@ -220,7 +220,7 @@ def _test(origin: str, k: KernelRun, r: Result, build_id: str, links: Links) -> 
             "comment": f"{r.scenario} [{r.memory}]: {r.verdict.value}" + (f" (declared {want})" if want else ""),
             "environment": _environment(k),
             "misc": {"scenario": r.scenario, "memory": r.memory, "verdict": r.verdict.value, "run": run,
-                     "declared": want, "mark": mark or None, "reason": r.reason}}
+                     "declared": want, "mark": str(mark) or None, "reason": r.reason}}
     lines = [f"{key}: {value}" for key, value in summary(r).items()] + _evidence_lines(r.evidence)
     test["log_excerpt"] = excerpt(lines)
     log = links.url(r.evidence.get("log")) or links.url(k.boot.get("log"))
@@ -264,7 +264,7 @@ def _known(origin: str, k: KernelRun, r: Result, test: dict) -> Optional[tuple]:
              "comment": f"{k.label} is declared to give {want} on {r.scenario} [{r.memory}] (its recipe's "
                         "[expect] or --expect)", "misc": {"kernel": k.label, "declaration": key}}
     incident = {"id": f"{test['id']}:incident", "origin": origin, "issue_id": issue["id"], "issue_version": 0,
-                "test_id": test["id"], "present": mark == EXPECTED}
+                "test_id": test["id"], "present": mark is EXPECTED}
     return issue, incident
 
 

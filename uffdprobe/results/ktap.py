@@ -183,7 +183,7 @@ def declared_judge(k) -> Judge:
         single = type(declared)(k.label, r.scenario, r.memory, [r], declared.expected)
         if single.unexpected:
             return FAIL, directive if status == FAIL else ""
-        if status == FAIL and single.mark == EXPECTED:
+        if status == FAIL and single.mark is EXPECTED:
             return OK, f"XFAIL declared {single.expected}: {one_line(r.reason)}"
         return status, directive
     return judge

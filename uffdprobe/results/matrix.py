@@ -3,11 +3,13 @@
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from .expect import EXPECTED, FIXED, REGRESSION, UNDECLARED, UNEXPECTED, cell_mark, declared, failing, judge
+from .expect import (EXPECTED, FIXED, REGRESSION, UNDECLARED, UNEXPECTED, CellMark, Flaky, Mark, cell_mark, declared,
+                     failing, judge)
 from uffdprobe.verdicts import Result, plain
 
 #: The marks (REGRESSION, UNEXPECTED, FIXED fail) and the rule itself live in expect.py; re-exported here.
-__all__ = ["EXPECTED", "FIXED", "REGRESSION", "UNDECLARED", "UNEXPECTED", "judge", "Cell", "KernelRun", "Matrix"]
+__all__ = ["Mark", "Flaky", "CellMark", "EXPECTED", "FIXED", "REGRESSION", "UNDECLARED", "UNEXPECTED", "judge", "Cell",
+           "KernelRun", "Matrix"]
 
 
 @dataclass
@@ -45,7 +47,7 @@ class Cell:
         return "FLAKY: " + ", ".join(f"{v} {c}/{n}" for v, c in self.counts)
 
     @property
-    def mark(self) -> str:
+    def mark(self) -> CellMark:
         """The judgement over every run (expect.cell_mark): REGRESSION, UNEXPECTED, 'FLAKY HANG', FIXED,
         expected or undeclared."""
         return cell_mark(self.expected, [r.verdict for r in self.results])
@@ -57,7 +59,7 @@ class Cell:
     def to_dict(self) -> dict:
         return {"kernel": self.kernel, "scenario": self.scenario, "memory": self.memory,
                 "verdict": self.verdict, "label": self.label, "counts": dict(self.counts),
-                "runs": len(self.results), "expected": self.expected, "mark": self.mark or None,
+                "runs": len(self.results), "expected": self.expected, "mark": str(self.mark) or None,
                 "unexpected": self.unexpected, "results": [r.to_dict() for r in self.results]}
 
 
