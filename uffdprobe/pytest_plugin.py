@@ -11,12 +11,12 @@ whose tests use neither `uffd_kernel` nor `uffd_verdict` sees nothing of it: no 
 """
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 
 #: What a test's fixtures and marker give it (the hooks are pytest's, found by their names).
-__all__ = ["uffd_kernel", "uffd_verdict", "Kernel", "Verdict", "DeclaredProblem", "NEEDS"]
+__all__ = ["uffd_kernel", "uffd_verdict", "Kernel", "UffdVerdict", "DeclaredProblem", "NEEDS"]
 
 #: The words `@pytest.mark.needs(...)` takes; a test is skipped on a kernel that lacks one.
 NEEDS = ("root", "uffd-wp", "thp", "odirect")
@@ -133,7 +133,7 @@ def _host_lacks(need: str) -> Optional[str]:
     return why_not(need, features.probe(), None)
 
 
-class Verdict:
+class UffdVerdict:
     """What `uffd_verdict` gives a test: the cell on this kernel, and check() to turn it into an outcome."""
 
     def __init__(self, kernel: Kernel, cell):
@@ -185,13 +185,13 @@ def uffd_kernel(request, _uffd_booted: Kernel) -> Kernel:
 
 
 @pytest.fixture
-def uffd_verdict(request, uffd_kernel: Kernel) -> Verdict:
+def uffd_verdict(request, uffd_kernel: Kernel) -> UffdVerdict:
     """The cell of this test's uffd_scenario marker on uffd_kernel; adds xfail(strict) if declared bad."""
     mark = request.node.get_closest_marker("uffd_scenario")
     if mark is None or not mark.args:
         pytest.fail("uffd_verdict needs @pytest.mark.uffd_scenario('SCENARIO')", pytrace=False)
     cell = uffd_kernel.cell(mark.args[0], mark.kwargs.get("memory", "anon-4k"))
-    verdict = Verdict(uffd_kernel, cell)
+    verdict = UffdVerdict(uffd_kernel, cell)
     _record_kernel(request, uffd_kernel)
     request.node.stash[_EVIDENCE] = verdict.evidence_text()
     if _xfail_strict(cell):
@@ -359,3 +359,13 @@ def _id(arg: str) -> str:
 _SESSION = pytest.StashKey[_Session]()
 _EVIDENCE = pytest.StashKey[str]()
 _KERNEL_PROPERTIES = pytest.StashKey[list]()
+
+
+def __getattr__(name: str) -> Any:
+    """`Verdict`, UffdVerdict's old name (it read as uffdprobe.verdicts.Verdict), with a DeprecationWarning."""
+    if name == "Verdict":
+        import warnings
+        warnings.warn("uffdprobe.pytest_plugin.Verdict is deprecated: use UffdVerdict", DeprecationWarning,
+                      stacklevel=2)
+        return UffdVerdict
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
