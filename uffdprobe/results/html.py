@@ -120,7 +120,7 @@ document.querySelectorAll('td.cell').forEach(td => {
 """
 
 
-def _cell_data(c: Cell, k: KernelRun) -> dict:
+def _cell_data(c: Cell, k: KernelRun) -> Dict[str, Any]:
     boot = {key: value for key, value in k.boot.items() if key not in ("console_excerpt", "panic_lines")}
     runs = [{"summary": evidence_view.summary(r), "evidence": r.evidence,
              "stack": (evidence_view.blocked_tasks(r) or [{}])[0].get("stack") or []} for r in c.results]
@@ -179,7 +179,7 @@ def _legend(marks: Set[CellMark]) -> str:
             f"<p>Under the verdict, how it compares with what is declared:</p><dl>{''.join(rows)}</dl></div>")
 
 
-def render(m: Matrix, title: str = "uffdprobe matrix", argv: Optional[list] = None) -> str:
+def render(m: Matrix, title: str = "uffdprobe matrix", argv: Optional[List[str]] = None) -> str:
     """The whole page as a string; every value is escaped, the data rides along as inline JSON."""
     esc = html.escape
     data: List[Dict[str, Any]] = []

@@ -56,7 +56,7 @@ class Cell:
     def unexpected(self) -> bool:
         return failing(self.mark)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         return {"kernel": self.kernel, "scenario": self.scenario, "memory": self.memory,
                 "verdict": self.verdict, "label": self.label, "counts": dict(self.counts),
                 "runs": len(self.results), "expected": self.expected, "mark": str(self.mark) or None,
@@ -74,7 +74,7 @@ class KernelRun:
     expect: Dict[str, str] = field(default_factory=dict)
     complete: bool = True
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         return {"label": self.label, "identity": self.identity, "boot": self.boot, "expect": self.expect,
                 "complete": self.complete}
 
@@ -109,14 +109,14 @@ class Matrix:
     def unexpected(self) -> List[Cell]:
         return [c for c in self.cells() if c.unexpected]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         return {"complete": self.complete and all(k.complete for k in self.kernels),
                 "kernels": [plain(k.to_dict()) for k in self.kernels],
                 "rows": [{"scenario": s, "memory": m} for s, m in self.rows],
                 "cells": [c.to_dict() for c in self.cells()]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Matrix":
+    def from_dict(cls, d: Dict[str, Any]) -> "Matrix":
         """Rebuild a Matrix from to_dict() output (the --json file)."""
         by_kernel: Dict[str, List[Result]] = {}
         for c in d["cells"]:

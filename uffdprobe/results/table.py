@@ -30,8 +30,8 @@ def render(m: Matrix, colour: bool = False) -> str:
     rows = m.rows
     names = [s if mem == NO_MEMORY else f"{s}({mem})" for s, mem in rows]  # a selftest row has no memory kind
     first = max([len("scenario(memory)")] + [len(n) for n in names])
-    grid: List[List[Cell]] = [[m.cell(k, s, mem) for k in m.kernels] for s, mem in rows]
-    widths = [max([len(k.label)] + [len(cell_text(row[i])) for row in grid if row[i]])
+    grid: List[List[Optional[Cell]]] = [[m.cell(k, s, mem) for k in m.kernels] for s, mem in rows]
+    widths = [max([len(k.label)] + [len(cell_text(c)) for c in (row[i] for row in grid) if c])
               for i, k in enumerate(m.kernels)]
     lines = ["  ".join([f"{'scenario(memory)':<{first}}"] + [f"{k.label:<{w}}" for k, w in zip(m.kernels, widths)])]
     lines.append("  ".join(["-" * first] + ["-" * w for w in widths]))
