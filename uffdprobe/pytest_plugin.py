@@ -11,9 +11,13 @@ whose tests use neither `uffd_kernel` nor `uffd_verdict` sees nothing of it: no 
 """
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import pytest
+
+if TYPE_CHECKING:
+    from uffdprobe.results.matrix import Cell
+    from uffdprobe.verdicts import Result
 
 #: What a test's fixtures and marker give it (the hooks are pytest's, found by their names).
 __all__ = ["uffd_kernel", "uffd_verdict", "Kernel", "UffdVerdict", "DeclaredProblem", "NEEDS"]
@@ -92,7 +96,7 @@ class Kernel:
     def identity(self) -> dict:
         return self.run.identity
 
-    def cell(self, scenario: str, memory: str = "anon-4k"):
+    def cell(self, scenario: str, memory: str = "anon-4k") -> "Cell":
         """Every run of scenario × memory on this kernel, with the declared expectation."""
         if scenario not in self.wanted:
             pytest.fail(f"scenario {scenario!r} was not run on {self.label}: mark the test "
@@ -136,11 +140,11 @@ def _host_lacks(need: str) -> Optional[str]:
 class UffdVerdict:
     """What `uffd_verdict` gives a test: the cell on this kernel, and check() to turn it into an outcome."""
 
-    def __init__(self, kernel: Kernel, cell):
+    def __init__(self, kernel: Kernel, cell: "Cell") -> None:
         self.kernel, self.cell = kernel, cell
 
     @property
-    def results(self):
+    def results(self) -> List["Result"]:
         return self.cell.results
 
     def evidence_text(self) -> str:
@@ -201,11 +205,11 @@ def uffd_verdict(request, uffd_kernel: Kernel) -> UffdVerdict:
     return verdict
 
 
-def _xfail_strict(cell) -> bool:
+def _xfail_strict(cell: "Cell") -> bool:
     """A cell declared bad is an xfail(strict), except a racy declaration ('HANG>=K/N') none of whose runs
     showed a kernel problem: those PASS runs are as declared (or FIXED, which check() fails itself)."""
     from uffdprobe.results.expect import declares_bad, parse
-    if not declares_bad(cell.expected):
+    if cell.expected is None or not declares_bad(cell.expected):
         return False
     return not parse(cell.expected).at_least or any(r.verdict.is_kernel_problem for r in cell.results)
 
