@@ -6,7 +6,8 @@ declared bad verdict that happens is an expected failure; one that no longer hap
 A cell of several runs that disagree is FLAKY unless the declaration accepts every run: a declared
 bad verdict that still happens in some runs marks it 'FLAKY HANG' (failing; never FIXED while it still
 happens). 'HANG>=K/N' declares a racy defect: at least K HANG runs in N, the other runs may PASS.
-Every consumer (run, matrix, JUnit, the pytest plugin) asks `judge`, `cell_mark` and `failing`.
+Every consumer (run, matrix, check, JUnit, KTAP, HTML, KCIDB, the pytest plugin) asks `judge`, `cell_mark`
+and `failing`, and gets a typed mark (`Mark`, or `Flaky`) whose str() is the text its output writes.
 """
 import enum
 import re
