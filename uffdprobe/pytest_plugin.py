@@ -11,12 +11,16 @@ whose tests use neither `uffd_kernel` nor `uffd_verdict` sees nothing of it: no 
 """
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import pytest
 
+if TYPE_CHECKING:
+    from uffdprobe.results.matrix import Cell
+    from uffdprobe.verdicts import Result
+
 #: What a test's fixtures and marker give it (the hooks are pytest's, found by their names).
-__all__ = ["uffd_kernel", "uffd_verdict", "Kernel", "Verdict", "DeclaredProblem", "NEEDS"]
+__all__ = ["uffd_kernel", "uffd_verdict", "Kernel", "UffdVerdict", "DeclaredProblem", "NEEDS"]
 
 #: The words `@pytest.mark.needs(...)` takes; a test is skipped on a kernel that lacks one.
 NEEDS = ("root", "uffd-wp", "thp", "odirect")
@@ -92,7 +96,7 @@ class Kernel:
     def identity(self) -> dict:
         return self.run.identity
 
-    def cell(self, scenario: str, memory: str = "anon-4k"):
+    def cell(self, scenario: str, memory: str = "anon-4k") -> "Cell":
         """Every run of scenario × memory on this kernel, with the declared expectation."""
         if scenario not in self.wanted:
             pytest.fail(f"scenario {scenario!r} was not run on {self.label}: mark the test "
@@ -133,20 +137,20 @@ def _host_lacks(need: str) -> Optional[str]:
     return why_not(need, features.probe(), None)
 
 
-class Verdict:
+class UffdVerdict:
     """What `uffd_verdict` gives a test: the cell on this kernel, and check() to turn it into an outcome."""
 
-    def __init__(self, kernel: Kernel, cell):
+    def __init__(self, kernel: Kernel, cell: "Cell") -> None:
         self.kernel, self.cell = kernel, cell
 
     @property
-    def results(self):
+    def results(self) -> List["Result"]:
         return self.cell.results
 
     def evidence_text(self) -> str:
         from uffdprobe.results import evidence as evidence_view
         lines = [f"{self.kernel.label} {self.cell.scenario}({self.cell.memory}): {self.cell.label}"
-                 f" (declared: {self.cell.expected or 'nothing'}; mark: {self.cell.mark or 'undeclared'})"]
+                 f" (declared: {self.cell.expected or 'nothing'}; mark: {str(self.cell.mark) or 'undeclared'})"]
         for r in self.cell.results:
             lines += [f"  {key}: {value}" for key, value in evidence_view.summary(r).items()]
         ident = self.kernel.identity
@@ -165,7 +169,7 @@ class Verdict:
             raise DeclaredProblem(self.evidence_text())
         if not failing(c.mark):
             return
-        if c.mark == FIXED and not c.flaky and _xfail_strict(c):
+        if c.mark is FIXED and not c.flaky and _xfail_strict(c):
             return  # the strict xfail turns this pass into a failure: the declaration is out of date
         pytest.fail(f"{c.mark}: " + self.evidence_text(), pytrace=False)
 
@@ -185,13 +189,13 @@ def uffd_kernel(request, _uffd_booted: Kernel) -> Kernel:
 
 
 @pytest.fixture
-def uffd_verdict(request, uffd_kernel: Kernel) -> Verdict:
+def uffd_verdict(request, uffd_kernel: Kernel) -> UffdVerdict:
     """The cell of this test's uffd_scenario marker on uffd_kernel; adds xfail(strict) if declared bad."""
     mark = request.node.get_closest_marker("uffd_scenario")
     if mark is None or not mark.args:
         pytest.fail("uffd_verdict needs @pytest.mark.uffd_scenario('SCENARIO')", pytrace=False)
     cell = uffd_kernel.cell(mark.args[0], mark.kwargs.get("memory", "anon-4k"))
-    verdict = Verdict(uffd_kernel, cell)
+    verdict = UffdVerdict(uffd_kernel, cell)
     _record_kernel(request, uffd_kernel)
     request.node.stash[_EVIDENCE] = verdict.evidence_text()
     if _xfail_strict(cell):
@@ -201,11 +205,11 @@ def uffd_verdict(request, uffd_kernel: Kernel) -> Verdict:
     return verdict
 
 
-def _xfail_strict(cell) -> bool:
+def _xfail_strict(cell: "Cell") -> bool:
     """A cell declared bad is an xfail(strict), except a racy declaration ('HANG>=K/N') none of whose runs
     showed a kernel problem: those PASS runs are as declared (or FIXED, which check() fails itself)."""
     from uffdprobe.results.expect import declares_bad, parse
-    if not declares_bad(cell.expected):
+    if cell.expected is None or not declares_bad(cell.expected):
         return False
     return not parse(cell.expected).at_least or any(r.verdict.is_kernel_problem for r in cell.results)
 
@@ -359,3 +363,13 @@ def _id(arg: str) -> str:
 _SESSION = pytest.StashKey[_Session]()
 _EVIDENCE = pytest.StashKey[str]()
 _KERNEL_PROPERTIES = pytest.StashKey[list]()
+
+
+def __getattr__(name: str) -> Any:
+    """`Verdict`, UffdVerdict's old name (it read as uffdprobe.verdicts.Verdict), with a DeprecationWarning."""
+    if name == "Verdict":
+        import warnings
+        warnings.warn("uffdprobe.pytest_plugin.Verdict is deprecated: use UffdVerdict", DeprecationWarning,
+                      stacklevel=2)
+        return UffdVerdict
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -71,12 +71,12 @@ class Result:
     params: Dict[str, Any] = field(default_factory=dict)
     duration_s: Optional[float] = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         """JSON-ready: evidence is plain data (see `plain`), never a Python repr."""
-        d = plain(asdict(self))
+        d: Dict[str, Any] = plain(asdict(self))
         d["verdict"] = self.verdict.value
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Result":
+    def from_dict(cls, d: Dict[str, Any]) -> "Result":
         return cls(**{**d, "verdict": Verdict(d["verdict"])})

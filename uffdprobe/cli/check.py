@@ -12,6 +12,7 @@ from typing import TextIO
 from uffdprobe.exitcodes import Exit
 from uffdprobe.results import catalogue, table as matrix_table
 from uffdprobe.results.matrix import Matrix
+from uffdprobe.scenarios.catalogue import describe_fix
 from uffdprobe.scenarios.registry import SCENARIOS
 from .matrix import Report, cmd_matrix
 from .run import _seconds, runs_count
@@ -59,7 +60,7 @@ def _show(m: Matrix, out: TextIO, took_s: float) -> int:
     others = [c for c in m.unexpected() if (c.kernel, c.scenario, c.memory) not in shown]  # FIXED, ERROR...
     for a in problems:
         print(f"NOT DECLARED: {a.defect.id} is PRESENT on {a.kernel}: backport "
-              f"{catalogue.describe_fix(a.defect)}", file=out)
+              f"{describe_fix(a.defect)}", file=out)
     for line in matrix_table.unexpected_lines(m, others):
         print(line, file=out)
     counts = {w: sum(a.answer == w for a in found) for w in catalogue.ANSWERS}

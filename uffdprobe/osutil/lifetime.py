@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from .children import prctl, proc_stat
 
@@ -38,7 +38,7 @@ def temp_prefix(kind: str) -> str:
     return f"uffdprobe-{kind}-{os.getpid()}-"
 
 
-def tie() -> Optional[subprocess.Popen]:
+def tie() -> Optional["subprocess.Popen[Any]"]:
     """Tie everything this process will start to its lifetime (see the module's docstring); the watchdog,
     or None where an ancestor uffdprobe's covers us already or none could start. Never fails a run: where
     the kernel refuses a means (no cgroup v2 we may write), the others still hold."""
@@ -63,7 +63,7 @@ def tie() -> Optional[subprocess.Popen]:
     return watchdog
 
 
-def _start_watchdog(group: Optional[Path]) -> subprocess.Popen:
+def _start_watchdog(group: Optional[Path]) -> "subprocess.Popen[Any]":
     """The watchdog, with this package on its path, run by sys.executable or else by the very binary
     running us (/proc/self/exe: sys.executable may name one under a folder we cannot enter)."""
     package_parent = str(Path(__file__).resolve().parents[2])
@@ -80,7 +80,7 @@ def _start_watchdog(group: Optional[Path]) -> subprocess.Popen:
     raise failure or OSError("no interpreter to run the watchdog")
 
 
-def _untie(watchdog: subprocess.Popen, group: Optional[Path]) -> None:
+def _untie(watchdog: "subprocess.Popen[Any]", group: Optional[Path]) -> None:
     """At a normal exit: stop what is left below us (bounded), leave and remove our cgroup, and end the
     watchdog, so that nothing of the run, the watchdog included, is alive once we are gone."""
     deadline = time.monotonic() + 10.0

@@ -13,13 +13,13 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Set, Tuple
 
 POLL_S = 0.2
 KILL_BOUND_S = 10.0
 
 
-def _stat(pid: int) -> Optional[list]:
+def _stat(pid: int) -> Optional[List[str]]:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             return f.read().decode(errors="replace").rsplit(")", 1)[1].split()
@@ -27,7 +27,7 @@ def _stat(pid: int) -> Optional[list]:
         return None
 
 
-def _table() -> Dict[int, tuple]:
+def _table() -> Dict[int, Tuple[int, str]]:
     """pid -> (parent pid, start time in ticks) of every live, non-zombie process."""
     out = {}
     for name in os.listdir("/proc"):
@@ -38,7 +38,7 @@ def _table() -> Dict[int, tuple]:
     return out
 
 
-def _descendants(roots: set, table: Dict[int, tuple]) -> Dict[int, str]:
+def _descendants(roots: Set[int], table: Dict[int, Tuple[int, str]]) -> Dict[int, str]:
     """Every process in `table` below one of `roots` (pid -> start time)."""
     found: Dict[int, str] = {}
     frontier = set(roots)
@@ -100,7 +100,7 @@ def _kill_noted(noted: Dict[int, str], owner: int) -> None:
         time.sleep(0.05)
 
 
-def _remove_temp(tmpdir: str, owners: set) -> None:
+def _remove_temp(tmpdir: str, owners: Set[int]) -> None:
     """The temporary folders (uffdprobe-exec-PID-*, uffdprobe-cell-PID-*) of the processes we killed."""
     import re
     import shutil
@@ -141,7 +141,7 @@ def watch(owner: int, group: Optional[Path], tmpdir: str) -> None:
     _remove_temp(tmpdir, set(noted) | {owner})
 
 
-def main(argv: list) -> int:
+def main(argv: List[str]) -> int:
     """Entry point: argv is [PID, CGROUP or '', TMPDIR]."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the run; the run's end is ours
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

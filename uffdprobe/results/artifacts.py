@@ -5,7 +5,7 @@ folder with its reports in it, and every link still resolves wherever the archiv
 import copy
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict
 
 from .matrix import KernelRun, Matrix
 
@@ -38,7 +38,7 @@ def relocated_run(k: KernelRun, root: Path, report: Path) -> KernelRun:
     return out
 
 
-def _kept_build_files(k: KernelRun, root: Path) -> dict:
+def _kept_build_files(k: KernelRun, root: Path) -> Dict[str, Any]:
     """The identity with its build log and .config named as the copies in the kernel's results folder (the
     folder of its console log), where those were kept, instead of the kernel cache's."""
     identity = dict(k.identity)

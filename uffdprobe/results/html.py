@@ -5,10 +5,10 @@ import html
 import json
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from . import evidence as evidence_view
-from .matrix import EXPECTED, FIXED, REGRESSION, UNEXPECTED, Cell, KernelRun, Matrix
+from .matrix import EXPECTED, FIXED, REGRESSION, UNEXPECTED, Cell, CellMark, Flaky, KernelRun, Mark, Matrix
 import uffdprobe
 from uffdprobe.verdicts import plain
 
@@ -30,13 +30,15 @@ VERDICT_WORDS = {"PASS": "the kernel behaved", "SKIP": "the kernel lacks a featu
                  "FLAKY": "the runs disagreed (counts per verdict)", "ERROR": "the harness or setup failed",
                  "BUILD_FAIL": "the kernel did not build", "BOOT_FAIL": "the kernel did not boot",
                  "PANIC": "the kernel panicked", "VM_TIMEOUT": "the boot or the scenarios ran out of time"}
-#: The mark words a cell shows under its verdict, and what they mean ('' shows no word).
-MARK_WORDS = {EXPECTED: "as declared for this kernel (a declared bad verdict is hatched)",
-              REGRESSION: "worse than declared", FIXED: "better than declared (the declaration is out of date)",
-              "FLAKY": "declared {verdict}, which only some runs showed: it still happens, so keep the "
-                       "declaration (or declare it racy, {verdict}>=K/N)",
-              UNEXPECTED: "a bad verdict nothing declares for this kernel, scenario and memory kind, "
-                          "or neither as declared nor a kernel verdict, or no answer at all"}
+#: What the mark a cell shows under its verdict means (its word is the mark's text; UNDECLARED shows none).
+MARK_WORDS: Dict[Mark, str] = {
+    EXPECTED: "as declared for this kernel (a declared bad verdict is hatched)",
+    REGRESSION: "worse than declared", FIXED: "better than declared (the declaration is out of date)",
+    UNEXPECTED: "a bad verdict nothing declares for this kernel, scenario and memory kind, "
+                "or neither as declared nor a kernel verdict, or no answer at all"}
+#: What a 'FLAKY V' mark means, V its declared verdict.
+FLAKY_WORDS = "declared {verdict}, which only some runs showed: it still happens, so keep the " \
+              "declaration (or declare it racy, {verdict}>=K/N)"
 _GOOD = {"PASS", "SKIP"}
 
 _CSS = """
@@ -158,12 +160,12 @@ def readable(value: Any, key: str = "") -> Any:
     return value
 
 
-def _cell_data(c: Cell, k: KernelRun) -> dict:
+def _cell_data(c: Cell, k: KernelRun) -> Dict[str, Any]:
     boot = readable({key: value for key, value in k.boot.items() if key not in ("console_excerpt", "panic_lines")})
     runs = [{"summary": evidence_view.summary(r), "evidence": readable(r.evidence),
              "stack": (evidence_view.blocked_tasks(r) or [{}])[0].get("stack") or []} for r in c.results]
     return {"kernel": c.kernel, "scenario": c.scenario, "memory": c.memory, "label": c.label,
-            "verdict": c.verdict, "expected": c.expected, "mark": c.mark or "undeclared", "runs": runs,
+            "verdict": c.verdict, "expected": c.expected, "mark": _mark_text(c.mark), "runs": runs,
             "identity": readable(k.identity), "boot": boot, "console": k.boot.get("console_excerpt") or []}
 
 
@@ -209,41 +211,42 @@ def groups(rows: List[Tuple[str, str]]) -> Dict[str, List[Tuple[str, str, str]]]
     return out
 
 
-def _mark_class(mark: str) -> str:
+def _mark_text(mark: CellMark) -> str:
+    """A mark as a cell's data-mark and the page's data say it: its text, 'undeclared' for UNDECLARED."""
+    return str(mark) or "undeclared"
+
+
+def _mark_class(mark: CellMark) -> str:
     """A mark as one CSS class name: 'FLAKY HANG' -> 'FLAKY-HANG'."""
-    return mark.replace(" ", "-")
+    return _mark_text(mark).replace(" ", "-")
 
 
-def _mark_meaning(mark: str) -> str:
+def _mark_meaning(mark: CellMark) -> str:
     """What a mark means; 'FLAKY HANG' names its verdict."""
-    head, _, verdict = mark.partition(" ")
-    return MARK_WORDS[mark] if mark in MARK_WORDS else MARK_WORDS.get(head, mark).format(verdict=verdict)
+    if isinstance(mark, Flaky):
+        return FLAKY_WORDS.format(verdict=mark.verdict.value)
+    return MARK_WORDS.get(mark, str(mark))
 
 
-def _mark_word(mark: str) -> str:
-    return {"undeclared": "", EXPECTED: "expected"}.get(mark, mark)
-
-
-def _legend(marks: set) -> str:
+def _legend(marks: Set[CellMark]) -> str:
     esc = html.escape
     verdicts = "".join(f"<dt><span class=\"chip v-{v}\">{v}</span></dt><dd>{esc(VERDICT_WORDS.get(v, ''))}</dd>"
                        for v in COLOURS)
-    shown = [EXPECTED, REGRESSION, FIXED, UNEXPECTED] + \
-        sorted(m for m in marks if m not in (EXPECTED, REGRESSION, FIXED, UNEXPECTED, "undeclared"))
-    rows = [f"<dt><span class=\"chip v-HANG m-{esc(_mark_class(m))} bad\">HANG <small>{esc(_mark_word(m))}</small></span></dt>"
-            f"<dd>{esc(_mark_word(m))}: {esc(_mark_meaning(m))}</dd>" for m in shown]
+    shown = [EXPECTED, REGRESSION, FIXED, UNEXPECTED] + sorted((m for m in marks if isinstance(m, Flaky)), key=str)
+    rows = [f"<dt><span class=\"chip v-HANG m-{esc(_mark_class(m))} bad\">HANG <small>{esc(str(m))}</small></span></dt>"
+            f"<dd>{esc(str(m))}: {esc(_mark_meaning(m))}</dd>" for m in shown]
     rows.append("<dt><span class=\"chip v-PASS m-undeclared\">PASS</span></dt>"
                 "<dd>no word: PASS or SKIP with nothing declared for this kernel, scenario and memory kind</dd>")
     return (f"<div class=\"legend\" id=\"legend\"><dl>{verdicts}</dl>"
             f"<p>Under the verdict, how it compares with what is declared:</p><dl>{''.join(rows)}</dl></div>")
 
 
-def render(m: Matrix, title: str = "uffdprobe matrix", argv: Optional[list] = None) -> str:
+def render(m: Matrix, title: str = "uffdprobe matrix", argv: Optional[List[str]] = None) -> str:
     """The whole page as a string; every value is escaped, the data rides along as inline JSON."""
     esc = html.escape
-    data: List[dict] = []
+    data: List[Dict[str, Any]] = []
     body: List[str] = []
-    marks = set()
+    marks: Set[CellMark] = set()
     for group, rows in groups(m.rows).items():
         question = _question(group)
         body.append(f"<tbody data-group=\"{esc(group)}\"><tr class=\"group\"><th colspan=\"{len(m.kernels) + 1}\">"
@@ -255,13 +258,13 @@ def render(m: Matrix, title: str = "uffdprobe matrix", argv: Optional[list] = No
                 if c is None:
                     tds.append("<td class=\"empty\">-</td>")
                     continue
-                mark = c.mark or "undeclared"
+                mark = c.mark
                 marks.add(mark)
                 bad = "" if all(r.verdict.value in _GOOD for r in c.results) else " bad"
                 tds.append(f"<td class=\"cell v-{esc(c.verdict)} m-{esc(_mark_class(mark))}{bad}\" "
-                           f"data-cell=\"{len(data)}\" data-verdict=\"{esc(c.verdict)}\" data-mark=\"{esc(mark)}\" "
+                           f"data-cell=\"{len(data)}\" data-verdict=\"{esc(c.verdict)}\" data-mark=\"{esc(_mark_text(mark))}\" "
                            f"tabindex=\"0\" role=\"button\" title=\"{esc(c.results[0].reason)} (click for the "
-                           f"evidence)\">{esc(c.label)}<small>{esc(_mark_word(mark))}</small></td>")
+                           f"evidence)\">{esc(c.label)}<small>{esc(str(mark))}</small></td>")
                 data.append(_cell_data(c, k))
             body.append(f"<tr data-scenario=\"{esc(scenario)}\" data-memory=\"{esc(memory)}\">{''.join(tds)}</tr>")
         body.append("</tbody>")

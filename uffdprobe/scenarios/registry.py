@@ -66,8 +66,8 @@ def skip_reason(s: Scenario, memory: str, kf: KernelFeatures, odirect_target: Op
 
 
 def _table() -> Dict[str, Scenario]:
-    from . import (copy_wp_readonly, cow_leak, cow_leak_reverse, minor_continue, move_scan, mremap_wp, release_gup,
-                   pte_markers, selftest, shared_wp, swapoff_wp, umap_evict, wp_cow_inherit, wp_gup, wp_real_write,
+    from . import (copy_wp_readonly, cow_leak, cow_leak_reverse, harness_checks, minor_continue, move_scan, mremap_wp,
+                   pte_markers, release_gup, shared_wp, swapoff_wp, umap_evict, wp_cow_inherit, wp_gup, wp_real_write,
                    zeropage_split_wp)
     rows = [
         Scenario("wp-gup-vmsplice",
@@ -208,12 +208,12 @@ def _table() -> Dict[str, Scenario]:
         Scenario("selftest-kernel-spin",
                  "Harness self-test: the watched call keeps its task busy in the kernel, no uffd "
                  "involved; it must come out HANG (never returns) and be killed.",
-                 selftest.run_kernel_spin, ("uffd",), memory=("anon-4k",),
+                 harness_checks.run_kernel_spin, ("uffd",), memory=("anon-4k",),
                  defaults={"spin_for_s": 120.0}, test_only=True),
         Scenario("selftest-close-channel",
                  "Harness self-test, VM only: the guest loses its results channel mid-run; the host "
                  "must keep the verdicts that arrived and report the channel lost (exit 14).",
-                 selftest.run_close_channel, (), memory=("anon-4k",), test_only=True),
+                 harness_checks.run_close_channel, (), memory=("anon-4k",), test_only=True),
     ]
     return {s.name: s for s in rows}
 

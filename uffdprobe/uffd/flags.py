@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Flag enums built from the header constants: features, ioctls, modes, events, fault flags."""
 import enum
+from typing import Dict, List
 
 from ._ffi import absent, constants
 
@@ -44,6 +45,6 @@ def names(flags: enum.IntFlag) -> list:
     return out
 
 
-def absent_from_headers() -> dict:
+def absent_from_headers() -> Dict[str, List[str]]:
     """Constants the build headers lack, by group (MOVE, POISON, ... on a 6.1 header)."""
     return dict(absent)
