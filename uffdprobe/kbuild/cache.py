@@ -24,7 +24,8 @@ from typing import Optional
 
 from uffdprobe.osutil import filelock
 from .errors import SetupError
-from uffdprobe.osutil.files import cache_home, owner_gone, sha256_file, write_atomic
+from uffdprobe.osutil.files import cache_home, sha256_file, write_atomic
+from uffdprobe.osutil.procs import owner_gone
 
 COMPLETE = "complete"
 LOCK_WAIT = 3600.0  # seconds; a cold build of the base kernel takes about 10 min

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
+from . import procs
+
 PR_SET_PDEATHSIG = 1
 #: Set by `uffdprobe matrix` to its pid for each run child: the child stops when the matrix dies.
 DIE_WITH_PARENT = "UFFDPROBE_DIE_WITH_PARENT"
@@ -223,23 +225,5 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _live_members(pgid: int) -> List[int]:
-    """The processes of group `pgid` that are not zombies (a zombie waits for its parent, not for us).
-
-    Read from /proc/PID/stat (state and pgrp, fields 3 and 5) rather than through psutil: every scenario's
-    reap asks this, and importing psutil costs the guest's run about 0.4 s under TCG."""
-    members = []
-    for name in os.listdir("/proc"):
-        fields = proc_stat(f"/proc/{name}/stat") if name.isdigit() else None
-        if fields and len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            members.append(int(name))
-    return members
-
-
-def proc_stat(path: str) -> Optional[List[str]]:
-    """The fields of a /proc/PID[/task/TID]/stat after `(comm)`, from the state on (stat(5) field 3 is [0]);
-    None when the process is gone. comm may hold ')' and spaces: split after the last ')'."""
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode(errors="replace").rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
+    """The processes of group `pgid` that are not zombies (a zombie waits for its parent, not for us)."""
+    return [pid for pid, p in procs.table().items() if p.pgrp == pgid and p.state != "Z"]

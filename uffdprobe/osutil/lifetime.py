@@ -23,12 +23,13 @@ import time
 from pathlib import Path
 from typing import Any, List, Optional
 
-from .children import prctl, proc_stat
+from . import procs
+from .children import prctl
 
 PR_SET_CHILD_SUBREAPER = 36
-#: The temporary folders that carry their owner's pid: uffdprobe-KIND-PID-random.
+#: The temporary folders that carry their owner's pid: uffdprobe-KIND-PID-random (STALE matches their names).
 KINDS = ("exec", "cell")
-_STALE = re.compile(r"^uffdprobe-(%s)-(\d+)-" % "|".join(KINDS))
+STALE = re.compile(r"^uffdprobe-(%s)-(\d+)-" % "|".join(KINDS))
 #: Set in the environment of everything a tied process starts: a uffdprobe below it is covered already.
 TIED = "UFFDPROBE_TIED"
 
@@ -85,7 +86,7 @@ def _untie(watchdog: "subprocess.Popen[Any]", group: Optional[Path]) -> None:
     watchdog, so that nothing of the run, the watchdog included, is alive once we are gone."""
     deadline = time.monotonic() + 10.0
     while time.monotonic() < deadline:
-        left = [pid for pid in _descendants(os.getpid()) if pid != watchdog.pid]
+        left = [pid for pid in procs.descendants({os.getpid()}, procs.table()) if pid != watchdog.pid]
         for pid in left:
             try:
                 os.kill(pid, 9)
@@ -109,27 +110,12 @@ def _untie(watchdog: "subprocess.Popen[Any]", group: Optional[Path]) -> None:
     watchdog.wait()
 
 
-def _descendants(pid: int) -> List[int]:
-    """Every live, non-zombie process below `pid`."""
-    parent = {}
-    for name in os.listdir("/proc"):
-        fields = proc_stat(f"/proc/{name}/stat") if name.isdigit() else None
-        if fields and len(fields) > 1 and fields[0] != "Z":
-            parent[int(name)] = int(fields[1])
-    found, frontier = [], {pid}
-    while frontier:
-        frontier = {p for p, pp in parent.items() if pp in frontier}
-        found += sorted(frontier)
-    return found
-
-
 def _reap_adopted(keep: int) -> None:
     """Reap our zombie children (daemons the subreaper adopted among them), never `keep`."""
-    for name in os.listdir("/proc"):
-        fields = proc_stat(f"/proc/{name}/stat") if name.isdigit() else None
-        if fields and len(fields) > 1 and fields[0] == "Z" and int(fields[1]) == os.getpid() and int(name) != keep:
+    for pid, p in procs.table().items():
+        if p.state == "Z" and p.ppid == os.getpid() and pid != keep:
             try:
-                os.waitpid(int(name), os.WNOHANG)
+                os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 pass
 
@@ -147,7 +133,7 @@ def _own_cgroup() -> Optional[Path]:
     group = mount / here.lstrip("/") / f"uffdprobe-{os.getpid()}"
     for stale in group.parent.glob("uffdprobe-*"):  # a killed run's whose watchdog was killed too
         owner = stale.name.rpartition("-")[2]
-        if owner.isdigit() and start_time(int(owner)) is None:
+        if owner.isdigit() and procs.start_time(int(owner)) is None:
             try:
                 stale.rmdir()  # only an empty one: a cgroup with processes in it refuses
             except OSError:
@@ -188,7 +174,7 @@ def sweep_stale(folder: Optional[str] = None) -> List[str]:
     except OSError:
         return removed
     for name in names:
-        match = _STALE.match(name)
+        match = STALE.match(name)
         path = os.path.join(folder, name)
         if match and os.path.isdir(path) and not os.path.islink(path) and _owner_gone(int(match.group(2)), path):
             shutil.rmtree(path, ignore_errors=True)
@@ -199,27 +185,8 @@ def sweep_stale(folder: Optional[str] = None) -> List[str]:
 
 def _owner_gone(pid: int, path: str) -> bool:
     """No process `pid`, or one that started after `path` was made (the pid was reused)."""
-    if pid == os.getpid():
-        return False
-    started = start_time(pid)
-    if started is None:
-        return not os.path.exists(f"/proc/{pid}")
     try:
         made = os.stat(path).st_ctime
     except OSError:
         return False
-    return started > made + 1.0
-
-
-def start_time(pid: int) -> Optional[float]:
-    """When process `pid` started (seconds since the epoch), or None when it is gone."""
-    fields = proc_stat(f"/proc/{pid}/stat")
-    if not fields or len(fields) < 20:
-        return None
-    ticks = os.sysconf("SC_CLK_TCK")
-    try:
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-    except (OSError, ValueError):
-        return None
-    return time.time() - uptime + int(fields[19]) / ticks
+    return procs.owner_gone(pid, made)
