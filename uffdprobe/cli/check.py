@@ -14,7 +14,8 @@ from uffdprobe.results import catalogue, table as matrix_table
 from uffdprobe.results.matrix import Matrix
 from uffdprobe.scenarios.catalogue import describe_fix
 from uffdprobe.scenarios.registry import SCENARIOS
-from .matrix import Report, cmd_matrix
+from .matrix import cmd_matrix
+from .matrix_outputs import Report
 from .run import _seconds, runs_count
 from .vocab import add_accel, add_verbosity, complete_kernel, completes, kcidb_options
 
