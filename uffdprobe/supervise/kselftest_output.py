@@ -83,7 +83,8 @@ def parse_tap(text: str) -> Output:
             verdict, reason = SKIP, why.strip() or "skipped (no reason given)"
         elif status == "ok":
             verdict = PASS
-            reason = description.strip() + (f" (XFAIL: {why.strip()})" if word == "XFAIL" else "")
+            xfail = f"(XFAIL: {why.strip()})" if word == "XFAIL" else ""
+            reason = " ".join(x for x in (description.strip(), xfail) if x)  # "ok 33 # XFAIL why": no name
         elif word == "ERROR":
             verdict, reason = ERROR, why.strip() or description.strip() or "the test reported an error"
         else:
