@@ -135,8 +135,9 @@ def reliability_table(rows: dict) -> str:
 
 
 def pytest_sessionfinish(session):
-    """Write reliability-report.md beside the run; with UFFDPROBE_UPDATE_DOCS=1 also into RELIABILITY_DOC."""
-    if not _RELIABILITY:
+    """Write reliability-report.md beside the run; with UFFDPROBE_UPDATE_DOCS=1 also into RELIABILITY_DOC.
+    Under pytest-xdist only the controller writes: it sees every worker's reports, a worker only its own."""
+    if not _RELIABILITY or hasattr(session.config, "workerinput"):
         return
     import os
     import pathlib
