@@ -104,6 +104,21 @@ def pytest_configure(config):
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
     config.addinivalue_line("markers", "reliability(case, handling): a fault or bad input the harness "
                                        "must survive, and what it must do; listed in the reliability report")
+    config.addinivalue_line("markers", "host_state: changes host-wide state other tests' verdicts depend on (swap, "
+                                       "the huge page pool); given by its fixtures, run without pytest-xdist")
+
+
+#: Fixtures that change what every other host run sees: swap switched on, the huge page pool grown. Under pytest-xdist
+#: another worker's host run would meet the changed host mid-run (a hugetlb LEAK where it expects SKIP), so the tests
+#: using them carry the host_state mark, which tox's fast lane runs in a pass of its own, without workers.
+HOST_STATE_FIXTURES = {"host_swap", "huge_pages", "free_huge_page"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if HOST_STATE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.host_state)
 
 
 def pytest_runtest_logreport(report):
@@ -135,8 +150,9 @@ def reliability_table(rows: dict) -> str:
 
 
 def pytest_sessionfinish(session):
-    """Write reliability-report.md beside the run; with UFFDPROBE_UPDATE_DOCS=1 also into RELIABILITY_DOC."""
-    if not _RELIABILITY:
+    """Write reliability-report.md beside the run; with UFFDPROBE_UPDATE_DOCS=1 also into RELIABILITY_DOC.
+    Under pytest-xdist only the controller writes: it sees every worker's reports, a worker only its own."""
+    if not _RELIABILITY or hasattr(session.config, "workerinput"):
         return
     import os
     import pathlib

@@ -121,6 +121,7 @@ class _Lines:
             time.sleep(0.2)
 
 
+@pytest.mark.vm
 @pytest.mark.skipif(os.geteuid() != 0, reason="boots a guest (root, as the VM tests)")
 @pytest.mark.timeout(1500)
 @pytest.mark.reliability("`kernel clean --all` while a matrix holds the kernel it is about to boot",
@@ -154,6 +155,7 @@ def test_clean_leaves_the_kernel_of_a_running_matrix(tmp_path):
     assert again.returncode == Exit.OK and not entry.exists(), again.stderr
 
 
+@pytest.mark.vm
 @pytest.mark.skipif(os.geteuid() != 0, reason="boots a guest (root, as the VM tests)")
 @pytest.mark.timeout(1500)
 @pytest.mark.reliability("the second kernel's image file removed while a matrix boots the first",

@@ -83,6 +83,7 @@ def dists(work):
     return {"sdist": sdist, "wheel": wheel}
 
 
+@pytest.mark.package  # builds the sdist and the wheel (CONTRIBUTING.md: the package lane)
 def test_wheel_is_abi3_and_manylinux_as_auditwheel_reads_it(dists):
     """An index refuses linux_x86_64; the manylinux tag must be the one the binaries really satisfy."""
     name = dists["wheel"].name
@@ -95,6 +96,7 @@ def test_wheel_is_abi3_and_manylinux_as_auditwheel_reads_it(dists):
     assert f'is consistent with the following platform tag: "{tag.group(1)}"' in said, said
 
 
+@pytest.mark.package  # builds the sdist and the wheel (CONTRIBUTING.md: the package lane)
 def test_wheel_carries_the_license(dists):
     with zipfile.ZipFile(dists["wheel"]) as whl:
         names = whl.namelist()
@@ -105,6 +107,7 @@ def test_wheel_carries_the_license(dists):
     assert "License-Expression: GPL-2.0-only" in metadata and "License-File: LICENSE" in metadata
 
 
+@pytest.mark.package  # builds the sdist and the wheel (CONTRIBUTING.md: the package lane)
 def test_sdist_holds_what_building_and_testing_need(dists):
     with tarfile.open(dists["sdist"]) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}

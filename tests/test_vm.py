@@ -4,6 +4,7 @@
 import errno
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -63,8 +64,35 @@ def tcg_boot(kernel, argv, run_dir, **kw):
     return boot(kernel, argv, accel="tcg", run_dir=run_dir, **kw)
 
 
-def test_exit_status_propagates(cloud_deb, run_dir):
-    result = tcg_boot(cloud_deb, ["sh", "-c", "exit 7"], run_dir)
+@pytest.fixture(scope="module")
+def cloud_tour(cloud_deb, tmp_path_factory):
+    """One boot of the cloud kernel for the tests that only read what a finished guest left: its results
+    file, what it could write, its network, and its exit status (7, the script's last word). Each part writes
+    its own file, so one part failing leaves the others' evidence intact. No VM process may be left."""
+    run_dir = tmp_path_factory.mktemp("tour") / "run"
+    target = REPO / f"written-by-guest-{os.getpid()}"
+    code = ("import json, os, platform; "
+            "open(os.path.join(os.environ['UFFDPROBE_RESULTS'], 'verdicts.jsonl'), 'w')"
+            ".write(json.dumps({'release': platform.release(), 'cwd': os.getcwd()}) + '\\n')")
+    script = f"""
+        {PY} -c {shlex.quote(code)}
+        mount -o remount,rw / 2>/dev/null
+        for path in {target} /etc/written-by-guest-{os.getpid()}; do
+            if echo x > $path; then echo "$path" >> $UFFDPROBE_RESULTS/wrote; fi
+        done
+        echo ok > /tmp/t && cat /tmp/t > $UFFDPROBE_RESULTS/tmp_ok
+        dd if=/dev/zero of=/dev/vda bs=4096 count=16 oflag=direct 2>/dev/null && echo ok > $UFFDPROBE_RESULTS/scratch_ok
+        ls /sys/class/net > $UFFDPROBE_RESULTS/net
+        exit 7
+    """
+    result = tcg_boot(cloud_deb, ["sh", "-c", script], run_dir)
+    left = vm_processes(mentioning=str(run_dir)) + vm_processes()
+    assert not left, f"VM processes left behind: {[(p.pid, p.name()) for p in left]}"
+    return result, run_dir, target
+
+
+def test_exit_status_propagates(cloud_tour):
+    result, run_dir, _ = cloud_tour
     assert (result.outcome, result.exit_status) == ("OK", 7), result.reason
     assert result.console_log.is_file() and result.console_log.parent == run_dir
     assert result.kernel_identity["version"].startswith("6.1.0-")
@@ -84,28 +112,16 @@ def test_cli_prints_guest_output_and_returns_its_status(cloud_deb, tmp_path):
     assert not vm_processes(mentioning=str(tmp_path))
 
 
-def test_results_file_written_in_guest_arrives_on_host(cloud_deb, run_dir):
-    code = ("import json, os, platform; "
-            "open(os.path.join(os.environ['UFFDPROBE_RESULTS'], 'verdicts.jsonl'), 'w')"
-            ".write(json.dumps({'release': platform.release(), 'cwd': os.getcwd()}) + '\\n')")
-    result = tcg_boot(cloud_deb, [PY, "-c", code], run_dir)
-    assert (result.outcome, result.exit_status) == ("OK", 0), result.reason
+def test_results_file_written_in_guest_arrives_on_host(cloud_tour):
+    result, _, _ = cloud_tour
+    assert result.outcome == "OK", result.reason
     line = json.loads((result.results_dir / "verdicts.jsonl").read_text())
     assert line == {"release": result.kernel_identity["release"], "cwd": "/tmp"}
 
 
 @pytest.mark.reliability('the guest writes to the host root (even after remounting it rw)', 'refused; only the results channel and the scratch disk are writable')
-def test_guest_cannot_write_host_root(cloud_deb, run_dir):
-    target = REPO / f"written-by-guest-{os.getpid()}"
-    script = f"""
-        mount -o remount,rw / 2>/dev/null
-        for path in {target} /etc/written-by-guest-{os.getpid()}; do
-            if echo x > $path; then echo "$path" >> $UFFDPROBE_RESULTS/wrote; fi
-        done
-        echo ok > /tmp/t && cat /tmp/t > $UFFDPROBE_RESULTS/tmp_ok
-        dd if=/dev/zero of=/dev/vda bs=4096 count=16 oflag=direct 2>/dev/null && echo ok > $UFFDPROBE_RESULTS/scratch_ok
-    """
-    result = tcg_boot(cloud_deb, ["sh", "-c", script], run_dir)
+def test_guest_cannot_write_host_root(cloud_tour):
+    result, _, target = cloud_tour
     assert result.outcome == "OK", result.reason
     assert not (result.results_dir / "wrote").exists()
     assert not target.exists() and not Path(f"/etc/written-by-guest-{os.getpid()}").exists()
@@ -114,8 +130,8 @@ def test_guest_cannot_write_host_root(cloud_deb, run_dir):
 
 
 @pytest.mark.reliability('the guest looks for a network', 'only lo exists')
-def test_guest_has_no_network(cloud_deb, run_dir):
-    result = tcg_boot(cloud_deb, ["sh", "-c", "ls /sys/class/net > $UFFDPROBE_RESULTS/net"], run_dir)
+def test_guest_has_no_network(cloud_tour):
+    result, _, _ = cloud_tour
     assert result.outcome == "OK", result.reason
     assert (result.results_dir / "net").read_text().split() == ["lo"]
 
@@ -237,9 +253,19 @@ def test_kvm_probe_is_bounded_and_cached(cloud_deb, tmp_path):
     assert not vm_processes()
 
 
-def test_built_kernel_boots_and_runs_a_command(built_kernel, run_dir):
-    result = tcg_boot(built_kernel, ["sh", "-c", "exit 3"], run_dir)
-    assert (result.outcome, result.exit_status) == ("OK", 3), result.reason
+@pytest.fixture(scope="module")
+def built_exit(built_kernel, tmp_path_factory):
+    """One boot of the built kernel whose command ends with exit 5: the run directory and the result."""
+    run_dir = tmp_path_factory.mktemp("built") / "run"
+    result = tcg_boot(built_kernel, ["sh", "-c", "exit 5"], run_dir)
+    left = vm_processes(mentioning=str(run_dir)) + vm_processes()
+    assert not left, f"VM processes left behind: {[(p.pid, p.name()) for p in left]}"
+    return result, run_dir
+
+
+def test_built_kernel_boots_and_runs_a_command(built_exit):
+    result, _ = built_exit
+    assert (result.outcome, result.exit_status) == ("OK", 5), result.reason
 
 
 @pytest.mark.reliability("a built kernel (no ACPI: it cannot power off) finishes its command or panics",
@@ -248,8 +274,13 @@ def test_built_kernel_boots_and_runs_a_command(built_kernel, run_dir):
 @pytest.mark.parametrize("script,outcome,status", [("exit 5", "OK", 5),
                                                    ("echo c > /proc/sysrq-trigger; sleep 60", "PANIC", None)],
                          ids=["exit status", "panic"])
-def test_a_built_kernel_ends_qemu_by_itself(built_kernel, run_dir, script, outcome, status):
-    result = tcg_boot(built_kernel, ["sh", "-c", script], run_dir)
+def test_a_built_kernel_ends_qemu_by_itself(built_kernel, request, script, outcome, status):
+    if outcome == "OK":  # the same request as the boot shared with test_built_kernel_boots_and_runs_a_command
+        result, run_dir = request.getfixturevalue("built_exit")
+        assert script == "exit 5"
+    else:
+        run_dir = request.getfixturevalue("run_dir")
+        result = tcg_boot(built_kernel, ["sh", "-c", script], run_dir)
     assert (result.outcome, result.exit_status) == (outcome, status), result.reason
     # QEMU says "terminating on signal" when it is stopped; ended by the guest's reboot, it says nothing
     assert "terminating on signal" not in (run_dir / "qemu.stderr").read_text()
