@@ -117,3 +117,11 @@ def by_defect(scenarios) -> List[Tuple[Defect, list]]:
         if s.defect is not None:
             out.setdefault(s.defect.id, (s.defect, []))[1].append(s)
     return list(out.values())
+
+
+MOVE_SWAPCACHE = Defect(
+    id="move-swapcache-bug",
+    fixes=(Commit("c50f8e6053b0", "mm: fix kernel BUG when userfaultfd_move encounters swapcache"),),
+    introduced=(Commit("adef440691ba", "userfaultfd: UFFDIO_MOVE uABI"),),
+    first_affected="v6.8", first_fixed="v6.14", stable=("6.12.20",),
+    memory=("anon-swap",))

@@ -9,7 +9,7 @@ from uffdprobe.uffd.flags import Feature
 from uffdprobe.verdicts import Outcome
 from .catalogue import (CONTINUE_FALLOCATED, COPY_WP_READONLY, COW_LEAK, COW_LEAK_REVERSE, FORCED_COW_UFFD_WP,
                         HUGETLB_PRIVATE_COW_WP, HUGETLB_UNSHARE_WP, HUGETLB_WP_NO_PGTABLE, MREMAP_WP_STALE,
-                        PAGEMAP_SCAN_ZAPPED, RELEASE_VS_GUP, SHARED_WP_WRITENOTIFY, SWAPOFF_WP_LOOP, ZEROPAGE_SPLIT_WP)
+                        MOVE_SWAPCACHE, PAGEMAP_SCAN_ZAPPED, RELEASE_VS_GUP, SHARED_WP_WRITENOTIFY, SWAPOFF_WP_LOOP, ZEROPAGE_SPLIT_WP)
 from .defect import Defect
 from .memkinds import COW_KINDS, KINDS, MEMFD_KINDS, unavailable
 from .racy import SECONDS, TRIES, Race
@@ -66,8 +66,8 @@ def skip_reason(s: Scenario, memory: str, kf: KernelFeatures, odirect_target: Op
 
 
 def _table() -> Dict[str, Scenario]:
-    from . import (copy_wp_readonly, cow_leak, cow_leak_reverse, minor_continue, move_scan, mremap_wp, release_gup,
-                   selftest, shared_wp, swapoff_wp, umap_evict, wp_cow_inherit, wp_gup, wp_real_write,
+    from . import (copy_wp_readonly, cow_leak, cow_leak_reverse, minor_continue, move_defects, move_scan, mremap_wp,
+                   release_gup, selftest, shared_wp, swapoff_wp, umap_evict, wp_cow_inherit, wp_gup, wp_real_write,
                    zeropage_split_wp)
     rows = [
         Scenario("wp-gup-vmsplice",
@@ -152,11 +152,6 @@ def _table() -> Dict[str, Scenario]:
                  minor_continue.run, ("uffd",), memory=("shmem",),
                  models="postcopy on memfd guest RAM with fallocated holes (QEMU, Firecracker)",
                  defect=CONTINUE_FALLOCATED),
-        Scenario("move-basic",
-                 "Does UFFDIO_MOVE answer a MISSING fault with a populated source page, so the reader gets "
-                 "its bytes and the source is left empty?",
-                 move_scan.run_move, ("uffd",), memory=COW_KINDS,
-                 models="Android's userfaultfd GC compacting the heap with UFFDIO_MOVE (6.8+)"),
         Scenario("pagemap-scan-written",
                  "With asynchronous uffd-wp, does PAGEMAP_SCAN clear the written state and then report "
                  "exactly the pages written since?",
@@ -188,6 +183,20 @@ def _table() -> Dict[str, Scenario]:
                  "free of uffd-wp, so a write to it lands once its new range is registered again?",
                  mremap_wp.run, ("uffd", "uffd-wp"),
                  defect=MREMAP_WP_STALE),
+        # The UFFDIO_MOVE rows come after every other swap user (swapoff-wp-loop): on a kernel without
+        # c50f8e6053b0 a moved swap-cached page BUGs, and the dead reader keeps that page locked, so a
+        # later swapoff of the guest's swap would wait for it forever.
+        Scenario("move-basic",
+                 "Does UFFDIO_MOVE answer a MISSING fault with a populated source page, so the reader gets "
+                 "its bytes and the source is left empty?",
+                 move_scan.run_move, ("uffd",), memory=COW_KINDS,
+                 models="Android's userfaultfd GC compacting the heap with UFFDIO_MOVE (6.8+)"),
+        Scenario("move-swapcache",
+                 "Does UFFDIO_MOVE of a swapped-out page whose copy sits in the swap cache (read back by "
+                 "MADV_WILLNEED, not mapped) hand the page over, so a read at the destination gets its bytes?",
+                 move_defects.run_move_swapcache, ("uffd",), memory=("anon-swap",),
+                 models="Android's userfaultfd GC compacting a heap whose pages were swapped out and read ahead",
+                 defect=MOVE_SWAPCACHE),
         Scenario("selftest-self-deadlock",
                  "Harness self-test: the only uffd reader writes to its own write-protected page; "
                  "this hangs on every kernel and must come out HANG, rescued.",

@@ -1,0 +1,133 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""UFFDIO_MOVE's defects of the 6.12 stable line (issue 29, item 12), in real guests: each PRESENT on the
+model that reverts its fix on Debian's 6.12.118, ABSENT on stock-6.12, CANNOT ASK (SKIP with the probed
+reason) on 6.1, with the evidence asserted; the host's answer where it has swap to ask with."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from formats import valid_json  # tests/ is on sys.path (rootdir conftest, no package)
+
+from uffdprobe.kbuild import recipes
+from uffdprobe.results import expect
+from uffdprobe.scenarios.common import PATTERN
+from uffdprobe.scenarios.registry import SCENARIOS
+from uffdprobe.verdicts import Result, Verdict
+
+pytestmark = pytest.mark.timeout(3600)  # a model is a small variant of stock-6.12; stock-6.12 may be cold
+
+#: model recipe -> the catalogue scenario whose fix it reverts
+MODELS = {"model-move-swapcache": "move-swapcache"}
+ASKED = ("move-swapcache", "move-basic")
+KERNELS = [*MODELS, "stock-6.12", "stock"]
+
+
+def _run(kernel: str, out: Path) -> dict:
+    path = out / f"{kernel}.json"
+    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "--kernel", kernel, *ASKED, "--json", str(path)],
+                          capture_output=True, text=True, timeout=1800)
+    results = [Result.from_dict(d) for d in valid_json(path, "results")["results"]] if path.exists() else []
+    return {"status": proc.returncode, "stderr": proc.stderr, "results": results,
+            "cells": {(r.scenario, r.memory): r for r in results}}
+
+
+@pytest.fixture(scope="module")
+def booted(tmp_path_factory):
+    """One boot per kernel asking the move questions (the models first: they are the quick builds)."""
+    out = tmp_path_factory.mktemp("move")
+    return {k: _run(k, out) for k in KERNELS}
+
+
+@pytest.mark.vm
+@pytest.mark.build
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_kernel_meets_its_recipe(booted, kernel):
+    run = booted[kernel]
+    assert run["status"] == 0, f"{kernel}: exit {run['status']}\n{run['stderr'][-3000:]}"
+    assert not expect.check(recipes.load(kernel).expect, run["results"])
+
+
+@pytest.mark.vm
+@pytest.mark.build
+def test_move_of_a_swap_cached_page_bugs_on_the_model_and_moves_on_stock_6_12(booted):
+    bad = booted["model-move-swapcache"]["cells"][("move-swapcache", "anon-swap")]
+    assert bad.verdict is Verdict.OOPS, (bad.reason, bad.evidence)
+    ev = bad.evidence
+    # the trigger was met: a swap entry whose page sat in the swap cache, moved as a swap entry
+    assert ev["source_before_swapped"] and ev["source_in_swap_cache"] and ev["moved"] == 4096
+    assert ev["destination_swapped"] and not ev["source_after_swapped"]
+    # the reader of the destination died in the kernel; the kernel says where
+    assert ev["watched_thread_gone"] and ev["own_verdict"]["verdict"] == "ERROR"
+    lines = "\n".join(ev["splat"]["lines"])
+    assert "kernel BUG at" in ev["splat"]["first"] and "mm/rmap.c" in ev["splat"]["first"]
+    assert "linear_page_index" in lines, "the folio's index was left at the source address"
+    assert "__page_check_anon_rmap" in lines and "do_swap_page" in lines, lines
+    good = booted["stock-6.12"]["cells"][("move-swapcache", "anon-swap")]
+    assert good.verdict is Verdict.PASS, (good.reason, good.evidence)
+    assert good.evidence["source_in_swap_cache"] and good.evidence["destination_swapped"]
+    assert good.evidence["read"] == PATTERN[:64].hex() and good.evidence["victim_reaped"]
+    assert "splat" not in good.evidence
+
+
+@pytest.mark.vm
+@pytest.mark.build
+def test_move_basic_meets_the_same_bug_on_a_swapped_page_only(booted):
+    """A page just paged out still sits in the swap cache, so move-basic's swapped-out kind meets the same
+    BUG on the model; its small and huge pages move as on stock-6.12."""
+    model, fixed = booted["model-move-swapcache"]["cells"], booted["stock-6.12"]["cells"]
+    for memory in SCENARIOS["move-basic"].memory:
+        r = model[("move-basic", memory)]
+        if memory == "anon-swap":
+            assert r.verdict is Verdict.OOPS and "do_swap_page" in "\n".join(r.evidence["splat"]["lines"])
+        else:
+            assert r.verdict is Verdict.PASS and r.evidence["read_ok"] and not r.evidence["source_mapped_after"]
+        assert fixed[("move-basic", memory)].verdict is Verdict.PASS
+
+
+@pytest.mark.vm
+@pytest.mark.build
+def test_the_move_questions_cannot_be_asked_on_6_1(booted):
+    for scenario in ASKED:
+        for memory in SCENARIOS[scenario].memory:
+            r = booted["stock"]["cells"][(scenario, memory)]
+            assert r.verdict is Verdict.SKIP and "UFFD_FEATURE_MOVE" in r.reason, (scenario, memory, r.reason)
+
+
+@pytest.fixture
+def host_swap(tmp_path_factory):
+    """A 64 MiB swap file switched on for the test (root on a file system that takes swap files), else SKIP;
+    switched off and removed after."""
+    from uffdprobe.scenarios.memkinds import no_swap
+    if not no_swap():
+        yield
+        return
+    if os.geteuid() != 0:
+        pytest.skip("no active swap and not root: cannot add a swap file")
+    path = Path("/var/tmp") / f"uffdprobe-test-swap-{os.getpid()}"
+    subprocess.run(["dd", "if=/dev/zero", f"of={path}", "bs=1M", "count=64"], check=True, capture_output=True)
+    path.chmod(0o600)
+    try:
+        made = subprocess.run(["mkswap", str(path)], capture_output=True, text=True)
+        on = made.returncode == 0 and subprocess.run(["swapon", "-p", "-2", str(path)], capture_output=True,
+                                                      text=True)
+        if not on or on.returncode:
+            pytest.skip(f"cannot switch on a swap file here: {(on.stderr if on else made.stderr).strip()}")
+        try:
+            yield
+        finally:
+            subprocess.run(["swapoff", str(path)], check=True)
+    finally:
+        path.unlink()
+
+
+def test_host_moves_a_swap_cached_page(tmp_path, kf, host_swap):
+    path = tmp_path / "host.json"
+    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "move-swapcache", "--json", str(path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [r] = [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
+    assert r.verdict is Verdict.PASS, (r.reason, r.evidence)
+    assert r.evidence["source_in_swap_cache"] and r.evidence["read"] == PATTERN[:64].hex()
