@@ -9,7 +9,8 @@ from uffdprobe.uffd.flags import Feature
 from uffdprobe.verdicts import Outcome
 from .catalogue import (CONTINUE_FALLOCATED, COPY_WP_READONLY, COW_LEAK, COW_LEAK_REVERSE, FORCED_COW_UFFD_WP,
                         HUGETLB_PRIVATE_COW_WP, HUGETLB_UNSHARE_WP, HUGETLB_WP_NO_PGTABLE, MREMAP_WP_STALE,
-                        MOVE_SWAPCACHE, PAGEMAP_SCAN_ZAPPED, RELEASE_VS_GUP, SHARED_WP_WRITENOTIFY, SWAPOFF_WP_LOOP, ZEROPAGE_SPLIT_WP)
+                        MOVE_SWAPCACHE, PAGEMAP_SCAN_HUGETLB_HOLE, PAGEMAP_SCAN_PMD_HOLE, PAGEMAP_SCAN_ZAPPED, RELEASE_VS_GUP,
+                        SHARED_WP_WRITENOTIFY, SWAPOFF_WP_LOOP, ZEROPAGE_SPLIT_WP)
 from .defect import Defect
 from .memkinds import COW_KINDS, KINDS, MEMFD_KINDS, unavailable
 from .racy import SECONDS, TRIES, Race
@@ -67,7 +68,7 @@ def skip_reason(s: Scenario, memory: str, kf: KernelFeatures, odirect_target: Op
 
 def _table() -> Dict[str, Scenario]:
     from . import (copy_wp_readonly, cow_leak, cow_leak_reverse, minor_continue, move_defects, move_scan, mremap_wp,
-                   release_gup, selftest, shared_wp, swapoff_wp, umap_evict, wp_cow_inherit, wp_gup, wp_real_write,
+                   release_gup, scan_defects, selftest, shared_wp, swapoff_wp, umap_evict, wp_cow_inherit, wp_gup, wp_real_write,
                    zeropage_split_wp)
     rows = [
         Scenario("wp-gup-vmsplice",
@@ -183,6 +184,12 @@ def _table() -> Dict[str, Scenario]:
                  "free of uffd-wp, so a write to it lands once its new range is registered again?",
                  mremap_wp.run, ("uffd", "uffd-wp"),
                  defect=MREMAP_WP_STALE),
+        Scenario("pagemap-scan-pmd-hole",
+                 "After a write-protected THP is dropped whole by MADV_DONTNEED (a PMD hole), does PAGEMAP_SCAN "
+                 "report its pages written under asynchronous uffd-wp?",
+                 scan_defects.run_scan_pmd_hole, ("uffd",), memory=("anon-thp",),
+                 models="CRIU's incremental dumps of THP-backed memory with WP_ASYNC (6.7+)",
+                 defect=PAGEMAP_SCAN_PMD_HOLE),
         # The UFFDIO_MOVE rows come after every other swap user (swapoff-wp-loop): on a kernel without
         # c50f8e6053b0 a moved swap-cached page BUGs, and the dead reader keeps that page locked, so a
         # later swapoff of the guest's swap would wait for it forever.
@@ -197,6 +204,14 @@ def _table() -> Dict[str, Scenario]:
                  move_defects.run_move_swapcache, ("uffd",), memory=("anon-swap",),
                  models="Android's userfaultfd GC compacting a heap whose pages were swapped out and read ahead",
                  defect=MOVE_SWAPCACHE),
+        # Last of the public rows: on a kernel without e92d92bbafb2 its thread waits for itself in an
+        # unkillable sleep, and a guest's hung-task detector panics the boot 90 s later if the run goes on.
+        Scenario("pagemap-scan-hugetlb-hole",
+                 "Does PAGEMAP_SCAN with PM_SCAN_WP_MATCHING over a hugetlb range registered for asynchronous "
+                 "uffd-wp, with no page table yet, return and leave the range write-protected?",
+                 scan_defects.run_scan_hugetlb_hole, ("uffd",), memory=("hugetlb",),
+                 models="CRIU-style dirty tracking of hugetlb-backed memory with WP_ASYNC (6.7+)",
+                 defect=PAGEMAP_SCAN_HUGETLB_HOLE),
         Scenario("selftest-self-deadlock",
                  "Harness self-test: the only uffd reader writes to its own write-protected page; "
                  "this hangs on every kernel and must come out HANG, rescued.",

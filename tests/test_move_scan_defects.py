@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""UFFDIO_MOVE's defects of the 6.12 stable line (issue 29, item 12), in real guests: each PRESENT on the
-model that reverts its fix on Debian's 6.12.118, ABSENT on stock-6.12, CANNOT ASK (SKIP with the probed
-reason) on 6.1, with the evidence asserted; the host's answer where it has swap to ask with."""
+"""UFFDIO_MOVE's and PAGEMAP_SCAN's defects of the 6.12 stable line (issue 29, items 12 and 13), in real
+guests: each PRESENT on the model that reverts its fix on Debian's 6.12.118, ABSENT on stock-6.12, CANNOT
+ASK (SKIP with the probed reason) on 6.1, with the evidence asserted; the host's answer where it has swap
+or huge pages to ask with."""
 import os
 import subprocess
 import sys
@@ -20,8 +21,9 @@ from uffdprobe.verdicts import Result, Verdict
 pytestmark = pytest.mark.timeout(3600)  # a model is a small variant of stock-6.12; stock-6.12 may be cold
 
 #: model recipe -> the catalogue scenario whose fix it reverts
-MODELS = {"model-move-swapcache": "move-swapcache"}
-ASKED = ("move-swapcache", "move-basic")
+MODELS = {"model-move-swapcache": "move-swapcache", "model-pagemap-scan-hugetlb-hole": "pagemap-scan-hugetlb-hole",
+          "model-pagemap-scan-pmd-hole": "pagemap-scan-pmd-hole"}
+ASKED = ("move-swapcache", "move-basic", "pagemap-scan-pmd-hole", "pagemap-scan-hugetlb-hole")
 KERNELS = [*MODELS, "stock-6.12", "stock"]
 
 
@@ -89,11 +91,33 @@ def test_move_basic_meets_the_same_bug_on_a_swapped_page_only(booted):
 
 @pytest.mark.vm
 @pytest.mark.build
-def test_the_move_questions_cannot_be_asked_on_6_1(booted):
+def test_the_questions_cannot_be_asked_on_6_1(booted):
     for scenario in ASKED:
         for memory in SCENARIOS[scenario].memory:
             r = booted["stock"]["cells"][(scenario, memory)]
-            assert r.verdict is Verdict.SKIP and "UFFD_FEATURE_MOVE" in r.reason, (scenario, memory, r.reason)
+            lacks = "PAGEMAP_SCAN" if scenario.startswith("pagemap-scan") else "UFFD_FEATURE_MOVE"
+            assert r.verdict is Verdict.SKIP and lacks in r.reason, (scenario, memory, r.reason)
+
+
+@pytest.mark.vm
+@pytest.mark.build
+def test_pagemap_scan_of_a_hugetlb_hole_deadlocks_on_the_model_and_protects_on_stock_6_12(booted):
+    bad = booted["model-pagemap-scan-hugetlb-hole"]["cells"][("pagemap-scan-hugetlb-hole", "hugetlb")]
+    assert bad.verdict is Verdict.HANG, (bad.reason, bad.evidence)
+    assert "scan_returned" not in bad.evidence
+    [task] = bad.evidence["exit"]["unkillable"]  # SIGKILL did not end it: it waits for a lock it holds
+    assert task["state"] == "D" and task["wchan"] == "hugetlb_vma_lock_write", task
+    frames = [line.split("] ", 1)[-1].split("+")[0] for line in task["stack"]]
+    chain = ["hugetlb_vma_lock_write", "hugetlb_change_protection", "uffd_wp_range", "pagemap_scan_pte_hole",
+             "do_pagemap_scan"]
+    assert [f for f in frames if f in chain] == chain, task["stack"]
+    good = booted["stock-6.12"]["cells"][("pagemap-scan-hugetlb-hole", "hugetlb")]
+    assert good.verdict is Verdict.PASS, (good.reason, good.evidence)
+    assert not good.evidence["pagemap_before"]["uffd_wp"] and good.evidence["pagemap_after_scan"]["uffd_wp"]
+    assert good.evidence["written_pages"] == 512 and good.evidence["uffd_messages"] == 0
+    # the other model carries this fix: it answers as stock-6.12
+    assert booted["model-move-swapcache"]["cells"][("pagemap-scan-hugetlb-hole", "hugetlb")].verdict is Verdict.PASS
+    assert booted["model-pagemap-scan-hugetlb-hole"]["cells"][("move-swapcache", "anon-swap")].verdict is Verdict.PASS
 
 
 @pytest.fixture
@@ -121,6 +145,61 @@ def host_swap(tmp_path_factory):
             subprocess.run(["swapoff", str(path)], check=True)
     finally:
         path.unlink()
+
+
+@pytest.mark.vm
+@pytest.mark.build
+def test_a_thp_dropped_whole_reads_clean_on_the_model_and_written_on_stock_6_12(booted):
+    bad = booted["model-pagemap-scan-pmd-hole"]["cells"][("pagemap-scan-pmd-hole", "anon-thp")]
+    good = booted["stock-6.12"]["cells"][("pagemap-scan-pmd-hole", "anon-thp")]
+    for r in (bad, good):  # the same trigger on both: a clean, protected, PMD-mapped THP, zapped whole
+        assert r.evidence["huge_kb_before_zap"] * 1024 == r.evidence["pages"] * 4096, r.evidence
+        assert r.evidence["written_after_protect"] == 0 and r.evidence["reads_zero_after_zap"]
+        assert not r.evidence["pagemap_after_zap"]["present"]
+    assert bad.verdict is Verdict.WP_LOST and bad.evidence["written_after_zap"] == 0, (bad.reason, bad.evidence)
+    assert good.verdict is Verdict.PASS and good.evidence["written_after_zap"] == good.evidence["pages"]
+    for model in MODELS:  # every other model carries this fix
+        if model != "model-pagemap-scan-pmd-hole":
+            assert booted[model]["cells"][("pagemap-scan-pmd-hole", "anon-thp")].verdict is Verdict.PASS, model
+
+
+@pytest.fixture
+def two_huge_pages():
+    """Two free huge pages: as root the pool is grown for the test and put back after; else SKIP."""
+    from uffdprobe.scenarios.memkinds import no_hugepages
+    pool = Path("/proc/sys/vm/nr_hugepages")
+    before = int(pool.read_text())
+    grown = bool(no_hugepages(2)) and os.geteuid() == 0
+    if grown:
+        pool.write_text(f"{before + 2}\n")
+    try:
+        if no_hugepages(2):
+            pytest.skip(no_hugepages(2))
+        yield
+    finally:
+        if grown:
+            pool.write_text(f"{before}\n")
+
+
+def test_host_write_protects_a_hugetlb_hole(tmp_path, kf, two_huge_pages):
+    path = tmp_path / "host.json"
+    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "pagemap-scan-hugetlb-hole", "--json", str(path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [r] = [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
+    assert r.verdict is Verdict.PASS, (r.reason, r.evidence)
+    assert r.evidence["pagemap_after_scan"]["uffd_wp"] and r.evidence["written_pages"] == 512
+
+
+def test_host_reports_a_pmd_hole_written(tmp_path, kf):
+    path = tmp_path / "host.json"
+    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "pagemap-scan-pmd-hole", "--json", str(path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [r] = [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
+    if r.verdict is Verdict.SKIP:
+        pytest.skip(r.reason)  # no THP formed here
+    assert r.verdict is Verdict.PASS and r.evidence["written_after_zap"] == r.evidence["pages"], r.evidence
 
 
 def test_host_moves_a_swap_cached_page(tmp_path, kf, host_swap):
