@@ -66,7 +66,7 @@ def _move_and_read(report: victim.Report) -> None:
 
     def read() -> None:
         report(watch_tid=memory.gettid())
-        report(read=dst.read(0, 64).hex(), done=True)         # the swap-in at the destination
+        report(read=dst.read(0, 64).hex(), watch_done=True, done=True)  # the swap-in at the destination
 
     threading.Thread(target=read, daemon=True).start()
 

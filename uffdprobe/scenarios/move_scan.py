@@ -52,7 +52,7 @@ def uffd_with(features: Feature, what: str) -> Userfaultfd:
 
 def run_move(ctx: ScenarioContext) -> Outcome:
     uffd_with(Feature.MOVE, MOVE_FEATURE).close()  # SkipScenario on a kernel without UFFDIO_MOVE
-    v = victim.run(lambda report: _move_work(ctx.memory, report), MOVE_SETUP_S, MOVE_READ_S)
+    v = victim.run(lambda report: _move_work(ctx.memory, report), MOVE_SETUP_S, MOVE_READ_S + 5.0)
     got = v.facts
     if v.state == "error":
         return Outcome(Verdict.ERROR, f"the move victim failed: {got['error']}", got)
@@ -88,6 +88,8 @@ def _move_work(kind: str, report: victim.Report) -> None:
     uffd.register(dst.addr, size, RegisterMode.MISSING)
     report(source_before=page_flags(pagemap.read(src.addr)[0]))
 
+    finished = threading.Event()
+
     def read() -> None:  # after the move, nothing but this thread touches the two ranges
         report(watch_tid=memory.gettid())
         got = dst.read(0, len(PATTERN))
@@ -95,7 +97,8 @@ def _move_work(kind: str, report: victim.Report) -> None:
         report(read_ok=got == PATTERN, source_after=page_flags(src_after[0]),
                source_mapped_after=any(e.present or e.swapped for e in src_after),
                destination_after=page_flags(pagemap.read(dst.addr)[0]),
-               last_page_ok=dst.read(size - PAGE_SIZE, len(PATTERN)) == PATTERN, done=True)
+               last_page_ok=dst.read(size - PAGE_SIZE, len(PATTERN)) == PATTERN, watch_done=True)
+        finished.set()
 
     threading.Thread(target=read, daemon=True).start()
     msgs = uffd.wait(5.0)
@@ -105,6 +108,8 @@ def _move_work(kind: str, report: victim.Report) -> None:
     except UffdError as exc:
         uffd.unregister(dst.addr, size)  # the reader goes on and reports
         report(move_error=str(exc), move_strerror=exc.strerror)
+    if finished.wait(MOVE_READ_S):  # "done" only once both the move and the read are reported
+        report(done=True)
 
 
 def run_scan_written(ctx: ScenarioContext) -> Outcome:

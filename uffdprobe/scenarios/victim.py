@@ -6,8 +6,8 @@ faulted on. Nothing else may touch that page table afterwards: a read of /proc/P
 process's own exit (exit_mmap) would spin on the dead thread's lock with preemption off, until the
 soft-lockup watchdog panics the guest. So the work runs in a forked victim: its own session (the
 supervisor's process-group stop does not reach it), no inherited descriptor but its report pipe. It
-reports JSON fields as it goes; "watch_tid" names the thread about to take the risky fault, "done"
-ends the report. A victim whose watched thread vanished is left asleep for the rest of the boot; every
+reports JSON fields as it goes; "watch_tid" names the thread about to take the risky fault, which
+reports "watch_done" once past it (a thread gone before that died in the kernel); "done" ends the report. A victim whose watched thread vanished is left asleep for the rest of the boot; every
 other victim is killed and reaped. What the dead thread held stays held: a swapoff that has to bring its
 page back waits forever, so the scenarios using a victim come after every other swap user in the table.
 """
@@ -64,7 +64,7 @@ def _collect(pid: int, rfd: int, setup_s: float, watch_s: float) -> Victim:
             return Victim(pid, "done", facts)
         if "error" in facts:
             return Victim(pid, "error", facts)
-        if watching and not os.path.exists(f"/proc/{pid}/task/{facts['watch_tid']}"):
+        if watching and "watch_done" not in facts and not os.path.exists(f"/proc/{pid}/task/{facts['watch_tid']}"):
             facts["watched_thread_gone"] = True
             return Victim(pid, "thread_gone", facts)
         left = deadline - time.monotonic()
