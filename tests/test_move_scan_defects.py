@@ -120,33 +120,6 @@ def test_pagemap_scan_of_a_hugetlb_hole_deadlocks_on_the_model_and_protects_on_s
     assert booted["model-pagemap-scan-hugetlb-hole"]["cells"][("move-swapcache", "anon-swap")].verdict is Verdict.PASS
 
 
-@pytest.fixture
-def host_swap(tmp_path_factory):
-    """A 64 MiB swap file switched on for the test (root on a file system that takes swap files), else SKIP;
-    switched off and removed after."""
-    from uffdprobe.scenarios.memkinds import no_swap
-    if not no_swap():
-        yield
-        return
-    if os.geteuid() != 0:
-        pytest.skip("no active swap and not root: cannot add a swap file")
-    path = Path("/var/tmp") / f"uffdprobe-test-swap-{os.getpid()}"
-    subprocess.run(["dd", "if=/dev/zero", f"of={path}", "bs=1M", "count=64"], check=True, capture_output=True)
-    path.chmod(0o600)
-    try:
-        made = subprocess.run(["mkswap", str(path)], capture_output=True, text=True)
-        on = made.returncode == 0 and subprocess.run(["swapon", "-p", "-2", str(path)], capture_output=True,
-                                                      text=True)
-        if not on or on.returncode:
-            pytest.skip(f"cannot switch on a swap file here: {(on.stderr if on else made.stderr).strip()}")
-        try:
-            yield
-        finally:
-            subprocess.run(["swapoff", str(path)], check=True)
-    finally:
-        path.unlink()
-
-
 @pytest.mark.vm
 @pytest.mark.build
 def test_a_thp_dropped_whole_reads_clean_on_the_model_and_written_on_stock_6_12(booted):
@@ -203,6 +176,8 @@ def test_host_reports_a_pmd_hole_written(tmp_path, kf):
 
 
 def test_host_moves_a_swap_cached_page(tmp_path, kf, host_swap):
+    if host_swap:
+        pytest.skip(host_swap)
     path = tmp_path / "host.json"
     proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "move-swapcache", "--json", str(path)],
                           capture_output=True, text=True, timeout=600)

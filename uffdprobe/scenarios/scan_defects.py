@@ -20,7 +20,7 @@ from uffdprobe.uffd.memory import MMAN, PAGE_SIZE
 from uffdprobe.uffd.pagemap import Category
 from uffdprobe.verdicts import Outcome, Verdict
 from .common import PATTERN, page_flags
-from .context import ScenarioContext
+from .context import ScenarioContext, watched
 from .memkinds import SkipScenario, allocate, anon_huge_kb, memfd_mapping
 from .move_scan import uffd_with
 
@@ -41,9 +41,8 @@ def run_scan_hugetlb_hole(ctx: ScenarioContext) -> Outcome:
     evidence: Dict[str, Any] = {"placed": hex(m.addr), "length": m.length,
                                 "pagemap_before": page_flags(pagemap.read(m.addr)[0])}
     ctx.note("placed", evidence["placed"])
-    ctx.watch("PAGEMAP_SCAN(PM_SCAN_WP_MATCHING) over an unpopulated hugetlb range", rescue="kill")
-    cleared, walk_end = pagemap.scan(m.addr, end, wp_matching=True, check_wpasync=True)
-    ctx.unwatch()
+    with watched(ctx, "PAGEMAP_SCAN(PM_SCAN_WP_MATCHING) over an unpopulated hugetlb range", rescue="kill"):
+        cleared, walk_end = pagemap.scan(m.addr, end, wp_matching=True, check_wpasync=True)
     evidence.update(scan_returned=True, scan_regions=len(cleared), walk_end_ok=walk_end == end,
                     pagemap_after_scan=page_flags(pagemap.read(m.addr)[0]))
     m.write(0, b"written after the scan")   # WP_ASYNC: the marker is resolved, the page counts as written

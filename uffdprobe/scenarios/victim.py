@@ -56,7 +56,7 @@ def run(work: Callable[[Report], None], setup_s: float, watch_s: float) -> Victi
 
 def _collect(pid: int, rfd: int, setup_s: float, watch_s: float) -> Victim:
     facts: Dict[str, Any] = {"victim_pid": pid}
-    buf = b""
+    buf = [b""]
     deadline = time.monotonic() + setup_s
     watching = False
     while True:
@@ -65,23 +65,35 @@ def _collect(pid: int, rfd: int, setup_s: float, watch_s: float) -> Victim:
         if "error" in facts:
             return Victim(pid, "error", facts)
         if watching and "watch_done" not in facts and not os.path.exists(f"/proc/{pid}/task/{facts['watch_tid']}"):
+            if _drain(rfd, buf, facts, 0.0):  # what it wrote before it ended may still be in the pipe
+                continue
             facts["watched_thread_gone"] = True
             return Victim(pid, "thread_gone", facts)
         left = deadline - time.monotonic()
         if left <= 0:
             return Victim(pid, "stuck" if watching else "silent", facts)
-        ready, _, _ = select.select([rfd], [], [], min(left, 0.2))
-        if not ready:
-            continue
-        chunk = os.read(rfd, 65536)
-        if not chunk:
+        _drain(rfd, buf, facts, min(left, 0.2))
+        if "eof" in facts:
             return Victim(pid, "silent", facts)
-        *lines, buf = (buf + chunk).split(b"\n")
-        for line in lines:
-            facts.update(json.loads(line))
         if "watch_tid" in facts and not watching:
             watching = True
             deadline = time.monotonic() + watch_s
+
+
+def _drain(rfd: int, buf: list, facts: Dict[str, Any], timeout: float) -> bool:
+    """Read what the pipe has (waiting up to `timeout` for the first bytes) into `facts`; whether it had any."""
+    got = False
+    while select.select([rfd], [], [], timeout)[0]:
+        chunk = os.read(rfd, 65536)
+        if not chunk:
+            facts.setdefault("eof", True)
+            return got
+        got = True
+        timeout = 0.0
+        *lines, buf[0] = (buf[0] + chunk).split(b"\n")
+        for line in lines:
+            facts.update(json.loads(line))
+    return got
 
 
 def _reap(pid: int, seconds: float = 10.0) -> bool:
