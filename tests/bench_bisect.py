@@ -36,7 +36,7 @@ def bisect(scratch: Path) -> tuple:
     roles = bisect_history.make_history(scratch / "tree", bisect_history.cached_import(progress=False))
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "uffdprobe", "bisect", "--tree", str(scratch / "tree"),
-                           "--work-dir", str(scratch), "--good", roles["good"], "--bad", "main",
+                           "--results-dir", str(scratch), "--good", roles["good"], "--bad", "main",
                            "--scenario", "wp-gup-vmsplice", "--memory", "anon-4k", "--quiet"],
                           capture_output=True, text=True, timeout=4 * 3600)
     if done.returncode != 0:

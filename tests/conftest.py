@@ -88,7 +88,9 @@ def faulter():
 # --- the reliability report (issue 9): a table built from this run's own outcomes -------------
 
 _RELIABILITY: dict = {}
-README_BEGIN, README_END = "<!-- reliability:begin -->", "<!-- reliability:end -->"
+DOCS_BEGIN, DOCS_END = "<!-- reliability:begin -->", "<!-- reliability:end -->"
+#: The document whose reliability table `UFFDPROBE_UPDATE_DOCS=1 pytest` rewrites.
+RELIABILITY_DOC = "docs/user-guide.md"
 
 
 def pytest_configure(config):
@@ -133,7 +135,7 @@ def reliability_table(rows: dict) -> str:
 
 
 def pytest_sessionfinish(session):
-    """Write reliability-report.md beside the run; with UFFDPROBE_UPDATE_README=1 also into README.md."""
+    """Write reliability-report.md beside the run; with UFFDPROBE_UPDATE_DOCS=1 also into RELIABILITY_DOC."""
     if not _RELIABILITY:
         return
     import os
@@ -142,13 +144,13 @@ def pytest_sessionfinish(session):
     out = pathlib.Path(str(session.config.rootpath)) / ".pytest-reports"
     out.mkdir(exist_ok=True)
     (out / "reliability-report.md").write_text(table + "\n")
-    readme = pathlib.Path(str(session.config.rootpath)) / "README.md"
-    if os.environ.get("UFFDPROBE_UPDATE_README") == "1" and readme.exists():
-        text = readme.read_text()
-        if README_BEGIN in text and README_END in text:
-            head, rest = text.split(README_BEGIN, 1)
-            tail = rest.split(README_END, 1)[1]
-            readme.write_text(f"{head}{README_BEGIN}\n{table}\n{README_END}{tail}")
+    doc = pathlib.Path(str(session.config.rootpath)) / RELIABILITY_DOC
+    if os.environ.get("UFFDPROBE_UPDATE_DOCS") == "1" and doc.exists():
+        text = doc.read_text()
+        if DOCS_BEGIN in text and DOCS_END in text:
+            head, rest = text.split(DOCS_BEGIN, 1)
+            tail = rest.split(DOCS_END, 1)[1]
+            doc.write_text(f"{head}{DOCS_BEGIN}\n{table}\n{DOCS_END}{tail}")
 
 
 # --- running uffdprobe as another user (nobody), wherever the checkout is ---------------------------

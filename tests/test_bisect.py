@@ -124,7 +124,7 @@ def test_dirty_tree_refused(tmp_path):
     tree = toy_repo(tmp_path / "t")
     (tree / "a").write_text("changed\n")
     done = uffdprobe("bisect", "--tree", tree, "--good", "HEAD~2", "--bad", "HEAD", *SCENARIO,
-                     "--work-dir", tmp_path / "w")
+                     "--results-dir", tmp_path / "w")
     assert done.returncode == 2, done.stderr
     assert "uncommitted changes" in done.stderr and "stash" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
@@ -139,7 +139,7 @@ def test_dirty_tree_refused(tmp_path):
 def test_bad_refs_refused(tmp_path, good, bad, extra, words):
     tree = toy_repo(tmp_path / "t")
     done = uffdprobe("bisect", "--tree", tree, "--good", good, "--bad", bad, *extra, *SCENARIO,
-                     "--work-dir", tmp_path / "w")
+                     "--results-dir", tmp_path / "w")
     assert done.returncode == 2 and words in done.stderr, done.stderr
     assert_left_as_found(tree)
 
@@ -149,7 +149,7 @@ def test_untestable_endpoint_stops_and_resets(tmp_path):
     """The good endpoint does not build (not a kernel): a clear message, exit 2, tree as found."""
     tree = toy_repo(tmp_path / "t")
     done = uffdprobe("bisect", "--tree", tree, "--good", "HEAD~2", "--bad", "HEAD", *SCENARIO, "--quiet",
-                     "--work-dir", tmp_path / "w", timeout=300)
+                     "--results-dir", tmp_path / "w", timeout=300)
     assert done.returncode == 2, done.stderr
     assert "--good HEAD~2 cannot be tested" in done.stderr
     assert_left_as_found(tree)
@@ -161,7 +161,7 @@ def test_untestable_endpoint_stops_and_resets(tmp_path):
                          "one line saying they are the same commit, exit 2, tree untouched")
 def test_same_endpoints_refused(tmp_path):
     tree = toy_repo(tmp_path / "t")
-    done = uffdprobe("bisect", "--tree", tree, "--good", "HEAD", "--bad", "main", *SCENARIO, "--work-dir", tmp_path / "w")
+    done = uffdprobe("bisect", "--tree", tree, "--good", "HEAD", "--bad", "main", *SCENARIO, "--results-dir", tmp_path / "w")
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.strip().splitlines()
     assert "are the same commit" in line and "not an ancestor" not in line
@@ -174,7 +174,7 @@ def test_same_endpoints_refused(tmp_path):
 def test_a_tree_that_is_not_a_kernel_is_refused(tmp_path, command):
     tree = toy_repo(tmp_path / "t", kernel_shaped=False)
     argv = ["--good", "HEAD~2", "--bad", "HEAD"] if command == "bisect" else []
-    done = uffdprobe(command, "--tree", tree, *argv, *SCENARIO, "--work-dir", tmp_path / "w", timeout=60)
+    done = uffdprobe(command, "--tree", tree, *argv, *SCENARIO, "--results-dir", tmp_path / "w", timeout=60)
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.strip().splitlines()
     assert "is not a Linux kernel checkout" in line and str(tree) in line
@@ -187,7 +187,7 @@ def test_a_tree_that_is_not_a_kernel_is_refused(tmp_path, command):
 def test_step_on_a_dirty_tree_refused(tmp_path):
     tree = toy_repo(tmp_path / "t")
     (tree / "a").write_text("changed\n")
-    done = uffdprobe("bisect-step", "--tree", tree, *SCENARIO, "--work-dir", tmp_path / "w", cwd=tree)
+    done = uffdprobe("bisect-step", "--tree", tree, *SCENARIO, "--results-dir", tmp_path / "w", cwd=tree)
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.strip().splitlines()
     assert "uncommitted changes" in line and bisect_git.head(tree)[:12] in line
@@ -239,7 +239,7 @@ def test_bisect_finds_forced_cow_commit(history):
     base, roles = history
     tree = base / "tree"
     started = time.monotonic()
-    done = uffdprobe("bisect", "--tree", tree, "--work-dir", base, "--good", roles["good"], "--bad", "main",
+    done = uffdprobe("bisect", "--tree", tree, "--results-dir", base, "--good", roles["good"], "--bad", "main",
                      *SCENARIO, timeout=BISECT_BOUND)
     wall = time.monotonic() - started
     sys.stderr.write(done.stderr[-6000:])
@@ -279,7 +279,7 @@ def test_ctrl_c_stops_and_resets(history):
     tree = base / "tree"
     work = base  # the kernel bisection's work dir: the endpoint build is incremental
     before = len(bisect_log.read(work / "bisect.jsonl", "step"))
-    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", "bisect", "--tree", str(tree), "--work-dir", str(work),
+    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", "bisect", "--tree", str(tree), "--results-dir", str(work),
                              "--good", roles["good"], "--bad", "main", *SCENARIO],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -320,7 +320,7 @@ def test_find_fix_names_the_fixing_commit(history):
     started = time.monotonic()
     # --vm-timeout: a guest's clock runs fast under TCG on a loaded machine (seen: 330 guest seconds in
     # 30 wall seconds at load 16 on 2 cores), and the in-guest bound is counted on that clock
-    done = uffdprobe("bisect", "--find-fix", "--tree", tree, "--work-dir", base, "--bad", "main",
+    done = uffdprobe("bisect", "--find-fix", "--tree", tree, "--results-dir", base, "--bad", "main",
                      "--good", bisect_history.FIX_BRANCH, *SCENARIO, "--vm-timeout", 1200, timeout=BISECT_BOUND)
     wall = time.monotonic() - started
     sys.stderr.write(done.stderr[-6000:])

@@ -54,7 +54,7 @@ def test_run_quiet_and_verbose_in_a_guest():
                                "anon-4k", "--scenario", "wp-real-write"], capture_output=True, text=True,
                               timeout=900)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert any(line.startswith("wp-real-write ") and " PASS " in line for line in proc.stdout.splitlines())
+        assert any(line.startswith("[1/1] wp-real-write ") and " PASS " in line for line in proc.stdout.splitlines())
         out[flag] = proc.stderr
     assert "[vm]" not in out["-q"], out["-q"]
     assert "[vm] booting" in out["-v"] and "QEMU: " in out["-v"] and "qemu-system-x86_64" in out["-v"]

@@ -20,7 +20,7 @@ def _doctor(*args, env=None, prefix=(), cwd=None) -> subprocess.CompletedProcess
 
 
 def test_doctor_says_ready_and_names_every_check():
-    proc = _doctor("--json")
+    proc = _doctor("--json", "-")
     report = json.loads(proc.stdout)
     failed = [c for c in report["checks"] if c["needed"] and not c["ok"]]
     assert proc.returncode == (0 if not failed else 2), proc.stdout
@@ -59,7 +59,7 @@ def test_doctor_tells_an_unprivileged_user_how_to_get_userfaultfd():
     try:
         os.chmod(work, 0o777)
         env = dict(os.environ, HOME=str(work), XDG_CACHE_HOME=str(work / "cache"))
-        proc = _doctor("--json", env=env, prefix=NOBODY, cwd=work)
+        proc = _doctor("--json", "-", env=env, prefix=NOBODY, cwd=work)
         if proc.returncode not in (0, 2) or not proc.stdout.startswith("{"):
             pytest.skip(f"this interpreter is not usable by nobody: {proc.stderr[-200:]}")
         checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}

@@ -134,7 +134,7 @@ def test_run_exec_on_host_reports_declares_and_exits(tmp_path):
     valid_json(out, "results")
     assert [r["verdict"] for r in results(out)] == ["HANG"] and results(out)[0]["scenario"] == "uffd_selfwait"
     proc = uffdprobe("run", "--hang-timeout", "1", "--expect", "selfwait=HANG", "--exec-label", "selfwait",
-                     "--ktap", "--exec", prog, "wp")
+                     "--ktap", "-", "--exec", prog, "wp")
     assert proc.returncode == 0, proc.stderr
     assert "not ok 1 selfwait.-" in proc.stdout and "# rescue: rescued through pidfd_getfd" in proc.stdout
     proc = uffdprobe("run", "--exec", "--", str(tmp_path / "missing"))
@@ -337,3 +337,22 @@ def test_a_slow_fault_handler_is_slow_not_hung_in_a_stock_guest(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [(r["scenario"], r["verdict"]) for r in rs] == [("uffd_slow_handler", "PASS")], rs
     assert "each answered by our own handler" in rs[0]["evidence"]["stdout"]["text"]
+
+
+@pytest.mark.vm
+@pytest.mark.timeout(900)
+def test_a_program_under_tmp_is_brought_into_the_guest(tmp_path):
+    """The guest covers /tmp with its own tmpfs; a reproducer built there is copied into the run's channel
+    and runs in the guest under its own row name, instead of being refused."""
+    assert str(tmp_path).startswith(("/tmp/", "/var/tmp/")), tmp_path  # where pytest puts it here
+    repro = tmp_path / "my-repro"
+    repro.write_bytes(Path(programs.path("umapsort-repro")).read_bytes())
+    repro.chmod(0o755)
+    proc, rs = guest_run(tmp_path, "stock", "--scratch-fs", "ext4", "--results-dir", str(tmp_path / "rd"),
+                         "--exec", "--", str(repro))
+    assert proc.returncode == 0, proc.stderr
+    assert [(r["scenario"], r["verdict"]) for r in rs] == [("my-repro", "PASS")], rs
+    assert "data intact" in rs[0]["evidence"]["stdout"]["text"]
+    run_dir = Path(json.loads((tmp_path / "rd" / "run.json").read_text())["run_dir"])
+    assert (run_dir / "channel" / "exec" / "my-repro").read_bytes() == repro.read_bytes()
+

@@ -38,7 +38,7 @@ def counts(summary: str) -> dict:
 def host_run(tmp_path_factory):
     """`run --ktap --json --runs 2` once: stdout is KTAP, streamed."""
     out = tmp_path_factory.mktemp("run")
-    proc = uffdprobe("run", "--ktap", "--runs", "2", "--json", str(out / "r.json"), *SCENARIOS)
+    proc = uffdprobe("run", "--ktap", "-", "--runs", "2", "--json", str(out / "r.json"), *SCENARIOS)
     return {"proc": proc, "json": out / "r.json", "dir": out}
 
 
@@ -80,7 +80,7 @@ def test_run_ktap_parsed_by_kunit(host_run, tmp_path):
 
 def test_run_ktap_is_streamed(tmp_path):
     """Each result line is on stdout before the run ends: read it while the HANG scenario still runs."""
-    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", "run", "--ktap", "cow-leak",
+    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", "run", "--ktap", "-", "cow-leak",
                              "selftest-self-deadlock", "--memory", "anon-4k", "--hang-timeout", "3"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -174,7 +174,7 @@ def test_matrix_ktap_parsed_by_kunit(host_matrix, tmp_path):
 def test_booted_run_ktap_streams_and_parses(tmp_path):
     """`run --kernel stock --ktap`: the kernel named in the header, result lines while the guest runs
     (relayed from its verdict stream), the kernel's release once known, kunit.py counts right."""
-    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", "run", "--kernel", "stock", "--ktap", "--runs", "2",
+    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", "run", "--kernel", "stock", "--ktap", "-", "--runs", "2",
                              "cow-leak", "selftest-self-deadlock", "--memory", "anon-4k"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -87,7 +87,7 @@ def test_host_run_skips_anon_swap_without_swap_and_its_ktap_parses(tmp_path):
     kernel's own parser reads with the same counts."""
     if no_swap() is None:
         pytest.skip("this machine has swap on: the SKIP path is not what runs here")
-    proc = uffdprobe("run", "cow-leak", "--memory", "anon-swap", "--kselftest", "gup_longterm", "--ktap",
+    proc = uffdprobe("run", "cow-leak", "--memory", "anon-swap", "--kselftest", "gup_longterm", "--ktap", "-",
                      "--results-dir", str(tmp_path / "rd"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [Result.from_dict(json.loads(x)) for x in (tmp_path / "rd" / "verdicts.jsonl").read_text().splitlines()]
@@ -243,7 +243,7 @@ def test_booted_run_with_a_selftest_announces_every_group_it_prints(tmp_path):
     """`run --kernel stock --kselftest cow --ktap`: the KTAP plan counts the selftest's group too (one
     planner for host, guest and matrix), so the kernel's own parser reads it without a crash."""
     proc = uffdprobe("run", "--kernel", "stock", "wp-real-write", "--memory", "anon-4k", "--kselftest", "cow",
-                     "--ktap", "--results-dir", str(tmp_path / "rd"))
+                     "--ktap", "-", "--results-dir", str(tmp_path / "rd"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "\n  1..2\n" in proc.stdout  # wp-real-write and cow
     parsed = kunit_parse(proc.stdout, tmp_path)

@@ -8,7 +8,7 @@ import pytest
 from formats import valid_json, valid_junit
 from matrix_run_once import booted_matrix, cell
 from uffdprobe.results.expect import cell_mark, failing, parse as parse_declaration
-from uffdprobe.results.matrix import FIXED, REGRESSION, UNDECLARED, UNEXPECTED, judge
+from uffdprobe.results.matrix import EXPECTED, FIXED, REGRESSION, UNDECLARED, UNEXPECTED, Flaky, judge
 from uffdprobe.verdicts import Verdict
 
 pytestmark = pytest.mark.timeout(3600)  # the shared matrix may build the `stock` recipe cold
@@ -162,22 +162,30 @@ def test_judge(expected, verdict, mark):
 
 
 _V = {"H": Verdict.HANG, "P": Verdict.PASS, "L": Verdict.LEAK, "E": Verdict.ERROR}
+_FLAKY_HANG = Flaky(Verdict.HANG)
 
 
 @pytest.mark.parametrize("expected, runs, mark", [
-    ("HANG", "HHP", "FLAKY HANG"),          # still happens: never FIXED (#27)
-    ("HANG", "PPP", FIXED), ("HANG", "HHH", "expected"),
-    ("HANG>=1/3", "HPP", "expected"), ("HANG>=1/3", "PPP", FIXED), ("HANG>=2/3", "HPP", "FLAKY HANG"),
-    ("HANG>=1/20", "PPP", "expected"),      # fewer runs than N cannot show it gone
+    ("HANG", "HHP", _FLAKY_HANG),           # still happens: never FIXED (#27)
+    ("HANG", "PPP", FIXED), ("HANG", "HHH", EXPECTED),
+    ("HANG>=1/3", "HPP", EXPECTED), ("HANG>=1/3", "PPP", FIXED), ("HANG>=2/3", "HPP", _FLAKY_HANG),
+    ("HANG>=1/20", "PPP", EXPECTED),        # fewer runs than N cannot show it gone
     ("HANG>=1/3", "HLP", UNEXPECTED), ("HANG>=1/3", "HEP", UNEXPECTED),
-    ("ANY", "HLP", "expected"), ("NOT_HANG", "LP", "expected"), ("PASS", "PH", REGRESSION),
+    ("ANY", "HLP", EXPECTED), ("NOT_HANG", "LP", EXPECTED), ("PASS", "PH", REGRESSION),
     (None, "PH", UNEXPECTED), (None, "PP", UNDECLARED),
 ])
 def test_cell_mark_over_runs(expected, runs, mark):
     """The rule over a cell's runs (no kernel behaviour claimed here); a 'FLAKY V' mark fails."""
     got = cell_mark(expected, [_V[c] for c in runs])
     assert got == mark
-    assert failing(got) == (mark in (FIXED, UNEXPECTED, REGRESSION, "FLAKY HANG"))
+    assert failing(got) == (mark in (FIXED, UNEXPECTED, REGRESSION, _FLAKY_HANG))
+
+
+def test_mark_text():
+    """A mark's text is what matrix.json, JUnit, KTAP and the page write (schemas/matrix.schema.json)."""
+    assert [str(m) for m in (REGRESSION, UNEXPECTED, FIXED, EXPECTED, UNDECLARED)] == \
+        ["REGRESSION", "UNEXPECTED", "FIXED", "expected", ""]
+    assert str(_FLAKY_HANG) == f"{_FLAKY_HANG}" == "FLAKY HANG" and f"{FIXED}: x" == "FIXED: x"
 
 
 @pytest.mark.parametrize("text, want", [

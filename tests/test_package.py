@@ -112,7 +112,8 @@ def test_sdist_holds_what_building_and_testing_need(dists):
                  "native/uffd_uapi_fallback.h", "native/bench_missing.c", "native/umapsort_repro.c",
                  "vm-images/recipes/stock.toml",
                  "vm-images/fragments/x86_64.config", "tests/conftest.py", "tox.ini", "setup.py", "MANIFEST.in",
-                 "uffdprobe/vm/guest_init.sh", "LICENSE", "CHANGELOG.md", "CONTRIBUTING.md"):
+                 "uffdprobe/vm/guest_init.sh", "LICENSE", "CHANGELOG.md", "CONTRIBUTING.md",
+                 "docs/user-guide.md", "docs/design.md", "docs/results.md"):
         assert need in names, f"{need} missing from {dists['sdist'].name}"
     assert not [n for n in names if n.endswith((".so", ".pyc"))]
 

@@ -73,3 +73,43 @@ def test_a_mistyped_name_gets_a_did_you_mean():
         assert proc.returncode == Exit.USAGE and proc.stderr.count("\n") == 1 and said in proc.stderr, (argv, proc.stderr)
     proc = _uffdprobe("run", "zzzz-qqqq")
     assert proc.returncode == Exit.USAGE and "did you mean" not in proc.stderr, proc.stderr
+
+
+def test_run_numbers_each_row_it_owes():
+    """`run` puts [i/N] before the line of each row it owes (N = scenarios × memory kinds × runs), in the
+    order they land; a row the plan cannot count ahead (a selftest's case) is indented instead."""
+    proc = _uffdprobe("run", "cow-leak", "wp-real-write", "--memory", "anon-4k", "--memory", "anon-thp", "--runs", "2")
+    assert proc.returncode == Exit.OK, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if " PASS " in line]
+    assert [line.split("]")[0] + "]" for line in lines] == [f"[{i}/8]" for i in range(1, 9)], proc.stdout
+    assert lines[0].split()[1:3] == ["cow-leak", "anon-4k"] and lines[-1].split()[1:3] == ["wp-real-write", "anon-thp"]
+
+    from uffdprobe.results.report import Numbered
+    from uffdprobe.verdicts import Result, Verdict
+    numbered = Numbered([("cow", "-", None)])
+    first = numbered.line(Result("cow", "-", Verdict.PASS, "exit 0", {}, {}, {}, 1.0))
+    case = numbered.line(Result("cow: a case", "-", Verdict.PASS, "ok", {}, {}, {}, None))
+    assert first.startswith("[1/1] cow ") and case.startswith("      cow: a case")
+
+
+def test_matrix_time_counts_the_selftest_build(monkeypatch, capsys, tmp_path):
+    """The matrix summary's time runs from before the kernel and selftest builds, not from the first boot:
+    a selftest build held up 10 s (the real build, found in the cache, after a sleep) shows in it."""
+    import re
+    import time
+    from uffdprobe.cli.main import main
+    from uffdprobe.run import selftests
+    real = selftests.binaries
+
+    def slow(*args, **kwargs):
+        time.sleep(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(selftests, "binaries", slow)
+    status = main(["matrix", "--kernel", "host", "--scenario", "cow-leak", "--memory", "anon-4k",
+                   "--kselftest", "cow", "--results-dir", str(tmp_path / "m")])
+    out, err = capsys.readouterr()
+    assert status == Exit.OK, out + err
+    ready = float(re.search(r"matrix: selftests ready in ([\d.]+)s", err)[1])
+    total = float(re.search(r"matrix: \d+ cell\(s\) on 1 kernel\(s\) in ([\d.]+)s", out)[1])
+    assert ready >= 10 and total >= ready + 1, (ready, total)  # the host's own run takes seconds more

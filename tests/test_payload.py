@@ -107,7 +107,7 @@ def test_bare_python_sees_no_uffdprobe_but_runs_the_payload(payload, tmp_path):
 @no_kunit
 def test_payload_run_ktap_on_the_running_kernel(payload, tmp_path):
     env = {"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path)}
-    proc = subprocess.run([*ISOLATED, str(payload), "run", "--ktap", "cow-leak", "wp-real-write", "--memory", "anon-4k"],
+    proc = subprocess.run([*ISOLATED, str(payload), "run", "--ktap", "-", "cow-leak", "wp-real-write", "--memory", "anon-4k"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     parsed = kunit_parse(proc.stdout, tmp_path)
@@ -138,7 +138,7 @@ chroot $root "$@" -c 'import uffdprobe' 2>/dev/null && echo "PAYLOAD-PROBE: uffd
 chroot $root "$1" -I -c 'import uffdprobe' 2>/dev/null && echo "PAYLOAD-PROBE: uffdprobe importable with site"
 echo "PAYLOAD-PROBE: isolated"
 cd $root/tmp
-chroot $root "$@" /tmp/uffdprobe.pyz run --ktap cow-leak wp-real-write selftest-self-deadlock --memory anon-4k
+chroot $root "$@" /tmp/uffdprobe.pyz run --ktap - cow-leak wp-real-write selftest-self-deadlock --memory anon-4k
 """
 
 
@@ -156,7 +156,7 @@ def test_payload_in_a_guest_that_sees_only_it_and_a_python(payload, tmp_path):
     """Boot `stock`; in a root that holds only a Python, its libraries and the payload (no host root), run
     the payload with that bare Python: KTAP whose verdicts kunit.py counts (cow-leak and wp-real-write PASS,
     the self-deadlock HANGs, rescued, with its evidence), exit 1 for the HANG."""
-    proc = uffdprobe("boot", "-q", "--run-dir", str(tmp_path / "run"), "stock", "--",
+    proc = uffdprobe("boot", "-q", "--results-dir", str(tmp_path / "run"), "stock", "--",
                      "/bin/sh", "-c", GUEST_SCRIPT, "payload", str(payload), _board_binds(), *ISOLATED,
                      timeout=1700)
     lines = proc.stdout.splitlines()

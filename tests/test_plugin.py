@@ -211,3 +211,14 @@ def test_identity(uffd_kernel):
                                            "--uffd-kernel", "host", timeout=240)
     result.stdout.fnmatch_lines(["*test_their_kernel_option PASSED*", "*test_identity[[]host[]] PASSED*"])
     assert result.parseoutcomes() == {"passed": 2}
+
+
+def test_old_verdict_name_still_imports():
+    """`from uffdprobe.pytest_plugin import Verdict` (the fixture's type before it was UffdVerdict) keeps
+    working, with a DeprecationWarning naming the new name; other missing names stay AttributeErrors."""
+    import uffdprobe.pytest_plugin as plugin
+    with pytest.warns(DeprecationWarning, match="use UffdVerdict"):
+        from uffdprobe.pytest_plugin import Verdict
+    assert Verdict is plugin.UffdVerdict
+    with pytest.raises(AttributeError):
+        plugin.NoSuchName  # noqa: B018

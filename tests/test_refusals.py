@@ -139,8 +139,8 @@ def _has_child(pid: int) -> bool:
         return False
 
 
-@pytest.mark.reliability("a bisect refused at its endpoints (--good not an ancestor of --bad) with a new --work-dir",
-                         "one line, exit 2, and no empty --work-dir left behind")
+@pytest.mark.reliability("a bisect refused at its endpoints (--good not an ancestor of --bad) with a new --results-dir",
+                         "one line, exit 2, and no empty --results-dir left behind")
 def test_a_refused_bisect_leaves_no_work_dir(tmp_path):
     tree = tmp_path / "linux"
     tree.mkdir()
@@ -154,7 +154,7 @@ def test_a_refused_bisect_leaves_no_work_dir(tmp_path):
     subprocess.run(git + ["commit", "-qm", "one"], check=True)
     work = tmp_path / "work"
     proc = _uffdprobe("bisect", "--tree", tree, "--good", "HEAD", "--bad", "no-such-ref", "--scenario",
-                      "cow-leak", "--work-dir", work, timeout=120)
+                      "cow-leak", "--results-dir", work, timeout=120)
     assert proc.returncode in (Exit.USAGE, Exit.SETUP), proc.stderr
     assert "Traceback" not in proc.stderr
     assert not work.exists()

@@ -36,7 +36,7 @@ EVERYTHING = ["cow-leak", "--scenario", "wp-real-write", "--memory", "anon-4k", 
               "--kernel", "stock", "--accel", "tcg", "--append", "transparent_hugepage=never",
               "--vm-timeout", "300",
               "--expect", "cow-leak=LEAK", "--scratch-fs", "ext4", "--scratch-mb", "128", "--stuck-timeout", "9",
-              "--rescue-timeout", "8", "--exec-label", "mine", "--ktap", "-v", "--exec", "--", TRUE, "--memory", "x"]
+              "--rescue-timeout", "8", "--exec-label", "mine", "--ktap", "-", "-v", "--exec", "--", TRUE, "--memory", "x"]
 
 
 def test_every_option_survives_the_hop_to_argv_and_back():

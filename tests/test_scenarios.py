@@ -97,7 +97,7 @@ def _cli(*args, **kw):
 def test_cli_run_json_ktap_and_stream(tmp_path, kf):
     out = tmp_path / "r.json"
     stream = tmp_path / "stream"
-    proc = _cli("run", "wp-gup-vmsplice", "cow-leak", "--json", str(out), "--ktap",
+    proc = _cli("run", "wp-gup-vmsplice", "cow-leak", "--json", str(out), "--ktap", "-",
                 "--results-dir", str(stream))
     assert proc.returncode == 0, proc.stderr
     results = valid_json(out, "results")["results"]
@@ -151,7 +151,7 @@ def test_cli_list_and_features():
                  "wp-real-write"):
         assert name in listing.stdout
     assert "selftest-self-deadlock" not in listing.stdout
-    feats = _cli("features", "--json")
+    feats = _cli("features", "--json", "-")
     assert feats.returncode == 0
     data = json.loads(feats.stdout)
     assert data["kernel"]["release"] == os.uname().release

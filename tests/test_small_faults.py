@@ -32,7 +32,7 @@ def test_json_dash_is_stdout(tmp_path, kf):
 
 
 def test_json_dash_with_ktap_is_refused(tmp_path):
-    proc = _uffdprobe("run", "cow-leak", "--json", "-", "--ktap", cwd=tmp_path)
+    proc = _uffdprobe("run", "cow-leak", "--json", "-", "--ktap", "-", cwd=tmp_path)
     assert proc.returncode == Exit.USAGE
     [line] = proc.stderr.strip().splitlines()
     assert "both want stdout" in line

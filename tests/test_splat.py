@@ -256,7 +256,7 @@ def test_declared_splats_pass_and_a_boot_splat_is_the_kernel_log_row(tmp_path, l
                      "--scenarios-from", str(POKE), *POKES, "splat-hang", "--exec-label", "poker",
                      "--expect", "splat-warn=WARN", "--expect", "splat-oops=OOPS", "--expect", "poker=WARN",
                      "--expect", "splat-hang=HANG",
-                     "--expect", f"{KERNEL_LOG_ROW}=WARN", "--json", str(out), "--ktap",
+                     "--expect", f"{KERNEL_LOG_ROW}=WARN", "--json", str(out), "--ktap", "-",
                      "--exec", "--", str(poker), "warn")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = {r["scenario"]: r for r in valid_json(out, "results")["results"]}

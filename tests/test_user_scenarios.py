@@ -341,9 +341,9 @@ def test_the_plugin_runs_user_scenarios_on_host_and_model_5_8(pytester, monkeypa
 
 
 @pytest.mark.root
-def test_the_readme_example_runs_as_written(tmp_path, kf):
-    """The README's "Your own scenarios" file, exactly as printed there, runs and passes (with --param)."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+def test_the_user_guide_example_runs_as_written(tmp_path, kf):
+    """The user guide's "Your own scenarios" file, exactly as printed there, runs and passes (with --param)."""
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "user-guide.md").read_text()
     section = readme.split("## Your own scenarios", 1)[1]
     example = section.split("```python\n", 1)[1].split("```", 1)[0]
     assert example.startswith("# my_scenarios.py\n")

@@ -199,7 +199,7 @@ def test_ctrl_c_mid_matrix_keeps_earlier_reports(tmp_path):
         deadline = time.monotonic() + 900
         for line in proc.stderr:  # the stopped kernel's verdicts before the spin, then Ctrl-C
             lines.append(line)
-            if re.match(r"^  stock \| wp-real-write\s+anon-thp\s+PASS", line) or time.monotonic() > deadline:
+            if re.match(r"^  stock \| \[\d+/\d+\] wp-real-write\s+anon-thp\s+PASS", line) or time.monotonic() > deadline:
                 break
         time.sleep(2)  # the tail streams them on to the run folder within half a second
         proc.send_signal(signal.SIGINT)

@@ -75,7 +75,7 @@ def test_exit_status_propagates(cloud_deb, run_dir):
 
 
 def test_cli_prints_guest_output_and_returns_its_status(cloud_deb, tmp_path):
-    proc = subprocess.run([PY, "-m", "uffdprobe", "boot", "--accel", "tcg", "--run-dir", str(tmp_path / "run"),
+    proc = subprocess.run([PY, "-m", "uffdprobe", "boot", "--accel", "tcg", "--results-dir", str(tmp_path / "run"),
                            str(cloud_deb), "--", "sh", "-c", "echo hello from $(uname -r); exit 4"],
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 4, proc.stderr
@@ -201,7 +201,7 @@ def test_chatty_guest_is_cut_at_the_overall_limit(cloud_deb, run_dir):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.reliability('SIGINT or SIGTERM while a VM runs', 'exit 130, no QEMU or virtiofsd left')
 def test_signal_to_booting_process_leaves_no_qemu(cloud_deb, run_dir, sig):
-    cmd = [PY, "-m", "uffdprobe", "boot", "--accel", "tcg", "--run-dir", str(run_dir),
+    cmd = [PY, "-m", "uffdprobe", "boot", "--accel", "tcg", "--results-dir", str(run_dir),
            str(cloud_deb), "--", "sleep", "1000"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -9,6 +9,9 @@ pytest_plugin and __main__ sit on top.
 """
 import functools
 
+__all__ = ["__version__", "version", "version_info", "git_describe"]
+
+#: The release, as the package metadata and every output name it.
 __version__ = "0.1.0"
 
 

@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""The verdict model (shared/docs/design.md): exactly one verdict per scenario run, with evidence."""
+"""The verdict model (docs/design.md): exactly one verdict per scenario run, with evidence."""
 import enum
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, Dict, Optional
 
 
 class Verdict(str, enum.Enum):
+    """How one scenario run ended: exactly one per run, judged against declarations by results/expect.py."""
+
     PASS = "PASS"
     HANG = "HANG"          #: a task blocked in handle_userfault on a fault nobody will answer
     LEAK = "LEAK"          #: data crossed a COW boundary it must not cross
@@ -69,12 +71,12 @@ class Result:
     params: Dict[str, Any] = field(default_factory=dict)
     duration_s: Optional[float] = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         """JSON-ready: evidence is plain data (see `plain`), never a Python repr."""
-        d = plain(asdict(self))
+        d: Dict[str, Any] = plain(asdict(self))
         d["verdict"] = self.verdict.value
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Result":
+    def from_dict(cls, d: Dict[str, Any]) -> "Result":
         return cls(**{**d, "verdict": Verdict(d["verdict"])})

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""A user's own scenarios, written only with uffdprobe.scenarios.api (the README's example).
+"""A user's own scenarios, written only with uffdprobe.scenarios.api (the user guide's example).
 
 user-missing-copy     a uffd service thread answers every MISSING fault with UFFDIO_COPY; the data the
                       faulting thread reads back must be exactly what was copied in.

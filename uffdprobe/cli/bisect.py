@@ -15,6 +15,7 @@ from uffdprobe.kbuild.errors import BadInput, BuildFailed, KbuildError
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.osutil import files
 from uffdprobe.verdicts import KERNEL_PROBLEMS
+from .vocab import complete_scenario, completes, deprecated
 
 BISECT_TEXT = """\
 Check that --good is good and --bad is bad, then run `git bisect run uffdprobe bisect-step ...`.
@@ -59,7 +60,8 @@ def add_parsers(sub) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tree", required=True, metavar="PATH", help="the kernel git checkout to bisect")
-    p.add_argument("--scenario", required=True, metavar="NAME", help="the scenario that decides (uffdprobe list)")
+    completes(p.add_argument("--scenario", required=True, metavar="NAME",
+                             help="the scenario that decides (uffdprobe list)"), complete_scenario)
     p.add_argument("--memory", action="append", choices=ALL_KINDS, help="memory kind(s) (default: all it supports)")
     p.add_argument("--runs", type=int, default=1, metavar="N", help="boots per step (default 1)")
     p.add_argument("--bad-if", choices=bisect_step.BAD_IF, default="any",
@@ -71,7 +73,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config-fragment", action="append", metavar="FILE",
                    help="Kconfig fragment(s) merged into the base (default vm-images/fragments/x86_64.config)")
     p.add_argument("--base", default="tinyconfig", metavar="TARGET", help="base config target (default tinyconfig)")
-    p.add_argument("--work-dir", metavar="DIR", help="build directory and logs kept for the whole bisection")
+    p.add_argument("--results-dir", metavar="DIR",
+                   help="the bisection's folder, kept throughout: its build directory, logs and each step's "
+                        "results (default: one in the kernel cache per tree, base and fragments)")
+    p.add_argument("--work-dir", dest="results_dir", action=deprecated("--results-dir"), help=argparse.SUPPRESS)
     p.add_argument("--vm-timeout", type=float, default=300.0, metavar="S", help="bound for one boot")
     p.add_argument("--jobs", "-j", type=int, default=0, metavar="N", help="make -j (default: CPUs + 1)")
     p.add_argument("--find-fix", action="store_true",
@@ -106,7 +111,7 @@ def spec_of(args) -> bisect_step.StepSpec:
     for fragment in fragments:
         kbuild_config.read_fragment(fragment)
         hashes.append(files.sha256_file(fragment))
-    work = Path(args.work_dir).resolve() if args.work_dir else default_work_dir(tree, args.base, hashes)
+    work = Path(args.results_dir).resolve() if args.results_dir else default_work_dir(tree, args.base, hashes)
     return bisect_step.StepSpec(tree=tree, work=work, scenario=args.scenario, memory=list(args.memory or []),
                                 runs=args.runs, bad_if=args.bad_if,
                                 bad_verdicts=tuple(args.bad_verdict or bisect_step.DEFAULT_BAD),
@@ -145,7 +150,7 @@ def default_work_dir(tree: Path, base: str, fragment_hashes: list) -> Path:
 
 def step_argv(spec: bisect_step.StepSpec) -> list:
     """The bisect-step command line git bisect run executes for `spec`."""
-    argv = [sys.executable, "-m", "uffdprobe", "bisect-step", "--tree", str(spec.tree), "--work-dir",
+    argv = [sys.executable, "-m", "uffdprobe", "bisect-step", "--tree", str(spec.tree), "--results-dir",
             str(spec.work), "--scenario", spec.scenario, "--runs", str(spec.runs), "--bad-if", spec.bad_if,
             "--base", spec.base, "--vm-timeout", str(spec.vm_timeout), "--jobs", str(spec.jobs)]
     for kind in spec.memory:
@@ -199,7 +204,7 @@ def _default_timeout(spec: bisect_step.StepSpec, good_ref: str, bad_ref: str) ->
 
 
 def _drop_if_empty(spec, made: bool) -> None:
-    """A refused bisection leaves no empty --work-dir it made (one that holds anything stays)."""
+    """A refused bisection leaves no empty --results-dir it made (one that holds anything stays)."""
     if spec is not None and made:
         try:
             spec.work.rmdir()

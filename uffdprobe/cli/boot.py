@@ -2,11 +2,10 @@
 """`uffdprobe boot KERNEL -- COMMAND...`: run one command in a kernel booted under QEMU."""
 
 import argparse
-import json
 import sys
 
 from uffdprobe.exitcodes import Exit, UffdprobeError
-from .vocab import deprecated
+from .vocab import complete_kernel, completes, deprecated, write_json
 from uffdprobe.vm.outcome import OUTCOME_EXIT
 
 
@@ -18,7 +17,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "vmlinuz or Debian linux-image .deb; optionally LABEL=KERNEL) in QEMU with the host root "
                     "read-only, run COMMAND in it and exit with its status; 10 PANIC, 11 BOOT_FAIL, "
                     "12 VM_TIMEOUT, 13 QEMU killed from outside, 14 results channel lost, 2 bad input.")
-    p.add_argument("kernel", help="recipe name or .toml path, bzImage/vmlinuz path or a linux-image .deb")
+    completes(p.add_argument("kernel", help="recipe name or .toml path, bzImage/vmlinuz path or a linux-image .deb"),
+              complete_kernel)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...] to run in the guest")
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto",
                    help="accelerator (default: probe KVM once, cached, else TCG)")
@@ -33,10 +33,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--memory", dest="memory", type=int, action=deprecated("--guest-memory-mb"),
                    help=argparse.SUPPRESS)  # --memory is a memory kind in run, matrix and bisect
     p.add_argument("--cpus", type=int, default=2, help="guest CPUs (default 2)")
-    p.add_argument("--run-dir", help="directory for this run's files (default: a fresh one in the cache)")
+    p.add_argument("--results-dir", dest="run_dir", metavar="DIR",
+                   help="the folder for this boot's files: console log, channel, disks (default: a fresh one "
+                        "in the cache)")
+    p.add_argument("--run-dir", dest="run_dir", action=deprecated("--results-dir"), help=argparse.SUPPRESS)
     p.add_argument("--append", action="append", default=[], help="extra kernel argument (repeatable)")
-    p.add_argument("--json", action="store_true",
-                   help="print the boot result as JSON on stdout (default: the guest command's output)")
+    p.add_argument("--json", metavar="FILE|-",
+                   help="write the boot result as JSON to FILE (- for stdout, instead of the guest command's "
+                        "output)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run_boot, error_prefix="uffdprobe boot")
     return p
@@ -53,6 +57,9 @@ def run_boot(args) -> int:
         command = command[1:]
     if not command:
         raise UsageError("no guest command: use `boot KERNEL -- COMMAND [ARGS...]`")
+    if args.json:  # refused before the boot, not after it
+        from uffdprobe.osutil import outputs
+        outputs.check_all([("--json", args.json)])
     spec = kernel_arg.resolve(args.kernel, option="boot")
     if spec.kind == "host":
         raise UsageError("boot host: the running kernel is not booted in QEMU; give a recipe, a bzImage "
@@ -66,8 +73,8 @@ def run_boot(args) -> int:
     except (KeyboardInterrupt, Terminated):
         raise UffdprobeError("interrupted; QEMU stopped, files written so far are kept", Exit.INTERRUPTED) from None
     if args.json:
-        print(json.dumps(result.to_json(), indent=1))
-    else:
+        write_json(args.json, result.to_json())
+    if args.json != "-":
         from uffdprobe.vm.console import guest_output
         for line in guest_output(result.console_log.read_text(errors="replace")):
             print(line)

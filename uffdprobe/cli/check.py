@@ -12,10 +12,12 @@ from typing import TextIO
 from uffdprobe.exitcodes import Exit
 from uffdprobe.results import catalogue, table as matrix_table
 from uffdprobe.results.matrix import Matrix
+from uffdprobe.scenarios.catalogue import describe_fix
 from uffdprobe.scenarios.registry import SCENARIOS
-from .matrix import Report, cmd_matrix
+from .matrix import cmd_matrix
+from .matrix_outputs import Report
 from .run import _seconds, runs_count
-from .vocab import add_accel, add_verbosity, kcidb_options
+from .vocab import add_accel, add_verbosity, complete_kernel, completes, kcidb_options
 
 
 def defect_scenarios() -> list:
@@ -25,9 +27,9 @@ def defect_scenarios() -> list:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("check", help="which known userfaultfd/GUP/COW defects each kernel carries, and the fix")
-    p.add_argument("--kernel", action="append", metavar="[LABEL=]K",
-                   help="repeatable (default: host): 'host', a recipe name or .toml path, a bzImage/vmlinuz or "
-                        "a linux-image .deb, as in matrix")
+    completes(p.add_argument("--kernel", action="append", metavar="[LABEL=]K",
+                             help="repeatable (default: host): 'host', a recipe name or .toml path, a "
+                                  "bzImage/vmlinuz or a linux-image .deb, as in matrix"), complete_kernel)
     p.add_argument("--defect", action="append", default=[], metavar="ID",
                    help="repeatable: ask only these defects (default: every one; `uffdprobe list` names them)")
     p.add_argument("--expect", action="append", default=[], metavar="[KERNEL:]SCENARIO[/MEMORY]=VERDICT",
@@ -59,11 +61,9 @@ def _show(m: Matrix, out: TextIO, took_s: float) -> int:
     others = [c for c in m.unexpected() if (c.kernel, c.scenario, c.memory) not in shown]  # FIXED, ERROR...
     for a in problems:
         print(f"NOT DECLARED: {a.defect.id} is PRESENT on {a.kernel}: backport "
-              f"{catalogue.describe_fix(a.defect)}", file=out)
-    where = [f": {c.kernel} {c.scenario}({c.memory}): " for c in others]
-    for line in matrix_table.unexpected_lines(m):
-        if any(w in line for w in where):
-            print(line, file=out)
+              f"{describe_fix(a.defect)}", file=out)
+    for line in matrix_table.unexpected_lines(m, others):
+        print(line, file=out)
     counts = {w: sum(a.answer == w for a in found) for w in catalogue.ANSWERS}
     print(f"check: {len(found)} answer(s) on {len(m.kernels)} kernel(s) in {took_s:.1f}s: "
           + ", ".join(f"{n} {w}" for w, n in counts.items() if n), file=out, flush=True)

@@ -2,24 +2,27 @@
 """`uffdprobe doctor`: what this machine can do, what is missing and the exact fix; exit 0 when the main job
 can run, 2 (set-up problem) when something it needs is missing."""
 import argparse
-import json
 from dataclasses import asdict
 
 from uffdprobe.exitcodes import Exit
 from uffdprobe.run import doctor
+from .vocab import write_json
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("doctor", help="what this machine can do, what is missing, and how to fix it")
-    p.add_argument("--json", action="store_true", help="print the checks as JSON")
+    p.add_argument("--json", metavar="FILE|-", help="write the checks as JSON to FILE (- for stdout)")
     p.set_defaults(func=cmd_doctor)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    if args.json:
+        from uffdprobe.osutil import outputs
+        outputs.check_all([("--json", args.json)])
     checks = doctor.diagnose()
     ready = doctor.ready(checks)
     if args.json:
-        print(json.dumps({"ready": ready, "checks": [asdict(c) for c in checks]}, indent=2))
+        write_json(args.json, {"ready": ready, "checks": [asdict(c) for c in checks]})
         return Exit.OK if ready else Exit.SETUP
     for c in checks:
         mark = "ok" if c.ok else ("MISSING" if c.needed else "note")

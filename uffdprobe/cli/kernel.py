@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from uffdprobe.kbuild import build as kbuild, recipes
+from uffdprobe.kbuild import build as kbuild, clean as kbuild_clean, recipes
 from uffdprobe.osutil import children
 from uffdprobe.exitcodes import Exit, UffdprobeError, UsageError
 
@@ -97,7 +97,7 @@ def run_list(args) -> int:
 def run_clean(args) -> int:
     """Handler of `kernel clean`."""
     started = time.monotonic()
-    removed = kbuild.clean(args.cache_dir, everything=args.all)
+    removed = kbuild_clean.clean(args.cache_dir, everything=args.all)
     for path in removed:
         print(f"removed {path}", file=sys.stderr)
     print(f"kernel cache cleaned in {time.monotonic() - started:.1f} s", file=sys.stderr)

@@ -3,7 +3,6 @@
 import argparse
 import contextlib
 import importlib
-import json
 import os
 import signal
 import sys
@@ -34,7 +33,11 @@ class _PrintVersion(argparse.Action):
 def _cmd_features(args: argparse.Namespace) -> int:
     from uffdprobe.uffd import features
     kf = features.probe()
-    print(json.dumps(kf.to_dict(), indent=2) if args.json else features.format_text(kf))
+    if args.json:
+        from .vocab import write_json
+        write_json(args.json, kf.to_dict())
+    else:
+        print(features.format_text(kf))
     return Exit.OK
 
 
@@ -50,14 +53,16 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_PrintVersion, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("features", help="what the running kernel's userfaultfd offers")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--json", metavar="FILE|-", help="write JSON instead of text to FILE (- for stdout)")
     p.set_defaults(func=_cmd_features)
     for name in _modules_for(argv):
         module = importlib.import_module(f"uffdprobe.cli.{name}")
         (getattr(module, "add_parsers", None) or module.add_parser)(sub)
     p = sub.add_parser("bench", help="MISSING faults/s: Python handler next to a C handler")
-    p.add_argument("--pages", type=_positive, default=20000)
-    p.add_argument("--rounds", type=_positive, default=3)
+    p.add_argument("--pages", type=_positive, default=20000, metavar="N",
+                   help="pages faulted in and served per round (default 20000)")
+    p.add_argument("--rounds", type=_positive, default=3, metavar="N",
+                   help="rounds of each handler, alternating; the best of each counts (default 3)")
     p.set_defaults(func=_cmd_bench)
     return parser
 
@@ -115,6 +120,8 @@ def console() -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     from .execopts import split
     argv, program = split(sys.argv[1:] if argv is None else list(argv))  # --exec PROGRAM ARGS: the program's
+    from .vocab import old_flags
+    argv = old_flags(argv)  # `run --ktap` and `--json` without FILE: deprecated, said once
     parser = build_parser(argv)
     _offer_completion(parser)
     args = parser.parse_args(argv)

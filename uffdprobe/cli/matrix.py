@@ -1,23 +1,18 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """`uffdprobe matrix`: every scenario on every kernel, one boot each, as a table, JSON, JUnit and HTML."""
 import argparse
-import errno
-import json
 import os
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from dataclasses import dataclass
-from typing import Callable, List, TextIO, Tuple, cast
+from typing import TextIO
 
-import uffdprobe
-from uffdprobe.results import html as html_report, junit, ktap, report, table as matrix_table
+from uffdprobe.results import table as matrix_table
 from uffdprobe.exitcodes import Exit, UsageError
-from uffdprobe.results.artifacts import relocated, relocated_run
 from uffdprobe.results.matrix import Matrix
-from uffdprobe.osutil import children, outputs
+from uffdprobe.osutil import children
 from uffdprobe.osutil.files import usable_dir
 from uffdprobe.run.kernels import build, check_kernels, declare, parse_expect
 from uffdprobe.run import selftests
@@ -27,17 +22,20 @@ from uffdprobe.run.request import RunRequest
 from .run import _seconds, check_writable, runs_count
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.vm.paths import cache_root, new_run_dir
-from .vocab import add_accel, add_verbosity, check_kcidb, deprecated, kcidb_options, kselftest_from_option
-from . import user_scenarios
+from .vocab import (add_accel, add_verbosity, check_kcidb, complete_kernel, complete_scenario, completes, deprecated,
+                    kcidb_options, kselftest_from_option)
+from . import matrix_outputs, user_scenarios
+from .matrix_outputs import Report
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("matrix", help="every scenario on every kernel, side by side (one boot per kernel)")
-    p.add_argument("--kernel", action="append", required=True, metavar="[LABEL=]K",
-                   help="repeatable: 'host' (the running kernel), a recipe name or .toml path, a "
-                        "bzImage/vmlinuz or a linux-image .deb; LABEL= names it (default: host, the recipe "
-                        "name, or the file name plus a short content hash)")
-    p.add_argument("--scenario", action="append", default=[], metavar="S", help="repeatable (default: all public)")
+    completes(p.add_argument("--kernel", action="append", required=True, metavar="[LABEL=]K",
+                             help="repeatable: 'host' (the running kernel), a recipe name or .toml path, a "
+                                  "bzImage/vmlinuz or a linux-image .deb; LABEL= names it (default: host, the "
+                                  "recipe name, or the file name plus a short content hash)"), complete_kernel)
+    completes(p.add_argument("--scenario", action="append", default=[], metavar="S",
+                             help="repeatable (default: all public)"), complete_scenario)
     p.add_argument("--memory", action="append", choices=ALL_KINDS, help="memory kinds (default: all each supports)")
     p.add_argument("--runs", type=runs_count, default=1, metavar="N",
                    help="repeat every scenario N times in the same boot; disagreeing runs make a FLAKY cell")
@@ -91,15 +89,6 @@ def _silent(text: str) -> None:
     """-q: progress lines are dropped (the table, the summary and errors still print)."""
 
 
-@dataclass(frozen=True)
-class Report:
-    """What a matrix-shaped command writes and prints; `matrix` and `check` differ only here. `body` is the
-    JSON document's body, `show` prints the summary after the matrix ends and returns the exit status."""
-    kind: str
-    body: Callable[[Matrix], dict]
-    show: Callable[[Matrix, TextIO, float], int]
-
-
 def _show_matrix(m: Matrix, out: TextIO, took_s: float) -> int:
     """The kernel × scenario table, its legend and one line per unexpected cell; exit 7 if any."""
     print(matrix_table.render(m, colour=matrix_table.colour_wanted(out)), file=out, flush=True)
@@ -129,7 +118,7 @@ def cmd_matrix(args: argparse.Namespace, output: Report = MATRIX) -> int:
     declare(targets, parse_expect(args.expect, targets))
     # every kernel's run: the matrix's own outputs and declarations are not its children's
     request = run_request.build(vars(args), scenarios=args.scenario, exec=program, exec_row=row,
-                                kselftest=selftests.chosen(args.kselftest), kernel=None, json=None, ktap=False,
+                                kselftest=selftests.chosen(args.kselftest), kernel=None, json=None, ktap=None,
                                 results_dir=None, kcidb=None, origin=None, kcidb_url=None,
                                 expect=(), scenarios_from=user_scenarios.check_guests_see(targets, scenarios_from))
     say = _say if args.verbosity >= 0 else _silent
@@ -168,15 +157,17 @@ def _refuse_before_anything_boots(args: argparse.Namespace, targets) -> None:
 
 def _run_matrix(args: argparse.Namespace, targets, request: RunRequest, say, work: Path, owed: list, engine,
                 output: Report) -> int:
+    started = time.monotonic()  # the summary's time: kernel builds, the selftest build and every run
     for t in targets:
         build(t, say)
     if any(planned(request, t) != owed for t in targets) or request.workload.kselftest:
+        selftests_started = time.monotonic()
         _selftests(say, request)  # once, before the kernels' runs (which would each wait for the build)
+        say(f"matrix: selftests ready in {time.monotonic() - selftests_started:.1f}s")
     work.mkdir(parents=True, exist_ok=True)
     say(f"matrix: logs under {work}")  # only once the folder exists: a refused matrix makes none
     done: dict = {}
-    started = time.monotonic()
-    ktap_out = KtapOutput(args.ktap, len(targets), owed, work) if args.ktap else None
+    ktap_out = matrix_outputs.KtapOutput(args.ktap, len(targets), owed, work) if args.ktap else None
     with children.signals_raise(KeyboardInterrupt, (signal.SIGTERM,)):  # SIGTERM stops as Ctrl-C
         try:
             kernels = run_all(targets, request, work, len(targets) if engine else min(args.jobs, len(targets)), say,
@@ -187,7 +178,7 @@ def _run_matrix(args: argparse.Namespace, targets, request: RunRequest, say, wor
                 ktap_out = None
         except KeyboardInterrupt:
             kept = Matrix([done[t.label] for t in targets if t.label in done], complete=False)
-            written, problems, _ = _write(kept, args, work, output, interrupted=True)
+            written, problems, _ = matrix_outputs.write(kept, args, work, output, _say, interrupted=True)
             finished = [k.label for k in kept.kernels if k.complete]
             partial = [f"{k.label} ({len(k.results)})" for k in kept.kernels if not k.complete]
             stopped = [t.label for t in targets if t.label not in finished]
@@ -200,7 +191,7 @@ def _run_matrix(args: argparse.Namespace, targets, request: RunRequest, say, wor
             if ktap_out:  # not finished: FILE stays as it was
                 ktap_out.discard()
     m = Matrix(kernels)
-    written, unwritten, full = _write(m, args, work, output)
+    written, unwritten, full = matrix_outputs.write(m, args, work, output, _say)
     if args.html and str(args.html) in written:
         say(f"{output.kind}: HTML report {os.path.abspath(args.html)}")
     out = sys.stderr if "-" in (args.ktap, args.json) else sys.stdout  # stdout carries KTAP or JSON
@@ -219,79 +210,3 @@ def _selftests(say, request: RunRequest) -> None:
         selftests.binaries(request.workload.kselftest, request.workload.kselftest_from, progress=say)
     except KbuildError as exc:
         raise exc.context("--kselftest") from None
-
-
-def _write(m: Matrix, args: argparse.Namespace, work: Path, output: Report,
-           interrupted: bool = False) -> Tuple[List[str], List[str], bool]:
-    """Every requested output plus matrix.json in the work dir, each whole or not at all (write_atomic).
-
-    An interrupted run's report never replaces a larger earlier file: it goes next to it as
-    NAME.incomplete.EXT. Returns the paths written, one phrase per file that is not where asked, and
-    whether a disk was full."""
-    data = json.dumps(report.document(output.kind, output.body(m)), indent=1)
-    if args.json == "-":
-        sys.stdout.write(data + "\n")
-        sys.stdout.flush()
-    files = [(Path(args.json), data)] if args.json and args.json != "-" else []
-    if args.junit:  # the reports name the results folder's files relative to themselves
-        files.append((Path(args.junit), junit.to_xml(relocated(m, work, Path(args.junit)))))
-    if args.html:
-        files.append((Path(args.html), html_report.render(relocated(m, work, Path(args.html)))))
-    if args.kcidb:
-        from uffdprobe.results import kcidb
-        files.append((Path(args.kcidb), json.dumps(kcidb.report(m, args.origin, work, args.kcidb_url), indent=1)))
-    written, notes, full = [], [], False
-    name = f"{output.kind}.json"
-    try:  # never over another run's matrix.json (check.json) in the same folder (--results-dir)
-        kept = outputs.write_new(work / name, data.encode())
-        written.append(str(kept))
-        if kept.name != name:
-            _say(f"{output.kind}: {work / name} is an earlier run's and stays; this run's is {kept}")
-    except OSError as exc:
-        notes.append(f"cannot write {work / name} ({exc.strerror})")
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    for path, text in files:
-        body = text.encode()
-        if interrupted and not outputs.is_stream(str(path)) and _larger(path, len(body)):
-            notes.append(f"kept the earlier, larger {path}")
-            path = path.with_name(f"{path.stem}.incomplete{path.suffix}")
-        try:
-            outputs.write(str(path), body)
-        except OSError as exc:
-            notes.append(f"cannot write {path} ({exc.strerror}), the earlier file (if any) is untouched")
-            full = full or exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            continue
-        written.append(str(path))
-    return written, notes, full
-
-
-def _larger(path: Path, size: int) -> bool:
-    try:
-        return path.stat().st_size > size
-    except OSError:
-        return False
-
-
-class KtapOutput:
-    """--ktap: a kernel's subtree as soon as the kernel finishes, on stdout ('-'), a device or FIFO as it
-    comes, or into a temporary file of this matrix's own renamed to FILE once every kernel is in (an
-    interrupted matrix leaves FILE as it was)."""
-
-    def __init__(self, where: str, kernels: int, owed: list, work: Path):
-        self.where, self.owed, self.work = where, owed, work
-        self.out = None if where == "-" else outputs.Growing(where)
-        sink = sys.stdout if self.out is None else cast(TextIO, self.out)  # Growing: write() and flush() of str
-        self.top = ktap.Writer(sink, kernels,
-                               [f"uffdprobe {uffdprobe.version()}: {' '.join(sys.argv)}"])
-
-    def kernel(self, k) -> None:
-        here = Path("-") if self.where == "-" else Path(self.where)  # stdout: relative to the current folder
-        ktap.write_kernel(self.top, relocated_run(k, self.work, here), self.owed)
-
-    def finish(self) -> None:
-        if self.out is not None:
-            self.out.finish()
-
-    def discard(self) -> None:
-        if self.out is not None:
-            self.out.discard()

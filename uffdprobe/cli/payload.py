@@ -15,7 +15,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Write OUT (e.g. uffdprobe.pyz), one file that runs `uffdprobe ARGS` as `python3 OUT ARGS` "
                     "on a machine with nothing but a Python 3.9+ and a libc: this uffdprobe with its compiled "
                     "bindings, psutil, and cffi's backend for this Python (and for each --cffi-wheel's). On the "
-                    "board: `python3 uffdprobe.pyz run --ktap` asks the running kernel every scenario.")
+                    "board: `python3 uffdprobe.pyz run --ktap -` asks the running kernel every scenario.")
     p.add_argument("out", type=Path, metavar="OUT", help="the file to write (replaced whole)")
     p.add_argument("--cffi-wheel", action="append", type=Path, default=[], metavar="WHEEL",
                    help="also carry the cffi backend of this cffi wheel, for a board whose Python differs from "
@@ -35,6 +35,6 @@ def run_payload(args) -> int:
         print(f"uffdprobe payload: cannot write {args.out}: {exc.strerror} ({exc.filename or args.out}); give a "
               f"path in a folder you can write", file=sys.stderr)
         return Exit.SETUP
-    print(f"uffdprobe payload: wrote {args.out} ({size // 1024} KiB); run it as `python3 {args.out.name} run --ktap`",
+    print(f"uffdprobe payload: wrote {args.out} ({size // 1024} KiB); run it as `python3 {args.out.name} run --ktap -`",
           file=sys.stderr)
     return Exit.OK

@@ -10,7 +10,8 @@ from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.run import host
 from uffdprobe.scenarios.memkinds import ALL_KINDS
 from uffdprobe.scenarios.registry import select
-from .vocab import add_accel, add_verbosity, check_kcidb, kcidb_options, kselftest_from_option, whole_number
+from .vocab import (add_accel, add_verbosity, check_kcidb, complete_kernel, complete_scenario, completes, kcidb_options,
+                    kselftest_from_option, whole_number)
 from . import errors, user_scenarios
 
 
@@ -20,20 +21,25 @@ def add_parsers(sub) -> None:
     user_scenarios.add_option(p)
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("run", help="run scenarios on the running kernel (or --kernel in QEMU)")
-    p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: every public scenario")
-    p.add_argument("--scenario", dest="more_scenarios", action="append", default=[], metavar="S",
-                   help="repeatable, as in matrix and bisect (the same as naming it positionally)")
+    completes(p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: every public scenario"),
+              complete_scenario)
+    completes(p.add_argument("--scenario", dest="more_scenarios", action="append", default=[], metavar="S",
+                             help="repeatable, as in matrix and bisect (the same as naming it positionally)"),
+              complete_scenario)
     p.add_argument("--memory", action="append", choices=ALL_KINDS, help="memory kinds (default: all each supports)")
     p.add_argument("--json", metavar="FILE", help="write all results as a JSON list (- for stdout; the table then goes to stderr)")
-    p.add_argument("--ktap", action="store_true",
-                   help="KTAP on stdout, a result line as each verdict lands (the table goes to stderr)")
+    p.add_argument("--ktap", metavar="FILE|-",
+                   help="write KTAP to FILE, a result line as each verdict lands (- for stdout; the table then "
+                        "goes to stderr)")
     kcidb_options(p)
     p.add_argument("--results-dir", metavar="DIR", default=os.environ.get("UFFDPROBE_RESULTS"),
                    help="stream each result as a line of DIR/verdicts.jsonl (default: $UFFDPROBE_RESULTS)")
     p.add_argument("--odirect-target", metavar="PATH", help="block device or directory that accepts O_DIRECT")
     p.add_argument("--hang-timeout", type=_seconds, default=2.0, metavar="S",
                    help="blocked this long on a uffd fault means HANG (default 2)")
-    p.add_argument("--scenario-timeout", type=_seconds, default=120.0, metavar="S")
+    p.add_argument("--scenario-timeout", type=_seconds, default=120.0, metavar="S",
+                   help="a scenario with no verdict after this long and no uffd fault pending is killed "
+                        "(ERROR); also the time an --exec program may run in all (default 120)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario parameter (JSON value), e.g. data_pages=128")
     p.add_argument("--runs", type=runs_count, default=1, metavar="N",
@@ -47,9 +53,10 @@ def add_parsers(sub) -> None:
                         "or any other mm selftest program by name; built once into the kernel cache from "
                         "--kselftest-from's tree")
     kselftest_from_option(p)
-    p.add_argument("--kernel", metavar="[LABEL=]KERNEL",
-                   help="boot this kernel in QEMU and run there: a recipe name or .toml path, a bzImage/vmlinuz "
-                        "or a linux-image .deb, optionally LABEL=KERNEL; 'host' runs on the running kernel")
+    completes(p.add_argument("--kernel", metavar="[LABEL=]KERNEL",
+                             help="boot this kernel in QEMU and run there: a recipe name or .toml path, a "
+                                  "bzImage/vmlinuz or a linux-image .deb, optionally LABEL=KERNEL; 'host' runs "
+                                  "on the running kernel"), complete_kernel)
     add_accel(p)
     p.add_argument("--append", action="append", default=[], metavar="ARG", type=kernel_cmdline_arg,
                    help="with --kernel: an extra kernel command-line argument, e.g. transparent_hugepage=never")
@@ -179,10 +186,10 @@ def run_request(args: argparse.Namespace):
     scenarios_from = user_scenarios.load(args)  # before any scenario name (positional, --expect, [expect])
     from . import execopts
     program, row = execopts.check(args)  # before --expect, which may name the program's row
-    check_writable(("--json", args.json), ("--kcidb", args.kcidb))
+    check_writable(("--json", args.json), ("--ktap", args.ktap), ("--kcidb", args.kcidb))
     check_kcidb(args)
-    if args.json == "-" and args.ktap:
-        raise UsageError("--json - and --ktap both want stdout: write the JSON to a file")
+    if args.json == "-" and args.ktap == "-":
+        raise UsageError("--json - and --ktap - both want stdout: write one of them to a file")
     check_results_dir(args.results_dir)
     spec = None
     if args.kernel is not None:

@@ -24,7 +24,8 @@ from typing import Optional
 
 from uffdprobe.osutil import filelock
 from .errors import SetupError
-from uffdprobe.osutil.files import cache_home, owner_gone, sha256_file, write_atomic
+from uffdprobe.osutil.files import cache_home, sha256_file, write_atomic
+from uffdprobe.osutil.procs import owner_gone
 
 COMPLETE = "complete"
 LOCK_WAIT = 3600.0  # seconds; a cold build of the base kernel takes about 10 min
@@ -43,7 +44,10 @@ _MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
                 "# This file is a cache directory tag created by uffdprobe: a kernel cache.\n"
                 "# `uffdprobe kernel clean` removes only what is under a folder holding this file.\n")
 #: What a kernel cache of ours holds at its top (the layout above, plus half-done trees of killed runs).
-_LAYOUT = {"sources", "work", "entries", "aliases", "locks", "source-hashes.json", "kselftests", MARKER}
+#: What the last cold build of each base compiled and how long it took (kept by `kernel clean --all`: the
+#: next cold build's total and ETA).
+BUILD_TIMES = "build-times.json"
+_LAYOUT = {"sources", "work", "entries", "aliases", "locks", "source-hashes.json", "kselftests", BUILD_TIMES, MARKER}
 _LEFTOVERS = (".stage-", ".rm-", ".tmp-")
 #: Entries this process uses (key -> fd of the shared lock), held until the process ends.
 _HELD: dict = {}
@@ -285,6 +289,27 @@ def read_alias(root: Path, inputs: str) -> Optional[str]:
 
 def write_alias(root: Path, inputs: str, key: str) -> None:
     write_atomic(root / "aliases" / f"{inputs}.json", json.dumps({"key": key}).encode())
+
+
+def cold_build(root: Path, base: str) -> Optional[dict]:
+    """The last cold build of `base` (a key of its config base and fragments): {"compiled", "seconds"}, or
+    None when this cache has seen none (or cannot read what it saw)."""
+    try:
+        found = json.loads((root / BUILD_TIMES).read_text()).get(base)
+        return found if isinstance(found, dict) and found.get("compiled") and "seconds" in found else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def record_cold_build(root: Path, base: str, made: dict) -> None:
+    """Keep what a cold build of `base` compiled and took, for the next one's total and ETA."""
+    try:
+        times = json.loads((root / BUILD_TIMES).read_text())
+        times = times if isinstance(times, dict) else {}
+    except (OSError, ValueError):
+        times = {}
+    times[base] = made
+    write_atomic(root / BUILD_TIMES, json.dumps(times, indent=1, sort_keys=True).encode())
 
 
 def list_entries(root: Path) -> list:

@@ -44,7 +44,8 @@ def make_argv(tree: Path, build: Path) -> list:
 
 class Progress:
     """One updating stderr line on a terminal (otherwise a line at the first step, the first compile and every
-    30 s): elapsed, CC count, last step."""
+    30 s): elapsed, CC count (of the total a previous cold build of the same base compiled, and an ETA, once
+    `expect` was told it), last step."""
 
     def __init__(self, label: str, enabled: bool = True):
         self.label, self.enabled = label, enabled
@@ -53,6 +54,21 @@ class Progress:
         self.compiled = 0
         self.last = ""
         self.shown = 0.0
+        self.total: Optional[int] = None  # files a previous cold build of this base compiled
+        self.previous_s = 0.0
+        self.cold = False
+        self.make_started = self.start
+
+    def expect(self, previous: Optional[dict]) -> None:
+        """A cold build starts: `previous` is the last cold build of the same base ({"compiled", "seconds"})
+        or None (the first: no total, no ETA)."""
+        self.cold, self.make_started = True, time.monotonic()
+        if previous:
+            self.total, self.previous_s = int(previous["compiled"]), float(previous["seconds"])
+            self.note(f"a cold build: the last of this base compiled {self.total} files in "
+                      f"{_clock(self.previous_s)}")
+        else:
+            self.note("a cold build, the first of this base here: no total or ETA until it is done")
 
     def note(self, text: str) -> None:
         if self.enabled:
@@ -70,23 +86,49 @@ class Progress:
         first_compile = m.group(1) == "CC" and self.compiled == 1
         if self.enabled and (now - self.shown >= (0.5 if self.tty else 30.0) or first_compile):
             self.shown = now
-            text = f"kbuild [{self.label}]: {self._elapsed()}  {self.compiled} compiled  {self.last}"
+            text = f"kbuild [{self.label}]: {self._elapsed()}  {self.count()}  {self.last}"
             if self.tty:
                 sys.stderr.write("\r\033[K" + text[:150])
                 sys.stderr.flush()
             else:
                 print(text, file=sys.stderr, flush=True)
 
+    def count(self) -> str:
+        """'412 compiled', or with a known total '412/975 compiled, ETA 03:10' (a first cold build says so)."""
+        if self.total is None:
+            return f"{self.compiled} compiled" + (" (first build)" if self.cold else "")
+        return f"{self.compiled}/{self.total} compiled, ETA {_clock(self.eta())}"
+
+    def eta(self) -> float:
+        """Seconds left: at this build's own rate per file once it has compiled a few, before that what the
+        previous cold build took, less the time gone."""
+        took = time.monotonic() - self.make_started
+        left = max((self.total or 0) - self.compiled, 0)
+        if self.compiled >= 20:
+            return took / self.compiled * left
+        return max(self.previous_s - took, 0.0)
+
     def finish(self, text: str) -> None:
         self.note(f"{text} in {self._elapsed()} ({self.compiled} files compiled)")
 
+    def made(self) -> Optional[dict]:
+        """What this cold build compiled and how long make took, for the next one's total and ETA (None for
+        a build that was not cold)."""
+        if not self.cold or not self.compiled:
+            return None
+        return {"compiled": self.compiled, "seconds": round(time.monotonic() - self.make_started, 1)}
+
     def _elapsed(self) -> str:
-        secs = int(time.monotonic() - self.start)
-        return f"{secs // 60:02d}:{secs % 60:02d}"
+        return _clock(time.monotonic() - self.start)
 
     def _clear(self) -> None:
         if self.tty and self.shown:
             sys.stderr.write("\r\033[K")
+
+
+def _clock(seconds: float) -> str:
+    secs = int(seconds)
+    return f"{secs // 60:02d}:{secs % 60:02d}"
 
 
 def make_env(work: Path) -> dict:

@@ -9,7 +9,9 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Tuple
+from typing import IO, Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+from . import procs
 
 PR_SET_PDEATHSIG = 1
 #: Set by `uffdprobe matrix` to its pid for each run child: the child stops when the matrix dies.
@@ -17,7 +19,7 @@ DIE_WITH_PARENT = "UFFDPROBE_DIE_WITH_PARENT"
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def _prepare_child(parent: int):
+def _prepare_child(parent: int) -> None:
     # Runs in the child before exec: undo the mask signals_blocked() set (it is inherited), and
     # have the kernel kill this child if the harness dies, even by SIGKILL. A harness killed between
     # fork and prctl would never send that signal: then the child's parent is already another one.
@@ -51,7 +53,7 @@ def signals_raise(exception: Callable[[str], BaseException],
             signal.signal(sig, previous)
 
 
-def die_with_parent(parent_pid: int, sig=signal.SIGTERM) -> bool:
+def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> bool:
     """Have the kernel send us `sig` when the process that started us dies (even by SIGKILL); False when
     it is already gone."""
     _prctl()(PR_SET_PDEATHSIG, sig, 0, 0, 0)
@@ -59,7 +61,7 @@ def die_with_parent(parent_pid: int, sig=signal.SIGTERM) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _prctl():
+def _prctl() -> Callable[..., int]:
     """libc's prctl(). ctypes is imported on first use, not with this module: the guest's `uffdprobe run`
     (under TCG every import costs) never needs it. spawn() loads it before fork, so no child imports."""
     import ctypes
@@ -71,7 +73,11 @@ def prctl(option: int, value: int) -> int:
     return int(_prctl()(option, value, 0, 0, 0))
 
 
-def spawn(argv, *, stdout, stderr, cwd=None) -> subprocess.Popen:
+#: Where a child's output goes, as subprocess takes it: a file descriptor, a file, DEVNULL/STDOUT, or ours.
+Sink = Union[int, IO[Any], None]
+
+
+def spawn(argv: Sequence[str], *, stdout: Sink, stderr: Sink, cwd: Optional[str] = None) -> "subprocess.Popen[bytes]":
     """Start argv in its own session (so Ctrl-C reaches only us) and tied to our lifetime."""
     _prctl()
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=cwd,
@@ -80,7 +86,7 @@ def spawn(argv, *, stdout, stderr, cwd=None) -> subprocess.Popen:
 
 
 @contextlib.contextmanager
-def signals_blocked():
+def signals_blocked() -> Iterator[None]:
     """Hold back SIGINT/SIGTERM/SIGHUP so a child cannot start without us keeping its handle."""
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
     try:
@@ -90,7 +96,8 @@ def signals_blocked():
 
 
 @contextlib.contextmanager
-def signals_ignored(sigs=SHUTDOWN_SIGNALS, on_signal=None):
+def signals_ignored(sigs: Iterable[int] = SHUTDOWN_SIGNALS,
+                    on_signal: Optional[Callable[[], object]] = None) -> Iterator[None]:
     """While cleaning up after an interrupt, a further signal of `sigs` only calls on_signal() (if given)
     instead of cutting the cleanup short. Main thread only (elsewhere it does nothing). Unlike
     signals_blocked() it holds in a process with threads: a signal blocked here is handed to another
@@ -106,7 +113,7 @@ def signals_ignored(sigs=SHUTDOWN_SIGNALS, on_signal=None):
             signal.signal(sig, handler)
 
 
-def stop(proc: subprocess.Popen, grace: float = 3.0) -> None:
+def stop(proc: Optional["subprocess.Popen[Any]"], grace: float = 3.0) -> None:
     """SIGTERM the child's process group, SIGKILL it after grace seconds, and reap it (QEMU, virtiofsd,
     run children); a Ctrl-C meanwhile waits until the child is gone."""
     if proc is not None:
@@ -124,7 +131,7 @@ class Stopped:
     stragglers: bool     #: processes were still in the group after its leader ended (and were SIGKILLed)
 
 
-def stop_group(leader, first: Optional[int] = signal.SIGTERM, grace: float = 3.0, kill_wait: float = 10.0,
+def stop_group(leader: Union["subprocess.Popen[Any]", int], first: Optional[int] = signal.SIGTERM, grace: float = 3.0, kill_wait: float = 10.0,
                wait_for_group: bool = False, hold_signals: bool = False) -> Stopped:
     """Stop the process group led by `leader` (a Popen or the pid of our own child, started in a session or
     group of its own) and reap the leader. The one way uffdprobe stops a process tree:
@@ -160,9 +167,12 @@ def stop_group(leader, first: Optional[int] = signal.SIGTERM, grace: float = 3.0
 class _Leader:
     """Non-blocking reaping of a Popen or of a child pid, keeping its exit status."""
 
-    def __init__(self, leader):
-        self.popen = leader if isinstance(leader, subprocess.Popen) else None
-        self.pid = leader.pid if self.popen else int(leader)
+    def __init__(self, leader: Union["subprocess.Popen[Any]", int]) -> None:
+        self.popen: Optional["subprocess.Popen[Any]"] = None
+        if isinstance(leader, subprocess.Popen):
+            self.popen, self.pid = leader, leader.pid
+        else:
+            self.pid = int(leader)
         self.status: Optional[int] = None
         self._done = False
 
@@ -214,24 +224,6 @@ def _group_alive(pgid: int) -> bool:
     return bool(_live_members(pgid))
 
 
-def _live_members(pgid: int) -> list:
-    """The processes of group `pgid` that are not zombies (a zombie waits for its parent, not for us).
-
-    Read from /proc/PID/stat (state and pgrp, fields 3 and 5) rather than through psutil: every scenario's
-    reap asks this, and importing psutil costs the guest's run about 0.4 s under TCG."""
-    members = []
-    for name in os.listdir("/proc"):
-        fields = proc_stat(f"/proc/{name}/stat") if name.isdigit() else None
-        if fields and len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            members.append(int(name))
-    return members
-
-
-def proc_stat(path: str) -> Optional[list]:
-    """The fields of a /proc/PID[/task/TID]/stat after `(comm)`, from the state on (stat(5) field 3 is [0]);
-    None when the process is gone. comm may hold ')' and spaces: split after the last ')'."""
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode(errors="replace").rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
+def _live_members(pgid: int) -> List[int]:
+    """The processes of group `pgid` that are not zombies (a zombie waits for its parent, not for us)."""
+    return [pid for pid, p in procs.table().items() if p.pgrp == pgid and p.state != "Z"]

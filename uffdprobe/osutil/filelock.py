@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 
 class Busy(Exception):
@@ -25,7 +25,7 @@ NOTE_WAIT_S = 1.0
 
 @contextlib.contextmanager
 def held(path: Path, wait: float, on_wait: Optional[Callable[[str], None]] = None, poll: float = 0.2,
-         shared: bool = False):
+         shared: bool = False) -> Iterator[None]:
     """Hold an exclusive (or, with `shared`, a shared) flock on `path` (made if need be) for the with-block.
 
     Waits at most `wait` seconds, telling on_wait(holder) once if it must wait, then raises Busy. While an

@@ -125,17 +125,3 @@ def _read_only(path: Path) -> bool:
         return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     except OSError:
         return False
-
-
-def owner_gone(pid: int) -> bool:
-    """True when no process `pid` exists: what it left behind (a temporary tree named after it) is
-    nobody's any more. Our own pid is never gone."""
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False

@@ -21,14 +21,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
-from .children import prctl, proc_stat
+from . import procs
+from .children import prctl
 
 PR_SET_CHILD_SUBREAPER = 36
-#: The temporary folders that carry their owner's pid: uffdprobe-KIND-PID-random.
+#: The temporary folders that carry their owner's pid: uffdprobe-KIND-PID-random (STALE matches their names).
 KINDS = ("exec", "cell")
-_STALE = re.compile(r"^uffdprobe-(%s)-(\d+)-" % "|".join(KINDS))
+STALE = re.compile(r"^uffdprobe-(%s)-(\d+)-" % "|".join(KINDS))
 #: Set in the environment of everything a tied process starts: a uffdprobe below it is covered already.
 TIED = "UFFDPROBE_TIED"
 
@@ -38,7 +39,7 @@ def temp_prefix(kind: str) -> str:
     return f"uffdprobe-{kind}-{os.getpid()}-"
 
 
-def tie() -> Optional[subprocess.Popen]:
+def tie() -> Optional["subprocess.Popen[Any]"]:
     """Tie everything this process will start to its lifetime (see the module's docstring); the watchdog,
     or None where an ancestor uffdprobe's covers us already or none could start. Never fails a run: where
     the kernel refuses a means (no cgroup v2 we may write), the others still hold."""
@@ -63,7 +64,7 @@ def tie() -> Optional[subprocess.Popen]:
     return watchdog
 
 
-def _start_watchdog(group: Optional[Path]) -> subprocess.Popen:
+def _start_watchdog(group: Optional[Path]) -> "subprocess.Popen[Any]":
     """The watchdog, with this package on its path, run by sys.executable or else by the very binary
     running us (/proc/self/exe: sys.executable may name one under a folder we cannot enter)."""
     package_parent = str(Path(__file__).resolve().parents[2])
@@ -80,12 +81,12 @@ def _start_watchdog(group: Optional[Path]) -> subprocess.Popen:
     raise failure or OSError("no interpreter to run the watchdog")
 
 
-def _untie(watchdog: subprocess.Popen, group: Optional[Path]) -> None:
+def _untie(watchdog: "subprocess.Popen[Any]", group: Optional[Path]) -> None:
     """At a normal exit: stop what is left below us (bounded), leave and remove our cgroup, and end the
     watchdog, so that nothing of the run, the watchdog included, is alive once we are gone."""
     deadline = time.monotonic() + 10.0
     while time.monotonic() < deadline:
-        left = [pid for pid in _descendants(os.getpid()) if pid != watchdog.pid]
+        left = [pid for pid in procs.descendants({os.getpid()}, procs.table()) if pid != watchdog.pid]
         for pid in left:
             try:
                 os.kill(pid, 9)
@@ -109,27 +110,12 @@ def _untie(watchdog: subprocess.Popen, group: Optional[Path]) -> None:
     watchdog.wait()
 
 
-def _descendants(pid: int) -> List[int]:
-    """Every live, non-zombie process below `pid`."""
-    parent = {}
-    for name in os.listdir("/proc"):
-        fields = proc_stat(f"/proc/{name}/stat") if name.isdigit() else None
-        if fields and len(fields) > 1 and fields[0] != "Z":
-            parent[int(name)] = int(fields[1])
-    found, frontier = [], {pid}
-    while frontier:
-        frontier = {p for p, pp in parent.items() if pp in frontier}
-        found += sorted(frontier)
-    return found
-
-
 def _reap_adopted(keep: int) -> None:
     """Reap our zombie children (daemons the subreaper adopted among them), never `keep`."""
-    for name in os.listdir("/proc"):
-        fields = proc_stat(f"/proc/{name}/stat") if name.isdigit() else None
-        if fields and len(fields) > 1 and fields[0] == "Z" and int(fields[1]) == os.getpid() and int(name) != keep:
+    for pid, p in procs.table().items():
+        if p.state == "Z" and p.ppid == os.getpid() and pid != keep:
             try:
-                os.waitpid(int(name), os.WNOHANG)
+                os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 pass
 
@@ -147,7 +133,7 @@ def _own_cgroup() -> Optional[Path]:
     group = mount / here.lstrip("/") / f"uffdprobe-{os.getpid()}"
     for stale in group.parent.glob("uffdprobe-*"):  # a killed run's whose watchdog was killed too
         owner = stale.name.rpartition("-")[2]
-        if owner.isdigit() and start_time(int(owner)) is None:
+        if owner.isdigit() and procs.start_time(int(owner)) is None:
             try:
                 stale.rmdir()  # only an empty one: a cgroup with processes in it refuses
             except OSError:
@@ -188,7 +174,7 @@ def sweep_stale(folder: Optional[str] = None) -> List[str]:
     except OSError:
         return removed
     for name in names:
-        match = _STALE.match(name)
+        match = STALE.match(name)
         path = os.path.join(folder, name)
         if match and os.path.isdir(path) and not os.path.islink(path) and _owner_gone(int(match.group(2)), path):
             shutil.rmtree(path, ignore_errors=True)
@@ -199,27 +185,8 @@ def sweep_stale(folder: Optional[str] = None) -> List[str]:
 
 def _owner_gone(pid: int, path: str) -> bool:
     """No process `pid`, or one that started after `path` was made (the pid was reused)."""
-    if pid == os.getpid():
-        return False
-    started = start_time(pid)
-    if started is None:
-        return not os.path.exists(f"/proc/{pid}")
     try:
         made = os.stat(path).st_ctime
     except OSError:
         return False
-    return started > made + 1.0
-
-
-def start_time(pid: int) -> Optional[float]:
-    """When process `pid` started (seconds since the epoch), or None when it is gone."""
-    fields = proc_stat(f"/proc/{pid}/stat")
-    if not fields or len(fields) < 20:
-        return None
-    ticks = os.sysconf("SC_CLK_TCK")
-    try:
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-    except (OSError, ValueError):
-        return None
-    return time.time() - uptime + int(fields[19]) / ticks
+    return procs.owner_gone(pid, made)

@@ -8,7 +8,7 @@ import errno
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO, Iterable, Optional
+from typing import BinaryIO, Dict, Iterable, Optional, Tuple
 
 from uffdprobe.exitcodes import UsageError
 
@@ -82,9 +82,9 @@ def _sticky_other(folder: Path, dest: Path) -> bool:
     return bool(info.st_mode & stat.S_ISVTX) and os.geteuid() not in (0, info.st_uid, dest.stat().st_uid)
 
 
-def check_all(named: Iterable[tuple]) -> None:
+def check_all(named: Iterable[Tuple[str, Optional[str]]]) -> None:
     """check() each (option, path) with a path (not '-'), and refuse two options naming one file."""
-    seen: dict = {}
+    seen: Dict[object, str] = {}
     for option, path in named:
         if not path or path == "-":
             continue

@@ -13,40 +13,13 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Set
+
+from . import procs
+from .lifetime import STALE
 
 POLL_S = 0.2
 KILL_BOUND_S = 10.0
-
-
-def _stat(pid: int) -> Optional[list]:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().decode(errors="replace").rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def _table() -> Dict[int, tuple]:
-    """pid -> (parent pid, start time in ticks) of every live, non-zombie process."""
-    out = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            fields = _stat(int(name))
-            if fields and len(fields) > 19 and fields[0] != "Z":
-                out[int(name)] = (int(fields[1]), fields[19])
-    return out
-
-
-def _descendants(roots: set, table: Dict[int, tuple]) -> Dict[int, str]:
-    """Every process in `table` below one of `roots` (pid -> start time)."""
-    found: Dict[int, str] = {}
-    frontier = set(roots)
-    while frontier:
-        below = {pid for pid, (ppid, _) in table.items() if ppid in frontier and pid not in found}
-        found.update({pid: table[pid][1] for pid in below})
-        frontier = below
-    return found
 
 
 def _kill_cgroup(group: Path) -> None:
@@ -78,17 +51,17 @@ def _carries_mark(pid: int, mark: bytes) -> bool:
         return False
 
 
-def _kill_noted(noted: Dict[int, str], owner: int) -> None:
-    """SIGKILL every noted process that is still the same one (same start time), every process carrying
-    the run's mark in its environment (a daemon that left our tree before we could note it), and
-    whatever they start meanwhile, until none is left or KILL_BOUND_S has passed."""
+def _kill_noted(noted: Dict[int, int], owner: int) -> None:
+    """SIGKILL every noted process that is still the same one (same start), every process carrying the
+    run's mark in its environment (a daemon that left our tree before we could note it), and whatever
+    they start meanwhile, until none is left or KILL_BOUND_S has passed."""
     mark = b"\0UFFDPROBE_TIED=%d\0" % owner
     deadline = time.monotonic() + KILL_BOUND_S
     while time.monotonic() < deadline:
-        table = _table()
-        live = {pid for pid, started in noted.items() if table.get(pid, (None, None))[1] == started}
+        table = {pid: p for pid, p in procs.table().items() if p.state != "Z"}
+        live = {pid for pid, started in noted.items() if pid in table and table[pid].started == started}
         live |= {pid for pid in table if _carries_mark(pid, mark)}
-        live |= set(_descendants(live, table))
+        live |= set(procs.descendants(live, table))
         live.discard(os.getpid())
         if not live:
             return
@@ -100,23 +73,23 @@ def _kill_noted(noted: Dict[int, str], owner: int) -> None:
         time.sleep(0.05)
 
 
-def _remove_temp(tmpdir: str, owners: set) -> None:
-    """The temporary folders (uffdprobe-exec-PID-*, uffdprobe-cell-PID-*) of the processes we killed."""
-    import re
+def _remove_temp(tmpdir: str, owners: Set[int]) -> None:
+    """The temporary folders (lifetime.KINDS: uffdprobe-exec-PID-*, uffdprobe-cell-PID-*) of the processes
+    we killed."""
     import shutil
     try:
         names = os.listdir(tmpdir)
     except OSError:
         return
     for name in names:
-        match = re.match(r"^uffdprobe-(exec|cell)-(\d+)-", name)
+        match = STALE.match(name)
         if match and int(match.group(2)) in owners:
             shutil.rmtree(os.path.join(tmpdir, name), ignore_errors=True)
 
 
 def watch(owner: int, group: Optional[Path], tmpdir: str) -> None:
     """Wait for `owner` to end, noting its descendants; then leave nothing of it behind."""
-    noted: Dict[int, str] = {}
+    noted: Dict[int, int] = {}
     try:
         pidfd = os.pidfd_open(owner)
     except OSError:
@@ -131,17 +104,17 @@ def watch(owner: int, group: Optional[Path], tmpdir: str) -> None:
             time.sleep(POLL_S)
             if not os.path.exists(f"/proc/{owner}"):
                 break
-        table = _table()
-        if owner not in table:
+        table = procs.table()
+        if owner not in table or table[owner].state == "Z":
             break
-        noted.update(_descendants({owner}, table))
+        noted.update({pid: p.started for pid, p in procs.descendants({owner}, table).items()})
     if group is not None:
         _kill_cgroup(group)
     _kill_noted(noted, owner)
     _remove_temp(tmpdir, set(noted) | {owner})
 
 
-def main(argv: list) -> int:
+def main(argv: List[str]) -> int:
     """Entry point: argv is [PID, CGROUP or '', TMPDIR]."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the run; the run's end is ours
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

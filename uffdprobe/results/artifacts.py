@@ -5,7 +5,7 @@ folder with its reports in it, and every link still resolves wherever the archiv
 import copy
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict
 
 from .matrix import KernelRun, Matrix
 
@@ -29,12 +29,28 @@ def relocated_run(k: KernelRun, root: Path, report: Path) -> KernelRun:
     root, base = Path(root), Path(report).absolute().parent
     out = copy.copy(k)
     out.boot = relative_paths(k.boot, root, base)
+    out.identity = relative_paths(_kept_build_files(k, root), root, base)
     out.results = []
     for r in k.results:
         moved = copy.copy(r)
         moved.evidence = relative_paths(r.evidence, root, base)
         out.results.append(moved)
     return out
+
+
+def _kept_build_files(k: KernelRun, root: Path) -> Dict[str, Any]:
+    """The identity with its build log and .config named as the copies in the kernel's results folder (the
+    folder of its console log), where those were kept, instead of the kernel cache's."""
+    identity = dict(k.identity)
+    console = k.boot.get("console_log")
+    folder = Path(str(console)).parent if console else None
+    tops = (root.absolute(), root.resolve())
+    if folder is None or not any(folder == top or top in folder.parents for top in tops):
+        return identity  # no console log inside the results folder: nothing was kept beside it
+    for key, name in (("build_log", "build.log"), ("config_file", "config")):
+        if identity.get(key) and (folder / name).is_file():
+            identity[key] = str(folder / name)
+    return identity
 
 
 def relocated(m: Matrix, root: Path, report: Path) -> Matrix:

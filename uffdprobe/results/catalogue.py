@@ -8,7 +8,7 @@ cells were all SKIP is CANNOT ASK, with the probed reasons. Whether a PRESENT de
 one verdict rule: its cells' declarations (a recipe's [expect], --expect), nothing else.
 """
 from dataclasses import dataclass
-from typing import Dict, List, Optional, TextIO
+from typing import Any, Dict, List, Optional, TextIO
 
 from uffdprobe.scenarios.catalogue import by_defect, describe_fix
 from uffdprobe.scenarios.defect import Defect
@@ -33,15 +33,15 @@ class Answer:
     @property
     def accepted(self) -> bool:
         """A PRESENT defect its cells' declarations accept (never true for an undeclared one)."""
-        return self.answer == PRESENT and all(judge(c.expected, r.verdict) == EXPECTED for c in self.cells
+        return self.answer == PRESENT and all(judge(c.expected, r.verdict) is EXPECTED for c in self.cells
                                               for r in c.results if r.verdict.value in KERNEL_PROBLEMS)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         return {"defect": self.defect.id, "kernel": self.kernel, "answer": self.answer, "why": self.why,
                 "declared": self.accepted if self.answer == PRESENT else None,
                 "fix": describe_fix(self.defect) if self.answer == PRESENT else None,
                 "cells": [{"scenario": c.scenario, "memory": c.memory, "verdict": c.verdict, "label": c.label,
-                           "expected": c.expected, "mark": c.mark or None} for c in self.cells]}
+                           "expected": c.expected, "mark": str(c.mark) or None} for c in self.cells]}
 
 
 def _decided(defect: Defect, kernel: str, cells: List[Cell]) -> Answer:
@@ -83,7 +83,7 @@ def undeclared_present(found: List[Answer]) -> List[Answer]:
     return [a for a in found if a.answer == PRESENT and not a.accepted]
 
 
-def to_dict(m: Matrix, found: List[Answer]) -> dict:
+def to_dict(m: Matrix, found: List[Answer]) -> Dict[str, Any]:
     """The check document's body: the defects (metadata), the answers, and the matrix they came from."""
     seen: Dict[str, Defect] = {}
     for a in found:

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Short, flat views of a Result's evidence for reports: blocked task state, wchan, stack, rescue."""
-from typing import Dict, List
+from typing import Any, Dict, List
 
 from uffdprobe.verdicts import Result
 
@@ -8,7 +8,7 @@ STACK_FRAMES = 8
 SPLAT_LINES = 12
 
 
-def blocked_tasks(r: Result) -> List[dict]:
+def blocked_tasks(r: Result) -> List[Dict[str, Any]]:
     """The tasks a HANG found in handle_userfault, or a STUCK found stuck elsewhere (empty for other verdicts)."""
     ev = r.evidence if isinstance(r.evidence, dict) else {}
     hang = ev.get("hang") or ev.get("stuck")
@@ -53,7 +53,7 @@ def summary(r: Result) -> Dict[str, str]:
     return out
 
 
-def race_text(race: dict) -> str:
+def race_text(race: Dict[str, Any]) -> str:
     """A racy trigger's evidence on one line: 'hit on try 19 of 200' or 'no hit in 200 of 200 tries,
     miss probability 0.011 at p_hit 0.015'."""
     if race.get("hit_on_try"):
@@ -68,7 +68,7 @@ def _frame(line: str) -> str:
     return name.split("+", 1)[0].strip()
 
 
-def message_text(msg) -> str:
+def message_text(msg: object) -> str:
     """A uffd message's data ({"event": "pagefault", "address": "0x..", "flags": [...], ...}) on one line:
     'pagefault address=0x7f.. flags=WRITE|WP ptid=0'."""
     if not isinstance(msg, dict):

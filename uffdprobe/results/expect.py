@@ -6,16 +6,45 @@ declared bad verdict that happens is an expected failure; one that no longer hap
 A cell of several runs that disagree is FLAKY unless the declaration accepts every run: a declared
 bad verdict that still happens in some runs marks it 'FLAKY HANG' (failing; never FIXED while it still
 happens). 'HANG>=K/N' declares a racy defect: at least K HANG runs in N, the other runs may PASS.
-Every consumer (run, matrix, JUnit, the pytest plugin) asks `judge`, `cell_mark` and `failing`.
+Every consumer (run, matrix, check, JUnit, KTAP, HTML, KCIDB, the pytest plugin) asks `judge`, `cell_mark`
+and `failing`, and gets a typed mark (`Mark`, or `Flaky`) whose str() is the text its output writes.
 """
+import enum
 import re
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from uffdprobe.scenarios.memkinds import ALL_KINDS, NO_MEMORY
 from uffdprobe.verdicts import KERNEL_PROBLEMS, Result, Verdict
 
-#: Cell marks. The first three fail (exit 7 for a matrix, a JUnit failure, a failed test).
-REGRESSION, UNEXPECTED, FIXED, EXPECTED, UNDECLARED = "REGRESSION", "UNEXPECTED", "FIXED", "expected", ""
+
+class Mark(str, enum.Enum):
+    """A judgement against a declaration; its value is the text every output writes. REGRESSION,
+    UNEXPECTED and FIXED fail (exit 7 for a matrix, a JUnit failure, a failed test)."""
+    REGRESSION = "REGRESSION"  #: worse than declared
+    UNEXPECTED = "UNEXPECTED"  #: a bad verdict nothing declares, or neither better nor worse
+    FIXED = "FIXED"            #: a declared bad verdict that no longer happens
+    EXPECTED = "expected"      #: as declared
+    UNDECLARED = ""            #: PASS or SKIP, nothing declared
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Flaky:
+    """The mark of a cell whose declared bad verdict happens in some of its runs only: 'FLAKY HANG'. It
+    fails (the runs disagree), but it is never FIXED: the declaration is still needed."""
+    verdict: Verdict
+
+    def __str__(self) -> str:
+        return f"FLAKY {self.verdict.value}"
+
+
+#: What `cell_mark` answers for a cell of one or more runs (`judge`, for one run, answers a Mark).
+CellMark = Union[Mark, Flaky]
+REGRESSION, UNEXPECTED, FIXED, EXPECTED, UNDECLARED = \
+    Mark.REGRESSION, Mark.UNEXPECTED, Mark.FIXED, Mark.EXPECTED, Mark.UNDECLARED
 PRIORITY = (REGRESSION, UNEXPECTED, FIXED, EXPECTED, UNDECLARED)
 FAILING = (REGRESSION, UNEXPECTED, FIXED)
 #: What a declaration may say: a verdict, NOT_HANG/NOT_LEAK (anything but that, never ERROR) or ANY.
@@ -28,8 +57,6 @@ _GOOD = {Verdict.PASS, Verdict.SKIP}
 _NO_ANSWER = {Verdict.ERROR, Verdict.BUILD_FAIL, Verdict.BOOT_FAIL, Verdict.PANIC, Verdict.VM_TIMEOUT}
 _KERNEL_BROKE = {Verdict(v) for v in KERNEL_PROBLEMS} | {Verdict.PANIC, Verdict.BOOT_FAIL, Verdict.VM_TIMEOUT}
 BAD = KERNEL_PROBLEMS
-#: The mark of a FLAKY cell whose declared bad verdict still happens in some runs: 'FLAKY HANG' (failing).
-FLAKY = "FLAKY"
 _AT_LEAST = re.compile(r"^([A-Z_]+)>=(\d+)/(\d+)$")
 SYNTAX = "VERDICT, or BAD_VERDICT>=K/N for a racy one (at least K runs in N, e.g. HANG>=1/20)"
 
@@ -99,7 +126,7 @@ def matches(expected: str, verdict: Verdict) -> bool:
     return verdict.value == expected
 
 
-def judge(expected: Optional[str], verdict: Verdict) -> str:
+def judge(expected: Optional[str], verdict: Verdict) -> Mark:
     """One verdict against a declaration (None: nothing declared): expected, UNDECLARED (a PASS or SKIP
     nobody declared), REGRESSION (worse), FIXED (better) or UNEXPECTED (anything else, undeclared bad too).
     Under 'V>=K/N' one PASS run is expected (a racy trigger may miss); `cell_mark` counts the runs."""
@@ -120,12 +147,12 @@ def judge(expected: Optional[str], verdict: Verdict) -> str:
     return UNEXPECTED
 
 
-def worst(expected: Optional[str], verdicts: List[Verdict]) -> str:
+def worst(expected: Optional[str], verdicts: List[Verdict]) -> Mark:
     """The worst judgement over several runs of one cell (REGRESSION before UNEXPECTED before FIXED)."""
     return min({judge(expected, v) for v in verdicts}, key=PRIORITY.index)
 
 
-def cell_mark(expected: Optional[str], verdicts: List[Verdict]) -> str:
+def cell_mark(expected: Optional[str], verdicts: List[Verdict]) -> CellMark:
     """The mark of a cell from all its runs. REGRESSION and UNEXPECTED as the worst run says. Under
     'V>=K/N': expected with K or more V runs, or with fewer than N runs in all (too few to show it gone);
     FIXED with N or more runs and no V; 'FLAKY V' with some V but fewer than K. Under a plain bad verdict
@@ -138,21 +165,21 @@ def cell_mark(expected: Optional[str], verdicts: List[Verdict]) -> str:
     if declaration.at_least:
         if hits >= declaration.at_least or len(verdicts) < declaration.of_runs:
             return mark
-        return f"{FLAKY} {declaration.verdict}" if hits else FIXED
-    if mark == FIXED and hits:
-        return f"{FLAKY} {declaration.verdict}"
+        return Flaky(Verdict(declaration.verdict)) if hits else FIXED
+    if mark is FIXED and hits:
+        return Flaky(Verdict(declaration.verdict))
     return mark
 
 
-def failing(mark: str) -> bool:
+def failing(mark: CellMark) -> bool:
     """True for the marks that fail a run: REGRESSION, UNEXPECTED, FIXED and 'FLAKY V'."""
-    return mark in FAILING or mark.startswith(FLAKY + " ")
+    return isinstance(mark, Flaky) or mark in FAILING
 
 
-def expected_failure(expected: Optional[str], mark: str, verdicts: Sequence[Verdict] = ()) -> bool:
+def expected_failure(expected: Optional[str], mark: CellMark, verdicts: Sequence[Verdict] = ()) -> bool:
     """A declared bad verdict that happened: an xfail, exit 0. Given the runs' verdicts, only when one of
     them is a kernel problem (the PASS runs of a 'HANG>=K/N' cell are as declared, but no xfail)."""
-    return mark == EXPECTED and declares_bad(expected) and \
+    return mark is EXPECTED and declares_bad(expected) and \
         (not verdicts or any(v.is_kernel_problem for v in verdicts))
 
 

@@ -34,8 +34,8 @@ def to_xml(m: Matrix) -> str:
         suite = _suite(m, k)
         root.append(suite)
         for key in totals:
-            totals[key] += int(suite.get(key))
-        seconds += float(suite.get("time"))
+            totals[key] += int(suite.attrib[key])
+        seconds += float(suite.attrib["time"])
     for key, value in totals.items():
         root.set(key, str(value))
     root.set("time", f"{seconds:.3f}")
@@ -100,7 +100,7 @@ def _case(c: Cell, k: KernelRun, outcome: str) -> ET.Element:
     declared = f"expected {c.expected}" if c.expected else "nothing declared"
     first = c.results[0]
     if outcome in ("failure", "error"):
-        fail = ET.SubElement(case, outcome, type=c.mark, message=f"{c.mark}: {declared}, got {c.label}")
+        fail = ET.SubElement(case, outcome, type=str(c.mark), message=f"{c.mark}: {declared}, got {c.label}")
         fail.text = "\n".join(f"run {r.params.get('run', 1)}: {r.verdict.value}: {r.reason}" for r in c.results)
     elif outcome == "skipped" and expected_failure(c.expected, c.mark, [r.verdict for r in c.results]):
         ET.SubElement(case, "skipped", type="expected-failure",
@@ -115,7 +115,7 @@ def _case(c: Cell, k: KernelRun, outcome: str) -> ET.Element:
 def case_text(c: Cell, k: KernelRun) -> str:
     """The case's facts and every run's evidence, one 'name: value' a line."""
     lines = [f"kernel: {k.label}", f"verdict: {c.label}", f"expected: {c.expected or '-'}",
-             f"mark: {c.mark or 'undeclared'}"]
+             f"mark: {str(c.mark) or 'undeclared'}"]
     lines += [f"kernel.{key}: {k.identity[key]}" for key in ("release", "sha256") if k.identity.get(key)]
     for r in c.results:
         lines.append(f"-- run {r.params.get('run', 1)}")

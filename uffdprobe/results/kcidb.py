@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import quote
 
 from uffdprobe.supervise.kselftest import PROGRAMS
@@ -97,7 +97,7 @@ class Links:
             return f"{self.url_base}/{quote(rel.as_posix())}"
         return full.as_uri()
 
-    def files(self, paths: Dict[str, object]) -> List[dict]:
+    def files(self, paths: Dict[str, object]) -> List[Dict[str, str]]:
         """KCIDB resources {name, url} of the named files that are in the folder."""
         out = []
         for name, path in paths.items():
@@ -107,7 +107,7 @@ class Links:
         return out
 
 
-def _checkout(origin: str, k: KernelRun) -> dict:
+def _checkout(origin: str, k: KernelRun) -> Dict[str, Any]:
     ident = k.identity
     src = ident.get("source") or {}
     patches = [p for p in ident.get("patches") or [] if isinstance(p, dict)]
@@ -138,7 +138,7 @@ def _checkout(origin: str, k: KernelRun) -> dict:
     return checkout
 
 
-def _build(origin: str, k: KernelRun, checkout_id: str, links: Links, build_error: Optional[str]) -> dict:
+def _build(origin: str, k: KernelRun, checkout_id: str, links: Links, build_error: Optional[str]) -> Dict[str, Any]:
     ident = k.identity
     key = ident.get("key") or ident.get("file_sha256") or _digest("build", ident.get("release"), k.label)
     build: Dict[str, Any] = {"id": f"{origin}:{key}", "checkout_id": checkout_id, "origin": origin,
@@ -169,7 +169,7 @@ def _build(origin: str, k: KernelRun, checkout_id: str, links: Links, build_erro
     return build
 
 
-def _boot_test(origin: str, k: KernelRun, build_id: str, links: Links, build_error: Optional[str]) -> dict:
+def _boot_test(origin: str, k: KernelRun, build_id: str, links: Links, build_error: Optional[str]) -> Dict[str, Any]:
     outcome = k.boot.get("outcome")
     if build_error:
         state = "MISS"
@@ -203,14 +203,14 @@ def _ran(k: KernelRun) -> bool:
     return any(r.verdict.value not in ("BOOT_FAIL", "BUILD_FAIL", "VM_TIMEOUT") for r in k.results)
 
 
-def _environment(k: KernelRun) -> dict:
+def _environment(k: KernelRun) -> Dict[str, Any]:
     if k.identity.get("file") or k.boot.get("console_log"):
         return {"comment": f"QEMU x86_64 guest ({k.boot.get('accel') or 'accelerator unknown'})",
                 "misc": {"accel": k.boot.get("accel")}}
     return {"comment": "the running kernel (not booted by uffdprobe)"}
 
 
-def _test(origin: str, k: KernelRun, r: Result, build_id: str, links: Links) -> dict:
+def _test(origin: str, k: KernelRun, r: Result, build_id: str, links: Links) -> Dict[str, Any]:
     path = path_of(r.scenario, r.memory)
     run = r.params.get("run")
     want = declared(k.expect, r.scenario, r.memory)
@@ -220,7 +220,7 @@ def _test(origin: str, k: KernelRun, r: Result, build_id: str, links: Links) -> 
             "comment": f"{r.scenario} [{r.memory}]: {r.verdict.value}" + (f" (declared {want})" if want else ""),
             "environment": _environment(k),
             "misc": {"scenario": r.scenario, "memory": r.memory, "verdict": r.verdict.value, "run": run,
-                     "declared": want, "mark": mark or None, "reason": r.reason}}
+                     "declared": want, "mark": str(mark) or None, "reason": r.reason}}
     lines = [f"{key}: {value}" for key, value in summary(r).items()] + _evidence_lines(r.evidence)
     test["log_excerpt"] = excerpt(lines)
     log = links.url(r.evidence.get("log")) or links.url(k.boot.get("log"))
@@ -237,7 +237,7 @@ def _test(origin: str, k: KernelRun, r: Result, build_id: str, links: Links) -> 
     return test
 
 
-def _evidence_lines(evidence: dict) -> List[str]:
+def _evidence_lines(evidence: Dict[str, Any]) -> List[str]:
     """After the summary, what a kernel developer reads next: splat and panic lines, the console's tail."""
     out: List[str] = []
     splat = evidence.get("splat")
@@ -252,7 +252,7 @@ def _evidence_lines(evidence: dict) -> List[str]:
     return out
 
 
-def _known(origin: str, k: KernelRun, r: Result, test: dict) -> Optional[tuple]:
+def _known(origin: str, k: KernelRun, r: Result, test: Dict[str, Any]) -> Optional[Tuple[Dict[str, Any], Dict[str, Any]]]:
     """(issue, incident) for a declared bad verdict that happened (present) or no longer does (FIXED)."""
     want = declared(k.expect, r.scenario, r.memory)
     mark = judge(want, r.verdict)
@@ -264,16 +264,16 @@ def _known(origin: str, k: KernelRun, r: Result, test: dict) -> Optional[tuple]:
              "comment": f"{k.label} is declared to give {want} on {r.scenario} [{r.memory}] (its recipe's "
                         "[expect] or --expect)", "misc": {"kernel": k.label, "declaration": key}}
     incident = {"id": f"{test['id']}:incident", "origin": origin, "issue_id": issue["id"], "issue_version": 0,
-                "test_id": test["id"], "present": mark == EXPECTED}
+                "test_id": test["id"], "present": mark is EXPECTED}
     return issue, incident
 
 
-def report(m: Matrix, origin: str, root: Path, url_base: Optional[str] = None) -> dict:
+def report(m: Matrix, origin: str, root: Path, url_base: Optional[str] = None) -> Dict[str, Any]:
     """The KCIDB v5 document of a matrix whose files are under the results folder `root`."""
     if not ORIGIN.match(origin):
         raise ValueError(f"{origin!r}: a KCIDB origin is lower-case letters, digits and '_'")
     links = Links(root, url_base)
-    out: Dict[str, list] = {"checkouts": [], "builds": [], "tests": [], "issues": [], "incidents": []}
+    out: Dict[str, List[Dict[str, Any]]] = {"checkouts": [], "builds": [], "tests": [], "issues": [], "incidents": []}
     seen = set()
     for k in m.kernels:
         build_error = next((r.reason for r in k.results if r.verdict.value == "BUILD_FAIL"), None)

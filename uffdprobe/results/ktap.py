@@ -20,12 +20,15 @@ A row nobody planned (the kernel log's own row: a splat outside every workload) 
 already printed: it is written as diagnostic lines at the end of its kernel's subtree, and fails the
 kernel's result line when its verdict fails.
 """
-from typing import Callable, Dict, List, Optional, TextIO, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, TextIO, Tuple
 
 from uffdprobe.scenarios.memkinds import NO_MEMORY
 from uffdprobe.supervise.kselftest import is_selftest_row
 from uffdprobe.verdicts import KERNEL_PROBLEMS, Result, Verdict
 from . import evidence as evidence_view
+
+if TYPE_CHECKING:
+    from .matrix import KernelRun
 
 OK, FAIL, SKIP = "ok", "not ok", "skip"
 #: (verdict, reason) -> (status, directive or '') for a leaf; None means "no declaration known".
@@ -170,7 +173,7 @@ def _line(status: str, number: int, name: str) -> str:
     return f"ok {number} {name} # SKIP" if status == SKIP else f"{status} {number} {name}"
 
 
-def declared_judge(k) -> Judge:
+def declared_judge(k: "KernelRun") -> Judge:
     """For a matrix kernel (a results.matrix.KernelRun): a result judged against its declaration the way
     its matrix cell is: an unexpected mark fails, a declared bad verdict that happened is XFAIL."""
     from .matrix import EXPECTED, Matrix
@@ -183,13 +186,13 @@ def declared_judge(k) -> Judge:
         single = type(declared)(k.label, r.scenario, r.memory, [r], declared.expected)
         if single.unexpected:
             return FAIL, directive if status == FAIL else ""
-        if status == FAIL and single.mark == EXPECTED:
+        if status == FAIL and single.mark is EXPECTED:
             return OK, f"XFAIL declared {single.expected}: {one_line(r.reason)}"
         return status, directive
     return judge
 
 
-def write_kernel(top: Writer, k, plan: List[Tuple[str, str, Optional[int]]]) -> str:
+def write_kernel(top: Writer, k: "KernelRun", plan: List[Tuple[str, str, Optional[int]]]) -> str:
     """A finished matrix kernel's whole subtree, its results in plan order; the kernel's status."""
     order = {item: i for i, item in enumerate(plan)}
     results = sorted(k.results, key=lambda r: order.get((r.scenario, r.memory, r.params.get("run")),

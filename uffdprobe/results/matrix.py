@@ -3,11 +3,13 @@
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from .expect import EXPECTED, FIXED, REGRESSION, UNDECLARED, UNEXPECTED, cell_mark, declared, failing, judge
+from .expect import (EXPECTED, FIXED, REGRESSION, UNDECLARED, UNEXPECTED, CellMark, Flaky, Mark, cell_mark, declared,
+                     failing, judge)
 from uffdprobe.verdicts import Result, plain
 
 #: The marks (REGRESSION, UNEXPECTED, FIXED fail) and the rule itself live in expect.py; re-exported here.
-__all__ = ["EXPECTED", "FIXED", "REGRESSION", "UNDECLARED", "UNEXPECTED", "judge", "Cell", "KernelRun", "Matrix"]
+__all__ = ["Mark", "Flaky", "CellMark", "EXPECTED", "FIXED", "REGRESSION", "UNDECLARED", "UNEXPECTED", "judge", "Cell",
+           "KernelRun", "Matrix"]
 
 
 @dataclass
@@ -45,7 +47,7 @@ class Cell:
         return "FLAKY: " + ", ".join(f"{v} {c}/{n}" for v, c in self.counts)
 
     @property
-    def mark(self) -> str:
+    def mark(self) -> CellMark:
         """The judgement over every run (expect.cell_mark): REGRESSION, UNEXPECTED, 'FLAKY HANG', FIXED,
         expected or undeclared."""
         return cell_mark(self.expected, [r.verdict for r in self.results])
@@ -54,10 +56,10 @@ class Cell:
     def unexpected(self) -> bool:
         return failing(self.mark)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         return {"kernel": self.kernel, "scenario": self.scenario, "memory": self.memory,
                 "verdict": self.verdict, "label": self.label, "counts": dict(self.counts),
-                "runs": len(self.results), "expected": self.expected, "mark": self.mark or None,
+                "runs": len(self.results), "expected": self.expected, "mark": str(self.mark) or None,
                 "unexpected": self.unexpected, "results": [r.to_dict() for r in self.results]}
 
 
@@ -72,7 +74,7 @@ class KernelRun:
     expect: Dict[str, str] = field(default_factory=dict)
     complete: bool = True
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         return {"label": self.label, "identity": self.identity, "boot": self.boot, "expect": self.expect,
                 "complete": self.complete}
 
@@ -107,14 +109,14 @@ class Matrix:
     def unexpected(self) -> List[Cell]:
         return [c for c in self.cells() if c.unexpected]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         return {"complete": self.complete and all(k.complete for k in self.kernels),
                 "kernels": [plain(k.to_dict()) for k in self.kernels],
                 "rows": [{"scenario": s, "memory": m} for s, m in self.rows],
                 "cells": [c.to_dict() for c in self.cells()]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Matrix":
+    def from_dict(cls, d: Dict[str, Any]) -> "Matrix":
         """Rebuild a Matrix from to_dict() output (the --json file)."""
         by_kernel: Dict[str, List[Result]] = {}
         for c in d["cells"]:

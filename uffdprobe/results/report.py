@@ -4,7 +4,7 @@ their schema version, tool version and command line. KTAP lives in ktap.py."""
 import json
 import sys
 from pathlib import Path
-from typing import Iterable, List, TextIO, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple, Union
 
 import uffdprobe
 from uffdprobe.verdicts import Result
@@ -15,8 +15,28 @@ def table_line(r: Result) -> str:
     return f"{r.scenario:<24} {r.memory:<9} {r.verdict.value:<8} {took:>7}  {r.reason}"
 
 
+class Numbered:
+    """Table lines counted against the plan: '[3/12] ' before the line of each row the run owes, in the order
+    they land; a line it does not owe (a selftest's case, the kernel-log row) is indented to match."""
+
+    def __init__(self, owed: Sequence[Tuple[str, str, Optional[int]]]):
+        self._left = set(owed)
+        self._total = len(owed)
+        self._done = 0
+
+    def line(self, r: Result) -> str:
+        """The table line of `r`, numbered if it is the first answer to a row the plan owes."""
+        key = (r.scenario, r.memory, r.params.get("run"))
+        width = len(f"[{self._total}/{self._total}] ")
+        if key not in self._left:
+            return " " * width + table_line(r)
+        self._left.discard(key)
+        self._done += 1
+        return f"[{self._done}/{self._total}] ".ljust(width) + table_line(r)
+
+
 def summary(results: Iterable[Result]) -> str:
-    counts: dict = {}
+    counts: Dict[str, int] = {}
     for r in results:
         counts[r.verdict.value] = counts.get(r.verdict.value, 0) + 1
     return ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
@@ -28,7 +48,7 @@ def append_jsonl(stream: TextIO, r: Result) -> None:
     stream.flush()
 
 
-def read_jsonl(path) -> List[Result]:
+def read_jsonl(path: Union[str, Path]) -> List[Result]:
     """Results from a JSON-lines file; a torn last line (the writer died mid-line) is ignored."""
     out = []
     with open(path) as f:
@@ -46,14 +66,14 @@ SCHEMA_VERSION = 1
 SCHEMAS = Path(__file__).with_name("schemas")
 
 
-def document(kind: str, body: dict) -> dict:
+def document(kind: str, body: Dict[str, Any]) -> Dict[str, Any]:
     """A JSON output file: which format (`kind`: "results" or "matrix"), its schema version, the tool
     version (uffdprobe.version(), as --version says it) and the command line that wrote it, then `body`."""
     return {"format": f"uffdprobe.{kind}", "schema_version": SCHEMA_VERSION, "uffdprobe_version": uffdprobe.version(),
             "argv": list(sys.argv), **body}
 
 
-def results_document(results: List[Result]) -> dict:
+def results_document(results: List[Result]) -> Dict[str, Any]:
     """What `uffdprobe run --json` writes."""
     return document("results", {"results": [r.to_dict() for r in results]})
 

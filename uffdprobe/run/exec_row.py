@@ -107,18 +107,46 @@ def run_rows(request: RunRequest, kernel: Dict[str, object], scratch_dir: Option
     return results
 
 
+#: Host folders the guest covers with its own tmpfs, where people build throwaway reproducers: a program
+#: there is brought along into the guest (copied into the run's channel) instead of refused.
+BROUGHT_FROM = ("/tmp", "/var/tmp")
+
+
+def _under(path: str, folders) -> Optional[str]:
+    return next((d for d in folders if path == d or path.startswith(d + "/")), None)
+
+
 def check_guest_sees_program(request: RunRequest) -> None:
-    """Refuse an --exec program the guest cannot see (its root is the host root, but it covers /tmp,
-    /run, ... with its own)."""
+    """Refuse an --exec program the guest cannot see (its root is the host root, but it covers /run, /dev,
+    ... with its own) and cannot be brought along (as one under /tmp or /var/tmp is)."""
     if request.workload.exec is None:
         return
     from uffdprobe.vm.boot import GUEST_PRIVATE_DIRS
     program = request.workload.exec[0]
     real = os.path.realpath(program)
-    hidden = [d for d in GUEST_PRIVATE_DIRS if real == d or real.startswith(d + "/")]
+    hidden = None if _under(real, BROUGHT_FROM) else _under(real, GUEST_PRIVATE_DIRS)
     if hidden:
-        raise UsageError(f"--exec {program}: {real} is under {hidden[0]}, which the guest covers with its "
-                         "own filesystem; put the program elsewhere (e.g. under your home)")
+        raise UsageError(f"--exec {program}: {real} is under {hidden}, which the guest covers with its "
+                         "own filesystem; put the program elsewhere (e.g. under your home or /tmp)")
+
+
+def bring_along(request: RunRequest) -> "tuple[RunRequest, Dict[str, Any]]":
+    """An --exec program under /tmp or /var/tmp, which the guest covers with its own: the request as the
+    guest must see it (the program's copy in the run's channel, its row name unchanged) and the file to
+    copy there ({name in the channel: host path}); otherwise the request as it was and nothing."""
+    work = request.workload
+    if work.exec is None:
+        return request, {}
+    real = os.path.realpath(work.exec[0])
+    if not _under(real, BROUGHT_FROM):
+        return request, {}
+    import dataclasses
+    from pathlib import Path
+    from uffdprobe.vm.boot import GUEST_CHANNEL
+    name = f"exec/{os.path.basename(real)}"
+    guest = dataclasses.replace(work, exec=(f"{GUEST_CHANNEL}/{name}", *work.exec[1:]),
+                                exec_row=work.program_row)
+    return dataclasses.replace(request, workload=guest), {name: Path(real)}
 
 
 def boot_options(request: RunRequest) -> Dict[str, Any]:

@@ -9,7 +9,7 @@ from uffdprobe.results import report
 from uffdprobe.exitcodes import Exit, UsageError
 from . import guest_python, kernel_arg, plan, user_scenarios
 from .child_report import Reporter
-from .host import VerdictStream, finish, ktap_start, table_stream
+from .host import VerdictStream, finish, ktap_finish, ktap_start, table_stream
 from uffdprobe.scenarios import memkinds
 from .request import RunRequest
 from uffdprobe.verdicts import Result, Verdict
@@ -36,12 +36,11 @@ def check_visible_in_guest() -> None:
 
 def guest_argv(request: RunRequest) -> List[str]:
     """The same `uffdprobe run` inside the guest (RunRequest.for_guest); it streams to $UFFDPROBE_RESULTS
-    (the results channel)."""
+    (the results channel). An --exec program must be one the guest sees: run_in_vm checks it first and
+    brings one under /tmp along (exec_row.bring_along)."""
     check_visible_in_guest()
     from uffdprobe.osutil.swap import SERIAL_ENV
     from uffdprobe.vm.boot import SWAP_SERIAL
-    from .exec_row import check_guest_sees_program
-    check_guest_sees_program(request)
     env, *python = guest_python.interpreter()  # `/usr/bin/env PYTHONPATH=... python -S`
     hugepages = [f"{memkinds.HUGEPAGES_ENV}={memkinds.GUEST_HUGEPAGES}"] if _plans_hugetlb(request) else []
     return [env, f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", f"{SERIAL_ENV}={SWAP_SERIAL}", *hugepages, *python,
@@ -60,8 +59,10 @@ class _Tail(threading.Thread):
     """Print each verdict line the guest appends to verdicts.jsonl while the VM runs, and stream it on,
     stamped with the booted file's identity, to --results-dir's verdicts.jsonl (kept if we are killed)."""
 
-    def __init__(self, path: Path, out, stream: Optional[VerdictStream], stamp: dict, on_result=None):
+    def __init__(self, path: Path, out, stream: Optional[VerdictStream], stamp: dict, on_result=None,
+                 numbered: Optional[report.Numbered] = None):
         super().__init__(name="verdict-tail", daemon=True)
+        self.numbered = numbered or report.Numbered([])
         self.path, self.out, self.seen, self.stop = path, out, 0, threading.Event()
         self.stream, self.stamp, self.on_result = stream, stamp, on_result
         self.lock = threading.Lock()
@@ -87,7 +88,7 @@ class _Tail(threading.Thread):
         self.poll()
 
     def show(self, r: Result) -> None:
-        print(report.table_line(r), file=self.out, flush=True)
+        print(self.numbered.line(r), file=self.out, flush=True)
         if self.on_result:
             self.on_result(r)
 
@@ -148,7 +149,7 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
     ktap_out = ktap_start(outputs, planned, spec.label, [f"kernel: {kernel}"])
     stream = VerdictStream(outputs.results_dir) if outputs.results_dir else None
     tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table, stream, stamp,
-                 ktap_out.add if ktap_out else None)
+                 ktap_out.add if ktap_out else None, report.Numbered(planned))
     tail.start()
     kept_in = outputs.results_dir or run_dir / "channel" / "results"
     reporter.update(run_dir=str(run_dir), console_log=str(run_dir / "console.log"))  # known before QEMU starts
@@ -159,9 +160,10 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
     verbosity = outputs.verbosity
     guest_python.precompile()  # the guest compiles nothing under TCG
     try:
-        result = boot(kernel, guest_argv(request), timeout=request.limits.vm_timeout, accel=request.machine.accel,
+        in_guest, bring = exec_row.bring_along(request)  # a program under /tmp: its copy in the channel
+        result = boot(kernel, guest_argv(in_guest), timeout=request.limits.vm_timeout, accel=request.machine.accel,
                       progress=progress if verbosity >= 0 else None, run_dir=run_dir,
-                      extra_append=list(request.machine.append), **exec_row.boot_options(request))
+                      extra_append=list(request.machine.append), bring=bring, **exec_row.boot_options(request))
     except (Terminated, KeyboardInterrupt) as exc:
         tail.finish()
         how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
@@ -184,7 +186,7 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
         tail.show(r)
     tail.forward(results[tail.seen:] + missing)  # the first tail.seen went out as they arrived
     if ktap_out:
-        ktap_out.close(f"boot outcome: {result.outcome}; console log: {result.console_log}")
+        ktap_finish(ktap_out, f"boot outcome: {result.outcome}; console log: {result.console_log}")
     results += missing
     kept_files = _keep_outputs(result.results_dir, outputs.results_dir, result.console_log)
     console = kept_files.get(str(result.console_log))

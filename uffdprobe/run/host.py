@@ -91,8 +91,10 @@ def _run_plan(request: RunRequest, owed: List[plan.Row], kf: features.KernelFeat
           + (f", selftests {', '.join(wanted)}" if wanted else ""), file=table, flush=True)
     ktap_out = ktap_start(outputs, owed, "host", ["the running kernel"])
 
+    numbered = report.Numbered(owed)
+
     def on_result(r: Result) -> None:
-        print(report.table_line(r), file=table, flush=True)
+        print(numbered.line(r), file=table, flush=True)
         if ktap_out:
             ktap_out.add(r)
         if stream:
@@ -109,18 +111,26 @@ def _run_plan(request: RunRequest, owed: List[plan.Row], kf: features.KernelFeat
         on_result(between)
         results.append(between)
     if ktap_out:
-        ktap_out.close()
+        ktap_finish(ktap_out)
     return results, stream.error if stream else None
 
 
 def ktap_start(outputs: Outputs, plan: list, name: str, about: List[str]) -> Optional["KernelTest"]:
-    """With --ktap, KTAP on stdout from now on, one result line as each verdict lands; else None
+    """With --ktap FILE (- for stdout), KTAP there from now on, one result line as each verdict lands; else None
     (results.ktap.KernelTest, imported only then)."""
     if not outputs.ktap:
         return None
     from uffdprobe.results import ktap
-    writer = ktap.Writer(sys.stdout, 1, [f"uffdprobe {uffdprobe.version()}: {' '.join(sys.argv)}"])
+    out = sys.stdout if outputs.ktap == "-" else open(outputs.ktap, "w")  # checked writable up front
+    writer = ktap.Writer(out, 1, [f"uffdprobe {uffdprobe.version()}: {' '.join(sys.argv)}"])
     return writer.kernel(name, plan, about)
+
+
+def ktap_finish(kernel_test: "KernelTest", note: str = "") -> None:
+    """End the KTAP the run streamed (ktap_start), and close its FILE (stdout stays open)."""
+    kernel_test.close(note)
+    if kernel_test.top.out is not sys.stdout:
+        kernel_test.top.out.close()
 
 
 class VerdictStream:
@@ -146,7 +156,7 @@ class VerdictStream:
 
 def table_stream(outputs: Outputs):
     """Where the verdict table goes: stderr when stdout carries KTAP or the JSON (`--json -`)."""
-    return sys.stderr if outputs.ktap or outputs.json == "-" else sys.stdout
+    return sys.stderr if "-" in (outputs.ktap, outputs.json) else sys.stdout
 
 
 def finish(results: List[Result], request: RunRequest, table, boot: Optional[dict] = None) -> int:

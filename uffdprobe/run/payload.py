@@ -3,7 +3,7 @@
 
 A LAVA or tuxrun job boots its own kernel on its own root filesystem and then runs a test there; it can copy
 one file in, not install a package. So the payload is a single `uffdprobe.pyz` (PEP 441 zipapp): `python3
-uffdprobe.pyz run --ktap` asks the running kernel every scenario. It carries what this uffdprobe runs with,
+uffdprobe.pyz run --ktap -` asks the running kernel every scenario. It carries what this uffdprobe runs with,
 as installed here: the package with its compiled bindings (`_native`, abi3: any CPython 3.9+) and its data
 (recipes, guest scripts, C sources), psutil (abi3 as well) and cffi's backend, which is built per Python
 version: the builder's own, plus any more taken from cffi wheels given with `cffi_wheels`. The Python sources

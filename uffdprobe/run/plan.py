@@ -4,7 +4,7 @@ come (the --exec program's, the scenarios' per run and memory kind, then each se
 verdict for every owed row a run never reported. The owed list is what KTAP announces and what a dead
 guest's or a lost child's missing rows are filled from."""
 import json
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from uffdprobe.exitcodes import UsageError
 from uffdprobe.scenarios.memkinds import NO_MEMORY
@@ -66,20 +66,28 @@ def _runs(request: RunRequest) -> List[Optional[int]]:
     return [None] if runs <= 1 else list(range(1, runs + 1))
 
 
+def _items(request: RunRequest) -> Iterator[Tuple[Optional[int], Scenario, str, Dict[str, object]]]:
+    """(run, scenario, memory kind, its parameters) for every scenario row the request owes, in order;
+    the parameters are checked (a UsageError) before the first is given."""
+    scenarios = chosen(request)
+    params = parameters(request, scenarios)
+    merged = {s.name: _merged(s, params) for s in scenarios}
+    memory = request.workload.memory
+    for run in _runs(request):
+        for s in scenarios:
+            for m in s.memory:
+                if not memory or m in memory:
+                    yield run, s, m, merged[s.name]
+
+
 def owed(request: RunRequest, kselftests: Optional[Sequence[str]] = None) -> List[Row]:
     """Every row the run owes, in the order it reports them: the --exec program's (one per run), the
     scenarios' (per run, scenario, memory kind), then each selftest's run row (its cases are only known
     once it ran). `kselftests` overrides the request's (a matrix kernel's recipe adds its own)."""
-    scenarios = chosen(request)
-    params = parameters(request, scenarios)
-    memory = request.workload.memory
     rows: List[Row] = []
     if request.workload.exec is not None:
         rows += [(request.workload.program_row, NO_MEMORY, run) for run in _runs(request)]
-    for run in _runs(request):
-        for s in scenarios:
-            _merged(s, params)
-            rows += [(s.name, m, run) for m in s.memory if not memory or m in memory]
+    rows += [(s.name, m, run) for run, s, m, _ in _items(request)]
     wanted = request.workload.kselftest if kselftests is None else kselftests
     return rows + selftests.owed(list(wanted))
 
@@ -87,17 +95,8 @@ def owed(request: RunRequest, kselftests: Optional[Sequence[str]] = None) -> Lis
 def supervised(request: RunRequest, kf, target: Optional[str]) -> list:
     """The scenario items the supervisor runs on this kernel, in owed() order: (scenario, memory, params,
     skip reason or None), params carrying the 1-based 'run' when there is more than one."""
-    scenarios = chosen(request)
-    params = parameters(request, scenarios)
-    memory = request.workload.memory
-    items = []
-    for run in _runs(request):
-        for s in scenarios:
-            merged = _merged(s, params)
-            if run is not None:
-                merged = {**merged, "run": run}
-            items += [(s, m, merged, skip_reason(s, m, kf, target)) for m in s.memory if not memory or m in memory]
-    return items
+    return [(s, m, merged if run is None else {**merged, "run": run}, skip_reason(s, m, kf, target))
+            for run, s, m, merged in _items(request)]
 
 
 def key(r: Result) -> Row:

@@ -72,11 +72,11 @@ class Machine:
 
 @dataclass(frozen=True)
 class Outputs:
-    """Where the verdicts go besides the table: a JSON file, KTAP on stdout, a results folder (its
+    """Where the verdicts go besides the table: a JSON file, a KTAP file (- for stdout), a results folder (its
     verdicts.jsonl and the child report run.json), a KCIDB report (its origin, the URL the folder is
     published at); and how much progress is said (-1 -q, 0, 1 -v)."""
     json: Optional[str] = _option("--json")
-    ktap: bool = _option("--ktap", False)
+    ktap: Optional[str] = _option("--ktap")
     results_dir: Optional[str] = _option("--results-dir")
     kcidb: Optional[str] = _option("--kcidb")
     origin: Optional[str] = _option("--origin")

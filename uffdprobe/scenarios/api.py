@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""What a user's own scenario file or package imports: the stable public names (README, "Your own
-scenarios"). Everything here keeps its name and meaning across releases; what is not here may move.
+"""What a user's own scenario file or package imports: the stable public names (docs/user-guide.md, "Your
+own scenarios"). Everything here keeps its name and meaning across releases; what is not here may move.
 
     from uffdprobe.scenarios.api import Outcome, Scenario, ScenarioContext, Verdict, watched
 

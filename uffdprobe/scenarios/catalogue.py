@@ -101,6 +101,19 @@ HUGETLB_UNSHARE_WP = Defect(
     first_affected="v5.19", first_fixed="v6.4")
 
 
+HUGETLB_MARKER_REPROTECT = Defect(
+    id="hugetlb-marker-reprotect",
+    fixes=(Commit("0e678153f5be", "mm/hugetlb: fix PTE marker handling in hugetlb_change_protection()"),),
+    introduced=(Commit("60dfaad65aa9", "mm/hugetlb: allow uffd wr-protect none ptes"),),
+    first_affected="v5.19", first_fixed="v6.2-rc5", stable=("6.1.8",), cve="CVE-2022-49760")
+
+FORK_MARKER_NO_EVENT = Defect(
+    id="fork-marker-no-event",
+    fixes=(Commit("49d6d7fb6313", "mm/uffd: fix pte marker when fork() without fork event"),),
+    introduced=(Commit("c56d1b62cce8", "mm/shmem: handle uffd-wp during fork()"),),
+    first_affected="v5.19", first_fixed="v6.2", stable=("6.1.11",))
+
+
 def describe_fix(defect: Defect) -> str:
     """One line: the commits to backport (id and title), the first fixed release, stable releases."""
     commits = " + ".join(f'{c.id} ("{c.title}")' for c in defect.fixes)

@@ -35,6 +35,7 @@ class SkipScenario(Exception):
 
 
 def thp_size() -> int:
+    """The PMD-mapped THP size this kernel uses (hpage_pmd_size), in bytes; 2 MiB when it does not say."""
     try:
         with open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size") as f:
             return int(f.read())

@@ -8,9 +8,10 @@ from uffdprobe.uffd.features import KernelFeatures
 from uffdprobe.uffd.flags import Feature
 from uffdprobe.verdicts import Outcome
 from .catalogue import (CONTINUE_FALLOCATED, COPY_WP_READONLY, COW_LEAK, COW_LEAK_REVERSE, FORCED_COW_UFFD_WP,
-                        HUGETLB_PRIVATE_COW_WP, HUGETLB_UNSHARE_WP, HUGETLB_WP_NO_PGTABLE, MREMAP_WP_STALE,
-                        MOVE_SWAPCACHE, PAGEMAP_SCAN_HUGETLB_HOLE, PAGEMAP_SCAN_PMD_HOLE, PAGEMAP_SCAN_ZAPPED, RELEASE_VS_GUP,
-                        SHARED_WP_WRITENOTIFY, SWAPOFF_WP_LOOP, ZEROPAGE_SPLIT_WP)
+                        FORK_MARKER_NO_EVENT, HUGETLB_MARKER_REPROTECT, HUGETLB_PRIVATE_COW_WP, HUGETLB_UNSHARE_WP,
+                        HUGETLB_WP_NO_PGTABLE, MOVE_SWAPCACHE, MREMAP_WP_STALE, PAGEMAP_SCAN_HUGETLB_HOLE,
+                        PAGEMAP_SCAN_PMD_HOLE, PAGEMAP_SCAN_ZAPPED, RELEASE_VS_GUP, SHARED_WP_WRITENOTIFY, SWAPOFF_WP_LOOP,
+                        ZEROPAGE_SPLIT_WP)
 from .defect import Defect
 from .memkinds import COW_KINDS, KINDS, MEMFD_KINDS, unavailable
 from .racy import SECONDS, TRIES, Race
@@ -67,9 +68,9 @@ def skip_reason(s: Scenario, memory: str, kf: KernelFeatures, odirect_target: Op
 
 
 def _table() -> Dict[str, Scenario]:
-    from . import (copy_wp_readonly, cow_leak, cow_leak_reverse, minor_continue, move_defects, move_scan, mremap_wp,
-                   release_gup, scan_defects, selftest, shared_wp, swapoff_wp, umap_evict, wp_cow_inherit, wp_gup, wp_real_write,
-                   zeropage_split_wp)
+    from . import (copy_wp_readonly, cow_leak, cow_leak_reverse, harness_checks, minor_continue, move_defects, move_scan,
+                   mremap_wp, pte_markers, release_gup, scan_defects, shared_wp, swapoff_wp, umap_evict, wp_cow_inherit,
+                   wp_gup, wp_real_write, zeropage_split_wp)
     rows = [
         Scenario("wp-gup-vmsplice",
                  "Does vmsplice() of a uffd-write-protected page complete without a uffd fault, "
@@ -184,6 +185,18 @@ def _table() -> Dict[str, Scenario]:
                  "free of uffd-wp, so a write to it lands once its new range is registered again?",
                  mremap_wp.run, ("uffd", "uffd-wp"),
                  defect=MREMAP_WP_STALE),
+        Scenario("fork-marker-no-event",
+                 "Does fork() by a process whose uffd lacks UFFD_FEATURE_EVENT_FORK, with uffd-wp markers left "
+                 "in a private shmem mapping by MADV_DONTNEED, leave the child without them and the kernel quiet?",
+                 pte_markers.run_fork_no_event, ("uffd", "uffd-wp"), memory=("shmem",),
+                 models="a uffd-wp monitor (snapshots, CRIU) forking a helper without EVENT_FORK",
+                 defect=FORK_MARKER_NO_EVENT),
+        Scenario("wp-hugetlb-marker-reprotect",
+                 "After an unpopulated shared hugetlb page is write-protected twice, does it still read zeros "
+                 "(nothing mapped), and can its hole be punched?",
+                 pte_markers.run_hugetlb_reprotect, ("uffd", "uffd-wp"), memory=("hugetlb",),
+                 models="QEMU background snapshots of hugetlb guest RAM with virtio-mem unplugging (punching) it",
+                 defect=HUGETLB_MARKER_REPROTECT),
         Scenario("pagemap-scan-pmd-hole",
                  "After a write-protected THP is dropped whole by MADV_DONTNEED (a PMD hole), does PAGEMAP_SCAN "
                  "report its pages written under asynchronous uffd-wp?",
@@ -220,12 +233,12 @@ def _table() -> Dict[str, Scenario]:
         Scenario("selftest-kernel-spin",
                  "Harness self-test: the watched call keeps its task busy in the kernel, no uffd "
                  "involved; it must come out HANG (never returns) and be killed.",
-                 selftest.run_kernel_spin, ("uffd",), memory=("anon-4k",),
+                 harness_checks.run_kernel_spin, ("uffd",), memory=("anon-4k",),
                  defaults={"spin_for_s": 120.0}, test_only=True),
         Scenario("selftest-close-channel",
                  "Harness self-test, VM only: the guest loses its results channel mid-run; the host "
                  "must keep the verdicts that arrived and report the channel lost (exit 14).",
-                 selftest.run_close_channel, (), memory=("anon-4k",), test_only=True),
+                 harness_checks.run_close_channel, (), memory=("anon-4k",), test_only=True),
     ]
     return {s.name: s for s in rows}
 

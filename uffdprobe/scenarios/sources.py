@@ -24,6 +24,7 @@ from .memkinds import KINDS
 from .racy import Race
 from .registry import SCENARIOS, Scenario
 
+#: The entry point group an installed package adds its scenario rows through.
 ENTRY_POINT_GROUP = "uffdprobe.scenarios"
 #: The needs registry.why_not knows how to probe (anything else would be silently "met").
 KNOWN_NEEDS = ("uffd", "uffd-wp", "event-fork", "odirect")

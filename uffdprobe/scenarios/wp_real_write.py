@@ -1,5 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The control: a CPU write to a write-protected page traps with WP|WRITE, a CPU read does not."""
+from typing import Any, Dict
+
 from uffdprobe.uffd import pagemap
 from uffdprobe.uffd.flags import PageFaultFlag, names
 from uffdprobe.uffd.messages import PageFault, as_data
@@ -15,7 +17,7 @@ def trap_real_write(ctx: ScenarioContext, uffd, m, wait_s: float = 2.0) -> Outco
     writer = Bounded(lambda: m.write(0, SECRET_WRITE), "cpu-writer")
     msgs = uffd.wait(wait_s)
     trapped = [x for x in msgs if isinstance(x, PageFault) and x.address // 4096 == m.addr // 4096]
-    evidence = {"messages": [as_data(x) for x in msgs]}
+    evidence: Dict[str, Any] = {"messages": [as_data(x) for x in msgs]}
     if not trapped:
         writer.done(5.0)
         evidence["pagemap_after"] = page_flags(pagemap.read(m.addr)[0])

@@ -12,18 +12,17 @@ kept as a file beside the verdicts.
 import json
 import os
 import re
-import signal
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple
 
-from uffdprobe.osutil import children
 from uffdprobe.scenarios.memkinds import NO_MEMORY
 from uffdprobe.verdicts import Result, Verdict
 from . import kselftest_output, tasks
+from .loop import exited, supervise
+from .protocol import Bounds, Ending, Step
 from .splat import SplatWatch
 
 #: kselftest's exit statuses (tools/testing/selftests/kselftest.h).
@@ -124,27 +123,65 @@ def run(request: str, bin_dir: Path, out_dir: Optional[Path], kernel: dict,
         keep = Path(out_dir) if out_dir else Path(scratch)
         keep.mkdir(parents=True, exist_ok=True)
         log = keep / f"kselftest-{program.name}.txt"
-        started = time.monotonic()
-        window = splats.start() if splats is not None else None
-        exit_status, stuck = _execute(argv, log, program.timeout_s)
-        took = round(time.monotonic() - started, 3)
-        text = log.read_text(errors="replace") if log.exists() else ""
-    parsed = (kselftest_output.parse_uffd_unit if program.style == "uffd-unit" else kselftest_output.parse_tap)(text)
-    base = {"program": program.name, "argv": argv, "exit_status": exit_status,
-            "log": str(log) if out_dir else "not kept (no --results-dir)", "selftests_from": built_from(bin_dir)}
-    row = _run_row(program, parsed, exit_status, stuck, took, base, text, kernel, params)
-    if splats is not None and window is not None:
-        row = splats.judge(row, window)
-    results = [row] + [_case_row(program.name, c, base, kernel, params) for c in parsed.cases]
-    if parsed.unfinished is not None:
-        verdict = row.verdict if row.verdict in (Verdict.HANG, Verdict.STUCK) else Verdict.ERROR
-        results.append(Result(case_scenario(program.name, parsed.unfinished), NO_MEMORY, verdict,
-                              f"started but never reported: {row.reason}",
-                              {**base, "output": parsed.unfinished_lines}, kernel, params, None))
-    row.evidence["rows"] = len(results)  # its own and its cases': a KTAP group knows its size from it
+        # a fresh working folder: the selftests make files in theirs
+        with tempfile.TemporaryDirectory(prefix="uffdprobe-kselftest-cwd-") as cwd, open(log, "wb") as sink:
+            policy = _Selftest(program, argv, sink, log, cwd, bool(out_dir), bin_dir, kernel, params)
+            results = supervise(policy, Bounds(total_s=program.timeout_s), splats)
     for r in results:
         on_result(r)
     return results
+
+
+class _Selftest:
+    """A selftest binary as a Workload (protocol.py): output (stdout and stderr) into its log, nothing to
+    look at until its bound; then its tasks say HANG or STUCK. Rows: the run's, then one per case."""
+
+    def __init__(self, program: Program, argv: List[str], sink: BinaryIO, log: Path, cwd: str, kept: bool,
+                 bin_dir: Path, kernel: dict, params: dict):
+        self.program, self.argv, self.sink, self.log, self.cwd = program, argv, sink, log, cwd
+        self.kernel, self.params = kernel, params
+        self.base: Dict[str, Any] = {"program": program.name, "argv": argv, "exit_status": None,
+                                     "log": str(log) if kept else "not kept (no --results-dir)",
+                                     "selftests_from": built_from(bin_dir)}
+        self.proc: Optional[subprocess.Popen] = None
+        self.text, self.parsed = "", kselftest_output.Output([])
+
+    def start(self) -> subprocess.Popen:
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.sink, stderr=subprocess.STDOUT,
+                                     cwd=self.cwd, start_new_session=True)
+        return self.proc
+
+    def wait(self, seconds: float) -> bool:
+        return exited(self.proc, seconds)
+
+    def tick(self, now: float) -> Step:
+        return Step.GO_ON
+
+    def result(self, ending: Ending) -> Result:
+        assert self.proc is not None
+        exit_status = self.proc.returncode if ending.ended else None
+        stuck = None
+        if ending.timed_out:
+            found = ending.at_bound or []
+            stuck = {"tasks": found, "in_userfault": [t for t in found if tasks.in_userfault(t)],
+                     "after_s": self.program.timeout_s}
+        self.text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        self.parsed = (kselftest_output.parse_uffd_unit if self.program.style == "uffd-unit"
+                       else kselftest_output.parse_tap)(self.text)
+        self.base["exit_status"] = exit_status
+        return _run_row(self.program, self.parsed, exit_status, stuck, ending.took, self.base, self.text,
+                        self.kernel, self.params)
+
+    def rows(self, judged: Result) -> List[Result]:
+        name, base, parsed = self.program.name, self.base, self.parsed
+        results = [judged] + [_case_row(name, c, base, self.kernel, self.params) for c in parsed.cases]
+        if parsed.unfinished is not None:
+            verdict = judged.verdict if judged.verdict in (Verdict.HANG, Verdict.STUCK) else Verdict.ERROR
+            results.append(Result(case_scenario(name, parsed.unfinished), NO_MEMORY, verdict,
+                                  f"started but never reported: {judged.reason}",
+                                  {**base, "output": parsed.unfinished_lines}, self.kernel, self.params, None))
+        judged.evidence["rows"] = len(results)  # its own and its cases': a KTAP group knows its size from it
+        return results
 
 
 def built_from(bin_dir: Path) -> str:
@@ -157,28 +194,6 @@ def built_from(bin_dir: Path) -> str:
         return f"{name} ({ident['version']})" if ident.get("version") else str(name)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return str(bin_dir)
-
-
-def _execute(argv: List[str], log: Path, timeout: float) -> Tuple[Optional[int], Optional[dict]]:
-    """Run argv in its own session, output (stdout and stderr) into `log`, from a fresh working folder
-    (the selftests make files in theirs); at `timeout` look at its tasks, then stop the whole group.
-    (exit status or None when it was killed, what its tasks were doing at the bound or None)."""
-    with tempfile.TemporaryDirectory(prefix="uffdprobe-kselftest-cwd-") as cwd, open(log, "wb") as sink:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, cwd=cwd,
-                                start_new_session=True)
-        try:
-            status = proc.wait(timeout=timeout)
-            children.stop_group(proc, first=None, grace=0.0)  # a forked child left behind goes too
-            return status, None
-        except subprocess.TimeoutExpired:
-            found = tasks.all_tasks(proc.pid)
-            stuck = {"tasks": found, "in_userfault": [t for t in found if tasks.in_userfault(t)],
-                     "after_s": timeout}
-            children.stop_group(proc, first=signal.SIGKILL, grace=0.0)
-            return None, stuck
-        except BaseException:
-            children.stop_group(proc, first=signal.SIGKILL, grace=0.0)
-            raise
 
 
 def _run_row(program: Program, parsed, exit_status, stuck, took, base, text, kernel, params) -> Result:

@@ -5,7 +5,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
 
-from uffdprobe.osutil.children import proc_stat
+from uffdprobe.osutil.procs import stat as proc_stat
 from . import tasks
 
 #: readlink of a userfaultfd's /proc/PID/fd/FD.

@@ -9,8 +9,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from uffdprobe.osutil import children
 from . import tasks
+from .loop import supervise
+from .protocol import Bounds, Ending, Step
 from .splat import SplatWatch
 from uffdprobe.uffd import messages
 from uffdprobe.uffd.errors import UffdError
@@ -52,17 +53,24 @@ def _child_main(scenario: Scenario, ctx: ScenarioContext) -> None:
         os._exit(code)
 
 
-class _Watch:
-    """The supervisor's view of one running child."""
+class _Scenario:
+    """A scenario as a Workload (protocol.py): a forked child that reports over a socket; a watched call
+    idle for hang_s is inspected (a uffd block, or a task spinning spin_s) and rescued through the uffd
+    the child handed over."""
 
-    def __init__(self, pid: int, sock: socket.socket):
-        self.pid, self.sock = pid, sock
+    def __init__(self, scenario: Scenario, memory: str, params: Dict[str, Any], kernel: Dict[str, Any],
+                 limits: Limits, odirect_target: Optional[str]):
+        self.scenario, self.memory, self.params, self.kernel = scenario, memory, params, kernel
+        self.limits, self.odirect_target = limits, odirect_target
+        self.sock, self._child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.pid = 0
+        self.rescue_note: Optional[str] = None
         self.uffd: Optional[Userfaultfd] = None
         self.rescue_range = (0, 0)
         self.rescue_kind = "unprotect"
         self.watching: Optional[Dict[str, Any]] = None
         self.last_activity = time.monotonic()
-        self.result: Optional[dict] = None
+        self.reported: Optional[dict] = None  # the child's own "result" message
         self.notes: Dict[str, Any] = {}
         self.counters: Dict[str, Any] = {}
         self.hang: Optional[Dict[str, Any]] = None
@@ -93,7 +101,7 @@ class _Watch:
         elif kind == "note":
             self.notes[msg["key"]] = msg["value"]
         elif kind == "result":
-            self.result = msg
+            self.reported = msg
 
     def inspect(self) -> Optional[Dict[str, Any]]:
         """Evidence of a uffd block (pending message or a task in handle_userfault), else None."""
@@ -152,73 +160,81 @@ class _Watch:
         except UffdError as exc:
             return f"rescue failed: {exc}"
 
+    def start(self) -> int:
+        pid = os.fork()
+        if pid == 0:
+            self.sock.close()
+            _child_main(self.scenario, ScenarioContext(self._child_sock, self.memory, self.params,
+                                                       self.odirect_target, self.scenario.race))
+        self._child_sock.close()
+        self.pid = pid
+        return pid
 
-def _reap(pid: int, grace_s: float = 2.0) -> Dict[str, Any]:
-    """Wait for the child; after `grace_s` kill its whole process group. Always reaps."""
-    ended = children.stop_group(pid, first=None, grace=grace_s)
-    if not ended.reaped:
-        # SIGKILL did not end it within 10 s: an unkillable task is a kernel bug; stop waiting.
-        return {"exit": None, "killed": True, "unkillable": tasks.all_tasks(pid)}
-    return {"exit": ended.exit, "killed": ended.killed}
+    def wait(self, seconds: float) -> bool:
+        if self.watching is not None and self.hang is None:  # wake when the watched call has idled hang_s
+            idle = time.monotonic() - self.last_activity
+            if idle < self.limits.hang_s:
+                seconds = min(seconds, self.limits.hang_s - idle)
+        ready, _, _ = select.select([self.sock], [], [], max(0.0, seconds))
+        if ready:
+            self.receive()
+        return self.reported is not None or self.closed
+
+    def tick(self, now: float) -> Step:
+        idle = time.monotonic() - self.last_activity
+        if self.watching is None or self.hang is not None or idle < self.limits.hang_s:
+            return Step.GO_ON
+        evidence = self.inspect() or self.spinning(self.watching.get("spin_s", self.limits.spin_s))
+        if evidence is None:
+            return Step.GO_ON
+        if isinstance(self.notes.get("race"), dict):  # racy.repeat's try under way
+            evidence["race"] = dict(self.notes["race"])
+        self.hang = evidence
+        self.rescue_note = self.rescue()
+        return Step.RESCUED
+
+    def result(self, ending: Ending) -> Result:
+        stopped = ending.stopped
+        assert stopped is not None, "a forked child always starts"
+        if not stopped.reaped:
+            # SIGKILL did not end it within 10 s: an unkillable task is a kernel bug; stop waiting.
+            reaped: Dict[str, Any] = {"exit": None, "killed": True, "unkillable": tasks.all_tasks(self.pid)}
+        else:
+            reaped = {"exit": stopped.exit, "killed": stopped.killed}
+        return _decide(self, not ending.ended, ending.at_bound, reaped, ending.took)
+
+    def rows(self, judged: Result) -> List[Result]:
+        return [judged]
+
+    def close(self) -> None:
+        self.sock.close()
+        self._child_sock.close()
+        if self.uffd is not None:
+            self.uffd.close()
 
 
 def run_one(scenario: Scenario, memory: str, params: Dict[str, Any], kernel: Dict[str, Any],
-            limits: Limits, odirect_target: Optional[str] = None) -> Result:
-    """Fork, run, watch, rescue, reap; exactly one Result."""
-    started = time.monotonic()
-    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    pid = os.fork()
-    if pid == 0:
-        parent_sock.close()
-        _child_main(scenario, ScenarioContext(child_sock, memory, params, odirect_target, scenario.race))
-    child_sock.close()
-    w = _Watch(pid, parent_sock)
-    rescue_note = None
-    deadline = started + limits.scenario_s
+            limits: Limits, odirect_target: Optional[str] = None, splats: Optional[SplatWatch] = None) -> Result:
+    """Fork, run, watch, rescue, reap; exactly one Result (with `splats`, judged by the kernel log too)."""
+    policy = _Scenario(scenario, memory, params, kernel, limits, odirect_target)
     try:
-        while w.result is None and not w.closed:
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            wait = deadline - now
-            if w.watching is not None and w.hang is None:
-                idle = now - w.last_activity
-                wait = min(wait, max(0.0, limits.hang_s - idle) if idle < limits.hang_s else 0.5)
-            ready, _, _ = select.select([parent_sock], [], [], wait)
-            if ready:
-                w.receive()
-                continue
-            if w.watching is not None and w.hang is None and \
-                    time.monotonic() - w.last_activity >= limits.hang_s:
-                evidence = w.inspect() or w.spinning(w.watching.get("spin_s", limits.spin_s))
-                if evidence is not None:
-                    if isinstance(w.notes.get("race"), dict):  # racy.repeat's try under way
-                        evidence["race"] = dict(w.notes["race"])
-                    w.hang = evidence
-                    rescue_note = w.rescue()
-                    deadline = min(deadline, time.monotonic() + limits.rescue_s)
-        timed_out = w.result is None and not w.closed
-        stuck = tasks.all_tasks(pid) if timed_out else None
+        return supervise(policy, Bounds(total_s=limits.scenario_s, rescue_s=limits.rescue_s, poll_s=0.5,
+                                        grace_s=5.0), splats)[0]
     finally:
-        reaped = _reap(pid, grace_s=0.0 if (w.result is None and not w.closed) else 5.0)
-        parent_sock.close()
-        if w.uffd is not None:
-            w.uffd.close()
-    duration = time.monotonic() - started
-    return _decide(scenario, memory, params, kernel, w, rescue_note, timed_out, stuck, reaped,
-                   limits, duration)
+        policy.close()
 
 
-def _decide(scenario, memory, params, kernel, w: _Watch, rescue_note, timed_out, stuck, reaped,
-            limits: Limits, duration: float) -> Result:
+def _decide(w: _Scenario, timed_out: bool, stuck: Optional[List[dict]], reaped: Dict[str, Any],
+            duration: float) -> Result:
     """The one verdict: a rescued block is HANG; otherwise the child's own conclusion, or ERROR."""
-    child = w.result or {}
+    limits = w.limits
+    child = w.reported or {}
     evidence: Dict[str, Any] = dict(w.notes)
     evidence.update(child.get("evidence", {}))
     evidence["exit"] = reaped
     if w.hang is not None:
         evidence["hang"] = w.hang
-        evidence["rescue"] = rescue_note
+        evidence["rescue"] = w.rescue_note
         if child:
             evidence["after_rescue"] = {"verdict": child.get("verdict"), "reason": child.get("reason")}
         else:
@@ -246,7 +262,7 @@ def _decide(scenario, memory, params, kernel, w: _Watch, rescue_note, timed_out,
     else:
         verdict = Verdict.ERROR
         reason = f"child ended without a verdict (exit {reaped.get('exit')})"
-    return Result(scenario.name, memory, verdict, reason, evidence, kernel, params, round(duration, 3))
+    return Result(w.scenario.name, w.memory, verdict, reason, evidence, w.kernel, w.params, round(duration, 3))
 
 
 def run_many(plan: Iterable[tuple], kernel: Dict[str, Any], limits: Limits,
@@ -258,11 +274,8 @@ def run_many(plan: Iterable[tuple], kernel: Dict[str, Any], limits: Limits,
     for scenario, memory, params, skip in plan:
         if skip:
             res = Result(scenario.name, memory, Verdict.SKIP, skip, {}, kernel, params, 0.0)
-        elif splats is None:
-            res = run_one(scenario, memory, params, kernel, limits, odirect_target)
         else:
-            window = splats.start()
-            res = splats.judge(run_one(scenario, memory, params, kernel, limits, odirect_target), window)
+            res = run_one(scenario, memory, params, kernel, limits, odirect_target, splats)
         on_result(res)
         results.append(res)
     return results

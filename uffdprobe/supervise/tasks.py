@@ -3,7 +3,7 @@
 import os
 from typing import Dict, List, Optional, Tuple
 
-from uffdprobe.osutil.children import proc_stat
+from uffdprobe.osutil.procs import stat as proc_stat
 
 
 def _read(path: str) -> Optional[str]:

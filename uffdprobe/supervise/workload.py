@@ -23,6 +23,8 @@ from uffdprobe.osutil import children, lifetime
 from uffdprobe.scenarios.rows import NO_MEMORY
 from uffdprobe.verdicts import Result, Verdict
 from . import procfs, progress, rescue, tasks
+from .loop import exited, supervise
+from .protocol import Bounds, Ending, Step
 from .splat import SplatWatch
 
 POLL_S = 0.25
@@ -120,43 +122,110 @@ def _tail(out: Dict[str, Any], lines: int = 5) -> str:
     return " | ".join(str(out.get("text", "")).strip().splitlines()[-lines:])
 
 
+class _Program:
+    """A program as a Workload (protocol.py): its output into files, its process tree sampled each tick
+    (HANG with a rescue, STUCK), its exit status the verdict otherwise."""
+
+    def __init__(self, name: str, argv: List[str], kernel: Dict[str, Any], limits: ExecLimits,
+                 cwd: Optional[str], env: Optional[Dict[str, str]], logs: str):
+        self.name, self.argv, self.kernel, self.limits, self.cwd, self.env = name, argv, kernel, limits, cwd, env
+        self.params = {"argv": list(argv), "cwd": cwd or os.getcwd()}
+        self.out_path, self.err_path = os.path.join(logs, "stdout"), os.path.join(logs, "stderr")
+        self.proc: Optional[subprocess.Popen] = None
+        self.cannot: Optional[str] = None
+        self.track = _Tracker()
+        self.moving = progress.Progress(time.monotonic())
+        self.evidence: Dict[str, Any] = {}
+        self.hang: Optional[Dict[str, Any]] = None
+        self.answered: List[dict] = []
+        self.actions: List[str] = []
+        self.stuck: Optional[Tuple[Verdict, str]] = None
+
+    def start(self) -> Optional[subprocess.Popen]:
+        try:
+            with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+                self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
+                                             stdout=out, stderr=err, start_new_session=True)
+        except OSError as exc:
+            self.cannot = f"cannot run {self.argv[0]}: {exc.strerror or exc}"
+        return self.proc
+
+    def wait(self, seconds: float) -> bool:
+        return exited(self.proc, seconds)
+
+    def tick(self, now: float) -> Step:
+        """Sample the tree: a HANG's faults answered (again each time the rule holds), or STUCK."""
+        assert self.proc is not None
+        limits, track = self.limits, self.track
+        snapshot = procfs.task_evidence(self.proc.pid)
+        track.sample(now, snapshot)
+        holders = procfs.userfaultfds(sorted({t["pid"] for t in snapshot}))
+        self.moving.sample(now, snapshot, holders)
+        blocked = track.in_uffd_for(now, limits.hang_s)
+        if blocked and any(h.unanswered for h in holders) and self.moving.quiet_for(now) >= limits.hang_s \
+                and len(self.answered) < MAX_ANSWERS:  # nobody will answer: only now is it ours to answer
+            if self.hang is None:
+                self.hang = _hang_evidence(snapshot, blocked)
+                self.hang["progress"] = self.moving.as_data(now)
+                self.evidence.update(hang=self.hang, userfaultfds=[h.as_data() for h in holders], tasks=snapshot)
+            read, acts = rescue.answer_pending(holders)
+            self.answered += read
+            self.actions += acts
+            self.hang["pending_uffd_messages"] = self.answered
+            for key in blocked:  # each answered wait starts its clock anew
+                track.uffd.pop(key, None)
+            return Step.RESCUED
+        if self.hang is None:
+            stuck = track.stuck_for(now, limits.stuck_s, max(limits.stuck_s, limits.hang_s))
+            if stuck:
+                self.stuck = _stuck(self.evidence, snapshot, stuck, limits)
+                return Step.STOP
+        return Step.GO_ON
+
+    def result(self, ending: Ending) -> Result:
+        if self.proc is None or ending.stopped is None:
+            return Result(self.name, NO_MEMORY, Verdict.ERROR, str(self.cannot), {"argv": list(self.argv)},
+                          self.kernel, self.params, ending.took)
+        proc, evidence, limits = self.proc, self.evidence, self.limits
+        verdict: Optional[Verdict] = None
+        reason = ""
+        if self.stuck is not None:
+            verdict, reason = self.stuck
+        elif self.hang is not None:
+            verdict, reason = _hanged(evidence, self.hang, self.answered, self.actions,
+                                      proc.returncode if ending.ended else None, ending.at_bound, limits)
+        elif ending.timed_out:
+            evidence["tasks"] = ending.at_bound
+            states = ", ".join(f"{t['pid']}/{t['tid']} {t['state']}" for t in evidence["tasks"] or [])
+            verdict = Verdict.ERROR
+            reason = f"still running after {limits.total_s:g}s with no task stuck ({states}): killed"
+        evidence["exit"] = _exit_facts(proc.returncode if ending.stopped.reaped else None, ending.stopped)
+        evidence["stdout"] = bounded_output(self.out_path, limits.output_bytes)
+        evidence["stderr"] = bounded_output(self.err_path, limits.output_bytes)
+        if verdict is None:
+            status = proc.returncode
+            if status == 0:
+                verdict, reason = Verdict.PASS, "exited 0"
+            else:
+                how = f"killed by signal {signal.Signals(-status).name}" if status < 0 else f"exited {status}"
+                tail = _tail(evidence["stderr"]) or _tail(evidence["stdout"])
+                verdict, reason = Verdict.FAIL, f"{how}" + (f": {tail}" if tail else "")
+        evidence["argv"] = list(self.argv)
+        return Result(self.name, NO_MEMORY, verdict, reason, evidence, self.kernel, self.params, ending.took)
+
+    def rows(self, judged: Result) -> List[Result]:
+        return [judged]
+
+
 def run_program(name: str, argv: List[str], kernel: Dict[str, Any], limits: ExecLimits,
                 cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None,
                 splats: Optional[SplatWatch] = None) -> Result:
     """Run argv under the supervisor; exactly one Result (scenario `name`, memory NO_MEMORY). With
     `splats`, the kernel log around the run judges it too (WARN/OOPS for a splat while it ran)."""
-    if splats is not None:
-        window = splats.start()
-        return splats.judge(run_program(name, argv, kernel, limits, cwd, env), window)
-    started = time.monotonic()
-    params = {"argv": list(argv), "cwd": cwd or os.getcwd()}
     with tempfile.TemporaryDirectory(prefix=lifetime.temp_prefix("exec")) as logs:
-        out_path, err_path = os.path.join(logs, "stdout"), os.path.join(logs, "stderr")
-        try:
-            with open(out_path, "wb") as out, open(err_path, "wb") as err:
-                proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                        start_new_session=True)
-        except OSError as exc:
-            return Result(name, NO_MEMORY, Verdict.ERROR, f"cannot run {argv[0]}: {exc.strerror or exc}",
-                          {"argv": list(argv)}, kernel, params, round(time.monotonic() - started, 3))
-        try:
-            evidence, verdict, reason = _watch(proc, limits)
-        finally:
-            ended = children.stop_group(proc, first=None if proc.poll() is not None else signal.SIGKILL,
-                                        grace=2.0)
-        evidence["exit"] = _exit_facts(proc.returncode if ended.reaped else None, ended)
-        evidence["stdout"] = bounded_output(out_path, limits.output_bytes)
-        evidence["stderr"] = bounded_output(err_path, limits.output_bytes)
-    if verdict is None:
-        status = proc.returncode
-        if status == 0:
-            verdict, reason = Verdict.PASS, "exited 0"
-        else:
-            how = f"killed by signal {signal.Signals(-status).name}" if status < 0 else f"exited {status}"
-            tail = _tail(evidence["stderr"]) or _tail(evidence["stdout"])
-            verdict, reason = Verdict.FAIL, f"{how}" + (f": {tail}" if tail else "")
-    evidence["argv"] = list(argv)
-    return Result(name, NO_MEMORY, verdict, reason, evidence, kernel, params, round(time.monotonic() - started, 3))
+        bounds = Bounds(total_s=limits.total_s, rescue_s=limits.rescue_s, poll_s=POLL_S,
+                        snapshot=procfs.task_evidence)
+        return supervise(_Program(name, argv, kernel, limits, cwd, env, logs), bounds, splats)[0]
 
 
 def _exit_facts(status: Optional[int], ended: children.Stopped) -> Dict[str, Any]:
@@ -167,57 +236,6 @@ def _exit_facts(status: Optional[int], ended: children.Stopped) -> Dict[str, Any
     return facts
 
 
-def _watch(proc: subprocess.Popen, limits: ExecLimits) -> Tuple[Dict[str, Any], Optional[Verdict], str]:
-    """Sample the tree until the program ends (verdict None: its exit decides), hangs, is stuck or runs out
-    of time (then the caller kills it)."""
-    track = _Tracker()
-    moving = progress.Progress(time.monotonic())
-    evidence: Dict[str, Any] = {}
-    hang: Optional[Dict[str, Any]] = None
-    answered: List[dict] = []
-    actions: List[str] = []
-    deadline = time.monotonic() + limits.total_s
-    while True:
-        try:
-            proc.wait(POLL_S)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-        now = time.monotonic()
-        if now >= deadline:
-            break
-        snapshot = procfs.task_evidence(proc.pid)
-        track.sample(now, snapshot)
-        holders = procfs.userfaultfds(sorted({t["pid"] for t in snapshot}))
-        moving.sample(now, snapshot, holders)
-        blocked = track.in_uffd_for(now, limits.hang_s)
-        if blocked and any(h.unanswered for h in holders) and moving.quiet_for(now) >= limits.hang_s \
-                and len(answered) < MAX_ANSWERS:  # nobody will answer: only now is it ours to answer
-            if hang is None:
-                hang = _hang_evidence(snapshot, blocked)
-                hang["progress"] = moving.as_data(now)
-                evidence.update(hang=hang, userfaultfds=[h.as_data() for h in holders], tasks=snapshot)
-            read, acts = rescue.answer_pending(holders)
-            answered += read
-            actions += acts
-            hang["pending_uffd_messages"] = answered
-            for key in blocked:  # each answered wait starts its clock anew
-                track.uffd.pop(key, None)
-            deadline = min(deadline, now + limits.rescue_s)
-            continue
-        if hang is None:
-            stuck = track.stuck_for(now, limits.stuck_s, max(limits.stuck_s, limits.hang_s))
-            if stuck:
-                return _stuck(evidence, snapshot, stuck, limits)
-    if hang is None:
-        if proc.poll() is None:
-            evidence["tasks"] = procfs.task_evidence(proc.pid)
-            states = ", ".join(f"{t['pid']}/{t['tid']} {t['state']}" for t in evidence["tasks"])
-            return evidence, Verdict.ERROR, f"still running after {limits.total_s:g}s with no task stuck ({states}): killed"
-        return evidence, None, ""
-    return _hanged(evidence, hang, answered, actions, proc, limits)
-
-
 def _hang_evidence(snapshot: List[dict], blocked: List[tuple]) -> Dict[str, Any]:
     keys = set(blocked)
     return {"watched_call": "the program", "pending_uffd_messages": [],
@@ -225,12 +243,11 @@ def _hang_evidence(snapshot: List[dict], blocked: List[tuple]) -> Dict[str, Any]
             "all_task_states": {f"{t['pid']}/{t['tid']}": t["state"] for t in snapshot}}
 
 
-def _hanged(evidence, hang, answered, actions, proc, limits) -> Tuple[Dict[str, Any], Verdict, str]:
+def _hanged(evidence, hang, answered, actions, status, at_kill, limits) -> Tuple[Verdict, str]:
     evidence["rescue_actions"] = actions
     faults = [m for m in answered if m.get("event") == "pagefault"]
     if faults:
         evidence["fault_address"] = faults[0]["address"]
-    status = proc.poll()
     n = len(hang["blocked_tasks"])
     what = ", ".join(f"{m['address']} {'|'.join(m.get('flags') or ['MISSING'])}" for m in faults[:4]) or \
         "no message could be read"
@@ -242,14 +259,14 @@ def _hanged(evidence, hang, answered, actions, proc, limits) -> Tuple[Dict[str, 
         evidence["rescue"] = (f"not rescued: {len(faults)} fault(s) answered ({what}), still not done "
                               f"{limits.rescue_s:g}s after the last answer: killed and reaped")
         evidence["rescued"] = False
-        evidence["tasks_at_kill"] = procfs.task_evidence(proc.pid)
+        evidence["tasks_at_kill"] = at_kill
     quiet = hang.get("progress", {}).get("no_progress_for_s")
     reason = (f"{n} task(s) blocked > {limits.hang_s:g}s in handle_userfault with unanswered faults ({what}), "
               f"no progress in the tree for {quiet}s; " + ("rescued" if status is not None else "not rescued, killed"))
-    return evidence, Verdict.HANG, reason
+    return Verdict.HANG, reason
 
 
-def _stuck(evidence, snapshot, stuck, limits) -> Tuple[Dict[str, Any], Verdict, str]:
+def _stuck(evidence, snapshot, stuck, limits) -> Tuple[Verdict, str]:
     keys = dict(stuck)
     chosen = [dict(t, stuck=keys[(t["pid"], t["tid"])]) for t in snapshot if (t["pid"], t["tid"]) in keys]
     evidence["stuck"] = {"watched_call": "the program", "blocked_tasks": chosen, "pending_uffd_messages": []}
@@ -259,4 +276,4 @@ def _stuck(evidence, snapshot, stuck, limits) -> Tuple[Dict[str, Any], Verdict, 
     reason = (f"{len(chosen)} task(s) stuck > {limits.stuck_s:g}s outside a uffd wait: {first.get('pid')}/"
               f"{first.get('tid')} {first.get('comm')} {first.get('stuck')} (wchan {first.get('wchan') or '?'}): "
               "killed")
-    return evidence, Verdict.STUCK, reason
+    return Verdict.STUCK, reason

@@ -1,12 +1,19 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The compiled cffi module and the header constants it carries, as a dict per group."""
+from typing import Dict, Tuple
+
 from ._native import ffi, lib
 
 __all__ = ["ffi", "lib", "constants", "absent"]
 
 
-def _read_table():
-    table, missing = {}, {}
+#: group -> {header name: value}
+Table = Dict[str, Dict[str, int]]
+
+
+def _read_table() -> Tuple[Table, Table]:
+    table: Table = {}
+    missing: Table = {}
     for i in range(lib.up_nconstants):
         c = lib.up_constants[i]
         group = ffi.string(c.group).decode()

@@ -14,7 +14,7 @@ fails, times out, is ambivalent or is not installed leaves the device refused.
 import os
 import shutil
 import subprocess
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 BLKID_TIMEOUT = 30
 
@@ -87,7 +87,7 @@ def _tool(name: str) -> Optional[str]:
     return shutil.which(name) or next((p for p in (f"/sbin/{name}", f"/usr/sbin/{name}") if os.path.exists(p)), None)
 
 
-def _probe(name: str, argv: list) -> "subprocess.CompletedProcess | str":
+def _probe(name: str, argv: List[str]) -> "subprocess.CompletedProcess[str] | str":
     """The finished probe, or why it could not say anything (not installed, failed to start, timed out)."""
     tool = _tool(name)
     if tool is None:
@@ -126,7 +126,7 @@ def _wipefs(device: str) -> Optional[str]:
     return f"it carries {', '.join(found)} (wipefs)" if found else None
 
 
-def _describe(found: dict) -> str:
+def _describe(found: Dict[str, str]) -> str:
     if "PTTYPE" in found:
         return f"a {found['PTTYPE']} partition table"
     kind = found.get("TYPE", "unknown")

@@ -5,7 +5,7 @@ import gzip
 import hashlib
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from .errors import UffdError
 from .flags import Feature, RegisterMode, absent_from_headers, names
@@ -64,7 +64,7 @@ class KernelFeatures:
     def has(self, feature: Feature) -> bool:
         return bool(self.feature_bits & int(feature))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
 
@@ -108,7 +108,7 @@ def _register_probe(mode: RegisterMode, available: Feature, shmem: bool = False)
             uffd.api(wanted)
             return names(uffd.register(page.addr, PAGE_SIZE, mode))
     except UffdError as exc:
-        return [f"refused: {errno.errorcode.get(exc.errno, exc.errno)}"]
+        return [f"refused: {errno.errorcode.get(exc.errno or 0, exc.errno)}"]
 
 
 def _probe_page(shmem: bool) -> Mapping:

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Flag enums built from the header constants: features, ioctls, modes, events, fault flags."""
 import enum
+from typing import Dict, List
 
 from ._ffi import absent, constants
 
@@ -15,7 +16,9 @@ def _flag(name: str, group: str, prefix: str, shift: bool = False) -> type:
 Feature = _flag("Feature", "feature", "UFFD_FEATURE_")
 #: The ioctls bitmask bits that UFFDIO_API and UFFDIO_REGISTER return (1 << _UFFDIO_*).
 Ioctl = _flag("Ioctl", "ioctl", "_UFFDIO_", shift=True)
+#: UFFDIO_REGISTER_MODE_* (MISSING, WP, MINOR): what a range is registered for.
 RegisterMode = _flag("RegisterMode", "register", "UFFDIO_REGISTER_MODE_")
+#: UFFD_PAGEFAULT_FLAG_* (WRITE, WP, MINOR) of a pagefault message.
 PageFaultFlag = _flag("PageFaultFlag", "pagefault", "UFFD_PAGEFAULT_FLAG_")
 Event = enum.IntEnum("Event", {k[len("UFFD_EVENT_"):]: v for k, v in constants["event"].items()},
                      module=__name__)
@@ -42,6 +45,6 @@ def names(flags: enum.IntFlag) -> list:
     return out
 
 
-def absent_from_headers() -> dict:
+def absent_from_headers() -> Dict[str, List[str]]:
     """Constants the build headers lack, by group (MOVE, POISON, ... on a 6.1 header)."""
     return dict(absent)

@@ -2,11 +2,12 @@
 """Memory the scenarios fault on: mmap/munmap/mprotect/madvise, memfd, vmsplice, process_vm_*, O_DIRECT."""
 import errno
 import os
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from ._ffi import constants, ffi, lib
 from .errors import NotSupportedError, error_for
 
+#: The base page size of the running kernel, in bytes.
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MMAN = constants["mman"]
 MADV = constants["madvise"]
@@ -31,8 +32,8 @@ class Mapping:
         """Address of page `index` in this mapping."""
         return self.addr + index * PAGE_SIZE
 
-    def buffer(self, offset: int = 0, length: Optional[int] = None):
-        """A writable buffer over [offset, offset+length); touching it may fault."""
+    def buffer(self, offset: int = 0, length: Optional[int] = None) -> Any:
+        """A writable buffer over [offset, offset+length) (a cffi buffer: no static type); touching it may fault."""
         length = self.length - offset if length is None else length
         return ffi.buffer(ffi.cast("char *", self.addr + offset), length)
 
@@ -40,7 +41,7 @@ class Mapping:
         """Copy bytes out without holding the GIL, so a Python fault handler can serve the fault."""
         out = ffi.new("char[]", length)
         lib.up_memcpy(int(ffi.cast("uintptr_t", out)), self.addr + offset, length)
-        return ffi.buffer(out, length)[:]
+        return bytes(ffi.buffer(out, length))
 
     def write(self, offset: int, data: bytes) -> None:
         """Copy bytes in without holding the GIL (the store may raise a uffd fault)."""
@@ -55,7 +56,7 @@ class Mapping:
     def __enter__(self) -> "Mapping":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -145,14 +146,15 @@ def open_direct(path: str, flags: int = os.O_RDWR) -> int:
     try:
         return os.open(path, flags | os.O_DIRECT | os.O_CLOEXEC)
     except OSError as exc:
-        raise error_for(exc.errno, f"open({path}, O_DIRECT)",
+        raise error_for(exc.errno or errno.EIO, f"open({path}, O_DIRECT)",
                         hint="this filesystem may not accept O_DIRECT" if exc.errno == errno.EINVAL else "") from None
 
 
 def touch(addr: int, length: int, *, write: bool = False, value: int = 0, stride: int = PAGE_SIZE) -> int:
     """Read (or write `value` to) one byte per `stride` from C, without the GIL: this is where faults happen."""
-    return lib.up_touch(addr, length, stride, 1 if write else 0, value)
+    return int(lib.up_touch(addr, length, stride, 1 if write else 0, value))
 
 
 def gettid() -> int:
-    return lib.up_gettid()
+    """The calling thread's kernel thread id (gettid(2)), as a fault message's `ptid` names it."""
+    return int(lib.up_gettid())

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """uffd_msg decoding: one small frozen dataclass per event kind."""
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Dict, Union
 
-from .flags import Event, PageFaultFlag
+# PageFaultFlag is what a PageFault's flags are: a reader of messages finds it here too.
+from .flags import Event, PageFaultFlag as PageFaultFlag
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,8 @@ class Unknown:
 Message = Union[PageFault, Fork, Remap, Remove, Unmap, Unknown]
 
 
-def decode(raw) -> Message:
-    """Turn one native `struct up_msg` into its dataclass."""
+def decode(raw: Any) -> Message:
+    """Turn one native `struct up_msg` (cffi cdata: no static type) into its dataclass."""
     event = raw.event
     if event == Event.PAGEFAULT:
         return PageFault(raw.address, PageFaultFlag(raw.flags), raw.ptid)
@@ -75,11 +76,11 @@ def decode(raw) -> Message:
     return Unknown(event)
 
 
-def as_data(msg: Message) -> dict:
+def as_data(msg: Message) -> Dict[str, Any]:
     """A message as JSON-ready data: the event's name, addresses as hex strings, flags as names."""
     from dataclasses import fields
     from .flags import names
-    out: dict = {"event": {PageFault: "pagefault", Fork: "fork", Remap: "remap", Remove: "remove",
+    out: Dict[str, Any] = {"event": {PageFault: "pagefault", Fork: "fork", Remap: "remap", Remove: "remove",
                            Unmap: "unmap"}.get(type(msg), "unknown")}
     for f in fields(msg):
         value = getattr(msg, f.name)

@@ -10,14 +10,14 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Tuple
 
 from uffdprobe.exitcodes import UsageError
 from uffdprobe.osutil import datafiles
 from uffdprobe.osutil.files import cache_home
 
 #: name -> (its C source in native/, what it is)
-PROGRAMS: Dict[str, tuple] = {
+PROGRAMS: Dict[str, Tuple[str, str]] = {
     "umapsort-repro": ("umapsort_repro.c",
                        "the umapsort eviction hang: a uffd service thread write-protects a page and writes "
                        "it with O_DIRECT itself (HANG where GUP breaks COW for reads, PASS elsewhere)"),

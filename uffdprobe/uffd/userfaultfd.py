@@ -3,7 +3,7 @@
 import errno
 import os
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from . import messages
 from ._ffi import ffi, lib
@@ -33,7 +33,7 @@ class ApiInfo:
     ioctls: Ioctl
 
 
-def _mode(table: dict, name: str, wanted: bool) -> int:
+def _mode(table: Dict[str, int], name: str, wanted: bool) -> int:
     if not wanted:
         return 0
     if name not in table:
@@ -78,7 +78,7 @@ class Userfaultfd:
     def __enter__(self) -> "Userfaultfd":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def api(self, features: Feature = Feature(0)) -> ApiInfo:
@@ -113,14 +113,14 @@ class Userfaultfd:
         done = ffi.new("int64_t *")
         if lib.up_copy(self.fd, dst, src, length, mode, done) < 0:
             raise error_for(ffi.errno, "UFFDIO_COPY", dst, length, done=max(done[0], 0))
-        return done[0]
+        return int(done[0])
 
     def zeropage(self, start: int, length: int, *, dontwake: bool = False) -> int:
         mode = _mode(ZEROPAGE_MODE, "UFFDIO_ZEROPAGE_MODE_DONTWAKE", dontwake)
         done = ffi.new("int64_t *")
         if lib.up_zeropage(self.fd, start, length, mode, done) < 0:
             raise error_for(ffi.errno, "UFFDIO_ZEROPAGE", start, length, done=max(done[0], 0))
-        return done[0]
+        return int(done[0])
 
     def writeprotect(self, start: int, length: int, protect: bool, *,
                      dontwake: bool = False) -> None:
@@ -139,7 +139,7 @@ class Userfaultfd:
         done = ffi.new("int64_t *")
         if lib.up_continue(self.fd, start, length, mode, done) < 0:
             raise error_for(ffi.errno, "UFFDIO_CONTINUE", start, length, done=max(done[0], 0))
-        return done[0]
+        return int(done[0])
 
     def move(self, dst: int, src: int, length: int, *, dontwake: bool = False,
              allow_src_holes: bool = False) -> int:
@@ -150,7 +150,7 @@ class Userfaultfd:
         if lib.up_move(self.fd, dst, src, length, mode, done) < 0:
             raise error_for(ffi.errno, "UFFDIO_MOVE", dst, length, done=max(done[0], 0),
                             hint="" if MOVE_MODE else "absent from the build headers")
-        return done[0]
+        return int(done[0])
 
     def poison(self, start: int, length: int, *, dontwake: bool = False) -> int:
         """UFFDIO_POISON (6.6+) where the headers and the kernel grant it."""
@@ -159,14 +159,14 @@ class Userfaultfd:
         if lib.up_poison(self.fd, start, length, mode, done) < 0:
             raise error_for(ffi.errno, "UFFDIO_POISON", start, length, done=max(done[0], 0),
                             hint="" if POISON_MODE else "absent from the build headers")
-        return done[0]
+        return int(done[0])
 
     def poll(self, timeout: float) -> bool:
         """True when a message is ready within `timeout` seconds (negative: wait forever)."""
         ret = lib.up_poll_in(self.fd, -1 if timeout < 0 else int(timeout * 1000))
         if ret < 0:
             raise error_for(ffi.errno, "poll(userfaultfd)")
-        return ret > 0
+        return bool(ret > 0)
 
     def read(self, max_msgs: int = 64) -> List[messages.Message]:
         """Read up to `max_msgs` messages; [] when none is pending on a non-blocking fd."""

@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 from uffdprobe.exitcodes import UsageError
 from uffdprobe.osutil import children, datafiles
@@ -25,6 +25,8 @@ GUEST_INIT = Path(__file__).resolve().with_name("guest_init.sh")
 #: Host directories the guest covers with its own filesystems (guest_mounts.sh): whatever lives there
 #: on the host, the guest cannot see.
 GUEST_PRIVATE_DIRS = ("/tmp", "/var/tmp", "/run", "/dev", "/proc", "/sys")
+#: Where the guest sees the run folder's channel (guest_init.sh's CHANNEL): results, and files brought along.
+GUEST_CHANNEL = "/run/uffdprobe/channel"
 SCRATCH_MB = 64
 #: A second sparse disk the guest makes its swap (anon-swap, the selftests' swapped-out cases), found by serial.
 SWAP_MB, SWAP_SERIAL = 64, "uffdprobe-swap"
@@ -97,19 +99,21 @@ def kernel_append(initrd: bool, transport: str, timeout: float, silence_timeout:
 
 def boot(kernel, argv, *, timeout: float = 300, silence_timeout: float = 120, accel: Optional[str] = None,
          memory_mb: int = 1024, cpus: int = 2, run_dir=None, extra_append=(), cache_dir=None,
-         progress=None, scratch_mb: int = SCRATCH_MB, hung_task_s: Optional[int] = None) -> BootResult:
+         progress=None, scratch_mb: int = SCRATCH_MB, hung_task_s: Optional[int] = None,
+         bring: Optional[Dict[str, Path]] = None) -> BootResult:
     """Boot kernel (bzImage, vmlinuz or linux-image .deb), run argv in it, and return the BootResult.
+    `bring`: files copied into the channel first (NAME -> host file; the guest sees GUEST_CHANNEL/NAME).
 
     While it runs (main thread only) SIGTERM/SIGHUP raise Terminated; QEMU is killed on every exit path.
     """
     _check_args(argv, timeout, silence_timeout, memory_mb, cpus)
     with children.signals_raise(Terminated):
         return _boot(kernel, list(argv), timeout, silence_timeout, accel, memory_mb, cpus, run_dir,
-                     extra_append, cache_dir, progress, scratch_mb, hung_task_s)
+                     extra_append, cache_dir, progress, scratch_mb, hung_task_s, bring or {})
 
 
 def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_dir, extra_append,
-          cache_dir, progress, scratch_mb=SCRATCH_MB, hung_task_s=None) -> BootResult:
+          cache_dir, progress, scratch_mb=SCRATCH_MB, hung_task_s=None, bring=None) -> BootResult:
     started = time.monotonic()
     if run_dir and Path(run_dir).exists() and any(Path(run_dir).iterdir()):
         raise VmInputError(f"run directory {run_dir} is not empty: give a new or empty one")
@@ -128,6 +132,9 @@ def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_di
     channel = run_dir / "channel"
     results = channel / "results"
     results.mkdir(parents=True, exist_ok=True)
+    for name, source in (bring or {}).items():  # mode kept: a program stays executable
+        (channel / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, channel / name)
     bound = max(1, int(timeout - GUEST_BOUND_MARGIN))
     (channel / "command.sh").write_text(f"BOUND={bound}\nset -- {shlex.join(argv)}\n")
     scratch, swap = run_dir / "scratch.img", run_dir / "swap.img"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from uffdprobe.osutil import children
-from uffdprobe.osutil.files import owner_gone
+from uffdprobe.osutil.procs import owner_gone
 from .errors import VmInputError, VmSetupError
 
 DPKG_TIMEOUT = 300.0

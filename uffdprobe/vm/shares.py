@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 
 from uffdprobe.osutil import children
-from uffdprobe.osutil.files import owner_gone
+from uffdprobe.osutil.procs import owner_gone
 from . import leftovers
 from .errors import VmSetupError
 from .resolve import VIRTIOFSD

@@ -31,7 +31,8 @@ def run_kernel_spin(ctx: ScenarioContext) -> Outcome:
                         buf = bytearray(64 << 20)
                 os.readv(src, [buf])  # 64 MiB cleared by the kernel a call
     finally:
-        os.close(src), os.close(dst)
+        os.close(src)
+        os.close(dst)
     return Outcome(Verdict.PASS, "the spin ended by itself before the supervisor judged it")
 
 
