@@ -102,6 +102,7 @@ const struct up_const up_constants[] = {
 	C("madvise", MADV_REMOVE),
 	C("madvise", MADV_COLLAPSE),
 	C("madvise", MADV_PAGEOUT),
+	C("madvise", MADV_WILLNEED),
 	C("madvise", MADV_POPULATE_READ),
 	C("madvise", MADV_POPULATE_WRITE),
 	C("memfd", MFD_CLOEXEC),
@@ -389,6 +390,11 @@ int up_mprotect(uint64_t addr, uint64_t len, int prot)
 int up_madvise(uint64_t addr, uint64_t len, int advice)
 {
 	return madvise((void *)addr, len, advice);
+}
+
+int up_mincore(uint64_t addr, uint64_t len, unsigned char *vec)
+{
+	return mincore((void *)addr, len, vec);
 }
 
 int up_memfd_create(const char *name, unsigned int flags)

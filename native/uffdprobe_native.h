@@ -68,6 +68,7 @@ void *up_mmap(void *addr, uint64_t len, int prot, int flags, int fd, int64_t off
 int up_munmap(uint64_t addr, uint64_t len);
 int up_mprotect(uint64_t addr, uint64_t len, int prot);
 int up_madvise(uint64_t addr, uint64_t len, int advice);
+int up_mincore(uint64_t addr, uint64_t len, unsigned char *vec);
 int up_memfd_create(const char *name, unsigned int flags);
 int up_fallocate(int fd, int mode, int64_t off, int64_t len);
 int64_t up_vmsplice(int fd, uint64_t addr, uint64_t len, unsigned int flags);

@@ -506,3 +506,13 @@ def test_minor_hugetlbfs_fault_resolved_by_continue(uffd, kf, faulter, free_huge
         _minor_fault_then_continue(uffd, fd, huge, faulter)
     finally:
         os.close(fd)
+
+
+def test_mincore_tells_resident_pages_from_untouched_ones():
+    """mincore(2): a written page is resident, a never-touched one of the same mapping is not."""
+    m = memory.mmap_anonymous(4 * memory.PAGE_SIZE)
+    try:
+        m.write(memory.PAGE_SIZE, b"resident")
+        assert memory.mincore(m.addr, m.length) == [False, True, False, False]
+    finally:
+        m.close()

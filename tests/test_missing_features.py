@@ -33,7 +33,8 @@ PLANNED = {(s.name, m) for s in select([]) for m in s.memory}
 NEEDS_WP = {s.name for s in select([]) if "uffd-wp" in s.needs}
 NEEDS_NOTHING = {s.name for s in select([]) if not s.needs}  # fork + vmsplice only: cow-leak, cow-leak-reverse
 NEEDS_ONLY_UFFD = {s.name for s in select([]) if s.needs == ("uffd",)}  # continue-fallocated (MINOR, no WP), ...
-NEWER_THAN_6_1 = {"move-basic", "pagemap-scan-written", "pagemap-scan-zapped"}  # 6.7+ and 6.8+ interfaces
+NEWER_THAN_6_1 = {"move-basic", "move-swapcache", "pagemap-scan-written", "pagemap-scan-zapped",
+                  "pagemap-scan-pmd-hole", "pagemap-scan-hugetlb-hole"}  # 6.7+ and 6.8+ interfaces
 _RUNS: dict = {}
 
 

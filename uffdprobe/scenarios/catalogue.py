@@ -130,3 +130,24 @@ def by_defect(scenarios) -> List[Tuple[Defect, list]]:
         if s.defect is not None:
             out.setdefault(s.defect.id, (s.defect, []))[1].append(s)
     return list(out.values())
+
+
+MOVE_SWAPCACHE = Defect(
+    id="move-swapcache-bug",
+    fixes=(Commit("c50f8e6053b0", "mm: fix kernel BUG when userfaultfd_move encounters swapcache"),),
+    introduced=(Commit("adef440691ba", "userfaultfd: UFFDIO_MOVE uABI"),),
+    first_affected="v6.8", first_fixed="v6.14", stable=("6.12.20",),
+    memory=("anon-swap",))
+
+PAGEMAP_SCAN_HUGETLB_HOLE = Defect(
+    id="pagemap-scan-hugetlb-self-deadlock",
+    fixes=(Commit("e92d92bbafb2", "fs/proc/task_mmu: fix hugetlb self-deadlock in pagemap_scan_pte_hole()"),),
+    introduced=(Commit("52526ca7fdb9", "fs/proc/task_mmu: implement IOCTL to get and optionally clear info "
+                                       "about PTEs"),),
+    first_affected="v6.7", first_fixed="v7.2-rc1", stable=("6.12.97",))
+
+PAGEMAP_SCAN_PMD_HOLE = Defect(
+    id="pagemap-scan-pmd-hole-written",
+    fixes=(Commit("40de8160ca7f", "fs/proc/task_mmu: fix PAGEMAP_SCAN written state for PMD holes"),),
+    introduced=(Commit("2bad466cc9d9", "mm/uffd: UFFD_FEATURE_WP_UNPOPULATED"),),
+    first_affected="v6.7", first_fixed="v7.2", stable=("6.12.103",))

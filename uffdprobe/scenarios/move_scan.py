@@ -4,6 +4,8 @@ asynchronous uffd-wp); a kernel without them is SKIP with the probed reason (CAN
 
 - move-basic: a MISSING fault on an empty destination answered by UFFDIO_MOVE of a populated source
   (a small page, a THP moved as one PMD, a swapped-out page): the data arrives, the source is empty.
+  It runs in a victim process (victim.py): a paged-out page may still sit in the swap cache, where a
+  kernel without c50f8e6053b0 BUGs (move-swapcache asks that on purpose).
 - pagemap-scan-written: WP_ASYNC on a populated range, PAGEMAP_SCAN with PM_SCAN_WP_MATCHING clears the
   written state, two writes later a scan names exactly those two pages, and no uffd message was raised.
 - pagemap-scan-zapped (catalogue): pages written under WP_ASYNC, then zapped by MADV_DONTNEED, are not
@@ -12,6 +14,7 @@ asynchronous uffd-wp); a kernel without them is SKIP with the probed reason (CAN
   an unpopulated pte clean, and a dumper using it (CRIU) stopped tracking writes to the range.
 """
 import errno
+import threading
 from typing import Any, Dict
 
 from uffdprobe.uffd import memory, pagemap
@@ -22,15 +25,19 @@ from uffdprobe.uffd.messages import PageFault, as_data
 from uffdprobe.uffd.pagemap import Category
 from uffdprobe.uffd.userfaultfd import Userfaultfd
 from uffdprobe.verdicts import Outcome, Verdict
-from .common import PATTERN, Bounded, page_flags
+from . import victim
+from .common import PATTERN, page_flags
 from .context import ScenarioContext
 from .memkinds import SkipScenario, allocate, thp_size
 
 
 ZAPPED_PAGES = 16
+MOVE_FEATURE = "UFFD_FEATURE_MOVE (UFFDIO_MOVE, v6.8)"
+MOVE_SETUP_S = 60.0  # allocate (a page-out for anon-swap), fault, move: slow under TCG
+MOVE_READ_S = 15.0
 
 
-def _uffd_with(features: Feature, what: str) -> Userfaultfd:
+def uffd_with(features: Feature, what: str) -> Userfaultfd:
     """A userfaultfd with `features` enabled, or SkipScenario naming what the kernel lacks."""
     uffd = Userfaultfd.open()
     try:
@@ -44,47 +51,72 @@ def _uffd_with(features: Feature, what: str) -> Userfaultfd:
 
 
 def run_move(ctx: ScenarioContext) -> Outcome:
-    uffd = _uffd_with(Feature.MOVE, "UFFD_FEATURE_MOVE (UFFDIO_MOVE, v6.8)")
-    src = allocate(ctx.memory, PATTERN)
+    uffd_with(Feature.MOVE, MOVE_FEATURE).close()  # SkipScenario on a kernel without UFFDIO_MOVE
+    v = victim.run(lambda report: _move_work(ctx.memory, report), MOVE_SETUP_S, MOVE_READ_S + 5.0)
+    got = v.facts
+    if v.state == "error":
+        return Outcome(Verdict.ERROR, f"the move victim failed: {got['error']}", got)
+    if v.state == "thread_gone":  # a page paged out may still sit in the swap cache: see move-swapcache
+        return Outcome(Verdict.ERROR, "the reader of the moved range died inside the kernel (its process lives "
+                       "on)", got)
+    if v.state in ("stuck", "silent"):
+        return Outcome(Verdict.ERROR, "the reader of the moved range did not finish in time" if v.state == "stuck"
+                       else "the victim reported no fault and no move in time", got)
+    if not got.get("fault_raised"):
+        return Outcome(Verdict.ERROR, "reading the empty destination raised no MISSING fault", got)
+    if "move_error" in got:
+        return Outcome(Verdict.REFUSED, f"UFFDIO_MOVE of a populated {ctx.memory} source refused: "
+                       f"{got['move_strerror']}", got)
+    if not got["read_ok"]:
+        return Outcome(Verdict.ERROR, "the faulting reader did not get the moved bytes", got)
+    if got["source_mapped_after"]:
+        return Outcome(Verdict.ERROR, "the source still maps a page after UFFDIO_MOVE", got)
+    if not got["last_page_ok"]:
+        return Outcome(Verdict.ERROR, "the last page of the moved range lost its bytes", got)
+    return Outcome(Verdict.PASS, f"UFFDIO_MOVE answered the fault with the {ctx.memory} source ({got['moved']} "
+                   "bytes); the reader got its bytes and the source is empty", got)
+
+
+def _move_work(kind: str, report: victim.Report) -> None:
+    """In the victim: a reader faults on the empty destination, the fault is answered by UFFDIO_MOVE."""
+    uffd = uffd_with(Feature.MOVE, MOVE_FEATURE)
+    src = allocate(kind, PATTERN)
     size = src.length
-    dst = memory.mmap_anonymous(size, align=thp_size() if ctx.memory == "anon-thp" else PAGE_SIZE)
-    if ctx.memory == "anon-thp":
+    dst = memory.mmap_anonymous(size, align=thp_size() if kind == "anon-thp" else PAGE_SIZE)
+    if kind == "anon-thp":
         memory.madvise(dst.addr, size, "MADV_HUGEPAGE")
     uffd.register(dst.addr, size, RegisterMode.MISSING)
-    ctx.hand_over(uffd, dst.addr, size, rescue="unregister")
-    before = page_flags(pagemap.read(src.addr)[0])
-    reader = Bounded(lambda: dst.read(0, len(PATTERN)), "missing-reader")
+    report(source_before=page_flags(pagemap.read(src.addr)[0]))
+
+    finished = threading.Event()
+
+    def read() -> None:  # after the move, nothing but this thread touches the two ranges
+        report(watch_tid=memory.gettid())
+        got = dst.read(0, len(PATTERN))
+        src_after = pagemap.read(src.addr, size // PAGE_SIZE)
+        report(read_ok=got == PATTERN, source_after=page_flags(src_after[0]),
+               source_mapped_after=any(e.present or e.swapped for e in src_after),
+               destination_after=page_flags(pagemap.read(dst.addr)[0]),
+               last_page_ok=dst.read(size - PAGE_SIZE, len(PATTERN)) == PATTERN, watch_done=True)
+        finished.set()
+
+    threading.Thread(target=read, daemon=True).start()
     msgs = uffd.wait(5.0)
-    evidence: Dict[str, Any] = {"source_before": before, "messages": [as_data(x) for x in msgs]}
-    if not any(isinstance(x, PageFault) for x in msgs):
-        return Outcome(Verdict.ERROR, "reading the empty destination raised no MISSING fault", evidence)
+    report(messages=[as_data(x) for x in msgs], fault_raised=any(isinstance(x, PageFault) for x in msgs))
     try:
-        evidence["moved"] = uffd.move(dst.addr, src.addr, size)
+        report(moved=uffd.move(dst.addr, src.addr, size))
     except UffdError as exc:
-        uffd.unregister(dst.addr, size)
-        reader.done(5.0)
-        evidence["move_error"] = str(exc)
-        return Outcome(Verdict.REFUSED, f"UFFDIO_MOVE of a populated {ctx.memory} source refused: {exc.strerror}",
-                       evidence)
-    got = reader.result if reader.done(5.0) else None
-    src_after = pagemap.read(src.addr, size // PAGE_SIZE)
-    evidence.update(source_after=page_flags(src_after[0]), destination_after=page_flags(pagemap.read(dst.addr)[0]),
-                    last_page=dst.read(size - PAGE_SIZE, 16).hex())
-    if got != PATTERN:
-        return Outcome(Verdict.ERROR, "the faulting reader did not get the moved bytes", evidence)
-    if any(e.present or e.swapped for e in src_after):
-        return Outcome(Verdict.ERROR, "the source still maps a page after UFFDIO_MOVE", evidence)
-    if dst.read(size - PAGE_SIZE, len(PATTERN)) != PATTERN:
-        return Outcome(Verdict.ERROR, "the last page of the moved range lost its bytes", evidence)
-    return Outcome(Verdict.PASS, f"UFFDIO_MOVE answered the fault with the {ctx.memory} source ({size} bytes); "
-                   "the reader got its bytes and the source is empty", evidence)
+        uffd.unregister(dst.addr, size)  # the reader goes on and reports
+        report(move_error=str(exc), move_strerror=exc.strerror)
+    if finished.wait(MOVE_READ_S):  # "done" only once both the move and the read are reported
+        report(done=True)
 
 
 def run_scan_written(ctx: ScenarioContext) -> Outcome:
     why = pagemap.scan_unsupported()
     if why:
         raise SkipScenario(why)
-    uffd = _uffd_with(Feature.PAGEFAULT_FLAG_WP | Feature.WP_ASYNC, "UFFD_FEATURE_WP_ASYNC (v6.7)")
+    uffd = uffd_with(Feature.PAGEFAULT_FLAG_WP | Feature.WP_ASYNC, "UFFD_FEATURE_WP_ASYNC (v6.7)")
     m = allocate(ctx.memory, PATTERN)
     uffd.register(m.addr, m.length, RegisterMode.WP)
     end = m.addr + m.length
@@ -119,7 +151,7 @@ def run_scan_zapped(ctx: ScenarioContext) -> Outcome:
     why = pagemap.scan_unsupported()
     if why:
         raise SkipScenario(why)
-    uffd = _uffd_with(Feature.PAGEFAULT_FLAG_WP | Feature.WP_ASYNC, "UFFD_FEATURE_WP_ASYNC (v6.7)")
+    uffd = uffd_with(Feature.PAGEFAULT_FLAG_WP | Feature.WP_ASYNC, "UFFD_FEATURE_WP_ASYNC (v6.7)")
     m = memory.mmap_anonymous(ZAPPED_PAGES * PAGE_SIZE)
     end = m.addr + m.length
     uffd.register(m.addr, m.length, RegisterMode.WP)

@@ -8,8 +8,10 @@ from uffdprobe.uffd.features import KernelFeatures
 from uffdprobe.uffd.flags import Feature
 from uffdprobe.verdicts import Outcome
 from .catalogue import (CONTINUE_FALLOCATED, COPY_WP_READONLY, COW_LEAK, COW_LEAK_REVERSE, FORCED_COW_UFFD_WP,
-                        FORK_MARKER_NO_EVENT, HUGETLB_MARKER_REPROTECT, HUGETLB_PRIVATE_COW_WP, HUGETLB_UNSHARE_WP, HUGETLB_WP_NO_PGTABLE, MREMAP_WP_STALE,
-                        PAGEMAP_SCAN_ZAPPED, RELEASE_VS_GUP, SHARED_WP_WRITENOTIFY, SWAPOFF_WP_LOOP, ZEROPAGE_SPLIT_WP)
+                        FORK_MARKER_NO_EVENT, HUGETLB_MARKER_REPROTECT, HUGETLB_PRIVATE_COW_WP, HUGETLB_UNSHARE_WP,
+                        HUGETLB_WP_NO_PGTABLE, MOVE_SWAPCACHE, MREMAP_WP_STALE, PAGEMAP_SCAN_HUGETLB_HOLE,
+                        PAGEMAP_SCAN_PMD_HOLE, PAGEMAP_SCAN_ZAPPED, RELEASE_VS_GUP, SHARED_WP_WRITENOTIFY, SWAPOFF_WP_LOOP,
+                        ZEROPAGE_SPLIT_WP)
 from .defect import Defect
 from .memkinds import COW_KINDS, KINDS, MEMFD_KINDS, unavailable
 from .racy import SECONDS, TRIES, Race
@@ -66,9 +68,9 @@ def skip_reason(s: Scenario, memory: str, kf: KernelFeatures, odirect_target: Op
 
 
 def _table() -> Dict[str, Scenario]:
-    from . import (copy_wp_readonly, cow_leak, cow_leak_reverse, harness_checks, minor_continue, move_scan, mremap_wp,
-                   pte_markers, release_gup, shared_wp, swapoff_wp, umap_evict, wp_cow_inherit, wp_gup, wp_real_write,
-                   zeropage_split_wp)
+    from . import (copy_wp_readonly, cow_leak, cow_leak_reverse, harness_checks, minor_continue, move_defects, move_scan,
+                   mremap_wp, pte_markers, release_gup, scan_defects, shared_wp, swapoff_wp, umap_evict, wp_cow_inherit,
+                   wp_gup, wp_real_write, zeropage_split_wp)
     rows = [
         Scenario("wp-gup-vmsplice",
                  "Does vmsplice() of a uffd-write-protected page complete without a uffd fault, "
@@ -152,11 +154,6 @@ def _table() -> Dict[str, Scenario]:
                  minor_continue.run, ("uffd",), memory=("shmem",),
                  models="postcopy on memfd guest RAM with fallocated holes (QEMU, Firecracker)",
                  defect=CONTINUE_FALLOCATED),
-        Scenario("move-basic",
-                 "Does UFFDIO_MOVE answer a MISSING fault with a populated source page, so the reader gets "
-                 "its bytes and the source is left empty?",
-                 move_scan.run_move, ("uffd",), memory=COW_KINDS,
-                 models="Android's userfaultfd GC compacting the heap with UFFDIO_MOVE (6.8+)"),
         Scenario("pagemap-scan-written",
                  "With asynchronous uffd-wp, does PAGEMAP_SCAN clear the written state and then report "
                  "exactly the pages written since?",
@@ -200,6 +197,34 @@ def _table() -> Dict[str, Scenario]:
                  pte_markers.run_hugetlb_reprotect, ("uffd", "uffd-wp"), memory=("hugetlb",),
                  models="QEMU background snapshots of hugetlb guest RAM with virtio-mem unplugging (punching) it",
                  defect=HUGETLB_MARKER_REPROTECT),
+        Scenario("pagemap-scan-pmd-hole",
+                 "After a write-protected THP is dropped whole by MADV_DONTNEED (a PMD hole), does PAGEMAP_SCAN "
+                 "report its pages written under asynchronous uffd-wp?",
+                 scan_defects.run_scan_pmd_hole, ("uffd",), memory=("anon-thp",),
+                 models="CRIU's incremental dumps of THP-backed memory with WP_ASYNC (6.7+)",
+                 defect=PAGEMAP_SCAN_PMD_HOLE),
+        # The UFFDIO_MOVE rows come after every other swap user (swapoff-wp-loop): on a kernel without
+        # c50f8e6053b0 a moved swap-cached page BUGs, and the dead reader keeps that page locked, so a
+        # later swapoff of the guest's swap would wait for it forever.
+        Scenario("move-basic",
+                 "Does UFFDIO_MOVE answer a MISSING fault with a populated source page, so the reader gets "
+                 "its bytes and the source is left empty?",
+                 move_scan.run_move, ("uffd",), memory=COW_KINDS,
+                 models="Android's userfaultfd GC compacting the heap with UFFDIO_MOVE (6.8+)"),
+        Scenario("move-swapcache",
+                 "Does UFFDIO_MOVE of a swapped-out page whose copy sits in the swap cache (read back by "
+                 "MADV_WILLNEED, not mapped) hand the page over, so a read at the destination gets its bytes?",
+                 move_defects.run_move_swapcache, ("uffd",), memory=("anon-swap",),
+                 models="Android's userfaultfd GC compacting a heap whose pages were swapped out and read ahead",
+                 defect=MOVE_SWAPCACHE),
+        # Last of the public rows: on a kernel without e92d92bbafb2 its thread waits for itself in an
+        # unkillable sleep, and a guest's hung-task detector panics the boot 90 s later if the run goes on.
+        Scenario("pagemap-scan-hugetlb-hole",
+                 "Does PAGEMAP_SCAN with PM_SCAN_WP_MATCHING over a hugetlb range registered for asynchronous "
+                 "uffd-wp, with no page table yet, return and leave the range write-protected?",
+                 scan_defects.run_scan_hugetlb_hole, ("uffd",), memory=("hugetlb",),
+                 models="CRIU-style dirty tracking of hugetlb-backed memory with WP_ASYNC (6.7+)",
+                 defect=PAGEMAP_SCAN_HUGETLB_HOLE),
         Scenario("selftest-self-deadlock",
                  "Harness self-test: the only uffd reader writes to its own write-protected page; "
                  "this hangs on every kernel and must come out HANG, rescued.",

@@ -2,7 +2,7 @@
 """Memory the scenarios fault on: mmap/munmap/mprotect/madvise, memfd, vmsplice, process_vm_*, O_DIRECT."""
 import errno
 import os
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from ._ffi import constants, ffi, lib
 from .errors import NotSupportedError, error_for
@@ -96,6 +96,14 @@ def madvise(addr: int, length: int, advice: str) -> None:
     if advice not in MADV:
         raise NotSupportedError(errno.ENOTSUP, advice, addr, length, hint="absent from the build headers")
     _check(lib.up_madvise(addr, length, MADV[advice]), f"madvise({advice})", addr, length)
+
+
+def mincore(addr: int, length: int) -> List[bool]:
+    """Per page of [addr, addr+length): whether it is resident, for an anonymous swapped-out page
+    whether its swap slot's page is in the swap cache (mincore(2))."""
+    vec = ffi.new("unsigned char[]", (length + PAGE_SIZE - 1) // PAGE_SIZE)
+    _check(lib.up_mincore(addr, length, vec), "mincore", addr, length)
+    return [bool(b & 1) for b in vec]
 
 
 def memfd_create(name: str, flags: int = constants["memfd"]["MFD_CLOEXEC"]) -> int:

@@ -1,0 +1,187 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""UFFDIO_MOVE's and PAGEMAP_SCAN's defects of the 6.12 stable line (issue 29, items 12 and 13), in real
+guests: each PRESENT on the model that reverts its fix on Debian's 6.12.118, ABSENT on stock-6.12, CANNOT
+ASK (SKIP with the probed reason) on 6.1, with the evidence asserted; the host's answer where it has swap
+or huge pages to ask with."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from formats import valid_json  # tests/ is on sys.path (rootdir conftest, no package)
+
+from uffdprobe.kbuild import recipes
+from uffdprobe.results import expect
+from uffdprobe.scenarios.common import PATTERN
+from uffdprobe.scenarios.registry import SCENARIOS
+from uffdprobe.verdicts import Result, Verdict
+
+pytestmark = pytest.mark.timeout(3600)  # a model is a small variant of stock-6.12; stock-6.12 may be cold
+
+#: model recipe -> the catalogue scenario whose fix it reverts
+MODELS = {"model-move-swapcache": "move-swapcache", "model-pagemap-scan-hugetlb-hole": "pagemap-scan-hugetlb-hole",
+          "model-pagemap-scan-pmd-hole": "pagemap-scan-pmd-hole"}
+ASKED = ("move-swapcache", "move-basic", "pagemap-scan-pmd-hole", "pagemap-scan-hugetlb-hole")
+KERNELS = [*MODELS, "stock-6.12", "stock"]
+
+
+def _run(kernel: str, out: Path) -> dict:
+    path = out / f"{kernel}.json"
+    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "--kernel", kernel, *ASKED, "--json", str(path)],
+                          capture_output=True, text=True, timeout=1800)
+    results = [Result.from_dict(d) for d in valid_json(path, "results")["results"]] if path.exists() else []
+    return {"status": proc.returncode, "stderr": proc.stderr, "results": results,
+            "cells": {(r.scenario, r.memory): r for r in results}}
+
+
+@pytest.fixture(scope="module")
+def booted(tmp_path_factory):
+    """One boot per kernel asking the move questions (the models first: they are the quick builds)."""
+    out = tmp_path_factory.mktemp("move")
+    return {k: _run(k, out) for k in KERNELS}
+
+
+@pytest.mark.vm
+@pytest.mark.build
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_kernel_meets_its_recipe(booted, kernel):
+    run = booted[kernel]
+    assert run["status"] == 0, f"{kernel}: exit {run['status']}\n{run['stderr'][-3000:]}"
+    assert not expect.check(recipes.load(kernel).expect, run["results"])
+
+
+@pytest.mark.vm
+@pytest.mark.build
+def test_move_of_a_swap_cached_page_bugs_on_the_model_and_moves_on_stock_6_12(booted):
+    bad = booted["model-move-swapcache"]["cells"][("move-swapcache", "anon-swap")]
+    assert bad.verdict is Verdict.OOPS, (bad.reason, bad.evidence)
+    ev = bad.evidence
+    # the trigger was met: a swap entry whose page sat in the swap cache, moved as a swap entry
+    assert ev["source_before_swapped"] and ev["source_in_swap_cache"] and ev["moved"] == 4096
+    assert ev["destination_swapped"] and not ev["source_after_swapped"]
+    # the reader of the destination died in the kernel; the kernel says where
+    assert ev["watched_thread_gone"] and ev["own_verdict"]["verdict"] == "ERROR"
+    lines = "\n".join(ev["splat"]["lines"])
+    assert "kernel BUG at" in ev["splat"]["first"] and "mm/rmap.c" in ev["splat"]["first"]
+    assert "linear_page_index" in lines, "the folio's index was left at the source address"
+    assert "__page_check_anon_rmap" in lines and "do_swap_page" in lines, lines
+    good = booted["stock-6.12"]["cells"][("move-swapcache", "anon-swap")]
+    assert good.verdict is Verdict.PASS, (good.reason, good.evidence)
+    assert good.evidence["source_in_swap_cache"] and good.evidence["destination_swapped"]
+    assert good.evidence["read"] == PATTERN[:64].hex() and good.evidence["victim_reaped"]
+    assert "splat" not in good.evidence
+
+
+@pytest.mark.vm
+@pytest.mark.build
+def test_move_basic_meets_the_same_bug_on_a_swapped_page_only(booted):
+    """A page just paged out still sits in the swap cache, so move-basic's swapped-out kind meets the same
+    BUG on the model; its small and huge pages move as on stock-6.12."""
+    model, fixed = booted["model-move-swapcache"]["cells"], booted["stock-6.12"]["cells"]
+    for memory in SCENARIOS["move-basic"].memory:
+        r = model[("move-basic", memory)]
+        if memory == "anon-swap":
+            assert r.verdict is Verdict.OOPS and "do_swap_page" in "\n".join(r.evidence["splat"]["lines"])
+        else:
+            assert r.verdict is Verdict.PASS and r.evidence["read_ok"] and not r.evidence["source_mapped_after"]
+        assert fixed[("move-basic", memory)].verdict is Verdict.PASS
+
+
+@pytest.mark.vm
+@pytest.mark.build
+def test_the_questions_cannot_be_asked_on_6_1(booted):
+    for scenario in ASKED:
+        for memory in SCENARIOS[scenario].memory:
+            r = booted["stock"]["cells"][(scenario, memory)]
+            lacks = "PAGEMAP_SCAN" if scenario.startswith("pagemap-scan") else "UFFD_FEATURE_MOVE"
+            assert r.verdict is Verdict.SKIP and lacks in r.reason, (scenario, memory, r.reason)
+
+
+@pytest.mark.vm
+@pytest.mark.build
+def test_pagemap_scan_of_a_hugetlb_hole_deadlocks_on_the_model_and_protects_on_stock_6_12(booted):
+    bad = booted["model-pagemap-scan-hugetlb-hole"]["cells"][("pagemap-scan-hugetlb-hole", "hugetlb")]
+    assert bad.verdict is Verdict.HANG, (bad.reason, bad.evidence)
+    assert "scan_returned" not in bad.evidence
+    [task] = bad.evidence["exit"]["unkillable"]  # SIGKILL did not end it: it waits for a lock it holds
+    assert task["state"] == "D" and task["wchan"] == "hugetlb_vma_lock_write", task
+    frames = [line.split("] ", 1)[-1].split("+")[0] for line in task["stack"]]
+    chain = ["hugetlb_vma_lock_write", "hugetlb_change_protection", "uffd_wp_range", "pagemap_scan_pte_hole",
+             "do_pagemap_scan"]
+    assert [f for f in frames if f in chain] == chain, task["stack"]
+    good = booted["stock-6.12"]["cells"][("pagemap-scan-hugetlb-hole", "hugetlb")]
+    assert good.verdict is Verdict.PASS, (good.reason, good.evidence)
+    assert not good.evidence["pagemap_before"]["uffd_wp"] and good.evidence["pagemap_after_scan"]["uffd_wp"]
+    assert good.evidence["written_pages"] == 512 and good.evidence["uffd_messages"] == 0
+    # the other model carries this fix: it answers as stock-6.12
+    assert booted["model-move-swapcache"]["cells"][("pagemap-scan-hugetlb-hole", "hugetlb")].verdict is Verdict.PASS
+    assert booted["model-pagemap-scan-hugetlb-hole"]["cells"][("move-swapcache", "anon-swap")].verdict is Verdict.PASS
+
+
+@pytest.mark.vm
+@pytest.mark.build
+def test_a_thp_dropped_whole_reads_clean_on_the_model_and_written_on_stock_6_12(booted):
+    bad = booted["model-pagemap-scan-pmd-hole"]["cells"][("pagemap-scan-pmd-hole", "anon-thp")]
+    good = booted["stock-6.12"]["cells"][("pagemap-scan-pmd-hole", "anon-thp")]
+    for r in (bad, good):  # the same trigger on both: a clean, protected, PMD-mapped THP, zapped whole
+        assert r.evidence["huge_kb_before_zap"] * 1024 == r.evidence["pages"] * 4096, r.evidence
+        assert r.evidence["written_after_protect"] == 0 and r.evidence["reads_zero_after_zap"]
+        assert not r.evidence["pagemap_after_zap"]["present"]
+    assert bad.verdict is Verdict.WP_LOST and bad.evidence["written_after_zap"] == 0, (bad.reason, bad.evidence)
+    assert good.verdict is Verdict.PASS and good.evidence["written_after_zap"] == good.evidence["pages"]
+    for model in MODELS:  # every other model carries this fix
+        if model != "model-pagemap-scan-pmd-hole":
+            assert booted[model]["cells"][("pagemap-scan-pmd-hole", "anon-thp")].verdict is Verdict.PASS, model
+
+
+@pytest.fixture
+def two_huge_pages():
+    """Two free huge pages: as root the pool is grown for the test and put back after; else SKIP."""
+    from uffdprobe.scenarios.memkinds import no_hugepages
+    pool = Path("/proc/sys/vm/nr_hugepages")
+    before = int(pool.read_text())
+    grown = bool(no_hugepages(2)) and os.geteuid() == 0
+    if grown:
+        pool.write_text(f"{before + 2}\n")
+    try:
+        if no_hugepages(2):
+            pytest.skip(no_hugepages(2))
+        yield
+    finally:
+        if grown:
+            pool.write_text(f"{before}\n")
+
+
+def test_host_write_protects_a_hugetlb_hole(tmp_path, kf, two_huge_pages):
+    path = tmp_path / "host.json"
+    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "pagemap-scan-hugetlb-hole", "--json", str(path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [r] = [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
+    assert r.verdict is Verdict.PASS, (r.reason, r.evidence)
+    assert r.evidence["pagemap_after_scan"]["uffd_wp"] and r.evidence["written_pages"] == 512
+
+
+def test_host_reports_a_pmd_hole_written(tmp_path, kf):
+    path = tmp_path / "host.json"
+    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "pagemap-scan-pmd-hole", "--json", str(path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [r] = [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
+    if r.verdict is Verdict.SKIP:
+        pytest.skip(r.reason)  # no THP formed here
+    assert r.verdict is Verdict.PASS and r.evidence["written_after_zap"] == r.evidence["pages"], r.evidence
+
+
+def test_host_moves_a_swap_cached_page(tmp_path, kf, host_swap):
+    if host_swap:
+        pytest.skip(host_swap)
+    path = tmp_path / "host.json"
+    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "move-swapcache", "--json", str(path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [r] = [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
+    assert r.verdict is Verdict.PASS, (r.reason, r.evidence)
+    assert r.evidence["source_in_swap_cache"] and r.evidence["read"] == PATTERN[:64].hex()
