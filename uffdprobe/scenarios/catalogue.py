@@ -74,7 +74,7 @@ PAGEMAP_SCAN_ZAPPED = Defect(
     id="pagemap-scan-unpopulated-written",
     fixes=(Commit("07b4377bdbe7", "fs/proc/task_mmu: fix PAGEMAP_SCAN written state for unpopulated ptes"),),
     introduced=(Commit("12f6b01a0bcb", "fs/proc/task_mmu: add fast paths to get/clear PAGE_IS_WRITTEN flag"),),
-    first_affected="v6.7", first_fixed="v7.2", stable=("6.12.105",))
+    first_affected="v6.7", first_fixed="v7.2", stable=("6.12.103",))
 
 SHARED_WP_WRITENOTIFY = Defect(
     id="uffd-wp-shared-writenotify",
