@@ -8,6 +8,7 @@
 Rows: each step (incremental build, files compiled, boot + verdict, whole step), the whole
 bisection, then one cold build of the good commit (fresh build directory, ccache disabled).
 """
+
 import argparse
 import os
 import shutil
@@ -26,8 +27,10 @@ def print_steps(log_path: Path) -> None:
     steps = bisect_log.read(log_path, "step")
     print(f"{'step':<10} {'commit':<12} {'decision':<8} {'build_s':>8} {'compiled':>8} {'boot_s':>8} {'step_s':>8}")
     for s in steps:
-        print(f"{s['role']:<10} {s['commit'][:12]:<12} {s['decision']:<8} {s['build_s'] or 0:8.1f} "
-              f"{s['compiled']:8d} {s['boot_s'] or 0:8.1f} {s['step_s']:8.1f}")
+        print(
+            f"{s['role']:<10} {s['commit'][:12]:<12} {s['decision']:<8} {s['build_s'] or 0:8.1f} "
+            f"{s['compiled']:8d} {s['boot_s'] or 0:8.1f} {s['step_s']:8.1f}"
+        )
     for r in bisect_log.read(log_path, "result"):
         print(f"{'bisection':<10} {'':<12} {len(steps):<8} {'':>8} {'':>8} {'':>8} {r['total_s']:8.1f}")
 
@@ -35,10 +38,30 @@ def print_steps(log_path: Path) -> None:
 def bisect(scratch: Path) -> tuple:
     roles = bisect_history.make_history(scratch / "tree", bisect_history.cached_import(progress=False))
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "uffdprobe", "bisect", "--tree", str(scratch / "tree"),
-                           "--results-dir", str(scratch), "--good", roles["good"], "--bad", "main",
-                           "--scenario", "wp-gup-vmsplice", "--memory", "anon-4k", "--quiet"],
-                          capture_output=True, text=True, timeout=4 * 3600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "bisect",
+            "--tree",
+            str(scratch / "tree"),
+            "--results-dir",
+            str(scratch),
+            "--good",
+            roles["good"],
+            "--bad",
+            "main",
+            "--scenario",
+            "wp-gup-vmsplice",
+            "--memory",
+            "anon-4k",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=4 * 3600,
+    )
     if done.returncode != 0:
         print(done.stderr[-2000:], file=sys.stderr)
     return roles, time.monotonic() - started
@@ -49,8 +72,9 @@ def cold_build(scratch: Path, good: str) -> float:
     subprocess.run(["git", "-C", str(tree), "checkout", "--quiet", "--detach", good], check=True, timeout=600)
     os.environ["CCACHE_DISABLE"] = "1"
     try:
-        built = bisect_build.build_step(tree, scratch / "cold", "tinyconfig", [kbuild.DEFAULT_FRAGMENT],
-                                        label="cold", progress=False)
+        built = bisect_build.build_step(
+            tree, scratch / "cold", "tinyconfig", [kbuild.DEFAULT_FRAGMENT], label="cold", progress=False
+        )
     finally:
         os.environ.pop("CCACHE_DISABLE")
     return built.seconds

@@ -10,6 +10,7 @@ projection assumes each worker has cores of its own.
 Run: .venv/bin/python -m pytest -s -m benchmark tests/bench_cluster.py
      UFFDPROBE_BENCH_KERNELS="host stock model-5.8" UFFDPROBE_BENCH_SCENARIOS="wp-gup-vmsplice cow-leak" ...
 """
+
 import heapq
 import json
 import os
@@ -31,9 +32,25 @@ def run_matrix(folder: Path, *extra) -> tuple:
     """Wall seconds of one `uffdprobe matrix`, its JSON and its exit status."""
     args = [a for k in KERNELS for a in ("--kernel", k)] + [a for s in SCENARIOS for a in ("--scenario", s)]
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "uffdprobe", "matrix", "-q", *args, *extra, "--results-dir",
-                           str(folder), "--json", str(folder.with_suffix(".json"))], capture_output=True, text=True,
-                          timeout=7200, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "matrix",
+            "-q",
+            *args,
+            *extra,
+            "--results-dir",
+            str(folder),
+            "--json",
+            str(folder.with_suffix(".json")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=7200,
+        stdin=subprocess.DEVNULL,
+    )
     wall = time.monotonic() - started
     assert done.returncode in (0, 7), done.stderr[-3000:]
     return wall, json.loads(folder.with_suffix(".json").read_text()), done.returncode
@@ -66,13 +83,17 @@ def test_serial_next_to_local_cluster(tmp_path):
     for label in s_cost:
         print(f"{label:<28}{s_cost[label]:>10.1f}{c_cost.get(label, 0.0):>11.1f}")
     print(f"{'wall (whole command)':<28}{serial_wall:>10.1f}{cluster_wall:>11.1f}")
-    print(f"speed-up of local:2 here: {serial_wall / cluster_wall:.2f}x (one TCG guest uses ~2 cores; this "
-          f"machine has {os.cpu_count()})")
+    print(
+        f"speed-up of local:2 here: {serial_wall / cluster_wall:.2f}x (one TCG guest uses ~2 cores; this "
+        f"machine has {os.cpu_count()})"
+    )
     fixed = max(0.0, serial_wall - sum(s_cost.values()))  # startup, cache look-ups, reports
     booted = [c for label, c in s_cost.items() if label != "host"]  # host runs on the client
     host = s_cost.get("host", 0.0)
-    print(f"\nprojected from the serial per-kernel costs (fixed {fixed:.1f}s, host {host:.1f}s on the client,"
-          " one VM per worker with its own cores):")
+    print(
+        f"\nprojected from the serial per-kernel costs (fixed {fixed:.1f}s, host {host:.1f}s on the client,"
+        " one VM per worker with its own cores):"
+    )
     for name, costs in (("this matrix", booted), ("20 kernels of these costs", (booted * 20)[:20] if booted else [])):
         if not costs:
             continue
@@ -81,6 +102,8 @@ def test_serial_next_to_local_cluster(tmp_path):
         before = 1.0
         for workers in range(1, len(costs) + 1):
             wall = fixed + max(host, makespan(costs, workers))
-            print(f"    {workers:>2} worker(s): {wall:8.1f}s  speed-up {one / wall:5.2f}x  "
-                  f"this worker adds {one / wall - before:+5.2f}x")
+            print(
+                f"    {workers:>2} worker(s): {wall:8.1f}s  speed-up {one / wall:5.2f}x  "
+                f"this worker adds {one / wall - before:+5.2f}x"
+            )
             before = one / wall

@@ -10,6 +10,7 @@ Run: .venv/bin/python -m pytest -s -m benchmark tests/bench_first_verdict.py [-k
      UFFDPROBE_BENCH_BASELINE_PYTHON=the python of another uffdprobe install, e.g. an older commit's venv,
      adds its `uffdprobe run` to every round: before and after, side by side)
 """
+
 import json
 import os
 import re
@@ -40,18 +41,37 @@ BASELINE = os.environ.get("UFFDPROBE_BENCH_BASELINE_PYTHON")
 def run_argv(scenarios) -> list:
     """What `uffdprobe run --kernel K --memory anon-4k SCENARIO...` runs inside the guest."""
     from uffdprobe.run.request import RunRequest, Workload
+
     return guest_argv(RunRequest(Workload(scenarios=tuple(scenarios), memory=("anon-4k",))))
 
 
 def arrivals(kernel: Path, scenarios, python: str = sys.executable):
     """Run `uffdprobe run --kernel KERNEL --memory anon-4k SCENARIO...` as a user does: seconds from its
     start to each verdict line on its stdout, QEMU's launch -> guest init (its progress line), exit status."""
-    argv = [python, "-m", "uffdprobe", "run", "--kernel", str(kernel), "--memory", "anon-4k",
-            "--accel", "tcg", *scenarios]
+    argv = [
+        python,
+        "-m",
+        "uffdprobe",
+        "run",
+        "--kernel",
+        str(kernel),
+        "--memory",
+        "anon-4k",
+        "--accel",
+        "tcg",
+        *scenarios,
+    ]
     seen, init, launched = [], [], []
     started = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, cwd="/")  # not a checkout: -m finds python's own
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        cwd="/",
+    )  # not a checkout: -m finds python's own
 
     def read_stderr():
         for line in proc.stderr:
@@ -79,16 +99,21 @@ def phase_breakdown(kernel: Path, run_dir: Path) -> dict:
     """One boot of guest_phases.py under -X importtime: when each step of the run ended, in seconds after
     the guest init's "init reached" line, plus the import table."""
     python = guest_python.interpreter()
-    script = (f"exec {' '.join(python[:2])} UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH} {' '.join(python[2:])} "
-              f"-X importtime {PHASES} --memory anon-4k {' '.join(ONE)} 2>{GUEST_RESULTS}/importtime.txt")
+    script = (
+        f"exec {' '.join(python[:2])} UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH} {' '.join(python[2:])} "
+        f"-X importtime {PHASES} --memory anon-4k {' '.join(ONE)} 2>{GUEST_RESULTS}/importtime.txt"
+    )
     result = boot(kernel, ["/bin/sh", "-c", script], accel="tcg", run_dir=run_dir, timeout=300)
     text = result.console_log.read_text(errors="replace")
     init = float(re.search(r"init reached \(uptime ([\d.]+)s\)", text).group(1))
     data = json.loads((result.results_dir / "phases.json").read_text())
     steps = {name: at - init for name, at in data["stamps"].items()}
     steps["first_verdict"] = data["verdicts"][0][0] - init
-    return {"launch_to_init": result.timings["launch_to_init"], "steps": steps,
-            "imports": _import_table((result.results_dir / "importtime.txt").read_text())}
+    return {
+        "launch_to_init": result.timings["launch_to_init"],
+        "steps": steps,
+        "imports": _import_table((result.results_dir / "importtime.txt").read_text()),
+    }
 
 
 def _import_table(text: str) -> list:
@@ -104,10 +129,10 @@ def _import_table(text: str) -> list:
 def syscall_counts(kernel: Path, run_dir: Path) -> list:
     """`strace -f -c` of the real guest run of ONE: the file syscalls are what can reach the 9p root."""
     from uffdprobe.run.request import RunRequest, Workload
+
     argv = guest_argv(RunRequest(Workload(scenarios=tuple(ONE), memory=("anon-4k",))))
     out = f"{GUEST_RESULTS}/strace.txt"
-    result = boot(kernel, ["/usr/bin/strace", "-f", "-c", "-o", out, *argv], accel="tcg", run_dir=run_dir,
-                  timeout=300)
+    result = boot(kernel, ["/usr/bin/strace", "-f", "-c", "-o", out, *argv], accel="tcg", run_dir=run_dir, timeout=300)
     path = result.results_dir / "strace.txt"
     rows = []
     for line in path.read_text().splitlines() if path.exists() else []:
@@ -140,33 +165,54 @@ def test_first_verdict_and_per_scenario_cost(label, kernel, tmp_path):
             many[name].append((seen[0], (seen[-1] - seen[0]) / (len(seen) - 1)))
         if vng_binary():
             vng.append(vng_boot_seconds(image_of(kernel), ("--force-9p",)))
-    print(f"\n== {label}: {kernel} ({REPEATS} rounds, alternating; load average now "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})")
+    print(
+        f"\n== {label}: {kernel} ({REPEATS} rounds, alternating; load average now "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})"
+    )
     vng_median = _median([s for s, _ in vng])
     for name, python in pythons.items():
         print(f"-- {name} ({python})")
         starts = [a for a, _, _ in one[name]]
-        print("uffdprobe run start -> first verdict:  " + " ".join(f"{a:6.2f}" for a in starts)
-              + f"  median {_median(starts):6.2f}s, best {min(starts):6.2f}s")
+        print(
+            "uffdprobe run start -> first verdict:  "
+            + " ".join(f"{a:6.2f}" for a in starts)
+            + f"  median {_median(starts):6.2f}s, best {min(starts):6.2f}s"
+        )
         in_vm = [c for _, _, c in one[name]]
-        print("  of which QEMU launch -> verdict:     " + " ".join(f"{c:6.2f}" for c in in_vm)
-              + f"  median {_median(in_vm):6.2f}s, best {min(in_vm):6.2f}s")
+        print(
+            "  of which QEMU launch -> verdict:     "
+            + " ".join(f"{c:6.2f}" for c in in_vm)
+            + f"  median {_median(in_vm):6.2f}s, best {min(in_vm):6.2f}s"
+        )
         print("  of which QEMU launch -> guest init:  " + " ".join(f"{b:6.2f}" for _, b, _ in one[name]))
         firsts = [a for a, _ in many[name]]
-        print(f"  the same with {len(SEVERAL)} scenarios:     " + " ".join(f"{a:6.2f}" for a in firsts)
-              + f"  median {_median(firsts):6.2f}s, best {min(firsts):6.2f}s")
-        print("added cost per further scenario:      " + " ".join(f"{b:6.2f}" for _, b in many[name])
-              + f"  median {_median([b for _, b in many[name]]):6.2f}s")
+        print(
+            f"  the same with {len(SEVERAL)} scenarios:     "
+            + " ".join(f"{a:6.2f}" for a in firsts)
+            + f"  median {_median(firsts):6.2f}s, best {min(firsts):6.2f}s"
+        )
+        print(
+            "added cost per further scenario:      "
+            + " ".join(f"{b:6.2f}" for _, b in many[name])
+            + f"  median {_median([b for _, b in many[name]]):6.2f}s"
+        )
         if vng:
-            print(f"ratio first verdict / vng boot-to-true: {_median(starts) / vng_median:5.2f} (goal <= 0.5; "
-                  f"best to best {min(starts) / min(s for s, _ in vng):5.2f})")
+            print(
+                f"ratio first verdict / vng boot-to-true: {_median(starts) / vng_median:5.2f} (goal <= 0.5; "
+                f"best to best {min(starts) / min(s for s, _ in vng):5.2f})"
+            )
     if vng:
-        print("virtme-ng --force-9p --exec true:     " + " ".join(f"{s:6.2f}" for s, _ in vng)
-              + f"  median {vng_median:6.2f}s, best {min(s for s, _ in vng):6.2f}s "
-              f"({', '.join(sorted({h for _, h in vng}))})")
+        print(
+            "virtme-ng --force-9p --exec true:     "
+            + " ".join(f"{s:6.2f}" for s, _ in vng)
+            + f"  median {vng_median:6.2f}s, best {min(s for s, _ in vng):6.2f}s "
+            f"({', '.join(sorted({h for _, h in vng}))})"
+        )
         if any(h == "halted" for _, h in vng):
-            print("  vng's guest halted instead of powering off (no ACPI in this kernel): timed to its "
-                  "'System halted' line, then stopped; vng alone would never return")
+            print(
+                "  vng's guest halted instead of powering off (no ACPI in this kernel): timed to its "
+                "'System halted' line, then stopped; vng alone would never return"
+            )
     else:
         print("virtme-ng: not installed (pip install virtme-ng, or the bench extra)")
 
@@ -175,20 +221,32 @@ def test_first_verdict_and_per_scenario_cost(label, kernel, tmp_path):
     print(f"where the guest's seconds go (one boot, {ONE[0]}, seconds):")
     print(f"  launch -> guest init                 {phases['launch_to_init']:6.2f}")
     previous = 0.0
-    for name, what in (("main", "init -> Python running the script"), ("imports", "imports (cli.main, run)"),
-                       ("parsed", "argument parsing, run.host imports"), ("feature_probe", "feature probe"),
-                       ("scratch_probe", "scratch-disk probe (only for O_DIRECT)"), ("planned", "plan"),
-                       ("first_verdict", "supervised child: fork to verdict")):
+    for name, what in (
+        ("main", "init -> Python running the script"),
+        ("imports", "imports (cli.main, run)"),
+        ("parsed", "argument parsing, run.host imports"),
+        ("feature_probe", "feature probe"),
+        ("scratch_probe", "scratch-disk probe (only for O_DIRECT)"),
+        ("planned", "plan"),
+        ("first_verdict", "supervised child: fork to verdict"),
+    ):
         print(f"  {what:36} {steps[name] - previous:6.2f}")
         previous = steps[name]
     rows = phases["imports"]
-    print(f"  imports: {len(rows)} modules, {sum(r[0] for r in rows) / 1e6:.2f}s in their own code; "
-          f"uffdprobe's {sum(r[0] for r in rows if r[3].startswith('uffdprobe')) / 1e6:.2f}s; the costliest:")
+    print(
+        f"  imports: {len(rows)} modules, {sum(r[0] for r in rows) / 1e6:.2f}s in their own code; "
+        f"uffdprobe's {sum(r[0] for r in rows if r[3].startswith('uffdprobe')) / 1e6:.2f}s; the costliest:"
+    )
     for self_us, cum_us, _, name in sorted(rows, reverse=True)[:8]:
         print(f"    {name:40} self {self_us / 1e3:6.0f} ms  cumulative {cum_us / 1e3:6.0f} ms")
     counts = dict(syscall_counts(kernel, tmp_path / "strace"))
-    files = {k: v for k, v in counts.items() if k in ("openat", "newfstatat", "statx", "stat", "lstat", "fstat",
-                                                       "getdents64", "readlink", "read", "access")}
-    print(f"file syscalls of the real run (strace -f -c; each can be a 9p round trip): {sum(files.values())} "
-          + ", ".join(f"{k} {v}" for k, v in sorted(files.items(), key=lambda kv: -kv[1])))
+    files = {
+        k: v
+        for k, v in counts.items()
+        if k in ("openat", "newfstatat", "statx", "stat", "lstat", "fstat", "getdents64", "readlink", "read", "access")
+    }
+    print(
+        f"file syscalls of the real run (strace -f -c; each can be a 9p round trip): {sum(files.values())} "
+        + ", ".join(f"{k} {v}" for k, v in sorted(files.items(), key=lambda kv: -kv[1]))
+    )
     assert not vm_processes()

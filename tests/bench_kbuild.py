@@ -10,6 +10,7 @@ the stock recipe built cold (a fresh cache, so a fresh source tree, and ccache o
 vm-images/fragments/x86_64.config as each git revision has it, in the order given (repeat a revision to
 alternate), each row with its wall time, make's objects and the bzImage size, then the ratios.
 """
+
 import argparse
 import os
 import shutil
@@ -39,8 +40,9 @@ def cold_base_build(revision: str, scratch: Path, keep: Path = None) -> dict:
     """The stock recipe with the fragment of `revision`, built into a fresh cache with ccache off."""
     where = Path(tempfile.mkdtemp(dir=scratch, prefix=f"frag-{revision}-"))
     try:
-        fragment = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:{FRAGMENT}"], check=True,
-                                  capture_output=True, text=True).stdout
+        fragment = subprocess.run(
+            ["git", "-C", str(REPO), "show", f"{revision}:{FRAGMENT}"], check=True, capture_output=True, text=True
+        ).stdout
         (where / "x86_64.config").write_text(fragment)
         stock = (REPO / "vm-images/recipes/stock.toml").read_text()
         (where / "stock.toml").write_text(stock.replace('"../fragments/x86_64.config"', '"x86_64.config"'))
@@ -53,8 +55,13 @@ def cold_base_build(revision: str, scratch: Path, keep: Path = None) -> dict:
             keep.mkdir(parents=True, exist_ok=True)
             shutil.copy2(built.bzimage, keep / f"bzImage-{revision}")
         options = sum(1 for line in fragment.splitlines() if line.startswith("CONFIG_"))
-        return {"revision": revision, "seconds": seconds, "objects": objects, "fragment_options": options,
-                "bzimage_bytes": built.bzimage.stat().st_size}
+        return {
+            "revision": revision,
+            "seconds": seconds,
+            "objects": objects,
+            "fragment_options": options,
+            "bzimage_bytes": built.bzimage.stat().st_size,
+        }
     finally:
         os.environ.pop("CCACHE_DISABLE", None)
         shutil.rmtree(where, ignore_errors=True)
@@ -66,13 +73,18 @@ def compare_fragments(revisions, scratch: Path, keep: Path = None) -> int:
     for revision in revisions:
         row = cold_base_build(revision, scratch, keep)
         rows.append(row)
-        print(f"{revision:<12} {row['seconds']:8.1f} s  {row['objects']:6d} objects  "
-              f"{row['fragment_options']:4d} fragment options  bzImage {row['bzimage_bytes']:9d} bytes  "
-              f"load average after: {os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"{revision:<12} {row['seconds']:8.1f} s  {row['objects']:6d} objects  "
+            f"{row['fragment_options']:4d} fragment options  bzImage {row['bzimage_bytes']:9d} bytes  "
+            f"load average after: {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
     first = rows[0]
     for row in rows[1:]:
-        print(f"{row['revision']} / {first['revision']}: time {row['seconds'] / first['seconds']:.2f}, "
-              f"objects {row['objects'] / first['objects']:.2f}")
+        print(
+            f"{row['revision']} / {first['revision']}: time {row['seconds'] / first['seconds']:.2f}, "
+            f"objects {row['objects'] / first['objects']:.2f}"
+        )
     return 0
 
 
@@ -80,8 +92,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warm", action="store_true", help="use the real cache and ccache")
     parser.add_argument("--scratch", type=Path, default=Path("/var/tmp"), help="where a cold run's caches go")
-    parser.add_argument("--fragments", nargs="+", metavar="REV",
-                        help="build the base cold once per git revision of the fragment, in this order")
+    parser.add_argument(
+        "--fragments",
+        nargs="+",
+        metavar="REV",
+        help="build the base cold once per git revision of the fragment, in this order",
+    )
     parser.add_argument("--keep-images", type=Path, metavar="DIR", help="with --fragments: keep each bzImage there")
     args = parser.parse_args()
     if args.fragments:

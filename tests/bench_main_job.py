@@ -7,6 +7,7 @@ Each line of the job's output is stamped with seconds since its start, so the se
 doctor) and the matrix (host, then one boot per kernel) show apart; then the total next to the goal (a
 fresh machine: at most 12 minutes, apt and the cold stock build included, which a warm run skips).
 """
+
 import os
 import re
 import subprocess
@@ -21,13 +22,26 @@ GOAL_SECONDS = 12 * 60
 
 def main() -> int:
     out = Path(tempfile.mkdtemp(prefix="bench-main-job-"))
-    argv = ["bash", str(REPO / ".ci/bootstrap"), "main", "--html", str(out / "matrix.html"),
-            "--json", str(out / "matrix.json")]
+    argv = [
+        "bash",
+        str(REPO / ".ci/bootstrap"),
+        "main",
+        "--html",
+        str(out / "matrix.html"),
+        "--json",
+        str(out / "matrix.json"),
+    ]
     print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
     started = time.monotonic()
     matrix_at = None
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         for line in proc.stdout:
             at = time.monotonic() - started
@@ -41,9 +55,11 @@ def main() -> int:
             proc.wait()
     total = time.monotonic() - started
     setup = matrix_at if matrix_at is not None else float("nan")
-    print(f"\nexit {proc.returncode}; set-up {setup:.1f}s, matrix {total - setup:.1f}s, total {total:.1f}s; "
-          f"total / 12-minute goal: {total / GOAL_SECONDS:.2f}; load average after: "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(
+        f"\nexit {proc.returncode}; set-up {setup:.1f}s, matrix {total - setup:.1f}s, total {total:.1f}s; "
+        f"total / 12-minute goal: {total / GOAL_SECONDS:.2f}; load average after: "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
     print(f"reports: {out}")
     return 0 if proc.returncode == 0 else 1
 

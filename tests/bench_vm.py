@@ -34,7 +34,9 @@ def kernels():
     generic = [g for g in generic if "-cloud-" not in g.name]
     if generic:
         found.append(("debian-generic-deb", generic[-1]))
-    built = os.environ.get("UFFDPROBE_TEST_BZIMAGE") or next(iter(sorted(cache_root().glob("kernels/entries/*/bzImage"))), None)
+    built = os.environ.get("UFFDPROBE_TEST_BZIMAGE") or next(
+        iter(sorted(cache_root().glob("kernels/entries/*/bzImage"))), None
+    )
     if built:
         found.append(("built-bzImage", Path(built)))
     return found
@@ -58,9 +60,14 @@ def vng_boot_seconds(image: Path, flags=()):
     env = dict(os.environ, PATH=f"{Path(PY).parent}:{os.environ.get('PATH', '')}")
     console = tempfile.NamedTemporaryFile(prefix="vng-console-", suffix=".log")
     started = time.monotonic()
-    proc = subprocess.Popen([vng_binary(), "--run", str(image), "--disable-kvm", "--verbose", *flags,
-                             "--exec", "true"], stdin=subprocess.DEVNULL, stdout=console,
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [vng_binary(), "--run", str(image), "--disable-kvm", "--verbose", *flags, "--exec", "true"],
+        stdin=subprocess.DEVNULL,
+        stdout=console,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     how = f"killed at {VNG_LIMIT}s"
     try:
         while time.monotonic() - started < VNG_LIMIT:
@@ -90,11 +97,22 @@ def image_of(kernel: Path) -> Path:
 def test_boot_seconds(label, kernel, tmp_path):
     rows = []
     for i in range(REPEATS):
-        for what, argv in (("true", ["true"]), ("python -c pass", [PY, "-c", "pass"]),
-                           ("import uffdprobe", [PY, "-c", "import uffdprobe.uffd.userfaultfd"])):
+        for what, argv in (
+            ("true", ["true"]),
+            ("python -c pass", [PY, "-c", "pass"]),
+            ("import uffdprobe", [PY, "-c", "import uffdprobe.uffd.userfaultfd"]),
+        ):
             r = boot(kernel, argv, accel="tcg", run_dir=tmp_path / f"{i}-{what.split()[0]}", timeout=240)
-            rows.append((what, r.outcome, r.timings["launch_to_init"], r.timings["launch_to_command_done"],
-                         r.timings["total"], r.transport))
+            rows.append(
+                (
+                    what,
+                    r.outcome,
+                    r.timings["launch_to_init"],
+                    r.timings["launch_to_command_done"],
+                    r.timings["total"],
+                    r.transport,
+                )
+            )
     print(f"\n== {label}: {kernel}")
     print(f"{'command':18} {'outcome':8} {'launch->init':>12} {'launch->done':>12} {'total':>7}  transport")
     for row in rows:

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """A small DevTools-protocol driver for headless Chromium over --remote-debugging-pipe (no websockets)."""
+
 import base64
 import json
 import os
@@ -11,9 +12,18 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--remote-debugging-pipe", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--remote-debugging-pipe",
+    "--hide-scrollbars",
+]
 
 
 def find_binary() -> Optional[str]:
@@ -30,10 +40,21 @@ class Chromium:
         # The protocol wants its pipe on fds 3 (commands in) and 4 (replies out); bash puts them there
         # (dash refuses fd numbers above 9, which the pipe gets inside a busy pytest process).
         self.proc = subprocess.Popen(
-            ["bash", "-c", f'exec "$0" "$@" 3<&{to_chrome_r} 4>&{from_chrome_w}', binary,
-             *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            pass_fds=(to_chrome_r, from_chrome_w), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=open(profile / "chromium.stderr", "wb"), start_new_session=True)
+            [
+                "bash",
+                "-c",
+                f'exec "$0" "$@" 3<&{to_chrome_r} 4>&{from_chrome_w}',
+                binary,
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                "about:blank",
+            ],
+            pass_fds=(to_chrome_r, from_chrome_w),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(profile / "chromium.stderr", "wb"),
+            start_new_session=True,
+        )
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self._next_id = 0
@@ -45,8 +66,14 @@ class Chromium:
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
         self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         self.call("Page.enable", session=True)
-        self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
-                  deviceScaleFactor=1, mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            session=True,
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
 
     def _read(self) -> None:
         buf = b""
@@ -106,19 +133,21 @@ class Chromium:
 
     def js(self, expression: str) -> Any:
         """Evaluate in the page and return the value (JSON-serialisable results only)."""
-        res = self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True,
-                        awaitPromise=True)
+        res = self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True, awaitPromise=True)
         if "exceptionDetails" in res:
             raise RuntimeError(f"page JS failed: {res['exceptionDetails']}")
         return res["result"].get("value")
 
     def click(self, selector: str) -> None:
         """A real mouse click (press and release) at the centre of the first element matching selector."""
-        box = self.js(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView();"
-                      " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+        box = self.js(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView();"
+            " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
         for kind in ("mousePressed", "mouseReleased"):
-            self.call("Input.dispatchMouseEvent", session=True, type=kind, x=box[0], y=box[1], button="left",
-                      clickCount=1)
+            self.call(
+                "Input.dispatchMouseEvent", session=True, type=kind, x=box[0], y=box[1], button="left", clickCount=1
+            )
 
     def screenshot(self, path: Path) -> Path:
         """The whole page (beyond the viewport) as a PNG."""

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Shared fixtures: a userfaultfd on the running kernel (skipped with the reason when not allowed)."""
+
 import signal
 import threading
 
@@ -31,6 +32,7 @@ def live_children():
 
     def listing():
         return [c for c in psutil.Process().children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]
+
     return listing
 
 
@@ -102,10 +104,16 @@ def pytest_configure(config):
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
-    config.addinivalue_line("markers", "reliability(case, handling): a fault or bad input the harness "
-                                       "must survive, and what it must do; listed in the reliability report")
-    config.addinivalue_line("markers", "host_state: changes host-wide state other tests' verdicts depend on (swap, "
-                                       "the huge page pool); given by its fixtures, run without pytest-xdist")
+    config.addinivalue_line(
+        "markers",
+        "reliability(case, handling): a fault or bad input the harness "
+        "must survive, and what it must do; listed in the reliability report",
+    )
+    config.addinivalue_line(
+        "markers",
+        "host_state: changes host-wide state other tests' verdicts depend on (swap, "
+        "the huge page pool); given by its fixtures, run without pytest-xdist",
+    )
 
 
 #: Fixtures that change what every other host run sees: swap switched on, the huge page pool grown. Under pytest-xdist
@@ -128,7 +136,9 @@ def pytest_runtest_logreport(report):
         return
     key = (report.nodeid, marker)
     previous = _RELIABILITY.get(key, "passed")
-    if report.outcome == "failed" or (report.outcome == "skipped" and previous == "passed" and report.when != "teardown"):
+    if report.outcome == "failed" or (
+        report.outcome == "skipped" and previous == "passed" and report.when != "teardown"
+    ):
         _RELIABILITY[key] = report.outcome
     else:
         _RELIABILITY.setdefault(key, previous)
@@ -156,6 +166,7 @@ def pytest_sessionfinish(session):
         return
     import os
     import pathlib
+
     table = reliability_table(_RELIABILITY)
     out = pathlib.Path(str(session.config.rootpath)) / ".pytest-reports"
     out.mkdir(exist_ok=True)
@@ -184,17 +195,26 @@ class NobodyPython:
     def run(self, args: list, **kw):
         import os
         import subprocess
+
         env = {**os.environ, **self.env, **kw.pop("env", {})}
-        return subprocess.run(self.argv + ["-m", "uffdprobe"] + list(args), capture_output=True, text=True,
-                              env=env, **kw)
+        return subprocess.run(
+            self.argv + ["-m", "uffdprobe"] + list(args), capture_output=True, text=True, env=env, **kw
+        )
 
 
 def _runs_as_nobody(argv: list, env: dict) -> str:
     """'' when `argv -c 'import uffdprobe'` works as nobody, else why not."""
     import os
     import subprocess
-    done = subprocess.run(NOBODY + argv + ["-c", "import uffdprobe.uffd._ffi, psutil"], capture_output=True,
-                          text=True, timeout=60, env={**os.environ, **env}, cwd="/")
+
+    done = subprocess.run(
+        NOBODY + argv + ["-c", "import uffdprobe.uffd._ffi, psutil"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+        cwd="/",
+    )
     return "" if done.returncode == 0 else (done.stderr.strip().splitlines() or ["?"])[-1]
 
 
@@ -212,6 +232,7 @@ def nobody_python():
     import psutil
     import pycparser
     import uffdprobe
+
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root and setpriv to run as nobody")
     top = Path(tempfile.mkdtemp(prefix="uffdprobe-nobody-py-"))
@@ -221,6 +242,7 @@ def nobody_python():
         for module in (uffdprobe, cffi, pycparser, psutil):
             shutil.copytree(Path(module.__file__).parent, site / Path(module.__file__).parent.name, ignore=ignore)
         import _cffi_backend
+
         shutil.copy2(_cffi_backend.__file__, site)
         for dirpath, _dirnames, filenames in os.walk(top):
             os.chmod(dirpath, 0o755)
@@ -242,6 +264,7 @@ def nobody_python():
 
 # --- a swap file on the host, for the anon-swap memory kind (the host here has no swap) ---------------
 
+
 @pytest.fixture(scope="module")
 def host_swap():
     """Swap on the running kernel for the module's tests: a 64 MiB swap file of our own under /var/tmp,
@@ -251,6 +274,7 @@ def host_swap():
     import subprocess
     import tempfile
     from uffdprobe.scenarios.memkinds import no_swap
+
     if not no_swap() or os.geteuid() != 0:
         yield no_swap() or ""
         return

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Validators for what uffdprobe writes: JSON against its shipped JSON Schemas, JUnit against
 junit-10.xsd (tests/schemas/junit-10.xsd), KTAP through the kernel's own kunit.py parser."""
+
 import json
 import subprocess
 import sys
@@ -41,8 +42,13 @@ def valid_jsonl(path: Union[str, Path]) -> list:
     """The results of a verdicts.jsonl stream, after asserting each line is a result per the schema."""
     out = []
     for line in Path(path).read_text().splitlines():
-        doc = {"format": "uffdprobe.results", "schema_version": 1, "uffdprobe_version": "-", "argv": [],
-               "results": [json.loads(line)]}
+        doc = {
+            "format": "uffdprobe.results",
+            "schema_version": 1,
+            "uffdprobe_version": "-",
+            "argv": [],
+            "results": [json.loads(line)],
+        }
         out += valid_json(doc, "results")["results"]
     return out
 
@@ -59,6 +65,7 @@ def kunit_py() -> Optional[Path]:
     """tools/testing/kunit/kunit.py of Debian's linux-source-6.1 tree, unpacked into the kernel cache's
     sources/ once (no build: collecting the tests must never start one); None only without the tarball."""
     from uffdprobe.kbuild import cache, source
+
     if not Path(source.DEFAULT_TARBALL).is_file():
         return None
     root = cache.default_root()
@@ -74,8 +81,12 @@ def kunit_parse(ktap_text: str, tmp: Path) -> dict:
     src = tmp / "ktap.txt"
     src.write_text(ktap_text)
     out = tmp / "kunit.json"
-    proc = subprocess.run([sys.executable, str(tool), "parse", f"--json={out}", str(src)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(tool), "parse", f"--json={out}", str(src)], capture_output=True, text=True, timeout=60
+    )
     summary = [ln for ln in proc.stdout.splitlines() if "Testing complete." in ln]
-    return {"proc": proc, "json": json.loads(out.read_text()) if out.exists() else None,
-            "summary": summary[-1] if summary else ""}
+    return {
+        "proc": proc,
+        "json": json.loads(out.read_text()) if out.exists() else None,
+        "summary": summary[-1] if summary else "",
+    }

@@ -6,6 +6,7 @@ calls, in its order; it times them, it does not copy them.
 
     python tests/guest_phases.py [--memory KIND] SCENARIO...
 """
+
 import contextlib
 import json
 import os
@@ -27,26 +28,30 @@ def exec_uptime() -> float:
 def main() -> int:
     stamps = {"exec": exec_uptime(), "main": now()}
     from uffdprobe.cli.main import build_parser
+
     argv = ["run", *sys.argv[1:]]
     parser = build_parser(argv)
     stamps["imports"] = now()
     args = parser.parse_args(argv)
     from uffdprobe.run import host, plan, request as run_request
+
     request = run_request.build(vars(args))
     from uffdprobe.supervise import supervisor
     from uffdprobe.uffd import features, odirect
+
     stamps["parsed"] = now()
     kf = features.probe()
     stamps["feature_probe"] = now()
     verdicts = []
     needed = args.odirect_target or host._needs_odirect(request)  # as run_on_host decides
-    with (odirect.target(args.odirect_target) if needed else contextlib.nullcontext()) as target:
+    with odirect.target(args.odirect_target) if needed else contextlib.nullcontext() as target:
         stamps["scratch_probe"] = now()
         items = plan.supervised(request, kf, target)
         stamps["planned"] = now()
         limits = supervisor.Limits(hang_s=args.hang_timeout, scenario_s=args.scenario_timeout)
-        supervisor.run_many(items, kf.kernel, limits, target,
-                            lambda r: verdicts.append((now(), r.scenario, r.verdict.value)))
+        supervisor.run_many(
+            items, kf.kernel, limits, target, lambda r: verdicts.append((now(), r.scenario, r.verdict.value))
+        )
     stamps["done"] = now()
     out = {"stamps": stamps, "verdicts": verdicts, "odirect_target": target}
     with open(os.path.join(os.environ["UFFDPROBE_RESULTS"], "phases.json"), "w") as f:

@@ -5,6 +5,7 @@ Every case runs the real command line (cli.main, or a subprocess as `nobody` whe
 ability to read anything would hide the fault) and then looks at the disk: no cache directory,
 no cache entry, no output file.
 """
+
 import os
 import pathlib
 import shutil
@@ -28,8 +29,10 @@ def _recipe(path: pathlib.Path, body: str) -> pathlib.Path:
 
 
 def _good_recipe_lines(patch: str = PATCH) -> str:
-    return (f'name = "probe"\nsource = "{DEFAULT_TARBALL}"\nbase = "tinyconfig"\n'
-            f'fragments = ["{FRAGMENT}"]\npatches = ["{patch}"]\n')
+    return (
+        f'name = "probe"\nsource = "{DEFAULT_TARBALL}"\nbase = "tinyconfig"\n'
+        f'fragments = ["{FRAGMENT}"]\npatches = ["{patch}"]\n'
+    )
 
 
 def _run(argv, capsys):
@@ -58,34 +61,47 @@ def _refused(capsys, argv: list, words: list, unwritten: pathlib.Path) -> None:
 
 BAD_RECIPES = {
     "invalid TOML": ('name = "probe"\nsource = \n', ["not valid TOML", "line 2", "fix that line"]),
-    "a required key missing": (f'name = "probe"\nfragments = ["{FRAGMENT}"]\npatches = []\n',
-                               ["'source' is missing", "add source = "]),
-    "a list where a string belongs": ('name = "probe"\nsource = ["/usr/src/a.tar.xz"]\npatches = []\n',
-                                      ["wrong type", "source must be a string"]),
-    "a string where a list belongs": (f'name = "probe"\nsource = "{DEFAULT_TARBALL}"\npatches = "{PATCH}"\n',
-                                      ["wrong type", "patches must be a list"]),
+    "a required key missing": (
+        f'name = "probe"\nfragments = ["{FRAGMENT}"]\npatches = []\n',
+        ["'source' is missing", "add source = "],
+    ),
+    "a list where a string belongs": (
+        'name = "probe"\nsource = ["/usr/src/a.tar.xz"]\npatches = []\n',
+        ["wrong type", "source must be a string"],
+    ),
+    "a string where a list belongs": (
+        f'name = "probe"\nsource = "{DEFAULT_TARBALL}"\npatches = "{PATCH}"\n',
+        ["wrong type", "patches must be a list"],
+    ),
     "an [expect] table naming an unknown scenario": (
         _good_recipe_lines() + '[expect]\n"wp-gup-splice" = "PASS"\n',
-        ["unknown scenario 'wp-gup-splice'", "wp-gup-vmsplice", "uffdprobe list"]),
+        ["unknown scenario 'wp-gup-splice'", "wp-gup-vmsplice", "uffdprobe list"],
+    ),
     "an [expect] table with an unknown verdict": (
         _good_recipe_lines() + '[expect]\n"cow-leak" = "LEAKS"\n',
-        ["'LEAKS' is not a verdict", "NOT_LEAK"]),
+        ["'LEAKS' is not a verdict", "NOT_LEAK"],
+    ),
     "an [expect] 'at least K in N' declaration with K > N": (
         _good_recipe_lines() + '[expect]\n"cow-leak" = "LEAK>=5/2"\n',
-        ["cow-leak = 'LEAK>=5/2'", "K in LEAK>=K/N must be from 1 to N"]),
+        ["cow-leak = 'LEAK>=5/2'", "K in LEAK>=K/N must be from 1 to N"],
+    ),
     "an [expect] key naming a memory kind its scenario does not run on": (
         _good_recipe_lines() + '[expect]\n"umap-evict/anon-thp" = "HANG"\n',
-        ["'umap-evict/anon-thp'", "does not run on memory kind 'anon-thp'", "anon-4k"]),
+        ["'umap-evict/anon-thp'", "does not run on memory kind 'anon-thp'", "anon-4k"],
+    ),
     "an [expect] nested table instead of SCENARIO/MEMORY keys": (
         _good_recipe_lines() + '[expect]\n"cow-leak" = { anon-4k = "LEAK" }\n',
-        ["cow-leak = {'anon-4k': 'LEAK'} is not a verdict"]),
+        ["cow-leak = {'anon-4k': 'LEAK'} is not a verdict"],
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_RECIPES))
-@pytest.mark.reliability("a malformed recipe (invalid TOML, a missing required key, a wrong type, "
-                         "an [expect] naming an unknown scenario, memory kind or verdict)",
-                         "one line naming the problem and the fix, exit 2, no cache written")
+@pytest.mark.reliability(
+    "a malformed recipe (invalid TOML, a missing required key, a wrong type, "
+    "an [expect] naming an unknown scenario, memory kind or verdict)",
+    "one line naming the problem and the fix, exit 2, no cache written",
+)
 def test_malformed_recipe(tmp_path, capsys, case):
     body, words = BAD_RECIPES[case]
     recipe = _recipe(tmp_path / "probe.toml", body)
@@ -95,8 +111,11 @@ def test_malformed_recipe(tmp_path, capsys, case):
 
 # --- a patch that is not a patch -----------------------------------------------------------------
 
-@pytest.mark.reliability("a patch file that is not a patch (plain text)",
-                         "one line naming the file and what a patch looks like, exit 2, no cache written")
+
+@pytest.mark.reliability(
+    "a patch file that is not a patch (plain text)",
+    "one line naming the file and what a patch looks like, exit 2, no cache written",
+)
 @pytest.mark.parametrize("how", ["--patch", "recipe"])
 def test_patch_that_is_not_a_patch(tmp_path, capsys, how):
     notes = tmp_path / "0001-notes.patch"
@@ -105,12 +124,18 @@ def test_patch_that_is_not_a_patch(tmp_path, capsys, how):
     if how == "--patch":
         argv = ["kernel", "build", "--patch", str(notes), "--cache-dir", str(cache)]
     else:
-        argv = ["kernel", "build", str(_recipe(tmp_path / "probe.toml", _good_recipe_lines(str(notes)))),
-                "--cache-dir", str(cache)]
+        argv = [
+            "kernel",
+            "build",
+            str(_recipe(tmp_path / "probe.toml", _good_recipe_lines(str(notes)))),
+            "--cache-dir",
+            str(cache),
+        ]
     _refused(capsys, argv, [str(notes), "is not a patch", "git format-patch"], cache)
 
 
 # --- unreadable files (mode 000), as an unprivileged user -----------------------------------------
+
 
 @pytest.fixture
 def nobody_dir(nobody_python):
@@ -145,19 +170,37 @@ def _a_bzimage() -> bytes:
 
 
 UNREADABLE = {
-    "recipe": lambda w: ["kernel", "build", str(_locked(w / "probe.toml", _good_recipe_lines())),
-                         "--cache-dir", str(w / "cache")],
-    "patch": lambda w: ["kernel", "build", "--patch", str(_locked(w / "0001-x.patch", pathlib.Path(PATCH).read_text())),
-                        "--cache-dir", str(w / "cache")],
+    "recipe": lambda w: [
+        "kernel",
+        "build",
+        str(_locked(w / "probe.toml", _good_recipe_lines())),
+        "--cache-dir",
+        str(w / "cache"),
+    ],
+    "patch": lambda w: [
+        "kernel",
+        "build",
+        "--patch",
+        str(_locked(w / "0001-x.patch", pathlib.Path(PATCH).read_text())),
+        "--cache-dir",
+        str(w / "cache"),
+    ],
     "kernel image": lambda w: ["boot", "-q", str(_locked(w / "bzImage", _a_bzimage())), "--", "true"],
-    "kernel image for run": lambda w: ["run", "--kernel", str(_locked(w / "bzImage", _a_bzimage())),
-                                       "--json", str(w / "results.json")],
+    "kernel image for run": lambda w: [
+        "run",
+        "--kernel",
+        str(_locked(w / "bzImage", _a_bzimage())),
+        "--json",
+        str(w / "results.json"),
+    ],
 }
 
 
 @pytest.mark.parametrize("what", list(UNREADABLE))
-@pytest.mark.reliability("an unreadable file (recipe, patch or kernel image with mode 000), not root",
-                         "one line naming the file and chmod, exit 2, nothing written")
+@pytest.mark.reliability(
+    "an unreadable file (recipe, patch or kernel image with mode 000), not root",
+    "one line naming the file and chmod, exit 2, nothing written",
+)
 def test_unreadable_file(nobody_dir, nobody_python, what):
     argv = UNREADABLE[what](nobody_dir)
     before = sorted(p.name for p in nobody_dir.iterdir())
@@ -172,15 +215,21 @@ def test_unreadable_file(nobody_dir, nobody_python, what):
 
 # --- malformed expectations on the matrix command line --------------------------------------------
 
-@pytest.mark.parametrize("item,words", [
-    ("wp-real-write=MAYBE", ["write [KERNEL:]SCENARIO[/MEMORY]=VERDICT", "NOT_HANG"]),
-    ("host:wp-gup-splice=PASS", ["unknown scenario 'wp-gup-splice'", "wp-gup-vmsplice"]),
-    ("wp-real-write", ["write [KERNEL:]SCENARIO[/MEMORY]=VERDICT"]),
-    ("umap-evict/anon-thp=HANG", ["does not run on memory kind 'anon-thp'", "anon-4k"]),
-    ("cow-leak/anon-2m=LEAK", ["does not run on memory kind 'anon-2m'"]),
-])
-@pytest.mark.reliability("uffdprobe matrix --expect with an unknown verdict or scenario",
-                         "one line naming the fix, exit 2, no output file, nothing run")
+
+@pytest.mark.parametrize(
+    "item,words",
+    [
+        ("wp-real-write=MAYBE", ["write [KERNEL:]SCENARIO[/MEMORY]=VERDICT", "NOT_HANG"]),
+        ("host:wp-gup-splice=PASS", ["unknown scenario 'wp-gup-splice'", "wp-gup-vmsplice"]),
+        ("wp-real-write", ["write [KERNEL:]SCENARIO[/MEMORY]=VERDICT"]),
+        ("umap-evict/anon-thp=HANG", ["does not run on memory kind 'anon-thp'", "anon-4k"]),
+        ("cow-leak/anon-2m=LEAK", ["does not run on memory kind 'anon-2m'"]),
+    ],
+)
+@pytest.mark.reliability(
+    "uffdprobe matrix --expect with an unknown verdict or scenario",
+    "one line naming the fix, exit 2, no output file, nothing run",
+)
 def test_matrix_expect_malformed(tmp_path, capsys, item, words):
     out = tmp_path / "m.json"
     _refused(capsys, ["matrix", "--kernel", "host", "--expect", item, "--json", str(out)], [repr(item)] + words, out)

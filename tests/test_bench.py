@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Benchmarks: print numbers side by side, assert only that the work was really done."""
+
 import pytest
 
 from uffdprobe.uffd import bench

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The bindings against the running kernel: faults served, write protection, events, errnos."""
+
 import errno
 import faulthandler
 import os
@@ -130,14 +131,14 @@ def test_writeprotect_traps_writes_not_reads(uffd, need_wp, faulter):
         uffd.register(area.addr, PAGE_SIZE, RegisterMode.WP)
         uffd.writeprotect(area.addr, PAGE_SIZE, protect=True)
         assert pagemap.read(area.addr)[0].uffd_wp
-        assert area.read(0, 6) == b"before"          # a CPU read does not trap
+        assert area.read(0, 6) == b"before"  # a CPU read does not trap
         assert uffd.wait(0.2) == []
         f = faulter(lambda: area.write(0, b"after!"))
         msgs = uffd.wait(5)
         assert len(msgs) == 1
         assert msgs[0].flags == PageFaultFlag.WP | PageFaultFlag.WRITE
         assert not f.done(0.3), "the writer must block while the page is protected"
-        assert area.read(0, 6) == b"before"          # the write is invisible while protected
+        assert area.read(0, 6) == b"before"  # the write is invisible while protected
         uffd.writeprotect(area.addr, PAGE_SIZE, protect=False)
         assert f.done(5) and f.error is None
         assert area.read(0, 6) == b"after!"
@@ -200,7 +201,7 @@ def test_fork_event_gives_a_working_child_uffd(uffd):
         uffd.register(area.addr, PAGE_SIZE, RegisterMode.MISSING)
         forked = fork_with_uffd(uffd)
         if forked.pid == 0:
-            ok = area.read(0, 4) == PATTERN[:4]    # faults in the child's mm
+            ok = area.read(0, 4) == PATTERN[:4]  # faults in the child's mm
             os._exit(0 if ok else 3)
         try:
             with forked.child_uffd as child_uffd:
@@ -298,6 +299,7 @@ def test_fork_event_is_read_even_while_python_threads_hold_the_gil(uffd):
     """fork() holds the GIL until its FORK message is read; the reader must not need the GIL.
     A Python thread busy holding the GIL made a Python-thread reader lose this race on CI."""
     import threading
+
     uffd.api(Feature.EVENT_FORK)
     stop = threading.Event()
 
@@ -327,10 +329,12 @@ def test_fork_event_is_read_even_while_python_threads_hold_the_gil(uffd):
 # it even when built against an older linux/userfaultfd.h (native/uffd_uapi_fallback.h), and each feature
 # does on the running kernel what the uAPI says, or the test is skipped with the probed reason.
 
+
 def _need(kf, feature: Feature) -> None:
     if not kf.has(feature):
-        pytest.skip(f"kernel {kf.kernel['release']} does not offer UFFD_FEATURE_{feature.name} "
-                    f"(offers {kf.feature_bits:#x})")
+        pytest.skip(
+            f"kernel {kf.kernel['release']} does not offer UFFD_FEATURE_{feature.name} (offers {kf.feature_bits:#x})"
+        )
 
 
 def test_modern_features_are_named_not_numbered(kf):
@@ -498,8 +502,9 @@ def free_huge_page():
 def test_minor_hugetlbfs_fault_resolved_by_continue(uffd, kf, faulter, free_huge_page):
     _need(kf, Feature.MINOR_HUGETLBFS)
     huge = 2 << 20
-    fd = memory.memfd_create("uffdprobe-minor-huge", constants["memfd"]["MFD_CLOEXEC"] |
-                             constants["memfd"]["MFD_HUGETLB"])
+    fd = memory.memfd_create(
+        "uffdprobe-minor-huge", constants["memfd"]["MFD_CLOEXEC"] | constants["memfd"]["MFD_HUGETLB"]
+    )
     try:
         os.ftruncate(fd, huge)
         uffd.api(Feature.MINOR_HUGETLBFS)

@@ -5,6 +5,7 @@ The kernel test bisects wp-gup-vmsplice over good (model-5.7) .. bad, with the f
 change as one commit and a commit that does not compile right after it (git tests that one
 first), and checks the culprit, the skip, the log and that the tree is left as found.
 """
+
 import os
 import shutil
 import signal
@@ -25,8 +26,14 @@ SCENARIO = ["--scenario", "wp-gup-vmsplice", "--memory", "anon-4k"]
 
 def uffdprobe(*argv, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     """Run the CLI as a user would, bounded; its process group is killed on timeout."""
-    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", *map(str, argv)], cwd=kw.pop("cwd", None),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uffdprobe", *map(str, argv)],
+        cwd=kw.pop("cwd", None),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException:
@@ -36,8 +43,12 @@ def uffdprobe(*argv, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-KERNEL_SHAPE = {"Makefile": "VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 0\n", "Kconfig": "", "arch/x86/Kconfig": "",
-                "mm/Makefile": ""}
+KERNEL_SHAPE = {
+    "Makefile": "VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 0\n",
+    "Kconfig": "",
+    "arch/x86/Kconfig": "",
+    "mm/Makefile": "",
+}
 
 
 def toy_repo(path: Path, files=("a", "b", "c"), kernel_shaped: bool = True) -> Path:
@@ -67,31 +78,41 @@ def assert_left_as_found(tree: Path, branch: str = "refs/heads/main"):
 
 # --- the decision rule -------------------------------------------------------------------------
 
+
 def _runs(*kinds):
     return [RunOutcome(k, {}, k, "OK", 1.0) for k in kinds]
 
 
-@pytest.mark.parametrize("kinds,planned,bad_if,want", [
-    (("bad",), 3, "any", bisect_step.BAD),                    # stops at the first bad run
-    (("good", "good", "good"), 3, "any", bisect_step.GOOD),
-    (("good", "good"), 3, "any", None),                        # one more run could still be bad
-    (("good", "bad", "good"), 3, "majority", bisect_step.GOOD),
-    (("bad", "good", "bad"), 3, "majority", bisect_step.BAD),
-    (("bad", "good"), 3, "all", bisect_step.GOOD),             # one good run is enough
-    (("bad", "bad", "bad"), 3, "all", bisect_step.BAD),
-    (("unclear", "unclear", "good"), 3, "any", bisect_step.SKIP),
-    (("unclear", "good", "good"), 3, "any", bisect_step.GOOD),  # a third may be inconclusive
-    (("unclear",), 1, "majority", bisect_step.SKIP),
-])
+@pytest.mark.parametrize(
+    "kinds,planned,bad_if,want",
+    [
+        (("bad",), 3, "any", bisect_step.BAD),  # stops at the first bad run
+        (("good", "good", "good"), 3, "any", bisect_step.GOOD),
+        (("good", "good"), 3, "any", None),  # one more run could still be bad
+        (("good", "bad", "good"), 3, "majority", bisect_step.GOOD),
+        (("bad", "good", "bad"), 3, "majority", bisect_step.BAD),
+        (("bad", "good"), 3, "all", bisect_step.GOOD),  # one good run is enough
+        (("bad", "bad", "bad"), 3, "all", bisect_step.BAD),
+        (("unclear", "unclear", "good"), 3, "any", bisect_step.SKIP),
+        (("unclear", "good", "good"), 3, "any", bisect_step.GOOD),  # a third may be inconclusive
+        (("unclear",), 1, "majority", bisect_step.SKIP),
+    ],
+)
 def test_decide(kinds, planned, bad_if, want):
     assert bisect_step.decide(_runs(*kinds), planned, bad_if)[0] == want
 
 
-@pytest.mark.parametrize("code,find_fix,want", [
-    (bisect_step.GOOD, False, 0), (bisect_step.BAD, False, 1),
-    (bisect_step.GOOD, True, 1), (bisect_step.BAD, True, 0),    # to the fix: the defect is git's old term
-    (bisect_step.SKIP, True, 125), (bisect_step.STOP, True, 130),
-])
+@pytest.mark.parametrize(
+    "code,find_fix,want",
+    [
+        (bisect_step.GOOD, False, 0),
+        (bisect_step.BAD, False, 1),
+        (bisect_step.GOOD, True, 1),
+        (bisect_step.BAD, True, 0),  # to the fix: the defect is git's old term
+        (bisect_step.SKIP, True, 125),
+        (bisect_step.STOP, True, 130),
+    ],
+)
 def test_exit_for_git(code, find_fix, want):
     assert bisect_step.exit_for_git(code, find_fix) == want
 
@@ -109,8 +130,10 @@ def test_find_fix_terms_parse_real_git_output(tmp_path):
         bisect_history.git(tree, "commit", "--quiet", "-m", f"add {name}")
     old_term, new_term = bisect_git.TERMS[True]
     bisect_git.run(tree, "bisect", "start", f"--term-old={old_term}", f"--term-new={new_term}", "main", "main~4")
-    step = f"test -e defect; exit $(( $? == 0 ? {bisect_step.exit_for_git(bisect_step.BAD, True)} : "\
-           f"{bisect_step.exit_for_git(bisect_step.GOOD, True)} ))"
+    step = (
+        f"test -e defect; exit $(( $? == 0 ? {bisect_step.exit_for_git(bisect_step.BAD, True)} : "
+        f"{bisect_step.exit_for_git(bisect_step.GOOD, True)} ))"
+    )
     output = bisect_git.run(tree, "bisect", "run", "sh", "-c", step).stdout
     bisect_git.reset(tree, "refs/heads/main")
     assert bisect_git.parse_outcome(output, new_term) == (fix, [fix]), output
@@ -119,27 +142,33 @@ def test_find_fix_terms_parse_real_git_output(tmp_path):
 
 # --- input checks and cleanup on a small repository (no kernel build) ---------------------------
 
+
 @pytest.mark.reliability('bisecting a tree with uncommitted changes', 'refused, exit 2, tree untouched')
 def test_dirty_tree_refused(tmp_path):
     tree = toy_repo(tmp_path / "t")
     (tree / "a").write_text("changed\n")
-    done = uffdprobe("bisect", "--tree", tree, "--good", "HEAD~2", "--bad", "HEAD", *SCENARIO,
-                     "--results-dir", tmp_path / "w")
+    done = uffdprobe(
+        "bisect", "--tree", tree, "--good", "HEAD~2", "--bad", "HEAD", *SCENARIO, "--results-dir", tmp_path / "w"
+    )
     assert done.returncode == 2, done.stderr
     assert "uncommitted changes" in done.stderr and "stash" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert bisect_git.where(tree) == "refs/heads/main" and (tree / "a").read_text() == "changed\n"
 
 
-@pytest.mark.parametrize("good,bad,extra,words", [
-    ("nope", "HEAD", [], "--good 'nope' is not a commit"),
-    ("HEAD", "HEAD~2", [], "is not an ancestor"),
-    ("HEAD~2", "HEAD", ["--find-fix"], "--find-fix: --bad HEAD is not an ancestor of --good HEAD~2"),
-])
+@pytest.mark.parametrize(
+    "good,bad,extra,words",
+    [
+        ("nope", "HEAD", [], "--good 'nope' is not a commit"),
+        ("HEAD", "HEAD~2", [], "is not an ancestor"),
+        ("HEAD~2", "HEAD", ["--find-fix"], "--find-fix: --bad HEAD is not an ancestor of --good HEAD~2"),
+    ],
+)
 def test_bad_refs_refused(tmp_path, good, bad, extra, words):
     tree = toy_repo(tmp_path / "t")
-    done = uffdprobe("bisect", "--tree", tree, "--good", good, "--bad", bad, *extra, *SCENARIO,
-                     "--results-dir", tmp_path / "w")
+    done = uffdprobe(
+        "bisect", "--tree", tree, "--good", good, "--bad", bad, *extra, *SCENARIO, "--results-dir", tmp_path / "w"
+    )
     assert done.returncode == 2 and words in done.stderr, done.stderr
     assert_left_as_found(tree)
 
@@ -148,8 +177,20 @@ def test_bad_refs_refused(tmp_path, good, bad, extra, words):
 def test_untestable_endpoint_stops_and_resets(tmp_path):
     """The good endpoint does not build (not a kernel): a clear message, exit 2, tree as found."""
     tree = toy_repo(tmp_path / "t")
-    done = uffdprobe("bisect", "--tree", tree, "--good", "HEAD~2", "--bad", "HEAD", *SCENARIO, "--quiet",
-                     "--results-dir", tmp_path / "w", timeout=300)
+    done = uffdprobe(
+        "bisect",
+        "--tree",
+        tree,
+        "--good",
+        "HEAD~2",
+        "--bad",
+        "HEAD",
+        *SCENARIO,
+        "--quiet",
+        "--results-dir",
+        tmp_path / "w",
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr
     assert "--good HEAD~2 cannot be tested" in done.stderr
     assert_left_as_found(tree)
@@ -157,11 +198,14 @@ def test_untestable_endpoint_stops_and_resets(tmp_path):
     assert [s["decision"] for s in steps] == ["skip"] and steps[0]["role"] == "check-good"
 
 
-@pytest.mark.reliability("bisect --good X --bad X (the same commit)",
-                         "one line saying they are the same commit, exit 2, tree untouched")
+@pytest.mark.reliability(
+    "bisect --good X --bad X (the same commit)", "one line saying they are the same commit, exit 2, tree untouched"
+)
 def test_same_endpoints_refused(tmp_path):
     tree = toy_repo(tmp_path / "t")
-    done = uffdprobe("bisect", "--tree", tree, "--good", "HEAD", "--bad", "main", *SCENARIO, "--results-dir", tmp_path / "w")
+    done = uffdprobe(
+        "bisect", "--tree", tree, "--good", "HEAD", "--bad", "main", *SCENARIO, "--results-dir", tmp_path / "w"
+    )
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.strip().splitlines()
     assert "are the same commit" in line and "not an ancestor" not in line
@@ -169,8 +213,10 @@ def test_same_endpoints_refused(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["bisect", "bisect-step"])
-@pytest.mark.reliability("bisect or bisect-step on a git tree that is not a Linux kernel",
-                         "refused up front in one line (no make run, no endpoint blamed), exit 2, tree untouched")
+@pytest.mark.reliability(
+    "bisect or bisect-step on a git tree that is not a Linux kernel",
+    "refused up front in one line (no make run, no endpoint blamed), exit 2, tree untouched",
+)
 def test_a_tree_that_is_not_a_kernel_is_refused(tmp_path, command):
     tree = toy_repo(tmp_path / "t", kernel_shaped=False)
     argv = ["--good", "HEAD~2", "--bad", "HEAD"] if command == "bisect" else []
@@ -182,8 +228,10 @@ def test_a_tree_that_is_not_a_kernel_is_refused(tmp_path, command):
     assert_left_as_found(tree)
 
 
-@pytest.mark.reliability("bisect-step on a tree with uncommitted changes",
-                         "refused in one line naming the change and HEAD's commit, exit 2, nothing built")
+@pytest.mark.reliability(
+    "bisect-step on a tree with uncommitted changes",
+    "refused in one line naming the change and HEAD's commit, exit 2, nothing built",
+)
 def test_step_on_a_dirty_tree_refused(tmp_path):
     tree = toy_repo(tmp_path / "t")
     (tree / "a").write_text("changed\n")
@@ -210,6 +258,7 @@ def test_step_bad_command_line_aborts_git_bisect(tmp_path):
 
 # --- the kernel bisection -----------------------------------------------------------------------
 
+
 def _need_tools():
     missing = [t for t in ("git", "make", "gcc", "flex", "bison", "bc", "qemu-system-x86_64") if not shutil.which(t)]
     if missing:
@@ -234,13 +283,26 @@ def history(tmp_path_factory):
 @pytest.mark.build
 @pytest.mark.vm
 @pytest.mark.timeout(BISECT_BOUND + 300)
-@pytest.mark.reliability('a commit that does not build, inside the bisected range', 'skipped (125), culprit still found')
+@pytest.mark.reliability(
+    'a commit that does not build, inside the bisected range', 'skipped (125), culprit still found'
+)
 def test_bisect_finds_forced_cow_commit(history):
     base, roles = history
     tree = base / "tree"
     started = time.monotonic()
-    done = uffdprobe("bisect", "--tree", tree, "--results-dir", base, "--good", roles["good"], "--bad", "main",
-                     *SCENARIO, timeout=BISECT_BOUND)
+    done = uffdprobe(
+        "bisect",
+        "--tree",
+        tree,
+        "--results-dir",
+        base,
+        "--good",
+        roles["good"],
+        "--bad",
+        "main",
+        *SCENARIO,
+        timeout=BISECT_BOUND,
+    )
     wall = time.monotonic() - started
     sys.stderr.write(done.stderr[-6000:])
     assert done.returncode == 0, done.stderr[-3000:]
@@ -264,8 +326,10 @@ def test_bisect_finds_forced_cow_commit(history):
 
     print("\nbisect step times (s): role commit build compiled boot+verdict step")
     for s in steps:
-        print(f"  {s['role']:<10} {s['commit'][:12]} {s['decision']:<4} {s['build_s'] or 0:7.1f} "
-              f"{s['compiled']:5d} {s['boot_s'] or 0:7.1f} {s['step_s']:7.1f}")
+        print(
+            f"  {s['role']:<10} {s['commit'][:12]} {s['decision']:<4} {s['build_s'] or 0:7.1f} "
+            f"{s['compiled']:5d} {s['boot_s'] or 0:7.1f} {s['step_s']:7.1f}"
+        )
     print(f"  whole bisection {wall:.1f} s ({len(steps)} steps)")
 
 
@@ -279,10 +343,27 @@ def test_ctrl_c_stops_and_resets(history):
     tree = base / "tree"
     work = base  # the kernel bisection's work dir: the endpoint build is incremental
     before = len(bisect_log.read(work / "bisect.jsonl", "step"))
-    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", "bisect", "--tree", str(tree), "--results-dir", str(work),
-                             "--good", roles["good"], "--bad", "main", *SCENARIO],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "bisect",
+            "--tree",
+            str(tree),
+            "--results-dir",
+            str(work),
+            "--good",
+            roles["good"],
+            "--bad",
+            "main",
+            *SCENARIO,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 780
         for line in proc.stderr:
@@ -320,8 +401,22 @@ def test_find_fix_names_the_fixing_commit(history):
     started = time.monotonic()
     # --vm-timeout: a guest's clock runs fast under TCG on a loaded machine (seen: 330 guest seconds in
     # 30 wall seconds at load 16 on 2 cores), and the in-guest bound is counted on that clock
-    done = uffdprobe("bisect", "--find-fix", "--tree", tree, "--results-dir", base, "--bad", "main",
-                     "--good", bisect_history.FIX_BRANCH, *SCENARIO, "--vm-timeout", 1200, timeout=BISECT_BOUND)
+    done = uffdprobe(
+        "bisect",
+        "--find-fix",
+        "--tree",
+        tree,
+        "--results-dir",
+        base,
+        "--bad",
+        "main",
+        "--good",
+        bisect_history.FIX_BRANCH,
+        *SCENARIO,
+        "--vm-timeout",
+        1200,
+        timeout=BISECT_BOUND,
+    )
     wall = time.monotonic() - started
     sys.stderr.write(done.stderr[-6000:])
     assert done.returncode == 0, done.stderr[-3000:]

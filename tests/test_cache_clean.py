@@ -4,6 +4,7 @@
 A real `kernel build` unpacks the Debian tarball into a fresh cache while `kernel clean --all`
 runs beside it; a real dead process's `.rm-*` tree is left behind for clean to finish.
 """
+
 import os
 import signal
 import subprocess
@@ -20,8 +21,9 @@ from uffdprobe.kbuild.source import DEFAULT_TARBALL
 
 
 def _cli(*argv, timeout=300):
-    return subprocess.run([sys.executable, "-m", "uffdprobe", *map(str, argv)], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "uffdprobe", *map(str, argv)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _locks_free(root: Path) -> None:
@@ -32,15 +34,22 @@ def _locks_free(root: Path) -> None:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.reliability("`kernel clean --all` while another process unpacks the kernel source",
-                         "the tree being unpacked is left alone (one line, exit 2), the unpack goes on; after "
-                         "it ends clean --all removes everything, no .rm-* left, no lock held")
+@pytest.mark.reliability(
+    "`kernel clean --all` while another process unpacks the kernel source",
+    "the tree being unpacked is left alone (one line, exit 2), the unpack goes on; after "
+    "it ends clean --all removes everything, no .rm-* left, no lock held",
+)
 def test_clean_all_leaves_an_unpack_in_progress_alone(tmp_path):
     if not DEFAULT_TARBALL.exists():
         pytest.skip(f"{DEFAULT_TARBALL} is not installed")
     root = tmp_path / "kcache"
-    build = subprocess.Popen([sys.executable, "-m", "uffdprobe", "kernel", "build", "stock", "--cache-dir", str(root)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    build = subprocess.Popen(
+        [sys.executable, "-m", "uffdprobe", "kernel", "build", "stock", "--cache-dir", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while not list((root / "sources").glob(".tmp-*/unpack/*")):
@@ -71,8 +80,10 @@ def test_clean_all_leaves_an_unpack_in_progress_alone(tmp_path):
     _locks_free(root)
 
 
-@pytest.mark.reliability("a `.rm-sources-<pid>` tree left half removed by a killed clean",
-                         "the next clean finishes it (dead pid), leaves a live process's alone")
+@pytest.mark.reliability(
+    "a `.rm-sources-<pid>` tree left half removed by a killed clean",
+    "the next clean finishes it (dead pid), leaves a live process's alone",
+)
 def test_clean_finishes_a_dead_process_half_done_removal(tmp_path):
     root = tmp_path / "kcache"
     root.mkdir()

@@ -2,6 +2,7 @@
 """A kernel cache carries a marker uffdprobe wrote (CACHEDIR.TAG): `kernel clean` refuses any folder
 without one and removes nothing there; an older cache of ours gets its marker when the tool uses it;
 a kernel a running matrix holds is never removed under it (issue 27)."""
+
 import os
 import re
 import shutil
@@ -20,8 +21,13 @@ REAL = kbuild_cache.default_root()
 
 
 def _cli(*argv, timeout=300, env=None):
-    return subprocess.run([sys.executable, "-m", "uffdprobe", *map(str, argv)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "uffdprobe", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _snapshot(root: Path) -> dict:
@@ -52,14 +58,20 @@ def _private_stock_cache(root: Path) -> Path:
 
 
 @pytest.mark.parametrize("everything", [False, True], ids=["clean", "clean --all"])
-@pytest.mark.reliability("`kernel clean [--all] --cache-dir DIR` on a folder uffdprobe did not make (work/thesis.tex, "
-                         "sources/main.c, entries/, aliases/, source-hashes.json)",
-                         "refused: one line naming the folder and the missing marker, exit 2; every file "
-                         "byte-identical")
+@pytest.mark.reliability(
+    "`kernel clean [--all] --cache-dir DIR` on a folder uffdprobe did not make (work/thesis.tex, "
+    "sources/main.c, entries/, aliases/, source-hashes.json)",
+    "refused: one line naming the folder and the missing marker, exit 2; every file byte-identical",
+)
 def test_clean_refuses_a_folder_uffdprobe_did_not_make(tmp_path, everything):
     root = tmp_path / "thesis"
-    for name, text in {"work/thesis.tex": "\\documentclass{article}\n", "sources/main.c": "int main(void){}\n",
-                       "entries/notes.txt": "mine\n", "aliases/a.json": "{}\n", "source-hashes.json": "{}\n"}.items():
+    for name, text in {
+        "work/thesis.tex": "\\documentclass{article}\n",
+        "sources/main.c": "int main(void){}\n",
+        "entries/notes.txt": "mine\n",
+        "aliases/a.json": "{}\n",
+        "source-hashes.json": "{}\n",
+    }.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
     before = _snapshot(root)
@@ -70,9 +82,11 @@ def test_clean_refuses_a_folder_uffdprobe_did_not_make(tmp_path, everything):
     assert _snapshot(root) == before
 
 
-@pytest.mark.reliability("a kernel cache made before markers existed (its own layout, no CACHEDIR.TAG)",
-                         "`kernel clean` refuses it until the tool uses it: a cache-hit `kernel build` writes "
-                         "the marker, then clean removes the kernel")
+@pytest.mark.reliability(
+    "a kernel cache made before markers existed (its own layout, no CACHEDIR.TAG)",
+    "`kernel clean` refuses it until the tool uses it: a cache-hit `kernel build` writes "
+    "the marker, then clean removes the kernel",
+)
 def test_an_older_cache_of_ours_is_marked_when_used(tmp_path):
     root = tmp_path / "kcache"
     entry = _private_stock_cache(root)
@@ -103,8 +117,9 @@ class _Lines:
     """A subprocess's stderr lines as they come."""
 
     def __init__(self, argv: list, env: dict):
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+        )
         self.lines: list = []
         self.out = ""
         threading.Thread(target=self._read, daemon=True).start()
@@ -124,9 +139,11 @@ class _Lines:
 @pytest.mark.vm
 @pytest.mark.skipif(os.geteuid() != 0, reason="boots a guest (root, as the VM tests)")
 @pytest.mark.timeout(1500)
-@pytest.mark.reliability("`kernel clean --all` while a matrix holds the kernel it is about to boot",
-                         "the kernel is kept (clean says so, exit 0), the matrix boots it and writes its "
-                         "whole report (PASS), exit 0; once the matrix ended clean removes it")
+@pytest.mark.reliability(
+    "`kernel clean --all` while a matrix holds the kernel it is about to boot",
+    "the kernel is kept (clean says so, exit 0), the matrix boots it and writes its "
+    "whole report (PASS), exit 0; once the matrix ended clean removes it",
+)
 def test_clean_leaves_the_kernel_of_a_running_matrix(tmp_path):
     xdg = tmp_path / "xdg"
     root = xdg / "uffdprobe" / "kernels"
@@ -135,8 +152,25 @@ def test_clean_leaves_the_kernel_of_a_running_matrix(tmp_path):
         shutil.copy(REAL.parent / "accel.json", xdg / "uffdprobe" / "accel.json")
     env = {**os.environ, "XDG_CACHE_HOME": str(xdg)}
     out = tmp_path / "m.json"
-    m = _Lines([sys.executable, "-m", "uffdprobe", "matrix", "--kernel", "stock", "--scenario", "wp-real-write",
-                "--memory", "anon-4k", "--json", str(out), "--results-dir", str(tmp_path / "r")], env)
+    m = _Lines(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "matrix",
+            "--kernel",
+            "stock",
+            "--scenario",
+            "wp-real-write",
+            "--memory",
+            "anon-4k",
+            "--json",
+            str(out),
+            "--results-dir",
+            str(tmp_path / "r"),
+        ],
+        env,
+    )
     try:
         m.wait_for(r"stock \| \[vm\] (preparing|booting)", 900)
         clean = _cli("kernel", "clean", "--all", "--cache-dir", root)
@@ -149,6 +183,7 @@ def test_clean_leaves_the_kernel_of_a_running_matrix(tmp_path):
             m.proc.wait(timeout=30)
     assert m.proc.returncode == Exit.OK, "\n".join(m.lines[-40:])
     import json
+
     cells = json.loads(out.read_text())["cells"]
     assert cells and {c["verdict"] for c in cells} == {"PASS"}
     again = _cli("kernel", "clean", "--all", "--cache-dir", root)
@@ -158,9 +193,11 @@ def test_clean_leaves_the_kernel_of_a_running_matrix(tmp_path):
 @pytest.mark.vm
 @pytest.mark.skipif(os.geteuid() != 0, reason="boots a guest (root, as the VM tests)")
 @pytest.mark.timeout(1500)
-@pytest.mark.reliability("the second kernel's image file removed while a matrix boots the first",
-                         "no crash: the first kernel's verdicts (PASS) and the second's ERROR rows naming the "
-                         "missing file are in the report, exit 7 (undeclared ERROR cells)")
+@pytest.mark.reliability(
+    "the second kernel's image file removed while a matrix boots the first",
+    "no crash: the first kernel's verdicts (PASS) and the second's ERROR rows naming the "
+    "missing file are in the report, exit 7 (undeclared ERROR cells)",
+)
 def test_an_image_removed_mid_matrix_still_gives_a_report(tmp_path):
     stock = kbuild.cached("stock")
     if stock is None:
@@ -169,9 +206,27 @@ def test_an_image_removed_mid_matrix_still_gives_a_report(tmp_path):
     shutil.copy(stock.bzimage, first)
     shutil.copy(stock.bzimage, second)
     out = tmp_path / "m.json"
-    m = _Lines([sys.executable, "-m", "uffdprobe", "matrix", "--kernel", f"a={first}", "--kernel", f"b={second}",
-                "--scenario", "wp-real-write", "--memory", "anon-4k", "--json", str(out),
-                "--results-dir", str(tmp_path / "r")], dict(os.environ))
+    m = _Lines(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "matrix",
+            "--kernel",
+            f"a={first}",
+            "--kernel",
+            f"b={second}",
+            "--scenario",
+            "wp-real-write",
+            "--memory",
+            "anon-4k",
+            "--json",
+            str(out),
+            "--results-dir",
+            str(tmp_path / "r"),
+        ],
+        dict(os.environ),
+    )
     try:
         m.wait_for(r"a \| \[vm\] (preparing|booting)", 900)
         second.unlink()
@@ -183,6 +238,7 @@ def test_an_image_removed_mid_matrix_still_gives_a_report(tmp_path):
     assert m.proc.returncode == Exit.UNEXPECTED, "\n".join(m.lines[-40:])  # the ERROR cells are undeclared
     assert not any("Traceback" in line or "unexpected" in line for line in m.lines), "\n".join(m.lines[-40:])
     import json
+
     cells = {c["kernel"]: c for c in json.loads(out.read_text())["cells"]}
     assert cells["a"]["verdict"] == "PASS"
     assert cells["b"]["verdict"] == "ERROR" and str(second) in json.dumps(cells["b"]), cells["b"]

@@ -2,6 +2,7 @@
 """`uffdprobe check` for real: the release-vs-GUP hang PRESENT on Debian's 6.1.192 and ABSENT on 6.12.118
 and on the host, with both threads' stacks as evidence, the fix named, the exit-code contract and the
 formats checked against their schemas. Counts come from the scenario table, never typed in."""
+
 import os
 import subprocess
 import sys
@@ -17,8 +18,9 @@ root = pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp scenarios and the p
 
 
 def check(*args, timeout=3000):
-    return subprocess.run([sys.executable, "-m", "uffdprobe", "check", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "check", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def answer(data: dict, defect: str, kernel: str) -> dict:
@@ -77,9 +79,24 @@ def test_release_hang_present_on_stock_only_and_the_stock_image_undeclared_exits
     """The issue's acceptance: stock PRESENT (declared: exit 0), stock-6.12 and host ABSENT; the same stock
     bzImage given as a file declares nothing: exit 1, with the fix to backport."""
     out = tmp_path / "check.json"
-    done = check("--kernel", "stock", "--kernel", "stock-6.12", "--kernel", "host", "--accel", "tcg",
-                 "--json", str(out), "--junit", str(tmp_path / "check.xml"), "--ktap", str(tmp_path / "check.ktap"),
-                 "--html", str(tmp_path / "check.html"))
+    done = check(
+        "--kernel",
+        "stock",
+        "--kernel",
+        "stock-6.12",
+        "--kernel",
+        "host",
+        "--accel",
+        "tcg",
+        "--json",
+        str(out),
+        "--junit",
+        str(tmp_path / "check.xml"),
+        "--ktap",
+        str(tmp_path / "check.ktap"),
+        "--html",
+        str(tmp_path / "check.html"),
+    )
     print(done.stdout)
     assert done.returncode == Exit.OK, done.stdout[-3000:] + done.stderr[-3000:]
     data = valid_json(out, "check")
@@ -92,8 +109,9 @@ def test_release_hang_present_on_stock_only_and_the_stock_image_undeclared_exits
     assert [p for p in present if p[0] == "release-vs-gup"] == [("release-vs-gup", "stock")], present
     # stock 6.1.192 also lacks 0f230bc24b6e (the hugetlb unshare one, found by the shared-memory work); every
     # PRESENT answer is on stock and declared there, stock-6.12 and the host carry none
-    assert {k for _, k in present} == {"stock"} and all(a["declared"] for a in data["answers"]
-                                                         if a["answer"] == "PRESENT"), present
+    assert {k for _, k in present} == {"stock"} and all(
+        a["declared"] for a in data["answers"] if a["answer"] == "PRESENT"
+    ), present
     stock = answer(data, "release-vs-gup", "stock")
     assert stock["declared"] is True and "fe4cdc2c4e24" in stock["fix"] and "v6.15-rc1" in stock["fix"]
     for kernel in ("stock-6.12", "host"):
@@ -110,9 +128,18 @@ def test_release_hang_present_on_stock_only_and_the_stock_image_undeclared_exits
     assert "backport: fe4cdc2c4e24" in done.stdout
 
     from uffdprobe.kbuild import build
+
     image = build.build("stock", progress=False).bzimage
-    again = check("--kernel", f"as-file={image}", "--defect", "release-vs-gup", "--accel", "tcg",
-                  "--json", str(tmp_path / "file.json"))
+    again = check(
+        "--kernel",
+        f"as-file={image}",
+        "--defect",
+        "release-vs-gup",
+        "--accel",
+        "tcg",
+        "--json",
+        str(tmp_path / "file.json"),
+    )
     assert again.returncode == Exit.KERNEL_PROBLEM, again.stdout[-3000:] + again.stderr[-3000:]
     doc = valid_json(tmp_path / "file.json", "check")
     assert [(a["answer"], a["declared"]) for a in doc["answers"]] == [("PRESENT", False)]
@@ -143,8 +170,10 @@ def _matrix(*cells):
     """A matrix of one kernel from (scenario, memory, [verdicts]) triples, as a --runs N run would give."""
     from uffdprobe.results.matrix import KernelRun, Matrix
     from uffdprobe.verdicts import Result, Verdict
-    results = [Result(s, m, Verdict(v), f"{v} reason", {}, {}, {"run": i}) for s, m, vs in cells
-               for i, v in enumerate(vs, 1)]
+
+    results = [
+        Result(s, m, Verdict(v), f"{v} reason", {}, {}, {"run": i}) for s, m, vs in cells for i, v in enumerate(vs, 1)
+    ]
     return Matrix([KernelRun("k", results, expect={"release-vs-gup": "HANG"})])
 
 
@@ -152,9 +181,14 @@ def test_answers_follow_the_cells_flaky_hang_is_present_error_is_no_answer():
     """The answer rule on its own (harness logic, no kernel claim): one HANG run of three makes PRESENT;
     an ERROR beside a PASS is NO ANSWER; every cell SKIP is CANNOT ASK with the reasons."""
     from uffdprobe.results import catalogue
-    m = _matrix(("release-vs-gup", "anon-4k", ["PASS", "HANG", "PASS"]),
-                ("cow-leak", "anon-4k", ["PASS"]), ("cow-leak", "anon-thp", ["ERROR"]),
-                ("cow-leak-reverse", "anon-4k", ["SKIP"]), ("cow-leak-reverse", "anon-thp", ["SKIP"]))
+
+    m = _matrix(
+        ("release-vs-gup", "anon-4k", ["PASS", "HANG", "PASS"]),
+        ("cow-leak", "anon-4k", ["PASS"]),
+        ("cow-leak", "anon-thp", ["ERROR"]),
+        ("cow-leak-reverse", "anon-4k", ["SKIP"]),
+        ("cow-leak-reverse", "anon-thp", ["SKIP"]),
+    )
     got = {a.defect.id: a for a in catalogue.answers(m)}
     assert got["release-vs-gup"].answer == "PRESENT" and got["release-vs-gup"].accepted
     assert got["release-vs-gup"].why.startswith("release-vs-gup(anon-4k) FLAKY: PASS 2/3, HANG 1/3")

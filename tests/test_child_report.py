@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The child report (run.json) a `uffdprobe run` leaves in its results folder, read back by a matrix. Real
 runs on the host kernel; no boots."""
+
 import json
 import subprocess
 import sys
@@ -9,8 +10,7 @@ from uffdprobe.run import child_report
 
 
 def uffdprobe(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "uffdprobe", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "uffdprobe", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_a_run_reports_its_exit_status_and_no_boot_on_the_running_kernel(tmp_path):

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """One CLI vocabulary: the new names, the old spellings still accepted with a deprecation line, -q/-v, and
 --scenario in run as in matrix and bisect."""
+
 import os
 import subprocess
 import sys
@@ -15,11 +16,14 @@ def _parse(argv, capsys):
     return args, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, dest, value, old, new", [
-    (["boot", "--memory", "512", "K", "--", "true"], "memory", 512, "--memory", "--guest-memory-mb"),
-    (["boot", "--timeout", "60", "K", "--", "true"], "timeout", 60.0, "--timeout", "--vm-timeout"),
-    (["matrix", "--kernel", "host", "--jobs", "2"], "jobs", 2, "--jobs", "--parallel"),
-])
+@pytest.mark.parametrize(
+    "argv, dest, value, old, new",
+    [
+        (["boot", "--memory", "512", "K", "--", "true"], "memory", 512, "--memory", "--guest-memory-mb"),
+        (["boot", "--timeout", "60", "K", "--", "true"], "timeout", 60.0, "--timeout", "--vm-timeout"),
+        (["matrix", "--kernel", "host", "--jobs", "2"], "jobs", 2, "--jobs", "--parallel"),
+    ],
+)
 def test_old_spelling_works_and_says_the_new_one(capsys, argv, dest, value, old, new):
     args, err = _parse(argv, capsys)
     assert getattr(args, dest) == value
@@ -40,8 +44,12 @@ def test_same_accel_choices_and_verbosity_everywhere(capsys):
 
 
 def test_run_takes_scenarios_by_name_or_by_option(capsys):
-    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "--scenario", "no-such-scenario"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "run", "--scenario", "no-such-scenario"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "no-such-scenario" in proc.stderr, proc.stderr
 
 
@@ -50,9 +58,24 @@ def test_run_quiet_and_verbose_in_a_guest():
     """-q: no [vm] progress lines; -v: the run directory and QEMU command line too; verdicts either way."""
     out = {}
     for flag in ("-q", "-v"):
-        proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", flag, "--kernel", "stock", "--memory",
-                               "anon-4k", "--scenario", "wp-real-write"], capture_output=True, text=True,
-                              timeout=900)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "uffdprobe",
+                "run",
+                flag,
+                "--kernel",
+                "stock",
+                "--memory",
+                "anon-4k",
+                "--scenario",
+                "wp-real-write",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert any(line.startswith("[1/1] wp-real-write ") and " PASS " in line for line in proc.stdout.splitlines())
         out[flag] = proc.stderr
@@ -65,10 +88,15 @@ def test_shell_completion_offers_subcommands_and_options(tmp_path):
     out = tmp_path / "completions"
 
     def complete(line: str) -> list:
-        env = dict(os.environ, _ARGCOMPLETE="1", COMP_LINE=line, COMP_POINT=str(len(line)),
-                   _ARGCOMPLETE_STDOUT_FILENAME=str(out), _ARGCOMPLETE_IFS="\n")
-        proc = subprocess.run([sys.executable, "-m", "uffdprobe"], env=env, capture_output=True, text=True,
-                              timeout=60)
+        env = dict(
+            os.environ,
+            _ARGCOMPLETE="1",
+            COMP_LINE=line,
+            COMP_POINT=str(len(line)),
+            _ARGCOMPLETE_STDOUT_FILENAME=str(out),
+            _ARGCOMPLETE_IFS="\n",
+        )
+        proc = subprocess.run([sys.executable, "-m", "uffdprobe"], env=env, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         return out.read_text().split("\n")
 
@@ -78,8 +106,19 @@ def test_shell_completion_offers_subcommands_and_options(tmp_path):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="wp-real-write needs uffd-wp permission here")
 def test_matrix_quiet_drops_progress_keeps_the_table(tmp_path):
-    argv = [sys.executable, "-m", "uffdprobe", "matrix", "--kernel", "host", "--scenario", "wp-real-write",
-            "--memory", "anon-4k", "--results-dir"]
+    argv = [
+        sys.executable,
+        "-m",
+        "uffdprobe",
+        "matrix",
+        "--kernel",
+        "host",
+        "--scenario",
+        "wp-real-write",
+        "--memory",
+        "anon-4k",
+        "--results-dir",
+    ]
     loud = subprocess.run(argv + [str(tmp_path / "loud")], capture_output=True, text=True, timeout=300)
     quiet = subprocess.run(argv + [str(tmp_path / "quiet"), "-q"], capture_output=True, text=True, timeout=300)
     assert loud.returncode == quiet.returncode == 0, loud.stderr + quiet.stderr

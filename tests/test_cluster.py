@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The Dask engine (`matrix --cluster`) on a real LocalCluster of worker processes, and the pytest plugin under
 pytest-xdist: real boots, the same verdicts as the serial run, faults survived."""
+
 import os
 import re
 import signal
@@ -31,8 +32,13 @@ BOOTING = re.compile(r"^  (stock|model-5\.8) \| \[vm\] booting .*; console: (\S+
 
 
 def matrix(*args, timeout=1500) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "uffdprobe", "matrix", *args], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "matrix", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def closed_port() -> int:
@@ -50,15 +56,28 @@ def junit_cases(path: Path) -> dict:
     return out
 
 
-@pytest.mark.reliability("matrix --cluster naming an unreachable scheduler or a malformed address",
-                         "one line naming the address and what to start, exit 2, within the connect bound, "
-                         "before any build or boot, no results folder")
+@pytest.mark.reliability(
+    "matrix --cluster naming an unreachable scheduler or a malformed address",
+    "one line naming the address and what to start, exit 2, within the connect bound, "
+    "before any build or boot, no results folder",
+)
 @pytest.mark.parametrize("address", ["closed-port", "not an address"])
 def test_a_bad_scheduler_address_is_refused_up_front(tmp_path, address):
     spec = f"tcp://127.0.0.1:{closed_port()}" if address == "closed-port" else address
     started = time.monotonic()
-    done = matrix("--cluster", spec, "--kernel", "host", "--kernel", "stock", "--results-dir",
-                  str(tmp_path / "work"), "--json", str(tmp_path / "m.json"), timeout=120)
+    done = matrix(
+        "--cluster",
+        spec,
+        "--kernel",
+        "host",
+        "--kernel",
+        "stock",
+        "--results-dir",
+        str(tmp_path / "work"),
+        "--json",
+        str(tmp_path / "m.json"),
+        timeout=120,
+    )
     took = time.monotonic() - started
     assert done.returncode == 2, done.stderr
     own = [ln for ln in done.stderr.splitlines() if ln.startswith("uffdprobe:")]
@@ -69,13 +88,33 @@ def test_a_bad_scheduler_address_is_refused_up_front(tmp_path, address):
     assert not (tmp_path / "work").exists() and not (tmp_path / "m.json").exists()
 
 
-@pytest.mark.reliability("matrix --cluster whose workers lack QEMU (local:1 started with a PATH without it)",
-                         "one line naming the worker and what it lacks, with the apt-get fix, exit 2, before any "
-                         "build or boot; no worker process left")
+@pytest.mark.reliability(
+    "matrix --cluster whose workers lack QEMU (local:1 started with a PATH without it)",
+    "one line naming the worker and what it lacks, with the apt-get fix, exit 2, before any "
+    "build or boot; no worker process left",
+)
 def test_a_worker_without_qemu_is_refused_up_front(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "uffdprobe", "matrix", "--cluster", "local:1", "--kernel", "host",
-                           "--kernel", "stock", "--results-dir", str(tmp_path / "work")], capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL, env={**os.environ, "PATH": str(tmp_path)})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "matrix",
+            "--cluster",
+            "local:1",
+            "--kernel",
+            "host",
+            "--kernel",
+            "stock",
+            "--results-dir",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "PATH": str(tmp_path)},
+    )
     assert done.returncode == 2, done.stderr
     own = [ln for ln in done.stderr.splitlines() if ln.startswith("uffdprobe:")]
     assert len(own) == 1 and "lacks qemu" in own[0] and "apt-get install -y qemu-system-x86" in own[0], done.stderr
@@ -101,8 +140,17 @@ def test_local_cluster_gives_the_serial_verdicts_cell_for_cell(tmp_path):
     kernels = ["--kernel", "host", "--kernel", "stock", "--kernel", "model-5.8"]
     runs = {}
     for name, extra in (("serial", []), ("cluster", ["--cluster", "local:2"])):
-        done = matrix(*kernels, *SCENARIOS, *extra, "--results-dir", str(tmp_path / name), "--json",
-                      str(tmp_path / f"{name}.json"), "--junit", str(tmp_path / f"{name}.xml"))
+        done = matrix(
+            *kernels,
+            *SCENARIOS,
+            *extra,
+            "--results-dir",
+            str(tmp_path / name),
+            "--json",
+            str(tmp_path / f"{name}.json"),
+            "--junit",
+            str(tmp_path / f"{name}.xml"),
+        )
         runs[name] = (done, matrix_json(tmp_path / f"{name}.json"))
     (serial, s_data), (cluster, c_data) = runs["serial"], runs["cluster"]
     assert "cluster local:2: 2 VM slot(s) on 2 worker(s)" in cluster.stderr
@@ -128,13 +176,26 @@ def test_local_cluster_gives_the_serial_verdicts_cell_for_cell(tmp_path):
 @root
 @pytest.mark.vm
 @pytest.mark.timeout(3600)
-@pytest.mark.reliability("a cluster worker process SIGKILLed while its kernel boots (matrix --cluster local:2)",
-                         "its run child and QEMU stop (parent-death signal); the kernel is retried once on another "
-                         "worker; the matrix completes with every cell answered, the other kernel's kept")
+@pytest.mark.reliability(
+    "a cluster worker process SIGKILLed while its kernel boots (matrix --cluster local:2)",
+    "its run child and QEMU stop (parent-death signal); the kernel is retried once on another "
+    "worker; the matrix completes with every cell answered, the other kernel's kept",
+)
 def test_a_worker_killed_during_a_boot_is_retried_elsewhere(tmp_path):
     stock_entry()
-    m = MatrixProc("--cluster", "local:2", "--kernel", "stock", "--kernel", "model-5.8", *SCENARIOS,
-                   "--results-dir", str(tmp_path / "work"), "--json", str(tmp_path / "m.json"))
+    m = MatrixProc(
+        "--cluster",
+        "local:2",
+        "--kernel",
+        "stock",
+        "--kernel",
+        "model-5.8",
+        *SCENARIOS,
+        "--results-dir",
+        str(tmp_path / "work"),
+        "--json",
+        str(tmp_path / "m.json"),
+    )
     try:
         booting = m.wait_for(re.compile(r"^  stock \| \[vm\] booting .*; console: (\S+)/console\.log$"), 900)
         first_run_dir = booting.group(1)
@@ -175,21 +236,45 @@ def _run_child_booting(run_dir_hint: str, timeout: float) -> psutil.Process:
 @root
 @pytest.mark.vm
 @pytest.mark.timeout(1800)
-@pytest.mark.reliability("Ctrl-C at the terminal (SIGINT to the whole process group, LocalCluster workers included) "
-                         "while matrix --cluster local:2 runs a kernel on a worker",
-                         "exit 130 within the grace; the worker's child stopped through the cluster and its "
-                         "verdicts so far written, marked incomplete; no QEMU, run child or worker process left")
+@pytest.mark.reliability(
+    "Ctrl-C at the terminal (SIGINT to the whole process group, LocalCluster workers included) "
+    "while matrix --cluster local:2 runs a kernel on a worker",
+    "exit 130 within the grace; the worker's child stopped through the cluster and its "
+    "verdicts so far written, marked incomplete; no QEMU, run child or worker process left",
+)
 def test_ctrl_c_on_a_cluster_matrix_leaves_no_vm(tmp_path):
     stock_entry()
     # the spin keeps stock's guest busy after its first verdicts: the interrupt lands mid-kernel
-    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", "matrix", "--cluster", "local:2", "--kernel", "stock",
-                             "--scenario", "wp-gup-vmsplice", "--scenario", "selftest-kernel-spin", "--results-dir",
-                             str(tmp_path / "work"), "--json", str(tmp_path / "m.json")],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own group: the SIGINT below is a terminal's Ctrl-C
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "matrix",
+            "--cluster",
+            "local:2",
+            "--kernel",
+            "stock",
+            "--scenario",
+            "wp-gup-vmsplice",
+            "--scenario",
+            "selftest-kernel-spin",
+            "--results-dir",
+            str(tmp_path / "work"),
+            "--json",
+            str(tmp_path / "m.json"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # its own group: the SIGINT below is a terminal's Ctrl-C
     lines, seen, run_dir = [], set(), None
-    readers = [threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True),
-               threading.Thread(target=proc.stdout.read, daemon=True)]
+    readers = [
+        threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True),
+        threading.Thread(target=proc.stdout.read, daemon=True),
+    ]
     for t in readers:
         t.start()
     try:
@@ -276,11 +361,30 @@ def test_pytest_xdist_gives_the_outcomes_of_a_plain_session(tmp_path):
     (tmp_path / "test_user.py").write_text(XDIST_TESTS)
     sessions = {}
     for name, extra in (("plain", []), ("xdist", ["-n", "2"])):
-        done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_user.py",
-                               "--uffd-kernel", "host", "--uffd-kernel", "stock", "--uffd-expect",
-                               "stock:selftest-self-deadlock=HANG", f"--junitxml={name}.xml",
-                               f"--basetemp={tmp_path / ('temp-' + name)}", *extra],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=1500)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "-q",
+                "test_user.py",
+                "--uffd-kernel",
+                "host",
+                "--uffd-kernel",
+                "stock",
+                "--uffd-expect",
+                "stock:selftest-self-deadlock=HANG",
+                f"--junitxml={name}.xml",
+                f"--basetemp={tmp_path / ('temp-' + name)}",
+                *extra,
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=1500,
+        )
         sessions[name] = done
     plain, xdist = sessions["plain"], sessions["xdist"]
     assert plain.returncode == xdist.returncode == 1, plain.stdout[-3000:] + xdist.stdout[-3000:]

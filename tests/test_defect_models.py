@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Defects 2-5 of the catalogue, each PRESENT on the model recipe that reverts its fix and ABSENT on stock (6.1.192)
 and stock-6.12, in real guests, with the evidence asserted; the host cells are in test_scenarios.py."""
+
 import subprocess
 import sys
 
@@ -16,10 +17,14 @@ from uffdprobe.verdicts import Result, Verdict
 pytestmark = pytest.mark.timeout(3600)  # may build the models (small variants of stock) and stock-6.12 cold
 
 #: defect scenario -> the model recipe that reverts its fix
-MODELS = {"copy-wp-readonly": "model-copy-wp-readonly", "zeropage-split-wp": "model-zeropage-split-wp",
-          "swapoff-wp-loop": "model-swapoff-wp-loop", "mremap-wp-stale": "model-mremap-wp-stale"}
+MODELS = {
+    "copy-wp-readonly": "model-copy-wp-readonly",
+    "zeropage-split-wp": "model-zeropage-split-wp",
+    "swapoff-wp-loop": "model-swapoff-wp-loop",
+    "mremap-wp-stale": "model-mremap-wp-stale",
+}
 FIXED = ["stock", "stock-6.12"]
-KERNELS = list(MODELS.values()) + FIXED   # the models first: stock-6.12 may still be building
+KERNELS = list(MODELS.values()) + FIXED  # the models first: stock-6.12 may still be building
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +33,12 @@ def booted(tmp_path_factory):
     out = {}
     for name in KERNELS:
         path = tmp_path_factory.mktemp(name) / "results.json"
-        proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "--kernel", name, "--json", str(path),
-                               *MODELS], capture_output=True, text=True, timeout=1800)
+        proc = subprocess.run(
+            [sys.executable, "-m", "uffdprobe", "run", "--kernel", name, "--json", str(path), *MODELS],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         assert proc.returncode == 0, f"{name}: exit {proc.returncode} (every verdict declared)\n{proc.stderr[-3000:]}"
         out[name] = [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
     return out

@@ -2,6 +2,7 @@
 """The documents hold to the code and to each other: every relative link and anchor resolves, the README's
 exit-status table is exitcodes.Exit, the design's layout drawing is test_layout's STAGES order, and the
 user guide keeps the reliability table the suite rewrites."""
+
 import argparse
 import re
 from pathlib import Path
@@ -14,8 +15,13 @@ from uffdprobe.exitcodes import Exit
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Every document a reader follows links through.
-DOCUMENTS = ["README.md", "CONTRIBUTING.md", "CHANGELOG.md", "vm-images/README.md", *sorted(
-    str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
+DOCUMENTS = [
+    "README.md",
+    "CONTRIBUTING.md",
+    "CHANGELOG.md",
+    "vm-images/README.md",
+    *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")),
+]
 _FENCE = re.compile(r"^(```|~~~)")
 _LINK = re.compile(r"!?\[(?:[^\]\\]|\\.)*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
@@ -62,10 +68,14 @@ def _links(path: Path) -> list:
 
 def test_the_slugs_are_githubs():
     assert slug("Any program under the supervisor (`--exec`)") == "any-program-under-the-supervisor---exec"
-    assert slug("Shared memory, hugetlb, MOVE and PAGEMAP_SCAN (measured)") == \
-        "shared-memory-hugetlb-move-and-pagemap_scan-measured"
-    assert slug("The kernel's own mm selftests, beside the scenarios") == \
-        "the-kernels-own-mm-selftests-beside-the-scenarios"
+    assert (
+        slug("Shared memory, hugetlb, MOVE and PAGEMAP_SCAN (measured)")
+        == "shared-memory-hugetlb-move-and-pagemap_scan-measured"
+    )
+    assert (
+        slug("The kernel's own mm selftests, beside the scenarios")
+        == "the-kernels-own-mm-selftests-beside-the-scenarios"
+    )
 
 
 @pytest.mark.parametrize("document", DOCUMENTS)
@@ -124,8 +134,9 @@ def test_the_reliability_table_lives_where_the_suite_rewrites_it():
     table = text.split(DOCS_BEGIN, 1)[1].split(DOCS_END, 1)[0].strip().splitlines()
     header = reliability_table({}).splitlines()
     assert table[:2] == header and len(table) > 100, table[:3]
-    assert all(line.startswith("| ") and line.endswith(" |") and line.count(" | `test_") == 1
-               for line in table[2:]), "every row: case, handling, `test`, result"
+    assert all(line.startswith("| ") and line.endswith(" |") and line.count(" | `test_") == 1 for line in table[2:]), (
+        "every row: case, handling, `test`, result"
+    )
 
 
 def _long_options(parser, path=()):
@@ -135,16 +146,21 @@ def _long_options(parser, path=()):
             for name, sub in action.choices.items():
                 yield from _long_options(sub, (*path, name))
         elif action.help != argparse.SUPPRESS:
-            yield from ((" ".join(path), o) for o in action.option_strings
-                        if o.startswith("--") and o not in ("--help", "--version"))
+            yield from (
+                (" ".join(path), o)
+                for o in action.option_strings
+                if o.startswith("--") and o not in ("--help", "--version")
+            )
 
 
 def test_every_option_is_documented():
     """Each long option of every subcommand is named in the README or the user guide."""
     from uffdprobe.cli.main import build_parser
+
     text = (ROOT / "README.md").read_text() + (ROOT / "docs" / "user-guide.md").read_text()
     options = list(_long_options(build_parser()))
     assert len(options) > 100
-    missing = sorted({f"{sub} {option}" for sub, option in options
-                      if not re.search(re.escape(option) + r"(?![\w-])", text)})
+    missing = sorted(
+        {f"{sub} {option}" for sub, option in options if not re.search(re.escape(option) + r"(?![\w-])", text)}
+    )
     assert not missing, missing

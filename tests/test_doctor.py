@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """`uffdprobe doctor` on this machine and on the same machine with things really taken away: a PATH without
 the tools, an empty cache, an unprivileged user."""
+
 import json
 import os
 import shutil
@@ -15,8 +16,14 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
 def _doctor(*args, env=None, prefix=(), cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(list(prefix) + [sys.executable, "-m", "uffdprobe", "doctor", *args], capture_output=True,
-                          text=True, timeout=300, env=env, cwd=cwd)
+    return subprocess.run(
+        list(prefix) + [sys.executable, "-m", "uffdprobe", "doctor", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=cwd,
+    )
 
 
 def test_doctor_says_ready_and_names_every_check():
@@ -26,8 +33,16 @@ def test_doctor_says_ready_and_names_every_check():
     assert proc.returncode == (0 if not failed else 2), proc.stdout
     assert report["ready"] == (not failed), failed
     names = {c["name"] for c in report["checks"]}
-    assert {"userfaultfd", "qemu", "static busybox", "acceleration", "transparent hugepages", "cache",
-            "kernel stock", "kernel build toolchain"} <= names
+    assert {
+        "userfaultfd",
+        "qemu",
+        "static busybox",
+        "acceleration",
+        "transparent hugepages",
+        "cache",
+        "kernel stock",
+        "kernel build toolchain",
+    } <= names
     assert not failed, f"this machine runs the main job, yet doctor says: {failed}"
 
 
@@ -45,7 +60,9 @@ def test_doctor_gives_the_apt_line_when_tools_are_missing(tmp_path):
     assert any(line.startswith("MISSING  qemu:") for line in lines), proc.stdout
     assert any(line.startswith("MISSING  kernel stock:") for line in lines), proc.stdout
     needed = next(line for line in lines if line.startswith("needed by the main job"))
-    assert {"qemu-system-x86", "gcc", "make", "flex", "bison", "bc"} <= set(needed.split("apt-get install -y")[1].split())
+    assert {"qemu-system-x86", "gcc", "make", "flex", "bison", "bc"} <= set(
+        needed.split("apt-get install -y")[1].split()
+    )
     assert "not ready" in lines[-1]
 
 

@@ -2,6 +2,7 @@
 """`--exec`: any program under the supervisor. Host tests run real programs on the running kernel (a real
 HANG in handle_userfault rescued through pidfd_getfd, a vfork D state, spinning in user space and in the
 kernel, exit 3); vm tests boot stock and model-5.8 with the umapsort reproducer on an ext4 scratch disk."""
+
 import json
 import os
 import re
@@ -31,8 +32,13 @@ def built(name: str) -> str:
 
 
 def uffdprobe(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "uffdprobe", *args], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "uffdprobe", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def results(path: Path) -> list:
@@ -47,8 +53,10 @@ def odirect_dir(tmp_path):
 
 
 def test_split_gives_the_program_everything_after_exec():
-    assert split(["run", "--kernel", "k", "--exec", "--", "prog", "-x", "--exec"]) == \
-        (["run", "--kernel", "k"], ["prog", "-x", "--exec"])
+    assert split(["run", "--kernel", "k", "--exec", "--", "prog", "-x", "--exec"]) == (
+        ["run", "--kernel", "k"],
+        ["prog", "-x", "--exec"],
+    )
     assert split(["matrix", "--exec", "prog", "--json", "f"]) == (["matrix"], ["prog", "--json", "f"])
     assert split(["boot", "k", "--", "sh", "--exec"]) == (["boot", "k", "--", "sh", "--exec"], None)
     assert split(["run", "--", "--exec"]) == (["run", "--", "--exec"], None)
@@ -80,8 +88,7 @@ def test_a_program_waiting_on_its_own_uffd_is_a_hang_and_rescued(kf, mode, answe
 @pytest.mark.root
 @pytest.mark.timeout(60)
 def test_the_reproducer_passes_on_the_running_kernel(kf, odirect_dir):
-    r = workload.run_program("umapsort-repro", [str(programs.path("umapsort-repro"))], {}, FAST,
-                             cwd=odirect_dir)
+    r = workload.run_program("umapsort-repro", [str(programs.path("umapsort-repro"))], {}, FAST, cwd=odirect_dir)
     assert r.verdict is Verdict.PASS, (r.reason, r.evidence["stdout"], r.evidence["stderr"])
     assert "data intact" in r.evidence["stdout"]["text"] and "hang" not in r.evidence
     assert not os.listdir(odirect_dir), "the store was left behind"
@@ -95,23 +102,27 @@ def test_a_program_exiting_3_is_fail_with_its_output():
 
 
 def test_output_is_bounded_head_and_tail(tmp_path):
-    r = workload.run_program("chatty", ["sh", "-c", "seq 1 100000"], {},
-                             workload.ExecLimits(output_bytes=1000))
+    r = workload.run_program("chatty", ["sh", "-c", "seq 1 100000"], {}, workload.ExecLimits(output_bytes=1000))
     out = r.evidence["stdout"]
     assert r.verdict is Verdict.PASS and out["bytes"] == len("".join(f"{i}\n" for i in range(1, 100001)))
     assert out["text"].startswith("1\n2\n") and out["text"].endswith("99999\n100000\n")
     assert f"[... {out['cut_bytes']} bytes cut ...]" in out["text"] and out["cut_bytes"] == out["bytes"] - 1000
 
 
-@pytest.mark.reliability("an --exec program stuck outside userfaultfd (vfork parent in D, spinning in user space or "
-                         "in the kernel)", "STUCK with every task's state, wchan and stack, never HANG; the tree killed "
-                         "and reaped")
+@pytest.mark.reliability(
+    "an --exec program stuck outside userfaultfd (vfork parent in D, spinning in user space or in the kernel)",
+    "STUCK with every task's state, wchan and stack, never HANG; the tree killed and reaped",
+)
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("argv,state,where", [
-    (["vfork_sleep", "60"], "D", "D (uninterruptible) outside handle_userfault"),
-    (["sh", "-c", "while :; do :; done"], "R", "spinning in user space"),
-    (["dd", "if=/dev/zero", "of=/dev/null", "bs=16M"], "R", "spinning in the kernel"),
-], ids=["vfork-parent-in-D", "user-space-spin", "kernel-spin"])
+@pytest.mark.parametrize(
+    "argv,state,where",
+    [
+        (["vfork_sleep", "60"], "D", "D (uninterruptible) outside handle_userfault"),
+        (["sh", "-c", "while :; do :; done"], "R", "spinning in user space"),
+        (["dd", "if=/dev/zero", "of=/dev/null", "bs=16M"], "R", "spinning in the kernel"),
+    ],
+    ids=["vfork-parent-in-D", "user-space-spin", "kernel-spin"],
+)
 def test_stuck_outside_userfaultfd_is_stuck_not_hang(argv, state, where, live_children):
     if argv[0] == "vfork_sleep":
         argv = [built("vfork_sleep")] + argv[1:]
@@ -133,8 +144,20 @@ def test_run_exec_on_host_reports_declares_and_exits(tmp_path):
     assert proc.returncode == 1, proc.stderr  # an undeclared HANG
     valid_json(out, "results")
     assert [r["verdict"] for r in results(out)] == ["HANG"] and results(out)[0]["scenario"] == "uffd_selfwait"
-    proc = uffdprobe("run", "--hang-timeout", "1", "--expect", "selfwait=HANG", "--exec-label", "selfwait",
-                     "--ktap", "-", "--exec", prog, "wp")
+    proc = uffdprobe(
+        "run",
+        "--hang-timeout",
+        "1",
+        "--expect",
+        "selfwait=HANG",
+        "--exec-label",
+        "selfwait",
+        "--ktap",
+        "-",
+        "--exec",
+        prog,
+        "wp",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "not ok 1 selfwait.-" in proc.stdout and "# rescue: rescued through pidfd_getfd" in proc.stdout
     proc = uffdprobe("run", "--exec", "--", str(tmp_path / "missing"))
@@ -142,6 +165,7 @@ def test_run_exec_on_host_reports_declares_and_exits(tmp_path):
 
 
 # ---- real guests ----------------------------------------------------------------------------------------------
+
 
 def guest_run(tmp_path, kernel, *args, timeout=600):
     out = tmp_path / f"{kernel}.json"
@@ -152,8 +176,22 @@ def guest_run(tmp_path, kernel, *args, timeout=600):
 @pytest.mark.vm
 @pytest.mark.timeout(900)
 def test_reproducer_hangs_on_model_5_8_is_rescued_and_the_boot_goes_on(tmp_path):
-    proc, rs = guest_run(tmp_path, "model-5.8", "--scratch-fs", "ext4", "--scratch-mb", "256", "--scenario",
-                         "wp-gup-odirect", "--memory", "anon-4k", "--exec", "--", str(programs.path("umapsort-repro")), "2")
+    proc, rs = guest_run(
+        tmp_path,
+        "model-5.8",
+        "--scratch-fs",
+        "ext4",
+        "--scratch-mb",
+        "256",
+        "--scenario",
+        "wp-gup-odirect",
+        "--memory",
+        "anon-4k",
+        "--exec",
+        "--",
+        str(programs.path("umapsort-repro")),
+        "2",
+    )
     assert proc.returncode == 0, proc.stderr  # both HANGs are declared by the recipe
     repro, odirect_run = rs
     assert repro["scenario"] == "umapsort-repro" and repro["verdict"] == "HANG", repro["reason"]
@@ -170,7 +208,9 @@ def test_reproducer_hangs_on_model_5_8_is_rescued_and_the_boot_goes_on(tmp_path)
 @pytest.mark.vm
 @pytest.mark.timeout(900)
 def test_reproducer_passes_on_stock(tmp_path):
-    proc, rs = guest_run(tmp_path, "stock", "--scratch-fs", "ext4", "--exec", "--", str(programs.path("umapsort-repro")))
+    proc, rs = guest_run(
+        tmp_path, "stock", "--scratch-fs", "ext4", "--exec", "--", str(programs.path("umapsort-repro"))
+    )
     assert proc.returncode == 0, proc.stderr
     assert [(r["scenario"], r["verdict"]) for r in rs] == [("umapsort-repro", "PASS")], rs
     assert "data intact" in rs[0]["evidence"]["stdout"]["text"]
@@ -178,11 +218,15 @@ def test_reproducer_passes_on_stock(tmp_path):
 
 @pytest.mark.vm
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("argv,verdict,needle", [
-    (["sh", "-c", "echo in-the-guest; echo bad >&2; exit 3"], "FAIL", "exited 3: bad"),
-    (["vfork_sleep", "300"], "STUCK", "D (uninterruptible) outside handle_userfault"),
-    (["dd", "if=/dev/zero", "of=/dev/null", "bs=16M"], "STUCK", "spinning in the kernel"),
-], ids=["exit-3", "vfork-D", "kernel-spin"])
+@pytest.mark.parametrize(
+    "argv,verdict,needle",
+    [
+        (["sh", "-c", "echo in-the-guest; echo bad >&2; exit 3"], "FAIL", "exited 3: bad"),
+        (["vfork_sleep", "300"], "STUCK", "D (uninterruptible) outside handle_userfault"),
+        (["dd", "if=/dev/zero", "of=/dev/null", "bs=16M"], "STUCK", "spinning in the kernel"),
+    ],
+    ids=["exit-3", "vfork-D", "kernel-spin"],
+)
 def test_guest_fail_and_stuck_are_told_apart_from_a_hang(tmp_path, argv, verdict, needle):
     if argv[0] == "vfork_sleep":
         argv = [built("vfork_sleep")] + argv[1:]
@@ -200,9 +244,27 @@ def test_matrix_shows_pass_and_hang_side_by_side(tmp_path):
     every format, the program's store on the guest's ext4."""
     repro = str(programs.path("umapsort-repro"))
     files = {k: tmp_path / f"m.{k}" for k in ("json", "xml", "html")}
-    proc = uffdprobe("matrix", "--kernel", "stock", "--kernel", "model-5.8", "--accel", "tcg",
-                     "--results-dir", str(tmp_path / "work"), "--json", str(files["json"]), "--junit", str(files["xml"]),
-                     "--html", str(files["html"]), "--exec", "--", repro, timeout=1100)
+    proc = uffdprobe(
+        "matrix",
+        "--kernel",
+        "stock",
+        "--kernel",
+        "model-5.8",
+        "--accel",
+        "tcg",
+        "--results-dir",
+        str(tmp_path / "work"),
+        "--json",
+        str(files["json"]),
+        "--junit",
+        str(files["xml"]),
+        "--html",
+        str(files["html"]),
+        "--exec",
+        "--",
+        repro,
+        timeout=1100,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"^umapsort-repro +PASS +HANG ok$", proc.stdout, re.M), proc.stdout
     doc = valid_json(files["json"], "matrix")
@@ -223,9 +285,22 @@ def test_scratch_fs_on_a_blank_host_device_serves_the_program_and_the_odirect_sc
         if device is None:
             pytest.skip("no loop device here (needs root and losetup)")
         out = tmp_path / "r.json"
-        proc = uffdprobe("run", "--odirect-target", device, "--scratch-fs", "ext4", "--json", str(out),
-                         "--scenario", "wp-gup-odirect", "--memory", "anon-4k", "--exec", "--",
-                         str(programs.path("umapsort-repro")))
+        proc = uffdprobe(
+            "run",
+            "--odirect-target",
+            device,
+            "--scratch-fs",
+            "ext4",
+            "--json",
+            str(out),
+            "--scenario",
+            "wp-gup-odirect",
+            "--memory",
+            "anon-4k",
+            "--exec",
+            "--",
+            str(programs.path("umapsort-repro")),
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         repro, scenario = results(out)
         assert repro["verdict"] == "PASS" and scenario["verdict"] == "PASS", (repro, scenario)
@@ -238,8 +313,10 @@ def test_scratch_fs_on_a_blank_host_device_serves_the_program_and_the_odirect_sc
         assert blkid.stdout.strip() == "ext4"  # it really was formatted
 
 
-@pytest.mark.reliability("--scratch-fs with no scratch disk (the host, without a blank --odirect-target device)",
-                         "one line naming the fix, exit 2, nothing formatted or run")
+@pytest.mark.reliability(
+    "--scratch-fs with no scratch disk (the host, without a blank --odirect-target device)",
+    "one line naming the fix, exit 2, nothing formatted or run",
+)
 def test_scratch_fs_without_a_device_is_refused(tmp_path, monkeypatch):
     monkeypatch.delenv("UFFDPROBE_SCRATCH_DEV", raising=False)
     proc = uffdprobe("run", "--scratch-fs", "ext4", "--json", str(tmp_path / "r.json"), "--exec", "--", "true")
@@ -253,13 +330,26 @@ def test_the_supervisor_outlasts_the_old_hung_task_panic(tmp_path):
     """The reproducer's service thread waits in D (TASK_UNINTERRUPTIBLE): with the guest's old 30 s hung-task
     panic, a 45 s hang limit would have been a PANIC without workload evidence. Now the kernel's detector
     sits behind the supervisor's bounds, so it is the supervisor's HANG, rescued."""
-    proc, rs = guest_run(tmp_path, "model-5.8", "--hang-timeout", "45", "--scratch-fs", "ext4", "--exec", "--",
-                         str(programs.path("umapsort-repro")), "1")
+    proc, rs = guest_run(
+        tmp_path,
+        "model-5.8",
+        "--hang-timeout",
+        "45",
+        "--scratch-fs",
+        "ext4",
+        "--exec",
+        "--",
+        str(programs.path("umapsort-repro")),
+        "1",
+    )
     assert proc.returncode == 0, proc.stderr
     assert [r["verdict"] for r in rs] == ["HANG"] and "> 45s" in rs[0]["reason"], rs
     assert rs[0]["evidence"]["hang"]["blocked_tasks"][0]["state"] == "D" and rs[0]["evidence"]["rescued"]
-    console = next(Path(line.rsplit("console: ", 1)[1].strip()) for line in proc.stderr.splitlines()
-                   if line.startswith("[vm] booting") and "console: " in line)
+    console = next(
+        Path(line.rsplit("console: ", 1)[1].strip())
+        for line in proc.stderr.splitlines()
+        if line.startswith("[vm] booting") and "console: " in line
+    )
     text = console.read_text(errors="replace")
     assert "hung_task_timeout_secs=120" in text  # 2 x 45 s + 30 s: behind the supervisor
     assert "blocked for more than" not in text and "Kernel panic" not in text
@@ -267,6 +357,7 @@ def test_the_supervisor_outlasts_the_old_hung_task_panic(tmp_path):
 
 def test_hung_task_backstop_moves_only_when_asked():
     from uffdprobe.vm.boot import kernel_append
+
     default = kernel_append(False, "9p", 170, 60)
     assert "sysctl.kernel.hung_task_timeout_secs=15" in default and "hung_task_panic=1" in default  # as before
     raised = kernel_append(False, "9p", 900, 120, hung_task_s=90)
@@ -275,12 +366,14 @@ def test_hung_task_backstop_moves_only_when_asked():
 
 # ---- slow is not HANG (issue 27): a handler that answers late is left to answer -------------------------
 
+
 @pytest.mark.root
 @pytest.mark.timeout(300)
-@pytest.mark.reliability("an --exec program whose own fault handler sleeps 3 s before each answer (past the 2 s "
-                         "hang limit), on the host with two CPU spinners loading the machine",
-                         "PASS, exit 0: slow, not HANG; the faults were answered by the program's own handler "
-                         "(no rescue, no EEXIST)")
+@pytest.mark.reliability(
+    "an --exec program whose own fault handler sleeps 3 s before each answer (past the 2 s "
+    "hang limit), on the host with two CPU spinners loading the machine",
+    "PASS, exit 0: slow, not HANG; the faults were answered by the program's own handler (no rescue, no EEXIST)",
+)
 def test_a_slow_fault_handler_is_slow_not_hung_on_the_host(tmp_path):
     load = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(2)]
     try:
@@ -300,13 +393,35 @@ def test_a_slow_fault_handler_is_slow_not_hung_on_the_host(tmp_path):
 def _busy_guests(count: int) -> list:
     """`count` stock guests spinning both their CPUs under TCG: the load of other guests on a CI machine."""
     from uffdprobe.kbuild import build as kbuild
+
     image = str(kbuild.resolve_kernel("stock", progress=False).bzimage)
     spin = "i=0; while [ $i -lt 2 ]; do (while :; do :; done) & i=$((i+1)); done; sleep 600"
-    guests = [subprocess.Popen([sys.executable, "-m", "uffdprobe", "boot", "--accel", "tcg", "-q",
-                                "--vm-timeout", "900", image, "--", "/bin/sh", "-c", spin],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-              for _ in range(count)]
+    guests = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uffdprobe",
+                "boot",
+                "--accel",
+                "tcg",
+                "-q",
+                "--vm-timeout",
+                "900",
+                image,
+                "--",
+                "/bin/sh",
+                "-c",
+                spin,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for _ in range(count)
+    ]
     import psutil
+
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # both QEMUs running before the measured run starts
         qemus = [c for g in guests for c in psutil.Process(g.pid).children(recursive=True) if "qemu" in c.name()]
@@ -318,8 +433,11 @@ def _busy_guests(count: int) -> list:
 
 @pytest.mark.vm
 @pytest.mark.timeout(900)
-@pytest.mark.reliability("an --exec program whose own fault handler sleeps 3 s before each answer, in a stock guest "
-                         "while two other guests spin both their CPUs", "PASS, exit 0: slow, not HANG")
+@pytest.mark.reliability(
+    "an --exec program whose own fault handler sleeps 3 s before each answer, in a stock guest "
+    "while two other guests spin both their CPUs",
+    "PASS, exit 0: slow, not HANG",
+)
 def test_a_slow_fault_handler_is_slow_not_hung_in_a_stock_guest(tmp_path):
     load = _busy_guests(2)
     try:
@@ -348,11 +466,11 @@ def test_a_program_under_tmp_is_brought_into_the_guest(tmp_path):
     repro = tmp_path / "my-repro"
     repro.write_bytes(Path(programs.path("umapsort-repro")).read_bytes())
     repro.chmod(0o755)
-    proc, rs = guest_run(tmp_path, "stock", "--scratch-fs", "ext4", "--results-dir", str(tmp_path / "rd"),
-                         "--exec", "--", str(repro))
+    proc, rs = guest_run(
+        tmp_path, "stock", "--scratch-fs", "ext4", "--results-dir", str(tmp_path / "rd"), "--exec", "--", str(repro)
+    )
     assert proc.returncode == 0, proc.stderr
     assert [(r["scenario"], r["verdict"]) for r in rs] == [("my-repro", "PASS")], rs
     assert "data intact" in rs[0]["evidence"]["stdout"]["text"]
     run_dir = Path(json.loads((tmp_path / "rd" / "run.json").read_text())["run_dir"])
     assert (run_dir / "channel" / "exec" / "my-repro").read_bytes() == repro.read_bytes()
-

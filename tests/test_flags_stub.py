@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """uffd/flags.pyi (what type checkers and editors see) against the enums flags.py builds from the compiled
 constants: every member the build headers define is declared in the stub with the same value."""
+
 import ast
 import enum
 from pathlib import Path
@@ -15,8 +16,9 @@ def _declared():
     out = {}
     for node in ast.parse(STUB.read_text()).body:
         if isinstance(node, ast.ClassDef):
-            out[node.name] = {t.targets[0].id: ast.literal_eval(t.value) for t in node.body
-                              if isinstance(t, ast.Assign)}
+            out[node.name] = {
+                t.targets[0].id: ast.literal_eval(t.value) for t in node.body if isinstance(t, ast.Assign)
+            }
     return out
 
 

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The output formats on real host runs: JSON per its schema, JUnit per junit-10.xsd, KTAP through the
 kernel's own kunit.py parser, evidence as data (hex addresses, flag names, message objects)."""
+
 import os
 import re
 import subprocess
@@ -18,16 +19,17 @@ from uffdprobe.scenarios import memkinds
 from uffdprobe.scenarios.registry import SCENARIOS as SCENARIO_TABLE
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp scenarios need root here")
-no_kunit = pytest.mark.skipif(not Path(DEFAULT_TARBALL).is_file(), reason="no linux-source-6.1 tarball to unpack the kernel's "
-                              "kunit.py from (apt-get install linux-source-6.1)")
+no_kunit = pytest.mark.skipif(
+    not Path(DEFAULT_TARBALL).is_file(),
+    reason="no linux-source-6.1 tarball to unpack the kernel's kunit.py from (apt-get install linux-source-6.1)",
+)
 #: selftest-self-deadlock HANGs for real on every run; wp-real-write and cow-leak PASS (on anon-4k and THP;
 #: cow-leak's anon-swap SKIPs where there is no swap).
 SCENARIOS = ["selftest-self-deadlock", "wp-real-write", "cow-leak"]
 
 
 def uffdprobe(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "uffdprobe", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "uffdprobe", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def counts(summary: str) -> dict:
@@ -73,16 +75,38 @@ def test_run_ktap_parsed_by_kunit(host_run, tmp_path):
     assert got.get("skipped", 0) == skips
     assert "errors" not in got or got["errors"] == 0
     # the evidence of the failed tests survives the parser (it prints a failed test's log)
-    for line in ("# wchan: handle_userfault", "# state: S", "# stack: handle_userfault",
-                 "# pending_uffd_messages: pagefault address=0x", "flags=WRITE|WP", "# rescue: unprotect"):
+    for line in (
+        "# wchan: handle_userfault",
+        "# state: S",
+        "# stack: handle_userfault",
+        "# pending_uffd_messages: pagefault address=0x",
+        "flags=WRITE|WP",
+        "# rescue: unprotect",
+    ):
         assert line in parsed["proc"].stdout, line
 
 
 def test_run_ktap_is_streamed(tmp_path):
     """Each result line is on stdout before the run ends: read it while the HANG scenario still runs."""
-    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", "run", "--ktap", "-", "cow-leak",
-                             "selftest-self-deadlock", "--memory", "anon-4k", "--hang-timeout", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "run",
+            "--ktap",
+            "-",
+            "cow-leak",
+            "selftest-self-deadlock",
+            "--memory",
+            "anon-4k",
+            "--hang-timeout",
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         seen = []
         for line in proc.stdout:
@@ -100,10 +124,21 @@ def host_matrix(tmp_path_factory):
     """A host matrix with a declared HANG (met) and a declared HANG that does not happen (FIXED)."""
     out = tmp_path_factory.mktemp("matrix")
     files = {k: out / f"m.{k}" for k in ("json", "junit", "ktap")}
-    proc = uffdprobe("matrix", "--kernel", "host", *[a for s in SCENARIOS for a in ("--scenario", s)],
-                     "--runs", "2", "--expect", "host:selftest-self-deadlock=HANG",
-                     "--expect", "host:wp-real-write=HANG", "--results-dir", str(out / "work"),
-                     *[a for k, f in files.items() for a in (f"--{k}", str(f))])
+    proc = uffdprobe(
+        "matrix",
+        "--kernel",
+        "host",
+        *[a for s in SCENARIOS for a in ("--scenario", s)],
+        "--runs",
+        "2",
+        "--expect",
+        "host:selftest-self-deadlock=HANG",
+        "--expect",
+        "host:wp-real-write=HANG",
+        "--results-dir",
+        str(out / "work"),
+        *[a for k, f in files.items() for a in (f"--{k}", str(f))],
+    )
     return {"proc": proc, **files, "work": out / "work"}
 
 
@@ -143,8 +178,11 @@ def test_matrix_junit_per_xsd(host_matrix):
     for memory in SCENARIO_TABLE["wp-real-write"].memory:
         want = "UNEXPECTED" if memkinds.unavailable(memory) else "FIXED"
         assert cases[f"wp-real-write[{memory}]"].find("failure").get("type") == want, memory
-    unavailable = [n for n, c in cases.items() if c.find("skipped") is not None
-                   and c.find("skipped").get("type") != "expected-failure"]
+    unavailable = [
+        n
+        for n, c in cases.items()
+        if c.find("skipped") is not None and c.find("skipped").get("type") != "expected-failure"
+    ]
     assert int(root.get("failures")) == len(SCENARIO_TABLE["wp-real-write"].memory)
     assert int(suite.get("skipped")) == 1 + len(unavailable)
 
@@ -162,8 +200,9 @@ def test_matrix_ktap_parsed_by_kunit(host_matrix, tmp_path):
     # (and where this host cannot offer a kind, the declared HANG's SKIP fails too)
     fixed = sum(c["runs"] for c in cells if c["scenario"] == "wp-real-write")
     skipped = sum(c["runs"] for c in cells if c["verdict"] == "SKIP" and c["scenario"] != "wp-real-write")
-    assert (got["passed"], got["failed"], got.get("skipped", 0)) == (runs - fixed - skipped, fixed, skipped), \
-        parsed["proc"].stdout
+    assert (got["passed"], got["failed"], got.get("skipped", 0)) == (runs - fixed - skipped, fixed, skipped), parsed[
+        "proc"
+    ].stdout
     assert "# XFAIL declared HANG" in text and "# wchan: handle_userfault" in text
     assert text.splitlines()[-1] == "not ok 1 host"
 
@@ -174,9 +213,27 @@ def test_matrix_ktap_parsed_by_kunit(host_matrix, tmp_path):
 def test_booted_run_ktap_streams_and_parses(tmp_path):
     """`run --kernel stock --ktap`: the kernel named in the header, result lines while the guest runs
     (relayed from its verdict stream), the kernel's release once known, kunit.py counts right."""
-    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", "run", "--kernel", "stock", "--ktap", "-", "--runs", "2",
-                             "cow-leak", "selftest-self-deadlock", "--memory", "anon-4k"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "run",
+            "--kernel",
+            "stock",
+            "--ktap",
+            "-",
+            "--runs",
+            "2",
+            "cow-leak",
+            "selftest-self-deadlock",
+            "--memory",
+            "anon-4k",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lines = []
         for line in proc.stdout:
@@ -199,6 +256,7 @@ def test_junit_classname_of_a_kernel_given_by_path(host_matrix, tmp_path):
     dots made '_', so Jenkins' split at the last dot still gives kernel -> scenario."""
     from uffdprobe.results import junit
     from uffdprobe.results.matrix import Matrix
+
     data = valid_json(host_matrix["json"], "matrix")
     label = "/srv/kernels/v5.8.1/vmlinuz-5.8.1"
     for k in data["kernels"]:
@@ -214,13 +272,17 @@ def test_junit_classname_of_a_kernel_given_by_path(host_matrix, tmp_path):
         assert kernel == "vmlinuz-5_8_1" and case.get("name").startswith(scenario + "[")
 
 
-@pytest.mark.parametrize("xml", [
-    '<testsuites skipped="1"/>',
-    '<testsuites><testsuite name="k" tests="1" failures="0" errors="0"><testcase name="x"><properties/>'
-    '</testcase></testsuite></testsuites>',
-    '<testsuites><testsuite tests="1" failures="0" errors="0"/></testsuites>',
-    '<testsuites><testsuite name="k" tests="1" failures="0" errors="0" time="1 s"/></testsuites>',
-], ids=["skipped on testsuites", "properties in a testcase", "suite without a name", "time not a number"])
+@pytest.mark.parametrize(
+    "xml",
+    [
+        '<testsuites skipped="1"/>',
+        '<testsuites><testsuite name="k" tests="1" failures="0" errors="0"><testcase name="x"><properties/>'
+        '</testcase></testsuite></testsuites>',
+        '<testsuites><testsuite tests="1" failures="0" errors="0"/></testsuites>',
+        '<testsuites><testsuite name="k" tests="1" failures="0" errors="0" time="1 s"/></testsuites>',
+    ],
+    ids=["skipped on testsuites", "properties in a testcase", "suite without a name", "time not a number"],
+)
 def test_the_junit_schema_refuses_what_junit_10_refuses(xml):
     schema = etree.XMLSchema(etree.parse(str(formats.JUNIT_XSD)))
     assert not schema.validate(etree.fromstring(xml))

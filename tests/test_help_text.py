@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Every subcommand and every option of every subcommand says what it is for in --help."""
+
 import argparse
 
 from uffdprobe.cli.main import build_parser

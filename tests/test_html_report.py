@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The matrix HTML page in headless Chromium: cells, colours per verdict, evidence after a real click, and
 the cow selftest's ~175 rows grouped under their questions."""
+
 import json
 import os
 import re
@@ -15,13 +16,16 @@ from chromium import Chromium, find_binary
 from matrix_run_once import ARGS, booted_matrix
 from uffdprobe.results.html import COLOURS
 
-pytestmark = [pytest.mark.vm, pytest.mark.timeout(3600),  # the shared matrix may build `stock` cold
-              pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp scenarios need root here"),
-              pytest.mark.skipif(find_binary() is None, reason="no chromium: apt-get install -y chromium")]
+pytestmark = [
+    pytest.mark.vm,
+    pytest.mark.timeout(3600),  # the shared matrix may build `stock` cold
+    pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp scenarios need root here"),
+    pytest.mark.skipif(find_binary() is None, reason="no chromium: apt-get install -y chromium"),
+]
 
 
 def rgb(hex_colour: str) -> str:
-    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgb({r}, {g}, {b})"
 
 
@@ -59,13 +63,25 @@ def test_rendered_table_colours_and_click(page, tmp_path):
     assert "HANG 1/2" in flaky["text"] and "PASS 1/2" in flaky["text"]
 
     assert "Click a cell" in browser.js("document.getElementById('detail').innerText")
-    target = browser.js("[...document.querySelectorAll('td.cell')].find(td => td.dataset.verdict === 'HANG' &&"
-                        " td.cellIndex === 2 && td.parentElement.dataset.scenario === 'umap-evict').dataset.cell")
+    target = browser.js(
+        "[...document.querySelectorAll('td.cell')].find(td => td.dataset.verdict === 'HANG' &&"
+        " td.cellIndex === 2 && td.parentElement.dataset.scenario === 'umap-evict').dataset.cell"
+    )
     browser.click(f"td.cell[data-cell='{target}']")
     detail = browser.js("document.getElementById('detail').innerText")
     assert "stock: umap-evict (anon-4k)" in detail
-    for fact in ("state", "wchan", "handle_userfault", "kernel stack", "Kernel identity", "sha256",
-                 "Boot and timings", "launch_to_init", "console_log", "Console excerpt"):
+    for fact in (
+        "state",
+        "wchan",
+        "handle_userfault",
+        "kernel stack",
+        "Kernel identity",
+        "sha256",
+        "Boot and timings",
+        "launch_to_init",
+        "console_log",
+        "Console excerpt",
+    ):
         assert fact in detail, fact
     assert browser.js("document.querySelector('td.cell.selected').dataset.verdict") == "HANG"
 
@@ -91,15 +107,19 @@ def test_legend_questions_kernels_footer_and_marks(page):
     kernel is; cells look clickable; declared and undeclared bad verdicts look different."""
     browser, booted = page
     legend = browser.js("document.getElementById('legend').innerText")
-    words = browser.js("[...document.querySelectorAll('td.cell')].map(td => [td.dataset.verdict,"
-                       " td.querySelector('small').innerText])")
+    words = browser.js(
+        "[...document.querySelectorAll('td.cell')].map(td => [td.dataset.verdict, td.querySelector('small').innerText])"
+    )
     for verdict, mark in words:
         assert verdict in legend and (not mark or f"{mark}:" in legend), (verdict, mark)
     assert "no word: PASS or SKIP with nothing declared" in legend
-    groups = browser.js("[...document.querySelectorAll('tbody[data-group]')].map(g => [g.dataset.group,"
-                        " g.querySelector('small.question').innerText, [...g.querySelectorAll('tr[data-scenario]')]"
-                        ".map(tr => [tr.dataset.scenario, tr.dataset.memory, tr.querySelector('th.row').innerText])])")
+    groups = browser.js(
+        "[...document.querySelectorAll('tbody[data-group]')].map(g => [g.dataset.group,"
+        " g.querySelector('small.question').innerText, [...g.querySelectorAll('tr[data-scenario]')]"
+        ".map(tr => [tr.dataset.scenario, tr.dataset.memory, tr.querySelector('th.row').innerText])])"
+    )
     from uffdprobe.scenarios.registry import SCENARIOS
+
     table = browser.js("document.getElementById('matrix').innerText")
     assert sorted(g[0] for g in groups) == sorted(ARGS[i + 1] for i, a in enumerate(ARGS) if a == "--scenario")
     for scenario, question, rows in groups:  # the question once, above its memory kinds' rows
@@ -107,13 +127,16 @@ def test_legend_questions_kernels_footer_and_marks(page):
         assert [(s, label) for s, _, label in rows] == [(scenario, memory) for _, memory, _ in rows]
     heads = browser.js("[...document.querySelectorAll('thead th small.kernel-about')].map(e => e.innerText)")
     from uffdprobe.kbuild import recipes
+
     assert heads == ["the running kernel", recipes.load("stock").summary]
     assert browser.js("getComputedStyle(document.querySelector('td.cell')).cursor") == "pointer"
     footer = browser.js("document.getElementById('footer').innerText")
     import uffdprobe
+
     assert f"uffdprobe {uffdprobe.version()}" in footer and "uffdprobe matrix --kernel host --kernel stock" in footer
-    style = ("(sel => { const s = getComputedStyle(document.querySelector(sel));"
-             " return [s.backgroundImage, s.boxShadow]; })")
+    style = (
+        "(sel => { const s = getComputedStyle(document.querySelector(sel)); return [s.backgroundImage, s.boxShadow]; })"
+    )
     declared = browser.js(style + "('.legend .m-expected')")
     undeclared = browser.js(style + "('.legend .m-UNEXPECTED')")  # a bad verdict nothing declares
     assert "gradient" in declared[0] and undeclared[0] == "none" and declared[1] != undeclared[1]
@@ -126,10 +149,35 @@ def cow_selftest_page(tmp_path_factory):
     """`matrix --kernel stock --kselftest cow` (one scenario beside it): about 175 selftest rows, rendered."""
     out = tmp_path_factory.mktemp("cow-html")
     html_file, data_file = out / "report.html", out / "matrix.json"
-    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "matrix", "--kernel", "stock", "--scenario",
-                           "cow-leak", "--memory", "anon-4k", "--memory", "anon-thp", "--kselftest", "cow",
-                           "--results-dir", str(out / "results"), "--html", str(html_file), "--json",
-                           str(data_file), "-q"], capture_output=True, text=True, timeout=3000, cwd="/")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "matrix",
+            "--kernel",
+            "stock",
+            "--scenario",
+            "cow-leak",
+            "--memory",
+            "anon-4k",
+            "--memory",
+            "anon-thp",
+            "--kselftest",
+            "cow",
+            "--results-dir",
+            str(out / "results"),
+            "--html",
+            str(html_file),
+            "--json",
+            str(data_file),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3000,
+        cwd="/",
+    )
     assert html_file.exists(), proc.stderr[-2000:]
     profile = out / "profile"
     profile.mkdir()
@@ -152,6 +200,7 @@ def test_175_selftest_rows_grouped_with_readable_evidence(cow_selftest_page):
     assert groups == ["cow-leak", "cow"]
     table = browser.js("document.getElementById('matrix').innerText")
     from uffdprobe.scenarios.registry import SCENARIOS
+
     assert table.count(SCENARIOS["cow-leak"].question) == 1 and table.count("the kernel's own mm selftest cow") == 1
     assert browser.js("document.documentElement.scrollHeight") < 60 * len(rows)  # rows stay one line-ish high
 

@@ -4,6 +4,7 @@
 The good builds go to the real kernel cache (a warm run is a cache hit); the failure cases
 use a temporary cache that borrows the real cache's unpacked sources (immutable once complete).
 """
+
 import os
 import shutil
 import subprocess
@@ -82,11 +83,25 @@ def test_variants_share_one_config_and_differ_by_patches(built):
 
 
 def test_final_config_has_what_the_harness_needs(built):
-    options = dict(line.split("=", 1) for line in built["stock"].config.read_text().splitlines()
-                   if line.startswith("CONFIG_"))
-    for name in ("USERFAULTFD", "HAVE_ARCH_USERFAULTFD_WP", "TRANSPARENT_HUGEPAGE", "9P_FS", "NET_9P_VIRTIO",
-                 "VIRTIO_PCI", "UNIX", "KALLSYMS", "STACKTRACE", "MAGIC_SYSRQ", "IKCONFIG_PROC",
-                 "DETECT_HUNG_TASK", "CROSS_MEMORY_ATTACH", "64BIT"):
+    options = dict(
+        line.split("=", 1) for line in built["stock"].config.read_text().splitlines() if line.startswith("CONFIG_")
+    )
+    for name in (
+        "USERFAULTFD",
+        "HAVE_ARCH_USERFAULTFD_WP",
+        "TRANSPARENT_HUGEPAGE",
+        "9P_FS",
+        "NET_9P_VIRTIO",
+        "VIRTIO_PCI",
+        "UNIX",
+        "KALLSYMS",
+        "STACKTRACE",
+        "MAGIC_SYSRQ",
+        "IKCONFIG_PROC",
+        "DETECT_HUNG_TASK",
+        "CROSS_MEMORY_ATTACH",
+        "64BIT",
+    ):
         assert options.get(f"CONFIG_{name}") == "y", name
     assert "CONFIG_MODULES" not in options
 
@@ -128,8 +143,9 @@ def test_unknown_git_ref(tmp_path, capsys):
         pytest.skip("git not installed")
     repo = tmp_path / "repo"
     repo.mkdir()
-    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@t")
+    env = dict(
+        os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t"
+    )
     for argv in (["init", "-q"], ["commit", "-q", "--allow-empty", "-m", "x"]):
         subprocess.run(["git", "-C", str(repo)] + argv, check=True, env=env, timeout=60)
     status, _, err = _cli(["build", "--cache-dir", str(tmp_path / "c"), "--source", f"{repo}@v9.9-nope"], capsys)
@@ -145,8 +161,9 @@ def test_unknown_recipe(tmp_path, capsys):
     assert "unknown kernel recipe" in err and "model-5.8" in err
 
 
-@pytest.mark.reliability('a config fragment option the kernel defines but cannot set',
-                         'the dropped option named, exit 4, nothing cached')
+@pytest.mark.reliability(
+    'a config fragment option the kernel defines but cannot set', 'the dropped option named, exit 4, nothing cached'
+)
 def test_unsettable_fragment_option_is_reported_dropped(tmp_cache, tmp_path, capsys):
     # KASAN_SW_TAGS is in 6.1's lib/Kconfig.kasan but depends on HAVE_ARCH_KASAN_SW_TAGS (arm64 only)
     fragment = tmp_path / "unsettable.config"
@@ -157,28 +174,33 @@ def test_unsettable_fragment_option_is_reported_dropped(tmp_cache, tmp_path, cap
     _nothing_installed(tmp_cache)
 
 
-@pytest.mark.reliability("a config fragment option this kernel's Kconfig does not define",
-                         'named in one line, left out, the build goes on')
+@pytest.mark.reliability(
+    "a config fragment option this kernel's Kconfig does not define", 'named in one line, left out, the build goes on'
+)
 def test_option_unknown_to_kconfig_is_left_out(built, tmp_cache, tmp_path, capsys):
     # Stock's entry in the temporary cache: the same final .config is the same kernel, so the build
     # that leaves the made-up option out ends as that cache hit instead of a 10-minute make.
     stock = built["stock"]
     shutil.copytree(stock.bzimage.parent, tmp_cache / "entries" / stock.bzimage.parent.name, symlinks=True)
     fragment = tmp_path / "cross-version.config"
-    fragment.write_text(kbuild.DEFAULT_FRAGMENT.read_text()
-                        + "CONFIG_UFFDPROBE_MADE_UP=y\n# CONFIG_UFFDPROBE_ALSO_MADE_UP is not set\n")
+    fragment.write_text(
+        kbuild.DEFAULT_FRAGMENT.read_text() + "CONFIG_UFFDPROBE_MADE_UP=y\n# CONFIG_UFFDPROBE_ALSO_MADE_UP is not set\n"
+    )
     status, out, err = _cli(["build", "--cache-dir", str(tmp_cache), "--config-fragment", str(fragment)], capsys)
     assert status == Exit.OK, err
     left_out = [line for line in err.splitlines() if "not in this kernel's Kconfig" in line]
-    assert left_out == ["kbuild: not in this kernel's Kconfig: CONFIG_UFFDPROBE_ALSO_MADE_UP, "
-                        "CONFIG_UFFDPROBE_MADE_UP, left out"]
+    assert left_out == [
+        "kbuild: not in this kernel's Kconfig: CONFIG_UFFDPROBE_ALSO_MADE_UP, CONFIG_UFFDPROBE_MADE_UP, left out"
+    ]
     assert stock.key[:12] in out
     config = (tmp_cache / "entries" / stock.bzimage.parent.name / "config").read_text()
     assert "UFFDPROBE_MADE_UP" not in config
 
 
-@pytest.mark.reliability('a config the guest cannot boot with (no 9p, no virtiofs)',
-                         'every missing option named before make, exit 4, nothing cached')
+@pytest.mark.reliability(
+    'a config the guest cannot boot with (no 9p, no virtiofs)',
+    'every missing option named before make, exit 4, nothing cached',
+)
 def test_config_without_a_guest_root_is_refused_before_make(tmp_cache, tmp_path, capsys):
     fragment = tmp_path / "no-9p.config"
     fragment.write_text(kbuild.DEFAULT_FRAGMENT.read_text() + "# CONFIG_9P_FS is not set\n")
@@ -192,6 +214,7 @@ def test_config_without_a_guest_root_is_refused_before_make(tmp_cache, tmp_path,
 
 def test_config_without_userfaultfd_only_warns(capsys):
     from uffdprobe.kbuild import config as kbuild_config, guestneeds
+
     kernel = kbuild.build("no-userfaultfd", progress=False)
     warnings = guestneeds.check(kbuild_config.parse(kernel.config.read_text()), kernel.config)
     assert any("CONFIG_USERFAULTFD is not set" in w and "will SKIP" in w for w in warnings)
@@ -228,10 +251,12 @@ def _syntax_error_patch(sources: Path) -> str:
     tree = next(p / "tree" for p in sources.iterdir() if (p / "tree" / "init" / "version.c").exists())
     lines = (tree / "init" / "version.c").read_text().splitlines()
     anchor = next(i for i, line in enumerate(lines) if line.startswith("#include"))
-    ctx = lines[anchor:anchor + 3]
+    ctx = lines[anchor : anchor + 3]
     body = [f" {ctx[0]}", "+this is not C;"] + [f" {line}" for line in ctx[1:]]
-    return ("--- a/init/version.c\n+++ b/init/version.c\n"
-            f"@@ -{anchor + 1},{len(ctx)} +{anchor + 1},{len(ctx) + 1} @@\n" + "\n".join(body) + "\n")
+    return (
+        "--- a/init/version.c\n+++ b/init/version.c\n"
+        f"@@ -{anchor + 1},{len(ctx)} +{anchor + 1},{len(ctx) + 1} @@\n" + "\n".join(body) + "\n"
+    )
 
 
 @pytest.mark.reliability('a corrupt cache entry (truncated bzImage)', 'detected and rebuilt')
@@ -250,14 +275,23 @@ def test_corrupt_entry_is_detected_and_removed(tmp_path):
 @pytest.mark.reliability('two builders of the same kernel', 'the second waits, bounded, naming the holder')
 def test_lock_wait_is_bounded_and_names_the_holder(tmp_path):
     from uffdprobe.kbuild.errors import SetupError
+
     with kbuild_cache.Lock(tmp_path, "x"):
         child = subprocess.run(
-            ["python3", "-c", "import sys; sys.path.insert(0, sys.argv[1]);"
-             "from uffdprobe.kbuild import cache as c;"
-             "import pathlib;"
-             "c.Lock(pathlib.Path(sys.argv[2]), 'x', wait=1).__enter__()",
-             str(Path(kbuild.__file__).parents[2]), str(tmp_path)],
-            capture_output=True, text=True, timeout=60)
+            [
+                "python3",
+                "-c",
+                "import sys; sys.path.insert(0, sys.argv[1]);"
+                "from uffdprobe.kbuild import cache as c;"
+                "import pathlib;"
+                "c.Lock(pathlib.Path(sys.argv[2]), 'x', wait=1).__enter__()",
+                str(Path(kbuild.__file__).parents[2]),
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert child.returncode != 0
     assert f"pid {os.getpid()}" in child.stderr and SetupError.__name__ in child.stderr
 
@@ -268,8 +302,12 @@ def test_list_and_clean(tmp_path, capsys):
     cfg = tmp_path / "config"
     cfg.write_text("CONFIG_X=y\n")
     cache_dir = tmp_path / "c"
-    kbuild_cache.install_entry(cache_dir, "a" * 64, {"bzImage": bz, "config": cfg},
-                               {"key": "a" * 64, "name": "stock", "version": "6.1.1", "patches": []})
+    kbuild_cache.install_entry(
+        cache_dir,
+        "a" * 64,
+        {"bzImage": bz, "config": cfg},
+        {"key": "a" * 64, "name": "stock", "version": "6.1.1", "patches": []},
+    )
     status, out, _ = _cli(["list", "--cache-dir", str(cache_dir)], capsys)
     assert status == Exit.OK and "stock" in out and "6.1.1" in out
     status, _, err = _cli(["clean", "--cache-dir", str(cache_dir)], capsys)

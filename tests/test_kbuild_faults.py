@@ -10,6 +10,7 @@ directory and runs the command in a private mount namespace in which that direct
 over the real cache's path: paths match, only the changed files are rebuilt, and the real cache
 is never written.
 """
+
 import difflib
 import json
 import os
@@ -79,12 +80,27 @@ class Sandbox:
         shutil.copy(REAL / "source-hashes.json", root / "source-hashes.json")
 
     def argv(self, *args) -> list:
-        script = ('mount --bind "$1" "$2" && mount --bind "$3" "$4" && mount --rbind "$5" "$6" '
-                  '&& shift 6 && exec "$@"')
-        return (["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sandbox",
-                 str(REAL / "sources"), str(self.root / "sources"), str(self.links / "tree"),
-                 str(self.work / "tree"), str(self.root), str(REAL), sys.executable, "-m", "uffdprobe"]
-                + [str(a) for a in args])
+        script = 'mount --bind "$1" "$2" && mount --bind "$3" "$4" && mount --rbind "$5" "$6" && shift 6 && exec "$@"'
+        return [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sandbox",
+            str(REAL / "sources"),
+            str(self.root / "sources"),
+            str(self.links / "tree"),
+            str(self.work / "tree"),
+            str(self.root),
+            str(REAL),
+            sys.executable,
+            "-m",
+            "uffdprobe",
+        ] + [str(a) for a in args]
 
     def run(self, *args, timeout: float = 1800) -> subprocess.CompletedProcess:
         return subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout)
@@ -112,18 +128,29 @@ def sandbox(tmp_path, warm):
 def _probe_recipe(where: Path) -> Path:
     """stock plus an unused inline function, unique to this run, at the end of mm/memory.c: a ccache miss,
     so a real compile runs (and gives the test something to interrupt), and nothing else changes."""
-    tree = next(p / "tree" for p in (REAL / "sources").iterdir()  # the stock tarball's tree, not 6.12's
-                if (p / "tree" / "mm" / "memory.c").is_file() and (p / "identity.json").is_file()
-                and json.loads((p / "identity.json").read_text()).get("name") == Path(DEFAULT_TARBALL).name)
+    tree = next(
+        p / "tree"
+        for p in (REAL / "sources").iterdir()  # the stock tarball's tree, not 6.12's
+        if (p / "tree" / "mm" / "memory.c").is_file()
+        and (p / "identity.json").is_file()
+        and json.loads((p / "identity.json").read_text()).get("name") == Path(DEFAULT_TARBALL).name
+    )
     old = (tree / "mm" / "memory.c").read_text().splitlines(keepends=True)
-    new = old + ["\n", f"static inline int uffdprobe_fault_probe_{uuid.uuid4().hex}(void)\n", "{\n",
-                 "\treturn 0;\n", "}\n"]
+    new = old + [
+        "\n",
+        f"static inline int uffdprobe_fault_probe_{uuid.uuid4().hex}(void)\n",
+        "{\n",
+        "\treturn 0;\n",
+        "}\n",
+    ]
     patch = where / "0001-mm-fault-probe.patch"
     patch.write_text("".join(difflib.unified_diff(old, new, "a/mm/memory.c", "b/mm/memory.c")))
     recipe = where / "fault-probe.toml"
-    recipe.write_text(f'name = "fault-probe"\nsummary = "stock and an unused function in mm/memory.c"\n'
-                      f'source = "{DEFAULT_TARBALL}"\nbase = "tinyconfig"\n'
-                      f'fragments = ["{kbuild.DEFAULT_FRAGMENT}"]\npatches = ["{patch}"]\n')
+    recipe.write_text(
+        f'name = "fault-probe"\nsummary = "stock and an unused function in mm/memory.c"\n'
+        f'source = "{DEFAULT_TARBALL}"\nbase = "tinyconfig"\n'
+        f'fragments = ["{kbuild.DEFAULT_FRAGMENT}"]\npatches = ["{patch}"]\n'
+    )
     return recipe
 
 
@@ -138,8 +165,12 @@ def _locks_free(root: Path) -> None:
 
 
 def _listed(root: Path) -> str:
-    done = subprocess.run([sys.executable, "-m", "uffdprobe", "kernel", "list", "--cache-dir", str(root)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "kernel", "list", "--cache-dir", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == Exit.OK, done.stderr
     return done.stdout
 
@@ -156,6 +187,7 @@ def _errors(stderr: str) -> list:
 
 
 # --- A: SIGINT / SIGTERM while make compiles -----------------------------------------------------
+
 
 class _Watch:
     """Reads a child's stderr lines in a thread; waits, bounded, for a line matching a pattern."""
@@ -243,14 +275,21 @@ def _objects_intact(build: Path, since: float) -> int:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-@pytest.mark.reliability("SIGINT or SIGTERM while make compiles a kernel",
-                         "exit 130, one line, make and its compilers stopped and reaped, locks free, "
-                         "nothing half-installed, no truncated object, the next build works")
+@pytest.mark.reliability(
+    "SIGINT or SIGTERM while make compiles a kernel",
+    "exit 130, one line, make and its compilers stopped and reaped, locks free, "
+    "nothing half-installed, no truncated object, the next build works",
+)
 def test_signal_while_compiling(sandbox, tmp_path, sig):
     recipe = _probe_recipe(tmp_path)
     started = time.time()
-    proc = subprocess.Popen(sandbox.argv("kernel", "build", recipe), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        sandbox.argv("kernel", "build", recipe),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     seen, sids = {}, {os.getsid(proc.pid)}
     watch = _Watch(proc)
     try:
@@ -282,23 +321,28 @@ def test_signal_while_compiling(sandbox, tmp_path, sig):
     assert "fault-probe" in _listed(sandbox.root)
 
 
-@pytest.mark.reliability("a make that ignores SIGTERM when the build is stopped (here: its time limit)",
-                         "SIGKILLed after the grace period with everything it started, reaped, "
-                         "the files it wrote removed so the next build remakes them")
+@pytest.mark.reliability(
+    "a make that ignores SIGTERM when the build is stopped (here: its time limit)",
+    "SIGKILLed after the grace period with everything it started, reaped, "
+    "the files it wrote removed so the next build remakes them",
+)
 def test_make_that_ignores_sigterm_is_killed_and_scrubbed(tmp_path, monkeypatch):
     objtree = tmp_path / "build"
     objtree.mkdir()
     old = objtree / "old.o"
     old.write_bytes(b"\x7fELF complete")
     os.utime(old, (time.time() - 3600,) * 2)
-    script = ('trap "" TERM INT; printf "  CC      half.o\\n"; printf "\\177ELF hal" > "$1/half.o"; '
-              'sleep 600 & wait')
+    script = 'trap "" TERM INT; printf "  CC      half.o\\n"; printf "\\177ELF hal" > "$1/half.o"; sleep 600 & wait'
     monkeypatch.setattr(kbuild_make, "STOP_GRACE", 2.0)
     log = tmp_path / "build.log"
     started = time.monotonic()
     with pytest.raises(BuildFailed, match="timed out after 3 s"):
-        kbuild_make.run_make(["bash", "-c", script, "stubborn-make", str(objtree), f"O={objtree}"], log,
-                             kbuild_make.Progress("t", False), timeout=3)
+        kbuild_make.run_make(
+            ["bash", "-c", script, "stubborn-make", str(objtree), f"O={objtree}"],
+            log,
+            kbuild_make.Progress("t", False),
+            timeout=3,
+        )
     assert time.monotonic() - started < 30
     assert not (objtree / "half.o").exists()
     assert old.read_bytes() == b"\x7fELF complete"
@@ -307,6 +351,7 @@ def test_make_that_ignores_sigterm_is_killed_and_scrubbed(tmp_path, monkeypatch)
 
 
 # --- C: garbage metadata in a cache entry --------------------------------------------------------
+
 
 def _copy_stock_entry(root: Path) -> Path:
     stock = kbuild.build("stock", progress=False)
@@ -318,13 +363,19 @@ def _copy_stock_entry(root: Path) -> Path:
     return entry
 
 
-@pytest.mark.reliability("a cache entry with garbage metadata (identity.json not JSON, marker of the wrong type)",
-                         "reported in one line, removed; a build rebuilds it; never handed out to boot")
+@pytest.mark.reliability(
+    "a cache entry with garbage metadata (identity.json not JSON, marker of the wrong type)",
+    "reported in one line, removed; a build rebuilds it; never handed out to boot",
+)
 def test_garbage_entry_metadata_is_reported_removed_and_rebuilt(sandbox):
     entry = _copy_stock_entry(sandbox.root)
     (entry / "identity.json").write_bytes(b"\x00{ not json")
-    listing = subprocess.run([sys.executable, "-m", "uffdprobe", "kernel", "list", "--cache-dir", str(sandbox.root)],
-                             capture_output=True, text=True, timeout=120)
+    listing = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "kernel", "list", "--cache-dir", str(sandbox.root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert listing.returncode == Exit.OK
     assert listing.stdout == ""
     complaint = [line for line in listing.stderr.splitlines() if "corrupt" in line]
@@ -343,6 +394,7 @@ def test_garbage_entry_metadata_is_reported_removed_and_rebuilt(sandbox):
 
 
 # --- D: the cache's disk fills up ----------------------------------------------------------------
+
 
 class SmallDisk:
     """A tmpfs mounted for one test (always unmounted after it)."""
@@ -388,16 +440,23 @@ def _no_space_line(stderr: str, where: Path) -> str:
     return line
 
 
-@pytest.mark.reliability("the cache's disk too small to unpack the kernel source",
-                         "stopped at the first write error: one line naming the disk and what to do, exit 6, "
-                         "the partial tree removed, no lock held, nothing cached; the next command works")
+@pytest.mark.reliability(
+    "the cache's disk too small to unpack the kernel source",
+    "stopped at the first write error: one line naming the disk and what to do, exit 6, "
+    "the partial tree removed, no lock held, nothing cached; the next command works",
+)
 def test_full_disk_while_unpacking_the_source(small_disk):
     small_disk.mount(48 * MiB)
     env = dict(os.environ, XDG_CACHE_HOME=str(small_disk.path))
     root = small_disk.path / "uffdprobe" / "kernels"
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "uffdprobe", "kernel", "build", "--quiet", "stock"],
-                          capture_output=True, text=True, timeout=900, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "kernel", "build", "--quiet", "stock"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     took = time.monotonic() - started
     assert done.returncode == Exit.NO_SPACE, done.stderr
     line = _no_space_line(done.stderr, root / "sources")
@@ -408,14 +467,17 @@ def test_full_disk_while_unpacking_the_source(small_disk):
     _locks_free(root)
     _nothing_cached(root)
     for argv in (["kernel", "list"], ["kernel", "clean", "--all"]):
-        after = subprocess.run([sys.executable, "-m", "uffdprobe"] + argv, capture_output=True, text=True,
-                               timeout=120, env=env)
+        after = subprocess.run(
+            [sys.executable, "-m", "uffdprobe"] + argv, capture_output=True, text=True, timeout=120, env=env
+        )
         assert after.returncode == Exit.OK, after.stderr
 
 
-@pytest.mark.reliability("the cache's disk fills up while make builds",
-                         "one line naming the disk and what to do, exit 6 (not 5), the log kept if there is room, "
-                         "no lock held, nothing cached; after freeing space the next build works")
+@pytest.mark.reliability(
+    "the cache's disk fills up while make builds",
+    "one line naming the disk and what to do, exit 6 (not 5), the log kept if there is room, "
+    "no lock held, nothing cached; after freeing space the next build works",
+)
 def test_full_disk_while_make_runs(small_disk, tmp_path, warm):
     small_disk.mount(1024 * MiB)
     box = Sandbox(small_disk.path, tmp_path / "links", warm)

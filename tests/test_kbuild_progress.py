@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """A cold kernel build's progress line: the total and an ETA from the last cold build of the same base in
 the cache, "first build" when there was none; fed the make output of a real cold build of `stock`."""
+
 from pathlib import Path
 
 from uffdprobe.kbuild import cache

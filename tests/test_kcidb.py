@@ -2,6 +2,7 @@
 """KCIDB output of a real matrix, checked with kcidb-io's own validator: model-5.8's umapsort HANG, its
 declared LEAK (an incident of a known issue), a kernel that does not boot (BOOT_FAIL), the kernel's own
 mm selftest rows; and the results folder, moved elsewhere, still holds every file the report links."""
+
 import hashlib
 import json
 import re
@@ -32,17 +33,53 @@ def kcidb_matrix(tmp_path_factory):
     broken.write_bytes(built.bzimage.read_bytes()[:300_000])
     work, report = top / "results", top / "results" / "kcidb.json"
     work.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "matrix", "--kernel", "model-5.8",
-                           "--kernel", f"broken={broken}", "--scenario", "wp-gup-vmsplice",
-                           "--scenario", "cow-leak-reverse", "--memory", "anon-4k", "--kselftest", SELFTEST,
-                           "--results-dir", str(work), "--json", str(work / "out.json"),
-                           "--junit", str(work / "matrix.xml"), "--html", str(work / "matrix.html"),
-                           "--ktap", str(work / "matrix.ktap"),
-                           "--kcidb", str(report), "--origin", "uffdprobe_test", "--kcidb-url", URL],
-                          capture_output=True, text=True, timeout=3000)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "matrix",
+            "--kernel",
+            "model-5.8",
+            "--kernel",
+            f"broken={broken}",
+            "--scenario",
+            "wp-gup-vmsplice",
+            "--scenario",
+            "cow-leak-reverse",
+            "--memory",
+            "anon-4k",
+            "--kselftest",
+            SELFTEST,
+            "--results-dir",
+            str(work),
+            "--json",
+            str(work / "out.json"),
+            "--junit",
+            str(work / "matrix.xml"),
+            "--html",
+            str(work / "matrix.html"),
+            "--ktap",
+            str(work / "matrix.ktap"),
+            "--kcidb",
+            str(report),
+            "--origin",
+            "uffdprobe_test",
+            "--kcidb-url",
+            URL,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3000,
+    )
     assert report.exists(), proc.stderr[-3000:]
-    return {"top": top, "work": work, "proc": proc, "kcidb": json.loads(report.read_text()),
-            "matrix": json.loads((work / "out.json").read_text())}
+    return {
+        "top": top,
+        "work": work,
+        "proc": proc,
+        "kcidb": json.loads(report.read_text()),
+        "matrix": json.loads((work / "out.json").read_text()),
+    }
 
 
 def _tests(data: dict, build_id: str) -> dict:
@@ -54,8 +91,11 @@ def _tests(data: dict, build_id: str) -> dict:
 def test_kcidb_report_validates_and_says_what_each_kernel_did(kcidb_matrix):
     data, m = kcidb_matrix["kcidb"], kcidb_matrix["matrix"]
     kcidb_io.schema.V5_3.validate_exactly(data)  # the package's own validator, URI formats checked
-    assert all(obj["id"].startswith("uffdprobe_test:") for kind in ("checkouts", "builds", "tests", "issues",
-                                                                    "incidents") for obj in data.get(kind, []))
+    assert all(
+        obj["id"].startswith("uffdprobe_test:")
+        for kind in ("checkouts", "builds", "tests", "issues", "incidents")
+        for obj in data.get(kind, [])
+    )
     # every verdict of every cell is a test, and each booted kernel has its boot test
     runs = sum(len(c["results"]) for c in m["cells"])
     assert len(data["tests"]) == runs + len(m["kernels"])
@@ -102,13 +142,18 @@ def test_moved_results_folder_holds_every_linked_file(kcidb_matrix):
     moved = kcidb_matrix["top"] / "archived"
     shutil.copytree(kcidb_matrix["work"], moved)
     data = kcidb_matrix["kcidb"]
-    urls = [obj[key] for kind in ("builds", "tests") for obj in data[kind]
-            for key in ("log_url", "config_url") if key in obj]
+    urls = [
+        obj[key]
+        for kind in ("builds", "tests")
+        for obj in data[kind]
+        for key in ("log_url", "config_url")
+        if key in obj
+    ]
     urls += [f["url"] for t in data["tests"] for f in t.get("output_files", [])]
     assert len(urls) > len(data["tests"])
     for url in urls:
         assert url.startswith(URL + "/"), url
-        assert (moved / unquote(url[len(URL) + 1:])).is_file(), url
+        assert (moved / unquote(url[len(URL) + 1 :])).is_file(), url
     names = {Path(unquote(u)).name for u in urls}
     assert {"console.log", "run.log", "build.log", "config", "results.json"} <= names
     # JUnit, HTML and KTAP name the folder's files relative to themselves, never where the folder was
@@ -129,9 +174,12 @@ def test_moved_results_folder_holds_every_linked_file(kcidb_matrix):
 def test_status_mapping_and_paths():
     """Every verdict has a KCIDB status; selftest case names become valid dot-separated paths."""
     from uffdprobe.verdicts import Verdict
+
     assert {kcidb.status(v.value) for v in Verdict} <= {"PASS", "FAIL", "ERROR", "MISS", "SKIP"}
-    assert kcidb.path_of("cow: vmsplice() before fork(), unmap in parent after fork() ... with base page", "-") \
+    assert (
+        kcidb.path_of("cow: vmsplice() before fork(), unmap in parent after fork() ... with base page", "-")
         == "uffdprobe.kselftest.cow.vmsplice_before_fork_unmap_in_parent_after_fork_with_base_page"
+    )
     assert kcidb.path_of("wp-gup-odirect", "anon-thp") == "uffdprobe.wp-gup-odirect.anon-thp"
     assert kcidb.path_of("cow", "-") == "uffdprobe.kselftest.cow"
     assert len(kcidb.excerpt(["x" * 40000])) == kcidb.EXCERPT_MAX
@@ -141,6 +189,7 @@ def test_cases_whose_paths_collide_keep_distinct_ids(tmp_path):
     """Two selftest cases that differ only in punctuation share a path, never an id."""
     from uffdprobe.results.matrix import KernelRun, Matrix
     from uffdprobe.verdicts import Result, Verdict
+
     rows = [Result(f"cow: {name}", "-", Verdict.PASS, "ok", {"output": ["ok 1 " + name]}) for name in ("a b", "a, b")]
     data = kcidb.report(Matrix([KernelRun("k", rows, {"release": "6.1"}, {"started_at": 1.0})]), "t", tmp_path)
     kcidb_io.schema.V5_3.validate_exactly(data)
@@ -149,8 +198,12 @@ def test_cases_whose_paths_collide_keep_distinct_ids(tmp_path):
 
 
 def test_kcidb_needs_an_origin(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "matrix", "--kernel", "host", "--kcidb",
-                           str(tmp_path / "k.json")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "matrix", "--kernel", "host", "--kcidb", str(tmp_path / "k.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "--origin" in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.iterdir())
 
@@ -159,16 +212,35 @@ def test_run_on_the_host_writes_a_valid_report(tmp_path):
     """`run --kcidb` on the running kernel: one checkout, one build, a test per verdict, no boot test."""
     out = tmp_path / "results"
     out.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "cow-leak", "--memory", "anon-4k",
-                           "--results-dir", str(out), "--json", str(out / "results.json"),
-                           "--kcidb", str(tmp_path / "kcidb.json"), "--origin", "uffdprobe_test"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "run",
+            "cow-leak",
+            "--memory",
+            "anon-4k",
+            "--results-dir",
+            str(out),
+            "--json",
+            str(out / "results.json"),
+            "--kcidb",
+            str(tmp_path / "kcidb.json"),
+            "--origin",
+            "uffdprobe_test",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
     data = json.loads((tmp_path / "kcidb.json").read_text())
     kcidb_io.schema.V5_3.validate_exactly(data)
     results = json.loads((out / "results.json").read_text())["results"]
-    assert [(t["path"], t["misc"]["verdict"]) for t in data["tests"]] == \
-        [(kcidb.path_of(r["scenario"], r["memory"]), r["verdict"]) for r in results]
+    assert [(t["path"], t["misc"]["verdict"]) for t in data["tests"]] == [
+        (kcidb.path_of(r["scenario"], r["memory"]), r["verdict"]) for r in results
+    ]
     assert len(data["checkouts"]) == len(data["builds"]) == 1
     assert data["tests"][0]["output_files"] == [{"name": "results.json", "url": (out / "results.json").as_uri()}]
 
@@ -179,18 +251,41 @@ def test_a_kernel_that_does_not_build_is_a_failed_build_and_missed_tests(tmp_pat
     a FAIL build naming the patch, its boot and scenario tests MISS; the report still validates."""
     lone = recipes.load("model-5.8-break-cow").patches[-1]
     recipe = tmp_path / "lone.toml"
-    recipe.write_text(f'name = "lone"\nsource = "{recipes.load("stock").source}"\nbase = "tinyconfig"\n'
-                      f'fragments = ["{recipes.load("stock").fragments[0]}"]\npatches = ["{lone}"]\n')
+    recipe.write_text(
+        f'name = "lone"\nsource = "{recipes.load("stock").source}"\nbase = "tinyconfig"\n'
+        f'fragments = ["{recipes.load("stock").fragments[0]}"]\npatches = ["{lone}"]\n'
+    )
     report = tmp_path / "kcidb.json"
-    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "matrix", "--kernel", str(recipe), "--scenario",
-                           "cow-leak", "--memory", "anon-4k", "--results-dir", str(tmp_path / "out"),
-                           "--kcidb", str(report), "--origin", "uffdprobe_test"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "matrix",
+            "--kernel",
+            str(recipe),
+            "--scenario",
+            "cow-leak",
+            "--memory",
+            "anon-4k",
+            "--results-dir",
+            str(tmp_path / "out"),
+            "--kcidb",
+            str(report),
+            "--origin",
+            "uffdprobe_test",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert report.exists(), proc.stderr[-2000:]
     data = json.loads(report.read_text())
     kcidb_io.schema.V5_3.validate_exactly(data)
     (build,) = data["builds"]
     assert build["status"] == "FAIL" and lone.name in build["log_excerpt"]
-    assert {t["path"]: t["status"] for t in data["tests"]} == {"uffdprobe.boot": "MISS",
-                                                               "uffdprobe.cow-leak.anon-4k": "MISS"}
+    assert {t["path"]: t["status"] for t in data["tests"]} == {
+        "uffdprobe.boot": "MISS",
+        "uffdprobe.cow-leak.anon-4k": "MISS",
+    }
     assert data["checkouts"][0]["misc"]["source"]["name"] == "linux-source-6.1.tar.xz"

@@ -5,6 +5,7 @@ Host-only: every kernel here is resolved and refused (or accepted) before anythi
 or booted, so these tests check what was refused, that nothing ran, and the exit status.
 The real kernels they point at are files: the cache's built bzImages, the shipped recipes.
 """
+
 import os
 import shutil
 import subprocess
@@ -51,11 +52,20 @@ def fake_image(tmp_path):
 
 def test_every_kind_resolves_to_its_label(tmp_path):
     copy = tmp_path / "mine.toml"
-    copy.write_text(RECIPE.read_text().replace('name = "stock"', 'name = "my-stock"')
-                    .replace("../fragments/", str(recipes.VM_IMAGES / "fragments") + "/"))
-    cases = {"host": ("host", "host"), "stock": ("stock", "recipe"), str(RECIPE): ("stock", "recipe-file"),
-             str(copy): ("my-stock", "recipe-file"), f"old={copy}": ("old", "recipe-file"),
-             "now=host": ("now", "host"), "before=model-5.8": ("before", "recipe")}
+    copy.write_text(
+        RECIPE.read_text()
+        .replace('name = "stock"', 'name = "my-stock"')
+        .replace("../fragments/", str(recipes.VM_IMAGES / "fragments") + "/")
+    )
+    cases = {
+        "host": ("host", "host"),
+        "stock": ("stock", "recipe"),
+        str(RECIPE): ("stock", "recipe-file"),
+        str(copy): ("my-stock", "recipe-file"),
+        f"old={copy}": ("old", "recipe-file"),
+        "now=host": ("now", "host"),
+        "before=model-5.8": ("before", "recipe"),
+    }
     for arg, (label, kind) in cases.items():
         spec = kernel_arg.resolve(arg)
         assert (spec.label, spec.kind, spec.arg) == (label, kind, arg)
@@ -71,15 +81,18 @@ def test_a_path_holding_an_equals_sign_is_not_split(tmp_path):
     assert kernel_arg.resolve(f"lbl={recipe}").label == "lbl"
 
 
-@pytest.mark.parametrize("arg,says", [
-    ("", "is empty"),
-    ("  ", "is empty"),
-    ("=stock", "is not a label"),
-    ("a/b=stock", "not 'host', not a file, not a recipe"),
-    ("old=", "nothing after 'old='"),
-    ("no-such", "not 'host', not a file, not a recipe"),
-    ("/nowhere/v5.8.1.toml", "not 'host', not a file, not a recipe"),
-])
+@pytest.mark.parametrize(
+    "arg,says",
+    [
+        ("", "is empty"),
+        ("  ", "is empty"),
+        ("=stock", "is not a label"),
+        ("a/b=stock", "not 'host', not a file, not a recipe"),
+        ("old=", "nothing after 'old='"),
+        ("no-such", "not 'host', not a file, not a recipe"),
+        ("/nowhere/v5.8.1.toml", "not 'host', not a file, not a recipe"),
+    ],
+)
 def test_bad_arguments_say_what_to_give(arg, says):
     with pytest.raises(UsageError, match=says):
         kernel_arg.resolve(arg)
@@ -98,8 +111,11 @@ def test_not_a_kernel_image_or_deb_is_refused(fake_image, tmp_path):
 
 def test_recipe_file_with_a_missing_patch_is_refused_at_resolution(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text(RECIPE.read_text().replace("patches = []", 'patches = ["nowhere.patch"]')
-                   .replace("../fragments/", str(recipes.VM_IMAGES / "fragments") + "/"))
+    bad.write_text(
+        RECIPE.read_text()
+        .replace("patches = []", 'patches = ["nowhere.patch"]')
+        .replace("../fragments/", str(recipes.VM_IMAGES / "fragments") + "/")
+    )
     with pytest.raises(UsageError, match="patch nowhere.patch not found"):
         kernel_arg.resolve(str(bad))
 
@@ -123,14 +139,35 @@ def test_two_kernels_with_one_file_name_get_two_labels(tmp_path):
         kernel_arg.resolve_all([str(a), f"again={a}"])
 
 
-@pytest.mark.reliability("a bad kernel among several (matrix --kernel)",
-                         "one line naming it, exit 2, before any build or QEMU, no output file")
+@pytest.mark.reliability(
+    "a bad kernel among several (matrix --kernel)",
+    "one line naming it, exit 2, before any build or QEMU, no output file",
+)
 def test_matrix_refuses_a_bad_kernel_among_several_before_anything_runs(fake_image, tmp_path):
     out = tmp_path / "results"
-    proc = subprocess.Popen([PY, "-m", "uffdprobe", "matrix", "--kernel", "host", "--kernel", "stock",
-                             "--kernel", str(RECIPE), "--kernel", f"broken={fake_image}",
-                             "--results-dir", str(out), "--json", str(tmp_path / "m.json")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "uffdprobe",
+            "matrix",
+            "--kernel",
+            "host",
+            "--kernel",
+            "stock",
+            "--kernel",
+            str(RECIPE),
+            "--kernel",
+            f"broken={fake_image}",
+            "--results-dir",
+            str(out),
+            "--json",
+            str(tmp_path / "m.json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen_qemu = []
     while proc.poll() is None:
         seen_qemu += _qemu_children_of(proc.pid)
@@ -167,8 +204,11 @@ def test_boot_refuses_host_and_bad_kernels_before_booting(fake_image):
 
 def test_run_refuses_a_recipe_whose_source_is_missing(tmp_path):
     bad = tmp_path / "v5.8.1.toml"
-    bad.write_text(RECIPE.read_text().replace("/usr/src/linux-source-6.1.tar.xz", str(tmp_path / "linux-5.8.1"))
-                   .replace("../fragments/", str(recipes.VM_IMAGES / "fragments") + "/"))
+    bad.write_text(
+        RECIPE.read_text()
+        .replace("/usr/src/linux-source-6.1.tar.xz", str(tmp_path / "linux-5.8.1"))
+        .replace("../fragments/", str(recipes.VM_IMAGES / "fragments") + "/")
+    )
     done = _uffdprobe("run", "--kernel", str(bad), "cow-leak")
     assert done.returncode == Exit.USAGE and "linux-5.8.1 does not exist" in done.stderr
 
@@ -187,15 +227,26 @@ def test_recipe_source_path_is_relative_to_the_recipe_folder(tmp_path):
 
 
 def test_pytest_plugin_refuses_a_bad_kernel_among_several(pytester, fake_image):
-    pytester.makepyfile(test_user="""
+    pytester.makepyfile(
+        test_user="""
 import pytest
 
 @pytest.mark.uffd_scenario("cow-leak")
 def test_cow_leak(uffd_verdict):
     uffd_verdict.check()
-""")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--uffd-kernel", "host", "--uffd-kernel", "stock",
-                                           "--uffd-kernel", f"broken={fake_image}", timeout=120)
+"""
+    )
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--uffd-kernel",
+        "host",
+        "--uffd-kernel",
+        "stock",
+        "--uffd-kernel",
+        f"broken={fake_image}",
+        timeout=120,
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*--uffd-kernel broken={fake_image}: *not an x86 kernel image*"])
     assert "booting" not in result.stdout.str() + result.stderr.str()

@@ -5,6 +5,7 @@ Real builds (cow, gup_longterm, uffd-unit-tests from Debian's linux-source-6.12)
 and in booted guests; what they print is parsed and checked against the programs' own totals and the
 kernel's own KTAP parser (kunit.py).
 """
+
 import json
 import re
 import subprocess
@@ -22,15 +23,17 @@ from uffdprobe.verdicts import Result, Verdict
 from formats import kunit_parse, valid_json, valid_junit  # tests/ is on sys.path (rootdir conftest, no package)
 
 pytestmark = pytest.mark.timeout(3600)
-no_tarball = pytest.mark.skipif(not build.TARBALL.is_file(), reason=f"no {build.TARBALL} (apt-get install "
-                                "linux-source-6.12)")
-MODEL_57_LEAKS = ("cow: vmsplice() + unmap in child ... with base page",
-                  "cow: vmsplice() + unmap in child ... with THP (2048 kB)")
+no_tarball = pytest.mark.skipif(
+    not build.TARBALL.is_file(), reason=f"no {build.TARBALL} (apt-get install linux-source-6.12)"
+)
+MODEL_57_LEAKS = (
+    "cow: vmsplice() + unmap in child ... with base page",
+    "cow: vmsplice() + unmap in child ... with THP (2048 kB)",
+)
 
 
 def uffdprobe(*args, timeout=1800):
-    return subprocess.run([sys.executable, "-m", "uffdprobe", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "uffdprobe", *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +73,18 @@ def test_each_case_on_the_host_is_a_row_whose_counts_match_the_programs_own(self
     counts = {v: sum(r.verdict.value == v for r in cases) for v in ("PASS", "FAIL", "SKIP")}
     if program == "uffd-unit-tests":
         totals = dict(kv.split("=") for kv in re.findall(r"\w+=\d+", run.evidence["totals"]))
-        assert (counts["PASS"], counts["SKIP"], counts["FAIL"]) == \
-            (int(totals["pass"]), int(totals["skip"]), int(totals["fail"]))
+        assert (counts["PASS"], counts["SKIP"], counts["FAIL"]) == (
+            int(totals["pass"]),
+            int(totals["skip"]),
+            int(totals["fail"]),
+        )
     else:
         totals = dict(kv.split(":") for kv in run.evidence["totals"].split())
-        assert (counts["PASS"], counts["SKIP"], counts["FAIL"]) == \
-            (int(totals["pass"]), int(totals["skip"]), int(totals["fail"]))
+        assert (counts["PASS"], counts["SKIP"], counts["FAIL"]) == (
+            int(totals["pass"]),
+            int(totals["skip"]),
+            int(totals["fail"]),
+        )
         assert run.evidence["plan"] == len(cases)
     assert all(r.reason for r in cases if r.verdict is Verdict.SKIP), "every SKIP has its reason"
 
@@ -87,8 +96,18 @@ def test_host_run_skips_anon_swap_without_swap_and_its_ktap_parses(tmp_path):
     kernel's own parser reads with the same counts."""
     if no_swap() is None:
         pytest.skip("this machine has swap on: the SKIP path is not what runs here")
-    proc = uffdprobe("run", "cow-leak", "--memory", "anon-swap", "--kselftest", "gup_longterm", "--ktap", "-",
-                     "--results-dir", str(tmp_path / "rd"))
+    proc = uffdprobe(
+        "run",
+        "cow-leak",
+        "--memory",
+        "anon-swap",
+        "--kselftest",
+        "gup_longterm",
+        "--ktap",
+        "-",
+        "--results-dir",
+        str(tmp_path / "rd"),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [Result.from_dict(json.loads(x)) for x in (tmp_path / "rd" / "verdicts.jsonl").read_text().splitlines()]
     swap = next(r for r in rows if r.scenario == "cow-leak")
@@ -97,8 +116,11 @@ def test_host_run_skips_anon_swap_without_swap_and_its_ktap_parses(tmp_path):
     parsed = kunit_parse(proc.stdout, tmp_path)
     passed = sum(r.verdict is Verdict.PASS for r in rows)
     skipped = sum(r.verdict is Verdict.SKIP for r in rows)
-    assert f"Ran {len(rows)} tests" in parsed["summary"] and f"passed: {passed}" in parsed["summary"] \
-        and f"skipped: {skipped}" in parsed["summary"], parsed["summary"]
+    assert (
+        f"Ran {len(rows)} tests" in parsed["summary"]
+        and f"passed: {passed}" in parsed["summary"]
+        and f"skipped: {skipped}" in parsed["summary"]
+    ), parsed["summary"]
 
 
 def test_declarations_take_selftest_rows_with_colons_and_slashes():
@@ -139,9 +161,27 @@ def matrix(tmp_path_factory):
     """One matrix, one boot per kernel: stock and model-5.7, both COW scenarios on every memory kind, and
     the cow selftest beside them."""
     out = tmp_path_factory.mktemp("matrix")
-    proc = uffdprobe("matrix", "--kernel", "stock", "--kernel", "model-5.7", "--scenario", "cow-leak",
-                     "--scenario", "cow-leak-reverse", "--kselftest", "cow", "--json", str(out / "m.json"),
-                     "--junit", str(out / "m.xml"), "--html", str(out / "m.html"), "--ktap", str(out / "m.ktap"))
+    proc = uffdprobe(
+        "matrix",
+        "--kernel",
+        "stock",
+        "--kernel",
+        "model-5.7",
+        "--scenario",
+        "cow-leak",
+        "--scenario",
+        "cow-leak-reverse",
+        "--kselftest",
+        "cow",
+        "--json",
+        str(out / "m.json"),
+        "--junit",
+        str(out / "m.xml"),
+        "--html",
+        str(out / "m.html"),
+        "--ktap",
+        str(out / "m.ktap"),
+    )
     return proc, out
 
 
@@ -166,8 +206,9 @@ def test_matrix_shows_cow_cases_beside_the_scenarios_every_cell_as_declared(matr
             if c["kernel"] == kernel:
                 assert c["mark"] in ("expected", None), (kernel, c["scenario"], c["memory"], c["label"])
     stock = [c for (k, s, m), c in cells.items() if k == "stock" and (s == "cow" or s.startswith("cow: "))]
-    assert all(c["verdict"] in ("PASS", "SKIP") for c in stock), [c["scenario"] for c in stock
-                                                                  if c["verdict"] not in ("PASS", "SKIP")]
+    assert all(c["verdict"] in ("PASS", "SKIP") for c in stock), [
+        c["scenario"] for c in stock if c["verdict"] not in ("PASS", "SKIP")
+    ]
     assert all(c["results"][0]["reason"] for c in stock if c["verdict"] == "SKIP")
     for case in MODEL_57_LEAKS:  # the vmsplice leak, on a base page and on a THP
         c = cells[("model-5.7", case, NO_MEMORY)]
@@ -177,8 +218,11 @@ def test_matrix_shows_cow_cases_beside_the_scenarios_every_cell_as_declared(matr
     for kernel in ("stock", "model-5.7"):  # the output is evidence on the host: in the run dir and beside the verdicts
         log = Path(cells[(kernel, "cow", NO_MEMORY)]["results"][0]["evidence"]["log"])
         assert log.is_file() and "TAP version" in log.read_text(), log
-        kept = list(Path(json.loads((out / "m.json").read_text())["kernels"][0]["boot"]["log"]).parent.parent
-                .glob(f"{kernel}-*/kselftest-cow.txt"))
+        kept = list(
+            Path(json.loads((out / "m.json").read_text())["kernels"][0]["boot"]["log"]).parent.parent.glob(
+                f"{kernel}-*/kselftest-cow.txt"
+            )
+        )
         assert kept, f"{kernel}: no kselftest-cow.txt in its results folder"
     assert cells[("model-5.7", "cow-leak", "anon-4k")]["verdict"] == "LEAK"
     valid_junit(out / "m.xml")
@@ -221,15 +265,22 @@ def test_a_recipe_lists_selftests_and_a_matrix_owes_their_run_rows(tmp_path):
     from uffdprobe.run.matrix import planned
     from uffdprobe.run.request import RunRequest, Workload
     from uffdprobe.run.kernels import check_kernels
+
     base = recipes.load("stock").path.read_text()
     good = tmp_path / "mine.toml"
-    good.write_text(base.replace('patches = []', 'patches = []\nkselftest = ["cow", "uffd-unit-tests=all"]')
-                    .replace('source = "/usr/src', f'source = "{Path("/usr/src")}').replace('"../', f'"{recipes.VM_IMAGES}/'))
+    good.write_text(
+        base.replace('patches = []', 'patches = []\nkselftest = ["cow", "uffd-unit-tests=all"]')
+        .replace('source = "/usr/src', f'source = "{Path("/usr/src")}')
+        .replace('"../', f'"{recipes.VM_IMAGES}/')
+    )
     assert recipes.load(good).kselftest == ("cow", "uffd-unit-tests=all")
     [target] = check_kernels([str(good)])
     owed = planned(RunRequest(Workload(scenarios=("cow-leak",), kselftest=("gup_longterm",))), target)
-    assert owed[-3:] == [("gup_longterm", NO_MEMORY, None), ("cow", NO_MEMORY, None),
-                         ("uffd-unit-tests", NO_MEMORY, None)]
+    assert owed[-3:] == [
+        ("gup_longterm", NO_MEMORY, None),
+        ("cow", NO_MEMORY, None),
+        ("uffd-unit-tests", NO_MEMORY, None),
+    ]
     bad = tmp_path / "bad.toml"
     bad.write_text(good.read_text().replace('"cow", ', '"no/such", '))
     with pytest.raises(recipes.BadInput, match="kselftest 'no/such'"):
@@ -242,8 +293,20 @@ def test_a_recipe_lists_selftests_and_a_matrix_owes_their_run_rows(tmp_path):
 def test_booted_run_with_a_selftest_announces_every_group_it_prints(tmp_path):
     """`run --kernel stock --kselftest cow --ktap`: the KTAP plan counts the selftest's group too (one
     planner for host, guest and matrix), so the kernel's own parser reads it without a crash."""
-    proc = uffdprobe("run", "--kernel", "stock", "wp-real-write", "--memory", "anon-4k", "--kselftest", "cow",
-                     "--ktap", "-", "--results-dir", str(tmp_path / "rd"))
+    proc = uffdprobe(
+        "run",
+        "--kernel",
+        "stock",
+        "wp-real-write",
+        "--memory",
+        "anon-4k",
+        "--kselftest",
+        "cow",
+        "--ktap",
+        "-",
+        "--results-dir",
+        str(tmp_path / "rd"),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "\n  1..2\n" in proc.stdout  # wp-real-write and cow
     parsed = kunit_parse(proc.stdout, tmp_path)
@@ -259,8 +322,20 @@ def test_a_guest_that_dies_before_its_selftest_still_gives_the_selftest_row(tmp_
     """A guest cut off by --vm-timeout before `cow` finished (boot alone takes longer than the bound allows
     for cow on TCG): the cow run row is filled with the boot's outcome, as every scenario row is."""
     out = tmp_path / "r.json"
-    proc = uffdprobe("run", "--kernel", "stock", "wp-real-write", "--memory", "anon-4k", "--kselftest", "cow",
-                     "--vm-timeout", "15", "--json", str(out))
+    proc = uffdprobe(
+        "run",
+        "--kernel",
+        "stock",
+        "wp-real-write",
+        "--memory",
+        "anon-4k",
+        "--kselftest",
+        "cow",
+        "--vm-timeout",
+        "15",
+        "--json",
+        str(out),
+    )
     assert proc.returncode == 12, proc.stderr[-2000:]  # Exit.VM_TIMEOUT
     rows = {(r["scenario"], r["memory"]): r for r in json.loads(out.read_text())["results"]}
     assert ("cow", NO_MEMORY) in rows and ("wp-real-write", "anon-4k") in rows, sorted(rows)

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Selftests from the kernel under test (issue 28): --kselftest-from a source tree, any mm selftest by name,
 a recipe's own tree when it has the programs, and the rows saying which tree they came from."""
+
 import json
 import subprocess
 import sys
@@ -27,7 +28,8 @@ def test_a_recipe_uses_its_own_tree_only_when_it_has_the_programs(tree_6_12):
     assert not selftests._tree_has(recipes.load("stock").source, ["cow"])
     assert selftests._tree_has(recipes.load("stock-6.12").source, ["cow", "gup_longterm"])
     assert "userfaultfd" in build.available(
-        source.materialize(source.parse_spec(recipes.load("stock").source), cache.default_root(), progress=False).tree)
+        source.materialize(source.parse_spec(recipes.load("stock").source), cache.default_root(), progress=False).tree
+    )
 
 
 @no_tarball
@@ -35,10 +37,29 @@ def test_a_recipe_uses_its_own_tree_only_when_it_has_the_programs(tree_6_12):
 def test_kselftest_from_a_tree_builds_any_mm_selftest_by_name(tree_6_12, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "--kselftest", "gup_longterm,mkdirty",
-                           "--kselftest-from", str(tree_6_12.tree), "--scenario", "cow-leak", "--memory", "anon-4k",
-                           "--results-dir", str(out), "--json", str(out / "results.json")],
-                          capture_output=True, text=True, timeout=1500)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "run",
+            "--kselftest",
+            "gup_longterm,mkdirty",
+            "--kselftest-from",
+            str(tree_6_12.tree),
+            "--scenario",
+            "cow-leak",
+            "--memory",
+            "anon-4k",
+            "--results-dir",
+            str(out),
+            "--json",
+            str(out / "results.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())["results"]
     rows = {r["scenario"]: r for r in results}

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The package tree reads as the data flow: each stage imports only the stages before it, and no module
 imports itself back through others (every import counted, also those inside functions)."""
+
 import ast
 from pathlib import Path
 
@@ -8,8 +9,22 @@ import uffdprobe
 
 PACKAGE = Path(uffdprobe.__file__).parent
 #: Lowest first: a module may import its own stage and the ones before it (uffdprobe/__init__.py says why).
-STAGES = ["exitcodes", "verdicts", "osutil", "uffd", "scenarios", "supervise", "results", "kbuild", "vm",
-          "run", "bisect", "cli", "pytest_plugin", "__main__"]
+STAGES = [
+    "exitcodes",
+    "verdicts",
+    "osutil",
+    "uffd",
+    "scenarios",
+    "supervise",
+    "results",
+    "kbuild",
+    "vm",
+    "run",
+    "bisect",
+    "cli",
+    "pytest_plugin",
+    "__main__",
+]
 SHARED = {"exitcodes", "verdicts"}  # the model every stage speaks: importable from anywhere, import nothing
 
 
@@ -44,7 +59,7 @@ def _imports(name: str, path: Path, known: set) -> set:
         for target in targets:
             if target != "uffdprobe" and not target.startswith("uffdprobe."):
                 continue
-            dotted = target[len("uffdprobe."):]
+            dotted = target[len("uffdprobe.") :]
             while dotted and dotted not in known:
                 dotted = dotted.rpartition(".")[0]
             if dotted and dotted != name:
@@ -95,7 +110,7 @@ def test_no_import_circles():
         state[node] = "open"
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                cycles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(path[path.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = "done"
@@ -104,14 +119,16 @@ def test_no_import_circles():
         if node not in state:
             visit(node, [node])
     # A package's __init__ is imported by each of its modules: that edge is Python's, not ours.
-    real = [c for c in cycles if not any(a.startswith(b + ".") or b.startswith(a + ".")
-                                         for a, b in zip(c.split(" -> "), c.split(" -> ")[1:]))]
+    real = [
+        c
+        for c in cycles
+        if not any(a.startswith(b + ".") or b.startswith(a + ".") for a, b in zip(c.split(" -> "), c.split(" -> ")[1:]))
+    ]
     assert not real, "import circles: " + "; ".join(real)
 
 
 def test_no_module_is_over_400_lines_without_a_reason():
-    long = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
-            if len(p.read_text().splitlines()) > 400]
+    long = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if len(p.read_text().splitlines()) > 400]
     assert not long, long
 
 
@@ -120,11 +137,18 @@ def test_the_guest_run_path_imports_no_builder_matrix_or_bisect_code():
     kernel builder, the VM runner, the matrix or bisection (each import costs seconds under TCG)."""
     import subprocess
     import sys
-    code = ("import sys; from uffdprobe.cli.main import main; main(['list']); "
-            "print(' '.join(m for m in sys.modules if m.startswith('uffdprobe.')), file=sys.stderr)")
+
+    code = (
+        "import sys; from uffdprobe.cli.main import main; main(['list']); "
+        "print(' '.join(m for m in sys.modules if m.startswith('uffdprobe.')), file=sys.stderr)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     loaded = proc.stderr.split()
     assert "uffdprobe.supervise.supervisor" in loaded and "uffdprobe.scenarios.registry" in loaded
-    heavy = [m for m in loaded if _stage(m[len("uffdprobe."):]) in ("kbuild", "vm", "bisect")
-             or m in ("uffdprobe.run.matrix", "uffdprobe.cli.matrix", "uffdprobe.run.guest")]
+    heavy = [
+        m
+        for m in loaded
+        if _stage(m[len("uffdprobe.") :]) in ("kbuild", "vm", "bisect")
+        or m in ("uffdprobe.run.matrix", "uffdprobe.cli.matrix", "uffdprobe.run.guest")
+    ]
     assert not heavy, heavy

@@ -5,6 +5,7 @@ SIGKILLed run left, the next run sweeps.
 Real signals to a real `uffdprobe run --kernel DEB` while dpkg-deb unpacks it or the guest boots,
 and real matrices, looking afterwards at the process table, the temp dir and the cache.
 """
+
 import os
 import signal
 import subprocess
@@ -19,10 +20,12 @@ import pytest
 from uffdprobe.exitcodes import Exit
 from uffdprobe.vm.paths import cache_root
 
+
 def _deb() -> Path:
     """Debian's cloud kernel package, fetched with apt-get download into the cache if it is not there yet."""
     from uffdprobe.vm import distro
     from uffdprobe.vm.errors import VmSetupError
+
     try:
         return distro.debian_cloud_kernel(cache_root() / "debs")
     except (VmSetupError, OSError, subprocess.SubprocessError) as exc:
@@ -33,8 +36,11 @@ def _procs(name: str, mentioning: str) -> list:
     found = []
     for p in psutil.process_iter(["name", "cmdline"]):
         try:
-            if name in (p.info["name"] or "") and mentioning in " ".join(p.info["cmdline"] or []) \
-                    and p.status() != psutil.STATUS_ZOMBIE:
+            if (
+                name in (p.info["name"] or "")
+                and mentioning in " ".join(p.info["cmdline"] or [])
+                and p.status() != psutil.STATUS_ZOMBIE
+            ):
                 found.append(p)
         except psutil.NoSuchProcess:
             continue
@@ -51,9 +57,14 @@ def _gone(name: str, mentioning: str, within: float = 15.0) -> bool:
 
 
 def _start(*argv, env=None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "uffdprobe", *map(str, argv)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "uffdprobe", *map(str, argv)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _wait_for(condition, proc: subprocess.Popen, what: str, within: float = 120.0) -> None:
@@ -74,9 +85,11 @@ def _end(proc: subprocess.Popen) -> str:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-@pytest.mark.reliability("Ctrl-C or SIGKILL while dpkg-deb unpacks a kernel .deb",
-                         "dpkg-deb dies with uffdprobe; Ctrl-C: exit 130 and the partial unpack removed; "
-                         "SIGKILL: the next unpack removes the dead run's partial tree")
+@pytest.mark.reliability(
+    "Ctrl-C or SIGKILL while dpkg-deb unpacks a kernel .deb",
+    "dpkg-deb dies with uffdprobe; Ctrl-C: exit 130 and the partial unpack removed; "
+    "SIGKILL: the next unpack removes the dead run's partial tree",
+)
 def test_dpkg_deb_dies_with_uffdprobe(tmp_path, sig):
     deb = _deb()
     unpacks = tmp_path / "uffdprobe" / "debian-kernels"
@@ -100,9 +113,11 @@ def test_dpkg_deb_dies_with_uffdprobe(tmp_path, sig):
 
 @pytest.mark.vm
 @pytest.mark.timeout(600)
-@pytest.mark.reliability("SIGKILL of a .deb run (virtiofs) while the guest boots",
-                         "QEMU and virtiofsd die with it; the next run removes the dead run's "
-                         "/tmp/uffdprobe-vfs-PID-* socket folder and leaves none of its own")
+@pytest.mark.reliability(
+    "SIGKILL of a .deb run (virtiofs) while the guest boots",
+    "QEMU and virtiofsd die with it; the next run removes the dead run's "
+    "/tmp/uffdprobe-vfs-PID-* socket folder and leaves none of its own",
+)
 def test_a_sigkilled_runs_socket_folder_is_swept(tmp_path):
     deb = _deb()
     temp = Path(tempfile.gettempdir())
@@ -121,18 +136,40 @@ def test_a_sigkilled_runs_socket_folder_is_swept(tmp_path):
     assert list(temp.glob(f"uffdprobe-vfs-{again.pid}-*")) == []
 
 
-@pytest.mark.reliability("a matrix, finished or refused", "no /tmp/uffdprobe-matrix-* folder: the logs live in "
-                         "the cache's matrix/ folder, made only once the kernels are ready")
+@pytest.mark.reliability(
+    "a matrix, finished or refused",
+    "no /tmp/uffdprobe-matrix-* folder: the logs live in "
+    "the cache's matrix/ folder, made only once the kernels are ready",
+)
 def test_a_matrix_leaves_no_temp_folder(tmp_path):
     temp = Path(tempfile.gettempdir())
     before = set(temp.glob("uffdprobe-matrix-*"))
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
-    refused = subprocess.run([sys.executable, "-m", "uffdprobe", "matrix", "--kernel", "host", "--kernel",
-                              str(tmp_path / "no-such-bzImage")], capture_output=True, text=True, timeout=120, env=env)
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "matrix",
+            "--kernel",
+            "host",
+            "--kernel",
+            str(tmp_path / "no-such-bzImage"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert refused.returncode == Exit.USAGE, refused.stderr
     assert not (tmp_path / "uffdprobe" / "matrix").exists()
-    done = subprocess.run([sys.executable, "-m", "uffdprobe", "matrix", "--kernel", "host", "--scenario", "cow-leak"],
-                          capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "matrix", "--kernel", "host", "--scenario", "cow-leak"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert done.returncode == Exit.OK, done.stderr
     [work] = list((tmp_path / "uffdprobe" / "matrix").iterdir())
     assert (work / "matrix.json").exists() and str(work) in done.stderr

@@ -3,6 +3,7 @@
 mid-run, or its --exec program kills it, or a user scenario leaves a daemon in a session of its own;
 afterwards no process of the run is alive (the --exec program, its children, setsid daemons, scenario
 children, the watchdog) and no temporary folder of it is left. Host runs, as root and as nobody."""
+
 import glob
 import os
 import signal
@@ -84,18 +85,25 @@ def _temp_folders(pid: int) -> list:
 
 
 @pytest.mark.parametrize("user", ["root", "nobody"])
-@pytest.mark.reliability("SIGKILL of a host `uffdprobe run --exec` whose program started a child, a setsid "
-                         "daemon and a double-forked setsid daemon (as root: a cgroup of its own; as nobody: "
-                         "the subreaper and the watchdog's notes)",
-                         "within seconds no process of the run is alive (program, children, daemons, "
-                         "watchdog) and its $TMPDIR/uffdprobe-exec-* folder is gone")
+@pytest.mark.reliability(
+    "SIGKILL of a host `uffdprobe run --exec` whose program started a child, a setsid "
+    "daemon and a double-forked setsid daemon (as root: a cgroup of its own; as nobody: "
+    "the subreaper and the watchdog's notes)",
+    "within seconds no process of the run is alive (program, children, daemons, "
+    "watchdog) and its $TMPDIR/uffdprobe-exec-* folder is gone",
+)
 def test_sigkill_of_run_exec_leaves_nothing(clean_slate, request, user):
     argv, env = [sys.executable], dict(os.environ)
     if user == "nobody":
         nobody = request.getfixturevalue("nobody_python")
         argv, env = nobody.argv, {**env, **nobody.env, "HOME": "/tmp"}
-    run = subprocess.Popen(argv + ["-m", "uffdprobe", "run", "--exec", "--", "sh", "-c", FAMILY],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd="/")
+    run = subprocess.Popen(
+        argv + ["-m", "uffdprobe", "run", "--exec", "--", "sh", "-c", FAMILY],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd="/",
+    )
     try:
         assert _wait_until(_family_started, 60), [p.cmdline() for p in _marked()]
         assert _temp_folders(run.pid), "the run made no uffdprobe-exec-PID-* folder"
@@ -112,12 +120,18 @@ def test_sigkill_of_run_exec_leaves_nothing(clean_slate, request, user):
             run.wait()
 
 
-@pytest.mark.reliability("the --exec program SIGKILLs its own uffdprobe (kill -9 $PPID) after starting a daemon",
-                         "no process of the run is alive afterwards, no temporary folder left")
+@pytest.mark.reliability(
+    "the --exec program SIGKILLs its own uffdprobe (kill -9 $PPID) after starting a daemon",
+    "no process of the run is alive afterwards, no temporary folder left",
+)
 def test_a_program_that_kills_its_parent_leaves_nothing(clean_slate):
     program = f"setsid sleep {MARK}5 & sleep 1; kill -9 $PPID; sleep {MARK}6"
-    run = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "--exec", "--", "sh", "-c", program],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "run", "--exec", "--", "sh", "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == -signal.SIGKILL, run.stderr
     assert _gone_within(15) == []
 
@@ -136,26 +150,38 @@ SCENARIO_WITH_DAEMON = textwrap.dedent(f"""\
 """)
 
 
-@pytest.mark.reliability("a user scenario starts a child in a new session (start_new_session, setsid) and returns",
-                         "the run ends normally (PASS, exit 0) and neither daemon is alive after it")
+@pytest.mark.reliability(
+    "a user scenario starts a child in a new session (start_new_session, setsid) and returns",
+    "the run ends normally (PASS, exit 0) and neither daemon is alive after it",
+)
 def test_a_scenario_daemon_does_not_outlive_the_run(clean_slate, tmp_path):
     source = tmp_path / "daemons.py"
     source.write_text(SCENARIO_WITH_DAEMON)
-    run = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "--scenarios-from", str(source),
-                          "leaves-daemons"], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "run", "--scenarios-from", str(source), "leaves-daemons"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == Exit.OK, run.stdout + run.stderr
     assert "PASS" in run.stdout
     assert _gone_within(5) == []
 
 
-@pytest.mark.reliability("SIGKILL of a host run while a scenario child runs (a sleeping user scenario)",
-                         "the scenario child and everything it started are gone within seconds")
+@pytest.mark.reliability(
+    "SIGKILL of a host run while a scenario child runs (a sleeping user scenario)",
+    "the scenario child and everything it started are gone within seconds",
+)
 def test_sigkill_mid_scenario_leaves_no_scenario_child(clean_slate, tmp_path):
     source = tmp_path / "slow.py"
-    source.write_text(SCENARIO_WITH_DAEMON.replace("    return Outcome",
-                                                   '    __import__("time").sleep(300)\n    return Outcome'))
-    run = subprocess.Popen([sys.executable, "-m", "uffdprobe", "run", "--scenarios-from", str(source),
-                            "leaves-daemons"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    source.write_text(
+        SCENARIO_WITH_DAEMON.replace("    return Outcome", '    __import__("time").sleep(300)\n    return Outcome')
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-m", "uffdprobe", "run", "--scenarios-from", str(source), "leaves-daemons"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert _wait_until(lambda: len(_marked()) >= 2, 60)
         child = [c for c, argv in _children(run.pid) if "watchdog" not in argv]
@@ -187,21 +213,40 @@ def test_a_dead_owners_temp_folder_is_swept_and_a_live_ones_kept(tmp_path):
         live.wait()
 
 
-@pytest.mark.reliability("SIGKILL of `matrix --cluster local:1` while it runs (its Dask scheduler and worker "
-                         "processes up)",
-                         "within seconds no worker, nanny or run child is alive, and neither its "
-                         "uffdprobe-cell-* scratch space nor a dask-scratch-space is left in $TMPDIR")
+@pytest.mark.reliability(
+    "SIGKILL of `matrix --cluster local:1` while it runs (its Dask scheduler and worker processes up)",
+    "within seconds no worker, nanny or run child is alive, and neither its "
+    "uffdprobe-cell-* scratch space nor a dask-scratch-space is left in $TMPDIR",
+)
 def test_sigkill_of_a_cluster_matrix_leaves_no_worker_nor_scratch(clean_slate, tmp_path):
     pytest.importorskip("distributed")
     source = tmp_path / "slow.py"
-    source.write_text(SCENARIO_WITH_DAEMON.replace("    return Outcome",
-                                                   '    __import__("time").sleep(300)\n    return Outcome'))
+    source.write_text(
+        SCENARIO_WITH_DAEMON.replace("    return Outcome", '    __import__("time").sleep(300)\n    return Outcome')
+    )
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    run = subprocess.Popen([sys.executable, "-m", "uffdprobe", "matrix", "--cluster", "local:1", "--kernel", "host",
-                            "--scenarios-from", str(source), "--scenario", "leaves-daemons",
-                            "--results-dir", str(tmp_path / "r")],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": str(tmp)})
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "matrix",
+            "--cluster",
+            "local:1",
+            "--kernel",
+            "host",
+            "--scenarios-from",
+            str(source),
+            "--scenario",
+            "leaves-daemons",
+            "--results-dir",
+            str(tmp_path / "r"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(tmp)},
+    )
     try:
         assert _wait_until(lambda: len(_marked()) >= 2, 120)  # the host's scenario runs: workers are up
         family = psutil.Process(run.pid).children(recursive=True)
@@ -209,8 +254,9 @@ def test_sigkill_of_a_cluster_matrix_leaves_no_worker_nor_scratch(clean_slate, t
         run.kill()
         run.wait(timeout=30)
         assert _gone_within(15) == []
-        assert _wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family),
-                           20), [p for p in family if p.is_running()]
+        assert _wait_until(
+            lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family), 20
+        ), [p for p in family if p.is_running()]
         assert _wait_until(lambda: os.listdir(tmp) == [], 15), os.listdir(tmp)
     finally:
         if run.poll() is None:

@@ -2,6 +2,7 @@
 """The static checks CI enforces through the test command: ruff's lint rules (pyproject.toml [tool.ruff]) and
 mypy against its ratcheting baseline (tests/mypy-baseline.txt: new errors fail, fixed ones must leave the file).
 Both are the fast lane's (`tox -e lint,type` runs the same commands); they need no kernel and no root."""
+
 import shutil
 import subprocess
 import sys
@@ -21,16 +22,28 @@ def _tool(name: str) -> str:
 
 
 def test_ruff_finds_nothing():
-    done = subprocess.run([_tool("ruff"), "check", "--no-cache", "--output-format", "concise", "uffdprobe", "tests"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [_tool("ruff"), "check", "--no-cache", "--output-format", "concise", "uffdprobe", "tests"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_mypy_finds_nothing_new():
     mypy = subprocess.run([_tool("mypy")], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert "error:" in mypy.stdout or mypy.returncode == 0, mypy.stderr
-    ratchet = subprocess.run([_tool("mypy-baseline"), "filter", "--no-colors", "--hide-stats"], input=mypy.stdout,
-                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    ratchet = subprocess.run(
+        [_tool("mypy-baseline"), "filter", "--no-colors", "--hide-stats"],
+        input=mypy.stdout,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ratchet.returncode == 0, (
         "mypy's errors differ from tests/mypy-baseline.txt: fix the new ones; for fixed ones run "
-        "`mypy | mypy-baseline sync` and commit the shorter baseline\n" + ratchet.stdout[-4000:])
+        "`mypy | mypy-baseline sync` and commit the shorter baseline\n" + ratchet.stdout[-4000:]
+    )

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """`uffdprobe matrix` for real: the host and the stock recipe booted once, JSON and JUnit read back."""
+
 import os
 import subprocess
 import sys
@@ -17,8 +18,9 @@ root = pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp scenarios need root
 
 
 def matrix(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "uffdprobe", "matrix", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "matrix", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +44,9 @@ def test_matrix_over_host_and_a_booted_kernel(booted):
     assert os.path.exists(stock["boot"]["console_log"]) and stock["boot"]["timings"]["launch_to_init"] > 0
     assert stock["boot"]["console_excerpt"]
     rows = {(r["scenario"], r["memory"]) for r in data["rows"]}
-    assert {(c["kernel"], c["scenario"], c["memory"]) for c in data["cells"]} == \
-        {(k, s, m) for k in ("host", "stock") for s, m in rows}
+    assert {(c["kernel"], c["scenario"], c["memory"]) for c in data["cells"]} == {
+        (k, s, m) for k in ("host", "stock") for s, m in rows
+    }
     assert all(c["runs"] == 2 and {r["params"]["run"] for r in c["results"]} == {1, 2} for c in data["cells"])
     # declared by the stock recipe and met on the booted kernel
     assert cell(data, "stock", "wp-gup-odirect")["mark"] == "expected"
@@ -60,9 +63,13 @@ def test_matrix_over_host_and_a_booted_kernel(booted):
     host_umap = cell(data, "host", "umap-evict")
     assert (host_umap["verdict"], host_umap["mark"], host_umap["unexpected"]) == ("HANG", UNEXPECTED, True)
     assert {(c["kernel"], c["scenario"], c["memory"]) for c in data["cells"] if c["unexpected"]} == {
-        ("stock", "umap-evict", "anon-4k"), ("host", "umap-evict", "anon-4k"),
-        ("host", "wp-gup-odirect", "anon-4k"), ("host", "wp-gup-odirect", "anon-thp"),
-        ("host", "selftest-self-deadlock", "anon-4k"), ("stock", "selftest-self-deadlock", "anon-4k")}
+        ("stock", "umap-evict", "anon-4k"),
+        ("host", "umap-evict", "anon-4k"),
+        ("host", "wp-gup-odirect", "anon-4k"),
+        ("host", "wp-gup-odirect", "anon-thp"),
+        ("host", "selftest-self-deadlock", "anon-4k"),
+        ("stock", "selftest-self-deadlock", "anon-4k"),
+    }
 
 
 @pytest.mark.vm
@@ -103,20 +110,33 @@ def test_junit_contents(booted):
 
 
 @root
-@pytest.mark.reliability("a FLAKY cell whose declared HANG still happens in some runs",
-                         "marked 'FLAKY HANG' (not FIXED), exit 7; HANG>=1/3 accepts it, exit 0")
+@pytest.mark.reliability(
+    "a FLAKY cell whose declared HANG still happens in some runs",
+    "marked 'FLAKY HANG' (not FIXED), exit 7; HANG>=1/3 accepts it, exit 0",
+)
 def test_flaky_on_host_with_three_runs_and_exit_status(tmp_path):
     """Expected HANG with one helper-thread run in three: FLAKY, marked 'FLAKY HANG' (it still happens, so
     not FIXED), exit 7; declared ANY or 'at least once in 3' (HANG>=1/3): exit 0; HANG>=3/3: exit 7."""
     out = tmp_path / "m.json"
-    args = ["--kernel", "host", "--scenario", "selftest-self-deadlock", "--runs", "3",
-            "--param", "selftest_helper_write_runs=[3]", "--json", str(out)]
+    args = [
+        "--kernel",
+        "host",
+        "--scenario",
+        "selftest-self-deadlock",
+        "--runs",
+        "3",
+        "--param",
+        "selftest_helper_write_runs=[3]",
+        "--json",
+        str(out),
+    ]
     proc = matrix(*args, "--expect", "selftest-self-deadlock=HANG")
     assert proc.returncode == 7, proc.stderr
     c = valid_json(out, "matrix")["cells"][0]
     assert (c["label"], c["mark"]) == ("FLAKY: HANG 2/3, PASS 1/3", "FLAKY HANG")
-    assert "FLAKY HANG: host selftest-self-deadlock(anon-4k): expected HANG, got FLAKY: HANG 2/3, PASS 1/3" \
-        in proc.stdout
+    assert (
+        "FLAKY HANG: host selftest-self-deadlock(anon-4k): expected HANG, got FLAKY: HANG 2/3, PASS 1/3" in proc.stdout
+    )
     assert "[1/1] host: done" in proc.stderr
     assert matrix(*args, "--expect", "host:selftest-self-deadlock=ANY").returncode == 0
     proc = matrix(*args, "--expect", "selftest-self-deadlock=HANG>=1/3")
@@ -128,19 +148,22 @@ def test_flaky_on_host_with_three_runs_and_exit_status(tmp_path):
     assert valid_json(out, "matrix")["cells"][0]["mark"] == "FLAKY HANG"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--kernel", "no-such"], "not 'host', not a file, not a recipe"),
-    (["--kernel", "host", "--kernel", "host"], "given twice"),
-    (["--kernel", "host", "--expect", "cow-leak=BROKEN"], "[KERNEL:]SCENARIO[/MEMORY]=VERDICT"),
-    (["--kernel", "host", "--expect", "cow-leak=LEAK>=0/5"], "K in LEAK>=K/N must be from 1 to N"),
-    (["--kernel", "host", "--expect", "cow-leak=LEAK>=1"], "is not a verdict"),
-    (["--kernel", "host", "--expect", "umap-evict/anon-thp=HANG"], "does not run on memory kind 'anon-thp'"),
-    (["--kernel", "host", "--expect", "stock:cow-leak=PASS"], "not one of the --kernel values"),
-    (["--kernel", "host", "--scenario", "nope"], "unknown scenario nope"),
-    (["--kernel", "host", "--param", "bogus=1"], "--param bogus=1"),
-    (["--kernel", "host", "--json", "/proc/nope/m.json"], "cannot write /proc/nope/m.json"),
-    (["--kernel", "host", "--runs", "0"], "must be from 1 to 100"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--kernel", "no-such"], "not 'host', not a file, not a recipe"),
+        (["--kernel", "host", "--kernel", "host"], "given twice"),
+        (["--kernel", "host", "--expect", "cow-leak=BROKEN"], "[KERNEL:]SCENARIO[/MEMORY]=VERDICT"),
+        (["--kernel", "host", "--expect", "cow-leak=LEAK>=0/5"], "K in LEAK>=K/N must be from 1 to N"),
+        (["--kernel", "host", "--expect", "cow-leak=LEAK>=1"], "is not a verdict"),
+        (["--kernel", "host", "--expect", "umap-evict/anon-thp=HANG"], "does not run on memory kind 'anon-thp'"),
+        (["--kernel", "host", "--expect", "stock:cow-leak=PASS"], "not one of the --kernel values"),
+        (["--kernel", "host", "--scenario", "nope"], "unknown scenario nope"),
+        (["--kernel", "host", "--param", "bogus=1"], "--param bogus=1"),
+        (["--kernel", "host", "--json", "/proc/nope/m.json"], "cannot write /proc/nope/m.json"),
+        (["--kernel", "host", "--runs", "0"], "must be from 1 to 100"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     proc = matrix(*args, "--results-dir", str(tmp_path / "w"), timeout=60)
     last = proc.stderr.strip().splitlines()[-1]
@@ -148,14 +171,25 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert not (tmp_path / "w").exists()
 
 
-@pytest.mark.parametrize("expected, verdict, mark", [
-    ("HANG", Verdict.HANG, "expected"), ("NOT_HANG", Verdict.LEAK, "expected"),
-    ("PASS", Verdict.HANG, REGRESSION), ("NOT_LEAK", Verdict.PANIC, REGRESSION),
-    ("HANG", Verdict.PASS, FIXED), ("HANG", Verdict.LEAK, UNEXPECTED), ("PASS", Verdict.ERROR, UNEXPECTED),
-    (None, Verdict.PASS, UNDECLARED), (None, Verdict.SKIP, UNDECLARED),
-    (None, Verdict.HANG, UNEXPECTED), (None, Verdict.LEAK, UNEXPECTED), (None, Verdict.WP_LOST, UNEXPECTED),
-    (None, Verdict.ERROR, UNEXPECTED), (None, Verdict.VM_TIMEOUT, UNEXPECTED),
-])
+@pytest.mark.parametrize(
+    "expected, verdict, mark",
+    [
+        ("HANG", Verdict.HANG, "expected"),
+        ("NOT_HANG", Verdict.LEAK, "expected"),
+        ("PASS", Verdict.HANG, REGRESSION),
+        ("NOT_LEAK", Verdict.PANIC, REGRESSION),
+        ("HANG", Verdict.PASS, FIXED),
+        ("HANG", Verdict.LEAK, UNEXPECTED),
+        ("PASS", Verdict.ERROR, UNEXPECTED),
+        (None, Verdict.PASS, UNDECLARED),
+        (None, Verdict.SKIP, UNDECLARED),
+        (None, Verdict.HANG, UNEXPECTED),
+        (None, Verdict.LEAK, UNEXPECTED),
+        (None, Verdict.WP_LOST, UNEXPECTED),
+        (None, Verdict.ERROR, UNEXPECTED),
+        (None, Verdict.VM_TIMEOUT, UNEXPECTED),
+    ],
+)
 def test_judge(expected, verdict, mark):
     """The marking rule itself (no kernel behaviour claimed here)."""
     assert judge(expected, verdict) == mark
@@ -165,15 +199,25 @@ _V = {"H": Verdict.HANG, "P": Verdict.PASS, "L": Verdict.LEAK, "E": Verdict.ERRO
 _FLAKY_HANG = Flaky(Verdict.HANG)
 
 
-@pytest.mark.parametrize("expected, runs, mark", [
-    ("HANG", "HHP", _FLAKY_HANG),           # still happens: never FIXED (#27)
-    ("HANG", "PPP", FIXED), ("HANG", "HHH", EXPECTED),
-    ("HANG>=1/3", "HPP", EXPECTED), ("HANG>=1/3", "PPP", FIXED), ("HANG>=2/3", "HPP", _FLAKY_HANG),
-    ("HANG>=1/20", "PPP", EXPECTED),        # fewer runs than N cannot show it gone
-    ("HANG>=1/3", "HLP", UNEXPECTED), ("HANG>=1/3", "HEP", UNEXPECTED),
-    ("ANY", "HLP", EXPECTED), ("NOT_HANG", "LP", EXPECTED), ("PASS", "PH", REGRESSION),
-    (None, "PH", UNEXPECTED), (None, "PP", UNDECLARED),
-])
+@pytest.mark.parametrize(
+    "expected, runs, mark",
+    [
+        ("HANG", "HHP", _FLAKY_HANG),  # still happens: never FIXED (#27)
+        ("HANG", "PPP", FIXED),
+        ("HANG", "HHH", EXPECTED),
+        ("HANG>=1/3", "HPP", EXPECTED),
+        ("HANG>=1/3", "PPP", FIXED),
+        ("HANG>=2/3", "HPP", _FLAKY_HANG),
+        ("HANG>=1/20", "PPP", EXPECTED),  # fewer runs than N cannot show it gone
+        ("HANG>=1/3", "HLP", UNEXPECTED),
+        ("HANG>=1/3", "HEP", UNEXPECTED),
+        ("ANY", "HLP", EXPECTED),
+        ("NOT_HANG", "LP", EXPECTED),
+        ("PASS", "PH", REGRESSION),
+        (None, "PH", UNEXPECTED),
+        (None, "PP", UNDECLARED),
+    ],
+)
 def test_cell_mark_over_runs(expected, runs, mark):
     """The rule over a cell's runs (no kernel behaviour claimed here); a 'FLAKY V' mark fails."""
     got = cell_mark(expected, [_V[c] for c in runs])
@@ -183,16 +227,30 @@ def test_cell_mark_over_runs(expected, runs, mark):
 
 def test_mark_text():
     """A mark's text is what matrix.json, JUnit, KTAP and the page write (schemas/matrix.schema.json)."""
-    assert [str(m) for m in (REGRESSION, UNEXPECTED, FIXED, EXPECTED, UNDECLARED)] == \
-        ["REGRESSION", "UNEXPECTED", "FIXED", "expected", ""]
+    assert [str(m) for m in (REGRESSION, UNEXPECTED, FIXED, EXPECTED, UNDECLARED)] == [
+        "REGRESSION",
+        "UNEXPECTED",
+        "FIXED",
+        "expected",
+        "",
+    ]
     assert str(_FLAKY_HANG) == f"{_FLAKY_HANG}" == "FLAKY HANG" and f"{FIXED}: x" == "FIXED: x"
 
 
-@pytest.mark.parametrize("text, want", [
-    ("HANG", ("HANG", 0, 0)), ("HANG>=1/20", ("HANG", 1, 20)), ("WP_LOST>=3/3", ("WP_LOST", 3, 3)),
-    ("HANG>=0/20", "from 1 to N"), ("HANG>=21/20", "from 1 to N"), ("PASS>=1/2", "is for a kernel problem"),
-    ("HANG>=1", "is not a verdict"), ("HANG >= 1/2", "is not a verdict"), ("BROKEN", "is not a verdict"),
-])
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("HANG", ("HANG", 0, 0)),
+        ("HANG>=1/20", ("HANG", 1, 20)),
+        ("WP_LOST>=3/3", ("WP_LOST", 3, 3)),
+        ("HANG>=0/20", "from 1 to N"),
+        ("HANG>=21/20", "from 1 to N"),
+        ("PASS>=1/2", "is for a kernel problem"),
+        ("HANG>=1", "is not a verdict"),
+        ("HANG >= 1/2", "is not a verdict"),
+        ("BROKEN", "is not a verdict"),
+    ],
+)
 def test_declaration_syntax(text, want):
     if isinstance(want, tuple):
         assert tuple(parse_declaration(text)) == want
@@ -206,8 +264,21 @@ def test_a_quiet_matrix_quiets_its_children_and_still_knows_each_boot(tmp_path):
     """`matrix -q`: the kernel's `uffdprobe run` child is quiet too (no progress lines in its log), and the
     matrix still has the boot's folder, outcome and console from the child's run.json, not from its lines."""
     import json
-    proc = matrix("-q", "--kernel", "stock", "--scenario", "wp-real-write", "--memory", "anon-4k",
-                  "--json", str(tmp_path / "m.json"), "--results-dir", str(tmp_path / "work"), timeout=1200)
+
+    proc = matrix(
+        "-q",
+        "--kernel",
+        "stock",
+        "--scenario",
+        "wp-real-write",
+        "--memory",
+        "anon-4k",
+        "--json",
+        str(tmp_path / "m.json"),
+        "--results-dir",
+        str(tmp_path / "work"),
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     [stock] = json.loads((tmp_path / "m.json").read_text())["kernels"]
     log = (tmp_path / "work").glob("stock-*/run.log")

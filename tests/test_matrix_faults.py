@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Faults around a real `uffdprobe matrix` (host and the cached `stock` recipe booted under QEMU):
 signals while a kernel boots, and two matrix runs at once on the one user cache."""
+
 import json
 import os
 import re
@@ -35,14 +36,20 @@ class MatrixProc:
     """A `uffdprobe matrix` subprocess: its stderr lines as they come, and every process ever seen under it."""
 
     def __init__(self, *args):
-        self.proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", "matrix", *args], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uffdprobe", "matrix", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines, self.stdout = [], []  # stderr lines as (monotonic time, text)
         self.seen = {}  # pid -> (create_time, session id, command line) of every descendant sampled
-        self._readers = [threading.Thread(target=self._read, args=(self.proc.stderr, self._line), daemon=True),
-                         threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout.append),
-                                          daemon=True),
-                         threading.Thread(target=self._sample, daemon=True)]
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stderr, self._line), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout.append), daemon=True),
+            threading.Thread(target=self._sample, daemon=True),
+        ]
         for t in self._readers:
             t.start()
 
@@ -139,6 +146,7 @@ def held_locks(pids, cache: Path = None) -> list:
 def stock_entry() -> Path:
     """The cached `stock` kernel's entry directory (resolving it is a cache read once it is built)."""
     from uffdprobe.kbuild import build as kbuild
+
     return kbuild.resolve_kernel("stock", progress=False).bzimage.parent
 
 
@@ -156,9 +164,11 @@ def verdicts(data: dict) -> dict:
 
 @root
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-@pytest.mark.reliability("SIGINT or SIGTERM to a matrix while a kernel's VM boots",
-                         "exit 130 within the grace, one line, the finished kernel written, no QEMU, virtiofsd, "
-                         "run child or lock left, the next matrix runs")
+@pytest.mark.reliability(
+    "SIGINT or SIGTERM to a matrix while a kernel's VM boots",
+    "exit 130 within the grace, one line, the finished kernel written, no QEMU, virtiofsd, "
+    "run child or lock left, the next matrix runs",
+)
 def test_signal_while_a_kernel_boots(tmp_path, sig):
     stock_entry()  # built before the clock starts, if it ever has to be
     out, work = tmp_path / "m.json", tmp_path / "work"
@@ -179,8 +189,10 @@ def test_signal_while_a_kernel_boots(tmp_path, sig):
         m.kill()
     assert status == 130, m.stderr[-4000:]
     assert took < TERM_GRACE_S, f"{took:.1f}s to stop"  # the run child stopped its QEMU without the SIGKILL
-    assert m.own_lines_after(sent) == [f"matrix: interrupted; 1 finished kernel(s) written (marked incomplete) to "
-                                       f"{work / 'matrix.json'}, {out}; stopped: stock"], m.stderr[-4000:]
+    assert m.own_lines_after(sent) == [
+        f"matrix: interrupted; 1 finished kernel(s) written (marked incomplete) to "
+        f"{work / 'matrix.json'}, {out}; stopped: stock"
+    ], m.stderr[-4000:]
     assert "Traceback" not in m.stderr
     for path in (out, work / "matrix.json"):
         data = matrix_json(path)
@@ -190,8 +202,18 @@ def test_signal_while_a_kernel_boots(tmp_path, sig):
     assert m.left() == []
     assert not vm_processes(mentioning=str(run_dir)) and not vm_processes(mentioning=str(work))
     assert not held_locks(set(m.seen) | {m.proc.pid})
-    again = MatrixProc("--kernel", "host", "--kernel", "stock", "--scenario", "wp-real-write",
-                       "--json", str(tmp_path / "again.json"), "--results-dir", str(tmp_path / "again"))
+    again = MatrixProc(
+        "--kernel",
+        "host",
+        "--kernel",
+        "stock",
+        "--scenario",
+        "wp-real-write",
+        "--json",
+        str(tmp_path / "again.json"),
+        "--results-dir",
+        str(tmp_path / "again"),
+    )
     assert again.finish(timeout=1200) == 0, again.stderr[-4000:]
     again_verdicts = set(verdicts(matrix_json(tmp_path / "again.json")).values())
     assert "PASS" in again_verdicts and again_verdicts <= set(GOOD), again_verdicts  # hugetlb SKIPs on a host without
@@ -206,22 +228,46 @@ def socket_dirs(seen: dict) -> set:
 def strays(pids) -> list:
     """Temporary files a process of `pids` left in the user cache (their names carry the pid)."""
     cache = cache_root()
-    places = [cache, cache / "initramfs", cache / "kernels", cache / "kernels" / "entries",
-              cache / "kernels" / "aliases", cache / "debian-kernels"]
-    return [str(p) for d in places if d.is_dir() for p in d.iterdir()
-            if re.search(r"(tmp|rm-.*-)(\d+)$", p.name) and int(re.search(r"(\d+)$", p.name).group(1)) in pids]
+    places = [
+        cache,
+        cache / "initramfs",
+        cache / "kernels",
+        cache / "kernels" / "entries",
+        cache / "kernels" / "aliases",
+        cache / "debian-kernels",
+    ]
+    return [
+        str(p)
+        for d in places
+        if d.is_dir()
+        for p in d.iterdir()
+        if re.search(r"(tmp|rm-.*-)(\d+)$", p.name) and int(re.search(r"(\d+)$", p.name).group(1)) in pids
+    ]
 
 
 @root
-@pytest.mark.reliability("two matrix runs at once on one cache",
-                         "both finish with the same full verdicts; run dirs, probe cache, kernel cache and temp "
-                         "files intact; no lock or process left")
+@pytest.mark.reliability(
+    "two matrix runs at once on one cache",
+    "both finish with the same full verdicts; run dirs, probe cache, kernel cache and temp "
+    "files intact; no lock or process left",
+)
 def test_two_matrix_runs_at_once_on_one_cache(tmp_path):
     entry = stock_entry()
     assert entry_intact(entry)
     probe_cache = accel.cache_file().read_bytes() if accel.cache_file().exists() else None
-    runs = {n: MatrixProc("--kernel", "host", "--kernel", "stock", "--json", str(tmp_path / f"{n}.json"),
-                          "--results-dir", str(tmp_path / n)) for n in ("a", "b")}
+    runs = {
+        n: MatrixProc(
+            "--kernel",
+            "host",
+            "--kernel",
+            "stock",
+            "--json",
+            str(tmp_path / f"{n}.json"),
+            "--results-dir",
+            str(tmp_path / n),
+        )
+        for n in ("a", "b")
+    }
     try:
         boots = {n: Path(m.wait_for(BOOTING, 1500).group(1)).parent for n, m in runs.items()}
         status = {n: m.finish(timeout=2400) for n, m in runs.items()}
@@ -236,16 +282,20 @@ def test_two_matrix_runs_at_once_on_one_cache(tmp_path):
     for n in runs:
         assert [k["label"] for k in data[n]["kernels"]] == ["host", "stock"]
         assert matrix_json(tmp_path / n / "matrix.json") == data[n]
-        assert {(c["kernel"], c["scenario"], c["memory"]) for c in data[n]["cells"]} == \
-            {(k, r["scenario"], r["memory"]) for k in ("host", "stock") for r in data[n]["rows"]}
+        assert {(c["kernel"], c["scenario"], c["memory"]) for c in data[n]["cells"]} == {
+            (k, r["scenario"], r["memory"]) for k in ("host", "stock") for r in data[n]["rows"]
+        }
         assert not {c["verdict"] for c in data[n]["cells"]} & {"ERROR", "VM_TIMEOUT", "PANIC", "BOOT_FAIL"}
         stock = data[n]["kernels"][1]
         assert Path(stock["boot"]["run_dir"]) == boots[n]
         assert json.loads((boots[n] / "result.json").read_text())["outcome"] == "OK"
     assert verdicts(data["a"]) == verdicts(data["b"])
     assert boots["a"] != boots["b"]
-    assert [k["identity"]["sha256"] for k in data["a"]["kernels"][1:]] == \
-        [k["identity"]["sha256"] for k in data["b"]["kernels"][1:]] == [sha256_file(entry / "bzImage")]
+    assert (
+        [k["identity"]["sha256"] for k in data["a"]["kernels"][1:]]
+        == [k["identity"]["sha256"] for k in data["b"]["kernels"][1:]]
+        == [sha256_file(entry / "bzImage")]
+    )
     assert entry_intact(entry) and stock_entry() == entry
     if probe_cache is not None:  # a cached answer is only read
         assert accel.cache_file().read_bytes() == probe_cache
@@ -272,13 +322,22 @@ print(json.dumps(probe_kvm(sys.argv[1], cache_dir=Path(sys.argv[2]), progress=la
 """
 
 
-@pytest.mark.reliability("two runs probing KVM at once on a fresh cache",
-                         "one probe boot; the other waits for its answer (bounded); accel.json whole, no lock left")
+@pytest.mark.reliability(
+    "two runs probing KVM at once on a fresh cache",
+    "one probe boot; the other waits for its answer (bounded); accel.json whole, no lock left",
+)
 def test_two_kvm_probes_at_once_probe_once(tmp_path):
     kernel = stock_entry() / "bzImage"
     cache, go = tmp_path / "cache", tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", PROBE, str(kernel), str(cache), str(go)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROBE, str(kernel), str(cache), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     try:
         time.sleep(2)  # both importing, then waiting for the go file
         go.touch()
@@ -302,9 +361,11 @@ def test_two_kvm_probes_at_once_probe_once(tmp_path):
 
 
 @root
-@pytest.mark.reliability("QEMU of one matrix kernel SIGKILLed from outside mid-run",
-                         "the matrix finishes, exit 7; the other kernel's results intact; that kernel's cells "
-                         "ERROR saying QEMU was killed; nothing left running")
+@pytest.mark.reliability(
+    "QEMU of one matrix kernel SIGKILLed from outside mid-run",
+    "the matrix finishes, exit 7; the other kernel's results intact; that kernel's cells "
+    "ERROR saying QEMU was killed; nothing left running",
+)
 def test_qemu_killed_under_a_matrix(tmp_path):
     stock_entry()
     out, work = tmp_path / "m.json", tmp_path / "work"
@@ -344,9 +405,10 @@ def test_qemu_killed_under_a_matrix(tmp_path):
 
 
 @root
-@pytest.mark.reliability("the matrix itself SIGKILLed while a kernel's VM boots",
-                         "its run child and that child's QEMU stop by themselves (parent-death signal), "
-                         "nothing left running")
+@pytest.mark.reliability(
+    "the matrix itself SIGKILLed while a kernel's VM boots",
+    "its run child and that child's QEMU stop by themselves (parent-death signal), nothing left running",
+)
 def test_matrix_sigkilled_takes_its_children_along(tmp_path):
     stock_entry()
     # the spin keeps the guest (and so the run child) quiet for 20 s: without the parent-death signal the

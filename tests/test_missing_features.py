@@ -6,6 +6,7 @@ Both kernels are recipes built from Debian's linux-source-6.1 (`no-userfaultfd`:
 off, a full rebuild in its own workspace; `no-uffd-wp`: stock plus a fs/userfaultfd.c patch), booted
 under QEMU with `uffdprobe run --kernel NAME --json F` over every public scenario and memory kind.
 """
+
 import errno
 import json
 import shutil
@@ -26,15 +27,23 @@ from uffdprobe.vm.boot import boot
 
 from test_kbuild import _need_toolchain  # tests/ is on sys.path (rootdir conftest, no package)
 
-pytestmark = [pytest.mark.build,  # every test here builds a kernel (or takes it from the cache)
-              pytest.mark.timeout(3600)]  # no-userfaultfd may be built cold (a full kernel build) first
+pytestmark = [
+    pytest.mark.build,  # every test here builds a kernel (or takes it from the cache)
+    pytest.mark.timeout(3600),
+]  # no-userfaultfd may be built cold (a full kernel build) first
 PY = sys.executable  # the guest sees the host root, so the venv's python runs there too
 PLANNED = {(s.name, m) for s in select([]) for m in s.memory}
 NEEDS_WP = {s.name for s in select([]) if "uffd-wp" in s.needs}
 NEEDS_NOTHING = {s.name for s in select([]) if not s.needs}  # fork + vmsplice only: cow-leak, cow-leak-reverse
 NEEDS_ONLY_UFFD = {s.name for s in select([]) if s.needs == ("uffd",)}  # continue-fallocated (MINOR, no WP), ...
-NEWER_THAN_6_1 = {"move-basic", "move-swapcache", "pagemap-scan-written", "pagemap-scan-zapped",
-                  "pagemap-scan-pmd-hole", "pagemap-scan-hugetlb-hole"}  # 6.7+ and 6.8+ interfaces
+NEWER_THAN_6_1 = {
+    "move-basic",
+    "move-swapcache",
+    "pagemap-scan-written",
+    "pagemap-scan-zapped",
+    "pagemap-scan-pmd-hole",
+    "pagemap-scan-hugetlb-hole",
+}  # 6.7+ and 6.8+ interfaces
 _RUNS: dict = {}
 
 
@@ -43,8 +52,12 @@ def run_recipe(name: str, tmp_path_factory):
     if name not in _RUNS:
         _need_toolchain()
         path = tmp_path_factory.mktemp(name) / "results.json"
-        proc = subprocess.run([PY, "-m", "uffdprobe", "run", "--kernel", name, "--json", str(path)],
-                              capture_output=True, text=True, timeout=3000)
+        proc = subprocess.run(
+            [PY, "-m", "uffdprobe", "run", "--kernel", name, "--json", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=3000,
+        )
         results = [Result.from_dict(d) for d in valid_json(path, "results")["results"]] if path.exists() else []
         _RUNS[name] = (proc.returncode, results, proc.stderr)
     return _RUNS[name]
@@ -53,9 +66,11 @@ def run_recipe(name: str, tmp_path_factory):
 def guest_features(name: str, tmp_path) -> dict:
     """`features.probe()` inside the recipe's kernel, brought back through the results channel."""
     bzimage = kbuild.resolve_kernel(name, progress=False).bzimage
-    code = ("import json, os; from uffdprobe.uffd import features; "
-            "open(os.path.join(os.environ['UFFDPROBE_RESULTS'], 'features.json'), 'w')"
-            ".write(json.dumps(features.probe().to_dict()))")
+    code = (
+        "import json, os; from uffdprobe.uffd import features; "
+        "open(os.path.join(os.environ['UFFDPROBE_RESULTS'], 'features.json'), 'w')"
+        ".write(json.dumps(features.probe().to_dict()))"
+    )
     result = boot(bzimage, [PY, "-c", code], timeout=600, silence_timeout=300, run_dir=tmp_path / "run")
     assert (result.outcome, result.exit_status) == ("OK", 0), (result.reason, result.console_log)
     return json.loads((result.results_dir / "features.json").read_text())
@@ -95,8 +110,10 @@ def _booted_the_recipe(name: str, results) -> dict:
 
 
 @pytest.mark.vm
-@pytest.mark.reliability("a kernel built without CONFIG_USERFAULTFD",
-                         "every uffd scenario SKIP with the probed reason, cow-leak (no uffd) runs, exit 0")
+@pytest.mark.reliability(
+    "a kernel built without CONFIG_USERFAULTFD",
+    "every uffd scenario SKIP with the probed reason, cow-leak (no uffd) runs, exit 0",
+)
 def test_without_userfaultfd_every_scenario_skips_with_the_reason(tmp_path_factory):
     results, config = _whole_plan_answered("no-userfaultfd", tmp_path_factory)
     assert config.get("CONFIG_USERFAULTFD") is None and config.get("CONFIG_HAVE_ARCH_USERFAULTFD_WP") is None
@@ -121,8 +138,10 @@ def test_without_userfaultfd_the_probe_names_the_syscall_and_the_device(tmp_path
 
 
 @pytest.mark.vm
-@pytest.mark.reliability("a kernel without uffd write-protect (UFFDIO_API and UFFDIO_REGISTER answer as one)",
-                         "each uffd-wp scenario SKIP with the probed reason, the rest run for real, exit 0")
+@pytest.mark.reliability(
+    "a kernel without uffd write-protect (UFFDIO_API and UFFDIO_REGISTER answer as one)",
+    "each uffd-wp scenario SKIP with the probed reason, the rest run for real, exit 0",
+)
 def test_without_uffd_wp_only_the_wp_scenarios_skip(tmp_path_factory):
     results, config = _whole_plan_answered("no-uffd-wp", tmp_path_factory)
     assert config.get("CONFIG_HAVE_ARCH_USERFAULTFD_WP") == "y"  # the patch, not Kconfig, hides it
@@ -165,14 +184,27 @@ def tmp_cache(tmp_path):
     return root
 
 
-@pytest.mark.reliability("a fragment turning off an option that Kconfig selects back on",
-                         "the option named with the value it got, exit 4, nothing cached")
+@pytest.mark.reliability(
+    "a fragment turning off an option that Kconfig selects back on",
+    "the option named with the value it got, exit 4, nothing cached",
+)
 def test_not_set_option_forced_back_on_is_reported(tmp_cache, tmp_path, capsys):
     # X86_64 selects HAVE_ARCH_USERFAULTFD_WP whenever USERFAULTFD is on, as it is here
     fragment = tmp_path / "no-wp-symbol.config"
     fragment.write_text("# CONFIG_HAVE_ARCH_USERFAULTFD_WP is not set\n")
-    status = cli.main(["kernel", "build", "--quiet", "--cache-dir", str(tmp_cache), "--config-fragment",
-                              str(kbuild.DEFAULT_FRAGMENT), "--config-fragment", str(fragment)])
+    status = cli.main(
+        [
+            "kernel",
+            "build",
+            "--quiet",
+            "--cache-dir",
+            str(tmp_cache),
+            "--config-fragment",
+            str(kbuild.DEFAULT_FRAGMENT),
+            "--config-fragment",
+            str(fragment),
+        ]
+    )
     err = capsys.readouterr().err
     assert status == Exit.CONFIG_DROPPED, err
     assert "CONFIG_HAVE_ARCH_USERFAULTFD_WP=not set (got y)" in err and "CONFIG_USERFAULTFD=" not in err

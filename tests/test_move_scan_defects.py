@@ -3,6 +3,7 @@
 guests: each PRESENT on the model that reverts its fix on Debian's 6.12.118, ABSENT on stock-6.12, CANNOT
 ASK (SKIP with the probed reason) on 6.1, with the evidence asserted; the host's answer where it has swap
 or huge pages to ask with."""
+
 import os
 import subprocess
 import sys
@@ -21,19 +22,30 @@ from uffdprobe.verdicts import Result, Verdict
 pytestmark = pytest.mark.timeout(3600)  # a model is a small variant of stock-6.12; stock-6.12 may be cold
 
 #: model recipe -> the catalogue scenario whose fix it reverts
-MODELS = {"model-move-swapcache": "move-swapcache", "model-pagemap-scan-hugetlb-hole": "pagemap-scan-hugetlb-hole",
-          "model-pagemap-scan-pmd-hole": "pagemap-scan-pmd-hole"}
+MODELS = {
+    "model-move-swapcache": "move-swapcache",
+    "model-pagemap-scan-hugetlb-hole": "pagemap-scan-hugetlb-hole",
+    "model-pagemap-scan-pmd-hole": "pagemap-scan-pmd-hole",
+}
 ASKED = ("move-swapcache", "move-basic", "pagemap-scan-pmd-hole", "pagemap-scan-hugetlb-hole")
 KERNELS = [*MODELS, "stock-6.12", "stock"]
 
 
 def _run(kernel: str, out: Path) -> dict:
     path = out / f"{kernel}.json"
-    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "--kernel", kernel, *ASKED, "--json", str(path)],
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "run", "--kernel", kernel, *ASKED, "--json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     results = [Result.from_dict(d) for d in valid_json(path, "results")["results"]] if path.exists() else []
-    return {"status": proc.returncode, "stderr": proc.stderr, "results": results,
-            "cells": {(r.scenario, r.memory): r for r in results}}
+    return {
+        "status": proc.returncode,
+        "stderr": proc.stderr,
+        "results": results,
+        "cells": {(r.scenario, r.memory): r for r in results},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +120,13 @@ def test_pagemap_scan_of_a_hugetlb_hole_deadlocks_on_the_model_and_protects_on_s
     [task] = bad.evidence["exit"]["unkillable"]  # SIGKILL did not end it: it waits for a lock it holds
     assert task["state"] == "D" and task["wchan"] == "hugetlb_vma_lock_write", task
     frames = [line.split("] ", 1)[-1].split("+")[0] for line in task["stack"]]
-    chain = ["hugetlb_vma_lock_write", "hugetlb_change_protection", "uffd_wp_range", "pagemap_scan_pte_hole",
-             "do_pagemap_scan"]
+    chain = [
+        "hugetlb_vma_lock_write",
+        "hugetlb_change_protection",
+        "uffd_wp_range",
+        "pagemap_scan_pte_hole",
+        "do_pagemap_scan",
+    ]
     assert [f for f in frames if f in chain] == chain, task["stack"]
     good = booted["stock-6.12"]["cells"][("pagemap-scan-hugetlb-hole", "hugetlb")]
     assert good.verdict is Verdict.PASS, (good.reason, good.evidence)
@@ -140,6 +157,7 @@ def test_a_thp_dropped_whole_reads_clean_on_the_model_and_written_on_stock_6_12(
 def two_huge_pages():
     """Two free huge pages: as root the pool is grown for the test and put back after; else SKIP."""
     from uffdprobe.scenarios.memkinds import no_hugepages
+
     pool = Path("/proc/sys/vm/nr_hugepages")
     before = int(pool.read_text())
     grown = bool(no_hugepages(2)) and os.geteuid() == 0
@@ -156,8 +174,12 @@ def two_huge_pages():
 
 def test_host_write_protects_a_hugetlb_hole(tmp_path, kf, two_huge_pages):
     path = tmp_path / "host.json"
-    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "pagemap-scan-hugetlb-hole", "--json", str(path)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "run", "pagemap-scan-hugetlb-hole", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     [r] = [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
     assert r.verdict is Verdict.PASS, (r.reason, r.evidence)
@@ -166,8 +188,12 @@ def test_host_write_protects_a_hugetlb_hole(tmp_path, kf, two_huge_pages):
 
 def test_host_reports_a_pmd_hole_written(tmp_path, kf):
     path = tmp_path / "host.json"
-    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "pagemap-scan-pmd-hole", "--json", str(path)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "run", "pagemap-scan-pmd-hole", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     [r] = [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
     if r.verdict is Verdict.SKIP:
@@ -179,8 +205,12 @@ def test_host_moves_a_swap_cached_page(tmp_path, kf, host_swap):
     if host_swap:
         pytest.skip(host_swap)
     path = tmp_path / "host.json"
-    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "move-swapcache", "--json", str(path)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "run", "move-swapcache", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     [r] = [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
     assert r.verdict is Verdict.PASS, (r.reason, r.evidence)

@@ -2,6 +2,7 @@
 """One spelling per idea across subcommands: --json and --ktap always take FILE (- for stdout), an output
 folder is always --results-dir; the old spellings still work for one release, each with one line on stderr
 naming its replacement."""
+
 import argparse
 import json
 import subprocess
@@ -30,18 +31,28 @@ def test_json_and_ktap_take_a_file_and_folders_are_results_dir():
         for option in ("--json", "--ktap"):
             if option in options:
                 seen.add((name, option))
-                assert options[option].nargs is None and options[option].metavar in ("FILE", "FILE|-"), \
-                    (name, option)  # one value: FILE, or - for stdout
+                assert options[option].nargs is None and options[option].metavar in ("FILE", "FILE|-"), (
+                    name,
+                    option,
+                )  # one value: FILE, or - for stdout
         assert not {"--work-dir", "--run-dir", "--out-dir", "--output-dir"} & set(options), name
-    assert {("run", "--ktap"), ("features", "--json"), ("doctor", "--json"), ("boot", "--json"),
-            ("run", "--json"), ("matrix", "--ktap"), ("check", "--json")} <= seen
+    assert {
+        ("run", "--ktap"),
+        ("features", "--json"),
+        ("doctor", "--json"),
+        ("boot", "--json"),
+        ("run", "--json"),
+        ("matrix", "--ktap"),
+        ("check", "--json"),
+    } <= seen
     folders = {name for name, parser in _parsers() if "--results-dir" in _visible(parser)}
     assert {"run", "matrix", "check", "bisect", "bisect-step", "boot"} <= folders
 
 
 def _uffdprobe(*argv, timeout=120):
-    return subprocess.run([sys.executable, "-m", "uffdprobe", *argv], capture_output=True, text=True,
-                          timeout=timeout, cwd="/")
+    return subprocess.run(
+        [sys.executable, "-m", "uffdprobe", *argv], capture_output=True, text=True, timeout=timeout, cwd="/"
+    )
 
 
 def _said_once(stderr: str, old: str, new: str) -> None:
@@ -76,8 +87,13 @@ def test_a_word_that_could_be_a_name_is_never_written_as_a_file(tmp_path):
     could be either, nothing is written to it: a file of that name in the working folder stays as it was."""
     kept = tmp_path / "myscen"
     kept.write_bytes(b"not ours\n")
-    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "--ktap", "myscen"], capture_output=True,
-                          text=True, timeout=120, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "run", "--ktap", "myscen"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == Exit.USAGE and "myscen" in proc.stderr, proc.stderr  # an unknown scenario
     assert kept.read_bytes() == b"not ours\n"
     proc = _uffdprobe("boot", "--json", str(tmp_path / "no-such-kernel"), "--", "true")
@@ -86,8 +102,9 @@ def test_a_word_that_could_be_a_name_is_never_written_as_a_file(tmp_path):
 
 
 def test_the_old_folder_names_still_work(tmp_path):
-    proc = _uffdprobe("bisect-step", "--tree", str(tmp_path / "no-tree"), "--scenario", "cow-leak",
-                      "--work-dir", str(tmp_path / "w"))
+    proc = _uffdprobe(
+        "bisect-step", "--tree", str(tmp_path / "no-tree"), "--scenario", "cow-leak", "--work-dir", str(tmp_path / "w")
+    )
     assert proc.returncode == Exit.SETUP
     _said_once(proc.stderr, "--work-dir", "--results-dir")
     proc = _uffdprobe("boot", "--run-dir", str(tmp_path / "r"), "stock")  # no command: refused after parsing

@@ -7,6 +7,7 @@ it needs). Nothing is downloaded: the build runs without isolation on this venv'
 each fresh venv sees copies of the installed dependencies (cffi, pycparser, psutil; setuptools to build the
 sdist) through a .pth file, so pip installs with --no-index.
 """
+
 import ast
 import importlib.metadata
 import os
@@ -40,20 +41,27 @@ def test_every_module_parses_as_python_3_9():
 def test_user_recipes_come_first_and_may_use_the_shipped_patches(tmp_path, monkeypatch):
     mine = tmp_path / "mine"
     mine.mkdir()
-    (mine / "stock.toml").write_text('summary = "my stock"\nsource = "/usr/src/linux-source-6.1.tar.xz"\n'
-                                     'patches = []\n')
+    (mine / "stock.toml").write_text(
+        'summary = "my stock"\nsource = "/usr/src/linux-source-6.1.tar.xz"\npatches = []\n'
+    )
     shipped = recipes.load("model-5.7")
     rel = [str(p.relative_to(datafiles.vm_images())) for p in shipped.patches]
-    (mine / "my-5.7.toml").write_text('source = "/usr/src/linux-source-6.1.tar.xz"\n'
-                                      f'fragments = ["fragments/x86_64.config"]\npatches = {rel!r}\n')
+    (mine / "my-5.7.toml").write_text(
+        f'source = "/usr/src/linux-source-6.1.tar.xz"\nfragments = ["fragments/x86_64.config"]\npatches = {rel!r}\n'
+    )
     monkeypatch.setenv(recipes.PATH_ENV, f"{tmp_path / 'absent'}{os.pathsep}{mine}")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     assert recipes.search_path()[:3] == [tmp_path / "absent", mine, tmp_path / "config" / "uffdprobe" / "recipes"]
     assert recipes.load("stock").summary == "my stock", "the user's folder wins over the shipped recipes"
     assert "my-5.7" in recipes.names() and "model-5.8" in recipes.names()
     assert recipes.load("my-5.7").patches == shipped.patches
-    listing = subprocess.run([sys.executable, "-m", "uffdprobe", "kernel", "list", "--recipes"], capture_output=True,
-                             text=True, timeout=120, env=dict(os.environ))
+    listing = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "kernel", "list", "--recipes"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
     lines = {line.split()[0]: line for line in listing.stdout.splitlines()}
     assert lines["my-5.7"].endswith(f"({mine / 'my-5.7.toml'})")
     assert lines["stock"].endswith(f"({mine / 'stock.toml'})")
@@ -61,6 +69,7 @@ def test_user_recipes_come_first_and_may_use_the_shipped_patches(tmp_path, monke
 
 
 # --- built and installed ----------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def work():
@@ -75,11 +84,15 @@ def dists(work):
     if not (CHECKOUT / "pyproject.toml").is_file():
         pytest.skip(f"{CHECKOUT} is not a source tree")
     out = work / "dist"
-    proc = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "-o", str(out), str(CHECKOUT)],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "-o", str(out), str(CHECKOUT)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    sdist, = out.glob("uffdprobe-*.tar.gz")
-    wheel, = out.glob("uffdprobe-*.whl")
+    (sdist,) = out.glob("uffdprobe-*.tar.gz")
+    (wheel,) = out.glob("uffdprobe-*.whl")
     return {"sdist": sdist, "wheel": wheel}
 
 
@@ -89,8 +102,9 @@ def test_wheel_is_abi3_and_manylinux_as_auditwheel_reads_it(dists):
     name = dists["wheel"].name
     tag = re.search(r"-cp39-abi3-(manylinux_\d+_\d+_x86_64)\.whl$", name)
     assert tag, name
-    shown = subprocess.run([sys.executable, "-m", "auditwheel", "show", str(dists["wheel"])], capture_output=True,
-                           text=True, timeout=300)
+    shown = subprocess.run(
+        [sys.executable, "-m", "auditwheel", "show", str(dists["wheel"])], capture_output=True, text=True, timeout=300
+    )
     assert shown.returncode == 0, shown.stdout + shown.stderr
     said = " ".join(shown.stdout.split())
     assert f'is consistent with the following platform tag: "{tag.group(1)}"' in said, said
@@ -111,12 +125,27 @@ def test_wheel_carries_the_license(dists):
 def test_sdist_holds_what_building_and_testing_need(dists):
     with tarfile.open(dists["sdist"]) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    for need in ("native/build_native.py", "native/uffdprobe_native.h", "native/uffdprobe_native.c",
-                 "native/uffd_uapi_fallback.h", "native/bench_missing.c", "native/umapsort_repro.c",
-                 "vm-images/recipes/stock.toml",
-                 "vm-images/fragments/x86_64.config", "tests/conftest.py", "tox.ini", "setup.py", "MANIFEST.in",
-                 "uffdprobe/vm/guest_init.sh", "LICENSE", "CHANGELOG.md", "CONTRIBUTING.md",
-                 "docs/user-guide.md", "docs/design.md", "docs/results.md"):
+    for need in (
+        "native/build_native.py",
+        "native/uffdprobe_native.h",
+        "native/uffdprobe_native.c",
+        "native/uffd_uapi_fallback.h",
+        "native/bench_missing.c",
+        "native/umapsort_repro.c",
+        "vm-images/recipes/stock.toml",
+        "vm-images/fragments/x86_64.config",
+        "tests/conftest.py",
+        "tox.ini",
+        "setup.py",
+        "MANIFEST.in",
+        "uffdprobe/vm/guest_init.sh",
+        "LICENSE",
+        "CHANGELOG.md",
+        "CONTRIBUTING.md",
+        "docs/user-guide.md",
+        "docs/design.md",
+        "docs/results.md",
+    ):
         assert need in names, f"{need} missing from {dists['sdist'].name}"
     assert not [n for n in names if n.endswith((".so", ".pyc"))]
 
@@ -144,9 +173,22 @@ def installed(request, work, dists):
     venv = work / f"venv-{kind}"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     _share(venv, RUNTIME_DEPS + (["setuptools"] if kind == "sdist" else []))
-    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
-                           "--no-index", "--no-build-isolation", str(dists[kind])],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--no-index",
+            "--no-build-isolation",
+            str(dists[kind]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     elsewhere = work / f"elsewhere-{kind}"
     elsewhere.mkdir()
@@ -164,10 +206,19 @@ def _run(installed, *argv, timeout=300) -> subprocess.CompletedProcess:
 @pytest.mark.build
 def test_installed_package_runs_from_anywhere_with_its_own_data(installed):
     exe, env, cwd = installed
-    where = subprocess.run([str(Path(exe).with_name("python")), "-c",
-                            "import uffdprobe, uffdprobe.osutil.datafiles as d, uffdprobe.vm.boot as b; "
-                            "print(uffdprobe.__file__, d.checkout(), b.GUEST_INIT, sep='\\n')"],
-                           capture_output=True, text=True, timeout=60, env=env, cwd=cwd)
+    where = subprocess.run(
+        [
+            str(Path(exe).with_name("python")),
+            "-c",
+            "import uffdprobe, uffdprobe.osutil.datafiles as d, uffdprobe.vm.boot as b; "
+            "print(uffdprobe.__file__, d.checkout(), b.GUEST_INIT, sep='\\n')",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=cwd,
+    )
     module, checkout, guest_init = where.stdout.split("\n")[:3]
     assert module.startswith(str(Path(exe).parents[1])) and checkout == "None", where.stdout + where.stderr
     assert os.access(guest_init, os.X_OK), f"{guest_init} lost its executable bit"
@@ -184,8 +235,14 @@ def test_installed_package_runs_from_anywhere_with_its_own_data(installed):
     doctor = _run(installed, "doctor")
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     no_compiler = dict(env, PATH=str(Path(exe).parent))  # the C handler was built at install time
-    bench = subprocess.run([exe, "bench", "--pages", "500", "--rounds", "1"], capture_output=True, text=True,
-                           timeout=300, env=no_compiler, cwd=cwd)
+    bench = subprocess.run(
+        [exe, "bench", "--pages", "500", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=no_compiler,
+        cwd=cwd,
+    )
     assert bench.returncode == 0 and "C handler" in bench.stdout, bench.stdout + bench.stderr
     listing = subprocess.run([exe, "list"], capture_output=True, text=True, timeout=120, env=no_compiler, cwd=cwd)
     repro = next(line.split("path: ", 1)[1] for line in listing.stdout.splitlines() if line.startswith("  path: "))
@@ -224,11 +281,16 @@ def test_a_newer_uapi_header_wins_over_the_fallback(tmp_path):
         "#define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)\n"
         "struct uffdio_move { __u64 dst; __u64 src; __u64 len; __u64 mode; __s64 move; };\n"
         "#define UFFDIO_MOVE_MODE_DONTWAKE ((__u64)1<<0)\n#define UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES ((__u64)1<<1)\n"
-        "#define _UFFDIO_MOVE (0x05)\n#define UFFDIO_MOVE _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)\n")
+        "#define _UFFDIO_MOVE (0x05)\n#define UFFDIO_MOVE _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)\n"
+    )
     source = CHECKOUT / "native" / "uffdprobe_native.c"
     for include in ([], ["-I", str(tmp_path)]):  # the build machine's header, then the newer one
-        proc = subprocess.run([cc, "-fsyntax-only", "-Wall", "-Werror", "-I", str(source.parent), *include,
-                               str(source)], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [cc, "-fsyntax-only", "-Wall", "-Werror", "-I", str(source.parent), *include, str(source)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr
 
 
@@ -236,10 +298,12 @@ def test_version_from_a_checkout_carries_git_describe():
     if datafiles.checkout() is None or not (datafiles.checkout() / ".git").exists():
         pytest.skip("not running from a git checkout")
     git = ["git", "-C", str(datafiles.checkout())]
-    head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          timeout=30).stdout.strip()
-    tags = subprocess.run(git + ["tag", "--points-at", "HEAD"], capture_output=True, text=True,
-                          timeout=30).stdout.split()
+    head = subprocess.run(
+        git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
+    tags = subprocess.run(
+        git + ["tag", "--points-at", "HEAD"], capture_output=True, text=True, timeout=30
+    ).stdout.split()
     info = uffdprobe.version_info()
     described = info["git"].removesuffix("-dirty")
     assert info["version"] == uffdprobe.__version__

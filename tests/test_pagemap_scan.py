@@ -2,6 +2,7 @@
 """PAGEMAP_SCAN (6.7+) and asynchronous uffd-wp on the running kernel: the ioctl's regions, the written
 state it reads and clears, holes, shmem and hugetlb; fallocate(); what `uffdprobe features` says of them.
 Each test asserts what the kernel answered; a kernel without the interface skips with the probed reason."""
+
 import errno
 import os
 
@@ -37,7 +38,8 @@ def _pages(regions, category: Category) -> set:
 
 def test_categories_are_the_uapi_numbers_the_module_was_built_with():
     from uffdprobe.uffd._ffi import constants
-    built = {k[len("PAGE_IS_"):]: v for k, v in constants["pagemap_scan"].items() if k.startswith("PAGE_IS_")}
+
+    built = {k[len("PAGE_IS_") :]: v for k, v in constants["pagemap_scan"].items() if k.startswith("PAGE_IS_")}
     assert built == {c.name: c.value for c in Category}
 
 
@@ -58,14 +60,24 @@ def test_written_state_is_read_and_cleared_under_wp_async(uffd, kf, scan_ok):
     with memory.mmap_anonymous(NPAGES * PAGE_SIZE) as m:
         memory.touch(m.addr, m.length, write=True, value=1)
         uffd.register(m.addr, m.length, RegisterMode.WP)
-        first, _ = pagemap.scan(m.addr, m.addr + m.length, wp_matching=True, check_wpasync=True,
-                                require=Category.WRITTEN, report=Category.WRITTEN)
+        first, _ = pagemap.scan(
+            m.addr,
+            m.addr + m.length,
+            wp_matching=True,
+            check_wpasync=True,
+            require=Category.WRITTEN,
+            report=Category.WRITTEN,
+        )
         assert _pages(first, Category.WRITTEN) == {m.page(i) for i in range(NPAGES)}
         assert all(e.uffd_wp for e in pagemap.read(m.addr, NPAGES)), "WP_MATCHING protected what it matched"
         m.write(3 * PAGE_SIZE, b"\x07")
         m.write(6 * PAGE_SIZE + 100, b"\x08")
-        after, _ = pagemap.scan(m.addr, m.addr + m.length, require=Category.WRITTEN,
-                                report=Category.WRITTEN | Category.PRESENT | Category.WPALLOWED)
+        after, _ = pagemap.scan(
+            m.addr,
+            m.addr + m.length,
+            require=Category.WRITTEN,
+            report=Category.WRITTEN | Category.PRESENT | Category.WPALLOWED,
+        )
         assert _pages(after, Category.WRITTEN) == {m.page(3), m.page(6)}
         assert all(r.categories & Category.WPALLOWED for r in after)
         assert uffd.read() == [], "asynchronous WP resolves the faults in the kernel"
@@ -109,8 +121,9 @@ def test_scan_names_file_pages_of_a_shared_memfd(scan_ok):
 def test_max_pages_bounds_the_walk(scan_ok):
     with memory.mmap_anonymous(NPAGES * PAGE_SIZE) as m:
         memory.touch(m.addr, m.length, write=True, value=1)
-        regions, walk_end = pagemap.scan(m.addr, m.addr + m.length, require=Category.PRESENT,
-                                         report=Category.PRESENT, max_pages=2)
+        regions, walk_end = pagemap.scan(
+            m.addr, m.addr + m.length, require=Category.PRESENT, report=Category.PRESENT, max_pages=2
+        )
         assert sum(r.pages for r in regions) == 2 and walk_end == m.page(2)
 
 

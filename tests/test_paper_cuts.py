@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Paper cuts a daily user meets, each on the real command line: NO_COLOR, "did you mean" for a mistyped
 scenario or recipe name."""
+
 import os
 import pty
 import select
@@ -13,8 +14,14 @@ from uffdprobe.exitcodes import Exit
 def _on_a_terminal(argv: list, env: dict, timeout: float = 300) -> tuple:
     """Run `python -m uffdprobe ARGV` with stdout and stderr on a pseudo-terminal: (exit status, output)."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", *argv], stdin=subprocess.DEVNULL, stdout=slave,
-                            stderr=slave, env=env, cwd="/")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uffdprobe", *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd="/",
+    )
     os.close(slave)
     out = b""
     try:
@@ -50,8 +57,9 @@ def test_no_color_turns_the_tables_colours_off(kf):
 
 
 def _uffdprobe(*argv):
-    return subprocess.run([sys.executable, "-m", "uffdprobe", *argv], capture_output=True, text=True, timeout=120,
-                          cwd="/")
+    return subprocess.run(
+        [sys.executable, "-m", "uffdprobe", *argv], capture_output=True, text=True, timeout=120, cwd="/"
+    )
 
 
 def test_a_mistyped_name_gets_a_did_you_mean():
@@ -59,6 +67,7 @@ def test_a_mistyped_name_gets_a_did_you_mean():
     runs; a name close to nothing gets no guess."""
     from uffdprobe.kbuild import recipes
     from uffdprobe.scenarios.registry import select
+
     public = [s.name for s in select([])]
     assert "cow-leak" in public and "stock" in recipes.names()
     cases = [
@@ -70,7 +79,10 @@ def test_a_mistyped_name_gets_a_did_you_mean():
     ]
     for argv, said in cases:
         proc = _uffdprobe(*argv)
-        assert proc.returncode == Exit.USAGE and proc.stderr.count("\n") == 1 and said in proc.stderr, (argv, proc.stderr)
+        assert proc.returncode == Exit.USAGE and proc.stderr.count("\n") == 1 and said in proc.stderr, (
+            argv,
+            proc.stderr,
+        )
     proc = _uffdprobe("run", "zzzz-qqqq")
     assert proc.returncode == Exit.USAGE and "did you mean" not in proc.stderr, proc.stderr
 
@@ -86,6 +98,7 @@ def test_run_numbers_each_row_it_owes():
 
     from uffdprobe.results.report import Numbered
     from uffdprobe.verdicts import Result, Verdict
+
     numbered = Numbered([("cow", "-", None)])
     first = numbered.line(Result("cow", "-", Verdict.PASS, "exit 0", {}, {}, {}, 1.0))
     case = numbered.line(Result("cow: a case", "-", Verdict.PASS, "ok", {}, {}, {}, None))
@@ -99,6 +112,7 @@ def test_matrix_time_counts_the_selftest_build(monkeypatch, capsys, tmp_path):
     import time
     from uffdprobe.cli.main import main
     from uffdprobe.run import selftests
+
     real = selftests.binaries
 
     def slow(*args, **kwargs):
@@ -106,8 +120,21 @@ def test_matrix_time_counts_the_selftest_build(monkeypatch, capsys, tmp_path):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(selftests, "binaries", slow)
-    status = main(["matrix", "--kernel", "host", "--scenario", "cow-leak", "--memory", "anon-4k",
-                   "--kselftest", "cow", "--results-dir", str(tmp_path / "m")])
+    status = main(
+        [
+            "matrix",
+            "--kernel",
+            "host",
+            "--scenario",
+            "cow-leak",
+            "--memory",
+            "anon-4k",
+            "--kselftest",
+            "cow",
+            "--results-dir",
+            str(tmp_path / "m"),
+        ]
+    )
     out, err = capsys.readouterr()
     assert status == Exit.OK, out + err
     ready = float(re.search(r"matrix: selftests ready in ([\d.]+)s", err)[1])

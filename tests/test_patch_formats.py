@@ -5,6 +5,7 @@ The shipped model-5.8-break-cow series (four git format-patch mails) as one mbox
 series file; the seed's saved lore page of "[PATCH v3] mm/gup: Allow real explicit breaking
 of COW", as text and as HTML, against the shipped 6.1 port of that patch.
 """
+
 import html
 import shutil
 from pathlib import Path
@@ -79,8 +80,9 @@ def test_series_file_names_patches_in_order(pristine, tmp_path):
     (folder / "series").write_text("# quilt series\n" + "".join(f"{p.name} -p1\n" for p in SERIES))
     from_series = patches.load_series([folder / "series"])
     assert [p.sha256 for p in from_series] == [p.sha256 for p in patches.load_series(SERIES)]
-    assert _staged(from_series, pristine, tmp_path / "a") == _staged(patches.load_series(SERIES), pristine,
-                                                                      tmp_path / "b")
+    assert _staged(from_series, pristine, tmp_path / "a") == _staged(
+        patches.load_series(SERIES), pristine, tmp_path / "b"
+    )
     (folder / "series").write_text("0001-missing.patch\n")
     with pytest.raises(BadInput, match="not a patch.*not a series file"):
         patches.load_series([folder / "series"])
@@ -92,13 +94,20 @@ def test_lore_page_parses_to_the_posted_diff():
     page = patches.load(SEED)
     assert page.subject == SEED_SUBJECT
     assert page.files == ("include/linux/mm.h", "mm/gup.c", "mm/huge_memory.c", "mm/memory.c")
-    assert page.text.count("\n@@ ") == SEED.read_text().count("\n@@ ") == 15 and "Thread overview" not in page.text and "\n-- \n" not in page.text
+    assert (
+        page.text.count("\n@@ ") == SEED.read_text().count("\n@@ ") == 15
+        and "Thread overview" not in page.text
+        and "\n-- \n" not in page.text
+    )
     # mm/gup.c is the one file the 6.1 port changes line for line as posted
     port = patches.load(SERIES[3])
     assert _changed_lines(page.text, "mm/gup.c") == _changed_lines(port.text, "mm/gup.c")
     # the same page saved as HTML (lore's <pre> with escaped &, <, >) reads the same
-    as_html = ("<!DOCTYPE html><html><head><title>x</title></head><body><pre>"
-               + html.escape(SEED.read_text()) + "</pre></body></html>")
+    as_html = (
+        "<!DOCTYPE html><html><head><title>x</title></head><body><pre>"
+        + html.escape(SEED.read_text())
+        + "</pre></body></html>"
+    )
     assert patchtext.pieces(as_html) == [(SEED_SUBJECT, page.text)]
 
 
@@ -143,12 +152,21 @@ def test_encoded_subjects_are_decoded(tmp_path):
     """git format-patch writes a subject that is not ASCII as RFC 2047 encoded words (folded when long);
     the patch's subject, which the kernel identity records, is the text the author wrote."""
     import subprocess
+
     repo = tmp_path / "repo"
     repo.mkdir()
-    env = {"GIT_AUTHOR_NAME": "Jörg Tëster", "GIT_AUTHOR_EMAIL": "j@example.org", "GIT_COMMITTER_NAME": "x",
-           "GIT_COMMITTER_EMAIL": "x@example.org", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    subjects = ["mm/userfaultfd: fix the wake-up after UFFDIO_WRITEPROTECT — reported by Jörg",
-                "mm/gup: ça, c'est un très long sujet pour que git le replie sur plusieurs lignes d'en-tête"]
+    env = {
+        "GIT_AUTHOR_NAME": "Jörg Tëster",
+        "GIT_AUTHOR_EMAIL": "j@example.org",
+        "GIT_COMMITTER_NAME": "x",
+        "GIT_COMMITTER_EMAIL": "x@example.org",
+        "HOME": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+    }
+    subjects = [
+        "mm/userfaultfd: fix the wake-up after UFFDIO_WRITEPROTECT — reported by Jörg",
+        "mm/gup: ça, c'est un très long sujet pour que git le replie sur plusieurs lignes d'en-tête",
+    ]
     subprocess.run(["git", "init", "-q", str(repo)], check=True, env=env)
     for i, subject in enumerate(subjects):
         (repo / "f.c").write_text("".join(f"line {n}\n" for n in range(i + 2)))

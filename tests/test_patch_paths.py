@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """A patch may only touch files inside the kernel source tree: a header path that is absolute, holds
 `..`, or resolves outside the tree through a symlink is refused before anything is copied or written."""
+
 import hashlib
 import pathlib
 import subprocess
@@ -18,14 +19,20 @@ EDIT = "--- {path}\n+++ {path}\n@@ -1 +1 @@\n-{old}\n+overwritten by a patch\n"
 
 def _build(tmp_path, patch: pathlib.Path):
     cache = tmp_path / "cache"
-    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "kernel", "build", "--patch", str(patch),
-                           "--cache-dir", str(cache)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "kernel", "build", "--patch", str(patch), "--cache-dir", str(cache)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     return proc, cache
 
 
-@pytest.mark.reliability("a patch header path with `..` (`--- a/../../../../../escape/x.txt`)",
-                         "one line naming the patch and the path, exit 2, nothing written inside or outside "
-                         "the cache")
+@pytest.mark.reliability(
+    "a patch header path with `..` (`--- a/../../../../../escape/x.txt`)",
+    "one line naming the patch and the path, exit 2, nothing written inside or outside the cache",
+)
 def test_a_header_climbing_out_with_dotdot_is_refused(tmp_path):
     depth = "../" * (len(tmp_path.parts) + 2)
     patch = tmp_path / "0001-escape.patch"
@@ -38,8 +45,10 @@ def test_a_header_climbing_out_with_dotdot_is_refused(tmp_path):
     assert not (tmp_path / "escape").exists()
 
 
-@pytest.mark.reliability("a patch header path that is absolute (`--- a//etc/hostname`)",
-                         "one line naming the patch and the path, exit 2 (no traceback), the file untouched")
+@pytest.mark.reliability(
+    "a patch header path that is absolute (`--- a//etc/hostname`)",
+    "one line naming the patch and the path, exit 2 (no traceback), the file untouched",
+)
 def test_an_absolute_header_is_refused(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("mine\n")
@@ -55,8 +64,10 @@ def test_an_absolute_header_is_refused(tmp_path):
     assert not cache.exists()
 
 
-@pytest.mark.reliability("a patch header path that leaves the tree through a symlink in it",
-                         "refused naming the patch and the path before any copy, the target untouched")
+@pytest.mark.reliability(
+    "a patch header path that leaves the tree through a symlink in it",
+    "refused naming the patch and the path before any copy, the target untouched",
+)
 def test_a_header_through_a_symlink_out_of_the_tree_is_refused(tmp_path):
     pristine, stage, outside = tmp_path / "tree", tmp_path / "stage", tmp_path / "outside"
     for d in (pristine, stage, outside):

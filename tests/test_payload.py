@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The lab-board payload (`uffdprobe payload OUT`): one zipapp that runs uffdprobe with nothing installed, on
 the host's bare interpreter and in a booted guest that sees only it and a Python."""
+
 import os
 import re
 import shutil
@@ -16,20 +17,22 @@ from formats import kunit_parse
 from test_formats import counts, no_kunit
 
 #: The host's interpreter itself, not this venv's: with -I -S it sees the standard library and nothing else.
-BARE_PYTHON = os.path.realpath(os.path.join(sys.base_prefix, "bin", f"python{sys.version_info[0]}.{sys.version_info[1]}"))
+BARE_PYTHON = os.path.realpath(
+    os.path.join(sys.base_prefix, "bin", f"python{sys.version_info[0]}.{sys.version_info[1]}")
+)
 ISOLATED = [BARE_PYTHON, "-I", "-S"]
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp and HANG scenarios need root here")
 
 
 def uffdprobe(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "uffdprobe", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "uffdprobe", *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def payload(tmp_path_factory):
     """A payload built by this uffdprobe, in a folder of its own outside /tmp (a guest covers /tmp)."""
     from uffdprobe.osutil.files import cache_home
+
     cache_home().mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="uffdprobe-test-payload-", dir=cache_home()))
     try:
@@ -70,6 +73,7 @@ def test_payload_out_that_is_a_folder_or_unwritable_is_refused_in_one_line(tmp_p
 def test_cffi_wheel_adds_its_backend_and_a_wheel_without_one_is_refused(tmp_path):
     """A board whose Python is another version: its cffi wheel's backend rides along beside ours."""
     import _cffi_backend
+
     other = "_cffi_backend.cpython-39-x86_64-linux-gnu.so"
     wheel = tmp_path / "cffi-2.0.0-cp39-cp39-manylinux_2_17_x86_64.whl"
     with zipfile.ZipFile(wheel, "w") as whl:
@@ -97,6 +101,7 @@ def test_bare_python_sees_no_uffdprobe_but_runs_the_payload(payload, tmp_path):
     assert probe.returncode != 0 and "No module named 'uffdprobe'" in probe.stderr
     proc = subprocess.run([*ISOLATED, str(payload), "--version"], capture_output=True, text=True, env=env, timeout=120)
     from uffdprobe import __version__
+
     assert proc.returncode == 0 and proc.stdout.strip() == f"uffdprobe {__version__}", proc.stderr
     proc = subprocess.run([*ISOLATED, str(payload), "list"], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0 and "cow-leak" in proc.stdout, proc.stderr
@@ -107,8 +112,13 @@ def test_bare_python_sees_no_uffdprobe_but_runs_the_payload(payload, tmp_path):
 @no_kunit
 def test_payload_run_ktap_on_the_running_kernel(payload, tmp_path):
     env = {"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path)}
-    proc = subprocess.run([*ISOLATED, str(payload), "run", "--ktap", "-", "cow-leak", "wp-real-write", "--memory", "anon-4k"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [*ISOLATED, str(payload), "run", "--ktap", "-", "cow-leak", "wp-real-write", "--memory", "anon-4k"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     parsed = kunit_parse(proc.stdout, tmp_path)
     assert counts(parsed["summary"]) == {"passed": 2}, parsed["proc"].stdout
@@ -156,17 +166,31 @@ def test_payload_in_a_guest_that_sees_only_it_and_a_python(payload, tmp_path):
     """Boot `stock`; in a root that holds only a Python, its libraries and the payload (no host root), run
     the payload with that bare Python: KTAP whose verdicts kunit.py counts (cow-leak and wp-real-write PASS,
     the self-deadlock HANGs, rescued, with its evidence), exit 1 for the HANG."""
-    proc = uffdprobe("boot", "-q", "--results-dir", str(tmp_path / "run"), "stock", "--",
-                     "/bin/sh", "-c", GUEST_SCRIPT, "payload", str(payload), _board_binds(), *ISOLATED,
-                     timeout=1700)
+    proc = uffdprobe(
+        "boot",
+        "-q",
+        "--results-dir",
+        str(tmp_path / "run"),
+        "stock",
+        "--",
+        "/bin/sh",
+        "-c",
+        GUEST_SCRIPT,
+        "payload",
+        str(payload),
+        _board_binds(),
+        *ISOLATED,
+        timeout=1700,
+    )
     lines = proc.stdout.splitlines()
     assert "PAYLOAD-PROBE: isolated" in lines, proc.stdout[-3000:] + proc.stderr[-3000:]
     [root] = [ln.split()[1:] for ln in lines if ln.startswith("PAYLOAD-ROOT: ")]
-    assert sorted(root) == sorted({"tmp", "proc", "sys", "dev", "lib", "lib64", "usr",
-                                   _board_binds().split(":")[0].split("/")[1]}), root  # nothing else of the host
+    assert sorted(root) == sorted(
+        {"tmp", "proc", "sys", "dev", "lib", "lib64", "usr", _board_binds().split(":")[0].split("/")[1]}
+    ), root  # nothing else of the host
     assert not [ln for ln in lines if ln.startswith("PAYLOAD-PROBE: uffdprobe importable")]
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # the self-deadlock's HANG
-    ktap = "\n".join(lines[lines.index("KTAP version 1"):]) + "\n"
+    ktap = "\n".join(lines[lines.index("KTAP version 1") :]) + "\n"
     assert re.search(r"^  # kernel: release=6\.1\.", ktap, re.M), ktap[:2000]
     parsed = kunit_parse(ktap, tmp_path)
     assert counts(parsed["summary"]) == {"passed": 2, "failed": 1}, parsed["proc"].stdout
@@ -182,6 +206,7 @@ def test_lava_definition_records_each_ktap_result(payload, tmp_path):
     running kernel, with lava-test-case recording its calls: a case per result line, HANG a fail, SKIP a
     skip, and uffdprobe's exit status as a case of its own."""
     import yaml
+
     definition = yaml.safe_load(LAVA_DEFINITION.read_text())
     assert definition["metadata"]["format"] == "Lava-Test Test Definition 1.0"
     tools = tmp_path / "bin"
@@ -190,13 +215,11 @@ def test_lava_definition_records_each_ktap_result(payload, tmp_path):
         (tools / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >>"{tmp_path}/calls"\n')
         (tools / tool).chmod(0o755)
     params = {k: str(v) for k, v in definition["params"].items()}
-    params.update(PAYLOAD=str(payload), PYTHON=" ".join(ISOLATED),
-                  UFFDPROBE_ARGS="cow-leak selftest-self-deadlock")
+    params.update(PAYLOAD=str(payload), PYTHON=" ".join(ISOLATED), UFFDPROBE_ARGS="cow-leak selftest-self-deadlock")
     script = tmp_path / "run.sh"
     script.write_text("\n".join(definition["run"]["steps"]) + "\n")
     env = {"PATH": f"{tools}:{os.environ['PATH']}", "TMPDIR": str(tmp_path), **params}
-    proc = subprocess.run(["/bin/sh", str(script)], cwd=tmp_path, capture_output=True, text=True, env=env,
-                          timeout=600)
+    proc = subprocess.run(["/bin/sh", str(script)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     calls = (tmp_path / "calls").read_text().splitlines()
     cases = dict(re.match(r"lava-test-case (\S+) --result (\w+)", c).groups() for c in calls)
@@ -229,8 +252,13 @@ def test_a_board_the_payload_cannot_serve_gets_one_line_and_exit_2(payload, tmp_
     noexec.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "noexec,size=64m", "tmpfs", str(noexec)], check=True)
     try:
-        proc = subprocess.run([*ISOLATED, str(payload), "list"], capture_output=True, text=True,
-                              env={**env, "TMPDIR": str(noexec)}, timeout=120)
+        proc = subprocess.run(
+            [*ISOLATED, str(payload), "list"],
+            capture_output=True,
+            text=True,
+            env={**env, "TMPDIR": str(noexec)},
+            timeout=120,
+        )
         left = list(noexec.iterdir())
     finally:
         subprocess.run(["umount", str(noexec)], check=True)

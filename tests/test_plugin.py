@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The pytest plugin through pytester: real scenarios on the running kernel become pytest outcomes."""
+
 import os
 
 import pytest
@@ -43,9 +44,13 @@ def test_host_outcomes_and_ids(pytester):
     """Default --uffd-kernel is host; an undeclared HANG fails with its evidence, a PASS passes."""
     result = run(pytester, "--junitxml=out.xml")
     outcomes = result.parseoutcomes()
-    result.stdout.fnmatch_lines(["*test_real_write_traps[[]host[]] PASSED*",
-                                 "*test_self_deadlock[[]host[]] FAILED*",
-                                 "*test_identity[[]host[]] PASSED*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*test_real_write_traps[[]host[]] PASSED*",
+            "*test_self_deadlock[[]host[]] FAILED*",
+            "*test_identity[[]host[]] PASSED*",
+        ]
+    )
     result.stdout.fnmatch_lines(["*wchan: handle_userfault*"])
     assert outcomes["failed"] == 1
     root = valid_junit(pytester.path / "out.xml")
@@ -63,10 +68,19 @@ def test_host_outcomes_and_ids(pytester):
 
 def test_declared_hang_is_strict_xfail(pytester):
     """A declared HANG that happens is xfailed; a declared HANG that passes is XPASS(strict), a failure."""
-    result = run(pytester, "--uffd-kernel", "host", "--uffd-expect", "host:selftest-self-deadlock=HANG",
-                 "--uffd-expect", "host:wp-real-write/anon-4k=HANG", "--junitxml=out.xml")
-    result.stdout.fnmatch_lines(["*test_self_deadlock[[]host[]] XFAIL*",
-                                 "*test_real_write_traps[[]host[]]*XPASS(strict)*"])
+    result = run(
+        pytester,
+        "--uffd-kernel",
+        "host",
+        "--uffd-expect",
+        "host:selftest-self-deadlock=HANG",
+        "--uffd-expect",
+        "host:wp-real-write/anon-4k=HANG",
+        "--junitxml=out.xml",
+    )
+    result.stdout.fnmatch_lines(
+        ["*test_self_deadlock[[]host[]] XFAIL*", "*test_real_write_traps[[]host[]]*XPASS(strict)*"]
+    )
     outcomes = result.parseoutcomes()
     assert outcomes.get("xfailed") == 1 and outcomes.get("failed") == 1
     case = valid_junit(pytester.path / "out.xml").find(".//testcase[@name='test_self_deadlock[host]']")
@@ -77,29 +91,50 @@ def test_declared_hang_is_strict_xfail(pytester):
 def test_declared_per_memory_kind(pytester):
     """WP_LOST on 4k and THP (the selftest's unprotect-first write), declared for 4k only: 4k is an xfail,
     the same WP_LOST on THP, undeclared, fails."""
-    result = run(pytester, "--uffd-param", "selftest_unprotect_first=true",
-                 "--uffd-expect", "wp-real-write/anon-4k=WP_LOST", "--uffd-expect", "selftest-self-deadlock=HANG")
-    result.stdout.fnmatch_lines(["*test_real_write_traps[[]host[]] XFAIL*",
-                                 "*test_self_deadlock[[]host[]] XFAIL*",
-                                 "*test_real_write_on_thp[[]host[]] FAILED*"])
+    result = run(
+        pytester,
+        "--uffd-param",
+        "selftest_unprotect_first=true",
+        "--uffd-expect",
+        "wp-real-write/anon-4k=WP_LOST",
+        "--uffd-expect",
+        "selftest-self-deadlock=HANG",
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*test_real_write_traps[[]host[]] XFAIL*",
+            "*test_self_deadlock[[]host[]] XFAIL*",
+            "*test_real_write_on_thp[[]host[]] FAILED*",
+        ]
+    )
     result.stdout.fnmatch_lines(["*UNEXPECTED*wp-real-write(anon-thp): WP_LOST*"])
     assert result.parseoutcomes() == {"passed": 1, "failed": 1, "xfailed": 2}
 
 
 def test_flaky_cell_fails_with_counts(pytester):
     """Three runs in one session, the middle one answered by a helper thread: FLAKY with counts, a failure."""
-    pytester.makepyfile(test_user='''
+    pytester.makepyfile(
+        test_user='''
 import pytest
 
 @pytest.mark.uffd_scenario("selftest-self-deadlock")
 def test_self_deadlock(uffd_verdict):
     assert len(uffd_verdict.results) == 3
     uffd_verdict.check()
-''')
+'''
+    )
     pytester.makeini("[pytest]\n")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--uffd-runs", "3", "--uffd-expect",
-                                           "selftest-self-deadlock=HANG", "--uffd-param",
-                                           "selftest_helper_write_runs=[2]", timeout=240)
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--uffd-runs",
+        "3",
+        "--uffd-expect",
+        "selftest-self-deadlock=HANG",
+        "--uffd-param",
+        "selftest_helper_write_runs=[2]",
+        timeout=240,
+    )
     result.stdout.fnmatch_lines(["*FLAKY HANG*HANG 2/3, PASS 1/3*"])
     assert result.parseoutcomes()["failed"] == 1
 
@@ -108,17 +143,27 @@ def test_self_deadlock(uffd_verdict):
 def test_racy_declaration_over_runs(pytester, helper_runs, outcome):
     """'HANG>=1/3' over three real runs: a HANG in some of them is the declared problem (xfail); none in
     all three is FIXED, a failure (no XPASS needed: the PASS runs alone were as declared)."""
-    pytester.makepyfile(test_user='''
+    pytester.makepyfile(
+        test_user='''
 import pytest
 
 @pytest.mark.uffd_scenario("selftest-self-deadlock")
 def test_self_deadlock(uffd_verdict):
     uffd_verdict.check()
-''')
+'''
+    )
     pytester.makeini("[pytest]\n")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--uffd-runs", "3", "--uffd-expect",
-                                           "selftest-self-deadlock=HANG>=1/3", "--uffd-param",
-                                           f"selftest_helper_write_runs={helper_runs}", timeout=240)
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--uffd-runs",
+        "3",
+        "--uffd-expect",
+        "selftest-self-deadlock=HANG>=1/3",
+        "--uffd-param",
+        f"selftest_helper_write_runs={helper_runs}",
+        timeout=240,
+    )
     assert result.parseoutcomes() == {outcome: 1}, result.stdout.str()[-2000:]
     if outcome == "failed":
         result.stdout.fnmatch_lines(["*FIXED*PASS*"])
@@ -155,15 +200,29 @@ def test_two_kernels_one_boot_each(pytester, monkeypatch):
     """--uffd-kernel host --uffd-kernel stock: per-kernel ids and results; stock is booted once for all its tests."""
     monkeypatch.setenv("XDG_CACHE_HOME", REAL_CACHE)
     pytester.makepyfile(test_user=TWO_KERNELS)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", "-s", "--uffd-kernel", "host",
-                                           "--uffd-kernel", "stock", "--uffd-expect",
-                                           "stock:selftest-self-deadlock=HANG", "--junitxml=out.xml",
-                                           timeout=900)
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "-v",
+        "-s",
+        "--uffd-kernel",
+        "host",
+        "--uffd-kernel",
+        "stock",
+        "--uffd-expect",
+        "stock:selftest-self-deadlock=HANG",
+        "--junitxml=out.xml",
+        timeout=900,
+    )
     # pytest groups the tests by the session-scoped kernel: all of host's, then all of stock's
-    result.stdout.fnmatch_lines(["*test_real_write_traps[[]host[]] PASSED*",
-                                 "*test_self_deadlock[[]host[]] FAILED*",
-                                 "*test_real_write_traps[[]stock[]] PASSED*",
-                                 "*test_self_deadlock[[]stock[]] XFAIL*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*test_real_write_traps[[]host[]] PASSED*",
+            "*test_self_deadlock[[]host[]] FAILED*",
+            "*test_real_write_traps[[]stock[]] PASSED*",
+            "*test_self_deadlock[[]stock[]] XFAIL*",
+        ]
+    )
     result.stdout.fnmatch_lines([f"*RELEASE host {os.uname().release}*", "*RELEASE stock 6.1.*"])
     assert len([ln for ln in result.stdout.lines if "stock: booting" in ln]) == 1
     assert result.parseoutcomes() == {"passed": 4, "failed": 1, "xfailed": 1}
@@ -185,14 +244,17 @@ def test_their_kernel_option(request):
 '''
 
 
-@pytest.mark.reliability("a project's conftest defines its own --kernel option, plugin installed",
-                         "the project's session collects and runs as without uffdprobe: no option clash, no "
-                         "uffdprobe fixture or output in it")
+@pytest.mark.reliability(
+    "a project's conftest defines its own --kernel option, plugin installed",
+    "the project's session collects and runs as without uffdprobe: no option clash, no "
+    "uffdprobe fixture or output in it",
+)
 def test_a_conftest_with_its_own_kernel_option_is_left_alone(pytester):
     pytester.makeconftest(THEIR_CONFTEST)
     pytester.makepyfile(test_theirs=THEIR_TESTS)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", "--setup-show",
-                                           "--kernel", "bzImage-under-test", timeout=120)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-s", "--setup-show", "--kernel", "bzImage-under-test", timeout=120
+    )
     assert result.ret == pytest.ExitCode.OK, "\n".join(result.outlines + result.errlines)
     assert result.parseoutcomes() == {"passed": 1}
     result.stdout.fnmatch_lines(["*THEIR KERNEL bzImage-under-test*"])
@@ -203,12 +265,16 @@ def test_a_conftest_with_its_own_kernel_option_is_left_alone(pytester):
 def test_the_plugin_is_there_for_a_session_that_asks(pytester):
     """The same conftest beside a uffd test: both options work in one session."""
     pytester.makeconftest(THEIR_CONFTEST)
-    pytester.makepyfile(test_theirs=THEIR_TESTS, test_user='''
+    pytester.makepyfile(
+        test_theirs=THEIR_TESTS,
+        test_user='''
 def test_identity(uffd_kernel):
     assert uffd_kernel.label == "host"
-''')
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", "--kernel", "bzImage-under-test",
-                                           "--uffd-kernel", "host", timeout=240)
+''',
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-v", "--kernel", "bzImage-under-test", "--uffd-kernel", "host", timeout=240
+    )
     result.stdout.fnmatch_lines(["*test_their_kernel_option PASSED*", "*test_identity[[]host[]] PASSED*"])
     assert result.parseoutcomes() == {"passed": 2}
 
@@ -217,6 +283,7 @@ def test_old_verdict_name_still_imports():
     """`from uffdprobe.pytest_plugin import Verdict` (the fixture's type before it was UffdVerdict) keeps
     working, with a DeprecationWarning naming the new name; other missing names stay AttributeErrors."""
     import uffdprobe.pytest_plugin as plugin
+
     with pytest.warns(DeprecationWarning, match="use UffdVerdict"):
         from uffdprobe.pytest_plugin import Verdict
     assert Verdict is plugin.UffdVerdict

@@ -2,6 +2,7 @@
 """Issue 29 items 8 and 10, the pte-marker defects: `uffdprobe check` on stock, stock-6.12 and the model
 recipe that reverts the fix names each PRESENT on its model only (declared: exit 0), in real guests, with
 the evidence asserted (the kernel's splat lines, the page pfn 0 maps); both ABSENT (PASS) on the host."""
+
 import os
 import subprocess
 import sys
@@ -15,8 +16,10 @@ from uffdprobe.scenarios.registry import SCENARIOS
 from uffdprobe.verdicts import Result, Verdict
 
 #: catalogue defect -> (its scenario, the model recipe reverting its fix on Debian's 6.1.192)
-DEFECTS = {"hugetlb-marker-reprotect": ("wp-hugetlb-marker-reprotect", "model-hugetlb-marker-reprotect"),
-           "fork-marker-no-event": ("fork-marker-no-event", "model-fork-marker-no-event")}
+DEFECTS = {
+    "hugetlb-marker-reprotect": ("wp-hugetlb-marker-reprotect", "model-hugetlb-marker-reprotect"),
+    "fork-marker-no-event": ("fork-marker-no-event", "model-fork-marker-no-event"),
+}
 FIXED = ("stock", "stock-6.12")
 ZEROS = "00" * 16
 REPO = Path(__file__).resolve().parent.parent
@@ -28,9 +31,22 @@ def checked(tmp_path_factory):
     out = {}
     for defect, (_, model) in DEFECTS.items():
         path = tmp_path_factory.mktemp(defect) / "check.json"
-        proc = subprocess.run([sys.executable, "-m", "uffdprobe", "check", *(f"--kernel={k}" for k in (*FIXED, model)),
-                               "--accel", "tcg", "--json", str(path)],
-                              capture_output=True, text=True, timeout=3000)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "uffdprobe",
+                "check",
+                *(f"--kernel={k}" for k in (*FIXED, model)),
+                "--accel",
+                "tcg",
+                "--json",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=3000,
+        )
         out[defect] = {"proc": proc, "data": valid_json(path, "check") if path.exists() else None}
     return out
 
@@ -124,6 +140,7 @@ def _reverted_warn_line() -> int:
 def huge_pages():
     """Four free huge pages for the test: as root the pool is grown and put back after; else SKIP."""
     from uffdprobe.scenarios.memkinds import no_hugepages
+
     pool = Path("/proc/sys/vm/nr_hugepages")
     before = int(pool.read_text())
     grown = bool(no_hugepages(4)) and os.geteuid() == 0
@@ -141,8 +158,12 @@ def huge_pages():
 @pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp on shmem and hugetlb, pagemap pfns: root here")
 def test_host_carries_neither_defect(tmp_path, huge_pages):
     path = tmp_path / "host.json"
-    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", *(s for s, _ in DEFECTS.values()),
-                           "--json", str(path)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "run", *(s for s, _ in DEFECTS.values()), "--json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = {r.scenario: r for r in (Result.from_dict(d) for d in valid_json(path, "results")["results"])}
     hugetlb, fork = got["wp-hugetlb-marker-reprotect"], got["fork-marker-no-event"]

@@ -2,6 +2,7 @@
 """What users import is declared (`__all__`) and documented: every name of each public module's __all__
 exists, and carries a docstring of its own (a module, class or function) or a `#:` comment where it is
 assigned (a constant)."""
+
 import ast
 import importlib
 import inspect
@@ -37,8 +38,13 @@ def _documented_assignment(name: str, value) -> list:
             continue
         lines = text.splitlines()
         for node in ast.parse(text).body:
-            targets = node.targets if isinstance(node, ast.Assign) else \
-                [node.target] if isinstance(node, ast.AnnAssign) else []
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AnnAssign)
+                else []
+            )
             if not any(isinstance(t, ast.Name) and t.id == name for t in targets):
                 continue
             above = lines[node.lineno - 2].strip() if node.lineno > 1 else ""
@@ -72,4 +78,5 @@ def test_star_import_gives_exactly_all():
         exec(f"from {module_name} import *", space)  # the import a user writes
         assert set(space) - {"__builtins__"} == set(importlib.import_module(module_name).__all__)
     from uffdprobe import pytest_plugin
+
     assert {"uffd_kernel", "uffd_verdict"} <= set(pytest_plugin.__all__)

@@ -5,6 +5,7 @@ many it made and the miss probability they leave; a matrix of many runs of it al
 FLAKY with counts, and is judged by 'at least K in N' declarations. One test boots `stock` to show the
 budget (--param) and the try of a hang travel through a guest.
 """
+
 import os
 import subprocess
 import sys
@@ -24,8 +25,9 @@ RACE = racy_touch.RACE
 
 
 def uffdprobe(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "uffdprobe", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd="/")  # not the checkout: its source would shadow an installed package
+    return subprocess.run(
+        [sys.executable, "-m", "uffdprobe", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd="/"
+    )  # not the checkout: its source would shadow an installed package
 
 
 def run_one(tmp_path, *args) -> dict:
@@ -44,7 +46,7 @@ def test_a_hit_says_which_try(tmp_path):
     assert 1 <= race["hit_on_try"] == race["tries_made"] <= RACE.tries == race["tries"]
     assert race["stopped_by"] == "hit" and race["p_hit"] == RACE.p_hit
     assert r["reason"].endswith(f"(on try {race['hit_on_try']} of {RACE.tries})")
-    assert r["evidence"]["messages"][0]["event"] == "pagefault"   # the fault the monitor saw: the hit itself
+    assert r["evidence"]["messages"][0]["event"] == "pagefault"  # the fault the monitor saw: the hit itself
 
 
 def test_a_miss_says_tries_made_and_miss_probability(tmp_path):
@@ -55,13 +57,21 @@ def test_a_miss_says_tries_made_and_miss_probability(tmp_path):
     assert r["verdict"] == "PASS", r["reason"]
     assert (race["tries_made"], race["tries"], race["hit_on_try"], race["stopped_by"]) == (300, 300, None, "tries")
     assert race["miss_probability"] == pytest.approx(miss)
-    assert f"no hit in 300 of 300 tries: an affected kernel misses 300 tries with probability {miss:.2g}" \
-        in r["reason"]
+    assert f"no hit in 300 of 300 tries: an affected kernel misses 300 tries with probability {miss:.2g}" in r["reason"]
 
 
 def test_the_time_budget_stops_the_tries(tmp_path):
-    r = run_one(tmp_path, "--scenario", "user-racy-touch", "--param", "toucher=after-copy",
-                "--param", "tries=1000000", "--param", "race_s=0.2")
+    r = run_one(
+        tmp_path,
+        "--scenario",
+        "user-racy-touch",
+        "--param",
+        "toucher=after-copy",
+        "--param",
+        "tries=1000000",
+        "--param",
+        "race_s=0.2",
+    )
     race = r["evidence"]["race"]
     assert r["verdict"] == "PASS" and race["stopped_by"] == "time", r["reason"]
     assert 1 <= race["tries_made"] < 1000000
@@ -85,9 +95,23 @@ RUNS, TRIES = 60, 12
 
 def matrix(tmp_path, *expect):
     out = {kind: tmp_path / f"m.{kind}" for kind in ("json", "junit", "ktap", "html")}
-    proc = uffdprobe("matrix", "--kernel", "host", "--scenarios-from", USER_FILE, "--scenario", "user-racy-touch",
-                     "--runs", RUNS, "--param", f"tries={TRIES}", *expect, "--results-dir", tmp_path / "w",
-                     *[a for kind, path in out.items() for a in (f"--{kind}", path)])
+    proc = uffdprobe(
+        "matrix",
+        "--kernel",
+        "host",
+        "--scenarios-from",
+        USER_FILE,
+        "--scenario",
+        "user-racy-touch",
+        "--runs",
+        RUNS,
+        "--param",
+        f"tries={TRIES}",
+        *expect,
+        "--results-dir",
+        tmp_path / "w",
+        *[a for kind, path in out.items() for a in (f"--{kind}", path)],
+    )
     [c] = valid_json(out["json"], "matrix")["cells"]
     return proc, c, out
 
@@ -102,7 +126,7 @@ def test_runs_of_a_real_race_are_flaky_with_counts(tmp_path):
     assert c["verdict"] == "FLAKY" and c["mark"] == "FLAKY FAIL" and proc.returncode == 7, proc.stdout
     label = ", ".join(f"{v} {n}/{RUNS}" for v, n in sorted(c["counts"].items(), key=lambda kv: -kv[1]))
     assert c["label"] == f"FLAKY: {label}"
-    assert f"FLAKY: {label} FLAKY FAIL" in proc.stdout                          # the table
+    assert f"FLAKY: {label} FLAKY FAIL" in proc.stdout  # the table
     tries = [r["evidence"]["race"] for r in c["results"]]
     assert all(t["tries"] == TRIES and (t["hit_on_try"] or t["tries_made"] == TRIES) for t in tries)
     case = valid_junit(out["junit"]).find("testsuite").find("testcase")
@@ -127,45 +151,72 @@ def test_runs_of_a_real_race_are_flaky_with_counts(tmp_path):
 def test_list_shows_the_race():
     proc = uffdprobe("list", "--scenarios-from", USER_FILE)
     assert proc.returncode == 0, proc.stderr
-    assert f"  racy: p_hit {RACE.p_hit:g} per try (measured on {RACE.measured_on}); up to {RACE.tries} tries" \
+    assert (
+        f"  racy: p_hit {RACE.p_hit:g} per try (measured on {RACE.measured_on}); up to {RACE.tries} tries"
         in proc.stdout
+    )
 
 
-@pytest.mark.reliability("a user scenario whose Race is malformed (p_hit outside (0, 1], no measurement, no "
-                         "tries, not a Race)", "one line naming the problem, exit 2, nothing run")
-@pytest.mark.parametrize("race, words", [
-    ("Race(p_hit=0, measured_on='x')", "Race.p_hit must be a probability in (0, 1]"),
-    ("Race(p_hit=0.5, measured_on='')", "Race.measured_on must say where p_hit was measured"),
-    ("Race(p_hit=0.5, measured_on='x', tries=0)", "Race needs tries >= 1"),
-    ("{'p_hit': 0.5}", "race must be a Race(p_hit, measured_on, tries, seconds)"),
-])
+@pytest.mark.reliability(
+    "a user scenario whose Race is malformed (p_hit outside (0, 1], no measurement, no tries, not a Race)",
+    "one line naming the problem, exit 2, nothing run",
+)
+@pytest.mark.parametrize(
+    "race, words",
+    [
+        ("Race(p_hit=0, measured_on='x')", "Race.p_hit must be a probability in (0, 1]"),
+        ("Race(p_hit=0.5, measured_on='')", "Race.measured_on must say where p_hit was measured"),
+        ("Race(p_hit=0.5, measured_on='x', tries=0)", "Race needs tries >= 1"),
+        ("{'p_hit': 0.5}", "race must be a Race(p_hit, measured_on, tries, seconds)"),
+    ],
+)
 def test_a_bad_race_is_one_line_exit_2(tmp_path, race, words):
     mine = tmp_path / "bad_race.py"
-    mine.write_text("from uffdprobe.scenarios.api import Outcome, Race, Scenario, Verdict\n"
-                    "SCENARIOS = [Scenario('bad-race', 'Does it refuse a bad race?', "
-                    f"lambda ctx: Outcome(Verdict.PASS, 'x'), race={race})]\n")
+    mine.write_text(
+        "from uffdprobe.scenarios.api import Outcome, Race, Scenario, Verdict\n"
+        "SCENARIOS = [Scenario('bad-race', 'Does it refuse a bad race?', "
+        f"lambda ctx: Outcome(Verdict.PASS, 'x'), race={race})]\n"
+    )
     proc = uffdprobe("list", "--scenarios-from", mine)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and words in lines[0], proc.stderr
 
 
-@pytest.mark.parametrize("declared, helper_runs, status, line", [
-    ("HANG>=1/3", "[3]", 0, None),
-    ("HANG>=3/3", "[3]", 7, "FLAKY HANG: selftest-self-deadlock[anon-4k]: expected HANG>=3/3, got HANG 2/3, PASS 1/3"),
-    ("HANG", "[3]", 7, "FLAKY HANG: selftest-self-deadlock[anon-4k]: expected HANG, got HANG 2/3, PASS 1/3"),
-    ("HANG>=1/3", "[1, 2, 3]", 7, "FIXED: selftest-self-deadlock[anon-4k]: expected HANG>=1/3, got PASS 3/3"),
-])
+@pytest.mark.parametrize(
+    "declared, helper_runs, status, line",
+    [
+        ("HANG>=1/3", "[3]", 0, None),
+        (
+            "HANG>=3/3",
+            "[3]",
+            7,
+            "FLAKY HANG: selftest-self-deadlock[anon-4k]: expected HANG>=3/3, got HANG 2/3, PASS 1/3",
+        ),
+        ("HANG", "[3]", 7, "FLAKY HANG: selftest-self-deadlock[anon-4k]: expected HANG, got HANG 2/3, PASS 1/3"),
+        ("HANG>=1/3", "[1, 2, 3]", 7, "FIXED: selftest-self-deadlock[anon-4k]: expected HANG>=1/3, got PASS 3/3"),
+    ],
+)
 def test_run_judges_its_runs_together(declared, helper_runs, status, line):
     """`run --runs 3` of the real self-deadlock, a helper thread answering it in the runs listed: the
     runs of one scenario and memory kind are judged together, as a matrix cell is."""
-    proc = uffdprobe("run", "selftest-self-deadlock", "--runs", 3, "--param", f"selftest_helper_write_runs={helper_runs}",
-                     "--expect", f"selftest-self-deadlock={declared}")
+    proc = uffdprobe(
+        "run",
+        "selftest-self-deadlock",
+        "--runs",
+        3,
+        "--param",
+        f"selftest_helper_write_runs={helper_runs}",
+        "--expect",
+        f"selftest-self-deadlock={declared}",
+    )
     assert proc.returncode == status, proc.stdout + proc.stderr
     if line:
         assert line in proc.stdout
     else:
-        assert "declared, so expected: selftest-self-deadlock[anon-4k] HANG, selftest-self-deadlock[anon-4k] HANG\n" \
+        assert (
+            "declared, so expected: selftest-self-deadlock[anon-4k] HANG, selftest-self-deadlock[anon-4k] HANG\n"
             in proc.stdout
+        )
 
 
 @pytest.mark.vm
@@ -174,10 +225,25 @@ def test_in_a_guest_the_budget_and_the_try_travel(tmp_path):
     """Booted Debian 6.1 (`stock`): --param reaches the racy rows in the guest (300 tries, all missed, the
     miss probability from the row's p_hit), and a hang inside a try is caught there and names the try."""
     out = tmp_path / "g.json"
-    proc = uffdprobe("run", "--kernel", "stock", "--scenarios-from", USER_FILE, "user-racy-touch", "user-hang-on-try",
-                     "--param", "toucher=after-copy", "--param", "tries=300", "--json", out, "--vm-timeout", 900,
-                     timeout=1700)
-    assert proc.returncode == 1, proc.stdout + proc.stderr   # the HANG nothing declares
+    proc = uffdprobe(
+        "run",
+        "--kernel",
+        "stock",
+        "--scenarios-from",
+        USER_FILE,
+        "user-racy-touch",
+        "user-hang-on-try",
+        "--param",
+        "toucher=after-copy",
+        "--param",
+        "tries=300",
+        "--json",
+        out,
+        "--vm-timeout",
+        900,
+        timeout=1700,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # the HANG nothing declares
     results = {r["scenario"]: r for r in valid_json(out, "results")["results"]}
     touch, hang = results["user-racy-touch"], results["user-hang-on-try"]
     assert touch["kernel"]["release"].startswith("6.1.")

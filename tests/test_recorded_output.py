@@ -5,6 +5,7 @@ by the project's parsers into the facts read off each file by eye: the selftests
 their own totals line, the exact names of the failing cases, the panic's reason and report, the kernel
 version, what the guest printed, and the outcome uffdprobe recorded for that boot.
 """
+
 import re
 import shutil
 from collections import Counter
@@ -18,8 +19,10 @@ from uffdprobe.vm.qemu import QemuRun
 
 DATA = Path(__file__).resolve().parent / "test_data"
 LIMITS = {"timeout": 900, "silence_timeout": 300}
-STOCK_BANNER = ("6.1.192 (root@vm) (gcc (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) "
-                "2.40) #1 SMP Sun Dec  6 22:29:22 UTC 2026")
+STOCK_BANNER = (
+    "6.1.192 (root@vm) (gcc (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) "
+    "2.40) #1 SMP Sun Dec  6 22:29:22 UTC 2026"
+)
 
 
 def _read(name: str) -> str:
@@ -56,13 +59,18 @@ def test_cow_on_stock_counts_its_expected_failures_and_skips():
     assert xfail[33].name == "vmsplice() + unmap in child ... with hugetlb (2048 kB)"
     assert xfail[33].reason == "(XFAIL: Leak from parent into child)"  # "ok 33 # XFAIL Leak from ..."
     assert xfail[66].name == "vmsplice() + unmap in parent after fork() ... with hugetlb (2048 kB)"
-    assert xfail[66].lines == ["# [RUN] vmsplice() + unmap in parent after fork() ... with hugetlb (2048 kB)",
-                               "ok 66 # XFAIL Leak from child into parent"]
+    assert xfail[66].lines == [
+        "# [RUN] vmsplice() + unmap in parent after fork() ... with hugetlb (2048 kB)",
+        "ok 66 # XFAIL Leak from child into parent",
+    ]
     skips = Counter(c.reason for c in out.cases if c.verdict == SKIP)
     assert skips == {"PIN_LONGTERM_TEST_START failed": 76, "MADV_COLLAPSE failed: Invalid argument": 1}
     first = out.cases[0]
-    assert (first.name, first.verdict, first.reason) == ("Basic COW after fork() ... with base page", PASS,
-                                                         "No leak from parent into child")
+    assert (first.name, first.verdict, first.reason) == (
+        "Basic COW after fork() ... with base page",
+        PASS,
+        "No leak from parent into child",
+    )
 
 
 def test_cow_on_model_5_7_names_the_eight_leaking_cases():
@@ -112,12 +120,15 @@ def test_uffd_unit_tests_own_format_on_stock():
     assert len(out.cases) == counts["total"] and out.unfinished is None
     assert _verdicts(out) == {PASS: counts["pass"], SKIP: counts["skip"]} and counts["fail"] == 0
     assert [c.name for c in out.cases if c.verdict == PASS] == [
-        f"{test} on {mem}" for test in ("wp-fork", "wp-fork-with-event") for mem in ("anon", "shmem", "shmem-private")]
+        f"{test} on {mem}" for test in ("wp-fork", "wp-fork-with-event") for mem in ("anon", "shmem", "shmem-private")
+    ]
     skipped = {c.name: c.reason for c in out.cases if c.verdict == SKIP}
     assert skipped["wp-fork on hugetlb"] == "memory allocation failed"
     assert skipped["wp-fork-pin-with-event on shmem-private"] == "Possibly CONFIG_GUP_TEST missing or unprivileged"
-    assert Counter(skipped.values()) == {"memory allocation failed": 8,
-                                         "Possibly CONFIG_GUP_TEST missing or unprivileged": 6}
+    assert Counter(skipped.values()) == {
+        "memory allocation failed": 8,
+        "Possibly CONFIG_GUP_TEST missing or unprivileged": 6,
+    }
     no_tap = parse_tap(text)  # 6.12's uffd-unit-tests prints no TAP: nothing to read as TAP
     assert no_tap.cases == [] and no_tap.plan is None and no_tap.totals == ""
 
@@ -150,10 +161,13 @@ def test_a_warning_is_no_panic(tmp_path):
     assert console.linux_version(text).endswith(") #4 SMP Sun Dec  6 22:35:03 UTC 2026")
     assert not console.has_panic(text) and console.panic_lines(text) == []
     shown = console.guest_output(text)
-    assert shown[-2:] == ["summary: 1 WARN", "UNEXPECTED: splat-warn[anon-4k]: nothing declared, got WARN: the "
-                          "kernel logged WARNING: CPU: 0 PID: 63 at ../tree/kernel/sys.c:2702 "
-                          "__x64_sys_prctl+0x4f0/0x538 while it ran (its own verdict: PASS: prctl WARN returned 0 "
-                          "(this kernel has the splat hook))"]
+    assert shown[-2:] == [
+        "summary: 1 WARN",
+        "UNEXPECTED: splat-warn[anon-4k]: nothing declared, got WARN: the "
+        "kernel logged WARNING: CPU: 0 PID: 63 at ../tree/kernel/sys.c:2702 "
+        "__x64_sys_prctl+0x4f0/0x538 while it ran (its own verdict: PASS: prctl WARN returned 0 "
+        "(this kernel has the splat hook))",
+    ]
     assert not any(line in shown for line in ("Call Trace:", " <TASK>", "---[ end trace 0000000000000000 ]---"))
     verdict = _classify(text, tmp_path / "channel", "console-warn-splat-on-request-6.1.192.exit_status")
     assert (verdict.outcome, verdict.reason, verdict.exit_status) == (outcome.OK, "command exited 1", 1)
@@ -161,8 +175,10 @@ def test_a_warning_is_no_panic(tmp_path):
 
 def test_a_kernel_bug_then_a_soft_lockup_panic(tmp_path):
     text = _read("console-panic-model-move-swapcache-6.12.118.log")
-    assert console.linux_version(text) == ("6.12.118 (root@vm) (gcc (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld "
-                                           "(GNU Binutils for Debian) 2.40) #3 SMP Mon Dec  7 02:08:46 UTC 2026")
+    assert console.linux_version(text) == (
+        "6.12.118 (root@vm) (gcc (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld "
+        "(GNU Binutils for Debian) 2.40) #3 SMP Mon Dec  7 02:08:46 UTC 2026"
+    )
     assert console.has_panic(text)
     reason = "Kernel panic - not syncing: softlockup: hung tasks"
     assert console.panic_reason(text) == reason
@@ -173,8 +189,11 @@ def test_a_kernel_bug_then_a_soft_lockup_panic(tmp_path):
     assert "[   81.117765] watchdog: BUG: soft lockup - CPU#0 stuck for 67s! [python:49]" in lines
     assert lines[-2:] == [f"[   81.124139] {reason}", "[   81.163259] Kernel Offset: disabled"]
     assert [line.split("  ")[0] for line in console.guest_output(text)] == [
-        "guest swap: /dev/vdb (serial uffdprobe-swap) is swap now", "kernel 6.12.118: 3 runs", "move-basic",
-        "move-basic"]  # anon-4k and anon-thp answered; the panic came during the third
+        "guest swap: /dev/vdb (serial uffdprobe-swap) is swap now",
+        "kernel 6.12.118: 3 runs",
+        "move-basic",
+        "move-basic",
+    ]  # anon-4k and anon-thp answered; the panic came during the third
     verdict = _classify(text, tmp_path / "channel")
     assert (verdict.outcome, verdict.reason, verdict.exit_status) == (outcome.PANIC, reason, None)
     assert verdict.panic_lines == lines

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Refusals happen before anything boots, messages tell the truth about kept results, and oversize
 evidence is cut, not an ERROR (issue 27, its last bullet). Every case runs the real command line."""
+
 import json
 import os
 import signal
@@ -16,8 +17,14 @@ from uffdprobe.exitcodes import Exit
 
 
 def _uffdprobe(*argv, timeout=300, env=None):
-    return subprocess.run([sys.executable, "-m", "uffdprobe", *map(str, argv)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "uffdprobe", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _one_line(proc) -> str:
@@ -28,23 +35,29 @@ def _one_line(proc) -> str:
 
 
 REFUSED = {
-    "matrix --kernel host --kernel stock --scratch-fs ext4":
-        (["matrix", "--kernel", "host", "--kernel", "stock", "--scratch-fs", "ext4"], ["--scratch-fs ext4", "host"]),
+    "matrix --kernel host --kernel stock --scratch-fs ext4": (
+        ["matrix", "--kernel", "host", "--kernel", "stock", "--scratch-fs", "ext4"],
+        ["--scratch-fs ext4", "host"],
+    ),
     "matrix --kselftest ''": (["matrix", "--kernel", "host", "--kselftest", ""], ["--kselftest ''", "empty"]),
     "run --kselftest ''": (["run", "--kselftest", ""], ["--kselftest ''", "empty"]),
     "matrix --kselftest 'cow,'": (["matrix", "--kernel", "host", "--kselftest", "cow,"], ["'cow,'", "empty"]),
     "matrix --cluster ''": (["matrix", "--kernel", "host", "--cluster", ""], ["--cluster ''"]),
-    "contradicting --expect (matrix)": (["matrix", "--kernel", "host", "--expect", "cow-leak=PASS", "--expect",
-                                         "cow-leak=LEAK"], ["contradicts", "cow-leak=PASS"]),
-    "contradicting --expect (run)": (["run", "cow-leak", "--expect", "cow-leak/anon-4k=PASS", "--expect",
-                                      "cow-leak/anon-4k=LEAK"], ["contradicts", "cow-leak/anon-4k=PASS"]),
+    "contradicting --expect (matrix)": (
+        ["matrix", "--kernel", "host", "--expect", "cow-leak=PASS", "--expect", "cow-leak=LEAK"],
+        ["contradicts", "cow-leak=PASS"],
+    ),
+    "contradicting --expect (run)": (
+        ["run", "cow-leak", "--expect", "cow-leak/anon-4k=PASS", "--expect", "cow-leak/anon-4k=LEAK"],
+        ["contradicts", "cow-leak/anon-4k=PASS"],
+    ),
 }
 
 
-@pytest.mark.reliability("matrix host + --scratch-fs, an empty --kselftest or --cluster, contradicting --expect "
-                         "declarations",
-                         "refused before anything is built or booted: one line, exit 2, no results folder, "
-                         "no report")
+@pytest.mark.reliability(
+    "matrix host + --scratch-fs, an empty --kselftest or --cluster, contradicting --expect declarations",
+    "refused before anything is built or booted: one line, exit 2, no results folder, no report",
+)
 @pytest.mark.parametrize("case", list(REFUSED))
 def test_refused_before_anything_boots(tmp_path, case):
     argv, words = REFUSED[case]
@@ -59,8 +72,16 @@ def test_refused_before_anything_boots(tmp_path, case):
 
 
 def test_the_same_declaration_twice_is_no_contradiction(tmp_path):
-    proc = _uffdprobe("run", "wp-real-write", "--memory", "anon-4k", "--expect", "wp-real-write=PASS",
-                      "--expect", "wp-real-write=PASS")
+    proc = _uffdprobe(
+        "run",
+        "wp-real-write",
+        "--memory",
+        "anon-4k",
+        "--expect",
+        "wp-real-write=PASS",
+        "--expect",
+        "wp-real-write=PASS",
+    )
     assert proc.returncode == Exit.OK, proc.stderr
 
 
@@ -75,9 +96,11 @@ BIG = textwrap.dedent("""\
 """)
 
 
-@pytest.mark.reliability("a scenario that returns 50 MB of evidence with its PASS",
-                         "PASS, exit 0: the largest entries cut, each with its size and head, and a note saying "
-                         "so; the small ones whole (never 'ERROR OSError: Message too long')")
+@pytest.mark.reliability(
+    "a scenario that returns 50 MB of evidence with its PASS",
+    "PASS, exit 0: the largest entries cut, each with its size and head, and a note saying "
+    "so; the small ones whole (never 'ERROR OSError: Message too long')",
+)
 def test_oversize_evidence_is_cut_with_a_note(tmp_path):
     (tmp_path / "big.py").write_text(BIG)
     out = tmp_path / "r.json"
@@ -104,16 +127,35 @@ SLOW = textwrap.dedent("""\
 
 
 @pytest.mark.parametrize("keep", [False, True], ids=["--json only", "--results-dir"])
-@pytest.mark.reliability("Ctrl-C (SIGINT) of a host `run --json F` mid-scenario, with and without --results-dir",
-                         "exit 130; the line says where the verdicts so far are (DIR) or that none were kept, "
-                         "and that F is written only when a run ends; F absent")
+@pytest.mark.reliability(
+    "Ctrl-C (SIGINT) of a host `run --json F` mid-scenario, with and without --results-dir",
+    "exit 130; the line says where the verdicts so far are (DIR) or that none were kept, "
+    "and that F is written only when a run ends; F absent",
+)
 def test_an_interrupted_run_says_what_was_kept(tmp_path, keep):
     (tmp_path / "slow.py").write_text(SLOW)
     out, kept = tmp_path / "r.json", tmp_path / "kept"
-    argv = [sys.executable, "-m", "uffdprobe", "run", "--scenarios-from", str(tmp_path / "slow.py"), "wp-real-write",
-            "slow-one", "--memory", "anon-4k", "--json", str(out)] + (["--results-dir", str(kept)] if keep else [])
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job
+    argv = [
+        sys.executable,
+        "-m",
+        "uffdprobe",
+        "run",
+        "--scenarios-from",
+        str(tmp_path / "slow.py"),
+        "wp-real-write",
+        "slow-one",
+        "--memory",
+        "anon-4k",
+        "--json",
+        str(out),
+    ] + (["--results-dir", str(kept)] if keep else [])
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # a background job
     deadline = time.monotonic() + 120
     while not list(Path("/proc").glob(f"{proc.pid}/task")) or not _has_child(proc.pid):
         assert time.monotonic() < deadline and proc.poll() is None
@@ -139,8 +181,10 @@ def _has_child(pid: int) -> bool:
         return False
 
 
-@pytest.mark.reliability("a bisect refused at its endpoints (--good not an ancestor of --bad) with a new --results-dir",
-                         "one line, exit 2, and no empty --results-dir left behind")
+@pytest.mark.reliability(
+    "a bisect refused at its endpoints (--good not an ancestor of --bad) with a new --results-dir",
+    "one line, exit 2, and no empty --results-dir left behind",
+)
 def test_a_refused_bisect_leaves_no_work_dir(tmp_path):
     tree = tmp_path / "linux"
     tree.mkdir()
@@ -153,19 +197,33 @@ def test_a_refused_bisect_leaves_no_work_dir(tmp_path):
     subprocess.run(git + ["add", "-A"], check=True)
     subprocess.run(git + ["commit", "-qm", "one"], check=True)
     work = tmp_path / "work"
-    proc = _uffdprobe("bisect", "--tree", tree, "--good", "HEAD", "--bad", "no-such-ref", "--scenario",
-                      "cow-leak", "--results-dir", work, timeout=120)
+    proc = _uffdprobe(
+        "bisect",
+        "--tree",
+        tree,
+        "--good",
+        "HEAD",
+        "--bad",
+        "no-such-ref",
+        "--scenario",
+        "cow-leak",
+        "--results-dir",
+        work,
+        timeout=120,
+    )
     assert proc.returncode in (Exit.USAGE, Exit.SETUP), proc.stderr
     assert "Traceback" not in proc.stderr
     assert not work.exists()
 
 
-@pytest.mark.reliability("--kernel names a truncated Debian kernel .deb",
-                         "one line naming the file and dpkg-deb's first complaint, whole (not cut mid-path), "
-                         "exit 2")
+@pytest.mark.reliability(
+    "--kernel names a truncated Debian kernel .deb",
+    "one line naming the file and dpkg-deb's first complaint, whole (not cut mid-path), exit 2",
+)
 def test_a_truncated_deb_is_one_whole_line(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from test_leftovers import _deb
+
     deb = _deb()
     cut = tmp_path / deb.name
     cut.write_bytes(deb.read_bytes()[: 2 << 20])
@@ -177,12 +235,15 @@ def test_a_truncated_deb_is_one_whole_line(tmp_path):
     assert said[0].count(str(cut)) == 1 and "unexpected end of file" in said[0]
 
 
-@pytest.mark.reliability("a matrix refused after its plan was printed (a --cluster address nobody answers)",
-                         "exit 2; it never says 'logs under DIR' for the folder it did not make, and makes none")
+@pytest.mark.reliability(
+    "a matrix refused after its plan was printed (a --cluster address nobody answers)",
+    "exit 2; it never says 'logs under DIR' for the folder it did not make, and makes none",
+)
 def test_a_refused_matrix_names_no_log_folder(tmp_path):
     pytest.importorskip("distributed")
-    proc = _uffdprobe("matrix", "--kernel", "host", "--cluster", "tcp://127.0.0.1:9", "--results-dir",
-                      tmp_path / "w", timeout=120)
+    proc = _uffdprobe(
+        "matrix", "--kernel", "host", "--cluster", "tcp://127.0.0.1:9", "--results-dir", tmp_path / "w", timeout=120
+    )
     assert proc.returncode == Exit.USAGE, proc.stderr
     assert "logs under" not in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "w").exists()

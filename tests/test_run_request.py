@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The typed run request (run/request.py): built once from the command line, asked for again by every process
 hop from one to_argv(), and run/ never sees an argparse Namespace. No boots, no builds: the fast lane."""
+
 import ast
 import copy
 from pathlib import Path
@@ -20,6 +21,7 @@ TRUE = "/bin/true"
 def _parsed(words):
     """The Namespace `uffdprobe run WORDS` parses to, --exec's program split off as main() does."""
     from uffdprobe.cli.execopts import split
+
     argv, program = split(["run", *words])
     args = build_parser(argv).parse_args(argv)
     if program is not None:
@@ -31,12 +33,51 @@ def _request(words) -> RunRequest:
     return run_request(_parsed(words))[0]
 
 
-EVERYTHING = ["cow-leak", "--scenario", "wp-real-write", "--memory", "anon-4k", "--memory", "anon-thp",
-              "--param", "data_pages=8", "--runs", "3", "--hang-timeout", "5", "--scenario-timeout", "60",
-              "--kernel", "stock", "--accel", "tcg", "--append", "transparent_hugepage=never",
-              "--vm-timeout", "300",
-              "--expect", "cow-leak=LEAK", "--scratch-fs", "ext4", "--scratch-mb", "128", "--stuck-timeout", "9",
-              "--rescue-timeout", "8", "--exec-label", "mine", "--ktap", "-", "-v", "--exec", "--", TRUE, "--memory", "x"]
+EVERYTHING = [
+    "cow-leak",
+    "--scenario",
+    "wp-real-write",
+    "--memory",
+    "anon-4k",
+    "--memory",
+    "anon-thp",
+    "--param",
+    "data_pages=8",
+    "--runs",
+    "3",
+    "--hang-timeout",
+    "5",
+    "--scenario-timeout",
+    "60",
+    "--kernel",
+    "stock",
+    "--accel",
+    "tcg",
+    "--append",
+    "transparent_hugepage=never",
+    "--vm-timeout",
+    "300",
+    "--expect",
+    "cow-leak=LEAK",
+    "--scratch-fs",
+    "ext4",
+    "--scratch-mb",
+    "128",
+    "--stuck-timeout",
+    "9",
+    "--rescue-timeout",
+    "8",
+    "--exec-label",
+    "mine",
+    "--ktap",
+    "-",
+    "-v",
+    "--exec",
+    "--",
+    TRUE,
+    "--memory",
+    "x",
+]
 
 
 def test_every_option_survives_the_hop_to_argv_and_back():
@@ -67,8 +108,17 @@ def test_building_the_request_leaves_the_namespace_as_parsed():
 def test_the_guest_gets_the_workload_and_bounds_but_no_kernel_outputs_or_declarations():
     guest = _request(EVERYTHING).for_guest()
     argv = guest.to_argv()
-    for absent in ("--kernel", "--accel", "--append", "--vm-timeout", "--ktap", "--json", "--expect", "--verbose",
-                   "--scratch-mb"):
+    for absent in (
+        "--kernel",
+        "--accel",
+        "--append",
+        "--vm-timeout",
+        "--ktap",
+        "--json",
+        "--expect",
+        "--verbose",
+        "--scratch-mb",
+    ):
         assert absent not in argv, absent
     assert argv[argv.index("--hang-timeout") + 1] == "5.0"
     assert argv[argv.index("--scratch-fs") + 1] == "ext4"
@@ -92,8 +142,7 @@ def test_a_guest_program_gets_ext4_unless_scratch_fs_none(words, fs):
 
 def test_a_matrix_child_is_the_matrix_request_for_one_kernel(tmp_path):
     matrix = build({"scenarios": ["cow-leak"], "runs": 2, "verbosity": 1, "accel": "tcg"})
-    target = Target("mine", path="/boot/vmlinuz-x", expect={"cow-leak": "LEAK", "b/anon-4k": "PASS"},
-                    kselftest=["cow"])
+    target = Target("mine", path="/boot/vmlinuz-x", expect={"cow-leak": "LEAK", "b/anon-4k": "PASS"}, kselftest=["cow"])
     child = child_request(target, matrix, tmp_path)
     assert child.machine.kernel == "/boot/vmlinuz-x" and child.workload.kselftest == ("cow",)
     argv = child.to_argv()
@@ -115,8 +164,13 @@ def test_run_stage_never_imports_argparse():
     importing = []
     for path in run_dir.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if "argparse" in names:
                 importing.append(path.name)
     assert not importing
@@ -129,10 +183,17 @@ def test_the_engines_use_only_public_names_of_other_modules():
     reaching = []
     for name in ("engine_dask.py", "dask_cell.py", "engine_local.py", "matrix.py"):
         for node in ast.walk(ast.parse((run_dir / name).read_text())):
-            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__") \
-                    and not (isinstance(node.value, ast.Name) and node.value.id == "self"):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+            ):
                 reaching.append(f"{name}:{node.lineno} .{node.attr}")
             if isinstance(node, ast.ImportFrom):
-                reaching += [f"{name}:{node.lineno} import {a.name}" for a in node.names
-                             if a.name.startswith("_") and not a.name.startswith("__")]
+                reaching += [
+                    f"{name}:{node.lineno} import {a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
     assert not reaching

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """`run --kernel K --results-dir R` streams each verdict into R as the guest reports it, so a real
 Ctrl-C mid-run keeps every verdict that arrived, in R, and says so."""
+
 import os
 import signal
 import subprocess
@@ -20,15 +21,33 @@ def _lines(path) -> int:
 
 @pytest.mark.vm
 @pytest.mark.timeout(600)
-@pytest.mark.reliability("Ctrl-C during `run --kernel K --results-dir R` after some verdicts arrived",
-                         "R holds every verdict that arrived (streamed, not written at the end), the line names "
-                         "R, exit 130, no QEMU left")
+@pytest.mark.reliability(
+    "Ctrl-C during `run --kernel K --results-dir R` after some verdicts arrived",
+    "R holds every verdict that arrived (streamed, not written at the end), the line names R, exit 130, no QEMU left",
+)
 def test_ctrl_c_keeps_the_streamed_verdicts_in_the_results_dir(tmp_path):
     results = tmp_path / "R"
     stream = results / "verdicts.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", "run", "--kernel", "stock", "--results-dir",
-                             str(results), "--runs", "3", "--accel", "tcg"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "run",
+            "--kernel",
+            "stock",
+            "--results-dir",
+            str(results),
+            "--runs",
+            "3",
+            "--accel",
+            "tcg",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 400
         while _lines(stream) < 2:  # streamed while the guest still runs

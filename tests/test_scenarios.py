@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Scenarios through the real supervisor on the running kernel (which carries upstream's fix)."""
+
 import json
 import os
 import subprocess
@@ -38,8 +39,10 @@ def test_scenario_passes_on_fixed_kernel(name, memory, kf, target, live_children
     assert not live_children()
 
 
-@pytest.mark.reliability("a scenario task blocked forever on a uffd fault",
-                         "HANG with state, wchan, kernel stack and the pending fault; rescued; reaped")
+@pytest.mark.reliability(
+    "a scenario task blocked forever on a uffd fault",
+    "HANG with state, wchan, kernel stack and the pending fault; rescued; reaped",
+)
 def test_self_deadlock_is_hang_with_evidence_and_rescued(kf, target, live_children):
     res = run("selftest-self-deadlock", "anon-4k", kf, target)
     assert res.verdict is Verdict.HANG, res.reason
@@ -90,15 +93,13 @@ def test_odirect_skips_without_a_target(kf):
 
 
 def _cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "uffdprobe", *args], capture_output=True, text=True,
-                          timeout=300, **kw)
+    return subprocess.run([sys.executable, "-m", "uffdprobe", *args], capture_output=True, text=True, timeout=300, **kw)
 
 
 def test_cli_run_json_ktap_and_stream(tmp_path, kf):
     out = tmp_path / "r.json"
     stream = tmp_path / "stream"
-    proc = _cli("run", "wp-gup-vmsplice", "cow-leak", "--json", str(out), "--ktap", "-",
-                "--results-dir", str(stream))
+    proc = _cli("run", "wp-gup-vmsplice", "cow-leak", "--json", str(out), "--ktap", "-", "--results-dir", str(stream))
     assert proc.returncode == 0, proc.stderr
     results = valid_json(out, "results")["results"]
     assert {(r["scenario"], r["memory"]) for r in results} >= {("wp-gup-vmsplice", "anon-4k"), ("cow-leak", "anon-4k")}
@@ -117,26 +118,33 @@ def test_cli_exit_1_on_kernel_problem(kf):
 
 
 def _bad(argv, needle, case):
-    return pytest.param(argv, needle, id=case, marks=pytest.mark.reliability(
-        case, "one-line error naming the fix, exit 2, nothing run"))
+    return pytest.param(
+        argv, needle, id=case, marks=pytest.mark.reliability(case, "one-line error naming the fix, exit 2, nothing run")
+    )
 
 
-@pytest.mark.parametrize("argv,needle", [
-    _bad(["run", "no-such-scenario"], "unknown scenario", "unknown scenario name"),
-    _bad(["run", "cow-leak", "--param", "nope"], "KEY=VALUE", "malformed --param"),
-    _bad(["run", "cow-leak", "--param", "bogus=1"], "has a parameter bogus", "unknown scenario parameter"),
-    _bad(["run", "umap-evict", "--param", "data_pages=0"], "whole number", "zero size parameter"),
-    _bad(["run", "umap-evict", "--param", "data_pages=-5"], "whole number", "negative size parameter"),
-    _bad(["run", "umap-evict", "--param", "data_pages=99999999"], "whole number", "absurdly large page count"),
-    _bad(["run", "--hang-timeout", "-1"], "more than 0", "negative hang timeout"),
-    _bad(["run", "--odirect-target", "/proc"], "O_DIRECT", "O_DIRECT target that refuses O_DIRECT"),
-    _bad(["run", "--json", "/proc/no/such.json"], "cannot write", "unwritable --json path"),
-    _bad(["run", "--kernel", "/etc"], "is a directory", "kernel path that is a directory"),
-    _bad(["run", "--kernel", "no-such-kernel-or-recipe"], "not a recipe", "unknown kernel name"),
-    _bad(["run", "--append", "quiet"], "add --kernel", "--append without a kernel to boot"),
-    _bad(["run", "--kernel", "stock", "--append", "init=/bin/sh"], "harness's own",
-         "--append overriding the harness's init"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        _bad(["run", "no-such-scenario"], "unknown scenario", "unknown scenario name"),
+        _bad(["run", "cow-leak", "--param", "nope"], "KEY=VALUE", "malformed --param"),
+        _bad(["run", "cow-leak", "--param", "bogus=1"], "has a parameter bogus", "unknown scenario parameter"),
+        _bad(["run", "umap-evict", "--param", "data_pages=0"], "whole number", "zero size parameter"),
+        _bad(["run", "umap-evict", "--param", "data_pages=-5"], "whole number", "negative size parameter"),
+        _bad(["run", "umap-evict", "--param", "data_pages=99999999"], "whole number", "absurdly large page count"),
+        _bad(["run", "--hang-timeout", "-1"], "more than 0", "negative hang timeout"),
+        _bad(["run", "--odirect-target", "/proc"], "O_DIRECT", "O_DIRECT target that refuses O_DIRECT"),
+        _bad(["run", "--json", "/proc/no/such.json"], "cannot write", "unwritable --json path"),
+        _bad(["run", "--kernel", "/etc"], "is a directory", "kernel path that is a directory"),
+        _bad(["run", "--kernel", "no-such-kernel-or-recipe"], "not a recipe", "unknown kernel name"),
+        _bad(["run", "--append", "quiet"], "add --kernel", "--append without a kernel to boot"),
+        _bad(
+            ["run", "--kernel", "stock", "--append", "init=/bin/sh"],
+            "harness's own",
+            "--append overriding the harness's init",
+        ),
+    ],
+)
 def test_cli_bad_input_is_one_line_exit_2(argv, needle):
     proc = _cli(*argv)
     assert proc.returncode == 2
@@ -147,8 +155,14 @@ def test_cli_bad_input_is_one_line_exit_2(argv, needle):
 def test_cli_list_and_features():
     listing = _cli("list")
     assert listing.returncode == 0
-    for name in ("wp-gup-vmsplice", "wp-gup-odirect", "cow-leak", "cow-leak-reverse", "wp-cow-inherit",
-                 "wp-real-write"):
+    for name in (
+        "wp-gup-vmsplice",
+        "wp-gup-odirect",
+        "cow-leak",
+        "cow-leak-reverse",
+        "wp-cow-inherit",
+        "wp-real-write",
+    ):
         assert name in listing.stdout
     assert "selftest-self-deadlock" not in listing.stdout
     feats = _cli("features", "--json", "-")
@@ -165,8 +179,9 @@ def test_odirect_on_a_loop_device(kf):
         res = run("wp-gup-odirect", "anon-4k", kf, device)
         assert res.verdict is Verdict.PASS, res.reason
         assert res.evidence["odirect_target"] == device
-    listed = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME"],
-                            capture_output=True, text=True, timeout=30).stdout.split()
+    listed = subprocess.run(
+        ["losetup", "--list", "--noheadings", "--output", "NAME"], capture_output=True, text=True, timeout=30
+    ).stdout.split()
     assert device not in listed
 
 
@@ -175,20 +190,25 @@ def test_a_precondition_probed_in_the_child_is_skip(kf, tmp_path):
     """THP offered system-wide but denied to this process for real (prctl PR_SET_THP_DISABLE, 41):
     the child finds no huge page behind its range, and that is SKIP with the reason, not ERROR."""
     import uffdprobe.scenarios.memkinds as memkinds
+
     if memkinds.unavailable("anon-thp"):
         pytest.skip(memkinds.unavailable("anon-thp"))
     out = tmp_path / "r.json"
-    code = ("import ctypes, runpy, sys; assert ctypes.CDLL(None).prctl(41, 1, 0, 0, 0) == 0; "
-            f"sys.argv = ['uffdprobe', 'run', 'wp-gup-vmsplice', '--memory', 'anon-thp', '--json', '{out}']; "
-            "runpy.run_module('uffdprobe', run_name='__main__')")
+    code = (
+        "import ctypes, runpy, sys; assert ctypes.CDLL(None).prctl(41, 1, 0, 0, 0) == 0; "
+        f"sys.argv = ['uffdprobe', 'run', 'wp-gup-vmsplice', '--memory', 'anon-thp', '--json', '{out}']; "
+        "runpy.run_module('uffdprobe', run_name='__main__')"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     [res] = valid_json(out, "results")["results"]
     assert res["verdict"] == "SKIP" and "THP" in res["reason"]
 
 
-@pytest.mark.reliability("a watched call that never returns, task busy in the kernel, no uffd fault",
-                         "HANG (never returns) with the task's state sampled; killed and reaped")
+@pytest.mark.reliability(
+    "a watched call that never returns, task busy in the kernel, no uffd fault",
+    "HANG (never returns) with the task's state sampled; killed and reaped",
+)
 def test_kernel_spin_is_hang_then_killed(kf, target, live_children):
     s = SCENARIOS["selftest-kernel-spin"]
     limits = supervisor.Limits(hang_s=0.5, spin_s=3.0, rescue_s=2.0)
@@ -207,13 +227,18 @@ def test_built_in_scenarios_use_the_public_watched():
     import ast
     from pathlib import Path
     from uffdprobe.scenarios import api, context
+
     assert api.watched is context.watched
     by_hand = []
     for path in Path(context.__file__).parent.glob("*.py"):
         if path.name == "context.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute) and node.attr in ("watch", "unwatch") \
-                    and isinstance(node.value, ast.Name) and node.value.id == "ctx":
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("watch", "unwatch")
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "ctx"
+            ):
                 by_hand.append(f"{path.name}:{node.lineno}")
     assert not by_hand

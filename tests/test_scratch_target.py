@@ -5,6 +5,7 @@ Real loop devices over real images: an ext4 made by mkfs.ext4, a dos partition t
 sfdisk, the same ext4 mounted. Each run is the real command line in a subprocess; afterwards the
 image is byte-for-byte what it was, e2fsck finds the filesystem clean, and the loop device is gone.
 """
+
 import contextlib
 import hashlib
 import json
@@ -29,8 +30,9 @@ def _tool(name: str) -> str:
 
 @contextlib.contextmanager
 def _loop(image) -> str:
-    dev = subprocess.run([_tool("losetup"), "--find", "--show", str(image)], capture_output=True, text=True,
-                         timeout=30, check=True).stdout.strip()
+    dev = subprocess.run(
+        [_tool("losetup"), "--find", "--show", str(image)], capture_output=True, text=True, timeout=30, check=True
+    ).stdout.strip()
     try:
         yield dev
     finally:
@@ -49,8 +51,11 @@ def _image(tmp_path, kind: str):
         subprocess.run([_tool("mkfs.ext4"), "-q", "-F", "-L", "userdata", str(image)], check=True, timeout=60)
     elif kind == "dos":  # one Linux partition from sector 2048 to the end, as fdisk writes it
         sectors = (IMAGE_MB << 11) - 2048
-        entry = bytes([0, 0x20, 0x21, 0, 0x83, 0xfe, 0xff, 0xff]) + (2048).to_bytes(4, "little") + \
-            sectors.to_bytes(4, "little")
+        entry = (
+            bytes([0, 0x20, 0x21, 0, 0x83, 0xFE, 0xFF, 0xFF])
+            + (2048).to_bytes(4, "little")
+            + sectors.to_bytes(4, "little")
+        )
         with open(image, "r+b") as f:
             f.seek(440)
             f.write(os.urandom(4) + b"\0\0" + entry + bytes(48) + b"\x55\xaa")
@@ -67,18 +72,26 @@ def _image(tmp_path, kind: str):
 def _squashfs_superblock() -> bytes:
     """A squashfs 4.0 superblock: magic, one inode, 128 KiB blocks, gzip, version 4.0."""
     import struct
+
     head = b"hsqs" + struct.pack("<IIIIHHHHHH", 1, 0, 131072, 0, 1, 17, 0, 0, 4, 0)
     return head + bytes(8) + struct.pack("<Q", 4096) + bytes(48)
 
 
 def _uffdprobe(*argv, env=None, cwd=None):
-    return subprocess.run([sys.executable, "-m", "uffdprobe", *argv], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})}, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "uffdprobe", *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
 
 
 def _attached(image) -> str:
-    return subprocess.run([_tool("losetup"), "--associated", str(image)], capture_output=True, text=True,
-                          timeout=30).stdout.strip()
+    return subprocess.run(
+        [_tool("losetup"), "--associated", str(image)], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
 
 
 def _refused_untouched(proc, image, before: str, words: list) -> None:
@@ -90,9 +103,11 @@ def _refused_untouched(proc, image, before: str, words: list) -> None:
     assert _digest(image) == before
 
 
-@pytest.mark.reliability("--odirect-target names a block device holding an ext4 filesystem",
-                         "refused before any write: one line naming the device and 'ext4', exit 2, the "
-                         "filesystem intact (same bytes, e2fsck clean)")
+@pytest.mark.reliability(
+    "--odirect-target names a block device holding an ext4 filesystem",
+    "refused before any write: one line naming the device and 'ext4', exit 2, the "
+    "filesystem intact (same bytes, e2fsck clean)",
+)
 def test_a_device_with_ext4_is_refused_and_left_intact(tmp_path):
     image = _image(tmp_path, "ext4")
     before = _digest(image)
@@ -104,8 +119,10 @@ def test_a_device_with_ext4_is_refused_and_left_intact(tmp_path):
     assert _attached(image) == ""
 
 
-@pytest.mark.reliability("UFFDPROBE_SCRATCH_DEV names a block device holding an ext4 filesystem",
-                         "refused before any write: one line naming the variable and 'ext4', exit 2, data intact")
+@pytest.mark.reliability(
+    "UFFDPROBE_SCRATCH_DEV names a block device holding an ext4 filesystem",
+    "refused before any write: one line naming the variable and 'ext4', exit 2, data intact",
+)
 def test_a_scratch_variable_naming_a_filesystem_is_refused(tmp_path):
     image = _image(tmp_path, "ext4")
     before = _digest(image)
@@ -114,8 +131,10 @@ def test_a_scratch_variable_naming_a_filesystem_is_refused(tmp_path):
         _refused_untouched(proc, image, before, ["UFFDPROBE_SCRATCH_DEV", dev, "ext4"])
 
 
-@pytest.mark.reliability("--odirect-target names a disk with a partition table",
-                         "refused before any write: one line naming 'partition table', exit 2, table intact")
+@pytest.mark.reliability(
+    "--odirect-target names a disk with a partition table",
+    "refused before any write: one line naming 'partition table', exit 2, table intact",
+)
 def test_a_partitioned_device_is_refused(tmp_path):
     image = _image(tmp_path, "dos")
     before = _digest(image)
@@ -124,8 +143,10 @@ def test_a_partitioned_device_is_refused(tmp_path):
         _refused_untouched(proc, image, before, [dev, "dos partition table"])
 
 
-@pytest.mark.reliability("--odirect-target names a mounted block device",
-                         "refused before any write: one line saying where it is mounted, exit 2, data intact")
+@pytest.mark.reliability(
+    "--odirect-target names a mounted block device",
+    "refused before any write: one line saying where it is mounted, exit 2, data intact",
+)
 def test_a_mounted_device_is_refused(tmp_path):
     image = _image(tmp_path, "ext4")
     mnt = tmp_path / "mnt"
@@ -144,9 +165,11 @@ def test_a_mounted_device_is_refused(tmp_path):
     assert _attached(image) == ""
 
 
-@pytest.mark.reliability("--odirect-target names a loop device with two signatures (squashfs at 0, iso9660 at "
-                         "0x8000: blkid -p exits 8, ambivalent)",
-                         "refused before any write: one line naming both signatures, exit 2, image byte-identical")
+@pytest.mark.reliability(
+    "--odirect-target names a loop device with two signatures (squashfs at 0, iso9660 at "
+    "0x8000: blkid -p exits 8, ambivalent)",
+    "refused before any write: one line naming both signatures, exit 2, image byte-identical",
+)
 def test_a_device_with_two_signatures_is_refused(tmp_path):
     image = _image(tmp_path, "squashfs+iso9660")
     before = _digest(image)
@@ -158,20 +181,33 @@ def test_a_device_with_two_signatures_is_refused(tmp_path):
     assert _attached(image) == ""
 
 
-@pytest.mark.reliability("--odirect-target names a blank-looking device while the signature probe cannot run "
-                         "(blkid and wipefs missing from PATH and /sbin)",
-                         "refused: one line saying it cannot be shown blank, exit 2, nothing written")
+@pytest.mark.reliability(
+    "--odirect-target names a blank-looking device while the signature probe cannot run "
+    "(blkid and wipefs missing from PATH and /sbin)",
+    "refused: one line saying it cannot be shown blank, exit 2, nothing written",
+)
 def test_a_device_that_cannot_be_probed_is_refused(tmp_path):
     image = _image(tmp_path, "blank")
     before = _digest(image)
     bin_dir = tmp_path / "bin"  # python and losetup reachable, util-linux's probes not
     bin_dir.mkdir()
     with _loop(image) as dev:
-        proc = subprocess.run(["unshare", "--mount", "--", "sh", "-c",
-                               "mount -t tmpfs none /sbin && mount -t tmpfs none /usr/sbin && "
-                               f'exec env PATH={bin_dir} "{sys.executable}" -m uffdprobe run wp-gup-odirect '
-                               f"--odirect-target {dev}"], capture_output=True, text=True, timeout=300,
-                              cwd=str(tmp_path))
+        proc = subprocess.run(
+            [
+                "unshare",
+                "--mount",
+                "--",
+                "sh",
+                "-c",
+                "mount -t tmpfs none /sbin && mount -t tmpfs none /usr/sbin && "
+                f'exec env PATH={bin_dir} "{sys.executable}" -m uffdprobe run wp-gup-odirect '
+                f"--odirect-target {dev}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=str(tmp_path),
+        )
         _refused_untouched(proc, image, before, [dev, "cannot be shown blank"])
 
 
@@ -179,23 +215,34 @@ def test_a_blank_device_is_used(tmp_path, kf):
     """The check refuses data, not devices: a blank loop device still takes the O_DIRECT scenario."""
     image = _image(tmp_path, "blank")
     with _loop(image) as dev:
-        proc = _uffdprobe("run", "wp-gup-odirect", "--memory", "anon-4k", "--odirect-target", dev,
-                          "--json", str(tmp_path / "r.json"))
+        proc = _uffdprobe(
+            "run", "wp-gup-odirect", "--memory", "anon-4k", "--odirect-target", dev, "--json", str(tmp_path / "r.json")
+        )
     assert proc.returncode == Exit.OK, proc.stderr
     [res] = json.loads((tmp_path / "r.json").read_text())["results"]
     assert res["verdict"] == "PASS" and res["evidence"]["odirect_target"] == dev
 
 
-@pytest.mark.reliability("--odirect-target names a regular file holding data",
-                         "the file is never written: a fresh file of our own beside it, removed afterwards")
+@pytest.mark.reliability(
+    "--odirect-target names a regular file holding data",
+    "the file is never written: a fresh file of our own beside it, removed afterwards",
+)
 def test_a_file_target_gets_a_fresh_file_of_our_own(tmp_path, kf):
     folder = tmp_path / "target"
     folder.mkdir()
     precious = folder / "precious.db"
     precious.write_bytes(os.urandom(1 << 16))
     before = _digest(precious)
-    proc = _uffdprobe("run", "wp-gup-odirect", "--memory", "anon-4k", "--odirect-target", str(precious),
-                      "--json", str(tmp_path / "r.json"))
+    proc = _uffdprobe(
+        "run",
+        "wp-gup-odirect",
+        "--memory",
+        "anon-4k",
+        "--odirect-target",
+        str(precious),
+        "--json",
+        str(tmp_path / "r.json"),
+    )
     if proc.returncode == Exit.USAGE and "O_DIRECT writes fail" in proc.stderr:
         pytest.skip(f"{tmp_path} does not take O_DIRECT")
     assert proc.returncode == Exit.OK, proc.stderr

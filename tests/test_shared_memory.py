@@ -4,6 +4,7 @@ it is in the cache), in real guests, with the evidence asserted; the newest inte
 and CANNOT ASK (SKIP with the reason) on 6.1; the shmem and hugetlb kinds on the host.
 
 The models and the cells each declares come from the recipes themselves (vm-images/recipes)."""
+
 import os
 import subprocess
 import sys
@@ -18,11 +19,13 @@ from uffdprobe.verdicts import Result, Verdict
 from formats import valid_json  # tests/ is on sys.path (rootdir conftest, no package)
 
 #: model recipe -> (the catalogue scenario whose fix it reverts, the stock recipe it reverts it on).
-MODELS = {"model-shmem-wp-writenotify": ("wp-shared-mprotect", "stock"),
-          "model-hugetlb-cow-wp": ("wp-hugetlb-private-cow", "stock"),
-          "model-continue-fallocated": ("continue-fallocated", "stock"),
-          "model-hugetlb-wp-no-pgtable": ("wp-hugetlb-no-pgtable", "stock"),
-          "model-pagemap-scan-zapped": ("pagemap-scan-zapped", "stock-6.12")}
+MODELS = {
+    "model-shmem-wp-writenotify": ("wp-shared-mprotect", "stock"),
+    "model-hugetlb-cow-wp": ("wp-hugetlb-private-cow", "stock"),
+    "model-continue-fallocated": ("continue-fallocated", "stock"),
+    "model-hugetlb-wp-no-pgtable": ("wp-hugetlb-no-pgtable", "stock"),
+    "model-pagemap-scan-zapped": ("pagemap-scan-zapped", "stock-6.12"),
+}
 #: The questions of this issue: the defects, the stock-6.1 defect, the 6.7+/6.8+ interfaces.
 ASKED = [*(s for s, _ in MODELS.values()), "wp-hugetlb-unshare", "move-basic", "pagemap-scan-written"]
 NEWER = ("move-basic", "pagemap-scan-written")  # interfaces 6.1 lacks
@@ -31,16 +34,20 @@ NEWER = ("move-basic", "pagemap-scan-written")  # interfaces 6.1 lacks
 def _run(kernel: str, out: Path, *scenarios: str, extra=()) -> dict:
     """`uffdprobe run --kernel K` of the scenarios: (exit status, {(scenario, memory): Result}, stderr)."""
     path = out / f"{kernel}.json"
-    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "--kernel", kernel, *scenarios, *extra,
-                           "--json", str(path)], capture_output=True, text=True, timeout=2400)
+    proc = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "run", "--kernel", kernel, *scenarios, *extra, "--json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=2400,
+    )
     results = [Result.from_dict(d) for d in valid_json(path, "results")["results"]] if path.exists() else []
-    return {"status": proc.returncode, "cells": {(r.scenario, r.memory): r for r in results},
-            "stderr": proc.stderr}
+    return {"status": proc.returncode, "cells": {(r.scenario, r.memory): r for r in results}, "stderr": proc.stderr}
 
 
 def _cached(recipe: str) -> bool:
     """Whether a build of `recipe` is in the kernel cache (stock-6.12 is a cold base build of its own)."""
     from uffdprobe.kbuild import cache
+
     return any(e.identity.get("name") == recipe for e in cache.list_entries(cache.default_root()))
 
 
@@ -59,8 +66,9 @@ def _declared_and_met(name: str, run: dict) -> None:
     want = recipes.load(name).expect
     for (scenario, memory), r in run["cells"].items():
         w = expect.declared(want, scenario, memory)
-        assert w is None and r.verdict in (Verdict.PASS, Verdict.SKIP) or w and expect.matches(w, r.verdict), \
+        assert w is None and r.verdict in (Verdict.PASS, Verdict.SKIP) or w and expect.matches(w, r.verdict), (
             f"{name} {scenario}[{memory}]: declared {w}, got {r.verdict.value}: {r.reason}"
+        )
 
 
 @pytest.mark.vm
@@ -83,8 +91,9 @@ def test_each_defect_is_present_on_its_model_and_absent_on_stock(booted, model):
                 assert absent.verdict is Verdict.PASS, (kernel, absent.verdict, absent.reason)
                 _evidence(scenario, present, absent)
     others = {c: r for c, r in booted[model]["cells"].items() if c[0] != scenario}
-    assert all(r.verdict is booted[base]["cells"][c].verdict for c, r in others.items()), \
+    assert all(r.verdict is booted[base]["cells"][c].verdict for c, r in others.items()), (
         "a model reverts one fix: every other question answers as on its stock kernel"
+    )
 
 
 def _evidence(scenario: str, present: Result, absent: Result) -> None:
@@ -139,10 +148,12 @@ def test_move_and_pagemap_scan_cannot_be_asked_on_6_1(booted):
 
 # --- the host (6.18 here): every question of this issue, the kinds on the existing scenarios ------------
 
+
 @pytest.fixture
 def huge_pages():
     """Four free huge pages for the test: as root the pool is grown and put back after; else SKIP."""
     from uffdprobe.scenarios.memkinds import no_hugepages
+
     pool = Path("/proc/sys/vm/nr_hugepages")
     before = int(pool.read_text())
     grown = bool(no_hugepages(4)) and os.geteuid() == 0
@@ -159,8 +170,12 @@ def huge_pages():
 
 def _host_run(tmp_path, *argv) -> tuple:
     path = tmp_path / "host.json"
-    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", *argv, "--json", str(path)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "run", *argv, "--json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return proc, [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
 
 
@@ -184,6 +199,7 @@ def test_host_answers_every_shared_memory_cell(tmp_path, huge_pages, kf):
 
 def test_host_hugetlb_without_free_huge_pages_skips_with_the_reason(tmp_path):
     from uffdprobe.scenarios.memkinds import no_hugepages
+
     if not no_hugepages():
         pytest.skip("this host has free huge pages: the SKIP path is not what runs here")
     proc, results = _host_run(tmp_path, "wp-real-write", "wp-hugetlb-private-cow", "--memory", "hugetlb")
@@ -192,17 +208,23 @@ def test_host_hugetlb_without_free_huge_pages_skips_with_the_reason(tmp_path):
         assert r.verdict is Verdict.SKIP and "huge pages free" in r.reason and "vm.nr_hugepages" in r.reason
 
 
-@pytest.mark.parametrize("memory,scenarios,reserves", [
-    (None, [], True),                          # the whole table: hugetlb cells are planned
-    (None, ["wp-real-write"], True),
-    (["hugetlb"], ["wp-real-write"], True),
-    (["anon-4k", "shmem"], [], False),         # no hugetlb kind asked for
-    (None, ["umap-evict", "cow-leak-reverse"], False),  # no chosen scenario runs on hugetlb
-], ids=["all", "one-scenario", "hugetlb-only", "other-kinds", "no-hugetlb-row"])
+@pytest.mark.parametrize(
+    "memory,scenarios,reserves",
+    [
+        (None, [], True),  # the whole table: hugetlb cells are planned
+        (None, ["wp-real-write"], True),
+        (["hugetlb"], ["wp-real-write"], True),
+        (["anon-4k", "shmem"], [], False),  # no hugetlb kind asked for
+        (None, ["umap-evict", "cow-leak-reverse"], False),  # no chosen scenario runs on hugetlb
+    ],
+    ids=["all", "one-scenario", "hugetlb-only", "other-kinds", "no-hugetlb-row"],
+)
 def test_a_guest_reserves_huge_pages_only_when_a_hugetlb_cell_is_planned(memory, scenarios, reserves):
     from uffdprobe.run.guest import guest_argv
     from uffdprobe.run.request import Limits, RunRequest, Workload
     from uffdprobe.scenarios.memkinds import GUEST_HUGEPAGES, HUGEPAGES_ENV
-    argv = guest_argv(RunRequest(Workload(scenarios=tuple(scenarios), memory=tuple(memory or ())),
-                                 Limits(scenario_timeout=60.0)))
+
+    argv = guest_argv(
+        RunRequest(Workload(scenarios=tuple(scenarios), memory=tuple(memory or ())), Limits(scenario_timeout=60.0))
+    )
     assert (f"{HUGEPAGES_ENV}={GUEST_HUGEPAGES}" in argv) is reserves, argv

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """One way signals become exceptions (osutil.children.signals_raise), used by boot, kernel build, matrix,
 bisect and a matrix's run child. No boots, no builds."""
+
 import os
 import signal
 import threading

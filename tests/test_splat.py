@@ -10,6 +10,7 @@ initcall; its cells are WARN and OOPS with the kernel's report lines, the matrix
 passes declared, stock answers PASS to the same pokes, and a splat outside every workload is the
 'kernel-log' row.
 """
+
 import json
 import os
 import shutil
@@ -36,8 +37,14 @@ LOG_USER_INFO = (1 << 3) | 6
 
 
 def uffdprobe(*args, timeout=900, env=None):
-    return subprocess.run([sys.executable, "-m", "uffdprobe", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "uffdprobe", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _write_kmsg(text: str) -> None:
@@ -104,8 +111,11 @@ def test_recorded_splats_of_a_real_guest_read_into_one_window():
     assert window.kinds == ["WARN", "OOPS"], window.kinds
     assert (window.first_seq, window.last_seq, window.records) == (186, 261, 76)
     texts = [line.split("] ", 1)[1] for line in window.lines]
-    assert texts[:3] == ["------------[ cut here ]------------", "uffdprobe-splat: WARN on request of pid 40",
-                         "WARNING: CPU: 0 PID: 40 at ../tree/kernel/sys.c:2702 __x64_sys_prctl+0x4f0/0x538"]
+    assert texts[:3] == [
+        "------------[ cut here ]------------",
+        "uffdprobe-splat: WARN on request of pid 40",
+        "WARNING: CPU: 0 PID: 40 at ../tree/kernel/sys.c:2702 __x64_sys_prctl+0x4f0/0x538",
+    ]
     assert "kernel BUG at ../tree/kernel/sys.c:2709!" in texts
     assert len(texts) == 75 and window.lines_cut == 0  # all but the 9pnet line before the "cut here"
     assert window.lines[0].startswith("[    2.260097] ")
@@ -113,7 +123,9 @@ def test_recorded_splats_of_a_real_guest_read_into_one_window():
 
 def test_a_recorded_record_with_a_dictionary_parses_to_its_text():
     (raw,) = _recorded("kmsg-dictionary-record.txt")
-    assert kmsg.parse_record(raw) == kmsg.Record(102, 6, 628000, "pci_bus 0000:00: root bus resource [io  0x0000-0xffff]")
+    assert kmsg.parse_record(raw) == kmsg.Record(
+        102, 6, 628000, "pci_bus 0000:00: root bus resource [io  0x0000-0xffff]"
+    )
 
 
 def test_splat_kinds_are_the_kernels_report_openers():
@@ -125,8 +137,12 @@ def test_splat_kinds_are_the_kernels_report_openers():
     assert kmsg.splat_kind("BUG: unable to handle page fault for address: 0000000000001000") == "OOPS"
     assert kmsg.splat_kind("general protection fault, probably for non-canonical address 0xdead") == "OOPS"
     assert kmsg.splat_kind("Oops: 0000 [#1] PREEMPT SMP") == "OOPS"
-    for quiet in ("uffdprobe-splat: BUG on request of pid 5", "random: crng init done",
-                  "Run /init as init process", "x86/fpu: Supporting XSAVE feature 0x001"):
+    for quiet in (
+        "uffdprobe-splat: BUG on request of pid 5",
+        "random: crng init done",
+        "Run /init as init process",
+        "x86/fpu: Supporting XSAVE feature 0x001",
+    ):
         assert kmsg.splat_kind(quiet) is None, quiet
 
 
@@ -171,8 +187,12 @@ def test_an_unreadable_kernel_log_is_said_never_clean(nobody_python):
         os.chmod(work, 0o777)
         os.chmod(work / "poke.py", 0o644)
         out = work / "r.json"
-        proc = nobody_python.run(["run", "--scenarios-from", str(work / "poke.py"), "splat-warn", "--json",
-                                  str(out)], timeout=120, cwd=work, env={"HOME": str(work)})
+        proc = nobody_python.run(
+            ["run", "--scenarios-from", str(work / "poke.py"), "splat-warn", "--json", str(out)],
+            timeout=120,
+            cwd=work,
+            env={"HOME": str(work)},
+        )
         assert out.exists(), proc.stderr
         (r,) = json.loads(out.read_text())["results"]
     finally:
@@ -192,8 +212,11 @@ def _assert_warn(r: dict) -> None:
     splat = r["evidence"]["splat"]
     assert splat["first"].startswith("WARNING: CPU:") and "kernel/sys.c" in splat["first"], splat
     assert any("uffdprobe-splat: WARN on request" in line for line in splat["lines"]), splat["lines"]
-    assert "W (WARN)" in splat["new_taint"] or "W (WARN)" in r["evidence"]["kernel_log"]["taint"]["new"] or \
-        r["evidence"]["kernel_log"]["taint"]["before"] & 512, r["evidence"]["kernel_log"]
+    assert (
+        "W (WARN)" in splat["new_taint"]
+        or "W (WARN)" in r["evidence"]["kernel_log"]["taint"]["new"]
+        or r["evidence"]["kernel_log"]["taint"]["before"] & 512
+    ), r["evidence"]["kernel_log"]
     assert r["evidence"]["own_verdict"]["verdict"] == "PASS", r["evidence"]["own_verdict"]
 
 
@@ -213,9 +236,23 @@ def test_splats_in_a_guest_are_cells_that_fail_undeclared(tmp_path, live_childre
     UNEXPECTED); the matrix exits 7, its status for a cell that is not what was declared
     (exitcodes.Exit.UNEXPECTED); no kernel-log row anywhere."""
     out = tmp_path / "m.json"
-    proc = uffdprobe("matrix", "--kernel", "stock", "--kernel", f"splat={RECIPE}", "--scenarios-from", str(POKE),
-                     *[a for s in POKES for a in ("--scenario", s)], "--expect", "splat:splat-warn=WARN",
-                     "--json", str(out), "--results-dir", str(tmp_path / "work"), timeout=1200)
+    proc = uffdprobe(
+        "matrix",
+        "--kernel",
+        "stock",
+        "--kernel",
+        f"splat={RECIPE}",
+        "--scenarios-from",
+        str(POKE),
+        *[a for s in POKES for a in ("--scenario", s)],
+        "--expect",
+        "splat:splat-warn=WARN",
+        "--json",
+        str(out),
+        "--results-dir",
+        str(tmp_path / "work"),
+        timeout=1200,
+    )
     assert proc.returncode == 7, proc.stdout + proc.stderr[-3000:]
     cells = _cells(out)
     for scenario in POKES:
@@ -236,8 +273,7 @@ def test_splats_in_a_guest_are_cells_that_fail_undeclared(tmp_path, live_childre
 def test_an_undeclared_splat_is_exit_1_for_run(tmp_path, live_children):
     """`run --kernel` with the WARN poke and nothing declared: a kernel problem, exit 1, the UNEXPECTED line."""
     out = tmp_path / "r.json"
-    proc = uffdprobe("run", "--kernel", str(RECIPE), "--scenarios-from", str(POKE), "splat-warn",
-                     "--json", str(out))
+    proc = uffdprobe("run", "--kernel", str(RECIPE), "--scenarios-from", str(POKE), "splat-warn", "--json", str(out))
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "UNEXPECTED: splat-warn[anon-4k]: nothing declared, got WARN" in proc.stdout, proc.stdout
     (r,) = valid_json(out, "results")["results"]
@@ -252,12 +288,37 @@ def test_declared_splats_pass_and_a_boot_splat_is_the_kernel_log_row(tmp_path, l
     WARN while it ran stays HANG with the splat as evidence; all declared, the run exits 0."""
     out = tmp_path / "r.json"
     poker = programs.compile_c(HERE / "splat_poke.c", "splat_poke")  # into the cache, which the guest sees
-    proc = uffdprobe("run", "--kernel", str(RECIPE), "--append", "uffdprobe_splat_at_boot",
-                     "--scenarios-from", str(POKE), *POKES, "splat-hang", "--exec-label", "poker",
-                     "--expect", "splat-warn=WARN", "--expect", "splat-oops=OOPS", "--expect", "poker=WARN",
-                     "--expect", "splat-hang=HANG",
-                     "--expect", f"{KERNEL_LOG_ROW}=WARN", "--json", str(out), "--ktap", "-",
-                     "--exec", "--", str(poker), "warn")
+    proc = uffdprobe(
+        "run",
+        "--kernel",
+        str(RECIPE),
+        "--append",
+        "uffdprobe_splat_at_boot",
+        "--scenarios-from",
+        str(POKE),
+        *POKES,
+        "splat-hang",
+        "--exec-label",
+        "poker",
+        "--expect",
+        "splat-warn=WARN",
+        "--expect",
+        "splat-oops=OOPS",
+        "--expect",
+        "poker=WARN",
+        "--expect",
+        "splat-hang=HANG",
+        "--expect",
+        f"{KERNEL_LOG_ROW}=WARN",
+        "--json",
+        str(out),
+        "--ktap",
+        "-",
+        "--exec",
+        "--",
+        str(poker),
+        "warn",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = {r["scenario"]: r for r in valid_json(out, "results")["results"]}
     _assert_warn(results["splat-warn"])
@@ -283,9 +344,13 @@ def test_a_recipe_declares_the_kernel_log_row_like_a_program_row(tmp_path):
     """[expect] "kernel-log" = "WARN" loads (the test recipe itself too); the row has no memory kind."""
     from uffdprobe.kbuild import recipes
     from uffdprobe.kbuild.errors import BadInput
+
     assert recipes.load(RECIPE).name == "splat-on-request"
-    text = RECIPE.read_text().replace('fragments = ["../../vm-images', f'fragments = ["{HERE}/../../vm-images') \
+    text = (
+        RECIPE.read_text()
+        .replace('fragments = ["../../vm-images', f'fragments = ["{HERE}/../../vm-images')
         .replace('patches = ["0001', f'patches = ["{HERE}/0001')
+    )
     mine = tmp_path / "mine.toml"
     mine.write_text(text + f'"{KERNEL_LOG_ROW}" = "WARN"\n')
     assert recipes.load(mine).expect[KERNEL_LOG_ROW] == "WARN"

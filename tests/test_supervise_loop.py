@@ -3,6 +3,7 @@
 sleeps past its bound is read from /proc at the bound and its whole group killed; one that exits is
 reaped with its status and its policy's rows come back, the first judged by the kernel log; a rescue
 shortens the bound, a STOP ends the run at once. The policy here is the Protocol's smallest: a shell."""
+
 import os
 import signal
 import subprocess

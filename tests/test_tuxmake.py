@@ -2,6 +2,7 @@
 """A tuxmake output folder as --kernel DIR: built by the tests from real kernels' outputs (the stock
 recipe's cache entry; Debian's cloud kernel, whose virtiofs/9p drivers are modules, so it boots only
 with its modules.tar.xz), booted, its identity taken from metadata.json."""
+
 import json
 import lzma
 import shutil
@@ -18,18 +19,29 @@ from uffdprobe.vm.errors import VmInputError, VmSetupError
 from uffdprobe.vm.paths import cache_root
 
 pytestmark = pytest.mark.timeout(1800)
-GIT = {"git_url": "https://git.kernel.org/pub/scm/linux/kernel/git/stable/linux.git",
-       "git_commit": "0123456789abcdef0123456789abcdef01234567", "git_describe": "v6.1.192", "git_branch": "linux-6.1.y"}
+GIT = {
+    "git_url": "https://git.kernel.org/pub/scm/linux/kernel/git/stable/linux.git",
+    "git_commit": "0123456789abcdef0123456789abcdef01234567",
+    "git_describe": "v6.1.192",
+    "git_branch": "linux-6.1.y",
+}
 
 
 def _metadata(release: str, version: str, compiler: str, modules: list) -> dict:
     """A metadata.json as tuxmake writes it (docs/metadata.md): two levels, groups then items."""
-    return {"build": {"target_arch": "x86_64", "toolchain": "gcc-12", "kconfig": "tinyconfig",
-                      "targets": ["config", "kernel", "modules"]},
-            "compiler": {"name": "gcc", "version": "12", "version_full": compiler},
-            "git": GIT, "source": {"kernelrelease": release, "kernelversion": version},
-            "artifacts": {"modules": modules},
-            "results": {"status": "PASS", "targets": {"kernel": {"status": "PASS", "duration": 1.0}}}}
+    return {
+        "build": {
+            "target_arch": "x86_64",
+            "toolchain": "gcc-12",
+            "kconfig": "tinyconfig",
+            "targets": ["config", "kernel", "modules"],
+        },
+        "compiler": {"name": "gcc", "version": "12", "version_full": compiler},
+        "git": GIT,
+        "source": {"kernelrelease": release, "kernelversion": version},
+        "artifacts": {"modules": modules},
+        "results": {"status": "PASS", "targets": {"kernel": {"status": "PASS", "duration": 1.0}}},
+    }
 
 
 def _modules_tar(moddir: Path, into: Path) -> list:
@@ -74,17 +86,43 @@ def cloud_folder(tmp_path_factory) -> Path:
 
 def _run(folder: Path, out: Path, *more: str) -> subprocess.CompletedProcess:
     out.mkdir(exist_ok=True)
-    return subprocess.run([sys.executable, "-m", "uffdprobe", "run", "--kernel", f"tux={folder}", "cow-leak",
-                           "--memory", "anon-4k", "--results-dir", str(out), "--json", str(out / "results.json"),
-                           *more], capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "run",
+            "--kernel",
+            f"tux={folder}",
+            "cow-leak",
+            "--memory",
+            "anon-4k",
+            "--results-dir",
+            str(out),
+            "--json",
+            str(out / "results.json"),
+            *more,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.mark.vm
 @pytest.mark.build
 def test_stock_as_a_tuxmake_folder_boots_with_its_metadata(stock_folder, tmp_path):
     kcidb_io = pytest.importorskip("kcidb_io")
-    proc = _run(stock_folder, tmp_path / "out", "--kcidb", str(tmp_path / "kcidb.json"), "--origin", "uffdprobe_test",
-                "--kselftest", "gup_longterm")
+    proc = _run(
+        stock_folder,
+        tmp_path / "out",
+        "--kcidb",
+        str(tmp_path / "kcidb.json"),
+        "--origin",
+        "uffdprobe_test",
+        "--kselftest",
+        "gup_longterm",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
     meta = json.loads((stock_folder / "metadata.json").read_text())
@@ -96,8 +134,11 @@ def test_stock_as_a_tuxmake_folder_boots_with_its_metadata(stock_folder, tmp_pat
     data = json.loads((tmp_path / "kcidb.json").read_text())
     kcidb_io.schema.V5_3.validate_exactly(data)
     (checkout,), (build,) = data["checkouts"], data["builds"]
-    assert (checkout["git_commit_hash"], checkout["git_repository_url"], checkout["git_commit_name"]) == \
-        (GIT["git_commit"], GIT["git_url"], GIT["git_describe"])
+    assert (checkout["git_commit_hash"], checkout["git_repository_url"], checkout["git_commit_name"]) == (
+        GIT["git_commit"],
+        GIT["git_url"],
+        GIT["git_describe"],
+    )
     assert build["compiler"] == meta["compiler"]["version_full"] and build["config_name"] == "tinyconfig"
     assert (tmp_path / "out" / "config").read_bytes() == (stock_folder / "config").read_bytes()
     assert (tmp_path / "out" / "console.log").is_file()
@@ -126,8 +167,9 @@ def test_cloud_kernel_as_a_tuxmake_folder_boots_with_its_modules(cloud_folder, t
 def test_folders_that_are_not_tuxmake_builds_are_refused(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "--kernel", str(empty)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "run", "--kernel", str(empty)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2 and "tuxmake output folder" in proc.stderr and "Traceback" not in proc.stderr
     (empty / "bzImage").write_bytes(b"not a kernel")
     (empty / "metadata.json").write_text(json.dumps({"results": {"status": "FAIL"}}))

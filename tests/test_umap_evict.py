@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """umap-evict through the real supervisor on the host kernel (upstream's fix): PASS, and a real HANG."""
+
 import os
 
 import pytest
@@ -24,15 +25,25 @@ def run(kf, store_dir, limits=None, **params):
     skip = skip_reason(SCENARIO, "anon-4k", kf, store_dir)
     if skip:
         pytest.skip(skip)
-    return supervisor.run_one(SCENARIO, "anon-4k", {**SCENARIO.defaults, **params},
-                              features.kernel_identity(), limits or supervisor.Limits(), store_dir)
+    return supervisor.run_one(
+        SCENARIO,
+        "anon-4k",
+        {**SCENARIO.defaults, **params},
+        features.kernel_identity(),
+        limits or supervisor.Limits(),
+        store_dir,
+    )
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("params", [
-    {},
-    {"data_pages": 48, "buffer_pages": 4, "evictors": 1, "passes": 3, "seed": 12345},
-], ids=["defaults", "one-evictor-three-passes"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"data_pages": 48, "buffer_pages": 4, "evictors": 1, "passes": 3, "seed": 12345},
+    ],
+    ids=["defaults", "one-evictor-three-passes"],
+)
 def test_sorts_through_a_small_buffer_with_real_evictions(kf, store_dir, params, live_children):
     res = run(kf, store_dir, **params)
     assert res.verdict is Verdict.PASS, (res.reason, res.evidence)

@@ -7,6 +7,7 @@ The scenario file is tests/user_scenarios/uffd_service.py (in the checkout, whic
 uffd service thread answering MISSING faults with UFFDIO_COPY, and the same thread vmsplice()ing its own
 write-protected page, which hangs where read-GUP forces COW (model-5.8).
 """
+
 import hashlib
 import os
 import shutil
@@ -27,8 +28,14 @@ MINE = ("user-missing-copy", "user-service-vmsplice")
 
 
 def uffdprobe(*args, env=None, timeout=300, cwd=None):
-    return subprocess.run([sys.executable, "-m", "uffdprobe", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "uffdprobe", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
 
 
 def results_of(path: Path) -> dict:
@@ -61,19 +68,32 @@ def assert_rescued_hang(r: dict, *in_stack: str) -> dict:
 
 def assert_from_user_file(r: dict) -> None:
     source = r["evidence"]["scenario_source"]
-    assert source == {"kind": "file", "where": str(USER_FILE),
-                      "sha256": hashlib.sha256(USER_FILE.read_bytes()).hexdigest()}, source
+    assert source == {
+        "kind": "file",
+        "where": str(USER_FILE),
+        "sha256": hashlib.sha256(USER_FILE.read_bytes()).hexdigest(),
+    }, source
 
 
 # --- the host -------------------------------------------------------------------------------------------
+
 
 @pytest.mark.root
 def test_a_user_file_runs_under_the_supervisor_on_the_host(tmp_path, kf, live_children):
     """The PASS scenarios pass on the running kernel (no forced COW here); the file's self-deadlock is a
     real block in handle_userfault: HANG with evidence, rescued, exit 0 because it is declared."""
     out = tmp_path / "r.json"
-    proc = uffdprobe("run", "--scenarios-from", str(USER_FILE), *MINE, "user-self-deadlock", "--json", str(out),
-                     "--expect", "user-self-deadlock=HANG")
+    proc = uffdprobe(
+        "run",
+        "--scenarios-from",
+        str(USER_FILE),
+        *MINE,
+        "user-self-deadlock",
+        "--json",
+        str(out),
+        "--expect",
+        "user-self-deadlock=HANG",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     got = results_of(out)
     assert got["user-missing-copy"]["verdict"] == "PASS", got["user-missing-copy"]["reason"]
@@ -91,8 +111,9 @@ def test_parameters_and_listing_of_a_user_file(tmp_path, kf):
     """--param reaches a user scenario's defaults; `list` shows where each user scenario comes from;
     a test_only row is left out of the default plan, as a built-in self-test is."""
     out = tmp_path / "r.json"
-    proc = uffdprobe("run", "--scenarios-from", str(USER_FILE), "user-missing-copy", "--param", "pages=3",
-                     "--json", str(out))
+    proc = uffdprobe(
+        "run", "--scenarios-from", str(USER_FILE), "user-missing-copy", "--param", "pages=3", "--json", str(out)
+    )
     assert proc.returncode == 0, proc.stderr
     assert results_of(out)["user-missing-copy"]["evidence"]["faults"] == 3
     listing = uffdprobe("list", "--scenarios-from", str(USER_FILE)).stdout
@@ -127,13 +148,17 @@ def test_an_entry_point_of_an_installed_distribution(tmp_path, kf):
     """The entry point group `uffdprobe.scenarios`, found by importlib.metadata on sys.path: one entry
     naming a module (its SCENARIOS), one naming a callable that yields rows; the same file named again
     with --scenarios-from is the same scenarios, not a clash."""
-    site = fake_distribution(tmp_path / "site", "[uffdprobe.scenarios]\ndemo = uffd_demo\nmore = uffd_more:rows\n",
-                             {"uffd_demo.py": USER_FILE.read_text(), "uffd_more.py": MORE_ROWS})
+    site = fake_distribution(
+        tmp_path / "site",
+        "[uffdprobe.scenarios]\ndemo = uffd_demo\nmore = uffd_more:rows\n",
+        {"uffd_demo.py": USER_FILE.read_text(), "uffd_more.py": MORE_ROWS},
+    )
     env = {"PYTHONPATH": str(site)}
     listing = uffdprobe("list", env=env)
     assert listing.returncode == 0, listing.stderr
-    assert ("  from: entry point demo = uffd_demo (uffd-demo-scenarios 1.0) in group uffdprobe.scenarios"
-            in listing.stdout), listing.stdout
+    assert (
+        "  from: entry point demo = uffd_demo (uffd-demo-scenarios 1.0) in group uffdprobe.scenarios" in listing.stdout
+    ), listing.stdout
     assert "user-missing-copy-bis\n" in listing.stdout
     out = tmp_path / "r.json"
     proc = uffdprobe("run", "user-missing-copy", "user-missing-copy-bis", "--json", str(out), env=env)
@@ -152,35 +177,50 @@ ROW = '''from uffdprobe.scenarios.api import Outcome, Scenario, Verdict
 SCENARIOS = [Scenario({name!r}, "Does it?", lambda ctx: Outcome(Verdict.PASS, "yes"), needs=(), memory={memory!r})]
 '''
 BAD_FILES = {
-    "clash with a built-in": ({"a.py": ROW.format(name="wp-gup-vmsplice", memory=("anon-4k",))},
-                              ["a.py", "clashes with uffdprobe's built-in 'wp-gup-vmsplice'"]),
-    "clash between two files": ({"a.py": ROW.format(name="mine", memory=("anon-4k",)),
-                                 "b.py": ROW.format(name="mine", memory=("anon-4k",))},
-                                ["scenario 'mine' comes from both --scenarios-from", "a.py", "b.py"]),
-    "import error": ({"a.py": "import os\nimport uffdprobe_no_such_module\n"},
-                     ["a.py: cannot import it: ModuleNotFoundError: No module named 'uffdprobe_no_such_module' "
-                      "(a.py line 2)"]),
-    "exception at import": ({"a.py": "x = 1\nraise RuntimeError('broken on purpose')\n"},
-                            ["a.py: cannot import it: RuntimeError: broken on purpose (a.py line 2)"]),
+    "clash with a built-in": (
+        {"a.py": ROW.format(name="wp-gup-vmsplice", memory=("anon-4k",))},
+        ["a.py", "clashes with uffdprobe's built-in 'wp-gup-vmsplice'"],
+    ),
+    "clash between two files": (
+        {"a.py": ROW.format(name="mine", memory=("anon-4k",)), "b.py": ROW.format(name="mine", memory=("anon-4k",))},
+        ["scenario 'mine' comes from both --scenarios-from", "a.py", "b.py"],
+    ),
+    "import error": (
+        {"a.py": "import os\nimport uffdprobe_no_such_module\n"},
+        ["a.py: cannot import it: ModuleNotFoundError: No module named 'uffdprobe_no_such_module' (a.py line 2)"],
+    ),
+    "exception at import": (
+        {"a.py": "x = 1\nraise RuntimeError('broken on purpose')\n"},
+        ["a.py: cannot import it: RuntimeError: broken on purpose (a.py line 2)"],
+    ),
     "syntax error": ({"a.py": "SCENARIOS = [\n"}, ["a.py: cannot import it: SyntaxError", "(a.py line 1)"]),
     "no SCENARIOS": ({"a.py": "x = 1\n"}, ["a.py: defines no SCENARIOS"]),
-    "a memory kind no kernel offers": ({"a.py": ROW.format(name="mine", memory=("anon-2m",))},
-                                       ["a.py: scenario 'mine': memory must be a non-empty tuple of anon-4k"]),
-    "a row that is not a Scenario": ({"a.py": "SCENARIOS = [{'name': 'mine'}]\n"},
-                                     ["a.py: SCENARIOS holds a dict, not a Scenario"]),
+    "a memory kind no kernel offers": (
+        {"a.py": ROW.format(name="mine", memory=("anon-2m",))},
+        ["a.py: scenario 'mine': memory must be a non-empty tuple of anon-4k"],
+    ),
+    "a row that is not a Scenario": (
+        {"a.py": "SCENARIOS = [{'name': 'mine'}]\n"},
+        ["a.py: SCENARIOS holds a dict, not a Scenario"],
+    ),
     "no such file": ({}, ["a.py: no such file"]),
-    "os._exit(0) at import": ({"a.py": "import os\nos._exit(0)\n"},
-                              ["a.py: importing it ended the process (exit status 0"]),
+    "os._exit(0) at import": (
+        {"a.py": "import os\nos._exit(0)\n"},
+        ["a.py: importing it ended the process (exit status 0"],
+    ),
     "sys.exit(0) at import": ({"a.py": "import sys\nsys.exit(0)\n"}, ["a.py: cannot import it: SystemExit"]),
-    "a crash (SIGSEGV) at import": ({"a.py": "import ctypes\nctypes.string_at(0)\n"},
-                                    ["a.py: importing it crashed the interpreter (SIGSEGV)"]),
+    "a crash (SIGSEGV) at import": (
+        {"a.py": "import ctypes\nctypes.string_at(0)\n"},
+        ["a.py: importing it crashed the interpreter (SIGSEGV)"],
+    ),
 }
 
 
-@pytest.mark.reliability("a --scenarios-from file that clashes (with a built-in or another file), fails to "
-                         "import, defines no or bad SCENARIOS, or does not exist",
-                         "one line naming the file and the cause (the exception and its line), exit 2, no "
-                         "traceback, nothing run")
+@pytest.mark.reliability(
+    "a --scenarios-from file that clashes (with a built-in or another file), fails to "
+    "import, defines no or bad SCENARIOS, or does not exist",
+    "one line naming the file and the cause (the exception and its line), exit 2, no traceback, nothing run",
+)
 @pytest.mark.parametrize("case", list(BAD_FILES))
 def test_a_bad_scenario_file_is_one_line_exit_2(tmp_path, case):
     files, words = BAD_FILES[case]
@@ -193,42 +233,56 @@ def test_a_bad_scenario_file_is_one_line_exit_2(tmp_path, case):
         assert not out.exists()
 
 
-@pytest.mark.reliability("a --scenarios-from file that hangs at import (sleeps forever)",
-                         "one line saying the import did not finish within the bound, exit 2, nothing run, no "
-                         "child left")
+@pytest.mark.reliability(
+    "a --scenarios-from file that hangs at import (sleeps forever)",
+    "one line saying the import did not finish within the bound, exit 2, nothing run, no child left",
+)
 def test_a_scenario_file_that_hangs_at_import(tmp_path, live_children):
     from uffdprobe.scenarios import import_trial
+
     (tmp_path / "a.py").write_text("import time\nwhile True:\n    time.sleep(1)\n")
     out = tmp_path / "r.json"
     started = time.monotonic()
-    assert_one_line_exit_2(uffdprobe("run", "--scenarios-from", str(tmp_path / "a.py"), "--json", str(out)),
-                           "a.py: importing it did not finish within")
+    assert_one_line_exit_2(
+        uffdprobe("run", "--scenarios-from", str(tmp_path / "a.py"), "--json", str(out)),
+        "a.py: importing it did not finish within",
+    )
     assert time.monotonic() - started < import_trial.IMPORT_BOUND_S + 30
     assert not out.exists()
 
 
-@pytest.mark.reliability("an installed entry point (group uffdprobe.scenarios) whose module raises on import, "
-                         "or whose scenario clashes with a --scenarios-from file",
-                         "one line naming the entry point, its distribution and the exception, or both "
-                         "sources, exit 2, nothing run")
+@pytest.mark.reliability(
+    "an installed entry point (group uffdprobe.scenarios) whose module raises on import, "
+    "or whose scenario clashes with a --scenarios-from file",
+    "one line naming the entry point, its distribution and the exception, or both sources, exit 2, nothing run",
+)
 def test_a_bad_entry_point_is_one_line_exit_2(tmp_path):
-    site = fake_distribution(tmp_path / "site", "[uffdprobe.scenarios]\nbroken = uffd_broken\n",
-                             {"uffd_broken.py": "raise ImportError('needs libfoo')\n"})
-    line = assert_one_line_exit_2(uffdprobe("run", env={"PYTHONPATH": str(site)}),
-                                  "entry point broken = uffd_broken (uffd-demo-scenarios 1.0)",
-                                  "cannot import it: ImportError: needs libfoo")
+    site = fake_distribution(
+        tmp_path / "site",
+        "[uffdprobe.scenarios]\nbroken = uffd_broken\n",
+        {"uffd_broken.py": "raise ImportError('needs libfoo')\n"},
+    )
+    line = assert_one_line_exit_2(
+        uffdprobe("run", env={"PYTHONPATH": str(site)}),
+        "entry point broken = uffd_broken (uffd-demo-scenarios 1.0)",
+        "cannot import it: ImportError: needs libfoo",
+    )
     assert "uffd_broken.py line 1" in line
     (site / "uffd_broken.py").write_text(ROW.format(name="mine", memory=("anon-4k",)))
     (tmp_path / "mine.py").write_text(ROW.format(name="mine", memory=("anon-4k",)))
-    assert_one_line_exit_2(uffdprobe("run", "--scenarios-from", str(tmp_path / "mine.py"),
-                                     env={"PYTHONPATH": str(site)}),
-                           "scenario 'mine' comes from both entry point broken", "mine.py")
+    assert_one_line_exit_2(
+        uffdprobe("run", "--scenarios-from", str(tmp_path / "mine.py"), env={"PYTHONPATH": str(site)}),
+        "scenario 'mine' comes from both entry point broken",
+        "mine.py",
+    )
 
 
-@pytest.mark.reliability("a --scenarios-from file under /tmp (which the guest covers) with run --kernel, "
-                         "matrix or the plugin's --uffd-kernel naming a booted kernel",
-                         "refused before any build or boot: one line naming the file and /tmp, exit 2 "
-                         "(pytest: a usage error), no QEMU started")
+@pytest.mark.reliability(
+    "a --scenarios-from file under /tmp (which the guest covers) with run --kernel, "
+    "matrix or the plugin's --uffd-kernel naming a booted kernel",
+    "refused before any build or boot: one line naming the file and /tmp, exit 2 "
+    "(pytest: a usage error), no QEMU started",
+)
 def test_a_file_the_guest_cannot_see_is_refused_up_front(tmp_path, pytester, live_children):
     hidden = tmp_path / "mine.py"
     assert str(hidden).startswith("/tmp/")
@@ -238,14 +292,16 @@ def test_a_file_the_guest_cannot_see_is_refused_up_front(tmp_path, pytester, liv
         assert_one_line_exit_2(proc, f"--scenarios-from {hidden}", "is under /tmp, which the guest covers")
         assert "[vm]" not in proc.stdout + proc.stderr and "building" not in proc.stderr
     pytester.makepyfile(test_user=PLUGIN_TESTS)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--uffd-kernel", "model-5.8",
-                                           "--uffd-scenarios-from", str(hidden), timeout=120)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--uffd-kernel", "model-5.8", "--uffd-scenarios-from", str(hidden), timeout=120
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*--scenarios-from {hidden}: * is under /tmp, which the guest covers*"])
     assert not live_children()
 
 
 # --- guests, a matrix, pytest ---------------------------------------------------------------------------
+
 
 @pytest.mark.vm
 @pytest.mark.parametrize("kernel", ["model-5.8", "stock"])
@@ -254,8 +310,9 @@ def test_a_user_file_in_a_guest(tmp_path, kernel, live_children):
     read-GUP (forced COW: do_wp_page under __get_user_pages), rescued, and the scenario ends; stock passes."""
     out = tmp_path / "r.json"
     expect = ["--expect", "user-service-vmsplice=HANG"] if kernel == "model-5.8" else []
-    proc = uffdprobe("run", "--kernel", kernel, "--scenarios-from", str(USER_FILE), *MINE, *expect,
-                     "--json", str(out), timeout=900)
+    proc = uffdprobe(
+        "run", "--kernel", kernel, "--scenarios-from", str(USER_FILE), *MINE, *expect, "--json", str(out), timeout=900
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     got = results_of(out)
     for r in got.values():
@@ -276,16 +333,35 @@ def test_a_user_file_in_a_matrix(tmp_path, live_children):
     HANG, the model-5.8 HANG declared by --expect, the other by the recipe's [expect] (so exit 0), with
     the evidence in the cells."""
     out = tmp_path / "m.json"
-    proc = uffdprobe("matrix", "--kernel", "host", "--kernel", "model-5.8", "--kernel", f"mine={USER_RECIPE}",
-                     "--scenarios-from", str(USER_FILE), *[a for s in MINE for a in ("--scenario", s)],
-                     "--expect", "model-5.8:user-service-vmsplice=HANG", "--json", str(out),
-                     "--results-dir", str(tmp_path / "work"), timeout=900)
+    proc = uffdprobe(
+        "matrix",
+        "--kernel",
+        "host",
+        "--kernel",
+        "model-5.8",
+        "--kernel",
+        f"mine={USER_RECIPE}",
+        "--scenarios-from",
+        str(USER_FILE),
+        *[a for s in MINE for a in ("--scenario", s)],
+        "--expect",
+        "model-5.8:user-service-vmsplice=HANG",
+        "--json",
+        str(out),
+        "--results-dir",
+        str(tmp_path / "work"),
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     cells = {(c["kernel"], c["scenario"]): c for c in valid_json(out, "matrix")["cells"]}
     assert {k: c["verdict"] for k, c in cells.items()} == {
-        ("host", "user-missing-copy"): "PASS", ("host", "user-service-vmsplice"): "PASS",
-        ("model-5.8", "user-missing-copy"): "PASS", ("model-5.8", "user-service-vmsplice"): "HANG",
-        ("mine", "user-missing-copy"): "PASS", ("mine", "user-service-vmsplice"): "HANG"}
+        ("host", "user-missing-copy"): "PASS",
+        ("host", "user-service-vmsplice"): "PASS",
+        ("model-5.8", "user-missing-copy"): "PASS",
+        ("model-5.8", "user-service-vmsplice"): "HANG",
+        ("mine", "user-missing-copy"): "PASS",
+        ("mine", "user-service-vmsplice"): "HANG",
+    }
     for kernel in ("model-5.8", "mine"):
         cell = cells[(kernel, "user-service-vmsplice")]
         assert cell["expected"] == "HANG" and cell["mark"] == "expected", cell
@@ -311,12 +387,14 @@ def test_eviction_splice(uffd_verdict):
 def test_the_plugin_finds_user_scenarios_on_the_host(pytester, monkeypatch, tmp_path, kf):
     """@pytest.mark.uffd_scenario("user-...") with --uffd-scenarios-from, and through the entry point."""
     pytester.makepyfile(test_user=PLUGIN_TESTS)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", "--uffd-scenarios-from",
-                                           str(USER_FILE), timeout=240)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-v", "--uffd-scenarios-from", str(USER_FILE), timeout=240
+    )
     result.stdout.fnmatch_lines(["*test_copy[[]host[]] PASSED*", "*test_eviction_splice[[]host[]] PASSED*"])
     assert result.ret == 0
-    site = fake_distribution(tmp_path / "site", "[uffdprobe.scenarios]\ndemo = uffd_demo\n",
-                             {"uffd_demo.py": USER_FILE.read_text()})
+    site = fake_distribution(
+        tmp_path / "site", "[uffdprobe.scenarios]\ndemo = uffd_demo\n", {"uffd_demo.py": USER_FILE.read_text()}
+    )
     monkeypatch.setenv("PYTHONPATH", str(site))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", timeout=240)
     result.stdout.fnmatch_lines(["*test_copy[[]host[]] PASSED*", "*test_eviction_splice[[]host[]] PASSED*"])
@@ -327,13 +405,30 @@ def test_the_plugin_runs_user_scenarios_on_host_and_model_5_8(pytester, monkeypa
     """One boot of model-5.8 for both tests; the declared HANG is an xfail(strict) with the evidence."""
     monkeypatch.setenv("XDG_CACHE_HOME", REAL_CACHE)
     pytester.makepyfile(test_user=PLUGIN_TESTS)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", "-rxX", "--uffd-kernel", "host",
-                                           "--uffd-kernel", "model-5.8", "--uffd-scenarios-from", str(USER_FILE),
-                                           "--uffd-expect", "model-5.8:user-service-vmsplice=HANG",
-                                           "--junitxml=out.xml", timeout=900)
-    result.stdout.fnmatch_lines_random(["*test_copy[[]host[]] PASSED*", "*test_eviction_splice[[]host[]] PASSED*",
-                                        "*test_copy[[]model-5.8[]] PASSED*",
-                                        "*test_eviction_splice[[]model-5.8[]] XFAIL*"])
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "-v",
+        "-rxX",
+        "--uffd-kernel",
+        "host",
+        "--uffd-kernel",
+        "model-5.8",
+        "--uffd-scenarios-from",
+        str(USER_FILE),
+        "--uffd-expect",
+        "model-5.8:user-service-vmsplice=HANG",
+        "--junitxml=out.xml",
+        timeout=900,
+    )
+    result.stdout.fnmatch_lines_random(
+        [
+            "*test_copy[[]host[]] PASSED*",
+            "*test_eviction_splice[[]host[]] PASSED*",
+            "*test_copy[[]model-5.8[]] PASSED*",
+            "*test_eviction_splice[[]model-5.8[]] XFAIL*",
+        ]
+    )
     assert result.ret == 0
     xml = (pytester.path / "out.xml").read_text()
     assert "model-5.8 user-service-vmsplice(anon-4k): HANG" in xml and "wchan: handle_userfault" in xml
@@ -349,17 +444,29 @@ def test_the_user_guide_example_runs_as_written(tmp_path, kf):
     assert example.startswith("# my_scenarios.py\n")
     (tmp_path / "my_scenarios.py").write_text(example)
     out = tmp_path / "r.json"
-    proc = uffdprobe("run", "--scenarios-from", "my_scenarios.py", "my-missing-copy", "--param", "fill=7",
-                     "--json", str(out), cwd=tmp_path)
+    proc = uffdprobe(
+        "run",
+        "--scenarios-from",
+        "my_scenarios.py",
+        "my-missing-copy",
+        "--param",
+        "fill=7",
+        "--json",
+        str(out),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     r = results_of(out)["my-missing-copy"]
     assert r["verdict"] == "PASS" and len(r["evidence"]["faults"]) == 1 and r["params"]["fill"] == 7, r
 
 
-@pytest.mark.reliability("an entry point of a distribution on a PYTHONPATH under /tmp, with run --kernel",
-                         "refused before any build or boot: one line naming the entry point and /tmp, exit 2")
+@pytest.mark.reliability(
+    "an entry point of a distribution on a PYTHONPATH under /tmp, with run --kernel",
+    "refused before any build or boot: one line naming the entry point and /tmp, exit 2",
+)
 def test_an_entry_point_the_guest_cannot_see_is_refused(tmp_path):
-    site = fake_distribution(tmp_path / "site", "[uffdprobe.scenarios]\ndemo = uffd_demo\n",
-                             {"uffd_demo.py": USER_FILE.read_text()})
+    site = fake_distribution(
+        tmp_path / "site", "[uffdprobe.scenarios]\ndemo = uffd_demo\n", {"uffd_demo.py": USER_FILE.read_text()}
+    )
     proc = uffdprobe("run", "--kernel", "model-5.8", env={"PYTHONPATH": str(site)}, timeout=60)
     assert_one_line_exit_2(proc, "entry point demo = uffd_demo", "is under /tmp, which the guest covers")

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The 2020 variants built from Debian's 6.1 source, booted, and held to what each recipe declares."""
+
 import subprocess
 import sys
 
@@ -21,9 +22,12 @@ def matrix(tmp_path_factory):
     out = {}
     for name in VARIANTS:
         path = tmp_path_factory.mktemp(name) / "results.json"
-        proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "--kernel", name, "--memory", "anon-4k",
-                               "--json", str(path)],
-                              capture_output=True, text=True, timeout=1800)
+        proc = subprocess.run(
+            [sys.executable, "-m", "uffdprobe", "run", "--kernel", name, "--memory", "anon-4k", "--json", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         assert proc.returncode == 0, f"{name}: exit {proc.returncode} (every verdict declared)\n{proc.stderr[-3000:]}"
         out[name] = [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
     return out
@@ -47,8 +51,9 @@ def test_variant_meets_its_recipe(matrix, name):
 @pytest.mark.build
 def test_stock_passes_everything_but_the_release_hang(matrix):
     """Debian's 6.1.192 answers every 2020 question right; it still lacks fe4cdc2c4e24 (release-vs-gup)."""
-    assert all(r.verdict in (Verdict.PASS, Verdict.SKIP) for r in matrix["stock"] if r.scenario != "release-vs-gup"), \
-        [(r.scenario, r.memory, r.verdict, r.reason) for r in matrix["stock"]]
+    assert all(r.verdict in (Verdict.PASS, Verdict.SKIP) for r in matrix["stock"] if r.scenario != "release-vs-gup"), [
+        (r.scenario, r.memory, r.verdict, r.reason) for r in matrix["stock"]
+    ]
     assert verdicts(matrix["stock"])["release-vs-gup"] is Verdict.HANG
 
 

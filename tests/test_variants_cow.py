@@ -4,6 +4,7 @@
 Issue 21: real v5.8.1 without forced COW and v5.8.1 + FOLL_BREAK_COW v3 leak on a THP as on a small
 page, and no 2020 kernel closes the reverse direction; the models must say the same.
 """
+
 import subprocess
 import sys
 
@@ -26,8 +27,12 @@ def cow(tmp_path_factory):
     out = {}
     for name in VARIANTS:
         path = tmp_path_factory.mktemp(name) / "results.json"
-        proc = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "--kernel", name, *SCENARIOS,
-                               "--json", str(path)], capture_output=True, text=True, timeout=1800)
+        proc = subprocess.run(
+            [sys.executable, "-m", "uffdprobe", "run", "--kernel", name, *SCENARIOS, "--json", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         assert proc.returncode == 0, f"{name}: exit {proc.returncode} (every verdict declared)\n{proc.stderr[-3000:]}"
         results = [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
         assert all(r.kernel.get("release", "").startswith("6.1.") for r in results)
@@ -56,13 +61,16 @@ def test_cow_cells_are_declared_and_met(cow, name):
             r = cow[name][(scenario, memory)]
             w = declared(want, scenario, memory)
             assert w is not None, f"{name}: {scenario}[{memory}] is not declared in its recipe"
-            assert expect.matches(w, r.verdict), f"{name} {scenario}[{memory}]: declared {w}, got {r.verdict.value}: {r.reason}"
+            assert expect.matches(w, r.verdict), (
+                f"{name} {scenario}[{memory}]: declared {w}, got {r.verdict.value}: {r.reason}"
+            )
 
 
 @pytest.mark.vm
 @pytest.mark.build
-@pytest.mark.parametrize("name,leaks", [("model-5.7", True), ("model-5.8-break-cow", True),
-                                        ("stock", False), ("model-5.8", False)])
+@pytest.mark.parametrize(
+    "name,leaks", [("model-5.7", True), ("model-5.8-break-cow", True), ("stock", False), ("model-5.8", False)]
+)
 def test_thp_cow_leak_answers_as_the_modelled_kernel(cow, name, leaks):
     thp = verdict(cow, name, "cow-leak", "anon-thp")
     assert (thp is Verdict.LEAK) is leaks, cow[name][("cow-leak", "anon-thp")].reason

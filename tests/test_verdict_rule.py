@@ -2,6 +2,7 @@
 """The one verdict rule, kernel identity and whole reports, on real runs (host, and real kernels in QEMU).
 
 Rule: anything but PASS or SKIP fails unless declared for that kernel, scenario and memory kind."""
+
 import json
 import os
 import re
@@ -24,13 +25,29 @@ root = pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp scenarios and mount
 #: The anonymous kinds only: the declarations below are about 4k vs THP (wp-real-write and cow-leak also run on
 #: shmem and hugetlb now, which would add cells of their own).
 ANON = ["--memory", "anon-4k", "--memory", "anon-thp"]
-BAD_ON_HOST = ["--scenario", "selftest-self-deadlock", "--scenario", "cow-leak", "--scenario", "wp-real-write",
-               "--param", "selftest_shared_page=true", "--param", "selftest_unprotect_first=true", *ANON]
+BAD_ON_HOST = [
+    "--scenario",
+    "selftest-self-deadlock",
+    "--scenario",
+    "cow-leak",
+    "--scenario",
+    "wp-real-write",
+    "--param",
+    "selftest_shared_page=true",
+    "--param",
+    "selftest_unprotect_first=true",
+    *ANON,
+]
 
 
 def matrix(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "uffdprobe", "matrix", *args], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "matrix", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def cells(path: Path) -> dict:
@@ -47,16 +64,20 @@ def junit_failures(path: Path) -> list:
 
 def bzimage(recipe: str) -> Path:
     from uffdprobe.kbuild import build as kbuild
+
     return kbuild.resolve_kernel(recipe, progress=False).bzimage
 
 
 @root
-@pytest.mark.reliability("a host matrix whose cells are HANG, LEAK and WP_LOST with nothing declared",
-                         "every bad cell UNEXPECTED, exit 7, a JUnit failure per bad cell")
+@pytest.mark.reliability(
+    "a host matrix whose cells are HANG, LEAK and WP_LOST with nothing declared",
+    "every bad cell UNEXPECTED, exit 7, a JUnit failure per bad cell",
+)
 def test_undeclared_bad_host_matrix_fails(tmp_path):
     out, xml = tmp_path / "m.json", tmp_path / "m.xml"
-    proc = matrix("--kernel", "host", *BAD_ON_HOST, "--json", str(out), "--junit", str(xml),
-                  "--results-dir", str(tmp_path / "w"))
+    proc = matrix(
+        "--kernel", "host", *BAD_ON_HOST, "--json", str(out), "--junit", str(xml), "--results-dir", str(tmp_path / "w")
+    )
     assert proc.returncode == 7, proc.stdout + proc.stderr
     got = cells(out)
     bad = {k: c for k, c in got.items() if c["verdict"] not in ("PASS", "SKIP")}
@@ -69,10 +90,25 @@ def test_undeclared_bad_host_matrix_fails(tmp_path):
         assert sum(scenario in f and memory in f for f in failed) == 1, (scenario, memory, failed)
     assert "4 unexpected" in proc.stdout
     # `uffdprobe run` says the same of the same verdicts: a kernel problem
-    run = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "selftest-self-deadlock", "cow-leak",
-                          "wp-real-write", "--param", "selftest_shared_page=true",
-                          "--param", "selftest_unprotect_first=true", *ANON],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "run",
+            "selftest-self-deadlock",
+            "cow-leak",
+            "wp-real-write",
+            "--param",
+            "selftest_shared_page=true",
+            "--param",
+            "selftest_unprotect_first=true",
+            *ANON,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 1, run.stdout + run.stderr
 
 
@@ -80,27 +116,65 @@ def test_undeclared_bad_host_matrix_fails(tmp_path):
 def test_declared_bad_host_cells_pass_per_memory_kind(tmp_path):
     """The same verdicts declared (WP_LOST on 4k only): 4k expected, THP undeclared fails; both: exit 0."""
     out = tmp_path / "m.json"
-    base = ["--kernel", "host", *BAD_ON_HOST, "--json", str(out), "--expect", "selftest-self-deadlock=HANG",
-            "--expect", "host:cow-leak/anon-4k=LEAK"]
+    base = [
+        "--kernel",
+        "host",
+        *BAD_ON_HOST,
+        "--json",
+        str(out),
+        "--expect",
+        "selftest-self-deadlock=HANG",
+        "--expect",
+        "host:cow-leak/anon-4k=LEAK",
+    ]
     proc = matrix(*base, "--expect", "host:wp-real-write/anon-4k=WP_LOST", "--results-dir", str(tmp_path / "a"))
     assert proc.returncode == 7, proc.stdout + proc.stderr
     got = cells(out)
     assert got[("host", "wp-real-write", "anon-4k")]["mark"] == "expected"
     thp = got[("host", "wp-real-write", "anon-thp")]
     assert (thp["verdict"], thp["mark"], thp["expected"]) == ("WP_LOST", "UNEXPECTED", None)
-    assert [line.split(":")[1] for line in proc.stdout.splitlines() if line.startswith("UNEXPECTED")] == \
-        [" host wp-real-write(anon-thp)"]
+    assert [line.split(":")[1] for line in proc.stdout.splitlines() if line.startswith("UNEXPECTED")] == [
+        " host wp-real-write(anon-thp)"
+    ]
     proc = matrix(*base, "--expect", "wp-real-write=WP_LOST", "--results-dir", str(tmp_path / "b"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert all(c["mark"] in ("expected", None) for c in cells(out).values())
     # uffdprobe run: the same declarations, the same answer
-    run = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "wp-real-write", "--param",
-                          "selftest_unprotect_first=true", "--expect", "wp-real-write/anon-4k=WP_LOST", *ANON],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "run",
+            "wp-real-write",
+            "--param",
+            "selftest_unprotect_first=true",
+            "--expect",
+            "wp-real-write/anon-4k=WP_LOST",
+            *ANON,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 1 and "UNEXPECTED: wp-real-write[anon-thp]" in run.stdout, run.stdout + run.stderr
-    run = subprocess.run([sys.executable, "-m", "uffdprobe", "run", "wp-real-write", "--param",
-                          "selftest_unprotect_first=true", "--expect", "wp-real-write=WP_LOST", *ANON],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "run",
+            "wp-real-write",
+            "--param",
+            "selftest_unprotect_first=true",
+            "--expect",
+            "wp-real-write=WP_LOST",
+            *ANON,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -109,26 +183,47 @@ def test_declared_bad_host_cells_pass_per_memory_kind(tmp_path):
 def test_declared_hang_passes_and_undeclared_thp_hang_fails(tmp_path):
     """model-5.8's bzImage given by path (no recipe, nothing declared): its read-GUP HANGs on 4k and THP."""
     out, xml = tmp_path / "m.json", tmp_path / "m.xml"
-    proc = matrix("--kernel", f"m58={bzimage('model-5.8')}", "--scenario", "wp-gup-vmsplice",
-                  "--scenario", "wp-gup-process-vm-readv", "--expect", "m58:wp-gup-vmsplice=HANG",
-                  "--expect", "m58:wp-gup-process-vm-readv/anon-4k=HANG", "--json", str(out), "--junit", str(xml),
-                  "--results-dir", str(tmp_path / "w"), *ANON)
+    proc = matrix(
+        "--kernel",
+        f"m58={bzimage('model-5.8')}",
+        "--scenario",
+        "wp-gup-vmsplice",
+        "--scenario",
+        "wp-gup-process-vm-readv",
+        "--expect",
+        "m58:wp-gup-vmsplice=HANG",
+        "--expect",
+        "m58:wp-gup-process-vm-readv/anon-4k=HANG",
+        "--json",
+        str(out),
+        "--junit",
+        str(xml),
+        "--results-dir",
+        str(tmp_path / "w"),
+        *ANON,
+    )
     assert proc.returncode == 7, proc.stdout + proc.stderr[-3000:]
     got = cells(out)
     assert {k: c["verdict"] for k, c in got.items()} == {
-        ("m58", s, m): "HANG" for s in ("wp-gup-vmsplice", "wp-gup-process-vm-readv") for m in ("anon-4k", "anon-thp")}
+        ("m58", s, m): "HANG" for s in ("wp-gup-vmsplice", "wp-gup-process-vm-readv") for m in ("anon-4k", "anon-thp")
+    }
     marks = {(s, m): c["mark"] for (_, s, m), c in got.items()}
-    assert marks == {("wp-gup-vmsplice", "anon-4k"): "expected", ("wp-gup-vmsplice", "anon-thp"): "expected",
-                     ("wp-gup-process-vm-readv", "anon-4k"): "expected",
-                     ("wp-gup-process-vm-readv", "anon-thp"): "UNEXPECTED"}
+    assert marks == {
+        ("wp-gup-vmsplice", "anon-4k"): "expected",
+        ("wp-gup-vmsplice", "anon-thp"): "expected",
+        ("wp-gup-process-vm-readv", "anon-4k"): "expected",
+        ("wp-gup-process-vm-readv", "anon-thp"): "UNEXPECTED",
+    }
     failed = junit_failures(xml)
     assert len(failed) == 1 and "wp-gup-process-vm-readv" in failed[0] and "anon-thp" in failed[0], failed
 
 
 @root
 @pytest.mark.vm
-@pytest.mark.reliability("two matrix kernels with the same file name (stock and model-5.8, both bzImage)",
-                         "each its own label, results folder and verdicts: stock PASS, model-5.8 HANG, exit 7")
+@pytest.mark.reliability(
+    "two matrix kernels with the same file name (stock and model-5.8, both bzImage)",
+    "each its own label, results folder and verdicts: stock PASS, model-5.8 HANG, exit 7",
+)
 def test_same_basename_kernels_get_their_own_verdicts(tmp_path):
     """stock and model-5.8, both copied to a file named bzImage: two labels, two folders, and each kernel's
     own answer (model-5.8 HANGs where stock passes). A file that is no kernel at all is refused up front
@@ -138,8 +233,20 @@ def test_same_basename_kernels_get_their_own_verdicts(tmp_path):
         path.parent.mkdir()
         shutil.copyfile(bzimage(recipe), path)
     out, work = tmp_path / "m.json", tmp_path / "w"
-    proc = matrix("--kernel", str(first), "--kernel", str(second), "--scenario", "wp-gup-vmsplice",
-                  "--memory", "anon-4k", "--json", str(out), "--results-dir", str(work))
+    proc = matrix(
+        "--kernel",
+        str(first),
+        "--kernel",
+        str(second),
+        "--scenario",
+        "wp-gup-vmsplice",
+        "--memory",
+        "anon-4k",
+        "--json",
+        str(out),
+        "--results-dir",
+        str(work),
+    )
     assert proc.returncode == 7, proc.stdout + proc.stderr[-3000:]  # model-5.8's HANG is declared nowhere
     data = json.loads(out.read_text())
     labels = [k["label"] for k in data["kernels"]]
@@ -153,13 +260,25 @@ def test_same_basename_kernels_get_their_own_verdicts(tmp_path):
 
 @root
 @pytest.mark.vm
-@pytest.mark.reliability("a matrix re-run into the same --results-dir after the kernel file changed",
-                         "a fresh folder; the old PASS is never read back: the new kernel's own verdicts")
+@pytest.mark.reliability(
+    "a matrix re-run into the same --results-dir after the kernel file changed",
+    "a fresh folder; the old PASS is never read back: the new kernel's own verdicts",
+)
 def test_rerun_after_the_kernel_changed_reads_nothing_old(tmp_path):
     kernel, work, out = tmp_path / "bzImage", tmp_path / "w", tmp_path / "m.json"
     shutil.copyfile(bzimage("stock"), kernel)
-    args = ["--kernel", f"k={kernel}", "--scenario", "wp-gup-vmsplice", "--memory", "anon-4k", "--json", str(out),
-            "--results-dir", str(work)]
+    args = [
+        "--kernel",
+        f"k={kernel}",
+        "--scenario",
+        "wp-gup-vmsplice",
+        "--memory",
+        "anon-4k",
+        "--json",
+        str(out),
+        "--results-dir",
+        str(work),
+    ]
     first = matrix(*args)
     assert first.returncode == 0, first.stdout + first.stderr[-3000:]
     assert {c["verdict"] for c in cells(out).values()} == {"PASS"}
@@ -177,29 +296,68 @@ def test_rerun_after_the_kernel_changed_reads_nothing_old(tmp_path):
 
 @root
 @pytest.mark.vm
-@pytest.mark.reliability("Ctrl-C mid-matrix with earlier --json/--junit/--html reports on disk",
-                         "exit 130, one line; a larger earlier report stays byte for byte, the incomplete one "
-                         "(finished kernels plus the stopped kernel's verdicts so far) goes next to it; a new "
-                         "path gets the incomplete report")
+@pytest.mark.reliability(
+    "Ctrl-C mid-matrix with earlier --json/--junit/--html reports on disk",
+    "exit 130, one line; a larger earlier report stays byte for byte, the incomplete one "
+    "(finished kernels plus the stopped kernel's verdicts so far) goes next to it; a new "
+    "path gets the incomplete report",
+)
 def test_ctrl_c_mid_matrix_keeps_earlier_reports(tmp_path):
     bzimage("stock")
     out, html, xml = tmp_path / "m.json", tmp_path / "m.html", tmp_path / "m.xml"
-    earlier = matrix("--kernel", "host", "--runs", "2", "--json", str(out), "--html", str(html),
-                     "--results-dir", str(tmp_path / "earlier"))
+    earlier = matrix(
+        "--kernel",
+        "host",
+        "--runs",
+        "2",
+        "--json",
+        str(out),
+        "--html",
+        str(html),
+        "--results-dir",
+        str(tmp_path / "earlier"),
+    )
     assert earlier.returncode == 0, earlier.stdout + earlier.stderr
     before = {p: p.read_bytes() for p in (out, html)}
     # selftest-kernel-spin runs last and takes > 20 s: the Ctrl-C lands while stock is mid-run
-    proc = subprocess.Popen([sys.executable, "-m", "uffdprobe", "matrix", "--kernel", "host", "--kernel", "stock",
-                             "--scenario", "wp-real-write", "--scenario", "selftest-kernel-spin", *ANON,
-                             "--json", str(out), "--junit", str(xml), "--html", str(html),
-                             "--results-dir", str(tmp_path / "w")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uffdprobe",
+            "matrix",
+            "--kernel",
+            "host",
+            "--kernel",
+            "stock",
+            "--scenario",
+            "wp-real-write",
+            "--scenario",
+            "selftest-kernel-spin",
+            *ANON,
+            "--json",
+            str(out),
+            "--junit",
+            str(xml),
+            "--html",
+            str(html),
+            "--results-dir",
+            str(tmp_path / "w"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     lines = []
     try:
         deadline = time.monotonic() + 900
         for line in proc.stderr:  # the stopped kernel's verdicts before the spin, then Ctrl-C
             lines.append(line)
-            if re.match(r"^  stock \| \[\d+/\d+\] wp-real-write\s+anon-thp\s+PASS", line) or time.monotonic() > deadline:
+            if (
+                re.match(r"^  stock \| \[\d+/\d+\] wp-real-write\s+anon-thp\s+PASS", line)
+                or time.monotonic() > deadline
+            ):
                 break
         time.sleep(2)  # the tail streams them on to the run folder within half a second
         proc.send_signal(signal.SIGINT)
@@ -221,31 +379,50 @@ def test_ctrl_c_mid_matrix_keeps_earlier_reports(tmp_path):
     assert data["complete"] is False
     assert [(k["label"], k["complete"]) for k in data["kernels"]] == [("host", True), ("stock", False)]
     stock = [c for c in data["cells"] if c["kernel"] == "stock"]
-    assert {(c["scenario"], c["memory"], c["verdict"]) for c in stock} == \
-        {("wp-real-write", "anon-4k", "PASS"), ("wp-real-write", "anon-thp", "PASS")}  # no filler for the spin
+    assert {(c["scenario"], c["memory"], c["verdict"]) for c in stock} == {
+        ("wp-real-write", "anon-4k", "PASS"),
+        ("wp-real-write", "anon-thp", "PASS"),
+    }  # no filler for the spin
     assert ET.parse(xml).getroot().findall("testsuite")  # no earlier JUnit: the incomplete one, whole, at the path
-    assert {k["label"] for k in json.loads((tmp_path / "w" / "matrix.json").read_text())["kernels"]} == \
-        {"host", "stock"}
+    assert {k["label"] for k in json.loads((tmp_path / "w" / "matrix.json").read_text())["kernels"]} == {
+        "host",
+        "stock",
+    }
 
 
 @root
-@pytest.mark.reliability("--json onto a full file system (64 KiB tmpfs) that holds an earlier --json",
-                         "exit 6, one line; the earlier file byte for byte, no temporary file left")
+@pytest.mark.reliability(
+    "--json onto a full file system (64 KiB tmpfs) that holds an earlier --json",
+    "exit 6, one line; the earlier file byte for byte, no temporary file left",
+)
 def test_json_on_a_full_disk_keeps_the_earlier_file(tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=True)
     try:
         out = mnt / "m.json"
-        first = matrix("--kernel", "host", "--scenario", "wp-real-write", "--json", str(out),
-                       "--results-dir", str(tmp_path / "a"))
+        first = matrix(
+            "--kernel", "host", "--scenario", "wp-real-write", "--json", str(out), "--results-dir", str(tmp_path / "a")
+        )
         assert first.returncode == 0, first.stdout + first.stderr
         earlier = out.read_bytes()
         json.loads(earlier)
         filler = mnt / "filler"
         subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True)
-        proc = matrix("--kernel", "host", "--scenario", "wp-real-write", "--scenario", "cow-leak", "--runs", "2",
-                      "--json", str(out), "--results-dir", str(tmp_path / "b"))
+        proc = matrix(
+            "--kernel",
+            "host",
+            "--scenario",
+            "wp-real-write",
+            "--scenario",
+            "cow-leak",
+            "--runs",
+            "2",
+            "--json",
+            str(out),
+            "--results-dir",
+            str(tmp_path / "b"),
+        )
         assert proc.returncode == 6, proc.stdout + proc.stderr
         assert out.read_bytes() == earlier
         assert sorted(p.name for p in mnt.iterdir()) == ["filler", "m.json"]

@@ -41,11 +41,15 @@ def built_kernel():
     env = os.environ.get("UFFDPROBE_TEST_BZIMAGE")
     if env:
         return Path(env)
-    found = sorted((p for p in cache_root().glob("kernels/entries/*/bzImage") if p.with_name("complete").exists()),
-                   key=lambda p: p.stat().st_mtime)
+    found = sorted(
+        (p for p in cache_root().glob("kernels/entries/*/bzImage") if p.with_name("complete").exists()),
+        key=lambda p: p.stat().st_mtime,
+    )
     if not found:
-        pytest.skip("no kernel built from linux-source-6.1 yet (uffdprobe.kbuild output or "
-                    "UFFDPROBE_TEST_BZIMAGE); the builder lands separately")
+        pytest.skip(
+            "no kernel built from linux-source-6.1 yet (uffdprobe.kbuild output or "
+            "UFFDPROBE_TEST_BZIMAGE); the builder lands separately"
+        )
     return found[-1]
 
 
@@ -71,9 +75,11 @@ def cloud_tour(cloud_deb, tmp_path_factory):
     its own file, so one part failing leaves the others' evidence intact. No VM process may be left."""
     run_dir = tmp_path_factory.mktemp("tour") / "run"
     target = REPO / f"written-by-guest-{os.getpid()}"
-    code = ("import json, os, platform; "
-            "open(os.path.join(os.environ['UFFDPROBE_RESULTS'], 'verdicts.jsonl'), 'w')"
-            ".write(json.dumps({'release': platform.release(), 'cwd': os.getcwd()}) + '\\n')")
+    code = (
+        "import json, os, platform; "
+        "open(os.path.join(os.environ['UFFDPROBE_RESULTS'], 'verdicts.jsonl'), 'w')"
+        ".write(json.dumps({'release': platform.release(), 'cwd': os.getcwd()}) + '\\n')"
+    )
     script = f"""
         {PY} -c {shlex.quote(code)}
         mount -o remount,rw / 2>/dev/null
@@ -103,9 +109,26 @@ def test_exit_status_propagates(cloud_tour):
 
 
 def test_cli_prints_guest_output_and_returns_its_status(cloud_deb, tmp_path):
-    proc = subprocess.run([PY, "-m", "uffdprobe", "boot", "--accel", "tcg", "--results-dir", str(tmp_path / "run"),
-                           str(cloud_deb), "--", "sh", "-c", "echo hello from $(uname -r); exit 4"],
-                          capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [
+            PY,
+            "-m",
+            "uffdprobe",
+            "boot",
+            "--accel",
+            "tcg",
+            "--results-dir",
+            str(tmp_path / "run"),
+            str(cloud_deb),
+            "--",
+            "sh",
+            "-c",
+            "echo hello from $(uname -r); exit 4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 4, proc.stderr
     assert proc.stdout.strip() == "hello from " + proc.stdout.split()[-1] and "-cloud-" in proc.stdout
     assert "guest init reached" in proc.stderr  # progress
@@ -119,7 +142,10 @@ def test_results_file_written_in_guest_arrives_on_host(cloud_tour):
     assert line == {"release": result.kernel_identity["release"], "cwd": "/tmp"}
 
 
-@pytest.mark.reliability('the guest writes to the host root (even after remounting it rw)', 'refused; only the results channel and the scratch disk are writable')
+@pytest.mark.reliability(
+    'the guest writes to the host root (even after remounting it rw)',
+    'refused; only the results channel and the scratch disk are writable',
+)
 def test_guest_cannot_write_host_root(cloud_tour):
     result, _, target = cloud_tour
     assert result.outcome == "OK", result.reason
@@ -146,11 +172,12 @@ def test_panic_is_classified_with_its_lines(cloud_deb, run_dir):
     assert result.exit_status is None
 
 
-@pytest.mark.reliability('a guest task wedged in D state', 'the hung-task detector panics before the harness limit: PANIC with stacks')
+@pytest.mark.reliability(
+    'a guest task wedged in D state', 'the hung-task detector panics before the harness limit: PANIC with stacks'
+)
 def test_d_state_wedge_panics_before_the_harness_limit(cloud_deb, run_dir):
     # A write to a frozen filesystem sleeps uninterruptibly; the hung-task detector must fire first.
-    script = ("mkfs.ext4 -q /dev/vda && mkdir /tmp/m && mount /dev/vda /tmp/m && fsfreeze -f /tmp/m "
-              "&& echo x > /tmp/m/f")
+    script = "mkfs.ext4 -q /dev/vda && mkdir /tmp/m && mount /dev/vda /tmp/m && fsfreeze -f /tmp/m && echo x > /tmp/m/f"
     result = tcg_boot(cloud_deb, ["sh", "-c", script], run_dir, timeout=170, silence_timeout=60)
     assert result.outcome == "PANIC", result.reason
     assert "hung_task" in result.reason
@@ -158,15 +185,21 @@ def test_d_state_wedge_panics_before_the_harness_limit(cloud_deb, run_dir):
     assert any("state:D" in line for line in result.panic_lines)
 
 
-@pytest.mark.reliability('a kernel path that is not a kernel, a directory, or missing', 'one-line error, exit 2, no QEMU started')
+@pytest.mark.reliability(
+    'a kernel path that is not a kernel, a directory, or missing', 'one-line error, exit 2, no QEMU started'
+)
 def test_not_a_kernel_is_refused_with_usage_exit(tmp_path):
     bogus = tmp_path / "notakernel"
     bogus.write_bytes(b"\x7fELF not really a kernel" * 100)
     with pytest.raises(VmInputError, match="not an x86 kernel image"):
         boot(bogus, ["true"], accel="tcg", run_dir=tmp_path / "run")
     for kernel in (bogus, tmp_path, tmp_path / "missing"):
-        proc = subprocess.run([PY, "-m", "uffdprobe", "boot", "-q", "--accel", "tcg", str(kernel), "--", "true"],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [PY, "-m", "uffdprobe", "boot", "-q", "--accel", "tcg", str(kernel), "--", "true"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 2, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
 
@@ -181,8 +214,7 @@ def test_bad_arguments_are_refused_before_any_qemu(cloud_deb, tmp_path):
         boot(cloud_deb, "true", accel="tcg", run_dir=tmp_path / "a")
     with pytest.raises(VmInputError, match="unknown accelerator"):
         boot(cloud_deb, ["true"], accel="hvf", run_dir=tmp_path / "b")
-    proc = subprocess.run([PY, "-m", "uffdprobe", "boot", str(cloud_deb)], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run([PY, "-m", "uffdprobe", "boot", str(cloud_deb)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "no guest command" in proc.stderr
     assert (used / "console.log").read_text() == "an earlier run\n"
 
@@ -217,8 +249,20 @@ def test_chatty_guest_is_cut_at_the_overall_limit(cloud_deb, run_dir):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.reliability('SIGINT or SIGTERM while a VM runs', 'exit 130, no QEMU or virtiofsd left')
 def test_signal_to_booting_process_leaves_no_qemu(cloud_deb, run_dir, sig):
-    cmd = [PY, "-m", "uffdprobe", "boot", "--accel", "tcg", "--results-dir", str(run_dir),
-           str(cloud_deb), "--", "sleep", "1000"]
+    cmd = [
+        PY,
+        "-m",
+        "uffdprobe",
+        "boot",
+        "--accel",
+        "tcg",
+        "--results-dir",
+        str(run_dir),
+        str(cloud_deb),
+        "--",
+        "sleep",
+        "1000",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -268,12 +312,15 @@ def test_built_kernel_boots_and_runs_a_command(built_exit):
     assert (result.outcome, result.exit_status) == ("OK", 5), result.reason
 
 
-@pytest.mark.reliability("a built kernel (no ACPI: it cannot power off) finishes its command or panics",
-                         "QEMU ends by itself (reboot under -no-reboot), never stopped by the harness; the "
-                         "exit status or the PANIC intact")
-@pytest.mark.parametrize("script,outcome,status", [("exit 5", "OK", 5),
-                                                   ("echo c > /proc/sysrq-trigger; sleep 60", "PANIC", None)],
-                         ids=["exit status", "panic"])
+@pytest.mark.reliability(
+    "a built kernel (no ACPI: it cannot power off) finishes its command or panics",
+    "QEMU ends by itself (reboot under -no-reboot), never stopped by the harness; the exit status or the PANIC intact",
+)
+@pytest.mark.parametrize(
+    "script,outcome,status",
+    [("exit 5", "OK", 5), ("echo c > /proc/sysrq-trigger; sleep 60", "PANIC", None)],
+    ids=["exit status", "panic"],
+)
 def test_a_built_kernel_ends_qemu_by_itself(built_kernel, request, script, outcome, status):
     if outcome == "OK":  # the same request as the boot shared with test_built_kernel_boots_and_runs_a_command
         result, run_dir = request.getfixturevalue("built_exit")
@@ -290,10 +337,22 @@ def test_a_built_kernel_ends_qemu_by_itself(built_kernel, request, script, outco
 
 def _run_in_vm(kernel, results_dir, *args):
     """`uffdprobe run --kernel` as a child whose stdout (the verdict table) can be read as it streams."""
-    cmd = [PY, "-m", "uffdprobe", "run", "--kernel", str(kernel), "--accel", "tcg", "--memory", "anon-4k",
-           "--results-dir", str(results_dir), *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    cmd = [
+        PY,
+        "-m",
+        "uffdprobe",
+        "run",
+        "--kernel",
+        str(kernel),
+        "--accel",
+        "tcg",
+        "--memory",
+        "anon-4k",
+        "--results-dir",
+        str(results_dir),
+        *args,
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def _finish(proc, timeout=240):
@@ -318,13 +377,14 @@ def _next_run_works(kernel, tmp_path):
     assert _verdicts(out)["wp-gup-vmsplice"]["verdict"] == "PASS"
 
 
-@pytest.mark.reliability('QEMU SIGKILLed from outside mid-run', 'verdicts before it kept, the rest ERROR naming '
-                         'the signal, exit 13, nothing left running, next run works')
+@pytest.mark.reliability(
+    'QEMU SIGKILLed from outside mid-run',
+    'verdicts before it kept, the rest ERROR naming the signal, exit 13, nothing left running, next run works',
+)
 def test_qemu_killed_from_outside_keeps_earlier_verdicts(cloud_deb, tmp_path):
     out = tmp_path / "results"
     # the self-deadlock is judged HANG only after --hang-timeout: a minute in which QEMU gets killed
-    proc = _run_in_vm(cloud_deb, out, "--hang-timeout", "60", "wp-gup-vmsplice", "selftest-self-deadlock",
-                      "cow-leak")
+    proc = _run_in_vm(cloud_deb, out, "--hang-timeout", "60", "wp-gup-vmsplice", "selftest-self-deadlock", "cow-leak")
     try:
         line = ""
         deadline = time.monotonic() + 180
@@ -346,8 +406,11 @@ def test_qemu_killed_from_outside_keeps_earlier_verdicts(cloud_deb, tmp_path):
     _next_run_works(cloud_deb, tmp_path)
 
 
-@pytest.mark.reliability("the guest's results channel closed early", 'verdicts that arrived kept, the rest ERROR '
-                         'naming the lost channel (the guest table is in the console log), exit 14, next run works')
+@pytest.mark.reliability(
+    "the guest's results channel closed early",
+    'verdicts that arrived kept, the rest ERROR '
+    'naming the lost channel (the guest table is in the console log), exit 14, next run works',
+)
 def test_results_channel_closed_early(cloud_deb, tmp_path):
     out = tmp_path / "results"
     proc = _run_in_vm(cloud_deb, out, "wp-gup-vmsplice", "selftest-close-channel", "cow-leak")
@@ -381,6 +444,7 @@ def small_cache(tmp_path):
                     f.flush()
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC
+
     try:
         yield mnt, fill
     finally:
@@ -391,18 +455,40 @@ def small_cache(tmp_path):
 def stock_bzimage():
     """The project's stock 6.1 build (from the kernel cache, else built now): a kernel booted from a path."""
     from uffdprobe.kbuild import build as kbuild
+
     return kbuild.resolve_kernel("stock").bzimage
 
 
 def _run_on_cache(cache, kernel, out, *args):
-    cmd = [PY, "-m", "uffdprobe", "run", "--kernel", str(kernel), "--accel", "tcg", "--memory", "anon-4k",
-           "--results-dir", str(out), *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "XDG_CACHE_HOME": str(cache)})
+    cmd = [
+        PY,
+        "-m",
+        "uffdprobe",
+        "run",
+        "--kernel",
+        str(kernel),
+        "--accel",
+        "tcg",
+        "--memory",
+        "anon-4k",
+        "--results-dir",
+        str(out),
+        *args,
+    ]
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "XDG_CACHE_HOME": str(cache)},
+    )
 
 
-@pytest.mark.reliability('a run started with the cache disk full', 'one line naming the disk and the fix, exit 6, '
-                         'no QEMU started; after freeing space the next run works')
+@pytest.mark.reliability(
+    'a run started with the cache disk full',
+    'one line naming the disk and the fix, exit 6, no QEMU started; after freeing space the next run works',
+)
 def test_full_cache_disk_refuses_the_boot(small_cache, stock_bzimage, tmp_path):
     cache, fill = small_cache
     fill()
@@ -419,12 +505,22 @@ def test_full_cache_disk_refuses_the_boot(small_cache, stock_bzimage, tmp_path):
     assert _verdicts(tmp_path / "out")["wp-gup-vmsplice"]["verdict"] == "PASS"
 
 
-@pytest.mark.reliability('the cache disk fills while a VM runs', 'exit 6 naming the disk; the verdicts that arrived '
-                         'before stay in the run directory; nothing left running')
+@pytest.mark.reliability(
+    'the cache disk fills while a VM runs',
+    'exit 6 naming the disk; the verdicts that arrived before stay in the run directory; nothing left running',
+)
 def test_cache_disk_filling_mid_run(small_cache, stock_bzimage, tmp_path):
     cache, fill = small_cache
-    proc = _run_on_cache(cache, stock_bzimage, tmp_path / "out", "--hang-timeout", "20", "wp-gup-vmsplice",
-                         "selftest-self-deadlock", "cow-leak")
+    proc = _run_on_cache(
+        cache,
+        stock_bzimage,
+        tmp_path / "out",
+        "--hang-timeout",
+        "20",
+        "wp-gup-vmsplice",
+        "selftest-self-deadlock",
+        "cow-leak",
+    )
     try:
         line, deadline = "", time.monotonic() + 180
         while "wp-gup-vmsplice" not in line and time.monotonic() < deadline:
@@ -440,14 +536,37 @@ def test_cache_disk_filling_mid_run(small_cache, stock_bzimage, tmp_path):
     assert not vm_processes(ancestor=proc.pid) and not vm_processes(mentioning=str(cache))
 
 
-@pytest.mark.reliability('THP disabled for the whole system (transparent_hugepage=never)',
-                         'anon-thp SKIP with the probed reason, anon-4k still runs, nothing PASS that did not run')
+@pytest.mark.reliability(
+    'THP disabled for the whole system (transparent_hugepage=never)',
+    'anon-thp SKIP with the probed reason, anon-4k still runs, nothing PASS that did not run',
+)
 def test_thp_disabled_on_the_kernel_command_line(stock_bzimage, tmp_path):
     out = tmp_path / "results.json"
-    proc = subprocess.run([PY, "-m", "uffdprobe", "run", "--kernel", str(stock_bzimage), "--accel", "tcg",
-                           "--append", "transparent_hugepage=never", "--json", str(out), "--memory", "anon-4k",
-                           "--memory", "anon-thp", "wp-gup-vmsplice", "cow-leak"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            PY,
+            "-m",
+            "uffdprobe",
+            "run",
+            "--kernel",
+            str(stock_bzimage),
+            "--accel",
+            "tcg",
+            "--append",
+            "transparent_hugepage=never",
+            "--json",
+            str(out),
+            "--memory",
+            "anon-4k",
+            "--memory",
+            "anon-thp",
+            "wp-gup-vmsplice",
+            "cow-leak",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     got = {(r["scenario"], r["memory"]): r for r in valid_json(out, "results")["results"]}
     for name in ("wp-gup-vmsplice", "cow-leak"):
@@ -456,16 +575,40 @@ def test_thp_disabled_on_the_kernel_command_line(stock_bzimage, tmp_path):
         assert got[(name, "anon-thp")]["reason"] == "transparent hugepages disabled (enabled=never)"
 
 
-@pytest.mark.reliability('a matrix whose booted kernel meets a full cache disk', "the host kernel's verdicts kept, "
-                         "the booted kernel's cells ERROR naming the full disk, exit 7, no QEMU started")
+@pytest.mark.reliability(
+    'a matrix whose booted kernel meets a full cache disk',
+    "the host kernel's verdicts kept, the booted kernel's cells ERROR naming the full disk, exit 7, no QEMU started",
+)
 def test_matrix_with_a_full_cache_disk_keeps_the_host(small_cache, stock_bzimage, tmp_path):
     cache, fill = small_cache
     fill()
     out = tmp_path / "matrix.json"
-    proc = subprocess.run([PY, "-m", "uffdprobe", "matrix", "--kernel", "host", "--kernel", f"stock={stock_bzimage}",
-                           "--accel", "tcg", "--scenario", "cow-leak", "--memory", "anon-4k", "--json", str(out),
-                           "--results-dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "XDG_CACHE_HOME": str(cache)})
+    proc = subprocess.run(
+        [
+            PY,
+            "-m",
+            "uffdprobe",
+            "matrix",
+            "--kernel",
+            "host",
+            "--kernel",
+            f"stock={stock_bzimage}",
+            "--accel",
+            "tcg",
+            "--scenario",
+            "cow-leak",
+            "--memory",
+            "anon-4k",
+            "--json",
+            str(out),
+            "--results-dir",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "XDG_CACHE_HOME": str(cache)},
+    )
     assert proc.returncode == 7, proc.stderr
     cells = {c["kernel"]: c for c in valid_json(out, "matrix")["cells"]}
     assert cells["host"]["verdict"] == "PASS"

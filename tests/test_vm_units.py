@@ -46,7 +46,8 @@ def test_module_load_order_puts_dependencies_first_and_skips_builtins(tmp_path):
         "kernel/net/9p/9pnet_virtio.ko: kernel/net/9p/9pnet.ko kernel/drivers/virtio/virtio_ring.ko\n"
         "kernel/net/9p/9pnet.ko:\n"
         "kernel/fs/netfs/netfs.ko:\n"
-        "kernel/drivers/virtio/virtio_ring.ko.xz:\n")
+        "kernel/drivers/virtio/virtio_ring.ko.xz:\n"
+    )
     (moddir / "modules.builtin").write_text("kernel/drivers/virtio/virtio_pci.ko\n")
     tree = ModuleTree(moddir)
     order = tree.load_order(["virtio_pci", "9pnet_virtio", "9p", "not_there"])
@@ -62,7 +63,7 @@ def test_header_version_reads_the_setup_header():
     head[0x202:0x206] = b"HdrS"
     head[0x20E:0x210] = (0x100).to_bytes(2, "little")
     text = b"6.1.192 #4\0"
-    head[0x300:0x300 + len(text)] = text
+    head[0x300 : 0x300 + len(text)] = text
     assert header_version(bytes(head)) == "6.1.192 #4"
     assert header_version(b"\0" * 0x400) == ""
 
@@ -76,17 +77,20 @@ def test_console_parsing():
     assert console.guest_output(PANIC_LOG) == ["hello from the guest"]
 
 
-@pytest.mark.parametrize("text,limit,files,expected", [
-    (PANIC_LOG, "", {}, "PANIC"),
-    (PANIC_LOG.replace("uffdprobe-guest: init reached", "x"), "", {}, "BOOT_FAIL"),
-    ("", "", {}, "BOOT_FAIL"),
-    ("uffdprobe-guest: init failed: cannot mount /proc\n", "", {}, "BOOT_FAIL"),
-    ("uffdprobe-guest: init reached\n", "silence", {}, "VM_TIMEOUT"),
-    ("uffdprobe-guest: init reached\n", "overall", {}, "VM_TIMEOUT"),
-    ("uffdprobe-guest: init reached\n", "", {"exit_status": "124\n", "command_timed_out": ""}, "VM_TIMEOUT"),
-    ("uffdprobe-guest: init reached\nuffdprobe-guest: command done status=3\n", "", {"exit_status": "3\n"}, "OK"),
-    ("uffdprobe-guest: init reached\n", "", {}, "PANIC"),  # died silently: triple fault
-])
+@pytest.mark.parametrize(
+    "text,limit,files,expected",
+    [
+        (PANIC_LOG, "", {}, "PANIC"),
+        (PANIC_LOG.replace("uffdprobe-guest: init reached", "x"), "", {}, "BOOT_FAIL"),
+        ("", "", {}, "BOOT_FAIL"),
+        ("uffdprobe-guest: init failed: cannot mount /proc\n", "", {}, "BOOT_FAIL"),
+        ("uffdprobe-guest: init reached\n", "silence", {}, "VM_TIMEOUT"),
+        ("uffdprobe-guest: init reached\n", "overall", {}, "VM_TIMEOUT"),
+        ("uffdprobe-guest: init reached\n", "", {"exit_status": "124\n", "command_timed_out": ""}, "VM_TIMEOUT"),
+        ("uffdprobe-guest: init reached\nuffdprobe-guest: command done status=3\n", "", {"exit_status": "3\n"}, "OK"),
+        ("uffdprobe-guest: init reached\n", "", {}, "PANIC"),  # died silently: triple fault
+    ],
+)
 def test_outcome_rules(tmp_path, text, limit, files, expected):
     for name, content in files.items():
         (tmp_path / name).write_text(content)
@@ -105,8 +109,9 @@ def test_outcome_of_qemu_killed_or_stopped_and_of_a_lost_channel(tmp_path):
     # uffdprobe's own stop after a limit is not a kill from outside
     stopped = QemuRun(returncode=-15, limit_hit="silence", stopped=True)
     assert outcome.classify(reached, "", stopped, tmp_path, limits).outcome == "VM_TIMEOUT"
-    lost = outcome.classify(reached + "uffdprobe-guest: command done status=14\n", "", QemuRun(returncode=0),
-                            tmp_path, limits)
+    lost = outcome.classify(
+        reached + "uffdprobe-guest: command done status=14\n", "", QemuRun(returncode=0), tmp_path, limits
+    )
     assert (lost.outcome, lost.exit_status) == ("CHANNEL_LOST", 14)
 
 
@@ -121,6 +126,7 @@ def test_apt_cache_finds_a_debian_cloud_kernel():
     import shutil
     import subprocess
     from uffdprobe.vm import distro
+
     if not shutil.which("apt-cache"):
         pytest.skip("no apt-cache here")
     listed = subprocess.run(["apt-cache", "policy"], capture_output=True, text=True, timeout=60).stdout

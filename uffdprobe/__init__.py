@@ -7,6 +7,7 @@ osutil (processes, locks, whole files) -> uffd (the bindings) -> scenarios -> su
 matrix) -> bisect -> cli. exitcodes and verdicts (the verdict model) are shared by all;
 pytest_plugin and __main__ sit on top.
 """
+
 import functools
 
 __all__ = ["__version__", "version", "version_info", "git_describe"]
@@ -21,12 +22,18 @@ def git_describe():
     from a wheel or sdist (or when git cannot say)."""
     import subprocess
     from uffdprobe.osutil.datafiles import checkout
+
     root = checkout()
     if root is None or not (root / ".git").exists():
         return None
     try:
-        out = subprocess.run(["git", "-C", str(root), "describe", "--tags", "--always", "--dirty"],
-                             capture_output=True, text=True, timeout=10, check=True)
+        out = subprocess.run(
+            ["git", "-C", str(root), "describe", "--tags", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The verdict model (docs/design.md): exactly one verdict per scenario run, with evidence."""
+
 import enum
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, Dict, Optional
@@ -9,16 +10,16 @@ class Verdict(str, enum.Enum):
     """How one scenario run ended: exactly one per run, judged against declarations by results/expect.py."""
 
     PASS = "PASS"
-    HANG = "HANG"          #: a task blocked in handle_userfault on a fault nobody will answer
-    LEAK = "LEAK"          #: data crossed a COW boundary it must not cross
-    WP_LOST = "WP_LOST"    #: a real write to a write-protected page was not trapped
-    FAIL = "FAIL"          #: a workload (a program under --exec, a kselftest case) reported failure
-    STUCK = "STUCK"        #: a workload's task stuck outside handle_userfault (D state or spinning)
-    WARN = "WARN"          #: the kernel logged a WARNING (or lockdep report, or a new taint bit) while it ran
-    OOPS = "OOPS"          #: the kernel logged a BUG/Oops/KASAN report that did not panic while it ran
-    REFUSED = "REFUSED"    #: the kernel refused a valid request (the errno is the evidence)
-    SKIP = "SKIP"          #: the kernel lacks a feature the scenario needs (probed)
-    ERROR = "ERROR"        #: the harness or the setup failed
+    HANG = "HANG"  #: a task blocked in handle_userfault on a fault nobody will answer
+    LEAK = "LEAK"  #: data crossed a COW boundary it must not cross
+    WP_LOST = "WP_LOST"  #: a real write to a write-protected page was not trapped
+    FAIL = "FAIL"  #: a workload (a program under --exec, a kselftest case) reported failure
+    STUCK = "STUCK"  #: a workload's task stuck outside handle_userfault (D state or spinning)
+    WARN = "WARN"  #: the kernel logged a WARNING (or lockdep report, or a new taint bit) while it ran
+    OOPS = "OOPS"  #: the kernel logged a BUG/Oops/KASAN report that did not panic while it ran
+    REFUSED = "REFUSED"  #: the kernel refused a valid request (the errno is the evidence)
+    SKIP = "SKIP"  #: the kernel lacks a feature the scenario needs (probed)
+    ERROR = "ERROR"  #: the harness or the setup failed
     BUILD_FAIL = "BUILD_FAIL"
     BOOT_FAIL = "BOOT_FAIL"
     PANIC = "PANIC"
@@ -54,6 +55,7 @@ def plain(value: Any) -> Any:
 @dataclass
 class Outcome:
     """What a scenario concluded from what it observed, before the supervisor adds its own view."""
+
     verdict: Verdict
     reason: str
     evidence: Dict[str, Any] = field(default_factory=dict)
@@ -62,6 +64,7 @@ class Outcome:
 @dataclass
 class Result:
     """One scenario on one memory kind on one kernel: the unit of every report."""
+
     scenario: str
     memory: str
     verdict: Verdict

@@ -10,11 +10,22 @@ splat-hang  the WARN poke, then a real HANG on every kernel: the only uffd reade
             write-protected page (rescued by the supervisor). A HANG is already a kernel problem: it
             stays HANG, with the splat as evidence.
 """
+
 import ctypes
 import os
 
-from uffdprobe.scenarios.api import (PAGE_SIZE, Feature, Outcome, RegisterMode, Scenario, ScenarioContext,
-                                     Userfaultfd, Verdict, memory, watched)
+from uffdprobe.scenarios.api import (
+    PAGE_SIZE,
+    Feature,
+    Outcome,
+    RegisterMode,
+    Scenario,
+    ScenarioContext,
+    Userfaultfd,
+    Verdict,
+    memory,
+    watched,
+)
 
 UFFDPROBE_PR_SPLAT = 0x75667370
 SPLAT_WARN = 0x5741524E
@@ -29,8 +40,9 @@ def _poke(ctx: ScenarioContext, what: int, word: str) -> Outcome:
     err = ctypes.get_errno()
     if ret == 0:
         return Outcome(Verdict.PASS, f"prctl {word} returned 0 (this kernel has the splat hook)", {"prctl": 0})
-    return Outcome(Verdict.PASS, f"prctl {word} refused: {os.strerror(err)} (no splat hook here)",
-                   {"prctl": ret, "errno": err})
+    return Outcome(
+        Verdict.PASS, f"prctl {word} refused: {os.strerror(err)} (no splat hook here)", {"prctl": ret, "errno": err}
+    )
 
 
 def run_warn(ctx: ScenarioContext) -> Outcome:
@@ -56,10 +68,28 @@ def run_hang(ctx: ScenarioContext) -> Outcome:
 
 
 SCENARIOS = [
-    Scenario("splat-warn", "Test only: does a WARNING the kernel logs while a scenario runs become its verdict?",
-             run_warn, needs=(), memory=("anon-4k",), test_only=True),
-    Scenario("splat-oops", "Test only: does an Oops that kills the scenario's child become its verdict?",
-             run_oops, needs=(), memory=("anon-4k",), test_only=True),
-    Scenario("splat-hang", "Test only: does a HANG with a WARNING while it ran stay HANG, with the splat?",
-             run_hang, needs=("uffd", "uffd-wp"), memory=("anon-4k",), test_only=True),
+    Scenario(
+        "splat-warn",
+        "Test only: does a WARNING the kernel logs while a scenario runs become its verdict?",
+        run_warn,
+        needs=(),
+        memory=("anon-4k",),
+        test_only=True,
+    ),
+    Scenario(
+        "splat-oops",
+        "Test only: does an Oops that kills the scenario's child become its verdict?",
+        run_oops,
+        needs=(),
+        memory=("anon-4k",),
+        test_only=True,
+    ),
+    Scenario(
+        "splat-hang",
+        "Test only: does a HANG with a WARNING while it ran stay HANG, with the splat?",
+        run_hang,
+        needs=("uffd", "uffd-wp"),
+        memory=("anon-4k",),
+        test_only=True,
+    ),
 ]

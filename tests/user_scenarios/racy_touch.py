@@ -20,13 +20,31 @@ tests/bench_race_rate.py measures it again); in a matrix of 30 runs of 30 tries,
 0.07). The row declares p_hit 0.015, the lowest rate seen, so the miss probability it reports is an
 upper bound there.
 """
+
 import threading
 
-from uffdprobe.scenarios.api import (PAGE_SIZE, Outcome, PageFault, Race, RegisterMode, Scenario,
-                                     ScenarioContext, Userfaultfd, Verdict, as_data, memory, repeat, watched)
+from uffdprobe.scenarios.api import (
+    PAGE_SIZE,
+    Outcome,
+    PageFault,
+    Race,
+    RegisterMode,
+    Scenario,
+    ScenarioContext,
+    Userfaultfd,
+    Verdict,
+    as_data,
+    memory,
+    repeat,
+    watched,
+)
 
-RACE = Race(p_hit=0.015, measured_on="the 6.18 host, 2 loaded cores: 47 hits in 1600 tries, 6 in the "
-                                      "worst 400", tries=2000, seconds=60.0)
+RACE = Race(
+    p_hit=0.015,
+    measured_on="the 6.18 host, 2 loaded cores: 47 hits in 1600 tries, 6 in the worst 400",
+    tries=2000,
+    seconds=60.0,
+)
 
 
 def _one_try(uffd: Userfaultfd, source: memory.Mapping, racing: bool) -> Outcome:
@@ -53,8 +71,11 @@ def _one_try(uffd: Userfaultfd, source: memory.Mapping, racing: bool) -> Outcome
         if thread.is_alive():
             return Outcome(Verdict.ERROR, "the toucher did not finish within 10 s after the copy")
         if seen:
-            return Outcome(Verdict.FAIL, "the toucher's fault reached the uffd before the monitor looked",
-                           {"messages": [as_data(m) for m in seen]})
+            return Outcome(
+                Verdict.FAIL,
+                "the toucher's fault reached the uffd before the monitor looked",
+                {"messages": [as_data(m) for m in seen]},
+            )
         return Outcome(Verdict.PASS, "the monitor looked before the toucher faulted")
     finally:
         page.close()
@@ -90,16 +111,29 @@ def run_hang_on_try(ctx: ScenarioContext) -> Outcome:
         uffd.copy(pages.addr, source.addr, PAGE_SIZE)
         memory.touch(pages.addr, PAGE_SIZE)
         return None
+
     return repeat(ctx, trigger)
 
 
 SCENARIOS = [
-    Scenario("user-racy-touch",
-             "Does the monitor find no fault pending when it fills a page another thread is touching "
-             "at the same moment? (a genuine two-thread race; FAIL when the fault won)",
-             run_racy_touch, ("uffd",), memory=("anon-4k",), defaults={"toucher": "racing"}, race=RACE),
-    Scenario("user-hang-on-try",
-             "Harness self-test: does a hang on try N of a racy trigger come out HANG naming try N?",
-             run_hang_on_try, ("uffd",), memory=("anon-4k",), defaults={"hang_on_try": 3}, test_only=True,
-             race=Race(p_hit=1.0, measured_on="by construction: try hang_on_try always hangs", tries=5)),
+    Scenario(
+        "user-racy-touch",
+        "Does the monitor find no fault pending when it fills a page another thread is touching "
+        "at the same moment? (a genuine two-thread race; FAIL when the fault won)",
+        run_racy_touch,
+        ("uffd",),
+        memory=("anon-4k",),
+        defaults={"toucher": "racing"},
+        race=RACE,
+    ),
+    Scenario(
+        "user-hang-on-try",
+        "Harness self-test: does a hang on try N of a racy trigger come out HANG naming try N?",
+        run_hang_on_try,
+        ("uffd",),
+        memory=("anon-4k",),
+        defaults={"hang_on_try": 3},
+        test_only=True,
+        race=Race(p_hit=1.0, measured_on="by construction: try hang_on_try always hangs", tries=5),
+    ),
 ]

@@ -9,12 +9,26 @@ user-service-vmsplice the same service thread "evicts" a page: write-protects it
 user-self-deadlock    (test only) the service thread writes to its own protected page: a real
                       deadlock on every kernel, for proving the supervisor on the running one.
 """
+
 import os
 import threading
 
-from uffdprobe.scenarios.api import (PAGE_SIZE, Feature, Outcome, PageFault, RegisterMode, Scenario,
-                                     ScenarioContext, Userfaultfd, Verdict, as_data, gettid, memory,
-                                     read_exactly, watched)
+from uffdprobe.scenarios.api import (
+    PAGE_SIZE,
+    Feature,
+    Outcome,
+    PageFault,
+    RegisterMode,
+    Scenario,
+    ScenarioContext,
+    Userfaultfd,
+    Verdict,
+    as_data,
+    gettid,
+    memory,
+    read_exactly,
+    watched,
+)
 
 
 def page_bytes(index: int) -> bytes:
@@ -74,16 +88,21 @@ def run_missing_copy(ctx: ScenarioContext) -> Outcome:
             wrong = [i for i in range(pages) if region.read(i * PAGE_SIZE, PAGE_SIZE) != page_bytes(i)]
     finally:
         service.close()
-    evidence = {"faults": len(service.faults), "first_fault": service.faults[:1], "copy_errors": service.errors,
-                "wrong_pages": wrong}
+    evidence = {
+        "faults": len(service.faults),
+        "first_fault": service.faults[:1],
+        "copy_errors": service.errors,
+        "wrong_pages": wrong,
+    }
     if wrong:
-        return Outcome(Verdict.FAIL, f"{len(wrong)} of {pages} pages read back other bytes than UFFDIO_COPY "
-                       "put there", evidence)
+        return Outcome(
+            Verdict.FAIL, f"{len(wrong)} of {pages} pages read back other bytes than UFFDIO_COPY put there", evidence
+        )
     if len(service.faults) != pages:
-        return Outcome(Verdict.FAIL, f"{pages} missing pages raised {len(service.faults)} MISSING faults",
-                       evidence)
-    return Outcome(Verdict.PASS, f"{pages} MISSING faults, each answered with UFFDIO_COPY; every page read "
-                   "back exactly", evidence)
+        return Outcome(Verdict.FAIL, f"{pages} missing pages raised {len(service.faults)} MISSING faults", evidence)
+    return Outcome(
+        Verdict.PASS, f"{pages} MISSING faults, each answered with UFFDIO_COPY; every page read back exactly", evidence
+    )
 
 
 def run_service_vmsplice(ctx: ScenarioContext) -> Outcome:
@@ -122,12 +141,15 @@ def run_service_vmsplice(ctx: ScenarioContext) -> Outcome:
     if "error" in outcome:
         return Outcome(Verdict.ERROR, f"eviction failed: {outcome['error']}", evidence)
     if first != page_bytes(0) or outcome["spliced"] != page_bytes(0):
-        return Outcome(Verdict.FAIL, "the page or the spliced bytes differ from what UFFDIO_COPY put there",
-                       evidence)
+        return Outcome(Verdict.FAIL, "the page or the spliced bytes differ from what UFFDIO_COPY put there", evidence)
     if outcome["pending_after"]:
         return Outcome(Verdict.FAIL, "vmsplice() returned but left a uffd fault pending", evidence)
-    return Outcome(Verdict.PASS, "the service thread vmsplice()d its own write-protected page without a uffd "
-                   "fault; the pipe holds the page's bytes", evidence)
+    return Outcome(
+        Verdict.PASS,
+        "the service thread vmsplice()d its own write-protected page without a uffd "
+        "fault; the pipe holds the page's bytes",
+        evidence,
+    )
 
 
 def run_self_deadlock(ctx: ScenarioContext) -> Outcome:
@@ -144,19 +166,33 @@ def run_self_deadlock(ctx: ScenarioContext) -> Outcome:
 
 
 SCENARIOS = [
-    Scenario("user-missing-copy",
-             "Does every MISSING fault reach the service thread once, and does UFFDIO_COPY put exactly "
-             "the copied bytes under the faulting reader?",
-             run_missing_copy, needs=("uffd",), memory=("anon-4k",), defaults={"pages": 16},
-             models="a CRIU/QEMU-postcopy style fault service"),
-    Scenario("user-service-vmsplice",
-             "Can a uffd service thread vmsplice() a page it has just write-protected without raising a "
-             "fault that only it could answer?",
-             run_service_vmsplice, needs=("uffd", "uffd-wp"), memory=("anon-4k",),
-             defaults={"evict_timeout_s": 60.0},
-             models="umap's eviction from the fault-service thread; hangs under 17839856fd58's forced COW"),
-    Scenario("user-self-deadlock",
-             "Self-test of a user file: the only uffd reader writes to its own protected page; HANG, "
-             "rescued, on every kernel.",
-             run_self_deadlock, needs=("uffd", "uffd-wp"), memory=("anon-4k",), test_only=True),
+    Scenario(
+        "user-missing-copy",
+        "Does every MISSING fault reach the service thread once, and does UFFDIO_COPY put exactly "
+        "the copied bytes under the faulting reader?",
+        run_missing_copy,
+        needs=("uffd",),
+        memory=("anon-4k",),
+        defaults={"pages": 16},
+        models="a CRIU/QEMU-postcopy style fault service",
+    ),
+    Scenario(
+        "user-service-vmsplice",
+        "Can a uffd service thread vmsplice() a page it has just write-protected without raising a "
+        "fault that only it could answer?",
+        run_service_vmsplice,
+        needs=("uffd", "uffd-wp"),
+        memory=("anon-4k",),
+        defaults={"evict_timeout_s": 60.0},
+        models="umap's eviction from the fault-service thread; hangs under 17839856fd58's forced COW",
+    ),
+    Scenario(
+        "user-self-deadlock",
+        "Self-test of a user file: the only uffd reader writes to its own protected page; HANG, "
+        "rescued, on every kernel.",
+        run_self_deadlock,
+        needs=("uffd", "uffd-wp"),
+        memory=("anon-4k",),
+        test_only=True,
+    ),
 ]

@@ -7,6 +7,7 @@ step restores it, lets `make olddefconfig` follow Kconfig changes, and runs make
 only files the checkout changed (and what depends on them) recompile. ccache sees the same
 compiler flags throughout, so revisiting a state costs cache hits, not compiles.
 """
+
 import json
 import os
 import shutil
@@ -39,8 +40,16 @@ def build_dir(work: Path) -> Path:
     return Path(work) / "build"
 
 
-def build_step(tree: Path, work: Path, base: str, fragments: list, label: str, jobs: int = 0,
-               progress: bool = True, timeout: float = kbuild_make.BUILD_TIMEOUT) -> BuildOutcome:
+def build_step(
+    tree: Path,
+    work: Path,
+    base: str,
+    fragments: list,
+    label: str,
+    jobs: int = 0,
+    progress: bool = True,
+    timeout: float = kbuild_make.BUILD_TIMEOUT,
+) -> BuildOutcome:
     """Configure (first time) or restore the saved .config, then make bzImage; BuildFailed or ConfigDropped."""
     started = time.monotonic()
     tree, work = Path(tree).resolve(), Path(work).resolve()
@@ -72,15 +81,13 @@ def build_step(tree: Path, work: Path, base: str, fragments: list, label: str, j
     if not bzimage.is_file():
         raise BuildFailed(f"make succeeded but left no {BZIMAGE}; build log: {log_path}", log=log_path)
     show.finish("built")
-    return BuildOutcome(bzimage, files.sha256_file(bzimage), time.monotonic() - started,
-                        show.compiled, log_path)
+    return BuildOutcome(bzimage, files.sha256_file(bzimage), time.monotonic() - started, show.compiled, log_path)
 
 
 def compiled_in(log_path) -> int:
     """How many files a build log shows being compiled (also for a build that failed)."""
     try:
-        return sum(1 for line in Path(log_path).read_text(errors="replace").splitlines()
-                   if line.startswith("  CC "))
+        return sum(1 for line in Path(log_path).read_text(errors="replace").splitlines() if line.startswith("  CC "))
     except OSError:
         return 0
 
@@ -90,8 +97,12 @@ def freeze(work: Path, base: str, fragments: list) -> None:
     wanted = {}
     for fragment in fragments:
         wanted.update(kbuild_config.read_fragment(fragment))
-    state = {"base": base, "fragments": [str(f) for f in fragments], "hashes": fragment_hashes(fragments),
-             "wanted": wanted}
+    state = {
+        "base": base,
+        "fragments": [str(f) for f in fragments],
+        "hashes": fragment_hashes(fragments),
+        "wanted": wanted,
+    }
     files.write_atomic(Path(work) / FROZEN, json.dumps(state, indent=1).encode())
 
 
@@ -130,10 +141,17 @@ def _olddefconfig(make: list, tree: Path, log) -> None:
     log.write(f"$ {' '.join(make)} olddefconfig\n")
     log.flush()
     try:
-        done = subprocess.run(make + ["olddefconfig"], cwd=tree, stdout=log, stderr=subprocess.STDOUT,
-                              timeout=kbuild_config.CONFIG_TIMEOUT)
+        done = subprocess.run(
+            make + ["olddefconfig"],
+            cwd=tree,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=kbuild_config.CONFIG_TIMEOUT,
+        )
     except subprocess.TimeoutExpired:
-        raise BuildFailed(f"make olddefconfig took longer than {kbuild_config.CONFIG_TIMEOUT} s", log=log.name) from None
+        raise BuildFailed(
+            f"make olddefconfig took longer than {kbuild_config.CONFIG_TIMEOUT} s", log=log.name
+        ) from None
     if done.returncode != 0:
         raise BuildFailed(f"make olddefconfig failed (exit {done.returncode}); build log: {log.name}", log=log.name)
 

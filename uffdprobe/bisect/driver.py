@@ -9,6 +9,7 @@ Ctrl-C (or SIGTERM/SIGHUP) stops the whole bisection: the running step is interr
 and make are killed), git bisect run is stopped, and the tree is put back with `git bisect reset`
 on the branch or commit it was on; the exit status is 130. The log keeps every finished step.
 """
+
 import signal
 import subprocess
 import sys
@@ -49,8 +50,9 @@ class BisectResult:
     output: str = field(default="", repr=False)
 
 
-def bisect(spec: bisect_step.StepSpec, good_ref: str, bad_ref: str, step_argv: List[str],
-           timeout: float) -> BisectResult:
+def bisect(
+    spec: bisect_step.StepSpec, good_ref: str, bad_ref: str, step_argv: List[str], timeout: float
+) -> BisectResult:
     """Run the whole bisection for `spec` between good_ref and bad_ref; the tree is always reset."""
     started = time.monotonic()
     tree = spec.tree
@@ -58,14 +60,17 @@ def bisect(spec: bisect_step.StepSpec, good_ref: str, bad_ref: str, step_argv: L
     good = bisect_git.resolve(tree, good_ref, "--good")
     bad = bisect_git.resolve(tree, bad_ref, "--bad")
     if good == bad:
-        raise BadInput(f"--good {good_ref} and --bad {bad_ref} are the same commit ({good[:12]}): give an older "
-                       "--good")
+        raise BadInput(f"--good {good_ref} and --bad {bad_ref} are the same commit ({good[:12]}): give an older --good")
     if spec.find_fix and not bisect_git.is_ancestor(tree, bad, good):
-        raise BadInput(f"--find-fix: --bad {bad_ref} is not an ancestor of --good {good_ref}: give an older --bad "
-                       "(a commit with the defect) and a newer --good (one with the fix)")
+        raise BadInput(
+            f"--find-fix: --bad {bad_ref} is not an ancestor of --good {good_ref}: give an older --bad "
+            "(a commit with the defect) and a newer --good (one with the fix)"
+        )
     if not spec.find_fix and not bisect_git.is_ancestor(tree, good, bad):
-        raise BadInput(f"--good {good_ref} is not an ancestor of --bad {bad_ref}: give an older --good "
-                       "(or --find-fix to look for the commit that fixed it)")
+        raise BadInput(
+            f"--good {good_ref} is not an ancestor of --bad {bad_ref}: give an older --good "
+            "(or --find-fix to look for the commit that fixed it)"
+        )
     with kbuild_cache.Lock(spec.work, "bisect", wait=2, what=f"the bisection work dir {spec.work}"):
         return _bisect_locked(spec, good, bad, good_ref, bad_ref, step_argv, timeout, started)
 
@@ -78,9 +83,20 @@ def _bisect_locked(spec, good, bad, good_ref, bad_ref, step_argv, timeout, start
         log.event("reconfigure", reason="base or config fragments changed since the last bisection here")
     old, new = (bad, good) if spec.find_fix else (good, bad)
     term_old, term_new = bisect_git.TERMS[spec.find_fix]
-    log.event("start", tree=str(tree), good=good, bad=bad, scenario=spec.scenario, memory=spec.memory,
-              runs=spec.runs, bad_if=spec.bad_if, bad_verdicts=list(spec.bad_verdicts), find_fix=spec.find_fix,
-              candidates=bisect_git.count_between(tree, old, new), work=str(spec.work))
+    log.event(
+        "start",
+        tree=str(tree),
+        good=good,
+        bad=bad,
+        scenario=spec.scenario,
+        memory=spec.memory,
+        runs=spec.runs,
+        bad_if=spec.bad_if,
+        bad_verdicts=list(spec.bad_verdicts),
+        find_fix=spec.find_fix,
+        candidates=bisect_git.count_between(tree, old, new),
+        work=str(spec.work),
+    )
     original = bisect_git.where(tree)
     with children.signals_raise(Interrupted, (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)):
         try:
@@ -91,8 +107,10 @@ def _bisect_locked(spec, good, bad, good_ref, bad_ref, step_argv, timeout, start
             output = _run_bisect(tree, step_argv, timeout)
             first, candidates = bisect_git.parse_outcome(output, term_new)
             if not candidates:
-                raise SetupError("git bisect run ended without naming a commit: "
-                                 + (output.strip().splitlines()[-1:] or ["no output"])[0])
+                raise SetupError(
+                    "git bisect run ended without naming a commit: "
+                    + (output.strip().splitlines()[-1:] or ["no output"])[0]
+                )
             bisect_log = bisect_git.run(tree, "bisect", "log", check=False).stdout
         except Interrupted as exc:
             log.event("interrupted", reason=str(exc))
@@ -101,8 +119,14 @@ def _bisect_locked(spec, good, bad, good_ref, bad_ref, step_argv, timeout, start
             bisect_git.reset(tree, original)
     found = [{"commit": c, "subject": bisect_git.subject(tree, c)} for c in candidates]
     total = round(time.monotonic() - started, 2)
-    log.event("result", term=term_new, candidates=found, total_s=total, git_bisect_log=bisect_log,
-              **{f"first_{term_new}": found[0] if first else None})
+    log.event(
+        "result",
+        term=term_new,
+        candidates=found,
+        total_s=total,
+        git_bisect_log=bisect_log,
+        **{f"first_{term_new}": found[0] if first else None},
+    )
     return BisectResult(first, term_new, found, log.events("step"), spec.work, total, output)
 
 
@@ -118,8 +142,9 @@ def _check_endpoint(spec: bisect_step.StepSpec, commit: str, role: str, want: in
     step = BisectLog(spec.work).events("step")[-1]
     name = "--good" if want == bisect_step.GOOD else "--bad"
     if code == bisect_step.SKIP:
-        raise EndpointError(f"{name} {ref} cannot be tested ({step.get('reason', '')[:200]}); fix that or "
-                            f"choose another {name}")
+        raise EndpointError(
+            f"{name} {ref} cannot be tested ({step.get('reason', '')[:200]}); fix that or choose another {name}"
+        )
     seen = "bad" if code == bisect_step.BAD else "good"
     fix = "give an older --good" if want == bisect_step.GOOD else "give a newer --bad, or check --scenario/--memory"
     raise EndpointError(f"{name} {ref} is {seen} for {spec.scenario} ({step.get('reason', '')[:150]}): {fix}")
@@ -127,9 +152,15 @@ def _check_endpoint(spec: bisect_step.StepSpec, commit: str, role: str, want: in
 
 def _run_bisect(tree: Path, step_argv: List[str], timeout: float) -> str:
     """`git bisect run STEP...`, output shown and kept; stopped (and waited for) on Ctrl-C or timeout."""
-    proc = subprocess.Popen(["git", "-C", str(tree), "bisect", "run", *step_argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace",
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        ["git", "-C", str(tree), "bisect", "run", *step_argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
     lines: List[str] = []
     reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
     reader.start()
@@ -156,5 +187,3 @@ def _pump(stream, lines: List[str]) -> None:
 def _stop(proc: subprocess.Popen) -> None:
     """SIGINT to git bisect run's process group (the step cleans up and exits 130), then SIGKILL."""
     children.stop_group(proc, signal.SIGINT, grace=STOP_WAIT, wait_for_group=True)
-
-

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The git side of a bisection: checks on the tree, where HEAD was, commit subjects, bisect results."""
+
 import re
 import subprocess
 from pathlib import Path
@@ -16,8 +17,9 @@ TERMS = {False: ("good", "bad"), True: ("broken", "fixed")}
 def run(tree, *args, timeout: float = GIT_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess:
     """git -C tree ARGS, bounded; SetupError with git's message when it fails and check is set."""
     try:
-        done = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            ["git", "-C", str(tree), *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
     except FileNotFoundError:
         raise SetupError("git is not installed: apt-get install git") from None
     except subprocess.TimeoutExpired:
@@ -42,8 +44,9 @@ def check_clean(tree) -> None:
         raise BadInput(f"{tree} is already bisecting: finish it or run 'git -C {tree} bisect reset'")
     dirty = run(tree, "status", "--porcelain", "--untracked-files=no").stdout.splitlines()
     if dirty:
-        raise BadInput(f"{tree} has uncommitted changes ({dirty[0].strip()}, ...): commit or stash them"
-                       f" ('git -C {tree} stash')")
+        raise BadInput(
+            f"{tree} has uncommitted changes ({dirty[0].strip()}, ...): commit or stash them ('git -C {tree} stash')"
+        )
 
 
 def resolve(tree, ref: str, what: str) -> str:
@@ -102,7 +105,7 @@ def reset(tree, original: Optional[str]) -> None:
         if bisecting(tree):
             run(tree, "bisect", "reset", check=False)
         if original and where(tree) != original:
-            target = original[len("refs/heads/"):] if original.startswith("refs/heads/") else original
+            target = original[len("refs/heads/") :] if original.startswith("refs/heads/") else original
             run(tree, "checkout", "--quiet", target, check=False)
     except Exception:  # cleanup must not hide the error that brought us here
         pass

@@ -5,6 +5,7 @@ The import (about 80k files) is committed once into a bare repository under the 
 the tarball's sha256, reading the builder's pristine tree without writing to it; every history is
 a `git clone --shared` of it, so the cached import is never touched.
 """
+
 import os
 import subprocess
 import sys
@@ -23,8 +24,9 @@ FIXED_DATE = "2020-06-01T12:00:00+0000"
 def git(repo, *args, timeout: float = GIT_TIMEOUT, check: bool = True, env=None) -> str:
     """Run git in `repo` (bounded); SetupError with git's last line when it fails and check is set."""
     full_env = dict(os.environ, GIT_AUTHOR_DATE=FIXED_DATE, GIT_COMMITTER_DATE=FIXED_DATE, **(env or {}))
-    done = subprocess.run(["git", *AUTHOR, "-C", str(repo), *args], capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+    done = subprocess.run(
+        ["git", *AUTHOR, "-C", str(repo), *args], capture_output=True, text=True, timeout=timeout, env=full_env
+    )
     if check and done.returncode != 0:
         last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         raise SetupError(f"git {' '.join(args[:2])} in {repo} failed: {last[0]}")
@@ -49,8 +51,7 @@ def cached_import(cache_root=None, tarball=None, progress: bool = True) -> Path:
         # Loose objects compressed lightly: the import is written once and read by clones on this disk.
         work_env = {"GIT_DIR": str(final), "GIT_WORK_TREE": str(source.tree)}
         git(source.tree, "-c", "core.looseCompression=1", "add", "--all", "--force", ".", env=work_env)
-        git(source.tree, "commit", "--quiet", "-m", f"Import linux {source.version} ({source.spec})",
-            env=work_env)
+        git(source.tree, "commit", "--quiet", "-m", f"Import linux {source.version} ({source.spec})", env=work_env)
         (final / "index").unlink(missing_ok=True)
         (final / "import.complete").write_text(f"{time.monotonic() - started:.1f} s\n")
     return final
@@ -74,17 +75,29 @@ def make_history(dest: Path, import_repo: Path, branch: str = "main") -> dict:
     roles = {}
     git(dest, "am", "--quiet", *map(str, MODEL_57))
     roles["good"] = _head(dest)
-    roles["edit-compiled"] = _edit(dest, "mm/mmap.c", "/* uffdprobe bisect test: a comment in a compiled file */\n",
-                                   "mm: a comment in mmap.c (unrelated edit)")
+    roles["edit-compiled"] = _edit(
+        dest,
+        "mm/mmap.c",
+        "/* uffdprobe bisect test: a comment in a compiled file */\n",
+        "mm: a comment in mmap.c (unrelated edit)",
+    )
     git(dest, "am", "--quiet", *map(str, MODEL_58))
     roles["culprit"] = _head(dest)
     roles["broken"] = _edit(dest, "mm/mmap.c", BROKEN_LINE, "mm: break the build (a syntax error in mmap.c)")
     text = (dest / "mm/mmap.c").read_text()
     roles["fixed"] = _write(dest, "mm/mmap.c", text.replace(BROKEN_LINE, ""), "mm: fix the build again")
-    roles["edit-docs"] = _edit(dest, "Documentation/mm/index.rst", "\n.. uffdprobe bisect test: a docs-only edit\n",
-                               "docs: an unrelated documentation edit")
-    roles["bad"] = _edit(dest, "kernel/fork.c", "/* uffdprobe bisect test: another compiled-file comment */\n",
-                         "fork: a comment in fork.c (unrelated edit)")
+    roles["edit-docs"] = _edit(
+        dest,
+        "Documentation/mm/index.rst",
+        "\n.. uffdprobe bisect test: a docs-only edit\n",
+        "docs: an unrelated documentation edit",
+    )
+    roles["bad"] = _edit(
+        dest,
+        "kernel/fork.c",
+        "/* uffdprobe bisect test: another compiled-file comment */\n",
+        "fork: a comment in fork.c (unrelated edit)",
+    )
     roles.update(_fix_branch(dest, roles["edit-compiled"], roles["bad"], FIX_BRANCH))
     git(dest, "checkout", "--quiet", branch)
     return roles
@@ -98,13 +111,23 @@ def _fix_branch(dest: Path, before_culprit: str, start: str, branch: str) -> dic
     (fix-edit-before), the fix (mm/gup.c as it was before the culprit, one commit), another compiled edit
     (fix-edit-after, the branch's head)."""
     git(dest, "checkout", "--quiet", "-b", branch, start)
-    roles = {"fix-edit-before": _edit(dest, "mm/mmap.c", "/* uffdprobe bisect test: before the fix */\n",
-                                      "mm: a comment in mmap.c before the fix (unrelated edit)")}
+    roles = {
+        "fix-edit-before": _edit(
+            dest,
+            "mm/mmap.c",
+            "/* uffdprobe bisect test: before the fix */\n",
+            "mm: a comment in mmap.c before the fix (unrelated edit)",
+        )
+    }
     git(dest, "checkout", "--quiet", before_culprit, "--", "mm/gup.c")
     git(dest, "commit", "--quiet", "-m", "mm/gup: fix: stop breaking COW for read GUP", "--", "mm/gup.c")
     roles["fix"] = _head(dest)
-    roles["fix-edit-after"] = _edit(dest, "kernel/fork.c", "/* uffdprobe bisect test: after the fix */\n",
-                                    "fork: a comment in fork.c after the fix (unrelated edit)")
+    roles["fix-edit-after"] = _edit(
+        dest,
+        "kernel/fork.c",
+        "/* uffdprobe bisect test: after the fix */\n",
+        "fork: a comment in fork.c after the fix (unrelated edit)",
+    )
     return roles
 
 

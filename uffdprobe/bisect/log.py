@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The bisect log: one JSON object per line (bisect.jsonl) and the same events as text (bisect.txt)."""
+
 import json
 import time
 from pathlib import Path
@@ -52,16 +53,23 @@ def describe(r: dict) -> str:
     kind = r.get("event")
     if kind == "step":
         verdicts = " ".join(run.get("summary", "?") for run in r.get("runs", [])) or "-"
-        build = f"build {r['build_s']:.1f} s ({r.get('compiled', 0)} compiled)" if r.get("build_s") is not None \
+        build = (
+            f"build {r['build_s']:.1f} s ({r.get('compiled', 0)} compiled)"
+            if r.get("build_s") is not None
             else "build -"
+        )
         boot = f"boot+run {r['boot_s']:.1f} s" if r.get("boot_s") else "boot -"
         why = f"  [{r['reason']}]" if r.get("reason") else ""
-        return (f"{r.get('role', 'step'):<10} {r['commit'][:12]}  {r['decision'].upper():<4}  {verdicts}  "
-                f"{build}  {boot}  step {r.get('step_s', 0):.1f} s  {r.get('subject', '')}{why}")
+        return (
+            f"{r.get('role', 'step'):<10} {r['commit'][:12]}  {r['decision'].upper():<4}  {verdicts}  "
+            f"{build}  {boot}  step {r.get('step_s', 0):.1f} s  {r.get('subject', '')}{why}"
+        )
     if kind == "start":
-        return (f"bisect {r.get('scenario')} {'to the fix ' if r.get('find_fix') else ''}in {r.get('tree')}: "
-                f"good {r.get('good', '')[:12]}, "
-                f"bad {r.get('bad', '')[:12]}, {r.get('runs')} run(s) per step, bad if {r.get('bad_if')}")
+        return (
+            f"bisect {r.get('scenario')} {'to the fix ' if r.get('find_fix') else ''}in {r.get('tree')}: "
+            f"good {r.get('good', '')[:12]}, "
+            f"bad {r.get('bad', '')[:12]}, {r.get('runs')} run(s) per step, bad if {r.get('bad_if')}"
+        )
     if kind == "result":
         term = r.get("term", "bad")
         if r.get(f"first_{term}"):

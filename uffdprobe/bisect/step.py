@@ -5,6 +5,7 @@ git bisect run reads 0 as good, 1 as bad, 125 as skip and aborts on 128 or more;
 catches everything: a build, boot or harness failure is 125 (with the reason logged), and only
 Ctrl-C (SIGINT) becomes 130, which stops the bisection on purpose.
 """
+
 import contextlib
 import sys
 import time
@@ -43,7 +44,7 @@ class StepSpec:
     jobs: int = 0
     role: str = "bisect"
     progress: bool = True
-    find_fix: bool = False   #: bisect to the fix: git's old term is "broken" (bad), its new term "fixed" (good)
+    find_fix: bool = False  #: bisect to the fix: git's old term is "broken" (bad), its new term "fixed" (good)
 
 
 @dataclass
@@ -124,15 +125,19 @@ def boot_once(spec: StepSpec, bzimage: Path, index: int) -> RunOutcome:
     from uffdprobe.vm.boot import boot
     from uffdprobe.run.request import Limits, RunRequest, Workload
     from uffdprobe.scenarios import sources
-    request = RunRequest(Workload(scenarios=(spec.scenario,), memory=tuple(spec.memory or ()),
-                                  scenarios_from=tuple(sources.files())),
-                         Limits(hang_timeout=spec.hang_timeout, scenario_timeout=spec.scenario_timeout))
-    note = (lambda text: print(f"bisect-step [run {index}/{spec.runs}] {text}", file=sys.stderr, flush=True)) \
-        if spec.progress else None
+
+    request = RunRequest(
+        Workload(scenarios=(spec.scenario,), memory=tuple(spec.memory or ()), scenarios_from=tuple(sources.files())),
+        Limits(hang_timeout=spec.hang_timeout, scenario_timeout=spec.scenario_timeout),
+    )
+    note = (
+        (lambda text: print(f"bisect-step [run {index}/{spec.runs}] {text}", file=sys.stderr, flush=True))
+        if spec.progress
+        else None
+    )
     result = boot(str(bzimage), guest_run.guest_argv(request), timeout=spec.vm_timeout, progress=note)
     stream = result.results_dir / "verdicts.jsonl"
-    return classify(result, report.read_jsonl(stream) if stream.exists() else [], spec.scenario,
-                    spec.bad_verdicts)
+    return classify(result, report.read_jsonl(stream) if stream.exists() else [], spec.scenario, spec.bad_verdicts)
 
 
 def run_step(spec: StepSpec, standalone: bool = True) -> int:
@@ -143,8 +148,16 @@ def run_step(spec: StepSpec, standalone: bool = True) -> int:
     """
     started = time.monotonic()
     log = BisectLog(spec.work)
-    record = {"role": spec.role, "commit": "?", "subject": "", "build_s": None, "compiled": 0,
-              "boot_s": None, "runs": [], "reason": ""}
+    record = {
+        "role": spec.role,
+        "commit": "?",
+        "subject": "",
+        "build_s": None,
+        "compiled": 0,
+        "boot_s": None,
+        "runs": [],
+        "reason": "",
+    }
     trap = children.signals_raise(_Terminated) if standalone else contextlib.nullcontext()
     with trap:  # standalone: SIGTERM/SIGHUP skip the commit
         try:
@@ -163,8 +176,12 @@ def run_step(spec: StepSpec, standalone: bool = True) -> int:
                 code = SKIP
                 reason = f"infrastructure error: {type(exc).__name__}: {exc}".splitlines()[0][:300]
                 record["traceback"] = traceback.format_exc()[-2000:]
-    record.update(code=code, decision={GOOD: "good", BAD: "bad", SKIP: "skip"}.get(code, "stop"), reason=reason,
-                  step_s=round(time.monotonic() - started, 2))
+    record.update(
+        code=code,
+        decision={GOOD: "good", BAD: "bad", SKIP: "skip"}.get(code, "stop"),
+        reason=reason,
+        step_s=round(time.monotonic() - started, 2),
+    )
     try:
         log.event("step", **record)
     except OSError as exc:
@@ -176,20 +193,30 @@ def run_step(spec: StepSpec, standalone: bool = True) -> int:
 def _build_boot_decide(spec: StepSpec, record: dict) -> tuple:
     build_started = time.monotonic()
     try:
-        built = bisect_build.build_step(spec.tree, spec.work, spec.base, list(spec.fragments),
-                                        label=f"bisect-{record['commit'][:12]}", jobs=spec.jobs,
-                                        progress=spec.progress)
+        built = bisect_build.build_step(
+            spec.tree,
+            spec.work,
+            spec.base,
+            list(spec.fragments),
+            label=f"bisect-{record['commit'][:12]}",
+            jobs=spec.jobs,
+            progress=spec.progress,
+        )
     except (BuildFailed, ConfigDropped) as exc:
         log_path = str(getattr(exc, "log", "") or "")
-        record.update(build_s=round(time.monotonic() - build_started, 2), build_log=log_path,
-                      compiled=bisect_build.compiled_in(log_path) if log_path else 0)
+        record.update(
+            build_s=round(time.monotonic() - build_started, 2),
+            build_log=log_path,
+            compiled=bisect_build.compiled_in(log_path) if log_path else 0,
+        )
         text = str(exc)
         return SKIP, (text if text.startswith("build failed") else f"build failed: {text}")[:400]
     except KbuildError as exc:
         record["build_s"] = round(time.monotonic() - build_started, 2)
         return SKIP, f"build could not run: {exc}"[:400]
-    record.update(build_s=round(built.seconds, 2), compiled=built.compiled, bzimage_sha256=built.sha256,
-                  build_log=str(built.log))
+    record.update(
+        build_s=round(built.seconds, 2), compiled=built.compiled, bzimage_sha256=built.sha256, build_log=str(built.log)
+    )
     runs: List[RunOutcome] = []
     boot_started = time.monotonic()
     code, reason = None, ""

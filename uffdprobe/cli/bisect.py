@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """`uffdprobe bisect` and `uffdprobe bisect-step` (the latter for `git bisect run`)."""
+
 import argparse
 import os
 import re
@@ -40,18 +41,36 @@ ABORT = 128  # the exit status that makes git bisect run stop: bisect-step's ans
 
 def add_parsers(sub) -> None:
     """Register both subcommands."""
-    p = sub.add_parser("bisect", help="find the commit that made a scenario fail (git bisect run driver)",
-                       description=BISECT_TEXT, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--good", required=True, metavar="REF",
-                   help="a commit where the scenario passes (older than --bad; newer with --find-fix)")
-    p.add_argument("--bad", required=True, metavar="REF",
-                   help="a commit where it fails (newer than --good; older with --find-fix)")
-    p.add_argument("--timeout", type=float, default=0, metavar="S",
-                   help="bound for git bisect run (default: per-step bound x (candidates + 2))")
+    p = sub.add_parser(
+        "bisect",
+        help="find the commit that made a scenario fail (git bisect run driver)",
+        description=BISECT_TEXT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--good",
+        required=True,
+        metavar="REF",
+        help="a commit where the scenario passes (older than --bad; newer with --find-fix)",
+    )
+    p.add_argument(
+        "--bad", required=True, metavar="REF", help="a commit where it fails (newer than --good; older with --find-fix)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=0,
+        metavar="S",
+        help="bound for git bisect run (default: per-step bound x (candidates + 2))",
+    )
     _common(p)
     p.set_defaults(func=cmd_bisect, error_prefix="uffdprobe bisect")
-    s = sub.add_parser("bisect-step", help="one step for `git bisect run`: exit 0 good, 1 bad, 125 skip",
-                       description=STEP_TEXT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = sub.add_parser(
+        "bisect-step",
+        help="one step for `git bisect run`: exit 0 good, 1 bad, 125 skip",
+        description=STEP_TEXT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common(s)
     s.add_argument("--role", default="bisect", help=argparse.SUPPRESS)
     s.error = _step_usage_error
@@ -60,27 +79,46 @@ def add_parsers(sub) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tree", required=True, metavar="PATH", help="the kernel git checkout to bisect")
-    completes(p.add_argument("--scenario", required=True, metavar="NAME",
-                             help="the scenario that decides (uffdprobe list)"), complete_scenario)
+    completes(
+        p.add_argument("--scenario", required=True, metavar="NAME", help="the scenario that decides (uffdprobe list)"),
+        complete_scenario,
+    )
     p.add_argument("--memory", action="append", choices=ALL_KINDS, help="memory kind(s) (default: all it supports)")
     p.add_argument("--runs", type=int, default=1, metavar="N", help="boots per step (default 1)")
-    p.add_argument("--bad-if", choices=bisect_step.BAD_IF, default="any",
-                   help="how many runs must be bad for a bad step (default any)")
-    p.add_argument("--bad-verdict", action="append", metavar="V",
-                   choices=tuple(sorted(KERNEL_PROBLEMS)) + ("PANIC", "VM_TIMEOUT"),
-                   help="verdicts that make a run bad (default: every kernel problem, "
-                        + ", ".join(sorted(KERNEL_PROBLEMS)) + ")")
-    p.add_argument("--config-fragment", action="append", metavar="FILE",
-                   help="Kconfig fragment(s) merged into the base (default vm-images/fragments/x86_64.config)")
+    p.add_argument(
+        "--bad-if",
+        choices=bisect_step.BAD_IF,
+        default="any",
+        help="how many runs must be bad for a bad step (default any)",
+    )
+    p.add_argument(
+        "--bad-verdict",
+        action="append",
+        metavar="V",
+        choices=tuple(sorted(KERNEL_PROBLEMS)) + ("PANIC", "VM_TIMEOUT"),
+        help="verdicts that make a run bad (default: every kernel problem, " + ", ".join(sorted(KERNEL_PROBLEMS)) + ")",
+    )
+    p.add_argument(
+        "--config-fragment",
+        action="append",
+        metavar="FILE",
+        help="Kconfig fragment(s) merged into the base (default vm-images/fragments/x86_64.config)",
+    )
     p.add_argument("--base", default="tinyconfig", metavar="TARGET", help="base config target (default tinyconfig)")
-    p.add_argument("--results-dir", metavar="DIR",
-                   help="the bisection's folder, kept throughout: its build directory, logs and each step's "
-                        "results (default: one in the kernel cache per tree, base and fragments)")
+    p.add_argument(
+        "--results-dir",
+        metavar="DIR",
+        help="the bisection's folder, kept throughout: its build directory, logs and each step's "
+        "results (default: one in the kernel cache per tree, base and fragments)",
+    )
     p.add_argument("--work-dir", dest="results_dir", action=deprecated("--results-dir"), help=argparse.SUPPRESS)
     p.add_argument("--vm-timeout", type=float, default=300.0, metavar="S", help="bound for one boot")
     p.add_argument("--jobs", "-j", type=int, default=0, metavar="N", help="make -j (default: CPUs + 1)")
-    p.add_argument("--find-fix", action="store_true",
-                   help="bisect to the commit that fixed the defect (--bad older than --good), not the culprit")
+    p.add_argument(
+        "--find-fix",
+        action="store_true",
+        help="bisect to the commit that fixed the defect (--bad older than --good), not the culprit",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -88,6 +126,7 @@ def spec_of(args) -> bisect_step.StepSpec:
     """Validate the shared options (BadInput with the fix) and make the StepSpec."""
     from uffdprobe.kbuild import build as kbuild
     from uffdprobe.scenarios.registry import select
+
     tree = Path(args.tree).resolve()
     if not tree.is_dir():
         raise BadInput(f"--tree {args.tree} is not a directory: give the top of a kernel git checkout")
@@ -112,12 +151,22 @@ def spec_of(args) -> bisect_step.StepSpec:
         kbuild_config.read_fragment(fragment)
         hashes.append(files.sha256_file(fragment))
     work = Path(args.results_dir).resolve() if args.results_dir else default_work_dir(tree, args.base, hashes)
-    return bisect_step.StepSpec(tree=tree, work=work, scenario=args.scenario, memory=list(args.memory or []),
-                                runs=args.runs, bad_if=args.bad_if,
-                                bad_verdicts=tuple(args.bad_verdict or bisect_step.DEFAULT_BAD),
-                                base=args.base, fragments=fragments, vm_timeout=args.vm_timeout,
-                                jobs=args.jobs, role=getattr(args, "role", "bisect"), progress=not args.quiet,
-                                find_fix=args.find_fix)
+    return bisect_step.StepSpec(
+        tree=tree,
+        work=work,
+        scenario=args.scenario,
+        memory=list(args.memory or []),
+        runs=args.runs,
+        bad_if=args.bad_if,
+        bad_verdicts=tuple(args.bad_verdict or bisect_step.DEFAULT_BAD),
+        base=args.base,
+        fragments=fragments,
+        vm_timeout=args.vm_timeout,
+        jobs=args.jobs,
+        role=getattr(args, "role", "bisect"),
+        progress=not args.quiet,
+        find_fix=args.find_fix,
+    )
 
 
 def _check_kernel_checkout(tree: Path) -> None:
@@ -130,16 +179,17 @@ def _check_kernel_checkout(tree: Path) -> None:
         makefile = ""
     if missing or not all(re.search(rf"^{v}\s*=", makefile, re.M) for v in ("VERSION", "PATCHLEVEL")):
         found = f"no {', '.join(missing)}" if missing else "its Makefile sets no VERSION/PATCHLEVEL"
-        raise BadInput(f"--tree {tree} is not a Linux kernel checkout ({found}): give the top of a kernel git "
-                       "checkout")
+        raise BadInput(f"--tree {tree} is not a Linux kernel checkout ({found}): give the top of a kernel git checkout")
 
 
 def _check_step_clean(tree: Path) -> None:
     """BadInput when tracked files have uncommitted changes: the step would build them but log HEAD."""
     dirty = bisect_git.run(tree, "status", "--porcelain", "--untracked-files=no").stdout.splitlines()
     if dirty:
-        raise BadInput(f"--tree {tree} has uncommitted changes ({dirty[0].strip()}, ...): a step would build "
-                       f"them but record commit {bisect_git.head(tree)[:12]}; commit or stash them")
+        raise BadInput(
+            f"--tree {tree} has uncommitted changes ({dirty[0].strip()}, ...): a step would build "
+            f"them but record commit {bisect_git.head(tree)[:12]}; commit or stash them"
+        )
 
 
 def default_work_dir(tree: Path, base: str, fragment_hashes: list) -> Path:
@@ -150,9 +200,28 @@ def default_work_dir(tree: Path, base: str, fragment_hashes: list) -> Path:
 
 def step_argv(spec: bisect_step.StepSpec) -> list:
     """The bisect-step command line git bisect run executes for `spec`."""
-    argv = [sys.executable, "-m", "uffdprobe", "bisect-step", "--tree", str(spec.tree), "--results-dir",
-            str(spec.work), "--scenario", spec.scenario, "--runs", str(spec.runs), "--bad-if", spec.bad_if,
-            "--base", spec.base, "--vm-timeout", str(spec.vm_timeout), "--jobs", str(spec.jobs)]
+    argv = [
+        sys.executable,
+        "-m",
+        "uffdprobe",
+        "bisect-step",
+        "--tree",
+        str(spec.tree),
+        "--results-dir",
+        str(spec.work),
+        "--scenario",
+        spec.scenario,
+        "--runs",
+        str(spec.runs),
+        "--bad-if",
+        spec.bad_if,
+        "--base",
+        spec.base,
+        "--vm-timeout",
+        str(spec.vm_timeout),
+        "--jobs",
+        str(spec.jobs),
+    ]
     for kind in spec.memory:
         argv += ["--memory", kind]
     for verdict in spec.bad_verdicts:
@@ -215,6 +284,7 @@ def _drop_if_empty(spec, made: bool) -> None:
 def cmd_bisect(args) -> int:
     """bisect: check the endpoints, bisect, print the first bad commit (or the candidates)."""
     from uffdprobe.bisect import driver
+
     spec, made = None, False
     try:
         spec = spec_of(args)
@@ -223,8 +293,10 @@ def cmd_bisect(args) -> int:
         timeout = args.timeout or _default_timeout(spec, args.good, args.bad)
         result = driver.bisect(spec, args.good, args.bad, step_argv(spec), timeout)
     except driver.Interrupted as exc:
-        raise UffdprobeError(f"stopped ({exc}); the tree is back where it was; steps so far are in "
-                             f"{spec.work / 'bisect.txt'}", Exit.INTERRUPTED) from None
+        raise UffdprobeError(
+            f"stopped ({exc}); the tree is back where it was; steps so far are in {spec.work / 'bisect.txt'}",
+            Exit.INTERRUPTED,
+        ) from None
     except KbuildError as exc:
         _drop_if_empty(spec, made)
         if isinstance(exc, BuildFailed):  # not a kernel verdict here: the bisection itself could not go on

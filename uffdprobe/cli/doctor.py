@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """`uffdprobe doctor`: what this machine can do, what is missing and the exact fix; exit 0 when the main job
 can run, 2 (set-up problem) when something it needs is missing."""
+
 import argparse
 from dataclasses import asdict
 
@@ -18,6 +19,7 @@ def add_parser(sub) -> None:
 def cmd_doctor(args: argparse.Namespace) -> int:
     if args.json:
         from uffdprobe.osutil import outputs
+
         outputs.check_all([("--json", args.json)])
     checks = doctor.diagnose()
     ready = doctor.ready(checks)
@@ -34,6 +36,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"\nneeded by the main job, as root: {needed}")
     if everything and everything != needed:
         print(f"everything missing, as root: {everything}")
-    print("\nready: the main job can run here" if ready else
-          "\nnot ready: fix the MISSING lines above, then run uffdprobe doctor again")
+    print(
+        "\nready: the main job can run here"
+        if ready
+        else "\nnot ready: fix the MISSING lines above, then run uffdprobe doctor again"
+    )
     return Exit.OK if ready else Exit.SETUP

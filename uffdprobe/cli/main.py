@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The uffdprobe command line: one subcommand per job, each returning an Exit status."""
+
 import argparse
 import contextlib
 import importlib
@@ -15,8 +16,18 @@ from . import errors
 #: The module of uffdprobe.cli that adds each subcommand's parser, in the order --help lists them. Only the
 #: module of the subcommand asked for is imported: the guest's `uffdprobe run` pays for no matrix,
 #: builder or bisect code on its way to the first verdict.
-SUBCOMMANDS = {"list": "run", "run": "run", "matrix": "matrix", "check": "check", "boot": "boot", "kernel": "kernel",
-               "bisect": "bisect", "bisect-step": "bisect", "doctor": "doctor", "payload": "payload"}
+SUBCOMMANDS = {
+    "list": "run",
+    "run": "run",
+    "matrix": "matrix",
+    "check": "check",
+    "boot": "boot",
+    "kernel": "kernel",
+    "bisect": "bisect",
+    "bisect-step": "bisect",
+    "doctor": "doctor",
+    "payload": "payload",
+}
 
 
 class _PrintVersion(argparse.Action):
@@ -32,9 +43,11 @@ class _PrintVersion(argparse.Action):
 
 def _cmd_features(args: argparse.Namespace) -> int:
     from uffdprobe.uffd import features
+
     kf = features.probe()
     if args.json:
         from .vocab import write_json
+
         write_json(args.json, kf.to_dict())
     else:
         print(features.format_text(kf))
@@ -43,6 +56,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from uffdprobe.uffd import bench
+
     print(bench.compare(args.pages, args.rounds))
     return Exit.OK
 
@@ -59,10 +73,20 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
         module = importlib.import_module(f"uffdprobe.cli.{name}")
         (getattr(module, "add_parsers", None) or module.add_parser)(sub)
     p = sub.add_parser("bench", help="MISSING faults/s: Python handler next to a C handler")
-    p.add_argument("--pages", type=_positive, default=20000, metavar="N",
-                   help="pages faulted in and served per round (default 20000)")
-    p.add_argument("--rounds", type=_positive, default=3, metavar="N",
-                   help="rounds of each handler, alternating; the best of each counts (default 3)")
+    p.add_argument(
+        "--pages",
+        type=_positive,
+        default=20000,
+        metavar="N",
+        help="pages faulted in and served per round (default 20000)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=_positive,
+        default=3,
+        metavar="N",
+        help="rounds of each handler, alternating; the best of each counts (default 3)",
+    )
     p.set_defaults(func=_cmd_bench)
     return parser
 
@@ -109,18 +133,23 @@ def console() -> int:
     words = [a for a in sys.argv[1:] if not a.startswith("-")]
     if words and words[0] in TIED_COMMANDS and not os.environ.get("UFFDPROBE_TIED"):  # set: covered already
         from uffdprobe.osutil import lifetime
+
         try:
             lifetime.tie()
         except Exception as exc:  # a run is never refused for this: say so and go on untied
-            print(f"uffdprobe: warning: processes of this run are not tied to it ({type(exc).__name__}: {exc})",
-                  file=sys.stderr)
+            print(
+                f"uffdprobe: warning: processes of this run are not tied to it ({type(exc).__name__}: {exc})",
+                file=sys.stderr,
+            )
     return main()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     from .execopts import split
+
     argv, program = split(sys.argv[1:] if argv is None else list(argv))  # --exec PROGRAM ARGS: the program's
     from .vocab import old_flags
+
     argv = old_flags(argv)  # `run --ktap` and `--json` without FILE: deprecated, said once
     parser = build_parser(argv)
     _offer_completion(parser)
@@ -128,6 +157,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if program is not None:
         args.exec = program
     from uffdprobe.osutil.children import DIE_WITH_PARENT, die_with_parent, signals_raise
+
     parent = os.environ.pop(DIE_WITH_PARENT, "")
     if parent.isdigit() and not die_with_parent(int(parent)):
         print("uffdprobe: the matrix that started this run is gone; not starting", file=sys.stderr)
@@ -164,34 +194,37 @@ def _kept(args: argparse.Namespace) -> str:
     return f"no results were kept (give --results-dir DIR to keep each verdict as it lands){unwritten}"
 
 
-
 def _last_resort(exc: BaseException) -> int:
     """One line naming the error and where its traceback was logged, exit 2: never a traceback, never
     exit 1 (which says the kernel has a problem)."""
     import tempfile
     import time
     import traceback
+
     text = "".join(traceback.format_exception(exc))
     log = None
     for folder in filter(None, (_crash_dir(), tempfile.gettempdir())):
         try:
             os.makedirs(folder, exist_ok=True)
-            fd, log = tempfile.mkstemp(prefix=f"crash-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".log",
-                                       dir=folder)
+            fd, log = tempfile.mkstemp(prefix=f"crash-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".log", dir=folder)
             with os.fdopen(fd, "w") as f:
                 f.write(" ".join(sys.argv) + "\n" + text)
             break
         except OSError:
             log = None
     what = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
-    print(f"uffdprobe: unexpected {type(exc).__name__}: {what}; this is a harness or set-up problem, not a "
-          f"kernel one; traceback in {log or 'nowhere (no writable folder)'}", file=sys.stderr)
+    print(
+        f"uffdprobe: unexpected {type(exc).__name__}: {what}; this is a harness or set-up problem, not a "
+        f"kernel one; traceback in {log or 'nowhere (no writable folder)'}",
+        file=sys.stderr,
+    )
     return Exit.SETUP
 
 
 def _crash_dir() -> Optional[str]:
     try:
         from uffdprobe.osutil.files import cache_home
+
         return str(cache_home() / "uffdprobe" / "crashes")
     except Exception:
         return None

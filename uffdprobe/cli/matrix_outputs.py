@@ -2,6 +2,7 @@
 """What a matrix-shaped command (`matrix`, `check`) writes: its Report (the JSON body and the summary it
 prints), every requested output file plus KIND.json in the results folder, each whole or not at all, and
 --ktap streamed a kernel at a time."""
+
 import argparse
 import errno
 import json
@@ -21,13 +22,20 @@ from uffdprobe.results.matrix import Matrix
 class Report:
     """What a matrix-shaped command writes and prints; `matrix` and `check` differ only here. `body` is the
     JSON document's body, `show` prints the summary after the matrix ends and returns the exit status."""
+
     kind: str
     body: Callable[[Matrix], dict]
     show: Callable[[Matrix, TextIO, float], int]
 
 
-def write(m: Matrix, args: argparse.Namespace, work: Path, output: Report, say: Callable[[str], None],
-          interrupted: bool = False) -> Tuple[List[str], List[str], bool]:
+def write(
+    m: Matrix,
+    args: argparse.Namespace,
+    work: Path,
+    output: Report,
+    say: Callable[[str], None],
+    interrupted: bool = False,
+) -> Tuple[List[str], List[str], bool]:
     """Every requested output plus matrix.json in the work dir, each whole or not at all (write_atomic).
 
     An interrupted run's report never replaces a larger earlier file: it goes next to it as
@@ -44,6 +52,7 @@ def write(m: Matrix, args: argparse.Namespace, work: Path, output: Report, say: 
         files.append((Path(args.html), html_report.render(relocated(m, work, Path(args.html)))))
     if args.kcidb:
         from uffdprobe.results import kcidb
+
         files.append((Path(args.kcidb), json.dumps(kcidb.report(m, args.origin, work, args.kcidb_url), indent=1)))
     written, notes, full = [], [], False
     name = f"{output.kind}.json"
@@ -86,8 +95,7 @@ class KtapOutput:
         self.where, self.owed, self.work = where, owed, work
         self.out = None if where == "-" else outputs.Growing(where)
         sink = sys.stdout if self.out is None else cast(TextIO, self.out)  # Growing: write() and flush() of str
-        self.top = ktap.Writer(sink, kernels,
-                               [f"uffdprobe {uffdprobe.version()}: {' '.join(sys.argv)}"])
+        self.top = ktap.Writer(sink, kernels, [f"uffdprobe {uffdprobe.version()}: {' '.join(sys.argv)}"])
 
     def kernel(self, k) -> None:
         here = Path("-") if self.where == "-" else Path(self.where)  # stdout: relative to the current folder

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """`--scenarios-from FILE.py` (run, list, matrix): users' own scenarios next to the built-ins
 (uffdprobe.scenarios.sources loads them, with the entry point group's)."""
+
 import argparse
 from typing import List
 
@@ -8,9 +9,14 @@ from uffdprobe.scenarios import sources
 
 
 def add_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scenarios-from", action="append", default=[], metavar="FILE.py",
-                   help="repeatable: a Python file whose SCENARIOS list adds your own scenarios (installed "
-                        f"packages add theirs through the entry point group {sources.ENTRY_POINT_GROUP})")
+    p.add_argument(
+        "--scenarios-from",
+        action="append",
+        default=[],
+        metavar="FILE.py",
+        help="repeatable: a Python file whose SCENARIOS list adds your own scenarios (installed "
+        f"packages add theirs through the entry point group {sources.ENTRY_POINT_GROUP})",
+    )
 
 
 def load(args: argparse.Namespace) -> List[str]:
@@ -24,5 +30,6 @@ def check_guests_see(targets, files):
     """`files` (the loaded --scenarios-from paths), once every guest among the matrix's kernels can load
     them; a file under /tmp (or another folder the guest covers) is refused before any build."""
     from uffdprobe.run.user_scenarios import check_visible_to
+
     check_visible_to(targets)
     return list(files)

@@ -2,6 +2,7 @@
 """One vocabulary across subcommands: -q/-v, and old option spellings that still work for one release with a
 deprecation line on stderr; the KCIDB output options run and matrix share; what shell completion offers for
 a kernel or a scenario."""
+
 import argparse
 import os
 import sys
@@ -12,6 +13,7 @@ from uffdprobe.exitcodes import UsageError
 
 def whole_number(low: int, high: int, unit: str = ""):
     """An argparse type: a whole number from `low` to `high` (`unit` names what it counts, in the errors)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -20,6 +22,7 @@ def whole_number(low: int, high: int, unit: str = ""):
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{text} must be from {low} to {high}{' ' + unit if unit else ''}")
         return value
+
     return parse
 
 
@@ -27,10 +30,23 @@ def add_verbosity(p: argparse.ArgumentParser) -> None:
     """-q/--quiet (no progress lines on stderr) and -v/--verbose (also how each boot was made); dest verbosity:
     -1 quiet, 0 normal, 1 verbose."""
     g = p.add_mutually_exclusive_group()
-    g.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=0,
-                   help="no progress lines on stderr (verdicts, tables and errors still print)")
-    g.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1,
-                   help="also the QEMU command line and run directory of each boot")
+    g.add_argument(
+        "-q",
+        "--quiet",
+        dest="verbosity",
+        action="store_const",
+        const=-1,
+        default=0,
+        help="no progress lines on stderr (verdicts, tables and errors still print)",
+    )
+    g.add_argument(
+        "-v",
+        "--verbose",
+        dest="verbosity",
+        action="store_const",
+        const=1,
+        help="also the QEMU command line and run directory of each boot",
+    )
 
 
 def deprecated(new: str):
@@ -38,8 +54,10 @@ def deprecated(new: str):
 
     class Deprecated(argparse._StoreAction):
         def __call__(self, parser, namespace, values, option_string=None):
-            print(f"uffdprobe: {option_string} is deprecated here and goes in the next release; "
-                  f"say {new}", file=sys.stderr)
+            print(
+                f"uffdprobe: {option_string} is deprecated here and goes in the next release; say {new}",
+                file=sys.stderr,
+            )
             super().__call__(parser, namespace, values, option_string)
 
     return Deprecated
@@ -47,37 +65,57 @@ def deprecated(new: str):
 
 def add_accel(p: argparse.ArgumentParser) -> None:
     """--accel auto|kvm|tcg, the same choices everywhere (auto: probe KVM once, cached, else TCG)."""
-    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None,
-                   help="QEMU acceleration (default auto: probe KVM once, cached, else TCG)")
+    p.add_argument(
+        "--accel",
+        choices=("auto", "kvm", "tcg"),
+        default=None,
+        help="QEMU acceleration (default auto: probe KVM once, cached, else TCG)",
+    )
 
 
 def kcidb_options(p) -> None:
     """--kcidb FILE, --origin NAME and --kcidb-url URL (run and matrix)."""
-    p.add_argument("--kcidb", metavar="FILE", help="write a KCIDB v5 report (checkouts, builds, tests) for "
-                   "submission to KernelCI's database; needs --origin")
-    p.add_argument("--origin", metavar="NAME", help="the KCIDB origin (your CI system's name: lower-case "
-                   "letters, digits, _) that prefixes every id")
-    p.add_argument("--kcidb-url", metavar="URL", help="where the results folder will be published: log and "
-                   "file links are URL/PATH-IN-FOLDER (default: file:// URLs of the folder as it is now)")
+    p.add_argument(
+        "--kcidb",
+        metavar="FILE",
+        help="write a KCIDB v5 report (checkouts, builds, tests) for submission to KernelCI's database; needs --origin",
+    )
+    p.add_argument(
+        "--origin",
+        metavar="NAME",
+        help="the KCIDB origin (your CI system's name: lower-case letters, digits, _) that prefixes every id",
+    )
+    p.add_argument(
+        "--kcidb-url",
+        metavar="URL",
+        help="where the results folder will be published: log and "
+        "file links are URL/PATH-IN-FOLDER (default: file:// URLs of the folder as it is now)",
+    )
 
 
 def check_kcidb(args: argparse.Namespace) -> None:
     """--kcidb needs a valid --origin, refused before any work."""
     from uffdprobe.results.kcidb import ORIGIN
+
     if args.kcidb and not (args.origin and ORIGIN.match(args.origin)):
-        raise UsageError("--kcidb needs --origin NAME: your CI system's KCIDB origin (lower-case letters, "
-                         "digits and _)")
+        raise UsageError(
+            "--kcidb needs --origin NAME: your CI system's KCIDB origin (lower-case letters, digits and _)"
+        )
 
 
 def kselftest_from_option(p) -> None:
     """--kselftest-from (run and matrix); --kselftest-dir, its hidden older name, still works."""
-    p.add_argument("--kselftest-from", metavar="TREE|TARBALL|DIR",
-                   help="where --kselftest's programs come from: a kernel source tree or tarball (built), a "
-                        "folder of built selftests (kselftest_install), or a tuxmake folder with "
-                        "kselftest.tar.xz (default: a tuxmake kernel's own, a recipe's own source tree when "
-                        "it has them all, else /usr/src/linux-source-6.12.tar.xz)")
-    p.add_argument("--kselftest-dir", dest="kselftest_from", action=deprecated("--kselftest-from"),
-                   help=argparse.SUPPRESS)
+    p.add_argument(
+        "--kselftest-from",
+        metavar="TREE|TARBALL|DIR",
+        help="where --kselftest's programs come from: a kernel source tree or tarball (built), a "
+        "folder of built selftests (kselftest_install), or a tuxmake folder with "
+        "kselftest.tar.xz (default: a tuxmake kernel's own, a recipe's own source tree when "
+        "it has them all, else /usr/src/linux-source-6.12.tar.xz)",
+    )
+    p.add_argument(
+        "--kselftest-dir", dest="kselftest_from", action=deprecated("--kselftest-from"), help=argparse.SUPPRESS
+    )
 
 
 def _paths(prefix: str) -> List[str]:
@@ -94,6 +132,7 @@ def _paths(prefix: str) -> List[str]:
 def complete_kernel(prefix: str, **_: Any) -> List[str]:
     """--kernel's completions: `host` and every recipe name (after LABEL= too), or paths for a path."""
     from uffdprobe.kbuild import recipes
+
     label, eq, name = prefix.rpartition("=")
     offered = [f"{label}{eq}{n}" for n in ["host", *recipes.names()] if n.startswith(name)]
     return offered + _paths(name if eq else prefix)
@@ -102,6 +141,7 @@ def complete_kernel(prefix: str, **_: Any) -> List[str]:
 def complete_scenario(prefix: str, **_: Any) -> List[str]:
     """A scenario argument's completions: the public scenario names."""
     from uffdprobe.scenarios.registry import SCENARIOS
+
     return [s.name for s in SCENARIOS.values() if not s.test_only and s.name.startswith(prefix)]
 
 
@@ -125,8 +165,10 @@ def _an_operand(command: str, word: str) -> bool:
         return False
     if command == "boot":
         from uffdprobe.kbuild import recipes
+
         return not word.endswith(".json") and (os.path.exists(word) or word in recipes.names())
     from uffdprobe.scenarios.registry import SCENARIOS
+
     return word in SCENARIOS or not any(c in word for c in "/.")
 
 
@@ -145,8 +187,11 @@ def old_flags(argv: List[str]) -> List[str]:
             continue
         after = out[i + 1] if i + 1 < end else None
         if after is None or (after.startswith("-") and after != "-") or _an_operand(command or "", after):
-            print(f"uffdprobe: {command} {option} without a FILE is deprecated and goes in the next release; "
-                  f"say {option} - (stdout) or {option} FILE", file=sys.stderr)
+            print(
+                f"uffdprobe: {command} {option} without a FILE is deprecated and goes in the next release; "
+                f"say {option} - (stdout) or {option} FILE",
+                file=sys.stderr,
+            )
             out.insert(i + 1, "-")
         break
     return out
@@ -155,10 +200,12 @@ def old_flags(argv: List[str]) -> List[str]:
 def write_json(where: str, value: Any) -> None:
     """`value` as JSON to --json's FILE (whole, as osutil.outputs writes every report) or stdout for -."""
     import json
+
     text = json.dumps(value, indent=2) + "\n"
     if where == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
         return
     from uffdprobe.osutil import outputs
+
     outputs.write(where, text.encode())

@@ -6,6 +6,7 @@ source plus one `make O=` directory. A build rewrites only the files its patch s
 changes (and restores the ones the previous variant changed), so switching variants
 recompiles a handful of mm/ objects and relinks, instead of building from scratch.
 """
+
 import errno
 import json
 import os
@@ -69,13 +70,25 @@ class _Job:
     @property
     def inputs(self) -> str:
         """Hash of everything that decides the result, known without unpacking or configuring."""
-        return cache.sha256_json({"builder": BUILDER_VERSION, "source": self.identity, "base": self.spec.base,
-                                  "fragments": self.fragment_hashes, "cc": self.cc,
-                                  "patches": [p.sha256 for p in self.series]})
+        return cache.sha256_json(
+            {
+                "builder": BUILDER_VERSION,
+                "source": self.identity,
+                "base": self.spec.base,
+                "fragments": self.fragment_hashes,
+                "cc": self.cc,
+                "patches": [p.sha256 for p in self.series],
+            }
+        )
 
 
-def build(what: Union[str, recipes.Recipe, BuildSpec], progress: bool = True, cache_dir=None,
-          jobs: Optional[int] = None, timeout: float = kbuild_make.BUILD_TIMEOUT) -> BuiltKernel:
+def build(
+    what: Union[str, recipes.Recipe, BuildSpec],
+    progress: bool = True,
+    cache_dir=None,
+    jobs: Optional[int] = None,
+    timeout: float = kbuild_make.BUILD_TIMEOUT,
+) -> BuiltKernel:
     """Build (or take from the cache) a recipe name, Recipe or BuildSpec; raises KbuildError subclasses.
 
     Every input (recipe, patches, fragments, source) is checked before anything is written; a
@@ -101,16 +114,28 @@ def _prepare(what, cache_dir, progress: bool) -> "_Job":
     source_spec = kbuild_source.parse_spec(spec.source)
     root = Path(cache_dir) if cache_dir else cache.default_root()
     try:
-        usable_dir(root, "the kernel cache", "pass a writable --cache-dir" if cache_dir else
-                   "point XDG_CACHE_HOME at a writable folder")
+        usable_dir(
+            root,
+            "the kernel cache",
+            "pass a writable --cache-dir" if cache_dir else "point XDG_CACHE_HOME at a writable folder",
+        )
         cache.mark(root)  # a new folder, or one laid out as ours (made before markers existed)
         identity = kbuild_source.identify(source_spec, root)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         raise no_space(root, "recording the source's hash") from None
-    return _Job(spec, recipe, root, series, fragment_hashes, identity, kbuild_make.compiler_id(),
-                kbuild_make.Progress(spec.name, progress), source_spec)
+    return _Job(
+        spec,
+        recipe,
+        root,
+        series,
+        fragment_hashes,
+        identity,
+        kbuild_make.compiler_id(),
+        kbuild_make.Progress(spec.name, progress),
+        source_spec,
+    )
 
 
 def _build_job(job: "_Job", jobs: Optional[int], timeout: float, progress: bool, started: float) -> BuiltKernel:
@@ -131,8 +156,7 @@ def _build_job(job: "_Job", jobs: Optional[int], timeout: float, progress: bool,
 
 def _work_dir(job: "_Job", srcid: str) -> Path:
     """work/<wsid>: one workspace per (source, base, fragments, compiler), shared by patch variants."""
-    wsid = cache.sha256_json({"src": srcid, "base": job.spec.base, "fragments": job.fragment_hashes,
-                              "cc": job.cc})[:16]
+    wsid = cache.sha256_json({"src": srcid, "base": job.spec.base, "fragments": job.fragment_hashes, "cc": job.cc})[:16]
     return job.root / "work" / wsid
 
 
@@ -151,16 +175,18 @@ def _build_in(job: _Job, source, work: Path, staged: dict, jobs: int, timeout: f
     make = kbuild_make.make_argv(tree, work / "build")
     with open(log_path, "a") as log:
         config = kbuild_config.configure(make, tree, work / "build", job.spec.base, list(job.spec.fragments), log)
-    key = cache.sha256_json({"source": job.identity, "config": sha256_file(config),
-                             "patches": [p.sha256 for p in job.series]})
+    key = cache.sha256_json(
+        {"source": job.identity, "config": sha256_file(config), "patches": [p.sha256 for p in job.series]}
+    )
     hit = _cached(job.root, key)
     if not hit:
         job.show.note(f"building {source.version} ({len(job.series)} patch(es)) in {work / 'build'}")
         base = cache.sha256_json({"base": job.spec.base, "fragments": job.fragment_hashes})[:16]
         if not (work / "build" / "vmlinux").exists():  # nothing built here yet: every file compiles
             job.show.expect(cache.cold_build(job.root, base))
-        kbuild_make.run_make(make + [f"-j{jobs}", "bzImage"], log_path, job.show, timeout,
-                             env=kbuild_make.make_env(work), disk=job.root)
+        kbuild_make.run_make(
+            make + [f"-j{jobs}", "bzImage"], log_path, job.show, timeout, env=kbuild_make.make_env(work), disk=job.root
+        )
         job.show.finish("built")
         made = job.show.made()
         if made:
@@ -185,8 +211,13 @@ def cached(what: Union[str, recipes.Recipe, BuildSpec], cache_dir=None) -> Optio
 
 
 def _spec_of(recipe: recipes.Recipe) -> BuildSpec:
-    return BuildSpec(source=recipe.source, base=recipe.base, fragments=recipe.fragments or (DEFAULT_FRAGMENT,),
-                     patches=recipe.patches, name=recipe.name)
+    return BuildSpec(
+        source=recipe.source,
+        base=recipe.base,
+        fragments=recipe.fragments or (DEFAULT_FRAGMENT,),
+        patches=recipe.patches,
+        name=recipe.name,
+    )
 
 
 def _fragment_hash(path) -> str:
@@ -209,9 +240,16 @@ def _result(entry: cache.Entry, job: _Job, cached: bool, started: float) -> Buil
     identity = dict(entry.identity, patches=_patch_identity(job.series))
     if job.recipe is not None:  # [expect] is not part of the build: a cached kernel carries today's declarations
         identity["expect"] = job.recipe.expect
-    return BuiltKernel(bzimage=entry.bzimage, config=entry.path / "config", identity=identity,
-                       key=entry.identity.get("key", entry.path.name), recipe=job.recipe, cached=cached,
-                       seconds=time.monotonic() - started, log=log if log.exists() else None)
+    return BuiltKernel(
+        bzimage=entry.bzimage,
+        config=entry.path / "config",
+        identity=identity,
+        key=entry.identity.get("key", entry.path.name),
+        recipe=job.recipe,
+        cached=cached,
+        seconds=time.monotonic() - started,
+        log=log if log.exists() else None,
+    )
 
 
 def _identity(job: _Job, source, config: Path, key: str) -> dict:

@@ -9,6 +9,7 @@ Layout under the root ($XDG_CACHE_HOME/uffdprobe/kernels by default):
   locks/                 flock files (entry-<key>.lock: held shared by every process using that kernel)
   CACHEDIR.TAG           the marker: this folder is a uffdprobe kernel cache (`kernel clean` needs it)
 """
+
 import contextlib
 import fcntl
 import hashlib
@@ -36,13 +37,13 @@ def default_root() -> Path:
     return cache_home() / "uffdprobe" / "kernels"
 
 
-
-
 #: The marker file (the Cache Directory Tagging convention, so backup tools skip the cache too).
 MARKER = "CACHEDIR.TAG"
-_MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
-                "# This file is a cache directory tag created by uffdprobe: a kernel cache.\n"
-                "# `uffdprobe kernel clean` removes only what is under a folder holding this file.\n")
+_MARKER_TEXT = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by uffdprobe: a kernel cache.\n"
+    "# `uffdprobe kernel clean` removes only what is under a folder holding this file.\n"
+)
 #: What a kernel cache of ours holds at its top (the layout above, plus half-done trees of killed runs).
 #: What the last cold build of each base compiled and how long it took (kept by `kernel clean --all`: the
 #: next cold build's total and ETA).
@@ -84,8 +85,11 @@ def _looks_ours(root: Path) -> bool:
         locks = list((root / "locks").iterdir())
     except OSError:
         return False
-    return (all(n in _LAYOUT or n.startswith(_LEFTOVERS) for n in names) and bool(locks)
-            and all(p.suffix == ".lock" and p.is_file() for p in locks))
+    return (
+        all(n in _LAYOUT or n.startswith(_LEFTOVERS) for n in names)
+        and bool(locks)
+        and all(p.suffix == ".lock" and p.is_file() for p in locks)
+    )
 
 
 def hold_entry(root: Path, key: str, wait: float = 120.0) -> None:
@@ -105,8 +109,10 @@ def hold_entry(root: Path, key: str, wait: float = 120.0) -> None:
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 os.close(fd)
-                raise SetupError(f"the cached kernel {key[:12]} in {root} is still being removed after "
-                                 f"{wait:.0f} s: wait for `uffdprobe kernel clean` to finish") from None
+                raise SetupError(
+                    f"the cached kernel {key[:12]} in {root} is still being removed after "
+                    f"{wait:.0f} s: wait for `uffdprobe kernel clean` to finish"
+                ) from None
             time.sleep(0.2)
     _HELD[key] = fd
 
@@ -114,8 +120,6 @@ def hold_entry(root: Path, key: str, wait: float = 120.0) -> None:
 def sha256_json(value) -> str:
     """Hex sha256 of a JSON-serialisable value, keys sorted."""
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
-
-
 
 
 def _unlink(path: Path) -> None:
@@ -133,12 +137,14 @@ def Lock(root: Path, name: str, wait: float = LOCK_WAIT, what: str = ""):
 
     def waiting(holder: str) -> None:
         print(f"kbuild: waiting for {what}, held by {holder}", file=sys.stderr)
+
     try:
         with filelock.held(path, wait, waiting, poll=0.5):
             yield
     except filelock.Busy as busy:
-        raise SetupError(f"{what} is busy: {busy.holder} still holds {path} after {wait:.0f} s; wait for it "
-                         "to finish or stop it") from None
+        raise SetupError(
+            f"{what} is busy: {busy.holder} still holds {path} after {wait:.0f} s; wait for it to finish or stop it"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -146,6 +152,7 @@ def in_use(root: Path, wait: float = LOCK_WAIT):
     """A shared flock on locks/in-use.lock while this process unpacks or builds in the cache. `kernel clean`
     removes sources and workspaces only under the exclusive one (exclusive_use), so never one in use;
     a build waits (bounded) for a clean under way."""
+
     def waiting(holder: str) -> None:
         print(f"kbuild: waiting for `kernel clean` to finish in {root}", file=sys.stderr)
 
@@ -158,8 +165,10 @@ def in_use(root: Path, wait: float = LOCK_WAIT):
     except filelock.Busy:
         if acquired:  # a Busy from inside the with-block is not ours to explain
             raise
-        raise SetupError(f"the kernel cache {root} is still being cleaned after {wait:.0f} s: wait for "
-                         "`uffdprobe kernel clean` to finish or stop it") from None
+        raise SetupError(
+            f"the kernel cache {root} is still being cleaned after {wait:.0f} s: wait for "
+            "`uffdprobe kernel clean` to finish or stop it"
+        ) from None
 
 
 def exclusive_use(root: Path) -> Optional[int]:
@@ -251,8 +260,7 @@ def _metadata(path: Path) -> tuple:
 
 def _drop(path: Path, problem: str, then: str) -> None:
     """Report a corrupt entry in one line and remove it, so nothing ever boots it."""
-    print(f"kbuild: cache entry {path} is incomplete or corrupt ({problem[:160]}); removed it, {then}",
-          file=sys.stderr)
+    print(f"kbuild: cache entry {path} is incomplete or corrupt ({problem[:160]}); removed it, {then}", file=sys.stderr)
     remove_tree(path)
 
 

@@ -2,6 +2,7 @@
 """`kernel clean`: remove built kernels from a uffdprobe kernel cache (never from a folder without its
 marker), leaving every kernel a running build, boot or matrix holds; with everything, also the unpacked
 sources and workspaces, only while no build or unpack runs."""
+
 import os
 import sys
 from pathlib import Path
@@ -20,19 +21,26 @@ def clean(cache_dir=None, everything: bool = False) -> list:
     root = Path(cache_dir) if cache_dir else cache.default_root()
     if not root.is_dir():
         return []
-    usable_dir(root, "the kernel cache", "pass a writable --cache-dir" if cache_dir else
-               "point XDG_CACHE_HOME at a writable folder")
+    usable_dir(
+        root,
+        "the kernel cache",
+        "pass a writable --cache-dir" if cache_dir else "point XDG_CACHE_HOME at a writable folder",
+    )
     if not cache.is_marked(root):
-        raise BadInput(f"{root} is not a uffdprobe kernel cache (no {cache.MARKER} written by uffdprobe): "
-                       "removed nothing; name the folder `kernel build` uses")
+        raise BadInput(
+            f"{root} is not a uffdprobe kernel cache (no {cache.MARKER} written by uffdprobe): "
+            "removed nothing; name the folder `kernel build` uses"
+        )
     removed = cache.finish_removals(root)
     fd = cache.exclusive_use(root)
     try:
         if fd is None:
             removed += _remove_complete_entries(root)
             if everything:
-                raise SetupError("a build or unpack is running in this cache: removed complete kernels only, "
-                                 "left sources and workspaces alone; run `kernel clean --all` again once it is done")
+                raise SetupError(
+                    "a build or unpack is running in this cache: removed complete kernels only, "
+                    "left sources and workspaces alone; run `kernel clean --all` again once it is done"
+                )
             return removed
         removed += _remove_complete_entries(root)
         parts = ["work", "sources", "source-hashes.json", "kselftests"] if everything else []
@@ -70,7 +78,8 @@ def _remove_complete_entries(root: Path) -> list:
             cache.remove_tree(path)
             removed.append(path)
     if kept:
-        print(f"kbuild: kept {len(kept)} kernel(s) in use by a running build, boot or matrix: {', '.join(kept)}",
-              file=sys.stderr)
+        print(
+            f"kbuild: kept {len(kept)} kernel(s) in use by a running build, boot or matrix: {', '.join(kept)}",
+            file=sys.stderr,
+        )
     return removed
-

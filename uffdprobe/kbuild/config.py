@@ -5,6 +5,7 @@ One fragment serves kernels of several versions: an option the tree's Kconfig do
 at all is left out with one line saying so; an option it defines but drops is an error (exit 4).
 The final .config is then checked for what a uffdprobe guest needs (guestneeds.py).
 """
+
 import os
 import re
 import sys
@@ -40,8 +41,11 @@ def read_fragment(path: Path) -> dict:
     except OSError as exc:
         raise BadInput(f"config fragment {path}: {exc.strerror}; give a readable Kconfig fragment") from None
     options = parse(text)
-    bad = [line for line in text.splitlines()
-           if line.strip() and not line.lstrip().startswith("#") and not _SET.match(line.strip())]
+    bad = [
+        line
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#") and not _SET.match(line.strip())
+    ]
     if bad:
         raise BadInput(f"config fragment {path}: line {bad[0]!r} is not CONFIG_NAME=value; fix it")
     if not options:
@@ -107,6 +111,7 @@ def configure(make: list, tree: Path, build: Path, base: str, fragments: list, l
     final = parse(config.read_text())
     check_dropped(wanted, final, fragments)
     from . import guestneeds
+
     guestneeds.check(final, config, log)
     return config
 
@@ -124,8 +129,11 @@ def check_dropped(wanted: dict, final: dict, fragments: list) -> None:
     if dropped:
         shown = ", ".join(f"{n}={w} (got {g})" for n, w, g in dropped)
         names = ", ".join(str(f) for f in fragments)
-        raise ConfigDropped(f"Kconfig dropped {len(dropped)} option(s) from {names}: {shown}; check the "
-                            "spelling and the options' 'depends on' (make menuconfig, then /NAME)", dropped)
+        raise ConfigDropped(
+            f"Kconfig dropped {len(dropped)} option(s) from {names}: {shown}; check the "
+            "spelling and the options' 'depends on' (make menuconfig, then /NAME)",
+            dropped,
+        )
 
 
 def _run(argv: list, cwd: Path, log, what: str) -> None:

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Errors of the kernel builder; each carries the exit status (uffdprobe.exitcodes.Exit) it maps to."""
+
 from uffdprobe.exitcodes import Exit, UffdprobeError
 
 
@@ -70,9 +71,12 @@ NO_SPACE_TEXT = "No space left on device"
 def no_space(root, what: str, log=None) -> NoSpace:
     """The one-line NoSpace error for a full disk under the cache `root` while doing `what`."""
     kept = f"; build log: {log}" if log else ""
-    return NoSpace(f"no space left on the disk holding {root} while {what}: free space there "
-                   "(uffdprobe kernel clean --all removes workspaces) or point XDG_CACHE_HOME at a larger "
-                   f"disk, then build again{kept}", log=log)
+    return NoSpace(
+        f"no space left on the disk holding {root} while {what}: free space there "
+        "(uffdprobe kernel clean --all removes workspaces) or point XDG_CACHE_HOME at a larger "
+        f"disk, then build again{kept}",
+        log=log,
+    )
 
 
 class SetupError(KbuildError):

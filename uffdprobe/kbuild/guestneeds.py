@@ -8,6 +8,7 @@ OPTIONAL: without these the kernel boots and the scenarios that need them SKIP w
 (the no-userfaultfd recipe lacks USERFAULTFD on purpose); each missing one is a warning line.
 Kernels here are built without modules, so only =y counts.
 """
+
 import sys
 from pathlib import Path
 
@@ -45,8 +46,7 @@ def missing(rule: str, final: dict) -> str:
     for options in alternatives:
         if all(final.get(o) == "y" for o in options):
             return ""
-    return " or ".join(" and ".join(f"{o}=y" for o in options if final.get(o) != "y")
-                       for options in alternatives)
+    return " or ".join(" and ".join(f"{o}=y" for o in options if final.get(o) != "y") for options in alternatives)
 
 
 def check(final: dict, config: Path, log=None) -> list:
@@ -57,10 +57,15 @@ def check(final: dict, config: Path, log=None) -> list:
     lacking = [(what, why) for what, why in lacking if what]
     if lacking:
         shown = "; ".join(f"{what} ({why})" for what, why in lacking)
-        raise GuestNeedsMissing(f"{config} cannot boot as a uffdprobe guest: set {shown} in a config fragment",
-                                [what for what, _ in lacking])
-    warnings = [f"kbuild: warning: {rule} is not set in {config}: {why}"
-                for rule, why in OPTIONAL.items() if final.get(rule) != "y"]
+        raise GuestNeedsMissing(
+            f"{config} cannot boot as a uffdprobe guest: set {shown} in a config fragment",
+            [what for what, _ in lacking],
+        )
+    warnings = [
+        f"kbuild: warning: {rule} is not set in {config}: {why}"
+        for rule, why in OPTIONAL.items()
+        if final.get(rule) != "y"
+    ]
     for line in warnings:
         print(line, file=sys.stderr, flush=True)
         if log is not None:

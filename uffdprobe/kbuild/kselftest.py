@@ -12,6 +12,7 @@ compiler, liburing's presence, the programs and BUILD_STEPS; the pristine tree i
 (sources/<srcid>, shared with the recipes) and is never written: the selftest sources are copied out,
 `make headers` writes into a private O= dir.
 """
+
 import json
 import shutil
 import sys
@@ -32,9 +33,14 @@ PROGRAMS = ("cow", "gup_longterm", "uffd-unit-tests")
 #: Where a tree keeps its mm selftests: mm since v6.3, vm before.
 SELFTEST_DIRS = ("tools/testing/selftests/mm", "tools/testing/selftests/vm")
 #: What is copied out of the pristine tree besides the mm selftests: everything their Makefile reaches.
-COPIED = ("tools/testing/selftests/lib.mk", "tools/testing/selftests/kselftest.h",
-          "tools/testing/selftests/kselftest_harness.h", "tools/testing/selftests/x86/check_cc.sh",
-          "tools/include", "mm/gup_test.h")
+COPIED = (
+    "tools/testing/selftests/lib.mk",
+    "tools/testing/selftests/kselftest.h",
+    "tools/testing/selftests/kselftest_harness.h",
+    "tools/testing/selftests/x86/check_cc.sh",
+    "tools/include",
+    "mm/gup_test.h",
+)
 #: Bumped when the way they are built changes (part of the cache key).
 BUILD_STEPS = 1
 HEADERS_TIMEOUT = 600
@@ -45,6 +51,7 @@ LIBURING_HEADER = Path("/usr/include/liburing.h")
 @dataclass(frozen=True)
 class Selftests:
     """Built selftests: the folder holding one executable per program, and what they were built from."""
+
     bin: Path
     identity: dict
     cached: bool
@@ -60,9 +67,13 @@ def inputs(tarball: Path, root: Path, programs: Tuple[str, ...] = PROGRAMS) -> d
     spec = source.parse_spec(str(tarball))
     ident = source.identify(spec, root)
     named = {"name": Path(spec.location).name, "sha256": ident["sha256"]} if spec.kind == "tarball" else ident
-    return {"source": named, "compiler": kbuild_make.compiler_id(),
-            "liburing": _liburing_version() if liburing else None, "programs": list(programs),
-            "build_steps": BUILD_STEPS}
+    return {
+        "source": named,
+        "compiler": kbuild_make.compiler_id(),
+        "liburing": _liburing_version() if liburing else None,
+        "programs": list(programs),
+        "build_steps": BUILD_STEPS,
+    }
 
 
 def selftest_dir(tree: Path) -> Optional[Path]:
@@ -80,15 +91,19 @@ def _liburing_version() -> str:
     """liburing's version from its header (io_uring_version.h), or 'present'."""
     version = LIBURING_HEADER.parent / "liburing" / "io_uring_version.h"
     try:
-        found = {line.split()[1]: line.split()[2] for line in version.read_text().splitlines()
-                 if line.startswith("#define IO_URING_VERSION_")}
+        found = {
+            line.split()[1]: line.split()[2]
+            for line in version.read_text().splitlines()
+            if line.startswith("#define IO_URING_VERSION_")
+        }
         return f"{found['IO_URING_VERSION_MAJOR']}.{found['IO_URING_VERSION_MINOR']}"
     except (OSError, KeyError, IndexError):
         return "present"
 
 
-def ensure(root: Optional[Path] = None, tarball: Path = TARBALL, progress=None,
-           programs: Tuple[str, ...] = PROGRAMS) -> Selftests:
+def ensure(
+    root: Optional[Path] = None, tarball: Path = TARBALL, progress=None, programs: Tuple[str, ...] = PROGRAMS
+) -> Selftests:
     """The built selftests, from the cache or built now (whole or not at all). `tarball` is the source: a
     tarball, a tree or GIT@REF. SetupError when it or a tool is missing or it has no such selftest,
     BuildFailed (log kept) when make fails, NoSpace on a full disk."""
@@ -96,8 +111,9 @@ def ensure(root: Optional[Path] = None, tarball: Path = TARBALL, progress=None,
     say = progress or (lambda text: print(f"kselftest: {text}", file=sys.stderr, flush=True))
     spec = source.parse_spec(str(tarball))
     if spec.kind == "tarball" and not Path(spec.location).is_file():
-        raise SetupError(f"no {tarball} to build the mm selftests from: apt-get install "
-                         f"{Path(tarball).name.split('.tar')[0]}")
+        raise SetupError(
+            f"no {tarball} to build the mm selftests from: apt-get install {Path(tarball).name.split('.tar')[0]}"
+        )
     with cache.in_use(root):
         wanted = inputs(tarball, root, tuple(programs))
         key = cache.sha256_json(wanted)[:16]
@@ -112,8 +128,10 @@ def ensure(root: Optional[Path] = None, tarball: Path = TARBALL, progress=None,
             src = source.materialize(spec, root)
             missing = [p for p in programs if p not in available(src.tree)]
             if missing:
-                raise SetupError(f"{tarball} ({src.version}) has no mm selftest {', '.join(missing)}; its own: "
-                                 f"{', '.join(available(src.tree)) or 'none'}")
+                raise SetupError(
+                    f"{tarball} ({src.version}) has no mm selftest {', '.join(missing)}; its own: "
+                    f"{', '.join(available(src.tree)) or 'none'}"
+                )
             say(f"building {', '.join(programs)} from {Path(spec.location).name} ({src.version}) into {final}")
             started = time.monotonic()
             _build(src.tree, final, dict(wanted, version=src.version), say)
@@ -150,20 +168,39 @@ def _build(tree: Path, final: Path, wanted: dict, say) -> None:
         if folder is None:
             raise SetupError(f"{tree} has no mm selftests ({' or '.join(SELFTEST_DIRS)})")
         _copy_sources(tree, src, folder.relative_to(tree))
-        _run(kbuild_make.make_argv(tree, headers) + ["-j2", "headers"], HEADERS_TIMEOUT, "make headers",
-             log_lines, final.parent, tmp)
+        _run(
+            kbuild_make.make_argv(tree, headers) + ["-j2", "headers"],
+            HEADERS_TIMEOUT,
+            "make headers",
+            log_lines,
+            final.parent,
+            tmp,
+        )
         selftests = src / folder.relative_to(tree)
         targets = [str(out / p) for p in programs]
-        _run(["make", "-j2", "-C", str(selftests), f"OUTPUT={out}", "CC=gcc",
-              f"KHDR_INCLUDES=-isystem {headers / 'usr' / 'include'}"] + targets, MAKE_TIMEOUT,
-             "make of the mm selftests", log_lines, final.parent, tmp)
+        _run(
+            [
+                "make",
+                "-j2",
+                "-C",
+                str(selftests),
+                f"OUTPUT={out}",
+                "CC=gcc",
+                f"KHDR_INCLUDES=-isystem {headers / 'usr' / 'include'}",
+            ]
+            + targets,
+            MAKE_TIMEOUT,
+            "make of the mm selftests",
+            log_lines,
+            final.parent,
+            tmp,
+        )
         (tmp / "bin").mkdir()
         digests = {}
         for p in programs:
             shutil.copy2(out / p, tmp / "bin" / p)
             digests[p] = sha256_file(tmp / "bin" / p)
-        identity = {**wanted, "tree": str(tree), "built_at": time.time(),
-                    "local_config": _local_config(selftests)}
+        identity = {**wanted, "tree": str(tree), "built_at": time.time(), "local_config": _local_config(selftests)}
         for d in (src, headers, out):
             shutil.rmtree(d, ignore_errors=True)
         (tmp / "build.log").write_text("".join(log_lines))
@@ -222,6 +259,7 @@ def _run(argv: list, timeout: float, what: str, log_lines: List[str], disk: Path
 def describe(st: Selftests) -> Tuple[str, ...]:
     """Lines for a report: where the selftests are and what they were built from."""
     ident = st.identity
-    return (f"mm selftests {', '.join(ident.get('programs', []))} in {st.bin}",
-            f"built from {built_from(st.bin)} with {ident.get('compiler')}, liburing {ident.get('liburing') or 'absent'}")
-
+    return (
+        f"mm selftests {', '.join(ident.get('programs', []))} in {st.bin}",
+        f"built from {built_from(st.bin)} with {ident.get('compiler')}, liburing {ident.get('liburing') or 'absent'}",
+    )

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Running make for a kernel build: bounded, logged, with a one-line progress display on stderr."""
+
 import errno
 import os
 import re
@@ -18,8 +19,10 @@ from uffdprobe.osutil import children
 from uffdprobe.osutil.files import disk_full
 
 BUILD_TIMEOUT = 3600.0  # seconds; a cold tinyconfig-based build takes about 6-9 min on 2 cores
-_STEP = re.compile(r"^\s+(CC|AS|LD|AR|OBJCOPY|GEN|HOSTCC|HOSTLD|UPD|MODPOST|ZOFFSET|VOFFSET|MKPIGGY)"
-                   r"(?: \[\w+\])?\s+(\S+)")
+_STEP = re.compile(
+    r"^\s+(CC|AS|LD|AR|OBJCOPY|GEN|HOSTCC|HOSTLD|UPD|MODPOST|ZOFFSET|VOFFSET|MKPIGGY)"
+    r"(?: \[\w+\])?\s+(\S+)"
+)
 
 
 def compiler() -> str:
@@ -65,8 +68,7 @@ class Progress:
         self.cold, self.make_started = True, time.monotonic()
         if previous:
             self.total, self.previous_s = int(previous["compiled"]), float(previous["seconds"])
-            self.note(f"a cold build: the last of this base compiled {self.total} files in "
-                      f"{_clock(self.previous_s)}")
+            self.note(f"a cold build: the last of this base compiled {self.total} files in {_clock(self.previous_s)}")
         else:
             self.note("a cold build, the first of this base here: no total or ETA until it is done")
 
@@ -139,8 +141,9 @@ def make_env(work: Path) -> dict:
     return env
 
 
-def run_make(argv: list, log_path: Path, progress: Progress, timeout: float = BUILD_TIMEOUT,
-             env: dict = None, disk: Path = None) -> None:
+def run_make(
+    argv: list, log_path: Path, progress: Progress, timeout: float = BUILD_TIMEOUT, env: dict = None, disk: Path = None
+) -> None:
     """Run make, appending its output to `log_path`; BuildFailed (with the first error) on failure or timeout.
 
     NoSpace when the disk fills (`disk`, default the log's directory, is named in the message).
@@ -152,8 +155,9 @@ def run_make(argv: list, log_path: Path, progress: Progress, timeout: float = BU
     objtree = next((Path(a[2:]) for a in argv if a.startswith("O=")), None)
     try:
         with open(log_path, "a", buffering=1) as log:
-            status, timed_out = run_logged(argv, log, "building", timeout, disk, env=env, watch=progress.step,
-                                           objtree=objtree)
+            status, timed_out = run_logged(
+                argv, log, "building", timeout, disk, env=env, watch=progress.step, objtree=objtree
+            )
     except OSError as exc:  # closing the log on a full disk
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -161,12 +165,22 @@ def run_make(argv: list, log_path: Path, progress: Progress, timeout: float = BU
     if timed_out:
         raise BuildFailed(f"build timed out after {timeout:.0f} s; build log: {log_path}", log=log_path)
     if status != 0:
-        raise BuildFailed(f"build failed (make exit {status}): {first_error(log_path)}; build log: {log_path}",
-                          log=log_path)
+        raise BuildFailed(
+            f"build failed (make exit {status}): {first_error(log_path)}; build log: {log_path}", log=log_path
+        )
 
 
-def run_logged(argv: list, log, what: str, timeout: float, disk: Path, cwd=None, env: dict = None,
-               watch: Callable[[str], None] = None, objtree: Path = None) -> Tuple[int, bool]:
+def run_logged(
+    argv: list,
+    log,
+    what: str,
+    timeout: float,
+    disk: Path,
+    cwd=None,
+    env: dict = None,
+    watch: Callable[[str], None] = None,
+    objtree: Path = None,
+) -> Tuple[int, bool]:
     """run_watched() with every output line appended to the open text file `log` (and given to `watch`).
 
     Returns (exit status, timed out). Raises NoSpace naming `disk` when the command reports a
@@ -186,8 +200,9 @@ def run_logged(argv: list, log, what: str, timeout: float, disk: Path, cwd=None,
         log.write(f"$ {' '.join(argv)}\n")
         log.flush()
         started = os.fstat(log.fileno()).st_mtime_ns  # the file system's clock: outputs made later are >=
-        status, timed_out = run_watched(argv, on_line, timeout, cwd=cwd, env=env,
-                                        on_killed=lambda: scrub_outputs(objtree, started))
+        status, timed_out = run_watched(
+            argv, on_line, timeout, cwd=cwd, env=env, on_killed=lambda: scrub_outputs(objtree, started)
+        )
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -198,8 +213,14 @@ def run_logged(argv: list, log, what: str, timeout: float, disk: Path, cwd=None,
     return status, timed_out
 
 
-def run_watched(argv: list, on_line: Callable[[str], None], timeout: float, cwd=None, env: dict = None,
-                on_killed: Callable[[], None] = None) -> Tuple[int, bool]:
+def run_watched(
+    argv: list,
+    on_line: Callable[[str], None],
+    timeout: float,
+    cwd=None,
+    env: dict = None,
+    on_killed: Callable[[], None] = None,
+) -> Tuple[int, bool]:
     """Run `argv` in a session of its own, feeding each line of its stdout+stderr to `on_line`.
 
     Returns (exit status, timed out). At the time limit, or on any exception (Ctrl-C, SIGTERM
@@ -208,8 +229,16 @@ def run_watched(argv: list, on_line: Callable[[str], None], timeout: float, cwd=
     seconds; `on_killed` runs when that SIGKILL was needed (make could not clean up). Every
     process of the group is gone before this returns or re-raises.
     """
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                            start_new_session=True, cwd=cwd, env=env)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+        cwd=cwd,
+        env=env,
+    )
     group = _Group(proc, on_killed)
     timer = threading.Timer(timeout, group.stop, kwargs={"timed_out": True})
     timer.daemon = True
@@ -281,8 +310,6 @@ def scrub_outputs(objtree: Optional[Path], since_ns: int) -> list:
             except FileNotFoundError:
                 continue
     return removed
-
-
 
 
 def _kept(log_path: Path) -> Optional[Path]:

@@ -8,6 +8,7 @@ A series is applied to copies of only the files it touches, each patch checked w
 `patch --dry-run` before it is applied, so a failure names the patch, file and hunk
 and nothing in the build tree has changed yet.
 """
+
 import hashlib
 import re
 import shutil
@@ -64,16 +65,20 @@ def _load_entry(path: Path, depth: int) -> list:
     try:
         text = path.read_text(errors="replace")
     except OSError as exc:
-        raise BadInput(f"patch {path} cannot be read ({exc.strerror}): make it readable (chmod a+r {path}) "
-                       "or give another unified diff or mbox file") from None
+        raise BadInput(
+            f"patch {path} cannot be read ({exc.strerror}): make it readable (chmod a+r {path}) "
+            "or give another unified diff or mbox file"
+        ) from None
     found = patchtext.pieces(text)
     if not found:
         named = _series_names(text, path)
         if named and depth < SERIES_DEPTH:
             return [p for name in named for p in _load_entry(name, depth + 1)]
-        raise BadInput(f"patch {path} is not a patch: it has no unified diff ('--- a/FILE' then '+++ b/FILE' "
-                       "then @@ hunks) and is not a series file naming patches; give a 'diff -u', "
-                       "'git diff', 'git format-patch', mbox or saved mailing-list page")
+        raise BadInput(
+            f"patch {path} is not a patch: it has no unified diff ('--- a/FILE' then '+++ b/FILE' "
+            "then @@ hunks) and is not a series file naming patches; give a 'diff -u', "
+            "'git diff', 'git format-patch', mbox or saved mailing-list page"
+        )
     for _, diff in found:
         for name in touched_files(diff):
             why = _escapes(name)
@@ -82,9 +87,17 @@ def _load_entry(path: Path, depth: int) -> list:
     if len(found) == 1:  # one patch per file: the file's hash, as before mboxes were split
         subject, diff = found[0]
         return [Patch(path.resolve(), sha256_file(path), subject or path.stem, tuple(touched_files(diff)), diff)]
-    return [Patch(path.resolve(), hashlib.sha256(f"{subject}\n{diff}".encode()).hexdigest(),
-                  subject or f"{path.stem} {i}", tuple(touched_files(diff)), diff, f"{i}/{len(found)}")
-            for i, (subject, diff) in enumerate(found, 1)]
+    return [
+        Patch(
+            path.resolve(),
+            hashlib.sha256(f"{subject}\n{diff}".encode()).hexdigest(),
+            subject or f"{path.stem} {i}",
+            tuple(touched_files(diff)),
+            diff,
+            f"{i}/{len(found)}",
+        )
+        for i, (subject, diff) in enumerate(found, 1)
+    ]
 
 
 def _series_names(text: str, path: Path) -> list:
@@ -129,8 +142,10 @@ def _escapes(name: str):
 
 
 def _outside(patch: Path, name: str, why: str) -> BadInput:
-    return BadInput(f"patch {patch}: header path {name!r} {why}; a patch may only touch files inside the "
-                    "kernel source tree: fix that header (paths look like a/mm/gup.c)")
+    return BadInput(
+        f"patch {patch}: header path {name!r} {why}; a patch may only touch files inside the "
+        "kernel source tree: fix that header (paths look like a/mm/gup.c)"
+    )
 
 
 def _strip1(name: str) -> str:
@@ -202,8 +217,10 @@ def _failure(patch: Patch, number: int, total: int, output: str) -> PatchDoesNot
             break
     where = f"{current or '?'}: {hunk or 'does not apply'}"
     part = f" [{patch.part}]" if patch.part else ""
-    msg = (f"patch {number}/{total} {patch.path}{part} ({patch.subject}) does not apply: {where}; "
-           "rebase it onto this source or drop it from the series")
+    msg = (
+        f"patch {number}/{total} {patch.path}{part} ({patch.subject}) does not apply: {where}; "
+        "rebase it onto this source or drop it from the series"
+    )
     return PatchDoesNotApply(msg, patch=patch.path, file=current, hunk=hunk)
 
 

@@ -8,6 +8,7 @@ HTML, or the page as text): the diff is taken hunk by hunk, each hunk exactly as
 signature) is left behind. A blank line inside a hunk is a blank context line (web pages
 drop the leading space).
 """
+
 import email.errors
 import email.header
 import html
@@ -16,9 +17,19 @@ from typing import List, Tuple
 
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 _MBOX_FROM = re.compile(r"^From \S+ +\S.*$")
-_GIT_HEADER = ("index ", "new file mode ", "deleted file mode ", "old mode ", "new mode ",
-               "similarity index ", "dissimilarity index ", "rename from ", "rename to ",
-               "copy from ", "copy to ")
+_GIT_HEADER = (
+    "index ",
+    "new file mode ",
+    "deleted file mode ",
+    "old mode ",
+    "new mode ",
+    "similarity index ",
+    "dissimilarity index ",
+    "rename from ",
+    "rename to ",
+    "copy from ",
+    "copy to ",
+)
 
 
 def pieces(text: str) -> List[Tuple[str, str]]:
@@ -63,8 +74,8 @@ def subject_of(message: str) -> str:
     lines = message.split("\n")
     for i, line in enumerate(lines):
         if line.startswith("Subject:"):
-            subject = line[len("Subject:"):].strip()
-            for more in lines[i + 1:]:
+            subject = line[len("Subject:") :].strip()
+            for more in lines[i + 1 :]:
                 if not more.startswith((" ", "\t")) or not more.strip():
                     break
                 subject += " " + more.strip()

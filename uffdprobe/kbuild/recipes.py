@@ -4,6 +4,7 @@
 A recipe's relative source, fragment and patch paths are relative to the folder the recipe
 file is in, wherever that is (the shipped ones say ../fragments/x86_64.config).
 """
+
 import difflib
 import os
 from dataclasses import dataclass, field
@@ -74,16 +75,19 @@ def load(name_or_path) -> Recipe:
         path = find(str(name_or_path)) or RECIPE_DIR / f"{name_or_path}.toml"
     if not path.is_file():
         close = difflib.get_close_matches(str(name_or_path), names(), 1)
-        raise BadInput(f"unknown kernel recipe {name_or_path!r}: "
-                       + (f"did you mean {close[0]}? " if close else "")
-                       + f"choose one of {', '.join(names()) or '(none)'} or give a path to a .toml recipe")
+        raise BadInput(
+            f"unknown kernel recipe {name_or_path!r}: "
+            + (f"did you mean {close[0]}? " if close else "")
+            + f"choose one of {', '.join(names()) or '(none)'} or give a path to a .toml recipe"
+        )
     if tomllib is None:
         raise BadInput("reading recipes needs Python 3.11 (tomllib) or the tomli package: pip install tomli")
     try:
         text = path.read_text()
     except OSError as exc:
-        raise BadInput(f"recipe {path} cannot be read ({exc.strerror}): make it readable "
-                       f"(chmod a+r {path}) or give another recipe") from None
+        raise BadInput(
+            f"recipe {path} cannot be read ({exc.strerror}): make it readable (chmod a+r {path}) or give another recipe"
+        ) from None
     try:
         data = tomllib.loads(text)
     except ValueError as exc:
@@ -98,7 +102,10 @@ FIELDS = {
     "source": (str, 'a string: a tarball, tree or GIT_TREE@REF, e.g. "/usr/src/linux-source-6.1.tar.xz"'),
     "base": (str, f"a string, one of {', '.join(sorted(BASES))}"),
     "fragments": (list, 'a list of paths relative to the recipe file\'s folder, e.g. ["../fragments/x86_64.config"]'),
-    "patches": (list, 'a list of patch, mbox, saved web page or series files relative to the recipe\'s folder (in order), [] for none'),
+    "patches": (
+        list,
+        'a list of patch, mbox, saved web page or series files relative to the recipe\'s folder (in order), [] for none',
+    ),
     "models": (dict, "a table"),
     "expect": (dict, 'a table of "SCENARIO" = "VERDICT" or "SCENARIO/MEMORY" = "VERDICT"'),
     "kselftest": (list, 'a list of mm selftests run with this kernel, e.g. ["cow", "uffd-unit-tests"]'),
@@ -144,23 +151,31 @@ def check_expect(expect: dict, where: str) -> None:
     from uffdprobe.scenarios.memkinds import NO_MEMORY
     from uffdprobe.scenarios.rows import is_program_row
     from uffdprobe.supervise.kselftest import PROGRAMS, is_selftest_row
+
     for key, verdict in expect.items():
         scenario, memory = split_key(key)
         slash = memory is not None
         if scenario not in SCENARIOS and (is_program_row(scenario) or is_selftest_row(scenario)):
             if slash and memory != NO_MEMORY:  # an --exec program's or a selftest's row: memory is always "-"
-                raise BadInput(f"{where}: {key!r}: {scenario} is a program's or a selftest's row, which has no "
-                               f"memory kind; write {scenario!r} or '{scenario}{SEPARATOR}{NO_MEMORY}'")
+                raise BadInput(
+                    f"{where}: {key!r}: {scenario} is a program's or a selftest's row, which has no "
+                    f"memory kind; write {scenario!r} or '{scenario}{SEPARATOR}{NO_MEMORY}'"
+                )
         elif scenario not in SCENARIOS:
             public = [name for name, s in SCENARIOS.items() if not s.test_only]
             close = difflib.get_close_matches(scenario, public, 1)
-            raise BadInput(f"{where}: unknown scenario {scenario!r}; "
-                           + (f"did you mean {close[0]}? " if close else "") + f"use one of {', '.join(public)}"
-                           f" (uffdprobe list), a program's row, or a selftest row 'PROGRAM' / 'PROGRAM: CASE' "
-                           f"of {', '.join(PROGRAMS)}")
+            raise BadInput(
+                f"{where}: unknown scenario {scenario!r}; "
+                + (f"did you mean {close[0]}? " if close else "")
+                + f"use one of {', '.join(public)}"
+                f" (uffdprobe list), a program's row, or a selftest row 'PROGRAM' / 'PROGRAM: CASE' "
+                f"of {', '.join(PROGRAMS)}"
+            )
         elif slash and memory not in SCENARIOS[scenario].memory:
-            raise BadInput(f"{where}: {key!r}: {scenario} does not run on memory kind {memory!r}; use one of "
-                           f"{', '.join(SCENARIOS[scenario].memory)} after the '/'")
+            raise BadInput(
+                f"{where}: {key!r}: {scenario} does not run on memory kind {memory!r}; use one of "
+                f"{', '.join(SCENARIOS[scenario].memory)} after the '/'"
+            )
         try:
             parse_declaration(verdict)
         except ValueError as exc:
@@ -170,12 +185,15 @@ def check_expect(expect: dict, where: str) -> None:
 def _kselftest(items: list, path: Path) -> tuple:
     """A recipe's kselftest list, each a known selftest (supervise.kselftest.PROGRAMS)."""
     from uffdprobe.supervise.kselftest import PROGRAMS, parse_request
+
     for item in items:
         try:
             parse_request(item)
         except (KeyError, ValueError):
-            raise BadInput(f"recipe {path}: kselftest {item!r} is not a selftest's name ({', '.join(PROGRAMS)} or another "
-                           "mm selftest program's name)") from None
+            raise BadInput(
+                f"recipe {path}: kselftest {item!r} is not a selftest's name ({', '.join(PROGRAMS)} or another "
+                "mm selftest program's name)"
+            ) from None
     return tuple(items)
 
 

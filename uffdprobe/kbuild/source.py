@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Kernel sources: an extracted tree, a tarball, or a git tree at a ref; identity and a pristine copy."""
+
 import json
 import os
 import re
@@ -56,8 +57,10 @@ def parse_spec(text: str = "") -> SourceSpec:
         return SourceSpec("git", location, ref)
     path = Path(text)
     if not path.exists():
-        raise BadInput(f"kernel source {text} does not exist: give an extracted tree, a tarball "
-                       f"(e.g. {DEFAULT_TARBALL}) or a git tree as PATH@REF")
+        raise BadInput(
+            f"kernel source {text} does not exist: give an extracted tree, a tarball "
+            f"(e.g. {DEFAULT_TARBALL}) or a git tree as PATH@REF"
+        )
     if path.is_dir():
         return SourceSpec("tree", str(path.resolve()))
     if path.name.endswith(TARBALL_SUFFIXES):
@@ -68,8 +71,7 @@ def parse_spec(text: str = "") -> SourceSpec:
 def identify(spec: SourceSpec, root: Path) -> dict:
     """A content identity for the source: tarball sha256, tree fingerprint, or git commit."""
     if spec.kind == "tarball":
-        return {"kind": "tarball", "name": Path(spec.location).name,
-                "sha256": _tarball_sha(Path(spec.location), root)}
+        return {"kind": "tarball", "name": Path(spec.location).name, "sha256": _tarball_sha(Path(spec.location), root)}
     if spec.kind == "tree":
         check_kernel_tree(Path(spec.location), str(spec))
         return {"kind": "tree", "path": spec.location, "fingerprint": _tree_fingerprint(Path(spec.location))}
@@ -97,8 +99,12 @@ def _extract(spec: SourceSpec, identity: dict, final: Path, progress: bool) -> N
         staging = tmp / "unpack"
         staging.mkdir()
         if spec.kind == "tarball":
-            _run(["tar", "-xf", spec.location, "-C", str(staging)], TAR_TIMEOUT, f"unpacking {spec.location}",
-                 final.parent)
+            _run(
+                ["tar", "-xf", spec.location, "-C", str(staging)],
+                TAR_TIMEOUT,
+                f"unpacking {spec.location}",
+                final.parent,
+            )
         elif spec.kind == "tree":
             _pipe_copy(Path(spec.location), staging)
         else:
@@ -128,11 +134,15 @@ def check_kernel_tree(tree: Path, what: str) -> None:
     needed = ["Makefile", "Kconfig", "scripts/kconfig/merge_config.sh", "arch/x86/Kconfig"]
     missing = [n for n in needed if not (tree / n).exists()]
     if missing or not re.search(r"^VERSION\s*=", _read(tree / "Makefile"), re.M):
-        raise BadInput(f"{what} is not a Linux kernel source tree (no {', '.join(missing) or 'VERSION in Makefile'}):"
-                       " point --source at the top of a kernel tree")
+        raise BadInput(
+            f"{what} is not a Linux kernel source tree (no {', '.join(missing) or 'VERSION in Makefile'}):"
+            " point --source at the top of a kernel tree"
+        )
     if (tree / ".config").exists() or (tree / "include" / "config").exists():
-        raise BadInput(f"{what} has been configured in place (.config): out-of-tree builds need a clean"
-                       " tree; run 'make mrproper' there or use a fresh checkout")
+        raise BadInput(
+            f"{what} has been configured in place (.config): out-of-tree builds need a clean"
+            " tree; run 'make mrproper' there or use a fresh checkout"
+        )
 
 
 def kernel_version(tree: Path) -> str:
@@ -195,19 +205,28 @@ def _git_commit(spec: SourceSpec) -> str:
     if "://" in spec.location:
         raise BadInput(f"git URL {spec.location} is not supported offline: clone it and give PATH@REF")
     try:
-        out = subprocess.run(["git", "-C", spec.location, "rev-parse", "--verify", "--quiet",
-                              f"{spec.ref}^{{commit}}"], capture_output=True, text=True, timeout=GIT_TIMEOUT)
+        out = subprocess.run(
+            ["git", "-C", spec.location, "rev-parse", "--verify", "--quiet", f"{spec.ref}^{{commit}}"],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT,
+        )
     except FileNotFoundError:
         raise SetupError("git is not installed: apt-get install git") from None
     if out.returncode != 0:
-        raise BadInput(f"git ref {spec.ref!r} is not a commit in {spec.location}: check "
-                       f"'git -C {spec.location} log --oneline {spec.ref}'")
+        raise BadInput(
+            f"git ref {spec.ref!r} is not a commit in {spec.location}: check "
+            f"'git -C {spec.location} log --oneline {spec.ref}'"
+        )
     return out.stdout.strip()
 
 
 def _git_archive(spec: SourceSpec, commit: str, dest: Path) -> None:
-    _untar_from(["git", "-C", spec.location, "archive", "--format=tar", commit], dest,
-                f"git archive {commit} in {spec.location}")
+    _untar_from(
+        ["git", "-C", spec.location, "archive", "--format=tar", commit],
+        dest,
+        f"git archive {commit} in {spec.location}",
+    )
 
 
 def _run(argv: list, timeout: float, what: str, disk: Path) -> None:

@@ -33,8 +33,9 @@ def _prepare_child(parent: int) -> None:
 
 
 @contextlib.contextmanager
-def signals_raise(exception: Callable[[str], BaseException],
-                  sigs: Tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
+def signals_raise(
+    exception: Callable[[str], BaseException], sigs: Tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)
+) -> Iterator[None]:
     """While inside, each of `sigs` raises exception(SIGNAL_NAME) in the main thread, so the cleanup that
     Ctrl-C runs (stop and reap children, keep what was written) runs for it too; the handlers before are
     back on leaving. Main thread only (elsewhere nothing changes)."""
@@ -65,6 +66,7 @@ def _prctl() -> Callable[..., int]:
     """libc's prctl(). ctypes is imported on first use, not with this module: the guest's `uffdprobe run`
     (under TCG every import costs) never needs it. spawn() loads it before fork, so no child imports."""
     import ctypes
+
     return ctypes.CDLL(None, use_errno=True).prctl
 
 
@@ -80,9 +82,16 @@ Sink = Union[int, IO[Any], None]
 def spawn(argv: Sequence[str], *, stdout: Sink, stderr: Sink, cwd: Optional[str] = None) -> "subprocess.Popen[bytes]":
     """Start argv in its own session (so Ctrl-C reaches only us) and tied to our lifetime."""
     _prctl()
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=cwd,
-                            start_new_session=True, preexec_fn=functools.partial(_prepare_child, os.getpid()),
-                            close_fds=True)
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
+        start_new_session=True,
+        preexec_fn=functools.partial(_prepare_child, os.getpid()),
+        close_fds=True,
+    )
 
 
 @contextlib.contextmanager
@@ -96,8 +105,9 @@ def signals_blocked() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def signals_ignored(sigs: Iterable[int] = SHUTDOWN_SIGNALS,
-                    on_signal: Optional[Callable[[], object]] = None) -> Iterator[None]:
+def signals_ignored(
+    sigs: Iterable[int] = SHUTDOWN_SIGNALS, on_signal: Optional[Callable[[], object]] = None
+) -> Iterator[None]:
     """While cleaning up after an interrupt, a further signal of `sigs` only calls on_signal() (if given)
     instead of cutting the cleanup short. Main thread only (elsewhere it does nothing). Unlike
     signals_blocked() it holds in a process with threads: a signal blocked here is handed to another
@@ -125,14 +135,20 @@ class Stopped:
     """How a process group ended under stop_group()."""
 
     exit: Optional[int]  #: the leader's exit status; None when it was reaped elsewhere or could not be
-    reaped: bool         #: the leader is gone and reaped
-    signalled: bool      #: the first signal reached a live leader
-    killed: bool         #: SIGKILL was needed: the group did not end within the grace period
-    stragglers: bool     #: processes were still in the group after its leader ended (and were SIGKILLed)
+    reaped: bool  #: the leader is gone and reaped
+    signalled: bool  #: the first signal reached a live leader
+    killed: bool  #: SIGKILL was needed: the group did not end within the grace period
+    stragglers: bool  #: processes were still in the group after its leader ended (and were SIGKILLed)
 
 
-def stop_group(leader: Union["subprocess.Popen[Any]", int], first: Optional[int] = signal.SIGTERM, grace: float = 3.0, kill_wait: float = 10.0,
-               wait_for_group: bool = False, hold_signals: bool = False) -> Stopped:
+def stop_group(
+    leader: Union["subprocess.Popen[Any]", int],
+    first: Optional[int] = signal.SIGTERM,
+    grace: float = 3.0,
+    kill_wait: float = 10.0,
+    wait_for_group: bool = False,
+    hold_signals: bool = False,
+) -> Stopped:
     """Stop the process group led by `leader` (a Popen or the pid of our own child, started in a session or
     group of its own) and reap the leader. The one way uffdprobe stops a process tree:
 
@@ -160,8 +176,7 @@ def stop_group(leader: Union["subprocess.Popen[Any]", int], first: Optional[int]
                 stragglers = True
                 _signal_group(proc.pid, signal.SIGKILL)
                 time.sleep(0.05)
-    return Stopped(exit=proc.status, reaped=proc.done(), signalled=signalled, killed=killed,
-                   stragglers=stragglers)
+    return Stopped(exit=proc.status, reaped=proc.done(), signalled=signalled, killed=killed, stragglers=stragglers)
 
 
 class _Leader:

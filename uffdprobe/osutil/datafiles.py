@@ -6,6 +6,7 @@ In a source checkout (also an editable install) they are the checkout's own top-
 native/, the one source of truth. An installed wheel or sdist carries a copy of them as package data in
 uffdprobe/data/, made at build time by setup.py. Nothing else in the package computes these paths.
 """
+
 import functools
 from pathlib import Path
 from typing import Optional

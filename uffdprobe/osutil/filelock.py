@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """One exclusive flock on a file, waited for within a bound, the file naming who holds it."""
+
 import contextlib
 import fcntl
 import os
@@ -24,8 +25,9 @@ NOTE_WAIT_S = 1.0
 
 
 @contextlib.contextmanager
-def held(path: Path, wait: float, on_wait: Optional[Callable[[str], None]] = None, poll: float = 0.2,
-         shared: bool = False) -> Iterator[None]:
+def held(
+    path: Path, wait: float, on_wait: Optional[Callable[[str], None]] = None, poll: float = 0.2, shared: bool = False
+) -> Iterator[None]:
     """Hold an exclusive (or, with `shared`, a shared) flock on `path` (made if need be) for the with-block.
 
     Waits at most `wait` seconds, telling on_wait(holder) once if it must wait, then raises Busy. While an

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Files written whole or not at all, content hashes, and whether a disk is full."""
+
 import errno
 import os
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file's contents."""
     import hashlib  # imports here and in write_atomic: the guest's `uffdprobe run` pays for neither
+
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -19,6 +21,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Replace `path` with `data` through a temporary file, fsync and rename (new inode, new mtime): a
     reader sees the old file or the whole new one, also after a crash; on any error the old one stays."""
     import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -82,13 +85,16 @@ def cache_home() -> Path:
     """$XDG_CACHE_HOME, else ~/.cache. A UsageError when that would be under a HOME that does not exist
     (never create someone's home folder): set XDG_CACHE_HOME."""
     from uffdprobe.exitcodes import UsageError
+
     base = os.environ.get("XDG_CACHE_HOME")
     if base:
         return Path(base)
     home = os.path.expanduser("~")
     if not os.path.isdir(home):
-        raise UsageError(f"HOME {home} does not exist, so there is no cache folder; set HOME to your home "
-                         "folder or XDG_CACHE_HOME to a writable folder")
+        raise UsageError(
+            f"HOME {home} does not exist, so there is no cache folder; set HOME to your home "
+            "folder or XDG_CACHE_HOME to a writable folder"
+        )
     return Path(home) / ".cache"
 
 
@@ -97,6 +103,7 @@ def usable_dir(path: Path, what: str, fix: str, create: bool = True) -> Path:
     reason and `fix`. With create=False nothing is made: the folder, or the nearest existing folder
     above it, must be writable. A full disk stays an OSError (ENOSPC), reported by the caller."""
     from uffdprobe.exitcodes import UsageError
+
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"{what} {path} is a file, not a folder; {fix}")

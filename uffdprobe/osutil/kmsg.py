@@ -9,6 +9,7 @@ kernel report: WARN for "WARNING:" (lockdep's "possible ... locking" reports are
 records count (facility 0): a line a program writes into /dev/kmsg is logged as LOG_USER. Reading needs CAP_SYSLOG
 where kernel.dmesg_restrict is 1: when the log cannot be read the reader says why, never that it was clean.
 """
+
 import errno
 import os
 import re
@@ -25,14 +26,32 @@ MAX_LINES = 80
 LINES_BEFORE = 2
 
 #: kernel/panic.c's taint_flags, by bit: (letter, name).
-TAINT_BITS = (("P", "PROPRIETARY_MODULE"), ("F", "FORCED_MODULE"), ("S", "CPU_OUT_OF_SPEC"),
-              ("R", "FORCED_RMMOD"), ("M", "MACHINE_CHECK"), ("B", "BAD_PAGE"), ("U", "USER"), ("D", "DIE"),
-              ("A", "OVERRIDDEN_ACPI_TABLE"), ("W", "WARN"), ("C", "CRAP"), ("I", "FIRMWARE_WORKAROUND"),
-              ("O", "OOT_MODULE"), ("E", "UNSIGNED_MODULE"), ("L", "SOFTLOCKUP"), ("K", "LIVEPATCH"),
-              ("X", "AUX"), ("T", "RANDSTRUCT"), ("N", "TEST"))
+TAINT_BITS = (
+    ("P", "PROPRIETARY_MODULE"),
+    ("F", "FORCED_MODULE"),
+    ("S", "CPU_OUT_OF_SPEC"),
+    ("R", "FORCED_RMMOD"),
+    ("M", "MACHINE_CHECK"),
+    ("B", "BAD_PAGE"),
+    ("U", "USER"),
+    ("D", "DIE"),
+    ("A", "OVERRIDDEN_ACPI_TABLE"),
+    ("W", "WARN"),
+    ("C", "CRAP"),
+    ("I", "FIRMWARE_WORKAROUND"),
+    ("O", "OOT_MODULE"),
+    ("E", "UNSIGNED_MODULE"),
+    ("L", "SOFTLOCKUP"),
+    ("K", "LIVEPATCH"),
+    ("X", "AUX"),
+    ("T", "RANDSTRUCT"),
+    ("N", "TEST"),
+)
 
-_OOPS = re.compile(r"^(?:\S+: )?(?:BUG:|Oops\b|kernel BUG at|general protection fault|Unable to handle kernel)"
-                   r"|KASAN:")
+_OOPS = re.compile(
+    r"^(?:\S+: )?(?:BUG:|Oops\b|kernel BUG at|general protection fault|Unable to handle kernel)"
+    r"|KASAN:"
+)
 _WARN = re.compile(r"^(?:\S+: )?WARNING:|possible \S+(?: \S+)? lock(?:ing)? ")
 
 
@@ -40,6 +59,7 @@ _WARN = re.compile(r"^(?:\S+: )?WARNING:|possible \S+(?: \S+)? lock(?:ing)? ")
 class Record:
     """One /dev/kmsg record: sequence number, log level (0 emerg .. 7 debug), microseconds since boot, text,
     syslog facility (0: the kernel's own; 1: LOG_USER, what user space writes into /dev/kmsg)."""
+
     seq: int
     level: int
     usec: int
@@ -97,7 +117,8 @@ class Window:
     """What the kernel logged in one window: the records read (a bounded excerpt from the first splat on),
     the splat kinds found in order, records the ring buffer overwrote before we read them, the taint
     before and after (None where /proc/sys/kernel/tainted is not there) and the bits it gained."""
-    seq_before: Optional[int] = None   # the last record read before the window opened (None: none yet)
+
+    seq_before: Optional[int] = None  # the last record read before the window opened (None: none yet)
     first_seq: Optional[int] = None
     last_seq: Optional[int] = None
     records: int = 0
@@ -105,7 +126,7 @@ class Window:
     lines: List[str] = field(default_factory=list)
     lines_cut: int = 0
     lost: int = 0
-    recent: List[str] = field(default_factory=list)   # the last LINES_BEFORE lines before the first splat
+    recent: List[str] = field(default_factory=list)  # the last LINES_BEFORE lines before the first splat
     taint_before: Optional[int] = None
     taint_after: Optional[int] = None
     new_taint: int = 0
@@ -142,7 +163,7 @@ class KernelLog:
     def __init__(self, from_start: bool = False):
         self.error: Optional[str] = None
         self.fd: Optional[int] = None
-        self.seq: Optional[int] = None   # the last record read
+        self.seq: Optional[int] = None  # the last record read
         try:
             self.fd = os.open(KMSG, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             os.lseek(self.fd, 0, os.SEEK_SET if from_start else os.SEEK_END)
@@ -150,8 +171,11 @@ class KernelLog:
             if self.fd is not None:
                 os.close(self.fd)
                 self.fd = None
-            hint = " (needs CAP_SYSLOG while kernel.dmesg_restrict is 1)" if exc.errno in (errno.EPERM,
-                                                                                          errno.EACCES) else ""
+            hint = (
+                " (needs CAP_SYSLOG while kernel.dmesg_restrict is 1)"
+                if exc.errno in (errno.EPERM, errno.EACCES)
+                else ""
+            )
             self.error = f"cannot read {KMSG}: {exc.strerror}{hint}"
 
     @property
@@ -167,7 +191,7 @@ class KernelLog:
                 break
             except OSError as exc:
                 if exc.errno in (errno.EPIPE, errno.EINTR):  # EPIPE: overwritten before we read them (the
-                    continue                                  # gap in sequence numbers counts them)
+                    continue  # gap in sequence numbers counts them)
                 self.error = f"reading {KMSG} failed: {exc.strerror}"
                 self.close()
                 break

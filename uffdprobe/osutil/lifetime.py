@@ -14,6 +14,7 @@ Temporary folders carry their owner's pid (temp_prefix); sweep_stale() removes t
 provably gone (no such process, or one started after the folder was made: the pid was reused), so a
 run killed before its watchdog could act is cleaned by the next.
 """
+
 import os
 import re
 import subprocess
@@ -60,6 +61,7 @@ def tie() -> Optional["subprocess.Popen[Any]"]:
     os.environ[TIED] = str(os.getpid())
     if watchdog is not None:
         import atexit
+
         atexit.register(_untie, watchdog, group)
     return watchdog
 
@@ -72,10 +74,15 @@ def _start_watchdog(group: Optional[Path]) -> "subprocess.Popen[Any]":
     failure: Optional[OSError] = None
     for exe in dict.fromkeys(filter(None, (sys.executable, "/proc/self/exe"))):
         try:
-            return subprocess.Popen([exe, "-m", "uffdprobe.osutil.watchdog", str(os.getpid()), str(group or ""),
-                                     tempfile.gettempdir()], env=env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                                    close_fds=True)
+            return subprocess.Popen(
+                [exe, "-m", "uffdprobe.osutil.watchdog", str(os.getpid()), str(group or ""), tempfile.gettempdir()],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                close_fds=True,
+            )
         except OSError as exc:
             failure = exc
     raise failure or OSError("no interpreter to run the watchdog")
@@ -167,6 +174,7 @@ def sweep_stale(folder: Optional[str] = None) -> List[str]:
     """Remove uffdprobe-KIND-PID-* folders under `folder` ($TMPDIR) whose owner is provably gone; the
     paths removed."""
     import shutil
+
     folder = folder or tempfile.gettempdir()
     removed: List[str] = []
     try:

@@ -4,6 +4,7 @@ path that does not exist yet) is written whole: a temporary file of this writer'
 A symlink is followed and its target written whole, the link kept. A character or block device, a FIFO,
 a socket, a terminal or a /dev/fd path is written to directly, never replaced. Everything is checked
 before any work, so no result is lost at the end for a path that could never be written."""
+
 import errno
 import os
 import stat
@@ -65,8 +66,7 @@ def check(path: str, what: str) -> None:
     elif not folder.is_dir():
         why = f"its folder {folder} does not exist"
     elif not os.access(folder, os.W_OK | os.X_OK):
-        why = (f"its folder {folder} is not writable (a report is written whole: a temporary file there, "
-               "then renamed)")
+        why = f"its folder {folder} is not writable (a report is written whole: a temporary file there, then renamed)"
     elif dest.exists() and not os.access(dest, os.W_OK):
         why = "it is not writable"
     elif dest.exists() and _sticky_other(folder, dest):
@@ -141,6 +141,7 @@ class Growing:
 
     def __init__(self, path: str) -> None:
         import tempfile
+
         self.path = path
         self.tmp: Optional[Path] = None
         self.stream: BinaryIO
@@ -191,6 +192,7 @@ def write_new(path: Path, data: bytes) -> Path:
     Returns where it went."""
     import itertools
     import tempfile
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, files.mode_for(path))

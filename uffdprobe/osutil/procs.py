@@ -3,6 +3,7 @@
 TCG): one process's or task's stat fields, the table of every process (state, parent, group, start), the
 processes below some, when one started, and whether the owner of something named after its pid is gone.
 """
+
 import os
 import time
 from typing import Dict, Iterable, List, NamedTuple, Optional
@@ -11,6 +12,7 @@ from typing import Dict, Iterable, List, NamedTuple, Optional
 class Proc(NamedTuple):
     """One process as /proc/PID/stat gives it: state letter, parent pid, process group, start (clock ticks
     after boot: with the pid, what tells a process from a later one that reuses its pid)."""
+
     state: str
     ppid: int
     pgrp: int

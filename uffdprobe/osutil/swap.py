@@ -5,6 +5,7 @@ and switched on, so pages can be paged out (the anon-swap memory kind, the selft
 Only ever called in a guest uffdprobe booted (the host sets UFFDPROBE_SWAP_SERIAL for it); the running
 kernel's own swap is never touched.
 """
+
 import glob
 import os
 import shutil
@@ -55,8 +56,9 @@ def enable_guest_swap(serial: Optional[str] = None) -> str:
         if tool is None:
             return f"guest swap: no {argv[0]} found (apt-get install util-linux); anon-swap will skip"
         try:
-            proc = subprocess.run([tool] + argv[1:], capture_output=True, text=True, timeout=TOOL_TIMEOUT,
-                                  stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                [tool] + argv[1:], capture_output=True, text=True, timeout=TOOL_TIMEOUT, stdin=subprocess.DEVNULL
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"guest swap: {argv[0]} {device} failed ({exc}); anon-swap will skip"
         if proc.returncode != 0:

@@ -7,6 +7,7 @@ it only waits). Once PID has ended (its pidfd turns readable) it kills the cgrou
 when one is given, then every noted process that is still the same process, every process whose
 environment carries UFFDPROBE_TIED=PID, and their descendants, until none is left (bounded); it
 removes CGROUP and TMPDIR/uffdprobe-KIND-PID-* and exits."""
+
 import os
 import select
 import signal
@@ -77,6 +78,7 @@ def _remove_temp(tmpdir: str, owners: Set[int]) -> None:
     """The temporary folders (lifetime.KINDS: uffdprobe-exec-PID-*, uffdprobe-cell-PID-*) of the processes
     we killed."""
     import shutil
+
     try:
         names = os.listdir(tmpdir)
     except OSError:

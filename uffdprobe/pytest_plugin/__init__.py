@@ -12,6 +12,7 @@ whose tests use neither `uffd_kernel` nor `uffd_verdict` sees nothing of it: no 
 The hooks and fixtures are here; what they give a test is in kernel (Kernel, UffdVerdict), the session's
 state in session. May import every stage but cli; nothing imports it (pytest loads it by its entry point).
 """
+
 from typing import Any
 
 import pytest
@@ -25,26 +26,51 @@ __all__ = ["uffd_kernel", "uffd_verdict", "Kernel", "UffdVerdict", "DeclaredProb
 
 def pytest_addoption(parser) -> None:
     group = parser.getgroup("uffdprobe", "uffdprobe: userfaultfd scenarios on real kernels")
-    group.addoption("--uffd-kernel", action="append", dest="uffd_kernels", metavar="K",
-                    help="run uffd scenarios on K (repeatable): 'host', a recipe name or .toml path, a "
-                         "bzImage/vmlinuz or a .deb, optionally LABEL=K; default host")
+    group.addoption(
+        "--uffd-kernel",
+        action="append",
+        dest="uffd_kernels",
+        metavar="K",
+        help="run uffd scenarios on K (repeatable): 'host', a recipe name or .toml path, a "
+        "bzImage/vmlinuz or a .deb, optionally LABEL=K; default host",
+    )
     group.addoption("--uffd-runs", type=int, default=1, metavar="N", help="repeat each scenario N times per boot")
-    group.addoption("--uffd-expect", action="append", default=[], metavar="[KERNEL:]SCENARIO[/MEMORY]=VERDICT",
-                    help="declare an expected verdict (overrides the recipe's)")
-    group.addoption("--uffd-param", action="append", default=[], metavar="KEY=VALUE",
-                    help="scenario parameter for every kernel's run (as `uffdprobe run --param`)")
-    group.addoption("--uffd-vm-timeout", type=float, default=900.0, metavar="S",
-                    help="limit for each kernel's boot and scenarios (default 900)")
-    group.addoption("--uffd-scenarios-from", action="append", default=[], dest="uffd_scenarios_from",
-                    metavar="FILE.py", help="repeatable: your own scenarios (a file defining SCENARIOS, as "
-                    "`uffdprobe run --scenarios-from`); the entry point group uffdprobe.scenarios adds "
-                    "installed ones")
+    group.addoption(
+        "--uffd-expect",
+        action="append",
+        default=[],
+        metavar="[KERNEL:]SCENARIO[/MEMORY]=VERDICT",
+        help="declare an expected verdict (overrides the recipe's)",
+    )
+    group.addoption(
+        "--uffd-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="scenario parameter for every kernel's run (as `uffdprobe run --param`)",
+    )
+    group.addoption(
+        "--uffd-vm-timeout",
+        type=float,
+        default=900.0,
+        metavar="S",
+        help="limit for each kernel's boot and scenarios (default 900)",
+    )
+    group.addoption(
+        "--uffd-scenarios-from",
+        action="append",
+        default=[],
+        dest="uffd_scenarios_from",
+        metavar="FILE.py",
+        help="repeatable: your own scenarios (a file defining SCENARIOS, as "
+        "`uffdprobe run --scenarios-from`); the entry point group uffdprobe.scenarios adds "
+        "installed ones",
+    )
 
 
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "uffd_scenario(name, memory='anon-4k'): the scenario uffd_verdict checks")
-    config.addinivalue_line("markers", "needs(*what): skip unless the kernel has each of "
-                            + ", ".join(NEEDS))
+    config.addinivalue_line("markers", "needs(*what): skip unless the kernel has each of " + ", ".join(NEEDS))
     config.stash[SESSION] = Session(config)
     config.pluginmanager.register(JUnitEvidence(config), "uffdprobe-junit-evidence")
 
@@ -52,7 +78,9 @@ def pytest_configure(config) -> None:
 def pytest_generate_tests(metafunc) -> None:
     if "uffd_kernel" in metafunc.fixturenames:
         labels = metafunc.config.stash[SESSION].labels
-        metafunc.parametrize("_uffd_booted", labels, ids=[kernel_test_id(k) for k in labels], indirect=True, scope="session")
+        metafunc.parametrize(
+            "_uffd_booted", labels, ids=[kernel_test_id(k) for k in labels], indirect=True, scope="session"
+        )
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
@@ -102,9 +130,13 @@ def uffd_verdict(request, uffd_kernel: Kernel) -> UffdVerdict:
     _record_kernel(request, uffd_kernel)
     request.node.stash[EVIDENCE] = verdict.evidence_text()
     if xfail_strict(cell):
-        request.node.add_marker(pytest.mark.xfail(
-            strict=True, raises=DeclaredProblem,
-            reason=f"{uffd_kernel.label} is declared to {cell.expected} on {cell.scenario}"))
+        request.node.add_marker(
+            pytest.mark.xfail(
+                strict=True,
+                raises=DeclaredProblem,
+                reason=f"{uffd_kernel.label} is declared to {cell.expected} on {cell.scenario}",
+            )
+        )
     return verdict
 
 
@@ -113,12 +145,15 @@ def _record_kernel(request, kernel: Kernel) -> None:
     allows properties on the suite only). They travel on the test's report, so that under pytest-xdist the
     controller, which writes the JUnit file, adds them (once per kernel) as it would without xdist."""
     from uffdprobe.results.junit import suite_properties
+
     request.node.stash[KERNEL_PROPERTIES] = [
         (f"{key.split('.', 1)[0]}[{kernel.label}].{key.split('.', 1)[1]}", str(value))
-        for key, value in suite_properties(kernel.run).items()]
+        for key, value in suite_properties(kernel.run).items()
+    ]
 
 
 # --- pytest-xdist (-n N): one kernel's tests on one worker, so each kernel boots once per worker that needs it
+
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
@@ -129,6 +164,7 @@ def pytest_xdist_make_scheduler(config, log):
     if not config.getoption("uffd_kernels") or config.getoption("dist") not in ("load", "loadgroup"):
         return None
     from xdist.scheduler import LoadGroupScheduling
+
     ids = sorted({kernel_test_id(k) for k in config.getoption("uffd_kernels")}, key=len, reverse=True)
 
     class KernelGroupScheduling(LoadGroupScheduling):
@@ -136,10 +172,9 @@ def pytest_xdist_make_scheduler(config, log):
             scope = super()._split_scope(nodeid)
             if scope != nodeid or not nodeid.endswith("]") or "[" not in nodeid:
                 return scope  # an xdist_group of its own, or no parameters
-            param = nodeid[nodeid.rindex("[") + 1:-1]
+            param = nodeid[nodeid.rindex("[") + 1 : -1]
             for kid in ids:
-                if param == kid or param.startswith(kid + "-") or param.endswith("-" + kid) \
-                        or f"-{kid}-" in param:
+                if param == kid or param.startswith(kid + "-") or param.endswith("-" + kid) or f"-{kid}-" in param:
                     return f"uffd-kernel[{kid}]"
             return nodeid
 
@@ -150,7 +185,9 @@ def __getattr__(name: str) -> Any:
     """`Verdict`, UffdVerdict's old name (it read as uffdprobe.verdicts.Verdict), with a DeprecationWarning."""
     if name == "Verdict":
         import warnings
-        warnings.warn("uffdprobe.pytest_plugin.Verdict is deprecated: use UffdVerdict", DeprecationWarning,
-                      stacklevel=2)
+
+        warnings.warn(
+            "uffdprobe.pytest_plugin.Verdict is deprecated: use UffdVerdict", DeprecationWarning, stacklevel=2
+        )
         return UffdVerdict
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """What the plugin's fixtures give a test: the Kernel (one kernel's run for the session, what it lacks)
 and the UffdVerdict (one cell and check(), the verdict rule as a test outcome)."""
+
 from typing import TYPE_CHECKING, List, Optional
 
 import pytest
@@ -22,6 +23,7 @@ class Kernel:
 
     def __init__(self, run, wanted: List[str], host: bool = False):
         from uffdprobe.results.matrix import Matrix
+
         self.run, self.label, self.wanted, self.host = run, run.label, wanted, host
         self.matrix = Matrix([run])
 
@@ -32,12 +34,18 @@ class Kernel:
     def cell(self, scenario: str, memory: str = "anon-4k") -> "Cell":
         """Every run of scenario × memory on this kernel, with the declared expectation."""
         if scenario not in self.wanted:
-            pytest.fail(f"scenario {scenario!r} was not run on {self.label}: mark the test "
-                        f"@pytest.mark.uffd_scenario({scenario!r})", pytrace=False)
+            pytest.fail(
+                f"scenario {scenario!r} was not run on {self.label}: mark the test "
+                f"@pytest.mark.uffd_scenario({scenario!r})",
+                pytrace=False,
+            )
         found = self.matrix.cell(self.run, scenario, memory)
         if found is None:
-            pytest.fail(f"{self.label}: no result for {scenario}({memory}); `uffdprobe list --all` shows "
-                        "each scenario's memory kinds", pytrace=False)
+            pytest.fail(
+                f"{self.label}: no result for {scenario}({memory}); `uffdprobe list --all` shows "
+                "each scenario's memory kinds",
+                pytrace=False,
+            )
         return found
 
     def lacks(self, need: str) -> Optional[str]:
@@ -47,9 +55,13 @@ class Kernel:
         if need == "root":
             return None  # the guest init runs the scenarios as root
         from uffdprobe.scenarios.registry import SCENARIOS
-        relevant = [r for r in self.run.results
-                    if (need == "thp" and r.memory == "anon-thp")
-                    or (need != "thp" and r.scenario in SCENARIOS and need in SCENARIOS[r.scenario].needs)]
+
+        relevant = [
+            r
+            for r in self.run.results
+            if (need == "thp" and r.memory == "anon-thp")
+            or (need != "thp" and r.scenario in SCENARIOS and need in SCENARIOS[r.scenario].needs)
+        ]
         if relevant and all(r.verdict.value == "SKIP" for r in relevant):
             return relevant[0].reason
         return None
@@ -60,6 +72,7 @@ def _host_lacks(need: str) -> Optional[str]:
     from uffdprobe.uffd import features, odirect
     from uffdprobe.scenarios.memkinds import unavailable
     from uffdprobe.scenarios.registry import why_not
+
     if need == "root":
         return None if os.geteuid() == 0 else "not running as root"
     if need == "thp":
@@ -82,19 +95,25 @@ class UffdVerdict:
 
     def evidence_text(self) -> str:
         from uffdprobe.results import evidence as evidence_view
-        lines = [f"{self.kernel.label} {self.cell.scenario}({self.cell.memory}): {self.cell.label}"
-                 f" (declared: {self.cell.expected or 'nothing'}; mark: {str(self.cell.mark) or 'undeclared'})"]
+
+        lines = [
+            f"{self.kernel.label} {self.cell.scenario}({self.cell.memory}): {self.cell.label}"
+            f" (declared: {self.cell.expected or 'nothing'}; mark: {str(self.cell.mark) or 'undeclared'})"
+        ]
         for r in self.cell.results:
             lines += [f"  {key}: {value}" for key, value in evidence_view.summary(r).items()]
         ident = self.kernel.identity
-        lines.append(f"  kernel: {ident.get('release')} sha256={ident.get('sha256', '-')} "
-                     f"console={self.kernel.run.boot.get('console_log', '-')}")
+        lines.append(
+            f"  kernel: {ident.get('release')} sha256={ident.get('sha256', '-')} "
+            f"console={self.kernel.run.boot.get('console_log', '-')}"
+        )
         return "\n".join(lines)
 
     def check(self) -> None:
         """The one rule (results.expect): PASS, SKIP or a declared-good verdict passes; a declared
         HANG/LEAK/WP_LOST that happened is an xfail(strict); anything else fails, FIXED included."""
         from uffdprobe.results.expect import FIXED, expected_failure, failing
+
         c = self.cell
         if all(r.verdict.value == "SKIP" for r in c.results):
             pytest.skip(f"{self.kernel.label}: {c.results[0].reason}")
@@ -111,6 +130,7 @@ def xfail_strict(cell: "Cell") -> bool:
     """A cell declared bad is an xfail(strict), except a racy declaration ('HANG>=K/N') none of whose runs
     showed a kernel problem: those PASS runs are as declared (or FIXED, which check() fails itself)."""
     from uffdprobe.results.expect import declares_bad, parse
+
     if cell.expected is None or not declares_bad(cell.expected):
         return False
     return not parse(cell.expected).at_least or any(r.verdict.is_kernel_problem for r in cell.results)

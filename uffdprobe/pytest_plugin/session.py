@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The plugin's state for one pytest session: the kernels asked for and each one's cached run (Session),
 the evidence each uffd_verdict test puts into JUnit (JUnitEvidence), and the keys they are stashed under."""
+
 import threading
 from pathlib import Path
 from typing import Dict, List
@@ -8,6 +9,7 @@ from typing import Dict, List
 import pytest
 
 from .kernel import Kernel
+
 
 class JUnitEvidence:
     """Puts each uffd_verdict test's verdict, declaration and evidence into its JUnit <system-out>, whatever
@@ -42,6 +44,7 @@ class JUnitEvidence:
         text = getattr(report, "uffd_evidence", None)
         if text and xml is not None:
             import xml.etree.ElementTree as ET
+
             out = ET.Element("system-out")
             out.text = text
             xml.node_reporter(report).append(out)
@@ -67,14 +70,16 @@ class Session:
         from uffdprobe.exitcodes import UsageError
         from uffdprobe.run.user_scenarios import check_visible_to
         from uffdprobe.scenarios import sources
+
         try:
             sources.load(self.config.getoption("uffd_scenarios_from"))  # before any scenario name is checked
             self.scenarios_from = sources.files()
             targets = check_kernels(self.labels)
             check_visible_to(targets)
             declare(targets, parse_expect(self.config.getoption("uffd_expect"), targets))
-            planned(RunRequest(Workload(scenarios=tuple(self.scenarios),
-                                        param=tuple(self.config.getoption("uffd_param")))))
+            planned(
+                RunRequest(Workload(scenarios=tuple(self.scenarios), param=tuple(self.config.getoption("uffd_param"))))
+            )
         except UsageError as exc:
             text = str(exc)
             raise pytest.UsageError("--uffd-" + text[2:] if text.startswith("--kernel ") else text) from None
@@ -85,6 +90,7 @@ class Session:
         if label not in self._kernels:
             from uffdprobe.run.matrix import Runner, build
             from uffdprobe.run.request import Limits, RunRequest, Workload
+
             if self._targets is None:
                 self.prepare()
             target = self._targets[label]
@@ -99,20 +105,27 @@ class Session:
                         reporter.write_line(f"uffdprobe: {text}")
 
             build(target, say)
-            request = RunRequest(Workload(scenarios=tuple(self.scenarios), runs=self.config.getoption("uffd_runs"),
-                                          param=tuple(self.config.getoption("uffd_param")),
-                                          scenarios_from=tuple(self.scenarios_from)),
-                                 Limits(vm_timeout=self.config.getoption("uffd_vm_timeout")))
+            request = RunRequest(
+                Workload(
+                    scenarios=tuple(self.scenarios),
+                    runs=self.config.getoption("uffd_runs"),
+                    param=tuple(self.config.getoption("uffd_param")),
+                    scenarios_from=tuple(self.scenarios_from),
+                ),
+                Limits(vm_timeout=self.config.getoption("uffd_vm_timeout")),
+            )
             work = tmp_path_factory.mktemp(f"uffdprobe-{kernel_test_id(label)}")
             run = Runner(request, work, say).run_one(target, f"[{self.labels.index(label) + 1}/{len(self.labels)}]")
-            self._kernels[label] = Kernel(run, sorted({r.scenario for r in run.results}),
-                                          host=target.path is None and target.recipe is None)
+            self._kernels[label] = Kernel(
+                run, sorted({r.scenario for r in run.results}), host=target.path is None and target.recipe is None
+            )
         return self._kernels[label]
 
 
 def kernel_test_id(arg: str) -> str:
     """The test id of a --kernel argument: its LABEL, else a path's file name, else the argument."""
     from uffdprobe.run.kernel_arg import split_label
+
     label, kernel = split_label(arg)
     return label or (Path(kernel).name if "/" in kernel else kernel)
 

@@ -2,6 +2,7 @@
 """The files a results folder holds (console logs, run logs, selftest output, kernel.json, build logs),
 named in a report by their path relative to the report's own folder: a CI job archives the results
 folder with its reports in it, and every link still resolves wherever the archive is unpacked."""
+
 import copy
 import os
 from pathlib import Path

@@ -7,6 +7,7 @@ an answer (ERROR, a boot or VM failure) makes it NO ANSWER; otherwise a PASS mak
 cells were all SKIP is CANNOT ASK, with the probed reasons. Whether a PRESENT defect is accepted follows the
 one verdict rule: its cells' declarations (a recipe's [expect], --expect), nothing else.
 """
+
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, TextIO
 
@@ -24,6 +25,7 @@ ANSWERS = (PRESENT, ABSENT, CANNOT_ASK, NO_ANSWER)
 @dataclass
 class Answer:
     """One defect on one kernel: the answer, why (the cell that decided it), and its cells."""
+
     defect: Defect
     kernel: str
     answer: str
@@ -33,15 +35,33 @@ class Answer:
     @property
     def accepted(self) -> bool:
         """A PRESENT defect its cells' declarations accept (never true for an undeclared one)."""
-        return self.answer == PRESENT and all(judge(c.expected, r.verdict) is EXPECTED for c in self.cells
-                                              for r in c.results if r.verdict.value in KERNEL_PROBLEMS)
+        return self.answer == PRESENT and all(
+            judge(c.expected, r.verdict) is EXPECTED
+            for c in self.cells
+            for r in c.results
+            if r.verdict.value in KERNEL_PROBLEMS
+        )
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"defect": self.defect.id, "kernel": self.kernel, "answer": self.answer, "why": self.why,
-                "declared": self.accepted if self.answer == PRESENT else None,
-                "fix": describe_fix(self.defect) if self.answer == PRESENT else None,
-                "cells": [{"scenario": c.scenario, "memory": c.memory, "verdict": c.verdict, "label": c.label,
-                           "expected": c.expected, "mark": str(c.mark) or None} for c in self.cells]}
+        return {
+            "defect": self.defect.id,
+            "kernel": self.kernel,
+            "answer": self.answer,
+            "why": self.why,
+            "declared": self.accepted if self.answer == PRESENT else None,
+            "fix": describe_fix(self.defect) if self.answer == PRESENT else None,
+            "cells": [
+                {
+                    "scenario": c.scenario,
+                    "memory": c.memory,
+                    "verdict": c.verdict,
+                    "label": c.label,
+                    "expected": c.expected,
+                    "mark": str(c.mark) or None,
+                }
+                for c in self.cells
+            ],
+        }
 
 
 def _decided(defect: Defect, kernel: str, cells: List[Cell]) -> Answer:
@@ -53,13 +73,17 @@ def _decided(defect: Defect, kernel: str, cells: List[Cell]) -> Answer:
     unanswered = [c for c in cells if c.verdict not in ("PASS", "SKIP")]
     if unanswered:
         c = unanswered[0]
-        return Answer(defect, kernel, NO_ANSWER, f"{c.scenario}({c.memory}) {c.label}: {c.results[0].reason}",
-                      cells)
+        return Answer(defect, kernel, NO_ANSWER, f"{c.scenario}({c.memory}) {c.label}: {c.results[0].reason}", cells)
     passed = [c for c in cells if c.verdict == "PASS"]
     if passed:
         c = passed[0]
-        return Answer(defect, kernel, ABSENT, f"{len(passed)} of {len(cells)} cell(s) PASS, e.g. "
-                      f"{c.scenario}({c.memory}): {c.results[0].reason}", cells)
+        return Answer(
+            defect,
+            kernel,
+            ABSENT,
+            f"{len(passed)} of {len(cells)} cell(s) PASS, e.g. {c.scenario}({c.memory}): {c.results[0].reason}",
+            cells,
+        )
     reasons = sorted({c.results[0].reason for c in cells})
     return Answer(defect, kernel, CANNOT_ASK, "; ".join(reasons) or "no scenario of it ran", cells)
 
@@ -71,8 +95,13 @@ def answers(m: Matrix) -> List[Answer]:
     for defect, scenarios in by_defect(s for s in SCENARIOS.values() if s.name in asked):
         names = {s.name for s in scenarios}
         for k in m.kernels:
-            cells = [c for c in (m.cell(k, s, mem) for s, mem in m.rows
-                                 if s in names and (not defect.memory or mem in defect.memory)) if c is not None]
+            cells = [
+                c
+                for c in (
+                    m.cell(k, s, mem) for s, mem in m.rows if s in names and (not defect.memory or mem in defect.memory)
+                )
+                if c is not None
+            ]
             if cells:
                 out.append(_decided(defect, k.label, cells))
     return out
@@ -88,8 +117,11 @@ def to_dict(m: Matrix, found: List[Answer]) -> Dict[str, Any]:
     seen: Dict[str, Defect] = {}
     for a in found:
         seen.setdefault(a.defect.id, a.defect)
-    return {"defects": [{**plain(d), "fix": describe_fix(d)} for d in seen.values()],
-            "answers": [a.to_dict() for a in found], "matrix": m.to_dict()}
+    return {
+        "defects": [{**plain(d), "fix": describe_fix(d)} for d in seen.values()],
+        "answers": [a.to_dict() for a in found],
+        "matrix": m.to_dict(),
+    }
 
 
 def render(found: List[Answer], out: TextIO, width: Optional[int] = None) -> None:
@@ -101,8 +133,11 @@ def render(found: List[Answer], out: TextIO, width: Optional[int] = None) -> Non
     for rows in by_id.values():
         d = rows[0].defect
         since = " + ".join(c.id for c in d.introduced) or d.first_affected
-        print(f"{d.id}{' (' + d.cve + ')' if d.cve else ''}: "
-              f"{'introduced by ' + since if since else 'long-standing'}, fixed in {d.first_fixed}", file=out)
+        print(
+            f"{d.id}{' (' + d.cve + ')' if d.cve else ''}: "
+            f"{'introduced by ' + since if since else 'long-standing'}, fixed in {d.first_fixed}",
+            file=out,
+        )
         for a in rows:
             note = "" if a.answer != PRESENT else (" (declared)" if a.accepted else " (NOT DECLARED)")
             why = a.why if width is None else a.why[:width]

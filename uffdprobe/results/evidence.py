@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Short, flat views of a Result's evidence for reports: blocked task state, wchan, stack, rescue."""
+
 from typing import Any, Dict, List
 
 from uffdprobe.verdicts import Result
@@ -58,8 +59,10 @@ def race_text(race: Dict[str, Any]) -> str:
     miss probability 0.011 at p_hit 0.015'."""
     if race.get("hit_on_try"):
         return f"hit on try {race['hit_on_try']} of {race.get('tries')}"
-    return (f"no hit in {race['tries_made']} of {race.get('tries')} tries (stopped by {race.get('stopped_by')}), "
-            f"miss probability {race.get('miss_probability', 0):.2g} at p_hit {race.get('p_hit')}")
+    return (
+        f"no hit in {race['tries_made']} of {race.get('tries')} tries (stopped by {race.get('stopped_by')}), "
+        f"miss probability {race.get('miss_probability', 0):.2g} at p_hit {race.get('p_hit')}"
+    )
 
 
 def _frame(line: str) -> str:

@@ -9,6 +9,7 @@ happens). 'HANG>=K/N' declares a racy defect: at least K HANG runs in N, the oth
 Every consumer (run, matrix, check, JUnit, KTAP, HTML, KCIDB, the pytest plugin) asks `judge`, `cell_mark`
 and `failing`, and gets a typed mark (`Mark`, or `Flaky`) whose str() is the text its output writes.
 """
+
 import enum
 import re
 from dataclasses import dataclass
@@ -21,11 +22,12 @@ from uffdprobe.verdicts import KERNEL_PROBLEMS, Result, Verdict
 class Mark(str, enum.Enum):
     """A judgement against a declaration; its value is the text every output writes. REGRESSION,
     UNEXPECTED and FIXED fail (exit 7 for a matrix, a JUnit failure, a failed test)."""
+
     REGRESSION = "REGRESSION"  #: worse than declared
     UNEXPECTED = "UNEXPECTED"  #: a bad verdict nothing declares, or neither better nor worse
-    FIXED = "FIXED"            #: a declared bad verdict that no longer happens
-    EXPECTED = "expected"      #: as declared
-    UNDECLARED = ""            #: PASS or SKIP, nothing declared
+    FIXED = "FIXED"  #: a declared bad verdict that no longer happens
+    EXPECTED = "expected"  #: as declared
+    UNDECLARED = ""  #: PASS or SKIP, nothing declared
 
     def __str__(self) -> str:
         return self.value
@@ -35,6 +37,7 @@ class Mark(str, enum.Enum):
 class Flaky:
     """The mark of a cell whose declared bad verdict happens in some of its runs only: 'FLAKY HANG'. It
     fails (the runs disagree), but it is never FIXED: the declaration is still needed."""
+
     verdict: Verdict
 
     def __str__(self) -> str:
@@ -43,8 +46,13 @@ class Flaky:
 
 #: What `cell_mark` answers for a cell of one or more runs (`judge`, for one run, answers a Mark).
 CellMark = Union[Mark, Flaky]
-REGRESSION, UNEXPECTED, FIXED, EXPECTED, UNDECLARED = \
-    Mark.REGRESSION, Mark.UNEXPECTED, Mark.FIXED, Mark.EXPECTED, Mark.UNDECLARED
+REGRESSION, UNEXPECTED, FIXED, EXPECTED, UNDECLARED = (
+    Mark.REGRESSION,
+    Mark.UNEXPECTED,
+    Mark.FIXED,
+    Mark.EXPECTED,
+    Mark.UNDECLARED,
+)
 PRIORITY = (REGRESSION, UNEXPECTED, FIXED, EXPECTED, UNDECLARED)
 FAILING = (REGRESSION, UNEXPECTED, FIXED)
 #: What a declaration may say: a verdict, NOT_HANG/NOT_LEAK (anything but that, never ERROR) or ANY.
@@ -63,6 +71,7 @@ SYNTAX = "VERDICT, or BAD_VERDICT>=K/N for a racy one (at least K runs in N, e.g
 
 class Declaration(NamedTuple):
     """A declaration's parts: the verdict, and for 'V>=K/N' the least number of runs K in N that show it."""
+
     verdict: str
     at_least: int = 0
     of_runs: int = 0
@@ -78,8 +87,9 @@ def parse(text: str) -> Declaration:
         raise ValueError(f"{text!r} is not a verdict; write {SYNTAX} with VERDICT one of {', '.join(sorted(VERDICTS))}")
     verdict, k, n = m.group(1), int(m.group(2)), int(m.group(3))
     if verdict not in BAD:
-        raise ValueError(f"{text!r}: 'at least K in N' is for a kernel problem ({', '.join(sorted(BAD))}), "
-                         f"not {verdict}")
+        raise ValueError(
+            f"{text!r}: 'at least K in N' is for a kernel problem ({', '.join(sorted(BAD))}), not {verdict}"
+        )
     if not 1 <= k <= n:
         raise ValueError(f"{text!r}: K in {verdict}>=K/N must be from 1 to N")
     return Declaration(verdict, k, n)
@@ -179,8 +189,7 @@ def failing(mark: CellMark) -> bool:
 def expected_failure(expected: Optional[str], mark: CellMark, verdicts: Sequence[Verdict] = ()) -> bool:
     """A declared bad verdict that happened: an xfail, exit 0. Given the runs' verdicts, only when one of
     them is a kernel problem (the PASS runs of a 'HANG>=K/N' cell are as declared, but no xfail)."""
-    return mark is EXPECTED and declares_bad(expected) and \
-        (not verdicts or any(v.is_kernel_problem for v in verdicts))
+    return mark is EXPECTED and declares_bad(expected) and (not verdicts or any(v.is_kernel_problem for v in verdicts))
 
 
 def check(expect: Dict[str, str], results: List[Result], memory: Optional[str] = None) -> List[str]:
@@ -197,10 +206,11 @@ def check(expect: Dict[str, str], results: List[Result], memory: Optional[str] =
         if not failing(mark):
             continue
         worst_run = next((r for r in runs if failing(judge(want, r.verdict))), runs[0])
-        got = runs[0].verdict.value if len(runs) == 1 else ", ".join(
-            f"{v} {n}/{len(runs)}" for v, n in _tally(runs))
-        problems.append(f"{mark}: {scenario}[{kind}]: {'expected ' + want if want else 'nothing declared'}"
-                        f", got {got}: {worst_run.reason}")
+        got = runs[0].verdict.value if len(runs) == 1 else ", ".join(f"{v} {n}/{len(runs)}" for v, n in _tally(runs))
+        problems.append(
+            f"{mark}: {scenario}[{kind}]: {'expected ' + want if want else 'nothing declared'}"
+            f", got {got}: {worst_run.reason}"
+        )
     return problems
 
 

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The matrix as one self-contained HTML page: coloured cells, evidence on click, no network needed."""
+
 import datetime
 import html
 import json
@@ -13,32 +14,57 @@ import uffdprobe
 from uffdprobe.verdicts import plain
 
 #: Background per verdict; the Chromium test reads these back from the rendered page.
-COLOURS = {"PASS": "#b9e4bb", "SKIP": "#dddddd", "HANG": "#f28b82", "LEAK": "#d7aefb", "WP_LOST": "#fdd663",
-           "FAIL": "#f6aea9", "STUCK": "#fcad70", "WARN": "#ffb300", "OOPS": "#e8710a", "REFUSED": "#aecbfa",
-           "FLAKY": "#fff475", "ERROR": "#5f6368", "BUILD_FAIL": "#5f6368", "BOOT_FAIL": "#5f6368",
-           "PANIC": "#3c4043", "VM_TIMEOUT": "#5f6368"}
+COLOURS = {
+    "PASS": "#b9e4bb",
+    "SKIP": "#dddddd",
+    "HANG": "#f28b82",
+    "LEAK": "#d7aefb",
+    "WP_LOST": "#fdd663",
+    "FAIL": "#f6aea9",
+    "STUCK": "#fcad70",
+    "WARN": "#ffb300",
+    "OOPS": "#e8710a",
+    "REFUSED": "#aecbfa",
+    "FLAKY": "#fff475",
+    "ERROR": "#5f6368",
+    "BUILD_FAIL": "#5f6368",
+    "BOOT_FAIL": "#5f6368",
+    "PANIC": "#3c4043",
+    "VM_TIMEOUT": "#5f6368",
+}
 _WHITE_TEXT = {"ERROR", "BUILD_FAIL", "BOOT_FAIL", "PANIC", "VM_TIMEOUT"}
 #: What each verdict word in a cell means.
-VERDICT_WORDS = {"PASS": "the kernel behaved", "SKIP": "the kernel lacks a feature the scenario needs",
-                 "HANG": "a task blocked in handle_userfault", "LEAK": "data crossed a COW boundary",
-                 "WP_LOST": "a write to a write-protected page was not trapped",
-                 "FAIL": "the workload reported failure (exit status, a failed selftest case)",
-                 "STUCK": "a task stuck outside handle_userfault (D state or spinning)",
-                 "WARN": "the kernel logged a WARNING, a lockdep report or a new taint while it ran",
-                 "OOPS": "the kernel logged a BUG, Oops or KASAN report (no panic) while it ran",
-                 "REFUSED": "the kernel refused a valid request (errno in the evidence)",
-                 "FLAKY": "the runs disagreed (counts per verdict)", "ERROR": "the harness or setup failed",
-                 "BUILD_FAIL": "the kernel did not build", "BOOT_FAIL": "the kernel did not boot",
-                 "PANIC": "the kernel panicked", "VM_TIMEOUT": "the boot or the scenarios ran out of time"}
+VERDICT_WORDS = {
+    "PASS": "the kernel behaved",
+    "SKIP": "the kernel lacks a feature the scenario needs",
+    "HANG": "a task blocked in handle_userfault",
+    "LEAK": "data crossed a COW boundary",
+    "WP_LOST": "a write to a write-protected page was not trapped",
+    "FAIL": "the workload reported failure (exit status, a failed selftest case)",
+    "STUCK": "a task stuck outside handle_userfault (D state or spinning)",
+    "WARN": "the kernel logged a WARNING, a lockdep report or a new taint while it ran",
+    "OOPS": "the kernel logged a BUG, Oops or KASAN report (no panic) while it ran",
+    "REFUSED": "the kernel refused a valid request (errno in the evidence)",
+    "FLAKY": "the runs disagreed (counts per verdict)",
+    "ERROR": "the harness or setup failed",
+    "BUILD_FAIL": "the kernel did not build",
+    "BOOT_FAIL": "the kernel did not boot",
+    "PANIC": "the kernel panicked",
+    "VM_TIMEOUT": "the boot or the scenarios ran out of time",
+}
 #: What the mark a cell shows under its verdict means (its word is the mark's text; UNDECLARED shows none).
 MARK_WORDS: Dict[Mark, str] = {
     EXPECTED: "as declared for this kernel (a declared bad verdict is hatched)",
-    REGRESSION: "worse than declared", FIXED: "better than declared (the declaration is out of date)",
+    REGRESSION: "worse than declared",
+    FIXED: "better than declared (the declaration is out of date)",
     UNEXPECTED: "a bad verdict nothing declares for this kernel, scenario and memory kind, "
-                "or neither as declared nor a kernel verdict, or no answer at all"}
+    "or neither as declared nor a kernel verdict, or no answer at all",
+}
 #: What a 'FLAKY V' mark means, V its declared verdict.
-FLAKY_WORDS = "declared {verdict}, which only some runs showed: it still happens, so keep the " \
-              "declaration (or declare it racy, {verdict}>=K/N)"
+FLAKY_WORDS = (
+    "declared {verdict}, which only some runs showed: it still happens, so keep the "
+    "declaration (or declare it racy, {verdict}>=K/N)"
+)
 _GOOD = {"PASS", "SKIP"}
 
 _CSS = """
@@ -154,19 +180,39 @@ def readable(value: Any, key: str = "") -> Any:
         return {k: readable(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [readable(v, key) for v in value]
-    if (key.endswith("_at") or key == "installed") and isinstance(value, (int, float)) \
-            and not isinstance(value, bool) and value > 0:
+    if (
+        (key.endswith("_at") or key == "installed")
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value > 0
+    ):
         return datetime.datetime.fromtimestamp(value, datetime.timezone.utc).isoformat(timespec="seconds")
     return value
 
 
 def _cell_data(c: Cell, k: KernelRun) -> Dict[str, Any]:
     boot = readable({key: value for key, value in k.boot.items() if key not in ("console_excerpt", "panic_lines")})
-    runs = [{"summary": evidence_view.summary(r), "evidence": readable(r.evidence),
-             "stack": (evidence_view.blocked_tasks(r) or [{}])[0].get("stack") or []} for r in c.results]
-    return {"kernel": c.kernel, "scenario": c.scenario, "memory": c.memory, "label": c.label,
-            "verdict": c.verdict, "expected": c.expected, "mark": _mark_text(c.mark), "runs": runs,
-            "identity": readable(k.identity), "boot": boot, "console": k.boot.get("console_excerpt") or []}
+    runs = [
+        {
+            "summary": evidence_view.summary(r),
+            "evidence": readable(r.evidence),
+            "stack": (evidence_view.blocked_tasks(r) or [{}])[0].get("stack") or [],
+        }
+        for r in c.results
+    ]
+    return {
+        "kernel": c.kernel,
+        "scenario": c.scenario,
+        "memory": c.memory,
+        "label": c.label,
+        "verdict": c.verdict,
+        "expected": c.expected,
+        "mark": _mark_text(c.mark),
+        "runs": runs,
+        "identity": readable(k.identity),
+        "boot": boot,
+        "console": k.boot.get("console_excerpt") or [],
+    }
 
 
 def kernel_about(k: KernelRun) -> str:
@@ -181,9 +227,11 @@ def kernel_about(k: KernelRun) -> str:
 
 def _question(scenario: str) -> str:
     from uffdprobe.scenarios.registry import SCENARIOS
+
     found = SCENARIOS.get(scenario)
     if found is None:  # a selftest's run row: its program's question (its cases say theirs by name)
         from uffdprobe.supervise.kselftest import PROGRAMS
+
         program = PROGRAMS.get(scenario)
         return f"the kernel's own mm selftest {program.name}: {program.question}" if program else ""
     return found.question
@@ -193,6 +241,7 @@ def _group(scenario: str, memory: str) -> Tuple[str, str]:
     """A row's group (its scenario, or a selftest case's program) and its own label inside the group (the
     memory kind, or the case's name; a selftest program's own row is its exit status)."""
     from uffdprobe.supervise.kselftest import PROGRAMS, SEPARATOR
+
     program, sep, case = scenario.partition(SEPARATOR)
     if sep and program in PROGRAMS:
         return program, case
@@ -230,15 +279,23 @@ def _mark_meaning(mark: CellMark) -> str:
 
 def _legend(marks: Set[CellMark]) -> str:
     esc = html.escape
-    verdicts = "".join(f"<dt><span class=\"chip v-{v}\">{v}</span></dt><dd>{esc(VERDICT_WORDS.get(v, ''))}</dd>"
-                       for v in COLOURS)
+    verdicts = "".join(
+        f"<dt><span class=\"chip v-{v}\">{v}</span></dt><dd>{esc(VERDICT_WORDS.get(v, ''))}</dd>" for v in COLOURS
+    )
     shown = [EXPECTED, REGRESSION, FIXED, UNEXPECTED] + sorted((m for m in marks if isinstance(m, Flaky)), key=str)
-    rows = [f"<dt><span class=\"chip v-HANG m-{esc(_mark_class(m))} bad\">HANG <small>{esc(str(m))}</small></span></dt>"
-            f"<dd>{esc(str(m))}: {esc(_mark_meaning(m))}</dd>" for m in shown]
-    rows.append("<dt><span class=\"chip v-PASS m-undeclared\">PASS</span></dt>"
-                "<dd>no word: PASS or SKIP with nothing declared for this kernel, scenario and memory kind</dd>")
-    return (f"<div class=\"legend\" id=\"legend\"><dl>{verdicts}</dl>"
-            f"<p>Under the verdict, how it compares with what is declared:</p><dl>{''.join(rows)}</dl></div>")
+    rows = [
+        f"<dt><span class=\"chip v-HANG m-{esc(_mark_class(m))} bad\">HANG <small>{esc(str(m))}</small></span></dt>"
+        f"<dd>{esc(str(m))}: {esc(_mark_meaning(m))}</dd>"
+        for m in shown
+    ]
+    rows.append(
+        "<dt><span class=\"chip v-PASS m-undeclared\">PASS</span></dt>"
+        "<dd>no word: PASS or SKIP with nothing declared for this kernel, scenario and memory kind</dd>"
+    )
+    return (
+        f"<div class=\"legend\" id=\"legend\"><dl>{verdicts}</dl>"
+        f"<p>Under the verdict, how it compares with what is declared:</p><dl>{''.join(rows)}</dl></div>"
+    )
 
 
 def render(m: Matrix, title: str = "uffdprobe matrix", argv: Optional[List[str]] = None) -> str:
@@ -249,8 +306,10 @@ def render(m: Matrix, title: str = "uffdprobe matrix", argv: Optional[List[str]]
     marks: Set[CellMark] = set()
     for group, rows in groups(m.rows).items():
         question = _question(group)
-        body.append(f"<tbody data-group=\"{esc(group)}\"><tr class=\"group\"><th colspan=\"{len(m.kernels) + 1}\">"
-                    f"{esc(group)}<small class=\"question\">{esc(question)}</small></th></tr>")
+        body.append(
+            f"<tbody data-group=\"{esc(group)}\"><tr class=\"group\"><th colspan=\"{len(m.kernels) + 1}\">"
+            f"{esc(group)}<small class=\"question\">{esc(question)}</small></th></tr>"
+        )
         for scenario, memory, label in rows:
             tds = [f"<th class=\"row\" title=\"{esc(scenario)} ({esc(memory)})\">{esc(label)}</th>"]
             for k in m.kernels:
@@ -261,19 +320,25 @@ def render(m: Matrix, title: str = "uffdprobe matrix", argv: Optional[List[str]]
                 mark = c.mark
                 marks.add(mark)
                 bad = "" if all(r.verdict.value in _GOOD for r in c.results) else " bad"
-                tds.append(f"<td class=\"cell v-{esc(c.verdict)} m-{esc(_mark_class(mark))}{bad}\" "
-                           f"data-cell=\"{len(data)}\" data-verdict=\"{esc(c.verdict)}\" data-mark=\"{esc(_mark_text(mark))}\" "
-                           f"tabindex=\"0\" role=\"button\" title=\"{esc(c.results[0].reason)} (click for the "
-                           f"evidence)\">{esc(c.label)}<small>{esc(str(mark))}</small></td>")
+                tds.append(
+                    f"<td class=\"cell v-{esc(c.verdict)} m-{esc(_mark_class(mark))}{bad}\" "
+                    f"data-cell=\"{len(data)}\" data-verdict=\"{esc(c.verdict)}\" data-mark=\"{esc(_mark_text(mark))}\" "
+                    f"tabindex=\"0\" role=\"button\" title=\"{esc(c.results[0].reason)} (click for the "
+                    f"evidence)\">{esc(c.label)}<small>{esc(str(mark))}</small></td>"
+                )
                 data.append(_cell_data(c, k))
             body.append(f"<tr data-scenario=\"{esc(scenario)}\" data-memory=\"{esc(memory)}\">{''.join(tds)}</tr>")
         body.append("</tbody>")
-    heads = "".join(f"<th title=\"{esc(str(k.identity.get('version') or k.identity.get('release') or ''))}\">"
-                    f"{esc(k.label)}<small><br>{esc(str(k.identity.get('release') or ''))}</small>"
-                    f"<small class=\"kernel-about\">{esc(kernel_about(k))}</small></th>"
-                    for k in m.kernels)
-    verdict_css = "\n".join(f".v-{v} {{ background-color: {c}; color: {'#fff' if v in _WHITE_TEXT else '#202124'}; }}"
-                            for v, c in COLOURS.items())
+    heads = "".join(
+        f"<th title=\"{esc(str(k.identity.get('version') or k.identity.get('release') or ''))}\">"
+        f"{esc(k.label)}<small><br>{esc(str(k.identity.get('release') or ''))}</small>"
+        f"<small class=\"kernel-about\">{esc(kernel_about(k))}</small></th>"
+        for k in m.kernels
+    )
+    verdict_css = "\n".join(
+        f".v-{v} {{ background-color: {c}; color: {'#fff' if v in _WHITE_TEXT else '#202124'}; }}"
+        for v, c in COLOURS.items()
+    )
     payload = json.dumps(plain(data)).replace("</", "<\\/")
     unexpected = len(m.unexpected())
     command = " ".join(["uffdprobe"] + list(sys.argv if argv is None else argv)[1:])

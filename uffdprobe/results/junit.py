@@ -8,6 +8,7 @@ the classname at its last dot into package and class, so it shows kernel -> scen
 evidence of every run in <system-out>. The schema allows properties on suites only, so per-case facts
 (verdict, declaration, mark) are the first lines of system-out.
 """
+
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +21,18 @@ from uffdprobe.supervise.kselftest import is_selftest_row
 from .expect import expected_failure
 from .matrix import Cell, KernelRun, Matrix
 
-IDENTITY_KEYS = ("label", "recipe", "summary", "release", "version", "sha256", "path", "config_sha256", "key", "machine")
+IDENTITY_KEYS = (
+    "label",
+    "recipe",
+    "summary",
+    "release",
+    "version",
+    "sha256",
+    "path",
+    "config_sha256",
+    "key",
+    "machine",
+)
 _HARNESS = {Verdict.ERROR, Verdict.BUILD_FAIL}
 
 
@@ -54,9 +66,15 @@ def _suite(m: Matrix, k: KernelRun) -> ET.Element:
     outcomes = [_outcome(c) for c in cells]
     run_s = sum(r.duration_s or 0 for c in cells for r in c.results)
     seconds = float(k.boot.get("seconds") or 0) or run_s  # the whole kernel run, boot included
-    suite = ET.Element("testsuite", name=k.label, tests=str(len(cells)),
-                       failures=str(outcomes.count("failure")), errors=str(outcomes.count("error")),
-                       skipped=str(outcomes.count("skipped")), time=f"{seconds:.3f}")
+    suite = ET.Element(
+        "testsuite",
+        name=k.label,
+        tests=str(len(cells)),
+        failures=str(outcomes.count("failure")),
+        errors=str(outcomes.count("error")),
+        skipped=str(outcomes.count("skipped")),
+        time=f"{seconds:.3f}",
+    )
     started = k.boot.get("started_at")
     if isinstance(started, (int, float)):
         suite.set("timestamp", datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"))
@@ -95,16 +113,16 @@ def _case(c: Cell, k: KernelRun, outcome: str) -> ET.Element:
         classname, name = f"{kernel_id(k.label)}.{c.scenario.split(': ', 1)[0]}", c.scenario
     else:
         classname, name = f"{kernel_id(k.label)}.{c.scenario}", f"{c.scenario}[{c.memory}]"
-    case = ET.Element("testcase", classname=classname, name=name,
-                      time=f"{sum(r.duration_s or 0 for r in c.results):.3f}")
+    case = ET.Element(
+        "testcase", classname=classname, name=name, time=f"{sum(r.duration_s or 0 for r in c.results):.3f}"
+    )
     declared = f"expected {c.expected}" if c.expected else "nothing declared"
     first = c.results[0]
     if outcome in ("failure", "error"):
         fail = ET.SubElement(case, outcome, type=str(c.mark), message=f"{c.mark}: {declared}, got {c.label}")
         fail.text = "\n".join(f"run {r.params.get('run', 1)}: {r.verdict.value}: {r.reason}" for r in c.results)
     elif outcome == "skipped" and expected_failure(c.expected, c.mark, [r.verdict for r in c.results]):
-        ET.SubElement(case, "skipped", type="expected-failure",
-                      message=f"expected failure: {declared}, got {c.label}")
+        ET.SubElement(case, "skipped", type="expected-failure", message=f"expected failure: {declared}, got {c.label}")
     elif outcome == "skipped":
         ET.SubElement(case, "skipped", message=first.reason)
     out = ET.SubElement(case, "system-out")
@@ -114,8 +132,12 @@ def _case(c: Cell, k: KernelRun, outcome: str) -> ET.Element:
 
 def case_text(c: Cell, k: KernelRun) -> str:
     """The case's facts and every run's evidence, one 'name: value' a line."""
-    lines = [f"kernel: {k.label}", f"verdict: {c.label}", f"expected: {c.expected or '-'}",
-             f"mark: {str(c.mark) or 'undeclared'}"]
+    lines = [
+        f"kernel: {k.label}",
+        f"verdict: {c.label}",
+        f"expected: {c.expected or '-'}",
+        f"mark: {str(c.mark) or 'undeclared'}",
+    ]
     lines += [f"kernel.{key}: {k.identity[key]}" for key in ("release", "sha256") if k.identity.get(key)]
     for r in c.results:
         lines.append(f"-- run {r.params.get('run', 1)}")

@@ -11,6 +11,7 @@ defect, not a new one; a declared one that no longer happens is an incident with
 Log and file links are URLs to the files in the results folder: `url_base` (where a CI publishes
 that folder) joined with the file's path relative to it, else file:// URLs of where the folder is.
 """
+
 import datetime
 import hashlib
 import json
@@ -33,8 +34,16 @@ ORIGIN = re.compile(r"[a-z0-9_]+$")
 EXCERPT_MAX = 16384
 ARCHITECTURE = "x86_64"
 _PATH_PART = re.compile(r"[^A-Za-z0-9_-]+")
-_STATUS = {"PASS": "PASS", "SKIP": "SKIP", "ERROR": "ERROR", "VM_TIMEOUT": "ERROR", "PANIC": "FAIL",
-           "BOOT_FAIL": "MISS", "BUILD_FAIL": "MISS", **dict.fromkeys(KERNEL_PROBLEMS, "FAIL")}
+_STATUS = {
+    "PASS": "PASS",
+    "SKIP": "SKIP",
+    "ERROR": "ERROR",
+    "VM_TIMEOUT": "ERROR",
+    "PANIC": "FAIL",
+    "BOOT_FAIL": "MISS",
+    "BUILD_FAIL": "MISS",
+    **dict.fromkeys(KERNEL_PROBLEMS, "FAIL"),
+}
 
 
 def status(verdict: str) -> str:
@@ -112,14 +121,24 @@ def _checkout(origin: str, k: KernelRun) -> Dict[str, Any]:
     src = ident.get("source") or {}
     patches = [p for p in ident.get("patches") or [] if isinstance(p, dict)]
     hashes = [p.get("sha256") for p in patches]
-    facts = {"source": src, "patches": hashes} if src else \
-        {"release": ident.get("release"), "version": ident.get("version"), "file_sha256": ident.get("file_sha256")}
-    checkout = {"id": f"{origin}:{_digest('checkout', facts)}", "origin": origin,
-                "misc": {"source": src or None, "source_spec": ident.get("source_spec"),
-                         "patches": [{k: p.get(k) for k in ("name", "subject", "sha256")} for p in patches]}}
+    facts = (
+        {"source": src, "patches": hashes}
+        if src
+        else {"release": ident.get("release"), "version": ident.get("version"), "file_sha256": ident.get("file_sha256")}
+    )
+    checkout = {
+        "id": f"{origin}:{_digest('checkout', facts)}",
+        "origin": origin,
+        "misc": {
+            "source": src or None,
+            "source_spec": ident.get("source_spec"),
+            "patches": [{k: p.get(k) for k in ("name", "subject", "sha256")} for p in patches],
+        },
+    }
     if all(hashes):  # KCIDB's patchset hash: sha256 over each patch's sha256 and a newline, in order
-        checkout["patchset_hash"] = hashlib.sha256("".join(f"{h}\n" for h in hashes).encode()).hexdigest() \
-            if hashes else ""
+        checkout["patchset_hash"] = (
+            hashlib.sha256("".join(f"{h}\n" for h in hashes).encode()).hexdigest() if hashes else ""
+        )
     if src.get("kind") == "git":
         if re.fullmatch(r"[0-9a-f]{40}", str(src.get("commit"))):
             checkout["git_commit_hash"] = src["commit"]
@@ -141,10 +160,20 @@ def _checkout(origin: str, k: KernelRun) -> Dict[str, Any]:
 def _build(origin: str, k: KernelRun, checkout_id: str, links: Links, build_error: Optional[str]) -> Dict[str, Any]:
     ident = k.identity
     key = ident.get("key") or ident.get("file_sha256") or _digest("build", ident.get("release"), k.label)
-    build: Dict[str, Any] = {"id": f"{origin}:{key}", "checkout_id": checkout_id, "origin": origin,
-             "architecture": ARCHITECTURE, "comment": k.label,
-             "misc": {"label": k.label, "recipe": ident.get("recipe"), "config_sha256": ident.get("config_sha256"),
-                      "cached": ident.get("cached"), "booted_file": ident.get("file")}}
+    build: Dict[str, Any] = {
+        "id": f"{origin}:{key}",
+        "checkout_id": checkout_id,
+        "origin": origin,
+        "architecture": ARCHITECTURE,
+        "comment": k.label,
+        "misc": {
+            "label": k.label,
+            "recipe": ident.get("recipe"),
+            "config_sha256": ident.get("config_sha256"),
+            "cached": ident.get("cached"),
+            "booted_file": ident.get("file"),
+        },
+    }
     if ident.get("recipe"):
         build["config_name"] = Path(str(ident["recipe"])).stem
         build["status"] = "FAIL" if build_error else "PASS"
@@ -179,10 +208,16 @@ def _boot_test(origin: str, k: KernelRun, build_id: str, links: Links, build_err
         state = "ERROR"
     else:
         state = "PASS"
-    test: Dict[str, Any] = {"id": f"{build_id}:{k.boot.get('started_at', '')}:uffdprobe.boot", "build_id": build_id,
-            "origin": origin, "path": "uffdprobe.boot", "status": state,
-            "comment": f"{k.label}: boot {outcome or 'not attempted'}",
-            "environment": _environment(k), "misc": {"outcome": outcome, "reason": k.boot.get("reason")}}
+    test: Dict[str, Any] = {
+        "id": f"{build_id}:{k.boot.get('started_at', '')}:uffdprobe.boot",
+        "build_id": build_id,
+        "origin": origin,
+        "path": "uffdprobe.boot",
+        "status": state,
+        "comment": f"{k.label}: boot {outcome or 'not attempted'}",
+        "environment": _environment(k),
+        "misc": {"outcome": outcome, "reason": k.boot.get("reason")},
+    }
     console = links.url(k.boot.get("console_log"))
     if console:
         test["log_url"] = console
@@ -205,8 +240,10 @@ def _ran(k: KernelRun) -> bool:
 
 def _environment(k: KernelRun) -> Dict[str, Any]:
     if k.identity.get("file") or k.boot.get("console_log"):
-        return {"comment": f"QEMU x86_64 guest ({k.boot.get('accel') or 'accelerator unknown'})",
-                "misc": {"accel": k.boot.get("accel")}}
+        return {
+            "comment": f"QEMU x86_64 guest ({k.boot.get('accel') or 'accelerator unknown'})",
+            "misc": {"accel": k.boot.get("accel")},
+        }
     return {"comment": "the running kernel (not booted by uffdprobe)"}
 
 
@@ -215,12 +252,24 @@ def _test(origin: str, k: KernelRun, r: Result, build_id: str, links: Links) -> 
     run = r.params.get("run")
     want = declared(k.expect, r.scenario, r.memory)
     mark = judge(want, r.verdict)
-    test: Dict[str, Any] = {"id": f"{build_id}:{k.boot.get('started_at', '')}:{path}" + (f"#{run}" if run else ""),
-            "build_id": build_id, "origin": origin, "path": path, "status": status(r.verdict.value),
-            "comment": f"{r.scenario} [{r.memory}]: {r.verdict.value}" + (f" (declared {want})" if want else ""),
-            "environment": _environment(k),
-            "misc": {"scenario": r.scenario, "memory": r.memory, "verdict": r.verdict.value, "run": run,
-                     "declared": want, "mark": str(mark) or None, "reason": r.reason}}
+    test: Dict[str, Any] = {
+        "id": f"{build_id}:{k.boot.get('started_at', '')}:{path}" + (f"#{run}" if run else ""),
+        "build_id": build_id,
+        "origin": origin,
+        "path": path,
+        "status": status(r.verdict.value),
+        "comment": f"{r.scenario} [{r.memory}]: {r.verdict.value}" + (f" (declared {want})" if want else ""),
+        "environment": _environment(k),
+        "misc": {
+            "scenario": r.scenario,
+            "memory": r.memory,
+            "verdict": r.verdict.value,
+            "run": run,
+            "declared": want,
+            "mark": str(mark) or None,
+            "reason": r.reason,
+        },
+    }
     lines = [f"{key}: {value}" for key, value in summary(r).items()] + _evidence_lines(r.evidence)
     test["log_excerpt"] = excerpt(lines)
     log = links.url(r.evidence.get("log")) or links.url(k.boot.get("log"))
@@ -231,9 +280,13 @@ def _test(origin: str, k: KernelRun, r: Result, build_id: str, links: Links) -> 
         test["start_time"] = started
     if r.duration_s is not None:
         test["duration"] = float(r.duration_s)
-    test["output_files"] = links.files({"console.log": k.boot.get("console_log"), "run.log": k.boot.get("log"),
-                                        "results.json": Path(k.boot["folder"]) / "results.json"
-                                        if k.boot.get("folder") else None})
+    test["output_files"] = links.files(
+        {
+            "console.log": k.boot.get("console_log"),
+            "run.log": k.boot.get("log"),
+            "results.json": Path(k.boot["folder"]) / "results.json" if k.boot.get("folder") else None,
+        }
+    )
     return test
 
 
@@ -252,19 +305,32 @@ def _evidence_lines(evidence: Dict[str, Any]) -> List[str]:
     return out
 
 
-def _known(origin: str, k: KernelRun, r: Result, test: Dict[str, Any]) -> Optional[Tuple[Dict[str, Any], Dict[str, Any]]]:
+def _known(
+    origin: str, k: KernelRun, r: Result, test: Dict[str, Any]
+) -> Optional[Tuple[Dict[str, Any], Dict[str, Any]]]:
     """(issue, incident) for a declared bad verdict that happened (present) or no longer does (FIXED)."""
     want = declared(k.expect, r.scenario, r.memory)
     mark = judge(want, r.verdict)
     if want not in KERNEL_PROBLEMS or mark not in (EXPECTED, FIXED):
         return None
     key = f"{r.scenario}/{r.memory}={want}"
-    issue = {"id": f"{origin}:declared:{_digest(k.label, key)}", "version": 0, "origin": origin,
-             "culprit": {"code": True, "tool": False, "harness": False},
-             "comment": f"{k.label} is declared to give {want} on {r.scenario} [{r.memory}] (its recipe's "
-                        "[expect] or --expect)", "misc": {"kernel": k.label, "declaration": key}}
-    incident = {"id": f"{test['id']}:incident", "origin": origin, "issue_id": issue["id"], "issue_version": 0,
-                "test_id": test["id"], "present": mark is EXPECTED}
+    issue = {
+        "id": f"{origin}:declared:{_digest(k.label, key)}",
+        "version": 0,
+        "origin": origin,
+        "culprit": {"code": True, "tool": False, "harness": False},
+        "comment": f"{k.label} is declared to give {want} on {r.scenario} [{r.memory}] (its recipe's "
+        "[expect] or --expect)",
+        "misc": {"kernel": k.label, "declaration": key},
+    }
+    incident = {
+        "id": f"{test['id']}:incident",
+        "origin": origin,
+        "issue_id": issue["id"],
+        "issue_version": 0,
+        "test_id": test["id"],
+        "present": mark is EXPECTED,
+    }
     return issue, incident
 
 

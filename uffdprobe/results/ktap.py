@@ -20,6 +20,7 @@ A row nobody planned (the kernel log's own row: a splat outside every workload) 
 already printed: it is written as diagnostic lines at the end of its kernel's subtree, and fails the
 kernel's result line when its verdict fails.
 """
+
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, TextIO, Tuple
 
 from uffdprobe.scenarios.memkinds import NO_MEMORY
@@ -59,8 +60,9 @@ def plain_judge(r: Result) -> Tuple[str, str]:
 def leaf_name(r: Result) -> str:
     run = r.params.get("run")
     if r.memory == NO_MEMORY and is_selftest_row(r.scenario):  # its case name, or the program's own run
-        return (r.scenario if SELFTEST in r.scenario else f"{r.scenario}{SELFTEST}exit status") + \
-            (f".run{run}" if run else "")
+        return (r.scenario if SELFTEST in r.scenario else f"{r.scenario}{SELFTEST}exit status") + (
+            f".run{run}" if run else ""
+        )
     return f"{r.scenario}.{r.memory}" + (f".run{run}" if run else "")
 
 
@@ -83,8 +85,9 @@ class Writer:
         self.out.write("  " * depth + line + "\n")
         self.out.flush()
 
-    def kernel(self, name: str, plan: List[Tuple[str, str, Optional[int]]], about: List[str],
-               judge: Judge = plain_judge) -> "KernelTest":
+    def kernel(
+        self, name: str, plan: List[Tuple[str, str, Optional[int]]], about: List[str], judge: Judge = plain_judge
+    ) -> "KernelTest":
         self.number += 1
         return KernelTest(self, self.number, one_line(name), plan, about, judge)
 
@@ -92,17 +95,24 @@ class Writer:
 class KernelTest:
     """One kernel's subtree; add() each Result as it lands (in plan order), then close()."""
 
-    def __init__(self, top: Writer, number: int, name: str, plan: List[Tuple[str, str, Optional[int]]],
-                 about: List[str], judge: Judge):
+    def __init__(
+        self,
+        top: Writer,
+        number: int,
+        name: str,
+        plan: List[Tuple[str, str, Optional[int]]],
+        about: List[str],
+        judge: Judge,
+    ):
         self.top, self.number, self.name, self.judge = top, number, name, judge
         self.groups: Dict[str, int] = {}
         for scenario, _memory, run in plan:
             key = group_of(scenario, run)
             self.groups[key] = self.groups.get(key, 0) + 1
-        self.statuses: List[str] = []   # of the closed scenario groups
+        self.statuses: List[str] = []  # of the closed scenario groups
         self.unplanned: List[Result] = []
         self.open: Optional[str] = None
-        self.leaves: List[str] = []     # statuses in the open group
+        self.leaves: List[str] = []  # statuses in the open group
         self.identified = False
         emit = top._emit
         emit(1, "KTAP version 1")
@@ -115,9 +125,13 @@ class KernelTest:
         emit = self.top._emit
         if not self.identified and r.kernel.get("release"):
             self.identified = True
-            emit(1, "# kernel: " + one_line(", ".join(f"{k}={r.kernel[k]}" for k in ("release", "version",
-                                                                                    "sha256")
-                                                     if r.kernel.get(k))))
+            emit(
+                1,
+                "# kernel: "
+                + one_line(
+                    ", ".join(f"{k}={r.kernel[k]}" for k in ("release", "version", "sha256") if r.kernel.get(k))
+                ),
+            )
         key = group_of(r.scenario, r.params.get("run"))
         if key not in self.groups and key != self.open and not isinstance(r.evidence.get("rows"), int):
             self.unplanned.append(r)
@@ -153,8 +167,11 @@ class KernelTest:
         failed = []
         for r in self.unplanned:
             status, directive = self.judge(r)
-            self.top._emit(1, f"# {leaf_name(r)}: {'not ok' if status == FAIL else 'ok'} (not in the plan)"
-                           + (f" # {directive}" if directive else ""))
+            self.top._emit(
+                1,
+                f"# {leaf_name(r)}: {'not ok' if status == FAIL else 'ok'} (not in the plan)"
+                + (f" # {directive}" if directive else ""),
+            )
             for name, value in evidence_view.summary(r).items():
                 self.top._emit(1, f"# {leaf_name(r)} {name}: {one_line(value)}")
             failed += [FAIL] if status == FAIL else []
@@ -189,20 +206,28 @@ def declared_judge(k: "KernelRun") -> Judge:
         if status == FAIL and single.mark is EXPECTED:
             return OK, f"XFAIL declared {single.expected}: {one_line(r.reason)}"
         return status, directive
+
     return judge
 
 
 def write_kernel(top: Writer, k: "KernelRun", plan: List[Tuple[str, str, Optional[int]]]) -> str:
     """A finished matrix kernel's whole subtree, its results in plan order; the kernel's status."""
     order = {item: i for i, item in enumerate(plan)}
-    results = sorted(k.results, key=lambda r: order.get((r.scenario, r.memory, r.params.get("run")),
-                                                        order.get((group_of(r.scenario, None), r.memory,
-                                                                   r.params.get("run")), len(order))))
+    results = sorted(
+        k.results,
+        key=lambda r: order.get(
+            (r.scenario, r.memory, r.params.get("run")),
+            order.get((group_of(r.scenario, None), r.memory, r.params.get("run")), len(order)),
+        ),
+    )
     plan = [(r.scenario, r.memory, r.params.get("run")) for r in results]  # selftest cases are known now
     about = [f"{key}: {k.identity[key]}" for key in ("recipe", "path", "sha256") if k.identity.get(key)]
     kt = top.kernel(k.label, plan, about, declared_judge(k))
     for r in results:
         kt.add(r)
-    facts = ", ".join(f"{key}={k.boot[key]}" for key in ("seconds", "exit_status", "console_log", "log")
-                      if k.boot.get(key) not in (None, ""))
+    facts = ", ".join(
+        f"{key}={k.boot[key]}"
+        for key in ("seconds", "exit_status", "console_log", "log")
+        if k.boot.get(key) not in (None, "")
+    )
     return kt.close(f"boot: {facts}" if facts else "")

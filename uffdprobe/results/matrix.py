@@ -1,20 +1,46 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The kernel × scenario matrix: cells built from Results, flaky detection, marks against expectations."""
+
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from .expect import (EXPECTED, FIXED, REGRESSION, UNDECLARED, UNEXPECTED, CellMark, Flaky, Mark, cell_mark, declared,
-                     failing, judge)
+from .expect import (
+    EXPECTED,
+    FIXED,
+    REGRESSION,
+    UNDECLARED,
+    UNEXPECTED,
+    CellMark,
+    Flaky,
+    Mark,
+    cell_mark,
+    declared,
+    failing,
+    judge,
+)
 from uffdprobe.verdicts import Result, plain
 
 #: The marks (REGRESSION, UNEXPECTED, FIXED fail) and the rule itself live in expect.py; re-exported here.
-__all__ = ["Mark", "Flaky", "CellMark", "EXPECTED", "FIXED", "REGRESSION", "UNDECLARED", "UNEXPECTED", "judge", "Cell",
-           "KernelRun", "Matrix"]
+__all__ = [
+    "Mark",
+    "Flaky",
+    "CellMark",
+    "EXPECTED",
+    "FIXED",
+    "REGRESSION",
+    "UNDECLARED",
+    "UNEXPECTED",
+    "judge",
+    "Cell",
+    "KernelRun",
+    "Matrix",
+]
 
 
 @dataclass
 class Cell:
     """One kernel × scenario × memory kind: every run's Result and the declared expectation."""
+
     kernel: str
     scenario: str
     memory: str
@@ -57,16 +83,26 @@ class Cell:
         return failing(self.mark)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"kernel": self.kernel, "scenario": self.scenario, "memory": self.memory,
-                "verdict": self.verdict, "label": self.label, "counts": dict(self.counts),
-                "runs": len(self.results), "expected": self.expected, "mark": str(self.mark) or None,
-                "unexpected": self.unexpected, "results": [r.to_dict() for r in self.results]}
+        return {
+            "kernel": self.kernel,
+            "scenario": self.scenario,
+            "memory": self.memory,
+            "verdict": self.verdict,
+            "label": self.label,
+            "counts": dict(self.counts),
+            "runs": len(self.results),
+            "expected": self.expected,
+            "mark": str(self.mark) or None,
+            "unexpected": self.unexpected,
+            "results": [r.to_dict() for r in self.results],
+        }
 
 
 @dataclass
 class KernelRun:
     """Everything one kernel produced: its label, identity, boot facts, every Result; `complete` is False
     when the run was interrupted before every verdict arrived."""
+
     label: str
     results: List[Result]
     identity: Dict[str, Any] = field(default_factory=dict)
@@ -75,13 +111,19 @@ class KernelRun:
     complete: bool = True
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"label": self.label, "identity": self.identity, "boot": self.boot, "expect": self.expect,
-                "complete": self.complete}
+        return {
+            "label": self.label,
+            "identity": self.identity,
+            "boot": self.boot,
+            "expect": self.expect,
+            "complete": self.complete,
+        }
 
 
 @dataclass
 class Matrix:
     """Kernels in the order given; rows are (scenario, memory) in the order they first ran."""
+
     kernels: List[KernelRun]
     complete: bool = True
 
@@ -110,10 +152,12 @@ class Matrix:
         return [c for c in self.cells() if c.unexpected]
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"complete": self.complete and all(k.complete for k in self.kernels),
-                "kernels": [plain(k.to_dict()) for k in self.kernels],
-                "rows": [{"scenario": s, "memory": m} for s, m in self.rows],
-                "cells": [c.to_dict() for c in self.cells()]}
+        return {
+            "complete": self.complete and all(k.complete for k in self.kernels),
+            "kernels": [plain(k.to_dict()) for k in self.kernels],
+            "rows": [{"scenario": s, "memory": m} for s, m in self.rows],
+            "cells": [c.to_dict() for c in self.cells()],
+        }
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Matrix":
@@ -121,6 +165,17 @@ class Matrix:
         by_kernel: Dict[str, List[Result]] = {}
         for c in d["cells"]:
             by_kernel.setdefault(c["kernel"], []).extend(Result.from_dict(r) for r in c["results"])
-        return cls([KernelRun(k["label"], by_kernel.get(k["label"], []), k.get("identity", {}),
-                              k.get("boot", {}), k.get("expect", {}), k.get("complete", True))
-                    for k in d["kernels"]], d.get("complete", True))
+        return cls(
+            [
+                KernelRun(
+                    k["label"],
+                    by_kernel.get(k["label"], []),
+                    k.get("identity", {}),
+                    k.get("boot", {}),
+                    k.get("expect", {}),
+                    k.get("complete", True),
+                )
+                for k in d["kernels"]
+            ],
+            d.get("complete", True),
+        )

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Result output: a terminal table, JSON lines, and the JSON documents (run --json, matrix --json) with
 their schema version, tool version and command line. KTAP lives in ktap.py."""
+
 import json
 import sys
 from pathlib import Path
@@ -69,8 +70,13 @@ SCHEMAS = Path(__file__).with_name("schemas")
 def document(kind: str, body: Dict[str, Any]) -> Dict[str, Any]:
     """A JSON output file: which format (`kind`: "results" or "matrix"), its schema version, the tool
     version (uffdprobe.version(), as --version says it) and the command line that wrote it, then `body`."""
-    return {"format": f"uffdprobe.{kind}", "schema_version": SCHEMA_VERSION, "uffdprobe_version": uffdprobe.version(),
-            "argv": list(sys.argv), **body}
+    return {
+        "format": f"uffdprobe.{kind}",
+        "schema_version": SCHEMA_VERSION,
+        "uffdprobe_version": uffdprobe.version(),
+        "argv": list(sys.argv),
+        **body,
+    }
 
 
 def results_document(results: List[Result]) -> Dict[str, Any]:

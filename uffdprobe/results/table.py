@@ -1,17 +1,35 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The matrix as a terminal table: kernels across, scenario(memory) down, a verdict and mark per cell."""
+
 import os
 from typing import Iterable, List, Optional, TextIO
 
 from uffdprobe.scenarios.memkinds import NO_MEMORY
 from .matrix import EXPECTED, Cell, Matrix
 
-_COLOUR = {"PASS": "32", "SKIP": "2", "HANG": "1;31", "LEAK": "1;35", "WP_LOST": "1;33", "FAIL": "31", "STUCK": "1;33", "WARN": "1;33", "OOPS": "1;31",
-           "REFUSED": "35", "FLAKY": "33",
-           "ERROR": "7;31", "BUILD_FAIL": "7;31", "BOOT_FAIL": "7;31", "PANIC": "7;31", "VM_TIMEOUT": "7;31"}
-LEGEND = ("ok: as declared (recipe or --expect); REGRESSION: worse than declared; FIXED: better than declared; "
-          "FLAKY HANG (any bad verdict): declared, but only some runs showed it; "
-          "UNEXPECTED: a bad verdict nothing declares, or neither (no mark: PASS/SKIP, nothing declared)")
+_COLOUR = {
+    "PASS": "32",
+    "SKIP": "2",
+    "HANG": "1;31",
+    "LEAK": "1;35",
+    "WP_LOST": "1;33",
+    "FAIL": "31",
+    "STUCK": "1;33",
+    "WARN": "1;33",
+    "OOPS": "1;31",
+    "REFUSED": "35",
+    "FLAKY": "33",
+    "ERROR": "7;31",
+    "BUILD_FAIL": "7;31",
+    "BOOT_FAIL": "7;31",
+    "PANIC": "7;31",
+    "VM_TIMEOUT": "7;31",
+}
+LEGEND = (
+    "ok: as declared (recipe or --expect); REGRESSION: worse than declared; FIXED: better than declared; "
+    "FLAKY HANG (any bad verdict): declared, but only some runs showed it; "
+    "UNEXPECTED: a bad verdict nothing declares, or neither (no mark: PASS/SKIP, nothing declared)"
+)
 
 
 def colour_wanted(stream: TextIO) -> bool:
@@ -31,8 +49,10 @@ def render(m: Matrix, colour: bool = False) -> str:
     names = [s if mem == NO_MEMORY else f"{s}({mem})" for s, mem in rows]  # a selftest row has no memory kind
     first = max([len("scenario(memory)")] + [len(n) for n in names])
     grid: List[List[Optional[Cell]]] = [[m.cell(k, s, mem) for k in m.kernels] for s, mem in rows]
-    widths = [max([len(k.label)] + [len(cell_text(c)) for c in (row[i] for row in grid) if c])
-              for i, k in enumerate(m.kernels)]
+    widths = [
+        max([len(k.label)] + [len(cell_text(c)) for c in (row[i] for row in grid) if c])
+        for i, k in enumerate(m.kernels)
+    ]
     lines = ["  ".join([f"{'scenario(memory)':<{first}}"] + [f"{k.label:<{w}}" for k, w in zip(m.kernels, widths)])]
     lines.append("  ".join(["-" * first] + ["-" * w for w in widths]))
     for name, row in zip(names, grid):
@@ -53,6 +73,5 @@ def unexpected_lines(m: Matrix, cells: Optional[Iterable[Cell]] = None) -> List[
     out = []
     for c in m.unexpected() if cells is None else cells:
         declared = f"expected {c.expected}" if c.expected else "nothing declared"
-        out.append(f"{c.mark}: {c.kernel} {c.scenario}({c.memory}): {declared}, got {c.label}: "
-                   f"{c.results[0].reason}")
+        out.append(f"{c.mark}: {c.kernel} {c.scenario}({c.memory}): {declared}, got {c.label}: {c.results[0].reason}")
     return out

@@ -2,6 +2,7 @@
 """The structured report a `uffdprobe run` leaves in its results folder (run.json): where its boot's files
 are, how the boot ended, its timings, its exit status and the last error it said. A matrix and the Dask
 engine read this file; the lines the run prints are for people only and nothing parses them."""
+
 import json
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -17,17 +18,18 @@ FORMAT = "uffdprobe.run"
 @dataclass
 class ChildReport:
     """What one run says about itself; the boot fields stay empty on the running kernel."""
-    run_dir: Optional[str] = None          #: the boot's run folder (console.log, result.json, channel/)
+
+    run_dir: Optional[str] = None  #: the boot's run folder (console.log, result.json, channel/)
     console_log: Optional[str] = None
-    outcome: Optional[str] = None          #: the boot's outcome: OK, PANIC, BOOT_FAIL, VM_TIMEOUT, ...
-    reason: str = ""                       #: why the boot ended so
+    outcome: Optional[str] = None  #: the boot's outcome: OK, PANIC, BOOT_FAIL, VM_TIMEOUT, ...
+    reason: str = ""  #: why the boot ended so
     timings: Dict[str, object] = field(default_factory=dict)
     accel: Optional[str] = None
     panic_lines: List[str] = field(default_factory=list)
     kernel_identity: Dict[str, object] = field(default_factory=dict)
     transport: Optional[str] = None
-    exit_status: Optional[int] = None      #: the run's own exit status, once it has one
-    error: str = ""                        #: the last error the run said (one line, without 'uffdprobe: ')
+    exit_status: Optional[int] = None  #: the run's own exit status, once it has one
+    error: str = ""  #: the last error the run said (one line, without 'uffdprobe: ')
 
     def booted(self, result) -> None:
         """Take in how a boot (vm.boot.BootResult) ended."""

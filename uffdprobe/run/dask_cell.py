@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The worker side of the Dask engine (run/engine_dask.py): one kernel's `uffdprobe run` child on this worker,
 run as the local Runner runs it, and its files sent back. Imported by the worker when it unpickles a task."""
+
 import contextlib
 import hashlib
 import os
@@ -29,6 +30,7 @@ MAX_SHIPPED_BYTES = 16 << 20
 @dataclass
 class KernelTask:
     """What a worker needs to run one kernel: its target facts (the file comes separately, by hash)."""
+
     token: str
     label: str
     given: str
@@ -51,8 +53,10 @@ def worker_readiness() -> dict:
     checks: QEMU, a static busybox), each as 'name: detail (fix)'."""
     import uffdprobe
     from .doctor import check_vm_tools
-    missing = [f"{c.name}: {c.detail}" + (f" ({c.fix})" if c.fix else "") for c in check_vm_tools()
-               if c.needed and not c.ok]
+
+    missing = [
+        f"{c.name}: {c.detail}" + (f" ({c.fix})" if c.fix else "") for c in check_vm_tools() if c.needed and not c.ok
+    ]
     return {"version": uffdprobe.__version__, "missing": missing}
 
 
@@ -61,6 +65,7 @@ def run_on_worker(task: KernelTask, image: bytes) -> dict:
 
     Anything that goes wrong before the child runs comes back as {"error": ...}, never as a lost task."""
     import distributed
+
     worker = distributed.get_worker()
     facts = {"worker": worker.address, "host": socket.gethostname()}
 
@@ -75,8 +80,14 @@ def run_on_worker(task: KernelTask, image: bytes) -> dict:
         return {**facts, "error": f"cannot store the kernel file: {exc}"}
     try:
         engine = LocalEngine(say)
-        target = Target(task.label, path=str(kernel), sha256=task.sha256, identity=dict(task.identity),
-                        expect=dict(task.expect), given=task.given)
+        target = Target(
+            task.label,
+            path=str(kernel),
+            sha256=task.sha256,
+            identity=dict(task.identity),
+            expect=dict(task.expect),
+            given=task.given,
+        )
         out = fresh_folder(work, target)
         log = out / "run.log"
         if task.attempt > 1:
@@ -98,8 +109,12 @@ def run_on_worker(task: KernelTask, image: bytes) -> dict:
         files = _collect(out, "", skip={"kernel.json"})
         if run_dir:
             files.update(_collect(Path(run_dir), "vm/"))
-        return {**facts, "status": status, "files": files,
-                "paths": {"out": str(out), "image": str(kernel.resolve()), "run_dir": run_dir}}
+        return {
+            **facts,
+            "status": status,
+            "files": files,
+            "paths": {"out": str(out), "image": str(kernel.resolve()), "run_dir": run_dir},
+        }
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -119,6 +134,7 @@ def _stored_image(image: bytes, sha256: str, name: str) -> Path:
     """The shipped kernel file in this worker's cache (cluster/images/SHA256/NAME), written whole and
     checked against its hash; one already there with that hash is reused."""
     from uffdprobe.vm.paths import cache_root
+
     path = cache_root() / "cluster" / "images" / sha256 / os.path.basename(name)
     if path.is_file() and sha256_file(path) == sha256:
         return path

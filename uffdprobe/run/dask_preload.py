@@ -2,6 +2,7 @@
 """Loaded by each worker process of a `--cluster local:N` LocalCluster (Dask's `preload`): the worker ignores
 SIGINT, so a Ctrl-C at the terminal (sent to the whole foreground process group, these workers included)
 reaches the matrix only, which stops each kernel's child through the cluster and collects what it wrote."""
+
 import signal
 import threading
 

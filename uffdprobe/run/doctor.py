@@ -5,6 +5,7 @@
 model-5.8-break-cow) cannot do without; everything else only narrows what runs (THP scenarios, KVM
 speed, bisection, .deb kernels).
 """
+
 import errno
 import os
 import shutil
@@ -17,14 +18,24 @@ MAIN_JOB_RECIPES = ("stock", "model-5.8", "model-5.8-break-cow")
 #: Free space the cache needs: running cached kernels, and building one (source tree, objects, ccache).
 FREE_TO_RUN, FREE_TO_BUILD = 2 << 30, 10 << 30
 #: Kernel build toolchain: command or header -> the Debian package that brings it.
-BUILD_TOOLS = {"gcc": "gcc", "make": "make", "bc": "bc", "flex": "flex", "bison": "bison", "cpio": "cpio",
-               "patch": "patch", "xz": "xz-utils", "/usr/include/libelf.h": "libelf-dev",
-               "/usr/include/openssl/ssl.h": "libssl-dev"}
+BUILD_TOOLS = {
+    "gcc": "gcc",
+    "make": "make",
+    "bc": "bc",
+    "flex": "flex",
+    "bison": "bison",
+    "cpio": "cpio",
+    "patch": "patch",
+    "xz": "xz-utils",
+    "/usr/include/libelf.h": "libelf-dev",
+    "/usr/include/openssl/ssl.h": "libssl-dev",
+}
 
 
 @dataclass
 class Check:
     """One fact about the machine: `ok`, what was found, and when not ok the fix and its Debian packages."""
+
     name: str
     ok: bool
     detail: str
@@ -44,24 +55,36 @@ def _apt(packages) -> str:
 def check_package() -> Check:
     import uffdprobe
     from uffdprobe.kbuild import recipes
+
     names = recipes.names()
     where = ", ".join(str(p) for p in recipes.search_path())
-    return Check("uffdprobe", bool(names), f"{uffdprobe.version()}; recipes: {', '.join(names) or 'none'}",
-                 "" if names else f"no recipe found in {where}: reinstall uffdprobe")
+    return Check(
+        "uffdprobe",
+        bool(names),
+        f"{uffdprobe.version()}; recipes: {', '.join(names) or 'none'}",
+        "" if names else f"no recipe found in {where}: reinstall uffdprobe",
+    )
 
 
 def check_userfaultfd() -> List[Check]:
     from uffdprobe.uffd import features
+
     kf = features.probe()
-    knobs = (f"/dev/userfaultfd {kf.dev_userfaultfd}, vm.unprivileged_userfaultfd="
-             f"{kf.unprivileged_userfaultfd if kf.unprivileged_userfaultfd is not None else 'absent'}")
+    knobs = (
+        f"/dev/userfaultfd {kf.dev_userfaultfd}, vm.unprivileged_userfaultfd="
+        f"{kf.unprivileged_userfaultfd if kf.unprivileged_userfaultfd is not None else 'absent'}"
+    )
     if kf.uffd_error:
         if kf.uffd_errno in (errno.EPERM, errno.EACCES):
-            fix = ("run as root, or `sysctl -w vm.unprivileged_userfaultfd=1`, or give this user read-write "
-                   "access to /dev/userfaultfd")
+            fix = (
+                "run as root, or `sysctl -w vm.unprivileged_userfaultfd=1`, or give this user read-write "
+                "access to /dev/userfaultfd"
+            )
         else:
-            fix = ("the running kernel has no usable userfaultfd (CONFIG_USERFAULTFD off or a seccomp filter): "
-                   "its column would be all SKIP; boot kernels that have it with --kernel")
+            fix = (
+                "the running kernel has no usable userfaultfd (CONFIG_USERFAULTFD off or a seccomp filter): "
+                "its column would be all SKIP; boot kernels that have it with --kernel"
+            )
         checks = [Check("userfaultfd", False, f"{kf.uffd_error} ({knobs})", fix)]
     else:
         wp = "with" if "PAGEFAULT_FLAG_WP" in kf.features else "without"
@@ -70,32 +93,69 @@ def check_userfaultfd() -> List[Check]:
     if thp in ("always", "madvise"):
         checks.append(Check("transparent hugepages", True, thp, needed=False))
     else:
-        checks.append(Check("transparent hugepages", False, thp or "not built into this kernel",
-                            "echo madvise > /sys/kernel/mm/transparent_hugepage/enabled (until then the thp "
-                            "memory kind is SKIP)" if thp else "the thp memory kind is SKIP on this kernel",
-                            needed=False))
+        checks.append(
+            Check(
+                "transparent hugepages",
+                False,
+                thp or "not built into this kernel",
+                "echo madvise > /sys/kernel/mm/transparent_hugepage/enabled (until then the thp memory kind is SKIP)"
+                if thp
+                else "the thp memory kind is SKIP on this kernel",
+                needed=False,
+            )
+        )
     return checks
 
 
 def check_vm_tools() -> List[Check]:
     from uffdprobe.vm import initramfs, qemu, resolve
     from uffdprobe.vm.errors import VmSetupError
+
     checks = []
     found = shutil.which(qemu.QEMU)
-    checks.append(Check("qemu", bool(found), found or f"{qemu.QEMU} not found",
-                        _apt(["qemu-system-x86"]), packages=("qemu-system-x86",)))
+    checks.append(
+        Check(
+            "qemu",
+            bool(found),
+            found or f"{qemu.QEMU} not found",
+            _apt(["qemu-system-x86"]),
+            packages=("qemu-system-x86",),
+        )
+    )
     try:
         checks.append(Check("static busybox", True, str(initramfs.find_busybox())))
     except VmSetupError:
-        checks.append(Check("static busybox", False, "none (the guest's initramfs needs one)",
-                            _apt(["busybox-static"]), packages=("busybox-static",)))
-    depmod = shutil.which("depmod") or next((p for p in ("/usr/sbin/depmod", "/sbin/depmod") if Path(p).exists()),
-                                            None)
-    checks.append(Check("depmod", bool(depmod), depmod or "not found (booting kernels with modules needs it)",
-                        _apt(["kmod"]), needed=False, packages=("kmod",)))
+        checks.append(
+            Check(
+                "static busybox",
+                False,
+                "none (the guest's initramfs needs one)",
+                _apt(["busybox-static"]),
+                packages=("busybox-static",),
+            )
+        )
+    depmod = shutil.which("depmod") or next((p for p in ("/usr/sbin/depmod", "/sbin/depmod") if Path(p).exists()), None)
+    checks.append(
+        Check(
+            "depmod",
+            bool(depmod),
+            depmod or "not found (booting kernels with modules needs it)",
+            _apt(["kmod"]),
+            needed=False,
+            packages=("kmod",),
+        )
+    )
     virtiofsd = resolve.VIRTIOFSD if Path(resolve.VIRTIOFSD).exists() else shutil.which("virtiofsd")
-    checks.append(Check("virtiofsd", bool(virtiofsd), virtiofsd or "not found (only kernels without 9p need it)",
-                        _apt(["qemu-system-common"]), needed=False, packages=("qemu-system-common",)))
+    checks.append(
+        Check(
+            "virtiofsd",
+            bool(virtiofsd),
+            virtiofsd or "not found (only kernels without 9p need it)",
+            _apt(["qemu-system-common"]),
+            needed=False,
+            packages=("qemu-system-common",),
+        )
+    )
     if found:
         checks.append(check_accel())
     return checks
@@ -104,6 +164,7 @@ def check_vm_tools() -> List[Check]:
 def check_accel() -> Check:
     """KVM or TCG, from the cached probe when there is one (a probe is a boot: doctor never runs one)."""
     from uffdprobe.vm import accel
+
     device = accel.kvm_device_usable()
     try:
         answer = accel.cached_answer()
@@ -116,9 +177,15 @@ def check_accel() -> Check:
     else:
         detail = "TCG: /dev/kvm missing or not accessible"
     kvm = bool(answer and answer["accel"] == "kvm") or (device and not answer)
-    fix = "" if kvm else ("guests run under TCG (about 10-30 s a boot): for KVM enable virtualization (modprobe "
-                          "kvm_intel or kvm_amd) and give this user read-write access to /dev/kvm; after a "
-                          f"failed probe, delete {accel.cache_file()} to probe again")
+    fix = (
+        ""
+        if kvm
+        else (
+            "guests run under TCG (about 10-30 s a boot): for KVM enable virtualization (modprobe "
+            "kvm_intel or kvm_amd) and give this user read-write access to /dev/kvm; after a "
+            f"failed probe, delete {accel.cache_file()} to probe again"
+        )
+    )
     return Check("acceleration", kvm, detail, fix, needed=False)
 
 
@@ -126,6 +193,7 @@ def check_kernels(cache_dir=None) -> List[Check]:
     """The main job's kernels: cached, or buildable here (toolchain and source present)."""
     from uffdprobe.kbuild import build, recipes, source
     from uffdprobe.kbuild.errors import KbuildError
+
     checks, to_build = [], []
     for name in MAIN_JOB_RECIPES:
         try:
@@ -145,13 +213,31 @@ def check_kernels(cache_dir=None) -> List[Check]:
         missing.append("linux-source-6.1")
     ok = not missing and not absent
     detail = "complete" if ok else "missing: " + ", ".join(missing + [t for t in absent if t not in missing])
-    checks.append(Check("kernel build toolchain", ok, detail, _apt(missing) if missing else
-                        f"put the kernel source at {', '.join(absent)}", needed=bool(to_build),
-                        packages=tuple(missing)))
-    for tool, pkg, what in (("ccache", "ccache", "faster kernel rebuilds"), ("git", "git", "bisect"),
-                            ("dpkg-deb", "dpkg", "booting linux-image .deb files")):
-        checks.append(Check(tool, _have(tool), shutil.which(tool) or f"not found (needed for {what})",
-                            _apt([pkg]), needed=False, packages=(pkg,)))
+    checks.append(
+        Check(
+            "kernel build toolchain",
+            ok,
+            detail,
+            _apt(missing) if missing else f"put the kernel source at {', '.join(absent)}",
+            needed=bool(to_build),
+            packages=tuple(missing),
+        )
+    )
+    for tool, pkg, what in (
+        ("ccache", "ccache", "faster kernel rebuilds"),
+        ("git", "git", "bisect"),
+        ("dpkg-deb", "dpkg", "booting linux-image .deb files"),
+    ):
+        checks.append(
+            Check(
+                tool,
+                _have(tool),
+                shutil.which(tool) or f"not found (needed for {what})",
+                _apt([pkg]),
+                needed=False,
+                packages=(pkg,),
+            )
+        )
     if not ok and to_build:
         for check in checks:
             if check.name.startswith("kernel ") and check.name[7:] in to_build:
@@ -162,27 +248,39 @@ def check_kernels(cache_dir=None) -> List[Check]:
 
 def check_cache(all_cached: bool) -> Check:
     from uffdprobe.vm.paths import cache_root
+
     root = cache_root()
     probe: Optional[Path] = root
     while probe is not None and not probe.exists():
         probe = probe.parent if probe != probe.parent else None
     if probe is None or not os.access(probe, os.W_OK):
-        return Check("cache", False, f"{root} cannot be created (nearest folder {probe} is not writable)",
-                     "point XDG_CACHE_HOME at a writable folder")
+        return Check(
+            "cache",
+            False,
+            f"{root} cannot be created (nearest folder {probe} is not writable)",
+            "point XDG_CACHE_HOME at a writable folder",
+        )
     free = shutil.disk_usage(probe).free
     want = FREE_TO_RUN if all_cached else FREE_TO_BUILD
     detail = f"{root}: {free / 2**30:.1f} GiB free"
-    return Check("cache", free >= want, detail,
-                 f"free space there, or point XDG_CACHE_HOME at a disk with {want >> 30} GiB free "
-                 f"({'running' if all_cached else 'building'} kernels needs that much)")
+    return Check(
+        "cache",
+        free >= want,
+        detail,
+        f"free space there, or point XDG_CACHE_HOME at a disk with {want >> 30} GiB free "
+        f"({'running' if all_cached else 'building'} kernels needs that much)",
+    )
 
 
 def diagnose(cache_dir=None) -> List[Check]:
     """Every check, in the order a user would fix them."""
     checks = [check_package()] + check_userfaultfd() + check_vm_tools()
     kernels = check_kernels(cache_dir)
-    all_cached = all(c.detail.startswith("cached:") for c in kernels if c.name.startswith("kernel ")
-                     and c.name != "kernel build toolchain")
+    all_cached = all(
+        c.detail.startswith("cached:")
+        for c in kernels
+        if c.name.startswith("kernel ") and c.name != "kernel build toolchain"
+    )
     return checks + kernels + [check_cache(all_cached)]
 
 

@@ -4,6 +4,7 @@ engine_local.py; Dask workers: engine_dask.py), and the contract of one kernel's
 its request and command line, its own fresh results folder, its time bound, CellLost when an engine
 loses it. The child's results come back in that folder (results.json, verdicts.jsonl, run.json), read by
 run/matrix.py whichever engine ran it."""
+
 import json
 import sys
 from pathlib import Path
@@ -47,11 +48,12 @@ def kselftests(request: RunRequest, target: Optional[Target]) -> List[str]:
 def child_request(target: Target, request: RunRequest, out: Path) -> RunRequest:
     """The `uffdprobe run` one kernel of the matrix is given: its kernel, its selftests, what is declared
     for it (the child judges, and says, what the matrix will), its results (and run.json) under `out`."""
-    return request.replace(workload={"kselftest": tuple(kselftests(request, target))},
-                           machine={"kernel": target.path},
-                           outputs=Outputs(json=str(out / "results.json"), results_dir=str(out),
-                                           verbosity=request.outputs.verbosity),
-                           expect=tuple(f"{key}={verdict}" for key, verdict in sorted(target.expect.items())))
+    return request.replace(
+        workload={"kselftest": tuple(kselftests(request, target))},
+        machine={"kernel": target.path},
+        outputs=Outputs(json=str(out / "results.json"), results_dir=str(out), verbosity=request.outputs.verbosity),
+        expect=tuple(f"{key}={verdict}" for key, verdict in sorted(target.expect.items())),
+    )
 
 
 def child_argv(target: Target, request: RunRequest, out: Path) -> List[str]:

@@ -13,6 +13,7 @@ come out as from a local run. `host` is the client's running kernel and runs on 
 A worker that dies mid-kernel: the kernel is resubmitted once, to another worker; a second death is an
 ERROR naming both workers. Ctrl-C sets a cluster Event every task watches: each stops its child (which
 kills its QEMU and writes what it has), the files come back, the futures are cancelled."""
+
 import contextlib
 import hashlib
 import logging
@@ -56,12 +57,15 @@ def open_engine(spec: str, say: Callable[[str], None]) -> "DaskEngine":
     failure is a UsageError naming the fix, within CONNECT_TIMEOUT_S."""
     local = LOCAL.match(spec)
     if not local and not ADDRESS.match(spec):
-        raise UsageError(f"--cluster {spec!r}: write local:N (N worker processes here) or the scheduler's "
-                         "address, e.g. tcp://HOST:8786")
+        raise UsageError(
+            f"--cluster {spec!r}: write local:N (N worker processes here) or the scheduler's "
+            "address, e.g. tcp://HOST:8786"
+        )
     if local and not 1 <= int(local.group(1)) <= 64:
         raise UsageError(f"--cluster {spec}: N must be 1 to 64 worker processes")
     distributed = _dask()
     import dask
+
     for name in ("distributed", "tornado"):
         logging.getLogger(name).setLevel(logging.CRITICAL)  # its own errors become our one line
     cluster, scratch = None, None
@@ -73,10 +77,16 @@ def open_engine(spec: str, say: Callable[[str], None]) -> "DaskEngine":
             # removed at close, by our watchdog if we are killed, else by the next run (osutil.lifetime)
             scratch = tempfile.mkdtemp(prefix=lifetime.temp_prefix("cell"))
             with dask.config.set({"distributed.scheduler.allowed-failures": 0, "temporary-directory": scratch}):
-                cluster = distributed.LocalCluster(n_workers=int(local.group(1)), threads_per_worker=1,
-                                                   processes=True, resources={VM: 1}, dashboard_address=None,
-                                                   silence_logs=logging.CRITICAL, local_directory=scratch,
-                                                   preload=["uffdprobe.run.dask_preload"])
+                cluster = distributed.LocalCluster(
+                    n_workers=int(local.group(1)),
+                    threads_per_worker=1,
+                    processes=True,
+                    resources={VM: 1},
+                    dashboard_address=None,
+                    silence_logs=logging.CRITICAL,
+                    local_directory=scratch,
+                    preload=["uffdprobe.run.dask_preload"],
+                )
                 client = distributed.Client(cluster, timeout=CONNECT_TIMEOUT_S)
         else:
             client = distributed.Client(spec, timeout=CONNECT_TIMEOUT_S)
@@ -85,9 +95,11 @@ def open_engine(spec: str, say: Callable[[str], None]) -> "DaskEngine":
             cluster.close()
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
-        raise UsageError(f"--cluster {spec}: no Dask scheduler answered within {CONNECT_TIMEOUT_S:g}s "
-                         f"({first_line(exc)}); start one (`dask scheduler`, workers with `dask worker "
-                         f"ADDRESS --resources {VM}=1`) or fix the address") from None
+        raise UsageError(
+            f"--cluster {spec}: no Dask scheduler answered within {CONNECT_TIMEOUT_S:g}s "
+            f"({first_line(exc)}); start one (`dask scheduler`, workers with `dask worker "
+            f"ADDRESS --resources {VM}=1`) or fix the address"
+        ) from None
     engine = DaskEngine(client, cluster, spec, scratch)
     try:
         engine.check_workers()
@@ -110,28 +122,38 @@ class DaskEngine:
         try:
             self.client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
         except (TimeoutError, OSError):
-            raise UsageError(f"--cluster {self.spec}: the scheduler has no worker after {CONNECT_TIMEOUT_S:g}s; "
-                             f"start some with `dask worker ADDRESS --resources {VM}=1`") from None
+            raise UsageError(
+                f"--cluster {self.spec}: the scheduler has no worker after {CONNECT_TIMEOUT_S:g}s; "
+                f"start some with `dask worker ADDRESS --resources {VM}=1`"
+            ) from None
         workers = self.client.scheduler_info(n_workers=-1)["workers"]
         self.workers = len(workers)
         self.slots = int(sum(w.get("resources", {}).get(VM, 0) for w in workers.values()))
         if not self.slots:
-            raise UsageError(f"--cluster {self.spec}: no worker offers the '{VM}' resource; start workers with "
-                             f"`dask worker ADDRESS --resources {VM}=K` (K guests at once: its cores / 2)")
+            raise UsageError(
+                f"--cluster {self.spec}: no worker offers the '{VM}' resource; start workers with "
+                f"`dask worker ADDRESS --resources {VM}=K` (K guests at once: its cores / 2)"
+            )
         import uffdprobe
+
         try:
             ready = self.client.run(worker_readiness)
         except Exception as exc:  # a worker without uffdprobe cannot even unpickle the question
-            raise UsageError(f"--cluster {self.spec}: a worker cannot run uffdprobe ({first_line(exc)}); install "
-                             "'uffdprobe[cluster]' on every worker") from None
+            raise UsageError(
+                f"--cluster {self.spec}: a worker cannot run uffdprobe ({first_line(exc)}); install "
+                "'uffdprobe[cluster]' on every worker"
+            ) from None
         other = sorted(f"{w} has {r['version']}" for w, r in ready.items() if r["version"] != uffdprobe.__version__)
         if other:
-            raise UsageError(f"--cluster {self.spec}: uffdprobe {uffdprobe.__version__} here, but "
-                             f"{'; '.join(other)}: install the same version on every worker")
+            raise UsageError(
+                f"--cluster {self.spec}: uffdprobe {uffdprobe.__version__} here, but "
+                f"{'; '.join(other)}: install the same version on every worker"
+            )
         lacking = sorted(f"{w} lacks {'; '.join(r['missing'])}" for w, r in ready.items() if r["missing"])
         if lacking:
-            raise UsageError(f"--cluster {self.spec}: {'; '.join(lacking)}; `uffdprobe doctor` on that worker "
-                             "says the rest")
+            raise UsageError(
+                f"--cluster {self.spec}: {'; '.join(lacking)}; `uffdprobe doctor` on that worker says the rest"
+            )
 
     def runner(self, request: RunRequest, work: Path, say: Callable[[str], None]) -> Runner:
         """A matrix Runner whose booted kernels run on this cluster (DaskChildren)."""
@@ -195,9 +217,17 @@ class DaskChildren:
         distributed = _dask()
         with self.lock:
             self.started += 1
-        task = KernelTask(self.token, target.label, target.given, target.sha256 or sha256_file(Path(target.path)),
-                          Path(target.path).name, dict(target.identity), dict(target.expect), request,
-                          self.stop_name)
+        task = KernelTask(
+            self.token,
+            target.label,
+            target.given,
+            target.sha256 or sha256_file(Path(target.path)),
+            Path(target.path).name,
+            dict(target.identity),
+            dict(target.expect),
+            request,
+            self.stop_name,
+        )
         died: List[str] = []
         for attempt in range(1, 4):  # two worker deaths end it; a file lost with a dead worker costs one more
             try:
@@ -215,8 +245,15 @@ class DaskChildren:
                 others = [w for w in self.client.scheduler_info(n_workers=-1)["workers"] if w not in died]
                 where = {"workers": others, "allow_other_workers": True} if died and others else {}
                 # a retry prefers the other workers, but is not pinned to them should they go too
-                fut = self.client.submit(run_on_worker, task, image, resources={VM: 1}, pure=False,
-                                         key=f"uffdprobe-{target.label}-{self.token}-{attempt}", **where)
+                fut = self.client.submit(
+                    run_on_worker,
+                    task,
+                    image,
+                    resources={VM: 1},
+                    pure=False,
+                    key=f"uffdprobe-{target.label}-{self.token}-{attempt}",
+                    **where,
+                )
                 self.futures[target.label] = fut
             try:
                 got = fut.result(timeout=self._wait_bound(request))
@@ -224,13 +261,15 @@ class DaskChildren:
                 died.append(exc.last_worker.address)
                 if len(died) == 2:
                     break
-                self.say(f"  {target.label} | worker {died[-1]} died while running this kernel; retrying on "
-                         "another worker")
+                self.say(
+                    f"  {target.label} | worker {died[-1]} died while running this kernel; retrying on another worker"
+                )
                 continue
             except (TimeoutError, distributed.TimeoutError):
                 self.client.cancel([fut], force=True)
-                write_atomic(log, f"uffdprobe: no answer from the cluster within {self._wait_bound(request):g}s\n"
-                             .encode())
+                write_atomic(
+                    log, f"uffdprobe: no answer from the cluster within {self._wait_bound(request):g}s\n".encode()
+                )
                 return None
             except distributed.CancelledError:
                 if self.stopping.is_set():
@@ -254,8 +293,10 @@ class DaskChildren:
         if len(died) < 2:
             reason = "the cluster lost this kernel's task three times (workers died, its kernel file with them)"
         else:
-            reason = (f"worker {died[0]} died while running this kernel (its process ended: killed, out of memory "
-                      f"or crashed); retried on worker {died[1]}, which died too")
+            reason = (
+                f"worker {died[0]} died while running this kernel (its process ended: killed, out of memory "
+                f"or crashed); retried on worker {died[1]}, which died too"
+            )
         write_atomic(log, f"uffdprobe: {reason}\n".encode())
         raise CellLost(reason)
 

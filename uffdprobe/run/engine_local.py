@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The local engine of a matrix (run/engine.py's Engine): each kernel's `uffdprobe run` child a process
 group of this machine, its lines relayed with the kernel's label, stopped and reaped on request."""
+
 import os
 import subprocess
 import threading
@@ -29,11 +30,15 @@ class LocalEngine:
             with self.lock:  # stop_all() sees every child started, or none starts after it
                 if self.stopping.is_set():
                     return None
-                proc = subprocess.Popen(child_argv(target, request, out), stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                                        start_new_session=True,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1",
-                                             children.DIE_WITH_PARENT: str(os.getpid())})
+                proc = subprocess.Popen(
+                    child_argv(target, request, out),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    text=True,
+                    start_new_session=True,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1", children.DIE_WITH_PARENT: str(os.getpid())},
+                )
                 self.live[target.label] = proc
             relay = threading.Thread(target=self._relay, args=(proc, sink, target.label), daemon=True)
             relay.start()

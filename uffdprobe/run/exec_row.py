@@ -2,6 +2,7 @@
 """The `--exec` row of a run on this kernel (the host, or the guest's own `uffdprobe run`), and the scratch
 filesystem (`--scratch-fs`): a blank scratch device formatted and mounted for the program and for the
 O_DIRECT scenarios of the same run."""
+
 import contextlib
 import os
 import shutil
@@ -32,11 +33,16 @@ def _tool(name: str) -> str:
 def _scratch_device(odirect_target: Optional[str]) -> str:
     """The blank device --scratch-fs may format: --odirect-target when it is a block device, else the
     guest's scratch disk ($UFFDPROBE_SCRATCH_DEV); refused (NotScratch) unless nothing is on it."""
-    device = odirect_target if odirect_target and odirect.is_block_device(odirect_target) \
+    device = (
+        odirect_target
+        if odirect_target and odirect.is_block_device(odirect_target)
         else os.environ.get(odirect.SCRATCH_ENV)
+    )
     if not device:
-        raise UsageError("--scratch-fs formats a blank scratch disk: run with --kernel KERNEL (the guest has "
-                         "one) or give --odirect-target BLANK_BLOCK_DEVICE")
+        raise UsageError(
+            "--scratch-fs formats a blank scratch disk: run with --kernel KERNEL (the guest has "
+            "one) or give --odirect-target BLANK_BLOCK_DEVICE"
+        )
     return odirect.checked(device, "--scratch-fs")
 
 
@@ -56,8 +62,10 @@ def scratch(request: RunRequest) -> Iterator[Optional[str]]:
     odirect_target = request.machine.odirect_target
     if fs:
         device = _scratch_device(odirect_target)
-        _run([_tool(f"mkfs.{fs}"), "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1", device],
-             f"mkfs.{fs} {device}")
+        _run(
+            [_tool(f"mkfs.{fs}"), "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1", device],
+            f"mkfs.{fs} {device}",
+        )
         mount_point = tempfile.mkdtemp(prefix="uffdprobe-scratch-")
         try:
             _run([_tool("mount"), "-t", fs, device, mount_point], f"mounting {device} on {mount_point}")
@@ -83,12 +91,21 @@ def scratch(request: RunRequest) -> Iterator[Optional[str]]:
 def limits(request: RunRequest) -> workload.ExecLimits:
     """The supervisor's bounds for the program, from the request."""
     bounds = request.limits
-    return workload.ExecLimits(hang_s=bounds.hang_timeout, stuck_s=bounds.stuck_timeout,
-                               total_s=bounds.scenario_timeout, rescue_s=bounds.rescue_timeout)
+    return workload.ExecLimits(
+        hang_s=bounds.hang_timeout,
+        stuck_s=bounds.stuck_timeout,
+        total_s=bounds.scenario_timeout,
+        rescue_s=bounds.rescue_timeout,
+    )
 
 
-def run_rows(request: RunRequest, kernel: Dict[str, object], scratch_dir: Optional[str],
-             on_result: Callable[[Result], None], splats: Optional[SplatWatch] = None) -> List[Result]:
+def run_rows(
+    request: RunRequest,
+    kernel: Dict[str, object],
+    scratch_dir: Optional[str],
+    on_result: Callable[[Result], None],
+    splats: Optional[SplatWatch] = None,
+) -> List[Result]:
     """The --exec program, --runs times, under the supervisor; each Result goes to on_result as it lands."""
     work = request.workload
     if work.exec is None:
@@ -98,8 +115,9 @@ def run_rows(request: RunRequest, kernel: Dict[str, object], scratch_dir: Option
         env[SCRATCH_DIR_ENV] = scratch_dir
     results = []
     for i in range(1, work.runs + 1):
-        r = workload.run_program(work.program_row, list(work.exec), kernel, limits(request), cwd=scratch_dir, env=env,
-                                 splats=splats)
+        r = workload.run_program(
+            work.program_row, list(work.exec), kernel, limits(request), cwd=scratch_dir, env=env, splats=splats
+        )
         if work.runs > 1:
             r.params["run"] = i
         on_result(r)
@@ -122,12 +140,15 @@ def check_guest_sees_program(request: RunRequest) -> None:
     if request.workload.exec is None:
         return
     from uffdprobe.vm.boot import GUEST_PRIVATE_DIRS
+
     program = request.workload.exec[0]
     real = os.path.realpath(program)
     hidden = None if _under(real, BROUGHT_FROM) else _under(real, GUEST_PRIVATE_DIRS)
     if hidden:
-        raise UsageError(f"--exec {program}: {real} is under {hidden}, which the guest covers with its "
-                         "own filesystem; put the program elsewhere (e.g. under your home or /tmp)")
+        raise UsageError(
+            f"--exec {program}: {real} is under {hidden}, which the guest covers with its "
+            "own filesystem; put the program elsewhere (e.g. under your home or /tmp)"
+        )
 
 
 def bring_along(request: RunRequest) -> "tuple[RunRequest, Dict[str, Any]]":
@@ -143,9 +164,9 @@ def bring_along(request: RunRequest) -> "tuple[RunRequest, Dict[str, Any]]":
     import dataclasses
     from pathlib import Path
     from uffdprobe.vm.boot import GUEST_CHANNEL
+
     name = f"exec/{os.path.basename(real)}"
-    guest = dataclasses.replace(work, exec=(f"{GUEST_CHANNEL}/{name}", *work.exec[1:]),
-                                exec_row=work.program_row)
+    guest = dataclasses.replace(work, exec=(f"{GUEST_CHANNEL}/{name}", *work.exec[1:]), exec_row=work.program_row)
     return dataclasses.replace(request, workload=guest), {name: Path(real)}
 
 

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """`uffdprobe run --kernel K`: boot K once, run the scenarios inside, bring every verdict back."""
+
 import sys
 import threading
 from pathlib import Path
@@ -26,11 +27,14 @@ def check_visible_in_guest() -> None:
     /tmp or /var/tmp the guest binds them back (vm.boot.keep_visible); under /run, /dev, /proc or /sys
     it cannot."""
     from uffdprobe.vm.boot import GUEST_PRIVATE_DIRS, host_paths_needed
+
     for path in host_paths_needed():
         hidden = [d for d in GUEST_PRIVATE_DIRS if path == d or path.startswith(d + "/")]
         if hidden and (hidden[0] not in ("/tmp", "/var/tmp") or path == hidden[0] or "," in path or " " in path):
-            raise UsageError(f"{path} is under {hidden[0]}, which the guest covers with its own filesystem; "
-                             "install uffdprobe (its checkout and .venv) elsewhere")
+            raise UsageError(
+                f"{path} is under {hidden[0]}, which the guest covers with its own filesystem; "
+                "install uffdprobe (its checkout and .venv) elsewhere"
+            )
     user_scenarios.check_visible(GUEST_PRIVATE_DIRS)
 
 
@@ -41,10 +45,20 @@ def guest_argv(request: RunRequest) -> List[str]:
     check_visible_in_guest()
     from uffdprobe.osutil.swap import SERIAL_ENV
     from uffdprobe.vm.boot import SWAP_SERIAL
+
     env, *python = guest_python.interpreter()  # `/usr/bin/env PYTHONPATH=... python -S`
     hugepages = [f"{memkinds.HUGEPAGES_ENV}={memkinds.GUEST_HUGEPAGES}"] if _plans_hugetlb(request) else []
-    return [env, f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", f"{SERIAL_ENV}={SWAP_SERIAL}", *hugepages, *python,
-            "-m", "uffdprobe", "run", *request.for_guest().to_argv()]
+    return [
+        env,
+        f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}",
+        f"{SERIAL_ENV}={SWAP_SERIAL}",
+        *hugepages,
+        *python,
+        "-m",
+        "uffdprobe",
+        "run",
+        *request.for_guest().to_argv(),
+    ]
 
 
 def _plans_hugetlb(request: RunRequest) -> bool:
@@ -59,8 +73,15 @@ class _Tail(threading.Thread):
     """Print each verdict line the guest appends to verdicts.jsonl while the VM runs, and stream it on,
     stamped with the booted file's identity, to --results-dir's verdicts.jsonl (kept if we are killed)."""
 
-    def __init__(self, path: Path, out, stream: Optional[VerdictStream], stamp: dict, on_result=None,
-                 numbered: Optional[report.Numbered] = None):
+    def __init__(
+        self,
+        path: Path,
+        out,
+        stream: Optional[VerdictStream],
+        stamp: dict,
+        on_result=None,
+        numbered: Optional[report.Numbered] = None,
+    ):
         super().__init__(name="verdict-tail", daemon=True)
         self.numbered = numbered or report.Numbered([])
         self.path, self.out, self.seen, self.stop = path, out, 0, threading.Event()
@@ -75,7 +96,7 @@ class _Tail(threading.Thread):
         with self.lock:
             if self.path.exists():
                 results = report.read_jsonl(self.path)
-                fresh = results[self.seen:]
+                fresh = results[self.seen :]
                 for r in fresh:
                     self.show(r)
                 self.forward(fresh)
@@ -108,16 +129,18 @@ def host_paths(r: Result, host_results: Path) -> None:
     """A file the guest wrote into its results channel (a selftest's output) named by its host path."""
     log = r.evidence.get("log")
     if isinstance(log, str) and log.startswith(GUEST_RESULTS):
-        r.evidence["log"] = str(host_results / log[len(GUEST_RESULTS):])
+        r.evidence["log"] = str(host_results / log[len(GUEST_RESULTS) :])
 
 
 def file_identity(kernel: str) -> dict:
     """What a result carries of the file it was booted from: its path and content hash (the key a matrix
     checks before reading a result back)."""
     from uffdprobe.osutil.files import sha256_file
+
     path = Path(kernel)
     if path.is_dir():  # a tuxmake folder: the bzImage in it is what boots
         from uffdprobe.vm.tuxmake import IMAGE
+
         path = path / IMAGE
     try:
         return {"file": str(path.resolve()), "file_sha256": sha256_file(path)}
@@ -134,11 +157,13 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
     from uffdprobe.osutil.files import usable_dir
     from uffdprobe.vm.paths import cache_root, new_run_dir
     from . import exec_row
+
     outputs = request.outputs
     planned = plan.owed(request)  # what KTAP announces and a dead guest's missing rows are filled from
     usable_dir(cache_root() / "runs", "the run folder", "point XDG_CACHE_HOME at a writable folder", create=False)
     exec_row.check_guest_sees_program(request)  # refused before any build
     from uffdprobe.kbuild.errors import KbuildError
+
     try:
         kernel = kernel_arg.bootable(spec)
     except KbuildError as exc:  # patch, config or build failure of a recipe: its own exit status
@@ -148,8 +173,14 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
     run_dir = new_run_dir(create=False)
     ktap_out = ktap_start(outputs, planned, spec.label, [f"kernel: {kernel}"])
     stream = VerdictStream(outputs.results_dir) if outputs.results_dir else None
-    tail = _Tail(run_dir / "channel" / "results" / "verdicts.jsonl", table, stream, stamp,
-                 ktap_out.add if ktap_out else None, report.Numbered(planned))
+    tail = _Tail(
+        run_dir / "channel" / "results" / "verdicts.jsonl",
+        table,
+        stream,
+        stamp,
+        ktap_out.add if ktap_out else None,
+        report.Numbered(planned),
+    )
     tail.start()
     kept_in = outputs.results_dir or run_dir / "channel" / "results"
     reporter.update(run_dir=str(run_dir), console_log=str(run_dir / "console.log"))  # known before QEMU starts
@@ -161,9 +192,17 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
     guest_python.precompile()  # the guest compiles nothing under TCG
     try:
         in_guest, bring = exec_row.bring_along(request)  # a program under /tmp: its copy in the channel
-        result = boot(kernel, guest_argv(in_guest), timeout=request.limits.vm_timeout, accel=request.machine.accel,
-                      progress=progress if verbosity >= 0 else None, run_dir=run_dir,
-                      extra_append=list(request.machine.append), bring=bring, **exec_row.boot_options(request))
+        result = boot(
+            kernel,
+            guest_argv(in_guest),
+            timeout=request.limits.vm_timeout,
+            accel=request.machine.accel,
+            progress=progress if verbosity >= 0 else None,
+            run_dir=run_dir,
+            extra_append=list(request.machine.append),
+            bring=bring,
+            **exec_row.boot_options(request),
+        )
     except (Terminated, KeyboardInterrupt) as exc:
         tail.finish()
         how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
@@ -178,13 +217,13 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
     results = report.read_jsonl(channel) if channel.exists() else []
     # the channel went away: seen by the host (CHANNEL_LOST) or said by the guest's own exit status
     lost = result.outcome == CHANNEL_LOST or (result.outcome == "OK" and result.exit_status in GUEST_LOST)
-    for r in results[tail.seen:]:
+    for r in results[tail.seen :]:
         tail.show(r)
     kept = len(results)
     missing = _cut_off(planned, results, result)
     for r in missing:
         tail.show(r)
-    tail.forward(results[tail.seen:] + missing)  # the first tail.seen went out as they arrived
+    tail.forward(results[tail.seen :] + missing)  # the first tail.seen went out as they arrived
     if ktap_out:
         ktap_finish(ktap_out, f"boot outcome: {result.outcome}; console log: {result.console_log}")
     results += missing
@@ -196,13 +235,20 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
         for key in ("console_log", "log"):
             if r.evidence.get(key) in kept_files:
                 r.evidence[key] = kept_files[r.evidence[key]]
-    boot_facts = {"outcome": result.outcome, "reason": result.reason, "timings": result.timings,
-                  "accel": result.accel, "panic_lines": result.panic_lines,
-                  "console_log": str(console or result.console_log)}  # for --kcidb
+    boot_facts = {
+        "outcome": result.outcome,
+        "reason": result.reason,
+        "timings": result.timings,
+        "accel": result.accel,
+        "panic_lines": result.panic_lines,
+        "console_log": str(console or result.console_log),
+    }  # for --kcidb
     status = finish(results, request, table, boot_facts)
     if lost:
-        reporter.say(f"CHANNEL_LOST: the guest lost its results channel (guest exit {result.exit_status}); "
-                     f"{kept} verdict(s) kept, the rest only in the console log: {result.console_log}")
+        reporter.say(
+            f"CHANNEL_LOST: the guest lost its results channel (guest exit {result.exit_status}); "
+            f"{kept} verdict(s) kept, the rest only in the console log: {result.console_log}"
+        )
         return Exit.NO_SPACE if result.exit_status == Exit.NO_SPACE else Exit.CHANNEL_LOST
     if result.outcome in OUTCOME_EXIT:
         reporter.say(f"{result.outcome}: {result.reason}; {kept} verdict(s) kept; console log: {result.console_log}")
@@ -218,13 +264,16 @@ def _keep_outputs(channel: Path, results_dir: Optional[str], console_log: Path) 
     if not results_dir:
         return {}
     from uffdprobe.osutil.files import write_atomic
+
     kept = {}
     for path in [console_log] + sorted(channel.glob("kselftest-*.txt")):
         try:
             write_atomic(Path(results_dir) / path.name, path.read_bytes())
         except OSError as exc:
-            print(f"uffdprobe: cannot keep {path.name} in {results_dir} ({exc.strerror}); it stays in "
-                  f"{path.parent}", file=sys.stderr)
+            print(
+                f"uffdprobe: cannot keep {path.name} in {results_dir} ({exc.strerror}); it stays in {path.parent}",
+                file=sys.stderr,
+            )
             continue
         kept[str(path)] = str(Path(results_dir) / path.name)
     return kept
@@ -239,8 +288,12 @@ def _cut_off(planned: List[plan.Row], results: List[Result], boot) -> List[Resul
         reason = f"the guest lost its results channel before this verdict (guest exit {boot.exit_status})"
     else:
         reason = f"the guest command ended (exit {boot.exit_status}) without this verdict"
-    evidence = {"console_log": str(boot.console_log), "console_tail": _tail_lines(boot.console_log),
-                "panic_lines": boot.panic_lines, "timings": boot.timings}
+    evidence = {
+        "console_log": str(boot.console_log),
+        "console_tail": _tail_lines(boot.console_log),
+        "panic_lines": boot.panic_lines,
+        "timings": boot.timings,
+    }
     return plan.missing(planned, results, verdict, reason, evidence, boot.kernel_identity)
 
 

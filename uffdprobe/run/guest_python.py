@@ -7,6 +7,7 @@ alone imports pathlib, urllib and re), gets the very module path a fresh interpr
 (PYTHONPATH), and finds uffdprobe compiled: precompile() writes its __pycache__ on the host before the
 boot (the guest sees the same files read-only and can write none).
 """
+
 import compileall
 import functools
 import json
@@ -26,9 +27,14 @@ def module_path() -> List[str]:
     sys.path is for a fresh interpreter here (with site: venv, .pth and user folders; not our own
     sys.path, which pytest and scripts change), minus the script folder."""
     try:
-        proc = subprocess.run([sys.executable, "-c", "import json, sys; print(json.dumps(sys.path[1:]))"],
-                              capture_output=True, text=True, timeout=PATH_PROBE_TIMEOUT, check=True,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [sys.executable, "-c", "import json, sys; print(json.dumps(sys.path[1:]))"],
+            capture_output=True,
+            text=True,
+            timeout=PATH_PROBE_TIMEOUT,
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
         fresh = json.loads(proc.stdout)
     except (OSError, subprocess.SubprocessError, ValueError):  # then ours, which holds at least as much
         fresh = sys.path

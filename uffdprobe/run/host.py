@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Run a plan of scenarios under the supervisor on the running kernel, streaming and reporting each verdict."""
+
 import errno
 import json
 import os
@@ -44,12 +45,14 @@ def run_on_host(request: RunRequest, reporter: Optional[Reporter] = None) -> int
     else:
         from uffdprobe.uffd import odirect
         from .exec_row import scratch
+
         try:  # --scratch-fs: the O_DIRECT scenarios write to the mounted scratch filesystem too
-            with scratch(request) as scratch_dir, \
-                    odirect.target(scratch_dir if fs else odirect_target) as target:
+            with scratch(request) as scratch_dir, odirect.target(scratch_dir if fs else odirect_target) as target:
                 if odirect_target and target is None:  # NotScratch before anything is written
-                    raise UsageError(f"--odirect-target {odirect_target}: O_DIRECT writes fail there; "
-                                     "pass a block device or a directory on ext4/xfs")
+                    raise UsageError(
+                        f"--odirect-target {odirect_target}: O_DIRECT writes fail there; "
+                        "pass a block device or a directory on ext4/xfs"
+                    )
                 results, lost = _run_plan(request, owed, kf, target, scratch_dir)
         except odirect.NotScratch as exc:
             raise UsageError(str(exc)) from None
@@ -74,11 +77,17 @@ def _needs_odirect(request: RunRequest) -> bool:
     return any("odirect" in s.needs for s in plan.chosen(request))
 
 
-def _run_plan(request: RunRequest, owed: List[plan.Row], kf: features.KernelFeatures, target: Optional[str],
-              scratch_dir: Optional[str] = None) -> Tuple[List[Result], Optional[OSError]]:
+def _run_plan(
+    request: RunRequest,
+    owed: List[plan.Row],
+    kf: features.KernelFeatures,
+    target: Optional[str],
+    scratch_dir: Optional[str] = None,
+) -> Tuple[List[Result], Optional[OSError]]:
     """Run the --exec program (if any), then the scenarios, then the selftests, under the supervisor,
     printing and streaming each result as it lands; the results and the error that lost the stream, if any."""
     from . import exec_row
+
     work, outputs = request.workload, request.outputs
     items = plan.supervised(request, kf, target)
     limits = supervisor.Limits(hang_s=request.limits.hang_timeout, scenario_s=request.limits.scenario_timeout)
@@ -87,8 +96,12 @@ def _run_plan(request: RunRequest, owed: List[plan.Row], kf: features.KernelFeat
     wanted = list(work.kselftest)
     # built (or found) before the first scenario
     bin_dir = selftests.binaries(work.kselftest, work.kselftest_from) if wanted else None
-    print(f"kernel {kf.kernel['release']}: {len(owed) - len(wanted)} runs"
-          + (f", selftests {', '.join(wanted)}" if wanted else ""), file=table, flush=True)
+    print(
+        f"kernel {kf.kernel['release']}: {len(owed) - len(wanted)} runs"
+        + (f", selftests {', '.join(wanted)}" if wanted else ""),
+        file=table,
+        flush=True,
+    )
     ktap_out = ktap_start(outputs, owed, "host", ["the running kernel"])
 
     numbered = report.Numbered(owed)
@@ -104,8 +117,9 @@ def _run_plan(request: RunRequest, owed: List[plan.Row], kf: features.KernelFeat
         results = exec_row.run_rows(request, kf.kernel, scratch_dir, on_result, splats)
         results += supervisor.run_many(items, kf.kernel, limits, target, on_result, splats)
         for item in wanted:  # after the scenarios, in the same boot; output files beside the verdicts
-            results += kselftest.run(item, bin_dir, Path(outputs.results_dir) if outputs.results_dir else None,
-                                     kf.kernel, on_result, splats)
+            results += kselftest.run(
+                item, bin_dir, Path(outputs.results_dir) if outputs.results_dir else None, kf.kernel, on_result, splats
+            )
         between = splats.between_row(kf.kernel)  # a splat outside every workload: the boot's row
     if between is not None:
         on_result(between)
@@ -121,6 +135,7 @@ def ktap_start(outputs: Outputs, plan: list, name: str, about: List[str]) -> Opt
     if not outputs.ktap:
         return None
     from uffdprobe.results import ktap
+
     out = sys.stdout if outputs.ktap == "-" else open(outputs.ktap, "w")  # checked writable up front
     writer = ktap.Writer(out, 1, [f"uffdprobe {uffdprobe.version()}: {' '.join(sys.argv)}"])
     return writer.kernel(name, plan, about)
@@ -150,8 +165,11 @@ class VerdictStream:
                 report.append_jsonl(f, r)
         except OSError as exc:
             self.error = exc
-            print(f"uffdprobe: results channel lost: {self.path}: {exc.strerror}; later verdicts are only "
-                  "printed here", file=sys.stderr, flush=True)
+            print(
+                f"uffdprobe: results channel lost: {self.path}: {exc.strerror}; later verdicts are only printed here",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def table_stream(outputs: Outputs):
@@ -171,12 +189,19 @@ def finish(results: List[Result], request: RunRequest, table, boot: Optional[dic
         else:
             outputs.write(where, data.encode())  # an OSError names the file, not a temporary one
     from . import kcidb_out
+
     kcidb_out.write(results, request, boot)
     print(f"summary: {report.summary(results)}", file=table, flush=True)
     expect = dict(request.declared)
-    declared_bad = [f"{r.scenario}[{r.memory}] {r.verdict.value}" for r in results
-                    if expected_failure(declared(expect, r.scenario, r.memory), judge(
-                        declared(expect, r.scenario, r.memory), r.verdict), [r.verdict])]
+    declared_bad = [
+        f"{r.scenario}[{r.memory}] {r.verdict.value}"
+        for r in results
+        if expected_failure(
+            declared(expect, r.scenario, r.memory),
+            judge(declared(expect, r.scenario, r.memory), r.verdict),
+            [r.verdict],
+        )
+    ]
     if declared_bad:
         print(f"declared, so expected: {', '.join(declared_bad)}", file=table, flush=True)
     for line in check(expect, results):

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """`run --kcidb FILE --origin NAME`: the run's verdicts as a one-kernel KCIDB report (results/kcidb.py),
 its links into --results-dir (or the report's own folder), the recipe's build log and .config kept there."""
+
 import json
 import time
 from pathlib import Path
@@ -20,7 +21,10 @@ def write(results: List[Result], request: RunRequest, boot: Optional[dict] = Non
         return
     from .kernels import HOST, build, check_kernels
     from .matrix import _keep_build_files
-    folder = Path(outputs_asked.results_dir) if outputs_asked.results_dir else Path(outputs_asked.kcidb).resolve().parent
+
+    folder = (
+        Path(outputs_asked.results_dir) if outputs_asked.results_dir else Path(outputs_asked.kcidb).resolve().parent
+    )
     target = check_kernels([request.machine.kernel or HOST])[0]  # a tuxmake folder's identity from its metadata.json
     if target.recipe:
         build(target, lambda text: None)  # from the cache: run --kernel built it already
@@ -33,4 +37,6 @@ def write(results: List[Result], request: RunRequest, boot: Optional[dict] = Non
         facts["console_log"] = str(folder / "console.log")
     run = KernelRun(target.label, results, identity, facts, dict(request.declared))
     data = kcidb.report(Matrix([run]), outputs_asked.origin, folder, outputs_asked.kcidb_url)
-    outputs.write(outputs_asked.kcidb, (json.dumps(data, indent=1) + "\n").encode())  # a node/FIFO in place, a file whole
+    outputs.write(
+        outputs_asked.kcidb, (json.dumps(data, indent=1) + "\n").encode()
+    )  # a node/FIFO in place, a file whole

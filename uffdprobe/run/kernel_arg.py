@@ -10,6 +10,7 @@ path holding '=' still works; otherwise the text before the first '=' is the lab
 labels are short and unique: `host`, the recipe's name, or the file name plus 8 hex digits of its
 content hash (two bzImages of one name get two labels).
 """
+
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,10 @@ from uffdprobe.exitcodes import UsageError
 
 HOST = "host"
 KINDS = ("host", "recipe", "recipe-file", "image", "deb", "tuxmake")
-GRAMMAR = ("give 'host', a recipe name, a recipe .toml path, a bzImage/vmlinuz, a linux-image .deb or a "
-           "tuxmake output folder, optionally as LABEL=KERNEL")
+GRAMMAR = (
+    "give 'host', a recipe name, a recipe .toml path, a bzImage/vmlinuz, a linux-image .deb or a "
+    "tuxmake output folder, optionally as LABEL=KERNEL"
+)
 
 
 @dataclass(frozen=True)
@@ -29,11 +32,11 @@ class KernelSpec:
 
     label: str
     kind: str
-    arg: str                         # the argument as given, label included
-    path: Optional[Path] = None      # the recipe file, image or .deb (absolute); None for host and recipe names
-    recipe: object = None            # kbuild.recipes.Recipe for recipe and recipe-file
-    labelled: bool = False           # the label was given (LABEL=...), not made up
-    sha256: Optional[str] = None     # the content hash of an image or .deb
+    arg: str  # the argument as given, label included
+    path: Optional[Path] = None  # the recipe file, image or .deb (absolute); None for host and recipe names
+    recipe: object = None  # kbuild.recipes.Recipe for recipe and recipe-file
+    labelled: bool = False  # the label was given (LABEL=...), not made up
+    sha256: Optional[str] = None  # the content hash of an image or .deb
 
     @property
     def recipe_ref(self) -> Optional[str]:
@@ -63,8 +66,7 @@ def resolve(arg: str, option: str = "--kernel") -> KernelSpec:
     label, text = split_label(arg)
     if label is not None:
         if not label.strip() or label != label.strip():
-            raise UsageError(f"{option} {arg}: {label!r} is not a label (not empty, no spaces at its ends); "
-                             f"{GRAMMAR}")
+            raise UsageError(f"{option} {arg}: {label!r} is not a label (not empty, no spaces at its ends); {GRAMMAR}")
         if not text:
             raise UsageError(f"{option} {arg}: nothing after '{label}='; {GRAMMAR}")
     spec = _resolve_unlabelled(text, option, arg)
@@ -81,12 +83,15 @@ def resolve_all(args: List[str], option: str = "--kernel") -> List[KernelSpec]:
     for spec in specs:
         what = (spec.kind, str(spec.path or spec.recipe_ref or ""))
         if what in by_kernel:
-            raise UsageError(f"the same kernel is given twice ({by_kernel[what].arg}, {spec.arg}); "
-                             "give each kernel once")
+            raise UsageError(
+                f"the same kernel is given twice ({by_kernel[what].arg}, {spec.arg}); give each kernel once"
+            )
         if spec.label in by_label:
             other = by_label[spec.label]
-            raise UsageError(f"{option} {other.arg} and {spec.arg} are both labelled {spec.label!r}: tell them "
-                             f"apart as LABEL=KERNEL, e.g. old={other.path or other.arg}")
+            raise UsageError(
+                f"{option} {other.arg} and {spec.arg} are both labelled {spec.label!r}: tell them "
+                f"apart as LABEL=KERNEL, e.g. old={other.path or other.arg}"
+            )
         by_label[spec.label], by_kernel[what] = spec, spec
     return specs
 
@@ -98,25 +103,31 @@ def bootable(spec: KernelSpec, progress: bool = True) -> Optional[str]:
     if spec.kind in ("image", "deb", "tuxmake"):
         return str(spec.path)
     from uffdprobe.kbuild import build as kbuild
+
     return str(kbuild.build(spec.recipe, progress=progress).bzimage)
 
 
 def _names_a_kernel(text: str) -> bool:
     from uffdprobe.kbuild import recipes
+
     return text == HOST or text in recipes.names() or Path(text).is_file() or Path(text).is_dir()
 
 
 def _resolve_unlabelled(text: str, option: str, arg: str) -> KernelSpec:
     from uffdprobe.kbuild import recipes
+
     if text == HOST:
         return KernelSpec(HOST, "host", arg)
     path = Path(text)
     if path.is_dir():
         from uffdprobe.vm import tuxmake
         from uffdprobe.vm.errors import VmInputError
+
         if not tuxmake.is_tuxmake(path):
-            raise UsageError(f"{option} {arg} is a directory but no tuxmake output folder (metadata.json and "
-                             f"bzImage); {GRAMMAR} (a tree is built from a recipe: source = that directory)")
+            raise UsageError(
+                f"{option} {arg} is a directory but no tuxmake output folder (metadata.json and "
+                f"bzImage); {GRAMMAR} (a tree is built from a recipe: source = that directory)"
+            )
         try:
             build = tuxmake.read(path)
         except VmInputError as exc:
@@ -139,15 +150,19 @@ def _resolve_unlabelled(text: str, option: str, arg: str) -> KernelSpec:
         recipe = _checked_recipe(text, option, arg)
         return KernelSpec(recipe.name, "recipe", arg, None, recipe)
     close = difflib.get_close_matches(text, ["host"] + recipes.names(), 1)
-    raise UsageError(f"{option} {arg}: not 'host', not a file, not a recipe; "
-                     + (f"did you mean {close[0]}? " if close else "") + f"{GRAMMAR}; recipes: "
-                     f"{', '.join(recipes.names())}")
+    raise UsageError(
+        f"{option} {arg}: not 'host', not a file, not a recipe; "
+        + (f"did you mean {close[0]}? " if close else "")
+        + f"{GRAMMAR}; recipes: "
+        f"{', '.join(recipes.names())}"
+    )
 
 
 def _checked_recipe(ref: str, option: str, arg: str):
     """The recipe with every input it names checked: fragments, patches, source location."""
     from uffdprobe.kbuild import config, patches, recipes, source
     from uffdprobe.kbuild.errors import KbuildError
+
     try:
         recipe = recipes.load(ref)
         for fragment in recipe.fragments:
@@ -163,6 +178,7 @@ def _checked_image_sha256(path: Path, option: str, arg: str) -> str:
     """The image's content hash, read once with its boot header (vm.kernel.identify_image)."""
     from uffdprobe.vm.errors import VmInputError
     from uffdprobe.vm.kernel import identify_image
+
     try:
         return identify_image(path).sha256
     except VmInputError as exc:
@@ -181,11 +197,14 @@ def _check_deb(path: Path, option: str, arg: str) -> None:
 
 def _hash(path: Path, option: str, arg: str) -> str:
     from uffdprobe.osutil.files import sha256_file
+
     try:
         return sha256_file(path)
     except OSError as exc:
-        raise UsageError(f"{option} {arg}: cannot read {path} ({exc.strerror}); make it readable "
-                         f"(chmod a+r {path}) or give another kernel") from None
+        raise UsageError(
+            f"{option} {arg}: cannot read {path} ({exc.strerror}); make it readable "
+            f"(chmod a+r {path}) or give another kernel"
+        ) from None
 
 
 def safe(label: str) -> str:

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Which kernels a run or matrix is about: labels, content identities, declared verdicts, the build."""
+
 import hashlib
 import os
 import re
@@ -25,6 +26,7 @@ class Target:
 
     `given` is the --kernel value as typed; `sha256` the content hash of what is booted (None for host
     and for a recipe until it is built)."""
+
     label: str
     path: Optional[str] = None
     recipe: Optional[str] = None
@@ -65,11 +67,16 @@ def check_kernels(args: List[str]) -> List[Target]:
             target = Target(spec.label, path=str(spec.path), sha256=spec.sha256)
         elif spec.kind == "tuxmake":  # its metadata.json says what a report needs (source, compiler, config)
             from uffdprobe.vm import tuxmake
+
             build = tuxmake.read(Path(str(spec.path)))
             target = Target(spec.label, path=str(spec.path), sha256=spec.sha256, identity=tuxmake.identity(build))
         else:
-            target = Target(spec.label, recipe=spec.recipe_ref, expect=dict(spec.recipe.expect),
-                            kselftest=list(spec.recipe.kselftest))
+            target = Target(
+                spec.label,
+                recipe=spec.recipe_ref,
+                expect=dict(spec.recipe.expect),
+                kselftest=list(spec.recipe.kselftest),
+            )
         target.given = spec.arg
         targets.append(target)
     return targets
@@ -81,6 +88,7 @@ def parse_expect(items: List[str], targets: List[Target]) -> Dict[str, Dict[str,
     from uffdprobe.kbuild.errors import BadInput
     from uffdprobe.kbuild.recipes import check_expect
     from uffdprobe.results.expect import SYNTAX, parse as parse_declaration
+
     names = {t.label: t.label for t in targets}
     names.update({t.given: t.label for t in targets if t.given})
     out: Dict[str, Dict[str, str]] = {}
@@ -92,7 +100,7 @@ def parse_expect(items: List[str], targets: List[Target]) -> Dict[str, Dict[str,
         # KERNEL: is a prefix naming a kernel; a selftest row ('cow: CASE') holds ': ' itself
         known = [i for i, ch in enumerate(left) if ch == ":" and left[:i] in names]
         if known:
-            kernel, scenario = left[:known[0]], left[known[0] + 1:]
+            kernel, scenario = left[: known[0]], left[known[0] + 1 :]
         elif ":" in left and ": " not in left:
             kernel, _, scenario = left.rpartition(":")  # names no kernel: refused below
         else:
@@ -104,17 +112,21 @@ def parse_expect(items: List[str], targets: List[Target]) -> Dict[str, Dict[str,
         except ValueError as exc:
             raise UsageError(f"--expect {item!r}: write [KERNEL:]SCENARIO[/MEMORY]=VERDICT: {exc}") from None
         if kernel != "*" and kernel not in names:
-            raise UsageError(f"--expect {item!r}: {kernel} is not one of the --kernel values or labels "
-                             f"({', '.join(sorted(names.values()))})")
+            raise UsageError(
+                f"--expect {item!r}: {kernel} is not one of the --kernel values or labels "
+                f"({', '.join(sorted(names.values()))})"
+            )
         try:
             check_expect({scenario: verdict}, f"--expect {item!r}")
         except BadInput as exc:
             raise UsageError(str(exc)) from None
         scope = out.setdefault(names.get(kernel, kernel), {})
         if scope.get(scenario, verdict) != verdict:
-            raise UsageError(f"--expect {item!r} contradicts the earlier --expect declaring "
-                             f"{scenario}={scope[scenario]}{' on ' + kernel if kernel != '*' else ''}: "
-                             "declare each verdict once")
+            raise UsageError(
+                f"--expect {item!r} contradicts the earlier --expect declaring "
+                f"{scenario}={scope[scenario]}{' on ' + kernel if kernel != '*' else ''}: "
+                "declare each verdict once"
+            )
         scope[scenario] = verdict
     return out
 
@@ -122,11 +134,13 @@ def parse_expect(items: List[str], targets: List[Target]) -> Dict[str, Dict[str,
 def declare(targets: List[Target], overrides: Dict[str, Dict[str, str]]) -> None:
     """Add --expect declarations to each target's recipe ones: for every kernel, then for that label."""
     from uffdprobe.results.expect import split_key
+
     for t in targets:
         for key, verdict in [*overrides.get("*", {}).items(), *overrides.get(t.label, {}).items()]:
             if split_key(key)[1] is None:  # SCENARIO=V overrides the recipe's SCENARIO/MEMORY ones too
-                t.expect = {k: v for k, v in t.expect.items()
-                            if not (split_key(k)[0] == key and split_key(k)[1] is not None)}
+                t.expect = {
+                    k: v for k, v in t.expect.items() if not (split_key(k)[0] == key and split_key(k)[1] is not None)
+                }
             t.expect[key] = verdict
 
 
@@ -136,6 +150,7 @@ def build(target: Target, say: Callable[[str], None]) -> None:
         return
     from uffdprobe.kbuild import build as kbuild
     from uffdprobe.kbuild.errors import BadInput, KbuildError
+
     say(f"{target.label}: building or taking from the cache")
     try:
         built = kbuild.resolve_kernel(target.recipe)
@@ -151,22 +166,43 @@ def build(target: Target, say: Callable[[str], None]) -> None:
         return
     target.path = str(built.bzimage)
     target.sha256 = sha256_file(built.bzimage)  # now, while held: a later read of a removed image cannot crash
-    keep = ("key", "name", "version", "config_sha256", "patches", "fragments", "compiler", "built_at", "source",
-            "source_spec", "base")  # the source identity is what a KCIDB checkout needs
+    keep = (
+        "key",
+        "name",
+        "version",
+        "config_sha256",
+        "patches",
+        "fragments",
+        "compiler",
+        "built_at",
+        "source",
+        "source_spec",
+        "base",
+    )  # the source identity is what a KCIDB checkout needs
     from uffdprobe.kbuild import recipes
-    target.identity = {"recipe": target.recipe, "summary": recipes.load(target.recipe).summary,
-                       "cached": built.cached,
-                       **{k: built.identity.get(k) for k in keep if k in built.identity},
-                       "build_log": str(built.log) if built.log else None, "config_file": str(built.config)}
+
+    target.identity = {
+        "recipe": target.recipe,
+        "summary": recipes.load(target.recipe).summary,
+        "cached": built.cached,
+        **{k: built.identity.get(k) for k in keep if k in built.identity},
+        "build_log": str(built.log) if built.log else None,
+        "config_file": str(built.config),
+    }
 
 
 def _unbuilt_identity(ref: str) -> dict:
     """What a recipe says of a kernel that did not build: its source's identity and its patch series."""
     from uffdprobe.kbuild import cache, recipes, source
     from uffdprobe.kbuild.errors import KbuildError
+
     recipe = recipes.load(ref)
-    out: Dict[str, object] = {"recipe": ref, "summary": recipe.summary, "source_spec": recipe.source,
-                              "patches": [{"name": Path(p).name, "sha256": sha256_file(Path(p))} for p in recipe.patches]}
+    out: Dict[str, object] = {
+        "recipe": ref,
+        "summary": recipe.summary,
+        "source_spec": recipe.source,
+        "patches": [{"name": Path(p).name, "sha256": sha256_file(Path(p))} for p in recipe.patches],
+    }
     try:
         out["source"] = source.identify(source.parse_spec(recipe.source), cache.default_root())
     except (KbuildError, OSError):

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Fill a matrix: one `uffdprobe run` per kernel (host directly, others in one boot each), J at a time."""
+
 import concurrent.futures
 import json
 import signal
@@ -18,8 +19,19 @@ from .engine import CellLost, Engine, child_limit, child_request, fresh_folder, 
 from .kernels import HOST, Target, build, check_kernels, declare, owner, parse_expect
 from .request import RunRequest
 
-__all__ = ["HOST", "CellLost", "Target", "Runner", "build", "check_kernels", "child_request", "declare",
-           "parse_expect", "planned", "run_all"]
+__all__ = [
+    "HOST",
+    "CellLost",
+    "Target",
+    "Runner",
+    "build",
+    "check_kernels",
+    "child_request",
+    "declare",
+    "parse_expect",
+    "planned",
+    "run_all",
+]
 
 CONSOLE_EXCERPT_LINES = 40
 
@@ -36,6 +48,7 @@ class Runner:
 
     def __init__(self, request: RunRequest, work: Path, say: Callable[[str], None], engine: Optional[Engine] = None):
         from .engine_local import LocalEngine
+
         self.request, self.work, self.say = request, work, say
         self.engine: Engine = engine or LocalEngine(say)
         self.folders: Dict[str, Path] = {}  # label -> this run's fresh results folder
@@ -69,15 +82,18 @@ class Runner:
         results = self._read_back(target, out, index)
         said = child_report.read(out)
         boot = _boot_facts(said)
-        boot.update(log=str(log), exit_status=status, seconds=round(took, 1), started_at=round(started_at, 3),
-                    folder=str(out))
+        boot.update(
+            log=str(log), exit_status=status, seconds=round(took, 1), started_at=round(started_at, 3), folder=str(out)
+        )
         if (out / "console.log").is_file():  # the child kept it beside its verdicts: the archived copy
             boot["console_log"] = str(out / "console.log")
         if status is None:
             reason = f"uffdprobe run did not finish within {child_limit(self.request):g}s: killed (log: {log})"
         else:
-            reason = f"uffdprobe run ended (exit {status}) without this verdict" \
-                     f"{': ' + said.error if said.error else ''} (log: {log})"
+            reason = (
+                f"uffdprobe run ended (exit {status}) without this verdict"
+                f"{': ' + said.error if said.error else ''} (log: {log})"
+            )
         verdict = Verdict(boot["outcome"]) if boot.get("outcome") in Verdict.__members__ else Verdict.ERROR
         if self.stopping:  # stopped: what it produced, no filler; the matrix says it was interrupted
             run = _filled(target, results, [], verdict, reason, boot)
@@ -99,8 +115,10 @@ class Runner:
         results = _read_results(out)
         mine = [r for r in results if target.owns(r)]
         if len(mine) < len(results):
-            self.say(f"{index} {target.label}: {len(results) - len(mine)} result(s) in {out} came from another "
-                     "kernel; dropped")
+            self.say(
+                f"{index} {target.label}: {len(results) - len(mine)} result(s) in {out} came from another "
+                "kernel; dropped"
+            )
         return mine
 
     def partial(self, target: Target) -> Optional[KernelRun]:
@@ -108,8 +126,7 @@ class Runner:
         out = self.folders.get(target.label)
         if out is None:
             return None
-        run = _filled(target, self._read_back(target, out), [], Verdict.ERROR, "",
-                      _boot_facts(child_report.read(out)))
+        run = _filled(target, self._read_back(target, out), [], Verdict.ERROR, "", _boot_facts(child_report.read(out)))
         run.complete = False
         return run
 
@@ -119,9 +136,16 @@ class Runner:
         self.engine.stop_all()
 
 
-def run_all(targets: List[Target], request: RunRequest, work: Path, jobs: int, say: Callable[[str], None],
-            done: Dict[str, KernelRun], on_kernel: Optional[Callable[[KernelRun], None]] = None,
-            runner: Optional[Runner] = None) -> List[KernelRun]:
+def run_all(
+    targets: List[Target],
+    request: RunRequest,
+    work: Path,
+    jobs: int,
+    say: Callable[[str], None],
+    done: Dict[str, KernelRun],
+    on_kernel: Optional[Callable[[KernelRun], None]] = None,
+    runner: Optional[Runner] = None,
+) -> List[KernelRun]:
     """Every target, `jobs` at a time, in the order given; finished ones land in `done` (and are given to
     `on_kernel`) as they end. `runner` runs each kernel (default: a Runner whose children run on
     this machine; a cluster's comes from run/engine_dask.py).
@@ -149,8 +173,7 @@ def run_all(targets: List[Target], request: RunRequest, work: Path, jobs: int, s
             runner.stop_all()
             pool.shutdown(wait=True)
             for f, t in futures.items():  # stopped mid-run: what it produced, marked incomplete
-                stopped = f.result() if f.done() and not f.cancelled() and f.exception() is None \
-                    else runner.partial(t)
+                stopped = f.result() if f.done() and not f.cancelled() and f.exception() is None else runner.partial(t)
                 if t.label not in done and stopped is not None and stopped.results:
                     done[t.label] = stopped
         raise
@@ -198,8 +221,9 @@ def _boot_facts(said: child_report.ChildReport) -> dict:
     return facts
 
 
-def _filled(target: Target, results: List[Result], owed: List[tuple], verdict: Verdict, reason: str,
-            boot: dict) -> KernelRun:
+def _filled(
+    target: Target, results: List[Result], owed: List[tuple], verdict: Verdict, reason: str, boot: dict
+) -> KernelRun:
     """A KernelRun whose every owed (scenario, memory, run) has a Result: the missing ones get `verdict`."""
     identity = dict(results[0].kernel) if results else {}
     identity.update(boot.get("kernel_identity") or {})

@@ -10,6 +10,7 @@ version: the builder's own, plus any more taken from cffi wheels given with `cff
 come with bytecode compiled for the builder's Python (unchecked-hash .pyc, valid however the files' times
 are unpacked), so a guest under TCG does not compile them first. payload_main.py is the archive's __main__.
 """
+
 import importlib.util
 import io
 import os
@@ -46,8 +47,10 @@ def _module_location(name: str) -> Path:
     """The file (a module) or folder (a package) `name` is imported from here."""
     spec = importlib.util.find_spec(name)
     if spec is None or spec.origin is None:
-        raise UsageError(f"payload: {name} is not importable by this Python ({sys.executable}); install "
-                         f"uffdprobe with its dependencies (pip install uffdprobe) and build the payload again")
+        raise UsageError(
+            f"payload: {name} is not importable by this Python ({sys.executable}); install "
+            f"uffdprobe with its dependencies (pip install uffdprobe) and build the payload again"
+        )
     origin = Path(spec.origin)
     return origin.parent if spec.submodule_search_locations else origin
 
@@ -66,8 +69,10 @@ def contents(cffi_wheels: Sequence[Path] = ()) -> Dict[str, Path]:
         for path in _files(folder):
             out[f"site/uffdprobe/data/{name}/{path.relative_to(folder).as_posix()}"] = path
     if not any(name.startswith("site/uffdprobe/uffd/_native.") for name in out):
-        raise UsageError("payload: this uffdprobe has no compiled bindings (uffdprobe/uffd/_native); build them "
-                         "first (pip install -e . or pip install uffdprobe)")
+        raise UsageError(
+            "payload: this uffdprobe has no compiled bindings (uffdprobe/uffd/_native); build them "
+            "first (pip install -e . or pip install uffdprobe)"
+        )
     needed = ["psutil", "_cffi_backend"] + (["tomli"] if sys.version_info < (3, 11) else [])
     for name in needed:
         location = _module_location(name)
@@ -83,11 +88,17 @@ def _wheel_backends(wheel: Path) -> Iterator[Tuple[str, bytes, int]]:
     """(archive path, bytes, mode) of every cffi backend (and the libraries it links, if any) in a cffi wheel."""
     try:
         with zipfile.ZipFile(wheel) as whl:
-            members = [i for i in whl.infolist() if not i.is_dir() and (
-                i.filename.startswith("_cffi_backend.") or i.filename.split("/")[0].endswith(".libs"))]
+            members = [
+                i
+                for i in whl.infolist()
+                if not i.is_dir()
+                and (i.filename.startswith("_cffi_backend.") or i.filename.split("/")[0].endswith(".libs"))
+            ]
             if not any(i.filename.startswith("_cffi_backend.") for i in members):
-                raise UsageError(f"payload: {wheel} holds no _cffi_backend module; give a cffi wheel for the "
-                                 f"board's Python (pip download --only-binary :all: --python-version 3.9 cffi)")
+                raise UsageError(
+                    f"payload: {wheel} holds no _cffi_backend module; give a cffi wheel for the "
+                    f"board's Python (pip download --only-binary :all: --python-version 3.9 cffi)"
+                )
             for info in members:
                 yield f"site/{info.filename}", whl.read(info), 0o755
     except (OSError, zipfile.BadZipFile) as exc:
@@ -99,8 +110,13 @@ def _bytecode(source: Path, archive_name: str) -> Tuple[str, bytes]:
     cached = Path(importlib.util.cache_from_source(archive_name))
     with tempfile.TemporaryDirectory(prefix="uffdprobe-pyc-") as tmp:
         target = Path(tmp) / "x.pyc"
-        py_compile.compile(str(source), cfile=str(target), dfile=archive_name, doraise=True,
-                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        py_compile.compile(
+            str(source),
+            cfile=str(target),
+            dfile=archive_name,
+            doraise=True,
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )
         return cached.as_posix(), target.read_bytes()
 
 
@@ -135,6 +151,7 @@ def archive_bytes(cffi_wheels: Sequence[Path] = ()) -> bytes:
 def build(out: Path, cffi_wheels: Iterable[Path] = ()) -> int:
     """Write the payload to `out` whole or not at all (executable, like a script); returns its size."""
     from uffdprobe.osutil.files import write_atomic
+
     if out.is_dir():
         raise UsageError(f"payload: {out} is a folder; give the file to write, e.g. {out / 'uffdprobe.pyz'}")
     data = archive_bytes(list(cffi_wheels))

@@ -7,6 +7,7 @@ bindings, psutil, cffi's backend) is unpacked into a fresh private folder under 
 path (also for the child processes uffdprobe starts, through PYTHONPATH), and removed again on the way out.
 Only the standard library is used here.
 """
+
 import importlib.machinery
 import os
 import runpy
@@ -41,15 +42,20 @@ def main() -> int:
     try:
         scratch = tempfile.mkdtemp(prefix="uffdprobe-payload-")
     except OSError as exc:
-        print(f"uffdprobe payload: cannot make a folder to unpack into ({exc}); set TMPDIR to a writable "
-              f"folder", file=sys.stderr)
+        print(
+            f"uffdprobe payload: cannot make a folder to unpack into ({exc}); set TMPDIR to a writable folder",
+            file=sys.stderr,
+        )
         return SETUP_ERROR
     try:
         try:
             site = _unpack(archive, scratch)
         except (OSError, zipfile.BadZipFile) as exc:
-            print(f"uffdprobe payload: cannot unpack {archive} into {scratch} ({exc}); check the free space "
-                  f"of TMPDIR and that the payload was copied whole", file=sys.stderr)
+            print(
+                f"uffdprobe payload: cannot unpack {archive} into {scratch} ({exc}); check the free space "
+                f"of TMPDIR and that the payload was copied whole",
+                file=sys.stderr,
+            )
             return SETUP_ERROR
         sys.path.insert(0, site)
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH")) if p)
@@ -59,13 +65,18 @@ def main() -> int:
             carried = sorted(n.split(".")[1] for n in os.listdir(site) if n.startswith("_cffi_backend."))
             ours = [os.path.join(site, "_cffi_backend" + suffix) for suffix in importlib.machinery.EXTENSION_SUFFIXES]
             if any(os.path.exists(path) for path in ours):  # there, but the loader refused it
-                print(f"uffdprobe payload: cannot load the compiled modules unpacked in {scratch} ({exc}); if "
-                      f"that filesystem is mounted noexec, set TMPDIR to a folder on one that is not",
-                      file=sys.stderr)
+                print(
+                    f"uffdprobe payload: cannot load the compiled modules unpacked in {scratch} ({exc}); if "
+                    f"that filesystem is mounted noexec, set TMPDIR to a folder on one that is not",
+                    file=sys.stderr,
+                )
                 return SETUP_ERROR
-            print(f"uffdprobe payload: no cffi backend for this Python {sys.version_info[0]}.{sys.version_info[1]} "
-                  f"(the payload carries {', '.join(carried) or 'none'}); rebuild it with this Python, or add "
-                  f"this Python's cffi wheel with `uffdprobe payload OUT --cffi-wheel WHEEL`", file=sys.stderr)
+            print(
+                f"uffdprobe payload: no cffi backend for this Python {sys.version_info[0]}.{sys.version_info[1]} "
+                f"(the payload carries {', '.join(carried) or 'none'}); rebuild it with this Python, or add "
+                f"this Python's cffi wheel with `uffdprobe payload OUT --cffi-wheel WHEEL`",
+                file=sys.stderr,
+            )
             return SETUP_ERROR
         sys.argv[0] = "uffdprobe"
         try:

@@ -3,6 +3,7 @@
 come (the --exec program's, the scenarios' per run and memory kind, then each selftest's run row), and a
 verdict for every owed row a run never reported. The owed list is what KTAP announces and what a dead
 guest's or a lost child's missing rows are filled from."""
+
 import json
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -45,8 +46,9 @@ def parameters(request: RunRequest, scenarios: Sequence[Scenario]) -> Dict[str, 
     for pair in request.workload.param:
         key = pair.partition("=")[0]
         if not any(key in s.defaults for s in scenarios):
-            raise UsageError(f"--param {pair}: no chosen scenario has a parameter {key}; `uffdprobe list --all` "
-                             "shows them")
+            raise UsageError(
+                f"--param {pair}: no chosen scenario has a parameter {key}; `uffdprobe list --all` shows them"
+            )
     return out
 
 
@@ -55,8 +57,11 @@ def _merged(s: Scenario, params: Mapping[str, object]) -> Dict[str, object]:
     merged = {**s.defaults, **{k: v for k, v in params.items() if k in s.defaults}}
     for key, value in merged.items():
         default = s.defaults[key]
-        if isinstance(default, int) and not isinstance(default, bool) and \
-                (not isinstance(value, int) or value <= 0 or value > MAX_WHOLE):
+        if (
+            isinstance(default, int)
+            and not isinstance(default, bool)
+            and (not isinstance(value, int) or value <= 0 or value > MAX_WHOLE)
+        ):
             raise UsageError(f"{s.name}: {key}={value!r} must be a whole number from 1 to {MAX_WHOLE}")
     return merged
 
@@ -95,8 +100,10 @@ def owed(request: RunRequest, kselftests: Optional[Sequence[str]] = None) -> Lis
 def supervised(request: RunRequest, kf, target: Optional[str]) -> list:
     """The scenario items the supervisor runs on this kernel, in owed() order: (scenario, memory, params,
     skip reason or None), params carrying the 1-based 'run' when there is more than one."""
-    return [(s, m, merged if run is None else {**merged, "run": run}, skip_reason(s, m, kf, target))
-            for run, s, m, merged in _items(request)]
+    return [
+        (s, m, merged if run is None else {**merged, "run": run}, skip_reason(s, m, kf, target))
+        for run, s, m, merged in _items(request)
+    ]
 
 
 def key(r: Result) -> Row:
@@ -104,9 +111,18 @@ def key(r: Result) -> Row:
     return r.scenario, r.memory, r.params.get("run")
 
 
-def missing(rows: Sequence[Row], results: Sequence[Result], verdict: Verdict, reason: str,
-            evidence: Mapping[str, object], kernel: Mapping[str, object]) -> List[Result]:
+def missing(
+    rows: Sequence[Row],
+    results: Sequence[Result],
+    verdict: Verdict,
+    reason: str,
+    evidence: Mapping[str, object],
+    kernel: Mapping[str, object],
+) -> List[Result]:
     """A Result with `verdict`, `reason` and `evidence` for every owed row no Result answers."""
     have = {key(r) for r in results}
-    return [Result(name, mem, verdict, reason, dict(evidence), dict(kernel), {} if run is None else {"run": run},
-                   None) for name, mem, run in rows if (name, mem, run) not in have]
+    return [
+        Result(name, mem, verdict, reason, dict(evidence), dict(kernel), {} if run is None else {"run": run}, None)
+        for name, mem, run in rows
+        if (name, mem, run) not in have
+    ]

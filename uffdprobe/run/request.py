@@ -6,6 +6,7 @@ is given the same request again as one command line, from RunRequest.to_argv().
 A field that is a command-line option names it in its metadata (`option`); to_argv() writes every field
 that differs from its default, so a new run option is one field here plus its add_argument in cli/run.py
 (whose dest is the field's name)."""
+
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ def _option(flag: Optional[str], default: Any = None, **more: Any) -> Any:
 class Workload:
     """What runs: the scenarios (on which memory kinds, with which parameters, how many times), the
     kernel's own selftests, users' scenario files, and an --exec program with its row name."""
+
     scenarios: Tuple[str, ...] = _option(None, (), positional=True)
     memory: Tuple[str, ...] = _option("--memory", ())
     param: Tuple[str, ...] = _option("--param", ())
@@ -52,6 +54,7 @@ class Workload:
 class Limits:
     """The bounds, in seconds: a uffd fault blocked (HANG), one scenario, an --exec program stuck and
     rescued, and a whole boot."""
+
     hang_timeout: float = _option("--hang-timeout", 2.0)
     scenario_timeout: float = _option("--scenario-timeout", 120.0)
     stuck_timeout: float = _option("--stuck-timeout", 30.0)
@@ -62,6 +65,7 @@ class Limits:
 @dataclass(frozen=True)
 class Machine:
     """Where it runs: the kernel (None: the running one), how QEMU boots it, and the scratch storage."""
+
     kernel: Optional[str] = _option("--kernel")
     accel: Optional[str] = _option("--accel")
     append: Tuple[str, ...] = _option("--append", ())
@@ -75,6 +79,7 @@ class Outputs:
     """Where the verdicts go besides the table: a JSON file, a KTAP file (- for stdout), a results folder (its
     verdicts.jsonl and the child report run.json), a KCIDB report (its origin, the URL the folder is
     published at); and how much progress is said (-1 -q, 0, 1 -v)."""
+
     json: Optional[str] = _option("--json")
     ktap: Optional[str] = _option("--ktap")
     results_dir: Optional[str] = _option("--results-dir")
@@ -88,6 +93,7 @@ class Outputs:
 class RunRequest:
     """One `uffdprobe run`: its parts, the --expect items as given, and what is declared for its kernel
     (a recipe's [expect] plus --expect, resolved by the CLI; the verdict rule judges by it)."""
+
     workload: Workload = Workload()
     limits: Limits = Limits()
     machine: Machine = Machine()
@@ -118,8 +124,12 @@ class RunRequest:
     def replace(self, **parts: Any) -> "RunRequest":
         """A copy with whole parts or fields of parts changed: replace(limits=..., machine={"kernel": K})
         (a dict changes the named fields of that part)."""
-        changed = {name: dataclasses.replace(getattr(self, name), **value) if isinstance(value, dict) and
-                   name != "declared" else value for name, value in parts.items()}
+        changed = {
+            name: dataclasses.replace(getattr(self, name), **value)
+            if isinstance(value, dict) and name != "declared"
+            else value
+            for name, value in parts.items()
+        }
         return dataclasses.replace(self, **changed)
 
     def for_guest(self) -> "RunRequest":
@@ -129,9 +139,11 @@ class RunRequest:
         fs = self.machine.scratch_fs
         if fs is None and self.workload.exec is not None:
             fs = GUEST_EXEC_SCRATCH_FS
-        return RunRequest(workload=self.workload,
-                          limits=dataclasses.replace(self.limits, vm_timeout=Limits.vm_timeout),
-                          machine=Machine(scratch_fs=None if fs == "none" else fs))
+        return RunRequest(
+            workload=self.workload,
+            limits=dataclasses.replace(self.limits, vm_timeout=Limits.vm_timeout),
+            machine=Machine(scratch_fs=None if fs == "none" else fs),
+        )
 
 
 def _words(flag: str, value: Any) -> List[str]:

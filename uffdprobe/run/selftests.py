@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """--kselftest on run and matrix: which selftest programs a kernel runs, where their binaries are (built
 once into the kernel cache, kbuild.kselftest), and the rows each owes before it has run."""
+
 import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -14,8 +15,9 @@ def chosen(items: List[str]) -> List[str]:
     """The --kselftest values (repeatable, comma-separated) checked: unknown names are a UsageError."""
     for item in items:
         if not all(part.strip() for part in item.split(",")):
-            raise UsageError(f"--kselftest {item!r}: an empty name; choose from {', '.join(kselftest.PROGRAMS)} "
-                             "(comma-separated)")
+            raise UsageError(
+                f"--kselftest {item!r}: an empty name; choose from {', '.join(kselftest.PROGRAMS)} (comma-separated)"
+            )
     wanted = kselftest.requests(items)
     names = [item.partition("=")[0] for item in wanted]
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -25,8 +27,10 @@ def chosen(items: List[str]) -> List[str]:
         try:
             kselftest.parse_request(item)
         except KeyError:
-            raise UsageError(f"--kselftest {item}: not a selftest's name; give {', '.join(kselftest.PROGRAMS)} "
-                             "or another mm selftest program's name (comma-separated)") from None
+            raise UsageError(
+                f"--kselftest {item}: not a selftest's name; give {', '.join(kselftest.PROGRAMS)} "
+                "or another mm selftest program's name (comma-separated)"
+            ) from None
         except ValueError as exc:
             raise UsageError(f"--kselftest {item}: {exc}") from None
     return wanted
@@ -49,10 +53,13 @@ def binaries(kselftests: Sequence[str], given: Optional[str], spec=None, progres
         if found is not None:
             return found
     from uffdprobe.kbuild import kselftest as build  # not in a guest: its host hands it the built folder
+
     if given:
         if not (Path(given).is_file() or _is_source_tree(Path(given))):
-            raise UsageError(f"--kselftest-from {given}: neither built selftests ({', '.join(names)}), a tuxmake "
-                             "folder with kselftest.tar.xz, nor a kernel source tree or tarball")
+            raise UsageError(
+                f"--kselftest-from {given}: neither built selftests ({', '.join(names)}), a tuxmake "
+                "folder with kselftest.tar.xz, nor a kernel source tree or tarball"
+            )
         return build.ensure(tarball=Path(given), programs=_programs(names), progress=progress).bin
     kernel = getattr(spec, "path", None) if getattr(spec, "kind", None) == "tuxmake" else None
     found = _built_in(Path(kernel), names) if kernel else None
@@ -67,6 +74,7 @@ def binaries(kselftests: Sequence[str], given: Optional[str], spec=None, progres
 def _programs(names: List[str]) -> Tuple[str, ...]:
     """The default build's programs plus any other asked for (the default set shares one cache entry)."""
     from uffdprobe.kbuild import kselftest as build
+
     return tuple(build.PROGRAMS) + tuple(n for n in names if n not in build.PROGRAMS)
 
 
@@ -75,10 +83,12 @@ def _built_in(folder: Path, names: List[str]) -> Optional[Path]:
     tuxmake folder, in its kselftest.tar.xz unpacked. None when there is no such folder."""
     if (folder / "metadata.json").is_file():  # a tuxmake folder (vm.tuxmake, imported only then)
         from uffdprobe.vm import tuxmake
+
         build = tuxmake.read(folder)
         if build.kselftest is None:
             return None
         from uffdprobe.vm.paths import cache_root
+
         folder = tuxmake.unpacked(build.kselftest, cache_root())
     if not folder.is_dir() or _is_source_tree(folder):  # nothing, or a source tree: built by binaries()
         return None
@@ -97,10 +107,14 @@ def _tree_has(source_spec: str, names: List[str]) -> bool:
     """Whether a recipe's source tree has every one of these mm selftests (its tree unpacked once)."""
     from uffdprobe.kbuild import cache, kselftest as build, source
     from uffdprobe.kbuild.errors import KbuildError
+
     try:
         spec = source.parse_spec(source_spec)
-        tree = Path(spec.location) if spec.kind == "tree" else \
-            source.materialize(spec, cache.default_root(), progress=False).tree
+        tree = (
+            Path(spec.location)
+            if spec.kind == "tree"
+            else source.materialize(spec, cache.default_root(), progress=False).tree
+        )
     except KbuildError:
         return False
     return all(n in build.available(tree) for n in names)

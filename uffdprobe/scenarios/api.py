@@ -12,6 +12,7 @@ A file given to --scenarios-from (or a module named in the entry point group `uf
 defines SCENARIOS, a list of Scenario rows; each row's run(ctx) executes in its own supervised child
 and returns an Outcome.
 """
+
 from uffdprobe.uffd import memory, pagemap
 from uffdprobe.uffd.errors import UffdError
 from uffdprobe.uffd.flags import Feature, PageFaultFlag, RegisterMode
@@ -26,8 +27,36 @@ from .racy import Race, miss_probability, repeat, tries_needed
 from .registry import Scenario
 from .sources import ENTRY_POINT_GROUP, KNOWN_NEEDS
 
-__all__ = ["Scenario", "ScenarioContext", "Outcome", "Verdict", "SkipScenario", "watched",
-           "KINDS", "allocate", "thp_size", "KNOWN_NEEDS", "ENTRY_POINT_GROUP",
-           "Userfaultfd", "UffdError", "Feature", "RegisterMode", "PageFault", "PageFaultFlag", "as_data",
-           "memory", "pagemap", "Mapping", "PAGE_SIZE", "mmap_anonymous", "gettid",
-           "Bounded", "read_exactly", "reap", "Race", "repeat", "miss_probability", "tries_needed"]
+__all__ = [
+    "Scenario",
+    "ScenarioContext",
+    "Outcome",
+    "Verdict",
+    "SkipScenario",
+    "watched",
+    "KINDS",
+    "allocate",
+    "thp_size",
+    "KNOWN_NEEDS",
+    "ENTRY_POINT_GROUP",
+    "Userfaultfd",
+    "UffdError",
+    "Feature",
+    "RegisterMode",
+    "PageFault",
+    "PageFaultFlag",
+    "as_data",
+    "memory",
+    "pagemap",
+    "Mapping",
+    "PAGE_SIZE",
+    "mmap_anonymous",
+    "gettid",
+    "Bounded",
+    "read_exactly",
+    "reap",
+    "Race",
+    "repeat",
+    "miss_probability",
+    "tries_needed",
+]

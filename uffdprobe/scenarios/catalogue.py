@@ -6,112 +6,162 @@ kernel-history.md); versions are mainline tags, stable versions those known to c
 changelog or a stable-review mail). Several scenarios may ask about one defect (the forced COW shows
 through vmsplice, O_DIRECT, process_vm_readv, umap and a COW break): they share its entry.
 """
+
 from typing import Dict, List, Tuple
 
 from .defect import Commit, Defect
 
 FORCED_COW_UFFD_WP = Defect(
     id="forced-cow-uffd-wp",
-    fixes=(Commit("09854ba94c6a", "mm: do_wp_page() simplification"),
-           Commit("a308c71bf1e6", "mm/gup: Remove enfornced COW mechanism")),
+    fixes=(
+        Commit("09854ba94c6a", "mm: do_wp_page() simplification"),
+        Commit("a308c71bf1e6", "mm/gup: Remove enfornced COW mechanism"),
+    ),
     introduced=(Commit("17839856fd58", 'gup: document and work around "COW can break either way" issue'),),
-    first_affected="v5.8-rc1", first_fixed="v5.9-rc4", stable=())
+    first_affected="v5.8-rc1",
+    first_fixed="v5.9-rc4",
+    stable=(),
+)
 
 COW_LEAK = Defect(
     id="cow-leak",
     fixes=(Commit("17839856fd58", 'gup: document and work around "COW can break either way" issue'),),
-    first_fixed="v5.8-rc1", stable=("5.7.3",), cve="CVE-2020-29374",
-    memory=("anon-4k", "anon-thp", "anon-swap"))  # a private hugetlb page still leaks on 6.18: not this fix
+    first_fixed="v5.8-rc1",
+    stable=("5.7.3",),
+    cve="CVE-2020-29374",
+    memory=("anon-4k", "anon-thp", "anon-swap"),
+)  # a private hugetlb page still leaks on 6.18: not this fix
 
 COW_LEAK_REVERSE = Defect(
     id="cow-leak-reverse",
-    fixes=(Commit("6c287605fd56", "mm: remember exclusively mapped anonymous pages with PG_anon_exclusive"),
-           Commit("c89357e27f20", "mm: support GUP-triggered unsharing of anonymous pages"),
-           Commit("a7f226604170", "mm/gup: trigger FAULT_FLAG_UNSHARE when R/O-pinning a possibly shared "
-                                  "anonymous page")),
-    first_fixed="v5.19-rc1", stable=())
+    fixes=(
+        Commit("6c287605fd56", "mm: remember exclusively mapped anonymous pages with PG_anon_exclusive"),
+        Commit("c89357e27f20", "mm: support GUP-triggered unsharing of anonymous pages"),
+        Commit("a7f226604170", "mm/gup: trigger FAULT_FLAG_UNSHARE when R/O-pinning a possibly shared anonymous page"),
+    ),
+    first_fixed="v5.19-rc1",
+    stable=(),
+)
 
 RELEASE_VS_GUP = Defect(
     id="release-vs-gup",
     fixes=(Commit("fe4cdc2c4e24", "mm/userfaultfd: fix release hang over concurrent GUP"),),
-    introduced=(Commit("656710a60e36", "userfaultfd: non-cooperative: closing the uffd without triggering "
-                                       "SIGBUS"),),
-    first_affected="v4.14-rc1", first_fixed="v6.15-rc1", stable=("6.12.25",))
+    introduced=(Commit("656710a60e36", "userfaultfd: non-cooperative: closing the uffd without triggering SIGBUS"),),
+    first_affected="v4.14-rc1",
+    first_fixed="v6.15-rc1",
+    stable=("6.12.25",),
+)
 
 
 COPY_WP_READONLY = Defect(
     id="copy-wp-readonly",
     fixes=(Commit("0e88904cb700", "userfaultfd: mark uffd_wp regardless of VM_WRITE flag"),),
     introduced=(Commit("292924b26024", "userfaultfd: wp: apply _PAGE_UFFD_WP bit"),),
-    first_affected="v5.7", first_fixed="v5.18-rc4")
+    first_affected="v5.7",
+    first_fixed="v5.18-rc4",
+)
 
 MREMAP_WP_STALE = Defect(
     id="mremap-wp-stale",
     fixes=(Commit("0cef0bb836e3", "mm: clear uffd-wp PTE/PMD state on mremap()"),),
     introduced=(Commit("63b2d4174c4a", "userfaultfd: wp: add the writeprotect API to userfaultfd ioctl"),),
-    first_affected="v5.7", first_fixed="v6.14-rc1", stable=("6.12.11", "6.1.191"), cve="CVE-2025-21696")
+    first_affected="v5.7",
+    first_fixed="v6.14-rc1",
+    stable=("6.12.11", "6.1.191"),
+    cve="CVE-2025-21696",
+)
 
 SWAPOFF_WP_LOOP = Defect(
     id="swapoff-wp-loop",
     fixes=(Commit("099dd6878b9b", "mm/swap: fix pte_same_as_swp() not removing uffd-wp bit when compare"),),
     introduced=(Commit("f45ec5ff16a7", "userfaultfd: wp: support swap and page migration"),),
-    first_affected="v5.7", first_fixed="v5.13-rc7", stable=("5.10.46",))
+    first_affected="v5.7",
+    first_fixed="v5.13-rc7",
+    stable=("5.10.46",),
+)
 
 ZEROPAGE_SPLIT_WP = Defect(
     id="zeropage-split-wp",
     fixes=(Commit("42b2af2c9b7e", "mm/userfaultfd: propagate uffd-wp bit when PTE-mapping the huge zeropage"),),
     introduced=(Commit("e06f1e1dd499", "userfaultfd: wp: enabled write protection in userfaultfd API"),),
-    first_affected="v5.7", first_fixed="v6.3-rc2", stable=("6.1.21", "5.15.104"))
+    first_affected="v5.7",
+    first_fixed="v6.3-rc2",
+    stable=("6.1.21", "5.15.104"),
+)
 
 
 CONTINUE_FALLOCATED = Defect(
     id="continue-fallocated-shmem",
     fixes=(Commit("73f37dbcfe17", "mm: userfaultfd: fix UFFDIO_CONTINUE on fallocated shmem pages"),),
     introduced=(Commit("153132571f02", "userfaultfd/shmem: support UFFDIO_CONTINUE for shmem"),),
-    first_affected="v5.14", first_fixed="v5.19", stable=("5.18.14",))
+    first_affected="v5.14",
+    first_fixed="v5.19",
+    stable=("5.18.14",),
+)
 
 PAGEMAP_SCAN_ZAPPED = Defect(
     id="pagemap-scan-unpopulated-written",
     fixes=(Commit("07b4377bdbe7", "fs/proc/task_mmu: fix PAGEMAP_SCAN written state for unpopulated ptes"),),
     introduced=(Commit("12f6b01a0bcb", "fs/proc/task_mmu: add fast paths to get/clear PAGE_IS_WRITTEN flag"),),
-    first_affected="v6.7", first_fixed="v7.2", stable=("6.12.103",))
+    first_affected="v6.7",
+    first_fixed="v7.2",
+    stable=("6.12.103",),
+)
 
 SHARED_WP_WRITENOTIFY = Defect(
     id="uffd-wp-shared-writenotify",
     fixes=(Commit("51d3d5eb74ff", "mm/userfaultfd: enable writenotify while userfaultfd-wp is enabled for a VMA"),),
     introduced=(Commit("b1f9e876862d", "mm/uffd: enable write protection for shmem & hugetlbfs"),),
-    first_affected="v5.19", first_fixed="v6.2", stable=("6.1.8",))
+    first_affected="v5.19",
+    first_fixed="v6.2",
+    stable=("6.1.8",),
+)
 
 HUGETLB_WP_NO_PGTABLE = Defect(
     id="hugetlb-wp-no-pgtable",
     fixes=(Commit("fed15f1345dc", "mm/hugetlb: pre-allocate pgtable pages for uffd wr-protects"),),
     introduced=(Commit("60dfaad65aa9", "mm/hugetlb: allow uffd wr-protect none ptes"),),
-    first_affected="v5.19", first_fixed="v6.2", stable=("6.1.8",))
+    first_affected="v5.19",
+    first_fixed="v6.2",
+    stable=("6.1.8",),
+)
 
 HUGETLB_PRIVATE_COW_WP = Defect(
     id="hugetlb-private-cow-wp",
     fixes=(Commit("60d5b473d61b", "mm/hugetlb: fix uffd wr-protection for CoW optimization path"),),
     introduced=(Commit("166f3ecc0daf", "mm/hugetlb: hook page faults for uffd write protection"),),
-    first_affected="v5.19", first_fixed="v6.3", stable=("6.1.24",))
+    first_affected="v5.19",
+    first_fixed="v6.3",
+    stable=("6.1.24",),
+)
 
 HUGETLB_UNSHARE_WP = Defect(
     id="hugetlb-unshare-wp-lost",
     fixes=(Commit("0f230bc24b6e", "mm/hugetlb: fix uffd-wp bit lost when unsharing happens"),),
     introduced=(Commit("166f3ecc0daf", "mm/hugetlb: hook page faults for uffd write protection"),),
-    first_affected="v5.19", first_fixed="v6.4")
+    first_affected="v5.19",
+    first_fixed="v6.4",
+)
 
 
 HUGETLB_MARKER_REPROTECT = Defect(
     id="hugetlb-marker-reprotect",
     fixes=(Commit("0e678153f5be", "mm/hugetlb: fix PTE marker handling in hugetlb_change_protection()"),),
     introduced=(Commit("60dfaad65aa9", "mm/hugetlb: allow uffd wr-protect none ptes"),),
-    first_affected="v5.19", first_fixed="v6.2-rc5", stable=("6.1.8",), cve="CVE-2022-49760")
+    first_affected="v5.19",
+    first_fixed="v6.2-rc5",
+    stable=("6.1.8",),
+    cve="CVE-2022-49760",
+)
 
 FORK_MARKER_NO_EVENT = Defect(
     id="fork-marker-no-event",
     fixes=(Commit("49d6d7fb6313", "mm/uffd: fix pte marker when fork() without fork event"),),
     introduced=(Commit("c56d1b62cce8", "mm/shmem: handle uffd-wp during fork()"),),
-    first_affected="v5.19", first_fixed="v6.2", stable=("6.1.11",))
+    first_affected="v5.19",
+    first_fixed="v6.2",
+    stable=("6.1.11",),
+)
 
 
 def describe_fix(defect: Defect) -> str:
@@ -136,18 +186,28 @@ MOVE_SWAPCACHE = Defect(
     id="move-swapcache-bug",
     fixes=(Commit("c50f8e6053b0", "mm: fix kernel BUG when userfaultfd_move encounters swapcache"),),
     introduced=(Commit("adef440691ba", "userfaultfd: UFFDIO_MOVE uABI"),),
-    first_affected="v6.8", first_fixed="v6.14", stable=("6.12.20",),
-    memory=("anon-swap",))
+    first_affected="v6.8",
+    first_fixed="v6.14",
+    stable=("6.12.20",),
+    memory=("anon-swap",),
+)
 
 PAGEMAP_SCAN_HUGETLB_HOLE = Defect(
     id="pagemap-scan-hugetlb-self-deadlock",
     fixes=(Commit("e92d92bbafb2", "fs/proc/task_mmu: fix hugetlb self-deadlock in pagemap_scan_pte_hole()"),),
-    introduced=(Commit("52526ca7fdb9", "fs/proc/task_mmu: implement IOCTL to get and optionally clear info "
-                                       "about PTEs"),),
-    first_affected="v6.7", first_fixed="v7.2-rc1", stable=("6.12.97",))
+    introduced=(
+        Commit("52526ca7fdb9", "fs/proc/task_mmu: implement IOCTL to get and optionally clear info about PTEs"),
+    ),
+    first_affected="v6.7",
+    first_fixed="v7.2-rc1",
+    stable=("6.12.97",),
+)
 
 PAGEMAP_SCAN_PMD_HOLE = Defect(
     id="pagemap-scan-pmd-hole-written",
     fixes=(Commit("40de8160ca7f", "fs/proc/task_mmu: fix PAGEMAP_SCAN written state for PMD holes"),),
     introduced=(Commit("2bad466cc9d9", "mm/uffd: UFFD_FEATURE_WP_UNPOPULATED"),),
-    first_affected="v6.7", first_fixed="v7.2", stable=("6.12.103",))
+    first_affected="v6.7",
+    first_fixed="v7.2",
+    stable=("6.12.103",),
+)

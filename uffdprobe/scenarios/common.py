@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Plumbing several scenarios share: a populated write-protected page, bounded waits on pipes."""
+
 import os
 import select
 import threading
@@ -13,11 +14,15 @@ from .context import ScenarioContext
 from .memkinds import allocate
 
 PATTERN = b"uffdprobe page " + bytes(range(256)) * 15
-PATTERN = PATTERN[:PAGE_SIZE // 2]
+PATTERN = PATTERN[: PAGE_SIZE // 2]
 
 
-def wp_page(ctx: ScenarioContext, register: RegisterMode = RegisterMode.WP,
-            features: Feature = Feature.PAGEFAULT_FLAG_WP, shared: Optional[bool] = None) -> Tuple[Userfaultfd, Mapping]:
+def wp_page(
+    ctx: ScenarioContext,
+    register: RegisterMode = RegisterMode.WP,
+    features: Feature = Feature.PAGEFAULT_FLAG_WP,
+    shared: Optional[bool] = None,
+) -> Tuple[Userfaultfd, Mapping]:
     """A populated mapping of ctx.memory (shared or private as memkinds.allocate decides, unless `shared`
     says), registered and write-protected, handed to the supervisor."""
     uffd = Userfaultfd.open()
@@ -33,8 +38,7 @@ def wp_page(ctx: ScenarioContext, register: RegisterMode = RegisterMode.WP,
 
 def page_flags(entry: pagemap.PageEntry) -> dict:
     """The pagemap bits a reader of the evidence cares about."""
-    return {"present": entry.present, "uffd_wp": entry.uffd_wp, "exclusive": entry.exclusive,
-            "pfn": entry.pfn}
+    return {"present": entry.present, "uffd_wp": entry.uffd_wp, "exclusive": entry.exclusive, "pfn": entry.pfn}
 
 
 def read_exactly(fd: int, n: int, timeout: float) -> bytes:
@@ -54,6 +58,7 @@ def read_exactly(fd: int, n: int, timeout: float) -> bytes:
 def reap(pid: int, timeout: float = 10.0) -> Optional[int]:
     """waitpid with a bound; still alive afterwards: SIGKILL and reap. Returns the exit code."""
     import time
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The scenario child's side of the supervisor channel: hand over the uffd, announce blocking calls."""
+
 import contextlib
 import json
 import os
@@ -14,13 +15,19 @@ from .racy import Race
 class ScenarioContext:
     """Passed to a scenario's run(): its memory kind, parameters, and the channel to the supervisor."""
 
-    def __init__(self, sock: socket.socket, memory_kind: str, params: Dict[str, Any],
-                 odirect_target: Optional[str] = None, race: Optional[Race] = None):
+    def __init__(
+        self,
+        sock: socket.socket,
+        memory_kind: str,
+        params: Dict[str, Any],
+        odirect_target: Optional[str] = None,
+        race: Optional[Race] = None,
+    ):
         self.sock = sock
         self.memory = memory_kind
         self.params = params
         self.odirect_target = odirect_target
-        self.race = race   #: the table row's Race, for racy.repeat
+        self.race = race  #: the table row's Race, for racy.repeat
         self.evidence: Dict[str, Any] = {}
 
     def _send(self, msg: dict, fds=()) -> None:
@@ -34,13 +41,23 @@ class ScenarioContext:
         """Give the supervisor a duplicate of `uffd` and the range to rescue ("unprotect"/"unregister")."""
         self._send({"type": "uffd", "start": start, "length": length, "rescue": rescue}, [uffd.fd])
 
-    def watch(self, what: str, pid: Optional[int] = None, tid: Optional[int] = None,
-              spin_s: Optional[float] = None, rescue: str = "") -> None:
+    def watch(
+        self,
+        what: str,
+        pid: Optional[int] = None,
+        tid: Optional[int] = None,
+        spin_s: Optional[float] = None,
+        rescue: str = "",
+    ) -> None:
         """A call that may block on a uffd fault starts now: the supervisor's hang timer runs.
         `spin_s` overrides how long the task may stay R or D outside handle_userfault before it is HANG;
         rescue="kill" rescues a hang by SIGKILL to the process (for a call no uffd answer can end)."""
-        msg = {"type": "watch", "what": what, "pid": pid or os.getpid(),
-               "tid": tid or (pid if pid else memory.gettid())}
+        msg = {
+            "type": "watch",
+            "what": what,
+            "pid": pid or os.getpid(),
+            "tid": tid or (pid if pid else memory.gettid()),
+        }
         if spin_s is not None:
             msg["spin_s"] = spin_s
         if rescue:
@@ -64,8 +81,14 @@ class ScenarioContext:
         limit = min(RESULT_LIMIT, self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) - (16 << 10))
         if len(reason) > REASON_LIMIT:
             reason = reason[:REASON_LIMIT] + f" [... {len(reason) - REASON_LIMIT} characters cut]"
-        self._send({"type": "result", "verdict": verdict, "reason": reason,
-                    "evidence": bounded_evidence({**self.evidence, **evidence}, limit - len(reason) - 1024)})
+        self._send(
+            {
+                "type": "result",
+                "verdict": verdict,
+                "reason": reason,
+                "evidence": bounded_evidence({**self.evidence, **evidence}, limit - len(reason) - 1024),
+            }
+        )
 
 
 #: The largest result a scenario child sends whole: one SOCK_SEQPACKET message must fit the socket's
@@ -90,14 +113,22 @@ def bounded_evidence(evidence: Dict[str, Any], limit: int) -> Dict[str, Any]:
             break
         out[key] = {"cut_bytes": len(texts[key]), "head": texts[key][:CUT_HEAD]}
         cut.append(key)
-    out["evidence_cut"] = (f"the evidence was {whole} bytes of JSON, more than the {limit} the channel carries "
-                           f"whole: {', '.join(cut)} cut (each keeps its size and its first {CUT_HEAD} characters)")
+    out["evidence_cut"] = (
+        f"the evidence was {whole} bytes of JSON, more than the {limit} the channel carries "
+        f"whole: {', '.join(cut)} cut (each keeps its size and its first {CUT_HEAD} characters)"
+    )
     return out
 
 
 @contextlib.contextmanager
-def watched(ctx: ScenarioContext, what: str, pid: Optional[int] = None, tid: Optional[int] = None,
-            spin_s: Optional[float] = None, rescue: str = "") -> Iterator[None]:
+def watched(
+    ctx: ScenarioContext,
+    what: str,
+    pid: Optional[int] = None,
+    tid: Optional[int] = None,
+    spin_s: Optional[float] = None,
+    rescue: str = "",
+) -> Iterator[None]:
     """Around a call that may block on a uffd fault: the supervisor's hang timer runs while it does (a
     task blocked in handle_userfault longer than --hang-timeout is HANG, with evidence, then rescued
     through the uffd given to ctx.hand_over); unwatched however the call ends. Without it, a blocked call

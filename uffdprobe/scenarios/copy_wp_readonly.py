@@ -4,6 +4,7 @@
 Until v5.18 the copy set the uffd-wp bit only on a writable VMA: after mprotect(PROT_READ|PROT_WRITE)
 the copied page took a write without the uffd-wp fault the caller asked for.
 """
+
 from uffdprobe.uffd import memory, pagemap
 from uffdprobe.uffd.flags import Feature, RegisterMode
 from uffdprobe.uffd.memory import MMAN, PAGE_SIZE, PROT_RW

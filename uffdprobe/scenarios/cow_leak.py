@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """CVE-2020-29374: a child's vmsplice() reference to a COW-shared page sees the parent's later write."""
+
 import os
 
 from uffdprobe.uffd import memory
@@ -25,7 +26,7 @@ def run(ctx: ScenarioContext) -> Outcome:
     try:
         if read_exactly(to_parent_r, 1, 10.0) != b"S":
             return Outcome(Verdict.ERROR, "the child did not vmsplice the page in time")
-        m.write(0, SECRET)                          # the parent's write after the child unmapped
+        m.write(0, SECRET)  # the parent's write after the child unmapped
         os.write(to_child_w, b"W")
         seen = read_exactly(to_parent_r, len(BORING), 10.0)
     finally:
@@ -33,11 +34,9 @@ def run(ctx: ScenarioContext) -> Outcome:
         status = reap(pid)
     evidence = {"child_read": seen[:32].decode(errors="replace"), "child_exit": status}
     if seen.startswith(SECRET[:14]):
-        return Outcome(Verdict.LEAK, "the child read the parent's post-fork write through its pipe",
-                       evidence)
+        return Outcome(Verdict.LEAK, "the child read the parent's post-fork write through its pipe", evidence)
     if seen == BORING:
-        return Outcome(Verdict.PASS, "the child's pipe kept the pre-write data; the parent wrote a copy",
-                       evidence)
+        return Outcome(Verdict.PASS, "the child's pipe kept the pre-write data; the parent wrote a copy", evidence)
     return Outcome(Verdict.ERROR, f"the child read {len(seen)} unexpected bytes", evidence)
 
 

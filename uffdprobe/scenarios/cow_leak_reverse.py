@@ -7,6 +7,7 @@ map count (every 2020 kernel, 17839856fd58's forced COW included: the GUP happen
 page was shared) lets the parent read the child's data from the pipe. The kernel's cow selftest
 calls this case "vmsplice() before fork(), unmap in parent after fork()".
 """
+
 import os
 
 from uffdprobe.uffd import memory
@@ -27,13 +28,13 @@ def run(ctx: ScenarioContext) -> Outcome:
     to_child_r, to_child_w = os.pipe()
     to_parent_r, to_parent_w = os.pipe()
     try:
-        memory.vmsplice(spliced_w, m.addr, PAGE_SIZE)   # read-GUP before the page is shared
+        memory.vmsplice(spliced_w, m.addr, PAGE_SIZE)  # read-GUP before the page is shared
         pid = os.fork()
         if pid == 0:
             _child(m, to_child_r, to_parent_w)
         os.close(to_child_r), os.close(to_parent_w)
         try:
-            m.close()                                    # unmap in the parent after fork()
+            m.close()  # unmap in the parent after fork()
             os.write(to_child_w, b"W")
             done = read_exactly(to_parent_r, 1, 10.0)
             seen = read_exactly(spliced_r, len(BORING), 5.0)
@@ -47,11 +48,9 @@ def run(ctx: ScenarioContext) -> Outcome:
     if done != b"D":
         return Outcome(Verdict.ERROR, "the child did not write the page in time", evidence)
     if seen.startswith(CHILD[:20]):
-        return Outcome(Verdict.LEAK, "the parent read the child's post-fork write through its pipe",
-                       evidence)
+        return Outcome(Verdict.LEAK, "the parent read the child's post-fork write through its pipe", evidence)
     if seen == BORING:
-        return Outcome(Verdict.PASS, "the parent's pipe kept the pre-fork data; the child wrote a copy",
-                       evidence)
+        return Outcome(Verdict.PASS, "the parent's pipe kept the pre-fork data; the child wrote a copy", evidence)
     return Outcome(Verdict.ERROR, f"the parent read {len(seen)} unexpected bytes from its pipe", evidence)
 
 

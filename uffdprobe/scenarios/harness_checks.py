@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Harness self-tests: scenarios that misbehave on purpose, on every kernel, to prove the supervisor."""
+
 import errno
 import os
 import subprocess

@@ -3,6 +3,7 @@
 or sys.exit, hangs, or crashes the interpreter at import ends that child, not uffdprobe, and becomes
 one clear error (exit 2). Only a module whose trial import finished (or raised an exception, which the
 real import then reports as it always has) is imported into uffdprobe itself."""
+
 import os
 import select
 import signal
@@ -39,13 +40,17 @@ def check(label: str, load: Callable[[], object], bound: float = IMPORT_BOUND_S)
     if said in (_FINISHED, _RAISED):
         return
     if status is None:
-        raise UsageError(f"{label}: importing it did not finish within {bound:g} s (it was stopped); a scenario "
-                         "file must only define SCENARIOS at import, not wait or run")
+        raise UsageError(
+            f"{label}: importing it did not finish within {bound:g} s (it was stopped); a scenario "
+            "file must only define SCENARIOS at import, not wait or run"
+        )
     if status < 0:
         name = signal.Signals(-status).name if -status in signal.Signals._value2member_map_ else str(-status)
         raise UsageError(f"{label}: importing it crashed the interpreter ({name}); fix the module")
-    raise UsageError(f"{label}: importing it ended the process (exit status {status}: os._exit or exit at "
-                     "import); a scenario file must only define SCENARIOS at import")
+    raise UsageError(
+        f"{label}: importing it ended the process (exit status {status}: os._exit or exit at "
+        "import); a scenario file must only define SCENARIOS at import"
+    )
 
 
 def _wait(pid: int, read_end: int, bound: float):

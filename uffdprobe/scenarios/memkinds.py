@@ -3,6 +3,7 @@
 (one small page paged out to swap with MADV_PAGEOUT before the question is asked), shmem (one page of a
 memfd) and hugetlb (one huge page of a memfd made with MFD_HUGETLB). The memfd kinds are mapped
 MAP_SHARED unless the question needs a private mapping (the COW questions ask for one)."""
+
 import errno
 import os
 import re
@@ -71,8 +72,9 @@ def no_swap() -> Optional[str]:
         return "no /proc/swaps: the kernel has no swap support (CONFIG_SWAP off)"
     if not rows:
         return "no swap is active (swapon a device or file; in a guest uffdprobe adds a swap disk)"
-    if not any(int(r[2]) - int(r[3]) >= PAGE_SIZE // 1024 for r in rows if len(r) >= 4 and r[2].isdigit()
-               and r[3].isdigit()):
+    if not any(
+        int(r[2]) - int(r[3]) >= PAGE_SIZE // 1024 for r in rows if len(r) >= 4 and r[2].isdigit() and r[3].isdigit()
+    ):
         return "every active swap area is full"
     return None
 
@@ -108,8 +110,10 @@ def no_hugepages(needed: int = 2) -> Optional[str]:
         return "kernel has no hugetlb pages (CONFIG_HUGETLBFS off: no /proc/sys/vm/nr_hugepages)"
     free = _meminfo("HugePages_Free", 0) - _meminfo("HugePages_Rsvd", 0)
     if free < needed:
-        return (f"{max(free, 0)} huge pages free, {needed} needed (set vm.nr_hugepages; a guest uffdprobe "
-                f"boots reserves {GUEST_HUGEPAGES} when a hugetlb cell is planned)")
+        return (
+            f"{max(free, 0)} huge pages free, {needed} needed (set vm.nr_hugepages; a guest uffdprobe "
+            f"boots reserves {GUEST_HUGEPAGES} when a hugetlb cell is planned)"
+        )
     return None
 
 

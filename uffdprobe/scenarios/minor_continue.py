@@ -6,6 +6,7 @@ The monitor answers the fault with UFFDIO_CONTINUE ("map the page cache page tha
 a hole, so the kernel refused with EFAULT a request that is valid: REFUSED, the errno as evidence. A page
 written through another mapping first (uptodate) is the control: CONTINUE maps it on every kernel.
 """
+
 import errno
 import os
 from typing import Any, Dict
@@ -36,9 +37,9 @@ def run(ctx: ScenarioContext) -> Outcome:
     fd = memory.memfd_create("uffdprobe-continue")
     try:
         os.ftruncate(fd, 2 * PAGE_SIZE)
-        memory.fallocate(fd, 0, 2 * PAGE_SIZE)     # both pages allocated, neither written
+        memory.fallocate(fd, 0, 2 * PAGE_SIZE)  # both pages allocated, neither written
         with memory.mmap_fd(fd, 2 * PAGE_SIZE) as other:
-            other.write(PAGE_SIZE, CONTROL)         # page 1 written (uptodate): the control
+            other.write(PAGE_SIZE, CONTROL)  # page 1 written (uptodate): the control
         area = memory.mmap_fd(fd, 2 * PAGE_SIZE)
     finally:
         os.close(fd)
@@ -58,9 +59,8 @@ def run(ctx: ScenarioContext) -> Outcome:
         refused = None
     except UffdError as exc:
         refused = exc
-        evidence.update(fallocated_errno=errno.errorcode.get(exc.errno or 0, str(exc.errno)),
-                        fallocated_error=str(exc))
-        uffd.unregister(area.addr, area.length)    # the reader then faults the page in without us
+        evidence.update(fallocated_errno=errno.errorcode.get(exc.errno or 0, str(exc.errno)), fallocated_error=str(exc))
+        uffd.unregister(area.addr, area.length)  # the reader then faults the page in without us
     read_back = reader.done(5.0) and reader.result
     evidence["reader_read"] = read_back.hex() if isinstance(read_back, bytes) else None
     if refused is None:
@@ -69,9 +69,16 @@ def run(ctx: ScenarioContext) -> Outcome:
     evidence["pagemap_after"] = page_flags(pagemap.read(area.addr)[0])
     area.close()
     if refused is not None:
-        return Outcome(Verdict.REFUSED, "UFFDIO_CONTINUE on the fallocated shmem page the MINOR fault named "
-                       f"failed with {evidence['fallocated_errno']} ({os.strerror(refused.errno or 0)})", evidence)
+        return Outcome(
+            Verdict.REFUSED,
+            "UFFDIO_CONTINUE on the fallocated shmem page the MINOR fault named "
+            f"failed with {evidence['fallocated_errno']} ({os.strerror(refused.errno or 0)})",
+            evidence,
+        )
     if read_back != bytes(8):
         return Outcome(Verdict.ERROR, "the faulting read of the fallocated page did not return zeros", evidence)
-    return Outcome(Verdict.PASS, "UFFDIO_CONTINUE mapped the fallocated page (read as zeros) and the "
-                   "written control page", evidence)
+    return Outcome(
+        Verdict.PASS,
+        "UFFDIO_CONTINUE mapped the fallocated page (read as zeros) and the written control page",
+        evidence,
+    )

@@ -9,6 +9,7 @@
 
 The move and the read run in a victim process (victim.py): a BUG there must not take the guest down.
 """
+
 import threading
 import time
 from typing import Optional
@@ -23,8 +24,8 @@ from .context import ScenarioContext
 from .memkinds import allocate
 from .move_scan import MOVE_FEATURE, uffd_with
 
-SETUP_S = 60.0   # page out, read back into the swap cache, move: slow under TCG
-READ_S = 15.0    # the reader of the moved page: a fault on a cached swap entry
+SETUP_S = 60.0  # page out, read back into the swap cache, move: slow under TCG
+READ_S = 15.0  # the reader of the moved page: a fault on a cached swap entry
 
 
 def run_move_swapcache(ctx: ScenarioContext) -> Outcome:
@@ -34,35 +35,49 @@ def run_move_swapcache(ctx: ScenarioContext) -> Outcome:
     if v.state == "error":
         return Outcome(Verdict.ERROR, f"the move victim failed: {got['error']}", got)
     if v.state == "thread_gone":  # the victim is left asleep: its exit would spin on the dead lock
-        return Outcome(Verdict.ERROR, "the thread reading the moved, swap-cached page died inside the kernel "
-                       "(its process lives on): the swap-in of the moved entry crashed", got)
+        return Outcome(
+            Verdict.ERROR,
+            "the thread reading the moved, swap-cached page died inside the kernel "
+            "(its process lives on): the swap-in of the moved entry crashed",
+            got,
+        )
     if v.state == "stuck":
-        return Outcome(Verdict.STUCK, f"the reader of the moved, swap-cached page did not return within "
-                       f"{READ_S:.0f}s", got)
+        return Outcome(
+            Verdict.STUCK, f"the reader of the moved, swap-cached page did not return within {READ_S:.0f}s", got
+        )
     if v.state == "silent":
         return Outcome(Verdict.ERROR, f"the victim reported no move within {SETUP_S:.0f}s", got)
     if got["read"] != PATTERN[:64].hex():
         return Outcome(Verdict.ERROR, "the reader of the moved page got other bytes", got)
     if got["source_after"]["present"] or got["source_after_swapped"]:
         return Outcome(Verdict.ERROR, "the source still maps the page after UFFDIO_MOVE", got)
-    return Outcome(Verdict.PASS, "UFFDIO_MOVE of a swap-cached page: the reader at the destination got its "
-                   "bytes and the source is empty", got)
+    return Outcome(
+        Verdict.PASS,
+        "UFFDIO_MOVE of a swap-cached page: the reader at the destination got its bytes and the source is empty",
+        got,
+    )
 
 
 def _move_and_read(report: victim.Report) -> None:
     uffd = uffd_with(Feature.MOVE, MOVE_FEATURE)
-    src = allocate("anon-swap", PATTERN)                     # paged out: a swap entry in the pte
-    memory.madvise(src.addr, PAGE_SIZE, "MADV_WILLNEED")     # read back into the swap cache, not mapped
+    src = allocate("anon-swap", PATTERN)  # paged out: a swap entry in the pte
+    memory.madvise(src.addr, PAGE_SIZE, "MADV_WILLNEED")  # read back into the swap cache, not mapped
     cached = _wait_cached(src.addr, 10.0)
     before = pagemap.read(src.addr)[0]
     dst = memory.mmap_anonymous(PAGE_SIZE)
     uffd.register(dst.addr, PAGE_SIZE, RegisterMode.MISSING)
     moved = uffd.move(dst.addr, src.addr, PAGE_SIZE)
     src_after, dst_after = pagemap.read(src.addr)[0], pagemap.read(dst.addr)[0]
-    report(moved=moved, source_in_swap_cache=cached, source_before=page_flags(before),
-           source_before_swapped=before.swapped, source_after=page_flags(src_after),
-           source_after_swapped=src_after.swapped, destination_swapped=dst_after.swapped,
-           destination_in_swap_cache=memory.mincore(dst.addr, PAGE_SIZE)[0])
+    report(
+        moved=moved,
+        source_in_swap_cache=cached,
+        source_before=page_flags(before),
+        source_before_swapped=before.swapped,
+        source_after=page_flags(src_after),
+        source_after_swapped=src_after.swapped,
+        destination_swapped=dst_after.swapped,
+        destination_in_swap_cache=memory.mincore(dst.addr, PAGE_SIZE)[0],
+    )
 
     def read() -> None:
         report(watch_tid=memory.gettid())

@@ -8,6 +8,7 @@ With the stale bit it raises a uffd-wp fault that nobody expects, and the writin
 handle_userfault for good: HANG is what user space sees, so that is the verdict (the supervisor rescues
 the writer by un-protecting the new range).
 """
+
 from typing import Any
 
 from uffdprobe.uffd import memory, pagemap
@@ -29,6 +30,7 @@ def mremap_fixed(old: int, length: int, new: int) -> None:
     """mremap(old, length, length, MREMAP_MAYMOVE|MREMAP_FIXED, new); OSError on failure. ctypes is loaded
     here, not with the module: the registry imports every scenario module on the guest's run path."""
     import ctypes
+
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -42,7 +44,7 @@ def mremap_fixed(old: int, length: int, new: int) -> None:
 
 def run(ctx: ScenarioContext) -> Outcome:
     uffd = Userfaultfd.open()
-    uffd.api(Feature.PAGEFAULT_FLAG_WP)          # no UFFD_FEATURE_EVENT_REMAP
+    uffd.api(Feature.PAGEFAULT_FLAG_WP)  # no UFFD_FEATURE_EVENT_REMAP
     m = allocate(ctx.memory, PATTERN)
     uffd.register(m.addr, m.length, RegisterMode.WP)
     uffd.writeprotect(m.addr, m.length, protect=True)
@@ -58,11 +60,19 @@ def run(ctx: ScenarioContext) -> Outcome:
     with watched(ctx, "write to the moved page, which nobody write-protected"):
         moved.write(0, WRITTEN)
     evidence = {"uffd_messages": [repr(x) for x in uffd.read()]}
-    if moved.read(0, len(WRITTEN)) != WRITTEN or moved.read(len(WRITTEN), 16) != PATTERN[len(WRITTEN):][:16]:
+    if moved.read(0, len(WRITTEN)) != WRITTEN or moved.read(len(WRITTEN), 16) != PATTERN[len(WRITTEN) :][:16]:
         return Outcome(Verdict.ERROR, "the moved page does not hold the old data and the new write", evidence)
     if after.uffd_wp:
         # Nobody here reads the uffd: the write got through only because the supervisor un-protected it.
-        return Outcome(Verdict.HANG, "the moved page kept its uffd-wp bit (pagemap): the write raised a WP fault "
-                       "nobody here answers and completed only once the range was un-protected", evidence)
-    return Outcome(Verdict.PASS, "mremap() without EVENT_REMAP cleared uffd-wp: the moved page showed no "
-                   "protection and a write to it, re-registered for uffd-wp, landed without a fault", evidence)
+        return Outcome(
+            Verdict.HANG,
+            "the moved page kept its uffd-wp bit (pagemap): the write raised a WP fault "
+            "nobody here answers and completed only once the range was un-protected",
+            evidence,
+        )
+    return Outcome(
+        Verdict.PASS,
+        "mremap() without EVENT_REMAP cleared uffd-wp: the moved page showed no "
+        "protection and a write to it, re-registered for uffd-wp, landed without a fault",
+        evidence,
+    )

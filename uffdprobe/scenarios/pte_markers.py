@@ -17,6 +17,7 @@ two catalogue defects of 6.1 before 6.1.8 / 6.1.11.
   copy_nonpresent_pte(). The scenario itself sees nothing wrong (the child's read works); the kernel
   log's WARNING is the answer (supervise.splat), the child's pagemap the evidence.
 """
+
 import errno
 import json
 import os
@@ -65,17 +66,27 @@ def run_hugetlb_reprotect(ctx: ScenarioContext) -> Outcome:
     if before is None or peek is None:
         return Outcome(Verdict.ERROR, f"the worker reported no read ({end})", evidence)
     if before["present"] or peek != "00" * _PEEK:
-        return Outcome(Verdict.LEAK, f"a never-touched hugetlb page protected twice is mapped before any access "
-                                     f"(pfn {before['pfn']:#x}) and reads {peek}, not zeros: the process reads "
-                                     f"memory that is not its file's; the worker then {end}", evidence)
+        return Outcome(
+            Verdict.LEAK,
+            f"a never-touched hugetlb page protected twice is mapped before any access "
+            f"(pfn {before['pfn']:#x}) and reads {peek}, not zeros: the process reads "
+            f"memory that is not its file's; the worker then {end}",
+            evidence,
+        )
     if "punched" not in steps:
-        return Outcome(Verdict.STUCK, f"fallocate(PUNCH_HOLE) of the page did not return: the worker {end}",
-                       evidence)
+        return Outcome(Verdict.STUCK, f"fallocate(PUNCH_HOLE) of the page did not return: the worker {end}", evidence)
     if steps.get("read_after_punch") != "00" * _PEEK:
-        return Outcome(Verdict.LEAK, f"the punched page reads {steps.get('read_after_punch')}, not zeros "
-                                     f"(the worker {end})", evidence)
-    return Outcome(Verdict.PASS, "protected twice, the unpopulated page stayed unmapped (a marker) and read "
-                                 "zeros; its hole was punched and it read zeros again", evidence)
+        return Outcome(
+            Verdict.LEAK,
+            f"the punched page reads {steps.get('read_after_punch')}, not zeros (the worker {end})",
+            evidence,
+        )
+    return Outcome(
+        Verdict.PASS,
+        "protected twice, the unpopulated page stayed unmapped (a marker) and read "
+        "zeros; its hole was punched and it read zeros again",
+        evidence,
+    )
 
 
 def _worker(out: int) -> None:
@@ -174,8 +185,10 @@ def run_fork_no_event(ctx: ScenarioContext) -> Outcome:
         try:
             os.close(data_r)
             entry = pagemap.read(m.addr)[0]
-            seen = {"pagemap_child": {**page_flags(entry), "swapped": entry.swapped},
-                    "child_read": m.read(0, _PEEK).hex()}
+            seen = {
+                "pagemap_child": {**page_flags(entry), "swapped": entry.swapped},
+                "child_read": m.read(0, _PEEK).hex(),
+            }
             os.write(data_w, json.dumps(seen).encode() + b"\n")
         except BaseException:  # noqa: BLE001 - the parent reports what it did not get
             code = 1
@@ -193,7 +206,13 @@ def run_fork_no_event(ctx: ScenarioContext) -> Outcome:
     seen["child_inherited_marker"] = bool(child["uffd_wp"] and not child["present"])
     if seen["child_read"] != "00" * _PEEK:
         return Outcome(Verdict.ERROR, f"the child read {seen['child_read']}, not the file's zeros", seen)
-    return Outcome(Verdict.PASS, "fork() without UFFD_FEATURE_EVENT_FORK: the child read the file's zeros "
-                                 + ("through a stale uffd-wp marker it inherited" if seen["child_inherited_marker"]
-                                    else "and inherited no uffd-wp marker"), seen)
-
+    return Outcome(
+        Verdict.PASS,
+        "fork() without UFFD_FEATURE_EVENT_FORK: the child read the file's zeros "
+        + (
+            "through a stale uffd-wp marker it inherited"
+            if seen["child_inherited_marker"]
+            else "and inherited no uffd-wp marker"
+        ),
+        seen,
+    )

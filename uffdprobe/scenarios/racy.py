@@ -6,6 +6,7 @@ try measured on an affected kernel (the table row's Race). The miss probability 
 independent, so declare the lowest rate measured (a loaded machine changes it). Where a deterministic
 trigger exists, use it.
 """
+
 import math
 import time
 from dataclasses import dataclass
@@ -20,9 +21,10 @@ TRIES, SECONDS = "tries", "race_s"
 @dataclass(frozen=True)
 class Race:
     """A racy trigger's budget and its measured hit rate (the scenario table row's `race`)."""
-    p_hit: float           #: probability that one try hits, on a kernel that has the defect
-    measured_on: str       #: where and how p_hit was measured, e.g. "stock 6.1.192: 1 hang in 19 tries"
-    tries: int = 200       #: at most this many tries per run (--param tries=N)
+
+    p_hit: float  #: probability that one try hits, on a kernel that has the defect
+    measured_on: str  #: where and how p_hit was measured, e.g. "stock 6.1.192: 1 hang in 19 tries"
+    tries: int = 200  #: at most this many tries per run (--param tries=N)
     seconds: float = 60.0  #: and no new try after this many seconds (--param race_s=S)
 
     def __post_init__(self) -> None:
@@ -59,22 +61,30 @@ def repeat(ctx: Any, trigger: Callable[[int], Optional[Outcome]], race: Optional
     seconds = float(ctx.params.get(SECONDS, race.seconds))
     started = time.monotonic()
     made = 0
-    record: Dict[str, Any] = {"tries": budget, "seconds": seconds, "p_hit": race.p_hit,
-                              "measured_on": race.measured_on}
+    record: Dict[str, Any] = {"tries": budget, "seconds": seconds, "p_hit": race.p_hit, "measured_on": race.measured_on}
     while made < budget and (made == 0 or time.monotonic() - started < seconds):
         made += 1
         ctx.note("race", {**record, "try": made})
         hit = trigger(made)
         if hit is not None and hit.verdict is not Verdict.PASS:
-            record.update(tries_made=made, hit_on_try=made, stopped_by="hit",
-                          elapsed_s=round(time.monotonic() - started, 3))
-            return Outcome(hit.verdict, f"{hit.reason} (on try {made} of {budget})",
-                           {**hit.evidence, "race": record})
+            record.update(
+                tries_made=made, hit_on_try=made, stopped_by="hit", elapsed_s=round(time.monotonic() - started, 3)
+            )
+            return Outcome(hit.verdict, f"{hit.reason} (on try {made} of {budget})", {**hit.evidence, "race": record})
     miss = miss_probability(race.p_hit, made)
     stopped = "tries" if made >= budget else "time"
-    record.update(tries_made=made, hit_on_try=None, stopped_by=stopped, miss_probability=miss,
-                  elapsed_s=round(time.monotonic() - started, 3))
+    record.update(
+        tries_made=made,
+        hit_on_try=None,
+        stopped_by=stopped,
+        miss_probability=miss,
+        elapsed_s=round(time.monotonic() - started, 3),
+    )
     why = "" if stopped == "tries" else f", stopped by the {seconds:g} s time budget"
-    return Outcome(Verdict.PASS, f"no hit in {made} of {budget} tries{why}: an affected kernel misses "
-                   f"{made} tries with probability {miss:.2g} (p_hit {race.p_hit:g} per try, measured on "
-                   f"{race.measured_on})", {"race": record})
+    return Outcome(
+        Verdict.PASS,
+        f"no hit in {made} of {budget} tries{why}: an affected kernel misses "
+        f"{made} tries with probability {miss:.2g} (p_hit {race.p_hit:g} per try, measured on "
+        f"{race.measured_on})",
+        {"race": record},
+    )

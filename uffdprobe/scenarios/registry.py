@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The scenario table, in the spirit of kselftest's uffd-unit-tests: name, question, needs, memory."""
+
 import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -7,11 +8,27 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from uffdprobe.uffd.features import KernelFeatures
 from uffdprobe.uffd.flags import Feature
 from uffdprobe.verdicts import Outcome
-from .catalogue import (CONTINUE_FALLOCATED, COPY_WP_READONLY, COW_LEAK, COW_LEAK_REVERSE, FORCED_COW_UFFD_WP,
-                        FORK_MARKER_NO_EVENT, HUGETLB_MARKER_REPROTECT, HUGETLB_PRIVATE_COW_WP, HUGETLB_UNSHARE_WP,
-                        HUGETLB_WP_NO_PGTABLE, MOVE_SWAPCACHE, MREMAP_WP_STALE, PAGEMAP_SCAN_HUGETLB_HOLE,
-                        PAGEMAP_SCAN_PMD_HOLE, PAGEMAP_SCAN_ZAPPED, RELEASE_VS_GUP, SHARED_WP_WRITENOTIFY, SWAPOFF_WP_LOOP,
-                        ZEROPAGE_SPLIT_WP)
+from .catalogue import (
+    CONTINUE_FALLOCATED,
+    COPY_WP_READONLY,
+    COW_LEAK,
+    COW_LEAK_REVERSE,
+    FORCED_COW_UFFD_WP,
+    FORK_MARKER_NO_EVENT,
+    HUGETLB_MARKER_REPROTECT,
+    HUGETLB_PRIVATE_COW_WP,
+    HUGETLB_UNSHARE_WP,
+    HUGETLB_WP_NO_PGTABLE,
+    MOVE_SWAPCACHE,
+    MREMAP_WP_STALE,
+    PAGEMAP_SCAN_HUGETLB_HOLE,
+    PAGEMAP_SCAN_PMD_HOLE,
+    PAGEMAP_SCAN_ZAPPED,
+    RELEASE_VS_GUP,
+    SHARED_WP_WRITENOTIFY,
+    SWAPOFF_WP_LOOP,
+    ZEROPAGE_SPLIT_WP,
+)
 from .defect import Defect
 from .memkinds import COW_KINDS, KINDS, MEMFD_KINDS, unavailable
 from .racy import SECONDS, TRIES, Race
@@ -23,6 +40,7 @@ WP_KINDS = KINDS + MEMFD_KINDS
 @dataclass(frozen=True)
 class Scenario:
     """One question for a kernel; `run` executes in a child process and returns an Outcome."""
+
     name: str
     question: str
     run: Callable[[Any], Outcome]
@@ -31,8 +49,8 @@ class Scenario:
     defaults: Dict[str, Any] = field(default_factory=dict)
     models: str = ""
     test_only: bool = False
-    defect: Optional[Defect] = None   #: the catalogue entry this scenario asks about, if it asks about one
-    race: Optional[Race] = None       #: a racy trigger's budget and measured hit rate (racy.repeat runs it)
+    defect: Optional[Defect] = None  #: the catalogue entry this scenario asks about, if it asks about one
+    race: Optional[Race] = None  #: a racy trigger's budget and measured hit rate (racy.repeat runs it)
 
     def __post_init__(self) -> None:
         if isinstance(self.race, Race) and isinstance(self.defaults, dict):  # --param tries=N / race_s=S
@@ -68,9 +86,29 @@ def skip_reason(s: Scenario, memory: str, kf: KernelFeatures, odirect_target: Op
 
 
 def _table() -> Dict[str, Scenario]:
-    from . import (copy_wp_readonly, cow_leak, cow_leak_reverse, harness_checks, minor_continue, move_defects, move_scan,
-                   mremap_wp, pte_markers, release_gup, scan_defects, shared_wp, swapoff_wp, umap_evict, wp_cow_inherit,
-                   wp_gup, wp_real_write, zeropage_split_wp)
+    from . import (
+        copy_wp_readonly,
+        cow_leak,
+        cow_leak_reverse,
+        harness_checks,
+        minor_continue,
+        move_defects,
+        move_scan,
+        mremap_wp,
+        pte_markers,
+        release_gup,
+        scan_defects,
+        shared_wp,
+        swapoff_wp,
+        umap_evict,
+        wp_cow_inherit,
+        wp_gup,
+        wp_real_write,
+        zeropage_split_wp,
+    )
+
+    # The table keeps one compact block per scenario, to be read as a table (not formatted as calls).
+    # fmt: off
     rows = [
         Scenario("wp-gup-vmsplice",
                  "Does vmsplice() of a uffd-write-protected page complete without a uffd fault, "
@@ -240,6 +278,7 @@ def _table() -> Dict[str, Scenario]:
                  "must keep the verdicts that arrived and report the channel lost (exit 14).",
                  harness_checks.run_close_channel, (), memory=("anon-4k",), test_only=True),
     ]
+    # fmt: on
     return {s.name: s for s in rows}
 
 
@@ -252,8 +291,11 @@ def select(names, include_test_only: bool = False):
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         public = [s.name for s in SCENARIOS.values() if not s.test_only]
-        raise KeyError(", ".join(n + "".join(f" (did you mean {m}?)" for m in difflib.get_close_matches(n, public, 1))
-                                 for n in unknown))
+        raise KeyError(
+            ", ".join(
+                n + "".join(f" (did you mean {m}?)" for m in difflib.get_close_matches(n, public, 1)) for n in unknown
+            )
+        )
     if names:
         return [SCENARIOS[n] for n in names]
     return [s for s in SCENARIOS.values() if include_test_only or not s.test_only]

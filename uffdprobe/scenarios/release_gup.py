@@ -21,6 +21,7 @@ trigger is tried again, up to `attempts` times, with a walk twice as long (timed
 reached the missing page before the close (the machine's load changed since the timing), and ERROR if
 it never landed.
 """
+
 import errno
 import threading
 import time
@@ -36,11 +37,11 @@ from .context import ScenarioContext, watched
 from .memkinds import SkipScenario
 
 DEFAULTS = {
-    "walk_mib": 64,          #: first walk length tried; doubled until the walk takes min_walk_ms
-    "max_walk_mib": 4096,    #: never more (8 MiB of page tables: the present pages are all the zero page)
-    "min_walk_ms": 100.0,    #: the walk must take this long: the close comes a quarter in, the rest is margin
-    "attempts": 5,           #: triggers tried until one close lands inside the walk
-    "close_bound_s": 4.0,    #: a close blocked this long (its task in D or R) is the hang
+    "walk_mib": 64,  #: first walk length tried; doubled until the walk takes min_walk_ms
+    "max_walk_mib": 4096,  #: never more (8 MiB of page tables: the present pages are all the zero page)
+    "min_walk_ms": 100.0,  #: the walk must take this long: the close comes a quarter in, the rest is margin
+    "attempts": 5,  #: triggers tried until one close lands inside the walk
+    "close_bound_s": 4.0,  #: a close blocked this long (its task in D or R) is the hang
 }
 
 
@@ -107,22 +108,34 @@ def _attempt(ctx: ScenarioContext, m: Mapping, walk_s: float, close_bound_s: flo
         raise RuntimeError("the populate thread did not start within 10 s")
     time.sleep(walk_s / 4)
     fault_raised_before_close = uffd.poll(0)
-    ctx.note("closing", {"ms_after_walk_start": round((time.monotonic() - gup.started_at) * 1000, 2),
-                         "fault_raised_before_close": fault_raised_before_close, "gup_tid": gup.tid})
+    ctx.note(
+        "closing",
+        {
+            "ms_after_walk_start": round((time.monotonic() - gup.started_at) * 1000, 2),
+            "fault_raised_before_close": fault_raised_before_close,
+            "gup_tid": gup.tid,
+        },
+    )
     with watched(ctx, "close(uffd) while MADV_POPULATE_READ walks its range", spin_s=close_bound_s, rescue="kill"):
         close_at = time.monotonic()
         uffd.close()
         close_s = time.monotonic() - close_at
     gup.join(30.0)
-    return {"close_started_ms_after_walk": round((close_at - gup.started_at) * 1000, 2),
-            "close_ms": round(close_s * 1000, 2),
-            "fault_raised_before_close": fault_raised_before_close,
-            # inside the walk: it began in the walk's first half (the context was released long before the
-            # walk could reach the missing page) and waited for the walk to let go of mmap_lock
-            "landed": (not fault_raised_before_close and close_at - gup.started_at <= walk_s / 2
-                       and close_s >= walk_s / 10),
-            "populate": ("still running after 30 s" if gup.is_alive() else
-                         {"ms": round((gup.ended_at - gup.started_at) * 1000, 2), "error": gup.error or None})}
+    return {
+        "close_started_ms_after_walk": round((close_at - gup.started_at) * 1000, 2),
+        "close_ms": round(close_s * 1000, 2),
+        "fault_raised_before_close": fault_raised_before_close,
+        # inside the walk: it began in the walk's first half (the context was released long before the
+        # walk could reach the missing page) and waited for the walk to let go of mmap_lock
+        "landed": (
+            not fault_raised_before_close and close_at - gup.started_at <= walk_s / 2 and close_s >= walk_s / 10
+        ),
+        "populate": (
+            "still running after 30 s"
+            if gup.is_alive()
+            else {"ms": round((gup.ended_at - gup.started_at) * 1000, 2), "error": gup.error or None}
+        ),
+    }
 
 
 def run(ctx: ScenarioContext) -> Outcome:
@@ -133,11 +146,16 @@ def run(ctx: ScenarioContext) -> Outcome:
         if exc.errno == errno.EINVAL:  # before v5.14 there is no MADV_POPULATE_READ to walk with
             raise SkipScenario("kernel lacks MADV_POPULATE_READ (v5.14+): no GUP walk to ask with") from None
         raise
-    ctx.note("walk", {"mib": m.length >> 20, "present_pages": m.length // PAGE_SIZE - 1,
-                      "walk_ms": round(walk_s * 1000, 2)})
+    ctx.note(
+        "walk", {"mib": m.length >> 20, "present_pages": m.length // PAGE_SIZE - 1, "walk_ms": round(walk_s * 1000, 2)}
+    )
     if walk_s * 1000 < p["min_walk_ms"]:
-        return Outcome(Verdict.ERROR, f"a {m.length >> 20} MiB walk takes only {walk_s * 1000:.1f} ms, "
-                       f"less than min_walk_ms={p['min_walk_ms']:g}: the close could miss it", {})
+        return Outcome(
+            Verdict.ERROR,
+            f"a {m.length >> 20} MiB walk takes only {walk_s * 1000:.1f} ms, "
+            f"less than min_walk_ms={p['min_walk_ms']:g}: the close could miss it",
+            {},
+        )
     tries = []
     for _ in range(int(p["attempts"])):
         seen = _attempt(ctx, m, walk_s, p["close_bound_s"])
@@ -155,11 +173,20 @@ def run(ctx: ScenarioContext) -> Outcome:
     if not isinstance(seen["populate"], dict):
         return Outcome(Verdict.HANG, "the close returned but MADV_POPULATE_READ did not within 30 s", evidence)
     if not seen["landed"]:
-        return Outcome(Verdict.ERROR, f"in {len(tries)} attempts the close never waited for the walk (it "
-                       f"needs >= {walk_s * 100:.0f} ms of a {walk_s * 1000:.0f} ms walk): the trigger did not "
-                       "fire, nothing was asked", evidence)
+        return Outcome(
+            Verdict.ERROR,
+            f"in {len(tries)} attempts the close never waited for the walk (it "
+            f"needs >= {walk_s * 100:.0f} ms of a {walk_s * 1000:.0f} ms walk): the trigger did not "
+            "fire, nothing was asked",
+            evidence,
+        )
     if seen["populate"]["error"]:
-        return Outcome(Verdict.ERROR, f"MADV_POPULATE_READ failed after the close: {seen['populate']['error']}",
-                       evidence)
-    return Outcome(Verdict.PASS, f"close() waited {seen['close_ms']:.0f} ms for the GUP walk to let go of "
-                   f"mmap_lock, then returned (attempt {len(tries)}); the populate completed", evidence)
+        return Outcome(
+            Verdict.ERROR, f"MADV_POPULATE_READ failed after the close: {seen['populate']['error']}", evidence
+        )
+    return Outcome(
+        Verdict.PASS,
+        f"close() waited {seen['close_ms']:.0f} ms for the GUP walk to let go of "
+        f"mmap_lock, then returned (attempt {len(tries)}); the populate completed",
+        evidence,
+    )

@@ -12,6 +12,7 @@ goes through without a uffd-wp fault (WP_LOST).
   for its huge pte yet; write-protecting it must allocate one to hold the marker (fed15f1345dc), or
   nothing is protected and the first write maps the page writable.
 """
+
 from uffdprobe.uffd import memory, pagemap
 from uffdprobe.uffd.flags import Feature, RegisterMode
 from uffdprobe.uffd.memory import MMAN, PROT_RW

@@ -5,6 +5,7 @@ FILE.py`) or from the modules an installed distribution names in the entry point
 clashes (with a built-in or another source), a bad row or a source that does not import is one line
 (UsageError, exit 2) naming the source, never a traceback.
 """
+
 import dataclasses
 import functools
 import hashlib
@@ -38,8 +39,9 @@ BUILTIN = frozenset(SCENARIOS)
 @dataclasses.dataclass
 class Source:
     """Where user scenarios came from: a file or an entry point, and the files the guest must see."""
-    kind: str                    # "file" or "entry point"
-    where: str                   # the absolute file path, or "NAME = VALUE (DISTRIBUTION VERSION)"
+
+    kind: str  # "file" or "entry point"
+    where: str  # the absolute file path, or "NAME = VALUE (DISTRIBUTION VERSION)"
     paths: Tuple[str, ...] = ()  # files a guest's `uffdprobe run` reads to load it again
     names: Tuple[str, ...] = ()
     sha256: Optional[str] = None  # a file's content hash when it was loaded
@@ -52,8 +54,8 @@ class Source:
         return {"kind": self.kind, "where": self.where, **({"sha256": self.sha256} if self.sha256 else {})}
 
 
-_LOADED: Dict[str, Source] = {}   # key: resolved file path, or "ep:" + the entry point's name = value
-_ORIGIN: Dict[str, Source] = {}   # user scenario name -> its source
+_LOADED: Dict[str, Source] = {}  # key: resolved file path, or "ep:" + the entry point's name = value
+_ORIGIN: Dict[str, Source] = {}  # user scenario name -> its source
 _IDENTITY: Dict[str, Tuple[str, str]] = {}  # user scenario name -> (file, qualname) of its run function
 
 
@@ -88,9 +90,9 @@ def origin(name: str) -> Optional[Source]:
 
 def _entry_points() -> list:
     from importlib import metadata
+
     found = metadata.entry_points()
-    group = found.select(group=ENTRY_POINT_GROUP) if hasattr(found, "select") else \
-        found.get(ENTRY_POINT_GROUP, [])
+    group = found.select(group=ENTRY_POINT_GROUP) if hasattr(found, "select") else found.get(ENTRY_POINT_GROUP, [])
     unique = {}
     for ep in group:  # a distribution seen twice on sys.path lists its entry points twice
         unique.setdefault((ep.name, ep.value), ep)
@@ -117,8 +119,10 @@ def _check_file(given: str) -> str:
     if not os.path.exists(path):
         raise UsageError(f"--scenarios-from {given}: no such file; name a Python file that defines SCENARIOS")
     if not os.path.isfile(path) or not path.endswith(".py"):
-        raise UsageError(f"--scenarios-from {given}: not a .py file; name a Python file that defines "
-                         f"SCENARIOS (a package registers through the entry point group {ENTRY_POINT_GROUP})")
+        raise UsageError(
+            f"--scenarios-from {given}: not a .py file; name a Python file that defines "
+            f"SCENARIOS (a package registers through the entry point group {ENTRY_POINT_GROUP})"
+        )
     if not os.access(path, os.R_OK):
         raise UsageError(f"--scenarios-from {given}: cannot read it; chmod a+r {path}")
     return path
@@ -145,8 +149,10 @@ def _from_file(path: str) -> Tuple[Source, List[Scenario]]:
     finally:
         sys.dont_write_bytecode = keep
     if not hasattr(module, "SCENARIOS"):
-        raise UsageError(f"{source.label}: defines no SCENARIOS; add SCENARIOS = [Scenario(...), ...] "
-                         "(from uffdprobe.scenarios.api import Scenario)")
+        raise UsageError(
+            f"{source.label}: defines no SCENARIOS; add SCENARIOS = [Scenario(...), ...] "
+            "(from uffdprobe.scenarios.api import Scenario)"
+        )
     return source, _rows(module, source)
 
 
@@ -154,8 +160,10 @@ def _rows(obj: Any, source: Source) -> List[Scenario]:
     """The Scenario rows a module (its SCENARIOS), a callable or an iterable stands for."""
     if isinstance(obj, types.ModuleType):
         if not hasattr(obj, "SCENARIOS"):
-            raise UsageError(f"{source.label}: module {obj.__name__} defines no SCENARIOS; add SCENARIOS = "
-                             "[Scenario(...), ...] or name a callable that returns them")
+            raise UsageError(
+                f"{source.label}: module {obj.__name__} defines no SCENARIOS; add SCENARIOS = "
+                "[Scenario(...), ...] or name a callable that returns them"
+            )
         obj = obj.SCENARIOS
     try:
         if callable(obj) and not isinstance(obj, Scenario):
@@ -169,13 +177,20 @@ def _rows(obj: Any, source: Source) -> List[Scenario]:
 def _checked_row(s: Any, source: Source) -> Scenario:
     """The row as the table holds it (tuples, a run that checks its Outcome), or UsageError."""
     if not isinstance(s, Scenario):
-        raise UsageError(f"{source.label}: SCENARIOS holds a {type(s).__name__}, not a Scenario "
-                         "(from uffdprobe.scenarios.api import Scenario)")
+        raise UsageError(
+            f"{source.label}: SCENARIOS holds a {type(s).__name__}, not a Scenario "
+            "(from uffdprobe.scenarios.api import Scenario)"
+        )
     bad = _fault(s)
     if bad:
         raise UsageError(f"{source.label}: scenario {s.name!r}: {bad}")
-    return dataclasses.replace(s, needs=tuple(s.needs), memory=tuple(s.memory),
-                               run=_checked_run(s.name, s.run, source), defaults=dict(s.defaults))
+    return dataclasses.replace(
+        s,
+        needs=tuple(s.needs),
+        memory=tuple(s.memory),
+        run=_checked_run(s.name, s.run, source),
+        defaults=dict(s.defaults),
+    )
 
 
 def _fault(s: Scenario) -> Optional[str]:
@@ -217,8 +232,11 @@ def _checked_run(name: str, run: Callable[[Any], Outcome], source: Source) -> Ca
         except ValueError:
             verdict = None
         if verdict is None or verdict.value not in SCENARIO_VERDICTS:
-            return Outcome(Verdict.ERROR, f"{name}: run returned verdict {out.verdict!r}; a scenario ends "
-                           f"{', '.join(SCENARIO_VERDICTS)}", plain(out.evidence))
+            return Outcome(
+                Verdict.ERROR,
+                f"{name}: run returned verdict {out.verdict!r}; a scenario ends {', '.join(SCENARIO_VERDICTS)}",
+                plain(out.evidence),
+            )
         return Outcome(verdict, str(out.reason), plain(out.evidence))
 
     checked.uffdprobe_identity = _identity(run)
@@ -243,13 +261,15 @@ def _register(key: str, source: Source, rows: Iterable[Scenario]) -> None:
             raise UsageError(f"{source.label}: defines scenario {s.name!r} twice; rename one")
         seen.add(s.name)
         if s.name in BUILTIN:
-            raise UsageError(f"{source.label}: scenario {s.name!r} clashes with uffdprobe's built-in "
-                             f"{s.name!r}; rename yours")
+            raise UsageError(
+                f"{source.label}: scenario {s.name!r} clashes with uffdprobe's built-in {s.name!r}; rename yours"
+            )
         if s.name in _ORIGIN:
             if _IDENTITY[s.name] == s.run.uffdprobe_identity:
                 continue  # the same function reached twice (its file named and its entry point installed)
-            raise UsageError(f"scenario {s.name!r} comes from both {_ORIGIN[s.name].label} and {source.label}; "
-                             "rename one")
+            raise UsageError(
+                f"scenario {s.name!r} comes from both {_ORIGIN[s.name].label} and {source.label}; rename one"
+            )
         fresh.append(s)
     source.names = tuple(s.name for s in fresh)
     for s in fresh:
@@ -265,6 +285,7 @@ def _say(exc: BaseException, path: Optional[str]) -> str:
     if isinstance(exc, SyntaxError) and exc.lineno:
         return f"{text.split(' (')[0]} ({os.path.basename(exc.filename or path or '?')} line {exc.lineno})"
     import traceback  # only for a source that failed to import
+
     frames = traceback.extract_tb(exc.__traceback__)
     mine = [f for f in frames if path and os.path.realpath(f.filename) == path] or frames[-1:]
     return f"{text} ({os.path.basename(mine[-1].filename)} line {mine[-1].lineno})" if mine else text

@@ -5,6 +5,7 @@ Before v5.13 swapoff compared swap PTEs with the uffd-wp bit still set, never fo
 retried forever. Asked only of the swap disk uffdprobe gave its own guest (osutil.swap): it is switched
 off and, whatever happened, on again before the scenario ends; any other swap is never touched.
 """
+
 import os
 import shutil
 import subprocess
@@ -34,8 +35,10 @@ def own_swap_device() -> str:
     """The guest's own swap disk, active; SkipScenario anywhere else (the host's swap is never switched off)."""
     serial = os.environ.get(swap.SERIAL_ENV)
     if not serial:
-        raise SkipScenario("swapoff is asked only of the swap disk uffdprobe attaches to its own guest "
-                           f"(${swap.SERIAL_ENV} unset: not a uffdprobe guest)")
+        raise SkipScenario(
+            "swapoff is asked only of the swap disk uffdprobe attaches to its own guest "
+            f"(${swap.SERIAL_ENV} unset: not a uffdprobe guest)"
+        )
     device = swap.device_with_serial(serial)
     if device is None or not swap.active(device):
         raise SkipScenario(f"the guest's swap disk (serial {serial}) is not active swap")
@@ -62,8 +65,9 @@ def _stack_frames(pid: int) -> List[str]:
 def _swapoff(ctx: ScenarioContext, device: str) -> dict:
     """Run swapoff DEVICE as a watched child; sample its kernel stack while it runs. Bounded."""
     started = time.monotonic()
-    proc = subprocess.Popen([_tool("swapoff"), device], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [_tool("swapoff"), device], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     frames: List[str] = []
     with watched(ctx, f"swapoff {device}", pid=proc.pid):
         try:
@@ -72,10 +76,14 @@ def _swapoff(ctx: ScenarioContext, device: str) -> dict:
                 time.sleep(0.2)
         finally:
             if proc.poll() is None:
-                proc.kill()                           # try_to_unuse() checks signals: swapoff fails with EINTR
+                proc.kill()  # try_to_unuse() checks signals: swapoff fails with EINTR
             output = proc.communicate(timeout=30)[0].decode(errors="replace").strip()
-    return {"exit": proc.returncode, "output": output, "seconds": round(time.monotonic() - started, 2),
-            "stack_frames_seen": frames}
+    return {
+        "exit": proc.returncode,
+        "output": output,
+        "seconds": round(time.monotonic() - started, 2),
+        "stack_frames_seen": frames,
+    }
 
 
 def run(ctx: ScenarioContext) -> Outcome:
@@ -87,8 +95,7 @@ def run(ctx: ScenarioContext) -> Outcome:
     uffd.register(m.addr, m.length, RegisterMode.WP)
     uffd.writeprotect(m.addr, m.length, protect=True)
     page_out(m)
-    ctx.note("pagemap_swapped_out", page_flags(pagemap.read(m.addr)[0]) | {
-        "swapped": pagemap.read(m.addr)[0].swapped})
+    ctx.note("pagemap_swapped_out", page_flags(pagemap.read(m.addr)[0]) | {"swapped": pagemap.read(m.addr)[0].swapped})
     ctx.hand_over(uffd, m.addr, m.length, rescue="unprotect")
     try:
         ran = _swapoff(ctx, device)
@@ -102,9 +109,16 @@ def run(ctx: ScenarioContext) -> Outcome:
     if m.read(0, len(PATTERN)) != PATTERN:
         return Outcome(Verdict.ERROR, "the page swapped back in does not hold its data", evidence)
     if not after.uffd_wp and ran["seconds"] >= SLOW_S:
-        return Outcome(Verdict.HANG, f"swapoff finished only after {ran['seconds']} s, once the page's protection "
-                       "was removed (the supervisor's rescue): it could not take a uffd-wp swap entry", evidence)
+        return Outcome(
+            Verdict.HANG,
+            f"swapoff finished only after {ran['seconds']} s, once the page's protection "
+            "was removed (the supervisor's rescue): it could not take a uffd-wp swap entry",
+            evidence,
+        )
     if not after.uffd_wp:
         return Outcome(Verdict.WP_LOST, "swapoff swapped the protected page in without its uffd-wp bit", evidence)
-    return Outcome(Verdict.PASS, f"swapoff {device} took the write-protected page's swap entry in "
-                   f"{ran['seconds']} s and kept its uffd-wp bit", evidence)
+    return Outcome(
+        Verdict.PASS,
+        f"swapoff {device} took the write-protected page's swap entry in {ran['seconds']} s and kept its uffd-wp bit",
+        evidence,
+    )

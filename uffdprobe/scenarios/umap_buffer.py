@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """umap's page buffer in miniature: a MISSING|WP region filled on fault from an O_DIRECT store, evictors
 that write-protect a dirty page, pwrite() it from the page itself and drop it (umap-evict's machinery)."""
+
 import collections
 import errno
 import os
@@ -74,8 +75,9 @@ def fill_store(fd: int, n_pages: int, seed: int) -> Dict[str, int]:
 class PageBuffer:
     """umap's Buffer: page states, a FIFO of resident pages, free slots; one lock and condition."""
 
-    def __init__(self, uffd: Userfaultfd, base: int, n_pages: int, slots: int, store_fd: int,
-                 knobs: Optional[dict] = None):
+    def __init__(
+        self, uffd: Userfaultfd, base: int, n_pages: int, slots: int, store_fd: int, knobs: Optional[dict] = None
+    ):
         self.uffd, self.base, self.n_pages, self.fd = uffd, base, n_pages, store_fd
         self.slots = slots
         knobs = knobs or {}
@@ -90,8 +92,15 @@ class PageBuffer:
         self.stop = threading.Event()
         self.aborted: Optional[str] = None
         self.error: Optional[str] = None
-        self.counters = {"missing_faults": 0, "wp_faults": 0, "evictions": 0, "writebacks": 0,
-                         "leaving_waits": 0, "slot_waits": 0, "untrapped_writes": 0}
+        self.counters = {
+            "missing_faults": 0,
+            "wp_faults": 0,
+            "evictions": 0,
+            "writebacks": 0,
+            "leaving_waits": 0,
+            "slot_waits": 0,
+            "untrapped_writes": 0,
+        }
 
     def addr(self, page: int) -> int:
         return self.base + page * PAGE_SIZE
@@ -199,8 +208,9 @@ class PageBuffer:
         try:
             while not self.stop.is_set():
                 with self.cond:
-                    self._wait(lambda: self.fifo and (self.free + self.leaving < self.low_free
-                                                      or self.wanting > self.leaving))
+                    self._wait(
+                        lambda: self.fifo and (self.free + self.leaving < self.low_free or self.wanting > self.leaving)
+                    )
                     page = self.fifo.popleft()
                     dirty = self.state[page] == DIRTY
                     self.state[page] = LEAVING

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """umap-evict: LLNL umap + umapsort in miniature: a MISSING|WP region filled from an O_DIRECT store,
 evictors doing WRITEPROTECT, pwrite from the page itself, MADV_DONTNEED; the array is sorted in it."""
+
 import os
 import threading
 import time
@@ -15,9 +16,17 @@ from .context import ScenarioContext, watched
 from .memkinds import SkipScenario
 from .umap_buffer import WORDS, PageBuffer, checksums, fill_store, name_thread, open_store, still_registered
 
-DEFAULTS = {"data_pages": 64, "buffer_pages": 8, "evictors": 2, "passes": 2, "seed": None,
-            "timeout_s": 90.0, "selftest_cpu_write_evict": False, "selftest_drop_dirty": False,
-            "selftest_unprotected_write": False}
+DEFAULTS = {
+    "data_pages": 64,
+    "buffer_pages": 8,
+    "evictors": 2,
+    "passes": 2,
+    "seed": None,
+    "timeout_s": 90.0,
+    "selftest_cpu_write_evict": False,
+    "selftest_drop_dirty": False,
+    "selftest_unprotected_write": False,
+}
 #: Test-only knobs. cpu_write_evict: the evictor stores into the dirty page it has write-protected
 #: (a CPU write instead of a read-GUP) while the handler waits for that eviction: a circular wait
 #: on any kernel. drop_dirty: dirty pages are dropped unwritten: real data loss the check must see.
@@ -39,15 +48,16 @@ def workload(base: int, n: int, passes: int, seed: int, done: dict) -> None:
         done["error"] = f"workload: {type(exc).__name__}: {exc}"
 
 
-def _run_threads(ctx: ScenarioContext, buf: PageBuffer, n_evictors: int, passes: int, seed: int,
-                 timeout_s: float) -> dict:
+def _run_threads(
+    ctx: ScenarioContext, buf: PageBuffer, n_evictors: int, passes: int, seed: int, timeout_s: float
+) -> dict:
     """Start handler, evictors and the workload; report progress while counters move; join all."""
     done: dict = {}
     handler = threading.Thread(target=buf.serve, name="umap-uffd", daemon=True)
-    evictors = [threading.Thread(target=buf.evict_loop, name=f"umap-evict{i}", daemon=True)
-                for i in range(n_evictors)]
-    work = threading.Thread(target=workload, name="umapsort", daemon=True,
-                            args=(buf.base, buf.n_pages * WORDS, passes, seed, done))
+    evictors = [threading.Thread(target=buf.evict_loop, name=f"umap-evict{i}", daemon=True) for i in range(n_evictors)]
+    work = threading.Thread(
+        target=workload, name="umapsort", daemon=True, args=(buf.base, buf.n_pages * WORDS, passes, seed, done)
+    )
     for t in [handler, *evictors]:
         t.start()
     with watched(ctx, "umap-evict workload"):
@@ -81,27 +91,39 @@ def _verdict(buf: PageBuffer, rescued: bool, initial: dict, done: dict, evidence
         return Outcome(Verdict.ERROR, f"harness fault: {buf.error or done['error']}", evidence)
     if rescued or buf.aborted:
         why = buf.aborted or "the VMA lost its userfaultfd flags"
-        return Outcome(Verdict.ERROR, f"region unregistered from outside (a rescue?): {why}; "
-                       "result not verified", evidence)
+        return Outcome(
+            Verdict.ERROR, f"region unregistered from outside (a rescue?): {why}; result not verified", evidence
+        )
     if done["stuck_threads"] or final is None:
         return Outcome(Verdict.ERROR, f"threads did not finish: {done['stuck_threads']}", evidence)
     bad = [k for k in ("sum", "xor") if final[k] != initial[k]]
     corrupted = bool(final["unsorted"] or bad or final["hash"] != initial["sorted_hash"])
     lost = buf.counters["untrapped_writes"]
     if lost:
-        return Outcome(Verdict.WP_LOST, f"{lost} write-protected clean page(s) differed from the store at "
-                       "eviction: writes to them went untrapped"
-                       + ("; the sorted data came out corrupted" if corrupted else ""), evidence)
+        return Outcome(
+            Verdict.WP_LOST,
+            f"{lost} write-protected clean page(s) differed from the store at "
+            "eviction: writes to them went untrapped" + ("; the sorted data came out corrupted" if corrupted else ""),
+            evidence,
+        )
     if final["unsorted"] or bad or final["hash"] != initial["sorted_hash"]:
-        return Outcome(Verdict.ERROR, f"data corrupted: {final['unsorted']} descending neighbours, "
-                       f"checksums differing: {bad or 'none'}, sorted hash "
-                       f"{'differs' if final['hash'] != initial['sorted_hash'] else 'matches'} "
-                       "(lost or stale pages on the eviction path)", evidence)
+        return Outcome(
+            Verdict.ERROR,
+            f"data corrupted: {final['unsorted']} descending neighbours, "
+            f"checksums differing: {bad or 'none'}, sorted hash "
+            f"{'differs' if final['hash'] != initial['sorted_hash'] else 'matches'} "
+            "(lost or stale pages on the eviction path)",
+            evidence,
+        )
     c = buf.counters
-    return Outcome(Verdict.PASS, f"sorted {buf.n_pages} pages {done['passes']} time(s) through "
-                   f"{buf.slots} slots: {c['missing_faults']} missing "
-                   f"and {c['wp_faults']} wp faults, {c['evictions']} evictions, "
-                   f"{c['writebacks']} writebacks, no deadlock", evidence)
+    return Outcome(
+        Verdict.PASS,
+        f"sorted {buf.n_pages} pages {done['passes']} time(s) through "
+        f"{buf.slots} slots: {c['missing_faults']} missing "
+        f"and {c['wp_faults']} wp faults, {c['evictions']} evictions, "
+        f"{c['writebacks']} writebacks, no deadlock",
+        evidence,
+    )
 
 
 def run(ctx: ScenarioContext) -> Outcome:
@@ -117,8 +139,7 @@ def run(ctx: ScenarioContext) -> Outcome:
         return Outcome(Verdict.SKIP, str(exc))
     try:
         initial = fill_store(fd, n_pages, seed)
-        ctx.note("umap", {"seed": seed, "store": store, "initial": initial,
-                          **{k: bool(p.get(k)) for k in KNOBS}})
+        ctx.note("umap", {"seed": seed, "store": store, "initial": initial, **{k: bool(p.get(k)) for k in KNOBS}})
         return _sort_through_buffer(ctx, p, fd, initial, seed)
     finally:
         os.close(fd)

@@ -11,6 +11,7 @@ reports "watch_done" once past it (a thread gone before that died in the kernel)
 other victim is killed and reaped. What the dead thread held stays held: a swapoff that has to bring its
 page back waits forever, so the scenarios using a victim come after every other swap user in the table.
 """
+
 import json
 import os
 import select
@@ -29,6 +30,7 @@ class Victim:
     """What a victim reported, and how it ended: "done", "error" (its work raised), "thread_gone" (the
     watched thread died in the kernel, the process lives on), "stuck" (the watched thread did not finish
     in time), "silent" (no report in time)."""
+
     pid: int
     state: str
     facts: Dict[str, Any] = field(default_factory=dict)

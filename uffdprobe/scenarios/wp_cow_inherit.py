@@ -7,6 +7,7 @@ real write goes through untrapped: WP_LOST. On the memfd kinds the mapping is pr
 is never COWed). On hugetlb the same question is the catalogue entry wp-hugetlb-unshare: 6.1's
 hugetlb_wp() builds the unshared copy's pte without the uffd-wp bit (fixed by 0f230bc24b6e, v6.4).
 """
+
 import os
 
 from uffdprobe.uffd import pagemap
@@ -15,7 +16,7 @@ from .common import PATTERN, fork_reader, page_flags, read_exactly, reap, wp_pag
 from .context import ScenarioContext, watched
 from .wp_real_write import trap_real_write
 
-  # Cc: stable, yet Debian's 6.1.192 does not carry it
+# Cc: stable, yet Debian's 6.1.192 does not carry it
 
 
 def run(ctx: ScenarioContext) -> Outcome:
@@ -39,8 +40,10 @@ def run(ctx: ScenarioContext) -> Outcome:
         os.close(go_w), os.close(data_r)
         status = reap(pid)
     out.evidence["sharer_exit"] = status
-    what = {True: "after the read-GUP copied the page", False: "the read-GUP did not copy the page",
-            None: "copy unknown (no PFN)"}[copied]
+    what = {
+        True: "after the read-GUP copied the page",
+        False: "the read-GUP did not copy the page",
+        None: "copy unknown (no PFN)",
+    }[copied]
     out.reason = f"{out.reason} ({what})"
     return out
-

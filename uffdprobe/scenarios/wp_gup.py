@@ -4,6 +4,7 @@
 On kernels with 17839856fd58 the read becomes a write fault and raises a uffd WP fault that the
 caller itself would have to answer: the supervisor sees the caller block and calls it HANG.
 """
+
 import os
 import stat
 import tempfile

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The control: a CPU write to a write-protected page traps with WP|WRITE, a CPU read does not."""
+
 from typing import Any, Dict
 
 from uffdprobe.uffd import pagemap
@@ -33,8 +34,7 @@ def trap_real_write(ctx: ScenarioContext, uffd, m, wait_s: float = 2.0) -> Outco
         return Outcome(Verdict.WP_LOST, "the write became visible while the page was protected", evidence)
     if not landed:
         return Outcome(Verdict.ERROR, "the write did not complete after un-protecting", evidence)
-    return Outcome(Verdict.PASS, "CPU write trapped with WP|WRITE, stayed invisible, landed on un-protect",
-                   evidence)
+    return Outcome(Verdict.PASS, "CPU write trapped with WP|WRITE, stayed invisible, landed on un-protect", evidence)
 
 
 def run(ctx: ScenarioContext) -> Outcome:
@@ -43,8 +43,11 @@ def run(ctx: ScenarioContext) -> Outcome:
         data = m.read(0, len(PATTERN))
     spurious = uffd.wait(0.2)
     if data != PATTERN or spurious:
-        return Outcome(Verdict.ERROR, "a CPU read of the protected page trapped or read wrong bytes",
-                       {"messages": [repr(x) for x in spurious]})
+        return Outcome(
+            Verdict.ERROR,
+            "a CPU read of the protected page trapped or read wrong bytes",
+            {"messages": [repr(x) for x in spurious]},
+        )
     if ctx.params.get("selftest_unprotect_first"):
         # Self-test knob: really drop the protection, so the real write below must go through untrapped.
         uffd.writeprotect(m.addr, m.length, protect=False)

@@ -4,6 +4,7 @@
 A 2 MiB range only read is mapped by the huge zero page; protect it all, un-protect one 4 KiB page (as a
 uffd-wp handler does after a fault: that splits the PMD), then write another page of the range.
 """
+
 from uffdprobe.uffd import memory, pagemap
 from uffdprobe.uffd.flags import Feature, RegisterMode
 from uffdprobe.uffd.memory import PAGE_SIZE, Mapping
@@ -39,7 +40,7 @@ def huge_zero_range() -> Mapping:
     size = thp_size()
     m = memory.mmap_anonymous(size, align=size)
     memory.madvise(m.addr, size, "MADV_HUGEPAGE")
-    memory.touch(m.addr, PAGE_SIZE)            # one read fault: the huge zero PMD, or one zero PTE
+    memory.touch(m.addr, PAGE_SIZE)  # one read fault: the huge zero PMD, or one zero PTE
     entries = pagemap.read(m.addr, size // PAGE_SIZE)
     if not all(e.present for e in entries):
         m.close()
@@ -53,9 +54,9 @@ def run(ctx: ScenarioContext) -> Outcome:
     m = huge_zero_range()
     uffd.register(m.addr, m.length, RegisterMode.WP)
     uffd.writeprotect(m.addr, m.length, protect=True)
-    other = m.addr + m.length // 2               # a page the split leaves alone
+    other = m.addr + m.length // 2  # a page the split leaves alone
     ctx.note("pagemap_other_before_split", page_flags(pagemap.read(other)[0]))
-    uffd.writeprotect(m.addr, PAGE_SIZE, protect=False)   # splits the huge zero PMD
+    uffd.writeprotect(m.addr, PAGE_SIZE, protect=False)  # splits the huge zero PMD
     ctx.note("pagemap_other_after_split", page_flags(pagemap.read(other)[0]))
     ctx.hand_over(uffd, m.addr, m.length, rescue="unprotect")
     out = trap_real_write(ctx, uffd, page_view(other))

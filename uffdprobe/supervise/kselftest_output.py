@@ -5,6 +5,7 @@ uffd-unit-tests' own "Testing NAME... done" lines (6.12's uffd-unit-tests prints
 A kselftest case is named by the "# [RUN] ..." line before its result ("vmsplice() + unmap in child ...
 with base page"): the result line's own text ("No leak from parent into child") repeats across cases.
 """
+
 import re
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -24,6 +25,7 @@ KEEP_LINES = 12
 @dataclass
 class Case:
     """One test case as the program reported it; `name` is unique within the program's output."""
+
     number: int
     name: str
     verdict: str
@@ -35,6 +37,7 @@ class Case:
 class Output:
     """A program's whole report: its cases, the plan it announced (TAP only), its own totals line, and the
     case it had started when the output ended (a crash or a kill), if any."""
+
     cases: List[Case]
     plan: Optional[int] = None
     totals: str = ""

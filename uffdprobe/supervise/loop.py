@@ -2,6 +2,7 @@
 """The one supervisor loop every Workload (protocol.py) runs under: the kernel-log window around it, its
 bound (shortened by a rescue), the wait between ticks, its tasks read at the bound, and its process group
 stopped on every way out (SIGKILL unless it ended by itself, then Bounds.grace_s for its leader)."""
+
 import signal
 import subprocess
 import time
@@ -52,8 +53,9 @@ def _watch(workload: Workload, leader: Leader, bounds: Bounds, started: float) -
             if step is Step.RESCUED:
                 deadline = min(deadline, time.monotonic() + bounds.rescue_s)
     finally:
-        ending.stopped = children.stop_group(leader, first=None if ending.ended else signal.SIGKILL,
-                                             grace=bounds.grace_s if ending.ended else 0.0)
+        ending.stopped = children.stop_group(
+            leader, first=None if ending.ended else signal.SIGKILL, grace=bounds.grace_s if ending.ended else 0.0
+        )
     return ending
 
 

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """What /proc says about a workload's process tree, as evidence: its userfaultfds (found by their
 anon_inode:[userfaultfd] fd links, counted by their fdinfo), each task's state, CPU time, syscall."""
+
 import os
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
@@ -16,6 +17,7 @@ UFFD_LINK = "anon_inode:[userfaultfd]"
 class UffdInfo:
     """One userfaultfd descriptor of the workload and its fdinfo: `pending` faults nobody has read yet,
     `total` faults waiting for an answer (read or not), `api` the API/features/ioctls line."""
+
     pid: int
     fd: int
     pending: Optional[int]
@@ -63,8 +65,11 @@ def userfaultfds(pids: List[int]) -> List[UffdInfo]:
             except OSError:
                 continue
             info = _fdinfo(pid, fd)
-            out.append(UffdInfo(pid, fd, _int(info.get("pending")), _int(info.get("total")), info.get("API"),
-                                info.get("flags")))
+            out.append(
+                UffdInfo(
+                    pid, fd, _int(info.get("pending")), _int(info.get("total")), info.get("API"), info.get("flags")
+                )
+            )
     return out
 
 

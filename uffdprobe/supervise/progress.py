@@ -8,14 +8,17 @@ total) changed; or a task outside handle_userfault sits in a timed sleep (nanosl
 which ends by itself: a handler that sleeps before it answers. A tree whose every task is in
 handle_userfault, or whose other tasks all wait without a timeout and use no CPU, shows none.
 """
+
 import os
 from typing import Dict, List, Optional, Tuple
 
 from . import procfs, tasks
 
 #: System call numbers of the sleeps that end by themselves, per machine.
-TIMED_SLEEPS = {"x86_64": {35: "nanosleep", 230: "clock_nanosleep"},
-                "aarch64": {101: "nanosleep", 115: "clock_nanosleep"}}
+TIMED_SLEEPS = {
+    "x86_64": {35: "nanosleep", 230: "clock_nanosleep"},
+    "aarch64": {101: "nanosleep", 115: "clock_nanosleep"},
+}
 
 
 def timed_sleep(syscall_line: Optional[str]) -> Optional[str]:
@@ -40,8 +43,11 @@ class Progress:
     def sample(self, now: float, snapshot: List[dict], holders: List[procfs.UffdInfo]) -> None:
         """Look at one sample (procfs.task_evidence and the tree's userfaultfds)."""
         outside = [t for t in snapshot if not tasks.in_userfault(t)]
-        signs = [f"{t['pid']}/{t['tid']} {t.get('comm')} {'runnable' if t['state'] == 'R' else 'in I/O (D)'}"
-                 for t in outside if t["state"] in ("R", "D")]
+        signs = [
+            f"{t['pid']}/{t['tid']} {t.get('comm')} {'runnable' if t['state'] == 'R' else 'in I/O (D)'}"
+            for t in outside
+            if t["state"] in ("R", "D")
+        ]
         ticks = {}
         for t in outside:
             got = procfs.cpu_ticks(t["pid"], t["tid"])
@@ -55,8 +61,12 @@ class Progress:
         if self._fdinfo is not None and fdinfo != self._fdinfo:
             signs.append("a userfaultfd's pending/total changed")
         self._fdinfo = fdinfo
-        signs += [f"{t['pid']}/{t['tid']} {t.get('comm')} in {name}, which ends by itself"
-                  for t in outside for name in [timed_sleep(t.get("syscall"))] if name]
+        signs += [
+            f"{t['pid']}/{t['tid']} {t.get('comm')} in {name}, which ends by itself"
+            for t in outside
+            for name in [timed_sleep(t.get("syscall"))]
+            if name
+        ]
         if signs:
             self.last, self.signs = now, signs
 
@@ -66,6 +76,9 @@ class Progress:
 
     def as_data(self, now: float) -> dict:
         """Evidence: how long the tree has shown no progress, and the last signs it showed."""
-        return {"no_progress_for_s": round(now - self.last, 2), "last_signs": self.signs[:8],
-                "looked_for": "a task outside handle_userfault runnable or in D, CPU time used outside "
-                              "handle_userfault, a change in any userfaultfd's fdinfo, a timed sleep"}
+        return {
+            "no_progress_for_s": round(now - self.last, 2),
+            "last_signs": self.signs[:8],
+            "looked_for": "a task outside handle_userfault runnable or in D, CPU time used outside "
+            "handle_userfault, a change in any userfaultfd's fdinfo, a timed sleep",
+        }

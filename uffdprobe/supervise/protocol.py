@@ -6,6 +6,7 @@ the kernel's selftest binaries and reads its TAP. The loop owns the bound, the c
 window, the tasks at the bound and stopping the process group; a policy owns how it starts, what it
 looks at each tick, and the rows it makes of how the run ended.
 """
+
 import enum
 import subprocess
 from dataclasses import dataclass, field
@@ -21,9 +22,10 @@ Leader = Union[int, subprocess.Popen]
 
 class Step(enum.Enum):
     """What a policy's tick decided."""
+
     GO_ON = "go on"
     RESCUED = "rescued"  # it answered the workload's faults: the run ends at most rescue_s from now
-    STOP = "stop"        # it has its verdict (STUCK): stop the workload now
+    STOP = "stop"  # it has its verdict (STUCK): stop the workload now
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Bounds:
     """The loop's bounds (seconds): total_s for the whole run, rescue_s after a rescue, poll_s the longest
     wait between ticks, grace_s for a workload that ended (or answered) by itself to be gone before its
     group is killed; `snapshot` reads its tasks from /proc at the bound, before it is killed."""
+
     total_s: float
     rescue_s: float = 0.0
     poll_s: float = 0.25
@@ -43,6 +46,7 @@ class Ending:
     """How a supervised run ended. ended: it finished (or answered) by itself; timed_out: the bound came
     first; neither: a tick stopped it, or it never started (stopped None). at_bound: its tasks at the
     bound (Bounds.snapshot), else None; took: seconds from start() to its group stopped."""
+
     ended: bool = False
     timed_out: bool = False
     at_bound: Optional[List[dict]] = None

@@ -5,6 +5,7 @@ fault: un-protect; missing: a zero page; anything else: wake), so the blocked ta
 
 Reading from the duplicate takes the message away from the workload's own reader: that is the point,
 the reader is the task that is stuck."""
+
 import errno
 import os
 from typing import List, Tuple
@@ -17,17 +18,22 @@ from . import procfs
 #: pidfd_getfd's number: the same in the generic and the x86_64 syscall tables.
 SYS_PIDFD_GETFD = 438
 
+
 def take_fd(pid: int, fd: int) -> int:
     """A duplicate, in this process, of `pid`'s descriptor `fd` (OSError when the kernel or ptrace
     access refuses it)."""
     import ctypes  # only on a rescue: the guest's run path imports this module, and ctypes costs there
+
     pidfd = os.pidfd_open(pid)
     try:
         dup = ctypes.CDLL(None, use_errno=True).syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
         if dup < 0:
             err = ctypes.get_errno()
-            raise OSError(err, f"pidfd_getfd({pid}, {fd}): {os.strerror(err)}"
-                               + (" (Linux 5.6+ is needed)" if err == errno.ENOSYS else ""))
+            raise OSError(
+                err,
+                f"pidfd_getfd({pid}, {fd}): {os.strerror(err)}"
+                + (" (Linux 5.6+ is needed)" if err == errno.ENOSYS else ""),
+            )
         return dup
     finally:
         os.close(pidfd)
@@ -80,8 +86,10 @@ def answer_pending(holders: List[procfs.UffdInfo], wait_s: float = 0.2) -> Tuple
             finally:
                 os.set_blocking(dup, blocking)
             if not msgs:
-                actions.append(f"pid {info.pid} fd {info.fd}: no unread message (read by its own reader, or by "
-                               "this rescue through another holder of the same userfaultfd)")
+                actions.append(
+                    f"pid {info.pid} fd {info.fd}: no unread message (read by its own reader, or by "
+                    "this rescue through another holder of the same userfaultfd)"
+                )
             for msg in msgs:
                 read.append(messages.as_data(msg))
                 actions.append(f"pid {info.pid} fd {info.fd}: {_answer(uffd, info.pid, msg)}")

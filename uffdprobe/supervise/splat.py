@@ -11,6 +11,7 @@ as one row of its own, KERNEL_LOG_ROW, once the run is over. Every workload's ev
 log could be read ("kernel_log"): where it cannot (the host without CAP_SYSLOG) it says why, and only the
 taint is asked.
 """
+
 from typing import Any, Dict, Optional
 
 from uffdprobe.osutil import kmsg
@@ -78,8 +79,16 @@ class SplatWatch:
             return None
         splat = splat_evidence(window)
         reason = f"the kernel logged {splat['first']} outside every workload ({self.since})"
-        return Result(KERNEL_LOG_ROW, NO_MEMORY, kind, reason,
-                      {"splat": splat, "kernel_log": self._facts(window)}, kernel, {}, None)
+        return Result(
+            KERNEL_LOG_ROW,
+            NO_MEMORY,
+            kind,
+            reason,
+            {"splat": splat, "kernel_log": self._facts(window)},
+            kernel,
+            {},
+            None,
+        )
 
     def close(self) -> None:
         self.log.close()
@@ -95,10 +104,18 @@ class SplatWatch:
         if self.log.error:
             facts["why"] = self.log.error + ": a splat would not be seen, only a new taint bit"
         else:
-            facts.update(seq_before=window.seq_before, records=window.records, first_seq=window.first_seq, last_seq=window.last_seq,
-                         lost=window.lost)
-        facts["taint"] = {"before": window.taint_before, "after": window.taint_after,
-                          "new": kmsg.taint_names(window.new_taint)}
+            facts.update(
+                seq_before=window.seq_before,
+                records=window.records,
+                first_seq=window.first_seq,
+                last_seq=window.last_seq,
+                lost=window.lost,
+            )
+        facts["taint"] = {
+            "before": window.taint_before,
+            "after": window.taint_after,
+            "new": kmsg.taint_names(window.new_taint),
+        }
         if window.taint_after is None:
             facts["taint"]["why"] = f"{kmsg.TAINTED} not readable"
         return facts
@@ -123,6 +140,11 @@ def splat_evidence(window: kmsg.Window) -> Dict[str, Any]:
         first = f"new taint {', '.join(kmsg.taint_names(window.new_taint))}"
     else:
         first = first.split("] ", 1)[-1]
-    return {"kind": kind.value, "first": first, "reports": list(window.kinds),
-            "lines": list(window.lines), "lines_cut": window.lines_cut,
-            "new_taint": kmsg.taint_names(window.new_taint)}
+    return {
+        "kind": kind.value,
+        "first": first,
+        "reports": list(window.kinds),
+        "lines": list(window.lines),
+        "lines_cut": window.lines_cut,
+        "new_taint": kmsg.taint_names(window.new_taint),
+    }

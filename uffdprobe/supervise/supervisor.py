@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Run each scenario in a child process, watch it, classify a hang, rescue it, reap everything."""
+
 import json
 import os
 import select
@@ -26,6 +27,7 @@ from uffdprobe.verdicts import Outcome, Result, Verdict
 class Limits:
     """Bounds on every wait. hang_s: blocked this long on a uffd fault means HANG; spin_s: a watched
     call whose task stays R or D this long with no uffd fault pending is HANG too (it never returns)."""
+
     hang_s: float = 2.0
     spin_s: float = 20.0
     scenario_s: float = 120.0
@@ -44,9 +46,13 @@ def _child_main(scenario: Scenario, ctx: ScenarioContext) -> None:
     except BaseException as exc:  # the supervisor turns this into ERROR with the traceback
         code = 3
         import traceback  # only on this path: every scenario child would import it for nothing
+
         try:
-            ctx.finish(Verdict.ERROR.value, f"{type(exc).__name__}: {exc}",
-                       {"traceback": traceback.format_exc().splitlines()[-12:]})
+            ctx.finish(
+                Verdict.ERROR.value,
+                f"{type(exc).__name__}: {exc}",
+                {"traceback": traceback.format_exc().splitlines()[-12:]},
+            )
         except OSError:
             pass
     finally:
@@ -58,8 +64,15 @@ class _Scenario:
     idle for hang_s is inspected (a uffd block, or a task spinning spin_s) and rescued through the uffd
     the child handed over."""
 
-    def __init__(self, scenario: Scenario, memory: str, params: Dict[str, Any], kernel: Dict[str, Any],
-                 limits: Limits, odirect_target: Optional[str]):
+    def __init__(
+        self,
+        scenario: Scenario,
+        memory: str,
+        params: Dict[str, Any],
+        kernel: Dict[str, Any],
+        limits: Limits,
+        odirect_target: Optional[str],
+    ):
         self.scenario, self.memory, self.params, self.kernel = scenario, memory, params, kernel
         self.limits, self.odirect_target = limits, odirect_target
         self.sock, self._child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -116,12 +129,14 @@ class _Scenario:
         if not blocked and not pending:
             return None
         watched = self.watching or {}
-        return {"watched_call": watched.get("what"),
-                "blocked_tasks": blocked,
-                "pending_uffd_messages": pending,
-                "all_task_states": {f"{t['pid']}/{t['tid']}": t["state"] for t in all_tasks},
-                "other_tasks": [t for t in all_tasks if t not in blocked],
-                "counters": dict(self.counters)}
+        return {
+            "watched_call": watched.get("what"),
+            "blocked_tasks": blocked,
+            "pending_uffd_messages": pending,
+            "all_task_states": {f"{t['pid']}/{t['tid']}": t["state"] for t in all_tasks},
+            "other_tasks": [t for t in all_tasks if t not in blocked],
+            "counters": dict(self.counters),
+        }
 
     def spinning(self, spin_s: float) -> Optional[Dict[str, Any]]:
         """Evidence when the watched task has stayed runnable or in D, outside handle_userfault, for
@@ -134,10 +149,17 @@ class _Scenario:
         if not self.states or time.monotonic() - self.last_activity < spin_s:
             return None
         others = [tasks.described_off_cpu(p, t) for p, t in tasks.thread_ids(self.pid) if t != tid]
-        return {"watched_call": self.watching.get("what"), "blocked_tasks": [], "pending_uffd_messages": [],
-                "spinning_task": tasks.describe(pid, tid), "states_sampled": "".join(self.states),
-                "all_task_states": {f"{t['pid']}/{t['tid']}": t["state"] for t in tasks.all_tasks(self.pid)},
-                "other_tasks": others, "spin_s": spin_s, "counters": dict(self.counters)}
+        return {
+            "watched_call": self.watching.get("what"),
+            "blocked_tasks": [],
+            "pending_uffd_messages": [],
+            "spinning_task": tasks.describe(pid, tid),
+            "states_sampled": "".join(self.states),
+            "all_task_states": {f"{t['pid']}/{t['tid']}": t["state"] for t in tasks.all_tasks(self.pid)},
+            "other_tasks": others,
+            "spin_s": spin_s,
+            "counters": dict(self.counters),
+        }
 
     def rescue(self) -> str:
         """Answer the fault through the child's own uffd so its blocked task can finish."""
@@ -164,8 +186,10 @@ class _Scenario:
         pid = os.fork()
         if pid == 0:
             self.sock.close()
-            _child_main(self.scenario, ScenarioContext(self._child_sock, self.memory, self.params,
-                                                       self.odirect_target, self.scenario.race))
+            _child_main(
+                self.scenario,
+                ScenarioContext(self._child_sock, self.memory, self.params, self.odirect_target, self.scenario.race),
+            )
         self._child_sock.close()
         self.pid = pid
         return pid
@@ -213,19 +237,28 @@ class _Scenario:
             self.uffd.close()
 
 
-def run_one(scenario: Scenario, memory: str, params: Dict[str, Any], kernel: Dict[str, Any],
-            limits: Limits, odirect_target: Optional[str] = None, splats: Optional[SplatWatch] = None) -> Result:
+def run_one(
+    scenario: Scenario,
+    memory: str,
+    params: Dict[str, Any],
+    kernel: Dict[str, Any],
+    limits: Limits,
+    odirect_target: Optional[str] = None,
+    splats: Optional[SplatWatch] = None,
+) -> Result:
     """Fork, run, watch, rescue, reap; exactly one Result (with `splats`, judged by the kernel log too)."""
     policy = _Scenario(scenario, memory, params, kernel, limits, odirect_target)
     try:
-        return supervise(policy, Bounds(total_s=limits.scenario_s, rescue_s=limits.rescue_s, poll_s=0.5,
-                                        grace_s=5.0), splats)[0]
+        return supervise(
+            policy, Bounds(total_s=limits.scenario_s, rescue_s=limits.rescue_s, poll_s=0.5, grace_s=5.0), splats
+        )[0]
     finally:
         policy.close()
 
 
-def _decide(w: _Scenario, timed_out: bool, stuck: Optional[List[dict]], reaped: Dict[str, Any],
-            duration: float) -> Result:
+def _decide(
+    w: _Scenario, timed_out: bool, stuck: Optional[List[dict]], reaped: Dict[str, Any], duration: float
+) -> Result:
     """The one verdict: a rescued block is HANG; otherwise the child's own conclusion, or ERROR."""
     limits = w.limits
     child = w.reported or {}
@@ -243,8 +276,10 @@ def _decide(w: _Scenario, timed_out: bool, stuck: Optional[List[dict]], reaped: 
         what = w.hang["watched_call"] or "the workload"
         if "spinning_task" in w.hang:
             state = w.hang["spinning_task"]["state"]
-            reason = (f"{what} never returned: its task stayed {state} for > {w.hang['spin_s']:g}s outside "
-                      "handle_userfault with no uffd fault pending (a kernel livelock or wedge)")
+            reason = (
+                f"{what} never returned: its task stayed {state} for > {w.hang['spin_s']:g}s outside "
+                "handle_userfault with no uffd fault pending (a kernel livelock or wedge)"
+            )
         else:
             where = f"{len(blocked)} task(s) in handle_userfault" if blocked else "a uffd fault pending"
             reason = f"{what} blocked > {limits.hang_s:g}s: {where}, nobody to answer"
@@ -265,9 +300,14 @@ def _decide(w: _Scenario, timed_out: bool, stuck: Optional[List[dict]], reaped: 
     return Result(w.scenario.name, w.memory, verdict, reason, evidence, w.kernel, w.params, round(duration, 3))
 
 
-def run_many(plan: Iterable[tuple], kernel: Dict[str, Any], limits: Limits,
-             odirect_target: Optional[str], on_result: Callable[[Result], None],
-             splats: Optional[SplatWatch] = None) -> List[Result]:
+def run_many(
+    plan: Iterable[tuple],
+    kernel: Dict[str, Any],
+    limits: Limits,
+    odirect_target: Optional[str],
+    on_result: Callable[[Result], None],
+    splats: Optional[SplatWatch] = None,
+) -> List[Result]:
     """Run (scenario, memory, params, skip_reason) items in order; on_result sees each as it lands. With
     `splats`, the kernel log around each run judges it too (WARN/OOPS for a splat while it ran)."""
     results = []

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """What a blocked task is doing: state, wchan and kernel stack from /proc, as evidence."""
+
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -24,7 +25,8 @@ def describe(pid: int, tid: int) -> Dict[str, object]:
     """State, wchan and kernel stack (when readable) of one task."""
     stack = _read(f"/proc/{pid}/task/{tid}/stack")
     return {
-        "pid": pid, "tid": tid,
+        "pid": pid,
+        "tid": tid,
         "comm": _read(f"/proc/{pid}/task/{tid}/comm"),
         "state": task_state(pid, tid),
         "wchan": _read(f"/proc/{pid}/task/{tid}/wchan"),
@@ -36,6 +38,7 @@ def described_off_cpu(pid: int, tid: int, tries: int = 20, pause_s: float = 0.05
     """describe(), sampled up to `tries` times until the kernel stack reads non-empty: a task running on
     another CPU shows no stack and no wchan, so a spinning task is caught while it is scheduled out."""
     import time
+
     info = describe(pid, tid)
     for _ in range(tries - 1):
         if info.get("stack") or info.get("state") not in ("R",):
@@ -55,6 +58,7 @@ def in_userfault(info: Dict[str, object]) -> bool:
 def family(pid: int) -> List[int]:
     """`pid` and all its descendants that still exist."""
     import psutil  # only when a hang is inspected: a guest run that never hangs never pays for psutil
+
     try:
         proc = psutil.Process(pid)
         return [pid] + [c.pid for c in proc.children(recursive=True)]

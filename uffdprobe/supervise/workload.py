@@ -11,6 +11,7 @@ rescue_s after the last answer to finish, else it is killed. STUCK: a task stays
 tree is killed. PASS: exit 0. FAIL: any other exit, with the tail of its output. ERROR: it could not be
 started, or it ran past total_s without any task stuck. stdout and stderr come back bounded.
 """
+
 import os
 import signal
 import subprocess
@@ -38,6 +39,7 @@ class ExecLimits:
     """Bounds of one program run (seconds): hang_s in handle_userfault with faults unanswered is HANG;
     stuck_s in D elsewhere, or spinning, is STUCK; total_s for the whole run; rescue_s after the last
     answer of a rescue; output_bytes kept of stdout and of stderr each (half head, half tail)."""
+
     hang_s: float = 2.0
     stuck_s: float = 30.0
     total_s: float = 300.0
@@ -75,10 +77,16 @@ class _Tracker:
     def stuck_for(self, now: float, seconds: float, uffd_s: float) -> List[Tuple[Tuple[int, int], str]]:
         """Tasks stuck outside a uffd wait for `seconds`, or in one for `uffd_s` (past the hang limit too, so
         the HANG rule had its turn: no userfaultfd of the tree has the fault), and how."""
-        out = [(k, "D (uninterruptible) outside handle_userfault") for k, since in self.dstate.items()
-               if now - since >= seconds]
-        out += [(k, "in handle_userfault, but no userfaultfd of the workload has an unanswered fault")
-                for k, since in self.uffd.items() if now - since >= uffd_s]
+        out = [
+            (k, "D (uninterruptible) outside handle_userfault")
+            for k, since in self.dstate.items()
+            if now - since >= seconds
+        ]
+        out += [
+            (k, "in handle_userfault, but no userfaultfd of the workload has an unanswered fault")
+            for k, since in self.uffd.items()
+            if now - since >= uffd_s
+        ]
         for key, (since, ticks) in self.running.items():
             if now - since < seconds:
                 continue
@@ -89,8 +97,13 @@ class _Tracker:
             user, system = (after[0] - ticks[0]) / hz, (after[1] - ticks[1]) / hz
             if user + system >= SPIN_CPU_SHARE * (now - since):
                 where = "in the kernel" if system > user else "in user space"
-                out.append((key, f"runnable for {now - since:.1f}s, spinning {where} "
-                                 f"(user {user:.1f}s, system {system:.1f}s of CPU)"))
+                out.append(
+                    (
+                        key,
+                        f"runnable for {now - since:.1f}s, spinning {where} "
+                        f"(user {user:.1f}s, system {system:.1f}s of CPU)",
+                    )
+                )
         return out
 
 
@@ -126,8 +139,16 @@ class _Program:
     """A program as a Workload (protocol.py): its output into files, its process tree sampled each tick
     (HANG with a rescue, STUCK), its exit status the verdict otherwise."""
 
-    def __init__(self, name: str, argv: List[str], kernel: Dict[str, Any], limits: ExecLimits,
-                 cwd: Optional[str], env: Optional[Dict[str, str]], logs: str):
+    def __init__(
+        self,
+        name: str,
+        argv: List[str],
+        kernel: Dict[str, Any],
+        limits: ExecLimits,
+        cwd: Optional[str],
+        env: Optional[Dict[str, str]],
+        logs: str,
+    ):
         self.name, self.argv, self.kernel, self.limits, self.cwd, self.env = name, argv, kernel, limits, cwd, env
         self.params = {"argv": list(argv), "cwd": cwd or os.getcwd()}
         self.out_path, self.err_path = os.path.join(logs, "stdout"), os.path.join(logs, "stderr")
@@ -144,8 +165,15 @@ class _Program:
     def start(self) -> Optional[subprocess.Popen]:
         try:
             with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-                self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
-                                             stdout=out, stderr=err, start_new_session=True)
+                self.proc = subprocess.Popen(
+                    self.argv,
+                    cwd=self.cwd,
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                )
         except OSError as exc:
             self.cannot = f"cannot run {self.argv[0]}: {exc.strerror or exc}"
         return self.proc
@@ -162,8 +190,12 @@ class _Program:
         holders = procfs.userfaultfds(sorted({t["pid"] for t in snapshot}))
         self.moving.sample(now, snapshot, holders)
         blocked = track.in_uffd_for(now, limits.hang_s)
-        if blocked and any(h.unanswered for h in holders) and self.moving.quiet_for(now) >= limits.hang_s \
-                and len(self.answered) < MAX_ANSWERS:  # nobody will answer: only now is it ours to answer
+        if (
+            blocked
+            and any(h.unanswered for h in holders)
+            and self.moving.quiet_for(now) >= limits.hang_s
+            and len(self.answered) < MAX_ANSWERS
+        ):  # nobody will answer: only now is it ours to answer
             if self.hang is None:
                 self.hang = _hang_evidence(snapshot, blocked)
                 self.hang["progress"] = self.moving.as_data(now)
@@ -184,16 +216,31 @@ class _Program:
 
     def result(self, ending: Ending) -> Result:
         if self.proc is None or ending.stopped is None:
-            return Result(self.name, NO_MEMORY, Verdict.ERROR, str(self.cannot), {"argv": list(self.argv)},
-                          self.kernel, self.params, ending.took)
+            return Result(
+                self.name,
+                NO_MEMORY,
+                Verdict.ERROR,
+                str(self.cannot),
+                {"argv": list(self.argv)},
+                self.kernel,
+                self.params,
+                ending.took,
+            )
         proc, evidence, limits = self.proc, self.evidence, self.limits
         verdict: Optional[Verdict] = None
         reason = ""
         if self.stuck is not None:
             verdict, reason = self.stuck
         elif self.hang is not None:
-            verdict, reason = _hanged(evidence, self.hang, self.answered, self.actions,
-                                      proc.returncode if ending.ended else None, ending.at_bound, limits)
+            verdict, reason = _hanged(
+                evidence,
+                self.hang,
+                self.answered,
+                self.actions,
+                proc.returncode if ending.ended else None,
+                ending.at_bound,
+                limits,
+            )
         elif ending.timed_out:
             evidence["tasks"] = ending.at_bound
             states = ", ".join(f"{t['pid']}/{t['tid']} {t['state']}" for t in evidence["tasks"] or [])
@@ -217,20 +264,28 @@ class _Program:
         return [judged]
 
 
-def run_program(name: str, argv: List[str], kernel: Dict[str, Any], limits: ExecLimits,
-                cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None,
-                splats: Optional[SplatWatch] = None) -> Result:
+def run_program(
+    name: str,
+    argv: List[str],
+    kernel: Dict[str, Any],
+    limits: ExecLimits,
+    cwd: Optional[str] = None,
+    env: Optional[Dict[str, str]] = None,
+    splats: Optional[SplatWatch] = None,
+) -> Result:
     """Run argv under the supervisor; exactly one Result (scenario `name`, memory NO_MEMORY). With
     `splats`, the kernel log around the run judges it too (WARN/OOPS for a splat while it ran)."""
     with tempfile.TemporaryDirectory(prefix=lifetime.temp_prefix("exec")) as logs:
-        bounds = Bounds(total_s=limits.total_s, rescue_s=limits.rescue_s, poll_s=POLL_S,
-                        snapshot=procfs.task_evidence)
+        bounds = Bounds(total_s=limits.total_s, rescue_s=limits.rescue_s, poll_s=POLL_S, snapshot=procfs.task_evidence)
         return supervise(_Program(name, argv, kernel, limits, cwd, env, logs), bounds, splats)[0]
 
 
 def _exit_facts(status: Optional[int], ended: children.Stopped) -> Dict[str, Any]:
-    facts: Dict[str, Any] = {"status": status, "killed": ended.killed or (status is not None and status < 0),
-                             "stragglers_killed": ended.stragglers}
+    facts: Dict[str, Any] = {
+        "status": status,
+        "killed": ended.killed or (status is not None and status < 0),
+        "stragglers_killed": ended.stragglers,
+    }
     if not ended.reaped:
         facts["unkillable"] = "SIGKILL did not end it within 10s (a task in an unkillable sleep)"
     return facts
@@ -238,9 +293,12 @@ def _exit_facts(status: Optional[int], ended: children.Stopped) -> Dict[str, Any
 
 def _hang_evidence(snapshot: List[dict], blocked: List[tuple]) -> Dict[str, Any]:
     keys = set(blocked)
-    return {"watched_call": "the program", "pending_uffd_messages": [],
-            "blocked_tasks": [t for t in snapshot if (t["pid"], t["tid"]) in keys],
-            "all_task_states": {f"{t['pid']}/{t['tid']}": t["state"] for t in snapshot}}
+    return {
+        "watched_call": "the program",
+        "pending_uffd_messages": [],
+        "blocked_tasks": [t for t in snapshot if (t["pid"], t["tid"]) in keys],
+        "all_task_states": {f"{t['pid']}/{t['tid']}": t["state"] for t in snapshot},
+    }
 
 
 def _hanged(evidence, hang, answered, actions, status, at_kill, limits) -> Tuple[Verdict, str]:
@@ -249,20 +307,27 @@ def _hanged(evidence, hang, answered, actions, status, at_kill, limits) -> Tuple
     if faults:
         evidence["fault_address"] = faults[0]["address"]
     n = len(hang["blocked_tasks"])
-    what = ", ".join(f"{m['address']} {'|'.join(m.get('flags') or ['MISSING'])}" for m in faults[:4]) or \
-        "no message could be read"
+    what = (
+        ", ".join(f"{m['address']} {'|'.join(m.get('flags') or ['MISSING'])}" for m in faults[:4])
+        or "no message could be read"
+    )
     if status is not None:
-        evidence["rescue"] = (f"rescued through pidfd_getfd: {len(faults)} fault(s) answered ({what}); the "
-                              f"program then exited {status}")
+        evidence["rescue"] = (
+            f"rescued through pidfd_getfd: {len(faults)} fault(s) answered ({what}); the program then exited {status}"
+        )
         evidence["rescued"] = True
     else:
-        evidence["rescue"] = (f"not rescued: {len(faults)} fault(s) answered ({what}), still not done "
-                              f"{limits.rescue_s:g}s after the last answer: killed and reaped")
+        evidence["rescue"] = (
+            f"not rescued: {len(faults)} fault(s) answered ({what}), still not done "
+            f"{limits.rescue_s:g}s after the last answer: killed and reaped"
+        )
         evidence["rescued"] = False
         evidence["tasks_at_kill"] = at_kill
     quiet = hang.get("progress", {}).get("no_progress_for_s")
-    reason = (f"{n} task(s) blocked > {limits.hang_s:g}s in handle_userfault with unanswered faults ({what}), "
-              f"no progress in the tree for {quiet}s; " + ("rescued" if status is not None else "not rescued, killed"))
+    reason = (
+        f"{n} task(s) blocked > {limits.hang_s:g}s in handle_userfault with unanswered faults ({what}), "
+        f"no progress in the tree for {quiet}s; " + ("rescued" if status is not None else "not rescued, killed")
+    )
     return Verdict.HANG, reason
 
 
@@ -273,7 +338,9 @@ def _stuck(evidence, snapshot, stuck, limits) -> Tuple[Verdict, str]:
     evidence["tasks"] = snapshot
     evidence["userfaultfds"] = [h.as_data() for h in procfs.userfaultfds(sorted({t["pid"] for t in snapshot}))]
     first = chosen[0] if chosen else {}
-    reason = (f"{len(chosen)} task(s) stuck > {limits.stuck_s:g}s outside a uffd wait: {first.get('pid')}/"
-              f"{first.get('tid')} {first.get('comm')} {first.get('stuck')} (wchan {first.get('wchan') or '?'}): "
-              "killed")
+    reason = (
+        f"{len(chosen)} task(s) stuck > {limits.stuck_s:g}s outside a uffd wait: {first.get('pid')}/"
+        f"{first.get('tid')} {first.get('comm')} {first.get('stuck')} (wchan {first.get('wchan') or '?'}): "
+        "killed"
+    )
     return Verdict.STUCK, reason

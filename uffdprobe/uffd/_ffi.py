@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The compiled cffi module and the header constants it carries, as a dict per group."""
+
 from typing import Dict, Tuple
 
 from ._native import ffi, lib

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """MISSING faults served per second: the Python handler through the bindings next to a C handler."""
+
 import os
 import shutil
 import subprocess
@@ -31,8 +32,11 @@ class Rate:
 
 def python_rate(pages: int) -> Rate:
     """One C faulting thread (GIL released) touches `pages` fresh pages; a Python thread copies each in."""
-    with Userfaultfd.open() as uffd, memory.mmap_anonymous(pages * PAGE_SIZE) as area, \
-            memory.mmap_anonymous(PAGE_SIZE) as src:
+    with (
+        Userfaultfd.open() as uffd,
+        memory.mmap_anonymous(pages * PAGE_SIZE) as area,
+        memory.mmap_anonymous(PAGE_SIZE) as src,
+    ):
         uffd.api()
         src.write(0, b"\x5a" * PAGE_SIZE)
         uffd.register(area.addr, area.length, RegisterMode.MISSING)
@@ -72,8 +76,7 @@ def c_rate(pages: int) -> Rate:
     built = datafiles.native() / "bench_missing"
     with tempfile.TemporaryDirectory(prefix="uffdprobe-bench-") as tmp:
         exe = str(built) if os.access(built, os.X_OK) else _compile(tmp)
-        out = subprocess.run([exe, str(pages)], check=True, capture_output=True, text=True,
-                             timeout=120).stdout.split()
+        out = subprocess.run([exe, str(pages)], check=True, capture_output=True, text=True, timeout=120).stdout.split()
     return Rate("c", int(out[0]), float(out[1]))
 
 
@@ -82,8 +85,9 @@ def _compile(tmp: str) -> str:
     if cc is None:
         raise UsageError("bench compiles its C handler here and finds no C compiler: apt-get install gcc")
     exe = os.path.join(tmp, "bench_missing")
-    subprocess.run([cc, "-O2", "-pthread", "-o", exe, str(datafiles.native() / "bench_missing.c")],
-                   check=True, timeout=120)
+    subprocess.run(
+        [cc, "-O2", "-pthread", "-o", exe, str(datafiles.native() / "bench_missing.c")], check=True, timeout=120
+    )
     return exe
 
 
@@ -95,8 +99,10 @@ def compare(pages: int = 20000, rounds: int = 3) -> str:
         py.append(python_rate(pages))
     best_py = max(r.per_second for r in py)
     best_c = max(r.per_second for r in c)
-    lines = [f"MISSING faults served per second, {pages} pages x {rounds} rounds (best of each):",
-             f"  C handler      {best_c:12,.0f}/s   rounds: " + ", ".join(f"{r.per_second:,.0f}" for r in c),
-             f"  Python handler {best_py:12,.0f}/s   rounds: " + ", ".join(f"{r.per_second:,.0f}" for r in py),
-             f"  ratio Python/C {best_py / best_c:12.2f}   (goal: >= 0.50)"]
+    lines = [
+        f"MISSING faults served per second, {pages} pages x {rounds} rounds (best of each):",
+        f"  C handler      {best_c:12,.0f}/s   rounds: " + ", ".join(f"{r.per_second:,.0f}" for r in c),
+        f"  Python handler {best_py:12,.0f}/s   rounds: " + ", ".join(f"{r.per_second:,.0f}" for r in py),
+        f"  ratio Python/C {best_py / best_c:12.2f}   (goal: >= 0.50)",
+    ]
     return "\n".join(lines)

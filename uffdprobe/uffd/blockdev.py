@@ -11,6 +11,7 @@ finds nothing (exit 2), `wipefs` lists no signature (it lists all of them, where
 two: exit 8, "ambivalent"), and none of the common magics below is on the device. A probe that
 fails, times out, is ambivalent or is not installed leaves the device refused.
 """
+
 import os
 import shutil
 import subprocess
@@ -23,9 +24,9 @@ MAGICS = [
     (0x438, b"\x53\xef", "an ext2/3/4 filesystem"),
     (0, b"XFSB", "an xfs filesystem"),
     (0x10040, b"_BHRfS_M", "a btrfs filesystem"),
-    (0x1fe, b"\x55\xaa", "a dos partition table or boot sector"),
+    (0x1FE, b"\x55\xaa", "a dos partition table or boot sector"),
     (0x200, b"EFI PART", "a gpt partition table"),
-    (0xff6, b"SWAPSPACE2", "swap space"),
+    (0xFF6, b"SWAPSPACE2", "swap space"),
     (0, b"LUKS\xba\xbe", "a LUKS volume"),
     (0x218, b"LVM2 001", "an LVM physical volume"),
 ]
@@ -139,7 +140,7 @@ def _magic(device: str) -> Optional[str]:
     with open(device, "rb") as f:
         head = f.read(0x10100)
     for offset, magic, what in MAGICS:
-        if head[offset:offset + len(magic)] == magic:
+        if head[offset : offset + len(magic)] == magic:
             return f"it holds {what} (magic at byte {offset})"
     return None
 

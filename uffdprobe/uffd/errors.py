@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """OSError subclasses for userfaultfd and memory calls: errno, the failing call and its range."""
+
 import errno as _errno
 import os
 from typing import Optional
@@ -8,8 +9,15 @@ from typing import Optional
 class UffdError(OSError):
     """A failed userfaultfd or memory call; `call`, `start`, `length` and `done` say which and how far."""
 
-    def __init__(self, err: int, call: str, start: Optional[int] = None,
-                 length: Optional[int] = None, done: Optional[int] = None, hint: str = ""):
+    def __init__(
+        self,
+        err: int,
+        call: str,
+        start: Optional[int] = None,
+        length: Optional[int] = None,
+        done: Optional[int] = None,
+        hint: str = "",
+    ):
         where = f" on [{start:#x}, +{length:#x})" if start is not None and length is not None else ""
         partial = f" after {done} bytes" if done else ""
         text = f"{call}{where}: {os.strerror(err)}{partial}" + (f" ({hint})" if hint else "")
@@ -57,7 +65,13 @@ _BY_ERRNO = {
 }
 
 
-def error_for(err: int, call: str, start: Optional[int] = None, length: Optional[int] = None,
-              done: Optional[int] = None, hint: str = "") -> UffdError:
+def error_for(
+    err: int,
+    call: str,
+    start: Optional[int] = None,
+    length: Optional[int] = None,
+    done: Optional[int] = None,
+    hint: str = "",
+) -> UffdError:
     """The UffdError subclass that carries this errno's documented meaning."""
     return _BY_ERRNO.get(err, UffdError)(err, call, start, length, done, hint)

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """What the running kernel offers: uffd API features and ioctls, access paths, THP, identity."""
+
 import errno
 import gzip
 import hashlib
@@ -32,8 +33,12 @@ def kernel_identity() -> Dict[str, Optional[str]]:
     except (OSError, EOFError):
         pass
     uname = os.uname()  # what platform.release()/machine() return, without importing platform
-    return {"release": uname.release, "version": _read("/proc/version"),
-            "config_sha256": config, "machine": uname.machine}
+    return {
+        "release": uname.release,
+        "version": _read("/proc/version"),
+        "config_sha256": config,
+        "machine": uname.machine,
+    }
 
 
 def thp_mode() -> Optional[str]:
@@ -47,6 +52,7 @@ def thp_mode() -> Optional[str]:
 @dataclass
 class KernelFeatures:
     """A fingerprint of the running kernel's userfaultfd support, probed on throwaway fds."""
+
     kernel: Dict[str, Optional[str]]
     uffd_error: Optional[str] = None
     uffd_errno: Optional[int] = None
@@ -54,7 +60,7 @@ class KernelFeatures:
     api_ioctls: List[str] = field(default_factory=list)
     anon_ioctls: Dict[str, List[str]] = field(default_factory=dict)
     shmem_ioctls: Dict[str, List[str]] = field(default_factory=dict)  #: the same on a shared memfd page
-    pagemap_scan: str = "not probed"   #: "available", or why PAGEMAP_SCAN cannot be asked (before 6.7)
+    pagemap_scan: str = "not probed"  #: "available", or why PAGEMAP_SCAN cannot be asked (before 6.7)
     dev_userfaultfd: str = "absent"
     unprivileged_userfaultfd: Optional[str] = None
     thp: Optional[str] = None
@@ -76,10 +82,14 @@ def _dev_state() -> str:
 
 def probe() -> KernelFeatures:
     """Open throwaway userfaultfds and record what the kernel grants; never raises for a missing feature."""
-    kf = KernelFeatures(kernel=kernel_identity(), dev_userfaultfd=_dev_state(),
-                        unprivileged_userfaultfd=_read("/proc/sys/vm/unprivileged_userfaultfd"),
-                        thp=thp_mode(), absent_from_headers=absent_from_headers(),
-                        pagemap_scan=scan_unsupported() or "available")
+    kf = KernelFeatures(
+        kernel=kernel_identity(),
+        dev_userfaultfd=_dev_state(),
+        unprivileged_userfaultfd=_read("/proc/sys/vm/unprivileged_userfaultfd"),
+        thp=thp_mode(),
+        absent_from_headers=absent_from_headers(),
+        pagemap_scan=scan_unsupported() or "available",
+    )
     try:
         with Userfaultfd.open() as uffd:
             info = uffd.api()
@@ -89,8 +99,11 @@ def probe() -> KernelFeatures:
     kf.feature_bits = int(info.available)
     kf.features = names(info.available)
     kf.api_ioctls = names(info.ioctls)
-    modes = {"MISSING": RegisterMode.MISSING, "WP": RegisterMode.WP,
-             "MISSING|WP": RegisterMode.MISSING | RegisterMode.WP}
+    modes = {
+        "MISSING": RegisterMode.MISSING,
+        "WP": RegisterMode.WP,
+        "MISSING|WP": RegisterMode.MISSING | RegisterMode.WP,
+    }
     if "MINOR" in RegisterMode.__members__:
         modes["MINOR"] = RegisterMode.MINOR
     for label, mode in modes.items():
@@ -102,7 +115,9 @@ def probe() -> KernelFeatures:
 def _register_probe(mode: RegisterMode, available: Feature, shmem: bool = False) -> List[str]:
     """The ioctls UFFDIO_REGISTER grants on one anonymous page (or one page of a memfd mapped shared) in
     `mode`, or why it refused."""
-    wanted = Feature.PAGEFAULT_FLAG_WP if mode & RegisterMode.WP and available & Feature.PAGEFAULT_FLAG_WP else Feature(0)
+    wanted = (
+        Feature.PAGEFAULT_FLAG_WP if mode & RegisterMode.WP and available & Feature.PAGEFAULT_FLAG_WP else Feature(0)
+    )
     try:
         with Userfaultfd.open() as uffd, _probe_page(shmem) as page:
             uffd.api(wanted)
@@ -126,11 +141,13 @@ def _probe_page(shmem: bool) -> Mapping:
 def format_text(kf: KernelFeatures) -> str:
     """The `uffdprobe features` report, one fact a line."""
     k = kf.kernel
-    lines = [f"kernel: {k['release']} ({k['machine']})",
-             f"config: sha256 {k['config_sha256']}" if k["config_sha256"] else "config: /proc/config.gz not exposed",
-             f"/dev/userfaultfd: {kf.dev_userfaultfd}",
-             f"vm.unprivileged_userfaultfd: {kf.unprivileged_userfaultfd if kf.unprivileged_userfaultfd is not None else 'absent'}",
-             f"transparent hugepages: {kf.thp or 'not available'}"]
+    lines = [
+        f"kernel: {k['release']} ({k['machine']})",
+        f"config: sha256 {k['config_sha256']}" if k["config_sha256"] else "config: /proc/config.gz not exposed",
+        f"/dev/userfaultfd: {kf.dev_userfaultfd}",
+        f"vm.unprivileged_userfaultfd: {kf.unprivileged_userfaultfd if kf.unprivileged_userfaultfd is not None else 'absent'}",
+        f"transparent hugepages: {kf.thp or 'not available'}",
+    ]
     if kf.uffd_error:
         lines.append(f"userfaultfd: unavailable: {kf.uffd_error}")
     else:

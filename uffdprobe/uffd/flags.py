@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Flag enums built from the header constants: features, ioctls, modes, events, fault flags."""
+
 import enum
 from typing import Dict, List
 
@@ -7,8 +8,11 @@ from ._ffi import absent, constants
 
 
 def _flag(name: str, group: str, prefix: str, shift: bool = False) -> type:
-    members = {key[len(prefix):]: (1 << value if shift else value)
-               for key, value in constants.get(group, {}).items() if key.startswith(prefix)}
+    members = {
+        key[len(prefix) :]: (1 << value if shift else value)
+        for key, value in constants.get(group, {}).items()
+        if key.startswith(prefix)
+    }
     return enum.IntFlag(name, members, module=__name__)
 
 
@@ -20,8 +24,7 @@ Ioctl = _flag("Ioctl", "ioctl", "_UFFDIO_", shift=True)
 RegisterMode = _flag("RegisterMode", "register", "UFFDIO_REGISTER_MODE_")
 #: UFFD_PAGEFAULT_FLAG_* (WRITE, WP, MINOR) of a pagefault message.
 PageFaultFlag = _flag("PageFaultFlag", "pagefault", "UFFD_PAGEFAULT_FLAG_")
-Event = enum.IntEnum("Event", {k[len("UFFD_EVENT_"):]: v for k, v in constants["event"].items()},
-                     module=__name__)
+Event = enum.IntEnum("Event", {k[len("UFFD_EVENT_") :]: v for k, v in constants["event"].items()}, module=__name__)
 
 #: Mode bits per ioctl; a name missing here is absent from the build headers.
 COPY_MODE = constants["copy"]

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """fork() with a userfaultfd that stays usable: with EVENT_FORK the parent receives the child's uffd."""
+
 import errno
 import os
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from .userfaultfd import Userfaultfd
 @dataclass
 class Forked:
     """In the parent: the child's pid and (with EVENT_FORK) the uffd for the child's mm."""
+
     pid: int
     child_uffd: Optional[Userfaultfd]
 

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Memory the scenarios fault on: mmap/munmap/mprotect/madvise, memfd, vmsplice, process_vm_*, O_DIRECT."""
+
 import errno
 import os
 from typing import Any, List, Optional
@@ -60,8 +61,9 @@ class Mapping:
         self.close()
 
 
-def mmap_anonymous(length: int, *, shared: bool = False, prot: int = PROT_RW,
-                   align: int = PAGE_SIZE, extra_flags: int = 0) -> Mapping:
+def mmap_anonymous(
+    length: int, *, shared: bool = False, prot: int = PROT_RW, align: int = PAGE_SIZE, extra_flags: int = 0
+) -> Mapping:
     """Anonymous private (or shared) memory, aligned to `align` (2 MiB for THP) by trimming."""
     flags = MMAN["MAP_ANONYMOUS"] | (MMAN["MAP_SHARED"] if shared else MMAN["MAP_PRIVATE"]) | extra_flags
     span = length + (align - PAGE_SIZE if align > PAGE_SIZE else 0)
@@ -73,8 +75,7 @@ def mmap_anonymous(length: int, *, shared: bool = False, prot: int = PROT_RW,
     return Mapping(addr, length, base_addr, span)
 
 
-def mmap_fd(fd: int, length: int, *, shared: bool = True, prot: int = PROT_RW,
-            offset: int = 0, at: int = 0) -> Mapping:
+def mmap_fd(fd: int, length: int, *, shared: bool = True, prot: int = PROT_RW, offset: int = 0, at: int = 0) -> Mapping:
     """A file or memfd mapping; `at` places it there (MAP_FIXED: over a range of our own only)."""
     flags = (MMAN["MAP_SHARED"] if shared else MMAN["MAP_PRIVATE"]) | (MMAN["MAP_FIXED"] if at else 0)
     base = lib.up_mmap(ffi.cast("void *", at) if at else ffi.NULL, length, prot, flags, fd, offset)
@@ -114,8 +115,9 @@ def fallocate(fd: int, offset: int, length: int, *, punch_hole: bool = False) ->
     """fallocate(2): allocate [offset, +length) of `fd`, or with punch_hole free it (keeping the size)."""
     falloc = constants["falloc"]
     mode = falloc["FALLOC_FL_PUNCH_HOLE"] | falloc["FALLOC_FL_KEEP_SIZE"] if punch_hole else 0
-    _check(lib.up_fallocate(fd, mode, offset, length), "fallocate" + ("(PUNCH_HOLE)" if punch_hole else ""),
-           offset, length)
+    _check(
+        lib.up_fallocate(fd, mode, offset, length), "fallocate" + ("(PUNCH_HOLE)" if punch_hole else ""), offset, length
+    )
 
 
 def vmsplice(pipe_fd: int, addr: int, length: int, flags: int = 0) -> int:
@@ -146,8 +148,11 @@ def open_direct(path: str, flags: int = os.O_RDWR) -> int:
     try:
         return os.open(path, flags | os.O_DIRECT | os.O_CLOEXEC)
     except OSError as exc:
-        raise error_for(exc.errno or errno.EIO, f"open({path}, O_DIRECT)",
-                        hint="this filesystem may not accept O_DIRECT" if exc.errno == errno.EINVAL else "") from None
+        raise error_for(
+            exc.errno or errno.EIO,
+            f"open({path}, O_DIRECT)",
+            hint="this filesystem may not accept O_DIRECT" if exc.errno == errno.EINVAL else "",
+        ) from None
 
 
 def touch(addr: int, length: int, *, write: bool = False, value: int = 0, stride: int = PAGE_SIZE) -> int:

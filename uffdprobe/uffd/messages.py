@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """uffd_msg decoding: one small frozen dataclass per event kind."""
+
 from dataclasses import dataclass
 from typing import Any, Dict, Union
 
@@ -10,6 +11,7 @@ from .flags import Event, PageFaultFlag as PageFaultFlag
 @dataclass(frozen=True)
 class PageFault:
     """A fault to resolve: `flags` says MISSING (none), WP, WRITE, MINOR; `ptid` needs THREAD_ID."""
+
     address: int
     flags: PageFaultFlag
     ptid: int
@@ -26,12 +28,14 @@ class PageFault:
 @dataclass(frozen=True)
 class Fork:
     """EVENT_FORK: `ufd` is a new userfaultfd, installed in this process, for the child's mm."""
+
     ufd: int
 
 
 @dataclass(frozen=True)
 class Remap:
     """EVENT_REMAP: mremap() moved [from_addr, +length) to to_addr."""
+
     from_addr: int
     to_addr: int
     length: int
@@ -40,6 +44,7 @@ class Remap:
 @dataclass(frozen=True)
 class Remove:
     """EVENT_REMOVE: MADV_DONTNEED/REMOVE zapped [start, end)."""
+
     start: int
     end: int
 
@@ -47,6 +52,7 @@ class Remove:
 @dataclass(frozen=True)
 class Unmap:
     """EVENT_UNMAP: munmap() removed [start, end)."""
+
     start: int
     end: int
 
@@ -54,6 +60,7 @@ class Unmap:
 @dataclass(frozen=True)
 class Unknown:
     """An event number the build headers do not name."""
+
     event: int
 
 
@@ -80,8 +87,12 @@ def as_data(msg: Message) -> Dict[str, Any]:
     """A message as JSON-ready data: the event's name, addresses as hex strings, flags as names."""
     from dataclasses import fields
     from .flags import names
-    out: Dict[str, Any] = {"event": {PageFault: "pagefault", Fork: "fork", Remap: "remap", Remove: "remove",
-                           Unmap: "unmap"}.get(type(msg), "unknown")}
+
+    out: Dict[str, Any] = {
+        "event": {PageFault: "pagefault", Fork: "fork", Remap: "remap", Remove: "remove", Unmap: "unmap"}.get(
+            type(msg), "unknown"
+        )
+    }
     for f in fields(msg):
         value = getattr(msg, f.name)
         if isinstance(value, PageFaultFlag):

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Find where an O_DIRECT write can go: a scratch block device, or a directory whose filesystem takes it."""
+
 import contextlib
 import os
 import shutil
@@ -38,8 +39,10 @@ def checked(path: str, what: str) -> str:
     if is_block_device(path):
         reason = why_not_scratch(path)
         if reason:
-            raise NotScratch(f"{what} {path}: {reason}; refusing to write to it: give a blank block device "
-                             "nothing uses (wipefs -a DEVICE if it is truly scratch) or a directory")
+            raise NotScratch(
+                f"{what} {path}: {reason}; refusing to write to it: give a blank block device "
+                "nothing uses (wipefs -a DEVICE if it is truly scratch) or a directory"
+            )
         return path
     if os.path.isfile(path):
         return os.path.dirname(os.path.abspath(path))

@@ -4,6 +4,7 @@ package carries them built at install time (setup.py, next to bench_missing); a 
 source once into the cache, `$XDG_CACHE_HOME/uffdprobe/native/HASH/NAME` (a report row is named after the program's file name), a path
 a guest can see (the
 guest root is the host root)."""
+
 import hashlib
 import os
 import shutil
@@ -18,9 +19,11 @@ from uffdprobe.osutil.files import cache_home
 
 #: name -> (its C source in native/, what it is)
 PROGRAMS: Dict[str, Tuple[str, str]] = {
-    "umapsort-repro": ("umapsort_repro.c",
-                       "the umapsort eviction hang: a uffd service thread write-protects a page and writes "
-                       "it with O_DIRECT itself (HANG where GUP breaks COW for reads, PASS elsewhere)"),
+    "umapsort-repro": (
+        "umapsort_repro.c",
+        "the umapsort eviction hang: a uffd service thread write-protects a page and writes "
+        "it with O_DIRECT itself (HANG where GUP breaks COW for reads, PASS elsewhere)",
+    ),
 }
 
 
@@ -43,14 +46,16 @@ def compile_c(source: Path, name: str) -> Path:
         return exe
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
-        raise UsageError(f"{name} is compiled from {source} on first use and there is no C compiler: "
-                         "apt-get install gcc")
+        raise UsageError(
+            f"{name} is compiled from {source} on first use and there is no C compiler: apt-get install gcc"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}-", dir=folder)
     os.close(fd)
     try:
-        proc = subprocess.run([cc, "-O2", "-Wall", "-pthread", "-o", tmp, str(source)], capture_output=True,
-                              text=True, timeout=120)
+        proc = subprocess.run(
+            [cc, "-O2", "-Wall", "-pthread", "-o", tmp, str(source)], capture_output=True, text=True, timeout=120
+        )
         if proc.returncode != 0:
             raise UsageError(f"compiling {source} failed: {proc.stderr.strip().splitlines()[-1:]}")
         os.chmod(tmp, 0o755)

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """A userfaultfd: creation (syscall or /dev/userfaultfd), UFFDIO_API, the range ioctls, messages."""
+
 import errno
 import os
 from dataclasses import dataclass
@@ -8,10 +9,21 @@ from typing import Dict, List, Optional
 from . import messages
 from ._ffi import ffi, lib
 from .errors import NotSupportedError, error_for
-from .flags import CONTINUE_MODE, COPY_MODE, MOVE_MODE, OPEN_FLAGS, POISON_MODE, UFFD_API, WRITEPROTECT_MODE, ZEROPAGE_MODE, Feature, Ioctl, RegisterMode
+from .flags import (
+    CONTINUE_MODE,
+    COPY_MODE,
+    MOVE_MODE,
+    OPEN_FLAGS,
+    POISON_MODE,
+    UFFD_API,
+    WRITEPROTECT_MODE,
+    ZEROPAGE_MODE,
+    Feature,
+    Ioctl,
+    RegisterMode,
+)
 
-_PERMISSION_HINT = ("run as root, or grant access to /dev/userfaultfd, "
-                    "or set vm.unprivileged_userfaultfd=1")
+_PERMISSION_HINT = "run as root, or grant access to /dev/userfaultfd, or set vm.unprivileged_userfaultfd=1"
 
 
 def _open_hint(err: int, call: str) -> str:
@@ -19,15 +31,19 @@ def _open_hint(err: int, call: str) -> str:
     if err in (errno.EPERM, errno.EACCES):
         return _PERMISSION_HINT
     if err == errno.ENOSYS and call == "userfaultfd":
-        return ("ENOSYS, no userfaultfd syscall" + ("" if os.path.exists("/dev/userfaultfd") else
-                " and no /dev/userfaultfd") + ": kernel built without CONFIG_USERFAULTFD, or a seccomp "
-                "filter hides the syscall")
+        return (
+            "ENOSYS, no userfaultfd syscall"
+            + ("" if os.path.exists("/dev/userfaultfd") else " and no /dev/userfaultfd")
+            + ": kernel built without CONFIG_USERFAULTFD, or a seccomp "
+            "filter hides the syscall"
+        )
     return ""
 
 
 @dataclass(frozen=True)
 class ApiInfo:
     """UFFDIO_API's answer: what the kernel offers and what this fd enabled."""
+
     available: Feature
     enabled: Feature
     ioctls: Ioctl
@@ -50,12 +66,15 @@ class Userfaultfd:
         self._msgs = ffi.new("struct up_msg[64]")
 
     @classmethod
-    def open(cls, *, nonblock: bool = True, cloexec: bool = True, user_mode_only: bool = False,
-             via: str = "auto") -> "Userfaultfd":
+    def open(
+        cls, *, nonblock: bool = True, cloexec: bool = True, user_mode_only: bool = False, via: str = "auto"
+    ) -> "Userfaultfd":
         """Create a userfaultfd via the syscall, /dev/userfaultfd, or ("auto") the first that works."""
-        flags = (OPEN_FLAGS["O_CLOEXEC"] if cloexec else 0) | \
-                (OPEN_FLAGS["O_NONBLOCK"] if nonblock else 0) | \
-                (OPEN_FLAGS["UFFD_USER_MODE_ONLY"] if user_mode_only else 0)
+        flags = (
+            (OPEN_FLAGS["O_CLOEXEC"] if cloexec else 0)
+            | (OPEN_FLAGS["O_NONBLOCK"] if nonblock else 0)
+            | (OPEN_FLAGS["UFFD_USER_MODE_ONLY"] if user_mode_only else 0)
+        )
         order = {"auto": ("syscall", "dev"), "syscall": ("syscall",), "dev": ("dev",)}[via]
         err, call = 0, ""
         for how in order:
@@ -105,11 +124,9 @@ class Userfaultfd:
         if lib.up_wake(self.fd, start, length) < 0:
             raise error_for(ffi.errno, "UFFDIO_WAKE", start, length)
 
-    def copy(self, dst: int, src: int, length: int, *, wp: bool = False,
-             dontwake: bool = False) -> int:
+    def copy(self, dst: int, src: int, length: int, *, wp: bool = False, dontwake: bool = False) -> int:
         """UFFDIO_COPY; returns bytes copied, a partial copy raises with `.done` set."""
-        mode = _mode(COPY_MODE, "UFFDIO_COPY_MODE_WP", wp) | \
-            _mode(COPY_MODE, "UFFDIO_COPY_MODE_DONTWAKE", dontwake)
+        mode = _mode(COPY_MODE, "UFFDIO_COPY_MODE_WP", wp) | _mode(COPY_MODE, "UFFDIO_COPY_MODE_DONTWAKE", dontwake)
         done = ffi.new("int64_t *")
         if lib.up_copy(self.fd, dst, src, length, mode, done) < 0:
             raise error_for(ffi.errno, "UFFDIO_COPY", dst, length, done=max(done[0], 0))
@@ -122,34 +139,39 @@ class Userfaultfd:
             raise error_for(ffi.errno, "UFFDIO_ZEROPAGE", start, length, done=max(done[0], 0))
         return int(done[0])
 
-    def writeprotect(self, start: int, length: int, protect: bool, *,
-                     dontwake: bool = False) -> None:
+    def writeprotect(self, start: int, length: int, protect: bool, *, dontwake: bool = False) -> None:
         """UFFDIO_WRITEPROTECT: set (protect=True) or clear it; clearing wakes unless dontwake."""
-        mode = _mode(WRITEPROTECT_MODE, "UFFDIO_WRITEPROTECT_MODE_WP", protect) | \
-            _mode(WRITEPROTECT_MODE, "UFFDIO_WRITEPROTECT_MODE_DONTWAKE", dontwake)
+        mode = _mode(WRITEPROTECT_MODE, "UFFDIO_WRITEPROTECT_MODE_WP", protect) | _mode(
+            WRITEPROTECT_MODE, "UFFDIO_WRITEPROTECT_MODE_DONTWAKE", dontwake
+        )
         if lib.up_writeprotect(self.fd, start, length, mode) < 0:
-            raise error_for(ffi.errno, "UFFDIO_WRITEPROTECT", start, length,
-                            hint="protect" if protect else "unprotect")
+            raise error_for(ffi.errno, "UFFDIO_WRITEPROTECT", start, length, hint="protect" if protect else "unprotect")
 
-    def continue_(self, start: int, length: int, *, wp: bool = False,
-                  dontwake: bool = False) -> int:
+    def continue_(self, start: int, length: int, *, wp: bool = False, dontwake: bool = False) -> int:
         """UFFDIO_CONTINUE: map the page cache page behind a MINOR fault."""
-        mode = _mode(CONTINUE_MODE, "UFFDIO_CONTINUE_MODE_WP", wp) | \
-            _mode(CONTINUE_MODE, "UFFDIO_CONTINUE_MODE_DONTWAKE", dontwake)
+        mode = _mode(CONTINUE_MODE, "UFFDIO_CONTINUE_MODE_WP", wp) | _mode(
+            CONTINUE_MODE, "UFFDIO_CONTINUE_MODE_DONTWAKE", dontwake
+        )
         done = ffi.new("int64_t *")
         if lib.up_continue(self.fd, start, length, mode, done) < 0:
             raise error_for(ffi.errno, "UFFDIO_CONTINUE", start, length, done=max(done[0], 0))
         return int(done[0])
 
-    def move(self, dst: int, src: int, length: int, *, dontwake: bool = False,
-             allow_src_holes: bool = False) -> int:
+    def move(self, dst: int, src: int, length: int, *, dontwake: bool = False, allow_src_holes: bool = False) -> int:
         """UFFDIO_MOVE (6.8+) where the headers and the kernel grant it."""
-        mode = _mode(MOVE_MODE, "UFFDIO_MOVE_MODE_DONTWAKE", dontwake) | \
-            _mode(MOVE_MODE, "UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES", allow_src_holes)
+        mode = _mode(MOVE_MODE, "UFFDIO_MOVE_MODE_DONTWAKE", dontwake) | _mode(
+            MOVE_MODE, "UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES", allow_src_holes
+        )
         done = ffi.new("int64_t *")
         if lib.up_move(self.fd, dst, src, length, mode, done) < 0:
-            raise error_for(ffi.errno, "UFFDIO_MOVE", dst, length, done=max(done[0], 0),
-                            hint="" if MOVE_MODE else "absent from the build headers")
+            raise error_for(
+                ffi.errno,
+                "UFFDIO_MOVE",
+                dst,
+                length,
+                done=max(done[0], 0),
+                hint="" if MOVE_MODE else "absent from the build headers",
+            )
         return int(done[0])
 
     def poison(self, start: int, length: int, *, dontwake: bool = False) -> int:
@@ -157,8 +179,14 @@ class Userfaultfd:
         mode = _mode(POISON_MODE, "UFFDIO_POISON_MODE_DONTWAKE", dontwake)
         done = ffi.new("int64_t *")
         if lib.up_poison(self.fd, start, length, mode, done) < 0:
-            raise error_for(ffi.errno, "UFFDIO_POISON", start, length, done=max(done[0], 0),
-                            hint="" if POISON_MODE else "absent from the build headers")
+            raise error_for(
+                ffi.errno,
+                "UFFDIO_POISON",
+                start,
+                length,
+                done=max(done[0], 0),
+                hint="" if POISON_MODE else "absent from the build headers",
+            )
         return int(done[0])
 
     def poll(self, timeout: float) -> bool:

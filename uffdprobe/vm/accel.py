@@ -16,7 +16,7 @@ from .qemu import qemu_binary
 
 CHOICES = ("kvm", "tcg")
 PROBE_TIMEOUT = 20.0  # a working KVM boots to our init in a few seconds
-PROBE_SILENCE = 8.0   # broken nested KVM prints nothing at all
+PROBE_SILENCE = 8.0  # broken nested KVM prints nothing at all
 #: How long a second process waits for the first one's probe (its boot, bounded above, plus unpacking).
 PROBE_LOCK_WAIT = PROBE_TIMEOUT + 60.0
 
@@ -50,8 +50,13 @@ def cached_answer(cache_dir: Path = None):
         return None
 
 
-def probe_kvm(probe_boot: Callable, cache_dir: Path = None, timeout: float = PROBE_TIMEOUT,
-              silence_timeout: float = PROBE_SILENCE, progress=None) -> dict:
+def probe_kvm(
+    probe_boot: Callable,
+    cache_dir: Path = None,
+    timeout: float = PROBE_TIMEOUT,
+    silence_timeout: float = PROBE_SILENCE,
+    progress=None,
+) -> dict:
     """Boot `true` under KVM once with probe_boot(timeout, silence_timeout) (vm.boot.probe_kvm passes a boot
     of its kernel); {'accel': 'kvm'|'tcg', 'reason', 'seconds', 'cached'}; cached when conclusive.
 
@@ -59,9 +64,11 @@ def probe_kvm(probe_boot: Callable, cache_dir: Path = None, timeout: float = PRO
     answer = cached_answer(cache_dir)
     if answer:
         return dict(answer, cached=True)
+
     def waiting(holder: str) -> None:
         if progress:
             progress(f"waiting for the KVM probe of {holder} (at most {PROBE_LOCK_WAIT:.0f}s)")
+
     try:
         with filelock.held(_lock_file(cache_dir), PROBE_LOCK_WAIT, waiting):
             answer = cached_answer(cache_dir)  # the probe we waited for
@@ -69,8 +76,12 @@ def probe_kvm(probe_boot: Callable, cache_dir: Path = None, timeout: float = PRO
                 return dict(answer, cached=True)
             return _probe(probe_boot, cache_dir, timeout, silence_timeout, progress)
     except filelock.Busy as busy:  # the other probe is stuck: do not wait longer, do not remember this answer
-        return {"accel": "tcg", "reason": f"KVM probe busy: {busy.holder} held {_lock_file(cache_dir)} for "
-                                          f"{PROBE_LOCK_WAIT:.0f}s", "seconds": PROBE_LOCK_WAIT, "cached": False}
+        return {
+            "accel": "tcg",
+            "reason": f"KVM probe busy: {busy.holder} held {_lock_file(cache_dir)} for {PROBE_LOCK_WAIT:.0f}s",
+            "seconds": PROBE_LOCK_WAIT,
+            "cached": False,
+        }
 
 
 def _probe(probe_boot, cache_dir, timeout, silence_timeout, progress) -> dict:
@@ -87,11 +98,14 @@ def _probe(probe_boot, cache_dir, timeout, silence_timeout, progress) -> dict:
     if result.outcome == "OK":
         answer = {"accel": "kvm", "reason": "probe boot ran under KVM", "seconds": seconds}
     elif result.outcome == "VM_TIMEOUT" or "kvm" in stderr.lower() or "msr" in stderr.lower():
-        answer = {"accel": "tcg", "reason": f"KVM probe boot: {result.outcome}: {result.reason}",
-                  "seconds": seconds}
+        answer = {"accel": "tcg", "reason": f"KVM probe boot: {result.outcome}: {result.reason}", "seconds": seconds}
     else:  # the kernel itself failed: say TCG for now, but do not remember it
-        return {"accel": "tcg", "reason": f"KVM probe inconclusive: {result.reason}", "seconds": seconds,
-                "cached": False}
+        return {
+            "accel": "tcg",
+            "reason": f"KVM probe inconclusive: {result.reason}",
+            "seconds": seconds,
+            "cached": False,
+        }
     _store(answer, cache_dir)
     return dict(answer, cached=False)
 
@@ -106,9 +120,11 @@ def choose_accel(requested, probe_boot: Callable, cache_dir: Path = None, progre
         raise VmInputError("--accel kvm but /dev/kvm is missing or not accessible: use --accel tcg")
     known = cached_answer(cache_dir) if requested == "kvm" else None
     if known and known.get("accel") == "tcg":  # a boot under KVM would only run into its time limit
-        raise VmInputError(f"--accel kvm but KVM does not boot here (probe of {known.get('probed_at', '?')}: "
-                           f"{known.get('reason')}): use --accel tcg, or delete {cache_file(cache_dir)} to probe "
-                           "again")
+        raise VmInputError(
+            f"--accel kvm but KVM does not boot here (probe of {known.get('probed_at', '?')}: "
+            f"{known.get('reason')}): use --accel tcg, or delete {cache_file(cache_dir)} to probe "
+            "again"
+        )
     return requested
 
 

@@ -76,8 +76,9 @@ def keep_visible() -> list:
     return [f"uffdprobe.keep={','.join(paths)}"] if paths else []
 
 
-def kernel_append(initrd: bool, transport: str, timeout: float, silence_timeout: float, extra=(),
-                  hung_task_s: Optional[int] = None) -> str:
+def kernel_append(
+    initrd: bool, transport: str, timeout: float, silence_timeout: float, extra=(), hung_task_s: Optional[int] = None
+) -> str:
     """The kernel command line: console, panic handling, hang detectors below our limits, root, init.
     `hung_task_s`: the in-guest supervisor's own bounds need the hung-task panic no sooner than this (it
     classifies and rescues first; the kernel's detector stays the backstop)."""
@@ -86,21 +87,48 @@ def kernel_append(initrd: bool, transport: str, timeout: float, silence_timeout:
     thresh = int(max(5, min(30, limit / 6)))
     # no_timer_check: under TCG on a loaded host the IO-APIC timer check can miss its ticks and panic
     # ("IO-APIC + timer doesn't work!"), a fault of the emulation, not of the kernel under test
-    parts = ["console=ttyS0", "loglevel=6", "panic=-1", "no_timer_check",
-             f"sysctl.kernel.hung_task_timeout_secs={hung}", "hung_task_panic=1", f"watchdog_thresh={thresh}", "softlockup_panic=1",
-             f"uffdprobe.transport={transport}", f"uffdprobe.msize={shares.MSIZE}"]
+    parts = [
+        "console=ttyS0",
+        "loglevel=6",
+        "panic=-1",
+        "no_timer_check",
+        f"sysctl.kernel.hung_task_timeout_secs={hung}",
+        "hung_task_panic=1",
+        f"watchdog_thresh={thresh}",
+        "softlockup_panic=1",
+        f"uffdprobe.transport={transport}",
+        f"uffdprobe.msize={shares.MSIZE}",
+    ]
     if initrd:
         parts += ["rdinit=/init", f"uffdprobe.init={GUEST_INIT}"]
     else:
-        parts += [f"root={shares.ROOT_TAG}", "rootfstype=9p", "ro", f"init={GUEST_INIT}",
-                  f"rootflags=trans=virtio,version=9p2000.L,msize={shares.MSIZE},cache=loose"]
+        parts += [
+            f"root={shares.ROOT_TAG}",
+            "rootfstype=9p",
+            "ro",
+            f"init={GUEST_INIT}",
+            f"rootflags=trans=virtio,version=9p2000.L,msize={shares.MSIZE},cache=loose",
+        ]
     return " ".join(parts + keep_visible() + list(extra))
 
 
-def boot(kernel, argv, *, timeout: float = 300, silence_timeout: float = 120, accel: Optional[str] = None,
-         memory_mb: int = 1024, cpus: int = 2, run_dir=None, extra_append=(), cache_dir=None,
-         progress=None, scratch_mb: int = SCRATCH_MB, hung_task_s: Optional[int] = None,
-         bring: Optional[Dict[str, Path]] = None) -> BootResult:
+def boot(
+    kernel,
+    argv,
+    *,
+    timeout: float = 300,
+    silence_timeout: float = 120,
+    accel: Optional[str] = None,
+    memory_mb: int = 1024,
+    cpus: int = 2,
+    run_dir=None,
+    extra_append=(),
+    cache_dir=None,
+    progress=None,
+    scratch_mb: int = SCRATCH_MB,
+    hung_task_s: Optional[int] = None,
+    bring: Optional[Dict[str, Path]] = None,
+) -> BootResult:
     """Boot kernel (bzImage, vmlinuz or linux-image .deb), run argv in it, and return the BootResult.
     `bring`: files copied into the channel first (NAME -> host file; the guest sees GUEST_CHANNEL/NAME).
 
@@ -108,18 +136,50 @@ def boot(kernel, argv, *, timeout: float = 300, silence_timeout: float = 120, ac
     """
     _check_args(argv, timeout, silence_timeout, memory_mb, cpus)
     with children.signals_raise(Terminated):
-        return _boot(kernel, list(argv), timeout, silence_timeout, accel, memory_mb, cpus, run_dir,
-                     extra_append, cache_dir, progress, scratch_mb, hung_task_s, bring or {})
+        return _boot(
+            kernel,
+            list(argv),
+            timeout,
+            silence_timeout,
+            accel,
+            memory_mb,
+            cpus,
+            run_dir,
+            extra_append,
+            cache_dir,
+            progress,
+            scratch_mb,
+            hung_task_s,
+            bring or {},
+        )
 
 
-def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_dir, extra_append,
-          cache_dir, progress, scratch_mb=SCRATCH_MB, hung_task_s=None, bring=None) -> BootResult:
+def _boot(
+    kernel,
+    argv,
+    timeout,
+    silence_timeout,
+    accel,
+    memory_mb,
+    cpus,
+    run_dir,
+    extra_append,
+    cache_dir,
+    progress,
+    scratch_mb=SCRATCH_MB,
+    hung_task_s=None,
+    bring=None,
+) -> BootResult:
     started = time.monotonic()
     if run_dir and Path(run_dir).exists() and any(Path(run_dir).iterdir()):
         raise VmInputError(f"run directory {run_dir} is not empty: give a new or empty one")
     try:  # the unpacked kernels, initramfs and run folders live there: refuse early, in one line
-        usable_dir(Path(cache_dir) if cache_dir else cache_root(), "the VM cache",
-                   "point XDG_CACHE_HOME at a writable folder", create=False)
+        usable_dir(
+            Path(cache_dir) if cache_dir else cache_root(),
+            "the VM cache",
+            "point XDG_CACHE_HOME at a writable folder",
+            create=False,
+        )
     except UsageError as exc:
         raise VmInputError(str(exc)) from None
     if progress:
@@ -141,15 +201,28 @@ def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_di
     for disk, mb in ((scratch, scratch_mb), (swap, SWAP_MB)):
         with open(disk, "wb") as f:
             f.truncate(mb << 20)  # sparse: only what the guest writes takes space
-    spec = qemu.QemuSpec(kernel=plan.identity.path, initrd=plan.initrd,
-                         append=kernel_append(plan.initrd is not None, plan.transport, timeout,
-                                              silence_timeout, extra_append, hung_task_s),
-                         accel=chosen, memory_mb=memory_mb, cpus=cpus,
-                         console_log=run_dir / "console.log", stderr_log=run_dir / "qemu.stderr",
-                         device_args=["-drive", f"file={scratch},format=raw,if=none,id=scratch,cache=none",
-                                      "-device", "virtio-blk-pci,drive=scratch",
-                                      "-drive", f"file={swap},format=raw,if=none,id=swap,cache=unsafe",
-                                      "-device", f"virtio-blk-pci,drive=swap,serial={SWAP_SERIAL}"])
+    spec = qemu.QemuSpec(
+        kernel=plan.identity.path,
+        initrd=plan.initrd,
+        append=kernel_append(
+            plan.initrd is not None, plan.transport, timeout, silence_timeout, extra_append, hung_task_s
+        ),
+        accel=chosen,
+        memory_mb=memory_mb,
+        cpus=cpus,
+        console_log=run_dir / "console.log",
+        stderr_log=run_dir / "qemu.stderr",
+        device_args=[
+            "-drive",
+            f"file={scratch},format=raw,if=none,id=scratch,cache=none",
+            "-device",
+            "virtio-blk-pci,drive=scratch",
+            "-drive",
+            f"file={swap},format=raw,if=none,id=swap,cache=unsafe",
+            "-device",
+            f"virtio-blk-pci,drive=swap,serial={SWAP_SERIAL}",
+        ],
+    )
     virtiofs = None
     try:
         if plan.transport == "9p":
@@ -159,44 +232,77 @@ def _boot(kernel, argv, timeout, silence_timeout, accel, memory_mb, cpus, run_di
             spec.device_args += virtiofs.start()
         prepared = time.monotonic()
         if progress:
-            progress(f"booting {plan.identity.release or plan.identity.path} under {chosen}; console: "
-                     f"{spec.console_log}")
-        run = qemu.run(spec, timeout=timeout, silence_timeout=silence_timeout,
-                       progress=_marker_progress(progress))
+            progress(
+                f"booting {plan.identity.release or plan.identity.path} under {chosen}; console: {spec.console_log}"
+            )
+        run = qemu.run(spec, timeout=timeout, silence_timeout=silence_timeout, progress=_marker_progress(progress))
     finally:
         if virtiofs:
             virtiofs.stop()
         scratch.unlink(missing_ok=True)
         swap.unlink(missing_ok=True)
     if disk_full(run_dir):  # under 1 MiB left: its files cannot be trusted to be whole
-        raise OSError(errno.ENOSPC, "the disk filled while the VM ran, so its console log and verdicts may be "
-                                    f"cut short; the verdicts that arrived are in {results}", str(run_dir))
+        raise OSError(
+            errno.ENOSPC,
+            "the disk filled while the VM ran, so its console log and verdicts may be "
+            f"cut short; the verdicts that arrived are in {results}",
+            str(run_dir),
+        )
     text = spec.console_log.read_text(errors="replace")
-    verdict = outcome.classify(text, spec.stderr_log.read_text(errors="replace"), run, channel,
-                               {"timeout": timeout, "silence_timeout": silence_timeout})
-    identity = {"path": str(plan.identity.path), "sha256": plan.identity.sha256,
-                "version": console.linux_version(text) or plan.identity.version,
-                "release": plan.identity.release}
-    result = BootResult(outcome=verdict.outcome, reason=verdict.reason, exit_status=verdict.exit_status,
-                        console_log=spec.console_log, results_dir=results, run_dir=run_dir,
-                        panic_lines=verdict.panic_lines, timings=_timings(run, started, prepared),
-                        accel=chosen, kernel_identity=identity, transport=plan.transport,
-                        qemu_argv=qemu.command_line(spec))
+    verdict = outcome.classify(
+        text,
+        spec.stderr_log.read_text(errors="replace"),
+        run,
+        channel,
+        {"timeout": timeout, "silence_timeout": silence_timeout},
+    )
+    identity = {
+        "path": str(plan.identity.path),
+        "sha256": plan.identity.sha256,
+        "version": console.linux_version(text) or plan.identity.version,
+        "release": plan.identity.release,
+    }
+    result = BootResult(
+        outcome=verdict.outcome,
+        reason=verdict.reason,
+        exit_status=verdict.exit_status,
+        console_log=spec.console_log,
+        results_dir=results,
+        run_dir=run_dir,
+        panic_lines=verdict.panic_lines,
+        timings=_timings(run, started, prepared),
+        accel=chosen,
+        kernel_identity=identity,
+        transport=plan.transport,
+        qemu_argv=qemu.command_line(spec),
+    )
     (run_dir / "result.json").write_text(json.dumps(result.to_json(), indent=1) + "\n")
     return result
 
 
-def probe_kvm(kernel, cache_dir=None, timeout: float = accelmod.PROBE_TIMEOUT,
-              silence_timeout: float = accelmod.PROBE_SILENCE, progress=None) -> dict:
+def probe_kvm(
+    kernel,
+    cache_dir=None,
+    timeout: float = accelmod.PROBE_TIMEOUT,
+    silence_timeout: float = accelmod.PROBE_SILENCE,
+    progress=None,
+) -> dict:
     """Whether `kernel` boots under KVM here (accel.probe_kvm: cached, one probe at a time per cache)."""
     return accelmod.probe_kvm(_probe_boot(kernel, cache_dir), cache_dir, timeout, silence_timeout, progress)
 
 
 def _probe_boot(kernel, cache_dir):
     """The KVM probe: an ordinary boot of `true`, only shorter and smaller."""
-    return lambda timeout, silence_timeout: boot(kernel, ["true"], accel="kvm", timeout=timeout,
-                                                 silence_timeout=silence_timeout, cache_dir=cache_dir,
-                                                 memory_mb=512, cpus=1)
+    return lambda timeout, silence_timeout: boot(
+        kernel,
+        ["true"],
+        accel="kvm",
+        timeout=timeout,
+        silence_timeout=silence_timeout,
+        cache_dir=cache_dir,
+        memory_mb=512,
+        cpus=1,
+    )
 
 
 def _timings(run, started, prepared) -> dict:
@@ -204,11 +310,13 @@ def _timings(run, started, prepared) -> dict:
         at = run.marker_times.get(marker)
         return round(at - run.launched_at, 3) if at else None
 
-    return {"prepare": round(prepared - started, 3),
-            "launch_to_init": since_launch(console.INIT_REACHED),
-            "launch_to_command_done": since_launch(console.COMMAND_DONE),
-            "launch_to_exit": round(run.ended_at - run.launched_at, 3),
-            "total": round(run.ended_at - started, 3)}
+    return {
+        "prepare": round(prepared - started, 3),
+        "launch_to_init": since_launch(console.INIT_REACHED),
+        "launch_to_command_done": since_launch(console.COMMAND_DONE),
+        "launch_to_exit": round(run.ended_at - run.launched_at, 3),
+        "total": round(run.ended_at - started, 3),
+    }
 
 
 def _check_space(run_dir: Path, need_mb: int) -> None:
@@ -216,8 +324,11 @@ def _check_space(run_dir: Path, need_mb: int) -> None:
     existing = next(p for p in [run_dir, *run_dir.parents] if p.exists())
     free_mb = shutil.disk_usage(existing).free >> 20
     if free_mb < need_mb:
-        raise OSError(errno.ENOSPC, f"{free_mb} MiB free, a boot needs {need_mb} MiB for its scratch "
-                                    "disks and logs", str(existing))
+        raise OSError(
+            errno.ENOSPC,
+            f"{free_mb} MiB free, a boot needs {need_mb} MiB for its scratch disks and logs",
+            str(existing),
+        )
 
 
 def _check_args(argv, timeout, silence_timeout, memory_mb, cpus):
@@ -234,6 +345,9 @@ def _check_args(argv, timeout, silence_timeout, memory_mb, cpus):
 def _marker_progress(progress):
     if not progress:
         return None
-    names = {console.INIT_REACHED: "guest init reached", console.COMMAND_DONE: "guest command done",
-             console.PANIC_LINE: "kernel panic"}
+    names = {
+        console.INIT_REACHED: "guest init reached",
+        console.COMMAND_DONE: "guest command done",
+        console.PANIC_LINE: "kernel panic",
+    }
     return lambda marker, seconds: progress(f"{seconds:6.1f}s {names.get(marker, marker or 'still running')}")

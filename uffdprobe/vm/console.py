@@ -9,8 +9,10 @@ INIT_FAILED = "uffdprobe-guest: init failed"
 PANIC_LINE = "Kernel panic - not syncing"
 PANIC_END = "---[ end Kernel panic"
 # Lines that open the report leading to a panic; the earliest one near the panic starts the excerpt.
-PANIC_START = re.compile(r"BUG:|Oops|INFO: task .* blocked|watchdog: |sysrq: Trigger a crash|"
-                         r"general protection|cut here|Call Trace|RIP:")
+PANIC_START = re.compile(
+    r"BUG:|Oops|INFO: task .* blocked|watchdog: |sysrq: Trigger a crash|"
+    r"general protection|cut here|Call Trace|RIP:"
+)
 VERSION_RE = re.compile(r"Linux version (\S.*)")
 MAX_PANIC_LINES = 200
 LOOKBACK = 120
@@ -32,14 +34,14 @@ def panic_lines(text: str) -> list:
         if PANIC_START.search(lines[i]):
             start = i
     end = next((i for i in range(idx, len(lines)) if PANIC_END in lines[i]), len(lines) - 1)
-    return [x for x in lines[start:end + 1] if x.strip()][:MAX_PANIC_LINES]
+    return [x for x in lines[start : end + 1] if x.strip()][:MAX_PANIC_LINES]
 
 
 def panic_reason(text: str) -> str:
     """The 'Kernel panic - not syncing: ...' line without its timestamp."""
     for line in text.splitlines():
         if PANIC_LINE in line:
-            return line[line.index(PANIC_LINE):].strip()
+            return line[line.index(PANIC_LINE) :].strip()
     return ""
 
 
@@ -67,7 +69,7 @@ def guest_output(text: str) -> list:
     if start is None:
         return []
     out = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if COMMAND_DONE in line:
             break
         if not PRINTK_RE.match(line):

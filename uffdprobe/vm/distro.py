@@ -30,8 +30,9 @@ class UnpackedKernel:
 
 def newest_package(pattern: str, timeout: float = 60) -> str:
     """Name of the highest-versioned package whose name fully matches the regex (via apt-cache)."""
-    proc = subprocess.run(["apt-cache", "search", "--names-only", pattern], capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        ["apt-cache", "search", "--names-only", pattern], capture_output=True, text=True, timeout=timeout
+    )
     names = [line.split(" ", 1)[0] for line in proc.stdout.splitlines()]
     names = [n for n in names if re.fullmatch(pattern, n)]
     if not names:
@@ -46,8 +47,9 @@ def fetch_deb(package: str, dest_dir: Path, timeout: float = 300) -> Path:
     found = sorted(dest_dir.glob(f"{package}_*.deb"))
     if found:
         return found[-1]
-    proc = subprocess.run(["apt-get", "download", package], cwd=dest_dir, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        ["apt-get", "download", package], cwd=dest_dir, capture_output=True, text=True, timeout=timeout
+    )
     found = sorted(dest_dir.glob(f"{package}_*.deb"))
     if proc.returncode != 0 or not found:
         raise VmSetupError(f"apt-get download {package} failed: {proc.stderr.strip()[-300:]}")
@@ -78,19 +80,24 @@ def unpack_kernel_deb(deb: Path, cache_dir: Path) -> UnpackedKernel:
     images = sorted((dest / "boot").glob("vmlinuz-*"))
     if not images:
         raise VmInputError(f"{deb} holds no boot/vmlinuz-*: give a linux-image-* package")
-    release = images[-1].name[len("vmlinuz-"):]
+    release = images[-1].name[len("vmlinuz-") :]
     moddir = dest / "lib" / "modules" / release
     config = dest / "boot" / f"config-{release}"
-    return UnpackedKernel(image=images[-1], moddir=moddir if moddir.is_dir() else None,
-                          config=config if config.exists() else None, package=package)
+    return UnpackedKernel(
+        image=images[-1],
+        moddir=moddir if moddir.is_dir() else None,
+        config=config if config.exists() else None,
+        package=package,
+    )
 
 
 def _dpkg_extract(deb: Path, into: Path, timeout: float = DPKG_TIMEOUT) -> None:
     """dpkg-deb -x in its own process group, tied to our lifetime (it dies even if we are SIGKILLed),
     stopped and reaped on every way out of here."""
     with children.signals_blocked():
-        proc = children.spawn(["dpkg-deb", "-x", str(deb), str(into)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)
+        proc = children.spawn(
+            ["dpkg-deb", "-x", str(deb), str(into)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
     try:
         _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -98,8 +105,10 @@ def _dpkg_extract(deb: Path, into: Path, timeout: float = DPKG_TIMEOUT) -> None:
     finally:
         children.stop(proc)
     if proc.returncode != 0:
-        raise VmInputError(f"cannot unpack {deb}: {_first_cause(err, deb)}; fetch the package again "
-                           "(apt-get download) or give another kernel")
+        raise VmInputError(
+            f"cannot unpack {deb}: {_first_cause(err, deb)}; fetch the package again "
+            "(apt-get download) or give another kernel"
+        )
 
 
 def _first_cause(stderr: bytes, deb: Path) -> str:
@@ -111,7 +120,7 @@ def _first_cause(stderr: bytes, deb: Path) -> str:
     first = lines[0].replace(f"'{deb}'", "the package")
     for prefix in ("dpkg-deb (subprocess): ", "dpkg-deb: error: ", "dpkg-deb: "):
         if first.startswith(prefix):
-            return first[len(prefix):]
+            return first[len(prefix) :]
     return first
 
 
@@ -127,8 +136,7 @@ def _package_name(deb: Path) -> str:
     if not deb.is_file():
         raise VmInputError(f"{deb} is not a file: give a Debian linux-image .deb")
     try:
-        proc = subprocess.run(["dpkg-deb", "-f", str(deb), "Package"], capture_output=True, text=True,
-                              timeout=60)
+        proc = subprocess.run(["dpkg-deb", "-f", str(deb), "Package"], capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
         raise VmSetupError("dpkg-deb not found: .deb kernels need dpkg") from None
     name = proc.stdout.strip()

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Errors the VM runner raises for bad input or a broken host setup, each with its exit status."""
+
 from uffdprobe.exitcodes import Exit, UffdprobeError
 
 

@@ -31,7 +31,9 @@ def build_initramfs(tree: Optional[modmod.ModuleTree], transport: str, cache_dir
     order = tree.load_order(wanted) if tree else []
     blobs = [(name, tree.module_bytes(name)) for name in order]
     key = hashlib.sha256()
-    for part in [INIT_SCRIPT.read_bytes(), MOUNTS_SCRIPT.read_bytes(), busybox.read_bytes()] + [n.encode() + b for n, b in blobs]:
+    for part in [INIT_SCRIPT.read_bytes(), MOUNTS_SCRIPT.read_bytes(), busybox.read_bytes()] + [
+        n.encode() + b for n, b in blobs
+    ]:
         key.update(hashlib.sha256(part).digest())
     target = Path(cache_dir) / f"initramfs-{key.hexdigest()[:20]}.cpio.gz"
     if target.exists():

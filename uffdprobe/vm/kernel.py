@@ -23,9 +23,9 @@ class KernelIdentity:
 
 def header_version(head: bytes) -> str:
     """The version string a bzImage carries in its setup header, or '' if none."""
-    if len(head) < VERSION_PTR_OFFSET + 2 or head[SETUP_MAGIC_OFFSET:SETUP_MAGIC_OFFSET + 4] != b"HdrS":
+    if len(head) < VERSION_PTR_OFFSET + 2 or head[SETUP_MAGIC_OFFSET : SETUP_MAGIC_OFFSET + 4] != b"HdrS":
         return ""
-    ptr = int.from_bytes(head[VERSION_PTR_OFFSET:VERSION_PTR_OFFSET + 2], "little")
+    ptr = int.from_bytes(head[VERSION_PTR_OFFSET : VERSION_PTR_OFFSET + 2], "little")
     if ptr == 0:
         return ""
     start = ptr + 0x200
@@ -46,11 +46,15 @@ def identify_image(path) -> KernelIdentity:
         with open(path, "rb") as f:
             head = f.read(64 * 1024)
     except OSError as exc:
-        raise VmInputError(f"kernel {path} cannot be read ({exc.strerror}): make it readable "
-                           f"(chmod a+r {path}) or give another kernel") from None
-    if head[SETUP_MAGIC_OFFSET:SETUP_MAGIC_OFFSET + 4] != b"HdrS":
-        raise VmInputError(f"{path} is not an x86 kernel image (no bzImage boot header): "
-                           "give a bzImage/vmlinuz or a Debian linux-image .deb")
+        raise VmInputError(
+            f"kernel {path} cannot be read ({exc.strerror}): make it readable (chmod a+r {path}) or give another kernel"
+        ) from None
+    if head[SETUP_MAGIC_OFFSET : SETUP_MAGIC_OFFSET + 4] != b"HdrS":
+        raise VmInputError(
+            f"{path} is not an x86 kernel image (no bzImage boot header): "
+            "give a bzImage/vmlinuz or a Debian linux-image .deb"
+        )
     version = header_version(head)
-    return KernelIdentity(path=path.resolve(), sha256=sha256_file(path), version=version,
-                          release=version.split(" ")[0] if version else "")
+    return KernelIdentity(
+        path=path.resolve(), sha256=sha256_file(path), version=version, release=version.split(" ")[0] if version else ""
+    )

@@ -79,8 +79,7 @@ class ModuleTree:
         if path.name.endswith(".xz"):
             return lzma.decompress(data)
         if path.name.endswith(".zst"):
-            return subprocess.run(["zstd", "-dc", str(path)], check=True, capture_output=True,
-                                  timeout=60).stdout
+            return subprocess.run(["zstd", "-dc", str(path)], check=True, capture_output=True, timeout=60).stdout
         if path.name.endswith(".gz"):
             return gzip.decompress(data)
         return data

@@ -16,8 +16,13 @@ OK, PANIC, BOOT_FAIL, VM_TIMEOUT = "OK", "PANIC", "BOOT_FAIL", "VM_TIMEOUT"
 VM_KILLED = "VM_KILLED"  # QEMU ended by a signal nobody in uffdprobe sent (OOM killer, a user, a crash)
 CHANNEL_LOST = "CHANNEL_LOST"  # the guest finished, but its results channel had stopped taking files
 #: The exit status of a boot that did not end OK (the guest command's own status is used when it did).
-OUTCOME_EXIT = {PANIC: Exit.PANIC, BOOT_FAIL: Exit.BOOT_FAIL, VM_TIMEOUT: Exit.VM_TIMEOUT,
-                VM_KILLED: Exit.VM_KILLED, CHANNEL_LOST: Exit.CHANNEL_LOST}
+OUTCOME_EXIT = {
+    PANIC: Exit.PANIC,
+    BOOT_FAIL: Exit.BOOT_FAIL,
+    VM_TIMEOUT: Exit.VM_TIMEOUT,
+    VM_KILLED: Exit.VM_KILLED,
+    CHANNEL_LOST: Exit.CHANNEL_LOST,
+}
 _DONE_STATUS = re.compile(re.escape(console.COMMAND_DONE) + r" status=(\d+)")
 
 
@@ -50,9 +55,13 @@ def classify(text: str, qemu_stderr: str, run: QemuRun, channel_dir: Path, limit
         return Verdict(PANIC, console.panic_reason(text), status, lines)
     if run.returncode is not None and run.returncode < 0 and not run.stopped:
         name = signal.Signals(-run.returncode).name if -run.returncode in signal.valid_signals() else "?"
-        return Verdict(VM_KILLED, f"QEMU died of signal {-run.returncode} ({name}) that uffdprobe did not send, "
-                                  f"{run.ended_at - run.launched_at:.1f}s after launch: killed from outside "
-                                  "(OOM killer, a user) or crashed", status)
+        return Verdict(
+            VM_KILLED,
+            f"QEMU died of signal {-run.returncode} ({name}) that uffdprobe did not send, "
+            f"{run.ended_at - run.launched_at:.1f}s after launch: killed from outside "
+            "(OOM killer, a user) or crashed",
+            status,
+        )
     if run.limit_hit == "overall":
         return Verdict(VM_TIMEOUT, f"overall limit of {limits['timeout']}s hit", status)
     if run.limit_hit == "silence":
@@ -70,12 +79,14 @@ def classify(text: str, qemu_stderr: str, run: QemuRun, channel_dir: Path, limit
         return Verdict(VM_TIMEOUT, "command exceeded its in-guest bound", status)
     done = _DONE_STATUS.search(text)
     if status is None and done:
-        return Verdict(CHANNEL_LOST, f"the results channel closed early: the guest command finished (status "
-                                     f"{done.group(1)}) but its later verdicts and exit status never reached the "
-                                     "host; the console log has the guest's own table",
-                       int(done.group(1)))
+        return Verdict(
+            CHANNEL_LOST,
+            f"the results channel closed early: the guest command finished (status "
+            f"{done.group(1)}) but its later verdicts and exit status never reached the "
+            "host; the console log has the guest's own table",
+            int(done.group(1)),
+        )
     if status is None:  # e.g. a triple fault: QEMU -no-reboot exits without any panic text
         tail = [console.strip_stamp(x) for x in text.splitlines() if x.strip()][-20:]
-        return Verdict(PANIC, "guest died without panic text or exit status (triple fault or power-off)",
-                       None, tail)
+        return Verdict(PANIC, "guest died without panic text or exit status (triple fault or power-off)", None, tail)
     return Verdict(OK, f"command exited {status}", status)

@@ -59,11 +59,33 @@ def command_line(spec: QemuSpec) -> list:
         accel, cpu = ["-accel", "kvm"], "host"
     else:
         accel, cpu = ["-accel", "tcg,thread=multi"], "max"
-    argv = [qemu_binary(), "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-            "-machine", "pc", *accel, "-cpu", cpu, "-smp", str(spec.cpus), "-m", str(spec.memory_mb),
-            "-kernel", str(spec.kernel), "-append", spec.append,
-            "-chardev", f"file,id=con,path={spec.console_log}", "-serial", "chardev:con",
-            "-nic", "none"]
+    argv = [
+        qemu_binary(),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-machine",
+        "pc",
+        *accel,
+        "-cpu",
+        cpu,
+        "-smp",
+        str(spec.cpus),
+        "-m",
+        str(spec.memory_mb),
+        "-kernel",
+        str(spec.kernel),
+        "-append",
+        spec.append,
+        "-chardev",
+        f"file,id=con,path={spec.console_log}",
+        "-serial",
+        "chardev:con",
+        "-nic",
+        "none",
+    ]
     if spec.initrd:
         argv += ["-initrd", str(spec.initrd)]
     return argv + list(spec.device_args)

@@ -55,8 +55,12 @@ def resolve_kernel(kernel, cache_dir: Path = None) -> BootKernel:
     return BootKernel(identity, initrd, transport)
 
 
-KCONFIG_OF = {"virtio_pci": "CONFIG_VIRTIO_PCI", "9pnet_virtio": "CONFIG_NET_9P_VIRTIO",
-              "9p": "CONFIG_9P_FS", "virtiofs": "CONFIG_VIRTIO_FS"}
+KCONFIG_OF = {
+    "virtio_pci": "CONFIG_VIRTIO_PCI",
+    "9pnet_virtio": "CONFIG_NET_9P_VIRTIO",
+    "9p": "CONFIG_9P_FS",
+    "virtiofs": "CONFIG_VIRTIO_FS",
+}
 
 
 def read_kconfig(path: Path) -> dict:
@@ -74,14 +78,20 @@ def _pick_transport(has, identity: KernelIdentity, options: dict = None) -> str:
         return "9p"
     if all(has(m) for m in TRANSPORT_MODULES["virtiofs"]):
         if not Path(VIRTIOFSD).exists() and not shutil.which("virtiofsd"):
-            raise VmSetupError(f"kernel {identity.release} has no 9p, only virtiofs, and no virtiofsd is "
-                               "installed: apt-get install qemu-system-common")
+            raise VmSetupError(
+                f"kernel {identity.release} has no 9p, only virtiofs, and no virtiofsd is "
+                "installed: apt-get install qemu-system-common"
+            )
         return "virtiofs"
     if options is not None and any(options.get(KCONFIG_OF[m]) == "m" for m in KCONFIG_OF):
-        raise VmInputError(f"kernel {identity.path} has 9p/virtio as modules but no lib/modules/"
-                           f"{identity.release} was found: pass the .deb, or build them in (=y)")
-    raise VmInputError(f"kernel {identity.release or identity.path} has neither 9p nor virtiofs over "
-                       "virtio-pci: enable CONFIG_NET_9P_VIRTIO and CONFIG_9P_FS (or CONFIG_VIRTIO_FS)")
+        raise VmInputError(
+            f"kernel {identity.path} has 9p/virtio as modules but no lib/modules/"
+            f"{identity.release} was found: pass the .deb, or build them in (=y)"
+        )
+    raise VmInputError(
+        f"kernel {identity.release or identity.path} has neither 9p nor virtiofs over "
+        "virtio-pci: enable CONFIG_NET_9P_VIRTIO and CONFIG_9P_FS (or CONFIG_VIRTIO_FS)"
+    )
 
 
 def _find_moddir(identity: KernelIdentity) -> Optional[Path]:

@@ -25,10 +25,14 @@ MSIZE = 512 * 1024
 def ninep_args(channel_dir: Path) -> list:
     """QEMU arguments exporting / read-only and channel_dir writable over virtio-9p."""
     return [
-        "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
-        "-device", f"virtio-9p-pci,fsdev=hostroot,mount_tag={ROOT_TAG}",
-        "-fsdev", f"local,id=channel,path={channel_dir},security_model=none",
-        "-device", f"virtio-9p-pci,fsdev=channel,mount_tag={CHANNEL_TAG}",
+        "-fsdev",
+        "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
+        "-device",
+        f"virtio-9p-pci,fsdev=hostroot,mount_tag={ROOT_TAG}",
+        "-fsdev",
+        f"local,id=channel,path={channel_dir},security_model=none",
+        "-device",
+        f"virtio-9p-pci,fsdev=channel,mount_tag={CHANNEL_TAG}",
     ]
 
 
@@ -40,7 +44,7 @@ def sweep_dead_socket_dirs() -> list:
     kill a virtiofsd still serving one (its parent-death signal should have: this is the fallback)."""
     removed = []
     for path in Path(tempfile.gettempdir()).glob(f"{SOCK_PREFIX}*-*"):
-        pid = path.name[len(SOCK_PREFIX):].split("-", 1)[0]
+        pid = path.name[len(SOCK_PREFIX) :].split("-", 1)[0]
         if pid.isdigit() and owner_gone(int(pid)):
             for proc in leftovers.vm_processes(mentioning=str(path)):
                 with contextlib.suppress(psutil.Error):
@@ -71,12 +75,40 @@ class VirtiofsShares:
         self.sock_dir = Path(tempfile.mkdtemp(prefix=f"{SOCK_PREFIX}{os.getpid()}-"))
         root_sock, chan_sock = self.sock_dir / "root.sock", self.sock_dir / "channel.sock"
         # The bind mount exists only in the daemon's own mount namespace; the host never sees it.
-        script = ('mount --bind / "$1" && mount -o remount,bind,ro "$1" && '
-                  'exec "$3" --socket-path="$2" -o source="$1" -o cache=always -o sandbox=namespace')
-        self._start(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
-                     str(mnt), str(root_sock), binary], "virtiofsd-root.log")
-        self._start([binary, f"--socket-path={chan_sock}", "-o", f"source={self.channel_dir}",
-                     "-o", "cache=none", "-o", "sandbox=namespace"], "virtiofsd-channel.log")
+        script = (
+            'mount --bind / "$1" && mount -o remount,bind,ro "$1" && '
+            'exec "$3" --socket-path="$2" -o source="$1" -o cache=always -o sandbox=namespace'
+        )
+        self._start(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                script,
+                "sh",
+                str(mnt),
+                str(root_sock),
+                binary,
+            ],
+            "virtiofsd-root.log",
+        )
+        self._start(
+            [
+                binary,
+                f"--socket-path={chan_sock}",
+                "-o",
+                f"source={self.channel_dir}",
+                "-o",
+                "cache=none",
+                "-o",
+                "sandbox=namespace",
+            ],
+            "virtiofsd-channel.log",
+        )
         deadline = time.monotonic() + timeout
         while not (root_sock.exists() and chan_sock.exists()):
             dead = [p for p in self.procs if p.poll() is not None]
@@ -86,12 +118,18 @@ class VirtiofsShares:
             time.sleep(0.05)
         mem = self.memory_mb
         return [
-            "-object", f"memory-backend-memfd,id=mem,size={mem}M,share=on",
-            "-machine", "memory-backend=mem",
-            "-chardev", f"socket,id=vfsroot,path={root_sock}",
-            "-device", f"vhost-user-fs-pci,chardev=vfsroot,tag={ROOT_TAG}",
-            "-chardev", f"socket,id=vfschan,path={chan_sock}",
-            "-device", f"vhost-user-fs-pci,chardev=vfschan,tag={CHANNEL_TAG}",
+            "-object",
+            f"memory-backend-memfd,id=mem,size={mem}M,share=on",
+            "-machine",
+            "memory-backend=mem",
+            "-chardev",
+            f"socket,id=vfsroot,path={root_sock}",
+            "-device",
+            f"vhost-user-fs-pci,chardev=vfsroot,tag={ROOT_TAG}",
+            "-chardev",
+            f"socket,id=vfschan,path={chan_sock}",
+            "-device",
+            f"vhost-user-fs-pci,chardev=vfschan,tag={CHANNEL_TAG}",
         ]
 
     def _start(self, argv, log_name):

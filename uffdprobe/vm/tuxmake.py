@@ -7,6 +7,7 @@ compiler, kconfig); config is read for the guest's needs like any .config; modul
 once into the cache by its content hash (as a .deb's modules are); kselftest.tar.xz is unpacked the
 same way and its mm selftests serve --kselftest.
 """
+
 import hashlib
 import json
 import os
@@ -44,8 +45,10 @@ def read(folder: Path) -> TuxmakeBuild:
     """The folder's files and metadata; VmInputError (one line) when it is not a usable tuxmake folder."""
     folder = Path(folder)
     if not is_tuxmake(folder):
-        raise VmInputError(f"{folder} is not a tuxmake output folder: it needs {METADATA} and {IMAGE} "
-                           "(tuxmake --target-arch x86_64 --targets kernel,config,modules)")
+        raise VmInputError(
+            f"{folder} is not a tuxmake output folder: it needs {METADATA} and {IMAGE} "
+            "(tuxmake --target-arch x86_64 --targets kernel,config,modules)"
+        )
     try:
         metadata = json.loads((folder / METADATA).read_text())
     except (OSError, ValueError) as exc:
@@ -55,10 +58,17 @@ def read(folder: Path) -> TuxmakeBuild:
     status = (metadata.get("results") or {}).get("status")
     if status not in (None, "PASS"):
         raise VmInputError(f"{folder}: tuxmake says the build's status is {status}: see its build.log")
-    found = {name: folder / name for name in ("config", "modules.tar.xz", "kselftest.tar.xz")
-             if (folder / name).is_file()}
-    return TuxmakeBuild(folder, folder / IMAGE, metadata, found.get("config"), found.get("modules.tar.xz"),
-                        found.get("kselftest.tar.xz"))
+    found = {
+        name: folder / name for name in ("config", "modules.tar.xz", "kselftest.tar.xz") if (folder / name).is_file()
+    }
+    return TuxmakeBuild(
+        folder,
+        folder / IMAGE,
+        metadata,
+        found.get("config"),
+        found.get("modules.tar.xz"),
+        found.get("kselftest.tar.xz"),
+    )
 
 
 def identity(build: TuxmakeBuild) -> dict:
@@ -67,12 +77,22 @@ def identity(build: TuxmakeBuild) -> dict:
     meta = build.metadata
     git, source, compiler = meta.get("git") or {}, meta.get("source") or {}, meta.get("compiler") or {}
     settings = meta.get("build") or {}
-    out = {"tuxmake": str(build.folder), "release": source.get("kernelrelease"),
-           "version": source.get("kernelversion"), "compiler": compiler.get("version_full"),
-           "kconfig": settings.get("kconfig"), "toolchain": settings.get("toolchain")}
+    out = {
+        "tuxmake": str(build.folder),
+        "release": source.get("kernelrelease"),
+        "version": source.get("kernelversion"),
+        "compiler": compiler.get("version_full"),
+        "kconfig": settings.get("kconfig"),
+        "toolchain": settings.get("toolchain"),
+    }
     if git.get("git_commit") or git.get("git_url"):
-        out["source"] = {"kind": "git", "repo": git.get("git_url"), "commit": git.get("git_commit"),
-                         "describe": git.get("git_describe"), "branch": git.get("git_branch")}
+        out["source"] = {
+            "kind": "git",
+            "repo": git.get("git_url"),
+            "commit": git.get("git_commit"),
+            "describe": git.get("git_describe"),
+            "branch": git.get("git_branch"),
+        }
     if build.config:
         out["config_sha256"] = hashlib.sha256(build.config.read_bytes()).hexdigest()
         out["config_file"] = str(build.config)
@@ -114,10 +134,13 @@ def module_dir(build: TuxmakeBuild, release: Optional[str], cache_dir: Path) -> 
     if build.modules is None:
         return None
     top = unpacked(build.modules, cache_dir)
-    found = sorted(p for p in top.glob("**/lib/modules/*") if p.is_dir()) or \
-        sorted(p for p in top.glob("lib/modules/*") if p.is_dir())
+    found = sorted(p for p in top.glob("**/lib/modules/*") if p.is_dir()) or sorted(
+        p for p in top.glob("lib/modules/*") if p.is_dir()
+    )
     for cand in found:
         if release is None or cand.name == release:
             return cand
-    raise VmInputError(f"{build.modules} has no lib/modules/{release} (it has "
-                       f"{', '.join(p.name for p in found) or 'none'}): it is not this bzImage's")
+    raise VmInputError(
+        f"{build.modules} has no lib/modules/{release} (it has "
+        f"{', '.join(p.name for p in found) or 'none'}): it is not this bzImage's"
+    )
