@@ -14,6 +14,7 @@ from .host import VerdictStream, finish, ktap_finish, ktap_start, table_stream
 from uffdprobe.scenarios import memkinds
 from .request import RunRequest
 from uffdprobe.verdicts import Result, Verdict
+from uffdprobe.vm.boot import GUEST_CHANNEL
 from uffdprobe.vm.outcome import CHANNEL_LOST, OUTCOME_EXIT
 
 #: The guest sees the scratch virtio-blk disk here; O_DIRECT scenarios write to it.
@@ -122,7 +123,7 @@ class _Tail(threading.Thread):
 
 
 #: Where the guest sees its results channel (vm/guest_init.sh's CHANNEL); the host has it in the run dir.
-GUEST_RESULTS = "/run/uffdprobe/channel/results/"
+GUEST_RESULTS = f"{GUEST_CHANNEL}/results/"
 
 
 def host_paths(r: Result, host_results: Path) -> None:
