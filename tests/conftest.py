@@ -116,6 +116,28 @@ def pytest_configure(config):
     )
 
 
+@pytest.fixture
+def huge_pages():
+    """Four free huge pages for the test (at least two): as root the pool is grown and put back after; else SKIP."""
+    import os
+    from pathlib import Path
+
+    from uffdprobe.scenarios.memkinds import no_hugepages
+
+    pool = Path("/proc/sys/vm/nr_hugepages")
+    before = int(pool.read_text())
+    grown = bool(no_hugepages(4)) and os.geteuid() == 0
+    if grown:
+        pool.write_text(f"{before + 4}\n")
+    try:
+        if no_hugepages(2):
+            pytest.skip(no_hugepages(2))
+        yield
+    finally:
+        if grown:
+            pool.write_text(f"{before}\n")
+
+
 #: Fixtures that change what every other host run sees: swap switched on, the huge page pool grown. Under pytest-xdist
 #: another worker's host run would meet the changed host mid-run (a hugetlb LEAK where it expects SKIP), so the tests
 #: using them carry the host_state mark, which tox's fast lane runs in a pass of its own, without workers.

@@ -4,7 +4,6 @@ guests: each PRESENT on the model that reverts its fix on Debian's 6.12.118, ABS
 ASK (SKIP with the probed reason) on 6.1, with the evidence asserted; the host's answer where it has swap
 or huge pages to ask with."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -153,26 +152,7 @@ def test_a_thp_dropped_whole_reads_clean_on_the_model_and_written_on_stock_6_12(
             assert booted[model]["cells"][("pagemap-scan-pmd-hole", "anon-thp")].verdict is Verdict.PASS, model
 
 
-@pytest.fixture
-def two_huge_pages():
-    """Two free huge pages: as root the pool is grown for the test and put back after; else SKIP."""
-    from uffdprobe.scenarios.memkinds import no_hugepages
-
-    pool = Path("/proc/sys/vm/nr_hugepages")
-    before = int(pool.read_text())
-    grown = bool(no_hugepages(2)) and os.geteuid() == 0
-    if grown:
-        pool.write_text(f"{before + 2}\n")
-    try:
-        if no_hugepages(2):
-            pytest.skip(no_hugepages(2))
-        yield
-    finally:
-        if grown:
-            pool.write_text(f"{before}\n")
-
-
-def test_host_write_protects_a_hugetlb_hole(tmp_path, kf, two_huge_pages):
+def test_host_write_protects_a_hugetlb_hole(tmp_path, kf, huge_pages):
     path = tmp_path / "host.json"
     proc = subprocess.run(
         [sys.executable, "-m", "uffdprobe", "run", "pagemap-scan-hugetlb-hole", "--json", str(path)],

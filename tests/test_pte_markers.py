@@ -136,25 +136,6 @@ def _reverted_warn_line() -> int:
     raise AssertionError(f"no WARN_ON_ONCE in {path}")
 
 
-@pytest.fixture
-def huge_pages():
-    """Four free huge pages for the test: as root the pool is grown and put back after; else SKIP."""
-    from uffdprobe.scenarios.memkinds import no_hugepages
-
-    pool = Path("/proc/sys/vm/nr_hugepages")
-    before = int(pool.read_text())
-    grown = bool(no_hugepages(4)) and os.geteuid() == 0
-    if grown:
-        pool.write_text(f"{before + 4}\n")
-    try:
-        if no_hugepages(2):
-            pytest.skip(no_hugepages(2))
-        yield
-    finally:
-        if grown:
-            pool.write_text(f"{before}\n")
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="uffd-wp on shmem and hugetlb, pagemap pfns: root here")
 def test_host_carries_neither_defect(tmp_path, huge_pages):
     path = tmp_path / "host.json"

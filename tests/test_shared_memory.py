@@ -5,7 +5,6 @@ and CANNOT ASK (SKIP with the reason) on 6.1; the shmem and hugetlb kinds on the
 
 The models and the cells each declares come from the recipes themselves (vm-images/recipes)."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -147,25 +146,6 @@ def test_move_and_pagemap_scan_cannot_be_asked_on_6_1(booted):
 
 
 # --- the host (6.18 here): every question of this issue, the kinds on the existing scenarios ------------
-
-
-@pytest.fixture
-def huge_pages():
-    """Four free huge pages for the test: as root the pool is grown and put back after; else SKIP."""
-    from uffdprobe.scenarios.memkinds import no_hugepages
-
-    pool = Path("/proc/sys/vm/nr_hugepages")
-    before = int(pool.read_text())
-    grown = bool(no_hugepages(4)) and os.geteuid() == 0
-    if grown:
-        pool.write_text(f"{before + 4}\n")
-    try:
-        if no_hugepages(2):
-            pytest.skip(no_hugepages(2))
-        yield
-    finally:
-        if grown:
-            pool.write_text(f"{before}\n")
 
 
 def _host_run(tmp_path, *argv) -> tuple:
