@@ -112,3 +112,42 @@ def test_an_exec_program_past_its_bound_is_an_error_naming_the_bound():
     assert r.verdict is Verdict.ERROR
     assert r.reason.startswith("still running after 1s with no task stuck (") and " S): killed" in r.reason
     assert [t["comm"] for t in r.evidence["tasks"]] == ["sleep"] and r.evidence["exit"]["killed"]
+
+
+def _sleeping_victim(ctx):
+    """A scenario whose victim (scenarios/victim.py) never reports done: the scenario's bound ends it."""
+    from uffdprobe.scenarios import victim
+
+    def work(report):
+        report(watch_tid=os.getpid())  # its main thread, asleep below: "watched", never done
+        time.sleep(120)
+
+    victim.run(work, setup_s=30.0, watch_s=120.0, ctx=ctx)
+
+
+def test_a_scenario_killed_at_its_bound_takes_its_victim_along():
+    """A victim sits in a session of its own, out of the group stop's reach; the supervisor ends it with the
+    scenario (here killed at its 3 s bound before it could reap its victim), by the pid the scenario noted."""
+    from uffdprobe.scenarios.registry import Scenario
+    from uffdprobe.supervise.supervisor import Limits, run_one
+
+    s = Scenario("victim-left", "does a killed scenario's victim end?", _sleeping_victim, needs=(), test_only=True)
+    r = run_one(s, "anon-4k", {}, {}, Limits(scenario_s=3.0))
+    assert r.verdict is Verdict.ERROR and "no verdict within 3s" in r.reason, r
+    about = r.evidence["victim"]
+    assert about["pid"] > 0 and about["started"] is not None and not about.get("kept"), about
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(about["pid"], about["started"]):
+        time.sleep(0.05)
+    assert not _alive(about["pid"], about["started"]), f"victim {about['pid']} outlived its scenario"
+
+
+def _alive(pid: int, started: int) -> bool:
+    from uffdprobe.osutil import procs
+
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z" and procs.started(pid) == started

@@ -50,6 +50,13 @@ def descendants(roots: Iterable[int], procs: Dict[int, Proc]) -> Dict[int, Proc]
     return found
 
 
+def started(pid: int) -> Optional[int]:
+    """Process `pid`'s start in clock ticks after boot (with the pid, what tells it from a later process that
+    reuses the pid), or None when it is gone."""
+    fields = stat(f"/proc/{pid}/stat")
+    return int(fields[19]) if fields and len(fields) > 19 else None
+
+
 def start_time(pid: int) -> Optional[float]:
     """When process `pid` started (seconds since the epoch), or None when it is gone."""
     fields = stat(f"/proc/{pid}/stat")

@@ -30,7 +30,7 @@ READ_S = 15.0  # the reader of the moved page: a fault on a cached swap entry
 
 def run_move_swapcache(ctx: ScenarioContext) -> Outcome:
     uffd_with(Feature.MOVE, MOVE_FEATURE).close()  # SkipScenario on a kernel without UFFDIO_MOVE
-    v = victim.run(_move_and_read, SETUP_S, READ_S)
+    v = victim.run(_move_and_read, SETUP_S, READ_S, ctx)
     got = v.facts
     if v.state == "error":
         return Outcome(Verdict.ERROR, f"the move victim failed: {got['error']}", got)

@@ -53,7 +53,7 @@ def uffd_with(features: Feature, what: str) -> Userfaultfd:
 
 def run_move(ctx: ScenarioContext) -> Outcome:
     uffd_with(Feature.MOVE, MOVE_FEATURE).close()  # SkipScenario on a kernel without UFFDIO_MOVE
-    v = victim.run(lambda report: _move_work(ctx.memory, report), MOVE_SETUP_S, MOVE_READ_S + 5.0)
+    v = victim.run(lambda report: _move_work(ctx.memory, report), MOVE_SETUP_S, MOVE_READ_S + 5.0, ctx)
     got = v.facts
     if v.state == "error":
         return Outcome(Verdict.ERROR, f"the move victim failed: {got['error']}", got)

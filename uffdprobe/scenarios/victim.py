@@ -18,9 +18,15 @@ import select
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
+from uffdprobe.osutil import procs
+
+from .context import ScenarioContext
 from .memkinds import SkipScenario
+
+#: The note that tells the supervisor of a scenario's victim: its pid, its start (clock ticks), kept or not.
+VICTIM = "victim"
 
 Report = Callable[..., None]
 
@@ -36,21 +42,30 @@ class Victim:
     facts: Dict[str, Any] = field(default_factory=dict)
 
 
-def run(work: Callable[[Report], None], setup_s: float, watch_s: float) -> Victim:
+def run(
+    work: Callable[[Report], None], setup_s: float, watch_s: float, ctx: Optional[ScenarioContext] = None
+) -> Victim:
     """Run work(report) in a victim; wait `setup_s` for its report to name a watched thread, then `watch_s`
-    for "done". SkipScenario raised by the work is raised here."""
+    for "done". SkipScenario raised by the work is raised here. With `ctx`, the supervisor is told of the
+    victim (note VICTIM) as soon as it exists, and whether it is kept: one it was not told to keep, it ends
+    when the scenario ends, however the scenario ended (supervise/supervisor.py)."""
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(rfd)
         _victim(work, wfd)  # never returns
     os.close(wfd)
+    about: Dict[str, Any] = {"pid": pid, "started": procs.started(pid)}
+    if ctx is not None:
+        ctx.note(VICTIM, about)
     try:
         v = _collect(pid, rfd, setup_s, watch_s)
     finally:
         os.close(rfd)
     if v.state != "thread_gone":
         v.facts["victim_reaped"] = _reap(pid)
+    elif ctx is not None:
+        ctx.note(VICTIM, {**about, "kept": True})
     if "skip" in v.facts:
         raise SkipScenario(v.facts["skip"])
     return v

@@ -14,11 +14,13 @@ from . import tasks
 from .loop import supervise
 from .protocol import Bounds, Ending, Step
 from .splat import SplatWatch
+from uffdprobe.osutil import procs
 from uffdprobe.uffd import messages
 from uffdprobe.uffd.errors import UffdError
 from uffdprobe.scenarios.context import ScenarioContext
 from uffdprobe.scenarios.memkinds import SkipScenario
 from uffdprobe.scenarios.registry import Scenario
+from uffdprobe.scenarios.victim import VICTIM
 from uffdprobe.uffd.userfaultfd import Userfaultfd
 from uffdprobe.verdicts import Outcome, Result, Verdict
 
@@ -220,6 +222,7 @@ class _Scenario:
     def result(self, ending: Ending) -> Result:
         stopped = ending.stopped
         assert stopped is not None, "a forked child always starts"
+        _end_victim(self.notes.get(VICTIM))
         if not stopped.reaped:
             # SIGKILL did not end it within 10 s: an unkillable task is a kernel bug; stop waiting.
             reaped: Dict[str, Any] = {"exit": None, "killed": True, "unkillable": tasks.all_tasks(self.pid)}
@@ -235,6 +238,21 @@ class _Scenario:
         self._child_sock.close()
         if self.uffd is not None:
             self.uffd.close()
+
+
+def _end_victim(about: Any) -> None:
+    """A scenario's victim (scenarios/victim.py) lives in a session of its own, out of reach of the group
+    stop: unless the scenario kept it (its watched thread died in the kernel), it ends with the scenario,
+    also when the scenario child was killed before it could reap it. Only the very process noted (same start)."""
+    if not isinstance(about, dict) or about.get("kept") or not isinstance(about.get("pid"), int):
+        return
+    pid = about["pid"]
+    if about.get("started") is None or procs.started(pid) != about["started"]:
+        return  # gone (reaped by the scenario, as it normally is), or the pid is another process's now
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 def run_one(
