@@ -282,7 +282,7 @@ def test_ctrl_c_on_a_cluster_matrix_leaves_no_vm(tmp_path):
         while time.monotonic() < deadline and proc.poll() is None:
             found = [BOOTING.search(x.rstrip("\n")) for x in list(lines)]
             run_dir = next((f.group(2) for f in found if f), None)
-            if any(x.startswith("  stock | wp-gup-vmsplice ") and "anon-thp" in x for x in list(lines)):
+            if any(re.match(r"  stock \| (\[\d+/\d+\] )?wp-gup-vmsplice ", x) and "anon-thp" in x for x in list(lines)):
                 break
             time.sleep(0.2)
         assert run_dir, "".join(lines)
