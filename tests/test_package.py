@@ -256,7 +256,8 @@ def test_installed_package_runs_from_anywhere_with_its_own_data(installed):
 def test_installed_package_runs_a_scenario_in_the_cached_stock_kernel(installed):
     proc = _run(installed, "run", "--kernel", "stock", "wp-real-write", timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    verdicts = [line.split()[2] for line in proc.stdout.splitlines() if line.startswith("wp-real-write ")]
+    rows = [re.match(r"\[\d+/\d+\] wp-real-write +(\S+) +(\S+)", line) for line in proc.stdout.splitlines()]
+    verdicts = [row.group(2) for row in rows if row]
     assert verdicts and set(verdicts) == {"PASS"}, proc.stdout
 
 
