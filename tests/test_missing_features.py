@@ -39,6 +39,7 @@ NEEDS_ONLY_UFFD = {s.name for s in select([]) if s.needs == ("uffd",)}  # contin
 NEWER_THAN_6_1 = {
     "move-basic",
     "move-swapcache",
+    "move-large-folio",
     "pagemap-scan-written",
     "pagemap-scan-zapped",
     "pagemap-scan-pmd-hole",

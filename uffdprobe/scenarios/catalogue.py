@@ -211,3 +211,17 @@ PAGEMAP_SCAN_PMD_HOLE = Defect(
     first_fixed="v7.2",
     stable=("6.12.103",),
 )
+
+# The id and title of 454143aeb4c6 were read on a git web page of the commit (committed to the mm tree
+# 2026-10-24), the stable release in Debian's 6.12 changelog (6.12.118). Not verified: the mainline tag
+# (the merge window after that date, by the calendar) and the commit it fixes (its Fixes: tag was not
+# read; the retry on -EAGAIN and the split it meets are both UFFDIO_MOVE's own, adef440691ba).
+MOVE_LARGE_FOLIO = Defect(
+    id="move-large-folio-livelock",
+    fixes=(Commit("454143aeb4c6", "userfaultfd: fix UFFDIO_MOVE livelock on large folio with extra references"),),
+    introduced=(Commit("adef440691ba", "userfaultfd: UFFDIO_MOVE uABI"),),
+    first_affected="v6.8",
+    first_fixed="v7.4-rc (unverified)",
+    stable=("6.12.118",),
+    memory=("anon-thp",),
+)

@@ -19,6 +19,7 @@ from .catalogue import (
     HUGETLB_PRIVATE_COW_WP,
     HUGETLB_UNSHARE_WP,
     HUGETLB_WP_NO_PGTABLE,
+    MOVE_LARGE_FOLIO,
     MOVE_SWAPCACHE,
     MREMAP_WP_STALE,
     PAGEMAP_SCAN_HUGETLB_HOLE,
@@ -255,6 +256,14 @@ def _table() -> Dict[str, Scenario]:
                  move_defects.run_move_swapcache, ("uffd",), memory=("anon-swap",),
                  models="Android's userfaultfd GC compacting a heap whose pages were swapped out and read ahead",
                  defect=MOVE_SWAPCACHE),
+        Scenario("move-large-folio",
+                 "Does UFFDIO_MOVE of one page of a THP whose first page sits in a pipe (a reference that stays) "
+                 "return, instead of retrying the split it cannot make for ever?",
+                 move_defects.run_move_large_folio, ("uffd",), memory=("anon-thp",),
+                 defaults=dict(move_defects.LARGE_FOLIO_DEFAULTS),
+                 models="Android's userfaultfd GC moving heap pages out of a THP while a page of it is held "
+                        "(vmsplice, an io_uring fixed buffer)",
+                 defect=MOVE_LARGE_FOLIO),
         # Last of the public rows: on a kernel without e92d92bbafb2 its thread waits for itself in an
         # unkillable sleep, and a guest's hung-task detector panics the boot 90 s later if the run goes on.
         Scenario("pagemap-scan-hugetlb-hole",
