@@ -23,10 +23,11 @@ pytestmark = pytest.mark.timeout(3600)  # a model is a small variant of stock-6.
 #: model recipe -> the catalogue scenario whose fix it reverts
 MODELS = {
     "model-move-swapcache": "move-swapcache",
+    "model-move-large-folio": "move-large-folio",
     "model-pagemap-scan-hugetlb-hole": "pagemap-scan-hugetlb-hole",
     "model-pagemap-scan-pmd-hole": "pagemap-scan-pmd-hole",
 }
-ASKED = ("move-swapcache", "move-basic", "pagemap-scan-pmd-hole", "pagemap-scan-hugetlb-hole")
+ASKED = ("move-swapcache", "move-basic", "move-large-folio", "pagemap-scan-pmd-hole", "pagemap-scan-hugetlb-hole")
 KERNELS = [*MODELS, "stock-6.12", "stock"]
 
 
@@ -98,6 +99,35 @@ def test_move_basic_meets_the_same_bug_on_a_swapped_page_only(booted):
         else:
             assert r.verdict is Verdict.PASS and r.evidence["read_ok"] and not r.evidence["source_mapped_after"]
         assert fixed[("move-basic", memory)].verdict is Verdict.PASS
+
+
+@pytest.mark.vm
+@pytest.mark.build
+def test_move_out_of_a_held_thp_spins_on_the_model_and_is_refused_on_stock_6_12(booted):
+    bad = booted["model-move-large-folio"]["cells"][("move-large-folio", "anon-thp")]
+    good = booted["stock-6.12"]["cells"][("move-large-folio", "anon-thp")]
+    for r in (bad, good):  # the same trigger on both: a PMD-mapped THP, its first page in an open pipe
+        trigger = r.evidence["trigger"]
+        assert trigger["huge_kb"] == 2048 and trigger["spliced"] == 4096, r.evidence
+        assert trigger["source_before"]["present"] and trigger["source_before"]["exclusive"]
+    assert bad.verdict is Verdict.HANG and "never returned" in bad.reason, (bad.reason, bad.evidence)
+    hang = bad.evidence["hang"]
+    assert "open pipe" in hang["watched_call"] and "held" not in bad.evidence  # the first move never returned
+    # running, never asleep, for the whole bound: the split is retried, nothing waits
+    assert set(hang["states_sampled"]) == {"R"} and hang["spinning_task"]["state"] == "R", hang
+    assert hang["spin_s"] == SCENARIOS["move-large-folio"].defaults["move_bound_s"]
+    frames = [line.split("] ", 1)[-1].split("+")[0] for line in hang["spinning_task"]["stack"]]
+    assert frames[:2] == ["move_pages", "userfaultfd_ioctl"], frames  # move_pages_pte() is inlined
+    # killable: the SIGKILL at the bound ended the spin and the process (reaped, not left unkillable)
+    assert "killed the process group" in bad.evidence["rescue"] and bad.evidence["exit"]["exit"] == -9
+    assert bad.duration_s < 60, bad.duration_s
+    assert good.verdict is Verdict.PASS, (good.reason, good.evidence)
+    held, released = good.evidence["held"], good.evidence["released"]
+    assert held == {**held, "moved": 0, "errno": "EBUSY"} and held["ms"] < 1000, held
+    assert released["moved"] == 4096 and good.evidence["read"] and not good.evidence["source_after"]["present"]
+    for model in MODELS:  # every other model carries this fix
+        if model != "model-move-large-folio":
+            assert booted[model]["cells"][("move-large-folio", "anon-thp")].verdict is Verdict.PASS, model
 
 
 @pytest.mark.vm
@@ -195,3 +225,19 @@ def test_host_moves_a_swap_cached_page(tmp_path, kf, host_swap):
     [r] = [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
     assert r.verdict is Verdict.PASS, (r.reason, r.evidence)
     assert r.evidence["source_in_swap_cache"] and r.evidence["read"] == PATTERN[:64].hex()
+
+
+def test_host_refuses_a_move_out_of_a_held_thp(tmp_path, kf):
+    path = tmp_path / "host.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "run", "move-large-folio", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [r] = [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
+    if r.verdict is Verdict.SKIP:
+        pytest.skip(r.reason)  # no THP formed here
+    assert r.verdict is Verdict.PASS and r.evidence["held"]["errno"] == "EBUSY", (r.reason, r.evidence)
+    assert r.evidence["released"]["moved"] == 4096 and r.evidence["read"]
