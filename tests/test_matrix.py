@@ -287,3 +287,51 @@ def test_a_quiet_matrix_quiets_its_children_and_still_knows_each_boot(tmp_path):
     assert boot["outcome"] == "OK" and os.path.isdir(boot["run_dir"]) and boot["timings"]["launch_to_init"] > 0
     assert os.path.isfile(os.path.join(boot["run_dir"], "console.log")) and boot["console_excerpt"]
     assert os.path.isfile(boot["console_log"])  # the copy kept in the kernel's results folder
+
+
+@pytest.mark.vm
+@pytest.mark.host_state  # holds the real kernel cache's in-use lock: other builds wait meanwhile
+@root
+def test_the_host_answers_while_a_recipe_still_builds(tmp_path):
+    """A matrix queues each kernel as soon as it is built: while the stock recipe's build waits (here for
+    the kernel cache's lock, held as `kernel clean` holds it), the host has already run and answered."""
+    import threading
+    import time
+
+    from uffdprobe.kbuild import cache
+
+    root_dir = cache.default_root()
+    held = cache.exclusive_use(root_dir)
+    if held is None:
+        pytest.skip(f"a build or unpack is using {root_dir} now")
+    lines: list = []
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uffdprobe", "matrix", "--kernel", "host", "--kernel", "stock"]
+            + ["--scenario", "cow-leak", "--memory", "anon-4k", "--results-dir", str(tmp_path / "m")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 120
+        while not any("[1/2] host: done" in line for line in lines) and time.monotonic() < deadline:
+            assert proc.poll() is None, "".join(lines)
+            time.sleep(0.2)
+        time.sleep(3)  # stock's build still waits for the lock: it neither boots nor ends the matrix
+        said = "".join(lines)
+        assert "[1/2] host: done" in said and "1 PASS" in said, said
+        assert "[2/2] stock: booting" not in said and proc.poll() is None, said
+    finally:
+        os.close(held)
+    try:
+        assert proc.wait(timeout=600) == 0, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=10)
+    said = "".join(lines)
+    assert said.index("[1/2] host: done") < said.index("[2/2] stock: booting"), said
+    assert "waiting for `kernel clean`" in said and "cell(s) on 2 kernel(s)" in said, said

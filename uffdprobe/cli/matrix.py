@@ -15,7 +15,7 @@ from uffdprobe.exitcodes import Exit, UsageError
 from uffdprobe.results.matrix import Matrix
 from uffdprobe.osutil import children
 from uffdprobe.osutil.files import usable_dir
-from uffdprobe.run.kernels import build, check_kernels, declare, parse_expect
+from uffdprobe.run.kernels import check_kernels, declare, parse_expect
 from uffdprobe.run import selftests
 from uffdprobe.run.matrix import planned, run_all
 from uffdprobe.run import request as run_request
@@ -210,7 +210,7 @@ def cmd_matrix(args: argparse.Namespace, output: Report = MATRIX) -> int:
     say = _say if args.verbosity >= 0 else _silent
     owed = planned(request)
     # the logs and matrix.json are kept (the reports point at the logs): a folder of the cache's, like
-    # a run's, made only once every kernel is built, so a refused matrix leaves nothing behind
+    # a run's, made only once nothing is left to refuse, so a refused matrix leaves nothing behind
     work = Path(args.results_dir).absolute() if args.results_dir else new_run_dir(cache_root() / "matrix", create=False)
     usable_dir(
         work,
@@ -256,11 +256,9 @@ def _run_matrix(
     args: argparse.Namespace, targets, request: RunRequest, say, work: Path, owed: list, engine, output: Report
 ) -> int:
     started = time.monotonic()  # the summary's time: kernel builds, the selftest build and every run
-    for t in targets:
-        build(t, say)
     if any(planned(request, t) != owed for t in targets) or request.workload.kselftest:
         selftests_started = time.monotonic()
-        _selftests(say, request)  # once, before the kernels' runs (which would each wait for the build)
+        _selftests(say, request)  # once, before the kernels' builds and runs (each run would wait for it)
         say(f"matrix: selftests ready in {time.monotonic() - selftests_started:.1f}s")
     work.mkdir(parents=True, exist_ok=True)
     say(f"matrix: logs under {work}")  # only once the folder exists: a refused matrix makes none

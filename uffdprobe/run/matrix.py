@@ -150,19 +150,33 @@ def run_all(
     `on_kernel`) as they end. `runner` runs each kernel (default: a Runner whose children run on
     this machine; a cluster's comes from run/engine_dask.py).
 
+    A recipe kernel is built (or taken from the cache) here, in this thread, just before it is queued:
+    the kernels queued before it run meanwhile, so a fresh machine's first verdicts (the host's, then
+    the first recipe's) come while later recipes still build.
+
     On Ctrl-C (or any error) every child is stopped and reaped before the exception goes on."""
     runner = runner or Runner(request, work, say)
     n = len(targets)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="matrix")
-    futures = {pool.submit(runner.run_one, t, f"[{i}/{n}]"): t for i, t in enumerate(targets, 1)}
+    futures: Dict[concurrent.futures.Future, Target] = {}
+
+    def collect(pending: set, timeout: float) -> set:
+        finished, pending = concurrent.futures.wait(pending, timeout=timeout)
+        for f in finished:
+            done[futures[f].label] = f.result()
+            if on_kernel:
+                on_kernel(done[futures[f].label])
+        return pending
+
     try:
-        pending = set(futures)
+        pending: set = set()
+        for i, t in enumerate(targets, 1):
+            build(t, say)
+            f = pool.submit(runner.run_one, t, f"[{i}/{n}]")
+            futures[f] = t
+            pending = collect(pending | {f}, timeout=0)
         while pending:
-            finished, pending = concurrent.futures.wait(pending, timeout=0.5)
-            for f in finished:
-                done[futures[f].label] = f.result()
-                if on_kernel:
-                    on_kernel(done[futures[f].label])
+            pending = collect(pending, timeout=0.5)
     except BaseException:
         with children.signals_ignored((signal.SIGINT, signal.SIGTERM), _still_stopping):
             for f in futures:  # first, so no queued kernel starts while the running ones stop
