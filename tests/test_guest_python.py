@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +84,114 @@ def test_precompile_leaves_bytecode_the_guest_can_read():
     ]
     assert not stale, stale[:5]
     assert sys.implementation.cache_tag in importlib.util.cache_from_source(str(sources[0]))
+
+
+def test_the_guest_command_imports_the_run_path_from_the_archive(tmp_path):
+    archive = guest_python.archive()
+    script = tmp_path / "where.py"
+    script.write_text(
+        "import json, sys, uffdprobe.cli.main, uffdprobe.scenarios, uffdprobe.uffd._native as n, json\n"
+        "from uffdprobe.osutil import datafiles\n"
+        "def where(m):\n"
+        "    return [getattr(m.__spec__.loader, 'archive', None), m.__file__]\n"
+        "print(json.dumps({'scenarios': where(uffdprobe.scenarios), 'json': where(json), 'native': where(n),\n"
+        "    'argv': sys.argv[1:], 'vm_images': str(datafiles.vm_images())}))\n"
+    )
+    proc = subprocess.run(
+        [*guest_python.from_archive(str(archive), script=True), str(script), "x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    import uffdprobe.scenarios
+    import uffdprobe.uffd._native as native
+
+    assert got["scenarios"] == [str(archive), uffdprobe.scenarios.__file__], (
+        "served from the archive, named as on the host"
+    )
+    assert got["json"] == [str(archive), json.__file__]
+    assert got["native"] == [None, native.__file__], "an extension module: from its host file"
+    assert got["argv"] == ["x"]
+    assert got["vm_images"] == str(datafiles.vm_images()), "data files still come from the host's folders"
+
+
+def test_without_its_archive_the_guest_command_imports_from_the_host_folders(tmp_path):
+    script = tmp_path / "where.py"
+    script.write_text("import uffdprobe.scenarios as s; print(type(s.__spec__.loader).__name__, s.__file__)\n")
+    proc = subprocess.run(
+        [*guest_python.from_archive(str(tmp_path / "missing"), script=True), str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
+    assert proc.returncode == 0, proc.stderr
+    import uffdprobe.scenarios
+
+    assert proc.stdout.split() == ["SourceFileLoader", uffdprobe.scenarios.__file__]
+
+
+def test_a_missing_or_stale_archive_is_rebuilt_not_used(tmp_path, monkeypatch):
+    import marshal
+
+    from uffdprobe.run import guest_archive
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    built = guest_python.archive()
+    assert built.is_relative_to(tmp_path) and guest_archive.fresh(built)
+    start, table, manifest = marshal.loads(built.read_bytes())
+    assert table["uffdprobe.scenarios"][1] == "pkg" and table["uffdprobe.uffd._native"][1] == "ext"
+    assert "tkinter" not in table and "uffdprobe.cli.matrix" not in table, "only what the run imports"
+
+    built.unlink()
+    assert guest_python.archive() == built and guest_archive.fresh(built), "missing: built again"
+
+    # stale: one of its sources changed since (here: the archive remembers another size), and its bytecode
+    # says so; it must be rebuilt from the sources, not served
+    name, size, mtime = manifest[-1]
+    stale_table = dict(table, json=(table["json"][0], "py", marshal.dumps(compile("STALE = 1", "x", "exec"))))
+    built.write_bytes(marshal.dumps((start, stale_table, manifest[:-1] + [(name, size + 1, mtime)])))
+    assert not guest_archive.fresh(built)
+    assert guest_python.archive() == built and guest_archive.fresh(built)
+    _, table_again, _ = marshal.loads(built.read_bytes())
+    assert table_again["json"] == table["json"]
+
+
+@pytest.mark.vm
+@pytest.mark.timeout(900)
+def test_a_guest_run_imports_its_modules_from_the_archive(tmp_path):
+    from uffdprobe.run import guest_archive
+    from uffdprobe.run.guest import GUEST_ARCHIVE
+
+    scenario = Path(__file__).resolve().parent / "user_scenarios" / "module_origins.py"
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "run", "--kernel", "stock", "--accel", "tcg"]
+        + ["--scenarios-from", str(scenario), "--json", str(out), "module-origins"],
+        capture_output=True,
+        text=True,
+        timeout=800,
+        cwd="/",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = json.loads(out.read_text())["results"]
+    modules = result["evidence"]["modules"]
+    import uffdprobe.scenarios
+    import uffdprobe.uffd._native as native
+
+    assert modules["uffdprobe.scenarios"] == {
+        "archive": GUEST_ARCHIVE,
+        "loader": "ArchiveFinder",
+        "file": uffdprobe.scenarios.__file__,
+    }
+    assert modules["uffdprobe.uffd._native"]["file"] == native.__file__
+    assert modules["uffdprobe.uffd._native"]["loader"] == "ExtensionFileLoader"
+    recorded = [n for n in guest_archive.ENTRY if n in modules and n != "uffdprobe.uffd._native"]
+    assert len(recorded) > 50
+    elsewhere = {n: modules[n] for n in recorded if modules[n]["archive"] != GUEST_ARCHIVE}
+    assert not elsewhere, "the run path's modules all come from the archive"
+    user = modules[next(n for n, m in modules.items() if m["file"] == str(scenario))]
+    assert user["archive"] is None, "a user's scenario file: from the host root"

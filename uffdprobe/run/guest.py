@@ -19,6 +19,8 @@ from uffdprobe.vm.outcome import CHANNEL_LOST, OUTCOME_EXIT
 
 #: The guest sees the scratch virtio-blk disk here; O_DIRECT scenarios write to it.
 GUEST_SCRATCH = "/dev/vda"
+#: Where the guest reads the archive of its Python modules (run.guest_python.archive(), brought along).
+GUEST_ARCHIVE = f"{GUEST_CHANNEL}/{guest_python.ARCHIVE_NAME}"
 #: The guest run's exit statuses for a results stream it could no longer write (run.host.VerdictStream).
 GUEST_LOST = (Exit.CHANNEL_LOST, Exit.NO_SPACE)
 
@@ -47,7 +49,7 @@ def guest_argv(request: RunRequest) -> List[str]:
     from uffdprobe.osutil.swap import SERIAL_ENV
     from uffdprobe.vm.boot import SWAP_SERIAL
 
-    env, *python = guest_python.interpreter()  # `/usr/bin/env PYTHONPATH=... python -S`
+    env, *python = guest_python.from_archive(GUEST_ARCHIVE)  # `/usr/bin/env PYTHONPATH=... python -S -c START`
     hugepages = [f"{memkinds.HUGEPAGES_ENV}={memkinds.GUEST_HUGEPAGES}"] if _plans_hugetlb(request) else []
     return [
         env,
@@ -55,8 +57,6 @@ def guest_argv(request: RunRequest) -> List[str]:
         f"{SERIAL_ENV}={SWAP_SERIAL}",
         *hugepages,
         *python,
-        "-m",
-        "uffdprobe",
         "run",
         *request.for_guest().to_argv(),
     ]
@@ -190,9 +190,10 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
         print(f"[vm] {text}", file=sys.stderr, flush=True)
 
     verbosity = outputs.verbosity
-    guest_python.precompile()  # the guest compiles nothing under TCG
+    guest_python.precompile()  # the guest compiles nothing under TCG (what the archive lacks included)
     try:
         in_guest, bring = exec_row.bring_along(request)  # a program under /tmp: its copy in the channel
+        bring = {**bring, guest_python.ARCHIVE_NAME: guest_python.archive()}
         result = boot(
             kernel,
             guest_argv(in_guest),

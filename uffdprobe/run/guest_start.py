@@ -1,0 +1,80 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""What the guest's Python runs first: it serves the modules of the run path from one archive in memory.
+
+Not imported in the guest: run.guest_archive stores this module's compiled code in the archive, and the
+guest's `python -S -c` reads the archive with one open and one read, execs that code and calls
+install(). From then on an import of a module the archive holds costs no file lookup: its bytecode is
+unmarshalled from memory, and its spec names the host file it was compiled from (so __file__, data
+files beside it and tracebacks read as on the host). A module the archive lacks, a submodule of an
+archived package included (its __path__ is the host folder), is found on the host folders behind it;
+an extension module is loaded straight from the host path recorded for it, without a search.
+
+It imports nothing: sys and the frozen import machinery are there before any import.
+"""
+
+import sys
+
+
+class ArchiveFinder:
+    """A sys.meta_path finder and loader for the modules of one archive: {name: (host path, kind,
+    bytecode)}, kind "py", "pkg", "ext" or "absent" (looked for and not found when it was made)."""
+
+    def __init__(self, archive: str, table: dict):
+        self.archive, self.table = archive, table
+
+    def __repr__(self) -> str:
+        return f"<ArchiveFinder {self.archive}>"
+
+    def find_spec(self, name: str, path=None, target=None):
+        """The spec of `name` when the archive holds it, else None (the next finder looks)."""
+        entry = self.table.get(name)
+        if entry is None:
+            return None
+        origin, kind, _ = entry
+        if kind == "absent":  # not there when the archive was made (nor since: its folders are unchanged)
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        external = sys.modules["_frozen_importlib_external"]
+        if kind == "ext":
+            loader = external.ExtensionFileLoader(name, origin)
+            return external.spec_from_file_location(name, origin, loader=loader)
+        spec = sys.modules["_frozen_importlib"].ModuleSpec(name, self, origin=origin, is_package=kind == "pkg")
+        spec.has_location = True
+        if kind == "pkg":
+            spec.submodule_search_locations = [origin.rpartition("/")[0]]
+        return spec
+
+    def create_module(self, spec):
+        """The default module object."""
+        return None
+
+    def exec_module(self, module) -> None:
+        """Run the module's archived bytecode in its namespace."""
+        exec(self.get_code(module.__spec__.name), module.__dict__)
+
+    def get_code(self, name: str):
+        """The module's code object, unmarshalled from the archive."""
+        import marshal
+
+        return marshal.loads(self.table[name][2])
+
+    def is_package(self, name: str) -> bool:
+        """Whether the archived module is a package."""
+        return self.table[name][1] == "pkg"
+
+    def get_source(self, name: str):
+        """The module's source, read from the host file it was compiled from (None if that is gone)."""
+        try:
+            with open(self.table[name][0], encoding="utf-8") as f:
+                return f.read()
+        except OSError:
+            return None
+
+
+def install(archive: str, table: dict) -> ArchiveFinder:
+    """Put a finder for `table` before the path finder on sys.meta_path (built-in and frozen modules
+    still come first)."""
+    finder = ArchiveFinder(archive, table)
+    names = [getattr(f, "__name__", "") for f in sys.meta_path]
+    at = names.index("PathFinder") if "PathFinder" in names else len(sys.meta_path)
+    sys.meta_path.insert(at, finder)
+    return finder
