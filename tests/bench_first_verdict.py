@@ -14,6 +14,7 @@ Run: .venv/bin/python -m pytest -s -m benchmark tests/bench_first_verdict.py [-k
 import json
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from bench_vm import REPEATS, image_of, kernels, vng_binary, vng_boot_seconds
 
 from uffdprobe.osutil import children
 from uffdprobe.run import guest_python
-from uffdprobe.run.guest import GUEST_SCRATCH, guest_argv
+from uffdprobe.run.guest import GUEST_ARCHIVE, GUEST_SCRATCH, guest_argv
 from uffdprobe.vm.boot import boot
 from uffdprobe.vm.leftovers import vm_processes
 
@@ -95,15 +96,26 @@ def arrivals(kernel: Path, scenarios, python: str = sys.executable):
     return seen, (init or [nan])[0], (seen[0] - launched[0] if seen and launched else nan), proc.returncode
 
 
-def phase_breakdown(kernel: Path, run_dir: Path) -> dict:
+def phase_breakdown(kernel: Path, run_dir: Path, archive: bool = True) -> dict:
     """One boot of guest_phases.py under -X importtime: when each step of the run ended, in seconds after
-    the guest init's "init reached" line, plus the import table."""
-    python = guest_python.interpreter()
-    script = (
-        f"exec {' '.join(python[:2])} UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH} {' '.join(python[2:])} "
-        f"-X importtime {PHASES} --memory anon-4k {' '.join(ONE)} 2>{GUEST_RESULTS}/importtime.txt"
+    the guest init's "init reached" line, plus the import table. `archive`: the run path's modules from
+    the archive in memory, as `uffdprobe run` has them (else all from the host folders, as before it)."""
+    if archive:
+        env, path, *python = guest_python.from_archive(GUEST_ARCHIVE, script=True)
+    else:
+        env, path, *python = guest_python.interpreter()
+    python.insert(python.index("-S") + 1, "-X")
+    python.insert(python.index("-X") + 1, "importtime")
+    argv = [env, path, f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}", *python, str(PHASES), "--memory", "anon-4k", *ONE]
+    script = f"exec {shlex.join(argv)} 2>{GUEST_RESULTS}/importtime.txt"
+    result = boot(
+        kernel,
+        ["/bin/sh", "-c", script],
+        accel="tcg",
+        run_dir=run_dir,
+        timeout=300,
+        bring=_archive() if archive else {},
     )
-    result = boot(kernel, ["/bin/sh", "-c", script], accel="tcg", run_dir=run_dir, timeout=300)
     text = result.console_log.read_text(errors="replace")
     init = float(re.search(r"init reached \(uptime ([\d.]+)s\)", text).group(1))
     data = json.loads((result.results_dir / "phases.json").read_text())
@@ -126,13 +138,24 @@ def _import_table(text: str) -> list:
     return rows
 
 
-def syscall_counts(kernel: Path, run_dir: Path) -> list:
-    """`strace -f -c` of the real guest run of ONE: the file syscalls are what can reach the 9p root."""
+def syscall_counts(kernel: Path, run_dir: Path, archive: bool = True) -> list:
+    """`strace -f -c` of the real guest run of ONE: the file syscalls are what can reach the 9p root.
+    `archive`: as `uffdprobe run` starts it (else with `-m uffdprobe`, all modules from the host folders)."""
     from uffdprobe.run.request import RunRequest, Workload
 
     argv = guest_argv(RunRequest(Workload(scenarios=tuple(ONE), memory=("anon-4k",))))
+    if not archive:
+        at = argv.index("-c")
+        argv[at : at + 2] = ["-m", "uffdprobe"]
     out = f"{GUEST_RESULTS}/strace.txt"
-    result = boot(kernel, ["/usr/bin/strace", "-f", "-c", "-o", out, *argv], accel="tcg", run_dir=run_dir, timeout=300)
+    result = boot(
+        kernel,
+        ["/usr/bin/strace", "-f", "-c", "-o", out, *argv],
+        accel="tcg",
+        run_dir=run_dir,
+        timeout=300,
+        bring=_archive() if archive else {},
+    )
     path = result.results_dir / "strace.txt"
     rows = []
     for line in path.read_text().splitlines() if path.exists() else []:
@@ -140,6 +163,11 @@ def syscall_counts(kernel: Path, run_dir: Path) -> list:
         if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1].isidentifier():
             rows.append((parts[-1], int(parts[3])))
     return rows
+
+
+def _archive() -> dict:
+    """What `uffdprobe run --kernel` brings into the channel: the archive of the guest's modules."""
+    return {guest_python.ARCHIVE_NAME: guest_python.archive()}
 
 
 def _median(xs):
@@ -216,9 +244,28 @@ def test_first_verdict_and_per_scenario_cost(label, kernel, tmp_path):
     else:
         print("virtme-ng: not installed (pip install virtme-ng, or the bench extra)")
 
-    phases = phase_breakdown(kernel, tmp_path / "phases")
+    for archive in (False, True, False, True):  # alternating, as the rounds above
+        _print_phases(phase_breakdown(kernel, tmp_path / f"phases-{archive}-{time.monotonic()}", archive), archive)
+    for archive in (False, True):
+        counts = dict(syscall_counts(kernel, tmp_path / f"strace-{archive}", archive))
+        files = {
+            k: v
+            for k, v in counts.items()
+            if k
+            in ("openat", "newfstatat", "statx", "stat", "lstat", "fstat", "getdents64", "readlink", "read", "access")
+        }
+        print(
+            f"file syscalls of the real run, modules from {'the archive' if archive else 'the host folders'} "
+            f"(strace -f -c; each can be a 9p round trip): {sum(files.values())} "
+            + ", ".join(f"{k} {v}" for k, v in sorted(files.items(), key=lambda kv: -kv[1]))
+        )
+    assert not vm_processes()
+
+
+def _print_phases(phases: dict, archive: bool) -> None:
     steps = phases["steps"]
-    print(f"where the guest's seconds go (one boot, {ONE[0]}, seconds):")
+    source = "the archive in memory" if archive else "the host folders over 9p"
+    print(f"where the guest's seconds go (one boot, {ONE[0]}, modules from {source}; seconds):")
     print(f"  launch -> guest init                 {phases['launch_to_init']:6.2f}")
     previous = 0.0
     for name, what in (
@@ -239,14 +286,3 @@ def test_first_verdict_and_per_scenario_cost(label, kernel, tmp_path):
     )
     for self_us, cum_us, _, name in sorted(rows, reverse=True)[:8]:
         print(f"    {name:40} self {self_us / 1e3:6.0f} ms  cumulative {cum_us / 1e3:6.0f} ms")
-    counts = dict(syscall_counts(kernel, tmp_path / "strace"))
-    files = {
-        k: v
-        for k, v in counts.items()
-        if k in ("openat", "newfstatat", "statx", "stat", "lstat", "fstat", "getdents64", "readlink", "read", "access")
-    }
-    print(
-        f"file syscalls of the real run (strace -f -c; each can be a 9p round trip): {sum(files.values())} "
-        + ", ".join(f"{k} {v}" for k, v in sorted(files.items(), key=lambda kv: -kv[1]))
-    )
-    assert not vm_processes()
