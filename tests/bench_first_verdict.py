@@ -86,7 +86,8 @@ def arrivals(kernel: Path, scenarios, python: str = sys.executable):
     errors.start()
     try:
         for line in proc.stdout:
-            if line.split(" ", 1)[0] in scenarios:
+            words = line.split()[:2]  # "[1/5] NAME ..." (the numbered verdict line), or "NAME ..."
+            if words and words[-1 if words[0].startswith("[") else 0] in scenarios:
                 seen.append(time.monotonic() - started)
         proc.wait(timeout=60)
     finally:
@@ -244,8 +245,13 @@ def test_first_verdict_and_per_scenario_cost(label, kernel, tmp_path):
     else:
         print("virtme-ng: not installed (pip install virtme-ng, or the bench extra)")
 
-    for archive in (False, True, False, True):  # alternating, as the rounds above
-        _print_phases(phase_breakdown(kernel, tmp_path / f"phases-{archive}-{time.monotonic()}", archive), archive)
+    booted = {False: [], True: []}
+    for n in range(REPEATS):  # alternating, as the rounds above
+        for archive in (False, True):
+            booted[archive].append(phase_breakdown(kernel, tmp_path / f"phases-{n}-{archive}", archive))
+    _print_phase_medians(booted)
+    for archive, phases in booted.items():
+        _print_phases(phases[-1], archive)
     for archive in (False, True):
         counts = dict(syscall_counts(kernel, tmp_path / f"strace-{archive}", archive))
         files = {
@@ -262,21 +268,42 @@ def test_first_verdict_and_per_scenario_cost(label, kernel, tmp_path):
     assert not vm_processes()
 
 
+#: The guest's steps, in order: (stamp, what ended there).
+STEPS = (
+    ("exec", "init -> exec of the interpreter"),
+    ("main", "interpreter start -> script running"),
+    ("imports", "imports (cli.main, run)"),
+    ("parsed", "argument parsing, run.host imports"),
+    ("feature_probe", "feature probe"),
+    ("scratch_probe", "scratch-disk probe (only for O_DIRECT)"),
+    ("planned", "plan"),
+    ("first_verdict", "supervised child: fork to verdict"),
+)
+
+
+def _print_phase_medians(booted: dict) -> None:
+    """Each step's median over the boots, modules from the host folders beside from the archive."""
+    print(f"the guest's steps, medians of {REPEATS} boots each, alternating (seconds): host folders | archive")
+
+    def row(what, values):
+        print(f"  {what:38} {_median(values[False]):6.2f} | {_median(values[True]):6.2f}")
+
+    row("launch -> guest init", {a: [p["launch_to_init"] for p in booted[a]] for a in booted})
+    previous = {a: [0.0] * len(booted[a]) for a in booted}
+    for name, what in STEPS:
+        row(what, {a: [p["steps"][name] - b for p, b in zip(booted[a], previous[a])] for a in booted})
+        previous = {a: [p["steps"][name] for p in booted[a]] for a in booted}
+    row("init -> Python running the script", {a: [p["steps"]["main"] for p in booted[a]] for a in booted})
+    row("init -> first verdict", {a: [p["steps"]["first_verdict"] for p in booted[a]] for a in booted})
+
+
 def _print_phases(phases: dict, archive: bool) -> None:
     steps = phases["steps"]
     source = "the archive in memory" if archive else "the host folders over 9p"
-    print(f"where the guest's seconds go (one boot, {ONE[0]}, modules from {source}; seconds):")
+    print(f"where the guest's seconds go (the last boot, {ONE[0]}, modules from {source}; seconds):")
     print(f"  launch -> guest init                 {phases['launch_to_init']:6.2f}")
     previous = 0.0
-    for name, what in (
-        ("main", "init -> Python running the script"),
-        ("imports", "imports (cli.main, run)"),
-        ("parsed", "argument parsing, run.host imports"),
-        ("feature_probe", "feature probe"),
-        ("scratch_probe", "scratch-disk probe (only for O_DIRECT)"),
-        ("planned", "plan"),
-        ("first_verdict", "supervised child: fork to verdict"),
-    ):
+    for name, what in STEPS:
         print(f"  {what:36} {steps[name] - previous:6.2f}")
         previous = steps[name]
     rows = phases["imports"]

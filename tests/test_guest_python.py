@@ -57,8 +57,15 @@ def test_the_guest_python_finds_the_same_files_as_the_host():
 @pytest.mark.root
 def test_the_guest_run_of_one_scenario_loads_only_what_it_needs(tmp_path):
     env = dict(os.environ, UFFDPROBE_RESULTS=str(tmp_path), UFFDPROBE_TIED="vm")  # as guest_init.sh sets it
-    proc = _guest_python(
-        "-X", "importtime", "-m", "uffdprobe", "run", "--memory", "anon-4k", "wp-gup-vmsplice", env=env
+    argv = guest_python.from_archive(str(guest_python.archive()))  # the guest's command line, `-c` and all
+    argv[argv.index("-S") + 1 : argv.index("-S") + 1] = ["-X", "importtime"]
+    proc = subprocess.run(
+        [*argv, "run", "--memory", "anon-4k", "wp-gup-vmsplice"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     verdicts = [json.loads(line) for line in (tmp_path / "verdicts.jsonl").read_text().splitlines()]
