@@ -212,6 +212,7 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
         return Exit.INTERRUPTED
     finally:
         tail.finish()  # what arrived since its last look, streamed on before any return
+        (run_dir / "channel" / guest_python.ARCHIVE_NAME).unlink(missing_ok=True)  # its copy: the cache keeps it
     reporter.booted(result)
     if verbosity > 0:
         progress(f"run directory {result.run_dir}; QEMU: {' '.join(result.qemu_argv)}")
