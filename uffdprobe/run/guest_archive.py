@@ -122,8 +122,9 @@ def build(module_path: List[str]) -> bytes:
     table: Table = {}
     manifest: Manifest = [_stamp(folder) for folder in module_path if os.path.isdir(folder)]  # installs, removals
     found, missed = record(module_path)
-    for name in missed:  # looked for and not there (another platform's modules): no search in the guest
-        table[name] = ("", "absent", b"")
+    for name in missed:  # looked for and not there (another platform's): no search in the guest
+        if "." not in name:  # a top-level name: the module path's folders' stamps cover its coming
+            table[name] = ("", "absent", b"")
     for name, (origin, is_package) in sorted(found.items()):
         if origin.endswith(".py"):
             source = Path(origin).read_bytes()

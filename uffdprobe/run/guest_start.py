@@ -14,6 +14,11 @@ It imports nothing: sys and the frozen import machinery are there before any imp
 
 import sys
 
+TYPE_CHECKING = False  # not typing's: that import would come from the host folders, before the archive
+if TYPE_CHECKING:
+    from importlib.machinery import ModuleSpec
+    from types import CodeType, ModuleType
+
 
 class ArchiveFinder:
     """A sys.meta_path finder and loader for the modules of one archive: {name: (host path, kind,
@@ -25,7 +30,7 @@ class ArchiveFinder:
     def __repr__(self) -> str:
         return f"<ArchiveFinder {self.archive}>"
 
-    def find_spec(self, name: str, path=None, target=None):
+    def find_spec(self, name: str, path: object = None, target: object = None) -> "ModuleSpec | None":
         """The spec of `name` when the archive holds it, else None (the next finder looks)."""
         entry = self.table.get(name)
         if entry is None:
@@ -43,15 +48,15 @@ class ArchiveFinder:
             spec.submodule_search_locations = [origin.rpartition("/")[0]]
         return spec
 
-    def create_module(self, spec):
+    def create_module(self, spec: "ModuleSpec") -> None:
         """The default module object."""
         return None
 
-    def exec_module(self, module) -> None:
+    def exec_module(self, module: "ModuleType") -> None:
         """Run the module's archived bytecode in its namespace."""
-        exec(self.get_code(module.__spec__.name), module.__dict__)
+        exec(self.get_code(module.__name__), module.__dict__)
 
-    def get_code(self, name: str):
+    def get_code(self, name: str) -> "CodeType":
         """The module's code object, unmarshalled from the archive."""
         import marshal
 
@@ -61,7 +66,7 @@ class ArchiveFinder:
         """Whether the archived module is a package."""
         return self.table[name][1] == "pkg"
 
-    def get_source(self, name: str):
+    def get_source(self, name: str) -> "str | None":
         """The module's source, read from the host file it was compiled from (None if that is gone)."""
         try:
             with open(self.table[name][0], encoding="utf-8") as f:
