@@ -193,7 +193,7 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
     guest_python.precompile()  # the guest compiles nothing under TCG (what the archive lacks included)
     try:
         in_guest, bring = exec_row.bring_along(request)  # a program under /tmp: its copy in the channel
-        bring = {**bring, guest_python.ARCHIVE_NAME: guest_python.archive()}
+        bring = {**bring, **_archive()}
         result = boot(
             kernel,
             guest_argv(in_guest),
@@ -259,6 +259,16 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
     if status != Exit.OK:
         print(f"console log: {result.console_log}", file=sys.stderr)
     return status
+
+
+def _archive() -> Dict[str, Path]:
+    """What the guest's Python needs brought along: the archive of its modules; nothing when it cannot be
+    written (a full or read-only cache: the guest then imports from the host folders, and boot() refuses
+    a disk too full to boot on, naming it)."""
+    try:
+        return {guest_python.ARCHIVE_NAME: guest_python.archive()}
+    except OSError:
+        return {}
 
 
 def _keep_outputs(channel: Path, results_dir: Optional[str], console_log: Path) -> Dict[str, str]:
