@@ -13,6 +13,7 @@ from .catalogue import (
     COPY_WP_READONLY,
     COW_LEAK,
     COW_LEAK_REVERSE,
+    FOLL_FORCE_COW,
     FORCED_COW_UFFD_WP,
     FORK_MARKER_NO_EVENT,
     HUGETLB_MARKER_REPROTECT,
@@ -91,6 +92,7 @@ def _table() -> Dict[str, Scenario]:
         copy_wp_readonly,
         cow_leak,
         cow_leak_reverse,
+        foll_force_cow,
         harness_checks,
         minor_continue,
         move_defects,
@@ -193,6 +195,14 @@ def _table() -> Dict[str, Scenario]:
                  minor_continue.run, ("uffd",), memory=("shmem",),
                  models="postcopy on memfd guest RAM with fallocated holes (QEMU, Firecracker)",
                  defect=CONTINUE_FALLOCATED),
+        Scenario("continue-foll-force-cow",
+                 "Does a write-sealed shmem file stay unchanged while /proc/self/mem writes to its read-only "
+                 "MAP_PRIVATE mapping race MADV_DONTNEED and UFFDIO_CONTINUE (MINOR)? (CVE-2022-2590)",
+                 foll_force_cow.run, ("uffd",), memory=("shmem",), defaults=dict(foll_force_cow.DEFAULTS),
+                 models="Dirty COW restricted to tmpfs/memfd: FOLL_COW trusting the dirty PTE UFFDIO_CONTINUE maps",
+                 defect=FOLL_FORCE_COW,
+                 race=Race(0.5, "model-foll-force-cow under TCG (2 vCPUs, loaded host): 12 hits in 13 tries; "
+                                "declared lower", tries=20, seconds=20.0)),
         Scenario("pagemap-scan-written",
                  "With asynchronous uffd-wp, does PAGEMAP_SCAN clear the written state and then report "
                  "exactly the pages written since?",
