@@ -102,10 +102,11 @@ CONTINUE_FALLOCATED = Defect(
 # CVE-2022-2590. The fix's id and title and the CVE: LTP's dirtyc0w_shmem regression test tags
 # 5535be3099717646781ce1540cf725965d680e7b with CVE-2022-2590. The cause: the fix's message and the
 # reporter's oss-security mail (David Hildenbrand, 2022) name 9ae0f87d009c ("mm/shmem: unconditionally set pte
-# dirty in mfill_atomic_install_pte", read in a v5.16 merge shortlog), say Linux >= v5.16 is affected on
+# dirty in mfill_atomic_install_pte", also read in a list of -mm commits), say Linux >= v5.16 is affected on
 # x86-64 and aarch64 with CONFIG_USERFAULTFD=y, and that a memfd sealed F_SEAL_WRITE is modified as well.
-# No stable release carries the fix: 5.16-5.19 were left to revert 9ae0f87d009c (the mail's advice for
-# < v5.19), and 5.15 and older never set the PTE dirty.
+# No stable release is named: none was read (the mail advises reverting 9ae0f87d009c below v5.19;
+# whether 5.19.y took 5535be309971 was not checked). 5.15 and older never map the PTE dirty.
+# Model: model-foll-force-cow, 5535be309971 reverted on 6.1.192 (what differs from 5.16-5.19: its recipe).
 FOLL_FORCE_COW = Defect(
     id="foll-force-cow-shmem",
     fixes=(Commit("5535be309971", "mm/gup: fix FOLL_FORCE COW security issue and remove FOLL_COW"),),

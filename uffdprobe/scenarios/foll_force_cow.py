@@ -96,7 +96,7 @@ def run(ctx: ScenarioContext) -> Outcome:
             counts["zaps"] += 1
             try:
                 counts["continued"] += uffd.continue_(area.addr, length)
-            except UffdError:  # EEXIST: a write broke COW on a page first
+            except UffdError:  # not seen: the writer cannot map a zapped page (its fault is SIGBUS)
                 counts["continue_errors"] += 1
 
     def trigger(attempt: int) -> Optional[Outcome]:
@@ -109,7 +109,7 @@ def run(ctx: ScenarioContext) -> Outcome:
                 try:
                     os.pwrite(mem, forced, area.addr)
                     counts["writes"] += 1
-                except OSError:  # EFAULT: the page was zapped and not yet mapped back (SIGBUS from the MINOR fault)
+                except OSError:  # EIO: a page zapped, not yet mapped back (GUP cannot wait on a MINOR fault)
                     counts["write_errors"] += 1
         finally:
             stop.set()
