@@ -24,6 +24,7 @@ from uffdprobe.uffd.flags import Feature, RegisterMode
 from uffdprobe.uffd.memory import MEMFD, MMAN, PAGE_SIZE
 from uffdprobe.uffd.userfaultfd import Userfaultfd
 from uffdprobe.verdicts import Outcome, Verdict
+from .common import Bounded
 from .context import ScenarioContext
 from .memkinds import SkipScenario
 from .racy import repeat
@@ -101,8 +102,7 @@ def run(ctx: ScenarioContext) -> Outcome:
 
     def trigger(attempt: int) -> Optional[Outcome]:
         stop = threading.Event()
-        zapper = threading.Thread(target=remap, args=(stop,), name="zap-continue", daemon=True)
-        zapper.start()
+        zapper = Bounded(lambda: remap(stop), "zap-continue")
         end = time.monotonic() + try_s
         try:
             while time.monotonic() < end:
@@ -113,7 +113,10 @@ def run(ctx: ScenarioContext) -> Outcome:
                     counts["write_errors"] += 1
         finally:
             stop.set()
-            zapper.join()
+            if not zapper.done(10.0):
+                raise RuntimeError("the zap-and-CONTINUE thread did not stop within 10 s")
+        if zapper.error is not None:  # a race with one side gone asks nothing
+            raise zapper.error
         seen = os.pread(fd, length, 0)
         if seen == expected:
             return None
