@@ -40,6 +40,7 @@ NEWER_THAN_6_1 = {
     "move-basic",
     "move-swapcache",
     "move-large-folio",
+    "move-pmd-migration",
     "pagemap-scan-written",
     "pagemap-scan-zapped",
     "pagemap-scan-pmd-hole",

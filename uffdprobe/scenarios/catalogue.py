@@ -243,3 +243,18 @@ MOVE_LARGE_FOLIO = Defect(
     stable=("6.12.118",),
     memory=("anon-thp",),
 )
+
+# Read in the 6.15 stable-review mail of the fix (Greg KH, 2025-08-18): "commit aba6faec0103ed8f... upstream",
+# its Fixes: tag (adef440691ba) and its syzbot report; the fix is in the -mm pull "hotfixes for 6.17-rc2"
+# (Andrew Morton, 2025-08-12), so v6.17-rc2 by that pull, the tag itself not read. The 6.12 stable release
+# (6.12.43) is Debian's changelog's; its backport mail was not read, but the extracted 6.12.118
+# mm/userfaultfd.c carries the same pmd_present() guard the 6.15 diff adds.
+MOVE_PMD_MIGRATION = Defect(
+    id="move-pmd-migration-crash",
+    fixes=(Commit("aba6faec0103", "userfaultfd: fix a crash in UFFDIO_MOVE when PMD is a migration entry"),),
+    introduced=(Commit("adef440691ba", "userfaultfd: UFFDIO_MOVE uABI"),),
+    first_affected="v6.8",
+    first_fixed="v6.17-rc2",
+    stable=("6.12.43",),
+    memory=("anon-thp",),
+)

@@ -195,9 +195,9 @@ def page_out(m: Mapping, tries: int = 20) -> None:
     raise SkipScenario(f"MADV_PAGEOUT left the page in memory {tries} times (pagemap bit 62 never set)")
 
 
-def anon_huge_kb(addr: int) -> int:
-    """AnonHugePages of the VMA holding `addr`, from /proc/self/smaps."""
-    with open("/proc/self/smaps") as f:
+def anon_huge_kb(addr: int, pid: object = "self") -> int:
+    """AnonHugePages of the VMA holding `addr`, from /proc/PID/smaps (this process's by default)."""
+    with open(f"/proc/{pid}/smaps") as f:
         text = f.read()
     inside = False
     for line in text.splitlines():

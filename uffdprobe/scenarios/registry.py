@@ -21,6 +21,7 @@ from .catalogue import (
     HUGETLB_UNSHARE_WP,
     HUGETLB_WP_NO_PGTABLE,
     MOVE_LARGE_FOLIO,
+    MOVE_PMD_MIGRATION,
     MOVE_SWAPCACHE,
     MREMAP_WP_STALE,
     PAGEMAP_SCAN_HUGETLB_HOLE,
@@ -96,6 +97,7 @@ def _table() -> Dict[str, Scenario]:
         harness_checks,
         minor_continue,
         move_defects,
+        move_migration,
         move_scan,
         mremap_wp,
         pte_markers,
@@ -282,6 +284,16 @@ def _table() -> Dict[str, Scenario]:
                  scan_defects.run_scan_hugetlb_hole, ("uffd",), memory=("hugetlb",),
                  models="CRIU-style dirty tracking of hugetlb-backed memory with WP_ASYNC (6.7+)",
                  defect=PAGEMAP_SCAN_HUGETLB_HOLE),
+        # After it: on a kernel without aba6faec0103 the oops leaves the THP's PMD lock held, and the
+        # migration waiting for it spins until the soft-lockup watchdog panics the guest.
+        Scenario("move-pmd-migration",
+                 "Does UFFDIO_MOVE of one page of a THP whose PMD is a migration entry (move_pages(2) moving "
+                 "the THP to another NUMA node) wait for the migration, instead of reading a page that is not there?",
+                 move_migration.run_move_pmd_migration, ("uffd",), memory=("anon-thp",),
+                 models="Android's userfaultfd GC moving heap pages while NUMA balancing or compaction "
+                        "migrates the THP under them",
+                 race=Race(0.5, "model-move-pmd-migration (TCG, 2 vCPUs)", tries=20, seconds=120.0),
+                 defect=MOVE_PMD_MIGRATION),
         Scenario("selftest-self-deadlock",
                  "Harness self-test: the only uffd reader writes to its own write-protected page; "
                  "this hangs on every kernel and must come out HANG, rescued.",

@@ -1,0 +1,189 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""move-pmd-migration (catalogue): UFFDIO_MOVE meets a THP whose PMD is a migration entry.
+
+While move_pages(2) migrates a THP to another NUMA node, its PMD holds a migration entry: a swap entry,
+no page. A move that has to split the source PMD (here: one 4 KiB page of the THP) first asks whether
+the THP is exclusive to the mapping. Before aba6faec0103 it asked pmd_folio() of the PMD without
+checking that it was present: a struct page made of the entry's bits, read under the PMD lock (an oops
+in move_pages(); the dead thread keeps the lock). The fixed kernel splits the migration entry into PTE
+migration entries, waits for the migration and answers for the page.
+
+The THP is shared with a forked child, so it is not exclusive: a move that finds the PMD present is
+refused (EBUSY) before any split and the THP stays PMD-mapped for the next migration. A move that meets
+the migration entry on a fixed kernel splits the PMD, which shows afterwards (AnonHugePages 0): the race
+was won and the kernel survived it. A try is one victim process (victim.py: the oops kills the moving
+thread while it holds the PMD lock) that migrates the THP between two nodes ROUNDS times while its other
+thread moves the page in a loop. Needs two NUMA nodes and move_pages(2) (CAP_SYS_NICE for a shared page);
+SKIP with the probed reason otherwise.
+"""
+
+import errno
+import os
+import threading
+import time
+from typing import Any, Dict, List
+
+from uffdprobe.uffd.errors import UffdError
+from uffdprobe.uffd.flags import Feature, RegisterMode
+from uffdprobe.uffd import memory
+from uffdprobe.uffd.memory import PAGE_SIZE
+from uffdprobe.verdicts import Outcome, Verdict
+from . import racy, victim
+from .common import PATTERN
+from .context import ScenarioContext
+from .memkinds import SkipScenario, allocate, anon_huge_kb
+from .move_scan import MOVE_FEATURE, uffd_with
+
+ROUNDS = 4  #: migrations (node to node and back) per try
+SETUP_S = 60.0  # fork, a THP, its sharer: slow under TCG
+WATCH_S = 60.0  # ROUNDS migrations of 2 MiB with a mover beside them
+_SYS_MOVE_PAGES = 279  # x86_64
+_MPOL_MF_MOVE_ALL = 1 << 2
+_libc: Any = None
+
+
+def nodes_online() -> List[int]:
+    """The NUMA nodes /sys says are online ([] without NUMA support)."""
+    try:
+        with open("/sys/devices/system/node/online") as f:
+            text = f.read().strip()
+    except OSError:
+        return []
+    out: List[int] = []
+    for part in filter(None, text.split(",")):
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def move_page(addr: int, node: int) -> int:
+    """move_pages(2) of the page at `addr` in this process to `node` (MPOL_MF_MOVE_ALL): the page's node
+    after the call, or a negative errno for the page; OSError when the call fails. ctypes is loaded here,
+    not with the module (the registry imports every scenario module on the guest's run path)."""
+    import ctypes
+
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.syscall.restype = ctypes.c_long
+    pages = (ctypes.c_void_p * 1)(addr)
+    nodes = (ctypes.c_int * 1)(node)
+    status = (ctypes.c_int * 1)(-1)
+    got = _libc.syscall(ctypes.c_long(_SYS_MOVE_PAGES), 0, ctypes.c_ulong(1), pages, nodes, status, _MPOL_MF_MOVE_ALL)
+    if got < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"move_pages({addr:#x} -> node {node}): {os.strerror(err)}")
+    return int(status[0])
+
+
+def run_move_pmd_migration(ctx: ScenarioContext) -> Outcome:
+    """Race UFFDIO_MOVE of one page of a shared THP against the THP's migration between two nodes."""
+    uffd_with(Feature.MOVE, MOVE_FEATURE).close()  # SkipScenario on a kernel without UFFDIO_MOVE
+    nodes = nodes_online()
+    if len(nodes) < 2:
+        raise SkipScenario(f"one NUMA node online ({nodes or 'no NUMA support'}): no node to migrate a THP to")
+    won: Dict[str, Any] = {}
+
+    def trigger(n: int) -> Any:
+        v = victim.run(lambda report: _race(nodes[:2], report), SETUP_S, WATCH_S, ctx)
+        got = v.facts
+        if v.state == "error":
+            return Outcome(Verdict.ERROR, f"the race victim failed: {got['error']}", got)
+        if v.state == "thread_gone":  # left asleep: its other thread may wait on what the dead one held
+            return Outcome(
+                Verdict.ERROR,
+                "the thread moving a page of the THP under migration died inside the kernel (its process "
+                "lives on): UFFDIO_MOVE crashed on the migration entry",
+                got,
+            )
+        if v.state in ("stuck", "silent"):
+            return Outcome(Verdict.ERROR, f"the race victim did not finish its try ({v.state})", got)
+        if got["moved"]:
+            return Outcome(Verdict.ERROR, "UFFDIO_MOVE moved a page of a THP shared with a child", got)
+        if got["split"]:
+            won.update(got, try_won=n)
+            raise _Won()
+        return None
+
+    try:
+        return racy.repeat(ctx, trigger)
+    except _Won:
+        return Outcome(
+            Verdict.PASS,
+            f"on try {won['try_won']} a move met the THP's migration entry (the PMD was split under it, "
+            f"AnonHugePages 0); the kernel waited for the migration and refused the shared page "
+            f"({won['errnos']})",
+            won,
+        )
+
+
+class _Won(Exception):
+    """A fixed kernel's try met the migration entry: the run is answered."""
+
+
+def _race(nodes: List[int], report: victim.Report) -> None:
+    uffd = uffd_with(Feature.MOVE, MOVE_FEATURE)
+    src = allocate("anon-thp", PATTERN)  # one PMD-mapped THP, or SkipScenario
+    rfd, wfd = os.pipe()
+    child = os.fork()
+    if child == 0:  # the sharer: maps the THP too (not exclusive any more) until the victim ends
+        os.close(wfd)
+        os.read(rfd, 1)
+        os._exit(0)
+    os.close(rfd)
+    dst = memory.mmap_anonymous(PAGE_SIZE)
+    uffd.register(dst.addr, PAGE_SIZE, RegisterMode.MISSING)
+    try:
+        home = move_page(src.addr, nodes[0])
+    except OSError as exc:
+        raise SkipScenario(f"move_pages(2) unavailable: {exc}") from None
+    first = _move(uffd, dst.addr, src.addr)
+    report(sharer=child, home=home, first_move=first, huge_kb_before=anon_huge_kb(src.addr))
+    if first != "EBUSY":
+        report(error=f"the first move of a page of the shared THP answered {first}, not EBUSY")
+        return
+    answers: Dict[str, int] = {}
+    stop = threading.Event()
+
+    def mover() -> None:  # a thread of its own: one that dies in the kernel leaves no zombie behind
+        report(watch_tid=threading.get_native_id())
+        while not stop.is_set():
+            answer = _move(uffd, dst.addr, src.addr)
+            answers[answer] = answers.get(answer, 0) + 1
+        report(watch_done=True)
+
+    thread = threading.Thread(target=mover, daemon=True)
+    thread.start()
+    time.sleep(0.05)
+    start = time.monotonic()
+    statuses: List[Any] = []
+    for i in range(ROUNDS):  # to the other node and back: each migration a PMD migration entry
+        try:
+            statuses.append(move_page(src.addr, nodes[(i + 1) % 2]))
+        except OSError as exc:
+            statuses.append(str(exc))
+    stop.set()
+    thread.join()
+    huge_kb = anon_huge_kb(src.addr)
+    report(
+        moves=sum(answers.values()),
+        errnos=answers,
+        moved=answers.get("moved", 0),
+        migrations=statuses,
+        race_ms=round((time.monotonic() - start) * 1000, 1),
+        huge_kb_after=huge_kb,
+        # the PMD split in this process only: the sharer still maps the THP whole (a failed THP
+        # allocation on the target node would have split the folio itself, in both)
+        split=huge_kb < 2048 and anon_huge_kb(src.addr, pid=child) == 2048,
+        sharer_huge_kb_after=anon_huge_kb(src.addr, pid=child),
+        done=True,
+    )
+
+
+def _move(uffd: Any, dst: int, src: int) -> str:
+    """One UFFDIO_MOVE of the THP's first page: "moved" or the errno's name."""
+    try:
+        uffd.move(dst, src, PAGE_SIZE)
+        return "moved"
+    except UffdError as exc:
+        return errno.errorcode.get(exc.errno or 0, str(exc.errno))
