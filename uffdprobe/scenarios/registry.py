@@ -284,7 +284,7 @@ def _table() -> Dict[str, Scenario]:
                  scan_defects.run_scan_hugetlb_hole, ("uffd",), memory=("hugetlb",),
                  models="CRIU-style dirty tracking of hugetlb-backed memory with WP_ASYNC (6.7+)",
                  defect=PAGEMAP_SCAN_HUGETLB_HOLE),
-        # After it: on a kernel without aba6faec0103 the oops leaves the THP's PMD lock held, and the
+        # After it: where the crash is reachable, the oops leaves the THP's PMD lock held, and the
         # migration waiting for it spins until the soft-lockup watchdog panics the guest.
         Scenario("move-pmd-migration",
                  "Does UFFDIO_MOVE of one page of a THP whose PMD is a migration entry (move_pages(2) moving "
@@ -292,7 +292,8 @@ def _table() -> Dict[str, Scenario]:
                  move_migration.run_move_pmd_migration, ("uffd",), memory=("anon-thp",),
                  models="Android's userfaultfd GC moving heap pages while NUMA balancing or compaction "
                         "migrates the THP under them",
-                 race=Race(0.5, "model-move-pmd-migration (TCG, 2 vCPUs)", tries=20, seconds=120.0),
+                 race=Race(0.5, "model-move-pmd-migration, TCG, 2 vCPUs: the entry met on try 1 in 3 runs of 3",
+                           tries=20, seconds=120.0),
                  defect=MOVE_PMD_MIGRATION),
         Scenario("selftest-self-deadlock",
                  "Harness self-test: the only uffd reader writes to its own write-protected page; "
