@@ -4,13 +4,9 @@ UFFDIO_CONTINUE changes a write-sealed memfd on model-foll-force-cow (5535be3099
 with the bytes expected and seen and the try that hit asserted; the file stays unchanged through the whole
 try budget on stock (6.1.192), stock-6.12 and the host, all of which carry the fix."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from formats import valid_json  # tests/ is on sys.path (rootdir conftest, no package)
+from guest_runs import run_scenarios  # tests/ is on sys.path (rootdir conftest, no package)
 
 from uffdprobe.kbuild import recipes
 from uffdprobe.results import expect
@@ -26,25 +22,11 @@ FIXED = ["stock", "stock-6.12"]
 RACE = SCENARIOS[SCENARIO].race
 
 
-def _run(out: Path, *kernel: str) -> dict:
-    """`uffdprobe run SCENARIO` (on `kernel` when given): exit status, stderr, the one result."""
-    path = out / f"{kernel[0] if kernel else 'host'}.json"
-    where = ["--kernel", kernel[0]] if kernel else []
-    proc = subprocess.run(
-        [sys.executable, "-m", "uffdprobe", "run", SCENARIO, *where, "--json", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    results = [Result.from_dict(d) for d in valid_json(path, "results")["results"]] if path.exists() else []
-    return {"status": proc.returncode, "stderr": proc.stderr, "results": results}
-
-
 @pytest.fixture(scope="module")
 def booted(tmp_path_factory):
     """One boot per kernel asking the question (the model first: it is the quick build)."""
     out = tmp_path_factory.mktemp("foll-force-cow")
-    return {k: _run(out, k) for k in [MODEL, *FIXED]}
+    return {k: run_scenarios(out, [SCENARIO], k) for k in [MODEL, *FIXED]}
 
 
 @pytest.mark.vm
@@ -104,7 +86,7 @@ def test_the_sealed_file_stays_unchanged_on_the_host(tmp_path, kf):
 
     if not kf.has(Feature.MINOR_SHMEM):
         pytest.skip("the host lacks UFFD_FEATURE_MINOR_SHMEM")
-    run = _run(tmp_path)
+    run = run_scenarios(tmp_path, [SCENARIO])
     assert run["status"] == 0, run["stderr"][-3000:]
     [r] = run["results"]
     _unchanged_through_the_budget(r)

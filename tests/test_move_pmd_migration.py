@@ -6,13 +6,9 @@ pmd_devmap() test reads the entry as devmap before the code the fix guards, so t
 on x86-64 6.12 (measured; the catalogue says so). CANNOT ASK on stock-6.12 (no NUMA), on 6.1 (no
 UFFDIO_MOVE), nor on a host with one node."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from formats import valid_json  # tests/ is on sys.path (rootdir conftest, no package)
+from guest_runs import run_scenarios  # tests/ is on sys.path (rootdir conftest, no package)
 
 from uffdprobe.kbuild import recipes
 from uffdprobe.results import expect
@@ -27,23 +23,11 @@ KERNELS = [MODEL, "stock-6.12", "stock"]
 CELL = ("move-pmd-migration", "anon-thp")
 
 
-def _run(kernel: str, out: Path) -> dict:
-    path = out / f"{kernel}.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "uffdprobe", "run", "--kernel", kernel, CELL[0], "--json", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    results = [Result.from_dict(d) for d in valid_json(path, "results")["results"]] if path.exists() else []
-    return {"status": proc.returncode, "stderr": proc.stderr, "results": results}
-
-
 @pytest.fixture(scope="module")
 def booted(tmp_path_factory):
     """One boot per kernel asking the question."""
     out = tmp_path_factory.mktemp("pmdmig")
-    return {k: _run(k, out) for k in KERNELS}
+    return {k: run_scenarios(out, [CELL[0]], k) for k in KERNELS}
 
 
 def _cell(booted, kernel: str) -> Result:
@@ -89,15 +73,9 @@ def test_the_question_cannot_be_asked_without_numa_or_move(booted):
 
 
 def test_host_answers_or_names_what_it_lacks(tmp_path, kf):
-    path = tmp_path / "host.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "uffdprobe", "run", CELL[0], "--json", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    [r] = [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
+    run = run_scenarios(tmp_path, [CELL[0]])
+    assert run["status"] == 0, run["stderr"][-3000:]
+    [r] = run["results"]
     if r.verdict is Verdict.SKIP:
         assert "NUMA node" in r.reason or "THP" in r.reason or "move_pages" in r.reason, r.reason
         pytest.skip(r.reason)  # one node here (or no THP): nothing to migrate to

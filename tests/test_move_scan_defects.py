@@ -4,19 +4,15 @@ guests: each PRESENT on the model that reverts its fix on Debian's 6.12.118, ABS
 ASK (SKIP with the probed reason) on 6.1, with the evidence asserted; the host's answer where it has swap
 or huge pages to ask with."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from formats import valid_json  # tests/ is on sys.path (rootdir conftest, no package)
+from guest_runs import run_scenarios  # tests/ is on sys.path (rootdir conftest, no package)
 
 from uffdprobe.kbuild import recipes
 from uffdprobe.results import expect
 from uffdprobe.scenarios.common import PATTERN
 from uffdprobe.scenarios.registry import SCENARIOS
-from uffdprobe.verdicts import Result, Verdict
+from uffdprobe.verdicts import Verdict
 
 pytestmark = pytest.mark.timeout(3600)  # a model is a small variant of stock-6.12; stock-6.12 may be cold
 
@@ -31,28 +27,11 @@ ASKED = ("move-swapcache", "move-basic", "move-large-folio", "pagemap-scan-pmd-h
 KERNELS = [*MODELS, "stock-6.12", "stock"]
 
 
-def _run(kernel: str, out: Path) -> dict:
-    path = out / f"{kernel}.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "uffdprobe", "run", "--kernel", kernel, *ASKED, "--json", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    results = [Result.from_dict(d) for d in valid_json(path, "results")["results"]] if path.exists() else []
-    return {
-        "status": proc.returncode,
-        "stderr": proc.stderr,
-        "results": results,
-        "cells": {(r.scenario, r.memory): r for r in results},
-    }
-
-
 @pytest.fixture(scope="module")
 def booted(tmp_path_factory):
     """One boot per kernel asking the move questions (the models first: they are the quick builds)."""
     out = tmp_path_factory.mktemp("move")
-    return {k: _run(k, out) for k in KERNELS}
+    return {k: run_scenarios(out, ASKED, k) for k in KERNELS}
 
 
 @pytest.mark.vm
@@ -183,29 +162,17 @@ def test_a_thp_dropped_whole_reads_clean_on_the_model_and_written_on_stock_6_12(
 
 
 def test_host_write_protects_a_hugetlb_hole(tmp_path, kf, huge_pages):
-    path = tmp_path / "host.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "uffdprobe", "run", "pagemap-scan-hugetlb-hole", "--json", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    [r] = [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
+    run = run_scenarios(tmp_path, ["pagemap-scan-hugetlb-hole"])
+    assert run["status"] == 0, run["stderr"][-3000:]
+    [r] = run["results"]
     assert r.verdict is Verdict.PASS, (r.reason, r.evidence)
     assert r.evidence["pagemap_after_scan"]["uffd_wp"] and r.evidence["written_pages"] == 512
 
 
 def test_host_reports_a_pmd_hole_written(tmp_path, kf):
-    path = tmp_path / "host.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "uffdprobe", "run", "pagemap-scan-pmd-hole", "--json", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    [r] = [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
+    run = run_scenarios(tmp_path, ["pagemap-scan-pmd-hole"])
+    assert run["status"] == 0, run["stderr"][-3000:]
+    [r] = run["results"]
     if r.verdict is Verdict.SKIP:
         pytest.skip(r.reason)  # no THP formed here
     assert r.verdict is Verdict.PASS and r.evidence["written_after_zap"] == r.evidence["pages"], r.evidence
@@ -214,29 +181,17 @@ def test_host_reports_a_pmd_hole_written(tmp_path, kf):
 def test_host_moves_a_swap_cached_page(tmp_path, kf, host_swap):
     if host_swap:
         pytest.skip(host_swap)
-    path = tmp_path / "host.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "uffdprobe", "run", "move-swapcache", "--json", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    [r] = [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
+    run = run_scenarios(tmp_path, ["move-swapcache"])
+    assert run["status"] == 0, run["stderr"][-3000:]
+    [r] = run["results"]
     assert r.verdict is Verdict.PASS, (r.reason, r.evidence)
     assert r.evidence["source_in_swap_cache"] and r.evidence["read"] == PATTERN[:64].hex()
 
 
 def test_host_refuses_a_move_out_of_a_held_thp(tmp_path, kf):
-    path = tmp_path / "host.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "uffdprobe", "run", "move-large-folio", "--json", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    [r] = [Result.from_dict(d) for d in valid_json(path, "results")["results"]]
+    run = run_scenarios(tmp_path, ["move-large-folio"])
+    assert run["status"] == 0, run["stderr"][-3000:]
+    [r] = run["results"]
     if r.verdict is Verdict.SKIP:
         pytest.skip(r.reason)  # no THP formed here
     assert r.verdict is Verdict.PASS and r.evidence["held"]["errno"] == "EBUSY", (r.reason, r.evidence)
