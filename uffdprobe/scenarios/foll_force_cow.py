@@ -11,7 +11,6 @@ file. The verdict is the file's content read back with pread() after every try: 
 (the write crossed the COW boundary), with the bytes expected and seen.
 """
 
-import errno
 import fcntl
 import os
 import threading
@@ -20,13 +19,12 @@ from typing import Any, Dict, Optional
 
 from uffdprobe.uffd import memory
 from uffdprobe.uffd.errors import UffdError
-from uffdprobe.uffd.flags import Feature, RegisterMode
+from uffdprobe.uffd.flags import RegisterMode
 from uffdprobe.uffd.memory import MEMFD, MMAN, PAGE_SIZE
-from uffdprobe.uffd.userfaultfd import Userfaultfd
 from uffdprobe.verdicts import Outcome, Verdict
 from .common import Bounded
 from .context import ScenarioContext
-from .memkinds import SkipScenario
+from .minor_continue import minor_shmem_uffd
 from .racy import repeat
 
 #: --param defaults: the file's pages raced per write, and how long one try races before the file is read.
@@ -64,13 +62,7 @@ def _first_change(expected: bytes, seen: bytes) -> Dict[str, Any]:
 
 def run(ctx: ScenarioContext) -> Outcome:
     """Race /proc/self/mem writes against MADV_DONTNEED + UFFDIO_CONTINUE; LEAK if the sealed file changes."""
-    uffd = Userfaultfd.open()
-    try:
-        uffd.api(Feature.MINOR_SHMEM)
-    except UffdError as exc:
-        if exc.errno == errno.EINVAL:
-            raise SkipScenario("kernel lacks UFFD_FEATURE_MINOR_SHMEM (MINOR faults on shmem, v5.14)") from None
-        raise
+    uffd = minor_shmem_uffd()
     length = int(ctx.params.get("pages", DEFAULTS["pages"])) * PAGE_SIZE
     try_s = float(ctx.params.get("try_s", DEFAULTS["try_s"]))
     fd = _sealed_file(length)

@@ -26,14 +26,21 @@ from .memkinds import SkipScenario
 CONTROL = b"written through the other mapping"
 
 
-def run(ctx: ScenarioContext) -> Outcome:
+def minor_shmem_uffd() -> Userfaultfd:
+    """A userfaultfd with UFFD_FEATURE_MINOR_SHMEM on; SkipScenario where the kernel lacks the feature."""
     uffd = Userfaultfd.open()
     try:
         uffd.api(Feature.MINOR_SHMEM)
     except UffdError as exc:
+        uffd.close()
         if exc.errno == errno.EINVAL:
             raise SkipScenario("kernel lacks UFFD_FEATURE_MINOR_SHMEM (MINOR faults on shmem, v5.14)") from None
         raise
+    return uffd
+
+
+def run(ctx: ScenarioContext) -> Outcome:
+    uffd = minor_shmem_uffd()
     fd = memory.memfd_create("uffdprobe-continue")
     try:
         os.ftruncate(fd, 2 * PAGE_SIZE)
