@@ -186,6 +186,7 @@ def _race(nodes: List[int], report: victim.Report) -> None:
     stop.set()
     thread.join()
     huge_kb = anon_huge_kb(src.addr)
+    sharer_kb = anon_huge_kb(src.addr, pid=child)
     report(
         moves=sum(answers.values()),
         errnos=answers,
@@ -195,8 +196,8 @@ def _race(nodes: List[int], report: victim.Report) -> None:
         huge_kb_after=huge_kb,
         # the PMD split in this process only: the sharer still maps the THP whole (a failed THP
         # allocation on the target node would have split the folio itself, in both)
-        split=huge_kb < 2048 and anon_huge_kb(src.addr, pid=child) == 2048,
-        sharer_huge_kb_after=anon_huge_kb(src.addr, pid=child),
+        split=huge_kb < 2048 and sharer_kb == 2048,
+        sharer_huge_kb_after=sharer_kb,
         done=True,
     )
 
