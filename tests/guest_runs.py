@@ -8,6 +8,8 @@ from typing import Any, Dict, Optional, Sequence
 
 from formats import valid_json
 
+from uffdprobe.kbuild import recipes
+from uffdprobe.results import expect
 from uffdprobe.verdicts import Result
 
 #: A guest run's bound in these tests: a cold build of the kernel may come first.
@@ -32,3 +34,9 @@ def run_scenarios(out: Path, scenarios: Sequence[str], kernel: Optional[str] = N
         "results": results,
         "cells": {(r.scenario, r.memory): r for r in results},
     }
+
+
+def assert_meets_its_recipe(run: Dict[str, Any], kernel: str) -> None:
+    """The run exited 0 and every verdict is what the recipe of `kernel` declares (results.expect)."""
+    assert run["status"] == 0, f"{kernel}: exit {run['status']}\n{run['stderr'][-3000:]}"
+    assert not expect.check(recipes.load(kernel).expect, run["results"])
