@@ -188,6 +188,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
         (None, Verdict.WP_LOST, UNEXPECTED),
         (None, Verdict.ERROR, UNEXPECTED),
         (None, Verdict.VM_TIMEOUT, UNEXPECTED),
+        ("PANIC", Verdict.PANIC, EXPECTED),  # declared for the row the guest died in
+        (None, Verdict.PANIC, UNEXPECTED),
+        ("PASS", Verdict.PANIC, REGRESSION),
+        ("PANIC", Verdict.PASS, FIXED),
+        ("PANIC", Verdict.HANG, UNEXPECTED),
+        ("PANIC", Verdict.VM_TIMEOUT, UNEXPECTED),
     ],
 )
 def test_judge(expected, verdict, mark):
@@ -246,6 +252,8 @@ def test_mark_text():
         ("HANG>=0/20", "from 1 to N"),
         ("HANG>=21/20", "from 1 to N"),
         ("PASS>=1/2", "is for a kernel problem"),
+        ("PANIC", ("PANIC", 0, 0)),
+        ("PANIC>=1/2", "is for a kernel problem"),  # a panic ends the boot: no runs after it to count
         ("HANG>=1", "is not a verdict"),
         ("HANG >= 1/2", "is not a verdict"),
         ("BROKEN", "is not a verdict"),

@@ -10,11 +10,18 @@ import re
 import shutil
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from uffdprobe.results import catalogue
+from uffdprobe.results.catalogue import crash_frame
+from uffdprobe.results.matrix import KernelRun, Matrix
+from uffdprobe.run import guest
+from uffdprobe.scenarios.catalogue import MOVE_PMD_MIGRATION
 from uffdprobe.supervise.kselftest_output import ERROR, FAIL, PASS, SKIP, Output, parse_tap, parse_uffd_unit
 from uffdprobe.vm import console, outcome
+from uffdprobe.verdicts import Result, Verdict
 from uffdprobe.vm.qemu import QemuRun
 
 DATA = Path(__file__).resolve().parent / "test_data"
@@ -197,6 +204,63 @@ def test_a_kernel_bug_then_a_soft_lockup_panic(tmp_path):
     verdict = _classify(text, tmp_path / "channel")
     assert (verdict.outcome, verdict.reason, verdict.exit_status) == (outcome.PANIC, reason, None)
     assert verdict.panic_lines == lines
+
+
+def _boot(text: str, tmp_path: Path, name: str) -> SimpleNamespace:
+    """The fields of a finished boot (vm/boot.py's BootResult) that run/guest.py fills missing rows from."""
+    v = _classify(text, tmp_path / "channel")
+    return SimpleNamespace(
+        outcome=v.outcome,
+        reason=v.reason,
+        exit_status=v.exit_status,
+        panic_lines=v.panic_lines,
+        console_log=DATA / name,
+        timings={},
+        kernel_identity={"release": "6.12.118"},
+    )
+
+
+def test_the_row_running_at_a_panic_gets_it_and_the_rest_never_ran(tmp_path):
+    name = "console-panic-model-move-swapcache-6.12.118.log"
+    boot = _boot(_read(name), tmp_path, name)
+    rows = [("move-basic", m, None) for m in ("anon-4k", "anon-thp", "anon-swap")] + [("cow-leak", "anon-4k", None)]
+    answered = [Result("move-basic", m, Verdict.PASS, "", {}, {}, {}, 0.2) for m in ("anon-4k", "anon-thp")]
+    running, never = guest._cut_off(rows, answered, boot, started=True)
+    assert (running.scenario, running.memory, running.verdict) == ("move-basic", "anon-swap", Verdict.PANIC)
+    assert (
+        running.evidence["running"] is True and running.reason == "Kernel panic - not syncing: softlockup: hung tasks"
+    )
+    assert running.evidence["panic_lines"][1] == "[    9.355758] kernel BUG at ../tree/mm/rmap.c:1287!"
+    assert (never.scenario, never.verdict, never.evidence["running"]) == ("cow-leak", Verdict.PANIC, False)
+    assert never.reason.startswith("never ran: the boot ended while move-basic[anon-swap] ran: Kernel panic")
+    # a guest that died before its plan began (no verdict stream yet): no row was running
+    assert all("running" not in r.evidence for r in guest._cut_off(rows, [], boot, started=False))
+    # a BUG in the rmap check is not the crash of the PMD-migration defect: no frame of move_pages
+    assert crash_frame(MOVE_PMD_MIGRATION, running) == ""
+
+
+def test_an_oops_in_move_pages_then_a_soft_lockup_panic_is_the_defect(tmp_path):
+    name = "console-panic-model-move-pmd-migration-6.12.118.log"
+    text = _read(name)
+    assert console.panic_reason(text) == "Kernel panic - not syncing: softlockup: hung tasks"
+    lines = console.panic_lines(text)
+    assert lines[0] == "[    8.224047] BUG: unable to handle page fault for address: ffd418000001d008"
+    assert lines[-2:] == [
+        "[   56.782415] Kernel panic - not syncing: softlockup: hung tasks",
+        "[   56.791056] Kernel Offset: disabled",
+    ]
+    [r] = guest._cut_off([("move-pmd-migration", "anon-thp", None)], [], _boot(text, tmp_path, name), started=True)
+    assert r.verdict is Verdict.PANIC and r.evidence["running"] is True and r.evidence["panic_lines"] == lines
+    assert crash_frame(MOVE_PMD_MIGRATION, r) == "RIP: 0010:move_pages+0x494/0x1021"
+    declared = Matrix([KernelRun("model", [r], expect={"move-pmd-migration": "PANIC"})])
+    [a] = catalogue.answers(declared)
+    assert (a.defect, a.answer, a.accepted) == (MOVE_PMD_MIGRATION, "PRESENT", True)
+    assert a.why.endswith("hung tasks, after RIP: 0010:move_pages+0x494/0x1021"), a.why
+    [a] = catalogue.answers(Matrix([KernelRun("model", [r])]))
+    assert (a.answer, a.accepted) == ("PRESENT", False)  # undeclared: a kernel problem for check (exit 1)
+    r.evidence["running"] = False  # a row that never ran is no answer, whatever the report says
+    [a] = catalogue.answers(Matrix([KernelRun("model", [r], expect={"move-pmd-migration": "PANIC"})]))
+    assert a.answer == "NO ANSWER"
 
 
 def test_a_boot_stopped_before_init():

@@ -2,19 +2,22 @@
 """`uffdprobe check`'s answers: per catalogue defect and kernel, PRESENT / ABSENT / CANNOT ASK, from a matrix.
 
 A defect is asked by one or more scenarios (its cells on that kernel). Any cell with a kernel-problem
-verdict (verdicts.KERNEL_PROBLEMS, also one run of a FLAKY cell) makes it PRESENT; otherwise a cell without
+verdict (verdicts.KERNEL_PROBLEMS, also one run of a FLAKY cell) makes it PRESENT, and so does a PANIC of
+the run that was running when the guest died when the panic's report has one of the functions the defect
+`crashes_in` as a frame (the oops it began with: run/guest.py keeps it); otherwise a cell without
 an answer (ERROR, a boot or VM failure) makes it NO ANSWER; otherwise a PASS makes it ABSENT; a defect whose
 cells were all SKIP is CANNOT ASK, with the probed reasons. Whether a PRESENT defect is accepted follows the
 one verdict rule: its cells' declarations (a recipe's [expect], --expect), nothing else.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, TextIO
 
 from uffdprobe.scenarios.catalogue import by_defect, describe_fix
 from uffdprobe.scenarios.defect import Defect
 from uffdprobe.scenarios.registry import SCENARIOS
-from uffdprobe.verdicts import KERNEL_PROBLEMS, plain
+from uffdprobe.verdicts import KERNEL_PROBLEMS, Result, Verdict, plain
 from .expect import EXPECTED, judge
 from .matrix import Cell, Matrix
 
@@ -36,10 +39,7 @@ class Answer:
     def accepted(self) -> bool:
         """A PRESENT defect its cells' declarations accept (never true for an undeclared one)."""
         return self.answer == PRESENT and all(
-            judge(c.expected, r.verdict) is EXPECTED
-            for c in self.cells
-            for r in c.results
-            if r.verdict.value in KERNEL_PROBLEMS
+            judge(c.expected, r.verdict) is EXPECTED for c in self.cells for r in c.results if _shows(self.defect, r)
         )
 
     def to_dict(self) -> Dict[str, Any]:
@@ -64,12 +64,30 @@ class Answer:
         }
 
 
+def _shows(defect: Defect, r: Result) -> bool:
+    """Whether one run shows the defect: a kernel problem, or a panic during it in a function it crashes in."""
+    if r.verdict.value in KERNEL_PROBLEMS:
+        return True
+    return r.verdict is Verdict.PANIC and r.evidence.get("running") is True and bool(crash_frame(defect, r))
+
+
+def crash_frame(defect: Defect, r: Result) -> str:
+    """The first line of a run's panic report with a frame in a function the defect `crashes_in` ('RIP:
+    0010:move_pages+0x494/0x1021'), or ''. A frame is NAME+0x...: move_pages_huge_pmd is not move_pages."""
+    if not defect.crashes_in:
+        return ""
+    frame = re.compile(r"(?<![\w.])(?:%s)\+0x" % "|".join(map(re.escape, defect.crashes_in)))
+    found = next((str(line) for line in r.evidence.get("panic_lines") or () if frame.search(str(line))), "")
+    return re.sub(r"^\[[\s\d.]*\]\s*", "", found)
+
+
 def _decided(defect: Defect, kernel: str, cells: List[Cell]) -> Answer:
-    present = [c for c in cells if any(r.verdict.value in KERNEL_PROBLEMS for r in c.results)]
+    present = [c for c in cells if any(_shows(defect, r) for r in c.results)]
     if present:
         c = present[0]
-        r = next(r for r in c.results if r.verdict.value in KERNEL_PROBLEMS)
-        return Answer(defect, kernel, PRESENT, f"{c.scenario}({c.memory}) {c.label}: {r.reason}", cells)
+        r = next(r for r in c.results if _shows(defect, r))
+        why = r.reason if r.verdict is not Verdict.PANIC else f"{r.reason}, after {crash_frame(defect, r)}"
+        return Answer(defect, kernel, PRESENT, f"{c.scenario}({c.memory}) {c.label}: {why}", cells)
     unanswered = [c for c in cells if c.verdict not in ("PASS", "SKIP")]
     if unanswered:
         c = unanswered[0]

@@ -55,8 +55,9 @@ REGRESSION, UNEXPECTED, FIXED, EXPECTED, UNDECLARED = (
 )
 PRIORITY = (REGRESSION, UNEXPECTED, FIXED, EXPECTED, UNDECLARED)
 FAILING = (REGRESSION, UNEXPECTED, FIXED)
-#: What a declaration may say: a verdict, NOT_HANG/NOT_LEAK (anything but that, never ERROR) or ANY.
-VERDICTS = {"PASS", "SKIP", "ERROR", "NOT_HANG", "NOT_LEAK", "NOT_FAIL", "ANY"} | KERNEL_PROBLEMS
+#: What a declaration may say: a verdict, NOT_HANG/NOT_LEAK (anything but that, never ERROR) or ANY. PANIC
+#: declares that the guest panics while this row runs (the row that was running when it did, run/guest.py).
+VERDICTS = {"PASS", "SKIP", "ERROR", "PANIC", "NOT_HANG", "NOT_LEAK", "NOT_FAIL", "ANY"} | KERNEL_PROBLEMS
 #: A selftest's cases not declared one by one: 'PROGRAM: *' (e.g. "cow: *" = "NOT_FAIL").
 EVERY_CASE = "*"
 #: A declaration key is SCENARIO (every memory kind) or SCENARIO/MEMORY (that kind, taking precedence).
@@ -64,7 +65,9 @@ SEPARATOR = "/"
 _GOOD = {Verdict.PASS, Verdict.SKIP}
 _NO_ANSWER = {Verdict.ERROR, Verdict.BUILD_FAIL, Verdict.BOOT_FAIL, Verdict.PANIC, Verdict.VM_TIMEOUT}
 _KERNEL_BROKE = {Verdict(v) for v in KERNEL_PROBLEMS} | {Verdict.PANIC, Verdict.BOOT_FAIL, Verdict.VM_TIMEOUT}
-BAD = KERNEL_PROBLEMS
+#: What a declaration may name as the kernel's "no": a kernel problem, or PANIC (the guest died while that
+#: row ran; run/guest.py gives the row that was running the panic, the rows after it say they never ran).
+BAD = KERNEL_PROBLEMS | {"PANIC"}
 _AT_LEAST = re.compile(r"^([A-Z_]+)>=(\d+)/(\d+)$")
 SYNTAX = "VERDICT, or BAD_VERDICT>=K/N for a racy one (at least K runs in N, e.g. HANG>=1/20)"
 
@@ -86,9 +89,9 @@ def parse(text: str) -> Declaration:
             return Declaration(text)
         raise ValueError(f"{text!r} is not a verdict; write {SYNTAX} with VERDICT one of {', '.join(sorted(VERDICTS))}")
     verdict, k, n = m.group(1), int(m.group(2)), int(m.group(3))
-    if verdict not in BAD:
+    if verdict not in KERNEL_PROBLEMS:
         raise ValueError(
-            f"{text!r}: 'at least K in N' is for a kernel problem ({', '.join(sorted(BAD))}), not {verdict}"
+            f"{text!r}: 'at least K in N' is for a kernel problem ({', '.join(sorted(KERNEL_PROBLEMS))}), not {verdict}"
         )
     if not 1 <= k <= n:
         raise ValueError(f"{text!r}: K in {verdict}>=K/N must be from 1 to N")
@@ -96,7 +99,7 @@ def parse(text: str) -> Declaration:
 
 
 def declares_bad(expected: Optional[str]) -> bool:
-    """True when `expected` declares a kernel problem (HANG, or HANG>=1/20)."""
+    """True when `expected` declares a kernel problem or a panic (HANG, HANG>=1/20, PANIC)."""
     return expected is not None and _verdict_of(expected) in BAD
 
 
@@ -189,7 +192,7 @@ def failing(mark: CellMark) -> bool:
 def expected_failure(expected: Optional[str], mark: CellMark, verdicts: Sequence[Verdict] = ()) -> bool:
     """A declared bad verdict that happened: an xfail, exit 0. Given the runs' verdicts, only when one of
     them is a kernel problem (the PASS runs of a 'HANG>=K/N' cell are as declared, but no xfail)."""
-    return mark is EXPECTED and declares_bad(expected) and (not verdicts or any(v.is_kernel_problem for v in verdicts))
+    return mark is EXPECTED and declares_bad(expected) and (not verdicts or any(v.value in BAD for v in verdicts))
 
 
 def check(expect: Dict[str, str], results: List[Result], memory: Optional[str] = None) -> List[str]:

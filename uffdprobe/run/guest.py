@@ -15,7 +15,7 @@ from uffdprobe.scenarios import memkinds
 from .request import RunRequest
 from uffdprobe.verdicts import Result, Verdict
 from uffdprobe.vm.boot import GUEST_CHANNEL
-from uffdprobe.vm.outcome import CHANNEL_LOST, OUTCOME_EXIT
+from uffdprobe.vm.outcome import CHANNEL_LOST, OUTCOME_EXIT, PANIC
 
 #: The guest sees the scratch virtio-blk disk here; O_DIRECT scenarios write to it.
 GUEST_SCRATCH = "/dev/vda"
@@ -223,7 +223,7 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
     for r in results[tail.seen :]:
         tail.show(r)
     kept = len(results)
-    missing = _cut_off(planned, results, result)
+    missing = _cut_off(planned, results, result, started=channel.exists())
     for r in missing:
         tail.show(r)
     tail.forward(results[tail.seen :] + missing)  # the first tail.seen went out as they arrived
@@ -255,6 +255,8 @@ def run_in_vm(request: RunRequest, spec: "kernel_arg.KernelSpec", reporter: Opti
         return Exit.NO_SPACE if result.exit_status == Exit.NO_SPACE else Exit.CHANNEL_LOST
     if result.outcome in OUTCOME_EXIT:
         reporter.say(f"{result.outcome}: {result.reason}; {kept} verdict(s) kept; console log: {result.console_log}")
+        if result.outcome == PANIC and status == Exit.OK:  # the panic was declared for the row it ended
+            return status
         return OUTCOME_EXIT[result.outcome]
     if status != Exit.OK:
         print(f"console log: {result.console_log}", file=sys.stderr)
@@ -292,8 +294,11 @@ def _keep_outputs(channel: Path, results_dir: Optional[str], console_log: Path) 
     return kept
 
 
-def _cut_off(planned: List[plan.Row], results: List[Result], boot) -> List[Result]:
-    """A verdict for every planned run the guest never reported: the boot's outcome, or ERROR."""
+def _cut_off(planned: List[plan.Row], results: List[Result], boot, started: bool) -> List[Result]:
+    """A verdict for every planned run the guest never reported: the boot's outcome, or ERROR. Rows run one
+    at a time in plan order, so once the guest had `started` its plan (its verdict stream exists), the first
+    of them is the one that was running when the boot ended: it alone gets the boot's reason and report
+    (evidence "running"; a PANIC declared for it is its answer). The others say they never ran."""
     verdict = Verdict(boot.outcome) if boot.outcome in Verdict.__members__ else Verdict.ERROR
     if boot.outcome in OUTCOME_EXIT:
         reason = boot.reason
@@ -307,7 +312,15 @@ def _cut_off(planned: List[plan.Row], results: List[Result], boot) -> List[Resul
         "panic_lines": boot.panic_lines,
         "timings": boot.timings,
     }
-    return plan.missing(planned, results, verdict, reason, evidence, boot.kernel_identity)
+    missing = plan.missing(planned, results, verdict, reason, evidence, boot.kernel_identity)
+    if not started or not missing:
+        return missing
+    running = missing[0]
+    running.evidence["running"] = True
+    for r in missing[1:]:
+        r.reason = f"never ran: the boot ended while {running.scenario}[{running.memory}] ran: {reason}"
+        r.evidence["running"] = False
+    return missing
 
 
 def _tail_lines(path: Path, n: int = 25) -> List[str]:

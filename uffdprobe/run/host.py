@@ -156,6 +156,10 @@ class VerdictStream:
         os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, "verdicts.jsonl")
         self.error: Optional[OSError] = None
+        try:  # there before the first row runs: a guest that dies after this had started its plan
+            open(self.path, "a").close()
+        except OSError as exc:
+            self.error = exc
 
     def append(self, r: Result) -> None:
         if self.error:

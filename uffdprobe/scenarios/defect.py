@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """What the defect catalogue knows about a scenario: the upstream fix, where the defect came from and which
 releases carry the fix (shared/docs/uffd-defects.md). A scenario with a Defect answers "does this kernel
-carry it?": a kernel-problem verdict means PRESENT, PASS means ABSENT, SKIP means the kernel cannot be asked."""
+carry it?": a kernel-problem verdict means PRESENT (so does a panic in one of the functions it `crashes_in`),
+PASS means ABSENT, SKIP means the kernel cannot be asked."""
 
 from dataclasses import dataclass
 from typing import Tuple
@@ -29,3 +30,7 @@ class Defect:
     #: The memory kinds it is about; empty: every kind its scenarios run on. A scenario may ask on more
     #: kinds than its defect covers (cow-leak on hugetlb is another, unfixed leak, not CVE-2020-29374).
     memory: Tuple[str, ...] = ()
+    #: Kernel functions a crash of this defect names (e.g. "move_pages"): a guest that panics while the
+    #: defect's scenario runs, with one of them as a frame of the panic's report, carries the defect. A
+    #: defect whose crash can take the guest down says where; any other panic is no answer.
+    crashes_in: Tuple[str, ...] = ()
