@@ -250,8 +250,9 @@ MOVE_LARGE_FOLIO = Defect(
 # (6.12.43) is Debian's changelog's; its backport mail was not read, but the extracted 6.12.118
 # mm/userfaultfd.c carries the same pmd_present() guard the 6.15 diff adds. Measured: on x86-64 6.12 the
 # crash is not reachable, fix or no fix: move_pages() tests pmd_devmap() first, which a migration entry
-# passes (its inverted offset sets bit 57), and refuses with ENOENT; a 6.12 with the revert and that test
-# taken out oopses in move_pages(). When mainline dropped the test (with devmap) was not looked up.
+# passes (its inverted offset sets bit 57), and refuses with ENOENT. Mainline dropped that test with the
+# devmap bit (Alistair Popple's 2025 series, read as its v2 on mm-unstable; the release not read); the model
+# takes it out too, and oopses in move_pages() on its first try, then panics (soft lockup): crashes_in.
 MOVE_PMD_MIGRATION = Defect(
     id="move-pmd-migration-crash",
     fixes=(Commit("aba6faec0103", "userfaultfd: fix a crash in UFFDIO_MOVE when PMD is a migration entry"),),
@@ -260,4 +261,5 @@ MOVE_PMD_MIGRATION = Defect(
     first_fixed="v6.17-rc2",
     stable=("6.12.43",),
     memory=("anon-thp",),
+    crashes_in=("move_pages",),  # mm/userfaultfd.c's, not the move_pages(2) system call's frames
 )

@@ -16,9 +16,10 @@ the entry shows afterwards: ENOENT among the answers (6.12), or the PMD split in
 (AnonHugePages 0 here, the child's THP whole). A try is one victim process (victim.py: the oops kills
 the moving thread while it holds the PMD lock) that migrates the THP between two nodes ROUNDS times
 while its other thread moves the page in a loop. Needs two NUMA nodes and move_pages(2) (CAP_SYS_NICE
-for a shared page); SKIP with the probed reason otherwise. Where the crash is reachable (measured on a
-6.12 with the revert and its pmd_devmap() test taken out) the guest does not come back from it: the
-oops is in the console and the boot ends PANIC (soft lockup) before any verdict, so the row comes last.
+for a shared page); SKIP with the probed reason otherwise. Where the crash is reachable (model-move-pmd-migration: 6.12
+with the revert and its pmd_devmap() test taken out) the guest does not come back from it: the oops is
+in the console and the boot ends PANIC (soft lockup) before any verdict. The row comes last, so it is
+the row running at the panic (run/guest.py), and the catalogue reads the oops' move_pages() frame.
 """
 
 import errno
@@ -41,7 +42,7 @@ from .move_scan import MOVE_FEATURE, uffd_with
 ROUNDS = 4  #: migrations (node to node and back) per try
 SETUP_S = 60.0  # fork, a THP, its sharer: slow under TCG
 #: ROUNDS migrations of 2 MiB with a mover beside them take ~0.1 s under TCG. Where the crash is reachable
-#: no answer comes back (measured on 6.12 with the revert and its pmd_devmap() test taken out): the dead
+#: no answer comes back (measured on model-move-pmd-migration): the dead
 #: mover exits with interrupts off, the migration spins on the PMD lock it held (the watchdog names it) and
 #: no user space runs again: the soft-lockup watchdog panics the guest ~50 s after the oops (PANIC).
 WATCH_S = 15.0
