@@ -25,7 +25,7 @@ import errno
 import os
 import threading
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Union
 
 from uffdprobe.uffd.errors import UffdError
 from uffdprobe.uffd.flags import Feature, RegisterMode
@@ -90,9 +90,8 @@ def run_move_pmd_migration(ctx: ScenarioContext) -> Outcome:
     nodes = nodes_online()
     if len(nodes) < 2:
         raise SkipScenario(f"one NUMA node online ({nodes or 'no NUMA support'}): no node to migrate a THP to")
-    won: Dict[str, Any] = {}
 
-    def trigger(n: int) -> Any:
+    def trigger(n: int) -> Union[None, Outcome, racy.Answered]:
         v = victim.run(lambda report: _race(nodes[:2], report), SETUP_S, WATCH_S, ctx)
         got = v.facts
         ctx.note("last_try", got)  # a run that never hit shows what its last try saw
@@ -115,31 +114,21 @@ def run_move_pmd_migration(ctx: ScenarioContext) -> Outcome:
             return Outcome(Verdict.ERROR, f"the race victim reported nothing in {SETUP_S:g} s", got)
         if got["moved"]:
             return Outcome(Verdict.ERROR, "UFFDIO_MOVE moved a page of a THP shared with a child", got)
-        if got["split"] or got["errnos"].get("ENOENT"):
-            won.update(got, try_won=n)
-            raise _Won()
-        return None
+        if got["split"]:  # a fixed kernel's try met the migration entry: the run is answered
+            how = (
+                "the PMD was split under it (AnonHugePages 0 here, the sharer's THP whole); the kernel waited "
+                f"for the migration and refused the shared page ({got['errnos']})"
+            )
+        elif got["errnos"].get("ENOENT"):  # 6.12: pmd_devmap() reads the entry's inverted offset bits as devmap
+            how = (
+                f"it was refused with ENOENT {got['errnos']['ENOENT']} times (the PMD taken for a devmap one), "
+                "before any folio is read"
+            )
+        else:
+            return None
+        return racy.Answered(f"a move met the THP's migration entry: {how}", got)
 
-    try:
-        return racy.repeat(ctx, trigger)
-    except _Won:  # racy.repeat stops on a bad verdict only: the try that met the entry ends the run here
-        noted = {k: v for k, v in ctx.evidence["race"].items() if k != "try"}
-        won["race"] = {**noted, "tries_made": won["try_won"], "hit_on_try": won["try_won"], "stopped_by": "hit"}
-    if won["split"]:
-        how = (
-            "the PMD was split under it (AnonHugePages 0 here, the sharer's THP whole); the kernel waited "
-            f"for the migration and refused the shared page ({won['errnos']})"
-        )
-    else:  # 6.12: pmd_devmap() reads the migration entry's inverted offset bits as devmap, before the folio
-        how = (
-            f"it was refused with ENOENT {won['errnos']['ENOENT']} times (the PMD taken for a devmap one), "
-            "before any folio is read"
-        )
-    return Outcome(Verdict.PASS, f"on try {won['try_won']} a move met the THP's migration entry: {how}", won)
-
-
-class _Won(Exception):
-    """A fixed kernel's try met the migration entry: the run is answered."""
+    return racy.repeat(ctx, trigger)
 
 
 def _race(nodes: List[int], report: victim.Report) -> None:
