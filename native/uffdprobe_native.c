@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <linux/fs.h>
+#include <linux/mempolicy.h>
 #include <linux/userfaultfd.h>
 #include "uffd_uapi_fallback.h"
 #include "uffdprobe_native.h"
@@ -105,6 +106,10 @@ const struct up_const up_constants[] = {
 	C("madvise", MADV_WILLNEED),
 	C("madvise", MADV_POPULATE_READ),
 	C("madvise", MADV_POPULATE_WRITE),
+	C("mremap", MREMAP_MAYMOVE),
+	C("mremap", MREMAP_FIXED),
+	C("mempolicy", MPOL_MF_MOVE),
+	C("mempolicy", MPOL_MF_MOVE_ALL),
 	C("memfd", MFD_CLOEXEC),
 	C("memfd", MFD_HUGETLB),
 	C("memfd", MFD_ALLOW_SEALING),
@@ -390,6 +395,20 @@ int up_mprotect(uint64_t addr, uint64_t len, int prot)
 int up_madvise(uint64_t addr, uint64_t len, int advice)
 {
 	return madvise((void *)addr, len, advice);
+}
+
+void *up_mremap(uint64_t old_addr, uint64_t old_len, uint64_t new_len, int flags, uint64_t new_addr)
+{
+	return mremap((void *)old_addr, old_len, new_len, flags, (void *)new_addr);
+}
+
+int64_t up_move_page(uint64_t addr, int node, int flags, int *status)
+{
+	void *pages[1] = { (void *)addr };
+	int nodes[1] = { node };
+
+	*status = -1;
+	return syscall(__NR_move_pages, 0, 1UL, pages, nodes, status, flags);
 }
 
 int up_mincore(uint64_t addr, uint64_t len, unsigned char *vec)

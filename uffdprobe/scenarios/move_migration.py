@@ -45,9 +45,6 @@ SETUP_S = 60.0  # fork, a THP, its sharer: slow under TCG
 #: mover exits with interrupts off, the migration spins on the PMD lock it held (the watchdog names it) and
 #: no user space runs again: the soft-lockup watchdog panics the guest ~50 s after the oops (PANIC).
 WATCH_S = 15.0
-_SYS_MOVE_PAGES = 279  # x86_64
-_MPOL_MF_MOVE_ALL = 1 << 2
-_libc: Any = None
 
 
 def nodes_online() -> List[int]:
@@ -62,26 +59,6 @@ def nodes_online() -> List[int]:
         lo, _, hi = part.partition("-")
         out.extend(range(int(lo), int(hi or lo) + 1))
     return out
-
-
-def move_page(addr: int, node: int) -> int:
-    """move_pages(2) of the page at `addr` in this process to `node` (MPOL_MF_MOVE_ALL): the page's node
-    after the call, or a negative errno for the page; OSError when the call fails. ctypes is loaded here,
-    not with the module (the registry imports every scenario module on the guest's run path)."""
-    import ctypes
-
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.syscall.restype = ctypes.c_long
-    pages = (ctypes.c_void_p * 1)(addr)
-    nodes = (ctypes.c_int * 1)(node)
-    status = (ctypes.c_int * 1)(-1)
-    got = _libc.syscall(ctypes.c_long(_SYS_MOVE_PAGES), 0, ctypes.c_ulong(1), pages, nodes, status, _MPOL_MF_MOVE_ALL)
-    if got < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"move_pages({addr:#x} -> node {node}): {os.strerror(err)}")
-    return int(status[0])
 
 
 def run_move_pmd_migration(ctx: ScenarioContext) -> Outcome:
@@ -144,7 +121,7 @@ def _race(nodes: List[int], report: victim.Report) -> None:
     dst = memory.mmap_anonymous(PAGE_SIZE)
     uffd.register(dst.addr, PAGE_SIZE, RegisterMode.MISSING)
     try:
-        home = move_page(src.addr, nodes[0])
+        home = memory.move_page(src.addr, nodes[0])
     except OSError as exc:
         raise SkipScenario(f"move_pages(2) unavailable: {exc}") from None
     first = _move(uffd, dst.addr, src.addr)
@@ -169,7 +146,7 @@ def _race(nodes: List[int], report: victim.Report) -> None:
     statuses: List[Any] = []
     for i in range(ROUNDS):  # to the other node and back: each migration a PMD migration entry
         try:
-            statuses.append(move_page(src.addr, nodes[(i + 1) % 2]))
+            statuses.append(memory.move_page(src.addr, nodes[(i + 1) % 2]))
         except OSError as exc:
             statuses.append(str(exc))
     stop.set()
