@@ -18,6 +18,10 @@
 #include "uffd_uapi_fallback.h"
 #include "uffdprobe_native.h"
 
+#ifndef __NR_pidfd_getfd
+#define __NR_pidfd_getfd 438 /* the same in the generic and the x86_64 tables; headers before 5.6 lack it */
+#endif
+
 #define C(group, name) { group, #name, (uint64_t)(name), 1 }
 /* For a name newer than both the header and uffd_uapi_fallback.h: listed, reported absent. */
 #define ABSENT(group, name) { group, #name, 0, 0 }
@@ -134,6 +138,11 @@ const int up_nconstants = sizeof(up_constants) / sizeof(up_constants[0]);
 int up_userfaultfd(int flags)
 {
 	return (int)syscall(__NR_userfaultfd, flags);
+}
+
+int up_pidfd_getfd(int pidfd, int fd)
+{
+	return (int)syscall(__NR_pidfd_getfd, pidfd, fd, 0);
 }
 
 int up_dev_userfaultfd(int flags)

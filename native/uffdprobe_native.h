@@ -43,6 +43,8 @@ extern const int up_nconstants;
 
 int up_userfaultfd(int flags);
 int up_dev_userfaultfd(int flags);
+/* pidfd_getfd(2): a duplicate, in this process, of descriptor `fd` of the process behind `pidfd`. */
+int up_pidfd_getfd(int pidfd, int fd);
 int up_api(int fd, uint64_t api, uint64_t *features, uint64_t *ioctls);
 int up_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint64_t *ioctls);
 int up_unregister(int fd, uint64_t start, uint64_t len);

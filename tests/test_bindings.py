@@ -4,6 +4,7 @@
 import errno
 import faulthandler
 import os
+import resource
 import signal
 from pathlib import Path
 
@@ -319,6 +320,22 @@ def test_move_page_answers_per_page_and_refuses_an_offline_node():
             memory.move_page(m.addr, beyond)
         assert exc.value.errno == errno.ENODEV and "move_pages" in str(exc.value), exc.value
         assert m.read(0, PAGE_SIZE) == PATTERN
+
+
+def test_take_duplicates_a_uffd_that_serves_the_same_faults(uffd):
+    """pidfd_getfd(2) of this process's own uffd: the duplicate fills the original's registered range; a
+    descriptor the process cannot have is EBADF."""
+    uffd.api()
+    with memory.mmap_anonymous(PAGE_SIZE) as area, memory.mmap_anonymous(PAGE_SIZE) as src:
+        src.write(0, PATTERN)
+        uffd.register(area.addr, PAGE_SIZE, RegisterMode.MISSING)
+        with Userfaultfd.take(os.getpid(), uffd.fileno()) as dup:
+            assert dup.fileno() != uffd.fileno()
+            assert dup.copy(area.addr, src.addr, PAGE_SIZE) == PAGE_SIZE
+            assert area.read(0, PAGE_SIZE) == PATTERN
+        with pytest.raises(OSError) as exc:
+            Userfaultfd.take(os.getpid(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # past the last fd
+        assert exc.value.errno == errno.EBADF and "pidfd_getfd" in str(exc.value), exc.value
 
 
 def test_odirect_roundtrip(tmp_path):
