@@ -13,9 +13,14 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <linux/fs.h>
+#include <linux/mempolicy.h>
 #include <linux/userfaultfd.h>
 #include "uffd_uapi_fallback.h"
 #include "uffdprobe_native.h"
+
+#ifndef __NR_pidfd_getfd
+#define __NR_pidfd_getfd 438 /* the same in the generic and the x86_64 tables; headers before 5.6 lack it */
+#endif
 
 #define C(group, name) { group, #name, (uint64_t)(name), 1 }
 /* For a name newer than both the header and uffd_uapi_fallback.h: listed, reported absent. */
@@ -105,6 +110,10 @@ const struct up_const up_constants[] = {
 	C("madvise", MADV_WILLNEED),
 	C("madvise", MADV_POPULATE_READ),
 	C("madvise", MADV_POPULATE_WRITE),
+	C("mremap", MREMAP_MAYMOVE),
+	C("mremap", MREMAP_FIXED),
+	C("mempolicy", MPOL_MF_MOVE),
+	C("mempolicy", MPOL_MF_MOVE_ALL),
 	C("memfd", MFD_CLOEXEC),
 	C("memfd", MFD_HUGETLB),
 	C("memfd", MFD_ALLOW_SEALING),
@@ -129,6 +138,11 @@ const int up_nconstants = sizeof(up_constants) / sizeof(up_constants[0]);
 int up_userfaultfd(int flags)
 {
 	return (int)syscall(__NR_userfaultfd, flags);
+}
+
+int up_pidfd_getfd(int pidfd, int fd)
+{
+	return (int)syscall(__NR_pidfd_getfd, pidfd, fd, 0);
 }
 
 int up_dev_userfaultfd(int flags)
@@ -390,6 +404,20 @@ int up_mprotect(uint64_t addr, uint64_t len, int prot)
 int up_madvise(uint64_t addr, uint64_t len, int advice)
 {
 	return madvise((void *)addr, len, advice);
+}
+
+void *up_mremap(uint64_t old_addr, uint64_t old_len, uint64_t new_len, int flags, uint64_t new_addr)
+{
+	return mremap((void *)old_addr, old_len, new_len, flags, (void *)new_addr);
+}
+
+int64_t up_move_page(uint64_t addr, int node, int flags, int *status)
+{
+	void *pages[1] = { (void *)addr };
+	int nodes[1] = { node };
+
+	*status = -1;
+	return syscall(__NR_move_pages, 0, 1UL, pages, nodes, status, flags);
 }
 
 int up_mincore(uint64_t addr, uint64_t len, unsigned char *vec)

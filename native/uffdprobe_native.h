@@ -43,6 +43,8 @@ extern const int up_nconstants;
 
 int up_userfaultfd(int flags);
 int up_dev_userfaultfd(int flags);
+/* pidfd_getfd(2): a duplicate, in this process, of descriptor `fd` of the process behind `pidfd`. */
+int up_pidfd_getfd(int pidfd, int fd);
 int up_api(int fd, uint64_t api, uint64_t *features, uint64_t *ioctls);
 int up_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint64_t *ioctls);
 int up_unregister(int fd, uint64_t start, uint64_t len);
@@ -68,6 +70,10 @@ void *up_mmap(void *addr, uint64_t len, int prot, int flags, int fd, int64_t off
 int up_munmap(uint64_t addr, uint64_t len);
 int up_mprotect(uint64_t addr, uint64_t len, int prot);
 int up_madvise(uint64_t addr, uint64_t len, int advice);
+/* mremap(2); returns MAP_FAILED ((void *)-1) on failure, as mmap does. */
+void *up_mremap(uint64_t old_addr, uint64_t old_len, uint64_t new_len, int flags, uint64_t new_addr);
+/* move_pages(2) of one page of this process to `node`: *status gets the page's node or a negative errno. */
+int64_t up_move_page(uint64_t addr, int node, int flags, int *status);
 int up_mincore(uint64_t addr, uint64_t len, unsigned char *vec);
 int up_memfd_create(const char *name, unsigned int flags);
 int up_fallocate(int fd, int mode, int64_t off, int64_t len);

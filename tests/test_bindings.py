@@ -4,6 +4,7 @@
 import errno
 import faulthandler
 import os
+import resource
 import signal
 from pathlib import Path
 
@@ -276,6 +277,65 @@ def test_vmsplice_and_process_vm_readv_copy_real_bytes():
             os.close(r), os.close(w)
         assert memory.process_vm_readv(os.getpid(), dst.addr, page.addr, PAGE_SIZE) == PAGE_SIZE
         assert dst.read(0, PAGE_SIZE) == PATTERN
+
+
+def test_mremap_fixed_moves_the_pages_and_says_errno():
+    """The pages and their bytes move onto the target range; a bad request is an OSError with its errno."""
+    src = memory.mmap_anonymous(2 * PAGE_SIZE)  # never closed: after the move its range is no longer ours
+    src.write(0, PATTERN)
+    src.write(PAGE_SIZE, PATTERN[::-1])
+    with memory.mmap_anonymous(2 * PAGE_SIZE) as dst:
+        memory.mremap_fixed(src.addr, 2 * PAGE_SIZE, dst.addr)
+        assert dst.read(0, PAGE_SIZE) == PATTERN and dst.read(PAGE_SIZE, PAGE_SIZE) == PATTERN[::-1]
+        assert pagemap.read(dst.addr, 2)[0].present
+        with pytest.raises(OSError) as exc:  # the old range is unmapped now
+            memory.mremap_fixed(src.addr, 2 * PAGE_SIZE, dst.addr)
+        assert exc.value.errno == errno.EFAULT, exc.value
+        with pytest.raises(OSError) as exc:  # MREMAP_FIXED needs a page-aligned target
+            memory.mremap_fixed(dst.addr, PAGE_SIZE, dst.addr + PAGE_SIZE + 1)
+        assert exc.value.errno == errno.EINVAL and "mremap" in str(exc.value), exc.value
+        assert dst.read(0, PAGE_SIZE) == PATTERN  # a refused move left the pages where they were
+
+
+def test_move_page_answers_per_page_and_refuses_an_offline_node():
+    """move_pages(2) of one page: a page already on the node answers that node, a page never touched
+    -ENOENT (its status, not an error), a node that is not online fails the call (ENODEV). Without
+    CAP_SYS_NICE, MPOL_MF_MOVE_ALL is refused whole (EPERM)."""
+    try:
+        online = Path("/sys/devices/system/node/online").read_text().strip()
+    except OSError:
+        pytest.skip("no NUMA support in this kernel: move_pages(2) is ENOSYS")
+    first = int(online.split(",")[0].split("-")[0])
+    beyond = int(online.split(",")[-1].split("-")[-1]) + 1
+    with memory.mmap_anonymous(2 * PAGE_SIZE) as m:
+        m.write(0, PATTERN)
+        if os.geteuid() != 0:
+            with pytest.raises(OSError) as exc:
+                memory.move_page(m.addr, first)
+            assert exc.value.errno == errno.EPERM, exc.value
+            return
+        assert memory.move_page(m.addr, first) == first  # node 0 on a one-node host: already there
+        assert memory.move_page(m.page(1), first) == -errno.ENOENT  # no page behind it yet
+        with pytest.raises(OSError) as exc:
+            memory.move_page(m.addr, beyond)
+        assert exc.value.errno == errno.ENODEV and "move_pages" in str(exc.value), exc.value
+        assert m.read(0, PAGE_SIZE) == PATTERN
+
+
+def test_take_duplicates_a_uffd_that_serves_the_same_faults(uffd):
+    """pidfd_getfd(2) of this process's own uffd: the duplicate fills the original's registered range; a
+    descriptor the process cannot have is EBADF."""
+    uffd.api()
+    with memory.mmap_anonymous(PAGE_SIZE) as area, memory.mmap_anonymous(PAGE_SIZE) as src:
+        src.write(0, PATTERN)
+        uffd.register(area.addr, PAGE_SIZE, RegisterMode.MISSING)
+        with Userfaultfd.take(os.getpid(), uffd.fileno()) as dup:
+            assert dup.fileno() != uffd.fileno()
+            assert dup.copy(area.addr, src.addr, PAGE_SIZE) == PAGE_SIZE
+            assert area.read(0, PAGE_SIZE) == PATTERN
+        with pytest.raises(OSError) as exc:
+            Userfaultfd.take(os.getpid(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # past the last fd
+        assert exc.value.errno == errno.EBADF and "pidfd_getfd" in str(exc.value), exc.value
 
 
 def test_odirect_roundtrip(tmp_path):

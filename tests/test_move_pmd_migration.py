@@ -113,7 +113,9 @@ def test_the_fixed_twin_splits_the_entry_and_waits(checked):
     # a move met the migration entry: the PMD was split in this process only, no page moved, nothing died
     assert ev["split"] and ev["huge_kb_after"] == 0 and ev["moved"] == 0, ev
     assert ev["watch_done"] and ev["victim_reaped"] and "splat" not in ev, ev
-    assert 1 <= ev["try_won"] <= SCENARIOS[CELL[0]].race.tries and f"on try {ev['try_won']}" in r.reason
+    race, budget = ev["race"], SCENARIOS[CELL[0]].race.tries
+    assert 1 <= race["hit_on_try"] == race["tries_made"] <= budget and race["stopped_by"] == "hit", race
+    assert r.reason.endswith(f"(on try {race['hit_on_try']} of {budget})"), r.reason
 
 
 @pytest.mark.vm

@@ -88,6 +88,19 @@ def test_a_hang_says_which_try(tmp_path):
     assert r["evidence"]["hang"]["blocked_tasks"][0]["wchan"] == "handle_userfault"
 
 
+def test_an_answered_try_ends_the_run_pass(tmp_path):
+    """Tries 1 and 2 read a page filled first (PASS Outcomes: misses); try 3's fault reaches the uffd and
+    the copy answers it (Answered): the run stops on try 3 of 5, PASS, with the whole race record."""
+    r = run_one(tmp_path, "--scenario", "user-answer-on-try")
+    race = r["evidence"]["race"]
+    assert r["verdict"] == "PASS", r["reason"]
+    assert r["reason"] == "the reader's fault reached the uffd and the copy answered it (on try 3 of 5)"
+    assert (race["tries_made"], race["hit_on_try"], race["stopped_by"], race["tries"]) == (3, 3, "hit", 5), race
+    assert (race["p_hit"], race["seconds"]) == (1.0, 60.0) and race["measured_on"].startswith("by construction")
+    assert 0 <= race["elapsed_s"] < 60 and "try" not in race and "miss_probability" not in race, race
+    assert r["evidence"]["read"] == "answered page"  # the try's own evidence, beside the race record
+
+
 #: Per run a hit with 1 - (1 - p)^12: 0.17 at p 0.015, 0.24 at 0.022, 0.58 at 0.07 (the rates seen, see
 #: racy_touch.py); 60 runs all alike: below 2e-5 over that range.
 RUNS, TRIES = 60, 12

@@ -13,6 +13,10 @@ user-racy-touch  a toucher thread reads a missing page of a MISSING-registered r
 user-hang-on-try (test only) each try touches a page the monitor fills first, except try `hang_on_try`,
                  whose page nobody fills: a real hang in handle_userfault, caught by the supervisor,
                  which must say which try it was.
+user-answer-on-try (test only) each try fills a page before a reader touches it (a miss, a PASS
+                 Outcome), except try `answer_on_try`, whose reader faults first: the monitor sees the
+                 fault and fills the page, the reader reads it: the race reached and answered right
+                 (racy.Answered), which must end the run PASS on that try.
 
 Measured on the 6.18 host, 2 loaded cores: standalone, 4 x 400 tries gave 9, 18, 14 and 6 hits; under
 `uffdprobe run --runs 30`, 30 hits in 1351 tries (p 0.022), later 30 in 532 (p 0.056, load 14.6;
@@ -25,6 +29,7 @@ import threading
 
 from uffdprobe.scenarios.api import (
     PAGE_SIZE,
+    Answered,
     Outcome,
     PageFault,
     Race,
@@ -115,6 +120,40 @@ def run_hang_on_try(ctx: ScenarioContext) -> Outcome:
     return repeat(ctx, trigger)
 
 
+def run_answer_on_try(ctx: ScenarioContext) -> Outcome:
+    uffd = Userfaultfd.open()
+    uffd.api()
+    source = memory.mmap_anonymous(PAGE_SIZE)
+    source.write(0, b"answered page")
+
+    def trigger(index: int):
+        page = memory.mmap_anonymous(PAGE_SIZE)
+        try:
+            uffd.register(page.addr, PAGE_SIZE, RegisterMode.MISSING)
+            if index != ctx.params["answer_on_try"]:
+                uffd.copy(page.addr, source.addr, PAGE_SIZE)  # filled first: the reader cannot fault
+                return Outcome(Verdict.PASS, f"read {page.read(0, 13)!r} without a fault")
+            got = []
+            reader = threading.Thread(target=lambda: got.append(page.read(0, 13)), name="reader", daemon=True)
+            reader.start()
+            seen = [m for m in uffd.wait(10.0) if isinstance(m, PageFault)]
+            if not seen:
+                return Outcome(Verdict.ERROR, "the reader's fault did not reach the uffd in 10 s")
+            uffd.copy(page.addr, source.addr, PAGE_SIZE)
+            reader.join(10.0)
+            if got != [b"answered page"]:
+                return Outcome(Verdict.ERROR, f"the reader got {got} after the copy")
+            return Answered("the reader's fault reached the uffd and the copy answered it", {"read": got[0].decode()})
+        finally:
+            page.close()
+
+    try:
+        return repeat(ctx, trigger)
+    finally:
+        source.close()
+        uffd.close()
+
+
 SCENARIOS = [
     Scenario(
         "user-racy-touch",
@@ -135,5 +174,15 @@ SCENARIOS = [
         defaults={"hang_on_try": 3},
         test_only=True,
         race=Race(p_hit=1.0, measured_on="by construction: try hang_on_try always hangs", tries=5),
+    ),
+    Scenario(
+        "user-answer-on-try",
+        "Harness self-test: does a racy trigger's answered try N end the run PASS on try N?",
+        run_answer_on_try,
+        ("uffd",),
+        memory=("anon-4k",),
+        defaults={"answer_on_try": 3},
+        test_only=True,
+        race=Race(p_hit=1.0, measured_on="by construction: try answer_on_try always faults", tries=5),
     ),
 ]

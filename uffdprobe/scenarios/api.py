@@ -5,8 +5,9 @@ own scenarios"). Everything here keeps its name and meaning across releases; wha
     from uffdprobe.scenarios.api import Outcome, Scenario, ScenarioContext, Verdict, watched
 
 A racy trigger (one that hits only in some tries) gives its row race=Race(p_hit, measured_on, tries,
-seconds) and its run calls repeat(ctx, trigger): tries until a hit or the budget, reporting either the try
-that hit or the tries made and the miss probability they leave.
+seconds) and its run calls repeat(ctx, trigger): tries until a hit, an Answered try (the race reached and
+the kernel right: PASS) or the budget, reporting either the try that ended the run or the tries made and
+the miss probability they leave.
 
 A file given to --scenarios-from (or a module named in the entry point group `uffdprobe.scenarios`)
 defines SCENARIOS, a list of Scenario rows; each row's run(ctx) executes in its own supervised child
@@ -23,7 +24,7 @@ from uffdprobe.verdicts import Outcome, Verdict
 from .common import Bounded, read_exactly, reap
 from .context import ScenarioContext, watched
 from .memkinds import KINDS, SkipScenario, allocate, thp_size
-from .racy import Race, miss_probability, repeat, tries_needed
+from .racy import Answered, Race, miss_probability, repeat, tries_needed
 from .registry import Scenario
 from .sources import ENTRY_POINT_GROUP, KNOWN_NEEDS
 
@@ -56,6 +57,7 @@ __all__ = [
     "read_exactly",
     "reap",
     "Race",
+    "Answered",
     "repeat",
     "miss_probability",
     "tries_needed",

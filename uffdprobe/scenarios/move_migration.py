@@ -26,7 +26,7 @@ import errno
 import os
 import threading
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Union
 
 from uffdprobe.uffd.errors import UffdError
 from uffdprobe.uffd.flags import Feature, RegisterMode
@@ -46,9 +46,6 @@ SETUP_S = 60.0  # fork, a THP, its sharer: slow under TCG
 #: mover exits with interrupts off, the migration spins on the PMD lock it held (the watchdog names it) and
 #: no user space runs again: the soft-lockup watchdog panics the guest ~50 s after the oops (PANIC).
 WATCH_S = 15.0
-_SYS_MOVE_PAGES = 279  # x86_64
-_MPOL_MF_MOVE_ALL = 1 << 2
-_libc: Any = None
 
 
 def nodes_online() -> List[int]:
@@ -65,35 +62,14 @@ def nodes_online() -> List[int]:
     return out
 
 
-def move_page(addr: int, node: int) -> int:
-    """move_pages(2) of the page at `addr` in this process to `node` (MPOL_MF_MOVE_ALL): the page's node
-    after the call, or a negative errno for the page; OSError when the call fails. ctypes is loaded here,
-    not with the module (the registry imports every scenario module on the guest's run path)."""
-    import ctypes
-
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.syscall.restype = ctypes.c_long
-    pages = (ctypes.c_void_p * 1)(addr)
-    nodes = (ctypes.c_int * 1)(node)
-    status = (ctypes.c_int * 1)(-1)
-    got = _libc.syscall(ctypes.c_long(_SYS_MOVE_PAGES), 0, ctypes.c_ulong(1), pages, nodes, status, _MPOL_MF_MOVE_ALL)
-    if got < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"move_pages({addr:#x} -> node {node}): {os.strerror(err)}")
-    return int(status[0])
-
-
 def run_move_pmd_migration(ctx: ScenarioContext) -> Outcome:
     """Race UFFDIO_MOVE of one page of a shared THP against the THP's migration between two nodes."""
     uffd_with(Feature.MOVE, MOVE_FEATURE).close()  # SkipScenario on a kernel without UFFDIO_MOVE
     nodes = nodes_online()
     if len(nodes) < 2:
         raise SkipScenario(f"one NUMA node online ({nodes or 'no NUMA support'}): no node to migrate a THP to")
-    won: Dict[str, Any] = {}
 
-    def trigger(n: int) -> Any:
+    def trigger(n: int) -> Union[None, Outcome, racy.Answered]:
         v = victim.run(lambda report: _race(nodes[:2], report), SETUP_S, WATCH_S, ctx)
         got = v.facts
         ctx.note("last_try", got)  # a run that never hit shows what its last try saw
@@ -116,31 +92,21 @@ def run_move_pmd_migration(ctx: ScenarioContext) -> Outcome:
             return Outcome(Verdict.ERROR, f"the race victim reported nothing in {SETUP_S:g} s", got)
         if got["moved"]:
             return Outcome(Verdict.ERROR, "UFFDIO_MOVE moved a page of a THP shared with a child", got)
-        if got["split"] or got["errnos"].get("ENOENT"):
-            won.update(got, try_won=n)
-            raise _Won()
-        return None
+        if got["split"]:  # a fixed kernel's try met the migration entry: the run is answered
+            how = (
+                "the PMD was split under it (AnonHugePages 0 here, the sharer's THP whole); the kernel waited "
+                f"for the migration and refused the shared page ({got['errnos']})"
+            )
+        elif got["errnos"].get("ENOENT"):  # 6.12: pmd_devmap() reads the entry's inverted offset bits as devmap
+            how = (
+                f"it was refused with ENOENT {got['errnos']['ENOENT']} times (the PMD taken for a devmap one), "
+                "before any folio is read"
+            )
+        else:
+            return None
+        return racy.Answered(f"a move met the THP's migration entry: {how}", got)
 
-    try:
-        return racy.repeat(ctx, trigger)
-    except _Won:  # racy.repeat stops on a bad verdict only: the try that met the entry ends the run here
-        noted = {k: v for k, v in ctx.evidence["race"].items() if k != "try"}
-        won["race"] = {**noted, "tries_made": won["try_won"], "hit_on_try": won["try_won"], "stopped_by": "hit"}
-    if won["split"]:
-        how = (
-            "the PMD was split under it (AnonHugePages 0 here, the sharer's THP whole); the kernel waited "
-            f"for the migration and refused the shared page ({won['errnos']})"
-        )
-    else:  # 6.12: pmd_devmap() reads the migration entry's inverted offset bits as devmap, before the folio
-        how = (
-            f"it was refused with ENOENT {won['errnos']['ENOENT']} times (the PMD taken for a devmap one), "
-            "before any folio is read"
-        )
-    return Outcome(Verdict.PASS, f"on try {won['try_won']} a move met the THP's migration entry: {how}", won)
-
-
-class _Won(Exception):
-    """A fixed kernel's try met the migration entry: the run is answered."""
+    return racy.repeat(ctx, trigger)
 
 
 def _race(nodes: List[int], report: victim.Report) -> None:
@@ -156,7 +122,7 @@ def _race(nodes: List[int], report: victim.Report) -> None:
     dst = memory.mmap_anonymous(PAGE_SIZE)
     uffd.register(dst.addr, PAGE_SIZE, RegisterMode.MISSING)
     try:
-        home = move_page(src.addr, nodes[0])
+        home = memory.move_page(src.addr, nodes[0])
     except OSError as exc:
         raise SkipScenario(f"move_pages(2) unavailable: {exc}") from None
     first = _move(uffd, dst.addr, src.addr)
@@ -181,7 +147,7 @@ def _race(nodes: List[int], report: victim.Report) -> None:
     statuses: List[Any] = []
     for i in range(ROUNDS):  # to the other node and back: each migration a PMD migration entry
         try:
-            statuses.append(move_page(src.addr, nodes[(i + 1) % 2]))
+            statuses.append(memory.move_page(src.addr, nodes[(i + 1) % 2]))
         except OSError as exc:
             statuses.append(str(exc))
     stop.set()

@@ -9,8 +9,6 @@ handle_userfault for good: HANG is what user space sees, so that is the verdict 
 the writer by un-protecting the new range).
 """
 
-from typing import Any
-
 from uffdprobe.uffd import memory, pagemap
 from uffdprobe.uffd.flags import Feature, RegisterMode
 from uffdprobe.uffd.memory import PAGE_SIZE
@@ -21,25 +19,7 @@ from .context import ScenarioContext, watched
 from .memkinds import allocate
 
 
-MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 WRITTEN = b"written after mremap"
-_libc: Any = None
-
-
-def mremap_fixed(old: int, length: int, new: int) -> None:
-    """mremap(old, length, length, MREMAP_MAYMOVE|MREMAP_FIXED, new); OSError on failure. ctypes is loaded
-    here, not with the module: the registry imports every scenario module on the guest's run path."""
-    import ctypes
-
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        _libc.mremap.restype = ctypes.c_void_p
-        _libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
-    got = _libc.mremap(old, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, new)
-    if got is None or got == ctypes.c_void_p(-1).value:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mremap({old:#x}, {length:#x} -> {new:#x})")
 
 
 def run(ctx: ScenarioContext) -> Outcome:
@@ -51,7 +31,7 @@ def run(ctx: ScenarioContext) -> Outcome:
     ctx.note("pagemap_before_mremap", page_flags(pagemap.read(m.addr)[0]))
     # The destination: a fresh range of the same size and alignment, replaced by the move.
     dest = memory.mmap_anonymous(m.length, align=m.length if m.length > PAGE_SIZE else PAGE_SIZE)
-    mremap_fixed(m.addr, m.length, dest.addr)
+    memory.mremap_fixed(m.addr, m.length, dest.addr)
     moved = dest
     after = pagemap.read(moved.addr)[0]
     ctx.note("pagemap_after_mremap", page_flags(after))

@@ -1,16 +1,17 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Racy triggers: a defect whose trigger is a race shows only in some tries, so its scenario repeats the
-trigger within a try budget and a time budget. A hit reports the try it took ("on try 19 of 200"); a run
-that never hit reports how many tries it made and the miss probability that leaves, from the hit rate per
-try measured on an affected kernel (the table row's Race). The miss probability treats tries as
-independent, so declare the lowest rate measured (a loaded machine changes it). Where a deterministic
-trigger exists, use it.
+trigger within a try budget and a time budget. A hit reports the try it took ("on try 19 of 200"), and so
+does a try that reached the race and saw the kernel answer it right (Answered: PASS); a run that never hit
+reports how many tries it made and the miss probability that leaves, from the hit rate per try measured
+on an affected kernel (the table row's Race). The miss probability treats tries as independent, so
+declare the lowest rate measured (a loaded machine changes it). Where a deterministic trigger exists,
+use it.
 """
 
 import math
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional, Union
 
 from uffdprobe.verdicts import Outcome, Verdict
 
@@ -36,6 +37,15 @@ class Race:
             raise ValueError("Race.measured_on must say where p_hit was measured")
 
 
+@dataclass(frozen=True)
+class Answered:
+    """What a trigger returns when its try reached the race and the kernel answered it right: the question
+    is settled, so the run ends there with PASS (a PASS Outcome or None is a miss, and tries again)."""
+
+    reason: str  #: what the try saw, e.g. "the move met the migration entry and was refused"
+    evidence: Dict[str, Any] = field(default_factory=dict)  #: the try's evidence, beside repeat's 'race'
+
+
 def miss_probability(p_hit: float, tries: int) -> float:
     """The probability that `tries` independent tries all miss on an affected kernel: (1 - p_hit)^tries."""
     return (1.0 - p_hit) ** tries
@@ -48,12 +58,14 @@ def tries_needed(p_hit: float, miss: float) -> int:
     return max(1, math.ceil(math.log(miss) / math.log(1.0 - p_hit)))
 
 
-def repeat(ctx: Any, trigger: Callable[[int], Optional[Outcome]], race: Optional[Race] = None) -> Outcome:
+def repeat(ctx: Any, trigger: Callable[[int], Union[None, Outcome, Answered]], race: Optional[Race] = None) -> Outcome:
     """Run trigger(1), trigger(2), ... within the budget of `race` (default: the row's, ctx.race; the
     params 'tries' and 'race_s' override it). A trigger returns None (or a PASS Outcome) when its try
-    missed, else the Outcome of the hit (any other verdict, ERROR included); a hit ends the run with that Outcome and the try it took. Each try is noted before it
-    starts, so a hang the supervisor catches inside a try says which try it was. Evidence 'race': tries
-    made, budget, hit_on_try, p_hit, miss_probability (of the tries made), stopped_by."""
+    missed, Answered when its try reached the race and the kernel answered it right (PASS), else the
+    Outcome of the hit (any other verdict, ERROR included); a hit or an answer ends the run with its
+    verdict and the try it took. Each try is noted before it starts, so a hang the supervisor catches
+    inside a try says which try it was. Evidence 'race': tries made, budget, hit_on_try, p_hit,
+    miss_probability (of the tries made, when all missed), stopped_by."""
     race = race or getattr(ctx, "race", None)
     if race is None:
         raise ValueError("repeat() needs a Race: give the scenario's table row race=Race(...)")
@@ -66,11 +78,12 @@ def repeat(ctx: Any, trigger: Callable[[int], Optional[Outcome]], race: Optional
         made += 1
         ctx.note("race", {**record, "try": made})
         hit = trigger(made)
-        if hit is not None and hit.verdict is not Verdict.PASS:
+        if isinstance(hit, Answered) or (hit is not None and hit.verdict is not Verdict.PASS):
             record.update(
                 tries_made=made, hit_on_try=made, stopped_by="hit", elapsed_s=round(time.monotonic() - started, 3)
             )
-            return Outcome(hit.verdict, f"{hit.reason} (on try {made} of {budget})", {**hit.evidence, "race": record})
+            verdict = Verdict.PASS if isinstance(hit, Answered) else hit.verdict
+            return Outcome(verdict, f"{hit.reason} (on try {made} of {budget})", {**hit.evidence, "race": record})
     miss = miss_probability(race.p_hit, made)
     stopped = "tries" if made >= budget else "time"
     record.update(

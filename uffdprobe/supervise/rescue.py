@@ -15,29 +15,6 @@ from uffdprobe.uffd.errors import UffdError
 from uffdprobe.uffd.userfaultfd import Userfaultfd
 from . import procfs
 
-#: pidfd_getfd's number: the same in the generic and the x86_64 syscall tables.
-SYS_PIDFD_GETFD = 438
-
-
-def take_fd(pid: int, fd: int) -> int:
-    """A duplicate, in this process, of `pid`'s descriptor `fd` (OSError when the kernel or ptrace
-    access refuses it)."""
-    import ctypes  # only on a rescue: the guest's run path imports this module, and ctypes costs there
-
-    pidfd = os.pidfd_open(pid)
-    try:
-        dup = ctypes.CDLL(None, use_errno=True).syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
-        if dup < 0:
-            err = ctypes.get_errno()
-            raise OSError(
-                err,
-                f"pidfd_getfd({pid}, {fd}): {os.strerror(err)}"
-                + (" (Linux 5.6+ is needed)" if err == errno.ENOSYS else ""),
-            )
-        return dup
-    finally:
-        os.close(pidfd)
-
 
 def _answer(uffd: Userfaultfd, pid: int, msg: messages.Message) -> str:
     """Resolve one message on the workload's behalf; what was done, in words."""
@@ -71,11 +48,12 @@ def answer_pending(holders: List[procfs.UffdInfo], wait_s: float = 0.2) -> Tuple
         if not info.unanswered:
             continue
         try:
-            dup = take_fd(info.pid, info.fd)
+            uffd = Userfaultfd.take(info.pid, info.fd)
         except OSError as exc:
             actions.append(f"pid {info.pid} fd {info.fd}: {exc.strerror or exc}")
             continue
-        with Userfaultfd(dup) as uffd:
+        dup = uffd.fileno()
+        with uffd:
             blocking = os.get_blocking(dup)
             try:  # the file (its flags too) is the workload's: non-blocking only while we read
                 os.set_blocking(dup, False)

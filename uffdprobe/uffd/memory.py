@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""Memory the scenarios fault on: mmap/munmap/mprotect/madvise, memfd, vmsplice, process_vm_*, O_DIRECT."""
+"""Memory the scenarios fault on: mmap/munmap/mprotect/madvise/mremap, move_pages, memfd, vmsplice,
+process_vm_*, O_DIRECT."""
 
 import errno
 import os
@@ -13,6 +14,8 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MMAN = constants["mman"]
 MADV = constants["madvise"]
 MEMFD = constants["memfd"]
+MREMAP = constants["mremap"]
+MPOL = constants["mempolicy"]
 PROT_RW = MMAN["PROT_READ"] | MMAN["PROT_WRITE"]
 
 
@@ -97,6 +100,25 @@ def madvise(addr: int, length: int, advice: str) -> None:
     if advice not in MADV:
         raise NotSupportedError(errno.ENOTSUP, advice, addr, length, hint="absent from the build headers")
     _check(lib.up_madvise(addr, length, MADV[advice]), f"madvise({advice})", addr, length)
+
+
+def mremap_fixed(old: int, length: int, new: int) -> None:
+    """mremap(old, length, length, MREMAP_MAYMOVE|MREMAP_FIXED, new): move the mapping at `old` onto `new`,
+    replacing what was mapped there; a UffdError (an OSError with errno) on failure."""
+    got = lib.up_mremap(old, length, length, MREMAP["MREMAP_MAYMOVE"] | MREMAP["MREMAP_FIXED"], new)
+    if got == ffi.cast("void *", -1):
+        raise error_for(ffi.errno, f"mremap(MAYMOVE|FIXED -> {new:#x})", old, length)
+
+
+def move_page(addr: int, node: int) -> int:
+    """move_pages(2) of the page at `addr` in this process to `node` (MPOL_MF_MOVE_ALL): the page's node
+    after the call, or a negative errno for that page (its status: -ENOENT not present, -EBUSY busy, ...);
+    a UffdError (an OSError with errno) when the call itself fails (EPERM, ENODEV, ENOSYS, ...)."""
+    status = ffi.new("int *")
+    _check(
+        lib.up_move_page(addr, node, MPOL["MPOL_MF_MOVE_ALL"], status), f"move_pages(-> node {node})", addr, PAGE_SIZE
+    )
+    return int(status[0])
 
 
 def mincore(addr: int, length: int) -> List[bool]:

@@ -86,6 +86,22 @@ class Userfaultfd:
             err, call = ffi.errno, "userfaultfd" if how == "syscall" else "USERFAULTFD_IOC_NEW"
         raise error_for(err, call, hint=_open_hint(err, call))
 
+    @classmethod
+    def take(cls, pid: int, fd: int) -> "Userfaultfd":
+        """A duplicate, in this process, of process `pid`'s userfaultfd `fd` (pidfd_getfd(2), Linux 5.6+, with
+        ptrace access to `pid`); OSError when the process is gone or the kernel refuses it."""
+        pidfd = os.pidfd_open(pid)
+        try:
+            dup = lib.up_pidfd_getfd(pidfd, fd)
+            if dup < 0:
+                err = ffi.errno
+                raise error_for(
+                    err, f"pidfd_getfd({pid}, {fd})", hint="Linux 5.6+ is needed" if err == errno.ENOSYS else ""
+                )
+        finally:
+            os.close(pidfd)
+        return cls(dup)
+
     def fileno(self) -> int:
         return self.fd
 
