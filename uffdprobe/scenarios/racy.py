@@ -64,8 +64,9 @@ def repeat(ctx: Any, trigger: Callable[[int], Union[None, Outcome, Answered]], r
     missed, Answered when its try reached the race and the kernel answered it right (PASS), else the
     Outcome of the hit (any other verdict, ERROR included); a hit or an answer ends the run with its
     verdict and the try it took. Each try is noted before it starts, so a hang the supervisor catches
-    inside a try says which try it was. Evidence 'race': tries made, budget, hit_on_try, p_hit,
-    miss_probability (of the tries made, when all missed), stopped_by."""
+    inside a try says which try it was. Evidence 'race': tries made, budget, hit_on_try (None unless a
+    hit), p_hit, miss_probability (of the tries made, when all missed), stopped_by (hit, answered, tries,
+    time)."""
     race = race or getattr(ctx, "race", None)
     if race is None:
         raise ValueError("repeat() needs a Race: give the scenario's table row race=Race(...)")
@@ -79,10 +80,14 @@ def repeat(ctx: Any, trigger: Callable[[int], Union[None, Outcome, Answered]], r
         ctx.note("race", {**record, "try": made})
         hit = trigger(made)
         if isinstance(hit, Answered) or (hit is not None and hit.verdict is not Verdict.PASS):
+            answered = isinstance(hit, Answered)
             record.update(
-                tries_made=made, hit_on_try=made, stopped_by="hit", elapsed_s=round(time.monotonic() - started, 3)
+                tries_made=made,
+                hit_on_try=None if answered else made,
+                stopped_by="answered" if answered else "hit",
+                elapsed_s=round(time.monotonic() - started, 3),
             )
-            verdict = Verdict.PASS if isinstance(hit, Answered) else hit.verdict
+            verdict = Verdict.PASS if answered else hit.verdict
             return Outcome(verdict, f"{hit.reason} (on try {made} of {budget})", {**hit.evidence, "race": record})
     miss = miss_probability(race.p_hit, made)
     stopped = "tries" if made >= budget else "time"
