@@ -87,7 +87,7 @@ def repeat(ctx: Any, trigger: Callable[[int], Union[None, Outcome, Answered]], r
                 stopped_by="answered" if answered else "hit",
                 elapsed_s=round(time.monotonic() - started, 3),
             )
-            verdict = Verdict.PASS if answered else hit.verdict
+            verdict = Verdict.PASS if isinstance(hit, Answered) else hit.verdict
             return Outcome(verdict, f"{hit.reason} (on try {made} of {budget})", {**hit.evidence, "race": record})
     miss = miss_probability(race.p_hit, made)
     stopped = "tries" if made >= budget else "time"
