@@ -31,8 +31,8 @@ from . import guest_start
 #: The modules a guest run imports, at their top and inside functions, recorded from `python -S -X
 #: importtime -m uffdprobe run --memory anon-4k wp-gup-vmsplice` (the guest's command line, run on the
 #: host): uffdprobe's run path, and the standard-library modules it imports only inside functions
-#: (importlib.metadata: scenarios.sources reads the entry points). What these import comes along; a
-#: module missing here is still found, on the host folders.
+#: (importlib.metadata: scenarios.sources reads the entry points; _sha256: the config hash). What these
+#: import comes along; a module missing here is still found, on the host folders.
 ENTRY = tuple(
     """
     uffdprobe uffdprobe.cli uffdprobe.cli.errors uffdprobe.cli.execopts uffdprobe.cli.main uffdprobe.cli.run
@@ -58,7 +58,7 @@ ENTRY = tuple(
     uffdprobe.uffd uffdprobe.uffd._ffi uffdprobe.uffd._native uffdprobe.uffd.blockdev uffdprobe.uffd.errors
     uffdprobe.uffd.features uffdprobe.uffd.flags uffdprobe.uffd.memory uffdprobe.uffd.messages
     uffdprobe.uffd.odirect uffdprobe.uffd.pagemap uffdprobe.uffd.programs uffdprobe.uffd.userfaultfd
-    uffdprobe.verdicts importlib.metadata textwrap
+    uffdprobe.verdicts importlib.metadata textwrap _sha256
     """.split()
 )
 RECORD_TIMEOUT = 120.0
