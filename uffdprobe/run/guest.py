@@ -49,13 +49,18 @@ def guest_argv(request: RunRequest) -> List[str]:
     from uffdprobe.osutil.swap import SERIAL_ENV
     from uffdprobe.vm.boot import SWAP_SERIAL
 
+    from uffdprobe.scenarios import sources
+
     env, *python = guest_python.from_archive(GUEST_ARCHIVE)  # `/usr/bin/env PYTHONPATH=... python -S -c START`
     hugepages = [f"{memkinds.HUGEPAGES_ENV}={memkinds.GUEST_HUGEPAGES}"] if _plans_hugetlb(request) else []
+    # the guest sees the same installed distributions: where they add no scenario, it need not scan them
+    plugins = any(s.kind == "entry point" for s in sources.load())
     return [
         env,
         f"UFFDPROBE_SCRATCH_DEV={GUEST_SCRATCH}",
         f"{SERIAL_ENV}={SWAP_SERIAL}",
         *hugepages,
+        *([] if plugins else [f"{sources.ENTRY_POINTS_ENV}=none"]),
         *python,
         "run",
         *request.for_guest().to_argv(),

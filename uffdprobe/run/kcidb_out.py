@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import List, Optional
 
 from uffdprobe.osutil import outputs
-from uffdprobe.results import kcidb
-from uffdprobe.results.matrix import KernelRun, Matrix
 from uffdprobe.verdicts import Result
 from .request import RunRequest
 
@@ -19,6 +17,8 @@ def write(results: List[Result], request: RunRequest, boot: Optional[dict] = Non
     outputs_asked = request.outputs
     if not outputs_asked.kcidb or not outputs_asked.origin:  # the CLI refuses --kcidb without --origin
         return
+    from uffdprobe.results import kcidb  # only when asked: every run (a guest's too) calls this
+    from uffdprobe.results.matrix import KernelRun, Matrix
     from .kernels import HOST, build, check_kernels
     from .matrix import _keep_build_files
 

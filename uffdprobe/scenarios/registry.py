@@ -1,7 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The scenario table, in the spirit of kselftest's uffd-unit-tests: name, question, needs, memory."""
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -322,6 +321,8 @@ def select(names, include_test_only: bool = False):
     whose message names each with the closest public name if one is close ('cow-lek (did you mean cow-leak?)')."""
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
+        import difflib  # only for a mistyped name: every run imports this module, the guest's too
+
         public = [s.name for s in SCENARIOS.values() if not s.test_only]
         raise KeyError(
             ", ".join(

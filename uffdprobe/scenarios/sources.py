@@ -8,7 +8,6 @@ clashes (with a built-in or another source), a bad row or a source that does not
 
 import dataclasses
 import functools
-import hashlib
 import importlib.util
 import inspect
 import json
@@ -27,6 +26,9 @@ from .registry import SCENARIOS, Scenario
 
 #: The entry point group an installed package adds its scenario rows through.
 ENTRY_POINT_GROUP = "uffdprobe.scenarios"
+#: Set to "none" in a guest's environment by the host whose scan found no entry point of the group: the
+#: guest's run then skips the scan (importlib.metadata and every distribution's metadata over 9p).
+ENTRY_POINTS_ENV = "UFFDPROBE_ENTRY_POINTS"
 #: The needs registry.why_not knows how to probe (anything else would be silently "met").
 KNOWN_NEEDS = ("uffd", "uffd-wp", "event-fork", "odirect")
 #: The verdicts a scenario may conclude; the rest only a kernel build or boot gives.
@@ -62,7 +64,7 @@ _IDENTITY: Dict[str, Tuple[str, str]] = {}  # user scenario name -> (file, qualn
 def load(files: Sequence[str] = (), entry_points: bool = True) -> List[Source]:
     """Register the entry point group's scenarios (unless `entry_points` is False), then each file's,
     in order; loading a source again is a no-op. Returns every source loaded so far."""
-    if entry_points:
+    if entry_points and os.environ.get(ENTRY_POINTS_ENV) != "none":
         for ep in _entry_points():
             key = f"ep:{ep.name} = {ep.value}"
             if key not in _LOADED:
@@ -133,6 +135,8 @@ def _exec_module(spec: Any, module: types.ModuleType) -> None:
 
 
 def _from_file(path: str) -> Tuple[Source, List[Scenario]]:
+    import hashlib  # here, as in _sha256: only a user's file needs it, and it loads OpenSSL
+
     source = Source("file", path, paths=(path,), sha256=_sha256(path))
     stem = re.sub(r"\W", "_", os.path.basename(path)[:-3])
     name = f"uffdprobe_user_{stem}_{hashlib.sha256(path.encode()).hexdigest()[:8]}"
@@ -297,6 +301,8 @@ def _module_file(module: Optional[types.ModuleType]) -> Optional[str]:
 
 
 def _sha256(path: str) -> Optional[str]:
+    import hashlib
+
     try:
         with open(path, "rb") as f:
             return hashlib.sha256(f.read()).hexdigest()

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple
@@ -132,6 +131,8 @@ def run(
 ) -> List[Result]:
     """Run one requested program to its end (bounded); its run row first, then one Result per case. With
     `splats`, a splat while the program ran judges its run row (WARN/OOPS; the cases keep their verdicts)."""
+    import tempfile  # here: every run imports this module, and tempfile brings random and shutil
+
     program, args = parse_request(request)
     binary = Path(bin_dir) / program.name
     argv = [str(binary), *args]

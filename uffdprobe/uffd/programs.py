@@ -5,11 +5,9 @@ source once into the cache, `$XDG_CACHE_HOME/uffdprobe/native/HASH/NAME` (a repo
 a guest can see (the
 guest root is the host root)."""
 
-import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -39,6 +37,9 @@ def path(name: str) -> Path:
 def compile_c(source: Path, name: str) -> Path:
     """`source` compiled (-O2 -pthread) into the cache as HASH/NAME (content hash of the source), written
     whole by a rename; the same path for everybody who asks again."""
+    import hashlib  # here: the guest's run path imports this module, and hashlib loads OpenSSL
+    import tempfile
+
     data = source.read_bytes()
     folder = cache_home() / "uffdprobe" / "native" / hashlib.sha256(data).hexdigest()[:12]
     exe = folder / name
