@@ -195,3 +195,31 @@ def test_answers_follow_the_cells_flaky_hang_is_present_error_is_no_answer():
     assert got["cow-leak"].answer == "NO ANSWER" and "ERROR reason" in got["cow-leak"].why
     assert (got["cow-leak-reverse"].answer, got["cow-leak-reverse"].why) == ("CANNOT ASK", "SKIP reason")
     assert catalogue.undeclared_present(list(got.values())) == []  # the HANG is declared; its PASSes are FIXED
+
+
+def test_a_declared_panic_that_names_no_frame_of_the_defect_is_no_answer_exit_7():
+    """The rule accepts the cell (PANIC declared and seen), but the kernel's report has no frame in a
+    function the defect crashes in: check cannot say the defect is there, so it says NO ANSWER and fails
+    (harness logic on recorded report lines, no kernel claim)."""
+    import io
+
+    from uffdprobe.cli.check import _show
+    from uffdprobe.results.matrix import KernelRun, Matrix
+    from uffdprobe.verdicts import Result, Verdict
+
+    report = [
+        "[   56.4] watchdog: BUG: soft lockup - CPU#0 stuck for 52s! [python:48]",
+        "[   56.4]  __x64_sys_move_pages+0x499/0x51e",
+    ]
+    evidence = {"running": True, "panic_lines": report, "kernel_report": report}
+    r = Result(
+        "move-pmd-migration", "anon-thp", Verdict.PANIC, "Kernel panic - not syncing: softlockup: hung tasks", evidence
+    )
+    out = io.StringIO()
+    status = _show(Matrix([KernelRun("k", [r], expect={"move-pmd-migration": "PANIC"})]), out, 1.0)
+    assert status == 7, out.getvalue()
+    assert "NO ANSWER: move-pmd-migration-crash on k: move-pmd-migration(anon-thp) PANIC" in out.getvalue()
+    r.evidence["kernel_report"] = ["[    5.3] RIP: 0010:move_pages+0x494/0x1021", *report]
+    out = io.StringIO()
+    assert _show(Matrix([KernelRun("k", [r], expect={"move-pmd-migration": "PANIC"})]), out, 1.0) == 0, out.getvalue()
+    assert "PRESENT (declared)" in out.getvalue() and "NO ANSWER" not in out.getvalue()

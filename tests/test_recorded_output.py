@@ -263,6 +263,27 @@ def test_an_oops_in_move_pages_then_a_soft_lockup_panic_is_the_defect(tmp_path):
     assert a.answer == "NO ANSWER"
 
 
+def test_an_oops_far_above_its_panic_is_still_the_rows_report(tmp_path):
+    """The 45th row of a whole check: the oops, then an RCU stall report 21 s later, then the soft lockup
+    and the panic 72 s after the oops. The panic's excerpt reaches back to the stall only; the row's report
+    starts at the oops, after the guest's last verdict line."""
+    name = "console-panic-model-move-pmd-migration-check-6.12.118.log"
+    text = _read(name)
+    panic = console.panic_lines(text)
+    assert panic[0] == "[   53.555286] Call Trace:", panic[0]  # the stall's own trace, 120 lines back
+    report = console.row_report(text)
+    assert report[0] == "[   32.537973] BUG: unable to handle page fault for address: ffd4180000022008"
+    assert report[-1] == "[  104.730484] Kernel panic - not syncing: softlockup: hung tasks"
+    assert console.guest_output(text)[-1].startswith("[44/45] pagemap-scan-hugetlb-hole hugetlb   PASS")
+    rows = [("pagemap-scan-hugetlb-hole", "hugetlb", None), ("move-pmd-migration", "anon-thp", None)]
+    answered = [Result(*rows[0][:2], Verdict.PASS, "", {}, {}, {}, 0.1)]
+    [r] = guest._cut_off(rows, answered, _boot(text, tmp_path, name), started=True)
+    assert r.evidence["kernel_report"] == report and r.evidence["panic_lines"] == panic
+    assert crash_frame(MOVE_PMD_MIGRATION, r) == "RIP: 0010:move_pages+0x494/0x1021"
+    excerpt_only = Result(r.scenario, r.memory, r.verdict, r.reason, {**r.evidence, "kernel_report": []})
+    assert crash_frame(MOVE_PMD_MIGRATION, excerpt_only) == ""  # there only move_pages(2)'s frames
+
+
 def test_a_boot_stopped_before_init():
     text = _read("console-before-init-6.1.192.log")
     assert console.linux_version(text) == STOCK_BANNER

@@ -4,7 +4,9 @@
 It is `uffdprobe matrix` over the scenarios that carry a defect (one boot per kernel, the same outputs,
 declarations and verdict rule); only the summary differs: per defect and kernel the answer, its evidence
 and, for a PRESENT one, the commits to backport. A PRESENT defect nothing declares is a kernel problem
-(exit 1); any other cell the rule fails (a declared defect now absent, no answer) exits 7 as in matrix.
+(exit 1); any other cell the rule fails (a declared defect now absent, no answer) exits 7 as in matrix,
+and so does a defect with NO ANSWER whose cells are as declared (a declared PANIC that names no frame of
+the defect: the kernel died, but not visibly of it).
 """
 
 import argparse
@@ -104,6 +106,10 @@ def _show(m: Matrix, out: TextIO, took_s: float) -> int:
         print(f"NOT DECLARED: {a.defect.id} is PRESENT on {a.kernel}: backport {describe_fix(a.defect)}", file=out)
     for line in matrix_table.unexpected_lines(m, others):
         print(line, file=out)
+    # no answer whose cells the rule accepts (a declared PANIC without the defect's frame in its report)
+    unanswered = [a for a in found if a.answer == catalogue.NO_ANSWER and not any(c.unexpected for c in a.cells)]
+    for a in unanswered:
+        print(f"NO ANSWER: {a.defect.id} on {a.kernel}: {a.why}", file=out)
     counts = {w: sum(a.answer == w for a in found) for w in catalogue.ANSWERS}
     print(
         f"check: {len(found)} answer(s) on {len(m.kernels)} kernel(s) in {took_s:.1f}s: "
@@ -113,7 +119,7 @@ def _show(m: Matrix, out: TextIO, took_s: float) -> int:
     )
     if problems:
         return Exit.KERNEL_PROBLEM
-    return Exit.UNEXPECTED if others else Exit.OK
+    return Exit.UNEXPECTED if others or unanswered else Exit.OK
 
 
 CHECK = Report("check", lambda m: catalogue.to_dict(m, catalogue.answers(m)), _show)

@@ -3,8 +3,8 @@
 
 A defect is asked by one or more scenarios (its cells on that kernel). Any cell with a kernel-problem
 verdict (verdicts.KERNEL_PROBLEMS, also one run of a FLAKY cell) makes it PRESENT, and so does a PANIC of
-the run that was running when the guest died when the panic's report has one of the functions the defect
-`crashes_in` as a frame (the oops it began with: run/guest.py keeps it); otherwise a cell without
+the run that was running when the guest died when the kernel's report has one of the functions the
+defect `crashes_in` as a frame (the oops it began with: run/guest.py keeps it); otherwise a cell without
 an answer (ERROR, a boot or VM failure) makes it NO ANSWER; otherwise a PASS makes it ABSENT; a defect whose
 cells were all SKIP is CANNOT ASK, with the probed reasons. Whether a PRESENT defect is accepted follows the
 one verdict rule: its cells' declarations (a recipe's [expect], --expect), nothing else.
@@ -72,12 +72,14 @@ def _shows(defect: Defect, r: Result) -> bool:
 
 
 def crash_frame(defect: Defect, r: Result) -> str:
-    """The first line of a run's panic report with a frame in a function the defect `crashes_in` ('RIP:
-    0010:move_pages+0x494/0x1021'), or ''. A frame is NAME+0x...: move_pages_huge_pmd is not move_pages."""
+    """The first line of a run's kernel report (from its first splat, then the panic's) with a frame in a
+    function the defect `crashes_in` ('RIP: 0010:move_pages+0x494/0x1021'), or ''. A frame is NAME+0x...:
+    move_pages_huge_pmd is not move_pages."""
     if not defect.crashes_in:
         return ""
     frame = re.compile(r"(?<![\w.])(?:%s)\+0x" % "|".join(map(re.escape, defect.crashes_in)))
-    found = next((str(line) for line in r.evidence.get("panic_lines") or () if frame.search(str(line))), "")
+    report = [*(r.evidence.get("kernel_report") or ()), *(r.evidence.get("panic_lines") or ())]
+    found = next((str(line) for line in report if frame.search(str(line))), "")
     return re.sub(r"^\[[\s\d.]*\]\s*", "", found)
 
 

@@ -303,7 +303,8 @@ def _cut_off(planned: List[plan.Row], results: List[Result], boot, started: bool
     """A verdict for every planned run the guest never reported: the boot's outcome, or ERROR. Rows run one
     at a time in plan order, so once the guest had `started` its plan (its verdict stream exists), the first
     of them is the one that was running when the boot ended: it alone gets the boot's reason and report
-    (evidence "running"; a PANIC declared for it is its answer). The others say they never ran."""
+    (evidence "running"; after a panic also "kernel_report", what the kernel said from its first splat
+    on; a PANIC declared for it is its answer). The others say they never ran."""
     verdict = Verdict(boot.outcome) if boot.outcome in Verdict.__members__ else Verdict.ERROR
     if boot.outcome in OUTCOME_EXIT:
         reason = boot.reason
@@ -322,6 +323,13 @@ def _cut_off(planned: List[plan.Row], results: List[Result], boot, started: bool
         return missing
     running = missing[0]
     running.evidence["running"] = True
+    if boot.outcome == PANIC:  # its first report: the oops may be far above the panic it led to
+        from uffdprobe.vm import console
+
+        try:
+            running.evidence["kernel_report"] = console.row_report(Path(boot.console_log).read_text(errors="replace"))
+        except OSError:
+            pass
     for r in missing[1:]:
         r.reason = f"never ran: the boot ended while {running.scenario}[{running.memory}] ran: {reason}"
         r.evidence["running"] = False

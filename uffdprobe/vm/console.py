@@ -3,6 +3,8 @@
 
 import re
 
+from uffdprobe.osutil.kmsg import splat_kind
+
 INIT_REACHED = "uffdprobe-guest: init reached"
 COMMAND_DONE = "uffdprobe-guest: command done"
 INIT_FAILED = "uffdprobe-guest: init failed"
@@ -35,6 +37,20 @@ def panic_lines(text: str) -> list:
             start = i
     end = next((i for i in range(idx, len(lines)) if PANIC_END in lines[i]), len(lines) - 1)
     return [x for x in lines[start : end + 1] if x.strip()][:MAX_PANIC_LINES]
+
+
+def row_report(text: str) -> list:
+    """What the kernel reported while the guest's last workload ran, up to a panic: from the first BUG,
+    Oops or WARNING after the guest's last line of output (its table prints each verdict as it lands) to
+    the panic line, at most MAX_PANIC_LINES; [] when there is none. A crash that panics only later (a
+    lock left held, then a soft lockup) is here with its first report, which panic_lines may not reach."""
+    lines = [strip_stamp(x) for x in text.splitlines()]
+    end = next((i for i, line in enumerate(lines) if PANIC_LINE in line), len(lines) - 1)
+    last_said = max((i for i in range(end) if lines[i].strip() and not PRINTK_RE.match(lines[i])), default=-1)
+    first = next((i for i in range(last_said + 1, end + 1) if splat_kind(PRINTK_RE.sub("", lines[i]))), None)
+    if first is None:
+        return []
+    return [x for x in lines[first : end + 1] if x.strip()][:MAX_PANIC_LINES]
 
 
 def panic_reason(text: str) -> str:
