@@ -5,6 +5,7 @@
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -119,8 +120,11 @@ def test_matrix_quiet_drops_progress_keeps_the_table(tmp_path):
         "anon-4k",
         "--results-dir",
     ]
-    loud = subprocess.run(argv + [str(tmp_path / "loud")], capture_output=True, text=True, timeout=300)
-    quiet = subprocess.run(argv + [str(tmp_path / "quiet"), "-q"], capture_output=True, text=True, timeout=300)
+    with ThreadPoolExecutor(2) as pool:  # two real host runs, side by side, each in its own folder
+        loud, quiet = pool.map(
+            lambda extra: subprocess.run(argv + extra, capture_output=True, text=True, timeout=300),
+            [[str(tmp_path / "loud")], [str(tmp_path / "quiet"), "-q"]],
+        )
     assert loud.returncode == quiet.returncode == 0, loud.stderr + quiet.stderr
     assert "matrix: 1 kernel(s)" in loud.stderr and quiet.stderr == ""
     assert "wp-real-write" in quiet.stdout and quiet.stdout.splitlines()[-1].startswith("matrix: 1 cell(s)")

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -37,11 +38,39 @@ def counts(summary: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def host_run(tmp_path_factory):
+def _started(tmp_path_factory):
+    """host_run's run and host_matrix's matrix, started at once: two real runs that mostly wait on the hang bound,
+    each with its own files, side by side; each fixture below waits for its own."""
+    run_dir, matrix_dir = tmp_path_factory.mktemp("run"), tmp_path_factory.mktemp("matrix")
+    files = {k: matrix_dir / f"m.{k}" for k in ("json", "junit", "ktap")}
+    with ThreadPoolExecutor(2) as pool:
+        run = pool.submit(uffdprobe, "run", "--ktap", "-", "--runs", "2", "--json", str(run_dir / "r.json"), *SCENARIOS)
+        matrix = pool.submit(
+            uffdprobe,
+            "matrix",
+            "--kernel",
+            "host",
+            *[a for s in SCENARIOS for a in ("--scenario", s)],
+            "--runs",
+            "2",
+            "--expect",
+            "host:selftest-self-deadlock=HANG",
+            "--expect",
+            "host:wp-real-write=HANG",
+            "--results-dir",
+            str(matrix_dir / "work"),
+            *[a for k, f in files.items() for a in (f"--{k}", str(f))],
+        )
+        yield {
+            "run": lambda: {"proc": run.result(), "json": run_dir / "r.json", "dir": run_dir},
+            "matrix": lambda: {"proc": matrix.result(), **files, "work": matrix_dir / "work"},
+        }
+
+
+@pytest.fixture(scope="module")
+def host_run(_started):
     """`run --ktap --json --runs 2` once: stdout is KTAP, streamed."""
-    out = tmp_path_factory.mktemp("run")
-    proc = uffdprobe("run", "--ktap", "-", "--runs", "2", "--json", str(out / "r.json"), *SCENARIOS)
-    return {"proc": proc, "json": out / "r.json", "dir": out}
+    return _started["run"]()
 
 
 def test_run_json_is_data_per_schema(host_run):
@@ -120,26 +149,9 @@ def test_run_ktap_is_streamed(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def host_matrix(tmp_path_factory):
+def host_matrix(_started):
     """A host matrix with a declared HANG (met) and a declared HANG that does not happen (FIXED)."""
-    out = tmp_path_factory.mktemp("matrix")
-    files = {k: out / f"m.{k}" for k in ("json", "junit", "ktap")}
-    proc = uffdprobe(
-        "matrix",
-        "--kernel",
-        "host",
-        *[a for s in SCENARIOS for a in ("--scenario", s)],
-        "--runs",
-        "2",
-        "--expect",
-        "host:selftest-self-deadlock=HANG",
-        "--expect",
-        "host:wp-real-write=HANG",
-        "--results-dir",
-        str(out / "work"),
-        *[a for k, f in files.items() for a in (f"--{k}", str(f))],
-    )
-    return {"proc": proc, **files, "work": out / "work"}
+    return _started["matrix"]()
 
 
 def test_matrix_json_per_schema(host_matrix):

@@ -221,6 +221,8 @@ def test_run_judges_its_runs_together(declared, helper_runs, status, line):
         f"selftest_helper_write_runs={helper_runs}",
         "--expect",
         f"selftest-self-deadlock={declared}",
+        "--hang-timeout",  # the self-deadlock never ends: 1 s of it is a HANG as surely as the default 2 s
+        1,
     )
     assert proc.returncode == status, proc.stdout + proc.stderr
     if line:

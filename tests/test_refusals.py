@@ -242,7 +242,15 @@ def test_a_truncated_deb_is_one_whole_line(tmp_path):
 def test_a_refused_matrix_names_no_log_folder(tmp_path):
     pytest.importorskip("distributed")
     proc = _uffdprobe(
-        "matrix", "--kernel", "host", "--cluster", "tcp://127.0.0.1:9", "--results-dir", tmp_path / "w", timeout=120
+        "matrix",
+        "--kernel",
+        "host",
+        "--cluster",
+        "tcp://127.0.0.1:9",
+        "--results-dir",
+        tmp_path / "w",
+        timeout=120,
+        env={"UFFDPROBE_CLUSTER_TIMEOUT": "2"},  # the documented connect bound (10 s), not what is asserted here
     )
     assert proc.returncode == Exit.USAGE, proc.stderr
     assert "logs under" not in proc.stderr and "Traceback" not in proc.stderr

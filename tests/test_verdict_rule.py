@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,12 @@ def matrix(*args, timeout=900):
     )
 
 
+def run(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "uffdprobe", "run", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
 def cells(path: Path) -> dict:
     return {(c["kernel"], c["scenario"], c["memory"]): c for c in json.loads(path.read_text())["cells"]}
 
@@ -75,9 +82,32 @@ def bzimage(recipe: str) -> Path:
 )
 def test_undeclared_bad_host_matrix_fails(tmp_path):
     out, xml = tmp_path / "m.json", tmp_path / "m.xml"
-    proc = matrix(
-        "--kernel", "host", *BAD_ON_HOST, "--json", str(out), "--junit", str(xml), "--results-dir", str(tmp_path / "w")
-    )
+    with ThreadPoolExecutor(2) as pool:  # two real runs that mostly wait on their bounds: side by side
+        matrix_done = pool.submit(
+            matrix,
+            "--kernel",
+            "host",
+            *BAD_ON_HOST,
+            "--json",
+            str(out),
+            "--junit",
+            str(xml),
+            "--results-dir",
+            str(tmp_path / "w"),
+        )
+        # `uffdprobe run` says the same of the same verdicts: a kernel problem
+        run_done = pool.submit(
+            run,
+            "selftest-self-deadlock",
+            "cow-leak",
+            "wp-real-write",
+            "--param",
+            "selftest_shared_page=true",
+            "--param",
+            "selftest_unprotect_first=true",
+            *ANON,
+        )
+    proc = matrix_done.result()
     assert proc.returncode == 7, proc.stdout + proc.stderr
     got = cells(out)
     bad = {k: c for k, c in got.items() if c["verdict"] not in ("PASS", "SKIP")}
@@ -89,93 +119,65 @@ def test_undeclared_bad_host_matrix_fails(tmp_path):
     for _, scenario, memory in bad:
         assert sum(scenario in f and memory in f for f in failed) == 1, (scenario, memory, failed)
     assert "4 unexpected" in proc.stdout
-    # `uffdprobe run` says the same of the same verdicts: a kernel problem
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "uffdprobe",
-            "run",
-            "selftest-self-deadlock",
-            "cow-leak",
-            "wp-real-write",
-            "--param",
-            "selftest_shared_page=true",
-            "--param",
-            "selftest_unprotect_first=true",
-            *ANON,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 1, run.stdout + run.stderr
+    done = run_done.result()
+    assert done.returncode == 1, done.stdout + done.stderr
 
 
 @root
 def test_declared_bad_host_cells_pass_per_memory_kind(tmp_path):
     """The same verdicts declared (WP_LOST on 4k only): 4k expected, THP undeclared fails; both: exit 0."""
-    out = tmp_path / "m.json"
+    outs = [tmp_path / "a.json", tmp_path / "b.json"]
     base = [
         "--kernel",
         "host",
         *BAD_ON_HOST,
-        "--json",
-        str(out),
         "--expect",
         "selftest-self-deadlock=HANG",
         "--expect",
         "host:cow-leak/anon-4k=LEAK",
     ]
-    proc = matrix(*base, "--expect", "host:wp-real-write/anon-4k=WP_LOST", "--results-dir", str(tmp_path / "a"))
+    unprotect = ["wp-real-write", "--param", "selftest_unprotect_first=true"]
+    # Two matrices and two runs, each a real run of its own that mostly waits on its bounds: side by side.
+    with ThreadPoolExecutor(4) as pool:
+        thp_undeclared = pool.submit(
+            matrix,
+            *base,
+            "--expect",
+            "host:wp-real-write/anon-4k=WP_LOST",
+            "--json",
+            str(outs[0]),
+            "--results-dir",
+            str(tmp_path / "a"),
+        )
+        both = pool.submit(
+            matrix,
+            *base,
+            "--expect",
+            "wp-real-write=WP_LOST",
+            "--json",
+            str(outs[1]),
+            "--results-dir",
+            str(tmp_path / "b"),
+        )
+        # `uffdprobe run`: the same declarations, the same answer
+        run_thp_undeclared = pool.submit(run, *unprotect, "--expect", "wp-real-write/anon-4k=WP_LOST", *ANON)
+        run_both = pool.submit(run, *unprotect, "--expect", "wp-real-write=WP_LOST", *ANON)
+    proc = thp_undeclared.result()
     assert proc.returncode == 7, proc.stdout + proc.stderr
-    got = cells(out)
+    got = cells(outs[0])
     assert got[("host", "wp-real-write", "anon-4k")]["mark"] == "expected"
     thp = got[("host", "wp-real-write", "anon-thp")]
     assert (thp["verdict"], thp["mark"], thp["expected"]) == ("WP_LOST", "UNEXPECTED", None)
     assert [line.split(":")[1] for line in proc.stdout.splitlines() if line.startswith("UNEXPECTED")] == [
         " host wp-real-write(anon-thp)"
     ]
-    proc = matrix(*base, "--expect", "wp-real-write=WP_LOST", "--results-dir", str(tmp_path / "b"))
+    proc = both.result()
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert all(c["mark"] in ("expected", None) for c in cells(out).values())
-    # uffdprobe run: the same declarations, the same answer
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "uffdprobe",
-            "run",
-            "wp-real-write",
-            "--param",
-            "selftest_unprotect_first=true",
-            "--expect",
-            "wp-real-write/anon-4k=WP_LOST",
-            *ANON,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 1 and "UNEXPECTED: wp-real-write[anon-thp]" in run.stdout, run.stdout + run.stderr
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "uffdprobe",
-            "run",
-            "wp-real-write",
-            "--param",
-            "selftest_unprotect_first=true",
-            "--expect",
-            "wp-real-write=WP_LOST",
-            *ANON,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
+    assert all(c["mark"] in ("expected", None) for c in cells(outs[1]).values())
+    done = run_thp_undeclared.result()
+    assert done.returncode == 1 and "UNEXPECTED: wp-real-write[anon-thp]" in done.stdout, done.stdout + done.stderr
+    done = run_both.result()
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 @root
