@@ -82,7 +82,7 @@ def test_check_answers_present_on_the_model_only_every_cell_as_declared(checked)
     present = _answer(checked, MODEL)
     assert present["declared"] is True and present["fix"].startswith("aba6faec0103 "), present
     marks = {a["kernel"]: [c["mark"] for c in a["cells"]] for a in checked["doc"]["answers"]}
-    assert marks == {"stock": [None], "stock-6.12": ["expected"], MODEL: ["expected"], TWIN: ["expected"]}, marks
+    assert marks == {"stock": ["expected"], "stock-6.12": ["expected"], MODEL: ["expected"], TWIN: ["expected"]}, marks
 
 
 @pytest.mark.vm
@@ -90,14 +90,17 @@ def test_check_answers_present_on_the_model_only_every_cell_as_declared(checked)
 def test_the_model_oopses_in_move_pages_and_the_guest_panics(checked):
     r = _run(checked, MODEL)
     assert r.verdict is Verdict.PANIC and r.evidence["running"] is True, (r.reason, r.evidence)
-    report = r.evidence["panic_lines"]
+    report = r.evidence["kernel_report"]  # from the row's first splat to the panic
     # the oops: a read through the struct page pmd_folio() made of the migration entry's bits, in the
-    # UFFDIO_MOVE ioctl; then the migration spinning on the PMD lock the dead task held, and the panic
-    assert any("BUG: unable to handle page fault" in line for line in report), report
+    # UFFDIO_MOVE ioctl; then the tasks left behind the PMD lock the dead task held, and the panic (the
+    # soft-lockup watchdog's, or the hung-task detector's first on a loaded machine: other reports may
+    # come between, so the panic's own excerpt need not reach back to the oops)
+    assert "BUG: unable to handle page fault" in report[0], report[:5]
     assert any("RIP: 0010:move_pages+" in line for line in report), report
     assert any("userfaultfd_ioctl+" in line for line in report), report
-    assert any("soft lockup" in line for line in report), report
-    assert "softlockup" in r.reason and "move_pages+" in _answer(checked, MODEL)["why"]
+    panic = r.evidence["panic_lines"]
+    assert r.reason.startswith("Kernel panic - not syncing") and any(r.reason in x for x in panic), r.reason
+    assert "move_pages+" in _answer(checked, MODEL)["why"]
 
 
 @pytest.mark.vm
