@@ -13,7 +13,7 @@ class Exit(enum.IntEnum):
     BUILD_FAILED = 5  #: the kernel build failed
     NO_SPACE = 6  #: a disk filled up (cache, run directory, output); what was written is kept
     SETUP = 2  #: the harness or its set-up failed (an ERROR verdict): same status as bad input
-    UNEXPECTED = 7  #: matrix: a cell is not what was declared (REGRESSION, FIXED) or has no answer
+    UNEXPECTED = 7  #: matrix: a cell is not what was declared (REGRESSION, FIXED) or has no answer; check: NO ANSWER
     NO_UFFD_PERMISSION = 8  #: userfaultfd refused (EPERM/EACCES): every scenario SKIPped, results kept
     PANIC = 10  #: the guest kernel panicked
     BOOT_FAIL = 11  #: the guest never reached init
