@@ -299,9 +299,13 @@ def test_kvm_probe_is_bounded_and_cached(cloud_deb, tmp_path):
 
 @pytest.fixture(scope="module")
 def built_exit(built_kernel, tmp_path_factory):
-    """One boot of the built kernel whose command ends with exit 5: the run directory and the result."""
+    """One boot of the built kernel whose command first asks the kernel for random bytes without waiting
+    (a fixed hash seed keeps Python's own start from reading any), then ends with exit 5: the run
+    directory and the result."""
     run_dir = tmp_path_factory.mktemp("built") / "run"
-    result = tcg_boot(built_kernel, ["sh", "-c", "exit 5"], run_dir)
+    ask = "import os; os.getrandom(16, os.GRND_NONBLOCK)"
+    script = f"PYTHONHASHSEED=0 {PY} -S -c {shlex.quote(ask)} && echo ok > $UFFDPROBE_RESULTS/seeded; exit 5"
+    result = tcg_boot(built_kernel, ["sh", "-c", script], run_dir)
     left = vm_processes(mentioning=str(run_dir)) + vm_processes()
     assert not left, f"VM processes left behind: {[(p.pid, p.name()) for p in left]}"
     return result, run_dir
@@ -310,6 +314,16 @@ def built_exit(built_kernel, tmp_path_factory):
 def test_built_kernel_boots_and_runs_a_command(built_exit):
     result, _ = built_exit
     assert (result.outcome, result.exit_status) == ("OK", 5), result.reason
+
+
+def test_guest_kernel_rng_is_seeded_before_init(built_exit):
+    """The guest's first Python must not wait for the kernel's RNG (about 1 s of jitter entropy under
+    TCG): the kernel seeds it from the CPU at boot, before init runs."""
+    result, run_dir = built_exit
+    assert (result.results_dir / "seeded").read_text() == "ok\n", result.reason
+    console = result.console_log.read_text(errors="replace")
+    assert "random: crng init done" in console
+    assert console.index("random: crng init done") < console.index("uffdprobe-guest: init reached")
 
 
 @pytest.mark.reliability(
