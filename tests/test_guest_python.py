@@ -125,6 +125,35 @@ def test_the_guest_command_imports_the_run_path_from_the_archive(tmp_path):
     assert got["vm_images"] == str(datafiles.vm_images()), "data files still come from the host's folders"
 
 
+def test_the_guest_command_compiles_no_source_on_the_run_path(tmp_path):
+    """The dataclasses' methods and namedtuples' __new__ that the run path's modules generate run as code
+    the archive compiled on the host: the guest never starts Python's compiler, code TCG would first have
+    to translate. Without the archive the same imports compile every one of those texts."""
+    script = tmp_path / "compiles.py"
+    script.write_text(
+        "import sys\n"
+        "texts = []\n"
+        "sys.addaudithook(lambda event, args: event == 'compile' and texts.append(str(args[1])))\n"
+        "import uffdprobe.cli.main, uffdprobe.run.host\n"
+        "print(len(texts), sorted(set(texts)))\n"
+    )
+
+    def compiles(archive):
+        proc = subprocess.run(
+            [*guest_python.from_archive(archive, script=True), str(script)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd="/",
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    assert compiles(str(guest_python.archive())) == "0 []"
+    count, names = compiles(str(tmp_path / "missing")).split(" ", 1)
+    assert int(count) > 20 and names == "['<string>']", "the dataclasses and namedtuples of the run path"
+
+
 def test_without_its_archive_the_guest_command_imports_from_the_host_folders(tmp_path):
     script = tmp_path / "where.py"
     script.write_text("import uffdprobe.scenarios as s; print(type(s.__spec__.loader).__name__, s.__file__)\n")
@@ -149,7 +178,7 @@ def test_a_missing_or_stale_archive_is_rebuilt_not_used(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     built = guest_python.archive()
     assert built.is_relative_to(tmp_path) and guest_archive.fresh(built)
-    start, table, manifest = marshal.loads(built.read_bytes())
+    start, table, texts, manifest = marshal.loads(built.read_bytes())
     assert table["uffdprobe.scenarios"][1] == "pkg" and table["uffdprobe.uffd._native"][1] == "ext"
     assert "tkinter" not in table and "uffdprobe.cli.matrix" not in table, "only what the run imports"
 
@@ -160,10 +189,10 @@ def test_a_missing_or_stale_archive_is_rebuilt_not_used(tmp_path, monkeypatch):
     # says so; it must be rebuilt from the sources, not served
     name, size, mtime = manifest[-1]
     stale_table = dict(table, json=(table["json"][0], "py", marshal.dumps(compile("STALE = 1", "x", "exec"))))
-    built.write_bytes(marshal.dumps((start, stale_table, manifest[:-1] + [(name, size + 1, mtime)])))
+    built.write_bytes(marshal.dumps((start, stale_table, texts, manifest[:-1] + [(name, size + 1, mtime)])))
     assert not guest_archive.fresh(built)
     assert guest_python.archive() == built and guest_archive.fresh(built)
-    _, table_again, _ = marshal.loads(built.read_bytes())
+    _, table_again, _, _ = marshal.loads(built.read_bytes())
     assert table_again["json"] == table["json"]
 
 

@@ -123,7 +123,7 @@ def signals_ignored(
             signal.signal(sig, handler)
 
 
-def stop(proc: Optional["subprocess.Popen[Any]"], grace: float = 3.0) -> None:
+def stop(proc: "Optional[subprocess.Popen[Any]]", grace: float = 3.0) -> None:
     """SIGTERM the child's process group, SIGKILL it after grace seconds, and reap it (QEMU, virtiofsd,
     run children); a Ctrl-C meanwhile waits until the child is gone."""
     if proc is not None:
@@ -142,7 +142,7 @@ class Stopped:
 
 
 def stop_group(
-    leader: Union["subprocess.Popen[Any]", int],
+    leader: "Union[subprocess.Popen[Any], int]",
     first: Optional[int] = signal.SIGTERM,
     grace: float = 3.0,
     kill_wait: float = 10.0,
@@ -182,8 +182,8 @@ def stop_group(
 class _Leader:
     """Non-blocking reaping of a Popen or of a child pid, keeping its exit status."""
 
-    def __init__(self, leader: Union["subprocess.Popen[Any]", int]) -> None:
-        self.popen: Optional["subprocess.Popen[Any]"] = None
+    def __init__(self, leader: "Union[subprocess.Popen[Any], int]") -> None:
+        self.popen: "Optional[subprocess.Popen[Any]]" = None
         if isinstance(leader, subprocess.Popen):
             self.popen, self.pid = leader, leader.pid
         else:

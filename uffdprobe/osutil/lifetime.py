@@ -40,7 +40,7 @@ def temp_prefix(kind: str) -> str:
     return f"uffdprobe-{kind}-{os.getpid()}-"
 
 
-def tie() -> Optional["subprocess.Popen[Any]"]:
+def tie() -> "Optional[subprocess.Popen[Any]]":
     """Tie everything this process will start to its lifetime (see the module's docstring); the watchdog,
     or None where an ancestor uffdprobe's covers us already or none could start. Never fails a run: where
     the kernel refuses a means (no cgroup v2 we may write), the others still hold."""

@@ -8,8 +8,10 @@ host path of every extension module among them. Its manifest names every file it
 size and mtime; a stale archive (one of them changed) is rebuilt, never used. Written whole: to a
 temporary file, then renamed.
 
-The archive is marshal data: (guest_start's code, {module: (host path, kind, bytecode)}, manifest). The
-interpreter that reads it is the one that wrote it (its version and path are in the cache key).
+The archive is marshal data: (guest_start's code, {module: (host path, kind, bytecode)}, {(builtin, text):
+bytecode}, manifest), the third being the source texts guest_start.GENERATED's modules generated while
+the modules were recorded, compiled. The interpreter that reads it is the one that wrote it (its version
+and path are in the cache key).
 """
 
 import hashlib
@@ -63,14 +65,26 @@ ENTRY = tuple(
 )
 RECORD_TIMEOUT = 120.0
 _RECORD = """
-import json, os, sys
+import builtins, sys
+texts = []
+def keeper(builtin, run):
+    def keep(source, *rest):
+        if type(source) is str:
+            texts.append([builtin, source])
+        return run(source, *rest)
+    return keep
+for pair in sys.argv[1].split(","):  # before any other import: json's makes namedtuples
+    name, builtin = pair.split("=")
+    __import__(name)
+    setattr(sys.modules[name], builtin, keeper(builtin, getattr(builtins, builtin)))
+import json, os
 missed = set()
 class Missed:
     @staticmethod
     def find_spec(name, path=None, target=None):
         missed.add(name)
 sys.meta_path.append(Missed)
-for name in sys.argv[1:]:
+for name in sys.argv[2:]:
     try:
         __import__(name)
     except Exception:
@@ -81,10 +95,11 @@ for name, module in list(sys.modules.items()):
     origin = getattr(spec, "origin", None)
     if name != "__main__" and isinstance(origin, str) and os.path.isabs(origin):
         found[name] = [origin, spec.submodule_search_locations is not None]
-print(json.dumps({"found": found, "missed": sorted(missed)}))
+print(json.dumps({"found": found, "missed": sorted(missed), "texts": texts}))
 """
 
 Table = Dict[str, Tuple[str, str, bytes]]
+Texts = Dict[Tuple[str, str], bytes]
 Manifest = List[Tuple[str, int, int]]
 
 
@@ -111,7 +126,7 @@ def ensure(module_path: List[str]) -> Path:
 def fresh(target: Path) -> bool:
     """Whether `target` is an archive whose every source file is as it was when it was built."""
     try:
-        _, _, manifest = marshal.loads(target.read_bytes())
+        manifest = marshal.loads(target.read_bytes())[-1]
         return all(_stamp(name) == (name, size, mtime) for name, size, mtime in manifest)
     except (OSError, ValueError, EOFError, TypeError):
         return False
@@ -121,7 +136,7 @@ def build(module_path: List[str]) -> bytes:
     """The archive's bytes: record what ENTRY imports under the guest's module path, compile it."""
     table: Table = {}
     manifest: Manifest = [_stamp(folder) for folder in module_path if os.path.isdir(folder)]  # installs, removals
-    found, missed = record(module_path)
+    found, missed, generated = record(module_path)
     for name in missed:  # looked for and not there (another platform's): no search in the guest
         if "." not in name:  # a top-level name: the module path's folders' stamps cover its coming
             table[name] = ("", "absent", b"")
@@ -135,16 +150,28 @@ def build(module_path: List[str]) -> bytes:
         else:
             continue
         manifest.append(_stamp(origin))
+    # compiled as exec() and eval() compile a text: named "<string>", no flags of ours
+    texts: Texts = {
+        (builtin, text): marshal.dumps(compile(text, "<string>", builtin, dont_inherit=True))
+        for builtin, text in generated
+    }
     start = compile(Path(guest_start.__file__).read_bytes(), guest_start.__file__, "exec", dont_inherit=True)
-    return marshal.dumps((start, table, manifest))
+    return marshal.dumps((start, table, texts, manifest))
 
 
-def record(module_path: List[str]) -> Tuple[Dict[str, Tuple[str, bool]], List[str]]:
-    """What ENTRY imports in `python -S` with `module_path`: {module: (host file, is a package)}, and the
-    modules looked for and not found."""
+def record(module_path: List[str]) -> Tuple[Dict[str, Tuple[str, bool]], List[str], List[Tuple[str, str]]]:
+    """What ENTRY imports in `python -S` with `module_path`: {module: (host file, is a package)}, the
+    modules looked for and not found, and the (builtin, text) pairs guest_start.GENERATED's modules ran."""
     try:
         proc = subprocess.run(
-            [sys.executable, "-S", "-c", _RECORD, *ENTRY],
+            [
+                sys.executable,
+                "-S",
+                "-c",
+                _RECORD,
+                ",".join(f"{m}={b}" for m, b in guest_start.GENERATED.items()),
+                *ENTRY,
+            ],
             env=dict(os.environ, PYTHONPATH=os.pathsep.join(module_path)),
             capture_output=True,
             text=True,
@@ -154,7 +181,8 @@ def record(module_path: List[str]) -> Tuple[Dict[str, Tuple[str, bool]], List[st
             cwd="/",
         )
         data = json.loads(proc.stdout)
-        return {name: (origin, bool(pkg)) for name, (origin, pkg) in data["found"].items()}, list(data["missed"])
+        found = {name: (origin, bool(pkg)) for name, (origin, pkg) in data["found"].items()}
+        return found, list(data["missed"]), [(builtin, text) for builtin, text in data["texts"]]
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         raise UffdprobeError(f"cannot record the guest's modules with {sys.executable}: {exc}") from None
 

@@ -65,10 +65,10 @@ _START = """import sys
 try:
     import marshal
     with open({archive!r}, "rb") as f:
-        _start, _table, _ = marshal.loads(f.read())
+        _start, _table, _texts, _ = marshal.loads(f.read())
     exec(_start)
-    install({archive!r}, _table)
-    del _start, _table
+    install({archive!r}, _table, _texts)
+    del _start, _table, _texts
 except OSError:
     pass
 """

@@ -9,23 +9,35 @@ files beside it and tracebacks read as on the host). A module the archive lacks,
 archived package included (its __path__ is the host folder), is found on the host folders behind it;
 an extension module is loaded straight from the host path recorded for it, without a search.
 
+Two modules of the standard library compile source text they generate: dataclasses (each class's
+methods) and collections (namedtuple's __new__). Under TCG that text costs more than its module: the
+first compile() starts Python's parser and compiler, code the emulator has to translate first. So the
+archive also holds those texts compiled on the host (run.guest_archive records them), and those modules
+get an `exec` or `eval` that runs the compiled code for a text it holds.
+
 It imports nothing: sys and the frozen import machinery are there before any import.
 """
 
 import sys
 
+#: The modules that run source text they generate, and the builtin each runs it with; in the order the
+#: recorder patches them (importing dataclasses makes namedtuples).
+GENERATED = {"collections": "eval", "dataclasses": "exec"}
+
 TYPE_CHECKING = False  # not typing's: that import would come from the host folders, before the archive
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from importlib.machinery import ModuleSpec
     from types import CodeType, ModuleType
 
 
 class ArchiveFinder:
     """A sys.meta_path finder and loader for the modules of one archive: {name: (host path, kind,
-    bytecode)}, kind "py", "pkg", "ext" or "absent" (looked for and not found when it was made)."""
+    bytecode)}, kind "py", "pkg", "ext" or "absent" (looked for and not found when it was made), and the
+    generated texts it holds compiled: {(builtin, text): bytecode}."""
 
-    def __init__(self, archive: str, table: dict):
-        self.archive, self.table = archive, table
+    def __init__(self, archive: str, table: dict, texts: dict):
+        self.archive, self.table, self.texts = archive, table, texts
 
     def __repr__(self) -> str:
         return f"<ArchiveFinder {self.archive}>"
@@ -53,8 +65,28 @@ class ArchiveFinder:
         return None
 
     def exec_module(self, module: "ModuleType") -> None:
-        """Run the module's archived bytecode in its namespace."""
+        """Run the module's archived bytecode in its namespace (a GENERATED module's with its builtin
+        there first, as compiled())."""
+        builtin = GENERATED.get(module.__name__)
+        if builtin:
+            module.__dict__[builtin] = self.compiled(builtin)
         exec(self.get_code(module.__name__), module.__dict__)
+
+    def compiled(self, builtin: str) -> "Callable[..., object]":
+        """`exec` or `eval` (`builtin`), except that a text the archive holds runs as the code compiled
+        from it on the host; any other text or code is run as the builtin would."""
+        run = exec if builtin == "exec" else eval
+        texts = self.texts
+
+        def run_text(source: object, globals: object = None, locals: object = None) -> object:
+            blob = texts.get((builtin, source)) if type(source) is str else None
+            if blob is not None:
+                import marshal
+
+                source = marshal.loads(blob)
+            return run(source, globals, locals)  # type: ignore[call-overload]
+
+        return run_text
 
     def get_code(self, name: str) -> "CodeType":
         """The module's code object, unmarshalled from the archive."""
@@ -75,10 +107,13 @@ class ArchiveFinder:
             return None
 
 
-def install(archive: str, table: dict) -> ArchiveFinder:
+def install(archive: str, table: dict, texts: dict) -> ArchiveFinder:
     """Put a finder for `table` before the path finder on sys.meta_path (built-in and frozen modules
-    still come first)."""
-    finder = ArchiveFinder(archive, table)
+    still come first); a GENERATED module imported before it gets its builtin from it now."""
+    finder = ArchiveFinder(archive, table, texts)
+    for name, builtin in GENERATED.items():
+        if name in sys.modules:
+            setattr(sys.modules[name], builtin, finder.compiled(builtin))
     names = [getattr(f, "__name__", "") for f in sys.meta_path]
     at = names.index("PathFinder") if "PathFinder" in names else len(sys.meta_path)
     sys.meta_path.insert(at, finder)

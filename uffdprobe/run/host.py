@@ -129,7 +129,7 @@ def _run_plan(
     return results, stream.error if stream else None
 
 
-def ktap_start(outputs: Outputs, plan: list, name: str, about: List[str]) -> Optional["KernelTest"]:
+def ktap_start(outputs: Outputs, plan: list, name: str, about: List[str]) -> "Optional[KernelTest]":
     """With --ktap FILE (- for stdout), KTAP there from now on, one result line as each verdict lands; else None
     (results.ktap.KernelTest, imported only then)."""
     if not outputs.ktap:
