@@ -26,7 +26,8 @@ GENERATED = {"collections": "eval", "dataclasses": "exec"}
 
 TYPE_CHECKING = False  # not typing's: that import would come from the host folders, before the archive
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
+    from typing import Any
     from importlib.machinery import ModuleSpec
     from types import CodeType, ModuleType
 
@@ -78,13 +79,17 @@ class ArchiveFinder:
         run = exec if builtin == "exec" else eval
         texts = self.texts
 
-        def run_text(source: object, globals: object = None, locals: object = None) -> object:
+        def run_text(
+            source: "str | CodeType",
+            globals: "dict[str, Any] | None" = None,
+            locals: "Mapping[str, object] | None" = None,
+        ) -> object:
             blob = texts.get((builtin, source)) if type(source) is str else None
             if blob is not None:
                 import marshal
 
                 source = marshal.loads(blob)
-            return run(source, globals, locals)  # type: ignore[call-overload]
+            return run(source, globals, locals)
 
         return run_text
 
