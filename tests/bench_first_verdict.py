@@ -227,7 +227,7 @@ def test_first_verdict_and_per_scenario_cost(label, kernel, tmp_path):
         )
         if vng:
             print(
-                f"ratio first verdict / vng boot-to-true: {_median(starts) / vng_median:5.2f} (goal <= 0.5; "
+                f"ratio first verdict / vng boot-to-true: {_median(starts) / vng_median:5.2f} (goal <= 0.4, issue 30; "
                 f"best to best {min(starts) / min(s for s, _ in vng):5.2f})"
             )
     if vng:
