@@ -214,6 +214,7 @@ def _boot(text: str, tmp_path: Path, name: str) -> SimpleNamespace:
         reason=v.reason,
         exit_status=v.exit_status,
         panic_lines=v.panic_lines,
+        kernel_report=v.kernel_report,
         console_log=DATA / name,
         timings={},
         kernel_identity={"release": "6.12.118"},

@@ -324,12 +324,7 @@ def _cut_off(planned: List[plan.Row], results: List[Result], boot, started: bool
     running = missing[0]
     running.evidence["running"] = True
     if boot.outcome == PANIC:  # its first report: the oops may be far above the panic it led to
-        from uffdprobe.vm import console
-
-        try:
-            running.evidence["kernel_report"] = console.row_report(Path(boot.console_log).read_text(errors="replace"))
-        except OSError:
-            pass
+        running.evidence["kernel_report"] = boot.kernel_report
     for r in missing[1:]:
         r.reason = f"never ran: the boot ended while {running.scenario}[{running.memory}] ran: {reason}"
         r.evidence["running"] = False

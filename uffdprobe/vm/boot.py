@@ -54,6 +54,9 @@ class BootResult:
     kernel_identity: dict  # path, sha256, version (console banner if seen), release
     transport: str = ""
     qemu_argv: list = field(default_factory=list)
+    #: after a PANIC, what the kernel said from its first splat after the guest's last output on
+    #: (console.row_report): the oops a panic much later began with
+    kernel_report: list = field(default_factory=list)
 
     def to_json(self) -> dict:
         """A JSON-ready dict of the result."""
@@ -281,6 +284,7 @@ def _boot(
         kernel_identity=identity,
         transport=plan.transport,
         qemu_argv=qemu.command_line(spec),
+        kernel_report=verdict.kernel_report,
     )
     (run_dir / "result.json").write_text(json.dumps(result.to_json(), indent=1) + "\n")
     return result

@@ -34,6 +34,7 @@ class Verdict:
     reason: str
     exit_status: Optional[int] = None
     panic_lines: list = field(default_factory=list)
+    kernel_report: list = field(default_factory=list)  #: after a PANIC: console.row_report
 
 
 def read_exit_status(channel_dir: Path) -> Optional[int]:
@@ -52,7 +53,7 @@ def classify(text: str, qemu_stderr: str, run: QemuRun, channel_dir: Path, limit
         lines = console.panic_lines(text)
         if not reached:
             return Verdict(BOOT_FAIL, "kernel panicked before the guest init ran", status, lines)
-        return Verdict(PANIC, console.panic_reason(text), status, lines)
+        return Verdict(PANIC, console.panic_reason(text), status, lines, console.row_report(text))
     if run.returncode is not None and run.returncode < 0 and not run.stopped:
         name = signal.Signals(-run.returncode).name if -run.returncode in signal.valid_signals() else "?"
         return Verdict(
