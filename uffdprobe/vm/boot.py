@@ -14,7 +14,7 @@ from typing import Dict, Optional
 
 from uffdprobe.exitcodes import UsageError
 from uffdprobe.osutil import children, datafiles
-from uffdprobe.osutil.files import disk_full, usable_dir
+from uffdprobe.osutil.files import disk_full, usable_dir, write_atomic
 from . import accel as accelmod
 from . import console, outcome, qemu, shares
 from .errors import VmInputError, VmSetupError
@@ -286,7 +286,7 @@ def _boot(
         qemu_argv=qemu.command_line(spec),
         kernel_report=verdict.kernel_report,
     )
-    (run_dir / "result.json").write_text(json.dumps(result.to_json(), indent=1) + "\n")
+    write_atomic(run_dir / "result.json", (json.dumps(result.to_json(), indent=1) + "\n").encode())
     return result
 
 
