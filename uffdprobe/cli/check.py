@@ -48,6 +48,14 @@ def add_parser(sub) -> None:
         help="repeatable: ask only these defects (default: every one; `uffdprobe list` names them)",
     )
     p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="scenario parameter for every kernel's run, as in matrix: e.g. tries=5 asks a racy defect "
+        "on fewer tries (sooner, and a larger miss probability in its answer)",
+    )
+    p.add_argument(
         "--expect",
         action="append",
         default=[],
@@ -84,7 +92,6 @@ def add_parser(sub) -> None:
         func=cmd_check,
         memory=None,
         runs=1,
-        param=[],
         kselftest=[],
         kselftest_from=None,
         cluster=None,
