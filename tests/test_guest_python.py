@@ -154,6 +154,35 @@ def test_the_guest_command_compiles_no_source_on_the_run_path(tmp_path):
     assert int(count) > 20 and names == "['<string>']", "the dataclasses and namedtuples of the run path"
 
 
+def test_the_guest_command_searches_the_host_folders_for_nothing_on_the_run_path(tmp_path):
+    """Under TCG a search of the host folders is a 9p lookup per folder: the archive answers every import
+    of the run path, a module that was not there when it was made (copy's Jython lookup, made while the
+    recorder itself imports dataclasses) included."""
+    script = tmp_path / "searches.py"
+    script.write_text(
+        "import sys\n"
+        "asked = []\n"
+        "host = next(f for f in sys.meta_path if getattr(f, '__name__', '') == 'PathFinder')\n"
+        "class Asked:\n"
+        "    @staticmethod\n"
+        "    def find_spec(name, path=None, target=None):\n"
+        "        asked.append(name)\n"
+        "        return host.find_spec(name, path, target)\n"
+        "sys.meta_path[sys.meta_path.index(host)] = Asked\n"
+        "import uffdprobe.cli.main, uffdprobe.run.host\n"
+        "print(sorted(asked))\n"
+    )
+    proc = subprocess.run(
+        [*guest_python.from_archive(str(guest_python.archive()), script=True), str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 def test_without_its_archive_the_guest_command_imports_from_the_host_folders(tmp_path):
     script = tmp_path / "where.py"
     script.write_text("import uffdprobe.scenarios as s; print(type(s.__spec__.loader).__name__, s.__file__)\n")

@@ -66,6 +66,12 @@ ENTRY = tuple(
 RECORD_TIMEOUT = 120.0
 _RECORD = """
 import builtins, sys
+missed = set()
+class Missed:  # first: importing dataclasses below looks for modules that are not there (copy: org.python)
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        missed.add(name)
+sys.meta_path.append(Missed)
 texts = []
 def keeper(builtin, run):
     def keep(source, *rest):
@@ -78,12 +84,6 @@ for pair in sys.argv[1].split(","):  # before any other import: json's makes nam
     __import__(name)
     setattr(sys.modules[name], builtin, keeper(builtin, getattr(builtins, builtin)))
 import json, os
-missed = set()
-class Missed:
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        missed.add(name)
-sys.meta_path.append(Missed)
 for name in sys.argv[2:]:
     try:
         __import__(name)
