@@ -171,6 +171,61 @@ def test_an_entry_point_of_an_installed_distribution(tmp_path, kf):
     assert again.returncode == 0, again.stderr
 
 
+def test_the_quick_look_for_the_group_agrees_with_importlib_metadata(tmp_path, monkeypatch):
+    """sources.may_declare_the_group() reads what importlib.metadata would before the CLI pays for the
+    real scan: False only where the real scan finds nothing."""
+    import importlib.metadata
+    import zipfile
+
+    from uffdprobe.scenarios import sources
+
+    import importlib.machinery
+
+    # only the path finder finds distributions here (a test before this one in the same process may
+    # have left a finder of its own on sys.meta_path)
+    monkeypatch.setattr(sys, "meta_path", [importlib.machinery.PathFinder])
+
+    def both(*path):
+        monkeypatch.setattr(sys, "path", [str(p) for p in path])
+        found = importlib.metadata.entry_points().select(group=sources.ENTRY_POINT_GROUP)
+        return sources.may_declare_the_group(), bool(found)
+
+    other = fake_distribution(tmp_path / "other", "[console_scripts]\nuffd-demo = uffd_demo:main\n", {})
+    assert both(other, tmp_path / "missing") == (False, False)
+    ours = fake_distribution(tmp_path / "ours", "[uffdprobe.scenarios]\ndemo = uffd_demo\n", {})
+    assert both(ours, other) == (True, True)  # one name: the first on the path is the distribution
+    egg = tmp_path / "demo.egg"
+    (egg / "EGG-INFO").mkdir(parents=True)
+    (egg / "EGG-INFO" / "PKG-INFO").write_text("Metadata-Version: 1.1\nName: uffd-egg\nVersion: 1.0\n")
+    (egg / "EGG-INFO" / "entry_points.txt").write_text("[uffdprobe.scenarios]\ndemo = uffd_demo\n")
+    assert both(other, egg) == (True, True)
+    archive = tmp_path / "site.zip"  # a zip on sys.path: not looked into, the real scan decides
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("uffd_demo-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: uffd-demo\nVersion: 1.0\n")
+    assert both(other, archive) == (True, False)
+
+    class Finder:  # another finder of distributions: the real scan decides
+        @staticmethod
+        def find_distributions(context=None):
+            return iter(())
+
+    monkeypatch.setattr(sys, "meta_path", [Finder, importlib.machinery.PathFinder])
+    assert both(other) == (True, False)
+
+
+def test_a_command_imports_no_metadata_reader_when_nothing_declares_the_group():
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "uffdprobe", "list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.split("|")[2].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "uffdprobe.scenarios.sources" in imported and "importlib.metadata" not in imported
+
+
 # --- bad sources: one line, exit 2, nothing run --------------------------------------------------------
 
 ROW = '''from uffdprobe.scenarios.api import Outcome, Scenario, Verdict

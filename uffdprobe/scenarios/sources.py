@@ -64,7 +64,7 @@ _IDENTITY: Dict[str, Tuple[str, str]] = {}  # user scenario name -> (file, qualn
 def load(files: Sequence[str] = (), entry_points: bool = True) -> List[Source]:
     """Register the entry point group's scenarios (unless `entry_points` is False), then each file's,
     in order; loading a source again is a no-op. Returns every source loaded so far."""
-    if entry_points and os.environ.get(ENTRY_POINTS_ENV) != "none":
+    if entry_points and os.environ.get(ENTRY_POINTS_ENV) != "none" and may_declare_the_group():
         for ep in _entry_points():
             key = f"ep:{ep.name} = {ep.value}"
             if key not in _LOADED:
@@ -88,6 +88,40 @@ def sources() -> List[Source]:
 def origin(name: str) -> Optional[Source]:
     """The source of a user scenario, None for a built-in (or an unknown name)."""
     return _ORIGIN.get(name)
+
+
+def may_declare_the_group() -> bool:
+    """Whether a distribution on sys.path may declare ENTRY_POINT_GROUP, from a look at the files
+    importlib.metadata would read: the entry_points.txt of every *.dist-info, *.egg-info (and an .egg's
+    EGG-INFO) folder in each sys.path folder. False spares importing importlib.metadata and parsing every
+    distribution's metadata, a sixth of a `uffdprobe` command's start. True (then the real scan decides)
+    whenever a file names the group, a sys.path entry is not a folder (a zip) or a finder other than the
+    path finder can find distributions."""
+    if any(hasattr(f, "find_distributions") and getattr(f, "__name__", "") != "PathFinder" for f in sys.meta_path):
+        return True
+    group = ENTRY_POINT_GROUP.encode()
+    for entry in sys.path:
+        folder = entry or "."
+        egg = folder.lower().endswith(".egg")
+        try:
+            with os.scandir(folder) as children:
+                infos = [
+                    c.path
+                    for c in children
+                    if c.name.lower().endswith((".dist-info", ".egg-info")) or (egg and c.name.lower() == "egg-info")
+                ]
+        except NotADirectoryError:
+            return True
+        except OSError:  # not there (or unreadable): importlib.metadata finds nothing in it either
+            continue
+        for info in infos:
+            try:
+                with open(os.path.join(info, "entry_points.txt"), "rb") as f:
+                    if group in f.read():
+                        return True
+            except OSError:
+                continue
+    return False
 
 
 def _entry_points() -> list:
