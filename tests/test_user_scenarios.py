@@ -9,6 +9,7 @@ write-protected page, which hangs where read-GUP forces COW (model-5.8).
 """
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -171,24 +172,28 @@ def test_an_entry_point_of_an_installed_distribution(tmp_path, kf):
     assert again.returncode == 0, again.stderr
 
 
-def test_the_quick_look_for_the_group_agrees_with_importlib_metadata(tmp_path, monkeypatch):
+def test_the_quick_look_for_the_group_agrees_with_importlib_metadata(tmp_path):
     """sources.may_declare_the_group() reads what importlib.metadata would before the CLI pays for the
-    real scan: False only where the real scan finds nothing."""
-    import importlib.metadata
+    real scan: False only where the real scan finds nothing. Each pair is asked of a fresh interpreter
+    (importlib.metadata keeps what it read of a folder), on exactly the sys.path given."""
     import zipfile
 
-    from uffdprobe.scenarios import sources
-
-    import importlib.machinery
-
-    # only the path finder finds distributions here (a test before this one in the same process may
-    # have left a finder of its own on sys.meta_path)
-    monkeypatch.setattr(sys, "meta_path", [importlib.machinery.PathFinder])
-
-    def both(*path):
-        monkeypatch.setattr(sys, "path", [str(p) for p in path])
-        found = importlib.metadata.entry_points().select(group=sources.ENTRY_POINT_GROUP)
-        return sources.may_declare_the_group(), bool(found)
+    def both(*path, finder=False):
+        code = (
+            "import importlib.machinery, importlib.metadata, json, sys\n"
+            "from uffdprobe.scenarios import sources\n"
+            "class Finder:\n"
+            "    @staticmethod\n"
+            "    def find_distributions(context=None):\n"
+            "        return iter(())\n"
+            f"sys.path[:] = {[str(p) for p in path]!r}\n"
+            f"sys.meta_path[:] = {'[Finder, ' if finder else '['}importlib.machinery.PathFinder]\n"
+            "found = importlib.metadata.entry_points().select(group=sources.ENTRY_POINT_GROUP)\n"
+            "print(json.dumps([sources.may_declare_the_group(), bool(found)]))\n"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return tuple(json.loads(proc.stdout))
 
     other = fake_distribution(tmp_path / "other", "[console_scripts]\nuffd-demo = uffd_demo:main\n", {})
     assert both(other, tmp_path / "missing") == (False, False)
@@ -203,14 +208,7 @@ def test_the_quick_look_for_the_group_agrees_with_importlib_metadata(tmp_path, m
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("uffd_demo-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: uffd-demo\nVersion: 1.0\n")
     assert both(other, archive) == (True, False)
-
-    class Finder:  # another finder of distributions: the real scan decides
-        @staticmethod
-        def find_distributions(context=None):
-            return iter(())
-
-    monkeypatch.setattr(sys, "meta_path", [Finder, importlib.machinery.PathFinder])
-    assert both(other) == (True, False)
+    assert both(other, finder=True) == (True, False)  # another finder of distributions: the real scan decides
 
 
 def test_a_command_imports_no_metadata_reader_when_nothing_declares_the_group():
