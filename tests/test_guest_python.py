@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -223,6 +224,31 @@ def test_a_missing_or_stale_archive_is_rebuilt_not_used(tmp_path, monkeypatch):
     assert guest_python.archive() == built and guest_archive.fresh(built)
     _, table_again, _, _ = marshal.loads(built.read_bytes())
     assert table_again["json"] == table["json"]
+
+
+def test_building_an_archive_removes_the_ones_no_run_used_for_a_day(tmp_path, monkeypatch):
+    """Each source change of an editable checkout makes a new archive; the unused ones go when the next
+    is built, and nothing else in the folder (a link, another file, one used within the day) does."""
+    from uffdprobe.run import guest_archive
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = tmp_path / "uffdprobe" / "guest-python"
+    folder.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere.marshal"
+    elsewhere.write_bytes(b"not ours")
+    day_old = time.time() - guest_archive.UNUSED_S - 60
+    unused, recent, link, other = (folder / n for n in ("run-0.marshal", "run-1.marshal", "run-2.marshal", "notes"))
+    for f in (unused, recent, other):
+        f.write_bytes(b"x")
+    link.symlink_to(elsewhere)
+    for f in (unused, other, elsewhere):
+        os.utime(f, (day_old, day_old))
+    built = guest_python.archive()
+    assert built.parent == folder
+    assert sorted(p.name for p in folder.iterdir()) == sorted([built.name, "run-1.marshal", "run-2.marshal", "notes"])
+    assert elsewhere.read_bytes() == b"not ours"
+    os.utime(built, (day_old, day_old))
+    assert guest_python.archive() == built and built.stat().st_mtime > day_old, "a run's use is its mtime"
 
 
 @pytest.mark.vm

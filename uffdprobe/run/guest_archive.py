@@ -14,12 +14,14 @@ the modules were recorded, compiled. The interpreter that reads it is the one th
 and path are in the cache key).
 """
 
+import contextlib
 import hashlib
 import json
 import marshal
 import os
 import subprocess
 import sys
+import time
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -115,11 +117,25 @@ def path(module_path: List[str]) -> Path:
     return cache_root() / "guest-python" / f"run-{key.hexdigest()[:20]}.marshal"
 
 
+#: An archive no run has used for this long is removed when another one is built: each change to an
+#: editable checkout's source makes a new archive (about 4 MB), which nothing else would ever remove.
+UNUSED_S = 86400.0
+
+
 def ensure(module_path: List[str]) -> Path:
-    """The archive for `module_path`, built now when it is missing or stale."""
+    """The archive for `module_path`, built now when it is missing or stale (then the archives no run
+    has used for UNUSED_S are removed); its mtime says when a run last used it."""
     target = path(module_path)
-    if not fresh(target):
-        write_atomic(target, build(module_path))
+    if fresh(target):
+        with contextlib.suppress(OSError):  # a read-only cache still serves it
+            os.utime(target)
+        return target
+    write_atomic(target, build(module_path))
+    cutoff = time.time() - UNUSED_S
+    for old in target.parent.glob("run-*.marshal"):
+        with contextlib.suppress(OSError):  # another run's removal or use won
+            if old != target and old.is_file() and not old.is_symlink() and old.stat().st_mtime < cutoff:
+                old.unlink()
     return target
 
 
