@@ -19,6 +19,7 @@ import hashlib
 import json
 import marshal
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -134,7 +135,8 @@ def ensure(module_path: List[str]) -> Path:
     cutoff = time.time() - UNUSED_S
     for old in target.parent.glob("run-*.marshal"):
         with contextlib.suppress(OSError):  # another run's removal or use won
-            if old != target and old.is_file() and not old.is_symlink() and old.stat().st_mtime < cutoff:
+            st = old.lstat()  # a link (or anything but a regular file) is not ours to remove
+            if old != target and stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
                 old.unlink()
     return target
 
